@@ -1,0 +1,127 @@
+# dtx - distributed transactions over sharded PostgreSQL.
+#
+#   make              build bin/dtx-coordinator, bin/dtx-participant, bin/dtxctl
+#   make demo         install what is missing, build, run a 3-shard demo
+#   make check        install what is missing, build, run every test
+#   make bench        install what is missing, build, run the benchmark
+#   make format-check fail if any source is not clang-formatted
+#
+# Two build variants share the sources: the release build (build/release,
+# binaries in bin/) and the sanitizer build (build/san, binaries in
+# build/san/bin), which `make check` uses for the unit and integration tests.
+
+VARIANT ?= release
+BUILD   := build/$(VARIANT)
+
+ifeq ($(VARIANT),san)
+BINDIR  := $(BUILD)/bin
+OPT     := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+LDOPT   := -fsanitize=address,undefined
+else
+BINDIR  := bin
+OPT     := -O2 -g
+LDOPT   :=
+endif
+
+CC      ?= cc
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
+           -Wvla -Wimplicit-fallthrough
+CPPFLAGS := -D_GNU_SOURCE -Iinclude -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
+CFLAGS  := -std=c11 $(OPT) $(WARN) -MMD -MP
+LDLIBS_HTTP := -lmicrohttpd -lcjson -lpthread
+
+COMMON_SRC := $(wildcard common/*.c)
+COORD_SRC  := $(filter-out coordinator/main.c,$(wildcard coordinator/*.c))
+PART_SRC   := $(filter-out participant/main.c,$(wildcard participant/*.c))
+CTL_SRC    := $(wildcard dtxctl/*.c)
+
+COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
+COORD_OBJ  := $(COORD_SRC:%.c=$(BUILD)/%.o)
+PART_OBJ   := $(PART_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/schema_sql.o
+CTL_OBJ    := $(CTL_SRC:%.c=$(BUILD)/%.o)
+
+UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+PROGS := $(BINDIR)/dtx-coordinator $(BINDIR)/dtx-participant
+
+.PHONY: all deps demo check unit integration fault soak bench format format-check clean san
+
+all: $(PROGS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	@echo "  CC      $@"
+	@$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+# sql/*.sql embedded in the participant as one C string (applied at start-up).
+$(BUILD)/gen/schema_sql.c: $(sort $(wildcard sql/*.sql))
+	@mkdir -p $(dir $@)
+	@{ echo '/* Generated from the files in sql/ by the Makefile; do not edit. */'; \
+	   echo 'const char rm_pg_schema_sql[] ='; \
+	   cat $^ | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/    "/' -e 's/$$/\\n"/'; \
+	   echo '    ;'; } > $@
+
+$(BUILD)/gen/schema_sql.o: $(BUILD)/gen/schema_sql.c
+	@$(CC) $(CPPFLAGS) -std=c11 $(OPT) -c -o $@ $<
+
+$(BUILD)/libdtxcommon.a: $(COMMON_OBJ)
+	@rm -f $@
+	@ar rcs $@ $^
+
+$(BINDIR)/dtx-coordinator: $(BUILD)/coordinator/main.o $(COORD_OBJ) $(BUILD)/libdtxcommon.a
+	@mkdir -p $(dir $@)
+	@echo "  LINK    $@"
+	@$(CC) $(LDOPT) -o $@ $^ $(LDLIBS_HTTP) -lz
+
+$(BINDIR)/dtx-participant: $(BUILD)/participant/main.o $(PART_OBJ) $(BUILD)/libdtxcommon.a
+	@mkdir -p $(dir $@)
+	@echo "  LINK    $@"
+	@$(CC) $(LDOPT) -o $@ $^ $(LDLIBS_HTTP) -lpq
+
+# Unit tests: one CUnit program per module, linked with every module object
+# except the daemons' main.c (tests stub module boundaries themselves).
+$(BUILD)/tests/test_%: tests/unit/test_%.c $(COORD_OBJ) $(PART_OBJ) $(BUILD)/libdtxcommon.a
+	@mkdir -p $(dir $@)
+	@echo "  LINK    $@"
+	@$(CC) $(CPPFLAGS) $(CFLAGS) $(LDOPT) -o $@ $^ -lcunit $(LDLIBS_HTTP) -lz -lpq
+
+unit-bin: $(UNIT_BIN)
+
+deps:
+	@./tools/install-deps
+
+san:
+	@$(MAKE) --no-print-directory VARIANT=san all unit-bin
+
+unit: deps
+	@$(MAKE) --no-print-directory VARIANT=san all unit-bin
+	@./tools/run-unit build/san/tests
+
+integration: deps all san
+	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/run.py integration
+
+fault: deps all san
+	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/run.py fault
+
+check: deps
+	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory format-check
+	@$(MAKE) --no-print-directory VARIANT=san all unit-bin
+	@./tools/run-unit build/san/tests
+	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/run.py integration fault
+
+demo: deps
+	@$(MAKE) --no-print-directory all
+	@/usr/bin/python3 tools/demo.py
+
+format:
+	clang-format -i $(shell git ls-files '*.c' '*.h')
+
+format-check:
+	@clang-format --dry-run -Werror $(shell git ls-files '*.c' '*.h') && echo "format-check: ok"
+
+clean:
+	rm -rf build bin
+
+-include $(shell find build -name '*.d' 2>/dev/null)

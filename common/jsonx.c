@@ -1,0 +1,242 @@
+/*
+ * jsonx.c - cJSON helpers shared by both daemons and dtxctl.
+ *
+ * Stateless; safe from any thread (parsing uses the re-entrant
+ * cJSON_ParseWithLengthOpts, never cJSON_GetErrorPtr).
+ */
+#include "dtx/jsonx.h"
+
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SAFE_INT_MAX 9007199254740992.0 /* 2^53 */
+
+int jsonx_parse(const char *text, size_t len, cJSON **out, struct dtx_err *err)
+{
+    const char *end = NULL;
+    cJSON *root;
+
+    if (len == 0)
+        return dtx_err_set(err, DTX_EINVAL, "request body is empty; expected a JSON object");
+    root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
+    if (!root) {
+        size_t at = end && end >= text ? (size_t)(end - text) : 0;
+
+        return dtx_err_set(err, DTX_EINVAL, "malformed JSON at byte %zu", at);
+    }
+    *out = root;
+    return 0;
+}
+
+static int field_error(struct dtx_err *err, const char *where, const char *key, const char *what)
+{
+    return dtx_err_set(err, DTX_EINVAL, "'%s%s%s' %s", where, *where ? "." : "", key, what);
+}
+
+static const cJSON *field(const cJSON *obj, const char *key)
+{
+    return cJSON_IsObject(obj) ? cJSON_GetObjectItemCaseSensitive(obj, key) : NULL;
+}
+
+int jsonx_str(const cJSON *obj, const char *where, const char *key, bool required, const char **out,
+              struct dtx_err *err)
+{
+    const cJSON *v = field(obj, key);
+
+    if (!v)
+        return required ? field_error(err, where, key, "is missing") : 0;
+    if (!cJSON_IsString(v))
+        return field_error(err, where, key, "must be a string");
+    *out = v->valuestring;
+    return 0;
+}
+
+int jsonx_int(const cJSON *obj, const char *where, const char *key, bool required, int64_t min,
+              int64_t max, int64_t *out, struct dtx_err *err)
+{
+    const cJSON *v = field(obj, key);
+    double d;
+
+    if (!v)
+        return required ? field_error(err, where, key, "is missing") : 0;
+    if (!cJSON_IsNumber(v) || !jsonx_is_safe_int(v))
+        return field_error(err, where, key, "must be an integer");
+    d = v->valuedouble;
+    if (d < (double)min || d > (double)max) {
+        char what[96];
+
+        snprintf(what, sizeof(what), "must be between %" PRId64 " and %" PRId64, min, max);
+        return field_error(err, where, key, what);
+    }
+    *out = (int64_t)d;
+    return 0;
+}
+
+int jsonx_bool(const cJSON *obj, const char *where, const char *key, bool required, bool *out,
+               struct dtx_err *err)
+{
+    const cJSON *v = field(obj, key);
+
+    if (!v)
+        return required ? field_error(err, where, key, "is missing") : 0;
+    if (!cJSON_IsBool(v))
+        return field_error(err, where, key, "must be true or false");
+    *out = cJSON_IsTrue(v);
+    return 0;
+}
+
+int jsonx_array(const cJSON *obj, const char *where, const char *key, bool required,
+                const cJSON **out, struct dtx_err *err)
+{
+    const cJSON *v = field(obj, key);
+
+    if (!v)
+        return required ? field_error(err, where, key, "is missing") : 0;
+    if (!cJSON_IsArray(v))
+        return field_error(err, where, key, "must be an array");
+    *out = v;
+    return 0;
+}
+
+int jsonx_object(const cJSON *obj, const char *where, const char *key, bool required,
+                 const cJSON **out, struct dtx_err *err)
+{
+    const cJSON *v = field(obj, key);
+
+    if (!v)
+        return required ? field_error(err, where, key, "is missing") : 0;
+    if (!cJSON_IsObject(v))
+        return field_error(err, where, key, "must be an object");
+    *out = v;
+    return 0;
+}
+
+int jsonx_only_keys(const cJSON *obj, const char *where, const char *const *allowed,
+                    struct dtx_err *err)
+{
+    const cJSON *item;
+
+    cJSON_ArrayForEach(item, obj)
+    {
+        bool known = false;
+
+        for (const char *const *a = allowed; *a && !known; a++)
+            known = strcmp(*a, item->string) == 0;
+        if (!known)
+            return field_error(err, where, item->string, "is not a known key");
+    }
+    return 0;
+}
+
+bool jsonx_is_safe_int(const cJSON *item)
+{
+    double d;
+
+    if (!cJSON_IsNumber(item))
+        return false;
+    d = item->valuedouble;
+    return isfinite(d) && d == floor(d) && fabs(d) <= SAFE_INT_MAX;
+}
+
+char *jsonx_to_param(const cJSON *item)
+{
+    char num[64];
+
+    if (cJSON_IsNull(item))
+        return NULL;
+    if (cJSON_IsString(item))
+        return strdup(item->valuestring);
+    if (cJSON_IsBool(item))
+        return strdup(cJSON_IsTrue(item) ? "true" : "false");
+    if (cJSON_IsNumber(item)) {
+        if (jsonx_is_safe_int(item))
+            snprintf(num, sizeof(num), "%" PRId64, (int64_t)item->valuedouble);
+        else
+            snprintf(num, sizeof(num), "%.17g", item->valuedouble);
+        return strdup(num);
+    }
+    return jsonx_print(item);
+}
+
+char *jsonx_print(const cJSON *item)
+{
+    char *s = cJSON_PrintUnformatted(item);
+
+    if (!s)
+        abort();
+    return s;
+}
+
+cJSON *jsonx_error_obj(const struct dtx_err *err)
+{
+    cJSON *e = jsonx_new_object();
+
+    jsonx_add_str(e, "code", dtx_err_name(err->code));
+    jsonx_add_str(e, "message", err->msg[0] ? err->msg : dtx_err_name(err->code));
+    if (err->shard[0])
+        jsonx_add_str(e, "shard", err->shard);
+    if (err->op >= 0)
+        jsonx_add_num(e, "op", err->op);
+    if (err->sqlstate[0])
+        jsonx_add_str(e, "sqlstate", err->sqlstate);
+    return e;
+}
+
+char *jsonx_error_body(const struct dtx_err *err)
+{
+    cJSON *root = jsonx_new_object();
+    char *s;
+
+    jsonx_add(root, "error", jsonx_error_obj(err));
+    s = jsonx_print(root);
+    cJSON_Delete(root);
+    return s;
+}
+
+cJSON *jsonx_new_object(void)
+{
+    cJSON *o = cJSON_CreateObject();
+
+    if (!o)
+        abort();
+    return o;
+}
+
+cJSON *jsonx_new_array(void)
+{
+    cJSON *a = cJSON_CreateArray();
+
+    if (!a)
+        abort();
+    return a;
+}
+
+void jsonx_add(cJSON *obj, const char *key, cJSON *item)
+{
+    if (!item || !cJSON_AddItemToObject(obj, key, item))
+        abort();
+}
+
+void jsonx_append(cJSON *array, cJSON *item)
+{
+    if (!item || !cJSON_AddItemToArray(array, item))
+        abort();
+}
+
+void jsonx_add_str(cJSON *obj, const char *key, const char *value)
+{
+    jsonx_add(obj, key, cJSON_CreateString(value));
+}
+
+void jsonx_add_num(cJSON *obj, const char *key, double value)
+{
+    jsonx_add(obj, key, cJSON_CreateNumber(value));
+}
+
+void jsonx_add_bool(cJSON *obj, const char *key, bool value)
+{
+    jsonx_add(obj, key, cJSON_CreateBool(value));
+}

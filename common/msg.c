@@ -1,0 +1,185 @@
+/*
+ * msg.c - parsing and building peer-stream messages. Stateless.
+ */
+#include "dtx/msg.h"
+#include "dtx/jsonx.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const type_names[] = {
+    [MSG_HELLO] = "hello",     [MSG_PREPARE] = "prepare", [MSG_ONE_PHASE] = "one_phase",
+    [MSG_COMMIT] = "commit",   [MSG_ABORT] = "abort",     [MSG_VOTE] = "vote",
+    [MSG_OUTCOME] = "outcome", [MSG_ACK] = "ack",
+};
+static const char *const vote_names[] = {"", "yes", "no", "readonly"};
+static const char *const outcome_names[] = {"", "committed", "aborted", "unknown"};
+
+#define NTYPES (sizeof(type_names) / sizeof(type_names[0]))
+
+const char *msg_vote_name(enum msg_vote v)
+{
+    return v <= VOTE_READONLY ? vote_names[v] : "?";
+}
+
+const char *msg_outcome_name(enum msg_outcome o)
+{
+    return o <= OUTCOME_UNKNOWN ? outcome_names[o] : "?";
+}
+
+static int lookup(const char *s, const char *const *names, int n)
+{
+    for (int i = 1; s && i < n; i++) {
+        if (names[i] && strcmp(s, names[i]) == 0)
+            return i;
+    }
+    return 0;
+}
+
+static int parse_xid(const cJSON *root, uint64_t *xid, struct dtx_err *err)
+{
+    const char *s = NULL;
+    char *end;
+
+    if (jsonx_str(root, "", "xid", false, &s, err) < 0)
+        return DTX_EPROTO;
+    if (!s)
+        return 0;
+    *xid = strtoull(s, &end, 10);
+    if (*end != '\0' || *s == '\0')
+        return dtx_err_set(err, DTX_EPROTO, "message has a malformed xid '%s'", s);
+    return 0;
+}
+
+static void parse_error(const cJSON *root, struct dtx_err *e)
+{
+    const cJSON *obj = cJSON_GetObjectItemCaseSensitive(root, "error");
+    const cJSON *v;
+
+    dtx_err_clear(e);
+    if (!cJSON_IsObject(obj))
+        return;
+    v = cJSON_GetObjectItemCaseSensitive(obj, "code");
+    e->code = cJSON_IsString(v) ? dtx_err_from_name(v->valuestring) : 0;
+    if (!e->code)
+        e->code = DTX_EPROTO;
+    v = cJSON_GetObjectItemCaseSensitive(obj, "message");
+    if (cJSON_IsString(v))
+        snprintf(e->msg, sizeof(e->msg), "%s", v->valuestring);
+    v = cJSON_GetObjectItemCaseSensitive(obj, "sqlstate");
+    if (cJSON_IsString(v))
+        snprintf(e->sqlstate, sizeof(e->sqlstate), "%s", v->valuestring);
+    v = cJSON_GetObjectItemCaseSensitive(obj, "op");
+    if (jsonx_is_safe_int(v))
+        e->op = (int)v->valuedouble;
+}
+
+static int parse_fields(struct msg *m, struct dtx_err *err)
+{
+    const cJSON *root = m->root;
+    const char *s = NULL;
+    int64_t n = 0;
+    int rc = 0;
+
+    if (jsonx_str(root, "", "gtid", false, &m->gtid, err) < 0 ||
+        jsonx_int(root, "", "timeout_ms", false, 0, UINT32_MAX, &n, err) < 0 ||
+        jsonx_int(root, "", "epoch", false, 0, INT64_MAX, (int64_t *)&m->epoch, err) < 0)
+        return DTX_EPROTO;
+    m->timeout_ms = (uint32_t)n;
+    if (jsonx_str(root, "", "shard", false, &m->name, err) < 0 ||
+        (!m->name && jsonx_str(root, "", "node", false, &m->name, err) < 0))
+        return DTX_EPROTO;
+    rc = parse_xid(root, &m->xid, err);
+    if (rc < 0)
+        return rc;
+    if (jsonx_str(root, "", "vote", false, &s, err) < 0)
+        return DTX_EPROTO;
+    m->vote = (enum msg_vote)lookup(s, vote_names, 4);
+    s = NULL;
+    if (jsonx_str(root, "", "outcome", false, &s, err) < 0)
+        return DTX_EPROTO;
+    m->outcome = (enum msg_outcome)lookup(s, outcome_names, 4);
+    m->ops = cJSON_GetObjectItemCaseSensitive(root, "ops");
+    m->results = cJSON_GetObjectItemCaseSensitive(root, "results");
+    parse_error(root, &m->err);
+    return 0;
+}
+
+static int check_required(const struct msg *m, struct dtx_err *err)
+{
+    bool about_tx = m->type != MSG_HELLO;
+
+    if (about_tx && !m->gtid)
+        return dtx_err_set(err, DTX_EPROTO, "%s message without a gtid", type_names[m->type]);
+    if ((m->type == MSG_PREPARE || m->type == MSG_ONE_PHASE) && !cJSON_IsArray(m->ops))
+        return dtx_err_set(err, DTX_EPROTO, "%s message without ops", type_names[m->type]);
+    if (m->type == MSG_VOTE && m->vote == VOTE_NONE)
+        return dtx_err_set(err, DTX_EPROTO, "vote message without a valid vote");
+    if ((m->type == MSG_OUTCOME || m->type == MSG_ACK) && m->outcome == OUTCOME_NONE)
+        return dtx_err_set(err, DTX_EPROTO, "%s message without a valid outcome",
+                           type_names[m->type]);
+    if (m->type == MSG_HELLO && !m->name)
+        return dtx_err_set(err, DTX_EPROTO, "hello message without a name");
+    return 0;
+}
+
+int msg_parse(const char *data, size_t len, struct msg *out, struct dtx_err *err)
+{
+    struct msg m;
+    const char *t = NULL;
+    int rc;
+
+    memset(&m, 0, sizeof(m));
+    dtx_err_clear(&m.err);
+    if (jsonx_parse(data, len, &m.root, err) < 0)
+        return dtx_err_set(err, DTX_EPROTO, "peer sent a frame that is not JSON");
+    rc = jsonx_str(m.root, "", "t", true, &t, err) < 0 ? DTX_EPROTO : 0;
+    if (rc == 0) {
+        m.type = (enum msg_type)lookup(t, type_names, (int)NTYPES);
+        if (!m.type)
+            rc = dtx_err_set(err, DTX_EPROTO, "peer sent a message of unknown type '%s'", t);
+    }
+    if (rc == 0)
+        rc = parse_fields(&m, err);
+    if (rc == 0)
+        rc = check_required(&m, err);
+    if (rc < 0) {
+        cJSON_Delete(m.root);
+        if (err)
+            err->code = DTX_EPROTO;
+        return DTX_EPROTO;
+    }
+    *out = m;
+    return 0;
+}
+
+void msg_release(struct msg *m)
+{
+    cJSON_Delete(m->root);
+    m->root = NULL;
+}
+
+cJSON *msg_new(enum msg_type type, const char *gtid)
+{
+    cJSON *m = jsonx_new_object();
+
+    jsonx_add_str(m, "t", type_names[type]);
+    if (gtid)
+        jsonx_add_str(m, "gtid", gtid);
+    return m;
+}
+
+void msg_add_xid(cJSON *m, uint64_t xid)
+{
+    char s[24];
+
+    snprintf(s, sizeof(s), "%" PRIu64, xid);
+    jsonx_add_str(m, "xid", s);
+}
+
+void msg_add_error(cJSON *m, const struct dtx_err *err)
+{
+    jsonx_add(m, "error", jsonx_error_obj(err));
+}

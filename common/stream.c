@@ -1,0 +1,208 @@
+/*
+ * stream.c - framed duplex message stream on a non-blocking socket.
+ *
+ * Thread model: a stream belongs to its loop's thread.
+ *
+ * Output: stream_send() appends [len][payload] to out and schedules the
+ * flush defer; the flush writes what the kernel takes and watches EPOLLOUT
+ * for the rest. Input: everything readable is read into in, then each
+ * complete frame is handed to on_frame in order.
+ *
+ * Re-entrancy: callbacks may free the stream (in_cb / dead, as in
+ * httpc.c), and on_close is never called from inside stream_send(): write
+ * errors surface from the flush defer.
+ */
+#include "dtx/stream.h"
+#include "dtx/buf.h"
+#include "dtx/err.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+struct stream {
+    struct ev_loop *loop;
+    int fd;
+    struct ev_io io;
+    struct ev_defer flush;
+    struct buf in;
+    struct buf out;
+    struct stream_cbs cbs;
+    bool broken; /* on_close delivered (or pending): no more I/O */
+    bool in_cb;
+    bool dead;
+};
+
+static void stream_break(struct stream *s, int err, const char *why)
+{
+    if (s->broken)
+        return;
+    s->broken = true;
+    ev_io_stop(s->loop, &s->io);
+    ev_defer_cancel(s->loop, &s->flush);
+    s->in_cb = true;
+    s->cbs.on_close(s->cbs.arg, err, why);
+    s->in_cb = false;
+}
+
+static void stream_dispatch(struct stream *s)
+{
+    while (!s->broken && !s->dead && buf_avail(&s->in) >= 4) {
+        uint32_t len = get_be32((const unsigned char *)buf_head(&s->in));
+
+        if (len > STREAM_MAX_FRAME) {
+            stream_break(s, DTX_EPROTO, "peer sent an oversized frame");
+            return;
+        }
+        if (buf_avail(&s->in) < 4 + (size_t)len)
+            break;
+        s->in_cb = true;
+        s->cbs.on_frame(s->cbs.arg, buf_head(&s->in) + 4, len);
+        s->in_cb = false;
+        buf_consume(&s->in, 4 + (size_t)len);
+    }
+    if (s->in.off > 65536)
+        buf_compact(&s->in);
+}
+
+static void stream_read(struct stream *s)
+{
+    for (;;) {
+        ssize_t n;
+
+        buf_reserve(&s->in, 65536);
+        n = read(s->fd, s->in.data + s->in.len, s->in.cap - s->in.len - 1);
+        if (n > 0) {
+            s->in.len += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        stream_dispatch(s);
+        if (s->broken || s->dead)
+            return;
+        if (n == 0)
+            stream_break(s, DTX_EIO, "peer closed the stream");
+        else if (errno != EAGAIN && errno != EWOULDBLOCK)
+            stream_break(s, DTX_EIO, strerror(errno));
+        return;
+    }
+}
+
+static void stream_write(struct stream *s)
+{
+    while (buf_avail(&s->out) > 0) {
+        ssize_t n = send(s->fd, buf_head(&s->out), buf_avail(&s->out), MSG_NOSIGNAL);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            ev_io_modify(s->loop, &s->io, EPOLLIN | EPOLLOUT);
+            return;
+        }
+        if (n < 0) {
+            stream_break(s, DTX_EIO, strerror(errno));
+            return;
+        }
+        buf_consume(&s->out, (size_t)n);
+    }
+    ev_io_modify(s->loop, &s->io, EPOLLIN);
+}
+
+static void on_stream_io(struct ev_loop *loop, struct ev_io *io, uint32_t revents)
+{
+    struct stream *s = io->data;
+
+    (void)loop;
+    if (revents & EPOLLOUT)
+        stream_write(s);
+    if (!s->broken && (revents & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+        stream_read(s);
+    if (s->dead && !s->in_cb)
+        stream_free(s);
+}
+
+static void on_stream_flush(struct ev_loop *loop, struct ev_defer *d)
+{
+    struct stream *s = d->data;
+
+    (void)loop;
+    stream_dispatch(s); /* frames that arrived with the upgrade answer */
+    if (!s->broken && !s->dead)
+        stream_write(s);
+    if (s->dead && !s->in_cb)
+        stream_free(s);
+}
+
+struct stream *stream_new(struct ev_loop *loop, int fd, const char *pre, size_t prelen,
+                          const struct stream_cbs *cbs)
+{
+    struct stream *s = calloc(1, sizeof(*s));
+    int flags = fcntl(fd, F_GETFL);
+
+    if (!s)
+        abort();
+    s->loop = loop;
+    s->fd = fd;
+    s->cbs = *cbs;
+    buf_init(&s->in);
+    buf_init(&s->out);
+    ev_io_init(&s->io, on_stream_io, s);
+    ev_defer_init(&s->flush, on_stream_flush, s);
+    if (flags >= 0)
+        fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    if (ev_io_start(loop, &s->io, fd, EPOLLIN) < 0) {
+        s->fd = -1;
+        if (cbs->closefd)
+            cbs->closefd(cbs->closefd_ctx, fd);
+        else
+            close(fd);
+        free(s);
+        return NULL;
+    }
+    if (prelen) {
+        buf_append(&s->in, pre, prelen);
+        ev_defer(loop, &s->flush);
+    }
+    return s;
+}
+
+void stream_free(struct stream *s)
+{
+    if (!s)
+        return;
+    if (s->in_cb) {
+        s->dead = true;
+        return;
+    }
+    ev_io_stop(s->loop, &s->io);
+    ev_defer_cancel(s->loop, &s->flush);
+    if (s->fd >= 0) {
+        if (s->cbs.closefd)
+            s->cbs.closefd(s->cbs.closefd_ctx, s->fd);
+        else
+            close(s->fd);
+    }
+    buf_release(&s->in);
+    buf_release(&s->out);
+    free(s);
+}
+
+void stream_send(struct stream *s, const char *data, size_t len)
+{
+    if (s->broken || s->dead)
+        return;
+    buf_put_be32(&s->out, (uint32_t)len);
+    buf_append(&s->out, data, len);
+    ev_defer(s->loop, &s->flush);
+}
+
+size_t stream_pending(const struct stream *s)
+{
+    return buf_avail(&s->out);
+}

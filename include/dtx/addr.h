@@ -1,0 +1,39 @@
+/*
+ * addr.h - network addresses as written in config files: "host:port" for
+ * a listen address, "http://host:port" for a peer's URL.
+ */
+#ifndef DTX_ADDR_H
+#define DTX_ADDR_H
+
+#include <netinet/in.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "dtx/err.h"
+
+struct addr {
+    char host[256];
+    uint16_t port;
+    struct sockaddr_storage sa;
+    socklen_t salen;
+};
+
+/*
+ * Parses "host:port" (host a name, an IPv4 address or [IPv6]) and resolves
+ * it. Returns 0, or DTX_EINVAL with a message; on error *out is unchanged.
+ */
+int addr_parse(const char *text, struct addr *out, struct dtx_err *err);
+
+/* Parses "http://host:port" with an optional trailing "/". Same contract. */
+int addr_parse_url(const char *url, struct addr *out, struct dtx_err *err);
+
+/*
+ * Opens a non-blocking TCP socket and starts connecting it to a. Returns the
+ * fd (connection possibly still in progress), or DTX_EIO with errno's text.
+ */
+int addr_connect(const struct addr *a, struct dtx_err *err);
+
+/* Binds and listens on a with SO_REUSEADDR; returns the fd or DTX_EIO. */
+int addr_listen(const struct addr *a, int backlog, struct dtx_err *err);
+
+#endif

@@ -1,0 +1,94 @@
+/*
+ * httpd.h - the HTTP server of both daemons: libmicrohttpd driven from the
+ * daemon's own event loop (no MHD threads), with asynchronous replies.
+ *
+ * The handler is called once per request, after the whole body has
+ * arrived. It may reply at once (httpd_reply*) or keep the request and
+ * reply later from any loop callback; in between, the connection is
+ * suspended and costs nothing but memory. Every request must get exactly
+ * one reply. Bodies over the configured limit are answered 413 without
+ * reaching the handler.
+ *
+ * A handler can instead switch the connection to another protocol
+ * (httpd_upgrade): after the 101 answer, the raw socket is handed to a
+ * callback; the peer streams run on such sockets.
+ */
+#ifndef DTX_HTTPD_H
+#define DTX_HTTPD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "dtx/err.h"
+#include "dtx/ev.h"
+
+struct httpd;
+struct httpd_req;
+struct httpd_upgraded;
+
+struct httpd_opts {
+    const char *listen;      /* "host:port" */
+    size_t max_body;         /* larger bodies are answered 413 */
+    unsigned conn_limit;     /* simultaneous connections */
+    unsigned idle_timeout_s; /* idle keep-alive connections are closed after this */
+};
+
+typedef void (*httpd_handler)(void *ctx, struct httpd_req *req);
+
+/* Called with the socket of an upgraded connection; extra holds bytes already read from it. */
+typedef void (*httpd_upgrade_cb)(void *arg, int fd, const char *extra, size_t extra_len,
+                                 struct httpd_upgraded *up);
+
+/*
+ * Starts listening. Returns 0 and *out, or DTX_EIO / DTX_EINVAL with a
+ * message (address in use, bad address); on error *out is not modified.
+ */
+int httpd_start(struct httpd **out, struct ev_loop *loop, const struct httpd_opts *opts,
+                httpd_handler handler, void *ctx, struct dtx_err *err);
+/* Stops accepting connections (graceful shutdown); open connections go on. */
+void httpd_quiesce(struct httpd *srv);
+/*
+ * Answers 503 to every request still waiting for a reply, closes all
+ * connections and frees the server. NULL is a no-op. Upgraded sockets must
+ * have been closed (httpd_upgraded_close) before.
+ */
+void httpd_free(struct httpd *srv);
+
+/* Request accessors; strings stay valid until the reply. */
+const char *httpd_req_method(const struct httpd_req *req);
+const char *httpd_req_path(const struct httpd_req *req);
+/* A query-string argument or request header, or NULL. */
+const char *httpd_req_arg(const struct httpd_req *req, const char *name);
+const char *httpd_req_header(const struct httpd_req *req, const char *name);
+const char *httpd_req_body(const struct httpd_req *req, size_t *len);
+/* True when the request carries "Authorization: Bearer <token>" (constant-time compare). */
+bool httpd_req_has_token(const struct httpd_req *req, const char *token);
+/* True while the request waits for an asynchronous reply. */
+bool httpd_req_pending(const struct httpd_req *req);
+
+/* Adds a response header for the coming reply (copied). */
+void httpd_req_add_header(struct httpd_req *req, const char *name, const char *value);
+
+/*
+ * Sends the reply. body is malloc'd and owned by the server from here on
+ * (NULL with len 0 for an empty body). After this call req is gone.
+ */
+void httpd_reply(struct httpd_req *req, unsigned status, const char *content_type, char *body,
+                 size_t len);
+/* Replies with a JSON body (body owned as above). */
+void httpd_reply_json(struct httpd_req *req, unsigned status, char *body);
+/* Replies with the contract's error body for err; the status comes from err->code. */
+void httpd_reply_error(struct httpd_req *req, const struct dtx_err *err);
+/* Same with a status, code and message given directly. */
+void httpd_reply_errorf(struct httpd_req *req, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/*
+ * Answers 101 Switching Protocols with "Upgrade: proto" and hands the
+ * socket to cb once the answer is sent. After this call req is gone.
+ */
+void httpd_upgrade(struct httpd_req *req, const char *proto, httpd_upgrade_cb cb, void *arg);
+/* Closes an upgraded socket (never close() it directly). */
+void httpd_upgraded_close(struct httpd_upgraded *up);
+
+#endif

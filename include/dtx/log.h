@@ -1,0 +1,35 @@
+/*
+ * log.h - the daemons' diagnostic log (stderr, one line per event).
+ *
+ * Not to be confused with the decision log (dlog.h). Lines look like
+ *   2026-11-24T13:06:01.123Z coordinator[812] INFO  decision log open: 3 records
+ * The level and program name are process-wide settings, set once in main().
+ */
+#ifndef DTX_LOG_H
+#define DTX_LOG_H
+
+#include <stdbool.h>
+
+enum log_level { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 };
+
+/* Sets the program name shown on every line and the lowest level printed. */
+void log_init(const char *prog, enum log_level level);
+
+/* Parses "debug", "info", "warn" or "error"; returns -1 for anything else. */
+int log_level_parse(const char *name);
+
+/* True when messages at this level are printed; lets callers skip building them. */
+bool log_enabled(enum log_level level);
+
+void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define log_debug(...)                                                                             \
+    do {                                                                                           \
+        if (log_enabled(LOG_DEBUG))                                                                \
+            log_msg(LOG_DEBUG, __VA_ARGS__);                                                       \
+    } while (0)
+#define log_info(...)  log_msg(LOG_INFO, __VA_ARGS__)
+#define log_warn(...)  log_msg(LOG_WARN, __VA_ARGS__)
+#define log_error(...) log_msg(LOG_ERROR, __VA_ARGS__)
+
+#endif

@@ -1,0 +1,81 @@
+/*
+ * msg.h - the messages coordinator and participants exchange on a peer
+ * stream (one JSON object per frame; see stream.h and docs/protocol.md).
+ *
+ *   coordinator -> participant
+ *     hello      {"t":"hello","node":N,"epoch":E}
+ *     prepare    {"t":"prepare","gtid":G,"ops":[OP..],"timeout_ms":T}
+ *     one_phase  {"t":"one_phase","gtid":G,"ops":[OP..],"timeout_ms":T}
+ *     commit     {"t":"commit","gtid":G,"xid":"X"}
+ *     abort      {"t":"abort","gtid":G}
+ *   participant -> coordinator
+ *     hello      {"t":"hello","shard":S}
+ *     vote       {"t":"vote","gtid":G,"vote":"yes|no|readonly","xid":"X",
+ *                 "results":[R..],"error":E}
+ *     outcome    {"t":"outcome","gtid":G,"outcome":"committed|aborted|unknown",
+ *                 "results":[R..],"error":E}
+ *     ack        {"t":"ack","gtid":G,"outcome":"committed|aborted","error":E}
+ *
+ *   OP = {"i":index in the client's request,"sql":..,"params":[..],"expect_rows":n}
+ *   R  = {"rows_affected":n,"columns":[..],"rows":[[..]..]}
+ *   E  = the contract's error object {"code","message","sqlstate"?,"op"?}
+ *   X  = a PostgreSQL xid8 as a decimal string (JSON numbers lose digits)
+ *
+ * Every message about a transaction is idempotent for its receiver: a
+ * second commit of a committed branch is acknowledged again, an abort of an
+ * unknown branch is acknowledged as aborted.
+ */
+#ifndef DTX_MSG_H
+#define DTX_MSG_H
+
+#include <cjson/cJSON.h>
+#include <stdint.h>
+
+#include "dtx/err.h"
+
+enum msg_type {
+    MSG_HELLO = 1,
+    MSG_PREPARE,
+    MSG_ONE_PHASE,
+    MSG_COMMIT,
+    MSG_ABORT,
+    MSG_VOTE,
+    MSG_OUTCOME,
+    MSG_ACK,
+};
+
+enum msg_vote { VOTE_NONE = 0, VOTE_YES, VOTE_NO, VOTE_READONLY };
+enum msg_outcome { OUTCOME_NONE = 0, OUTCOME_COMMITTED, OUTCOME_ABORTED, OUTCOME_UNKNOWN };
+
+/* A parsed message; the pointers point into root. */
+struct msg {
+    enum msg_type type;
+    cJSON *root;
+    const char *gtid;
+    const char *name; /* hello: the shard (from a participant) or node (from a coordinator) */
+    uint64_t epoch;
+    const cJSON *ops;
+    uint32_t timeout_ms;
+    uint64_t xid; /* 0: none */
+    enum msg_vote vote;
+    enum msg_outcome outcome;
+    const cJSON *results;
+    struct dtx_err err; /* code 0 when the message carries no error */
+};
+
+/*
+ * Parses one frame. Returns 0 and *out (release with msg_release), or
+ * DTX_EPROTO with a message saying what is malformed; *out is then empty.
+ */
+int msg_parse(const char *data, size_t len, struct msg *out, struct dtx_err *err);
+void msg_release(struct msg *m);
+
+/* Starts a message {"t":type,"gtid":gtid} (gtid may be NULL). */
+cJSON *msg_new(enum msg_type type, const char *gtid);
+void msg_add_xid(cJSON *m, uint64_t xid);
+void msg_add_error(cJSON *m, const struct dtx_err *err);
+
+const char *msg_vote_name(enum msg_vote v);
+const char *msg_outcome_name(enum msg_outcome o);
+
+#endif

@@ -1,0 +1,61 @@
+/*
+ * stream.h - a framed, full-duplex message stream over one socket: the
+ * transport between the coordinator and each participant.
+ *
+ * A frame is a 4-byte big-endian length followed by that many bytes (one
+ * JSON message). Frames queued during one loop iteration leave with one
+ * write at the end of the iteration, so under load many protocol messages
+ * share a system call and a TCP segment. Messages are independent: a slow
+ * one never holds up another (no head-of-line blocking as with
+ * request/response batches).
+ *
+ * The stream is established by an HTTP upgrade (GET /v1/peer/stream with
+ * "Upgrade: dtx-peer/1"); this module only sees the socket afterwards.
+ */
+#ifndef DTX_STREAM_H
+#define DTX_STREAM_H
+
+#include <stddef.h>
+
+#include "dtx/ev.h"
+
+#define STREAM_PROTO     "dtx-peer/1"
+#define STREAM_MAX_FRAME (64u * 1024 * 1024)
+
+struct stream;
+
+/* One received frame; data is valid during the call only. */
+typedef void (*stream_frame_cb)(void *arg, const char *data, size_t len);
+/*
+ * The stream broke (EOF, I/O error, oversized frame); err is a DTX_E*
+ * code. Called once; the owner must then stream_free() it (it may do so
+ * inside this callback).
+ */
+typedef void (*stream_close_cb)(void *arg, int err, const char *why);
+/* Closes the socket when the stream is freed (for sockets MHD must close). */
+typedef void (*stream_closefd_fn)(void *ctx, int fd);
+
+struct stream_cbs {
+    stream_frame_cb on_frame;
+    stream_close_cb on_close;
+    void *arg;
+    stream_closefd_fn closefd; /* NULL: close(2) */
+    void *closefd_ctx;
+};
+
+/*
+ * Takes over fd (made non-blocking here); pre holds bytes already read
+ * from it. Returns the stream, or NULL if the fd cannot be watched (the fd
+ * is then closed through closefd).
+ */
+struct stream *stream_new(struct ev_loop *loop, int fd, const char *pre, size_t prelen,
+                          const struct stream_cbs *cbs);
+/* Closes the socket and frees the stream; safe inside its own callbacks. NULL is a no-op. */
+void stream_free(struct stream *s);
+
+/* Queues one frame (copied); it is sent at the end of this loop iteration. */
+void stream_send(struct stream *s, const char *data, size_t len);
+/* Bytes queued but not yet accepted by the kernel. */
+size_t stream_pending(const struct stream *s);
+
+#endif
