@@ -1,0 +1,392 @@
+/*
+ * api.c - the coordinator's HTTP routes and request validation.
+ *
+ *   POST /v1/transactions              run a one-shot transaction   (client)
+ *   GET  /v1/transactions?status=S     list transactions            (admin)
+ *   GET  /v1/transactions/{gtid}       one transaction's state      (client)
+ *   GET  /v1/route?key=K               where a key lives            (client)
+ *   GET  /healthz, GET /metrics        health and Prometheus metrics (open)
+ *
+ * Authorisation: when auth.client_token is set, client routes need it (or
+ * the admin token); when auth.admin_token is set, admin routes need it. No
+ * Authorization header, or a token that matches nothing, is 401; a valid
+ * token of the wrong kind is 403.
+ *
+ * Validation happens entirely before anything runs: a request that is
+ * refused has touched no shard. Runs on the coordinator's loop thread.
+ */
+#include "dtx/api.h"
+#include "dtx/coord.h"
+#include "dtx/hmap.h"
+#include "dtx/jsonx.h"
+#include "dtx/log.h"
+#include "dtx/route.h"
+#include "dtx/sqlcheck.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define IDEM_KEY_MAX 200
+
+static const char *const tx_keys[] = {"protocol", "timeout_ms",  "idempotency_key",
+                                      "ops",      "interactive", NULL};
+static const char *const op_keys[] = {"shard", "key", "sql", "params", "expect_rows", NULL};
+
+/* ---- request validation ------------------------------------------------- */
+
+static int op_error(struct dtx_err *err, int i)
+{
+    if (err)
+        err->op = i;
+    return err ? err->code : DTX_EINVAL;
+}
+
+static int check_params(const cJSON *op, const char *where, uint32_t max, struct dtx_err *err)
+{
+    const cJSON *params = NULL;
+    const cJSON *p;
+    int n = 0;
+
+    if (jsonx_array(op, where, "params", false, &params, err) < 0)
+        return DTX_EINVAL;
+    if (!params)
+        return 0;
+    if ((uint32_t)cJSON_GetArraySize(params) > max)
+        return dtx_err_set(err, DTX_EINVAL, "'%s.params' has %d parameters; the limit is %u", where,
+                           cJSON_GetArraySize(params), max);
+    cJSON_ArrayForEach(p, params)
+    {
+        if (cJSON_IsNumber(p) && !isfinite(p->valuedouble))
+            return dtx_err_set(err, DTX_EINVAL, "'%s.params[%d]' is not a finite number", where, n);
+        if (cJSON_IsNumber(p) && p->valuedouble == floor(p->valuedouble) && !jsonx_is_safe_int(p))
+            return dtx_err_set(err, DTX_EINVAL,
+                               "'%s.params[%d]' is an integer beyond 2^53, which JSON numbers "
+                               "cannot carry exactly; pass it as a string",
+                               where, n);
+        n++;
+    }
+    return 0;
+}
+
+static int check_sql(const cJSON *op, const char *where, uint32_t max, struct dtx_err *err)
+{
+    const char *sql = NULL;
+    bool reads_only;
+
+    if (jsonx_str(op, where, "sql", true, &sql, err) < 0)
+        return DTX_EINVAL;
+    if (strlen(sql) > max)
+        return dtx_err_set(err, DTX_EINVAL, "'%s.sql' is %zu bytes; the limit is %u", where,
+                           strlen(sql), max);
+    if (sqlcheck(sql, &reads_only, err) < 0)
+        return dtx_err_prefix(err, "'%s.sql'", where);
+    return 0;
+}
+
+static int route_op(const cJSON *op, const char *where, const struct coord_config *cfg, int *shard,
+                    struct dtx_err *err)
+{
+    const char *name = NULL, *key = NULL;
+
+    if (jsonx_str(op, where, "shard", false, &name, err) < 0 ||
+        jsonx_str(op, where, "key", false, &key, err) < 0)
+        return DTX_EINVAL;
+    if (name && key)
+        return dtx_err_set(err, DTX_EINVAL, "'%s' gives both \"shard\" and \"key\"; give one",
+                           where);
+    if (!name && !key)
+        return dtx_err_set(err, DTX_EINVAL, "'%s' needs \"shard\" or \"key\"", where);
+    if (key) {
+        *shard = (int)route_shard(&cfg->route, route_slot(key, strlen(key)));
+        return 0;
+    }
+    *shard = coord_config_shard(cfg, name);
+    if (*shard < 0)
+        return dtx_err_set(err, DTX_EINVAL, "'%s.shard': unknown shard '%s'", where, name);
+    return 0;
+}
+
+static int check_op(cJSON *op, int i, const struct coord_config *cfg, struct txreq_op *out,
+                    struct dtx_err *err)
+{
+    char where[32];
+    int64_t rows;
+
+    snprintf(where, sizeof(where), "ops[%d]", i);
+    if (!cJSON_IsObject(op)) {
+        dtx_err_set(err, DTX_EINVAL, "'%s' must be an object", where);
+        return op_error(err, i);
+    }
+    if (jsonx_only_keys(op, where, op_keys, err) < 0 ||
+        route_op(op, where, cfg, &out->shard, err) < 0 ||
+        check_sql(op, where, cfg->max_sql_bytes, err) < 0 ||
+        check_params(op, where, cfg->max_params, err) < 0 ||
+        jsonx_int(op, where, "expect_rows", false, 0, INT32_MAX, &rows, err) < 0)
+        return op_error(err, i);
+    out->op = op;
+    return 0;
+}
+
+static int parse_protocol(const cJSON *root, struct txreq *r, struct dtx_err *err)
+{
+    const char *proto = "2pc";
+    bool interactive = false;
+
+    if (jsonx_str(root, "", "protocol", false, &proto, err) < 0 ||
+        jsonx_bool(root, "", "interactive", false, &interactive, err) < 0)
+        return DTX_EINVAL;
+    if (strcmp(proto, "3pc") == 0)
+        return dtx_err_set(err, DTX_EUNSUPPORTED,
+                           "protocol \"3pc\" (three-phase commit) is not available in this "
+                           "version of dtx; use \"2pc\"");
+    if (strcmp(proto, "2pc") != 0)
+        return dtx_err_set(err, DTX_EINVAL, "'protocol' must be \"2pc\" or \"3pc\", not \"%s\"",
+                           proto);
+    if (interactive)
+        return dtx_err_set(err, DTX_EUNSUPPORTED,
+                           "interactive transactions are not available in this version of dtx; "
+                           "send every op in one request");
+    r->protocol = 2;
+    return 0;
+}
+
+static int parse_header(const cJSON *root, const struct coord_config *cfg, struct txreq *r,
+                        struct dtx_err *err)
+{
+    int64_t timeout = cfg->prepare_timeout_ms;
+    const char *key = NULL;
+
+    if (!cJSON_IsObject(root))
+        return dtx_err_set(err, DTX_EINVAL, "the request body must be a JSON object");
+    if (jsonx_only_keys(root, "", tx_keys, err) < 0 || parse_protocol(root, r, err) < 0 ||
+        jsonx_int(root, "", "timeout_ms", false, 1, cfg->max_timeout_ms, &timeout, err) < 0 ||
+        jsonx_str(root, "", "idempotency_key", false, &key, err) < 0)
+        return err ? err->code : DTX_EINVAL;
+    if (key && (!*key || strlen(key) > IDEM_KEY_MAX))
+        return dtx_err_set(err, DTX_EINVAL, "'idempotency_key' must be 1 to %d characters",
+                           IDEM_KEY_MAX);
+    r->timeout_ms = (uint32_t)timeout;
+    r->idem_key = key;
+    return 0;
+}
+
+static uint64_t request_hash(const struct txreq *r, const cJSON *ops)
+{
+    char *s = jsonx_print(ops);
+    char proto[8];
+    uint64_t h;
+
+    snprintf(proto, sizeof(proto), "%u:", r->protocol);
+    h = hmap_hash(proto) ^ hmap_hash(s);
+    free(s);
+    return h;
+}
+
+int api_parse_tx(const char *body, size_t len, const struct coord_config *cfg, struct txreq *out,
+                 struct dtx_err *err)
+{
+    struct txreq r;
+    const cJSON *ops = NULL;
+    int rc, n;
+
+    memset(&r, 0, sizeof(r));
+    memset(out, 0, sizeof(*out));
+    rc = jsonx_parse(body, len, &r.root, err);
+    if (rc == 0)
+        rc = parse_header(r.root, cfg, &r, err);
+    if (rc == 0)
+        rc = jsonx_array(r.root, "", "ops", true, &ops, err);
+    if (rc < 0)
+        goto out_free;
+    n = cJSON_GetArraySize(ops);
+    if (n == 0 || (uint32_t)n > cfg->max_ops) {
+        rc = dtx_err_set(err, DTX_EINVAL, "'ops' must hold 1 to %u ops", cfg->max_ops);
+        goto out_free;
+    }
+    r.nops = (size_t)n;
+    r.ops = calloc(r.nops, sizeof(*r.ops));
+    if (!r.ops)
+        abort();
+    for (int i = 0; i < n && rc == 0; i++)
+        rc = check_op(cJSON_GetArrayItem(ops, i), i, cfg, &r.ops[i], err);
+    if (rc < 0)
+        goto out_free;
+    if (r.idem_key)
+        r.hash = request_hash(&r, ops);
+    *out = r;
+    return 0;
+
+out_free:
+    api_txreq_release(&r);
+    return rc;
+}
+
+void api_txreq_release(struct txreq *r)
+{
+    cJSON_Delete(r->root);
+    free(r->ops);
+    memset(r, 0, sizeof(*r));
+}
+
+/* ---- authorisation ----------------------------------------------------------- */
+
+enum role { ROLE_OPEN, ROLE_CLIENT, ROLE_ADMIN };
+
+/* True when the request may go on; otherwise it has been answered 401/403. */
+static bool authorized(const struct coord_config *cfg, struct httpd_req *req, enum role need)
+{
+    const char *want = need == ROLE_CLIENT ? cfg->client_token : cfg->admin_token;
+    bool admin_ok = cfg->admin_token[0] && httpd_req_has_token(req, cfg->admin_token);
+    bool client_ok = cfg->client_token[0] && httpd_req_has_token(req, cfg->client_token);
+
+    if (need == ROLE_OPEN || !want[0])
+        return true;
+    if (admin_ok || (need == ROLE_CLIENT && client_ok))
+        return true;
+    if (client_ok)
+        httpd_reply_errorf(req, DTX_EFORBIDDEN, "this endpoint needs the admin token");
+    else if (httpd_req_header(req, "Authorization"))
+        httpd_reply_errorf(req, DTX_EAUTH, "the bearer token is not valid");
+    else
+        httpd_reply_errorf(req, DTX_EAUTH, "missing \"Authorization: Bearer <token>\" header");
+    return false;
+}
+
+/* ---- routes ------------------------------------------------------------------- */
+
+static void post_transaction(struct coord *co, struct httpd_req *req)
+{
+    struct txreq r;
+    struct dtx_err err;
+    size_t len;
+    const char *body = httpd_req_body(req, &len);
+
+    dtx_err_clear(&err);
+    if (api_parse_tx(body, len, coord_config(co), &r, &err) < 0) {
+        httpd_reply_error(req, &err);
+        return;
+    }
+    coord_submit(co, &r, req);
+}
+
+static void get_transaction(struct coord *co, struct httpd_req *req, const char *gtid)
+{
+    const struct tx *tx = coord_find(co, gtid);
+    char *body;
+
+    if (tx) {
+        httpd_reply_json(req, 200, tx_render_state(tx));
+        return;
+    }
+    if (coord_issued_before(co, gtid)) {
+        cJSON *root = jsonx_new_object();
+
+        jsonx_add_str(root, "gtid", gtid);
+        jsonx_add_str(root, "status", "aborted");
+        jsonx_add_bool(root, "presumed", true);
+        body = jsonx_print(root);
+        cJSON_Delete(root);
+        httpd_reply_json(req, 200, body);
+        return;
+    }
+    httpd_reply_errorf(req, DTX_ENOTFOUND,
+                       "no record of transaction '%s' (it never existed here, or it finished "
+                       "longer ago than the retention period)",
+                       gtid);
+}
+
+static void get_route(struct coord *co, struct httpd_req *req)
+{
+    const struct coord_config *cfg = coord_config(co);
+    const char *key = httpd_req_arg(req, "key");
+    cJSON *root;
+    uint32_t slot;
+
+    if (!key) {
+        httpd_reply_errorf(req, DTX_EINVAL, "missing query parameter 'key'");
+        return;
+    }
+    slot = route_slot(key, strlen(key));
+    root = jsonx_new_object();
+    jsonx_add_str(root, "key", key);
+    jsonx_add_num(root, "slot", slot);
+    jsonx_add_str(root, "shard", cfg->shards[route_shard(&cfg->route, slot)].name);
+    httpd_reply_json(req, 200, jsonx_print(root));
+    cJSON_Delete(root);
+}
+
+static void get_list(struct coord *co, struct httpd_req *req)
+{
+    static const char *const statuses[] = {"active",     "preparing", "precommitted",
+                                           "committing", "committed", "aborting",
+                                           "aborted",    "unknown",   NULL};
+    const char *status = httpd_req_arg(req, "status");
+    bool known = status == NULL;
+
+    for (int i = 0; statuses[i] && !known; i++)
+        known = strcmp(statuses[i], status) == 0;
+    if (!known) {
+        httpd_reply_errorf(req, DTX_EINVAL, "unknown status '%s'", status);
+        return;
+    }
+    httpd_reply_json(req, 200, coord_render_list(co, status));
+}
+
+static void route_transactions(struct coord *co, struct httpd_req *req, const char *method,
+                               const char *rest)
+{
+    const struct coord_config *cfg = coord_config(co);
+    const char *slash;
+
+    if (*rest == '\0') {
+        bool post = strcmp(method, "POST") == 0, get = strcmp(method, "GET") == 0;
+
+        if (!post && !get)
+            httpd_reply_errorf(req, DTX_EMETHOD, "use POST or GET on /v1/transactions");
+        else if (post && authorized(cfg, req, ROLE_CLIENT))
+            post_transaction(co, req);
+        else if (get && authorized(cfg, req, ROLE_ADMIN))
+            get_list(co, req);
+        return;
+    }
+    if (!authorized(cfg, req, ROLE_CLIENT))
+        return;
+    slash = strchr(rest + 1, '/');
+    if (!slash && strcmp(method, "GET") == 0) {
+        get_transaction(co, req, rest + 1);
+    } else if (slash && strcmp(method, "POST") == 0) {
+        httpd_reply_errorf(req, DTX_EUNSUPPORTED,
+                           "interactive transactions (%s) are not available in this version of "
+                           "dtx",
+                           slash + 1);
+    } else {
+        httpd_reply_errorf(req, DTX_EMETHOD, "method %s is not allowed on %s", method,
+                           httpd_req_path(req));
+    }
+}
+
+void api_handle(void *ctx, struct httpd_req *req)
+{
+    struct coord *co = ctx;
+    const char *path = httpd_req_path(req);
+    const char *method = httpd_req_method(req);
+    unsigned status;
+    char *body;
+
+    if (strcmp(path, "/v1/transactions") == 0 || strncmp(path, "/v1/transactions/", 17) == 0) {
+        route_transactions(co, req, method, path + 16);
+    } else if (strcmp(path, "/v1/route") == 0 && strcmp(method, "GET") == 0) {
+        if (authorized(coord_config(co), req, ROLE_CLIENT))
+            get_route(co, req);
+    } else if (strcmp(path, "/healthz") == 0 && strcmp(method, "GET") == 0) {
+        body = coord_render_health(co, &status);
+        httpd_reply_json(req, status, body);
+    } else if (strcmp(path, "/metrics") == 0 && strcmp(method, "GET") == 0) {
+        body = coord_render_metrics(co);
+        httpd_reply(req, 200, "text/plain; version=0.0.4", body, strlen(body));
+    } else {
+        httpd_reply_errorf(req, DTX_ENOTFOUND, "no such endpoint: %s %s", method, path);
+    }
+}

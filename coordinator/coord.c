@@ -1,0 +1,924 @@
+/*
+ * coord.c - the coordinator engine: owns every transaction, the decision
+ * log and the participant links, and implements the protocol's tx_env.
+ *
+ * Thread model: one event-loop thread runs everything here: HTTP handlers
+ * (api.c), peer frames (pc.c), timers and the decision log's durability
+ * callbacks. The only other thread is the decision log's writer (dlog.c),
+ * which touches none of this state. Nothing here blocks: a slow shard or a
+ * slow fsync only delays the transactions that wait for it.
+ *
+ * Transactions live in co->txs (by gtid) and, with an idempotency key, in
+ * co->idem. Until final a transaction is on co->live; then it moves to
+ * co->retained (oldest first), where it stays retention_s seconds (at most
+ * retention_max of them) to answer GET and idempotent retries. A
+ * transaction whose COMMIT record is being forced also waits on
+ * co->log_wait, in lsn order, which is the order the log makes records
+ * durable.
+ *
+ * Start-up: the decision log is replayed. A COMMIT record without an END
+ * record is a decided commit whose phase 2 may be unfinished: it becomes a
+ * live transaction in COMMITTING that resends COMMIT PREPARED as each
+ * participant connects. Then a BOOT record with a new epoch is forced, so
+ * gtids (node-epoch-seq) never repeat across restarts.
+ */
+#include "dtx/coord.h"
+#include "dtx/buf.h"
+#include "dtx/dlog.h"
+#include "dtx/jsonx.h"
+#include "dtx/log.h"
+#include "dtx/msg.h"
+#include "dtx/pc.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum coord_state { CO_STARTING, CO_RUNNING, CO_STOPPING, CO_FAILED };
+
+struct waiter {
+    struct waiter *next;
+    struct httpd_req *req;
+};
+
+struct metrics {
+    uint64_t started;
+    uint64_t committed;
+    uint64_t aborted;
+    uint64_t one_phase;
+    uint64_t readonly;
+    uint64_t unknown;
+    uint64_t in_doubt;
+    uint64_t idem_replays;
+    uint64_t aborts_by_code[32];
+};
+
+struct coord {
+    const struct coord_config *cfg;
+    struct ev_loop *loop;
+    struct dlog *log;
+    struct pc **links;
+    const char **shard_names;
+    struct tx_env env;
+    struct hmap txs;
+    struct hmap idem;
+    struct list_node live;
+    struct list_node retained;
+    struct list_node log_wait;
+    size_t nlive;
+    size_t nretained;
+    uint64_t evicted; /* final transactions dropped from memory since start */
+    uint64_t epoch;
+    uint64_t seq;
+    enum coord_state state;
+    struct dtx_err fail;
+    struct ev_timer tick;
+    struct metrics m;
+};
+
+/* ---- waiting clients ------------------------------------------------------ */
+
+static void add_waiter(struct tx *tx, struct httpd_req *req)
+{
+    struct waiter *w = calloc(1, sizeof(*w));
+
+    if (!w)
+        abort();
+    w->req = req;
+    w->next = tx->waiters;
+    tx->waiters = w;
+}
+
+static void reply_waiters(struct tx *tx, unsigned status, const char *body)
+{
+    struct waiter *w = tx->waiters;
+
+    tx->waiters = NULL;
+    while (w) {
+        struct waiter *next = w->next;
+
+        httpd_reply_json(w->req, status, strdup(body));
+        free(w);
+        w = next;
+    }
+}
+
+static void drop_waiters(struct tx *tx)
+{
+    struct waiter *w = tx->waiters;
+
+    tx->waiters = NULL;
+    while (w) {
+        struct waiter *next = w->next;
+
+        free(w);
+        w = next;
+    }
+}
+
+/* ---- tx_env: what the protocol does to the world -------------------------- */
+
+static cJSON *build_message(struct tx *tx, struct tx_branch *b, enum tx_send what)
+{
+    cJSON *m;
+
+    switch (what) {
+    case TX_SEND_PREPARE:
+    case TX_SEND_ONE_PHASE:
+        m = msg_new(what == TX_SEND_PREPARE ? MSG_PREPARE : MSG_ONE_PHASE, tx->gtid);
+        jsonx_add(m, "ops", b->ops ? b->ops : jsonx_new_array());
+        b->ops = NULL;
+        jsonx_add_num(m, "timeout_ms", tx->timeout_ms);
+        return m;
+    case TX_SEND_COMMIT:
+        m = msg_new(MSG_COMMIT, tx->gtid);
+        msg_add_xid(m, b->xid);
+        return m;
+    case TX_SEND_ABORT:
+        break;
+    }
+    return msg_new(MSG_ABORT, tx->gtid);
+}
+
+static int env_send(struct tx *tx, struct tx_branch *b, enum tx_send what)
+{
+    struct coord *co = tx->env->ctx;
+    struct pc *pc = co->links[b->shard];
+    cJSON *m;
+    char *s;
+    int rc;
+
+    if (!pc_is_up(pc))
+        return DTX_EUNAVAIL;
+    m = build_message(tx, b, what);
+    s = jsonx_print(m);
+    rc = pc_send(pc, s, strlen(s));
+    free(s);
+    cJSON_Delete(m);
+    return rc;
+}
+
+static uint64_t env_log_commit(struct tx *tx)
+{
+    struct coord *co = tx->env->ctx;
+    struct dlog_branch *br = calloc(tx->nbranches ? tx->nbranches : 1, sizeof(*br));
+    struct dlog_rec rec;
+    char *results = NULL;
+    size_t n = 0;
+    uint64_t lsn;
+
+    if (!br)
+        abort();
+    for (size_t i = 0; i < tx->nbranches; i++) {
+        if (tx->branches[i].state != BR_PREPARED)
+            continue;
+        br[n].shard = co->shard_names[tx->branches[i].shard];
+        br[n++].xid = tx->branches[i].xid;
+    }
+    if (tx->idem_key)
+        results = tx_render_results(tx);
+    memset(&rec, 0, sizeof(rec));
+    rec.type = DLOG_COMMIT;
+    rec.wall_us = tx->decided_wall_us;
+    rec.gtid = tx->gtid;
+    rec.protocol = tx->protocol;
+    rec.idem_key = tx->idem_key;
+    rec.req_hash = tx->req_hash;
+    rec.results = results;
+    rec.nbranches = n;
+    rec.branches = br;
+    lsn = dlog_append(co->log, &rec);
+    if (lsn)
+        list_insert_tail(&co->log_wait, &tx->wait_link);
+    free(results);
+    free(br);
+    return lsn;
+}
+
+static void env_log_end(struct tx *tx)
+{
+    struct coord *co = tx->env->ctx;
+    struct dlog_rec rec;
+
+    memset(&rec, 0, sizeof(rec));
+    rec.type = DLOG_END;
+    rec.wall_us = ev_wall_us();
+    rec.gtid = tx->gtid;
+    dlog_append(co->log, &rec);
+}
+
+static void env_answer(struct tx *tx)
+{
+    unsigned status;
+    char *body;
+
+    if (!tx->waiters)
+        return;
+    body = tx_render_answer(tx, &status);
+    reply_waiters(tx, status, body);
+    free(body);
+}
+
+static void env_arm(struct tx *tx, uint32_t ms)
+{
+    struct coord *co = tx->env->ctx;
+
+    if (ms == 0)
+        ev_timer_stop(co->loop, &tx->timer);
+    else
+        ev_timer_start(co->loop, &tx->timer, ms);
+}
+
+static void count_final(struct coord *co, const struct tx *tx)
+{
+    int code = -tx->error.code;
+
+    if (tx->replayed)
+        return;
+    if (tx->state == TX_COMMITTED) {
+        co->m.committed++;
+        co->m.one_phase += tx->nbranches == 1 && tx->lsn == 0;
+        co->m.readonly += tx->lsn == 0 && tx->nbranches > 1;
+    } else if (tx->state == TX_ABORTED) {
+        co->m.aborted++;
+        if (code > 0 && code < 32)
+            co->m.aborts_by_code[code]++;
+    } else if (tx->state == TX_UNKNOWN) {
+        co->m.unknown++;
+    }
+}
+
+static void retain(struct coord *co, struct tx *tx)
+{
+    if (tx->retained)
+        return;
+    list_remove(&tx->link);
+    co->nlive--;
+    tx->retained = true;
+    tx->expire_us = ev_now_us(co->loop) + (uint64_t)co->cfg->retention_s * 1000000u;
+    list_insert_tail(&co->retained, &tx->link);
+    co->nretained++;
+}
+
+static void env_finished(struct tx *tx)
+{
+    struct coord *co = tx->env->ctx;
+
+    count_final(co, tx);
+    list_remove(&tx->wait_link);
+    ev_timer_stop(co->loop, &tx->timer);
+    if (tx->idem_key) {
+        free(tx->answer_body);
+        tx->answer_body = tx_render_answer(tx, &tx->answer_status);
+    }
+    for (size_t i = 0; i < tx->nbranches; i++) {
+        cJSON_Delete(tx->branches[i].ops);
+        cJSON_Delete(tx->branches[i].results);
+        tx->branches[i].ops = NULL;
+        tx->branches[i].results = NULL;
+    }
+    retain(co, tx);
+}
+
+/* ---- transaction table ---------------------------------------------------- */
+
+static struct tx *find_tx(const struct coord *co, const char *gtid)
+{
+    struct hmap_node *n = gtid ? hmap_get(&co->txs, gtid) : NULL;
+
+    return n ? container_of(n, struct tx, by_gtid) : NULL;
+}
+
+static void on_tx_timer(struct ev_loop *loop, struct ev_timer *t)
+{
+    (void)loop;
+    tx_step(t->data, TXE_TIMEOUT, NULL);
+}
+
+static void insert_tx(struct coord *co, struct tx *tx)
+{
+    ev_timer_init(&tx->timer, on_tx_timer, tx);
+    hmap_put(&co->txs, &tx->by_gtid, tx->gtid);
+    if (tx->idem_key)
+        hmap_put(&co->idem, &tx->by_idem, tx->idem_key);
+    list_insert_tail(&co->live, &tx->link);
+    co->nlive++;
+}
+
+static void evict(struct coord *co, struct tx *tx)
+{
+    list_remove(&tx->link);
+    co->nretained--;
+    co->evicted++;
+    hmap_remove(&co->txs, &tx->by_gtid);
+    if (tx->idem_key)
+        hmap_remove(&co->idem, &tx->by_idem);
+    drop_waiters(tx);
+    tx_free(tx);
+}
+
+static void expire_retained(struct coord *co)
+{
+    uint64_t now = ev_now_us(co->loop);
+
+    while (!list_empty(&co->retained)) {
+        struct tx *tx = container_of(co->retained.next, struct tx, link);
+
+        if (co->nretained <= co->cfg->retention_max && tx->expire_us > now)
+            break;
+        evict(co, tx);
+    }
+}
+
+/* Builds the transaction for a validated request; takes the request's ops. */
+static struct tx *build_tx(struct coord *co, struct txreq *req)
+{
+    int branch_of[CONF_MAX_SHARDS];
+    size_t nb = 0;
+    char gtid[DTX_GTID_MAX + 1];
+    struct tx *tx;
+
+    for (size_t i = 0; i < co->cfg->nshards; i++)
+        branch_of[i] = -1;
+    for (size_t i = 0; i < req->nops; i++) {
+        if (branch_of[req->ops[i].shard] < 0)
+            branch_of[req->ops[i].shard] = (int)nb++;
+    }
+    gid_format_gtid(gtid, sizeof(gtid), co->cfg->node_id, co->epoch, ++co->seq);
+    tx = tx_new(gtid, &co->env, nb, req->nops);
+    for (size_t i = 0; i < req->nops; i++) {
+        struct tx_branch *b = &tx->branches[branch_of[req->ops[i].shard]];
+        cJSON *op = req->ops[i].op;
+        cJSON *o = jsonx_new_object();
+
+        b->shard = req->ops[i].shard;
+        if (!b->ops)
+            b->ops = jsonx_new_array();
+        jsonx_add_num(o, "i", (double)i);
+        jsonx_add(o, "sql", cJSON_DetachItemFromObjectCaseSensitive(op, "sql"));
+        if (cJSON_HasObjectItem(op, "params"))
+            jsonx_add(o, "params", cJSON_DetachItemFromObjectCaseSensitive(op, "params"));
+        if (cJSON_HasObjectItem(op, "expect_rows"))
+            jsonx_add(o, "expect_rows", cJSON_DetachItemFromObjectCaseSensitive(op, "expect_rows"));
+        jsonx_append(b->ops, o);
+        tx->ops[i].branch = (uint16_t)branch_of[req->ops[i].shard];
+        tx->ops[i].index = (uint16_t)b->nops++;
+    }
+    tx->protocol = req->protocol;
+    tx->timeout_ms = req->timeout_ms;
+    tx->commit_wait_ms = co->cfg->commit_wait_ms;
+    tx->created_wall_us = ev_wall_us();
+    tx->req_hash = req->hash;
+    if (req->idem_key && !(tx->idem_key = strdup(req->idem_key)))
+        abort();
+    return tx;
+}
+
+/* Answers a request that reuses an idempotency key; true when handled. */
+static bool idem_replay(struct coord *co, struct txreq *req, struct httpd_req *client)
+{
+    struct hmap_node *n = hmap_get(&co->idem, req->idem_key);
+    struct tx *tx;
+    unsigned status;
+
+    if (!n)
+        return false;
+    tx = container_of(n, struct tx, by_idem);
+    co->m.idem_replays++;
+    if (tx->req_hash != req->hash) {
+        httpd_reply_errorf(client, DTX_EIDEMPOTENCY,
+                           "idempotency key '%s' was used for a different request (transaction %s)",
+                           req->idem_key, tx->gtid);
+        return true;
+    }
+    if (tx->answer_body) {
+        httpd_reply_json(client, tx->answer_status, strdup(tx->answer_body));
+    } else if (tx->answered) {
+        char *body = tx_render_answer(tx, &status);
+
+        httpd_reply_json(client, status, body);
+    } else {
+        add_waiter(tx, client);
+    }
+    return true;
+}
+
+void coord_submit(struct coord *co, struct txreq *req, struct httpd_req *client)
+{
+    struct dtx_err err;
+    struct tx *tx;
+
+    dtx_err_clear(&err);
+    if (!coord_accepting(co, &err)) {
+        httpd_reply_error(client, &err);
+        goto out;
+    }
+    if (req->idem_key && idem_replay(co, req, client))
+        goto out;
+    tx = build_tx(co, req);
+    insert_tx(co, tx);
+    add_waiter(tx, client);
+    co->m.started++;
+    tx_step(tx, tx->nbranches == 1 && !tx->idem_key ? TXE_START_1PC : TXE_START_2PC, NULL);
+out:
+    api_txreq_release(req);
+}
+
+/* ---- messages from participants ------------------------------------------- */
+
+static struct tx_branch *branch_on(struct tx *tx, int shard)
+{
+    for (size_t i = 0; i < tx->nbranches; i++) {
+        if (tx->branches[i].shard == shard)
+            return &tx->branches[i];
+    }
+    return NULL;
+}
+
+/* A yes vote for a transaction this coordinator does not know: presumed abort. */
+static void abort_unknown(struct coord *co, int shard, const char *gtid)
+{
+    cJSON *m = msg_new(MSG_ABORT, gtid);
+    char *s = jsonx_print(m);
+
+    log_info("shard '%s' voted yes for unknown transaction %s: telling it to abort",
+             co->shard_names[shard], gtid);
+    pc_send(co->links[shard], s, strlen(s));
+    free(s);
+    cJSON_Delete(m);
+}
+
+static enum tx_event event_of(const struct msg *m)
+{
+    switch (m->type) {
+    case MSG_VOTE:
+        return m->vote == VOTE_YES  ? TXE_VOTE_YES
+               : m->vote == VOTE_NO ? TXE_VOTE_NO
+                                    : TXE_VOTE_READONLY;
+    case MSG_OUTCOME:
+        return m->outcome == OUTCOME_COMMITTED ? TXE_COMMITTED_1PC
+               : m->outcome == OUTCOME_ABORTED ? TXE_ABORTED_1PC
+                                               : TXE_UNAVAILABLE;
+    case MSG_ACK:
+        return TXE_ACK;
+    default:
+        return TXE_NONE;
+    }
+}
+
+static void on_frame(void *arg, int shard, const char *data, size_t len)
+{
+    struct coord *co = arg;
+    struct tx_evarg a = {NULL, 0, NULL, NULL};
+    struct dtx_err err;
+    struct msg m;
+    struct tx *tx;
+    enum tx_event ev;
+
+    dtx_err_clear(&err);
+    if (msg_parse(data, len, &m, &err) < 0) {
+        log_warn("shard '%s' sent a malformed message: %s", co->shard_names[shard], err.msg);
+        return;
+    }
+    ev = event_of(&m);
+    tx = find_tx(co, m.gtid);
+    if (ev == TXE_NONE) {
+        log_warn("shard '%s' sent an unexpected message", co->shard_names[shard]);
+    } else if (!tx) {
+        if (ev == TXE_VOTE_YES)
+            abort_unknown(co, shard, m.gtid);
+    } else if (!(a.b = branch_on(tx, shard))) {
+        log_warn("shard '%s' sent a message about %s, which has no branch there",
+                 co->shard_names[shard], tx->gtid);
+    } else {
+        a.xid = m.xid;
+        a.err = &m.err;
+        snprintf(m.err.shard, sizeof(m.err.shard), "%s", co->shard_names[shard]);
+        a.results = cJSON_DetachItemFromObjectCaseSensitive(m.root, "results");
+        tx_step(tx, ev, &a);
+    }
+    msg_release(&m);
+}
+
+/* ---- participant links ----------------------------------------------------- */
+
+static void on_link_down(void *arg, int shard, const char *why)
+{
+    struct coord *co = arg;
+    struct list_node *pos, *tmp;
+
+    log_warn("lost participant of shard '%s': %s", co->shard_names[shard], why);
+    list_for_each_safe(pos, tmp, &co->live)
+    {
+        struct tx *tx = container_of(pos, struct tx, link);
+        struct tx_branch *b = branch_on(tx, shard);
+        struct tx_evarg a = {b, 0, NULL, NULL};
+
+        if (b && (b->state == BR_PREPARING || b->state == BR_COMMITTING || b->state == BR_ABORTING))
+            tx_step(tx, TXE_UNAVAILABLE, &a);
+    }
+}
+
+static void on_link_up(void *arg, int shard)
+{
+    struct coord *co = arg;
+    struct list_node *pos, *tmp;
+
+    log_info("participant of shard '%s' connected", co->shard_names[shard]);
+    list_for_each_safe(pos, tmp, &co->live)
+    {
+        struct tx *tx = container_of(pos, struct tx, link);
+        struct tx_branch *b = branch_on(tx, shard);
+
+        if (b && b->state == BR_LOST && (tx->state == TX_COMMITTING || tx->state == TX_ABORTING))
+            tx_step(tx, TXE_RESEND, NULL);
+    }
+}
+
+/* ---- decision log callbacks ------------------------------------------------- */
+
+static void on_durable(void *arg, uint64_t lsn)
+{
+    struct coord *co = arg;
+
+    while (!list_empty(&co->log_wait)) {
+        struct tx *tx = container_of(co->log_wait.next, struct tx, wait_link);
+
+        if (tx->lsn > lsn)
+            break;
+        list_remove(&tx->wait_link);
+        tx_step(tx, TXE_DURABLE, NULL);
+    }
+}
+
+static void on_log_failed(void *arg, const struct dtx_err *err)
+{
+    struct coord *co = arg;
+
+    co->state = CO_FAILED;
+    co->fail = *err;
+    log_error("no longer taking transactions: %s", err->msg);
+    while (!list_empty(&co->log_wait)) {
+        struct tx *tx = container_of(co->log_wait.next, struct tx, wait_link);
+
+        list_remove(&tx->wait_link);
+        co->m.in_doubt++;
+        tx_step(tx, TXE_LOG_FAILED, NULL);
+    }
+}
+
+/* ---- replay ---------------------------------------------------------------- */
+
+static int replay_commit(struct coord *co, const struct dlog_rec *rec, struct dtx_err *err)
+{
+    struct tx *tx;
+
+    if (find_tx(co, rec->gtid))
+        return 0;
+    tx = tx_new(rec->gtid, &co->env, rec->nbranches, 0);
+    tx->replayed = true;
+    tx->protocol = rec->protocol;
+    tx->decided_wall_us = rec->wall_us;
+    tx->lsn = 1;
+    tx->req_hash = rec->req_hash;
+    if (rec->idem_key && *rec->idem_key && !(tx->idem_key = strdup(rec->idem_key)))
+        abort();
+    if (rec->results && *rec->results && !(tx->stored_results = strdup(rec->results)))
+        abort();
+    for (size_t i = 0; i < rec->nbranches; i++) {
+        int s = coord_config_shard(co->cfg, rec->branches[i].shard);
+
+        tx->branches[i].shard = s;
+        tx->branches[i].xid = rec->branches[i].xid;
+        if (s < 0) {
+            tx_free(tx);
+            return dtx_err_set(err, DTX_EINVAL,
+                               "decision log: committed transaction %s has a branch on shard "
+                               "'%s', which is not in the config",
+                               rec->gtid, rec->branches[i].shard);
+        }
+    }
+    insert_tx(co, tx);
+    return 0;
+}
+
+static int on_replay(void *arg, const struct dlog_rec *rec, struct dtx_err *err)
+{
+    struct coord *co = arg;
+    struct tx *tx;
+
+    switch (rec->type) {
+    case DLOG_BOOT:
+        if (rec->epoch > co->epoch)
+            co->epoch = rec->epoch;
+        return 0;
+    case DLOG_COMMIT:
+        return replay_commit(co, rec, err);
+    case DLOG_END:
+        tx = find_tx(co, rec->gtid);
+        if (tx)
+            tx->log_ended = true;
+        return 0;
+    }
+    return 0;
+}
+
+/* Turns what replay found into live or retained transactions. */
+static void recover(struct coord *co)
+{
+    struct list_node *pos, *tmp;
+    size_t unfinished = 0;
+
+    list_for_each_safe(pos, tmp, &co->live)
+    {
+        struct tx *tx = container_of(pos, struct tx, link);
+
+        if (tx->log_ended) {
+            tx_step(tx, TXE_RECOVER_DONE, NULL);
+            tx->expire_us =
+                ev_now_us(co->loop) + (uint64_t)co->cfg->retention_s * 1000000u -
+                (ev_wall_us() > tx->decided_wall_us ? ev_wall_us() - tx->decided_wall_us : 0);
+        } else {
+            unfinished++;
+            tx_step(tx, TXE_RECOVER, NULL);
+        }
+    }
+    if (unfinished)
+        log_info("recovery: %zu committed transactions still need COMMIT PREPARED on some shard",
+                 unfinished);
+}
+
+static int write_boot(struct coord *co, struct dtx_err *err)
+{
+    struct dlog_rec rec;
+
+    memset(&rec, 0, sizeof(rec));
+    rec.type = DLOG_BOOT;
+    rec.epoch = ++co->epoch;
+    rec.wall_us = ev_wall_us();
+    rec.node_id = co->cfg->node_id;
+    if (!dlog_append(co->log, &rec))
+        return dlog_failed(co->log, err) ? err->code : DTX_EIO;
+    return dlog_flush(co->log, err);
+}
+
+/* ---- lifecycle ---------------------------------------------------------------- */
+
+static void on_tick(struct ev_loop *loop, struct ev_timer *t)
+{
+    struct coord *co = t->data;
+    bool tried = true;
+
+    if (co->state == CO_STARTING) {
+        for (size_t i = 0; i < co->cfg->nshards; i++)
+            tried = tried && pc_tried(co->links[i]);
+        if (tried) {
+            co->state = CO_RUNNING;
+            log_info("coordinator '%s' (epoch %" PRIu64 ") is taking transactions on %s",
+                     co->cfg->node_id, co->epoch, co->cfg->listen);
+        }
+    }
+    expire_retained(co);
+    ev_timer_start(loop, t, co->state == CO_STARTING ? 20 : 1000);
+}
+
+static void init_coord(struct coord *co, const struct coord_config *cfg, struct ev_loop *loop)
+{
+    co->cfg = cfg;
+    co->loop = loop;
+    hmap_init(&co->txs);
+    hmap_init(&co->idem);
+    list_init(&co->live);
+    list_init(&co->retained);
+    list_init(&co->log_wait);
+    co->shard_names = calloc(cfg->nshards, sizeof(*co->shard_names));
+    co->links = calloc(cfg->nshards, sizeof(*co->links));
+    if (!co->shard_names || !co->links)
+        abort();
+    for (size_t i = 0; i < cfg->nshards; i++)
+        co->shard_names[i] = cfg->shards[i].name;
+    co->env = (struct tx_env){env_send, env_log_commit, env_log_end,     env_answer,
+                              env_arm,  env_finished,   co->shard_names, co};
+    dtx_err_clear(&co->fail);
+    ev_timer_init(&co->tick, on_tick, co);
+}
+
+static int open_log(struct coord *co, struct dtx_err *err)
+{
+    struct dlog_opts o = {
+        co->cfg->log_dir, co->cfg->log_segment_bytes, co->loop, on_durable, on_log_failed, co};
+    struct dlog_scan scan;
+    int rc;
+
+    rc = dlog_open(&co->log, &o, on_replay, co, &scan, err);
+    if (rc < 0)
+        return rc;
+    log_info("decision log '%s': %" PRIu64 " records in %" PRIu64 " segments (%" PRIu64 " bytes)%s",
+             co->cfg->log_dir, scan.records, scan.segments, scan.bytes,
+             scan.torn ? "; a torn last write was cut off" : "");
+    return 0;
+}
+
+int coord_new(struct coord **out, const struct coord_config *cfg, struct ev_loop *loop,
+              struct dtx_err *err)
+{
+    struct coord *co = calloc(1, sizeof(*co));
+    struct pc_cbs cbs;
+    int rc;
+
+    if (!co)
+        abort();
+    init_coord(co, cfg, loop);
+    rc = open_log(co, err);
+    if (rc == 0) {
+        recover(co);
+        rc = write_boot(co, err);
+    }
+    if (rc < 0) {
+        coord_free(co);
+        return rc;
+    }
+    cbs = (struct pc_cbs){on_frame, on_link_up, on_link_down, co};
+    for (size_t i = 0; i < cfg->nshards; i++)
+        co->links[i] =
+            pc_new(loop, (int)i, &cfg->shards[i], cfg->node_id, co->epoch, cfg->peer_token, &cbs);
+    ev_timer_start(loop, &co->tick, 20);
+    *out = co;
+    return 0;
+}
+
+void coord_free(struct coord *co)
+{
+    struct hmap_iter it;
+    struct hmap_node *n;
+
+    if (!co)
+        return;
+    ev_timer_stop(co->loop, &co->tick);
+    for (size_t i = 0; co->links && i < co->cfg->nshards; i++)
+        pc_free(co->links[i]);
+    for (n = hmap_first(&co->txs, &it); n; n = hmap_next(&co->txs, &it)) {
+        struct tx *tx = container_of(n, struct tx, by_gtid);
+
+        ev_timer_stop(co->loop, &tx->timer);
+        drop_waiters(tx);
+        tx_free(tx);
+    }
+    dlog_close(co->log);
+    hmap_release(&co->txs);
+    hmap_release(&co->idem);
+    free(co->links);
+    free(co->shard_names);
+    free(co);
+}
+
+void coord_begin_shutdown(struct coord *co)
+{
+    if (co->state != CO_FAILED)
+        co->state = CO_STOPPING;
+}
+
+bool coord_drained(const struct coord *co)
+{
+    const struct list_node *pos;
+
+    for (pos = co->live.next; pos != &co->live; pos = pos->next) {
+        const struct tx *tx = container_of(pos, const struct tx, link);
+
+        if (tx->state != TX_IN_DOUBT && !tx->replayed)
+            return false;
+    }
+    return true;
+}
+
+bool coord_accepting(const struct coord *co, struct dtx_err *why)
+{
+    switch (co->state) {
+    case CO_RUNNING:
+        return true;
+    case CO_STARTING:
+        dtx_err_set(why, DTX_ESHUTDOWN, "the coordinator is starting");
+        return false;
+    case CO_STOPPING:
+        dtx_err_set(why, DTX_ESHUTDOWN, "the coordinator is shutting down");
+        return false;
+    case CO_FAILED:
+        dtx_err_set(why, DTX_ELOGFAIL, "the coordinator takes no transactions: %s", co->fail.msg);
+        return false;
+    }
+    return false;
+}
+
+const struct tx *coord_find(const struct coord *co, const char *gtid)
+{
+    return find_tx(co, gtid);
+}
+
+bool coord_issued_before(const struct coord *co, const char *gtid)
+{
+    char node[DTX_NAME_MAX + 1];
+    uint64_t epoch, seq;
+
+    if (!gid_parse_gtid(gtid, node, &epoch, &seq) || strcmp(node, co->cfg->node_id) != 0)
+        return false;
+    if (co->evicted)
+        return false; /* a committed one might have been forgotten: do not presume */
+    return epoch < co->epoch || (epoch == co->epoch && seq <= co->seq);
+}
+
+const struct coord_config *coord_config(const struct coord *co)
+{
+    return co->cfg;
+}
+
+/* ---- rendering --------------------------------------------------------------- */
+
+char *coord_render_health(const struct coord *co, unsigned *status)
+{
+    cJSON *root = jsonx_new_object();
+    cJSON *shards = jsonx_new_object();
+    struct dtx_err why;
+    char *s;
+
+    dtx_err_clear(&why);
+    *status = coord_accepting(co, &why) ? 200 : 503;
+    jsonx_add_str(root, "status", *status == 200 ? "ok" : "unavailable");
+    if (*status != 200)
+        jsonx_add(root, "error", jsonx_error_obj(&why));
+    jsonx_add_str(root, "node_id", co->cfg->node_id);
+    jsonx_add_num(root, "epoch", (double)co->epoch);
+    jsonx_add_num(root, "live_transactions", (double)co->nlive);
+    for (size_t i = 0; i < co->cfg->nshards; i++)
+        jsonx_add_str(shards, co->shard_names[i], pc_state(co->links[i]));
+    jsonx_add(root, "shards", shards);
+    s = jsonx_print(root);
+    cJSON_Delete(root);
+    return s;
+}
+
+char *coord_render_metrics(const struct coord *co)
+{
+    struct buf b = BUF_INIT;
+    uint64_t syncs = 0, records = 0;
+
+    dlog_stats(co->log, &syncs, &records);
+    buf_puts(&b, "# HELP dtx_transactions_total Transactions by outcome.\n"
+                 "# TYPE dtx_transactions_total counter\n");
+    buf_printf(&b, "dtx_transactions_total{outcome=\"started\"} %" PRIu64 "\n", co->m.started);
+    buf_printf(&b, "dtx_transactions_total{outcome=\"committed\"} %" PRIu64 "\n", co->m.committed);
+    buf_printf(&b, "dtx_transactions_total{outcome=\"aborted\"} %" PRIu64 "\n", co->m.aborted);
+    buf_printf(&b, "dtx_transactions_total{outcome=\"unknown\"} %" PRIu64 "\n", co->m.unknown);
+    buf_printf(&b, "dtx_transactions_total{outcome=\"in_doubt\"} %" PRIu64 "\n", co->m.in_doubt);
+    buf_puts(&b, "# TYPE dtx_aborts_total counter\n");
+    for (int code = 1; code < 32; code++) {
+        if (co->m.aborts_by_code[code])
+            buf_printf(&b, "dtx_aborts_total{code=\"%s\"} %" PRIu64 "\n", dtx_err_name(-code),
+                       co->m.aborts_by_code[code]);
+    }
+    buf_printf(
+        &b,
+        "# TYPE dtx_one_phase_commits_total counter\ndtx_one_phase_commits_total %" PRIu64
+        "\n# TYPE dtx_readonly_commits_total counter\ndtx_readonly_commits_total %" PRIu64
+        "\n# TYPE dtx_idempotent_replays_total counter\ndtx_idempotent_replays_total %" PRIu64 "\n",
+        co->m.one_phase, co->m.readonly, co->m.idem_replays);
+    buf_printf(&b, "# TYPE dtx_transactions_live gauge\ndtx_transactions_live %zu\n", co->nlive);
+    buf_printf(&b, "# TYPE dtx_transactions_retained gauge\ndtx_transactions_retained %zu\n",
+               co->nretained);
+    buf_printf(
+        &b,
+        "# TYPE dtx_decision_log_records_total counter\ndtx_decision_log_records_total %" PRIu64
+        "\n# TYPE dtx_decision_log_syncs_total counter\ndtx_decision_log_syncs_total %" PRIu64
+        "\n# TYPE dtx_decision_log_failed gauge\ndtx_decision_log_failed %d\n",
+        records, syncs, co->state == CO_FAILED);
+    buf_puts(&b, "# TYPE dtx_participant_up gauge\n");
+    for (size_t i = 0; i < co->cfg->nshards; i++)
+        buf_printf(&b, "dtx_participant_up{shard=\"%s\"} %d\n", co->shard_names[i],
+                   pc_is_up(co->links[i]));
+    return buf_detach(&b, NULL);
+}
+
+char *coord_render_list(const struct coord *co, const char *status_filter)
+{
+    cJSON *root = jsonx_new_object();
+    cJSON *arr = jsonx_new_array();
+    const struct list_node *heads[2] = {&co->live, &co->retained};
+    char *s;
+
+    for (int h = 0; h < 2; h++) {
+        for (const struct list_node *p = heads[h]->next; p != heads[h]; p = p->next) {
+            const struct tx *tx = container_of(p, const struct tx, link);
+            char *one;
+
+            if (status_filter && strcmp(status_filter, tx_status(tx)) != 0)
+                continue;
+            one = tx_render_state(tx);
+            jsonx_append(arr, cJSON_Parse(one));
+            free(one);
+        }
+    }
+    jsonx_add(root, "transactions", arr);
+    s = jsonx_print(root);
+    cJSON_Delete(root);
+    return s;
+}

@@ -1,0 +1,223 @@
+/*
+ * coord_config.c - loading and validating the coordinator's config file.
+ * Runs once at start-up, before any thread exists.
+ */
+#include "dtx/coord_config.h"
+#include "dtx/conf.h"
+#include "dtx/jsonx.h"
+#include "dtx/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const top_keys[] = {"node_id",
+                                       "listen",
+                                       "log_dir",
+                                       "shards",
+                                       "prepare_timeout_ms",
+                                       "max_timeout_ms",
+                                       "commit_wait_ms",
+                                       "max_body_bytes",
+                                       "max_ops",
+                                       "max_params",
+                                       "max_sql_bytes",
+                                       "retention_s",
+                                       "retention_max",
+                                       "log_segment_bytes",
+                                       "http_conn_limit",
+                                       "log_level",
+                                       "auth",
+                                       NULL};
+static const char *const shard_keys[] = {"name", "url", "slots", NULL};
+static const char *const auth_keys[] = {"client_token", "admin_token", "peer_token", NULL};
+
+#define U32_KEY(k, d, lo, hi)                                                                      \
+    {                                                                                              \
+#k, offsetof(struct coord_config, k), d, lo, hi                                            \
+    }
+
+static const struct conf_u32 u32_keys[] = {
+    U32_KEY(prepare_timeout_ms, 5000, 1, 3600000),
+    U32_KEY(max_timeout_ms, 300000, 1, 86400000),
+    U32_KEY(commit_wait_ms, 5000, 0, 3600000),
+    U32_KEY(max_body_bytes, 1048576, 1024, 1073741824),
+    U32_KEY(max_ops, 1000, 1, 100000),
+    U32_KEY(max_params, 1000, 0, 65535),
+    U32_KEY(max_sql_bytes, 65536, 16, 16777216),
+    U32_KEY(retention_s, 86400, 0, 31536000),
+    U32_KEY(retention_max, 1000000, 0, 100000000),
+    U32_KEY(log_segment_bytes, 67108864, 65536, 2147483647),
+    U32_KEY(http_conn_limit, 10000, 16, 1000000),
+};
+
+static int load_slots(const cJSON *s, const char *where, struct shard_config *sh,
+                      struct dtx_err *err)
+{
+    const cJSON *slots = NULL;
+    const cJSON *lo, *hi;
+    int rc = jsonx_array(s, where, "slots", true, &slots, err);
+
+    if (rc < 0)
+        return rc;
+    lo = cJSON_GetArrayItem(slots, 0);
+    hi = cJSON_GetArrayItem(slots, 1);
+    if (cJSON_GetArraySize(slots) != 2 || !jsonx_is_safe_int(lo) || !jsonx_is_safe_int(hi) ||
+        lo->valuedouble < 0 || hi->valuedouble >= ROUTE_SLOTS)
+        return dtx_err_set(err, DTX_EINVAL,
+                           "'%s.slots' must be [first, last] with 0 <= first <= "
+                           "last <= %d",
+                           where, ROUTE_SLOTS - 1);
+    sh->slots.lo = (uint32_t)lo->valuedouble;
+    sh->slots.hi = (uint32_t)hi->valuedouble;
+    return 0;
+}
+
+static int load_shard(const cJSON *s, size_t i, struct coord_config *c, bool *explicit_slots,
+                      struct dtx_err *err)
+{
+    struct shard_config *sh = &c->shards[i];
+    const char *name = NULL, *url = NULL;
+    char where[32];
+    int rc;
+
+    snprintf(where, sizeof(where), "shards[%zu]", i);
+    if (!cJSON_IsObject(s))
+        return dtx_err_set(err, DTX_EINVAL, "'%s' must be an object", where);
+    rc = jsonx_only_keys(s, where, shard_keys, err);
+    if (rc == 0)
+        rc = jsonx_str(s, where, "name", true, &name, err);
+    if (rc == 0)
+        rc = jsonx_str(s, where, "url", true, &url, err);
+    if (rc < 0)
+        return rc;
+    if (!gid_name_ok(name))
+        return dtx_err_set(err, DTX_EINVAL, "'%s.name' must be 1-%d of [A-Za-z0-9_-]", where,
+                           DTX_NAME_MAX);
+    if (coord_config_shard(c, name) >= 0)
+        return dtx_err_set(err, DTX_EINVAL, "'%s.name': shard '%s' is listed twice", where, name);
+    strcpy(sh->name, name);
+    rc = conf_copy(sh->url, sizeof(sh->url), url, "url", err);
+    if (rc == 0)
+        rc = addr_parse_url(url, &sh->addr, err);
+    if (rc < 0)
+        return dtx_err_prefix(err, "'%s.url'", where);
+    *explicit_slots = cJSON_GetObjectItemCaseSensitive(s, "slots") != NULL;
+    return *explicit_slots ? load_slots(s, where, sh, err) : 0;
+}
+
+static int load_shards(const cJSON *root, struct coord_config *c, struct dtx_err *err)
+{
+    const cJSON *arr = NULL;
+    struct route_range ranges[CONF_MAX_SHARDS];
+    size_t n, explicit_count = 0;
+    int rc = jsonx_array(root, "", "shards", true, &arr, err);
+
+    if (rc < 0)
+        return rc;
+    n = (size_t)cJSON_GetArraySize(arr);
+    if (n == 0 || n > CONF_MAX_SHARDS)
+        return dtx_err_set(err, DTX_EINVAL, "'shards' must list 1 to %d shards", CONF_MAX_SHARDS);
+    c->shards = calloc(n, sizeof(*c->shards));
+    if (!c->shards)
+        abort();
+    for (size_t i = 0; i < n; i++) {
+        bool explicit_slots = false;
+
+        rc = load_shard(cJSON_GetArrayItem(arr, (int)i), i, c, &explicit_slots, err);
+        if (rc < 0)
+            return rc;
+        c->nshards++;
+        explicit_count += explicit_slots;
+    }
+    if (explicit_count != 0 && explicit_count != n)
+        return dtx_err_set(err, DTX_EINVAL,
+                           "'shards': either every shard has \"slots\" or none has");
+    for (size_t i = 0; i < n; i++) {
+        if (explicit_count == 0)
+            c->shards[i].slots = route_default_range(i, n);
+        ranges[i] = c->shards[i].slots;
+    }
+    rc = route_build(&c->route, ranges, n, err);
+    if (rc < 0)
+        return dtx_err_prefix(err, "'shards'");
+    return 0;
+}
+
+static int load_auth(const cJSON *root, struct coord_config *c, struct dtx_err *err)
+{
+    const cJSON *auth = NULL;
+    int rc = jsonx_object(root, "", "auth", false, &auth, err);
+
+    if (rc < 0 || !auth)
+        return rc;
+    rc = jsonx_only_keys(auth, "auth", auth_keys, err);
+    if (rc == 0)
+        rc = conf_token(auth, "auth", "client_token", c->client_token, err);
+    if (rc == 0)
+        rc = conf_token(auth, "auth", "admin_token", c->admin_token, err);
+    if (rc == 0)
+        rc = conf_token(auth, "auth", "peer_token", c->peer_token, err);
+    return rc;
+}
+
+static int load_names(const cJSON *root, struct coord_config *c, struct dtx_err *err)
+{
+    const char *dir = NULL;
+    int rc = jsonx_only_keys(root, "", top_keys, err);
+
+    if (rc == 0)
+        rc = conf_name(root, "", "node_id", c->node_id, err);
+    if (rc == 0)
+        rc = conf_listen(root, "listen", c->listen, sizeof(c->listen), err);
+    if (rc == 0)
+        rc = jsonx_str(root, "", "log_dir", true, &dir, err);
+    if (rc == 0 && !*dir)
+        rc = dtx_err_set(err, DTX_EINVAL, "'log_dir' must not be empty");
+    if (rc == 0)
+        rc = conf_copy(c->log_dir, sizeof(c->log_dir), dir, "log_dir", err);
+    if (rc == 0)
+        rc = conf_log_level(root, c->log_level, err);
+    return rc;
+}
+
+int coord_config_load(const char *path, struct coord_config *out, struct dtx_err *err)
+{
+    cJSON *root = NULL;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    snprintf(out->path, sizeof(out->path), "%s", path);
+    rc = conf_read(path, &root, err);
+    if (rc < 0)
+        return rc;
+    rc = load_names(root, out, err);
+    if (rc == 0)
+        rc = conf_u32s(root, out, u32_keys, sizeof(u32_keys) / sizeof(u32_keys[0]), err);
+    if (rc == 0)
+        rc = load_shards(root, out, err);
+    if (rc == 0)
+        rc = load_auth(root, out, err);
+    cJSON_Delete(root);
+    if (rc < 0) {
+        coord_config_release(out);
+        return conf_error(path, err);
+    }
+    return 0;
+}
+
+void coord_config_release(struct coord_config *c)
+{
+    free(c->shards);
+    c->shards = NULL;
+    c->nshards = 0;
+}
+
+int coord_config_shard(const struct coord_config *c, const char *name)
+{
+    for (size_t i = 0; i < c->nshards; i++) {
+        if (strcmp(c->shards[i].name, name) == 0)
+            return (int)i;
+    }
+    return -1;
+}

@@ -1,0 +1,952 @@
+/*
+ * dlog.c - the decision log: format, reader (with torn-tail repair) and the
+ * group-commit writer thread.
+ *
+ * Files: <log_dir>/dlog-<segno, 10 digits>.log, segment numbers increasing.
+ * Each start of the coordinator begins a new segment.
+ *
+ * Segment header (32 bytes, integers little-endian):
+ *   0  magic    "DTXDLOG\0"
+ *   8  version  u32 = 1
+ *  12  salt     u32, random per segment
+ *  16  segno    u64, equal to the number in the file name
+ *  24  reserved u32 = 0
+ *  28  crc      u32, CRC-32C of bytes 0..27
+ *
+ * Then frames, one per group-commit write:
+ *   0  crc      u32, CRC-32C over (salt as 4 LE bytes, bytes 4 .. 9+len)
+ *   4  len      u32, payload bytes
+ *   8  type     u8 = 1 (BATCH)
+ *   9  payload  len bytes: one or more records
+ *
+ * Record:
+ *   0  type     u8 (enum dlog_type)
+ *   1  len      u32, body bytes
+ *   5  body:
+ *      BOOT    epoch u64 | wall_us u64 | node_id str16
+ *      COMMIT  gtid str16 | wall_us u64 | protocol u8 | idem_key str16 |
+ *              req_hash u64 | nbranches u16 | { shard str16 | xid u64 } * n |
+ *              results str32
+ *      END     gtid str16 | wall_us u64
+ *   str16 = u16 length + bytes; str32 = u32 length + bytes (no NUL).
+ *
+ * A frame is the unit of atomicity: the writer issues frame N+1 only after
+ * frame N was fdatasynced, so only the last frame of the last segment can
+ * be torn by a crash. Reading a frame that is short, overlong or fails its
+ * CRC, the reader looks for any valid frame after it: if there is one, the
+ * damage is in the middle of the log (corruption: refuse, naming file and
+ * offset); if not, it is a torn tail, which was never acknowledged and is
+ * cut off. The salt keeps frames of an older file's contents from passing
+ * as valid.
+ *
+ * Thread model: dlog_append(), dlog_durable_lsn() and the callbacks run on
+ * the event loop's thread; the writer thread owns fd, segno, salt and
+ * seg_size. Fields marked (mu) are shared and protected by log->mu.
+ */
+#include "dtx/dlog.h"
+#include "dtx/buf.h"
+#include "dtx/crc32c.h"
+#include "dtx/log.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define SEG_MAGIC   "DTXDLOG"
+#define SEG_VERSION 1
+#define SEG_HDR     32
+#define FRAME_HDR   9
+#define FRAME_BATCH 1
+#define REC_HDR     5
+#define MAX_FRAME   (256u * 1024 * 1024)
+
+struct dlog {
+    struct dlog_opts opts;
+    char dir[PATH_MAX];
+    int dirfd;
+    /* writer thread only */
+    int fd;
+    uint64_t segno;
+    uint32_t salt;
+    uint64_t seg_size;
+    /* shared */
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t work_cv; /* pending non-empty or stopping */
+    pthread_cond_t done_cv; /* durable_lsn advanced or failed */
+    struct buf pending;     /* (mu) encoded records not yet taken by the writer */
+    uint64_t last_lsn;      /* (mu) lsn of the last appended record */
+    uint64_t durable_lsn;   /* (mu) */
+    bool failed;            /* (mu) */
+    struct dtx_err fail;    /* (mu) */
+    bool stopping;          /* (mu) */
+    uint64_t syncs;         /* (mu) frames written and fdatasynced */
+    /* loop thread only */
+    struct ev_async wake;
+    bool failure_reported;
+};
+
+const char *dlog_type_name(enum dlog_type type)
+{
+    switch (type) {
+    case DLOG_BOOT:
+        return "BOOT";
+    case DLOG_COMMIT:
+        return "COMMIT";
+    case DLOG_END:
+        return "END";
+    }
+    return "?";
+}
+
+/* ---- record encoding ------------------------------------------------------- */
+
+static void put_str16(struct buf *b, const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+
+    if (n > UINT16_MAX)
+        n = UINT16_MAX;
+    buf_put_le16(b, (uint16_t)n);
+    buf_append(b, s ? s : "", n);
+}
+
+static void put_str32(struct buf *b, const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+
+    buf_put_le32(b, (uint32_t)n);
+    buf_append(b, s ? s : "", n);
+}
+
+static void encode_body(struct buf *b, const struct dlog_rec *r)
+{
+    switch (r->type) {
+    case DLOG_BOOT:
+        buf_put_le64(b, r->epoch);
+        buf_put_le64(b, r->wall_us);
+        put_str16(b, r->node_id);
+        break;
+    case DLOG_COMMIT:
+        put_str16(b, r->gtid);
+        buf_put_le64(b, r->wall_us);
+        buf_put_u8(b, r->protocol);
+        put_str16(b, r->idem_key);
+        buf_put_le64(b, r->req_hash);
+        buf_put_le16(b, (uint16_t)r->nbranches);
+        for (size_t i = 0; i < r->nbranches; i++) {
+            put_str16(b, r->branches[i].shard);
+            buf_put_le64(b, r->branches[i].xid);
+        }
+        put_str32(b, r->results);
+        break;
+    case DLOG_END:
+        put_str16(b, r->gtid);
+        buf_put_le64(b, r->wall_us);
+        break;
+    }
+}
+
+/* Appends one record (header and body) to b. */
+static void encode_record(struct buf *b, const struct dlog_rec *r)
+{
+    size_t at;
+
+    buf_put_u8(b, (uint8_t)r->type);
+    at = b->len;
+    buf_put_le32(b, 0);
+    encode_body(b, r);
+    put_le32((unsigned char *)b->data + at, (uint32_t)(b->len - at - 4));
+}
+
+/* ---- record decoding --------------------------------------------------------- */
+
+struct rd {
+    const unsigned char *p;
+    size_t n;
+    bool bad;
+    struct buf *arena; /* reserved up front so pointers into it stay valid */
+};
+
+static const unsigned char *rd_take(struct rd *r, size_t n)
+{
+    const unsigned char *p = r->p;
+
+    if (r->bad || r->n < n) {
+        r->bad = true;
+        return NULL;
+    }
+    r->p += n;
+    r->n -= n;
+    return p;
+}
+
+static uint64_t rd_u64(struct rd *r)
+{
+    const unsigned char *p = rd_take(r, 8);
+
+    return p ? get_le64(p) : 0;
+}
+
+static uint8_t rd_u8(struct rd *r)
+{
+    const unsigned char *p = rd_take(r, 1);
+
+    return p ? p[0] : 0;
+}
+
+static const char *rd_strn(struct rd *r, size_t n)
+{
+    const unsigned char *p = rd_take(r, n);
+    char *s;
+
+    if (!p)
+        return NULL;
+    s = r->arena->data + r->arena->len;
+    memcpy(s, p, n);
+    s[n] = '\0';
+    r->arena->len += n + 1;
+    return s;
+}
+
+static const char *rd_str16(struct rd *r)
+{
+    const unsigned char *p = rd_take(r, 2);
+
+    return p ? rd_strn(r, get_le16(p)) : NULL;
+}
+
+static const char *rd_str32(struct rd *r)
+{
+    const unsigned char *p = rd_take(r, 4);
+
+    return p ? rd_strn(r, get_le32(p)) : NULL;
+}
+
+static int decode_commit(struct rd *r, struct dlog_rec *out, struct dlog_branch **branches,
+                         size_t *cap)
+{
+    const unsigned char *p;
+    size_t n;
+
+    out->gtid = rd_str16(r);
+    out->wall_us = rd_u64(r);
+    out->protocol = rd_u8(r);
+    out->idem_key = rd_str16(r);
+    out->req_hash = rd_u64(r);
+    p = rd_take(r, 2);
+    n = p ? get_le16(p) : 0;
+    if (n > *cap) {
+        struct dlog_branch *b = realloc(*branches, n * sizeof(*b));
+
+        if (!b)
+            abort();
+        *branches = b;
+        *cap = n;
+    }
+    for (size_t i = 0; i < n && !r->bad; i++) {
+        (*branches)[i].shard = rd_str16(r);
+        (*branches)[i].xid = rd_u64(r);
+    }
+    out->branches = *branches;
+    out->nbranches = n;
+    out->results = rd_str32(r);
+    return r->bad ? -1 : 0;
+}
+
+/* Decodes one record body; returns 0 or -1 when it does not parse. */
+static int decode_body(uint8_t type, const unsigned char *p, size_t n, struct buf *arena,
+                       struct dlog_branch **branches, size_t *cap, struct dlog_rec *out)
+{
+    struct rd r = {p, n, false, arena};
+
+    memset(out, 0, sizeof(*out));
+    buf_reset(arena);
+    buf_reserve(arena, 2 * n + 16);
+    out->type = (enum dlog_type)type;
+    switch (type) {
+    case DLOG_BOOT:
+        out->epoch = rd_u64(&r);
+        out->wall_us = rd_u64(&r);
+        out->node_id = rd_str16(&r);
+        break;
+    case DLOG_COMMIT:
+        if (decode_commit(&r, out, branches, cap) < 0)
+            return -1;
+        break;
+    case DLOG_END:
+        out->gtid = rd_str16(&r);
+        out->wall_us = rd_u64(&r);
+        break;
+    default:
+        return -1;
+    }
+    return (r.bad || r.n != 0) ? -1 : 0;
+}
+
+/* ---- reading ------------------------------------------------------------------- */
+
+struct reader {
+    const char *dir;
+    dlog_replay_fn replay;
+    void *arg;
+    struct dlog_scan *scan;
+    struct buf arena;
+    struct dlog_branch *branches;
+    size_t cap;
+};
+
+static uint32_t frame_crc(uint32_t salt, const unsigned char *frame, size_t len)
+{
+    unsigned char s[4];
+
+    put_le32(s, salt);
+    return crc32c(crc32c(0, s, 4), frame + 4, FRAME_HDR - 4 + len);
+}
+
+/* True when a complete, checksum-valid frame starts at data[off]. */
+static bool frame_valid_at(const unsigned char *data, size_t size, size_t off, uint32_t salt)
+{
+    uint32_t len;
+
+    if (size - off < FRAME_HDR)
+        return false;
+    len = get_le32(data + off + 4);
+    if (data[off + 8] != FRAME_BATCH || len == 0 || len > size - off - FRAME_HDR)
+        return false;
+    return frame_crc(salt, data + off, len) == get_le32(data + off);
+}
+
+static bool valid_frame_after(const unsigned char *data, size_t size, size_t off, uint32_t salt)
+{
+    for (size_t at = off + 1; at + FRAME_HDR <= size; at++) {
+        if (frame_valid_at(data, size, at, salt))
+            return true;
+    }
+    return false;
+}
+
+static int replay_frame(struct reader *rd, const char *path, uint64_t off,
+                        const unsigned char *payload, size_t len, struct dtx_err *err)
+{
+    size_t pos = 0;
+
+    while (pos < len) {
+        struct dlog_rec rec;
+        uint32_t blen;
+        int rc;
+
+        if (len - pos < REC_HDR || (blen = get_le32(payload + pos + 1)) > len - pos - REC_HDR)
+            return dtx_err_set(err, DTX_ECORRUPT,
+                               "decision log '%s' is corrupt: bad record framing in the frame at "
+                               "offset %" PRIu64,
+                               path, off);
+        if (decode_body(payload[pos], payload + pos + REC_HDR, blen, &rd->arena, &rd->branches,
+                        &rd->cap, &rec) < 0)
+            return dtx_err_set(err, DTX_ECORRUPT,
+                               "decision log '%s' is corrupt: undecodable record of type %u in the "
+                               "frame at offset %" PRIu64,
+                               path, payload[pos], off);
+        rc = rd->replay ? rd->replay(rd->arg, &rec, err) : 0;
+        if (rc < 0)
+            return rc;
+        rd->scan->records++;
+        pos += REC_HDR + blen;
+    }
+    return 0;
+}
+
+static int check_header(const unsigned char *h, uint64_t segno, const char *path, uint32_t *salt,
+                        struct dtx_err *err)
+{
+    if (memcmp(h, SEG_MAGIC, 8) != 0)
+        return dtx_err_set(err, DTX_ECORRUPT, "decision log '%s' is corrupt: bad magic at offset 0",
+                           path);
+    if (crc32c(0, h, 28) != get_le32(h + 28))
+        return dtx_err_set(err, DTX_ECORRUPT,
+                           "decision log '%s' is corrupt: header checksum mismatch at offset 0",
+                           path);
+    if (get_le32(h + 8) != SEG_VERSION)
+        return dtx_err_set(err, DTX_ECORRUPT,
+                           "decision log '%s' has version %u; this coordinator reads version %u",
+                           path, get_le32(h + 8), SEG_VERSION);
+    if (get_le64(h + 16) != segno)
+        return dtx_err_set(err, DTX_ECORRUPT,
+                           "decision log '%s' is corrupt: header says segment %" PRIu64, path,
+                           get_le64(h + 16));
+    *salt = get_le32(h + 12);
+    return 0;
+}
+
+/*
+ * Walks the frames of one segment image. For the last segment a damaged
+ * frame with nothing valid after it is a torn tail: *valid_end is where
+ * the good frames end. Elsewhere any damage is corruption.
+ */
+static int read_frames(struct reader *rd, const char *path, const unsigned char *data, size_t size,
+                       uint32_t salt, bool last, size_t *valid_end, struct dtx_err *err)
+{
+    size_t off = SEG_HDR;
+    int rc;
+
+    while (off < size) {
+        if (!frame_valid_at(data, size, off, salt)) {
+            if (last && !valid_frame_after(data, size, off, salt)) {
+                rd->scan->torn = true;
+                rd->scan->torn_offset = off;
+                rd->scan->torn_bytes = size - off;
+                break;
+            }
+            return dtx_err_set(err, DTX_ECORRUPT,
+                               "decision log '%s' is corrupt: damaged frame at offset %zu "
+                               "(valid records follow it, so this is not a torn write)",
+                               path, off);
+        }
+        rc = replay_frame(rd, path, off, data + off + FRAME_HDR, get_le32(data + off + 4), err);
+        if (rc < 0)
+            return rc;
+        rd->scan->frames++;
+        off += FRAME_HDR + get_le32(data + off + 4);
+    }
+    *valid_end = off;
+    return 0;
+}
+
+static int read_file(const char *path, unsigned char **data, size_t *size, struct dtx_err *err)
+{
+    struct stat st;
+    unsigned char *p;
+    size_t got = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0)
+        return dtx_err_set(err, DTX_EIO, "could not open decision log '%s': %s", path,
+                           strerror(errno));
+    if (fstat(fd, &st) < 0) {
+        close(fd);
+        return dtx_err_set(err, DTX_EIO, "could not stat decision log '%s': %s", path,
+                           strerror(errno));
+    }
+    p = malloc((size_t)st.st_size + 1);
+    if (!p)
+        abort();
+    while (got < (size_t)st.st_size) {
+        ssize_t n = read(fd, p + got, (size_t)st.st_size - got);
+
+        if (n <= 0) {
+            int e = n < 0 ? errno : EIO;
+
+            free(p);
+            close(fd);
+            return dtx_err_set(err, DTX_EIO, "could not read decision log '%s': %s", path,
+                               strerror(e));
+        }
+        got += (size_t)n;
+    }
+    close(fd);
+    *data = p;
+    *size = got;
+    return 0;
+}
+
+/* Reads one segment; *keep is the byte length of its valid prefix (0: drop the file). */
+static int read_segment(struct reader *rd, const char *path, uint64_t segno, bool last,
+                        size_t *keep, struct dtx_err *err)
+{
+    unsigned char *data = NULL;
+    size_t size = 0;
+    uint32_t salt = 0;
+    int rc;
+
+    rc = read_file(path, &data, &size, err);
+    if (rc < 0)
+        return rc;
+    rd->scan->bytes += size;
+    *keep = size;
+    if (last && size < SEG_HDR) {
+        /* A crash while the segment was being created: it held nothing. */
+        rd->scan->torn = true;
+        rd->scan->torn_offset = 0;
+        rd->scan->torn_bytes = size;
+        *keep = 0;
+        goto out;
+    }
+    if (size < SEG_HDR) {
+        rc = dtx_err_set(err, DTX_ECORRUPT,
+                         "decision log '%s' is corrupt: %zu bytes, shorter than its header", path,
+                         size);
+        goto out;
+    }
+    rc = check_header(data, segno, path, &salt, err);
+    if (rc == 0)
+        rc = read_frames(rd, path, data, size, salt, last, keep, err);
+out:
+    free(data);
+    return rc;
+}
+
+static int parse_segno(const char *name, uint64_t *segno)
+{
+    unsigned long long n;
+    int used = 0;
+
+    if (sscanf(name, "dlog-%10llu.log%n", &n, &used) != 1 || used != (int)strlen(name) ||
+        strlen(name) != 19)
+        return -1;
+    *segno = n;
+    return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/* Lists segment numbers in dir, sorted. *segs is malloc'd. */
+static int list_segments(const char *dir, uint64_t **segs, size_t *n, struct dtx_err *err)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    uint64_t *v = NULL;
+    size_t cnt = 0, cap = 0;
+
+    if (!d)
+        return dtx_err_set(err, DTX_EIO, "could not open decision log directory '%s': %s", dir,
+                           strerror(errno));
+    while ((e = readdir(d)) != NULL) {
+        uint64_t s;
+
+        if (parse_segno(e->d_name, &s) < 0)
+            continue;
+        if (cnt == cap) {
+            cap = cap ? cap * 2 : 16;
+            v = realloc(v, cap * sizeof(*v));
+            if (!v)
+                abort();
+        }
+        v[cnt++] = s;
+    }
+    closedir(d);
+    if (cnt)
+        qsort(v, cnt, sizeof(*v), cmp_u64);
+    *segs = v;
+    *n = cnt;
+    return 0;
+}
+
+static void seg_path(char *out, size_t outsz, const char *dir, uint64_t segno)
+{
+    snprintf(out, outsz, "%s/dlog-%010" PRIu64 ".log", dir, segno);
+}
+
+/* Cuts the torn tail off the last segment (or removes a segment that holds nothing). */
+static int repair_tail(const char *path, size_t keep, struct dtx_err *err)
+{
+    int fd;
+
+    if (keep == 0) {
+        if (unlink(path) < 0)
+            return dtx_err_set(err, DTX_EIO, "could not remove empty decision log '%s': %s", path,
+                               strerror(errno));
+        return 0;
+    }
+    fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || ftruncate(fd, (off_t)keep) < 0 || fdatasync(fd) < 0) {
+        int e = errno;
+
+        if (fd >= 0)
+            close(fd);
+        return dtx_err_set(err, DTX_EIO, "could not cut the torn tail of decision log '%s': %s",
+                           path, strerror(e));
+    }
+    close(fd);
+    return 0;
+}
+
+static int read_dir(const char *dir, bool repair, dlog_replay_fn replay, void *arg,
+                    struct dlog_scan *scan, struct dtx_err *err)
+{
+    struct reader rd = {dir, replay, arg, scan, BUF_INIT, NULL, 0};
+    uint64_t *segs = NULL;
+    size_t nsegs = 0;
+    int rc;
+
+    memset(scan, 0, sizeof(*scan));
+    rc = list_segments(dir, &segs, &nsegs, err);
+    for (size_t i = 0; rc == 0 && i < nsegs; i++) {
+        char path[PATH_MAX + 32];
+        bool last = i + 1 == nsegs;
+        size_t keep;
+
+        seg_path(path, sizeof(path), dir, segs[i]);
+        rc = read_segment(&rd, path, segs[i], last, &keep, err);
+        scan->segments++;
+        scan->last_segno = segs[i];
+        if (rc == 0 && last && scan->torn) {
+            log_warn("decision log '%s': torn write of %" PRIu64 " bytes at offset %" PRIu64
+                     " is %s; it was never acknowledged",
+                     path, scan->torn_bytes, scan->torn_offset, repair ? "cut off" : "ignored");
+            if (repair)
+                rc = repair_tail(path, keep, err);
+        }
+    }
+    free(segs);
+    free(rd.branches);
+    buf_release(&rd.arena);
+    return rc;
+}
+
+int dlog_read(const char *dir, dlog_replay_fn replay, void *arg, struct dlog_scan *scan,
+              struct dtx_err *err)
+{
+    return read_dir(dir, false, replay, arg, scan, err);
+}
+
+/* ---- writing ------------------------------------------------------------------- */
+
+static void set_failed(struct dlog *log, int e, const char *what)
+{
+    pthread_mutex_lock(&log->mu);
+    if (!log->failed) {
+        char path[PATH_MAX + 32];
+
+        seg_path(path, sizeof(path), log->dir, log->segno);
+        log->failed = true;
+        dtx_err_set(&log->fail, DTX_ELOGFAIL, "could not %s decision log '%s': %s", what, path,
+                    strerror(e));
+    }
+    pthread_cond_broadcast(&log->done_cv);
+    pthread_mutex_unlock(&log->mu);
+    ev_async_send(&log->wake);
+}
+
+static int write_all(int fd, const struct iovec *iov, int iovcnt)
+{
+    struct iovec v[2];
+    int cnt = iovcnt;
+
+    memcpy(v, iov, sizeof(*iov) * (size_t)iovcnt);
+    while (cnt > 0) {
+        ssize_t n = writev(fd, v, cnt);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return errno;
+        if (n == 0)
+            return EIO;
+        while (cnt > 0 && (size_t)n >= v[0].iov_len) {
+            n -= (ssize_t)v[0].iov_len;
+            v[0] = v[1];
+            cnt--;
+        }
+        if (cnt > 0) {
+            v[0].iov_base = (char *)v[0].iov_base + n;
+            v[0].iov_len -= (size_t)n;
+        }
+    }
+    return 0;
+}
+
+/* Creates segment segno with its header, durably (file and directory entry). */
+static int create_segment(struct dlog *log, uint64_t segno)
+{
+    char path[PATH_MAX + 32];
+    unsigned char h[SEG_HDR];
+    struct iovec iov = {h, SEG_HDR};
+    uint32_t salt;
+    int fd, e;
+
+    if (getrandom(&salt, sizeof(salt), 0) != sizeof(salt))
+        salt = (uint32_t)ev_wall_us() ^ (uint32_t)getpid();
+    seg_path(path, sizeof(path), log->dir, segno);
+    memset(h, 0, sizeof(h));
+    memcpy(h, SEG_MAGIC, 8);
+    put_le32(h + 8, SEG_VERSION);
+    put_le32(h + 12, salt);
+    put_le64(h + 16, segno);
+    put_le32(h + 28, crc32c(0, h, 28));
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return errno;
+    e = write_all(fd, &iov, 1);
+    if (!e && fdatasync(fd) < 0)
+        e = errno;
+    if (!e && fsync(log->dirfd) < 0)
+        e = errno;
+    if (e) {
+        close(fd);
+        return e;
+    }
+    if (log->fd >= 0)
+        close(log->fd);
+    log->fd = fd;
+    log->segno = segno;
+    log->salt = salt;
+    log->seg_size = SEG_HDR;
+    return 0;
+}
+
+/* Writes records as one frame and makes it durable; returns 0 or an errno. */
+static int write_frame(struct dlog *log, const struct buf *records, const char **what)
+{
+    unsigned char h[FRAME_HDR];
+    struct iovec iov[2];
+    unsigned char s[4];
+    uint32_t crc;
+    int e;
+
+    put_le32(h + 4, (uint32_t)records->len);
+    h[8] = FRAME_BATCH;
+    put_le32(s, log->salt);
+    crc = crc32c(crc32c(0, s, 4), h + 4, FRAME_HDR - 4);
+    crc = crc32c(crc, records->data, records->len);
+    put_le32(h, crc);
+    iov[0] = (struct iovec){h, FRAME_HDR};
+    iov[1] = (struct iovec){records->data, records->len};
+    *what = "write";
+    e = write_all(log->fd, iov, 2);
+    if (e)
+        return e;
+    *what = "fdatasync";
+    if (fdatasync(log->fd) < 0)
+        return errno;
+    log->seg_size += FRAME_HDR + records->len;
+    return 0;
+}
+
+static void *writer_main(void *arg)
+{
+    struct dlog *log = arg;
+    struct buf work = BUF_INIT;
+
+    pthread_mutex_lock(&log->mu);
+    for (;;) {
+        uint64_t upto;
+        const char *what = "write";
+        int e;
+
+        while (log->pending.len == 0 && !log->stopping && !log->failed)
+            pthread_cond_wait(&log->work_cv, &log->mu);
+        if (log->failed || log->pending.len == 0)
+            break;
+        struct buf tmp = log->pending;
+        log->pending = work;
+        work = tmp;
+        upto = log->last_lsn;
+        pthread_mutex_unlock(&log->mu);
+
+        e = write_frame(log, &work, &what);
+        if (!e && log->seg_size >= log->opts.segment_bytes) {
+            what = "start a new segment of";
+            e = create_segment(log, log->segno + 1);
+        }
+        buf_reset(&work);
+        if (e) {
+            set_failed(log, e, what);
+            pthread_mutex_lock(&log->mu);
+            break;
+        }
+        pthread_mutex_lock(&log->mu);
+        log->durable_lsn = upto;
+        log->syncs++;
+        pthread_cond_broadcast(&log->done_cv);
+        pthread_mutex_unlock(&log->mu);
+        ev_async_send(&log->wake);
+        pthread_mutex_lock(&log->mu);
+    }
+    pthread_mutex_unlock(&log->mu);
+    buf_release(&work);
+    return NULL;
+}
+
+static void on_wake(struct ev_loop *loop, struct ev_async *a)
+{
+    struct dlog *log = a->data;
+    uint64_t lsn;
+    bool failed;
+    struct dtx_err fail;
+
+    (void)loop;
+    pthread_mutex_lock(&log->mu);
+    lsn = log->durable_lsn;
+    failed = log->failed;
+    fail = log->fail;
+    pthread_mutex_unlock(&log->mu);
+    if (log->opts.on_durable)
+        log->opts.on_durable(log->opts.arg, lsn);
+    if (failed && !log->failure_reported) {
+        log->failure_reported = true;
+        log_error("%s", fail.msg);
+        if (log->opts.on_failed)
+            log->opts.on_failed(log->opts.arg, &fail);
+    }
+}
+
+static int open_dir(const char *dir, struct dtx_err *err)
+{
+    int fd;
+
+    if (mkdir(dir, 0700) < 0 && errno != EEXIST)
+        return dtx_err_set(err, DTX_EIO, "could not create decision log directory '%s': %s", dir,
+                           strerror(errno));
+    fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return dtx_err_set(err, DTX_EIO, "could not open decision log directory '%s': %s", dir,
+                           strerror(errno));
+    return fd;
+}
+
+static int dlog_start(struct dlog *log, uint64_t segno, struct dtx_err *err)
+{
+    int e = create_segment(log, segno);
+
+    if (e) {
+        char path[PATH_MAX + 32];
+
+        seg_path(path, sizeof(path), log->dir, segno);
+        return dtx_err_set(err, DTX_EIO, "could not create decision log '%s': %s", path,
+                           strerror(e));
+    }
+    if (ev_async_start(log->opts.loop, &log->wake, on_wake, log) < 0)
+        return dtx_err_set(err, DTX_EIO, "could not create the decision log's wake-up eventfd");
+    if (pthread_create(&log->thread, NULL, writer_main, log) != 0) {
+        ev_async_stop(log->opts.loop, &log->wake);
+        return dtx_err_set(err, DTX_EIO, "could not start the decision log writer thread");
+    }
+    return 0;
+}
+
+int dlog_open(struct dlog **out, const struct dlog_opts *opts, dlog_replay_fn replay, void *arg,
+              struct dlog_scan *scan, struct dtx_err *err)
+{
+    struct dlog *log;
+    int dirfd, rc;
+
+    if (strlen(opts->dir) >= PATH_MAX)
+        return dtx_err_set(err, DTX_EINVAL, "decision log directory name is too long");
+    dirfd = open_dir(opts->dir, err);
+    if (dirfd < 0)
+        return dirfd;
+    rc = read_dir(opts->dir, true, replay, arg, scan, err);
+    if (rc < 0)
+        goto out_close_dir;
+    log = calloc(1, sizeof(*log));
+    if (!log)
+        abort();
+    log->opts = *opts;
+    snprintf(log->dir, sizeof(log->dir), "%s", opts->dir);
+    log->dirfd = dirfd;
+    log->fd = -1;
+    pthread_mutex_init(&log->mu, NULL);
+    pthread_cond_init(&log->work_cv, NULL);
+    pthread_cond_init(&log->done_cv, NULL);
+    buf_init(&log->pending);
+    rc = dlog_start(log, scan->last_segno + 1, err);
+    if (rc < 0) {
+        if (log->fd >= 0)
+            close(log->fd);
+        free(log);
+        goto out_close_dir;
+    }
+    *out = log;
+    return 0;
+
+out_close_dir:
+    close(dirfd);
+    return rc;
+}
+
+uint64_t dlog_append(struct dlog *log, const struct dlog_rec *rec)
+{
+    uint64_t lsn;
+
+    pthread_mutex_lock(&log->mu);
+    if (log->failed || log->stopping) {
+        pthread_mutex_unlock(&log->mu);
+        return 0;
+    }
+    encode_record(&log->pending, rec);
+    lsn = ++log->last_lsn;
+    pthread_cond_signal(&log->work_cv);
+    pthread_mutex_unlock(&log->mu);
+    return lsn;
+}
+
+uint64_t dlog_durable_lsn(struct dlog *log)
+{
+    uint64_t lsn;
+
+    pthread_mutex_lock(&log->mu);
+    lsn = log->durable_lsn;
+    pthread_mutex_unlock(&log->mu);
+    return lsn;
+}
+
+void dlog_stats(struct dlog *log, uint64_t *syncs, uint64_t *records)
+{
+    pthread_mutex_lock(&log->mu);
+    *syncs = log->syncs;
+    *records = log->last_lsn;
+    pthread_mutex_unlock(&log->mu);
+}
+
+bool dlog_failed(struct dlog *log, struct dtx_err *err)
+{
+    bool failed;
+
+    pthread_mutex_lock(&log->mu);
+    failed = log->failed;
+    if (failed && err)
+        *err = log->fail;
+    pthread_mutex_unlock(&log->mu);
+    return failed;
+}
+
+int dlog_flush(struct dlog *log, struct dtx_err *err)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&log->mu);
+    while (!log->failed && log->durable_lsn < log->last_lsn)
+        pthread_cond_wait(&log->done_cv, &log->mu);
+    if (log->failed) {
+        if (err)
+            *err = log->fail;
+        rc = DTX_ELOGFAIL;
+    }
+    pthread_mutex_unlock(&log->mu);
+    return rc;
+}
+
+void dlog_close(struct dlog *log)
+{
+    if (!log)
+        return;
+    pthread_mutex_lock(&log->mu);
+    log->stopping = true;
+    pthread_cond_signal(&log->work_cv);
+    pthread_mutex_unlock(&log->mu);
+    pthread_join(log->thread, NULL);
+    ev_async_stop(log->opts.loop, &log->wake);
+    if (log->fd >= 0)
+        close(log->fd);
+    close(log->dirfd);
+    pthread_mutex_destroy(&log->mu);
+    pthread_cond_destroy(&log->work_cv);
+    pthread_cond_destroy(&log->done_cv);
+    buf_release(&log->pending);
+    free(log);
+}

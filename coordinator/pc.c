@@ -1,0 +1,245 @@
+/*
+ * pc.c - coordinator -> participant links.
+ *
+ * States:
+ *   DOWN --retry timer--> DIALING --101 Switching Protocols--> HANDSHAKE
+ *   HANDSHAKE --participant's hello names our shard--> UP
+ *   any --error, EOF, wrong hello--> DOWN (retry after backoff: 50 ms
+ *   doubling to 2 s, reset once up)
+ *
+ * Thread model: the coordinator's event-loop thread only.
+ */
+#include "dtx/pc.h"
+#include "dtx/httpc.h"
+#include "dtx/jsonx.h"
+#include "dtx/log.h"
+#include "dtx/msg.h"
+#include "dtx/stream.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BACKOFF_MIN_MS  50
+#define BACKOFF_MAX_MS  2000
+#define DIAL_TIMEOUT_MS 3000
+
+enum pc_state { PC_DOWN, PC_DIALING, PC_HANDSHAKE, PC_UP };
+
+struct pc {
+    struct ev_loop *loop;
+    int shard;
+    const struct shard_config *sc;
+    char node_id[DTX_NAME_MAX + 1];
+    uint64_t epoch;
+    char headers[512];
+    struct pc_cbs cbs;
+    enum pc_state state;
+    bool tried;
+    struct httpc *http;
+    struct stream *st;
+    struct ev_timer retry;
+    uint32_t backoff_ms;
+    char last_error[256];
+};
+
+static void pc_dial(struct pc *pc);
+
+static void pc_set_error(struct pc *pc, const char *why)
+{
+    if (strcmp(pc->last_error, why) != 0)
+        log_warn("participant link to shard '%s' (%s): %s", pc->sc->name, pc->sc->url, why);
+    snprintf(pc->last_error, sizeof(pc->last_error), "%s", why);
+}
+
+static void pc_down(struct pc *pc, const char *why)
+{
+    bool was_up = pc->state == PC_UP;
+
+    stream_free(pc->st);
+    pc->st = NULL;
+    pc->state = PC_DOWN;
+    pc->tried = true;
+    pc_set_error(pc, why);
+    ev_timer_start(pc->loop, &pc->retry, pc->backoff_ms);
+    pc->backoff_ms = pc->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : pc->backoff_ms * 2;
+    if (was_up)
+        pc->cbs.on_down(pc->cbs.arg, pc->shard, why);
+}
+
+static void pc_check_hello(struct pc *pc, const char *data, size_t len)
+{
+    struct msg m;
+    struct dtx_err err;
+    char why[300];
+
+    dtx_err_clear(&err);
+    if (msg_parse(data, len, &m, &err) < 0) {
+        pc_down(pc, err.msg);
+        return;
+    }
+    if (m.type != MSG_HELLO || strcmp(m.name, pc->sc->name) != 0) {
+        snprintf(why, sizeof(why), "the participant at this URL serves shard '%s', not '%s'",
+                 m.type == MSG_HELLO ? m.name : "?", pc->sc->name);
+        msg_release(&m);
+        pc_down(pc, why);
+        return;
+    }
+    msg_release(&m);
+    pc->state = PC_UP;
+    pc->tried = true;
+    pc->backoff_ms = BACKOFF_MIN_MS;
+    if (pc->last_error[0])
+        log_info("participant link to shard '%s' is up again", pc->sc->name);
+    pc->last_error[0] = '\0';
+    pc->cbs.on_up(pc->cbs.arg, pc->shard);
+}
+
+static void on_frame(void *arg, const char *data, size_t len)
+{
+    struct pc *pc = arg;
+
+    if (pc->state == PC_HANDSHAKE)
+        pc_check_hello(pc, data, len);
+    else if (pc->state == PC_UP)
+        pc->cbs.on_frame(pc->cbs.arg, pc->shard, data, len);
+}
+
+static void on_close(void *arg, int err, const char *why)
+{
+    struct pc *pc = arg;
+
+    (void)err;
+    pc_down(pc, why);
+}
+
+static void pc_send_hello(struct pc *pc)
+{
+    cJSON *m = msg_new(MSG_HELLO, NULL);
+    char *s;
+
+    jsonx_add_str(m, "node", pc->node_id);
+    jsonx_add_num(m, "epoch", (double)pc->epoch);
+    s = jsonx_print(m);
+    stream_send(pc->st, s, strlen(s));
+    free(s);
+    cJSON_Delete(m);
+}
+
+static void on_upgraded(void *arg, int rc, const struct httpc_resp *resp, const struct dtx_err *err)
+{
+    struct pc *pc = arg;
+    struct stream_cbs cbs = {on_frame, on_close, pc, NULL, NULL};
+    struct buf extra = BUF_INIT;
+    char why[300];
+    int fd;
+
+    if (rc < 0) {
+        pc_down(pc, err ? err->msg : "could not connect");
+        return;
+    }
+    if (resp->status != 101) {
+        snprintf(why, sizeof(why), "upgrade refused with HTTP %d: %.200s", resp->status,
+                 resp->body);
+        pc_down(pc, why);
+        return;
+    }
+    fd = httpc_detach(pc->http, &extra);
+    pc->st = fd >= 0 ? stream_new(pc->loop, fd, extra.data, extra.len, &cbs) : NULL;
+    buf_release(&extra);
+    if (!pc->st) {
+        pc_down(pc, "could not set up the peer stream");
+        return;
+    }
+    pc->state = PC_HANDSHAKE;
+    pc_send_hello(pc);
+}
+
+static void pc_dial(struct pc *pc)
+{
+    pc->state = PC_DIALING;
+    if (httpc_request(pc->http, "GET", "/v1/peer/stream", pc->headers, NULL, 0, DIAL_TIMEOUT_MS,
+                      on_upgraded, pc) < 0)
+        pc_down(pc, "could not start dialling");
+}
+
+static void on_retry(struct ev_loop *loop, struct ev_timer *t)
+{
+    (void)loop;
+    pc_dial(t->data);
+}
+
+struct pc *pc_new(struct ev_loop *loop, int shard, const struct shard_config *sc,
+                  const char *node_id, uint64_t epoch, const char *peer_token,
+                  const struct pc_cbs *cbs)
+{
+    struct pc *pc = calloc(1, sizeof(*pc));
+    int n;
+
+    if (!pc)
+        abort();
+    pc->loop = loop;
+    pc->shard = shard;
+    pc->sc = sc;
+    snprintf(pc->node_id, sizeof(pc->node_id), "%s", node_id);
+    pc->epoch = epoch;
+    pc->cbs = *cbs;
+    pc->backoff_ms = BACKOFF_MIN_MS;
+    n = snprintf(pc->headers, sizeof(pc->headers),
+                 "Connection: Upgrade\r\nUpgrade: %s\r\nX-Dtx-Node: %s\r\n", STREAM_PROTO, node_id);
+    if (peer_token && *peer_token && n > 0 && (size_t)n < sizeof(pc->headers))
+        snprintf(pc->headers + n, sizeof(pc->headers) - (size_t)n, "Authorization: Bearer %s\r\n",
+                 peer_token);
+    pc->http = httpc_new(loop, &sc->addr);
+    ev_timer_init(&pc->retry, on_retry, pc);
+    pc_dial(pc);
+    return pc;
+}
+
+void pc_free(struct pc *pc)
+{
+    if (!pc)
+        return;
+    ev_timer_stop(pc->loop, &pc->retry);
+    stream_free(pc->st);
+    httpc_free(pc->http);
+    free(pc);
+}
+
+int pc_send(struct pc *pc, const char *data, size_t len)
+{
+    if (pc->state != PC_UP)
+        return DTX_EUNAVAIL;
+    stream_send(pc->st, data, len);
+    return 0;
+}
+
+bool pc_is_up(const struct pc *pc)
+{
+    return pc->state == PC_UP;
+}
+
+bool pc_tried(const struct pc *pc)
+{
+    return pc->tried;
+}
+
+const char *pc_state(const struct pc *pc)
+{
+    switch (pc->state) {
+    case PC_UP:
+        return "up";
+    case PC_DIALING:
+    case PC_HANDSHAKE:
+        return pc->tried ? "down" : "connecting";
+    case PC_DOWN:
+        return "down";
+    }
+    return "down";
+}
+
+const char *pc_last_error(const struct pc *pc)
+{
+    return pc->last_error;
+}

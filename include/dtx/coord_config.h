@@ -1,0 +1,70 @@
+/*
+ * coord_config.h - the coordinator's configuration file.
+ *
+ * Keys (see docs/operations.md for each one's meaning and default):
+ *   node_id, listen, log_dir, shards[{name, url, slots?}],
+ *   prepare_timeout_ms, max_timeout_ms, commit_wait_ms, max_body_bytes,
+ *   max_ops, max_params, max_sql_bytes, retention_s, retention_max,
+ *   log_segment_bytes, http_conn_limit, log_level,
+ *   auth{client_token, admin_token, peer_token}
+ * Unknown keys are refused, so a misspelt key never silently falls back to
+ * a default.
+ */
+#ifndef DTX_COORD_CONFIG_H
+#define DTX_COORD_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dtx/addr.h"
+#include "dtx/conf.h"
+#include "dtx/err.h"
+#include "dtx/gid.h"
+#include "dtx/route.h"
+
+#define CONF_MAX_SHARDS 256
+
+struct shard_config {
+    char name[DTX_NAME_MAX + 1];
+    char url[256];
+    struct addr addr;
+    struct route_range slots;
+};
+
+struct coord_config {
+    char path[4096]; /* the file it came from */
+    char node_id[DTX_NAME_MAX + 1];
+    char listen[256];
+    char log_dir[4096];
+    struct shard_config *shards;
+    size_t nshards;
+    struct route route;
+    uint32_t prepare_timeout_ms; /* votes must arrive within this (or the request's timeout_ms) */
+    uint32_t max_timeout_ms;     /* the largest timeout_ms a request may ask for */
+    uint32_t commit_wait_ms;     /* a client waits this long for phase-2 acks */
+    uint32_t max_body_bytes;
+    uint32_t max_ops;
+    uint32_t max_params;
+    uint32_t max_sql_bytes;
+    uint32_t retention_s;   /* finished transactions are remembered this long ... */
+    uint32_t retention_max; /* ... up to this many */
+    uint32_t log_segment_bytes;
+    uint32_t http_conn_limit;
+    char log_level[16];
+    char client_token[CONF_TOKEN_MAX];
+    char admin_token[CONF_TOKEN_MAX];
+    char peer_token[CONF_TOKEN_MAX];
+};
+
+/*
+ * Loads and validates path into *out. Returns 0, or DTX_EIO / DTX_EINVAL
+ * with a one-line message naming the file, the key and the problem. On
+ * error *out holds nothing that needs releasing.
+ */
+int coord_config_load(const char *path, struct coord_config *out, struct dtx_err *err);
+void coord_config_release(struct coord_config *c);
+
+/* Index of the shard called name, or -1. */
+int coord_config_shard(const struct coord_config *c, const char *name);
+
+#endif

@@ -1,0 +1,133 @@
+/*
+ * dlog.h - the coordinator's decision log: an append-only, checksummed,
+ * group-committed record of every commit decision.
+ *
+ * Presumed abort: only commit decisions are forced to disk. A transaction
+ * with no COMMIT record is aborted by definition, so aborts need no record
+ * and nothing is written for them. A COMMIT record is durable before any
+ * participant or client hears of the decision; an END record (not forced)
+ * says every participant acknowledged, so replay need not drive it again.
+ *
+ * Appends come from the event loop; one writer thread writes and
+ * fdatasyncs everything appended since its last write as one frame (group
+ * commit) and reports the durable position back to the loop. After a
+ * failed write or fdatasync the log is failed for good: nothing appended
+ * afterwards becomes durable, and the failure is never retried on the same
+ * data (a retried fsync can report success for data the kernel dropped).
+ *
+ * The byte format is described at the top of dlog.c and in
+ * docs/decision-log.md.
+ */
+#ifndef DTX_DLOG_H
+#define DTX_DLOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dtx/err.h"
+#include "dtx/ev.h"
+
+enum dlog_type {
+    DLOG_BOOT = 1,   /* a coordinator start: its epoch */
+    DLOG_COMMIT = 2, /* a commit decision */
+    DLOG_END = 3,    /* every participant acknowledged a COMMIT */
+};
+
+struct dlog_branch {
+    const char *shard;
+    uint64_t xid; /* the branch's PostgreSQL transaction id (xid8) */
+};
+
+/*
+ * One record. Strings may be NULL for "none"; when a record is decoded the
+ * pointers point into the reader's buffer and are valid during the replay
+ * callback only.
+ */
+struct dlog_rec {
+    enum dlog_type type;
+    uint64_t wall_us;     /* wall-clock time the record was made */
+    uint64_t epoch;       /* BOOT */
+    const char *node_id;  /* BOOT */
+    const char *gtid;     /* COMMIT, END */
+    uint8_t protocol;     /* COMMIT: 2 or 3 */
+    const char *idem_key; /* COMMIT: the client's idempotency key */
+    uint64_t req_hash;    /* COMMIT: hash of the request, to refuse a reused key */
+    const char *results;  /* COMMIT: the client's answer (JSON), kept for idempotent replays */
+    size_t nbranches;     /* COMMIT: the prepared branches to commit */
+    const struct dlog_branch *branches;
+};
+
+/* Called for each record in log order while a log is read. Return 0 to go on. */
+typedef int (*dlog_replay_fn)(void *arg, const struct dlog_rec *rec, struct dtx_err *err);
+
+/* What reading a log found. */
+struct dlog_scan {
+    uint64_t records;
+    uint64_t frames;
+    uint64_t segments;
+    uint64_t bytes;
+    uint64_t last_segno;
+    bool torn;            /* a torn last frame was found (and, when repairing, cut off) */
+    uint64_t torn_offset; /* where, in the last segment */
+    uint64_t torn_bytes;
+};
+
+struct dlog;
+
+struct dlog_opts {
+    const char *dir;
+    size_t segment_bytes; /* start a new segment file past this size */
+    struct ev_loop *loop;
+    /* Called on the loop thread when records up to lsn are durable. */
+    void (*on_durable)(void *arg, uint64_t lsn);
+    /* Called on the loop thread once, when the log fails. */
+    void (*on_failed)(void *arg, const struct dtx_err *err);
+    void *arg;
+};
+
+/*
+ * Reads every record of the log in opts->dir (created if missing) in
+ * order, handing each to replay, cuts off a torn last frame, then starts
+ * the writer on a fresh segment. Returns 0 and *out, or:
+ *   DTX_ECORRUPT  a damaged frame before the end of the log; err names the
+ *                 file and offset (the coordinator must not start)
+ *   DTX_EIO       the directory or a file cannot be read or written
+ *   any error returned by replay
+ * On error *out is not modified and nothing was written.
+ */
+int dlog_open(struct dlog **out, const struct dlog_opts *opts, dlog_replay_fn replay, void *arg,
+              struct dlog_scan *scan, struct dtx_err *err);
+
+/*
+ * Reads the log in dir without changing anything (for `dtxctl log`).
+ * Returns 0, DTX_ECORRUPT with file and offset, DTX_EIO, or replay's error.
+ */
+int dlog_read(const char *dir, dlog_replay_fn replay, void *arg, struct dlog_scan *scan,
+              struct dtx_err *err);
+
+/*
+ * Queues a record for the writer and returns its log sequence number (>0).
+ * Returns 0 when the log has failed: the record will never be durable.
+ */
+uint64_t dlog_append(struct dlog *log, const struct dlog_rec *rec);
+
+/* Highest lsn known durable. */
+uint64_t dlog_durable_lsn(struct dlog *log);
+
+/* True once a write or fdatasync failed; *err (may be NULL) says why. */
+bool dlog_failed(struct dlog *log, struct dtx_err *err);
+
+/* Counts since open: frames written (each one fdatasync) and records appended. */
+void dlog_stats(struct dlog *log, uint64_t *syncs, uint64_t *records);
+
+/* Blocks until everything appended so far is durable; 0 or the failure's code. */
+int dlog_flush(struct dlog *log, struct dtx_err *err);
+
+/* Flushes what is queued, stops the writer and closes files. NULL is a no-op. */
+void dlog_close(struct dlog *log);
+
+/* Name of a record type ("BOOT", "COMMIT", "END", or "?"). */
+const char *dlog_type_name(enum dlog_type type);
+
+#endif

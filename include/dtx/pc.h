@@ -1,0 +1,50 @@
+/*
+ * pc.h - the coordinator's link to one participant: a peer stream that is
+ * dialled, upgraded from HTTP, checked (the participant must say it serves
+ * the shard the config names) and re-dialled with backoff whenever it
+ * breaks.
+ *
+ * Sending never blocks and never queues while the link is down: a message
+ * for a participant that is not connected fails at once (DTX_EUNAVAIL) and
+ * the protocol decides what that means (abort in phase 1, resend later in
+ * phase 2).
+ */
+#ifndef DTX_PC_H
+#define DTX_PC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dtx/coord_config.h"
+#include "dtx/ev.h"
+
+struct pc;
+
+struct pc_cbs {
+    /* A frame arrived from the participant (after the handshake). */
+    void (*on_frame)(void *arg, int shard, const char *data, size_t len);
+    /* The link came up (handshake done). */
+    void (*on_up)(void *arg, int shard);
+    /* The link went down (it was up before); why says what happened. */
+    void (*on_down)(void *arg, int shard, const char *why);
+    void *arg;
+};
+
+/* Creates the link and starts dialling. Aborts on allocation failure. */
+struct pc *pc_new(struct ev_loop *loop, int shard, const struct shard_config *sc,
+                  const char *node_id, uint64_t epoch, const char *peer_token,
+                  const struct pc_cbs *cbs);
+/* Closes the link. NULL is a no-op. */
+void pc_free(struct pc *pc);
+
+/* Queues one frame; returns 0, or DTX_EUNAVAIL if the link is not up. */
+int pc_send(struct pc *pc, const char *data, size_t len);
+bool pc_is_up(const struct pc *pc);
+/* True once the first dial finished, one way or the other. */
+bool pc_tried(const struct pc *pc);
+/* "up", "connecting" or "down", and the last error while not up. */
+const char *pc_state(const struct pc *pc);
+const char *pc_last_error(const struct pc *pc);
+
+#endif
