@@ -1,0 +1,37 @@
+/*
+ * agent_config.h - the participant's configuration file.
+ *
+ * Keys: name, listen, conninfo, coordinator_url, auth{peer_token},
+ * pool_size, startup_wait_s, max_body_bytes, http_conn_limit, log_level.
+ * Unknown keys are refused.
+ */
+#ifndef DTX_AGENT_CONFIG_H
+#define DTX_AGENT_CONFIG_H
+
+#include <stdint.h>
+
+#include "dtx/addr.h"
+#include "dtx/conf.h"
+#include "dtx/err.h"
+#include "dtx/gid.h"
+
+struct agent_config {
+    char path[4096];
+    char name[DTX_NAME_MAX + 1]; /* the shard this agent serves */
+    char listen[256];
+    char conninfo[4096];
+    char coordinator_url[256];
+    struct addr coordinator;
+    char peer_token[CONF_TOKEN_MAX];
+    uint32_t pool_size;      /* PostgreSQL connections */
+    uint32_t startup_wait_s; /* how long to wait for PostgreSQL at start */
+    uint32_t max_body_bytes;
+    uint32_t http_conn_limit;
+    char log_level[16];
+};
+
+/* Loads and validates path. Returns 0, or DTX_EIO / DTX_EINVAL with one line naming file and key.
+ */
+int agent_config_load(const char *path, struct agent_config *out, struct dtx_err *err);
+
+#endif

@@ -1,0 +1,105 @@
+/*
+ * pgx.h - asynchronous libpq: a pool of PostgreSQL connections in pipeline
+ * mode, driven by the participant's event loop.
+ *
+ * Work is submitted as jobs: a list of statements (with a Sync wherever
+ * the job says) sent in one pipeline, so a whole branch (BEGIN, its ops,
+ * PREPARE TRANSACTION) costs one network round trip. Phase-2 jobs (COMMIT
+ * PREPARED and the like) never wait on row locks, so several of them share
+ * one connection's pipeline and are served before phase-1 jobs, which each
+ * take a connection of their own (a phase-1 statement may wait on a lock).
+ *
+ * A job may hold its connection when it completes (hold = true): the
+ * connection then stays with the job's owner, transaction open, until the
+ * owner sends a follow-up job on it or releases it. A connection released
+ * (or finishing a job) inside a transaction is rolled back before anyone
+ * else gets it.
+ */
+#ifndef DTX_PGX_H
+#define DTX_PGX_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "dtx/ev.h"
+#include "dtx/list.h"
+
+struct pgx_pool;
+struct pgx_conn;
+struct pgx_job;
+
+struct pgx_stmt {
+    const char *sql;
+    int nparams;
+    const char *const *values; /* text values; NULL entries are SQL NULL */
+    bool sync;                 /* a Sync follows this statement */
+};
+
+/*
+ * Called for each statement's result, in order. res is owned by the callee
+ * (PQclear it). A statement skipped because an earlier one failed gets a
+ * result with status PGRES_PIPELINE_ABORTED.
+ */
+typedef void (*pgx_result_fn)(struct pgx_job *job, int idx, PGresult *res);
+/*
+ * Called once per job: rc 0 when every result arrived; DTX_EUNAVAIL when
+ * the connection broke first (answered statements: nanswered; later ones
+ * may or may not have run); DTX_EABORTED when the job was cancelled before
+ * it was sent.
+ */
+typedef void (*pgx_done_fn)(struct pgx_job *job, int rc, int nanswered, const char *why);
+
+struct pgx_job {
+    /* set by the owner */
+    const struct pgx_stmt *stmts;
+    int nstmts;
+    bool phase2;         /* may share a pipeline; served first */
+    bool hold;           /* keep the connection when done (see above) */
+    uint32_t timeout_ms; /* statement_timeout for this job; 0: leave as is */
+    pgx_result_fn on_result;
+    pgx_done_fn on_done;
+    void *data;
+    /* owned by pgx */
+    struct list_node link;
+    struct pgx_conn *conn;
+    int internal; /* statements pgx added in front */
+    int next;     /* statement whose result comes next */
+    bool got;     /* its result arrived (its NULL is next) */
+    int syncs;    /* Syncs still to be seen */
+    bool sent;
+};
+
+struct pgx_opts {
+    const char *conninfo;
+    int size; /* connections */
+    /* Called with each new connection once connected, before it takes jobs. */
+    void (*on_connect)(void *arg, PGconn *pg);
+    void *arg;
+};
+
+/* Creates the pool and starts connecting. Aborts on allocation failure. */
+struct pgx_pool *pgx_pool_new(struct ev_loop *loop, const struct pgx_opts *opts);
+/* Closes every connection; pending jobs are dropped without callbacks. NULL is a no-op. */
+void pgx_pool_free(struct pgx_pool *pool);
+
+/* Queues job for the next free connection. */
+void pgx_submit(struct pgx_pool *pool, struct pgx_job *job);
+/* Sends job on conn, which a previous job holds for the caller. */
+void pgx_submit_on(struct pgx_conn *conn, struct pgx_job *job);
+/* Returns a held connection to the pool (rolling back an open transaction). */
+void pgx_release(struct pgx_conn *conn);
+/*
+ * Cancels job: a queued job is removed and its on_done called with
+ * DTX_EABORTED; a running one gets a PostgreSQL cancel request (its
+ * statement then fails with SQLSTATE 57014). Returns 0.
+ */
+int pgx_cancel(struct pgx_pool *pool, struct pgx_job *job);
+
+/* Connections currently usable, and the last connection error ("" if none). */
+int pgx_pool_up(const struct pgx_pool *pool);
+const char *pgx_pool_error(const struct pgx_pool *pool);
+/* Jobs waiting for a connection. */
+int pgx_pool_queued(const struct pgx_pool *pool);
+
+#endif

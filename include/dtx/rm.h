@@ -1,0 +1,121 @@
+/*
+ * rm.h - the resource manager behind a participant: the database a
+ * branch runs in.
+ *
+ * The participant's protocol code (agent.c) speaks only this interface;
+ * PostgreSQL implements it (rm_pg.c). Another database would implement the
+ * same operations: run a branch's ops and end it by preparing (or, for a
+ * one-phase transaction, committing), finish a prepared branch, cancel a
+ * running one. Every operation is asynchronous and calls back exactly once.
+ *
+ * Outcomes are reported as what the database really did. An operation
+ * whose outcome cannot be known yet (the connection broke during COMMIT
+ * PREPARED) is retried inside the resource manager until it is known; it
+ * is never reported as a failure.
+ */
+#ifndef DTX_RM_H
+#define DTX_RM_H
+
+#include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dtx/err.h"
+#include "dtx/ev.h"
+
+struct rm;
+
+/* A running branch; each resource manager embeds this first in its own struct. */
+struct rm_run {
+    struct rm *rm;
+};
+
+enum rm_outcome {
+    RM_PREPARED,    /* the branch is prepared under its gid */
+    RM_READONLY,    /* the branch wrote nothing and is finished */
+    RM_COMMITTED,   /* committed (one phase, or a finished prepared branch) */
+    RM_ROLLED_BACK, /* rolled back; nothing of it remains */
+    RM_UNKNOWN,     /* one phase: the commit's outcome cannot be determined */
+};
+
+struct rm_result {
+    enum rm_outcome outcome;
+    uint64_t xid;       /* RM_PREPARED: the branch's transaction id */
+    cJSON *results;     /* one result per op; ownership passes to the callee */
+    struct dtx_err err; /* why, for RM_ROLLED_BACK and RM_UNKNOWN */
+};
+
+typedef void (*rm_run_fn)(void *arg, struct rm_result *res);
+typedef void (*rm_finish_fn)(void *arg, enum rm_outcome outcome, const struct dtx_err *err);
+
+struct rm_ops {
+    const char *name;
+    /*
+     * Runs ops ([{"i","sql","params","expect_rows"}], taken over by the
+     * resource manager) in a new transaction and prepares it as gid, or
+     * commits it when one_phase. Returns a handle for rm_cancel, valid
+     * until done is called. Callbacks never run inside the call that
+     * started or cancelled the operation.
+     */
+    struct rm_run *(*run)(struct rm *rm, const char *gid, cJSON *ops, bool one_phase,
+                          uint32_t timeout_ms, rm_run_fn done, void *arg);
+    /* Asks a running branch to stop; its done callback still comes. */
+    void (*cancel)(struct rm *rm, struct rm_run *run);
+    /*
+     * Commits (commit) or rolls back the prepared branch gid; xid (0 if not
+     * known) lets it tell what happened to a branch that is no longer
+     * prepared. Calls done with RM_COMMITTED or RM_ROLLED_BACK; err is set
+     * when that is not what was asked (a heuristic outcome).
+     */
+    void (*finish)(struct rm *rm, const char *gid, uint64_t xid, bool commit, rm_finish_fn done,
+                   void *arg);
+    /* True when the database is reachable; otherwise why says what is wrong. */
+    bool (*healthy)(const struct rm *rm, char *why, size_t whysz);
+    void (*free)(struct rm *rm);
+};
+
+struct rm {
+    const struct rm_ops *ops;
+};
+
+static inline struct rm_run *rm_start(struct rm *rm, const char *gid, cJSON *ops, bool one_phase,
+                                      uint32_t timeout_ms, rm_run_fn done, void *arg)
+{
+    return rm->ops->run(rm, gid, ops, one_phase, timeout_ms, done, arg);
+}
+
+static inline void rm_cancel(struct rm *rm, struct rm_run *run)
+{
+    rm->ops->cancel(rm, run);
+}
+
+static inline void rm_finish(struct rm *rm, const char *gid, uint64_t xid, bool commit,
+                             rm_finish_fn done, void *arg)
+{
+    rm->ops->finish(rm, gid, xid, commit, done, arg);
+}
+
+static inline bool rm_healthy(const struct rm *rm, char *why, size_t whysz)
+{
+    return rm->ops->healthy(rm, why, whysz);
+}
+
+static inline void rm_free(struct rm *rm)
+{
+    if (rm)
+        rm->ops->free(rm);
+}
+
+/*
+ * The PostgreSQL resource manager: prepares the database (schema in sql/,
+ * identity and settings checks; waits up to wait_s for it to come up),
+ * then opens a pool of pool_size connections. Returns 0 and *out, or an
+ * error that says what to fix (DTX_EUNAVAIL: unreachable; DTX_EINVAL:
+ * max_prepared_transactions is 0, the database belongs to another shard,
+ * the server is too old).
+ */
+int rm_pg_new(struct rm **out, struct ev_loop *loop, const char *conninfo, int pool_size,
+              const char *shard, unsigned wait_s, struct dtx_err *err);
+
+#endif

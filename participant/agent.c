@@ -1,0 +1,591 @@
+/*
+ * agent.c - the participant's side of the commit protocol.
+ *
+ * A branch is this shard's part of one global transaction (gid
+ * "dtx:<gtid>:<shard>"). Its life here:
+ *
+ *   prepare   --> RUNNING --prepared--> PREPARED (vote yes) --commit/abort--> FINISHING --> gone
+ *                         --read-only or failed--> gone (vote readonly / no)
+ *   one_phase --> RUNNING --> gone (outcome committed / aborted / unknown)
+ *   abort while RUNNING: the running statement is cancelled; when the run
+ *   ends, a prepared result is rolled back; then the abort is acknowledged.
+ *
+ * Commit and abort are idempotent and need no branch in memory: after a
+ * restart the agent knows nothing, and COMMIT/ROLLBACK PREPARED by gid
+ * (with the xid the coordinator logged) does the right thing. Every commit
+ * and abort message is acknowledged once its outcome is known.
+ *
+ * Replies go back on the stream the request came on; if that stream closed,
+ * on the newest stream from a coordinator; if there is none, they are
+ * dropped (the coordinator re-drives: a missing vote times out into an
+ * abort, a missing ack makes it resend phase 2).
+ *
+ * Thread model: the participant's event-loop thread only.
+ */
+#include "dtx/agent.h"
+#include "dtx/buf.h"
+#include "dtx/hmap.h"
+#include "dtx/jsonx.h"
+#include "dtx/list.h"
+#include "dtx/log.h"
+#include "dtx/msg.h"
+#include "dtx/stream.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct peer {
+    struct list_node link;
+    struct agent *ag;
+    struct stream *st;
+    struct httpd_upgraded *up;
+    char node[DTX_NAME_MAX + 1];
+    uint64_t epoch;
+    bool hello;
+};
+
+enum branch_state { AB_RUNNING, AB_PREPARED, AB_FINISHING };
+
+struct branch {
+    struct hmap_node node;
+    struct agent *ag;
+    char gtid[DTX_GTID_MAX + 1];
+    char gid[DTX_GID_MAX + 1];
+    enum branch_state state;
+    bool one_phase;
+    bool abort_requested;
+    struct rm_run *run;
+    struct peer *peer;
+    uint64_t xid;
+};
+
+/* One COMMIT/ROLLBACK PREPARED being carried out, and who to acknowledge. */
+struct finishing {
+    struct agent *ag;
+    char gtid[DTX_GTID_MAX + 1];
+    struct peer *peer;
+    bool commit;
+};
+
+struct agent_metrics {
+    uint64_t votes_yes, votes_no, votes_readonly;
+    uint64_t one_phase_committed, one_phase_aborted, one_phase_unknown;
+    uint64_t committed, rolled_back, heuristic;
+};
+
+struct agent {
+    const struct agent_config *cfg;
+    struct ev_loop *loop;
+    struct rm *rm;
+    struct hmap branches;
+    struct list_node peers;
+    size_t running, prepared;
+    bool stopping;
+    struct agent_metrics m;
+};
+
+/* ---- sending ------------------------------------------------------------- */
+
+static struct peer *reply_peer(struct agent *ag, struct peer *preferred)
+{
+    struct list_node *pos;
+
+    if (preferred)
+        return preferred;
+    for (pos = ag->peers.prev; pos != &ag->peers; pos = pos->prev) {
+        struct peer *p = container_of(pos, struct peer, link);
+
+        if (p->hello)
+            return p;
+    }
+    return NULL;
+}
+
+/* Sends m (and deletes it) to the coordinator; dropped with a log line if none is connected. */
+static void send_msg(struct agent *ag, struct peer *preferred, cJSON *m)
+{
+    struct peer *p = reply_peer(ag, preferred);
+    char *s = jsonx_print(m);
+
+    if (p)
+        stream_send(p->st, s, strlen(s));
+    else
+        log_warn("no coordinator connected: dropped %s", s);
+    free(s);
+    cJSON_Delete(m);
+}
+
+static void send_ack(struct agent *ag, struct peer *peer, const char *gtid, enum rm_outcome outcome,
+                     const struct dtx_err *err)
+{
+    cJSON *m = msg_new(MSG_ACK, gtid);
+
+    jsonx_add_str(m, "outcome",
+                  msg_outcome_name(outcome == RM_COMMITTED ? OUTCOME_COMMITTED : OUTCOME_ABORTED));
+    if (err && err->code)
+        msg_add_error(m, err);
+    send_msg(ag, peer, m);
+}
+
+/* ---- branches ---------------------------------------------------------------- */
+
+static struct branch *find_branch(struct agent *ag, const char *gtid)
+{
+    struct hmap_node *n = hmap_get(&ag->branches, gtid);
+
+    return n ? container_of(n, struct branch, node) : NULL;
+}
+
+static void branch_set_state(struct branch *b, enum branch_state s)
+{
+    struct agent *ag = b->ag;
+
+    ag->running -= b->state == AB_RUNNING;
+    ag->prepared -= b->state == AB_PREPARED;
+    b->state = s;
+    ag->running += s == AB_RUNNING;
+    ag->prepared += s == AB_PREPARED;
+}
+
+static void branch_free(struct branch *b)
+{
+    struct agent *ag = b->ag;
+
+    ag->running -= b->state == AB_RUNNING;
+    ag->prepared -= b->state == AB_PREPARED;
+    hmap_remove(&ag->branches, &b->node);
+    free(b);
+}
+
+/* ---- phase 2 ---------------------------------------------------------------------- */
+
+static void on_finished(void *arg, enum rm_outcome outcome, const struct dtx_err *err)
+{
+    struct finishing *f = arg;
+    struct agent *ag = f->ag;
+    struct branch *b = find_branch(ag, f->gtid);
+
+    if (outcome == RM_COMMITTED)
+        ag->m.committed++;
+    else
+        ag->m.rolled_back++;
+    ag->m.heuristic += err && err->code;
+    if (b && b->state == AB_FINISHING)
+        branch_free(b);
+    send_ack(ag, f->peer, f->gtid, outcome, err);
+    free(f);
+}
+
+static void start_finish(struct agent *ag, struct peer *peer, const char *gtid, uint64_t xid,
+                         bool commit)
+{
+    struct finishing *f = calloc(1, sizeof(*f));
+    char gid[DTX_GID_MAX + 1];
+
+    if (!f)
+        abort();
+    f->ag = ag;
+    f->peer = peer;
+    f->commit = commit;
+    snprintf(f->gtid, sizeof(f->gtid), "%s", gtid);
+    gid_format(gid, sizeof(gid), gtid, ag->cfg->name);
+    rm_finish(ag->rm, gid, xid, commit, on_finished, f);
+}
+
+/* ---- phase 1 ------------------------------------------------------------------------- */
+
+static void send_outcome(struct branch *b, struct rm_result *res)
+{
+    struct agent *ag = b->ag;
+    cJSON *m = msg_new(MSG_OUTCOME, b->gtid);
+    enum msg_outcome o = res->outcome == RM_COMMITTED || res->outcome == RM_READONLY
+                             ? OUTCOME_COMMITTED
+                         : res->outcome == RM_UNKNOWN ? OUTCOME_UNKNOWN
+                                                      : OUTCOME_ABORTED;
+
+    ag->m.one_phase_committed += o == OUTCOME_COMMITTED;
+    ag->m.one_phase_aborted += o == OUTCOME_ABORTED;
+    ag->m.one_phase_unknown += o == OUTCOME_UNKNOWN;
+    jsonx_add_str(m, "outcome", msg_outcome_name(o));
+    if (o == OUTCOME_COMMITTED && res->results) {
+        jsonx_add(m, "results", res->results);
+        res->results = NULL;
+    }
+    if (o != OUTCOME_COMMITTED)
+        msg_add_error(m, &res->err);
+    send_msg(ag, b->peer, m);
+}
+
+static void send_vote(struct branch *b, struct rm_result *res)
+{
+    struct agent *ag = b->ag;
+    cJSON *m = msg_new(MSG_VOTE, b->gtid);
+    enum msg_vote v = res->outcome == RM_PREPARED   ? VOTE_YES
+                      : res->outcome == RM_READONLY ? VOTE_READONLY
+                                                    : VOTE_NO;
+
+    ag->m.votes_yes += v == VOTE_YES;
+    ag->m.votes_no += v == VOTE_NO;
+    ag->m.votes_readonly += v == VOTE_READONLY;
+    jsonx_add_str(m, "vote", msg_vote_name(v));
+    if (v == VOTE_YES)
+        msg_add_xid(m, res->xid);
+    if (v != VOTE_NO && res->results) {
+        jsonx_add(m, "results", res->results);
+        res->results = NULL;
+    }
+    if (v == VOTE_NO)
+        msg_add_error(m, &res->err);
+    send_msg(ag, b->peer, m);
+}
+
+static void on_run_done(void *arg, struct rm_result *res)
+{
+    struct branch *b = arg;
+    struct agent *ag = b->ag;
+
+    b->run = NULL;
+    if (b->one_phase) {
+        send_outcome(b, res);
+        branch_free(b);
+    } else if (b->abort_requested && res->outcome == RM_PREPARED) {
+        branch_set_state(b, AB_FINISHING);
+        start_finish(ag, b->peer, b->gtid, res->xid, false);
+    } else if (b->abort_requested) {
+        send_ack(ag, b->peer, b->gtid, RM_ROLLED_BACK, NULL);
+        branch_free(b);
+    } else if (res->outcome == RM_PREPARED) {
+        b->xid = res->xid;
+        branch_set_state(b, AB_PREPARED);
+        send_vote(b, res);
+    } else {
+        send_vote(b, res);
+        branch_free(b);
+    }
+    cJSON_Delete(res->results);
+}
+
+static void refuse(struct agent *ag, struct peer *peer, const struct msg *m, const char *why)
+{
+    cJSON *r = msg_new(m->type == MSG_ONE_PHASE ? MSG_OUTCOME : MSG_VOTE, m->gtid);
+    struct dtx_err err;
+
+    dtx_err_clear(&err);
+    dtx_err_set(&err, DTX_EVOTENO, "%s", why);
+    snprintf(err.shard, sizeof(err.shard), "%s", ag->cfg->name);
+    jsonx_add_str(r, m->type == MSG_ONE_PHASE ? "outcome" : "vote",
+                  m->type == MSG_ONE_PHASE ? "aborted" : "no");
+    msg_add_error(r, &err);
+    send_msg(ag, peer, r);
+}
+
+static void on_prepare(struct agent *ag, struct peer *peer, struct msg *m)
+{
+    uint64_t epoch, seq;
+    struct branch *b;
+
+    if (!gid_parse_gtid(m->gtid, NULL, &epoch, &seq)) {
+        refuse(ag, peer, m, "malformed gtid");
+        return;
+    }
+    if (find_branch(ag, m->gtid)) {
+        log_warn("transaction %s: duplicate %s ignored", m->gtid,
+                 m->type == MSG_ONE_PHASE ? "one_phase" : "prepare");
+        return;
+    }
+    if (ag->stopping) {
+        refuse(ag, peer, m, "the participant is shutting down");
+        return;
+    }
+    b = calloc(1, sizeof(*b));
+    if (!b)
+        abort();
+    b->ag = ag;
+    b->peer = peer;
+    b->one_phase = m->type == MSG_ONE_PHASE;
+    snprintf(b->gtid, sizeof(b->gtid), "%s", m->gtid);
+    gid_format(b->gid, sizeof(b->gid), m->gtid, ag->cfg->name);
+    hmap_put(&ag->branches, &b->node, b->gtid);
+    b->state = AB_RUNNING;
+    ag->running++;
+    b->run = rm_start(ag->rm, b->gid, cJSON_DetachItemFromObjectCaseSensitive(m->root, "ops"),
+                      b->one_phase, m->timeout_ms, on_run_done, b);
+}
+
+static void on_commit(struct agent *ag, struct peer *peer, const struct msg *m)
+{
+    struct branch *b = find_branch(ag, m->gtid);
+
+    if (b && b->state == AB_RUNNING) {
+        log_warn("transaction %s: commit before the branch was prepared; ignored", m->gtid);
+        return;
+    }
+    if (b)
+        branch_set_state(b, AB_FINISHING);
+    start_finish(ag, peer, m->gtid, m->xid ? m->xid : (b ? b->xid : 0), true);
+}
+
+static void on_abort(struct agent *ag, struct peer *peer, const struct msg *m)
+{
+    struct branch *b = find_branch(ag, m->gtid);
+
+    if (b && b->state == AB_RUNNING) {
+        b->abort_requested = true;
+        b->peer = peer;
+        if (b->run)
+            rm_cancel(ag->rm, b->run);
+        return;
+    }
+    if (b)
+        branch_set_state(b, AB_FINISHING);
+    start_finish(ag, peer, m->gtid, b ? b->xid : 0, false);
+}
+
+/* ---- streams ------------------------------------------------------------------------- */
+
+static void peer_hello(struct peer *p, const struct msg *m)
+{
+    snprintf(p->node, sizeof(p->node), "%s", m->name);
+    p->epoch = m->epoch;
+    p->hello = true;
+    log_info("coordinator '%s' (epoch %" PRIu64 ") connected", p->node, p->epoch);
+}
+
+static void on_peer_frame(void *arg, const char *data, size_t len)
+{
+    struct peer *p = arg;
+    struct agent *ag = p->ag;
+    struct dtx_err err;
+    struct msg m;
+
+    dtx_err_clear(&err);
+    if (msg_parse(data, len, &m, &err) < 0) {
+        log_warn("coordinator sent a malformed message: %s", err.msg);
+        return;
+    }
+    if (m.type == MSG_HELLO)
+        peer_hello(p, &m);
+    else if (!p->hello)
+        log_warn("coordinator sent a message before its hello; ignored");
+    else if (m.type == MSG_PREPARE || m.type == MSG_ONE_PHASE)
+        on_prepare(ag, p, &m);
+    else if (m.type == MSG_COMMIT)
+        on_commit(ag, p, &m);
+    else if (m.type == MSG_ABORT)
+        on_abort(ag, p, &m);
+    else
+        log_warn("coordinator sent an unexpected message");
+    msg_release(&m);
+}
+
+static void forget_peer(struct agent *ag, struct peer *p)
+{
+    struct hmap_iter it;
+    struct hmap_node *n;
+
+    for (n = hmap_first(&ag->branches, &it); n; n = hmap_next(&ag->branches, &it)) {
+        struct branch *b = container_of(n, struct branch, node);
+
+        if (b->peer == p)
+            b->peer = NULL;
+    }
+}
+
+static void peer_free(struct peer *p)
+{
+    list_remove(&p->link);
+    forget_peer(p->ag, p);
+    stream_free(p->st);
+    free(p);
+}
+
+static void on_peer_close(void *arg, int err, const char *why)
+{
+    struct peer *p = arg;
+
+    (void)err;
+    log_info("coordinator '%s' disconnected: %s", p->hello ? p->node : "?", why);
+    peer_free(p);
+}
+
+static void close_upgraded(void *ctx, int fd)
+{
+    (void)fd;
+    httpd_upgraded_close(ctx);
+}
+
+static void on_upgraded(void *arg, int fd, const char *extra, size_t extra_len,
+                        struct httpd_upgraded *up)
+{
+    struct agent *ag = arg;
+    struct peer *p = calloc(1, sizeof(*p));
+    struct stream_cbs cbs = {on_peer_frame, on_peer_close, p, close_upgraded, up};
+    cJSON *hello;
+    char *s;
+
+    if (!p)
+        abort();
+    p->ag = ag;
+    p->up = up;
+    list_insert_tail(&ag->peers, &p->link);
+    p->st = stream_new(ag->loop, fd, extra, extra_len, &cbs);
+    if (!p->st) {
+        list_remove(&p->link);
+        free(p);
+        return;
+    }
+    hello = msg_new(MSG_HELLO, NULL);
+    jsonx_add_str(hello, "shard", ag->cfg->name);
+    s = jsonx_print(hello);
+    stream_send(p->st, s, strlen(s));
+    free(s);
+    cJSON_Delete(hello);
+}
+
+/* ---- HTTP routes ------------------------------------------------------------------------- */
+
+static void accept_stream(struct agent *ag, struct httpd_req *req)
+{
+    const char *upgrade = httpd_req_header(req, "Upgrade");
+    const char *token = ag->cfg->peer_token;
+
+    if (token[0] && !httpd_req_has_token(req, token)) {
+        httpd_reply_errorf(req, DTX_EAUTH, "the peer stream needs the peer token");
+        return;
+    }
+    if (!upgrade || strcmp(upgrade, STREAM_PROTO) != 0) {
+        httpd_reply_errorf(req, DTX_EINVAL, "this endpoint needs \"Upgrade: %s\"", STREAM_PROTO);
+        return;
+    }
+    if (ag->stopping) {
+        httpd_reply_errorf(req, DTX_ESHUTDOWN, "the participant is shutting down");
+        return;
+    }
+    httpd_upgrade(req, STREAM_PROTO, on_upgraded, ag);
+}
+
+static char *render_health(const struct agent *ag, unsigned *status)
+{
+    cJSON *root = jsonx_new_object();
+    char why[300] = "";
+    bool ok = rm_healthy(ag->rm, why, sizeof(why));
+    size_t coordinators = 0;
+    const struct list_node *pos;
+    char *s;
+
+    for (pos = ag->peers.next; pos != &ag->peers; pos = pos->next)
+        coordinators += container_of(pos, const struct peer, link)->hello;
+    *status = ok ? 200 : 503;
+    jsonx_add_str(root, "status", ok ? "ok" : "unavailable");
+    jsonx_add_str(root, "shard", ag->cfg->name);
+    jsonx_add_str(root, "database", ok ? "up" : "down");
+    if (!ok)
+        jsonx_add_str(root, "error", why);
+    jsonx_add_num(root, "coordinators", (double)coordinators);
+    jsonx_add_num(root, "branches_running", (double)ag->running);
+    jsonx_add_num(root, "branches_prepared", (double)ag->prepared);
+    s = jsonx_print(root);
+    cJSON_Delete(root);
+    return s;
+}
+
+static char *render_metrics(const struct agent *ag)
+{
+    struct buf b = BUF_INIT;
+    const struct agent_metrics *m = &ag->m;
+    char why[8];
+
+    buf_printf(&b,
+               "# TYPE dtx_agent_votes_total counter\n"
+               "dtx_agent_votes_total{vote=\"yes\"} %" PRIu64 "\n"
+               "dtx_agent_votes_total{vote=\"no\"} %" PRIu64 "\n"
+               "dtx_agent_votes_total{vote=\"readonly\"} %" PRIu64 "\n",
+               m->votes_yes, m->votes_no, m->votes_readonly);
+    buf_printf(&b,
+               "# TYPE dtx_agent_one_phase_total counter\n"
+               "dtx_agent_one_phase_total{outcome=\"committed\"} %" PRIu64 "\n"
+               "dtx_agent_one_phase_total{outcome=\"aborted\"} %" PRIu64 "\n"
+               "dtx_agent_one_phase_total{outcome=\"unknown\"} %" PRIu64 "\n",
+               m->one_phase_committed, m->one_phase_aborted, m->one_phase_unknown);
+    buf_printf(&b,
+               "# TYPE dtx_agent_finished_total counter\n"
+               "dtx_agent_finished_total{outcome=\"committed\"} %" PRIu64 "\n"
+               "dtx_agent_finished_total{outcome=\"rolled_back\"} %" PRIu64 "\n"
+               "# TYPE dtx_agent_heuristic_outcomes_total counter\n"
+               "dtx_agent_heuristic_outcomes_total %" PRIu64 "\n",
+               m->committed, m->rolled_back, m->heuristic);
+    buf_printf(&b,
+               "# TYPE dtx_agent_branches gauge\n"
+               "dtx_agent_branches{state=\"running\"} %zu\n"
+               "dtx_agent_branches{state=\"prepared\"} %zu\n"
+               "# TYPE dtx_agent_database_up gauge\ndtx_agent_database_up %d\n",
+               ag->running, ag->prepared, rm_healthy(ag->rm, why, sizeof(why)));
+    return buf_detach(&b, NULL);
+}
+
+void agent_handle_http(void *ctx, struct httpd_req *req)
+{
+    struct agent *ag = ctx;
+    const char *path = httpd_req_path(req);
+    const char *method = httpd_req_method(req);
+    unsigned status;
+    char *body;
+
+    if (strcmp(method, "GET") != 0) {
+        httpd_reply_errorf(req, DTX_EMETHOD, "method %s is not allowed on %s", method, path);
+    } else if (strcmp(path, "/v1/peer/stream") == 0) {
+        accept_stream(ag, req);
+    } else if (strcmp(path, "/healthz") == 0) {
+        body = render_health(ag, &status);
+        httpd_reply_json(req, status, body);
+    } else if (strcmp(path, "/metrics") == 0) {
+        body = render_metrics(ag);
+        httpd_reply(req, 200, "text/plain; version=0.0.4", body, strlen(body));
+    } else {
+        httpd_reply_errorf(req, DTX_ENOTFOUND, "no such endpoint: %s %s", method, path);
+    }
+}
+
+/* ---- lifecycle ---------------------------------------------------------------------------- */
+
+struct agent *agent_new(const struct agent_config *cfg, struct ev_loop *loop, struct rm *rm)
+{
+    struct agent *ag = calloc(1, sizeof(*ag));
+
+    if (!ag)
+        abort();
+    ag->cfg = cfg;
+    ag->loop = loop;
+    ag->rm = rm;
+    hmap_init(&ag->branches);
+    list_init(&ag->peers);
+    return ag;
+}
+
+void agent_begin_shutdown(struct agent *ag)
+{
+    ag->stopping = true;
+}
+
+bool agent_idle(const struct agent *ag)
+{
+    return ag->running == 0;
+}
+
+void agent_free(struct agent *ag)
+{
+    struct hmap_iter it;
+    struct hmap_node *n;
+
+    if (!ag)
+        return;
+    while (!list_empty(&ag->peers))
+        peer_free(container_of(ag->peers.next, struct peer, link));
+    for (n = hmap_first(&ag->branches, &it); n; n = hmap_next(&ag->branches, &it))
+        free(container_of(n, struct branch, node));
+    hmap_release(&ag->branches);
+    rm_free(ag->rm);
+    free(ag);
+}

@@ -1,0 +1,75 @@
+/*
+ * agent_config.c - loading and validating the participant's config file.
+ * Runs once at start-up.
+ */
+#include "dtx/agent_config.h"
+#include "dtx/jsonx.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+static const char *const top_keys[] = {
+    "name",           "listen",         "conninfo",        "coordinator_url", "auth", "pool_size",
+    "startup_wait_s", "max_body_bytes", "http_conn_limit", "log_level",       NULL};
+static const char *const auth_keys[] = {"peer_token", NULL};
+
+#define U32_KEY(k, d, lo, hi)                                                                      \
+    {                                                                                              \
+#k, offsetof(struct agent_config, k), d, lo, hi                                            \
+    }
+
+static const struct conf_u32 u32_keys[] = {
+    U32_KEY(pool_size, 16, 1, 1000),
+    U32_KEY(startup_wait_s, 30, 0, 3600),
+    U32_KEY(max_body_bytes, 1048576, 1024, 1073741824),
+    U32_KEY(http_conn_limit, 1000, 16, 100000),
+};
+
+static int load_keys(const cJSON *root, struct agent_config *c, struct dtx_err *err)
+{
+    const char *conninfo = NULL, *url = NULL;
+    const cJSON *auth = NULL;
+    int rc = jsonx_only_keys(root, "", top_keys, err);
+
+    if (rc == 0)
+        rc = conf_name(root, "", "name", c->name, err);
+    if (rc == 0)
+        rc = conf_listen(root, "listen", c->listen, sizeof(c->listen), err);
+    if (rc == 0)
+        rc = jsonx_str(root, "", "conninfo", true, &conninfo, err);
+    if (rc == 0)
+        rc = conf_copy(c->conninfo, sizeof(c->conninfo), conninfo, "conninfo", err);
+    if (rc == 0)
+        rc = jsonx_str(root, "", "coordinator_url", true, &url, err);
+    if (rc == 0)
+        rc = conf_copy(c->coordinator_url, sizeof(c->coordinator_url), url, "coordinator_url", err);
+    if (rc == 0 && addr_parse_url(url, &c->coordinator, err) < 0)
+        rc = dtx_err_prefix(err, "'coordinator_url'");
+    if (rc == 0)
+        rc = jsonx_object(root, "", "auth", false, &auth, err);
+    if (rc == 0 && auth)
+        rc = jsonx_only_keys(auth, "auth", auth_keys, err);
+    if (rc == 0 && auth)
+        rc = conf_token(auth, "auth", "peer_token", c->peer_token, err);
+    if (rc == 0)
+        rc = conf_log_level(root, c->log_level, err);
+    if (rc == 0)
+        rc = conf_u32s(root, c, u32_keys, sizeof(u32_keys) / sizeof(u32_keys[0]), err);
+    return rc;
+}
+
+int agent_config_load(const char *path, struct agent_config *out, struct dtx_err *err)
+{
+    cJSON *root = NULL;
+    int rc;
+
+    memset(out, 0, sizeof(*out));
+    snprintf(out->path, sizeof(out->path), "%s", path);
+    rc = conf_read(path, &root, err);
+    if (rc < 0)
+        return rc;
+    rc = load_keys(root, out, err);
+    cJSON_Delete(root);
+    return rc < 0 ? conf_error(path, err) : 0;
+}

@@ -1,0 +1,540 @@
+/*
+ * pgx.c - a pool of non-blocking libpq connections in pipeline mode.
+ *
+ * Thread model: the participant's event-loop thread only.
+ *
+ * Connection states:
+ *   DOWN --retry timer--> CONNECTING --PQconnectPoll OK--> IDLE
+ *   IDLE --jobs sent--> BUSY --all results in, nothing held--> IDLE
+ *   BUSY --job done with hold--> HELD --submit_on--> BUSY, --release--> IDLE
+ *   any --connection broken--> DOWN (every job in flight: on_done(DTX_EUNAVAIL))
+ * A connection that leaves BUSY inside a transaction not held by anyone is
+ * sent a ROLLBACK (as an internal job) before it is IDLE again.
+ *
+ * Result parsing (verified against PostgreSQL 15 libpq): in pipeline mode
+ * each statement yields exactly one PGresult followed by NULL, skipped
+ * statements included (PGRES_PIPELINE_ABORTED); each Sync yields
+ * PGRES_PIPELINE_SYNC with no NULL after it. Jobs in flight on a
+ * connection are answered strictly in the order they were sent.
+ */
+#include "dtx/pgx.h"
+#include "dtx/err.h"
+#include "dtx/log.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 2000
+#define PHASE2_BATCH   64
+
+enum conn_state { C_DOWN, C_CONNECTING, C_IDLE, C_BUSY, C_HELD };
+
+struct pgx_conn {
+    struct pgx_pool *pool;
+    int id;
+    PGconn *pg;
+    PGcancel *cancel;
+    enum conn_state state;
+    struct ev_io io;
+    struct ev_timer retry;
+    uint32_t backoff_ms;
+    struct list_node inflight; /* jobs sent, in order */
+    uint32_t timeout_ms;       /* the session's statement_timeout, 0 if unknown */
+    struct pgx_job cleanup;    /* internal ROLLBACK */
+    bool cleaning;
+    char set_timeout[64];
+    struct pgx_stmt pre[1];
+};
+
+struct pgx_pool {
+    struct ev_loop *loop;
+    struct pgx_opts opts;
+    char *conninfo;
+    struct pgx_conn *conns;
+    struct list_node queue2; /* phase-2 jobs waiting */
+    struct list_node queue1; /* phase-1 jobs waiting */
+    struct ev_defer kick;
+    int nqueued;
+    char last_error[256];
+};
+
+static void conn_connect(struct pgx_conn *c);
+static void conn_after_job(struct pgx_conn *c);
+
+static void set_error(struct pgx_pool *pool, const char *what, const char *why)
+{
+    char msg[256];
+    size_t n;
+
+    snprintf(msg, sizeof(msg), "%.40s: %.200s", what, why);
+    n = strlen(msg);
+    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+        msg[--n] = '\0';
+    if (strcmp(msg, pool->last_error) != 0)
+        log_warn("postgresql: %s", msg);
+    memcpy(pool->last_error, msg, sizeof(msg));
+}
+
+/* ---- sending ---------------------------------------------------------- */
+
+static int send_stmt(struct pgx_conn *c, const struct pgx_stmt *s)
+{
+    if (!PQsendQueryParams(c->pg, s->sql, s->nparams, NULL, s->values, NULL, NULL, 0))
+        return -1;
+    if (s->sync && !PQpipelineSync(c->pg))
+        return -1;
+    return 0;
+}
+
+static void watch(struct pgx_conn *c, bool want_write)
+{
+    uint32_t ev = EPOLLIN | (want_write ? EPOLLOUT : 0);
+
+    if (c->io.active)
+        ev_io_modify(c->pool->loop, &c->io, ev);
+}
+
+static int flush(struct pgx_conn *c)
+{
+    int rc = PQflush(c->pg);
+
+    if (rc < 0)
+        return -1;
+    watch(c, rc == 1);
+    return 0;
+}
+
+/* Puts a job's statements into the connection's output; 0 or -1 (connection broken). */
+static int conn_send(struct pgx_conn *c, struct pgx_job *job)
+{
+    job->conn = c;
+    job->next = 0;
+    job->got = false;
+    job->internal = 0;
+    job->syncs = 0;
+    job->sent = true;
+    if (job->timeout_ms && job->timeout_ms != c->timeout_ms) {
+        snprintf(c->set_timeout, sizeof(c->set_timeout), "SET statement_timeout = %u",
+                 job->timeout_ms);
+        c->pre[0] = (struct pgx_stmt){c->set_timeout, 0, NULL, false};
+        if (send_stmt(c, &c->pre[0]) < 0)
+            return -1;
+        job->internal = 1;
+        c->timeout_ms = job->timeout_ms;
+    }
+    for (int i = 0; i < job->nstmts; i++) {
+        if (send_stmt(c, &job->stmts[i]) < 0)
+            return -1;
+        job->syncs += job->stmts[i].sync;
+    }
+    list_insert_tail(&c->inflight, &job->link);
+    return 0;
+}
+
+/* ---- connection failure ------------------------------------------------- */
+
+static void fail_inflight(struct pgx_conn *c, const char *why)
+{
+    struct list_node failed;
+
+    list_init(&failed);
+    while (!list_empty(&c->inflight)) {
+        struct list_node *n = c->inflight.next;
+
+        list_remove(n);
+        list_insert_tail(&failed, n);
+    }
+    while (!list_empty(&failed)) {
+        struct pgx_job *job = container_of(failed.next, struct pgx_job, link);
+        int answered = job->next - job->internal;
+
+        list_remove(&job->link);
+        job->conn = NULL;
+        if (job == &c->cleanup)
+            continue;
+        job->on_done(job, DTX_EUNAVAIL, answered < 0 ? 0 : answered, why);
+    }
+}
+
+static void conn_down(struct pgx_conn *c, const char *why)
+{
+    struct pgx_pool *pool = c->pool;
+    char reason[256];
+
+    snprintf(reason, sizeof(reason), "%s", why);
+    set_error(pool, "connection lost", reason);
+    ev_io_stop(pool->loop, &c->io);
+    if (c->cancel)
+        PQfreeCancel(c->cancel);
+    c->cancel = NULL;
+    if (c->pg)
+        PQfinish(c->pg);
+    c->pg = NULL;
+    c->state = C_DOWN;
+    c->timeout_ms = 0;
+    c->cleaning = false;
+    fail_inflight(c, reason);
+    ev_timer_start(pool->loop, &c->retry, c->backoff_ms);
+    c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
+}
+
+/* ---- dispatch ------------------------------------------------------------- */
+
+static struct pgx_job *dequeue(struct pgx_pool *pool, struct list_node *q)
+{
+    struct pgx_job *job;
+
+    if (list_empty(q))
+        return NULL;
+    job = container_of(q->next, struct pgx_job, link);
+    list_remove(&job->link);
+    pool->nqueued--;
+    return job;
+}
+
+/* Gives an idle connection work: a batch of phase-2 jobs, or one phase-1 job. */
+static void conn_take_work(struct pgx_conn *c)
+{
+    struct pgx_pool *pool = c->pool;
+    struct pgx_job *job;
+    int n = 0;
+
+    while (n < PHASE2_BATCH && (job = dequeue(pool, &pool->queue2)) != NULL) {
+        if (conn_send(c, job) < 0)
+            goto broken;
+        n++;
+    }
+    if (n == 0 && (job = dequeue(pool, &pool->queue1)) != NULL) {
+        if (conn_send(c, job) < 0)
+            goto broken;
+        n++;
+    }
+    if (n == 0)
+        return;
+    c->state = C_BUSY;
+    if (flush(c) < 0)
+        goto broken;
+    return;
+broken:
+    conn_down(c, PQerrorMessage(c->pg));
+}
+
+static void on_kick(struct ev_loop *loop, struct ev_defer *d)
+{
+    struct pgx_pool *pool = d->data;
+
+    (void)loop;
+    for (int i = 0; i < pool->opts.size && pool->nqueued > 0; i++) {
+        if (pool->conns[i].state == C_IDLE)
+            conn_take_work(&pool->conns[i]);
+    }
+}
+
+static void kick(struct pgx_pool *pool)
+{
+    ev_defer(pool->loop, &pool->kick);
+}
+
+/* ---- receiving ---------------------------------------------------------------- */
+
+/*
+ * A job's last result arrived. A holding job leaves the connection HELD
+ * before its callback runs, so the callback can send the next job on it;
+ * the callback may also free the job, which is not touched afterwards.
+ */
+static void job_complete(struct pgx_conn *c, struct pgx_job *job)
+{
+    list_remove(&job->link);
+    if (job == &c->cleanup) {
+        c->cleaning = false;
+        conn_after_job(c);
+        return;
+    }
+    if (job->hold && list_empty(&c->inflight))
+        c->state = C_HELD;
+    job->on_done(job, 0, job->nstmts, NULL);
+    if (c->state == C_BUSY)
+        conn_after_job(c);
+}
+
+/* Routes one PGresult (or NULL) to the job at the head of the pipeline. */
+static void dispatch_result(struct pgx_conn *c, PGresult *res)
+{
+    struct pgx_job *job = container_of(c->inflight.next, struct pgx_job, link);
+
+    if (!res) {
+        if (job->got) {
+            job->got = false;
+            job->next++;
+        }
+    } else if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
+        PQclear(res);
+        job->syncs--;
+    } else {
+        int idx = job->next - job->internal;
+
+        job->got = true;
+        if (idx < 0 || job == &c->cleanup)
+            PQclear(res);
+        else
+            job->on_result(job, idx, res);
+    }
+    if (job->syncs == 0 && job->next == job->nstmts + job->internal)
+        job_complete(c, job);
+}
+
+static void conn_read(struct pgx_conn *c)
+{
+    if (!PQconsumeInput(c->pg)) {
+        conn_down(c, PQerrorMessage(c->pg));
+        return;
+    }
+    while (c->state != C_DOWN && !list_empty(&c->inflight) && !PQisBusy(c->pg))
+        dispatch_result(c, PQgetResult(c->pg));
+    if (c->state != C_DOWN && PQstatus(c->pg) == CONNECTION_BAD)
+        conn_down(c, PQerrorMessage(c->pg));
+}
+
+/* The pipeline emptied and nobody holds the connection: clean up or take new work. */
+static void conn_after_job(struct pgx_conn *c)
+{
+    PGTransactionStatusType ts;
+
+    if (!list_empty(&c->inflight) || c->state != C_BUSY)
+        return;
+    ts = PQtransactionStatus(c->pg);
+    if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR) {
+        c->cleaning = true;
+        if (conn_send(c, &c->cleanup) < 0 || flush(c) < 0)
+            conn_down(c, PQerrorMessage(c->pg));
+        return;
+    }
+    c->state = C_IDLE;
+    if (c->pool->nqueued > 0)
+        conn_take_work(c);
+}
+
+/* ---- connecting ------------------------------------------------------------------ */
+
+static void conn_ready(struct pgx_conn *c)
+{
+    struct pgx_pool *pool = c->pool;
+
+    if (PQsetnonblocking(c->pg, 1) != 0 || !PQenterPipelineMode(c->pg)) {
+        conn_down(c, PQerrorMessage(c->pg));
+        return;
+    }
+    c->cancel = PQgetCancel(c->pg);
+    c->backoff_ms = BACKOFF_MIN_MS;
+    c->state = C_IDLE;
+    if (pool->last_error[0]) {
+        log_info("postgresql: connection %d is up", c->id);
+        pool->last_error[0] = '\0';
+    }
+    watch(c, false);
+    if (pool->opts.on_connect)
+        pool->opts.on_connect(pool->opts.arg, c->pg);
+    kick(pool);
+}
+
+static void conn_poll(struct pgx_conn *c)
+{
+    switch (PQconnectPoll(c->pg)) {
+    case PGRES_POLLING_OK:
+        conn_ready(c);
+        break;
+    case PGRES_POLLING_READING:
+        watch(c, false);
+        break;
+    case PGRES_POLLING_WRITING:
+        ev_io_modify(c->pool->loop, &c->io, EPOLLOUT);
+        break;
+    default:
+        conn_down(c, PQerrorMessage(c->pg));
+        break;
+    }
+}
+
+static void on_conn_io(struct ev_loop *loop, struct ev_io *io, uint32_t revents)
+{
+    struct pgx_conn *c = io->data;
+
+    (void)loop;
+    if (c->state == C_CONNECTING) {
+        conn_poll(c);
+        return;
+    }
+    if ((revents & EPOLLOUT) && flush(c) < 0) {
+        conn_down(c, PQerrorMessage(c->pg));
+        return;
+    }
+    if (revents & (EPOLLIN | EPOLLHUP | EPOLLERR))
+        conn_read(c);
+}
+
+static void conn_connect(struct pgx_conn *c)
+{
+    struct pgx_pool *pool = c->pool;
+
+    c->pg = PQconnectStart(pool->conninfo);
+    if (!c->pg || PQstatus(c->pg) == CONNECTION_BAD) {
+        conn_down(c, c->pg ? PQerrorMessage(c->pg) : "out of memory");
+        return;
+    }
+    c->state = C_CONNECTING;
+    if (ev_io_start(pool->loop, &c->io, PQsocket(c->pg), EPOLLOUT) < 0) {
+        conn_down(c, "could not watch the connection's socket");
+        return;
+    }
+    conn_poll(c);
+}
+
+static void on_retry(struct ev_loop *loop, struct ev_timer *t)
+{
+    (void)loop;
+    conn_connect(t->data);
+}
+
+/* ---- API -------------------------------------------------------------------------- */
+
+static const struct pgx_stmt rollback_stmt = {"ROLLBACK", 0, NULL, true};
+
+static void cleanup_result(struct pgx_job *job, int idx, PGresult *res)
+{
+    (void)job;
+    (void)idx;
+    PQclear(res);
+}
+
+static void cleanup_done(struct pgx_job *job, int rc, int n, const char *why)
+{
+    (void)job;
+    (void)rc;
+    (void)n;
+    (void)why;
+}
+
+struct pgx_pool *pgx_pool_new(struct ev_loop *loop, const struct pgx_opts *opts)
+{
+    struct pgx_pool *pool = calloc(1, sizeof(*pool));
+
+    if (!pool || !(pool->conninfo = strdup(opts->conninfo)))
+        abort();
+    pool->loop = loop;
+    pool->opts = *opts;
+    pool->opts.conninfo = pool->conninfo;
+    list_init(&pool->queue1);
+    list_init(&pool->queue2);
+    ev_defer_init(&pool->kick, on_kick, pool);
+    pool->conns = calloc((size_t)opts->size, sizeof(*pool->conns));
+    if (!pool->conns)
+        abort();
+    for (int i = 0; i < opts->size; i++) {
+        struct pgx_conn *c = &pool->conns[i];
+
+        c->pool = pool;
+        c->id = i;
+        c->backoff_ms = BACKOFF_MIN_MS;
+        list_init(&c->inflight);
+        ev_io_init(&c->io, on_conn_io, c);
+        ev_timer_init(&c->retry, on_retry, c);
+        c->cleanup = (struct pgx_job){.stmts = &rollback_stmt,
+                                      .nstmts = 1,
+                                      .phase2 = true,
+                                      .on_result = cleanup_result,
+                                      .on_done = cleanup_done};
+        list_init(&c->cleanup.link);
+        conn_connect(c);
+    }
+    return pool;
+}
+
+void pgx_pool_free(struct pgx_pool *pool)
+{
+    if (!pool)
+        return;
+    for (int i = 0; i < pool->opts.size; i++) {
+        struct pgx_conn *c = &pool->conns[i];
+
+        ev_io_stop(pool->loop, &c->io);
+        ev_timer_stop(pool->loop, &c->retry);
+        if (c->cancel)
+            PQfreeCancel(c->cancel);
+        if (c->pg)
+            PQfinish(c->pg);
+    }
+    ev_defer_cancel(pool->loop, &pool->kick);
+    free(pool->conns);
+    free(pool->conninfo);
+    free(pool);
+}
+
+void pgx_submit(struct pgx_pool *pool, struct pgx_job *job)
+{
+    job->sent = false;
+    job->conn = NULL;
+    list_insert_tail(job->phase2 ? &pool->queue2 : &pool->queue1, &job->link);
+    pool->nqueued++;
+    kick(pool);
+}
+
+void pgx_submit_on(struct pgx_conn *c, struct pgx_job *job)
+{
+    if (c->state != C_HELD) {
+        job->on_done(job, DTX_EUNAVAIL, 0, "the held connection was lost");
+        return;
+    }
+    if (conn_send(c, job) < 0) {
+        conn_down(c, PQerrorMessage(c->pg));
+        return;
+    }
+    c->state = C_BUSY;
+    if (flush(c) < 0)
+        conn_down(c, PQerrorMessage(c->pg));
+}
+
+void pgx_release(struct pgx_conn *c)
+{
+    if (c->state != C_HELD)
+        return;
+    c->state = C_BUSY;
+    conn_after_job(c);
+}
+
+int pgx_cancel(struct pgx_pool *pool, struct pgx_job *job)
+{
+    char errbuf[256];
+
+    if (!list_linked(&job->link))
+        return 0; /* finished (or holding its connection idle): nothing runs */
+    if (!job->sent) {
+        list_remove(&job->link);
+        pool->nqueued--;
+        job->on_done(job, DTX_EABORTED, 0, "cancelled before it started");
+        return 0;
+    }
+    if (job->conn && job->conn->cancel && !PQcancel(job->conn->cancel, errbuf, sizeof(errbuf)))
+        log_warn("postgresql: could not send a cancel request: %s", errbuf);
+    return 0;
+}
+
+int pgx_pool_up(const struct pgx_pool *pool)
+{
+    int n = 0;
+
+    for (int i = 0; i < pool->opts.size; i++)
+        n += pool->conns[i].state >= C_IDLE;
+    return n;
+}
+
+const char *pgx_pool_error(const struct pgx_pool *pool)
+{
+    return pool->last_error;
+}
+
+int pgx_pool_queued(const struct pgx_pool *pool)
+{
+    return pool->nqueued;
+}
