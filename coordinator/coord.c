@@ -188,7 +188,7 @@ static uint64_t env_log_commit(struct tx *tx)
     rec.results = results;
     rec.nbranches = n;
     rec.branches = br;
-    lsn = dlog_append(co->log, &rec);
+    lsn = dlog_append(co->log, &rec, true);
     if (lsn)
         list_insert_tail(&co->log_wait, &tx->wait_link);
     free(results);
@@ -205,7 +205,7 @@ static void env_log_end(struct tx *tx)
     rec.type = DLOG_END;
     rec.wall_us = ev_wall_us();
     rec.gtid = tx->gtid;
-    dlog_append(co->log, &rec);
+    dlog_append(co->log, &rec, false);
 }
 
 static void env_answer(struct tx *tx)
@@ -658,7 +658,7 @@ static int write_boot(struct coord *co, struct dtx_err *err)
     rec.epoch = ++co->epoch;
     rec.wall_us = ev_wall_us();
     rec.node_id = co->cfg->node_id;
-    if (!dlog_append(co->log, &rec))
+    if (!dlog_append(co->log, &rec, true))
         return dlog_failed(co->log, err) ? err->code : DTX_EIO;
     return dlog_flush(co->log, err);
 }

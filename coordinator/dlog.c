@@ -60,6 +60,7 @@
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #define SEG_MAGIC   "DTXDLOG"
@@ -85,6 +86,8 @@ struct dlog {
     pthread_cond_t work_cv; /* pending non-empty or stopping */
     pthread_cond_t done_cv; /* durable_lsn advanced or failed */
     struct buf pending;     /* (mu) encoded records not yet taken by the writer */
+    bool pending_forced;    /* (mu) pending holds a forced record (or a flush was asked) */
+    uint64_t pending_since; /* (mu) when the oldest unforced pending record was queued */
     uint64_t last_lsn;      /* (mu) lsn of the last appended record */
     uint64_t durable_lsn;   /* (mu) */
     bool failed;            /* (mu) */
@@ -727,25 +730,51 @@ static int write_frame(struct dlog *log, const struct buf *records, const char *
     return 0;
 }
 
+/*
+ * Waits (mu held) until there is something to write now: a forced record,
+ * an unforced one older than DLOG_LAZY_MS, or anything at all when
+ * stopping. Returns false when the writer should exit.
+ */
+static bool writer_wait(struct dlog *log)
+{
+    for (;;) {
+        struct timespec ts;
+        uint64_t due;
+
+        if (log->failed)
+            return false;
+        if (log->pending.len == 0) {
+            if (log->stopping)
+                return false;
+            pthread_cond_wait(&log->work_cv, &log->mu);
+            continue;
+        }
+        if (log->pending_forced || log->stopping)
+            return true;
+        due = log->pending_since + DLOG_LAZY_MS * 1000u;
+        if (ev_clock_us() >= due)
+            return true;
+        ts.tv_sec = (time_t)(due / 1000000u);
+        ts.tv_nsec = (long)(due % 1000000u) * 1000;
+        pthread_cond_timedwait(&log->work_cv, &log->mu, &ts);
+    }
+}
+
 static void *writer_main(void *arg)
 {
     struct dlog *log = arg;
     struct buf work = BUF_INIT;
 
     pthread_mutex_lock(&log->mu);
-    for (;;) {
-        uint64_t upto;
+    while (writer_wait(log)) {
+        struct buf tmp = log->pending;
+        uint64_t upto = log->last_lsn;
         const char *what = "write";
         int e;
 
-        while (log->pending.len == 0 && !log->stopping && !log->failed)
-            pthread_cond_wait(&log->work_cv, &log->mu);
-        if (log->failed || log->pending.len == 0)
-            break;
-        struct buf tmp = log->pending;
         log->pending = work;
+        log->pending_forced = false;
         work = tmp;
-        upto = log->last_lsn;
         pthread_mutex_unlock(&log->mu);
 
         e = write_frame(log, &work, &what);
@@ -793,6 +822,17 @@ static void on_wake(struct ev_loop *loop, struct ev_async *a)
         if (log->opts.on_failed)
             log->opts.on_failed(log->opts.arg, &fail);
     }
+}
+
+/* work_cv waits with deadlines on CLOCK_MONOTONIC, the clock ev_clock_us() reads. */
+static void init_monotonic_cond(pthread_cond_t *cv)
+{
+    pthread_condattr_t attr;
+
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(cv, &attr);
+    pthread_condattr_destroy(&attr);
 }
 
 static int open_dir(const char *dir, struct dtx_err *err)
@@ -851,7 +891,7 @@ int dlog_open(struct dlog **out, const struct dlog_opts *opts, dlog_replay_fn re
     log->dirfd = dirfd;
     log->fd = -1;
     pthread_mutex_init(&log->mu, NULL);
-    pthread_cond_init(&log->work_cv, NULL);
+    init_monotonic_cond(&log->work_cv);
     pthread_cond_init(&log->done_cv, NULL);
     buf_init(&log->pending);
     rc = dlog_start(log, scan->last_segno + 1, err);
@@ -869,7 +909,7 @@ out_close_dir:
     return rc;
 }
 
-uint64_t dlog_append(struct dlog *log, const struct dlog_rec *rec)
+uint64_t dlog_append(struct dlog *log, const struct dlog_rec *rec, bool force)
 {
     uint64_t lsn;
 
@@ -878,9 +918,14 @@ uint64_t dlog_append(struct dlog *log, const struct dlog_rec *rec)
         pthread_mutex_unlock(&log->mu);
         return 0;
     }
+    if (log->pending.len == 0)
+        log->pending_since = ev_clock_us();
     encode_record(&log->pending, rec);
     lsn = ++log->last_lsn;
-    pthread_cond_signal(&log->work_cv);
+    if (force && !log->pending_forced) {
+        log->pending_forced = true;
+        pthread_cond_signal(&log->work_cv);
+    }
     pthread_mutex_unlock(&log->mu);
     return lsn;
 }
@@ -920,6 +965,10 @@ int dlog_flush(struct dlog *log, struct dtx_err *err)
     int rc = 0;
 
     pthread_mutex_lock(&log->mu);
+    if (log->pending.len > 0) {
+        log->pending_forced = true;
+        pthread_cond_signal(&log->work_cv);
+    }
     while (!log->failed && log->durable_lsn < log->last_lsn)
         pthread_cond_wait(&log->done_cv, &log->mu);
     if (log->failed) {

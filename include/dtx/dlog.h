@@ -108,9 +108,14 @@ int dlog_read(const char *dir, dlog_replay_fn replay, void *arg, struct dlog_sca
 
 /*
  * Queues a record for the writer and returns its log sequence number (>0).
- * Returns 0 when the log has failed: the record will never be durable.
+ * A forced record is written and fdatasynced as soon as the writer is free
+ * (together with everything queued meanwhile); an unforced one waits for
+ * the next forced write, or DLOG_LAZY_MS at most. Returns 0 when the log
+ * has failed: the record will never be durable.
  */
-uint64_t dlog_append(struct dlog *log, const struct dlog_rec *rec);
+uint64_t dlog_append(struct dlog *log, const struct dlog_rec *rec, bool force);
+
+#define DLOG_LAZY_MS 100
 
 /* Highest lsn known durable. */
 uint64_t dlog_durable_lsn(struct dlog *log);
