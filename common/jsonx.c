@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define SAFE_INT_MAX 9007199254740992.0 /* 2^53 */
+#define SAFE_INT_MAX 9007199254740992.0 /* 2^53: 2^53 + 1 rounds to it, so it is not exact */
 
 int jsonx_parse(const char *text, size_t len, cJSON **out, struct dtx_err *err)
 {
@@ -138,7 +138,7 @@ bool jsonx_is_safe_int(const cJSON *item)
     if (!cJSON_IsNumber(item))
         return false;
     d = item->valuedouble;
-    return isfinite(d) && d == floor(d) && fabs(d) <= SAFE_INT_MAX;
+    return isfinite(d) && d == floor(d) && fabs(d) < SAFE_INT_MAX;
 }
 
 char *jsonx_to_param(const cJSON *item)

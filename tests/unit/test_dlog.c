@@ -1,0 +1,403 @@
+/*
+ * test_dlog.c - the decision log's framing and recovery (dlog.c): records
+ * round-trip, a torn tail at every byte offset is the end of the log,
+ * damage followed by valid data is corruption naming file and offset.
+ */
+#include "dtx/dlog.h"
+#include "unit.h"
+
+#include <fcntl.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define NFRAMES 5
+
+struct counted {
+    uint64_t records;
+    uint64_t commits;
+    char last_gtid[64];
+    char last_results[256];
+    char last_shard1[16];
+    uint64_t last_xid1;
+    char last_idem[64];
+};
+
+static int count_records(void *arg, const struct dlog_rec *rec, struct dtx_err *err)
+{
+    struct counted *c = arg;
+
+    (void)err;
+    c->records++;
+    if (rec->type == DLOG_COMMIT) {
+        c->commits++;
+        snprintf(c->last_gtid, sizeof(c->last_gtid), "%s", rec->gtid);
+        snprintf(c->last_results, sizeof(c->last_results), "%s", rec->results);
+        snprintf(c->last_idem, sizeof(c->last_idem), "%s", rec->idem_key);
+        if (rec->nbranches > 1) {
+            snprintf(c->last_shard1, sizeof(c->last_shard1), "%s", rec->branches[1].shard);
+            c->last_xid1 = rec->branches[1].xid;
+        }
+    }
+    return 0;
+}
+
+static void temp_dir(char *out, size_t n)
+{
+    snprintf(out, n, "/tmp/dtx-unit-dlog-XXXXXX");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(mkdtemp(out));
+}
+
+static void seg(char *out, size_t n, const char *dir, int segno)
+{
+    snprintf(out, n, "%s/dlog-%010d.log", dir, segno);
+}
+
+static void remove_dir(const char *dir)
+{
+    char cmd[512];
+
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    CU_ASSERT_EQUAL(system(cmd), 0);
+}
+
+static struct dlog *open_log(struct ev_loop *loop, const char *dir, struct dlog_scan *scan,
+                             struct dtx_err *err)
+{
+    struct dlog_opts o = {dir, 1u << 20, loop, NULL, NULL, NULL};
+    struct dlog *log = NULL;
+    struct counted c;
+
+    memset(&c, 0, sizeof(c));
+    if (dlog_open(&log, &o, count_records, &c, scan, err) < 0)
+        return NULL;
+    return log;
+}
+
+static struct dlog_rec commit_rec(int i, char *gtid, size_t n)
+{
+    static const struct dlog_branch br[2] = {{"s1", 1000}, {"s2", 2000}};
+    struct dlog_rec r;
+
+    snprintf(gtid, n, "c1-1-%d", i);
+    memset(&r, 0, sizeof(r));
+    r.type = DLOG_COMMIT;
+    r.gtid = gtid;
+    r.wall_us = 1700000000000000ull + (uint64_t)i;
+    r.protocol = 2;
+    r.idem_key = i % 2 ? "key" : NULL;
+    r.results = "[{\"shard\":\"s1\",\"rows_affected\":1}]";
+    r.nbranches = 2;
+    r.branches = br;
+    return r;
+}
+
+static off_t file_size(const char *path)
+{
+    struct stat st;
+
+    return stat(path, &st) == 0 ? st.st_size : -1;
+}
+
+/* Writes NFRAMES commit records, one frame each; bounds[i] = file size after frame i. */
+static void write_frames(const char *dir, off_t *bounds)
+{
+    struct ev_loop loop;
+    struct dlog_scan scan;
+    struct dtx_err err;
+    struct dlog *log;
+    char path[512], gtid[32];
+
+    CU_ASSERT_EQUAL_FATAL(ev_loop_init(&loop), 0);
+    dtx_err_clear(&err);
+    log = open_log(&loop, dir, &scan, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(log);
+    seg(path, sizeof(path), dir, 1);
+    bounds[0] = file_size(path);
+    for (int i = 1; i <= NFRAMES; i++) {
+        struct dlog_rec r = commit_rec(i, gtid, sizeof(gtid));
+
+        CU_ASSERT(dlog_append(log, &r, true) > 0);
+        CU_ASSERT_EQUAL(dlog_flush(log, NULL), 0);
+        bounds[i] = file_size(path);
+    }
+    dlog_close(log);
+    ev_loop_release(&loop);
+}
+
+static void copy_prefix(const char *from, const char *to, off_t n)
+{
+    char buf[65536];
+    int in = open(from, O_RDONLY), out = open(to, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    off_t left = n;
+
+    CU_ASSERT_FATAL(in >= 0 && out >= 0);
+    while (left > 0) {
+        ssize_t r = read(in, buf, left < (off_t)sizeof(buf) ? (size_t)left : sizeof(buf));
+
+        CU_ASSERT_FATAL(r > 0);
+        CU_ASSERT_FATAL(write(out, buf, (size_t)r) == r);
+        left -= r;
+    }
+    close(in);
+    close(out);
+}
+
+static void poke(const char *path, off_t at, unsigned char xor_mask)
+{
+    int fd = open(path, O_RDWR);
+    unsigned char b;
+
+    CU_ASSERT_FATAL(fd >= 0);
+    CU_ASSERT_FATAL(pread(fd, &b, 1, at) == 1);
+    b ^= xor_mask;
+    CU_ASSERT_FATAL(pwrite(fd, &b, 1, at) == 1);
+    close(fd);
+}
+
+/* ---- tests ---------------------------------------------------------------- */
+
+static void records_round_trip_through_the_log(void)
+{
+    struct ev_loop loop;
+    struct dlog_scan scan;
+    struct counted c;
+    struct dlog *log;
+    char dir[64], gtid[32];
+    struct dlog_rec boot = {.type = DLOG_BOOT, .epoch = 7, .node_id = "c1"};
+    struct dlog_rec commit = commit_rec(3, gtid, sizeof(gtid));
+    struct dlog_rec end = {.type = DLOG_END, .gtid = "c1-1-3"};
+
+    temp_dir(dir, sizeof(dir));
+    CU_ASSERT_EQUAL_FATAL(ev_loop_init(&loop), 0);
+    log = open_log(&loop, dir, &scan, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(log);
+    CU_ASSERT_EQUAL(dlog_append(log, &boot, true), 1);
+    CU_ASSERT_EQUAL(dlog_append(log, &commit, true), 2);
+    CU_ASSERT_EQUAL(dlog_append(log, &end, false), 3);
+    CU_ASSERT_EQUAL(dlog_flush(log, NULL), 0);
+    CU_ASSERT_EQUAL(dlog_durable_lsn(log), 3);
+    dlog_close(log);
+    memset(&c, 0, sizeof(c));
+    CU_ASSERT_EQUAL(dlog_read(dir, count_records, &c, &scan, NULL), 0);
+    CU_ASSERT_EQUAL(c.records, 3);
+    CU_ASSERT_EQUAL(c.commits, 1);
+    CU_ASSERT_STRING_EQUAL(c.last_gtid, "c1-1-3");
+    CU_ASSERT_STRING_EQUAL(c.last_idem, "key");
+    CU_ASSERT_STRING_EQUAL(c.last_shard1, "s2");
+    CU_ASSERT_EQUAL(c.last_xid1, 2000);
+    CU_ASSERT_STRING_EQUAL(c.last_results, "[{\"shard\":\"s1\",\"rows_affected\":1}]");
+    CU_ASSERT_FALSE(scan.torn);
+    ev_loop_release(&loop);
+    remove_dir(dir);
+}
+
+static void torn_tail_at_every_byte_offset_is_end_of_log(void)
+{
+    off_t bounds[NFRAMES + 1];
+    char dir[64], dir2[64], src[512], dst[512];
+
+    temp_dir(dir, sizeof(dir));
+    temp_dir(dir2, sizeof(dir2));
+    write_frames(dir, bounds);
+    seg(src, sizeof(src), dir, 1);
+    seg(dst, sizeof(dst), dir2, 1);
+    for (off_t k = 0; k < bounds[NFRAMES]; k++) {
+        struct dlog_scan scan;
+        struct dtx_err err;
+        struct counted c;
+        uint64_t whole = 0;
+        bool at_bound = false;
+
+        for (int i = 1; i <= NFRAMES; i++)
+            whole += bounds[i] <= k;
+        for (int i = 0; i <= NFRAMES; i++)
+            at_bound = at_bound || bounds[i] == k;
+        copy_prefix(src, dst, k);
+        memset(&c, 0, sizeof(c));
+        dtx_err_clear(&err);
+        CU_ASSERT_EQUAL(dlog_read(dir2, count_records, &c, &scan, &err), 0);
+        CU_ASSERT_EQUAL(c.records, whole);
+        CU_ASSERT_EQUAL(scan.torn, !at_bound);
+    }
+    remove_dir(dir);
+    remove_dir(dir2);
+}
+
+static void open_cuts_a_torn_tail_and_starts_a_new_segment(void)
+{
+    off_t bounds[NFRAMES + 1];
+    struct ev_loop loop;
+    struct dlog_scan scan;
+    struct counted c;
+    struct dlog *log;
+    char dir[64], path[512];
+
+    temp_dir(dir, sizeof(dir));
+    write_frames(dir, bounds);
+    seg(path, sizeof(path), dir, 1);
+    CU_ASSERT_EQUAL_FATAL(truncate(path, bounds[3] + 7), 0);
+    CU_ASSERT_EQUAL_FATAL(ev_loop_init(&loop), 0);
+    log = open_log(&loop, dir, &scan, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(log);
+    CU_ASSERT_TRUE(scan.torn);
+    CU_ASSERT_EQUAL(scan.torn_offset, (uint64_t)bounds[3]);
+    CU_ASSERT_EQUAL(scan.records, 3);
+    dlog_close(log);
+    CU_ASSERT_EQUAL(file_size(path), bounds[3]);
+    seg(path, sizeof(path), dir, 2);
+    CU_ASSERT(file_size(path) > 0);
+    memset(&c, 0, sizeof(c));
+    CU_ASSERT_EQUAL(dlog_read(dir, count_records, &c, &scan, NULL), 0);
+    CU_ASSERT_FALSE(scan.torn);
+    CU_ASSERT_EQUAL(c.records, 3);
+    CU_ASSERT_EQUAL(scan.segments, 2);
+    ev_loop_release(&loop);
+    remove_dir(dir);
+}
+
+static void flipped_bit_in_a_middle_frame_is_corruption_naming_file_and_offset(void)
+{
+    off_t bounds[NFRAMES + 1];
+    char dir[64], path[512], want[600];
+
+    temp_dir(dir, sizeof(dir));
+    write_frames(dir, bounds);
+    seg(path, sizeof(path), dir, 1);
+    snprintf(want, sizeof(want), "'%s' is corrupt", path);
+    for (off_t at = bounds[1]; at < bounds[2]; at++) {
+        struct dlog_scan scan;
+        struct dtx_err err;
+        char offset[64];
+
+        poke(path, at, (unsigned char)(1u << (at % 8)));
+        dtx_err_clear(&err);
+        CU_ASSERT_EQUAL(dlog_read(dir, NULL, NULL, &scan, &err), DTX_ECORRUPT);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, want));
+        snprintf(offset, sizeof(offset), "offset %lld", (long long)bounds[1]);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, offset));
+        poke(path, at, (unsigned char)(1u << (at % 8)));
+    }
+    remove_dir(dir);
+}
+
+static void flipped_bit_in_the_last_frame_is_a_torn_tail(void)
+{
+    off_t bounds[NFRAMES + 1];
+    struct dlog_scan scan;
+    struct counted c;
+    char dir[64], path[512];
+
+    temp_dir(dir, sizeof(dir));
+    write_frames(dir, bounds);
+    seg(path, sizeof(path), dir, 1);
+    poke(path, bounds[NFRAMES] - 3, 0x10);
+    memset(&c, 0, sizeof(c));
+    CU_ASSERT_EQUAL(dlog_read(dir, count_records, &c, &scan, NULL), 0);
+    CU_ASSERT_TRUE(scan.torn);
+    CU_ASSERT_EQUAL(c.records, NFRAMES - 1);
+    remove_dir(dir);
+}
+
+static void zero_filled_tail_is_end_of_log(void)
+{
+    off_t bounds[NFRAMES + 1];
+    struct dlog_scan scan;
+    struct counted c;
+    char dir[64], path[512];
+
+    temp_dir(dir, sizeof(dir));
+    write_frames(dir, bounds);
+    seg(path, sizeof(path), dir, 1);
+    CU_ASSERT_EQUAL_FATAL(truncate(path, bounds[NFRAMES] + 8192), 0);
+    memset(&c, 0, sizeof(c));
+    CU_ASSERT_EQUAL(dlog_read(dir, count_records, &c, &scan, NULL), 0);
+    CU_ASSERT_EQUAL(c.records, NFRAMES);
+    CU_ASSERT_TRUE(scan.torn);
+    remove_dir(dir);
+}
+
+static void wrong_magic_is_corruption(void)
+{
+    off_t bounds[NFRAMES + 1];
+    struct dlog_scan scan;
+    struct dtx_err err;
+    char dir[64], path[512];
+
+    temp_dir(dir, sizeof(dir));
+    write_frames(dir, bounds);
+    seg(path, sizeof(path), dir, 1);
+    poke(path, 0, 0x20);
+    dtx_err_clear(&err);
+    CU_ASSERT_EQUAL(dlog_read(dir, NULL, NULL, &scan, &err), DTX_ECORRUPT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "bad magic"));
+    remove_dir(dir);
+}
+
+static void damage_at_the_end_of_an_older_segment_is_corruption(void)
+{
+    off_t bounds[NFRAMES + 1];
+    struct ev_loop loop;
+    struct dlog_scan scan;
+    struct dtx_err err;
+    struct dlog *log;
+    char dir[64], path[512];
+
+    temp_dir(dir, sizeof(dir));
+    write_frames(dir, bounds);
+    CU_ASSERT_EQUAL_FATAL(ev_loop_init(&loop), 0);
+    log = open_log(&loop, dir, &scan, NULL); /* starts segment 2 */
+    CU_ASSERT_PTR_NOT_NULL_FATAL(log);
+    dlog_close(log);
+    seg(path, sizeof(path), dir, 1);
+    CU_ASSERT_EQUAL_FATAL(truncate(path, bounds[NFRAMES] - 2), 0);
+    dtx_err_clear(&err);
+    CU_ASSERT_EQUAL(dlog_read(dir, NULL, NULL, &scan, &err), DTX_ECORRUPT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "dlog-0000000001.log"));
+    ev_loop_release(&loop);
+    remove_dir(dir);
+}
+
+static void unforced_record_waits_for_a_forced_one(void)
+{
+    struct ev_loop loop;
+    struct dlog_scan scan;
+    struct dlog *log;
+    char dir[64], gtid[32];
+    struct dlog_rec end = {.type = DLOG_END, .gtid = "c1-1-1"};
+    struct dlog_rec commit = commit_rec(2, gtid, sizeof(gtid));
+    uint64_t syncs, records;
+
+    temp_dir(dir, sizeof(dir));
+    CU_ASSERT_EQUAL_FATAL(ev_loop_init(&loop), 0);
+    log = open_log(&loop, dir, &scan, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(log);
+    CU_ASSERT_EQUAL(dlog_append(log, &end, false), 1);
+    CU_ASSERT_EQUAL(dlog_durable_lsn(log), 0); /* not written on its own at once */
+    CU_ASSERT_EQUAL(dlog_append(log, &commit, true), 2);
+    CU_ASSERT_EQUAL(dlog_flush(log, NULL), 0);
+    dlog_stats(log, &syncs, &records);
+    CU_ASSERT_EQUAL(records, 2);
+    CU_ASSERT_EQUAL(syncs, 1); /* one fdatasync covered both */
+    dlog_close(log);
+    ev_loop_release(&loop);
+    remove_dir(dir);
+}
+
+int main(void)
+{
+    static const struct unit_test tests[] = {
+        UNIT_TEST(records_round_trip_through_the_log),
+        UNIT_TEST(torn_tail_at_every_byte_offset_is_end_of_log),
+        UNIT_TEST(open_cuts_a_torn_tail_and_starts_a_new_segment),
+        UNIT_TEST(flipped_bit_in_a_middle_frame_is_corruption_naming_file_and_offset),
+        UNIT_TEST(flipped_bit_in_the_last_frame_is_a_torn_tail),
+        UNIT_TEST(zero_filled_tail_is_end_of_log),
+        UNIT_TEST(wrong_magic_is_corruption),
+        UNIT_TEST(damage_at_the_end_of_an_older_segment_is_corruption),
+        UNIT_TEST(unforced_record_waits_for_a_forced_one),
+    };
+
+    return unit_run("dlog", tests, sizeof(tests) / sizeof(tests[0]));
+}
