@@ -102,7 +102,6 @@ static int parse_fields(struct msg *m, struct dtx_err *err)
         return DTX_EPROTO;
     m->outcome = (enum msg_outcome)lookup(s, outcome_names, 4);
     m->ops = cJSON_GetObjectItemCaseSensitive(root, "ops");
-    m->results = cJSON_GetObjectItemCaseSensitive(root, "results");
     parse_error(root, &m->err);
     return 0;
 }
@@ -128,13 +127,18 @@ static int check_required(const struct msg *m, struct dtx_err *err)
 int msg_parse(const char *data, size_t len, struct msg *out, struct dtx_err *err)
 {
     struct msg m;
-    const char *t = NULL;
+    const char *t = NULL, *end = NULL;
     int rc;
 
     memset(&m, 0, sizeof(m));
     dtx_err_clear(&m.err);
-    if (jsonx_parse(data, len, &m.root, err) < 0)
+    m.root = len ? cJSON_ParseWithLengthOpts(data, len, &end, 0) : NULL;
+    if (!m.root || !end || end < data || end > data + len) {
+        cJSON_Delete(m.root);
         return dtx_err_set(err, DTX_EPROTO, "peer sent a frame that is not JSON");
+    }
+    m.trailer = end;
+    m.trailer_len = len - (size_t)(end - data);
     rc = jsonx_str(m.root, "", "t", true, &t, err) < 0 ? DTX_EPROTO : 0;
     if (rc == 0) {
         m.type = (enum msg_type)lookup(t, type_names, (int)NTYPES);
@@ -159,6 +163,30 @@ void msg_release(struct msg *m)
 {
     cJSON_Delete(m->root);
     m->root = NULL;
+}
+
+bool msg_result(const char *trailer, size_t len, size_t k, const char **p, size_t *n)
+{
+    const char *end = trailer + len;
+    const char *s = trailer;
+
+    for (size_t i = 0;; i++) {
+        const char *start = memchr(s, '\n', (size_t)(end - s));
+        const char *stop;
+
+        if (!start)
+            return false;
+        start++;
+        stop = memchr(start, '\n', (size_t)(end - start));
+        if (!stop)
+            stop = end;
+        if (i == k) {
+            *p = start;
+            *n = (size_t)(stop - start);
+            return true;
+        }
+        s = stop;
+    }
 }
 
 cJSON *msg_new(enum msg_type type, const char *gtid)

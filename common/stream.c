@@ -193,13 +193,19 @@ void stream_free(struct stream *s)
     free(s);
 }
 
-void stream_send(struct stream *s, const char *data, size_t len)
+void stream_send2(struct stream *s, const char *a, size_t alen, const char *b, size_t blen)
 {
     if (s->broken || s->dead)
         return;
-    buf_put_be32(&s->out, (uint32_t)len);
-    buf_append(&s->out, data, len);
+    buf_put_be32(&s->out, (uint32_t)(alen + blen));
+    buf_append(&s->out, a, alen);
+    buf_append(&s->out, b, blen);
     ev_defer(s->loop, &s->flush);
+}
+
+void stream_send(struct stream *s, const char *data, size_t len)
+{
+    stream_send2(s, data, len, NULL, 0);
 }
 
 size_t stream_pending(const struct stream *s)

@@ -274,7 +274,7 @@ static void env_finished(struct tx *tx)
     }
     for (size_t i = 0; i < tx->nbranches; i++) {
         cJSON_Delete(tx->branches[i].ops);
-        cJSON_Delete(tx->branches[i].results);
+        free(tx->branches[i].results);
         tx->branches[i].ops = NULL;
         tx->branches[i].results = NULL;
     }
@@ -470,7 +470,7 @@ static enum tx_event event_of(const struct msg *m)
 static void on_frame(void *arg, int shard, const char *data, size_t len)
 {
     struct coord *co = arg;
-    struct tx_evarg a = {NULL, 0, NULL, NULL};
+    struct tx_evarg a = {NULL, 0, NULL, 0, NULL};
     struct dtx_err err;
     struct msg m;
     struct tx *tx;
@@ -495,7 +495,8 @@ static void on_frame(void *arg, int shard, const char *data, size_t len)
         a.xid = m.xid;
         a.err = &m.err;
         snprintf(m.err.shard, sizeof(m.err.shard), "%s", co->shard_names[shard]);
-        a.results = cJSON_DetachItemFromObjectCaseSensitive(m.root, "results");
+        a.results = m.trailer_len ? m.trailer : NULL;
+        a.results_len = m.trailer_len;
         tx_step(tx, ev, &a);
     }
     msg_release(&m);
@@ -513,7 +514,7 @@ static void on_link_down(void *arg, int shard, const char *why)
     {
         struct tx *tx = container_of(pos, struct tx, link);
         struct tx_branch *b = branch_on(tx, shard);
-        struct tx_evarg a = {b, 0, NULL, NULL};
+        struct tx_evarg a = {b, 0, NULL, 0, NULL};
 
         if (b && (b->state == BR_PREPARING || b->state == BR_COMMITTING || b->state == BR_ABORTING))
             tx_step(tx, TXE_UNAVAILABLE, &a);

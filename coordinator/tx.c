@@ -49,9 +49,11 @@
  * Thread model: called only from the coordinator's event-loop thread.
  */
 #include "dtx/tx.h"
+#include "dtx/buf.h"
 #include "dtx/ev.h"
 #include "dtx/jsonx.h"
 #include "dtx/log.h"
+#include "dtx/msg.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -210,7 +212,7 @@ bool tx_is_final(const struct tx *tx)
 
 int tx_step(struct tx *tx, enum tx_event ev, const struct tx_evarg *arg)
 {
-    static const struct tx_evarg none = {NULL, 0, NULL, NULL};
+    static const struct tx_evarg none = {NULL, 0, NULL, 0, NULL};
     const struct tx_evarg *a = arg ? arg : &none;
 
     while (ev != TXE_NONE) {
@@ -220,8 +222,6 @@ int tx_step(struct tx *tx, enum tx_event ev, const struct tx_evarg *arg)
         if (!t) {
             log_warn("tx %s: event %s is not defined in state %s; ignored", tx->gtid,
                      tx_event_name(ev), tx_state_name(tx->state));
-            if (a->results)
-                cJSON_Delete(a->results);
             return DTX_ESTATE;
         }
         tx->state = t->to;
@@ -260,8 +260,11 @@ static void take_results(struct tx_branch *b, const struct tx_evarg *a)
 {
     if (!a->results)
         return;
-    cJSON_Delete(b->results);
-    b->results = a->results;
+    free(b->results);
+    b->results = strndup(a->results, a->results_len);
+    if (!b->results)
+        abort();
+    b->results_len = a->results_len;
 }
 
 static uint32_t count_branches(const struct tx *tx, enum branch_state s1, enum branch_state s2)
@@ -302,8 +305,7 @@ static enum tx_event act_none(struct tx *tx, enum tx_event ev, const struct tx_e
 {
     (void)tx;
     (void)ev;
-    if (a->results)
-        cJSON_Delete(a->results);
+    (void)a;
     return TXE_NONE;
 }
 
@@ -418,8 +420,6 @@ static enum tx_event act_abort_all(struct tx *tx, enum tx_event ev, const struct
 {
     note_abort_cause(tx, ev, a);
     tx->decided_wall_us = ev_wall_us();
-    if (a->results)
-        cJSON_Delete(a->results);
     for (size_t i = 0; i < tx->nbranches; i++) {
         struct tx_branch *b = &tx->branches[i];
 
@@ -469,8 +469,6 @@ static enum tx_event act_ack(struct tx *tx, enum tx_event ev, const struct tx_ev
     if (a->err && a->err->code)
         log_warn("tx %s: shard '%s' acknowledged with a problem: %s", tx->gtid, shard_name(tx, b),
                  a->err->msg);
-    if (a->results)
-        cJSON_Delete(a->results);
     b->state = want == BR_COMMITTING ? BR_COMMITTED : BR_ABORTED;
     return --tx->pending == 0 ? TXE_ALL_ACKED : TXE_NONE;
 }
@@ -630,7 +628,7 @@ void tx_free(struct tx *tx)
         return;
     for (size_t i = 0; i < tx->nbranches; i++) {
         cJSON_Delete(tx->branches[i].ops);
-        cJSON_Delete(tx->branches[i].results);
+        free(tx->branches[i].results);
     }
     free(tx->branches);
     free(tx->ops);
@@ -668,28 +666,34 @@ const char *tx_status(const struct tx *tx)
     return "unknown";
 }
 
+/*
+ * The client's results array: each op's result, in op order, as the raw
+ * JSON text the participant sent with "shard" put in front. Nothing is
+ * parsed, so no value is rounded on the way.
+ */
 static cJSON *results_array(const struct tx *tx)
 {
     cJSON *arr;
 
-    if (tx->stored_results) {
-        arr = cJSON_Parse(tx->stored_results);
-        if (arr)
-            return arr;
-    }
+    if (tx->stored_results)
+        return cJSON_CreateRaw(tx->stored_results);
     arr = jsonx_new_array();
     for (size_t i = 0; i < tx->nops; i++) {
         const struct tx_branch *b = &tx->branches[tx->ops[i].branch];
-        const cJSON *r = cJSON_GetArrayItem(b->results, tx->ops[i].index);
-        cJSON *item = jsonx_new_object();
-        const cJSON *f;
+        const char *p = NULL;
+        size_t n = 0;
+        struct buf item = BUF_INIT;
 
-        jsonx_add_str(item, "shard", shard_name(tx, b));
-        cJSON_ArrayForEach(f, r)
-        {
-            jsonx_add(item, f->string, cJSON_Duplicate(f, 1));
+        buf_printf(&item, "{\"shard\":\"%s\"", shard_name(tx, b));
+        if (b->results && msg_result(b->results, b->results_len, tx->ops[i].index, &p, &n) &&
+            n > 2 && p[0] == '{') {
+            buf_putc(&item, ',');
+            buf_append(&item, p + 1, n - 1);
+        } else {
+            buf_putc(&item, '}');
         }
-        jsonx_append(arr, item);
+        jsonx_append(arr, cJSON_CreateRaw(item.data));
+        buf_release(&item);
     }
     return arr;
 }

@@ -103,18 +103,29 @@ static struct peer *reply_peer(struct agent *ag, struct peer *preferred)
     return NULL;
 }
 
-/* Sends m (and deletes it) to the coordinator; dropped with a log line if none is connected. */
-static void send_msg(struct agent *ag, struct peer *preferred, cJSON *m)
+/*
+ * Sends m (and deletes it) to the coordinator, followed by a RESULTS
+ * trailer if given; dropped with a log line if no coordinator is connected.
+ */
+static void send_msg_with(struct agent *ag, struct peer *preferred, cJSON *m,
+                          const struct buf *trailer)
 {
     struct peer *p = reply_peer(ag, preferred);
     char *s = jsonx_print(m);
 
-    if (p)
+    if (p && trailer)
+        stream_send2(p->st, s, strlen(s), buf_head(trailer), buf_avail(trailer));
+    else if (p)
         stream_send(p->st, s, strlen(s));
     else
         log_warn("no coordinator connected: dropped %s", s);
     free(s);
     cJSON_Delete(m);
+}
+
+static void send_msg(struct agent *ag, struct peer *preferred, cJSON *m)
+{
+    send_msg_with(ag, preferred, m, NULL);
 }
 
 static void send_ack(struct agent *ag, struct peer *peer, const char *gtid, enum rm_outcome outcome,
@@ -209,13 +220,9 @@ static void send_outcome(struct branch *b, struct rm_result *res)
     ag->m.one_phase_aborted += o == OUTCOME_ABORTED;
     ag->m.one_phase_unknown += o == OUTCOME_UNKNOWN;
     jsonx_add_str(m, "outcome", msg_outcome_name(o));
-    if (o == OUTCOME_COMMITTED && res->results) {
-        jsonx_add(m, "results", res->results);
-        res->results = NULL;
-    }
     if (o != OUTCOME_COMMITTED)
         msg_add_error(m, &res->err);
-    send_msg(ag, b->peer, m);
+    send_msg_with(ag, b->peer, m, o == OUTCOME_COMMITTED ? &res->results : NULL);
 }
 
 static void send_vote(struct branch *b, struct rm_result *res)
@@ -232,13 +239,9 @@ static void send_vote(struct branch *b, struct rm_result *res)
     jsonx_add_str(m, "vote", msg_vote_name(v));
     if (v == VOTE_YES)
         msg_add_xid(m, res->xid);
-    if (v != VOTE_NO && res->results) {
-        jsonx_add(m, "results", res->results);
-        res->results = NULL;
-    }
     if (v == VOTE_NO)
         msg_add_error(m, &res->err);
-    send_msg(ag, b->peer, m);
+    send_msg_with(ag, b->peer, m, v != VOTE_NO ? &res->results : NULL);
 }
 
 static void on_run_done(void *arg, struct rm_result *res)
@@ -264,7 +267,7 @@ static void on_run_done(void *arg, struct rm_result *res)
         send_vote(b, res);
         branch_free(b);
     }
-    cJSON_Delete(res->results);
+    buf_release(&res->results);
 }
 
 static void refuse(struct agent *ag, struct peer *peer, const struct msg *m, const char *why)

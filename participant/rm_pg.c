@@ -40,6 +40,7 @@
 #include "dtx/pgx.h"
 #include "dtx/sqlcheck.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
@@ -93,7 +94,7 @@ struct pg_run {
     const char ***values;
     int64_t *expect;
     int *op_index;
-    cJSON *results;
+    struct buf results; /* "\n" + JSON text per op */
     struct dtx_err err;
     bool have_xid, xid_null;
     uint64_t xid;
@@ -143,6 +144,22 @@ static void pg_status_start(struct pg_rm *rm, uint64_t xid, rm_finish_fn done, v
 
 /* ---- results as JSON ------------------------------------------------------ */
 
+/* True when an int8's text is within +-(2^53 - 1), where JSON readers keep integers exact. */
+static bool int8_is_safe(const char *v)
+{
+    long long n;
+    char *end;
+
+    errno = 0;
+    n = strtoll(v, &end, 10);
+    return errno == 0 && *end == '\0' && n < 9007199254740992LL && n > -9007199254740992LL;
+}
+
+/*
+ * One value as JSON. Numbers are emitted as PostgreSQL's own text (cJSON
+ * raw items), never through a double, which would round them; an int8
+ * beyond 2^53, numeric, NaN and infinities become strings.
+ */
 static cJSON *value_json(const PGresult *res, int row, int col)
 {
     const char *v = PQgetvalue(res, row, col);
@@ -157,14 +174,13 @@ static cJSON *value_json(const PGresult *res, int row, int col)
     case OID_INT2:
     case OID_INT4:
     case OID_OID:
-        return cJSON_CreateNumber(strtod(v, NULL));
+        return cJSON_CreateRaw(v);
     case OID_INT8:
-        d = strtod(v, NULL);
-        return fabs(d) <= 9007199254740992.0 ? cJSON_CreateNumber(d) : cJSON_CreateString(v);
+        return int8_is_safe(v) ? cJSON_CreateRaw(v) : cJSON_CreateString(v);
     case OID_FLOAT4:
     case OID_FLOAT8:
         d = strtod(v, &end);
-        return *end == '\0' && isfinite(d) ? cJSON_CreateNumber(d) : cJSON_CreateString(v);
+        return *end == '\0' && isfinite(d) ? cJSON_CreateRaw(v) : cJSON_CreateString(v);
     case OID_JSON:
     case OID_JSONB: {
         cJSON *j = cJSON_Parse(v);
@@ -175,17 +191,18 @@ static cJSON *value_json(const PGresult *res, int row, int col)
     return cJSON_CreateString(v);
 }
 
-/* {"rows_affected":n,"columns":[...],"rows":[[...],...]} for one statement. */
-static cJSON *result_json(const PGresult *res, int64_t *affected)
+/* Appends "\n" and {"rows_affected":n,"columns":[...],"rows":[[...],...]} for one statement. */
+static void result_json(const PGresult *res, int64_t *affected, struct buf *out)
 {
     cJSON *r = jsonx_new_object();
     cJSON *cols = jsonx_new_array();
     cJSON *rows = jsonx_new_array();
     const char *n = PQcmdTuples((PGresult *)res);
     int nf = PQnfields(res), nt = PQntuples(res);
+    char *text;
 
     *affected = *n ? strtoll(n, NULL, 10) : nt;
-    jsonx_add_num(r, "rows_affected", (double)*affected);
+    jsonx_add(r, "rows_affected", cJSON_CreateRaw(*n ? n : "0"));
     for (int c = 0; c < nf; c++)
         jsonx_append(cols, cJSON_CreateString(PQfname(res, c)));
     for (int t = 0; t < nt; t++) {
@@ -197,7 +214,11 @@ static cJSON *result_json(const PGresult *res, int64_t *affected)
     }
     jsonx_add(r, "columns", cols);
     jsonx_add(r, "rows", rows);
-    return r;
+    text = jsonx_print(r);
+    buf_putc(out, '\n');
+    buf_puts(out, text);
+    free(text);
+    cJSON_Delete(r);
 }
 
 /* Records PostgreSQL's error for op (-1: not an op), unless an error is already recorded. */
@@ -233,8 +254,8 @@ static void run_free(struct pg_run *r)
     free(r->expect);
     free(r->op_index);
     cJSON_Delete(r->ops);
-    cJSON_Delete(r->results);
-    cJSON_Delete(r->result.results);
+    buf_release(&r->results);
+    buf_release(&r->result.results);
     free(r);
 }
 
@@ -244,7 +265,7 @@ static void on_run_deliver(struct ev_loop *loop, struct ev_defer *d)
     struct rm_result res = r->result;
 
     (void)loop;
-    r->result.results = NULL;
+    buf_init(&r->result.results);
     r->done(r->arg, &res);
     run_free(r);
 }
@@ -257,7 +278,7 @@ static void run_finish(struct pg_run *r, enum rm_outcome outcome)
     r->result.err = r->err;
     if (outcome == RM_PREPARED || outcome == RM_READONLY || outcome == RM_COMMITTED) {
         r->result.results = r->results;
-        r->results = NULL;
+        buf_init(&r->results);
         r->result.err.code = 0;
     }
     ev_defer(r->rm->loop, &r->deliver);
@@ -280,10 +301,10 @@ static void op_result(struct pg_run *r, int k, const PGresult *res)
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
         if (st != PGRES_PIPELINE_ABORTED)
             note_pg_error(r, res, r->op_index[k]);
-        jsonx_append(r->results, cJSON_CreateNull());
+        buf_puts(&r->results, "\nnull");
         return;
     }
-    jsonx_append(r->results, result_json(res, &affected));
+    result_json(res, &affected, &r->results);
     if (r->expect[k] >= 0 && affected != r->expect[k] && !r->err.code) {
         dtx_err_set(&r->err, DTX_EROWS, "op %d affected %" PRId64 " rows; expected %" PRId64,
                     r->op_index[k], affected, r->expect[k]);
@@ -549,7 +570,7 @@ static struct rm_run *pg_run(struct rm *base, const char *gid, cJSON *ops, bool 
     r->one_phase = one_phase;
     r->done = done;
     r->arg = arg;
-    r->results = jsonx_new_array();
+    buf_init(&r->results);
     dtx_err_clear(&r->err);
     ev_defer_init(&r->deliver, on_run_deliver, r);
     list_insert_tail(&rm->runs, &r->link);

@@ -10,14 +10,17 @@
  *     abort      {"t":"abort","gtid":G}
  *   participant -> coordinator
  *     hello      {"t":"hello","shard":S}
- *     vote       {"t":"vote","gtid":G,"vote":"yes|no|readonly","xid":"X",
- *                 "results":[R..],"error":E}
- *     outcome    {"t":"outcome","gtid":G,"outcome":"committed|aborted|unknown",
- *                 "results":[R..],"error":E}
+ *     vote       {"t":"vote","gtid":G,"vote":"yes|no|readonly","xid":"X","error":E} RESULTS
+ *     outcome    {"t":"outcome","gtid":G,"outcome":"committed|aborted|unknown","error":E}
+ *                RESULTS
  *     ack        {"t":"ack","gtid":G,"outcome":"committed|aborted","error":E}
  *
  *   OP = {"i":index in the client's request,"sql":..,"params":[..],"expect_rows":n}
- *   R  = {"rows_affected":n,"columns":[..],"rows":[[..]..]}
+ *   RESULTS = the trailer after the JSON object: for each op, "\n" and its result
+ *        R = {"rows_affected":n,"columns":[..],"rows":[[..]..]} (or null), as
+ *        JSON text that the coordinator splices into the client's answer
+ *        without parsing it, so values (bigints, floats) reach the client
+ *        exactly as PostgreSQL printed them
  *   E  = the contract's error object {"code","message","sqlstate"?,"op"?}
  *   X  = a PostgreSQL xid8 as a decimal string (JSON numbers lose digits)
  *
@@ -29,6 +32,8 @@
 #define DTX_MSG_H
 
 #include <cjson/cJSON.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "dtx/err.h"
@@ -59,7 +64,8 @@ struct msg {
     uint64_t xid; /* 0: none */
     enum msg_vote vote;
     enum msg_outcome outcome;
-    const cJSON *results;
+    const char *trailer; /* RESULTS: "\n" R per op; points into the frame */
+    size_t trailer_len;
     struct dtx_err err; /* code 0 when the message carries no error */
 };
 
@@ -69,6 +75,12 @@ struct msg {
  */
 int msg_parse(const char *data, size_t len, struct msg *out, struct dtx_err *err);
 void msg_release(struct msg *m);
+
+/*
+ * Finds result k in a RESULTS trailer; returns false when there is none.
+ * *p and *n delimit its JSON text.
+ */
+bool msg_result(const char *trailer, size_t len, size_t k, const char **p, size_t *n);
 
 /* Starts a message {"t":type,"gtid":gtid} (gtid may be NULL). */
 cJSON *msg_new(enum msg_type type, const char *gtid);

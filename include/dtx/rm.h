@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dtx/buf.h"
 #include "dtx/err.h"
 #include "dtx/ev.h"
 
@@ -41,8 +42,13 @@ enum rm_outcome {
 
 struct rm_result {
     enum rm_outcome outcome;
-    uint64_t xid;       /* RM_PREPARED: the branch's transaction id */
-    cJSON *results;     /* one result per op; ownership passes to the callee */
+    uint64_t xid; /* RM_PREPARED: the branch's transaction id */
+    /*
+     * One result per op, each as "\n" followed by its JSON text (msg.h's
+     * RESULTS trailer), numbers exactly as the database printed them. The
+     * callee owns the buffer (buf_release it).
+     */
+    struct buf results;
     struct dtx_err err; /* why, for RM_ROLLED_BACK and RM_UNKNOWN */
 };
 

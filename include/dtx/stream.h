@@ -55,6 +55,8 @@ void stream_free(struct stream *s);
 
 /* Queues one frame (copied); it is sent at the end of this loop iteration. */
 void stream_send(struct stream *s, const char *data, size_t len);
+/* Queues one frame made of two parts, a then b (copied). */
+void stream_send2(struct stream *s, const char *a, size_t alen, const char *b, size_t blen);
 /* Bytes queued but not yet accepted by the kernel. */
 size_t stream_pending(const struct stream *s);
 

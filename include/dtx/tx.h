@@ -82,7 +82,8 @@ struct tx_branch {
     enum branch_state lost_in; /* for BR_LOST: what must be resent (commit or abort) */
     uint64_t xid;              /* from the yes vote */
     cJSON *ops;                /* array of ops to send; freed once sent */
-    cJSON *results;            /* from the vote or outcome: one result per op */
+    char *results;             /* RESULTS trailer of the vote or outcome (msg.h), never parsed */
+    size_t results_len;
     uint32_t nops;
 };
 
@@ -168,7 +169,8 @@ void tx_free(struct tx *tx);
 struct tx_evarg {
     struct tx_branch *b;
     uint64_t xid;
-    cJSON *results; /* ownership passes to the transaction */
+    const char *results; /* RESULTS trailer (copied when kept), or NULL */
+    size_t results_len;
     const struct dtx_err *err;
 };
 int tx_step(struct tx *tx, enum tx_event ev, const struct tx_evarg *arg);

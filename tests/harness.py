@@ -1,0 +1,134 @@
+"""harness.py - what the integration and fault tests share: a cluster per
+test class, and helpers that look at what a user would check (rows in
+PostgreSQL, pg_prepared_xacts, the HTTP answer, PostgreSQL's own log)."""
+
+import os
+import re
+import shutil
+import sys
+import threading
+import time
+import unittest
+
+import dtx_cluster
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORK = os.environ.get("DTX_TEST_DIR", os.path.join(ROOT, "build", "test-clusters"))
+
+# PostgreSQL logs every statement, so a test can check what dtx sent it.
+LOG_STATEMENTS = ["log_statement = 'all'", "log_line_prefix = '%m [%p] '"]
+
+
+class ClusterTest(unittest.TestCase):
+    """One cluster for all tests of a class; class attributes configure it."""
+
+    SHARDS = 3
+    COORD = {}
+    AGENT = {}
+    PG = LOG_STATEMENTS
+
+    @classmethod
+    def setUpClass(cls):
+        os.makedirs(WORK, exist_ok=True)
+        os.chmod(WORK, 0o755)
+        d = os.path.join(WORK, "%s-%d" % (cls.__name__, os.getpid()))
+        shutil.rmtree(d, ignore_errors=True)
+        cls.c = dtx_cluster.Cluster(d, shards=cls.SHARDS, coord=dict(cls.COORD),
+                                    agent=dict(cls.AGENT), pg=list(cls.PG))
+        cls.c.start()
+        cls.failed = False
+        for sh in cls.c.shards:
+            cls.c.psql(sh.i, "CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL)")
+            cls.c.psql(sh.i, "INSERT INTO accounts SELECT g, 1000 FROM generate_series(1, 100) g")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.c.stop()
+        if not cls.failed:
+            shutil.rmtree(cls.c.dir, ignore_errors=True)
+
+    def run(self, result=None):
+        before = len(result.failures) + len(result.errors) if result else 0
+        r = super().run(result)
+        if result and len(result.failures) + len(result.errors) > before:
+            type(self).failed = True
+            self.dump_logs()
+        return r
+
+    def dump_logs(self):
+        logs = [self.c.coordinator.log] + [sh.agent.log for sh in self.c.shards if sh.agent]
+        for path in logs:
+            sys.stdout.write("\n--- last lines of %s ---\n%s" % (path, dtx_cluster.tail(path, 25)))
+
+    # ---- helpers -------------------------------------------------------------
+
+    def balance(self, shard, acct):
+        rows = self.c.psql(shard, "SELECT balance FROM accounts WHERE id = %d" % acct)
+        return int(rows[0][0]) if rows else None
+
+    def total(self):
+        return sum(int(self.c.psql(sh.i, "SELECT sum(balance) FROM accounts")[0][0])
+                   for sh in self.c.shards)
+
+    def assert_no_prepared(self, timeout=0):
+        """No dtx: prepared transaction on any shard (within timeout seconds)."""
+        end = time.time() + timeout
+        while True:
+            left = {sh.name: self.c.prepared(sh.i) for sh in self.c.shards}
+            if not any(left.values()) or time.time() >= end:
+                break
+            time.sleep(0.1)
+        self.assertEqual({k: v for k, v in left.items() if v}, {})
+
+    def pg_log(self, shard):
+        path = os.path.join(self.c.shard(shard).dir, "postgres.log")
+        with open(path, errors="replace") as f:
+            return f.read()
+
+    def statements_for(self, shard, gtid):
+        """Statements PostgreSQL logged on a shard that name this transaction's gid."""
+        gid = "dtx:%s:%s" % (gtid, self.c.shard(shard).name)
+        return [line for line in self.pg_log(shard).splitlines() if gid in line]
+
+    def wait_for(self, pred, timeout=10, what="condition"):
+        end = time.time() + timeout
+        while time.time() < end:
+            if pred():
+                return
+            time.sleep(0.05)
+        self.fail("timed out waiting for %s" % what)
+
+
+def transfer_ops(src_shard, src, dst_shard, dst, amount):
+    return [
+        {"shard": src_shard, "sql": "UPDATE accounts SET balance = balance - $1 "
+                                    "WHERE id = $2 AND balance >= $1",
+         "params": [amount, src], "expect_rows": 1},
+        {"shard": dst_shard, "sql": "UPDATE accounts SET balance = balance + $1 WHERE id = $2",
+         "params": [amount, dst], "expect_rows": 1},
+    ]
+
+
+def parallel(n, fn):
+    """Runs fn(i) in n threads; returns the results in order (re-raises the first error)."""
+    out = [None] * n
+    errs = []
+
+    def run(i):
+        try:
+            out[i] = fn(i)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errs.append(e)
+
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    if errs:
+        raise errs[0]
+    return out
+
+
+PREPARE_RE = re.compile(r"PREPARE TRANSACTION")
+COMMIT_PREPARED_RE = re.compile(r"COMMIT PREPARED")
