@@ -45,7 +45,7 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 PROGS := $(BINDIR)/dtx-coordinator $(BINDIR)/dtx-participant
 
-.PHONY: all deps demo check unit integration fault soak bench format format-check clean san
+.PHONY: all deps demo check unit unit-bin integration bench format format-check clean san
 
 all: $(PROGS)
 
@@ -94,22 +94,18 @@ deps:
 san:
 	@$(MAKE) --no-print-directory VARIANT=san all unit-bin
 
-unit: deps
-	@$(MAKE) --no-print-directory VARIANT=san all unit-bin
+unit: deps san
 	@./tools/run-unit build/san/tests
 
-integration: deps all san
+integration: deps san
 	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/run.py integration
-
-fault: deps all san
-	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/run.py fault
 
 check: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory format-check
 	@$(MAKE) --no-print-directory VARIANT=san all unit-bin
 	@./tools/run-unit build/san/tests
-	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/run.py integration fault
+	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/run.py integration
 
 demo: deps
 	@$(MAKE) --no-print-directory all

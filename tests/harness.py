@@ -43,7 +43,13 @@ class ClusterTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        cls.c.stop()
+        codes = cls.c.stop()
+        reports = sanitizer_reports(cls.c)
+        bad = {k: v for k, v in codes.items() if v != 0}
+        if bad or reports:
+            cls.failed = True
+            raise AssertionError("daemons did not stop cleanly: exit statuses %s%s" %
+                                 (bad, "".join("\n" + r for r in reports)))
         if not cls.failed:
             shutil.rmtree(cls.c.dir, ignore_errors=True)
 
@@ -97,6 +103,24 @@ class ClusterTest(unittest.TestCase):
                 return
             time.sleep(0.05)
         self.fail("timed out waiting for %s" % what)
+
+
+def sanitizer_reports(c):
+    """Sanitizer findings in any daemon log of the cluster (the tests run sanitized builds)."""
+    found = []
+    logs = [os.path.join(c.coord_dir, "coordinator.log")] + \
+        [os.path.join(sh.dir, "participant.log") for sh in c.shards]
+    for path in logs:
+        try:
+            with open(path, errors="replace") as f:
+                text = f.read()
+        except OSError:
+            continue
+        for marker in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            if marker in text:
+                i = text.index(marker)
+                found.append("%s:\n%s" % (path, text[max(0, i - 200):i + 2500]))
+    return found
 
 
 def transfer_ops(src_shard, src, dst_shard, dst, amount):

@@ -360,13 +360,16 @@ class Cluster:
     # ---- tear-down -------------------------------------------------------
 
     def stop(self):
-        if self.coordinator:
-            self.coordinator.stop()
+        """Stops everything; returns {daemon: exit status} for the dtx daemons stopped now."""
+        codes = {}
+        if self.coordinator and self.coordinator.alive():
+            codes["coordinator"] = self.coordinator.stop()
         for sh in self.shards:
-            if sh.agent:
-                sh.agent.stop()
+            if sh.agent and sh.agent.alive():
+                codes[sh.name] = sh.agent.stop()
         for sh in self.shards:
             self.pg_stop(sh.i)
+        return codes
 
     # ---- daemons -----------------------------------------------------------
 

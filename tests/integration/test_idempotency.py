@@ -1,0 +1,78 @@
+"""Idempotency keys: a retry never executes twice and gets the first outcome,
+also after the coordinator was killed and restarted."""
+
+from harness import ClusterTest, parallel
+
+INCREMENT = [
+    {"shard": "s1", "sql": "UPDATE accounts SET balance = balance + 1 WHERE id = $1 "
+                           "RETURNING balance", "params": [20]},
+    {"shard": "s2", "sql": "UPDATE accounts SET balance = balance + 1 WHERE id = $1 "
+                           "RETURNING balance", "params": [20]},
+]
+
+
+class IdempotencyTest(ClusterTest):
+    SHARDS = 2
+
+    def test_retry_returns_the_first_outcome_without_executing_again(self):
+        s1, first = self.c.tx(INCREMENT, idempotency_key="inc-1")
+        s2, again = self.c.tx(INCREMENT, idempotency_key="inc-1")
+        self.assertEqual((s1, s2), (200, 200), (first, again))
+        self.assertEqual(again, first)
+        self.assertEqual((self.balance(0, 20), self.balance(1, 20)), (1001, 1001))
+
+    def test_retry_after_a_coordinator_crash_returns_the_recorded_commit(self):
+        ops = [dict(op, params=[21]) for op in INCREMENT]
+        status, first = self.c.tx(ops, idempotency_key="inc-crash")
+        self.assertEqual(status, 200, first)
+        self.c.kill_coordinator()
+        self.c.start_coordinator()
+        status, again = self.c.tx(ops, idempotency_key="inc-crash")
+        self.assertEqual(status, 200, again)
+        self.assertEqual(again["gtid"], first["gtid"])
+        self.assertEqual(again["results"], first["results"])
+        self.assertEqual((self.balance(0, 21), self.balance(1, 21)), (1001, 1001))
+        status, state = self.c.request("GET", "/v1/transactions/" + first["gtid"])
+        self.assertEqual(state["status"], "committed")
+        # A new transaction after the restart gets a gtid of a new epoch.
+        status, fresh = self.c.tx([{"shard": "s1", "sql": "SELECT 1"}])
+        self.assertNotEqual(fresh["gtid"].split("-")[1], first["gtid"].split("-")[1])
+
+    def test_single_shard_retry_survives_a_restart_too(self):
+        ops = [{"shard": "s2", "sql": "UPDATE accounts SET balance = balance + 5 WHERE id = 22"}]
+        status, first = self.c.tx(ops, idempotency_key="one-shard")
+        self.assertEqual(status, 200, first)
+        self.c.kill_coordinator()
+        self.c.start_coordinator()
+        status, again = self.c.tx(ops, idempotency_key="one-shard")
+        self.assertEqual((status, again["gtid"]), (200, first["gtid"]))
+        self.assertEqual(self.balance(1, 22), 1005)
+
+    def test_aborted_outcome_is_returned_to_a_retry(self):
+        ops = [{"shard": "s1", "sql": "UPDATE accounts SET balance = balance - 1 WHERE id = 23"},
+               {"shard": "s2", "sql": "UPDATE accounts SET balance = balance + 1 WHERE id = 23",
+                "expect_rows": 2}]
+        s1, first = self.c.tx(ops, idempotency_key="will-abort")
+        s2, again = self.c.tx(ops, idempotency_key="will-abort")
+        self.assertEqual((s1, s2), (409, 409))
+        self.assertEqual(again, first)
+        self.assertEqual(self.balance(0, 23), 1000)
+
+    def test_reusing_a_key_for_another_request_is_refused(self):
+        status, first = self.c.tx(INCREMENT, idempotency_key="inc-reuse")
+        self.assertEqual(status, 200)
+        other = [dict(INCREMENT[0], params=[24])]
+        status, body = self.c.tx(other, idempotency_key="inc-reuse")
+        self.assertEqual(status, 422, body)
+        self.assertEqual(body["error"]["code"], "idempotency_key_mismatch")
+        self.assertIn(first["gtid"], body["error"]["message"])
+        self.assertEqual(self.balance(0, 24), 1000)
+
+    def test_concurrent_retries_of_one_key_run_it_once(self):
+        ops = [{"shard": "s1", "sql": "UPDATE accounts SET balance = balance + 1 WHERE id = 25 "
+                                      "AND (SELECT true FROM pg_sleep(0.2))"},
+               {"shard": "s2", "sql": "UPDATE accounts SET balance = balance + 1 WHERE id = 25"}]
+        answers = parallel(8, lambda i: self.c.tx(ops, idempotency_key="storm"))
+        self.assertEqual({s for s, _ in answers}, {200})
+        self.assertEqual(len({b["gtid"] for _, b in answers}), 1)
+        self.assertEqual((self.balance(0, 25), self.balance(1, 25)), (1001, 1001))

@@ -1,0 +1,136 @@
+"""Starting and stopping the daemons: flags, config errors, start-up checks
+of the database and the decision log, graceful shutdown."""
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+
+from harness import ClusterTest
+
+
+class StartupTest(ClusterTest):
+    SHARDS = 2
+
+    def run_bin(self, name, *args, timeout=30):
+        return subprocess.run([os.path.join(self.c.bindir, name)] + list(args),
+                              capture_output=True, text=True, timeout=timeout)
+
+    def write_json(self, name, obj):
+        path = os.path.join(self.c.dir, name)
+        with open(path, "w") as f:
+            json.dump(obj, f)
+        return path
+
+    def agent_config(self, name, shard_index, **extra):
+        sh = self.c.shards[shard_index]
+        cfg = {"name": name, "listen": "127.0.0.1:1", "conninfo": sh.conninfo(),
+               "coordinator_url": self.c.url(), "startup_wait_s": 0}
+        cfg.update(extra)
+        return self.write_json("agent-%s.json" % name, cfg)
+
+    def test_help_exits_0(self):
+        for b in ("dtx-coordinator", "dtx-participant"):
+            r = self.run_bin(b, "--help")
+            self.assertEqual(r.returncode, 0)
+            self.assertIn("usage: %s --config FILE" % b, r.stdout)
+
+    def test_bad_flag_exits_2_with_one_line(self):
+        for b in ("dtx-coordinator", "dtx-participant"):
+            r = self.run_bin(b, "--bogus")
+            self.assertEqual(r.returncode, 2)
+            self.assertEqual(len(r.stderr.strip().splitlines()), 1, r.stderr)
+            self.assertIn("--bogus", r.stderr)
+
+    def test_bad_config_exits_2_naming_file_and_key(self):
+        path = self.write_json("bad-coord.json", {
+            "node_id": "c1", "listen": "127.0.0.1:1", "log_dir": "/tmp/x",
+            "shards": [{"name": "s1", "url": "http://127.0.0.1:2"}], "prepare_timeout_ms": "5s"})
+        r = self.run_bin("dtx-coordinator", "--config", path)
+        self.assertEqual(r.returncode, 2)
+        line = r.stderr.strip()
+        self.assertEqual(len(line.splitlines()), 1, r.stderr)
+        self.assertIn(path, line)
+        self.assertIn("'prepare_timeout_ms' must be an integer", line)
+        r = self.run_bin("dtx-participant", "--config", "/nonexistent.json")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("could not open config '/nonexistent.json'", r.stderr)
+
+    def test_participant_refuses_another_shards_database(self):
+        r = self.run_bin("dtx-participant", "--config", self.agent_config("s1", 1))
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("belongs to shard 's2'", r.stderr)
+        self.assertIn("not 's1'", r.stderr)
+
+    def test_participant_refuses_an_unreachable_database_after_waiting(self):
+        cfg = self.agent_config("s1", 0, conninfo="host=/nonexistent port=1 dbname=app")
+        r = self.run_bin("dtx-participant", "--config", cfg)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("could not connect to PostgreSQL", r.stderr)
+
+    def test_coordinator_refuses_a_corrupt_decision_log(self):
+        # Commit a few transactions so the log has frames, then damage a copy's middle.
+        for i in range(3):
+            status, _ = self.c.tx([{"shard": "s1", "sql": "UPDATE accounts SET balance = balance "
+                                                          "+ 1 WHERE id = 40"},
+                                   {"shard": "s2", "sql": "UPDATE accounts SET balance = balance "
+                                                          "+ 1 WHERE id = 40"}])
+            self.assertEqual(status, 200)
+        copy = os.path.join(self.c.dir, "corrupt-log")
+        shutil.copytree(self.c.log_dir, copy)
+        seg = sorted(glob.glob(os.path.join(copy, "dlog-*.log")))[-1]
+        with open(seg, "r+b") as f:
+            f.seek(60)
+            b = f.read(1)
+            f.seek(60)
+            f.write(bytes([b[0] ^ 0x40]))
+        path = self.write_json("corrupt-coord.json", {
+            "node_id": "c1", "listen": "127.0.0.1:1", "log_dir": copy,
+            "shards": [{"name": "s1", "url": "http://127.0.0.1:2"}]})
+        r = self.run_bin("dtx-coordinator", "--config", path)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("is corrupt", r.stderr)
+        self.assertIn(seg, r.stderr)
+        self.assertIn("offset", r.stderr)
+
+    def test_second_coordinator_on_a_taken_port_exits_1(self):
+        path = self.write_json("dup-coord.json", {
+            "node_id": "c2", "listen": "127.0.0.1:%d" % self.c.coord_port,
+            "log_dir": os.path.join(self.c.dir, "dup-log"),
+            "shards": [{"name": "s1", "url": "http://127.0.0.1:2"}]})
+        r = self.run_bin("dtx-coordinator", "--config", path)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("could not listen", r.stderr)
+
+    def test_sigterm_stops_both_daemons_with_status_0(self):
+        self.assertEqual(self.c.stop_participant(1), 0)
+        self.c.start_participant(1)
+        self.assertEqual(self.c.stop_coordinator(), 0)
+        self.c.start_coordinator()
+        status, body = self.c.tx([{"shard": "s1", "sql": "SELECT 1"},
+                                  {"shard": "s2", "sql": "SELECT 2"}])
+        self.assertEqual(status, 200, body)
+
+
+class NoPreparedTransactionsTest(ClusterTest):
+    SHARDS = 1
+
+    def test_participant_refuses_max_prepared_transactions_0_and_says_how_to_fix(self):
+        self.c.stop_participant(0)
+        self.c.psql(0, "ALTER SYSTEM SET max_prepared_transactions = 0")
+        self.c.pg_stop(0)
+        self.c.pg_start(0)
+        try:
+            sh = self.c.shards[0]
+            cfg = os.path.join(sh.dir, "participant.json")
+            r = subprocess.run([os.path.join(self.c.bindir, "dtx-participant"), "--config", cfg],
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn("max_prepared_transactions = 0", r.stderr)
+            self.assertIn("postgresql.conf", r.stderr)
+        finally:
+            self.c.psql(0, "ALTER SYSTEM RESET max_prepared_transactions")
+            self.c.pg_stop(0)
+            self.c.pg_start(0)
+            self.c.start_participant(0)
