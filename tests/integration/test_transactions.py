@@ -175,3 +175,60 @@ class TransactionsTest(ClusterTest):
         self.assertGreater(sum(s == 200 for r in results for s in r), 100)
         self.assertEqual(self.total(), before)
         self.assert_no_prepared()
+
+
+class SlowShardTest(ClusterTest):
+    SHARDS = 2
+
+    def test_a_slow_shard_does_not_delay_unrelated_transactions(self):
+        import threading
+        import time
+
+        slow = {}
+
+        def run_slow():
+            slow["answer"] = self.c.tx([
+                {"shard": "s1", "sql": "UPDATE accounts SET balance = balance + 1 WHERE id = 50 "
+                                       "AND (SELECT true FROM pg_sleep(2))"},
+                {"shard": "s2", "sql": "UPDATE accounts SET balance = balance + 1 WHERE id = 50"}])
+
+        t = threading.Thread(target=run_slow)
+        t.start()
+        time.sleep(0.2)
+        start = time.time()
+        for i in range(20):
+            status, body = self.c.tx(transfer_ops("s1", 51 + i % 5, "s2", 51 + i % 5, 1))
+            self.assertEqual(status, 200, body)
+        quick = time.time() - start
+        t.join()
+        self.assertEqual(slow["answer"][0], 200)
+        self.assertLess(quick, 1.5, "20 transactions took %.2f s behind a 2 s one" % quick)
+
+    def test_timeout_ms_aborts_a_branch_that_runs_too_long(self):
+        import time
+
+        start = time.time()
+        status, body = self.c.tx([
+            {"shard": "s1", "sql": "UPDATE accounts SET balance = balance + 1 WHERE id = 60 "
+                                   "AND (SELECT true FROM pg_sleep(5))"},
+            {"shard": "s2", "sql": "UPDATE accounts SET balance = balance + 1 WHERE id = 60"}],
+            timeout_ms=500)
+        took = time.time() - start
+        self.assertEqual(status, 409, body)
+        self.assertEqual(body["error"]["code"], "timeout")
+        self.assertLess(took, 3)
+        self.assertEqual((self.balance(0, 60), self.balance(1, 60)), (1000, 1000))
+        self.assert_no_prepared(timeout=2)
+
+    def test_deferred_constraint_failing_at_prepare_is_a_no_vote(self):
+        self.c.psql(0, "CREATE TABLE IF NOT EXISTS uniq (k int UNIQUE DEFERRABLE INITIALLY DEFERRED)")
+        self.c.psql(0, "INSERT INTO uniq VALUES (1)")
+        status, body = self.c.tx([
+            {"shard": "s1", "sql": "INSERT INTO uniq VALUES (1)"},
+            {"shard": "s2", "sql": "UPDATE accounts SET balance = balance + 1 WHERE id = 61"}])
+        self.assertEqual(status, 409, body)
+        self.assertEqual(body["error"]["sqlstate"], "23505")
+        self.assertEqual(body["error"]["shard"], "s1")
+        self.assertEqual(self.c.psql(0, "SELECT count(*) FROM uniq"), [["1"]])
+        self.assertEqual(self.balance(1, 61), 1000)
+        self.assert_no_prepared()
