@@ -801,6 +801,12 @@ char *tx_render_state(const struct tx *tx)
 
         jsonx_add_str(b, "name", shard_name(tx, &tx->branches[i]));
         jsonx_add_str(b, "state", tx_branch_state_name(tx->branches[i].state));
+        if (tx->branches[i].xid) {
+            char xid[24];
+
+            snprintf(xid, sizeof(xid), "%" PRIu64, tx->branches[i].xid);
+            jsonx_add_str(b, "xid", xid);
+        }
         jsonx_append(shards, b);
     }
     jsonx_add(root, "shards", shards);

@@ -469,6 +469,50 @@ static void accept_stream(struct agent *ag, struct httpd_req *req)
     httpd_upgrade(req, STREAM_PROTO, on_upgraded, ag);
 }
 
+static const char *const branch_state_names[] = {"prepared", "committed", "rolled_back", "unknown"};
+
+static void on_branch_status(void *arg, int rc, enum rm_branch_state state, uint64_t xid,
+                             const struct dtx_err *err)
+{
+    struct httpd_req *req = arg;
+    cJSON *root;
+    char s[24];
+
+    if (rc < 0) {
+        httpd_reply_error(req, err);
+        return;
+    }
+    root = jsonx_new_object();
+    jsonx_add_str(root, "state", branch_state_names[state]);
+    if (xid) {
+        snprintf(s, sizeof(s), "%" PRIu64, xid);
+        jsonx_add_str(root, "xid", s);
+    }
+    httpd_reply_json(req, 200, jsonx_print(root));
+    cJSON_Delete(root);
+}
+
+/* GET /v1/branches/{gid}[?xid=N]: what became of one of this shard's branches. */
+static void branch_status(struct agent *ag, struct httpd_req *req, const char *gid)
+{
+    char gtid[DTX_GTID_MAX + 1], shard[DTX_NAME_MAX + 1];
+    const char *xs = httpd_req_arg(req, "xid");
+    const char *token = ag->cfg->peer_token;
+    char *end = NULL;
+    uint64_t xid = xs ? strtoull(xs, &end, 10) : 0;
+
+    if (token[0] && !httpd_req_has_token(req, token)) {
+        httpd_reply_errorf(req, DTX_EAUTH, "this endpoint needs the peer token");
+    } else if (xs && (!*xs || *end)) {
+        httpd_reply_errorf(req, DTX_EINVAL, "'xid' must be a transaction id (a decimal number)");
+    } else if (!gid_parse(gid, gtid, shard) || strcmp(shard, ag->cfg->name) != 0) {
+        httpd_reply_errorf(req, DTX_ENOTFOUND, "'%s' is not a dtx branch of shard '%s'", gid,
+                           ag->cfg->name);
+    } else {
+        rm_status(ag->rm, gid, xid, on_branch_status, req);
+    }
+}
+
 static char *render_health(const struct agent *ag, unsigned *status)
 {
     cJSON *root = jsonx_new_object();
@@ -540,6 +584,8 @@ void agent_handle_http(void *ctx, struct httpd_req *req)
         httpd_reply_errorf(req, DTX_EMETHOD, "method %s is not allowed on %s", method, path);
     } else if (strcmp(path, "/v1/peer/stream") == 0) {
         accept_stream(ag, req);
+    } else if (strncmp(path, "/v1/branches/", 13) == 0) {
+        branch_status(ag, req, path + 13);
     } else if (strcmp(path, "/healthz") == 0) {
         body = render_health(ag, &status);
         httpd_reply_json(req, status, body);

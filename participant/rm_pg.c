@@ -74,6 +74,7 @@ struct pg_rm {
     char shard[DTX_NAME_MAX + 1];
     struct list_node runs;     /* every pg_run not yet delivered */
     struct list_node finishes; /* every pg_finish not yet delivered */
+    struct list_node statuses; /* every pg_status not yet delivered */
 };
 
 enum run_stage { RS_MAIN, RS_END };
@@ -763,6 +764,108 @@ static void pg_finish(struct rm *base, const char *gid, uint64_t xid, bool commi
     pg_finish_start((struct pg_rm *)base, gid, xid, commit, done, arg);
 }
 
+/* ---- what became of a branch ---------------------------------------------------- */
+
+struct pg_status {
+    struct list_node link; /* on rm->statuses */
+    struct pg_rm *rm;
+    char gid[DTX_GID_MAX + 1];
+    char xidbuf[24];
+    const char *values[2];
+    struct pgx_stmt stmts[2];
+    struct pgx_job job;
+    bool prepared;
+    uint64_t prepared_xid;
+    enum rm_branch_state state;
+    struct dtx_err err;
+    struct ev_defer deliver;
+    rm_status_fn done;
+    void *arg;
+};
+
+static void status_free(struct pg_status *st)
+{
+    list_remove(&st->link);
+    ev_defer_cancel(st->rm->loop, &st->deliver);
+    free(st);
+}
+
+static void on_status_deliver(struct ev_loop *loop, struct ev_defer *d)
+{
+    struct pg_status *st = d->data;
+
+    (void)loop;
+    st->done(st->arg, st->err.code, st->state, st->prepared_xid, st->err.code ? &st->err : NULL);
+    status_free(st);
+}
+
+static void status_result(struct pgx_job *job, int idx, PGresult *res)
+{
+    struct pg_status *st = job->data;
+    const char *s;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        /* pg_xact_status refuses xids it never issued ("in the future"): left unknown */
+        if (PQresultStatus(res) != PGRES_PIPELINE_ABORTED && idx == 0 && !st->err.code)
+            dtx_err_set(&st->err, DTX_ESQL, "could not read pg_prepared_xacts: %s",
+                        PQresultErrorMessage(res));
+    } else if (idx == 0 && PQntuples(res) > 0) {
+        st->prepared = true;
+        st->prepared_xid = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+    } else if (idx == 1 && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)) {
+        s = PQgetvalue(res, 0, 0);
+        if (strcmp(s, "committed") == 0)
+            st->state = RM_BRANCH_COMMITTED;
+        else if (strcmp(s, "aborted") == 0)
+            st->state = RM_BRANCH_ROLLED_BACK;
+    }
+    PQclear(res);
+}
+
+static void status_done(struct pgx_job *job, int rc, int answered, const char *why)
+{
+    struct pg_status *st = job->data;
+
+    (void)answered;
+    if (rc < 0 && !st->err.code)
+        dtx_err_set(&st->err, DTX_EUNAVAIL, "could not ask PostgreSQL: %s", why ? why : "");
+    if (st->prepared)
+        st->state = RM_BRANCH_PREPARED;
+    ev_defer(st->rm->loop, &st->deliver);
+}
+
+static void pg_status(struct rm *base, const char *gid, uint64_t xid, rm_status_fn done, void *arg)
+{
+    struct pg_rm *rm = (struct pg_rm *)base;
+    struct pg_status *st = calloc(1, sizeof(*st));
+
+    if (!st)
+        abort();
+    st->rm = rm;
+    st->done = done;
+    st->arg = arg;
+    st->state = RM_BRANCH_UNKNOWN;
+    dtx_err_clear(&st->err);
+    snprintf(st->gid, sizeof(st->gid), "%s", gid);
+    snprintf(st->xidbuf, sizeof(st->xidbuf), "%" PRIu64, xid);
+    st->values[0] = st->gid;
+    st->values[1] = st->xidbuf;
+    /* Only this database's prepared transactions: one PostgreSQL server may hold several shards. */
+    st->stmts[0] = (struct pgx_stmt){"SELECT transaction::text FROM pg_prepared_xacts "
+                                     "WHERE gid = $1 AND database = current_database()",
+                                     1, &st->values[0], true};
+    st->stmts[1] = (struct pgx_stmt){"SELECT pg_xact_status($1::xid8)", 1, &st->values[1], true};
+    st->job = (struct pgx_job){.stmts = st->stmts,
+                               .nstmts = xid ? 2 : 1,
+                               .phase2 = true,
+                               .on_result = status_result,
+                               .on_done = status_done,
+                               .data = st};
+    ev_defer_init(&st->deliver, on_status_deliver, st);
+    list_insert_tail(&rm->statuses, &st->link);
+    pgx_submit(rm->pool, &st->job);
+}
+
 /* ---- health and lifecycle ------------------------------------------------------- */
 
 static bool pg_healthy(const struct rm *base, char *why, size_t whysz)
@@ -786,11 +889,13 @@ static void pg_free(struct rm *base)
         run_free(container_of(rm->runs.next, struct pg_run, link));
     while (!list_empty(&rm->finishes))
         finish_free(container_of(rm->finishes.next, struct pg_finish, link));
+    while (!list_empty(&rm->statuses))
+        status_free(container_of(rm->statuses.next, struct pg_status, link));
     free(rm);
 }
 
-static const struct rm_ops pg_ops = {"postgresql", pg_run,     pg_cancel,
-                                     pg_finish,    pg_healthy, pg_free};
+static const struct rm_ops pg_ops = {"postgresql", pg_run,     pg_cancel, pg_finish,
+                                     pg_status,    pg_healthy, pg_free};
 
 /* ---- start-up checks (blocking: they run before the event loop) ------------------- */
 
@@ -896,6 +1001,7 @@ int rm_pg_new(struct rm **out, struct ev_loop *loop, const char *conninfo, int p
     rm->loop = loop;
     list_init(&rm->runs);
     list_init(&rm->finishes);
+    list_init(&rm->statuses);
     snprintf(rm->shard, sizeof(rm->shard), "%s", shard);
     rm->pool = pgx_pool_new(loop, &po);
     *out = &rm->base;

@@ -52,8 +52,19 @@ struct rm_result {
     struct dtx_err err; /* why, for RM_ROLLED_BACK and RM_UNKNOWN */
 };
 
+/* What became of a branch, as far as the database can tell. */
+enum rm_branch_state {
+    RM_BRANCH_PREPARED,    /* still prepared under its gid */
+    RM_BRANCH_COMMITTED,   /* not prepared; its xid committed */
+    RM_BRANCH_ROLLED_BACK, /* not prepared; its xid rolled back (or never prepared) */
+    RM_BRANCH_UNKNOWN,     /* not prepared and no xid to ask about (or too old to tell) */
+};
+
 typedef void (*rm_run_fn)(void *arg, struct rm_result *res);
 typedef void (*rm_finish_fn)(void *arg, enum rm_outcome outcome, const struct dtx_err *err);
+/* rc 0 with state (and the prepared branch's xid when prepared), or an error with err. */
+typedef void (*rm_status_fn)(void *arg, int rc, enum rm_branch_state state, uint64_t xid,
+                             const struct dtx_err *err);
 
 struct rm_ops {
     const char *name;
@@ -76,6 +87,11 @@ struct rm_ops {
      */
     void (*finish)(struct rm *rm, const char *gid, uint64_t xid, bool commit, rm_finish_fn done,
                    void *arg);
+    /*
+     * Tells what became of branch gid: prepared, or (given its xid)
+     * committed or rolled back. Works after any crash of the agent.
+     */
+    void (*status)(struct rm *rm, const char *gid, uint64_t xid, rm_status_fn done, void *arg);
     /* True when the database is reachable; otherwise why says what is wrong. */
     bool (*healthy)(const struct rm *rm, char *why, size_t whysz);
     void (*free)(struct rm *rm);
@@ -100,6 +116,12 @@ static inline void rm_finish(struct rm *rm, const char *gid, uint64_t xid, bool 
                              rm_finish_fn done, void *arg)
 {
     rm->ops->finish(rm, gid, xid, commit, done, arg);
+}
+
+static inline void rm_status(struct rm *rm, const char *gid, uint64_t xid, rm_status_fn done,
+                             void *arg)
+{
+    rm->ops->status(rm, gid, xid, done, arg);
 }
 
 static inline bool rm_healthy(const struct rm *rm, char *why, size_t whysz)

@@ -1,0 +1,65 @@
+"""A participant tells what became of any branch it has seen: still
+prepared, committed or rolled back, also after it was killed and restarted
+(from pg_prepared_xacts and pg_xact_status of the xid the coordinator
+recorded; nothing extra is written inside the branch)."""
+
+from harness import ClusterTest, transfer_ops
+
+
+class BranchStatusTest(ClusterTest):
+    SHARDS = 2
+
+    def branch(self, shard, gid, xid=None):
+        path = "/v1/branches/" + gid + ("?xid=%s" % xid if xid is not None else "")
+        return self.c.request("GET", path, port=self.c.shard(shard).agent_port)
+
+    def xids(self, gtid):
+        status, state = self.c.request("GET", "/v1/transactions/" + gtid)
+        return {s["name"]: s.get("xid") for s in state["shards"]}
+
+    def test_committed_branch_is_known_committed_also_after_a_restart(self):
+        status, body = self.c.tx(transfer_ops("s1", 70, "s2", 70, 5))
+        self.assertEqual(status, 200, body)
+        xids = self.xids(body["gtid"])
+        self.assertTrue(all(xids.values()), xids)
+        gid = "dtx:%s:s1" % body["gtid"]
+        status, st = self.branch("s1", gid, xids["s1"])
+        self.assertEqual((status, st["state"]), (200, "committed"))
+        self.c.kill_participant(0)
+        self.c.start_participant(0)
+        status, st = self.branch("s1", gid, xids["s1"])
+        self.assertEqual((status, st["state"]), (200, "committed"))
+
+    def test_branch_rolled_back_after_it_prepared_is_known_rolled_back(self):
+        status, body = self.c.tx([
+            {"shard": "s1", "sql": "UPDATE accounts SET balance = balance + 1 WHERE id = 71"},
+            {"shard": "s2", "sql": "UPDATE accounts SET balance = balance + 1 WHERE id = 71 "
+                                   "AND (SELECT true FROM pg_sleep(0.3))", "expect_rows": 2}])
+        self.assertEqual(status, 409, body)
+        xid = self.xids(body["gtid"])["s1"]
+        self.assertIsNotNone(xid, "s1 voted yes, so its xid is known")
+        status, st = self.branch("s1", "dtx:%s:s1" % body["gtid"], xid)
+        self.assertEqual((status, st["state"]), (200, "rolled_back"))
+
+    def test_prepared_branch_is_known_prepared_with_its_xid(self):
+        gid = "dtx:c1-999-1:s1"
+        self.c.psql(0, "BEGIN; UPDATE accounts SET balance = balance WHERE id = 72; "
+                       "PREPARE TRANSACTION '%s'" % gid)
+        try:
+            status, st = self.branch("s1", gid)
+            self.assertEqual((status, st["state"]), (200, "prepared"))
+            xid = st["xid"]
+        finally:
+            self.c.psql(0, "ROLLBACK PREPARED '%s'" % gid)
+        status, st = self.branch("s1", gid, xid)
+        self.assertEqual((status, st["state"]), (200, "rolled_back"))
+        status, st = self.branch("s1", gid)
+        self.assertEqual((status, st["state"]), (200, "unknown"))  # no xid, no longer prepared
+
+    def test_other_shards_and_foreign_gids_are_not_found(self):
+        status, body = self.branch("s1", "dtx:c1-1-1:s2")
+        self.assertEqual((status, body["error"]["code"]), (404, "not_found"))
+        status, body = self.branch("s1", "app-prepared-xact")
+        self.assertEqual((status, body["error"]["code"]), (404, "not_found"))
+        status, body = self.branch("s1", "dtx:c1-1-1:s1", "12x")
+        self.assertEqual((status, body["error"]["code"]), (400, "bad_request"))
