@@ -76,6 +76,19 @@ out:
     return rc;
 }
 
+int conf_load(const char *path, int (*load)(const cJSON *root, void *out, struct dtx_err *err),
+              void *out, struct dtx_err *err)
+{
+    cJSON *root = NULL;
+    int rc = conf_read(path, &root, err);
+
+    if (rc < 0)
+        return rc;
+    rc = load(root, out, err);
+    cJSON_Delete(root);
+    return rc < 0 ? conf_error(path, err) : 0;
+}
+
 int conf_copy(char *dst, size_t dstsz, const char *s, const char *key, struct dtx_err *err)
 {
     size_t n = strlen(s);

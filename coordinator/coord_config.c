@@ -181,29 +181,30 @@ static int load_names(const cJSON *root, struct coord_config *c, struct dtx_err 
     return rc;
 }
 
+static int load_all(const cJSON *root, void *out, struct dtx_err *err)
+{
+    struct coord_config *c = out;
+    int rc = load_names(root, c, err);
+
+    if (rc == 0)
+        rc = conf_u32s(root, c, u32_keys, sizeof(u32_keys) / sizeof(u32_keys[0]), err);
+    if (rc == 0)
+        rc = load_shards(root, c, err);
+    if (rc == 0)
+        rc = load_auth(root, c, err);
+    return rc;
+}
+
 int coord_config_load(const char *path, struct coord_config *out, struct dtx_err *err)
 {
-    cJSON *root = NULL;
     int rc;
 
     memset(out, 0, sizeof(*out));
     snprintf(out->path, sizeof(out->path), "%s", path);
-    rc = conf_read(path, &root, err);
+    rc = conf_load(path, load_all, out, err);
     if (rc < 0)
-        return rc;
-    rc = load_names(root, out, err);
-    if (rc == 0)
-        rc = conf_u32s(root, out, u32_keys, sizeof(u32_keys) / sizeof(u32_keys[0]), err);
-    if (rc == 0)
-        rc = load_shards(root, out, err);
-    if (rc == 0)
-        rc = load_auth(root, out, err);
-    cJSON_Delete(root);
-    if (rc < 0) {
         coord_config_release(out);
-        return conf_error(path, err);
-    }
-    return 0;
+    return rc;
 }
 
 void coord_config_release(struct coord_config *c)

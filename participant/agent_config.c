@@ -26,8 +26,9 @@ static const struct conf_u32 u32_keys[] = {
     U32_KEY(http_conn_limit, 1000, 16, 100000),
 };
 
-static int load_keys(const cJSON *root, struct agent_config *c, struct dtx_err *err)
+static int load_keys(const cJSON *root, void *out, struct dtx_err *err)
 {
+    struct agent_config *c = out;
     const char *conninfo = NULL, *url = NULL;
     const cJSON *auth = NULL;
     int rc = jsonx_only_keys(root, "", top_keys, err);
@@ -61,15 +62,7 @@ static int load_keys(const cJSON *root, struct agent_config *c, struct dtx_err *
 
 int agent_config_load(const char *path, struct agent_config *out, struct dtx_err *err)
 {
-    cJSON *root = NULL;
-    int rc;
-
     memset(out, 0, sizeof(*out));
     snprintf(out->path, sizeof(out->path), "%s", path);
-    rc = conf_read(path, &root, err);
-    if (rc < 0)
-        return rc;
-    rc = load_keys(root, out, err);
-    cJSON_Delete(root);
-    return rc < 0 ? conf_error(path, err) : 0;
+    return conf_load(path, load_keys, out, err);
 }

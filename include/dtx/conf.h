@@ -32,6 +32,13 @@ struct conf_u32 {
  */
 int conf_read(const char *path, cJSON **out, struct dtx_err *err);
 
+/*
+ * Reads path and hands the parsed object to load(root, out, err); an error
+ * from either is worded "config '<path>': ...". Returns 0 or the error.
+ */
+int conf_load(const char *path, int (*load)(const cJSON *root, void *out, struct dtx_err *err),
+              void *out, struct dtx_err *err);
+
 /* Prefixes err->msg with "config '<path>': " (for key errors found later). */
 int conf_error(const char *path, struct dtx_err *err);
 
