@@ -45,7 +45,7 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
 PROGS := $(BINDIR)/dtx-coordinator $(BINDIR)/dtx-participant
 
-.PHONY: all deps demo check unit unit-bin integration bench format format-check clean san
+.PHONY: all deps demo check unit unit-bin integration fault bench format format-check clean san
 
 all: $(PROGS)
 
@@ -100,12 +100,15 @@ unit: deps san
 integration: deps san
 	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/run.py integration
 
+fault: deps san
+	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/run.py fault
+
 check: deps
 	@$(MAKE) --no-print-directory all
 	@$(MAKE) --no-print-directory format-check
 	@$(MAKE) --no-print-directory VARIANT=san all unit-bin
 	@./tools/run-unit build/san/tests
-	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/run.py integration
+	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/run.py integration fault
 
 demo: deps
 	@$(MAKE) --no-print-directory all

@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -206,6 +207,23 @@ void stream_send2(struct stream *s, const char *a, size_t alen, const char *b, s
 void stream_send(struct stream *s, const char *data, size_t len)
 {
     stream_send2(s, data, len, NULL, 0);
+}
+
+void stream_flush_sync(struct stream *s, int timeout_ms)
+{
+    uint64_t until = ev_clock_us() + (uint64_t)timeout_ms * 1000u;
+
+    while (!s->broken && !s->dead && buf_avail(&s->out) > 0 && ev_clock_us() < until) {
+        struct pollfd p = {s->fd, POLLOUT, 0};
+        ssize_t n = send(s->fd, buf_head(&s->out), buf_avail(&s->out), MSG_NOSIGNAL);
+
+        if (n > 0)
+            buf_consume(&s->out, (size_t)n);
+        else if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+            return;
+        else
+            poll(&p, 1, 10);
+    }
 }
 
 size_t stream_pending(const struct stream *s)

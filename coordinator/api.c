@@ -232,17 +232,25 @@ void api_txreq_release(struct txreq *r)
 
 /* ---- authorisation ----------------------------------------------------------- */
 
-enum role { ROLE_OPEN, ROLE_CLIENT, ROLE_ADMIN };
+enum role { ROLE_OPEN, ROLE_CLIENT, ROLE_ADMIN, ROLE_PEER };
 
 /* True when the request may go on; otherwise it has been answered 401/403. */
 static bool authorized(const struct coord_config *cfg, struct httpd_req *req, enum role need)
 {
-    const char *want = need == ROLE_CLIENT ? cfg->client_token : cfg->admin_token;
+    const char *want = need == ROLE_CLIENT ? cfg->client_token
+                       : need == ROLE_PEER ? cfg->peer_token
+                                           : cfg->admin_token;
     bool admin_ok = cfg->admin_token[0] && httpd_req_has_token(req, cfg->admin_token);
     bool client_ok = cfg->client_token[0] && httpd_req_has_token(req, cfg->client_token);
 
     if (need == ROLE_OPEN || !want[0])
         return true;
+    if (need == ROLE_PEER) {
+        if (httpd_req_has_token(req, want))
+            return true;
+        httpd_reply_errorf(req, DTX_EAUTH, "this endpoint needs the peer token");
+        return false;
+    }
     if (admin_ok || (need == ROLE_CLIENT && client_ok))
         return true;
     if (client_ok)
@@ -252,6 +260,76 @@ static bool authorized(const struct coord_config *cfg, struct httpd_req *req, en
     else
         httpd_reply_errorf(req, DTX_EAUTH, "missing \"Authorization: Bearer <token>\" header");
     return false;
+}
+
+/* ---- peer endpoints ------------------------------------------------------------ */
+
+#define OUTCOMES_MAX 10000
+
+/* Parses {"shard": S, "gtids": [...]}; returns 0 with *root, *shard and *gtids, or an error. */
+static int parse_outcomes_req(struct coord *co, struct httpd_req *req, cJSON **root, int *shard,
+                              const cJSON **gtids, struct dtx_err *err)
+{
+    const char *name = NULL;
+    size_t len;
+    const char *body = httpd_req_body(req, &len);
+    int rc = jsonx_parse(body, len, root, err);
+
+    if (rc == 0)
+        rc = jsonx_str(*root, "", "shard", true, &name, err);
+    if (rc == 0)
+        rc = jsonx_array(*root, "", "gtids", true, gtids, err);
+    if (rc < 0)
+        return rc;
+    *shard = coord_config_shard(coord_config(co), name);
+    if (*shard < 0)
+        return dtx_err_set(err, DTX_EINVAL, "unknown shard '%s'", name);
+    if (cJSON_GetArraySize(*gtids) > OUTCOMES_MAX)
+        return dtx_err_set(err, DTX_EINVAL, "at most %d gtids per request", OUTCOMES_MAX);
+    return 0;
+}
+
+/*
+ * POST /v1/peer/outcomes {"shard": S, "gtids": [...]}: a participant's
+ * recovery asks what became of the transactions of its prepared branches.
+ * Answers {"outcomes": [{"gtid", "outcome", "xid"?}]}.
+ */
+static void post_outcomes(struct coord *co, struct httpd_req *req)
+{
+    const cJSON *gtids = NULL, *g;
+    struct dtx_err err;
+    cJSON *root = NULL, *answer, *list;
+    int shard = -1;
+
+    dtx_err_clear(&err);
+    if (parse_outcomes_req(co, req, &root, &shard, &gtids, &err) < 0) {
+        httpd_reply_error(req, &err);
+        cJSON_Delete(root);
+        return;
+    }
+    answer = jsonx_new_object();
+    list = jsonx_new_array();
+    cJSON_ArrayForEach(g, gtids)
+    {
+        uint64_t xid = 0;
+        char xs[24];
+        cJSON *o;
+
+        if (!cJSON_IsString(g))
+            continue;
+        o = jsonx_new_object();
+        jsonx_add_str(o, "gtid", g->valuestring);
+        jsonx_add_str(o, "outcome", coord_outcome(co, g->valuestring, shard, &xid));
+        if (xid) {
+            snprintf(xs, sizeof(xs), "%llu", (unsigned long long)xid);
+            jsonx_add_str(o, "xid", xs);
+        }
+        jsonx_append(list, o);
+    }
+    jsonx_add(answer, "outcomes", list);
+    httpd_reply_json(req, 200, jsonx_print(answer));
+    cJSON_Delete(answer);
+    cJSON_Delete(root);
 }
 
 /* ---- routes ------------------------------------------------------------------- */
@@ -377,6 +455,9 @@ void api_handle(void *ctx, struct httpd_req *req)
 
     if (strcmp(path, "/v1/transactions") == 0 || strncmp(path, "/v1/transactions/", 17) == 0) {
         route_transactions(co, req, method, path + 16);
+    } else if (strcmp(path, "/v1/peer/outcomes") == 0 && strcmp(method, "POST") == 0) {
+        if (authorized(coord_config(co), req, ROLE_PEER))
+            post_outcomes(co, req);
     } else if (strcmp(path, "/v1/route") == 0 && strcmp(method, "GET") == 0) {
         if (authorized(coord_config(co), req, ROLE_CLIENT))
             get_route(co, req);

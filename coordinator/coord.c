@@ -25,6 +25,7 @@
 #include "dtx/coord.h"
 #include "dtx/buf.h"
 #include "dtx/dlog.h"
+#include "dtx/failpoint.h"
 #include "dtx/jsonx.h"
 #include "dtx/log.h"
 #include "dtx/msg.h"
@@ -151,6 +152,8 @@ static int env_send(struct tx *tx, struct tx_branch *b, enum tx_send what)
 
     if (!pc_is_up(pc))
         return DTX_EUNAVAIL;
+    if (what == TX_SEND_COMMIT)
+        fp_hit("coord.phase2_send"); /* @2: phase 2 reached only the first shard */
     m = build_message(tx, b, what);
     s = jsonx_print(m);
     rc = pc_send(pc, s, strlen(s));
@@ -170,6 +173,7 @@ static uint64_t env_log_commit(struct tx *tx)
 
     if (!br)
         abort();
+    fp_hit("coord.before_log"); /* every vote is in; the decision is not durable */
     for (size_t i = 0; i < tx->nbranches; i++) {
         if (tx->branches[i].state != BR_PREPARED)
             continue;
@@ -421,6 +425,7 @@ void coord_submit(struct coord *co, struct txreq *req, struct httpd_req *client)
     add_waiter(tx, client);
     co->m.started++;
     tx_step(tx, tx->nbranches == 1 && !tx->idem_key ? TXE_START_1PC : TXE_START_2PC, NULL);
+    fp_hit("coord.after_prepare_sent"); /* ops and PREPARE are on their way; no vote yet */
 out:
     api_txreq_release(req);
 }
@@ -549,6 +554,7 @@ static void on_durable(void *arg, uint64_t lsn)
         if (tx->lsn > lsn)
             break;
         list_remove(&tx->wait_link);
+        fp_hit("coord.after_durable"); /* the decision is durable; no COMMIT PREPARED sent */
         tx_step(tx, TXE_DURABLE, NULL);
     }
 }
@@ -774,6 +780,14 @@ void coord_free(struct coord *co)
     free(co);
 }
 
+void coord_flush_links(void *arg)
+{
+    struct coord *co = arg;
+
+    for (size_t i = 0; co->links && i < co->cfg->nshards; i++)
+        pc_flush_sync(co->links[i]);
+}
+
 void coord_begin_shutdown(struct coord *co)
 {
     if (co->state != CO_FAILED)
@@ -814,6 +828,42 @@ bool coord_accepting(const struct coord *co, struct dtx_err *why)
 const struct tx *coord_find(const struct coord *co, const char *gtid)
 {
     return find_tx(co, gtid);
+}
+
+static const char *outcome_of_known(const struct tx *tx, int shard, uint64_t *xid)
+{
+    switch (tx->state) {
+    case TX_COMMITTED:
+    case TX_COMMITTING:
+        for (size_t i = 0; i < tx->nbranches; i++) {
+            if (tx->branches[i].shard == shard)
+                *xid = tx->branches[i].xid;
+        }
+        return "commit";
+    case TX_ABORTED:
+    case TX_ABORTING:
+        return "abort";
+    case TX_UNKNOWN:
+        return "unknown"; /* one phase: never prepared anywhere */
+    default:
+        return "in_flight";
+    }
+}
+
+const char *coord_outcome(const struct coord *co, const char *gtid, int shard, uint64_t *xid)
+{
+    const struct tx *tx = find_tx(co, gtid);
+    char node[DTX_NAME_MAX + 1];
+    uint64_t epoch, seq;
+
+    *xid = 0;
+    if (tx)
+        return outcome_of_known(tx, shard, xid);
+    if (!gid_parse_gtid(gtid, node, &epoch, &seq) || strcmp(node, co->cfg->node_id) != 0)
+        return "unknown";
+    if (epoch < co->epoch || (epoch == co->epoch && seq <= co->seq))
+        return "abort";
+    return "unknown"; /* a gtid this coordinator never issued */
 }
 
 bool coord_issued_before(const struct coord *co, const char *gtid)

@@ -46,6 +46,7 @@
 #include "dtx/dlog.h"
 #include "dtx/buf.h"
 #include "dtx/crc32c.h"
+#include "dtx/failpoint.h"
 #include "dtx/log.h"
 
 #include <dirent.h>
@@ -720,10 +721,15 @@ static int write_frame(struct dlog *log, const struct buf *records, const char *
     iov[0] = (struct iovec){h, FRAME_HDR};
     iov[1] = (struct iovec){records->data, records->len};
     *what = "write";
-    e = write_all(log->fd, iov, 2);
+    e = fp_hit("dlog.write");
+    if (!e)
+        e = write_all(log->fd, iov, 2);
     if (e)
         return e;
     *what = "fdatasync";
+    e = fp_hit("dlog.fdatasync"); /* crash here: written, never synced */
+    if (e)
+        return e;
     if (fdatasync(log->fd) < 0)
         return errno;
     log->seg_size += FRAME_HDR + records->len;

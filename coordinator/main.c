@@ -13,6 +13,7 @@
 #include "dtx/coord_config.h"
 #include "dtx/daemon.h"
 #include "dtx/ev.h"
+#include "dtx/failpoint.h"
 #include "dtx/httpd.h"
 #include "dtx/log.h"
 
@@ -70,6 +71,7 @@ static int run(struct daemon *d)
         log_error("could not start: %s", err.msg);
         return 1;
     }
+    fp_set_crash_hook(coord_flush_links, d->co);
     rc = httpd_start(&d->http, &d->loop, &hopts, api_handle, d->co, &err);
     if (rc < 0) {
         log_error("could not start: %s", err.msg);
@@ -96,7 +98,7 @@ int main(int argc, char **argv)
 
     memset(&d, 0, sizeof(d));
     log_init("dtx-coordinator", LOG_INFO);
-    if (daemon_parse_args(argc, argv, "dtx-coordinator", usage, &config) < 0)
+    if (daemon_parse_args(argc, argv, "dtx-coordinator", usage, &config) < 0 || fp_init() < 0)
         return 2;
     dtx_err_clear(&err);
     if (coord_config_load(config, &d.cfg, &err) < 0) {

@@ -215,6 +215,12 @@ int pc_send(struct pc *pc, const char *data, size_t len)
     return 0;
 }
 
+void pc_flush_sync(struct pc *pc)
+{
+    if (pc->st)
+        stream_flush_sync(pc->st, 1000);
+}
+
 bool pc_is_up(const struct pc *pc)
 {
     return pc->state == PC_UP;

@@ -24,11 +24,13 @@
  */
 #include "dtx/agent.h"
 #include "dtx/buf.h"
+#include "dtx/failpoint.h"
 #include "dtx/hmap.h"
 #include "dtx/jsonx.h"
 #include "dtx/list.h"
 #include "dtx/log.h"
 #include "dtx/msg.h"
+#include "dtx/recovery.h"
 #include "dtx/stream.h"
 
 #include <inttypes.h>
@@ -79,6 +81,7 @@ struct agent {
     const struct agent_config *cfg;
     struct ev_loop *loop;
     struct rm *rm;
+    struct recovery *recovery;
     struct hmap branches;
     struct list_node peers;
     size_t running, prepared;
@@ -185,6 +188,8 @@ static void on_finished(void *arg, enum rm_outcome outcome, const struct dtx_err
     ag->m.heuristic += err && err->code;
     if (b && b->state == AB_FINISHING)
         branch_free(b);
+    if (outcome == RM_COMMITTED)
+        fp_hit("agent.committed_before_ack");
     send_ack(ag, f->peer, f->gtid, outcome, err);
     free(f);
 }
@@ -262,6 +267,7 @@ static void on_run_done(void *arg, struct rm_result *res)
     } else if (res->outcome == RM_PREPARED) {
         b->xid = res->xid;
         branch_set_state(b, AB_PREPARED);
+        fp_hit("agent.prepared_before_vote");
         send_vote(b, res);
     } else {
         send_vote(b, res);
@@ -354,6 +360,7 @@ static void peer_hello(struct peer *p, const struct msg *m)
     p->epoch = m->epoch;
     p->hello = true;
     log_info("coordinator '%s' (epoch %" PRIu64 ") connected", p->node, p->epoch);
+    recovery_kick(p->ag->recovery); /* it may have restarted: settle what it left prepared */
 }
 
 static void on_peer_frame(void *arg, const char *data, size_t len)
@@ -383,6 +390,13 @@ static void on_peer_frame(void *arg, const char *data, size_t len)
     msg_release(&m);
 }
 
+/*
+ * A coordinator's stream closed. It aborts every transaction still
+ * preparing with this shard when it loses the stream, so the branches it
+ * was running here are cancelled at once instead of running on to a
+ * prepared state nobody will ask for. One-phase branches are left to end:
+ * their outcome is reported to whichever coordinator connects next.
+ */
 static void forget_peer(struct agent *ag, struct peer *p)
 {
     struct hmap_iter it;
@@ -391,8 +405,13 @@ static void forget_peer(struct agent *ag, struct peer *p)
     for (n = hmap_first(&ag->branches, &it); n; n = hmap_next(&ag->branches, &it)) {
         struct branch *b = container_of(n, struct branch, node);
 
-        if (b->peer == p)
-            b->peer = NULL;
+        if (b->peer != p)
+            continue;
+        b->peer = NULL;
+        if (b->state == AB_RUNNING && !b->one_phase && !b->abort_requested && b->run) {
+            b->abort_requested = true;
+            rm_cancel(ag->rm, b->run);
+        }
     }
 }
 
@@ -533,6 +552,7 @@ static char *render_health(const struct agent *ag, unsigned *status)
     jsonx_add_num(root, "coordinators", (double)coordinators);
     jsonx_add_num(root, "branches_running", (double)ag->running);
     jsonx_add_num(root, "branches_prepared", (double)ag->prepared);
+    jsonx_add_num(root, "in_doubt", (double)recovery_in_doubt(ag->recovery));
     s = jsonx_print(root);
     cJSON_Delete(root);
     return s;
@@ -569,6 +589,14 @@ static char *render_metrics(const struct agent *ag)
                "dtx_agent_branches{state=\"prepared\"} %zu\n"
                "# TYPE dtx_agent_database_up gauge\ndtx_agent_database_up %d\n",
                ag->running, ag->prepared, rm_healthy(ag->rm, why, sizeof(why)));
+    buf_printf(&b,
+               "# TYPE dtx_agent_in_doubt gauge\ndtx_agent_in_doubt %zu\n"
+               "# TYPE dtx_agent_recovery_rounds_total counter\n"
+               "dtx_agent_recovery_rounds_total %" PRIu64 "\n"
+               "# TYPE dtx_agent_recovery_resolved_total counter\n"
+               "dtx_agent_recovery_resolved_total %" PRIu64 "\n",
+               recovery_in_doubt(ag->recovery), recovery_rounds(ag->recovery),
+               recovery_resolved(ag->recovery));
     return buf_detach(&b, NULL);
 }
 
@@ -599,9 +627,28 @@ void agent_handle_http(void *ctx, struct httpd_req *req)
 
 /* ---- lifecycle ---------------------------------------------------------------------------- */
 
+/* Recovery must not touch a branch the agent is running or finishing itself. */
+static bool recovery_busy(void *arg, const char *gtid)
+{
+    struct branch *b = find_branch(arg, gtid);
+
+    return b && b->state != AB_PREPARED;
+}
+
+static void recovery_finish(void *arg, const char *gtid, uint64_t xid, bool commit)
+{
+    struct agent *ag = arg;
+    struct branch *b = find_branch(ag, gtid);
+
+    if (b)
+        branch_set_state(b, AB_FINISHING);
+    start_finish(ag, NULL, gtid, xid, commit);
+}
+
 struct agent *agent_new(const struct agent_config *cfg, struct ev_loop *loop, struct rm *rm)
 {
     struct agent *ag = calloc(1, sizeof(*ag));
+    struct recovery_ops rops;
 
     if (!ag)
         abort();
@@ -610,7 +657,18 @@ struct agent *agent_new(const struct agent_config *cfg, struct ev_loop *loop, st
     ag->rm = rm;
     hmap_init(&ag->branches);
     list_init(&ag->peers);
+    rops = (struct recovery_ops){recovery_busy, recovery_finish, ag};
+    ag->recovery = recovery_new(loop, cfg, rm, &rops);
     return ag;
+}
+
+void agent_flush_peers(void *arg)
+{
+    struct agent *ag = arg;
+    struct list_node *pos;
+
+    for (pos = ag->peers.next; pos != &ag->peers; pos = pos->next)
+        stream_flush_sync(container_of(pos, struct peer, link)->st, 1000);
 }
 
 void agent_begin_shutdown(struct agent *ag)
@@ -630,6 +688,7 @@ void agent_free(struct agent *ag)
 
     if (!ag)
         return;
+    recovery_free(ag->recovery);
     while (!list_empty(&ag->peers))
         peer_free(container_of(ag->peers.next, struct peer, link));
     for (n = hmap_first(&ag->branches, &it); n; n = hmap_next(&ag->branches, &it))

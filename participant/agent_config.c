@@ -9,9 +9,19 @@
 #include <stdio.h>
 #include <string.h>
 
-static const char *const top_keys[] = {
-    "name",           "listen",         "conninfo",        "coordinator_url", "auth", "pool_size",
-    "startup_wait_s", "max_body_bytes", "http_conn_limit", "log_level",       NULL};
+static const char *const top_keys[] = {"name",
+                                       "listen",
+                                       "conninfo",
+                                       "coordinator_url",
+                                       "auth",
+                                       "pool_size",
+                                       "startup_wait_s",
+                                       "max_body_bytes",
+                                       "http_conn_limit",
+                                       "log_level",
+                                       "recovery_interval_ms",
+                                       "recovery_min_age_ms",
+                                       NULL};
 static const char *const auth_keys[] = {"peer_token", NULL};
 
 #define U32_KEY(k, d, lo, hi)                                                                      \
@@ -24,6 +34,8 @@ static const struct conf_u32 u32_keys[] = {
     U32_KEY(startup_wait_s, 30, 0, 3600),
     U32_KEY(max_body_bytes, 1048576, 1024, 1073741824),
     U32_KEY(http_conn_limit, 1000, 16, 100000),
+    U32_KEY(recovery_interval_ms, 2000, 10, 3600000),
+    U32_KEY(recovery_min_age_ms, 1000, 0, 3600000),
 };
 
 static int load_keys(const cJSON *root, void *out, struct dtx_err *err)

@@ -13,6 +13,7 @@
 #include "dtx/agent_config.h"
 #include "dtx/daemon.h"
 #include "dtx/ev.h"
+#include "dtx/failpoint.h"
 #include "dtx/httpd.h"
 #include "dtx/log.h"
 #include "dtx/rm.h"
@@ -75,6 +76,7 @@ static int run(struct daemon *d)
         return 1;
     }
     d->ag = agent_new(&d->cfg, &d->loop, rm);
+    fp_set_crash_hook(agent_flush_peers, d->ag);
     rc = httpd_start(&d->http, &d->loop, &hopts, agent_handle_http, d->ag, &err);
     if (rc < 0) {
         log_error("could not start: %s", err.msg);
@@ -99,7 +101,7 @@ int main(int argc, char **argv)
 
     memset(&d, 0, sizeof(d));
     log_init("dtx-participant", LOG_INFO);
-    if (daemon_parse_args(argc, argv, "dtx-participant", usage, &config) < 0)
+    if (daemon_parse_args(argc, argv, "dtx-participant", usage, &config) < 0 || fp_init() < 0)
         return 2;
     dtx_err_clear(&err);
     if (agent_config_load(config, &d.cfg, &err) < 0) {

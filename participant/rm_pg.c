@@ -34,6 +34,7 @@
  * call that started or cancelled the operation.
  */
 #include "dtx/rm.h"
+#include "dtx/failpoint.h"
 #include "dtx/gid.h"
 #include "dtx/jsonx.h"
 #include "dtx/log.h"
@@ -75,6 +76,7 @@ struct pg_rm {
     struct list_node runs;     /* every pg_run not yet delivered */
     struct list_node finishes; /* every pg_finish not yet delivered */
     struct list_node statuses; /* every pg_status not yet delivered */
+    struct list_node lists;    /* every pg_list not yet delivered */
 };
 
 enum run_stage { RS_MAIN, RS_END };
@@ -646,7 +648,10 @@ static void finish_result(struct pgx_job *job, int idx, PGresult *res)
     ExecStatusType st = PQresultStatus(res);
 
     (void)idx;
-    if (f->stage == FS_MAIN && st == PGRES_COMMAND_OK) {
+    if (f->stage == FS_MAIN && st == PGRES_COMMAND_OK && f->commit &&
+        fp_hit("pg.lose_commit_answer")) {
+        f->retry = true; /* as if the connection broke before the answer arrived */
+    } else if (f->stage == FS_MAIN && st == PGRES_COMMAND_OK) {
         finish_known(f, f->commit ? RM_COMMITTED : RM_ROLLED_BACK);
     } else if (f->stage == FS_MAIN && state && strcmp(state, "42704") == 0) {
         if (f->xid)
@@ -866,6 +871,104 @@ static void pg_status(struct rm *base, const char *gid, uint64_t xid, rm_status_
     pgx_submit(rm->pool, &st->job);
 }
 
+/* ---- listing prepared branches ------------------------------------------------- */
+
+struct pg_list {
+    struct list_node link; /* on rm->lists */
+    struct pg_rm *rm;
+    struct pgx_stmt stmt;
+    struct pgx_job job;
+    struct rm_prepared *items;
+    size_t n;
+    struct dtx_err err;
+    struct ev_defer deliver;
+    rm_list_fn done;
+    void *arg;
+};
+
+static void list_free(struct pg_list *l)
+{
+    list_remove(&l->link);
+    ev_defer_cancel(l->rm->loop, &l->deliver);
+    free(l->items);
+    free(l);
+}
+
+static void on_list_deliver(struct ev_loop *loop, struct ev_defer *d)
+{
+    struct pg_list *l = d->data;
+
+    (void)loop;
+    l->done(l->arg, l->err.code, l->items, l->n, l->err.code ? &l->err : NULL);
+    list_free(l);
+}
+
+static void list_result(struct pgx_job *job, int idx, PGresult *res)
+{
+    struct pg_list *l = job->data;
+    int rows = PQntuples(res);
+
+    (void)idx;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        dtx_err_set(&l->err, DTX_ESQL, "could not read pg_prepared_xacts: %s",
+                    PQresultErrorMessage(res));
+        PQclear(res);
+        return;
+    }
+    l->items = calloc((size_t)rows + 1, sizeof(*l->items));
+    if (!l->items)
+        abort();
+    for (int i = 0; i < rows; i++) {
+        struct rm_prepared *p = &l->items[l->n];
+
+        if (strlen(PQgetvalue(res, i, 0)) >= sizeof(p->gid))
+            continue;
+        snprintf(p->gid, sizeof(p->gid), "%s", PQgetvalue(res, i, 0));
+        p->xid = strtoull(PQgetvalue(res, i, 1), NULL, 10);
+        p->age_ms = (uint32_t)strtoul(PQgetvalue(res, i, 2), NULL, 10);
+        l->n++;
+    }
+    PQclear(res);
+}
+
+static void list_done(struct pgx_job *job, int rc, int answered, const char *why)
+{
+    struct pg_list *l = job->data;
+
+    (void)answered;
+    if (rc < 0 && !l->err.code)
+        dtx_err_set(&l->err, DTX_EUNAVAIL, "could not ask PostgreSQL: %s", why ? why : "");
+    ev_defer(l->rm->loop, &l->deliver);
+}
+
+static void pg_list_prepared(struct rm *base, rm_list_fn done, void *arg)
+{
+    struct pg_rm *rm = (struct pg_rm *)base;
+    struct pg_list *l = calloc(1, sizeof(*l));
+
+    if (!l)
+        abort();
+    l->rm = rm;
+    l->done = done;
+    l->arg = arg;
+    dtx_err_clear(&l->err);
+    /* This database only (one server may hold several shards), dtx gids only. */
+    l->stmt = (struct pgx_stmt){
+        "SELECT gid, transaction::text, "
+        "(extract(epoch FROM now() - prepared) * 1000)::bigint FROM pg_prepared_xacts "
+        "WHERE database = current_database() AND starts_with(gid, 'dtx:') ORDER BY prepared",
+        0, NULL, true};
+    l->job = (struct pgx_job){.stmts = &l->stmt,
+                              .nstmts = 1,
+                              .phase2 = true,
+                              .on_result = list_result,
+                              .on_done = list_done,
+                              .data = l};
+    ev_defer_init(&l->deliver, on_list_deliver, l);
+    list_insert_tail(&rm->lists, &l->link);
+    pgx_submit(rm->pool, &l->job);
+}
+
 /* ---- health and lifecycle ------------------------------------------------------- */
 
 static bool pg_healthy(const struct rm *base, char *why, size_t whysz)
@@ -891,11 +994,13 @@ static void pg_free(struct rm *base)
         finish_free(container_of(rm->finishes.next, struct pg_finish, link));
     while (!list_empty(&rm->statuses))
         status_free(container_of(rm->statuses.next, struct pg_status, link));
+    while (!list_empty(&rm->lists))
+        list_free(container_of(rm->lists.next, struct pg_list, link));
     free(rm);
 }
 
-static const struct rm_ops pg_ops = {"postgresql", pg_run,     pg_cancel, pg_finish,
-                                     pg_status,    pg_healthy, pg_free};
+static const struct rm_ops pg_ops = {"postgresql", pg_run,           pg_cancel,  pg_finish,
+                                     pg_status,    pg_list_prepared, pg_healthy, pg_free};
 
 /* ---- start-up checks (blocking: they run before the event loop) ------------------- */
 
@@ -1002,6 +1107,7 @@ int rm_pg_new(struct rm **out, struct ev_loop *loop, const char *conninfo, int p
     list_init(&rm->runs);
     list_init(&rm->finishes);
     list_init(&rm->statuses);
+    list_init(&rm->lists);
     snprintf(rm->shard, sizeof(rm->shard), "%s", shard);
     rm->pool = pgx_pool_new(loop, &po);
     *out = &rm->base;

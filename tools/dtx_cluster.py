@@ -143,9 +143,13 @@ class Proc:
         self.popen = None
 
     def start(self, env=None):
+        """Starts the daemon; env holds extra environment variables (e.g. DTX_FAILPOINTS)."""
+        full = dict(os.environ)
+        full.pop("DTX_FAILPOINTS", None)
+        full.update(env or {})
         logf = open(self.log, "ab")
         self.popen = subprocess.Popen(self.cmd, stdout=logf, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+                                      stdin=subprocess.DEVNULL, env=full, start_new_session=True)
         logf.close()
         self.pid = self.popen.pid
 
@@ -409,9 +413,9 @@ class Cluster:
             time.sleep(0.05)
         raise RuntimeError("coordinator did not become healthy: %s" % body)
 
-    def start_coordinator(self, wait=True):
+    def start_coordinator(self, wait=True, env=None):
         self.coordinator = self._coord_proc()
-        self.coordinator.start()
+        self.coordinator.start(env)
         self.save()
         if wait:
             self.wait_healthy()
@@ -422,10 +426,10 @@ class Cluster:
     def stop_coordinator(self):
         return self.coordinator.stop()
 
-    def start_participant(self, i, wait=True):
+    def start_participant(self, i, wait=True, env=None):
         sh = self.shards[i]
         sh.agent = self._agent_proc(sh)
-        sh.agent.start()
+        sh.agent.start(env)
         self.save()
         if wait:
             self.wait_agent(i)

@@ -24,6 +24,9 @@ void agent_free(struct agent *ag);
 void agent_begin_shutdown(struct agent *ag);
 bool agent_idle(const struct agent *ag);
 
+/* Pushes every queued message to the coordinators now (a failpoint's crash hook). */
+void agent_flush_peers(void *arg);
+
 /* The httpd handler for the participant's routes; ctx is the struct agent. */
 void agent_handle_http(void *ctx, struct httpd_req *req);
 

@@ -2,7 +2,8 @@
  * agent_config.h - the participant's configuration file.
  *
  * Keys: name, listen, conninfo, coordinator_url, auth{peer_token},
- * pool_size, startup_wait_s, max_body_bytes, http_conn_limit, log_level.
+ * pool_size, startup_wait_s, max_body_bytes, http_conn_limit, recovery_interval_ms,
+ * recovery_min_age_ms, log_level.
  * Unknown keys are refused.
  */
 #ifndef DTX_AGENT_CONFIG_H
@@ -27,6 +28,8 @@ struct agent_config {
     uint32_t startup_wait_s; /* how long to wait for PostgreSQL at start */
     uint32_t max_body_bytes;
     uint32_t http_conn_limit;
+    uint32_t recovery_interval_ms; /* how often prepared branches are checked */
+    uint32_t recovery_min_age_ms;  /* younger ones are left to the normal protocol */
     char log_level[16];
 };
 

@@ -27,6 +27,9 @@ int coord_new(struct coord **out, const struct coord_config *cfg, struct ev_loop
 /* Stops everything and frees the coordinator. NULL is a no-op. */
 void coord_free(struct coord *co);
 
+/* Pushes every queued peer message out now (a failpoint's crash hook; arg is the coord). */
+void coord_flush_links(void *arg);
+
 /* Starts a graceful stop: refuse new transactions, let running ones finish. */
 void coord_begin_shutdown(struct coord *co);
 /* True when a shutdown was asked for and no transaction is in flight any more. */
@@ -43,6 +46,18 @@ bool coord_accepting(const struct coord *co, struct dtx_err *why);
  * Takes over req's contents; req is left empty.
  */
 void coord_submit(struct coord *co, struct txreq *req, struct httpd_req *client);
+
+/*
+ * What a participant holding a prepared branch of gtid on shard must do:
+ * "commit" (with the branch's xid in *xid when known), "abort",
+ * "in_flight" (still being decided: ask again later, never guess), or
+ * "unknown" (not a transaction of this coordinator: leave it to an
+ * operator). Presumed abort: a gtid this coordinator issued that has no
+ * commit record is "abort"; a committed transaction is kept in memory
+ * until every branch acknowledged, so no branch that is still prepared can
+ * belong to one that was forgotten.
+ */
+const char *coord_outcome(const struct coord *co, const char *gtid, int shard, uint64_t *xid);
 
 /* The transaction with this gtid, live or retained, or NULL. */
 const struct tx *coord_find(const struct coord *co, const char *gtid);

@@ -60,7 +60,17 @@ enum rm_branch_state {
     RM_BRANCH_UNKNOWN,     /* not prepared and no xid to ask about (or too old to tell) */
 };
 
+/* One prepared dtx branch of this database. */
+struct rm_prepared {
+    char gid[200];
+    uint64_t xid;
+    uint32_t age_ms; /* since it was prepared */
+};
+
 typedef void (*rm_run_fn)(void *arg, struct rm_result *res);
+/* rc 0 with n items (valid during the call), or an error with err. */
+typedef void (*rm_list_fn)(void *arg, int rc, const struct rm_prepared *items, size_t n,
+                           const struct dtx_err *err);
 typedef void (*rm_finish_fn)(void *arg, enum rm_outcome outcome, const struct dtx_err *err);
 /* rc 0 with state (and the prepared branch's xid when prepared), or an error with err. */
 typedef void (*rm_status_fn)(void *arg, int rc, enum rm_branch_state state, uint64_t xid,
@@ -92,6 +102,8 @@ struct rm_ops {
      * committed or rolled back. Works after any crash of the agent.
      */
     void (*status)(struct rm *rm, const char *gid, uint64_t xid, rm_status_fn done, void *arg);
+    /* Lists this database's prepared transactions whose gid starts with "dtx:". */
+    void (*list_prepared)(struct rm *rm, rm_list_fn done, void *arg);
     /* True when the database is reachable; otherwise why says what is wrong. */
     bool (*healthy)(const struct rm *rm, char *why, size_t whysz);
     void (*free)(struct rm *rm);
@@ -122,6 +134,11 @@ static inline void rm_status(struct rm *rm, const char *gid, uint64_t xid, rm_st
                              void *arg)
 {
     rm->ops->status(rm, gid, xid, done, arg);
+}
+
+static inline void rm_list_prepared(struct rm *rm, rm_list_fn done, void *arg)
+{
+    rm->ops->list_prepared(rm, done, arg);
 }
 
 static inline bool rm_healthy(const struct rm *rm, char *why, size_t whysz)

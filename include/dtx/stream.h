@@ -57,6 +57,9 @@ void stream_free(struct stream *s);
 void stream_send(struct stream *s, const char *data, size_t len);
 /* Queues one frame made of two parts, a then b (copied). */
 void stream_send2(struct stream *s, const char *a, size_t alen, const char *b, size_t blen);
+/* Writes what is queued now, waiting at most timeout_ms (used just before a simulated crash). */
+void stream_flush_sync(struct stream *s, int timeout_ms);
+
 /* Bytes queued but not yet accepted by the kernel. */
 size_t stream_pending(const struct stream *s);
 

@@ -1,0 +1,48 @@
+/*
+ * recovery.h - the participant's in-doubt resolution: after any crash, and
+ * periodically, it finds this shard's prepared dtx branches and asks the
+ * coordinator what became of each transaction.
+ *
+ * It acts only on a definite answer: "commit" commits the branch, "abort"
+ * rolls it back (presumed abort: the coordinator has no commit record).
+ * "in_flight" (the coordinator is still deciding) and "unknown" leave it
+ * prepared; so does a coordinator that cannot be reached (two-phase commit
+ * blocks by design): the branch is reported as in doubt in the log and
+ * asked about again with backoff.
+ */
+#ifndef DTX_RECOVERY_H
+#define DTX_RECOVERY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dtx/agent_config.h"
+#include "dtx/ev.h"
+#include "dtx/rm.h"
+
+struct recovery;
+
+struct recovery_ops {
+    /* True while the agent itself is carrying out this transaction's branch. */
+    bool (*busy)(void *arg, const char *gtid);
+    /* Commits or rolls back the branch as the coordinator decided. */
+    void (*finish)(void *arg, const char *gtid, uint64_t xid, bool commit);
+    void *arg;
+};
+
+/* Creates the recovery loop; its first round runs at once. Aborts on allocation failure. */
+struct recovery *recovery_new(struct ev_loop *loop, const struct agent_config *cfg, struct rm *rm,
+                              const struct recovery_ops *ops);
+void recovery_free(struct recovery *r);
+
+/* Asks for a round as soon as the current one (if any) is over. */
+void recovery_kick(struct recovery *r);
+
+/* Branches the last round left in doubt (coordinator unreachable, or it did not know them). */
+size_t recovery_in_doubt(const struct recovery *r);
+/* Rounds run and branches resolved since start. */
+uint64_t recovery_rounds(const struct recovery *r);
+uint64_t recovery_resolved(const struct recovery *r);
+
+#endif
