@@ -352,26 +352,20 @@ static void post_transaction(struct coord *co, struct httpd_req *req)
 static void get_transaction(struct coord *co, struct httpd_req *req, const char *gtid)
 {
     const struct tx *tx = coord_find(co, gtid);
-    char *body;
 
     if (tx) {
         httpd_reply_json(req, 200, tx_render_state(tx));
         return;
     }
-    if (coord_issued_before(co, gtid)) {
-        cJSON *root = jsonx_new_object();
-
-        jsonx_add_str(root, "gtid", gtid);
-        jsonx_add_str(root, "status", "aborted");
-        jsonx_add_bool(root, "presumed", true);
-        body = jsonx_print(root);
-        cJSON_Delete(root);
-        httpd_reply_json(req, 200, body);
-        return;
-    }
+    /*
+     * No presumed "aborted" here: checkpoints keep only what recovery and
+     * idempotent retries need, so a transaction without a record may also be
+     * one that committed before the last restart.
+     */
     httpd_reply_errorf(req, DTX_ENOTFOUND,
-                       "no record of transaction '%s' (it never existed here, or it finished "
-                       "longer ago than the retention period)",
+                       "no record of transaction '%s': it never existed here, it aborted or "
+                       "finished before the retention period or the last restart (only those "
+                       "with an idempotency key are kept across restarts)",
                        gtid);
 }
 

@@ -162,36 +162,48 @@ static int env_send(struct tx *tx, struct tx_branch *b, enum tx_send what)
     return rc;
 }
 
+/*
+ * Fills rec with tx's COMMIT record: its branches that voted yes (they have
+ * an xid) and, for an idempotency key, the client's results. *br and
+ * *results are malloc'd for the caller to free.
+ */
+static void commit_rec(const struct coord *co, const struct tx *tx, struct dlog_rec *rec,
+                       struct dlog_branch **br, char **results)
+{
+    size_t n = 0;
+
+    *br = calloc(tx->nbranches ? tx->nbranches : 1, sizeof(**br));
+    if (!*br)
+        abort();
+    for (size_t i = 0; i < tx->nbranches; i++) {
+        if (!tx->branches[i].xid)
+            continue;
+        (*br)[n].shard = co->shard_names[tx->branches[i].shard];
+        (*br)[n++].xid = tx->branches[i].xid;
+    }
+    *results = tx->idem_key ? tx_render_results(tx) : NULL;
+    memset(rec, 0, sizeof(*rec));
+    rec->type = DLOG_COMMIT;
+    rec->wall_us = tx->decided_wall_us;
+    rec->gtid = tx->gtid;
+    rec->protocol = tx->protocol;
+    rec->idem_key = tx->idem_key;
+    rec->req_hash = tx->req_hash;
+    rec->results = *results;
+    rec->nbranches = n;
+    rec->branches = *br;
+}
+
 static uint64_t env_log_commit(struct tx *tx)
 {
     struct coord *co = tx->env->ctx;
-    struct dlog_branch *br = calloc(tx->nbranches ? tx->nbranches : 1, sizeof(*br));
+    struct dlog_branch *br;
     struct dlog_rec rec;
-    char *results = NULL;
-    size_t n = 0;
+    char *results;
     uint64_t lsn;
 
-    if (!br)
-        abort();
     fp_hit("coord.before_log"); /* every vote is in; the decision is not durable */
-    for (size_t i = 0; i < tx->nbranches; i++) {
-        if (tx->branches[i].state != BR_PREPARED)
-            continue;
-        br[n].shard = co->shard_names[tx->branches[i].shard];
-        br[n++].xid = tx->branches[i].xid;
-    }
-    if (tx->idem_key)
-        results = tx_render_results(tx);
-    memset(&rec, 0, sizeof(rec));
-    rec.type = DLOG_COMMIT;
-    rec.wall_us = tx->decided_wall_us;
-    rec.gtid = tx->gtid;
-    rec.protocol = tx->protocol;
-    rec.idem_key = tx->idem_key;
-    rec.req_hash = tx->req_hash;
-    rec.results = results;
-    rec.nbranches = n;
-    rec.branches = br;
+    commit_rec(co, tx, &rec, &br, &results);
     lsn = dlog_append(co->log, &rec, true);
     if (lsn)
         list_insert_tail(&co->log_wait, &tx->wait_link);
@@ -273,6 +285,8 @@ static void env_finished(struct tx *tx)
     list_remove(&tx->wait_link);
     ev_timer_stop(co->loop, &tx->timer);
     if (tx->idem_key) {
+        if (!tx->stored_results && tx->state == TX_COMMITTED)
+            tx->stored_results = tx_render_results(tx); /* for checkpoints */
         free(tx->answer_body);
         tx->answer_body = tx_render_answer(tx, &tx->answer_status);
     }
@@ -656,16 +670,66 @@ static void recover(struct coord *co)
                  unfinished);
 }
 
-static int write_boot(struct coord *co, struct dtx_err *err)
+/*
+ * Writes a checkpoint: everything replay still needs, so that the log's
+ * older segments can go. That is the epoch (BOOT), every decided commit not
+ * yet acknowledged by all its shards, including those whose record is
+ * still being forced (their record is written before the snapshot, so the
+ * snapshot can only be durable after it), and the committed transactions
+ * with an idempotency key still retained (COMMIT and END), so retries keep
+ * getting their answer. Aborted and retained transactions without a key are
+ * left out: a status query about those answers 404 after a restart.
+ */
+static int take_checkpoint(struct coord *co)
 {
+    const struct list_node *heads[2] = {&co->live, &co->retained};
+    struct buf snap = BUF_INIT;
     struct dlog_rec rec;
 
     memset(&rec, 0, sizeof(rec));
     rec.type = DLOG_BOOT;
-    rec.epoch = ++co->epoch;
+    rec.epoch = co->epoch;
     rec.wall_us = ev_wall_us();
     rec.node_id = co->cfg->node_id;
-    if (!dlog_append(co->log, &rec, true))
+    dlog_encode(&snap, &rec);
+    for (int h = 0; h < 2; h++) {
+        for (const struct list_node *p = heads[h]->next; p != heads[h]; p = p->next) {
+            const struct tx *tx = container_of(p, const struct tx, link);
+            bool decided = tx->state == TX_LOGGING || tx->state == TX_COMMITTING;
+            bool keep = tx->state == TX_COMMITTED && tx->idem_key;
+            struct dlog_branch *br;
+            char *results;
+
+            if (!tx->lsn || !(decided || keep))
+                continue;
+            commit_rec(co, tx, &rec, &br, &results);
+            dlog_encode(&snap, &rec);
+            free(results);
+            free(br);
+            if (keep) {
+                memset(&rec, 0, sizeof(rec));
+                rec.type = DLOG_END;
+                rec.gtid = tx->gtid;
+                dlog_encode(&snap, &rec);
+            }
+        }
+    }
+    return dlog_checkpoint(co->log, &snap);
+}
+
+static void on_checkpoint_wanted(void *arg)
+{
+    struct coord *co = arg;
+
+    if (take_checkpoint(co) == 0)
+        log_debug("decision log: checkpoint handed to the writer");
+}
+
+/* The first checkpoint of a run carries the new epoch, so gtids never repeat. */
+static int write_boot(struct coord *co, struct dtx_err *err)
+{
+    co->epoch++;
+    if (take_checkpoint(co) < 0)
         return dlog_failed(co->log, err) ? err->code : DTX_EIO;
     return dlog_flush(co->log, err);
 }
@@ -713,8 +777,8 @@ static void init_coord(struct coord *co, const struct coord_config *cfg, struct 
 
 static int open_log(struct coord *co, struct dtx_err *err)
 {
-    struct dlog_opts o = {
-        co->cfg->log_dir, co->cfg->log_segment_bytes, co->loop, on_durable, on_log_failed, co};
+    struct dlog_opts o = {co->cfg->log_dir, co->cfg->log_segment_bytes, co->loop, on_durable,
+                          on_log_failed,    on_checkpoint_wanted,       co};
     struct dlog_scan scan;
     int rc;
 
@@ -866,18 +930,6 @@ const char *coord_outcome(const struct coord *co, const char *gtid, int shard, u
     return "unknown"; /* a gtid this coordinator never issued */
 }
 
-bool coord_issued_before(const struct coord *co, const char *gtid)
-{
-    char node[DTX_NAME_MAX + 1];
-    uint64_t epoch, seq;
-
-    if (!gid_parse_gtid(gtid, node, &epoch, &seq) || strcmp(node, co->cfg->node_id) != 0)
-        return false;
-    if (co->evicted)
-        return false; /* a committed one might have been forgotten: do not presume */
-    return epoch < co->epoch || (epoch == co->epoch && seq <= co->seq);
-}
-
 const struct coord_config *coord_config(const struct coord *co)
 {
     return co->cfg;
@@ -911,9 +963,9 @@ char *coord_render_health(const struct coord *co, unsigned *status)
 char *coord_render_metrics(const struct coord *co)
 {
     struct buf b = BUF_INIT;
-    uint64_t syncs = 0, records = 0;
+    uint64_t syncs = 0, records = 0, checkpoints = 0;
 
-    dlog_stats(co->log, &syncs, &records);
+    dlog_stats(co->log, &syncs, &records, &checkpoints);
     buf_puts(&b, "# HELP dtx_transactions_total Transactions by outcome.\n"
                  "# TYPE dtx_transactions_total counter\n");
     buf_printf(&b, "dtx_transactions_total{outcome=\"started\"} %" PRIu64 "\n", co->m.started);
@@ -940,8 +992,9 @@ char *coord_render_metrics(const struct coord *co)
         &b,
         "# TYPE dtx_decision_log_records_total counter\ndtx_decision_log_records_total %" PRIu64
         "\n# TYPE dtx_decision_log_syncs_total counter\ndtx_decision_log_syncs_total %" PRIu64
-        "\n# TYPE dtx_decision_log_failed gauge\ndtx_decision_log_failed %d\n",
-        records, syncs, co->state == CO_FAILED);
+        "\n# TYPE dtx_decision_log_checkpoints_total counter\ndtx_decision_log_checkpoints_total "
+        "%" PRIu64 "\n# TYPE dtx_decision_log_failed gauge\ndtx_decision_log_failed %d\n",
+        records, syncs, checkpoints, co->state == CO_FAILED);
     buf_puts(&b, "# TYPE dtx_participant_up gauge\n");
     for (size_t i = 0; i < co->cfg->nshards; i++)
         buf_printf(&b, "dtx_participant_up{shard=\"%s\"} %d\n", co->shard_names[i],

@@ -47,7 +47,7 @@ static const struct conf_u32 u32_keys[] = {
     U32_KEY(max_sql_bytes, 65536, 16, 16777216),
     U32_KEY(retention_s, 86400, 0, 31536000),
     U32_KEY(retention_max, 1000000, 0, 100000000),
-    U32_KEY(log_segment_bytes, 67108864, 65536, 2147483647),
+    U32_KEY(log_segment_bytes, 67108864, 4096, 2147483647),
     U32_KEY(http_conn_limit, 10000, 16, 1000000),
 };
 

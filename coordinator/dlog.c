@@ -16,7 +16,7 @@
  * Then frames, one per group-commit write:
  *   0  crc      u32, CRC-32C over (salt as 4 LE bytes, bytes 4 .. 9+len)
  *   4  len      u32, payload bytes
- *   8  type     u8 = 1 (BATCH)
+ *   8  type     u8 = 1 (BATCH), or 2 (CHECKPOINT, only as a segment's first frame)
  *   9  payload  len bytes: one or more records
  *
  * Record:
@@ -38,6 +38,17 @@
  * offset); if not, it is a torn tail, which was never acknowledged and is
  * cut off. The salt keeps frames of an older file's contents from passing
  * as valid.
+ *
+ * Checkpoints: once segment_bytes have been written since the last one,
+ * the writer asks the loop for a snapshot of everything replay would still
+ * need (on_checkpoint_wanted); the loop hands it over with
+ * dlog_checkpoint(). The writer first writes what was queued before the
+ * snapshot was taken, then writes the snapshot as the CHECKPOINT frame
+ * opening a new segment, fdatasyncs it, and only then deletes every older
+ * segment. Replay starts at the newest segment that opens with a valid
+ * CHECKPOINT frame (older ones left behind by a crash are ignored and
+ * removed); a torn checkpoint is no checkpoint, so replay then starts
+ * further back, at segments that were not deleted yet.
  *
  * Thread model: dlog_append(), dlog_durable_lsn() and the callbacks run on
  * the event loop's thread; the writer thread owns fd, segno, salt and
@@ -64,13 +75,14 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SEG_MAGIC   "DTXDLOG"
-#define SEG_VERSION 1
-#define SEG_HDR     32
-#define FRAME_HDR   9
-#define FRAME_BATCH 1
-#define REC_HDR     5
-#define MAX_FRAME   (256u * 1024 * 1024)
+#define SEG_MAGIC        "DTXDLOG"
+#define SEG_VERSION      1
+#define SEG_HDR          32
+#define FRAME_HDR        9
+#define FRAME_BATCH      1
+#define FRAME_CHECKPOINT 2
+#define REC_HDR          5
+#define MAX_FRAME        (256u * 1024 * 1024)
 
 struct dlog {
     struct dlog_opts opts;
@@ -81,6 +93,8 @@ struct dlog {
     uint64_t segno;
     uint32_t salt;
     uint64_t seg_size;
+    uint64_t first_segno; /* oldest segment still on disk */
+    uint64_t since_ckpt;  /* bytes written since the last checkpoint */
     /* shared */
     pthread_t thread;
     pthread_mutex_t mu;
@@ -95,6 +109,12 @@ struct dlog {
     struct dtx_err fail;    /* (mu) */
     bool stopping;          /* (mu) */
     uint64_t syncs;         /* (mu) frames written and fdatasynced */
+    struct buf ckpt;        /* (mu) snapshot handed over by dlog_checkpoint() */
+    struct buf ckpt_before; /* (mu) records appended before that snapshot was taken */
+    bool ckpt_queued;       /* (mu) ckpt waits to be written */
+    bool ckpt_wanted;       /* (mu) the writer asked the loop for a snapshot */
+    bool ckpt_asked;        /* (mu) ... and the loop has not been told yet */
+    uint64_t checkpoints;   /* (mu) checkpoints written */
     /* loop thread only */
     struct ev_async wake;
     bool failure_reported;
@@ -162,7 +182,7 @@ static void encode_body(struct buf *b, const struct dlog_rec *r)
 }
 
 /* Appends one record (header and body) to b. */
-static void encode_record(struct buf *b, const struct dlog_rec *r)
+void dlog_encode(struct buf *b, const struct dlog_rec *r)
 {
     size_t at;
 
@@ -326,7 +346,8 @@ static bool frame_valid_at(const unsigned char *data, size_t size, size_t off, u
     if (size - off < FRAME_HDR)
         return false;
     len = get_le32(data + off + 4);
-    if (data[off + 8] != FRAME_BATCH || len == 0 || len > size - off - FRAME_HDR)
+    if ((data[off + 8] != FRAME_BATCH && data[off + 8] != FRAME_CHECKPOINT) || len == 0 ||
+        len > size - off - FRAME_HDR)
         return false;
     return frame_crc(salt, data + off, len) == get_le32(data + off);
 }
@@ -579,17 +600,61 @@ static int repair_tail(const char *path, size_t keep, struct dtx_err *err)
     return 0;
 }
 
+/* True when the segment's header is sound and its first frame is a valid CHECKPOINT. */
+static bool opens_with_checkpoint(const char *path, uint64_t segno)
+{
+    unsigned char *data = NULL;
+    size_t size = 0;
+    uint32_t salt = 0;
+    bool yes;
+
+    if (read_file(path, &data, &size, NULL) < 0)
+        return false;
+    yes = size >= SEG_HDR + FRAME_HDR && check_header(data, segno, path, &salt, NULL) == 0 &&
+          frame_valid_at(data, size, SEG_HDR, salt) && data[SEG_HDR + 8] == FRAME_CHECKPOINT;
+    free(data);
+    return yes;
+}
+
+/* Removes segments made obsolete by a checkpoint (a crash came before their deletion). */
+static int remove_obsolete(const char *dir, const uint64_t *segs, size_t n, struct dtx_err *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        char path[PATH_MAX + 32];
+
+        seg_path(path, sizeof(path), dir, segs[i]);
+        if (unlink(path) < 0 && errno != ENOENT)
+            return dtx_err_set(err, DTX_EIO, "could not remove obsolete decision log '%s': %s",
+                               path, strerror(errno));
+    }
+    return 0;
+}
+
 static int read_dir(const char *dir, bool repair, dlog_replay_fn replay, void *arg,
                     struct dlog_scan *scan, struct dtx_err *err)
 {
     struct reader rd = {dir, replay, arg, scan, BUF_INIT, NULL, 0};
     uint64_t *segs = NULL;
-    size_t nsegs = 0;
+    size_t nsegs = 0, start = 0;
     int rc;
 
     memset(scan, 0, sizeof(*scan));
     rc = list_segments(dir, &segs, &nsegs, err);
-    for (size_t i = 0; rc == 0 && i < nsegs; i++) {
+    for (size_t i = nsegs; rc == 0 && i-- > 0;) {
+        char path[PATH_MAX + 32];
+
+        seg_path(path, sizeof(path), dir, segs[i]);
+        if (opens_with_checkpoint(path, segs[i])) {
+            start = i;
+            scan->checkpoint_segno = segs[i];
+            break;
+        }
+    }
+    scan->obsolete = start;
+    scan->first_segno = nsegs ? segs[start] : 0;
+    if (rc == 0 && repair && start > 0)
+        rc = remove_obsolete(dir, segs, start, err);
+    for (size_t i = start; rc == 0 && i < nsegs; i++) {
         char path[PATH_MAX + 32];
         bool last = i + 1 == nsegs;
         size_t keep;
@@ -704,7 +769,7 @@ static int create_segment(struct dlog *log, uint64_t segno)
 }
 
 /* Writes records as one frame and makes it durable; returns 0 or an errno. */
-static int write_frame(struct dlog *log, const struct buf *records, const char **what)
+static int write_frame(struct dlog *log, const struct buf *records, uint8_t type, const char **what)
 {
     unsigned char h[FRAME_HDR];
     struct iovec iov[2];
@@ -713,7 +778,7 @@ static int write_frame(struct dlog *log, const struct buf *records, const char *
     int e;
 
     put_le32(h + 4, (uint32_t)records->len);
-    h[8] = FRAME_BATCH;
+    h[8] = type;
     put_le32(s, log->salt);
     crc = crc32c(crc32c(0, s, 4), h + 4, FRAME_HDR - 4);
     crc = crc32c(crc, records->data, records->len);
@@ -733,6 +798,7 @@ static int write_frame(struct dlog *log, const struct buf *records, const char *
     if (fdatasync(log->fd) < 0)
         return errno;
     log->seg_size += FRAME_HDR + records->len;
+    log->since_ckpt += FRAME_HDR + records->len;
     return 0;
 }
 
@@ -749,6 +815,8 @@ static bool writer_wait(struct dlog *log)
 
         if (log->failed)
             return false;
+        if (log->ckpt_queued)
+            return true;
         if (log->pending.len == 0) {
             if (log->stopping)
                 return false;
@@ -766,29 +834,97 @@ static bool writer_wait(struct dlog *log)
     }
 }
 
+/* Removes segments older than keep, then syncs the directory; 0 or an errno. */
+static int drop_segments_before(struct dlog *log, uint64_t keep)
+{
+    for (uint64_t n = log->first_segno; n < keep; n++) {
+        char path[PATH_MAX + 32];
+
+        seg_path(path, sizeof(path), log->dir, n);
+        if (unlink(path) < 0 && errno != ENOENT)
+            return errno;
+    }
+    log->first_segno = keep;
+    return fsync(log->dirfd) < 0 ? errno : 0;
+}
+
+/* Writes a snapshot as the first frame of a fresh segment, then drops older segments. */
+static int write_checkpoint(struct dlog *log, const struct buf *snap, const char **what)
+{
+    int e = 0;
+
+    if (log->seg_size > SEG_HDR) {
+        *what = "start a new segment of";
+        e = create_segment(log, log->segno + 1);
+    }
+    if (!e)
+        e = write_frame(log, snap, FRAME_CHECKPOINT, what);
+    if (!e) {
+        *what = "remove old segments of";
+        e = drop_segments_before(log, log->segno);
+    }
+    log->since_ckpt = 0;
+    return e;
+}
+
+/* After a write: rotate a full segment, and ask for a checkpoint once enough was written. */
+static int after_write(struct dlog *log, const char **what)
+{
+    bool ask = false;
+
+    if (log->seg_size >= 2 * (uint64_t)log->opts.segment_bytes) {
+        *what = "start a new segment of"; /* the loop is late with its snapshot */
+        return create_segment(log, log->segno + 1);
+    }
+    if (log->since_ckpt >= log->opts.segment_bytes && log->opts.on_checkpoint_wanted) {
+        pthread_mutex_lock(&log->mu);
+        if (!log->ckpt_wanted && !log->ckpt_queued)
+            ask = log->ckpt_wanted = log->ckpt_asked = true;
+        pthread_mutex_unlock(&log->mu);
+        if (ask)
+            ev_async_send(&log->wake);
+    }
+    return 0;
+}
+
 static void *writer_main(void *arg)
 {
     struct dlog *log = arg;
-    struct buf work = BUF_INIT;
+    struct buf work = BUF_INIT, snap = BUF_INIT, before = BUF_INIT;
 
     pthread_mutex_lock(&log->mu);
     while (writer_wait(log)) {
         struct buf tmp = log->pending;
         uint64_t upto = log->last_lsn;
+        bool ckpt = log->ckpt_queued;
         const char *what = "write";
-        int e;
+        int e = 0;
 
         log->pending = work;
         log->pending_forced = false;
         work = tmp;
+        if (ckpt) {
+            tmp = log->ckpt;
+            log->ckpt = snap;
+            snap = tmp;
+            tmp = log->ckpt_before;
+            log->ckpt_before = before;
+            before = tmp;
+        }
         pthread_mutex_unlock(&log->mu);
 
-        e = write_frame(log, &work, &what);
-        if (!e && log->seg_size >= log->opts.segment_bytes) {
-            what = "start a new segment of";
-            e = create_segment(log, log->segno + 1);
-        }
+        /* Order: what came before the snapshot, the snapshot, what came after it. */
+        if (before.len)
+            e = write_frame(log, &before, FRAME_BATCH, &what);
+        if (!e && ckpt)
+            e = write_checkpoint(log, &snap, &what);
+        if (!e && work.len)
+            e = write_frame(log, &work, FRAME_BATCH, &what);
+        if (!e)
+            e = after_write(log, &what);
         buf_reset(&work);
+        buf_reset(&snap);
+        buf_reset(&before);
         if (e) {
             set_failed(log, e, what);
             pthread_mutex_lock(&log->mu);
@@ -797,6 +933,10 @@ static void *writer_main(void *arg)
         pthread_mutex_lock(&log->mu);
         log->durable_lsn = upto;
         log->syncs++;
+        if (ckpt) {
+            log->ckpt_queued = log->ckpt_wanted = false;
+            log->checkpoints++;
+        }
         pthread_cond_broadcast(&log->done_cv);
         pthread_mutex_unlock(&log->mu);
         ev_async_send(&log->wake);
@@ -804,6 +944,8 @@ static void *writer_main(void *arg)
     }
     pthread_mutex_unlock(&log->mu);
     buf_release(&work);
+    buf_release(&snap);
+    buf_release(&before);
     return NULL;
 }
 
@@ -811,7 +953,7 @@ static void on_wake(struct ev_loop *loop, struct ev_async *a)
 {
     struct dlog *log = a->data;
     uint64_t lsn;
-    bool failed;
+    bool failed, ask;
     struct dtx_err fail;
 
     (void)loop;
@@ -819,9 +961,13 @@ static void on_wake(struct ev_loop *loop, struct ev_async *a)
     lsn = log->durable_lsn;
     failed = log->failed;
     fail = log->fail;
+    ask = log->ckpt_asked;
+    log->ckpt_asked = false;
     pthread_mutex_unlock(&log->mu);
     if (log->opts.on_durable)
         log->opts.on_durable(log->opts.arg, lsn);
+    if (ask && !failed)
+        log->opts.on_checkpoint_wanted(log->opts.arg);
     if (failed && !log->failure_reported) {
         log->failure_reported = true;
         log_error("%s", fail.msg);
@@ -900,6 +1046,7 @@ int dlog_open(struct dlog **out, const struct dlog_opts *opts, dlog_replay_fn re
     init_monotonic_cond(&log->work_cv);
     pthread_cond_init(&log->done_cv, NULL);
     buf_init(&log->pending);
+    log->first_segno = scan->first_segno ? scan->first_segno : scan->last_segno + 1;
     rc = dlog_start(log, scan->last_segno + 1, err);
     if (rc < 0) {
         if (log->fd >= 0)
@@ -926,7 +1073,7 @@ uint64_t dlog_append(struct dlog *log, const struct dlog_rec *rec, bool force)
     }
     if (log->pending.len == 0)
         log->pending_since = ev_clock_us();
-    encode_record(&log->pending, rec);
+    dlog_encode(&log->pending, rec);
     lsn = ++log->last_lsn;
     if (force && !log->pending_forced) {
         log->pending_forced = true;
@@ -946,11 +1093,12 @@ uint64_t dlog_durable_lsn(struct dlog *log)
     return lsn;
 }
 
-void dlog_stats(struct dlog *log, uint64_t *syncs, uint64_t *records)
+void dlog_stats(struct dlog *log, uint64_t *syncs, uint64_t *records, uint64_t *checkpoints)
 {
     pthread_mutex_lock(&log->mu);
     *syncs = log->syncs;
     *records = log->last_lsn;
+    *checkpoints = log->checkpoints;
     pthread_mutex_unlock(&log->mu);
 }
 
@@ -966,6 +1114,29 @@ bool dlog_failed(struct dlog *log, struct dtx_err *err)
     return failed;
 }
 
+int dlog_checkpoint(struct dlog *log, struct buf *records)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&log->mu);
+    if (log->failed || log->stopping) {
+        rc = DTX_ELOGFAIL;
+    } else {
+        /* Records appended so far precede the snapshot; later ones follow it. A newer
+         * snapshot replaces one not yet written (it describes a later state). */
+        buf_append(&log->ckpt_before, buf_head(&log->pending), buf_avail(&log->pending));
+        buf_reset(&log->pending);
+        buf_release(&log->ckpt);
+        log->ckpt = *records;
+        buf_init(records);
+        log->ckpt_queued = true;
+        pthread_cond_signal(&log->work_cv);
+    }
+    pthread_mutex_unlock(&log->mu);
+    buf_release(records);
+    return rc;
+}
+
 int dlog_flush(struct dlog *log, struct dtx_err *err)
 {
     int rc = 0;
@@ -975,7 +1146,7 @@ int dlog_flush(struct dlog *log, struct dtx_err *err)
         log->pending_forced = true;
         pthread_cond_signal(&log->work_cv);
     }
-    while (!log->failed && log->durable_lsn < log->last_lsn)
+    while (!log->failed && (log->durable_lsn < log->last_lsn || log->ckpt_queued))
         pthread_cond_wait(&log->done_cv, &log->mu);
     if (log->failed) {
         if (err)
@@ -1003,5 +1174,7 @@ void dlog_close(struct dlog *log)
     pthread_cond_destroy(&log->work_cv);
     pthread_cond_destroy(&log->done_cv);
     buf_release(&log->pending);
+    buf_release(&log->ckpt);
+    buf_release(&log->ckpt_before);
     free(log);
 }

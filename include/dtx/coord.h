@@ -61,9 +61,6 @@ const char *coord_outcome(const struct coord *co, const char *gtid, int shard, u
 
 /* The transaction with this gtid, live or retained, or NULL. */
 const struct tx *coord_find(const struct coord *co, const char *gtid);
-/* True when gtid was issued by an earlier run of this coordinator (presumed abort applies). */
-bool coord_issued_before(const struct coord *co, const char *gtid);
-
 const struct coord_config *coord_config(const struct coord *co);
 
 /* Bodies for /healthz (status in *status), /metrics and the admin list (malloc'd). */

@@ -25,6 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dtx/buf.h"
 #include "dtx/err.h"
 #include "dtx/ev.h"
 
@@ -67,9 +68,12 @@ struct dlog_scan {
     uint64_t frames;
     uint64_t segments;
     uint64_t bytes;
+    uint64_t first_segno; /* oldest segment replayed */
     uint64_t last_segno;
-    bool torn;            /* a torn last frame was found (and, when repairing, cut off) */
-    uint64_t torn_offset; /* where, in the last segment */
+    uint64_t checkpoint_segno; /* segment whose checkpoint replay started from (0: none) */
+    uint64_t obsolete;         /* older segments skipped (and, when repairing, removed) */
+    bool torn;                 /* a torn last frame was found (and, when repairing, cut off) */
+    uint64_t torn_offset;      /* where, in the last segment */
     uint64_t torn_bytes;
 };
 
@@ -83,6 +87,8 @@ struct dlog_opts {
     void (*on_durable)(void *arg, uint64_t lsn);
     /* Called on the loop thread once, when the log fails. */
     void (*on_failed)(void *arg, const struct dtx_err *err);
+    /* Called on the loop thread when a checkpoint is due (NULL: never checkpoint). */
+    void (*on_checkpoint_wanted)(void *arg);
     void *arg;
 };
 
@@ -123,14 +129,26 @@ uint64_t dlog_durable_lsn(struct dlog *log);
 /* True once a write or fdatasync failed; *err (may be NULL) says why. */
 bool dlog_failed(struct dlog *log, struct dtx_err *err);
 
-/* Counts since open: frames written (each one fdatasync) and records appended. */
-void dlog_stats(struct dlog *log, uint64_t *syncs, uint64_t *records);
+/* Counts since open: frames written (each one fdatasync), records appended, checkpoints. */
+void dlog_stats(struct dlog *log, uint64_t *syncs, uint64_t *records, uint64_t *checkpoints);
 
 /* Blocks until everything appended so far is durable; 0 or the failure's code. */
 int dlog_flush(struct dlog *log, struct dtx_err *err);
 
 /* Flushes what is queued, stops the writer and closes files. NULL is a no-op. */
 void dlog_close(struct dlog *log);
+
+/*
+ * Hands the writer a snapshot (records encoded with dlog_encode) to write
+ * as the CHECKPOINT opening a new segment, after which every older segment
+ * is deleted. Everything appended before this call is written before the
+ * snapshot. Takes the buffer's contents (records is left empty). Returns 0,
+ * or DTX_ELOGFAIL when the log has failed.
+ */
+int dlog_checkpoint(struct dlog *log, struct buf *records);
+
+/* Appends one encoded record to b (for building a checkpoint). */
+void dlog_encode(struct buf *b, const struct dlog_rec *rec);
 
 /* Name of a record type ("BOOT", "COMMIT", "END", or "?"). */
 const char *dlog_type_name(enum dlog_type type);

@@ -65,7 +65,7 @@ static void remove_dir(const char *dir)
 static struct dlog *open_log(struct ev_loop *loop, const char *dir, struct dlog_scan *scan,
                              struct dtx_err *err)
 {
-    struct dlog_opts o = {dir, 1u << 20, loop, NULL, NULL, NULL};
+    struct dlog_opts o = {dir, 1u << 20, loop, NULL, NULL, NULL, NULL};
     struct dlog *log = NULL;
     struct counted c;
 
@@ -367,7 +367,7 @@ static void unforced_record_waits_for_a_forced_one(void)
     char dir[64], gtid[32];
     struct dlog_rec end = {.type = DLOG_END, .gtid = "c1-1-1"};
     struct dlog_rec commit = commit_rec(2, gtid, sizeof(gtid));
-    uint64_t syncs, records;
+    uint64_t syncs, records, checkpoints;
 
     temp_dir(dir, sizeof(dir));
     CU_ASSERT_EQUAL_FATAL(ev_loop_init(&loop), 0);
@@ -377,10 +377,205 @@ static void unforced_record_waits_for_a_forced_one(void)
     CU_ASSERT_EQUAL(dlog_durable_lsn(log), 0); /* not written on its own at once */
     CU_ASSERT_EQUAL(dlog_append(log, &commit, true), 2);
     CU_ASSERT_EQUAL(dlog_flush(log, NULL), 0);
-    dlog_stats(log, &syncs, &records);
+    dlog_stats(log, &syncs, &records, &checkpoints);
     CU_ASSERT_EQUAL(records, 2);
     CU_ASSERT_EQUAL(syncs, 1); /* one fdatasync covered both */
     dlog_close(log);
+    ev_loop_release(&loop);
+    remove_dir(dir);
+}
+
+static int count_segments(const char *dir)
+{
+    char pattern[600];
+    int n = 0;
+
+    for (int i = 1; i < 20; i++) {
+        seg(pattern, sizeof(pattern), dir, i);
+        n += file_size(pattern) >= 0;
+    }
+    return n;
+}
+
+/* A snapshot of one BOOT and one COMMIT, as the coordinator would hand over. */
+static void snapshot(struct buf *b)
+{
+    struct dlog_rec boot = {.type = DLOG_BOOT, .epoch = 9, .node_id = "c1"};
+    char gtid[32];
+    struct dlog_rec commit = commit_rec(99, gtid, sizeof(gtid));
+
+    dlog_encode(b, &boot);
+    dlog_encode(b, &commit);
+}
+
+static void checkpoint_opens_a_new_segment_and_removes_older_ones(void)
+{
+    off_t bounds[NFRAMES + 1];
+    struct ev_loop loop;
+    struct dlog_scan scan;
+    struct counted c;
+    struct dlog *log;
+    struct buf snap = BUF_INIT;
+    char dir[64], gtid[32];
+    struct dlog_rec after = commit_rec(100, gtid, sizeof(gtid));
+
+    temp_dir(dir, sizeof(dir));
+    write_frames(dir, bounds); /* segment 1 */
+    CU_ASSERT_EQUAL_FATAL(ev_loop_init(&loop), 0);
+    log = open_log(&loop, dir, &scan, NULL); /* segment 2, empty */
+    CU_ASSERT_PTR_NOT_NULL_FATAL(log);
+    snapshot(&snap);
+    CU_ASSERT_EQUAL(dlog_checkpoint(log, &snap), 0);
+    CU_ASSERT(dlog_append(log, &after, true) > 0);
+    CU_ASSERT_EQUAL(dlog_flush(log, NULL), 0);
+    dlog_close(log);
+    CU_ASSERT_EQUAL(count_segments(dir), 1);
+    memset(&c, 0, sizeof(c));
+    CU_ASSERT_EQUAL(dlog_read(dir, count_records, &c, &scan, NULL), 0);
+    CU_ASSERT_EQUAL(c.records, 3); /* BOOT + COMMIT of the snapshot, then the later COMMIT */
+    CU_ASSERT_STRING_EQUAL(c.last_gtid, "c1-1-100");
+    CU_ASSERT_EQUAL(scan.checkpoint_segno, 2);
+    ev_loop_release(&loop);
+    remove_dir(dir);
+}
+
+/* Saves segment n's bytes (to put it back later, as a crash before its deletion would). */
+static unsigned char *save_segment(const char *dir, int n, size_t *size)
+{
+    char path[512];
+    unsigned char *data;
+    FILE *f;
+
+    seg(path, sizeof(path), dir, n);
+    *size = (size_t)file_size(path);
+    data = malloc(*size);
+    f = fopen(path, "rb");
+    CU_ASSERT_FATAL(data && f && fread(data, 1, *size, f) == *size);
+    fclose(f);
+    return data;
+}
+
+static void restore_segment(const char *dir, int n, const unsigned char *data, size_t size)
+{
+    char path[512];
+    FILE *f;
+
+    seg(path, sizeof(path), dir, n);
+    f = fopen(path, "wb");
+    CU_ASSERT_FATAL(f && fwrite(data, 1, size, f) == size);
+    fclose(f);
+}
+
+static void checkpoint_then_crash(const char *dir, unsigned char **seg1, size_t *size1)
+{
+    off_t bounds[NFRAMES + 1];
+    struct ev_loop loop;
+    struct dlog_scan scan;
+    struct dlog *log;
+    struct buf snap = BUF_INIT;
+
+    write_frames(dir, bounds);
+    *seg1 = save_segment(dir, 1, size1);
+    CU_ASSERT_EQUAL_FATAL(ev_loop_init(&loop), 0);
+    log = open_log(&loop, dir, &scan, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(log);
+    snapshot(&snap);
+    CU_ASSERT_EQUAL(dlog_checkpoint(log, &snap), 0);
+    CU_ASSERT_EQUAL(dlog_flush(log, NULL), 0);
+    dlog_close(log);
+    ev_loop_release(&loop);
+}
+
+static void segments_older_than_the_checkpoint_are_ignored_and_removed(void)
+{
+    struct ev_loop loop;
+    struct dlog_scan scan;
+    struct counted c;
+    struct dlog *log;
+    unsigned char *seg1;
+    size_t size1;
+    char dir[64];
+
+    temp_dir(dir, sizeof(dir));
+    checkpoint_then_crash(dir, &seg1, &size1);
+    restore_segment(dir, 1, seg1, size1); /* the crash came before segment 1 was deleted */
+    memset(&c, 0, sizeof(c));
+    CU_ASSERT_EQUAL(dlog_read(dir, count_records, &c, &scan, NULL), 0);
+    CU_ASSERT_EQUAL(c.records, 2);
+    CU_ASSERT_EQUAL(scan.obsolete, 1);
+    CU_ASSERT_EQUAL_FATAL(ev_loop_init(&loop), 0);
+    log = open_log(&loop, dir, &scan, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(log);
+    dlog_close(log);
+    CU_ASSERT_EQUAL(count_segments(dir), 2); /* 1 removed; 2 (checkpoint) and the new 3 */
+    free(seg1);
+    ev_loop_release(&loop);
+    remove_dir(dir);
+}
+
+static void torn_checkpoint_falls_back_to_the_older_segments(void)
+{
+    struct dlog_scan scan;
+    struct counted c;
+    unsigned char *seg1;
+    size_t size1;
+    char dir[64], path[512];
+
+    temp_dir(dir, sizeof(dir));
+    checkpoint_then_crash(dir, &seg1, &size1);
+    restore_segment(dir, 1, seg1, size1);
+    seg(path, sizeof(path), dir, 2);
+    CU_ASSERT_EQUAL_FATAL(truncate(path, file_size(path) - 4), 0); /* torn while written */
+    memset(&c, 0, sizeof(c));
+    CU_ASSERT_EQUAL(dlog_read(dir, count_records, &c, &scan, NULL), 0);
+    CU_ASSERT_EQUAL(c.records, NFRAMES); /* segment 1's records: nothing was lost */
+    CU_ASSERT_TRUE(scan.torn);
+    CU_ASSERT_EQUAL(scan.checkpoint_segno, 0);
+    free(seg1);
+    remove_dir(dir);
+}
+
+struct wanted {
+    struct dlog *log;
+    int asked;
+};
+
+static void on_wanted(void *arg)
+{
+    struct wanted *w = arg;
+    struct buf snap = BUF_INIT;
+
+    w->asked++;
+    snapshot(&snap);
+    CU_ASSERT_EQUAL(dlog_checkpoint(w->log, &snap), 0);
+}
+
+static void writer_asks_for_a_checkpoint_once_a_segment_was_written(void)
+{
+    struct ev_loop loop;
+    struct dlog_scan scan;
+    struct wanted w = {NULL, 0};
+    struct dlog_opts o;
+    char dir[64], gtid[32];
+    uint64_t syncs, records, checkpoints;
+
+    temp_dir(dir, sizeof(dir));
+    CU_ASSERT_EQUAL_FATAL(ev_loop_init(&loop), 0);
+    o = (struct dlog_opts){dir, 4096, &loop, NULL, NULL, on_wanted, &w};
+    CU_ASSERT_EQUAL_FATAL(dlog_open(&w.log, &o, NULL, NULL, &scan, NULL), 0);
+    for (int i = 0; i < 200 && !w.asked; i++) {
+        struct dlog_rec r = commit_rec(i, gtid, sizeof(gtid));
+
+        dlog_append(w.log, &r, true);
+        dlog_flush(w.log, NULL);
+        ev_loop_once(&loop, 10);
+    }
+    CU_ASSERT_EQUAL(w.asked, 1);
+    CU_ASSERT_EQUAL(dlog_flush(w.log, NULL), 0);
+    dlog_stats(w.log, &syncs, &records, &checkpoints);
+    CU_ASSERT_EQUAL(checkpoints, 1);
+    dlog_close(w.log);
+    CU_ASSERT_EQUAL(count_segments(dir), 1);
     ev_loop_release(&loop);
     remove_dir(dir);
 }
@@ -397,6 +592,10 @@ int main(void)
         UNIT_TEST(wrong_magic_is_corruption),
         UNIT_TEST(damage_at_the_end_of_an_older_segment_is_corruption),
         UNIT_TEST(unforced_record_waits_for_a_forced_one),
+        UNIT_TEST(checkpoint_opens_a_new_segment_and_removes_older_ones),
+        UNIT_TEST(segments_older_than_the_checkpoint_are_ignored_and_removed),
+        UNIT_TEST(torn_checkpoint_falls_back_to_the_older_segments),
+        UNIT_TEST(writer_asks_for_a_checkpoint_once_a_segment_was_written),
     };
 
     return unit_run("dlog", tests, sizeof(tests) / sizeof(tests[0]));
