@@ -13,7 +13,7 @@ import unittest
 import dtx_cluster
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-WORK = os.environ.get("DTX_TEST_DIR", os.path.join(ROOT, "build", "test-clusters"))
+WORK = dtx_cluster.work_dir("test-clusters", "DTX_TEST_DIR")
 
 # PostgreSQL logs every statement, so a test can check what dtx sent it.
 LOG_STATEMENTS = ["log_statement = 'all'", "log_line_prefix = '%m [%p] '"]

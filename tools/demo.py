@@ -49,8 +49,9 @@ def main():
     root = dtx_cluster.make_temp_dir("dtx-demo-")
     c = dtx_cluster.Cluster(os.path.join(root, "cluster"), shards=3)
     banner("starting 3 PostgreSQL shards, 3 participants and a coordinator")
-    c.start()
+    ok_run = False
     try:
+        c.start()
         print("  coordinator %s; shards %s" % (c.url(), ", ".join(s.name for s in c.shards)))
         banner("creating table accounts on every shard; each key lives on its hash slot's shard")
         for sh in c.shards:

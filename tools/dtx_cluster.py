@@ -101,16 +101,39 @@ def make_temp_dir(prefix):
     return d
 
 
-def check_traversable(path):
-    """PostgreSQL (running as postgres) must be able to reach its data directory."""
+def blocking_dir(path):
+    """The first directory above path that the postgres user cannot enter, or None."""
     if not AS_ROOT:
-        return
+        return None
     p = os.path.dirname(os.path.abspath(path))
     while p and p != "/":
-        if not os.stat(p).st_mode & 0o001:
-            raise RuntimeError("the postgres user cannot enter %s (mode %o); use a directory "
-                               "others may traverse" % (p, os.stat(p).st_mode & 0o777))
+        if os.path.exists(p) and not os.stat(p).st_mode & 0o001:
+            return p
         p = os.path.dirname(p)
+    return None
+
+
+def check_traversable(path):
+    """PostgreSQL (running as postgres) must be able to reach its data directory."""
+    p = blocking_dir(path)
+    if p:
+        raise RuntimeError("the postgres user cannot enter %s (mode %o); use a directory "
+                           "others may traverse" % (p, os.stat(p).st_mode & 0o777))
+
+
+def work_dir(name, env):
+    """Where to keep PostgreSQL data: $env if set; else build/<name> in this checkout when
+    the postgres user can reach it (a checkout under /root, mode 0700, cannot); else a
+    private temporary directory of this process, removed when it exits."""
+    if os.environ.get(env):
+        return os.environ[env]
+    d = os.path.join(ROOT, "build", name)
+    if not blocking_dir(d):
+        return d
+    import atexit
+    tmp = make_temp_dir("dtx-%s-" % name)
+    atexit.register(shutil.rmtree, tmp, True)
+    return tmp
 
 
 def run(cmd, **kw):
@@ -120,9 +143,15 @@ def run(cmd, **kw):
     return r.stdout
 
 
+_TEMPLATE = []
+
+
 def template_dir():
     """An initdb'd data directory, made once and copied for every shard."""
-    base = os.environ.get("DTX_PG_TEMPLATE", os.path.join(ROOT, "build", "pg-template"))
+    if not _TEMPLATE:
+        _TEMPLATE.append(work_dir("pg-template", "DTX_PG_TEMPLATE"))
+    base = _TEMPLATE[0]
+    check_traversable(os.path.join(base, "data"))
     data = os.path.join(base, "data")
     if os.path.exists(os.path.join(data, "PG_VERSION")):
         return data
