@@ -43,9 +43,9 @@ CTL_OBJ    := $(CTL_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-PROGS := $(BINDIR)/dtx-coordinator $(BINDIR)/dtx-participant
+PROGS := $(BINDIR)/dtx-coordinator $(BINDIR)/dtx-participant $(BINDIR)/dtx-loadgen
 
-.PHONY: all deps demo check unit unit-bin integration fault bench format format-check clean san
+.PHONY: all deps demo check unit unit-bin integration fault soak bench format format-check clean san
 
 all: $(PROGS)
 
@@ -79,6 +79,11 @@ $(BINDIR)/dtx-participant: $(BUILD)/participant/main.o $(PART_OBJ) $(BUILD)/libd
 	@echo "  LINK    $@"
 	@$(CC) $(LDOPT) -o $@ $^ $(LDLIBS_HTTP) -lpq
 
+$(BINDIR)/dtx-loadgen: $(BUILD)/bench/loadgen.o $(BUILD)/libdtxcommon.a
+	@mkdir -p $(dir $@)
+	@echo "  LINK    $@"
+	@$(CC) $(LDOPT) -o $@ $^ $(LDLIBS_HTTP)
+
 # Unit tests: one CUnit program per module, linked with every module object
 # except the daemons' main.c (tests stub module boundaries themselves).
 $(BUILD)/tests/test_%: tests/unit/test_%.c $(COORD_OBJ) $(PART_OBJ) $(BUILD)/libdtxcommon.a
@@ -109,6 +114,12 @@ check: deps
 	@$(MAKE) --no-print-directory VARIANT=san all unit-bin
 	@./tools/run-unit build/san/tests
 	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/run.py integration fault
+	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/soak.py --seconds 60
+
+# The randomized soak test alone, for longer: make soak SECS=600
+SECS ?= 300
+soak: deps san
+	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/soak.py --seconds $(SECS)
 
 demo: deps
 	@$(MAKE) --no-print-directory all

@@ -212,6 +212,7 @@ static void on_upgraded(void *cls, struct MHD_Connection *con, void *con_cls, co
     (void)con;
     (void)con_cls;
     up->urh = urh;
+    MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CORK_OFF); /* MHD corks while it answers */
     up->cb(up->arg, sock, extra, extra_len, up);
 }
 

@@ -18,6 +18,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -145,6 +147,7 @@ struct stream *stream_new(struct ev_loop *loop, int fd, const char *pre, size_t 
 {
     struct stream *s = calloc(1, sizeof(*s));
     int flags = fcntl(fd, F_GETFL);
+    int one = 1;
 
     if (!s)
         abort();
@@ -157,6 +160,8 @@ struct stream *stream_new(struct ev_loop *loop, int fd, const char *pre, size_t 
     ev_defer_init(&s->flush, on_stream_flush, s);
     if (flags >= 0)
         fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+    /* Frames are small and latency-bound: never let Nagle hold one back. */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     if (ev_io_start(loop, &s->io, fd, EPOLLIN) < 0) {
         s->fd = -1;
         if (cbs->closefd)

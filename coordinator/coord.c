@@ -963,9 +963,9 @@ char *coord_render_health(const struct coord *co, unsigned *status)
 char *coord_render_metrics(const struct coord *co)
 {
     struct buf b = BUF_INIT;
-    uint64_t syncs = 0, records = 0, checkpoints = 0;
+    struct dlog_stats ls;
 
-    dlog_stats(co->log, &syncs, &records, &checkpoints);
+    dlog_stats(co->log, &ls);
     buf_puts(&b, "# HELP dtx_transactions_total Transactions by outcome.\n"
                  "# TYPE dtx_transactions_total counter\n");
     buf_printf(&b, "dtx_transactions_total{outcome=\"started\"} %" PRIu64 "\n", co->m.started);
@@ -993,8 +993,10 @@ char *coord_render_metrics(const struct coord *co)
         "# TYPE dtx_decision_log_records_total counter\ndtx_decision_log_records_total %" PRIu64
         "\n# TYPE dtx_decision_log_syncs_total counter\ndtx_decision_log_syncs_total %" PRIu64
         "\n# TYPE dtx_decision_log_checkpoints_total counter\ndtx_decision_log_checkpoints_total "
-        "%" PRIu64 "\n# TYPE dtx_decision_log_failed gauge\ndtx_decision_log_failed %d\n",
-        records, syncs, checkpoints, co->state == CO_FAILED);
+        "%" PRIu64
+        "\n# TYPE dtx_decision_log_bytes_total counter\ndtx_decision_log_bytes_total %" PRIu64
+        "\n# TYPE dtx_decision_log_failed gauge\ndtx_decision_log_failed %d\n",
+        ls.records, ls.syncs, ls.checkpoints, ls.bytes, co->state == CO_FAILED);
     buf_puts(&b, "# TYPE dtx_participant_up gauge\n");
     for (size_t i = 0; i < co->cfg->nshards; i++)
         buf_printf(&b, "dtx_participant_up{shard=\"%s\"} %d\n", co->shard_names[i],

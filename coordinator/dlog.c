@@ -115,6 +115,7 @@ struct dlog {
     bool ckpt_wanted;       /* (mu) the writer asked the loop for a snapshot */
     bool ckpt_asked;        /* (mu) ... and the loop has not been told yet */
     uint64_t checkpoints;   /* (mu) checkpoints written */
+    uint64_t bytes;         /* (mu) bytes written */
     /* loop thread only */
     struct ev_async wake;
     bool failure_reported;
@@ -898,6 +899,7 @@ static void *writer_main(void *arg)
         uint64_t upto = log->last_lsn;
         bool ckpt = log->ckpt_queued;
         const char *what = "write";
+        uint64_t written;
         int e = 0;
 
         log->pending = work;
@@ -914,6 +916,8 @@ static void *writer_main(void *arg)
         pthread_mutex_unlock(&log->mu);
 
         /* Order: what came before the snapshot, the snapshot, what came after it. */
+        written = (before.len ? before.len + FRAME_HDR : 0) + (ckpt ? snap.len + FRAME_HDR : 0) +
+                  (work.len ? work.len + FRAME_HDR : 0);
         if (before.len)
             e = write_frame(log, &before, FRAME_BATCH, &what);
         if (!e && ckpt)
@@ -933,6 +937,7 @@ static void *writer_main(void *arg)
         pthread_mutex_lock(&log->mu);
         log->durable_lsn = upto;
         log->syncs++;
+        log->bytes += written;
         if (ckpt) {
             log->ckpt_queued = log->ckpt_wanted = false;
             log->checkpoints++;
@@ -1093,12 +1098,13 @@ uint64_t dlog_durable_lsn(struct dlog *log)
     return lsn;
 }
 
-void dlog_stats(struct dlog *log, uint64_t *syncs, uint64_t *records, uint64_t *checkpoints)
+void dlog_stats(struct dlog *log, struct dlog_stats *st)
 {
     pthread_mutex_lock(&log->mu);
-    *syncs = log->syncs;
-    *records = log->last_lsn;
-    *checkpoints = log->checkpoints;
+    st->syncs = log->syncs;
+    st->records = log->last_lsn;
+    st->checkpoints = log->checkpoints;
+    st->bytes = log->bytes;
     pthread_mutex_unlock(&log->mu);
 }
 

@@ -129,8 +129,14 @@ uint64_t dlog_durable_lsn(struct dlog *log);
 /* True once a write or fdatasync failed; *err (may be NULL) says why. */
 bool dlog_failed(struct dlog *log, struct dtx_err *err);
 
-/* Counts since open: frames written (each one fdatasync), records appended, checkpoints. */
-void dlog_stats(struct dlog *log, uint64_t *syncs, uint64_t *records, uint64_t *checkpoints);
+/* Counts since open. */
+struct dlog_stats {
+    uint64_t syncs;       /* frames written, each one fdatasync */
+    uint64_t records;     /* records appended */
+    uint64_t checkpoints; /* checkpoints written */
+    uint64_t bytes;       /* bytes written, checkpoints included */
+};
+void dlog_stats(struct dlog *log, struct dlog_stats *st);
 
 /* Blocks until everything appended so far is durable; 0 or the failure's code. */
 int dlog_flush(struct dlog *log, struct dtx_err *err);

@@ -51,7 +51,9 @@ class FaultTest(ClusterTest):
 
     def settled(self, amount=7):
         """Waits for no dtx: prepared branch anywhere; returns 'committed' or 'aborted'."""
+        start = time.time()
         self.assert_no_prepared(timeout=SETTLE_S)
+        print("[settled in %.2f s] " % (time.time() - start), end="", flush=True)
         after = (self.balance(0, self.acct), self.balance(1, self.acct))
         if after == self.before:
             return "aborted"

@@ -367,7 +367,7 @@ static void unforced_record_waits_for_a_forced_one(void)
     char dir[64], gtid[32];
     struct dlog_rec end = {.type = DLOG_END, .gtid = "c1-1-1"};
     struct dlog_rec commit = commit_rec(2, gtid, sizeof(gtid));
-    uint64_t syncs, records, checkpoints;
+    struct dlog_stats st;
 
     temp_dir(dir, sizeof(dir));
     CU_ASSERT_EQUAL_FATAL(ev_loop_init(&loop), 0);
@@ -377,9 +377,9 @@ static void unforced_record_waits_for_a_forced_one(void)
     CU_ASSERT_EQUAL(dlog_durable_lsn(log), 0); /* not written on its own at once */
     CU_ASSERT_EQUAL(dlog_append(log, &commit, true), 2);
     CU_ASSERT_EQUAL(dlog_flush(log, NULL), 0);
-    dlog_stats(log, &syncs, &records, &checkpoints);
-    CU_ASSERT_EQUAL(records, 2);
-    CU_ASSERT_EQUAL(syncs, 1); /* one fdatasync covered both */
+    dlog_stats(log, &st);
+    CU_ASSERT_EQUAL(st.records, 2);
+    CU_ASSERT_EQUAL(st.syncs, 1); /* one fdatasync covered both */
     dlog_close(log);
     ev_loop_release(&loop);
     remove_dir(dir);
@@ -557,7 +557,7 @@ static void writer_asks_for_a_checkpoint_once_a_segment_was_written(void)
     struct wanted w = {NULL, 0};
     struct dlog_opts o;
     char dir[64], gtid[32];
-    uint64_t syncs, records, checkpoints;
+    struct dlog_stats st;
 
     temp_dir(dir, sizeof(dir));
     CU_ASSERT_EQUAL_FATAL(ev_loop_init(&loop), 0);
@@ -572,8 +572,8 @@ static void writer_asks_for_a_checkpoint_once_a_segment_was_written(void)
     }
     CU_ASSERT_EQUAL(w.asked, 1);
     CU_ASSERT_EQUAL(dlog_flush(w.log, NULL), 0);
-    dlog_stats(w.log, &syncs, &records, &checkpoints);
-    CU_ASSERT_EQUAL(checkpoints, 1);
+    dlog_stats(w.log, &st);
+    CU_ASSERT_EQUAL(st.checkpoints, 1);
     dlog_close(w.log);
     CU_ASSERT_EQUAL(count_segments(dir), 1);
     ev_loop_release(&loop);

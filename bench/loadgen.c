@@ -1,0 +1,291 @@
+/*
+ * loadgen.c - dtx-loadgen: a closed-loop load generator for the
+ * coordinator's HTTP API (bank transfers between two accounts on two
+ * different shards).
+ *
+ *   dtx-loadgen --url http://127.0.0.1:7000 --shards s1,s2 --accounts 10000
+ *               --concurrency 32 (--seconds 10 | --count 100000)
+ *               [--warmup 2] [--idempotency] [--json FILE]
+ *
+ * Each of the --concurrency connections sends a transfer, waits for the
+ * answer, sends the next (keep-alive). Accounts 1..N exist on every shard
+ * with a balance; a transfer moves 1 from a random account on one shard to
+ * a random account on another. Latency is measured per request; the report
+ * gives throughput, p50/p99/max latency, answers by status and the CPU the
+ * generator itself used (so a reader can tell it was not the bottleneck).
+ *
+ * Thread model: one event-loop thread (the project's ev + httpc).
+ */
+#include "dtx/addr.h"
+#include "dtx/buf.h"
+#include "dtx/ev.h"
+#include "dtx/httpc.h"
+
+#include <getopt.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+struct opts {
+    const char *url;
+    char shards[16][49];
+    int nshards;
+    int accounts;
+    int concurrency;
+    double seconds;
+    long count;
+    double warmup;
+    int idempotency;
+    const char *json;
+};
+
+struct client;
+
+struct run {
+    struct opts o;
+    struct ev_loop loop;
+    struct addr addr;
+    struct client *clients;
+    uint64_t start_us, measure_us, end_us;
+    long sent, done;
+    long status[6]; /* 2xx 3xx 4xx(not 409) 409 5xx error */
+    uint32_t *lat;  /* microseconds of measured requests */
+    size_t nlat, caplat;
+    uint64_t seq;
+    unsigned seed;
+    bool stopping;
+};
+
+struct client {
+    struct run *r;
+    struct httpc *c;
+    uint64_t t0;
+    struct buf body;
+};
+
+static void send_next(struct client *cl);
+
+static unsigned rnd(struct run *r)
+{
+    r->seed = r->seed * 1103515245u + 12345u;
+    return (r->seed >> 8) & 0xffffff;
+}
+
+static void build_transfer(struct run *r, struct buf *b)
+{
+    int from = (int)(rnd(r) % (unsigned)r->o.nshards);
+    int to = (from + 1 + (int)(rnd(r) % (unsigned)(r->o.nshards - 1))) % r->o.nshards;
+    int a = 1 + (int)(rnd(r) % (unsigned)r->o.accounts);
+    int c = 1 + (int)(rnd(r) % (unsigned)r->o.accounts);
+
+    buf_reset(b);
+    buf_puts(b, "{");
+    if (r->o.idempotency)
+        buf_printf(b, "\"idempotency_key\":\"lg-%d-%" PRIu64 "\",", (int)getpid(), ++r->seq);
+    buf_printf(b,
+               "\"ops\":[{\"shard\":\"%s\",\"sql\":\"UPDATE accounts SET balance = balance - 1 "
+               "WHERE id = $1\",\"params\":[%d]},{\"shard\":\"%s\",\"sql\":\"UPDATE accounts SET "
+               "balance = balance + 1 WHERE id = $1\",\"params\":[%d]}]}",
+               r->o.shards[from], a, r->o.shards[to], c);
+}
+
+static void record(struct run *r, uint64_t t0, int rc, int status)
+{
+    uint64_t now = ev_clock_us();
+    int k = rc < 0 ? 5 : status == 409 ? 3 : status >= 500 ? 4 : status / 100 - 2;
+
+    r->done++;
+    if (t0 < r->measure_us || now > r->end_us)
+        return;
+    r->status[k < 0 || k > 5 ? 5 : k]++;
+    if (r->nlat == r->caplat) {
+        r->caplat = r->caplat ? r->caplat * 2 : 65536;
+        r->lat = realloc(r->lat, r->caplat * sizeof(*r->lat));
+        if (!r->lat)
+            abort();
+    }
+    r->lat[r->nlat++] = (uint32_t)(now - t0);
+}
+
+static void on_answer(void *arg, int rc, const struct httpc_resp *resp, const struct dtx_err *err)
+{
+    struct client *cl = arg;
+    struct run *r = cl->r;
+
+    record(r, cl->t0, rc, resp ? resp->status : 0);
+    if (rc < 0 && r->status[5] < 5)
+        fprintf(stderr, "dtx-loadgen: %s\n", err ? err->msg : "request failed");
+    send_next(cl);
+}
+
+static void send_next(struct client *cl)
+{
+    struct run *r = cl->r;
+    uint64_t now = ev_clock_us();
+
+    if (now >= r->end_us || (r->o.count && r->sent >= r->o.count)) {
+        if (r->done >= r->sent)
+            ev_loop_stop(&r->loop);
+        return;
+    }
+    build_transfer(r, &cl->body);
+    cl->t0 = now;
+    r->sent++;
+    httpc_request(cl->c, "POST", "/v1/transactions", "Content-Type: application/json\r\n",
+                  cl->body.data, cl->body.len, 30000, on_answer, cl);
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec / 1e6;
+}
+
+static void report(struct run *r, double cpu)
+{
+    double secs = (double)(r->end_us - r->measure_us) / 1e6;
+    uint32_t p50 = 0, p99 = 0, max = 0;
+    long ok = r->status[0];
+    FILE *f;
+
+    if (r->nlat) {
+        qsort(r->lat, r->nlat, sizeof(*r->lat), cmp_u32);
+        p50 = r->lat[r->nlat / 2];
+        p99 = r->lat[(size_t)((double)r->nlat * 0.99)];
+        max = r->lat[r->nlat - 1];
+    }
+    if (r->o.count)
+        secs = (double)(ev_clock_us() - r->measure_us) / 1e6;
+    printf("dtx-loadgen: concurrency %d, %.1f s measured: %ld committed (%.0f tx/s), %ld aborted, "
+           "%ld other 4xx, %ld 5xx, %ld errors; latency p50 %.3f ms p99 %.3f ms max %.3f ms; "
+           "generator CPU %.2f s (%.0f%% of one core)\n",
+           r->o.concurrency, secs, ok, ok / secs, r->status[3], r->status[2], r->status[4],
+           r->status[5], p50 / 1e3, p99 / 1e3, max / 1e3, cpu, 100.0 * cpu / secs);
+    if (!r->o.json || !(f = fopen(r->o.json, "w")))
+        return;
+    fprintf(f,
+            "{\"concurrency\":%d,\"seconds\":%.3f,\"committed\":%ld,\"aborted\":%ld,"
+            "\"other_4xx\":%ld,\"errors_5xx\":%ld,\"failed\":%ld,\"tps\":%.1f,\"p50_ms\":%.3f,"
+            "\"p99_ms\":%.3f,\"max_ms\":%.3f,\"generator_cpu_s\":%.3f}\n",
+            r->o.concurrency, secs, ok, r->status[3], r->status[2], r->status[4], r->status[5],
+            ok / secs, p50 / 1e3, p99 / 1e3, max / 1e3, cpu);
+    fclose(f);
+}
+
+static int parse_shards(struct opts *o, const char *list)
+{
+    char copy[1024], *tok, *save = NULL;
+
+    snprintf(copy, sizeof(copy), "%s", list);
+    for (tok = strtok_r(copy, ",", &save); tok && o->nshards < 16; tok = strtok_r(NULL, ",", &save))
+        snprintf(o->shards[o->nshards++], sizeof(o->shards[0]), "%s", tok);
+    return o->nshards >= 2 ? 0 : -1;
+}
+
+static int parse_args(int argc, char **argv, struct opts *o)
+{
+    static const struct option lo[] = {{"url", 1, NULL, 'u'},      {"shards", 1, NULL, 's'},
+                                       {"accounts", 1, NULL, 'a'}, {"concurrency", 1, NULL, 'c'},
+                                       {"seconds", 1, NULL, 't'},  {"count", 1, NULL, 'n'},
+                                       {"warmup", 1, NULL, 'w'},   {"idempotency", 0, NULL, 'i'},
+                                       {"json", 1, NULL, 'j'},     {0, 0, 0, 0}};
+    int ch;
+
+    *o = (struct opts){
+        .url = "http://127.0.0.1:7000", .accounts = 1000, .concurrency = 8, .seconds = 10};
+    while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
+        switch (ch) {
+        case 'u':
+            o->url = optarg;
+            break;
+        case 's':
+            if (parse_shards(o, optarg) < 0)
+                return -1;
+            break;
+        case 'a':
+            o->accounts = atoi(optarg);
+            break;
+        case 'c':
+            o->concurrency = atoi(optarg);
+            break;
+        case 't':
+            o->seconds = atof(optarg);
+            break;
+        case 'n':
+            o->count = atol(optarg);
+            break;
+        case 'w':
+            o->warmup = atof(optarg);
+            break;
+        case 'i':
+            o->idempotency = 1;
+            break;
+        case 'j':
+            o->json = optarg;
+            break;
+        default:
+            return -1;
+        }
+    }
+    if (o->nshards == 0)
+        parse_shards(o, "s1,s2");
+    return o->accounts > 0 && o->concurrency > 0 ? 0 : -1;
+}
+
+int main(int argc, char **argv)
+{
+    struct run r;
+    struct dtx_err err;
+    double cpu0;
+
+    memset(&r, 0, sizeof(r));
+    if (parse_args(argc, argv, &r.o) < 0) {
+        fprintf(stderr, "usage: dtx-loadgen --url URL --shards s1,s2 --accounts N --concurrency C "
+                        "(--seconds S | --count N) [--warmup S] [--idempotency] [--json FILE]\n");
+        return 2;
+    }
+    dtx_err_clear(&err);
+    if (addr_parse_url(r.o.url, &r.addr, &err) < 0 || ev_loop_init(&r.loop) < 0) {
+        fprintf(stderr, "dtx-loadgen: %s\n", err.msg);
+        return 2;
+    }
+    r.seed = (unsigned)getpid() ^ (unsigned)ev_wall_us();
+    r.start_us = ev_clock_us();
+    r.measure_us = r.start_us + (uint64_t)(r.o.warmup * 1e6);
+    r.end_us = r.o.count ? UINT64_MAX : r.measure_us + (uint64_t)(r.o.seconds * 1e6);
+    r.clients = calloc((size_t)r.o.concurrency, sizeof(*r.clients));
+    if (!r.clients)
+        abort();
+    cpu0 = cpu_seconds();
+    for (int i = 0; i < r.o.concurrency; i++) {
+        r.clients[i].r = &r;
+        r.clients[i].c = httpc_new(&r.loop, &r.addr);
+        send_next(&r.clients[i]);
+    }
+    ev_loop_run(&r.loop);
+    if (r.o.count)
+        r.end_us = ev_clock_us();
+    report(&r, cpu_seconds() - cpu0);
+    for (int i = 0; i < r.o.concurrency; i++) {
+        httpc_free(r.clients[i].c);
+        buf_release(&r.clients[i].body);
+    }
+    free(r.clients);
+    free(r.lat);
+    ev_loop_release(&r.loop);
+    return r.status[5] || r.status[4] ? 1 : 0;
+}

@@ -1,0 +1,238 @@
+#!/usr/bin/python3
+"""tests/soak.py - randomized soak: a bank workload over 3 shards while the
+coordinator, participants and PostgreSQL shards are killed at random.
+
+  tests/soak.py [--seconds 60] [--workers 6]      (make check: 60 s; make soak SECS=N)
+
+Each transfer moves money between accounts on two shards and writes one
+ledger row per leg, all in one dtx transaction with an idempotency key; a
+transfer that gets no answer is retried with the same key until it does.
+Meanwhile a chaos thread kill -9s the coordinator or a participant, or
+stops a PostgreSQL shard with -m immediate, and restarts it.
+
+At the end, with everything back up:
+  - the total balance is unchanged;
+  - every transfer has both ledger rows or neither;
+  - every transfer answered committed is in the ledger, every one answered
+    aborted is not;
+  - every balance equals its ledger replay;
+  - no dtx: prepared transaction is left on any shard.
+"""
+
+import argparse
+import os
+import random
+import shutil
+import sys
+import threading
+import time
+import uuid
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tools"))
+sys.path.insert(0, HERE)
+import dtx_cluster  # noqa: E402
+from harness import sanitizer_reports  # noqa: E402
+
+SHARDS = ["s1", "s2", "s3"]
+ACCOUNTS = 30
+START = 1000
+
+
+class Soak:
+    def __init__(self, c, seconds, workers, seed):
+        self.c = c
+        self.seconds = seconds
+        self.workers = workers
+        self.rng = random.Random(seed)
+        self.lock = threading.Lock()
+        self.answers = {}  # transfer id -> "committed" / "aborted"
+        self.retries = 0
+        self.kills = []
+        self.stop_chaos = threading.Event()
+        self.stop_work = threading.Event()
+        self.failures = []
+
+    # ---- the workload -----------------------------------------------------
+
+    def transfer_body(self, rng, tid):
+        a, b = rng.sample(SHARDS, 2)
+        x, y = rng.randint(1, ACCOUNTS), rng.randint(1, ACCOUNTS)
+        amt = rng.randint(1, 50)
+        return {"idempotency_key": tid, "timeout_ms": 3000, "ops": [
+            {"shard": a, "sql": "UPDATE accounts SET balance = balance - $1 WHERE id = $2 AND "
+                                "balance >= $1", "params": [amt, x], "expect_rows": 1},
+            {"shard": a, "sql": "INSERT INTO ledger VALUES ($1, 0, $2, $3)",
+             "params": [tid, x, -amt]},
+            {"shard": b, "sql": "UPDATE accounts SET balance = balance + $1 WHERE id = $2",
+             "params": [amt, y], "expect_rows": 1},
+            {"shard": b, "sql": "INSERT INTO ledger VALUES ($1, 1, $2, $3)",
+             "params": [tid, y, amt]}]}
+
+    def run_transfer(self, body):
+        """Sends until a definite answer; returns 'committed', 'aborted' or None (gave up)."""
+        deadline = time.time() + self.seconds + 120
+        while time.time() < deadline:
+            try:
+                status, ans = self.c.request("POST", "/v1/transactions", body, timeout=15)
+            except OSError:
+                status, ans = None, None
+            if status == 200:
+                return "committed"
+            if status == 409:
+                return "aborted"
+            if status in (400, 401, 403, 413, 422):
+                self.failures.append("transfer %s refused: %s %s" %
+                                     (body["idempotency_key"], status, ans))
+                return None
+            with self.lock:
+                self.retries += 1  # no answer, 503 or 504: ask again with the same key
+            time.sleep(0.2)
+        self.failures.append("transfer %s never got an answer" % body["idempotency_key"])
+        return None
+
+    def worker(self, n):
+        rng = random.Random(self.rng.random() + n)
+        while not self.stop_work.is_set():
+            tid = "t-%d-%s" % (n, uuid.uuid4().hex[:12])
+            outcome = self.run_transfer(self.transfer_body(rng, tid))
+            if outcome:
+                with self.lock:
+                    self.answers[tid] = outcome
+
+    # ---- chaos --------------------------------------------------------------
+
+    def chaos(self):
+        rng = random.Random(self.rng.random())
+        while not self.stop_chaos.wait(rng.uniform(1.5, 4.0)):
+            what = rng.choice(["coordinator", "participant", "participant", "postgres"])
+            i = rng.randrange(len(SHARDS))
+            try:
+                if what == "coordinator":
+                    self.c.kill_coordinator()
+                    time.sleep(rng.uniform(0.2, 1.5))
+                    self.c.start_coordinator(wait=False)
+                elif what == "participant":
+                    self.c.kill_participant(i)
+                    time.sleep(rng.uniform(0.2, 1.5))
+                    self.c.start_participant(i, wait=False)
+                else:
+                    self.c.pg_stop(i, mode="immediate")
+                    time.sleep(rng.uniform(0.2, 1.0))
+                    self.c.pg_start(i)
+                self.kills.append(what if what == "coordinator" else "%s %s" % (what, SHARDS[i]))
+            except Exception as e:  # noqa: BLE001 - reported, not fatal to the run
+                self.failures.append("chaos %s failed: %s" % (what, e))
+
+    def everything_up(self):
+        for i in range(len(SHARDS)):
+            if not self.c.pg_pid(i):
+                self.c.pg_start(i)
+            if not self.c.shards[i].agent.alive():
+                self.c.start_participant(i, wait=False)
+        if not self.c.coordinator.alive():
+            self.c.start_coordinator(wait=False)
+        for i in range(len(SHARDS)):
+            self.c.wait_agent(i, timeout=60)
+        self.c.wait_healthy(timeout=60)
+
+    # ---- checks ---------------------------------------------------------------
+
+    def check(self):
+        problems = []
+        end = time.time() + 30
+        while time.time() < end and any(self.c.prepared(s) for s in SHARDS):
+            time.sleep(0.2)
+        left = {s: self.c.prepared(s) for s in SHARDS}
+        if any(left.values()):
+            problems.append("dtx prepared transactions left: %s" % left)
+        total = sum(int(self.c.psql(s, "SELECT sum(balance) FROM accounts")[0][0]) for s in SHARDS)
+        if total != START * ACCOUNTS * len(SHARDS):
+            problems.append("total balance is %d, not %d" % (total, START * ACCOUNTS * len(SHARDS)))
+        legs = {}
+        for s in SHARDS:
+            for tid, leg in self.c.psql(s, "SELECT transfer_id, leg FROM ledger"):
+                legs.setdefault(tid, set()).add(leg)
+        half = [t for t, l in legs.items() if l != {"0", "1"}]
+        if half:
+            problems.append("%d transfers have one ledger row: %s" % (len(half), half[:5]))
+        for tid, outcome in self.answers.items():
+            if outcome == "committed" and tid not in legs:
+                problems.append("transfer %s answered committed is not in the ledger" % tid)
+            if outcome == "aborted" and tid in legs:
+                problems.append("transfer %s answered aborted is in the ledger" % tid)
+        for s in SHARDS:
+            bad = self.c.psql(s, "SELECT a.id, a.balance, %d + coalesce(sum(l.amount), 0) "
+                                 "FROM accounts a LEFT JOIN ledger l ON l.account = a.id "
+                                 "GROUP BY a.id, a.balance HAVING a.balance <> %d + "
+                                 "coalesce(sum(l.amount), 0)" % (START, START))
+            if bad:
+                problems.append("%s: balances differ from their ledger replay: %s" % (s, bad[:5]))
+        return problems + self.failures
+
+    def run(self):
+        threads = [threading.Thread(target=self.worker, args=(n,)) for n in range(self.workers)]
+        chaos = threading.Thread(target=self.chaos)
+        for t in threads:
+            t.start()
+        chaos.start()
+        time.sleep(self.seconds)
+        self.stop_chaos.set()
+        chaos.join()
+        self.everything_up()
+        self.stop_work.set()
+        for t in threads:
+            t.join()
+        return self.check()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--workers", type=int, default=6)
+    ap.add_argument("--seed", type=int, default=int(time.time()))
+    a = ap.parse_args()
+    root = dtx_cluster.make_temp_dir("dtx-soak-")
+    c = dtx_cluster.Cluster(os.path.join(root, "c"), shards=len(SHARDS),
+                            agent={"recovery_interval_ms": 500, "recovery_min_age_ms": 300},
+                            coord={"commit_wait_ms": 2000})
+    print("soak: seed %d, %g s, %d workers, 3 shards; binaries in %s" %
+          (a.seed, a.seconds, a.workers, c.bindir), flush=True)
+    start = time.time()
+    c.start()
+    problems = ["did not run"]
+    soak = None
+    codes = {}
+    try:
+        for s in SHARDS:
+            c.psql(s, "CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL "
+                      "CHECK (balance >= 0)); CREATE TABLE ledger (transfer_id text, leg int, "
+                      "account int NOT NULL, amount bigint NOT NULL, PRIMARY KEY (transfer_id, leg));"
+                      "INSERT INTO accounts SELECT g, %d FROM generate_series(1, %d) g"
+                      % (START, ACCOUNTS))
+        soak = Soak(c, a.seconds, a.workers, a.seed)
+        problems = soak.run()
+    finally:
+        codes = c.stop()
+    problems += ["%s exited with status %s on SIGTERM" % (k, v) for k, v in codes.items() if v]
+    problems += sanitizer_reports(c)
+    committed = sum(v == "committed" for v in soak.answers.values()) if soak else 0
+    aborted = sum(v == "aborted" for v in soak.answers.values()) if soak else 0
+    print("soak: %d transfers answered (%d committed, %d aborted), %d retries after no answer, "
+          "%d kills (%s) in %.0f s" % (committed + aborted, committed, aborted,
+                                      soak.retries if soak else 0, len(soak.kills) if soak else 0,
+                                      ", ".join(soak.kills) if soak else "", time.time() - start))
+    if committed < 50:
+        problems.append("only %d transfers committed: the soak did not exercise much" % committed)
+    for p in problems:
+        print("soak: FAILED: " + p)
+    if problems:
+        print("soak: cluster kept for inspection in %s" % root)
+        return 1
+    shutil.rmtree(root, ignore_errors=True)
+    print("soak: all invariants hold")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
