@@ -38,6 +38,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Deadline of a branch whose prepare message named no timeout. */
+#define BRANCH_DEFAULT_TIMEOUT_MS 60000
+
 struct peer {
     struct list_node link;
     struct agent *ag;
@@ -53,6 +56,7 @@ enum branch_state { AB_RUNNING, AB_PREPARED, AB_FINISHING };
 struct branch {
     struct hmap_node node;
     struct agent *ag;
+    struct ev_timer deadline; /* a RUNNING branch past this is cancelled */
     char gtid[DTX_GTID_MAX + 1];
     char gid[DTX_GID_MAX + 1];
     enum branch_state state;
@@ -167,6 +171,7 @@ static void branch_free(struct branch *b)
 {
     struct agent *ag = b->ag;
 
+    ev_timer_stop(ag->loop, &b->deadline);
     ag->running -= b->state == AB_RUNNING;
     ag->prepared -= b->state == AB_PREPARED;
     hmap_remove(&ag->branches, &b->node);
@@ -255,6 +260,7 @@ static void on_run_done(void *arg, struct rm_result *res)
     struct agent *ag = b->ag;
 
     b->run = NULL;
+    ev_timer_stop(ag->loop, &b->deadline);
     if (b->one_phase) {
         send_outcome(b, res);
         branch_free(b);
@@ -290,6 +296,24 @@ static void refuse(struct agent *ag, struct peer *peer, const struct msg *m, con
     send_msg(ag, peer, r);
 }
 
+/*
+ * A branch still running well past its transaction's timeout: the
+ * coordinator has aborted it, or vanished without closing its stream (a
+ * host that lost power). Either way nobody will ask for its vote, so it is
+ * cancelled rather than left holding locks (and a pooled connection).
+ */
+static void on_branch_deadline(struct ev_loop *loop, struct ev_timer *t)
+{
+    struct branch *b = t->data;
+
+    (void)loop;
+    if (b->state != AB_RUNNING || !b->run || b->abort_requested)
+        return;
+    log_warn("transaction %s: branch still running past its deadline; cancelling it", b->gtid);
+    b->abort_requested = !b->one_phase;
+    rm_cancel(b->ag->rm, b->run);
+}
+
 static void on_prepare(struct agent *ag, struct peer *peer, struct msg *m)
 {
     uint64_t epoch, seq;
@@ -319,6 +343,10 @@ static void on_prepare(struct agent *ag, struct peer *peer, struct msg *m)
     hmap_put(&ag->branches, &b->node, b->gtid);
     b->state = AB_RUNNING;
     ag->running++;
+    ev_timer_init(&b->deadline, on_branch_deadline, b);
+    ev_timer_start(ag->loop, &b->deadline,
+                   2 * (uint64_t)(m->timeout_ms ? m->timeout_ms : BRANCH_DEFAULT_TIMEOUT_MS) +
+                       1000);
     b->run = rm_start(ag->rm, b->gid, cJSON_DetachItemFromObjectCaseSensitive(m->root, "ops"),
                       b->one_phase, m->timeout_ms, on_run_done, b);
 }
@@ -691,8 +719,12 @@ void agent_free(struct agent *ag)
     recovery_free(ag->recovery);
     while (!list_empty(&ag->peers))
         peer_free(container_of(ag->peers.next, struct peer, link));
-    for (n = hmap_first(&ag->branches, &it); n; n = hmap_next(&ag->branches, &it))
-        free(container_of(n, struct branch, node));
+    for (n = hmap_first(&ag->branches, &it); n; n = hmap_next(&ag->branches, &it)) {
+        struct branch *b = container_of(n, struct branch, node);
+
+        ev_timer_stop(ag->loop, &b->deadline);
+        free(b);
+    }
     hmap_release(&ag->branches);
     rm_free(ag->rm);
     free(ag);

@@ -148,6 +148,42 @@ class FaultTest(ClusterTest):
         self.wait_for(lambda: self.c.request("GET", "/v1/transactions/" + answer[1]["gtid"])[1]
                       ["status"] == "committed", what="the coordinator to hear the ack")
 
+    def test_05b_branch_of_a_silent_coordinator_is_cancelled_at_its_deadline(self):
+        import signal
+
+        # One pooled connection on s2: a long branch holds it, a short one waits for it.
+        self.c.kill_participant(1)
+        self.c.shards[1].agent = None
+        saved = dict(self.c.agent_extra)
+        self.c.agent_extra["pool_size"] = 1
+        try:
+            self.c.start_participant(1)
+        finally:
+            self.c.agent_extra = saved
+        self.c.wait_healthy()
+        long_ops = [{"shard": "s1", "sql": "SELECT 1"},
+                    {"shard": "s2", "sql": "SELECT pg_sleep(3)"}]
+        short_ops = [{"shard": "s1", "sql": "SELECT 1"},
+                     {"shard": "s2", "sql": "UPDATE accounts SET balance = balance + 1 WHERE id = %d"
+                                            % self.acct}]
+        threading.Thread(target=lambda: self.c.tx(long_ops, timeout_ms=10000), daemon=True).start()
+        time.sleep(0.3)
+        threading.Thread(target=lambda: self.c.tx(short_ops, timeout_ms=300),
+                         daemon=True).start()
+        time.sleep(0.1)
+        # The coordinator stops without closing its streams (like a host losing power).
+        os.kill(self.c.coordinator.pid, signal.SIGSTOP)
+        try:
+            self.wait_for(lambda: "past its deadline" in open(self.c.shards[1].agent.log).read(),
+                          timeout=10, what="the queued branch to be cancelled at its deadline")
+        finally:
+            os.kill(self.c.coordinator.pid, signal.SIGCONT)
+        self.assertEqual(self.balance(1, self.acct), self.before[1])
+        self.assert_no_prepared(timeout=SETTLE_S)
+        self.c.kill_participant(1)
+        self.c.start_participant(1)
+        self.c.wait_healthy()
+
     # ---- PostgreSQL crash and lost answers ---------------------------------------
 
     def test_07_shard_stopped_immediately_after_prepare_keeps_the_branch_and_commits(self):
