@@ -43,7 +43,8 @@ CTL_OBJ    := $(CTL_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-PROGS := $(BINDIR)/dtx-coordinator $(BINDIR)/dtx-participant $(BINDIR)/dtx-loadgen
+PROGS := $(BINDIR)/dtx-coordinator $(BINDIR)/dtx-participant $(BINDIR)/dtx-loadgen \
+         $(BINDIR)/dtx-handrolled
 
 .PHONY: all deps demo check unit unit-bin integration fault soak bench format format-check clean san
 
@@ -83,6 +84,11 @@ $(BINDIR)/dtx-loadgen: $(BUILD)/bench/loadgen.o $(BUILD)/libdtxcommon.a
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
 	@$(CC) $(LDOPT) -o $@ $^ $(LDLIBS_HTTP)
+
+$(BINDIR)/dtx-handrolled: $(BUILD)/bench/handrolled.o
+	@mkdir -p $(dir $@)
+	@echo "  LINK    $@"
+	@$(CC) $(LDOPT) -o $@ $^ -lpq -lpthread
 
 # Unit tests: one CUnit program per module, linked with every module object
 # except the daemons' main.c (tests stub module boundaries themselves).
@@ -124,6 +130,12 @@ soak: deps san
 demo: deps
 	@$(MAKE) --no-print-directory all
 	@/usr/bin/python3 tools/demo.py
+
+# The benchmark (about 20 minutes; see docs/benchmarks.md). BENCH_ARGS passes options to
+# bench/run.py, e.g. make bench BENCH_ARGS="--memory-seconds 0 --seconds 5".
+bench: deps
+	@$(MAKE) --no-print-directory all
+	@/usr/bin/python3 bench/run.py $(BENCH_ARGS)
 
 format:
 	clang-format -i $(shell git ls-files '*.c' '*.h')

@@ -39,6 +39,7 @@ struct opts {
     double seconds;
     long count;
     double warmup;
+    int per_tx; /* shards each transaction touches (1: one-phase, two accounts on one shard) */
     int idempotency;
     const char *json;
 };
@@ -75,22 +76,34 @@ static unsigned rnd(struct run *r)
     return (r->seed >> 8) & 0xffffff;
 }
 
+static void add_update(struct run *r, struct buf *b, int shard, int delta)
+{
+    buf_printf(b,
+               "%s{\"shard\":\"%s\",\"sql\":\"UPDATE accounts SET balance = balance + $1 "
+               "WHERE id = $2\",\"params\":[%d,%d]}",
+               b->data[b->len - 1] == '[' ? "" : ",", r->o.shards[shard], delta,
+               1 + (int)(rnd(r) % (unsigned)r->o.accounts));
+}
+
+/*
+ * A transfer touching per_tx shards, starting at a random one: the first
+ * pays per_tx - 1 (1 with per_tx 1), each other one receives 1, so the
+ * total is conserved. With per_tx 1 both accounts are on one shard.
+ */
 static void build_transfer(struct run *r, struct buf *b)
 {
-    int from = (int)(rnd(r) % (unsigned)r->o.nshards);
-    int to = (from + 1 + (int)(rnd(r) % (unsigned)(r->o.nshards - 1))) % r->o.nshards;
-    int a = 1 + (int)(rnd(r) % (unsigned)r->o.accounts);
-    int c = 1 + (int)(rnd(r) % (unsigned)r->o.accounts);
+    int first = (int)(rnd(r) % (unsigned)r->o.nshards);
+    int k = r->o.per_tx;
 
     buf_reset(b);
     buf_puts(b, "{");
     if (r->o.idempotency)
         buf_printf(b, "\"idempotency_key\":\"lg-%d-%" PRIu64 "\",", (int)getpid(), ++r->seq);
-    buf_printf(b,
-               "\"ops\":[{\"shard\":\"%s\",\"sql\":\"UPDATE accounts SET balance = balance - 1 "
-               "WHERE id = $1\",\"params\":[%d]},{\"shard\":\"%s\",\"sql\":\"UPDATE accounts SET "
-               "balance = balance + 1 WHERE id = $1\",\"params\":[%d]}]}",
-               r->o.shards[from], a, r->o.shards[to], c);
+    buf_puts(b, "\"ops\":[");
+    add_update(r, b, first, k == 1 ? -1 : -(k - 1));
+    for (int i = 1; i < (k == 1 ? 2 : k); i++)
+        add_update(r, b, k == 1 ? first : (first + i) % r->o.nshards, 1);
+    buf_puts(b, "]}");
 }
 
 static void record(struct run *r, uint64_t t0, int rc, int status)
@@ -198,15 +211,24 @@ static int parse_shards(struct opts *o, const char *list)
 
 static int parse_args(int argc, char **argv, struct opts *o)
 {
-    static const struct option lo[] = {{"url", 1, NULL, 'u'},      {"shards", 1, NULL, 's'},
-                                       {"accounts", 1, NULL, 'a'}, {"concurrency", 1, NULL, 'c'},
-                                       {"seconds", 1, NULL, 't'},  {"count", 1, NULL, 'n'},
-                                       {"warmup", 1, NULL, 'w'},   {"idempotency", 0, NULL, 'i'},
-                                       {"json", 1, NULL, 'j'},     {0, 0, 0, 0}};
+    static const struct option lo[] = {{"url", 1, NULL, 'u'},
+                                       {"shards", 1, NULL, 's'},
+                                       {"accounts", 1, NULL, 'a'},
+                                       {"concurrency", 1, NULL, 'c'},
+                                       {"seconds", 1, NULL, 't'},
+                                       {"count", 1, NULL, 'n'},
+                                       {"warmup", 1, NULL, 'w'},
+                                       {"idempotency", 0, NULL, 'i'},
+                                       {"json", 1, NULL, 'j'},
+                                       {"shards-per-tx", 1, NULL, 'k'},
+                                       {0, 0, 0, 0}};
     int ch;
 
-    *o = (struct opts){
-        .url = "http://127.0.0.1:7000", .accounts = 1000, .concurrency = 8, .seconds = 10};
+    *o = (struct opts){.url = "http://127.0.0.1:7000",
+                       .accounts = 1000,
+                       .concurrency = 8,
+                       .seconds = 10,
+                       .per_tx = 2};
     while ((ch = getopt_long(argc, argv, "", lo, NULL)) != -1) {
         switch (ch) {
         case 'u':
@@ -237,13 +259,17 @@ static int parse_args(int argc, char **argv, struct opts *o)
         case 'j':
             o->json = optarg;
             break;
+        case 'k':
+            o->per_tx = atoi(optarg);
+            break;
         default:
             return -1;
         }
     }
     if (o->nshards == 0)
         parse_shards(o, "s1,s2");
-    return o->accounts > 0 && o->concurrency > 0 ? 0 : -1;
+    return o->accounts > 0 && o->concurrency > 0 && o->per_tx >= 1 && o->per_tx <= o->nshards ? 0
+                                                                                              : -1;
 }
 
 int main(int argc, char **argv)

@@ -248,7 +248,7 @@ static void env_arm(struct tx *tx, uint32_t ms)
 
 static void count_final(struct coord *co, const struct tx *tx)
 {
-    int code = -tx->error.code;
+    int code = -tx_error_code(tx);
 
     if (tx->replayed)
         return;
@@ -301,6 +301,22 @@ static void env_finished(struct tx *tx)
 
 /* ---- transaction table ---------------------------------------------------- */
 
+/*
+ * Every protocol step goes through here, so that the decision log knows
+ * how many transactions are about to decide (its group-commit delay waits
+ * for them only when there are enough).
+ */
+static int step(struct coord *co, struct tx *tx, enum tx_event ev, const struct tx_evarg *a)
+{
+    bool was = tx->state == TX_PREPARING;
+    int rc = tx_step(tx, ev, a);
+    bool is = tx->state == TX_PREPARING;
+
+    if (was != is && co->log)
+        dlog_hint_deciding(co->log, is ? 1 : -1);
+    return rc;
+}
+
 static struct tx *find_tx(const struct coord *co, const char *gtid)
 {
     struct hmap_node *n = gtid ? hmap_get(&co->txs, gtid) : NULL;
@@ -310,8 +326,10 @@ static struct tx *find_tx(const struct coord *co, const char *gtid)
 
 static void on_tx_timer(struct ev_loop *loop, struct ev_timer *t)
 {
+    struct tx *tx = t->data;
+
     (void)loop;
-    tx_step(t->data, TXE_TIMEOUT, NULL);
+    step(tx->env->ctx, tx, TXE_TIMEOUT, NULL);
 }
 
 static void insert_tx(struct coord *co, struct tx *tx)
@@ -438,7 +456,7 @@ void coord_submit(struct coord *co, struct txreq *req, struct httpd_req *client)
     insert_tx(co, tx);
     add_waiter(tx, client);
     co->m.started++;
-    tx_step(tx, tx->nbranches == 1 && !tx->idem_key ? TXE_START_1PC : TXE_START_2PC, NULL);
+    step(co, tx, tx->nbranches == 1 && !tx->idem_key ? TXE_START_1PC : TXE_START_2PC, NULL);
     fp_hit("coord.after_prepare_sent"); /* ops and PREPARE are on their way; no vote yet */
 out:
     api_txreq_release(req);
@@ -516,7 +534,7 @@ static void on_frame(void *arg, int shard, const char *data, size_t len)
         snprintf(m.err.shard, sizeof(m.err.shard), "%s", co->shard_names[shard]);
         a.results = m.trailer_len ? m.trailer : NULL;
         a.results_len = m.trailer_len;
-        tx_step(tx, ev, &a);
+        step(co, tx, ev, &a);
     }
     msg_release(&m);
 }
@@ -536,7 +554,7 @@ static void on_link_down(void *arg, int shard, const char *why)
         struct tx_evarg a = {b, 0, NULL, 0, NULL};
 
         if (b && (b->state == BR_PREPARING || b->state == BR_COMMITTING || b->state == BR_ABORTING))
-            tx_step(tx, TXE_UNAVAILABLE, &a);
+            step(co, tx, TXE_UNAVAILABLE, &a);
     }
 }
 
@@ -552,7 +570,7 @@ static void on_link_up(void *arg, int shard)
         struct tx_branch *b = branch_on(tx, shard);
 
         if (b && b->state == BR_LOST && (tx->state == TX_COMMITTING || tx->state == TX_ABORTING))
-            tx_step(tx, TXE_RESEND, NULL);
+            step(co, tx, TXE_RESEND, NULL);
     }
 }
 
@@ -569,7 +587,7 @@ static void on_durable(void *arg, uint64_t lsn)
             break;
         list_remove(&tx->wait_link);
         fp_hit("coord.after_durable"); /* the decision is durable; no COMMIT PREPARED sent */
-        tx_step(tx, TXE_DURABLE, NULL);
+        step(co, tx, TXE_DURABLE, NULL);
     }
 }
 
@@ -585,7 +603,7 @@ static void on_log_failed(void *arg, const struct dtx_err *err)
 
         list_remove(&tx->wait_link);
         co->m.in_doubt++;
-        tx_step(tx, TXE_LOG_FAILED, NULL);
+        step(co, tx, TXE_LOG_FAILED, NULL);
     }
 }
 
@@ -656,13 +674,13 @@ static void recover(struct coord *co)
         struct tx *tx = container_of(pos, struct tx, link);
 
         if (tx->log_ended) {
-            tx_step(tx, TXE_RECOVER_DONE, NULL);
+            step(co, tx, TXE_RECOVER_DONE, NULL);
             tx->expire_us =
                 ev_now_us(co->loop) + (uint64_t)co->cfg->retention_s * 1000000u -
                 (ev_wall_us() > tx->decided_wall_us ? ev_wall_us() - tx->decided_wall_us : 0);
         } else {
             unfinished++;
-            tx_step(tx, TXE_RECOVER, NULL);
+            step(co, tx, TXE_RECOVER, NULL);
         }
     }
     if (unfinished)
@@ -777,8 +795,15 @@ static void init_coord(struct coord *co, const struct coord_config *cfg, struct 
 
 static int open_log(struct coord *co, struct dtx_err *err)
 {
-    struct dlog_opts o = {co->cfg->log_dir, co->cfg->log_segment_bytes, co->loop, on_durable,
-                          on_log_failed,    on_checkpoint_wanted,       co};
+    struct dlog_opts o = {.dir = co->cfg->log_dir,
+                          .segment_bytes = co->cfg->log_segment_bytes,
+                          .group_delay_us = co->cfg->log_group_delay_us,
+                          .group_siblings = co->cfg->log_group_siblings,
+                          .loop = co->loop,
+                          .on_durable = on_durable,
+                          .on_failed = on_log_failed,
+                          .on_checkpoint_wanted = on_checkpoint_wanted,
+                          .arg = co};
     struct dlog_scan scan;
     int rc;
 
@@ -995,8 +1020,10 @@ char *coord_render_metrics(const struct coord *co)
         "\n# TYPE dtx_decision_log_checkpoints_total counter\ndtx_decision_log_checkpoints_total "
         "%" PRIu64
         "\n# TYPE dtx_decision_log_bytes_total counter\ndtx_decision_log_bytes_total %" PRIu64
+        "\n# TYPE dtx_decision_log_sync_seconds_total counter\ndtx_decision_log_sync_seconds_total "
+        "%.6f"
         "\n# TYPE dtx_decision_log_failed gauge\ndtx_decision_log_failed %d\n",
-        ls.records, ls.syncs, ls.checkpoints, ls.bytes, co->state == CO_FAILED);
+        ls.records, ls.syncs, ls.checkpoints, ls.bytes, ls.sync_us / 1e6, co->state == CO_FAILED);
     buf_puts(&b, "# TYPE dtx_participant_up gauge\n");
     for (size_t i = 0; i < co->cfg->nshards; i++)
         buf_printf(&b, "dtx_participant_up{shard=\"%s\"} %d\n", co->shard_names[i],

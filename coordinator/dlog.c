@@ -66,6 +66,7 @@
 #include <inttypes.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,6 +117,8 @@ struct dlog {
     bool ckpt_asked;        /* (mu) ... and the loop has not been told yet */
     uint64_t checkpoints;   /* (mu) checkpoints written */
     uint64_t bytes;         /* (mu) bytes written */
+    uint64_t sync_us;       /* (mu) time spent in write + fdatasync */
+    atomic_int deciding;    /* transactions whose votes are still awaited (a hint) */
     /* loop thread only */
     struct ev_async wake;
     bool failure_reported;
@@ -804,6 +807,26 @@ static int write_frame(struct dlog *log, const struct buf *records, uint8_t type
 }
 
 /*
+ * A forced record is waiting (mu held). If enough other transactions are
+ * about to decide, waits group_delay_us for their records to join it in
+ * the same write, as PostgreSQL's commit_delay does; returns true.
+ */
+static bool group_delay(struct dlog *log)
+{
+    struct timespec ts;
+    uint64_t until;
+
+    if (!log->opts.group_delay_us || atomic_load(&log->deciding) < (int)log->opts.group_siblings)
+        return true;
+    until = ev_clock_us() + log->opts.group_delay_us;
+    ts.tv_sec = (time_t)(until / 1000000u);
+    ts.tv_nsec = (long)(until % 1000000u) * 1000;
+    while (!log->stopping && !log->ckpt_queued && ev_clock_us() < until)
+        pthread_cond_timedwait(&log->work_cv, &log->mu, &ts);
+    return true;
+}
+
+/*
  * Waits (mu held) until there is something to write now: a forced record,
  * an unforced one older than DLOG_LAZY_MS, or anything at all when
  * stopping. Returns false when the writer should exit.
@@ -824,8 +847,10 @@ static bool writer_wait(struct dlog *log)
             pthread_cond_wait(&log->work_cv, &log->mu);
             continue;
         }
-        if (log->pending_forced || log->stopping)
+        if (log->stopping)
             return true;
+        if (log->pending_forced)
+            return group_delay(log);
         due = log->pending_since + DLOG_LAZY_MS * 1000u;
         if (ev_clock_us() >= due)
             return true;
@@ -899,7 +924,7 @@ static void *writer_main(void *arg)
         uint64_t upto = log->last_lsn;
         bool ckpt = log->ckpt_queued;
         const char *what = "write";
-        uint64_t written;
+        uint64_t written, started_us, written_us;
         int e = 0;
 
         log->pending = work;
@@ -918,6 +943,7 @@ static void *writer_main(void *arg)
         /* Order: what came before the snapshot, the snapshot, what came after it. */
         written = (before.len ? before.len + FRAME_HDR : 0) + (ckpt ? snap.len + FRAME_HDR : 0) +
                   (work.len ? work.len + FRAME_HDR : 0);
+        started_us = ev_clock_us();
         if (before.len)
             e = write_frame(log, &before, FRAME_BATCH, &what);
         if (!e && ckpt)
@@ -926,6 +952,7 @@ static void *writer_main(void *arg)
             e = write_frame(log, &work, FRAME_BATCH, &what);
         if (!e)
             e = after_write(log, &what);
+        written_us = ev_clock_us() - started_us;
         buf_reset(&work);
         buf_reset(&snap);
         buf_reset(&before);
@@ -938,6 +965,7 @@ static void *writer_main(void *arg)
         log->durable_lsn = upto;
         log->syncs++;
         log->bytes += written;
+        log->sync_us += written_us;
         if (ckpt) {
             log->ckpt_queued = log->ckpt_wanted = false;
             log->checkpoints++;
@@ -1088,6 +1116,11 @@ uint64_t dlog_append(struct dlog *log, const struct dlog_rec *rec, bool force)
     return lsn;
 }
 
+void dlog_hint_deciding(struct dlog *log, int delta)
+{
+    atomic_fetch_add(&log->deciding, delta);
+}
+
 uint64_t dlog_durable_lsn(struct dlog *log)
 {
     uint64_t lsn;
@@ -1105,6 +1138,7 @@ void dlog_stats(struct dlog *log, struct dlog_stats *st)
     st->records = log->last_lsn;
     st->checkpoints = log->checkpoints;
     st->bytes = log->bytes;
+    st->sync_us = log->sync_us;
     pthread_mutex_unlock(&log->mu);
 }
 

@@ -244,16 +244,24 @@ static const char *shard_name(const struct tx *tx, const struct tx_branch *b)
 static void set_error(struct tx *tx, const struct tx_branch *b, const struct dtx_err *e, int code,
                       const char *msg)
 {
-    if (tx->error.code)
+    if (tx_error_code(tx))
         return;
+    if (!tx->error && !(tx->error = calloc(1, sizeof(*tx->error))))
+        abort();
     if (e && e->code) {
-        tx->error = *e;
+        *tx->error = *e;
     } else {
-        dtx_err_clear(&tx->error);
-        dtx_err_set(&tx->error, code, "%s", msg);
+        dtx_err_clear(tx->error);
+        dtx_err_set(tx->error, code, "%s", msg);
     }
     if (b)
-        snprintf(tx->error.shard, sizeof(tx->error.shard), "%s", shard_name(tx, b));
+        snprintf(tx->error->shard, sizeof(tx->error->shard), "%s", shard_name(tx, b));
+}
+
+static void clear_error(struct tx *tx)
+{
+    free(tx->error);
+    tx->error = NULL;
 }
 
 static void take_results(struct tx_branch *b, const struct tx_evarg *a)
@@ -325,7 +333,7 @@ static enum tx_event act_send_prepares(struct tx *tx, enum tx_event ev, const st
             continue;
         }
         b->state = BR_UNREACHED;
-        if (!tx->error.code) {
+        if (!tx_error_code(tx)) {
             char msg[128];
 
             snprintf(msg, sizeof(msg), "the participant of shard '%s' is not reachable",
@@ -528,12 +536,12 @@ static enum tx_event act_1pc_done(struct tx *tx, enum tx_event ev, const struct 
     take_results(b, a);
     if (ev == TXE_COMMITTED_1PC) {
         b->state = BR_COMMITTED;
-        tx->error.code = 0;
+        clear_error(tx);
     } else {
         if (b->state != BR_UNREACHED)
             b->state = BR_FAILED;
-        if (tx->error.code == DTX_EUNKNOWN)
-            tx->error.code = 0; /* the outcome is known after all */
+        if (tx_error_code(tx) == DTX_EUNKNOWN)
+            clear_error(tx); /* the outcome is known after all */
         set_error(tx, b, a->err, DTX_EVOTENO, "the shard rolled the transaction back");
     }
     tx->pending = 0;
@@ -612,7 +620,6 @@ struct tx *tx_new(const char *gtid, const struct tx_env *env, size_t nbranches, 
     tx->protocol = 2;
     list_init(&tx->link);
     list_init(&tx->wait_link);
-    dtx_err_clear(&tx->error);
     tx->nbranches = nbranches;
     tx->branches = nbranches ? calloc(nbranches, sizeof(*tx->branches)) : NULL;
     tx->nops = nops;
@@ -635,6 +642,7 @@ void tx_free(struct tx *tx)
     free(tx->idem_key);
     free(tx->stored_results);
     free(tx->answer_body);
+    free(tx->error);
     free(tx);
 }
 
@@ -724,6 +732,20 @@ static void add_pending_shards(const struct tx *tx, cJSON *root)
         jsonx_add(root, "pending_shards", arr);
 }
 
+/* An aborted transaction's error (every abort records one; "aborted" if somehow not). */
+static void add_error(cJSON *root, const struct tx *tx)
+{
+    struct dtx_err e;
+
+    if (tx->error) {
+        jsonx_add(root, "error", jsonx_error_obj(tx->error));
+        return;
+    }
+    dtx_err_clear(&e);
+    dtx_err_set(&e, DTX_EABORTED, "the transaction was aborted");
+    jsonx_add(root, "error", jsonx_error_obj(&e));
+}
+
 char *tx_render_answer(const struct tx *tx, unsigned *status)
 {
     cJSON *root = jsonx_new_object();
@@ -741,13 +763,13 @@ char *tx_render_answer(const struct tx *tx, unsigned *status)
     case TX_ABORTING:
         *status = 409;
         jsonx_add_str(root, "status", "aborted");
-        jsonx_add(root, "error", jsonx_error_obj(&tx->error));
+        add_error(root, tx);
         break;
     default:
         *status = 504;
         jsonx_add_str(root, "status", tx_status(tx));
-        if (tx->error.code) {
-            jsonx_add(root, "error", jsonx_error_obj(&tx->error));
+        if (tx->error) {
+            jsonx_add(root, "error", jsonx_error_obj(tx->error));
         } else {
             struct dtx_err e;
 
@@ -810,8 +832,8 @@ char *tx_render_state(const struct tx *tx)
         jsonx_append(shards, b);
     }
     jsonx_add(root, "shards", shards);
-    if (tx->error.code)
-        jsonx_add(root, "error", jsonx_error_obj(&tx->error));
+    if (tx->error)
+        jsonx_add(root, "error", jsonx_error_obj(tx->error));
     s = jsonx_print(root);
     cJSON_Delete(root);
     return s;

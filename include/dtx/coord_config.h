@@ -49,6 +49,8 @@ struct coord_config {
     uint32_t retention_s;   /* finished transactions are remembered this long ... */
     uint32_t retention_max; /* ... up to this many */
     uint32_t log_segment_bytes;
+    uint32_t log_group_delay_us; /* group-commit delay of the decision log (0: none) */
+    uint32_t log_group_siblings; /* ... applied when this many transactions await votes */
     uint32_t http_conn_limit;
     char log_level[16];
     char client_token[CONF_TOKEN_MAX];

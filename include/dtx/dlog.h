@@ -81,7 +81,15 @@ struct dlog;
 
 struct dlog_opts {
     const char *dir;
-    size_t segment_bytes; /* start a new segment file past this size */
+    size_t segment_bytes; /* checkpoint after this many bytes */
+    /*
+     * Group-commit delay: when a forced record wakes the writer while at
+     * least group_siblings other transactions are about to decide (see
+     * dlog_hint_deciding), it waits group_delay_us before writing, so their
+     * records share the fdatasync. 0 disables it.
+     */
+    uint32_t group_delay_us;
+    uint32_t group_siblings;
     struct ev_loop *loop;
     /* Called on the loop thread when records up to lsn are durable. */
     void (*on_durable)(void *arg, uint64_t lsn);
@@ -123,6 +131,9 @@ uint64_t dlog_append(struct dlog *log, const struct dlog_rec *rec, bool force);
 
 #define DLOG_LAZY_MS 100
 
+/* Tells the writer how many transactions are about to decide (votes still awaited), by delta. */
+void dlog_hint_deciding(struct dlog *log, int delta);
+
 /* Highest lsn known durable. */
 uint64_t dlog_durable_lsn(struct dlog *log);
 
@@ -135,6 +146,7 @@ struct dlog_stats {
     uint64_t records;     /* records appended */
     uint64_t checkpoints; /* checkpoints written */
     uint64_t bytes;       /* bytes written, checkpoints included */
+    uint64_t sync_us;     /* time spent writing and fdatasyncing */
 };
 void dlog_stats(struct dlog *log, struct dlog_stats *st);
 

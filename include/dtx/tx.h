@@ -147,8 +147,8 @@ struct tx {
     struct tx_branch *branches;
     size_t nops;
     struct tx_opref *ops;
-    struct dtx_err error; /* why it aborted (or is unknown) */
-    char *stored_results; /* results from the log, for idempotent replays after restart */
+    struct dtx_err *error; /* why it aborted (or is unknown); NULL when nothing went wrong */
+    char *stored_results;  /* results from the log, for idempotent replays after restart */
 };
 
 /*
@@ -174,6 +174,12 @@ struct tx_evarg {
     const struct dtx_err *err;
 };
 int tx_step(struct tx *tx, enum tx_event ev, const struct tx_evarg *arg);
+
+/* The code of tx's error, 0 when it has none. */
+static inline int tx_error_code(const struct tx *tx)
+{
+    return tx->error ? tx->error->code : 0;
+}
 
 /* True for TX_COMMITTED and TX_ABORTED. */
 bool tx_is_final(const struct tx *tx);

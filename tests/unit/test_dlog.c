@@ -65,7 +65,7 @@ static void remove_dir(const char *dir)
 static struct dlog *open_log(struct ev_loop *loop, const char *dir, struct dlog_scan *scan,
                              struct dtx_err *err)
 {
-    struct dlog_opts o = {dir, 1u << 20, loop, NULL, NULL, NULL, NULL};
+    struct dlog_opts o = {.dir = dir, .segment_bytes = 1u << 20, .loop = loop};
     struct dlog *log = NULL;
     struct counted c;
 
@@ -561,7 +561,11 @@ static void writer_asks_for_a_checkpoint_once_a_segment_was_written(void)
 
     temp_dir(dir, sizeof(dir));
     CU_ASSERT_EQUAL_FATAL(ev_loop_init(&loop), 0);
-    o = (struct dlog_opts){dir, 4096, &loop, NULL, NULL, on_wanted, &w};
+    o = (struct dlog_opts){.dir = dir,
+                           .segment_bytes = 4096,
+                           .loop = &loop,
+                           .on_checkpoint_wanted = on_wanted,
+                           .arg = &w};
     CU_ASSERT_EQUAL_FATAL(dlog_open(&w.log, &o, NULL, NULL, &scan, NULL), 0);
     for (int i = 0; i < 200 && !w.asked; i++) {
         struct dlog_rec r = commit_rec(i, gtid, sizeof(gtid));

@@ -228,8 +228,9 @@ static void vote_no_aborts_every_other_shard_without_a_log_record(void)
     CU_ASSERT(find_call("abort:2") >= 0);
     CU_ASSERT_EQUAL(find_call("abort:1"), -1); /* it rolled back itself */
     CU_ASSERT_EQUAL(find_call("log_commit"), -1);
-    CU_ASSERT_EQUAL(tx->error.code, DTX_ESQL);
-    CU_ASSERT_STRING_EQUAL(tx->error.shard, "s1");
+    CU_ASSERT_EQUAL(tx_error_code(tx), DTX_ESQL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(tx->error);
+    CU_ASSERT_STRING_EQUAL(tx->error->shard, "s1");
     a.err = NULL;
     a.b = &tx->branches[0];
     CU_ASSERT_EQUAL(tx_step(tx, TXE_ACK, &a), 0);
@@ -249,7 +250,7 @@ static void unreachable_participant_aborts_the_transaction(void)
     CU_ASSERT_EQUAL(tx_step(tx, TXE_START_2PC, NULL), 0);
     CU_ASSERT_EQUAL(tx->state, TX_ABORTING);
     CU_ASSERT_EQUAL(tx->branches[1].state, BR_UNREACHED);
-    CU_ASSERT_EQUAL(tx->error.code, DTX_EUNAVAIL);
+    CU_ASSERT_EQUAL(tx_error_code(tx), DTX_EUNAVAIL);
     CU_ASSERT(find_call("abort:0") > find_call("prepare:0"));
     a.b = &tx->branches[0];
     CU_ASSERT_EQUAL(tx_step(tx, TXE_ACK, &a), 0);
@@ -305,7 +306,7 @@ static void failed_log_write_leaves_the_transaction_in_doubt(void)
     CU_ASSERT_EQUAL(tx->state, TX_IN_DOUBT);
     CU_ASSERT_EQUAL(find_call("commit:0"), -1);
     CU_ASSERT_EQUAL(find_call("abort:0"), -1); /* the record may be on disk: decide at restart */
-    CU_ASSERT_EQUAL(tx->error.code, DTX_EUNKNOWN);
+    CU_ASSERT_EQUAL(tx_error_code(tx), DTX_EUNKNOWN);
     CU_ASSERT_EQUAL(W.answers, 1);
     tx_free(tx);
 }
@@ -324,7 +325,7 @@ static void log_that_refuses_the_record_aborts_the_transaction(void)
     CU_ASSERT_EQUAL(tx->state, TX_ABORTING);
     CU_ASSERT(find_call("abort:0") >= 0);
     CU_ASSERT(find_call("abort:1") >= 0);
-    CU_ASSERT_EQUAL(tx->error.code, DTX_ELOGFAIL);
+    CU_ASSERT_EQUAL(tx_error_code(tx), DTX_ELOGFAIL);
     tx_free(tx);
 }
 
@@ -361,8 +362,9 @@ static void prepare_timeout_aborts_and_names_the_late_shard(void)
     CU_ASSERT_EQUAL(tx_step(tx, TXE_VOTE_YES, &a), 0);
     CU_ASSERT_EQUAL(tx_step(tx, TXE_TIMEOUT, NULL), 0);
     CU_ASSERT_EQUAL(tx->state, TX_ABORTING);
-    CU_ASSERT_EQUAL(tx->error.code, DTX_ETIMEDOUT);
-    CU_ASSERT_STRING_EQUAL(tx->error.shard, "s1");
+    CU_ASSERT_EQUAL(tx_error_code(tx), DTX_ETIMEDOUT);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(tx->error);
+    CU_ASSERT_STRING_EQUAL(tx->error->shard, "s1");
     CU_ASSERT(find_call("abort:1") >= 0);
     CU_ASSERT(find_call("abort:0") >= 0);
     tx_free(tx);

@@ -1,0 +1,337 @@
+#!/usr/bin/python3
+"""bench/run.py - make bench: dtx against hand-rolled 2PC and a local transaction.
+
+  bench/run.py [--shards 2] [--levels 1,8,32,64] [--seconds 10] [--warmup 2]
+               [--memory-seconds 600] [--wide 4,8] [--out build/bench]
+
+On one local cluster with durable PostgreSQL settings (fsync, synchronous
+commit, full-page writes all on) it runs, at each concurrency level and in
+the same run so that ratios are comparable on a noisy machine:
+  hand-rolled  dtx-handrolled --mode 2pc (libpq, no coordinator, no log)
+  local        dtx-handrolled --mode local (both UPDATEs in one transaction on one shard)
+  dtx          dtx-loadgen against the coordinator (transfers across two shards)
+  dtx-1pc      dtx-loadgen with both accounts on one shard (the one-phase path)
+then transactions across 4 and 8 shards on an 8-shard cluster, and a long
+dtx run watching the coordinator's memory. It reports throughput,
+p50/p99/max latency, whole-machine CPU per transaction, decision-log fsyncs
+per commit, the ratios and the targets; writes results.json and chart.png;
+and checks that balances are conserved and nothing is left prepared.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+BIN = os.path.join(ROOT, "bin")
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import dtx_cluster  # noqa: E402
+
+ACCOUNTS = 10000
+START = 1000000
+DURABLE_PG = ["fsync = on", "synchronous_commit = on", "full_page_writes = on",
+              "max_connections = 200", "max_prepared_transactions = 200",
+              "shared_buffers = 128MB"]
+
+
+def cpu_busy():
+    """Seconds of CPU the whole machine spent busy so far (all cores)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + v[4]
+    return (sum(v[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_kb(pid):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def metric(c, name):
+    status, text = c.request("GET", "/metrics")
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
+
+
+def machine():
+    info = {"cores": os.cpu_count(), "kernel": platform.release()}
+    try:
+        with open("/proc/meminfo") as f:
+            info["mem_gib"] = round(int(f.readline().split()[1]) / 1048576, 1)
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return info
+
+
+def setup_accounts(c):
+    for sh in c.shards:
+        c.psql(sh.i, "CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL); "
+                     "INSERT INTO accounts SELECT g, %d FROM generate_series(1, %d) g"
+                     % (START, ACCOUNTS))
+        c.psql(sh.i, "VACUUM ANALYZE accounts")
+
+
+def measured(cmd, warmup, out_json):
+    """Runs a load tool; returns its JSON with whole-machine CPU per tx in the window."""
+    sample = {}
+
+    def after_warmup():
+        time.sleep(warmup)
+        sample["cpu0"] = cpu_busy()
+        sample["t0"] = time.time()
+
+    t = threading.Thread(target=after_warmup)
+    t.start()
+    subprocess.run(cmd, check=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    cpu1, t1 = cpu_busy(), time.time()
+    t.join()
+    with open(out_json) as f:
+        r = json.load(f)
+    committed = r.get("committed", 0)
+    r["machine_cpu_s"] = round(cpu1 - sample["cpu0"], 2)
+    r["cpu_us_per_tx"] = round(1e6 * (cpu1 - sample["cpu0"]) / committed, 1) if committed else None
+    r["machine_busy_pct"] = round(100 * (cpu1 - sample["cpu0"]) /
+                                  ((t1 - sample["t0"]) * os.cpu_count()), 1)
+    return r
+
+
+def run_handrolled(c, mode, level, a, tmp):
+    out = os.path.join(tmp, "hr.json")
+    cmd = [os.path.join(BIN, "dtx-handrolled"), "--mode", mode, "--conninfo",
+           c.shards[0].conninfo(), "--conninfo", c.shards[1].conninfo(), "--accounts",
+           str(ACCOUNTS), "--concurrency", str(level), "--seconds", str(a.seconds), "--warmup",
+           str(a.warmup), "--json", out]
+    return measured(cmd, a.warmup, out)
+
+
+def run_dtx(c, level, a, tmp, per_tx=2, shards=None, seconds=None):
+    out = os.path.join(tmp, "lg.json")
+    names = shards or [s.name for s in c.shards[:2]]
+    syncs0 = metric(c, "dtx_decision_log_syncs_total")
+    comm0 = metric(c, 'dtx_transactions_total{outcome="committed"}')
+    cmd = [os.path.join(BIN, "dtx-loadgen"), "--url", c.url(), "--shards", ",".join(names),
+           "--accounts", str(ACCOUNTS), "--concurrency", str(level), "--shards-per-tx",
+           str(per_tx), "--seconds", str(seconds or a.seconds), "--warmup", str(a.warmup),
+           "--json", out]
+    r = measured(cmd, a.warmup, out)
+    syncs = metric(c, "dtx_decision_log_syncs_total") - syncs0
+    comm = metric(c, 'dtx_transactions_total{outcome="committed"}') - comm0
+    r["log_fsyncs_per_commit"] = round(syncs / comm, 3) if comm else None
+    r["coordinator_rss_kb"] = rss_kb(c.coordinator.pid)
+    return r
+
+
+def conserved(c, shards):
+    total = sum(int(c.psql(i, "SELECT sum(balance) FROM accounts")[0][0]) for i in range(shards))
+    left = sum(len(c.psql(i, "SELECT gid FROM pg_prepared_xacts")) for i in range(shards))
+    return {"total_ok": total == START * ACCOUNTS * shards, "total": total,
+            "prepared_left": left}
+
+
+def row(name, r):
+    return "| %-11s | %8.0f | %7.2f | %7.2f | %8.1f | %7s | %5s%% |" % (
+        name, r["tps"], r["p50_ms"], r["p99_ms"], r["max_ms"],
+        "%.0f" % r["cpu_us_per_tx"] if r.get("cpu_us_per_tx") else "-",
+        "%.0f" % (100 * r["generator_cpu_s"] / r["seconds"] / os.cpu_count()))
+
+
+def main_runs(a, tmp, results):
+    c = dtx_cluster.Cluster(os.path.join(tmp, "c2"), shards=a.shards, fsync=True, pg=DURABLE_PG,
+                            bindir=BIN, agent={"pool_size": a.pool})
+    c.start()
+    try:
+        setup_accounts(c)
+        for level in a.levels:
+            entry = {"concurrency": level}
+            entry["handrolled"] = run_handrolled(c, "2pc", level, a, tmp)
+            entry["local"] = run_handrolled(c, "local", level, a, tmp)
+            entry["dtx"] = run_dtx(c, level, a, tmp)
+            entry["dtx_1pc"] = run_dtx(c, level, a, tmp, per_tx=1)
+            entry["ratio_dtx_handrolled"] = round(entry["dtx"]["tps"] / entry["handrolled"]["tps"], 3)
+            entry["ratio_dtx_local"] = round(entry["dtx"]["tps"] / entry["local"]["tps"], 3)
+            results["levels"].append(entry)
+            print("\nconcurrency %d:\n| system      |     tx/s | p50 ms  | p99 ms  |   max ms | CPU µs/tx | load gen |" % level)
+            print("|---|---|---|---|---|---|---|")
+            for name in ("handrolled", "local", "dtx", "dtx_1pc"):
+                print(row(name, entry[name]))
+            print("dtx/hand-rolled %.2f, dtx/local %.2f, decision-log fsyncs per commit %s" %
+                  (entry["ratio_dtx_handrolled"], entry["ratio_dtx_local"],
+                   entry["dtx"]["log_fsyncs_per_commit"]), flush=True)
+        if a.memory_seconds > 0:
+            results["memory"] = memory_run(c, a, tmp)
+        results["checks_main"] = conserved(c, a.shards)
+    finally:
+        c.stop()
+
+
+def memory_run(c, a, tmp):
+    pid = c.coordinator.pid
+    samples = []
+    stop = threading.Event()
+
+    def watch():
+        while not stop.wait(10):
+            samples.append(rss_kb(pid))
+
+    t = threading.Thread(target=watch)
+    t.start()
+    start_rss = None
+    warm = threading.Timer(a.warmup + 30, lambda: samples.append(-1))
+    warm.start()
+    r = run_dtx(c, 32, a, tmp, seconds=a.memory_seconds)
+    stop.set()
+    t.join()
+    after_warm = [s for s in samples[samples.index(-1) + 1:] if s] if -1 in samples else samples
+    start_rss = after_warm[0] if after_warm else None
+    out = {"seconds": a.memory_seconds, "tps": r["tps"], "rss_kb_30s_in": start_rss,
+           "rss_kb_end": after_warm[-1] if after_warm else None,
+           "rss_kb_max": max(after_warm) if after_warm else None}
+    print("\nmemory: %d s of dtx at 32 clients (%.0f tx/s): coordinator RSS %s kB 30 s in, "
+          "%s kB at the end, %s kB at most" % (a.memory_seconds, r["tps"], out["rss_kb_30s_in"],
+                                               out["rss_kb_end"], out["rss_kb_max"]), flush=True)
+    return out
+
+
+def wide_runs(a, tmp, results):
+    if not a.wide:
+        return
+    n = max(a.wide)
+    c = dtx_cluster.Cluster(os.path.join(tmp, "c8"), shards=n, fsync=True, pg=DURABLE_PG,
+                            bindir=BIN, agent={"pool_size": 4})
+    c.start()
+    try:
+        setup_accounts(c)
+        names = [s.name for s in c.shards]
+        print("\nshards per transaction (an %d-shard cluster):" % n)
+        for k in [2] + list(a.wide):
+            for level in (1, 8):
+                r = run_dtx(c, level, a, tmp, per_tx=k, shards=names)
+                results["wide"].append({"shards_per_tx": k, "concurrency": level, **r})
+                print("  %d shards, %2d clients: %6.0f tx/s, p50 %.2f ms, p99 %.2f ms" %
+                      (k, level, r["tps"], r["p50_ms"], r["p99_ms"]), flush=True)
+        results["checks_wide"] = conserved(c, n)
+    finally:
+        c.stop()
+
+
+def chart(results, out_dir):
+    data = os.path.join(out_dir, "chart.dat")
+    with open(data, "w") as f:
+        f.write("# clients handrolled local dtx dtx_1pc p99: handrolled local dtx dtx_1pc\n")
+        for e in results["levels"]:
+            f.write("%d %s %s\n" % (e["concurrency"],
+                                    " ".join("%.1f" % e[k]["tps"] for k in
+                                             ("handrolled", "local", "dtx", "dtx_1pc")),
+                                    " ".join("%.3f" % e[k]["p99_ms"] for k in
+                                             ("handrolled", "local", "dtx", "dtx_1pc"))))
+    png = os.path.join(out_dir, "chart.png")
+    script = """
+set terminal pngcairo size 1100,450 font ",10"
+set output '%s'
+set multiplot layout 1,2 title "dtx vs hand-rolled 2PC vs one local transaction (%s)"
+set logscale x 2
+set xlabel "concurrent clients"
+set key top left
+set grid
+set ylabel "transactions/s"
+plot for [i=2:5] '%s' using 1:i with linespoints lw 2 title word("hand-rolled-2PC local dtx-2PC dtx-1-shard", i-1)
+set ylabel "p99 latency (ms)"
+set key top left
+plot for [i=6:9] '%s' using 1:i with linespoints lw 2 title word("hand-rolled-2PC local dtx-2PC dtx-1-shard", i-5)
+unset multiplot
+""" % (png, "%(cores)s cores" % results["machine"], data, data)
+    r = subprocess.run(["gnuplot"], input=script, text=True, capture_output=True)
+    if r.returncode != 0:
+        print("chart: gnuplot failed: %s" % r.stderr)
+    return png
+
+
+def targets(results):
+    lv = {e["concurrency"]: e for e in results["levels"]}
+    t = []
+    for c in (32, 64):
+        if c in lv:
+            t.append(("dtx throughput at %d clients >= 0.9 x hand-rolled" % c,
+                      lv[c]["ratio_dtx_handrolled"] >= 0.9, "%.2f" % lv[c]["ratio_dtx_handrolled"]))
+    if 1 in lv:
+        d = lv[1]["dtx"]["p50_ms"] - lv[1]["handrolled"]["p50_ms"]
+        t.append(("p50 at 1 client <= hand-rolled p50 + 0.5 ms", d <= 0.5, "%+.2f ms" % d))
+    if 32 in lv:
+        f = lv[32]["dtx"]["log_fsyncs_per_commit"]
+        t.append(("decision-log fsyncs per commit at 32 clients <= 0.25", f is not None and f <= 0.25,
+                  "%s" % f))
+    m = results.get("memory")
+    if m and m.get("rss_kb_30s_in"):
+        grow = m["rss_kb_end"] / m["rss_kb_30s_in"]
+        t.append(("coordinator RSS flat over the long run (end <= 1.1 x start)", grow <= 1.1,
+                  "%s -> %s kB" % (m["rss_kb_30s_in"], m["rss_kb_end"])))
+    for k in ("checks_main", "checks_wide"):
+        if k in results:
+            ok = results[k]["total_ok"] and results[k]["prepared_left"] == 0
+            t.append(("balances conserved, nothing left prepared (%s)" % k, ok,
+                      json.dumps(results[k])))
+    return t
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shards", type=int, default=2)
+    ap.add_argument("--levels", default="1,8,32,64")
+    ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--warmup", type=float, default=2)
+    ap.add_argument("--memory-seconds", type=float, default=600)
+    ap.add_argument("--wide", default="4,8")
+    ap.add_argument("--pool", type=int, default=16)
+    ap.add_argument("--out", default=os.path.join(ROOT, "build", "bench"))
+    a = ap.parse_args()
+    a.levels = [int(x) for x in a.levels.split(",") if x]
+    a.wide = [int(x) for x in a.wide.split(",") if x]
+    if not 2 <= a.shards <= 8:
+        sys.exit("bench: --shards must be 2 to 8")
+    os.makedirs(a.out, exist_ok=True)
+    tmp = dtx_cluster.make_temp_dir("dtx-bench-")
+    results = {"machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "settings": {"shards": a.shards, "seconds": a.seconds, "warmup": a.warmup,
+                            "accounts_per_shard": ACCOUNTS, "participant_pool": a.pool,
+                            "postgresql": DURABLE_PG},
+               "levels": [], "wide": []}
+    print("bench: %s" % json.dumps(results["machine"]), flush=True)
+    try:
+        main_runs(a, tmp, results)
+        wide_runs(a, tmp, results)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    results["chart"] = chart(results, a.out)
+    results["targets"] = [{"target": n, "met": ok, "measured": v} for n, ok, v in targets(results)]
+    with open(os.path.join(a.out, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    print("\ntargets:")
+    for t in results["targets"]:
+        print("  [%s] %s: %s" % ("met" if t["met"] else "MISSED", t["target"], t["measured"]))
+    print("\nresults: %s, chart: %s" % (os.path.join(a.out, "results.json"), results["chart"]))
+    checks = [t for t in results["targets"] if t["target"].startswith("balances")]
+    return 0 if all(t["met"] for t in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
