@@ -141,6 +141,21 @@ def run_dtx(c, level, a, tmp, per_tx=2, shards=None, seconds=None):
     return r
 
 
+def mean_of(rs):
+    """The mean of several runs' figures (max for max), keeping every run under 'runs'."""
+    out = {}
+    for k, v in rs[0].items():
+        vals = [r[k] for r in rs if isinstance(r.get(k), (int, float))]
+        if len(vals) != len(rs):
+            out[k] = v
+        elif k.startswith("max"):
+            out[k] = max(vals)
+        else:
+            out[k] = round(sum(vals) / len(vals), 3)
+    out["runs"] = rs
+    return out
+
+
 def conserved(c, shards):
     total = sum(int(c.psql(i, "SELECT sum(balance) FROM accounts")[0][0]) for i in range(shards))
     left = sum(len(c.psql(i, "SELECT gid FROM pg_prepared_xacts")) for i in range(shards))
@@ -149,10 +164,11 @@ def conserved(c, shards):
 
 
 def row(name, r):
-    return "| %-11s | %8.0f | %7.2f | %7.2f | %8.1f | %7s | %5s%% |" % (
+    return "| %-11s | %8.0f | %7.2f | %7.2f | %8.1f | %7s | %5s%% | %s |" % (
         name, r["tps"], r["p50_ms"], r["p99_ms"], r["max_ms"],
         "%.0f" % r["cpu_us_per_tx"] if r.get("cpu_us_per_tx") else "-",
-        "%.0f" % (100 * r["generator_cpu_s"] / r["seconds"] / os.cpu_count()))
+        "%.0f" % (100 * r["generator_cpu_s"] / r["seconds"] / os.cpu_count()),
+        " / ".join("%.0f" % x["tps"] for x in r.get("runs", [])))
 
 
 def main_runs(a, tmp, results):
@@ -163,15 +179,19 @@ def main_runs(a, tmp, results):
         setup_accounts(c)
         for level in a.levels:
             entry = {"concurrency": level}
-            entry["handrolled"] = run_handrolled(c, "2pc", level, a, tmp)
-            entry["local"] = run_handrolled(c, "local", level, a, tmp)
-            entry["dtx"] = run_dtx(c, level, a, tmp)
-            entry["dtx_1pc"] = run_dtx(c, level, a, tmp, per_tx=1)
+            rounds = {"handrolled": [], "local": [], "dtx": [], "dtx_1pc": []}
+            for _ in range(a.rounds):  # alternating, so drift on a noisy machine hits all alike
+                rounds["handrolled"].append(run_handrolled(c, "2pc", level, a, tmp))
+                rounds["dtx"].append(run_dtx(c, level, a, tmp))
+                rounds["local"].append(run_handrolled(c, "local", level, a, tmp))
+                rounds["dtx_1pc"].append(run_dtx(c, level, a, tmp, per_tx=1))
+            for name, rs in rounds.items():
+                entry[name] = mean_of(rs)
             entry["ratio_dtx_handrolled"] = round(entry["dtx"]["tps"] / entry["handrolled"]["tps"], 3)
             entry["ratio_dtx_local"] = round(entry["dtx"]["tps"] / entry["local"]["tps"], 3)
             results["levels"].append(entry)
-            print("\nconcurrency %d:\n| system      |     tx/s | p50 ms  | p99 ms  |   max ms | CPU µs/tx | load gen |" % level)
-            print("|---|---|---|---|---|---|---|")
+            print("\nconcurrency %d:\n| system      |     tx/s | p50 ms  | p99 ms  |   max ms | CPU µs/tx | load gen | each run |" % level)
+            print("|---|---|---|---|---|---|---|---|")
             for name in ("handrolled", "local", "dtx", "dtx_1pc"):
                 print(row(name, entry[name]))
             print("dtx/hand-rolled %.2f, dtx/local %.2f, decision-log fsyncs per commit %s" %
@@ -302,6 +322,7 @@ def main():
     ap.add_argument("--memory-seconds", type=float, default=600)
     ap.add_argument("--wide", default="4,8")
     ap.add_argument("--pool", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", default=os.path.join(ROOT, "build", "bench"))
     a = ap.parse_args()
     a.levels = [int(x) for x in a.levels.split(",") if x]
@@ -312,6 +333,7 @@ def main():
     tmp = dtx_cluster.make_temp_dir("dtx-bench-")
     results = {"machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "settings": {"shards": a.shards, "seconds": a.seconds, "warmup": a.warmup,
+                            "rounds": a.rounds,
                             "accounts_per_shard": ACCOUNTS, "participant_pool": a.pool,
                             "postgresql": DURABLE_PG},
                "levels": [], "wide": []}
