@@ -67,8 +67,14 @@ struct branch {
     uint64_t xid;
 };
 
-/* One COMMIT/ROLLBACK PREPARED being carried out, and who to acknowledge. */
+/*
+ * One COMMIT/ROLLBACK PREPARED being carried out, and who to acknowledge.
+ * It may outlive that coordinator's stream (a finish retries for as long
+ * as PostgreSQL is down), so the agent keeps every one on a list and
+ * forget_peer() clears the peer of those it was to acknowledge.
+ */
 struct finishing {
+    struct list_node link;
     struct agent *ag;
     char gtid[DTX_GTID_MAX + 1];
     struct peer *peer;
@@ -88,6 +94,7 @@ struct agent {
     struct recovery *recovery;
     struct hmap branches;
     struct list_node peers;
+    struct list_node finishes;
     size_t running, prepared;
     bool stopping;
     struct agent_metrics m;
@@ -186,6 +193,7 @@ static void on_finished(void *arg, enum rm_outcome outcome, const struct dtx_err
     struct agent *ag = f->ag;
     struct branch *b = find_branch(ag, f->gtid);
 
+    list_remove(&f->link);
     if (outcome == RM_COMMITTED)
         ag->m.committed++;
     else
@@ -211,6 +219,7 @@ static void start_finish(struct agent *ag, struct peer *peer, const char *gtid, 
     f->peer = peer;
     f->commit = commit;
     snprintf(f->gtid, sizeof(f->gtid), "%s", gtid);
+    list_insert_tail(&ag->finishes, &f->link);
     gid_format(gid, sizeof(gid), gtid, ag->cfg->name);
     rm_finish(ag->rm, gid, xid, commit, on_finished, f);
 }
@@ -429,7 +438,14 @@ static void forget_peer(struct agent *ag, struct peer *p)
 {
     struct hmap_iter it;
     struct hmap_node *n;
+    struct list_node *pos;
 
+    for (pos = ag->finishes.next; pos != &ag->finishes; pos = pos->next) {
+        struct finishing *f = container_of(pos, struct finishing, link);
+
+        if (f->peer == p)
+            f->peer = NULL; /* the ack goes to whichever coordinator is connected */
+    }
     for (n = hmap_first(&ag->branches, &it); n; n = hmap_next(&ag->branches, &it)) {
         struct branch *b = container_of(n, struct branch, node);
 
@@ -685,6 +701,7 @@ struct agent *agent_new(const struct agent_config *cfg, struct ev_loop *loop, st
     ag->rm = rm;
     hmap_init(&ag->branches);
     list_init(&ag->peers);
+    list_init(&ag->finishes);
     rops = (struct recovery_ops){recovery_busy, recovery_finish, ag};
     ag->recovery = recovery_new(loop, cfg, rm, &rops);
     return ag;
@@ -726,6 +743,12 @@ void agent_free(struct agent *ag)
         free(b);
     }
     hmap_release(&ag->branches);
-    rm_free(ag->rm);
+    rm_free(ag->rm); /* drops its jobs without calling back */
+    while (!list_empty(&ag->finishes)) {
+        struct finishing *f = container_of(ag->finishes.next, struct finishing, link);
+
+        list_remove(&f->link);
+        free(f);
+    }
     free(ag);
 }

@@ -3,6 +3,7 @@
 
   tests/run.py integration fault      run those directories' test_*.py
   tests/run.py tests/integration/test_api.py   run one file
+  tests/run.py fault.test_crashes.FaultTest.test_09   run one test (a dotted name)
 
 Every test drives the real daemons (from $DTX_BIN, default bin/) over HTTP
 against real PostgreSQL servers started by tools/dtx_cluster.py. When a
@@ -25,7 +26,9 @@ def load(targets):
     suite = unittest.TestSuite()
     for t in targets:
         path = t if os.path.exists(t) else os.path.join(HERE, t)
-        if os.path.isdir(path):
+        if not os.path.exists(path) and "/" not in t:
+            suite.addTests(loader.loadTestsFromName(t))
+        elif os.path.isdir(path):
             suite.addTests(loader.discover(path, pattern="test_*.py", top_level_dir=HERE))
         else:
             rel = os.path.relpath(path, HERE)[:-3].replace(os.sep, ".")

@@ -220,6 +220,28 @@ class FaultTest(ClusterTest):
         self.assertEqual(result["a"][0], 409, result["a"])
         self.c.wait_healthy()
 
+    def test_07c_commit_outliving_its_coordinator_stream_is_acknowledged_to_the_next(self):
+        # The decision is durable, then s1's PostgreSQL goes down: the commit reaches
+        # s1's agent, which retries COMMIT PREPARED until the database is back. The
+        # coordinator dies meanwhile, so the finish outlives the stream it came on.
+        self.restart_coordinator({"DTX_FAILPOINTS": "coord.after_durable=sleep(1500)"})
+        result = {}
+        t = threading.Thread(target=lambda: result.setdefault("a", self.transfer(timeout=30)))
+        t.start()
+        self.wait_for(lambda: len(self.c.prepared(0)) == 1, what="the branch on s1 to prepare")
+        self.c.pg_stop(0, mode="immediate")
+        self.wait_for(lambda: self.balance(1, self.acct) == self.before[1] + 7,
+                      what="phase 2 to go out (s2 commits)")
+        time.sleep(0.3)  # s1's agent holds the commit, retrying against the stopped database
+        self.c.kill_coordinator()
+        t.join()
+        self.c.pg_start(0)
+        time.sleep(1)  # the pending COMMIT PREPARED completes with no stream to ack on
+        self.assertTrue(self.c.shards[0].agent.alive(), "the agent survived the late ack")
+        self.restart_coordinator()
+        self.c.wait_healthy()
+        self.assertEqual(self.settled(), "committed")
+
     def test_08_lost_answer_to_commit_prepared_is_asked_again_not_failed(self):
         self.c.kill_participant(1)
         self.c.start_participant(1, env={"DTX_FAILPOINTS": "pg.lose_commit_answer=error@1"})
