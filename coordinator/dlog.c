@@ -50,6 +50,12 @@
  * removed); a torn checkpoint is no checkpoint, so replay then starts
  * further back, at segments that were not deleted yet.
  *
+ * Ownership: <log_dir>/dlog.lock holds an exclusive flock() for as long
+ * as the log is open, and the holder's pid. A second coordinator pointed
+ * at the same directory by mistake is refused before it reads anything:
+ * its tail repair and checkpoint would otherwise remove segments the first
+ * one is still writing, and its decisions would vanish.
+ *
  * Thread model: dlog_append(), dlog_durable_lsn() and the callbacks run on
  * the event loop's thread; the writer thread owns fd, segno, salt and
  * seg_size. Fields marked (mu) are shared and protected by log->mu.
@@ -70,6 +76,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -89,6 +96,7 @@ struct dlog {
     struct dlog_opts opts;
     char dir[PATH_MAX];
     int dirfd;
+    int lockfd; /* dlog.lock, flock()ed exclusively while open */
     /* writer thread only */
     int fd;
     uint64_t segno;
@@ -1034,6 +1042,35 @@ static int open_dir(const char *dir, struct dtx_err *err)
     return fd;
 }
 
+/* Takes dlog.lock in the directory; returns its fd, or a negative error. */
+static int lock_dir(const char *dir, int dirfd, struct dtx_err *err)
+{
+    int fd = openat(dirfd, "dlog.lock", O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    char pid[24] = "";
+    ssize_t n;
+
+    if (fd < 0)
+        return dtx_err_set(err, DTX_EIO, "could not open '%s/dlog.lock': %s", dir, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+
+        n = pread(fd, pid, sizeof(pid) - 1, 0);
+        pid[n > 0 ? n : 0] = '\0';
+        pid[strcspn(pid, "\n")] = '\0';
+        close(fd);
+        if (e == EWOULDBLOCK)
+            return dtx_err_set(err, DTX_EIO,
+                               "decision log directory '%s' is in use by another coordinator "
+                               "(pid %s): two coordinators must never share a log",
+                               dir, pid[0] ? pid : "unknown");
+        return dtx_err_set(err, DTX_EIO, "could not lock '%s/dlog.lock': %s", dir, strerror(e));
+    }
+    n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n)
+        log_warn("could not write the pid into '%s/dlog.lock': %s", dir, strerror(errno));
+    return fd;
+}
+
 static int dlog_start(struct dlog *log, uint64_t segno, struct dtx_err *err)
 {
     int e = create_segment(log, segno);
@@ -1058,13 +1095,18 @@ int dlog_open(struct dlog **out, const struct dlog_opts *opts, dlog_replay_fn re
               struct dlog_scan *scan, struct dtx_err *err)
 {
     struct dlog *log;
-    int dirfd, rc;
+    int dirfd, lockfd, rc;
 
     if (strlen(opts->dir) >= PATH_MAX)
         return dtx_err_set(err, DTX_EINVAL, "decision log directory name is too long");
     dirfd = open_dir(opts->dir, err);
     if (dirfd < 0)
         return dirfd;
+    lockfd = lock_dir(opts->dir, dirfd, err);
+    if (lockfd < 0) {
+        close(dirfd);
+        return lockfd;
+    }
     rc = read_dir(opts->dir, true, replay, arg, scan, err);
     if (rc < 0)
         goto out_close_dir;
@@ -1074,6 +1116,7 @@ int dlog_open(struct dlog **out, const struct dlog_opts *opts, dlog_replay_fn re
     log->opts = *opts;
     snprintf(log->dir, sizeof(log->dir), "%s", opts->dir);
     log->dirfd = dirfd;
+    log->lockfd = lockfd;
     log->fd = -1;
     pthread_mutex_init(&log->mu, NULL);
     init_monotonic_cond(&log->work_cv);
@@ -1091,6 +1134,7 @@ int dlog_open(struct dlog **out, const struct dlog_opts *opts, dlog_replay_fn re
     return 0;
 
 out_close_dir:
+    close(lockfd);
     close(dirfd);
     return rc;
 }
@@ -1210,6 +1254,7 @@ void dlog_close(struct dlog *log)
     if (log->fd >= 0)
         close(log->fd);
     close(log->dirfd);
+    close(log->lockfd); /* releases the lock: the last thing done with the log */
     pthread_mutex_destroy(&log->mu);
     pthread_cond_destroy(&log->work_cv);
     pthread_cond_destroy(&log->done_cv);

@@ -69,6 +69,20 @@ class StartupTest(ClusterTest):
         self.assertEqual(r.returncode, 1)
         self.assertIn("could not connect to PostgreSQL", r.stderr)
 
+    def test_second_coordinator_on_the_same_log_is_refused_and_the_first_keeps_its_log(self):
+        before = sorted(os.listdir(self.c.log_dir))
+        path = self.write_json("coord-twin.json", {
+            "node_id": "c1", "listen": "127.0.0.1:1", "log_dir": self.c.log_dir,
+            "shards": [{"name": "s1", "url": "http://127.0.0.1:2"}]})
+        r = self.run_bin("dtx-coordinator", "--config", path)
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("is in use by another coordinator (pid %d)" % self.c.coordinator.pid,
+                      r.stderr)
+        self.assertEqual(sorted(os.listdir(self.c.log_dir)), before, "the twin touched the log")
+        status, body = self.c.tx([{"shard": "s1", "sql": "SELECT 1"},
+                                  {"shard": "s2", "sql": "SELECT 1"}])
+        self.assertEqual(status, 200, body)
+
     def test_coordinator_refuses_a_corrupt_decision_log(self):
         # Commit a few transactions so the log has frames, then damage a copy's middle.
         for i in range(3):

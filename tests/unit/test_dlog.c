@@ -584,6 +584,36 @@ static void writer_asks_for_a_checkpoint_once_a_segment_was_written(void)
     remove_dir(dir);
 }
 
+static void second_open_of_a_log_in_use_is_refused_and_changes_nothing(void)
+{
+    struct ev_loop loop;
+    struct dlog_scan scan;
+    struct dtx_err err;
+    struct dlog *log, *other;
+    char dir[64], path[512], want[160];
+
+    temp_dir(dir, sizeof(dir));
+    CU_ASSERT_EQUAL_FATAL(ev_loop_init(&loop), 0);
+    dtx_err_clear(&err);
+    log = open_log(&loop, dir, &scan, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(log);
+    other = open_log(&loop, dir, &scan, &err);
+    CU_ASSERT_PTR_NULL(other);
+    snprintf(want, sizeof(want), "is in use by another coordinator (pid %ld)", (long)getpid());
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, want));
+    seg(path, sizeof(path), dir, 1);
+    CU_ASSERT(file_size(path) > 0); /* the first one's segment is still there */
+    seg(path, sizeof(path), dir, 2);
+    CU_ASSERT_EQUAL(file_size(path), -1); /* and the refused one started none */
+    dlog_close(log);
+    dtx_err_clear(&err);
+    log = open_log(&loop, dir, &scan, &err); /* closing released the lock */
+    CU_ASSERT_PTR_NOT_NULL(log);
+    dlog_close(log);
+    ev_loop_release(&loop);
+    remove_dir(dir);
+}
+
 int main(void)
 {
     static const struct unit_test tests[] = {
@@ -600,6 +630,7 @@ int main(void)
         UNIT_TEST(segments_older_than_the_checkpoint_are_ignored_and_removed),
         UNIT_TEST(torn_checkpoint_falls_back_to_the_older_segments),
         UNIT_TEST(writer_asks_for_a_checkpoint_once_a_segment_was_written),
+        UNIT_TEST(second_open_of_a_log_in_use_is_refused_and_changes_nothing),
     };
 
     return unit_run("dlog", tests, sizeof(tests) / sizeof(tests[0]));
