@@ -11,6 +11,11 @@
  * A connection that leaves BUSY inside a transaction not held by anyone is
  * sent a ROLLBACK (as an internal job) before it is IDLE again.
  *
+ * statement_timeout: a job's SET is sent in front of it with its own
+ * Sync, so it commits on its own and no rollback of the job's transaction
+ * can undo it; the connection remembers the value to skip the SET next
+ * time (TIMEOUT_UNKNOWN after connecting or a failed SET).
+ *
  * Result parsing (verified against PostgreSQL 15 libpq): in pipeline mode
  * each statement yields exactly one PGresult followed by NULL, skipped
  * statements included (PGRES_PIPELINE_ABORTED); each Sync yields
@@ -25,8 +30,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BACKOFF_MIN_MS 100
-#define BACKOFF_MAX_MS 2000
+#define BACKOFF_MIN_MS     100
+#define BACKOFF_MAX_MS     2000
+#define CONNECT_TIMEOUT_MS 10000
+#define TIMEOUT_UNKNOWN    UINT32_MAX
 /*
  * Phase-2 jobs one connection may take at once. Each COMMIT PREPARED waits
  * for its WAL flush; run one after another on a single backend they cannot
@@ -46,10 +53,10 @@ struct pgx_conn {
     PGcancel *cancel;
     enum conn_state state;
     struct ev_io io;
-    struct ev_timer retry;
+    struct ev_timer retry; /* reconnect when DOWN; give up when CONNECTING */
     uint32_t backoff_ms;
     struct list_node inflight; /* jobs sent, in order */
-    uint32_t timeout_ms;       /* the session's statement_timeout, 0 if unknown */
+    uint32_t timeout_ms;       /* the session's statement_timeout, or TIMEOUT_UNKNOWN */
     struct pgx_job cleanup;    /* internal ROLLBACK */
     bool cleaning;
     char set_timeout[64];
@@ -114,30 +121,53 @@ static int flush(struct pgx_conn *c)
     return 0;
 }
 
-/* Puts a job's statements into the connection's output; 0 or -1 (connection broken). */
+/*
+ * The statement_timeout job needs set first, or 0 to send it as is. Never
+ * inside an open transaction block (a held connection), where a SET would
+ * roll back with the transaction.
+ */
+static uint32_t timeout_to_set(struct pgx_conn *c, const struct pgx_job *job)
+{
+    if (list_empty(&c->inflight) && PQtransactionStatus(c->pg) != PQTRANS_IDLE)
+        return 0;
+    if (job->timeout_ms)
+        return job->timeout_ms != c->timeout_ms ? job->timeout_ms : 0;
+    if (c->timeout_ms == TIMEOUT_UNKNOWN ||
+        (c->timeout_ms != 0 && c->timeout_ms < PGX_RELAXED_TIMEOUT_MS))
+        return TIMEOUT_UNKNOWN; /* stands for "SET statement_timeout = 0" */
+    return 0;
+}
+
+/*
+ * Puts a job's statements into the connection's output; 0 or -1
+ * (connection broken: the job is in flight, so conn_down() answers it).
+ */
 static int conn_send(struct pgx_conn *c, struct pgx_job *job)
 {
+    uint32_t set = timeout_to_set(c, job);
+
     job->conn = c;
     job->next = 0;
     job->got = false;
     job->internal = 0;
     job->syncs = 0;
     job->sent = true;
-    if (job->timeout_ms && job->timeout_ms != c->timeout_ms) {
+    list_insert_tail(&c->inflight, &job->link);
+    if (set) {
+        c->timeout_ms = set == TIMEOUT_UNKNOWN ? 0 : set;
         snprintf(c->set_timeout, sizeof(c->set_timeout), "SET statement_timeout = %u",
-                 job->timeout_ms);
-        c->pre[0] = (struct pgx_stmt){c->set_timeout, 0, NULL, false};
+                 c->timeout_ms);
+        c->pre[0] = (struct pgx_stmt){c->set_timeout, 0, NULL, true};
+        job->internal = 1;
+        job->syncs = 1;
         if (send_stmt(c, &c->pre[0]) < 0)
             return -1;
-        job->internal = 1;
-        c->timeout_ms = job->timeout_ms;
     }
     for (int i = 0; i < job->nstmts; i++) {
         if (send_stmt(c, &job->stmts[i]) < 0)
             return -1;
         job->syncs += job->stmts[i].sync;
     }
-    list_insert_tail(&c->inflight, &job->link);
     return 0;
 }
 
@@ -181,7 +211,7 @@ static void conn_down(struct pgx_conn *c, const char *why)
         PQfinish(c->pg);
     c->pg = NULL;
     c->state = C_DOWN;
-    c->timeout_ms = 0;
+    c->timeout_ms = TIMEOUT_UNKNOWN;
     c->cleaning = false;
     fail_inflight(c, reason);
     ev_timer_start(pool->loop, &c->retry, c->backoff_ms);
@@ -284,6 +314,8 @@ static void dispatch_result(struct pgx_conn *c, PGresult *res)
         int idx = job->next - job->internal;
 
         job->got = true;
+        if (idx < 0 && PQresultStatus(res) != PGRES_COMMAND_OK)
+            c->timeout_ms = TIMEOUT_UNKNOWN; /* the SET failed */
         if (idx < 0 || job == &c->cleanup)
             PQclear(res);
         else
@@ -334,8 +366,10 @@ static void conn_ready(struct pgx_conn *c)
         conn_down(c, PQerrorMessage(c->pg));
         return;
     }
+    ev_timer_stop(pool->loop, &c->retry);
     c->cancel = PQgetCancel(c->pg);
     c->backoff_ms = BACKOFF_MIN_MS;
+    c->timeout_ms = TIMEOUT_UNKNOWN;
     c->state = C_IDLE;
     if (pool->last_error[0]) {
         log_info("postgresql: connection %d is up", c->id);
@@ -347,21 +381,28 @@ static void conn_ready(struct pgx_conn *c)
     kick(pool);
 }
 
+/*
+ * Watches the connection's socket for events. While connecting, libpq may
+ * close its socket and open another (the next host or address of the
+ * conninfo, an SSL fallback), possibly under the same number, so the
+ * watcher is registered anew after every PQconnectPoll.
+ */
+static int rewatch(struct pgx_conn *c, uint32_t events)
+{
+    ev_io_stop(c->pool->loop, &c->io);
+    return ev_io_start(c->pool->loop, &c->io, PQsocket(c->pg), events);
+}
+
 static void conn_poll(struct pgx_conn *c)
 {
-    switch (PQconnectPoll(c->pg)) {
-    case PGRES_POLLING_OK:
-        conn_ready(c);
-        break;
-    case PGRES_POLLING_READING:
-        watch(c, false);
-        break;
-    case PGRES_POLLING_WRITING:
-        ev_io_modify(c->pool->loop, &c->io, EPOLLOUT);
-        break;
-    default:
+    PostgresPollingStatusType st = PQconnectPoll(c->pg);
+
+    if (st == PGRES_POLLING_FAILED) {
         conn_down(c, PQerrorMessage(c->pg));
-        break;
+    } else if (rewatch(c, st == PGRES_POLLING_WRITING ? EPOLLOUT : EPOLLIN) < 0) {
+        conn_down(c, "could not watch the connection's socket");
+    } else if (st == PGRES_POLLING_OK) {
+        conn_ready(c);
     }
 }
 
@@ -392,17 +433,20 @@ static void conn_connect(struct pgx_conn *c)
         return;
     }
     c->state = C_CONNECTING;
-    if (ev_io_start(pool->loop, &c->io, PQsocket(c->pg), EPOLLOUT) < 0) {
+    ev_timer_start(pool->loop, &c->retry, CONNECT_TIMEOUT_MS);
+    if (rewatch(c, EPOLLOUT) < 0) /* libpq: before the first poll, wait to write */
         conn_down(c, "could not watch the connection's socket");
-        return;
-    }
-    conn_poll(c);
 }
 
 static void on_retry(struct ev_loop *loop, struct ev_timer *t)
 {
+    struct pgx_conn *c = t->data;
+
     (void)loop;
-    conn_connect(t->data);
+    if (c->state == C_CONNECTING)
+        conn_down(c, "timed out connecting");
+    else
+        conn_connect(c);
 }
 
 /* ---- API -------------------------------------------------------------------------- */

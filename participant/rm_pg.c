@@ -449,6 +449,11 @@ static void run_lost(struct pg_run *r, int answered, const char *why)
     bool end_unanswered = r->end_sent && answered <= end_idx;
     char msg[300];
 
+    if (r->end_sent && r->end_ok) {
+        /* PREPARE / COMMIT answered with its tag; only the Sync after it was lost. */
+        run_complete(r);
+        return;
+    }
     snprintf(msg, sizeof(msg), "lost the connection to PostgreSQL: %.200s", why ? why : "");
     if (end_unanswered && !r->one_phase && strcmp(r->end_sql, "COMMIT") != 0) {
         /* PREPARE may have run: roll it back in the background, vote no now. */

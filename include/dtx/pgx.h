@@ -50,13 +50,23 @@ typedef void (*pgx_result_fn)(struct pgx_job *job, int idx, PGresult *res);
  */
 typedef void (*pgx_done_fn)(struct pgx_job *job, int rc, int nanswered, const char *why);
 
+/* A job asking for no statement_timeout accepts any of at least this. */
+#define PGX_RELAXED_TIMEOUT_MS 1000
+
 struct pgx_job {
     /* set by the owner */
     const struct pgx_stmt *stmts;
     int nstmts;
-    bool phase2;         /* may share a pipeline; served first */
-    bool hold;           /* keep the connection when done (see above) */
-    uint32_t timeout_ms; /* statement_timeout for this job; 0: leave as is */
+    bool phase2; /* may share a pipeline; served first */
+    bool hold;   /* keep the connection when done (see above) */
+    /*
+     * statement_timeout for this job. 0: none, or any of at least
+     * PGX_RELAXED_TIMEOUT_MS (for short bookkeeping statements such as
+     * COMMIT PREPARED, which a client's 1 ms timeout must not cancel).
+     * A job sent into a held connection's open transaction runs with the
+     * transaction's setting, whatever it asks for.
+     */
+    uint32_t timeout_ms;
     pgx_result_fn on_result;
     pgx_done_fn on_done;
     void *data;

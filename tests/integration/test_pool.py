@@ -1,0 +1,51 @@
+"""The participant's PostgreSQL connection pool (participant/pgx.c): the
+session settings it caches stay true, and it connects through every host a
+conninfo lists. One pooled connection per agent, so every transaction of a
+shard runs on the same PostgreSQL session."""
+
+import dtx_cluster
+from harness import ClusterTest
+
+SHOW_TIMEOUT = "SELECT current_setting('statement_timeout')"
+
+
+class PoolTest(ClusterTest):
+    SHARDS = 2
+    AGENT = {"pool_size": 1}
+
+    def session_timeout(self, timeout_ms):
+        status, body = self.c.tx([{"shard": "s1", "sql": SHOW_TIMEOUT}], timeout_ms=timeout_ms)
+        self.assertEqual(status, 200, body)
+        return body["results"][0]["rows"][0][0]
+
+    def test_statement_timeout_holds_after_a_branch_that_rolled_back(self):
+        self.assertEqual(self.session_timeout(700), "700ms")
+        self.assertEqual(self.session_timeout(800), "800ms")
+        # A failed branch rolls its transaction back; the SET before it must not go too.
+        status, body = self.c.tx([{"shard": "s1", "sql": "SELECT 1/0"}], timeout_ms=900)
+        self.assertEqual((status, body["error"]["sqlstate"]), (409, "22012"), body)
+        self.assertEqual(self.session_timeout(900), "900ms")
+        status, body = self.c.tx([{"shard": "s1", "sql": "SELECT 1"},
+                                  {"shard": "s1", "sql": "SELECT 1", "expect_rows": 2}],
+                                 timeout_ms=900)
+        self.assertEqual((status, body["error"]["code"]), (409, "expect_rows_mismatch"), body)
+        self.assertEqual(self.session_timeout(900), "900ms")
+
+    def test_connection_moves_on_to_the_next_host_when_the_first_refuses(self):
+        sh = self.c.shards[0]
+        refused = dtx_cluster.free_ports(1)[0]
+        saved = dict(self.c.agent_extra)
+        self.c.agent_extra["conninfo"] = ("host=127.0.0.1,%s port=%d,%d dbname=app user=postgres"
+                                          % (sh.sock, refused, sh.pg_port))
+        self.c.stop_participant(0)
+        try:
+            self.c.start_participant(0)
+        finally:
+            self.c.agent_extra = saved
+        self.wait_for(lambda: self.c.request("GET", "/healthz", port=sh.agent_port)[0] == 200,
+                      what="the agent's pool to connect through the second host")
+        self.c.wait_healthy()
+        self.assertEqual(self.session_timeout(700), "700ms")
+        self.c.stop_participant(0)
+        self.c.start_participant(0)
+        self.c.wait_healthy()
