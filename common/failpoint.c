@@ -80,6 +80,7 @@ int fp_init(void)
     char *copy, *item, *save = NULL;
     int rc = 0;
 
+    fp_count = 0;
     if (!env || !*env)
         return 0;
     copy = strdup(env);

@@ -121,6 +121,7 @@ struct dlog {
     struct buf ckpt;        /* (mu) snapshot handed over by dlog_checkpoint() */
     struct buf ckpt_before; /* (mu) records appended before that snapshot was taken */
     bool ckpt_queued;       /* (mu) ckpt waits to be written */
+    bool ckpt_writing;      /* (mu) the writer took a snapshot and is writing it */
     bool ckpt_wanted;       /* (mu) the writer asked the loop for a snapshot */
     bool ckpt_asked;        /* (mu) ... and the loop has not been told yet */
     uint64_t checkpoints;   /* (mu) checkpoints written */
@@ -945,6 +946,9 @@ static void *writer_main(void *arg)
             tmp = log->ckpt_before;
             log->ckpt_before = before;
             before = tmp;
+            /* Taken: a snapshot handed over while this one is written waits its turn. */
+            log->ckpt_queued = false;
+            log->ckpt_writing = true;
         }
         pthread_mutex_unlock(&log->mu);
 
@@ -975,7 +979,7 @@ static void *writer_main(void *arg)
         log->bytes += written;
         log->sync_us += written_us;
         if (ckpt) {
-            log->ckpt_queued = log->ckpt_wanted = false;
+            log->ckpt_writing = log->ckpt_wanted = false;
             log->checkpoints++;
         }
         pthread_cond_broadcast(&log->done_cv);
@@ -1148,8 +1152,11 @@ uint64_t dlog_append(struct dlog *log, const struct dlog_rec *rec, bool force)
         pthread_mutex_unlock(&log->mu);
         return 0;
     }
-    if (log->pending.len == 0)
+    if (log->pending.len == 0) {
         log->pending_since = ev_clock_us();
+        if (!force) /* an idle writer waits with no deadline: give it one */
+            pthread_cond_signal(&log->work_cv);
+    }
     dlog_encode(&log->pending, rec);
     lsn = ++log->last_lsn;
     if (force && !log->pending_forced) {
@@ -1230,7 +1237,8 @@ int dlog_flush(struct dlog *log, struct dtx_err *err)
         log->pending_forced = true;
         pthread_cond_signal(&log->work_cv);
     }
-    while (!log->failed && (log->durable_lsn < log->last_lsn || log->ckpt_queued))
+    while (!log->failed &&
+           (log->durable_lsn < log->last_lsn || log->ckpt_queued || log->ckpt_writing))
         pthread_cond_wait(&log->done_cv, &log->mu);
     if (log->failed) {
         if (err)

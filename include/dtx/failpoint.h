@@ -24,7 +24,11 @@
 
 #include <stdbool.h>
 
-/* Reads DTX_FAILPOINTS; returns 0, or -1 (with a message on stderr) if it does not parse. */
+/*
+ * Reads DTX_FAILPOINTS, replacing what an earlier call configured (call it
+ * while no other thread runs); returns 0, or -1 (with a message on
+ * stderr) if it does not parse.
+ */
 int fp_init(void);
 
 /* Called by a crash action just before _exit (NULL: none). */

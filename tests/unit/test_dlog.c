@@ -4,6 +4,7 @@
  * damage followed by valid data is corruption naming file and offset.
  */
 #include "dtx/dlog.h"
+#include "dtx/failpoint.h"
 #include "unit.h"
 
 #include <fcntl.h>
@@ -385,6 +386,35 @@ static void unforced_record_waits_for_a_forced_one(void)
     remove_dir(dir);
 }
 
+static void unforced_record_is_written_on_its_own_after_the_lazy_delay(void)
+{
+    struct ev_loop loop;
+    struct dlog_scan scan;
+    struct dlog *log;
+    char dir[64];
+    struct dlog_rec end = {.type = DLOG_END, .gtid = "c1-1-1"};
+    uint64_t start;
+    int waited_ms = 0;
+
+    temp_dir(dir, sizeof(dir));
+    CU_ASSERT_EQUAL_FATAL(ev_loop_init(&loop), 0);
+    log = open_log(&loop, dir, &scan, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(log);
+    usleep(50000); /* the writer is idle, waiting with no deadline */
+    start = ev_clock_us();
+    CU_ASSERT_EQUAL(dlog_append(log, &end, false), 1);
+    while (dlog_durable_lsn(log) < 1 && waited_ms < 2000) {
+        usleep(5000);
+        waited_ms += 5;
+    }
+    CU_ASSERT_EQUAL(dlog_durable_lsn(log), 1);
+    CU_ASSERT(ev_clock_us() - start >= DLOG_LAZY_MS * 1000u * 9 / 10);
+    CU_ASSERT(ev_clock_us() - start < DLOG_LAZY_MS * 1000u * 5);
+    dlog_close(log);
+    ev_loop_release(&loop);
+    remove_dir(dir);
+}
+
 static int count_segments(const char *dir)
 {
     char pattern[600];
@@ -550,6 +580,50 @@ static void on_wanted(void *arg)
     CU_ASSERT_EQUAL(dlog_checkpoint(w->log, &snap), 0);
 }
 
+/*
+ * A snapshot handed over while the writer is still writing the previous
+ * one is written too, after the records that preceded it.
+ */
+static void snapshot_handed_over_during_a_checkpoint_write_is_written_too(void)
+{
+    struct ev_loop loop;
+    struct dlog_scan scan;
+    struct counted c;
+    struct dlog *log;
+    struct buf snap = BUF_INIT;
+    struct dlog_stats st;
+    char dir[64], g1[32], g2[32];
+    struct dlog_rec before = commit_rec(50, g1, sizeof(g1));
+    struct dlog_rec after = commit_rec(51, g2, sizeof(g2));
+
+    temp_dir(dir, sizeof(dir));
+    CU_ASSERT_EQUAL_FATAL(ev_loop_init(&loop), 0);
+    setenv("DTX_FAILPOINTS", "dlog.fdatasync=sleep(200)", 1);
+    CU_ASSERT_EQUAL_FATAL(fp_init(), 0);
+    log = open_log(&loop, dir, &scan, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(log);
+    snapshot(&snap);
+    CU_ASSERT_EQUAL(dlog_checkpoint(log, &snap), 0);
+    usleep(50000); /* the writer is in the first checkpoint's fdatasync */
+    CU_ASSERT(dlog_append(log, &before, false) > 0);
+    snapshot(&snap);
+    CU_ASSERT_EQUAL(dlog_checkpoint(log, &snap), 0);
+    CU_ASSERT(dlog_append(log, &after, true) > 0);
+    CU_ASSERT_EQUAL(dlog_flush(log, NULL), 0);
+    dlog_stats(log, &st);
+    CU_ASSERT_EQUAL(st.checkpoints, 2);
+    dlog_close(log);
+    unsetenv("DTX_FAILPOINTS");
+    CU_ASSERT_EQUAL(fp_init(), 0);
+    CU_ASSERT_EQUAL(count_segments(dir), 1);
+    memset(&c, 0, sizeof(c));
+    CU_ASSERT_EQUAL(dlog_read(dir, count_records, &c, &scan, NULL), 0);
+    CU_ASSERT_EQUAL(c.records, 3); /* the second snapshot's BOOT + COMMIT, then the later one */
+    CU_ASSERT_STRING_EQUAL(c.last_gtid, "c1-1-51");
+    ev_loop_release(&loop);
+    remove_dir(dir);
+}
+
 static void writer_asks_for_a_checkpoint_once_a_segment_was_written(void)
 {
     struct ev_loop loop;
@@ -626,9 +700,11 @@ int main(void)
         UNIT_TEST(wrong_magic_is_corruption),
         UNIT_TEST(damage_at_the_end_of_an_older_segment_is_corruption),
         UNIT_TEST(unforced_record_waits_for_a_forced_one),
+        UNIT_TEST(unforced_record_is_written_on_its_own_after_the_lazy_delay),
         UNIT_TEST(checkpoint_opens_a_new_segment_and_removes_older_ones),
         UNIT_TEST(segments_older_than_the_checkpoint_are_ignored_and_removed),
         UNIT_TEST(torn_checkpoint_falls_back_to_the_older_segments),
+        UNIT_TEST(snapshot_handed_over_during_a_checkpoint_write_is_written_too),
         UNIT_TEST(writer_asks_for_a_checkpoint_once_a_segment_was_written),
         UNIT_TEST(second_open_of_a_log_in_use_is_refused_and_changes_nothing),
     };
