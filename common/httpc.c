@@ -17,6 +17,7 @@
  */
 #include "dtx/httpc.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,8 +84,11 @@ static void hc_reset_response(struct httpc *c)
     buf_reset(&c->body);
 }
 
-/* Calls the completion callback once, tolerating httpc_free() inside it. */
-static void hc_finish(struct httpc *c, int rc, const struct httpc_resp *resp,
+/*
+ * Calls the completion callback once, tolerating httpc_free() inside it;
+ * returns false when c was freed (and must not be touched).
+ */
+static bool hc_finish(struct httpc *c, int rc, const struct httpc_resp *resp,
                       const struct dtx_err *err)
 {
     httpc_cb cb = c->cb;
@@ -93,12 +97,14 @@ static void hc_finish(struct httpc *c, int rc, const struct httpc_resp *resp,
     ev_timer_stop(c->loop, &c->timer);
     c->cb = NULL;
     if (!cb)
-        return;
+        return true;
     c->in_cb = true;
     cb(arg, rc, resp, err);
     c->in_cb = false;
-    if (c->dead)
-        httpc_free(c);
+    if (!c->dead)
+        return true;
+    httpc_free(c);
+    return false;
 }
 
 /* Fails the request with "<what> host:port[: detail]". */
@@ -188,6 +194,26 @@ static int hc_take_head(struct httpc *c)
     return 1;
 }
 
+/*
+ * Parses a chunk-size line (hex digits, then optional ";extensions") up to
+ * eol; -1 unless it is well formed and at most max.
+ */
+static int parse_chunk_size(const char *p, const char *eol, size_t max, size_t *out)
+{
+    size_t v = 0;
+    int digits = 0;
+
+    for (; p < eol && isxdigit((unsigned char)*p); p++, digits++) {
+        v = v * 16 + (size_t)(isdigit((unsigned char)*p) ? *p - '0' : (*p | 0x20) - 'a' + 10);
+        if (v > max)
+            return -1;
+    }
+    if (digits == 0 || (p < eol && *p != ';' && *p != ' ' && *p != '\t'))
+        return -1;
+    *out = v;
+    return 0;
+}
+
 /* Decodes as much chunked body as has arrived; 1 when the last chunk is in. */
 static int hc_take_chunks(struct httpc *c)
 {
@@ -209,7 +235,8 @@ static int hc_take_chunks(struct httpc *c)
         eol = memmem(p, avail, "\r\n", 2);
         if (!eol)
             return avail > 1024 ? DTX_EPROTO : 0;
-        c->chunk_left = strtoull(p, NULL, 16);
+        if (parse_chunk_size(p, eol, HC_MAX_BODY - c->body.len, &c->chunk_left) < 0)
+            return DTX_EPROTO;
         if (c->chunk_left == 0) {
             const char *trailer_end = memmem(p, avail, "\r\n\r\n", 4);
 
@@ -220,8 +247,6 @@ static int hc_take_chunks(struct httpc *c)
             buf_consume(&c->in, (size_t)(trailer_end - p) + 4);
             return 1;
         }
-        if (c->body.len + c->chunk_left > HC_MAX_BODY)
-            return DTX_EPROTO;
         buf_consume(&c->in, (size_t)(eol - p) + 2);
     }
 }
@@ -271,8 +296,7 @@ static void hc_complete(struct httpc *c)
         c->state = HC_IDLE;
         ev_io_modify(c->loop, &c->io, EPOLLIN);
     }
-    hc_finish(c, 0, &resp, NULL);
-    if (!c->dead && c->state == HC_UPGRADED)
+    if (hc_finish(c, 0, &resp, NULL) && c->state == HC_UPGRADED)
         hc_close_fd(c); /* the callback did not take the socket */
 }
 
