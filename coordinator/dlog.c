@@ -90,13 +90,14 @@
 #define FRAME_BATCH      1
 #define FRAME_CHECKPOINT 2
 #define REC_HDR          5
-#define MAX_FRAME        (256u * 1024 * 1024)
+#define MAX_FRAME        DLOG_MAX_FRAME
 
 struct dlog {
     struct dlog_opts opts;
     char dir[PATH_MAX];
     int dirfd;
     int lockfd; /* dlog.lock, flock()ed exclusively while open */
+    size_t max_frame;
     /* writer thread only */
     int fd;
     uint64_t segno;
@@ -104,6 +105,7 @@ struct dlog {
     uint64_t seg_size;
     uint64_t first_segno; /* oldest segment still on disk */
     uint64_t since_ckpt;  /* bytes written since the last checkpoint */
+    uint64_t frames;      /* frames written and fdatasynced */
     /* shared */
     pthread_t thread;
     pthread_mutex_t mu;
@@ -360,7 +362,7 @@ static bool frame_valid_at(const unsigned char *data, size_t size, size_t off, u
         return false;
     len = get_le32(data + off + 4);
     if ((data[off + 8] != FRAME_BATCH && data[off + 8] != FRAME_CHECKPOINT) || len == 0 ||
-        len > size - off - FRAME_HDR)
+        len > MAX_FRAME || len > size - off - FRAME_HDR)
         return false;
     return frame_crc(salt, data + off, len) == get_le32(data + off);
 }
@@ -511,8 +513,14 @@ static int read_segment(struct reader *rd, const char *path, uint64_t segno, boo
         return rc;
     rd->scan->bytes += size;
     *keep = size;
-    if (last && size < SEG_HDR) {
-        /* A crash while the segment was being created: it held nothing. */
+    if (last &&
+        (size < SEG_HDR || (size == SEG_HDR && (memcmp(data, SEG_MAGIC, 8) != 0 ||
+                                                crc32c(0, data, 28) != get_le32(data + 28))))) {
+        /*
+         * A crash while the segment was being created, before its header was
+         * durable (a file system may then show it short, or zero-filled): it
+         * held nothing, as no record goes in before the header is synced.
+         */
         rd->scan->torn = true;
         rd->scan->torn_offset = 0;
         rd->scan->torn_bytes = size;
@@ -782,7 +790,8 @@ static int create_segment(struct dlog *log, uint64_t segno)
 }
 
 /* Writes records as one frame and makes it durable; returns 0 or an errno. */
-static int write_frame(struct dlog *log, const struct buf *records, uint8_t type, const char **what)
+static int write_frame(struct dlog *log, const void *records, size_t len, uint8_t type,
+                       const char **what)
 {
     unsigned char h[FRAME_HDR];
     struct iovec iov[2];
@@ -790,14 +799,19 @@ static int write_frame(struct dlog *log, const struct buf *records, uint8_t type
     uint32_t crc;
     int e;
 
-    put_le32(h + 4, (uint32_t)records->len);
+    if (len > log->max_frame) {
+        *what = type == FRAME_CHECKPOINT ? "write a checkpoint over the frame limit to"
+                                         : "write a record over the frame limit to";
+        return EFBIG;
+    }
+    put_le32(h + 4, (uint32_t)len);
     h[8] = type;
     put_le32(s, log->salt);
     crc = crc32c(crc32c(0, s, 4), h + 4, FRAME_HDR - 4);
-    crc = crc32c(crc, records->data, records->len);
+    crc = crc32c(crc, records, len);
     put_le32(h, crc);
     iov[0] = (struct iovec){h, FRAME_HDR};
-    iov[1] = (struct iovec){records->data, records->len};
+    iov[1] = (struct iovec){(void *)records, len};
     *what = "write";
     e = fp_hit("dlog.write");
     if (!e)
@@ -810,9 +824,34 @@ static int write_frame(struct dlog *log, const struct buf *records, uint8_t type
         return e;
     if (fdatasync(log->fd) < 0)
         return errno;
-    log->seg_size += FRAME_HDR + records->len;
-    log->since_ckpt += FRAME_HDR + records->len;
+    log->seg_size += FRAME_HDR + len;
+    log->since_ckpt += FRAME_HDR + len;
+    log->frames++;
     return 0;
+}
+
+/*
+ * Writes queued records as BATCH frames, split at record boundaries to stay
+ * within max_frame (each frame synced before the next, as always).
+ */
+static int write_batch(struct dlog *log, const struct buf *records, const char **what)
+{
+    const unsigned char *p = (const unsigned char *)records->data;
+    size_t start = 0, pos = 0;
+    int e;
+
+    while (pos < records->len) {
+        size_t rlen = REC_HDR + (size_t)get_le32(p + pos + 1);
+
+        if (pos > start && pos + rlen - start > log->max_frame) {
+            e = write_frame(log, p + start, pos - start, FRAME_BATCH, what);
+            if (e)
+                return e;
+            start = pos;
+        }
+        pos += rlen;
+    }
+    return write_frame(log, p + start, pos - start, FRAME_BATCH, what);
 }
 
 /*
@@ -893,7 +932,7 @@ static int write_checkpoint(struct dlog *log, const struct buf *snap, const char
         e = create_segment(log, log->segno + 1);
     }
     if (!e)
-        e = write_frame(log, snap, FRAME_CHECKPOINT, what);
+        e = write_frame(log, snap->data, snap->len, FRAME_CHECKPOINT, what);
     if (!e) {
         *what = "remove old segments of";
         e = drop_segments_before(log, log->segno);
@@ -957,11 +996,11 @@ static void *writer_main(void *arg)
                   (work.len ? work.len + FRAME_HDR : 0);
         started_us = ev_clock_us();
         if (before.len)
-            e = write_frame(log, &before, FRAME_BATCH, &what);
+            e = write_batch(log, &before, &what);
         if (!e && ckpt)
             e = write_checkpoint(log, &snap, &what);
         if (!e && work.len)
-            e = write_frame(log, &work, FRAME_BATCH, &what);
+            e = write_batch(log, &work, &what);
         if (!e)
             e = after_write(log, &what);
         written_us = ev_clock_us() - started_us;
@@ -975,7 +1014,7 @@ static void *writer_main(void *arg)
         }
         pthread_mutex_lock(&log->mu);
         log->durable_lsn = upto;
-        log->syncs++;
+        log->syncs = log->frames;
         log->bytes += written;
         log->sync_us += written_us;
         if (ckpt) {
@@ -1121,6 +1160,7 @@ int dlog_open(struct dlog **out, const struct dlog_opts *opts, dlog_replay_fn re
     snprintf(log->dir, sizeof(log->dir), "%s", opts->dir);
     log->dirfd = dirfd;
     log->lockfd = lockfd;
+    log->max_frame = opts->max_frame && opts->max_frame < MAX_FRAME ? opts->max_frame : MAX_FRAME;
     log->fd = -1;
     pthread_mutex_init(&log->mu, NULL);
     init_monotonic_cond(&log->work_cv);

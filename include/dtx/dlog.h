@@ -90,6 +90,8 @@ struct dlog_opts {
      */
     uint32_t group_delay_us;
     uint32_t group_siblings;
+    /* Largest frame written (0: DLOG_MAX_FRAME, also the most a reader accepts). */
+    size_t max_frame;
     struct ev_loop *loop;
     /* Called on the loop thread when records up to lsn are durable. */
     void (*on_durable)(void *arg, uint64_t lsn);
@@ -130,6 +132,9 @@ int dlog_read(const char *dir, dlog_replay_fn replay, void *arg, struct dlog_sca
 uint64_t dlog_append(struct dlog *log, const struct dlog_rec *rec, bool force);
 
 #define DLOG_LAZY_MS 100
+
+/* The largest frame: batches are split to fit, a bigger checkpoint fails the log. */
+#define DLOG_MAX_FRAME (256u * 1024 * 1024)
 
 /* Tells the writer how many transactions are about to decide (votes still awaited), by delta. */
 void dlog_hint_deciding(struct dlog *log, int delta);

@@ -336,6 +336,91 @@ static void wrong_magic_is_corruption(void)
     remove_dir(dir);
 }
 
+static void write_zero_segment(const char *dir, int segno)
+{
+    char path[512], zeros[32] = {0};
+    int fd;
+
+    seg(path, sizeof(path), dir, segno);
+    fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    CU_ASSERT_FATAL(fd >= 0);
+    CU_ASSERT(write(fd, zeros, sizeof(zeros)) == (ssize_t)sizeof(zeros));
+    close(fd);
+}
+
+/* Power lost before a new segment's header was durable: the file shows zeros. */
+static void zero_filled_header_of_the_last_segment_is_a_torn_creation(void)
+{
+    off_t bounds[NFRAMES + 1];
+    struct ev_loop loop;
+    struct dlog_scan scan;
+    struct dtx_err err;
+    struct dlog *log;
+    char dir[64], path[512];
+
+    temp_dir(dir, sizeof(dir));
+    write_frames(dir, bounds);
+    write_zero_segment(dir, 2);
+    CU_ASSERT_EQUAL_FATAL(ev_loop_init(&loop), 0);
+    dtx_err_clear(&err);
+    log = open_log(&loop, dir, &scan, &err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(log);
+    CU_ASSERT(scan.torn);
+    CU_ASSERT_EQUAL(scan.records, NFRAMES);
+    dlog_close(log);
+    seg(path, sizeof(path), dir, 2);
+    CU_ASSERT_EQUAL(file_size(path), -1); /* dropped; the log went on in segment 3 */
+    /* Not the last segment, a zero-filled header is damage like any other. */
+    write_zero_segment(dir, 2);
+    CU_ASSERT_EQUAL(dlog_read(dir, NULL, NULL, &scan, &err), DTX_ECORRUPT);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "bad magic"));
+    ev_loop_release(&loop);
+    remove_dir(dir);
+}
+
+static void batch_over_the_frame_limit_is_split_into_frames(void)
+{
+    struct ev_loop loop;
+    struct dlog_scan scan;
+    struct counted c;
+    struct dlog_opts o;
+    struct dlog_stats st;
+    struct dlog *log;
+    struct dtx_err err;
+    char dir[64], gtid[32];
+    struct dlog_rec big;
+    char results[800];
+
+    temp_dir(dir, sizeof(dir));
+    CU_ASSERT_EQUAL_FATAL(ev_loop_init(&loop), 0);
+    o = (struct dlog_opts){.dir = dir, .segment_bytes = 1u << 20, .max_frame = 300, .loop = &loop};
+    CU_ASSERT_EQUAL_FATAL(dlog_open(&log, &o, NULL, NULL, &scan, NULL), 0);
+    for (int i = 1; i <= 10; i++) {
+        struct dlog_rec r = commit_rec(i, gtid, sizeof(gtid)); /* ~130 bytes each */
+
+        CU_ASSERT(dlog_append(log, &r, i == 10) > 0);
+    }
+    CU_ASSERT_EQUAL(dlog_flush(log, NULL), 0);
+    dlog_stats(log, &st);
+    CU_ASSERT_EQUAL(st.syncs, 4); /* records of 95..99 bytes: three to a frame of <= 300 */
+    /* A single record over the limit cannot be split: the log fails, clearly. */
+    memset(results, 'x', sizeof(results) - 1);
+    results[sizeof(results) - 1] = '\0';
+    big = commit_rec(11, gtid, sizeof(gtid));
+    big.results = results;
+    CU_ASSERT(dlog_append(log, &big, true) > 0);
+    dtx_err_clear(&err);
+    CU_ASSERT_NOT_EQUAL(dlog_flush(log, &err), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "over the frame limit"));
+    dlog_close(log);
+    memset(&c, 0, sizeof(c));
+    CU_ASSERT_EQUAL(dlog_read(dir, count_records, &c, &scan, NULL), 0);
+    CU_ASSERT_EQUAL(c.commits, 10);
+    CU_ASSERT_STRING_EQUAL(c.last_gtid, "c1-1-10");
+    ev_loop_release(&loop);
+    remove_dir(dir);
+}
+
 static void damage_at_the_end_of_an_older_segment_is_corruption(void)
 {
     off_t bounds[NFRAMES + 1];
@@ -699,6 +784,8 @@ int main(void)
         UNIT_TEST(zero_filled_tail_is_end_of_log),
         UNIT_TEST(wrong_magic_is_corruption),
         UNIT_TEST(damage_at_the_end_of_an_older_segment_is_corruption),
+        UNIT_TEST(zero_filled_header_of_the_last_segment_is_a_torn_creation),
+        UNIT_TEST(batch_over_the_frame_limit_is_split_into_frames),
         UNIT_TEST(unforced_record_waits_for_a_forced_one),
         UNIT_TEST(unforced_record_is_written_on_its_own_after_the_lazy_delay),
         UNIT_TEST(checkpoint_opens_a_new_segment_and_removes_older_ones),
