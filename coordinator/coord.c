@@ -69,7 +69,8 @@ struct coord {
     struct list_node log_wait;
     size_t nlive;
     size_t nretained;
-    uint64_t evicted; /* final transactions dropped from memory since start */
+    size_t retained_bytes; /* answers and results kept for idempotent retries */
+    uint64_t evicted;      /* final transactions dropped from memory since start */
     uint64_t epoch;
     uint64_t seq;
     enum coord_state state;
@@ -246,12 +247,13 @@ static void env_arm(struct tx *tx, uint32_t ms)
         ev_timer_start(co->loop, &tx->timer, ms);
 }
 
-static void count_final(struct coord *co, const struct tx *tx)
+static void count_final(struct coord *co, struct tx *tx)
 {
     int code = -tx_error_code(tx);
 
-    if (tx->replayed)
+    if (tx->replayed || tx->counted)
         return;
+    tx->counted = true;
     if (tx->state == TX_COMMITTED) {
         co->m.committed++;
         co->m.one_phase += tx->nbranches == 1 && tx->lsn == 0;
@@ -277,6 +279,19 @@ static void retain(struct coord *co, struct tx *tx)
     co->nretained++;
 }
 
+/* Keeps co->retained_bytes up to date with what a retained transaction holds (0: evicted). */
+static void account_retained(struct coord *co, struct tx *tx, bool keep)
+{
+    size_t n = 0;
+
+    if (keep && tx->answer_body)
+        n += strlen(tx->answer_body);
+    if (keep && tx->stored_results)
+        n += strlen(tx->stored_results);
+    co->retained_bytes = co->retained_bytes - tx->retained_bytes + n;
+    tx->retained_bytes = n;
+}
+
 static void env_finished(struct tx *tx)
 {
     struct coord *co = tx->env->ctx;
@@ -297,6 +312,7 @@ static void env_finished(struct tx *tx)
         tx->branches[i].results = NULL;
     }
     retain(co, tx);
+    account_retained(co, tx, true);
 }
 
 /* ---- transaction table ---------------------------------------------------- */
@@ -347,6 +363,7 @@ static void evict(struct coord *co, struct tx *tx)
     list_remove(&tx->link);
     co->nretained--;
     co->evicted++;
+    account_retained(co, tx, false);
     hmap_remove(&co->txs, &tx->by_gtid);
     if (tx->idem_key)
         hmap_remove(&co->idem, &tx->by_idem);
@@ -361,7 +378,8 @@ static void expire_retained(struct coord *co)
     while (!list_empty(&co->retained)) {
         struct tx *tx = container_of(co->retained.next, struct tx, link);
 
-        if (co->nretained <= co->cfg->retention_max && tx->expire_us > now)
+        if (co->nretained <= co->cfg->retention_max &&
+            co->retained_bytes <= co->cfg->retention_max_bytes && tx->expire_us > now)
             break;
         evict(co, tx);
     }
@@ -404,6 +422,7 @@ static struct tx *build_tx(struct coord *co, struct txreq *req)
     tx->protocol = req->protocol;
     tx->timeout_ms = req->timeout_ms;
     tx->commit_wait_ms = co->cfg->commit_wait_ms;
+    tx->results_limit = co->cfg->max_logged_results_bytes;
     tx->created_wall_us = ev_wall_us();
     tx->req_hash = req->hash;
     if (req->idem_key && !(tx->idem_key = strdup(req->idem_key)))
@@ -674,10 +693,12 @@ static void recover(struct coord *co)
         struct tx *tx = container_of(pos, struct tx, link);
 
         if (tx->log_ended) {
+            uint64_t keep = (uint64_t)co->cfg->retention_s * 1000000u;
+            uint64_t age =
+                ev_wall_us() > tx->decided_wall_us ? ev_wall_us() - tx->decided_wall_us : 0;
+
             step(co, tx, TXE_RECOVER_DONE, NULL);
-            tx->expire_us =
-                ev_now_us(co->loop) + (uint64_t)co->cfg->retention_s * 1000000u -
-                (ev_wall_us() > tx->decided_wall_us ? ev_wall_us() - tx->decided_wall_us : 0);
+            tx->expire_us = age >= keep ? 0 : ev_now_us(co->loop) + keep - age;
         } else {
             unfinished++;
             step(co, tx, TXE_RECOVER, NULL);
@@ -1011,8 +1032,10 @@ char *coord_render_metrics(const struct coord *co)
         "\n# TYPE dtx_idempotent_replays_total counter\ndtx_idempotent_replays_total %" PRIu64 "\n",
         co->m.one_phase, co->m.readonly, co->m.idem_replays);
     buf_printf(&b, "# TYPE dtx_transactions_live gauge\ndtx_transactions_live %zu\n", co->nlive);
-    buf_printf(&b, "# TYPE dtx_transactions_retained gauge\ndtx_transactions_retained %zu\n",
-               co->nretained);
+    buf_printf(&b,
+               "# TYPE dtx_transactions_retained gauge\ndtx_transactions_retained %zu\n"
+               "# TYPE dtx_retained_bytes gauge\ndtx_retained_bytes %zu\n",
+               co->nretained, co->retained_bytes);
     buf_printf(
         &b,
         "# TYPE dtx_decision_log_records_total counter\ndtx_decision_log_records_total %" PRIu64

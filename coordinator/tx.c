@@ -15,7 +15,8 @@
  *   PREPARING --VOTE_NO / UNAVAILABLE / TIMEOUT [act_abort_all]--> ABORTING
  *
  *   LOGGING --DURABLE [act_send_commits]--> COMMITTING
- *   LOGGING --LOG_REFUSED [act_abort_all]--> ABORTING       (record never written)
+ *   LOGGING --LOG_REFUSED [act_abort_all]--> ABORTING       (record never written: log
+ *                                                           failed, or results too big)
  *   LOGGING --LOG_FAILED [act_in_doubt]--> IN_DOUBT         (record may be on disk)
  *   LOGGING --UNAVAILABLE [act_none]--> LOGGING             (handled when sending)
  *
@@ -382,10 +383,33 @@ static enum tx_event act_vote(struct tx *tx, enum tx_event ev, const struct tx_e
     return count_branches(tx, BR_PREPARED, BR_PREPARED) ? TXE_ALL_VOTED : TXE_ALL_READONLY;
 }
 
+/* The bytes of results the COMMIT record would carry (an idempotency key's answer). */
+static size_t logged_results_bytes(const struct tx *tx)
+{
+    size_t n = 0;
+
+    if (!tx->idem_key)
+        return 0;
+    for (size_t i = 0; i < tx->nbranches; i++)
+        n += tx->branches[i].results_len;
+    return n;
+}
+
 static enum tx_event act_log_commit(struct tx *tx, enum tx_event ev, const struct tx_evarg *a)
 {
+    size_t results = logged_results_bytes(tx);
+    char msg[DTX_ERR_MSG_MAX];
+
     (void)ev;
     (void)a;
+    if (tx->results_limit && results > tx->results_limit) {
+        snprintf(msg, sizeof(msg),
+                 "the results (%zu bytes) exceed max_logged_results_bytes (%u): a transaction "
+                 "with an idempotency key keeps its results in the decision log",
+                 results, tx->results_limit);
+        set_error(tx, NULL, NULL, DTX_ETOOBIG, msg);
+        return TXE_LOG_REFUSED;
+    }
     tx->env->arm(tx, 0);
     tx->decided_wall_us = ev_wall_us();
     tx->lsn = tx->env->log_commit(tx);

@@ -4,8 +4,9 @@
  * Keys (see docs/operations.md for each one's meaning and default):
  *   node_id, listen, log_dir, shards[{name, url, slots?}],
  *   prepare_timeout_ms, max_timeout_ms, commit_wait_ms, max_body_bytes,
- *   max_ops, max_params, max_sql_bytes, retention_s, retention_max,
- *   log_segment_bytes, http_conn_limit, log_level,
+ *   max_ops, max_params, max_sql_bytes, max_logged_results_bytes,
+ *   retention_s, retention_max, retention_max_bytes, log_segment_bytes,
+ *   log_group_delay_us, log_group_siblings, http_conn_limit, log_level,
  *   auth{client_token, admin_token, peer_token}
  * Unknown keys are refused, so a misspelt key never silently falls back to
  * a default.
@@ -46,8 +47,10 @@ struct coord_config {
     uint32_t max_ops;
     uint32_t max_params;
     uint32_t max_sql_bytes;
-    uint32_t retention_s;   /* finished transactions are remembered this long ... */
-    uint32_t retention_max; /* ... up to this many */
+    uint32_t retention_s;              /* finished transactions are remembered this long ... */
+    uint32_t retention_max;            /* ... up to this many */
+    uint32_t retention_max_bytes;      /* ... holding at most this many bytes of answers */
+    uint32_t max_logged_results_bytes; /* results an idempotency key's COMMIT record may hold */
     uint32_t log_segment_bytes;
     uint32_t log_group_delay_us; /* group-commit delay of the decision log (0: none) */
     uint32_t log_group_siblings; /* ... applied when this many transactions await votes */

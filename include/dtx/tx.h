@@ -125,7 +125,8 @@ struct tx {
     char *answer_body; /* the final answer, kept for idempotent retries */
     unsigned answer_status;
     bool retained;
-    bool log_ended; /* replay saw its END record */
+    bool log_ended;        /* replay saw its END record */
+    size_t retained_bytes; /* its answer's share of coord's retained_bytes */
     uint64_t expire_us;
     /* the protocol's state (tx.c) */
     char gtid[DTX_GTID_MAX + 1];
@@ -139,10 +140,12 @@ struct tx {
     uint64_t lsn;        /* of the COMMIT record, 0 if none */
     uint32_t timeout_ms; /* phase-1 deadline */
     uint32_t commit_wait_ms;
-    uint32_t retry_ms; /* current phase-2 retry interval */
-    uint32_t pending;  /* votes or acks still awaited */
-    bool answered;     /* the client has been told */
-    bool replayed;     /* recreated from the decision log at start */
+    uint32_t retry_ms;      /* current phase-2 retry interval */
+    uint32_t pending;       /* votes or acks still awaited */
+    bool answered;          /* the client has been told */
+    bool counted;           /* in the metrics (once, even if an unknown outcome resolves later) */
+    uint32_t results_limit; /* with idem_key: most results bytes the COMMIT record may carry */
+    bool replayed;          /* recreated from the decision log at start */
     size_t nbranches;
     struct tx_branch *branches;
     size_t nops;

@@ -76,3 +76,46 @@ class IdempotencyTest(ClusterTest):
         self.assertEqual({s for s, _ in answers}, {200})
         self.assertEqual(len({b["gtid"] for _, b in answers}), 1)
         self.assertEqual((self.balance(0, 25), self.balance(1, 25)), (1001, 1001))
+
+
+class IdempotencyLimitsTest(ClusterTest):
+    """What an idempotency key may cost: its results go into the decision log
+    (max_logged_results_bytes) and its answer is kept in memory
+    (retention_max_bytes)."""
+    SHARDS = 2
+    COORD = {"max_logged_results_bytes": 2048, "retention_max_bytes": 3000}
+
+    def test_results_too_big_to_log_abort_the_transaction_and_leave_nothing(self):
+        ops = [{"shard": "s1", "sql": "UPDATE accounts SET balance = balance + 1 WHERE id = 30 "
+                                      "RETURNING repeat('x', 3000)"},
+               {"shard": "s2", "sql": "SELECT 1"}]
+        status, body = self.c.tx(ops, idempotency_key="big-1")
+        self.assertEqual(status, 409, body)
+        self.assertEqual(body["error"]["code"], "payload_too_large")
+        self.assertIn("max_logged_results_bytes (2048)", body["error"]["message"])
+        self.assertEqual(self.balance(0, 30), 1000)
+        self.assert_no_prepared(timeout=5)
+        status, body = self.c.tx(ops)  # without a key nothing is logged: no limit
+        self.assertEqual(status, 200, body)
+        self.assertEqual(self.balance(0, 30), 1001)
+
+    def test_answers_beyond_the_retention_budget_are_forgotten_oldest_first(self):
+        ops = [{"shard": "s1", "sql": "SELECT repeat('y', 600)"},
+               {"shard": "s2", "sql": "SELECT 1"}]
+        gtids = []
+        for i in range(4):  # ~1.3 KB answer each (results and answer): the budget keeps two
+            status, body = self.c.tx(ops, idempotency_key="ret-%d" % i)
+            self.assertEqual(status, 200, body)
+            gtids.append(body["gtid"])
+        self.wait_for(lambda: self.c.request("GET", "/v1/transactions/" + gtids[0])[0] == 404,
+                      what="the expiry tick (each second) to forget the oldest answer")
+        self.assertEqual(self.c.request("GET", "/v1/transactions/" + gtids[3])[0], 200)
+        status, again = self.c.tx(ops, idempotency_key="ret-3")
+        self.assertEqual(again["gtid"], gtids[3])  # still remembered
+        _, metrics = self.c.request("GET", "/metrics")
+        held = [int(line.split()[1]) for line in metrics.splitlines()
+                if line.startswith("dtx_retained_bytes ")]
+        self.assertEqual(len(held), 1, metrics)
+        self.assertTrue(0 < held[0] <= 3000, held)
+        status, again = self.c.tx(ops, idempotency_key="ret-0")
+        self.assertNotEqual(again["gtid"], gtids[0])  # forgotten: ran again

@@ -101,8 +101,8 @@ static void chunked_body_is_decoded(void)
 
 static void chunk_size_beyond_the_body_limit_is_refused(void)
 {
-    static const char *const sizes[] = {"ffffffffffffffff", "fffffffffffffffe",
-                                        "10000000000000001", "7fffffff", "zz", ""};
+    static const char *const sizes[] = {
+        "ffffffffffffffff", "fffffffffffffffe", "10000000000000001", "7fffffff", "zz", ""};
 
     for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
         char reply[256];

@@ -329,6 +329,39 @@ static void log_that_refuses_the_record_aborts_the_transaction(void)
     tx_free(tx);
 }
 
+static void results_too_big_for_the_log_abort_an_idempotent_transaction(void)
+{
+    static const char results[] = "\n[{\"rows\":[[\"0123456789\"]]}]";
+    struct tx *tx = new_tx(2);
+    struct tx_evarg a = {NULL, 1, results, sizeof(results) - 1, NULL};
+
+    tx->idem_key = strdup("k");
+    tx->results_limit = sizeof(results); /* one branch's results fit, two do not */
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_START_2PC, NULL), 0);
+    for (int i = 0; i < 2; i++) {
+        a.b = &tx->branches[i];
+        CU_ASSERT_EQUAL(tx_step(tx, TXE_VOTE_YES, &a), 0);
+    }
+    CU_ASSERT_EQUAL(tx->state, TX_ABORTING);
+    CU_ASSERT_EQUAL(find_call("log_commit"), -1); /* nothing was logged */
+    CU_ASSERT(find_call("abort:0") >= 0);
+    CU_ASSERT(find_call("abort:1") >= 0);
+    CU_ASSERT_EQUAL(tx_error_code(tx), DTX_ETOOBIG);
+    CU_ASSERT_PTR_NOT_NULL(strstr(tx->error->msg, "max_logged_results_bytes"));
+    tx_free(tx);
+
+    tx = new_tx(2); /* without a key the results are not logged: no limit */
+    tx->results_limit = 1;
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_START_2PC, NULL), 0);
+    for (int i = 0; i < 2; i++) {
+        a.b = &tx->branches[i];
+        CU_ASSERT_EQUAL(tx_step(tx, TXE_VOTE_YES, &a), 0);
+    }
+    CU_ASSERT_EQUAL(tx->state, TX_LOGGING);
+    CU_ASSERT(find_call("log_commit") >= 0);
+    tx_free(tx);
+}
+
 static void lost_commit_is_resent_when_the_participant_returns(void)
 {
     struct tx *tx = new_tx(2);
@@ -398,6 +431,7 @@ int main(void)
         UNIT_TEST(readonly_branch_takes_no_part_in_phase_two),
         UNIT_TEST(failed_log_write_leaves_the_transaction_in_doubt),
         UNIT_TEST(log_that_refuses_the_record_aborts_the_transaction),
+        UNIT_TEST(results_too_big_for_the_log_abort_an_idempotent_transaction),
         UNIT_TEST(lost_commit_is_resent_when_the_participant_returns),
         UNIT_TEST(prepare_timeout_aborts_and_names_the_late_shard),
         UNIT_TEST(one_phase_commit_sends_one_message_and_no_log_record),
