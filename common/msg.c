@@ -116,6 +116,9 @@ static int check_required(const struct msg *m, struct dtx_err *err)
         return dtx_err_set(err, DTX_EPROTO, "%s message without ops", type_names[m->type]);
     if (m->type == MSG_VOTE && m->vote == VOTE_NONE)
         return dtx_err_set(err, DTX_EPROTO, "vote message without a valid vote");
+    /* The COMMIT record names each yes-voter by its xid; without one it would be left out. */
+    if (m->type == MSG_VOTE && m->vote == VOTE_YES && m->xid == 0)
+        return dtx_err_set(err, DTX_EPROTO, "yes vote without the branch's xid");
     if ((m->type == MSG_OUTCOME || m->type == MSG_ACK) && m->outcome == OUTCOME_NONE)
         return dtx_err_set(err, DTX_EPROTO, "%s message without a valid outcome",
                            type_names[m->type]);

@@ -28,6 +28,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#define STREAM_IDLE_S 5  /* silence before the first keep-alive probe */
+#define STREAM_DEAD_S 12 /* unanswered probes or unacknowledged data: the peer is gone */
+
 struct stream {
     struct ev_loop *loop;
     int fd;
@@ -142,6 +145,26 @@ static void on_stream_flush(struct ev_loop *loop, struct ev_defer *d)
         stream_free(s);
 }
 
+/*
+ * A peer whose host vanished (power loss, a cut cable) sends no RST, so
+ * without this the stream would look open for TCP's ~15 minutes of
+ * retransmissions: the coordinator would keep resending commits into it and
+ * a participant would keep a dead coordinator's branches. Keep-alive probes
+ * after STREAM_IDLE_S seconds of silence, and a limit on unacknowledged
+ * data, close such a stream within about STREAM_DEAD_S seconds.
+ */
+static void keep_alive(int fd)
+{
+    int one = 1, idle = STREAM_IDLE_S, intvl = 2, cnt = 3;
+    unsigned int user_timeout_ms = STREAM_DEAD_S * 1000;
+
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof(user_timeout_ms));
+}
+
 struct stream *stream_new(struct ev_loop *loop, int fd, const char *pre, size_t prelen,
                           const struct stream_cbs *cbs)
 {
@@ -162,6 +185,7 @@ struct stream *stream_new(struct ev_loop *loop, int fd, const char *pre, size_t 
         fcntl(fd, F_SETFL, flags | O_NONBLOCK);
     /* Frames are small and latency-bound: never let Nagle hold one back. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    keep_alive(fd);
     if (ev_io_start(loop, &s->io, fd, EPOLLIN) < 0) {
         s->fd = -1;
         if (cbs->closefd)

@@ -67,15 +67,15 @@ static int run(struct daemon *d)
         return 1;
     }
     rc = coord_new(&d->co, &d->cfg, &d->loop, &err);
-    if (rc < 0) {
-        log_error("could not start: %s", err.msg);
-        return 1;
+    if (rc == 0) {
+        fp_set_crash_hook(coord_flush_links, d->co);
+        rc = httpd_start(&d->http, &d->loop, &hopts, api_handle, d->co, &err);
     }
-    fp_set_crash_hook(coord_flush_links, d->co);
-    rc = httpd_start(&d->http, &d->loop, &hopts, api_handle, d->co, &err);
     if (rc < 0) {
         log_error("could not start: %s", err.msg);
         coord_free(d->co);
+        daemon_stop_release(&d->stop);
+        ev_loop_release(&d->loop);
         return 1;
     }
     rc = ev_loop_run(&d->loop);

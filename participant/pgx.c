@@ -1,7 +1,8 @@
 /*
  * pgx.c - a pool of non-blocking libpq connections in pipeline mode.
  *
- * Thread model: the participant's event-loop thread only.
+ * Thread model: the participant's event-loop thread only, except that a
+ * cancel request is sent from a short-lived detached thread (send_cancel).
  *
  * Connection states:
  *   DOWN --retry timer--> CONNECTING --PQconnectPoll OK--> IDLE
@@ -26,6 +27,7 @@
 #include "dtx/err.h"
 #include "dtx/log.h"
 
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,7 +52,6 @@ struct pgx_conn {
     struct pgx_pool *pool;
     int id;
     PGconn *pg;
-    PGcancel *cancel;
     enum conn_state state;
     struct ev_io io;
     struct ev_timer retry; /* reconnect when DOWN; give up when CONNECTING */
@@ -204,9 +205,6 @@ static void conn_down(struct pgx_conn *c, const char *why)
     snprintf(reason, sizeof(reason), "%s", why);
     set_error(pool, "connection lost", reason);
     ev_io_stop(pool->loop, &c->io);
-    if (c->cancel)
-        PQfreeCancel(c->cancel);
-    c->cancel = NULL;
     if (c->pg)
         PQfinish(c->pg);
     c->pg = NULL;
@@ -367,7 +365,6 @@ static void conn_ready(struct pgx_conn *c)
         return;
     }
     ev_timer_stop(pool->loop, &c->retry);
-    c->cancel = PQgetCancel(c->pg);
     c->backoff_ms = BACKOFF_MIN_MS;
     c->timeout_ms = TIMEOUT_UNKNOWN;
     c->state = C_IDLE;
@@ -512,8 +509,6 @@ void pgx_pool_free(struct pgx_pool *pool)
 
         ev_io_stop(pool->loop, &c->io);
         ev_timer_stop(pool->loop, &c->retry);
-        if (c->cancel)
-            PQfreeCancel(c->cancel);
         if (c->pg)
             PQfinish(c->pg);
     }
@@ -555,10 +550,43 @@ void pgx_release(struct pgx_conn *c)
     conn_after_job(c);
 }
 
-int pgx_cancel(struct pgx_pool *pool, struct pgx_job *job)
+/*
+ * Sends a cancel request on a thread of its own: PQcancel() opens a new
+ * connection to the server and waits for it, which must not stall the
+ * loop when the database host is slow or unreachable.
+ */
+static void *cancel_main(void *arg)
 {
+    PGcancel *pc = arg;
     char errbuf[256];
 
+    if (!PQcancel(pc, errbuf, sizeof(errbuf)))
+        log_warn("postgresql: could not send a cancel request: %s", errbuf);
+    PQfreeCancel(pc);
+    return NULL;
+}
+
+static void send_cancel(PGconn *pg)
+{
+    PGcancel *pc = PQgetCancel(pg);
+    pthread_attr_t attr;
+    pthread_t t;
+    int rc;
+
+    if (!pc) {
+        log_warn("postgresql: could not prepare a cancel request");
+        return;
+    }
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    rc = pthread_create(&t, &attr, cancel_main, pc);
+    pthread_attr_destroy(&attr);
+    if (rc != 0)
+        cancel_main(pc); /* no thread to be had: block rather than not cancel */
+}
+
+int pgx_cancel(struct pgx_pool *pool, struct pgx_job *job)
+{
     if (!list_linked(&job->link))
         return 0; /* finished (or holding its connection idle): nothing runs */
     if (!job->sent) {
@@ -567,8 +595,8 @@ int pgx_cancel(struct pgx_pool *pool, struct pgx_job *job)
         job->on_done(job, DTX_EABORTED, 0, "cancelled before it started");
         return 0;
     }
-    if (job->conn && job->conn->cancel && !PQcancel(job->conn->cancel, errbuf, sizeof(errbuf)))
-        log_warn("postgresql: could not send a cancel request: %s", errbuf);
+    if (job->conn && job->conn->pg)
+        send_cancel(job->conn->pg);
     return 0;
 }
 

@@ -674,6 +674,15 @@ static void finish_result(struct pgx_job *job, int idx, PGresult *res)
             finish_known(f, f->commit ? RM_COMMITTED : RM_ROLLED_BACK); /* too old to tell */
         else
             f->retry = true; /* in progress: ask again */
+    } else if (f->stage == FS_CHECK && state && strcmp(state, "22023") == 0) {
+        /*
+         * "transaction ID is in the future": PostgreSQL crashed and lost the
+         * WAL that assigned this xid, so no commit of it can be durable.
+         */
+        log_warn("'%s': PostgreSQL no longer knows xid %" PRIu64 " (lost in a crash): it never "
+                 "committed",
+                 f->gid, f->xid);
+        finish_known(f, RM_ROLLED_BACK);
     } else {
         f->retry = true;
         if (f->attempts % 10 == 0)

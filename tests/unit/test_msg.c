@@ -1,0 +1,93 @@
+/*
+ * test_msg.c - the peer messages between coordinator and participants
+ * (msg.c): what parses, what is refused as malformed, and the RESULTS
+ * trailer that follows a message's JSON.
+ */
+#include "dtx/msg.h"
+#include "unit.h"
+
+#include <string.h>
+
+static int parse(const char *text, struct msg *m, struct dtx_err *err)
+{
+    dtx_err_clear(err);
+    return msg_parse(text, strlen(text), m, err);
+}
+
+static void yes_vote_carries_its_xid(void)
+{
+    struct dtx_err err;
+    struct msg m;
+
+    CU_ASSERT_EQUAL_FATAL(parse("{\"t\":\"vote\",\"gtid\":\"c1-1-1\",\"vote\":\"yes\",\"xid\":\"742\"}",
+                                &m, &err),
+                          0);
+    CU_ASSERT_EQUAL(m.type, MSG_VOTE);
+    CU_ASSERT_EQUAL(m.vote, VOTE_YES);
+    CU_ASSERT_EQUAL(m.xid, 742);
+    CU_ASSERT_STRING_EQUAL(m.gtid, "c1-1-1");
+    msg_release(&m);
+}
+
+static void yes_vote_without_an_xid_is_malformed(void)
+{
+    struct dtx_err err;
+    struct msg m;
+
+    CU_ASSERT_EQUAL(parse("{\"t\":\"vote\",\"gtid\":\"c1-1-1\",\"vote\":\"yes\"}", &m, &err),
+                    DTX_EPROTO);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "without the branch's xid"));
+    CU_ASSERT_EQUAL(parse("{\"t\":\"vote\",\"gtid\":\"c1-1-1\",\"vote\":\"yes\",\"xid\":\"0\"}",
+                          &m, &err),
+                    DTX_EPROTO);
+    /* Read-only and no votes have no xid to give. */
+    CU_ASSERT_EQUAL(parse("{\"t\":\"vote\",\"gtid\":\"c1-1-1\",\"vote\":\"readonly\"}", &m, &err),
+                    0);
+    msg_release(&m);
+}
+
+static void unknown_vote_or_type_is_malformed(void)
+{
+    struct dtx_err err;
+    struct msg m;
+
+    CU_ASSERT_EQUAL(parse("{\"t\":\"vote\",\"gtid\":\"c1-1-1\",\"vote\":\"maybe\"}", &m, &err),
+                    DTX_EPROTO);
+    CU_ASSERT_EQUAL(parse("{\"t\":\"bogus\",\"gtid\":\"c1-1-1\"}", &m, &err), DTX_EPROTO);
+    CU_ASSERT_EQUAL(parse("not json", &m, &err), DTX_EPROTO);
+}
+
+static void results_trailer_follows_the_json(void)
+{
+    static const char frame[] = "{\"t\":\"vote\",\"gtid\":\"c1-1-2\",\"vote\":\"readonly\"}"
+                                "\n{\"rows\":[[1]]}\nnull\n{\"rows\":[]}";
+    struct dtx_err err;
+    struct msg m;
+    const char *p;
+    size_t n;
+
+    dtx_err_clear(&err);
+    CU_ASSERT_EQUAL_FATAL(msg_parse(frame, sizeof(frame) - 1, &m, &err), 0);
+    CU_ASSERT(m.trailer_len > 0);
+    CU_ASSERT(msg_result(m.trailer, m.trailer_len, 0, &p, &n));
+    CU_ASSERT_EQUAL(n, strlen("{\"rows\":[[1]]}"));
+    CU_ASSERT_EQUAL(strncmp(p, "{\"rows\":[[1]]}", n), 0);
+    CU_ASSERT(msg_result(m.trailer, m.trailer_len, 1, &p, &n));
+    CU_ASSERT_EQUAL(strncmp(p, "null", n), 0);
+    CU_ASSERT(msg_result(m.trailer, m.trailer_len, 2, &p, &n));
+    CU_ASSERT_EQUAL(strncmp(p, "{\"rows\":[]}", n), 0);
+    CU_ASSERT_FALSE(msg_result(m.trailer, m.trailer_len, 3, &p, &n));
+    msg_release(&m);
+}
+
+int main(void)
+{
+    static const struct unit_test tests[] = {
+        UNIT_TEST(yes_vote_carries_its_xid),
+        UNIT_TEST(yes_vote_without_an_xid_is_malformed),
+        UNIT_TEST(unknown_vote_or_type_is_malformed),
+        UNIT_TEST(results_trailer_follows_the_json),
+    };
+
+    return unit_run("msg", tests, sizeof(tests) / sizeof(tests[0]));
+}
