@@ -19,9 +19,9 @@ static void yes_vote_carries_its_xid(void)
     struct dtx_err err;
     struct msg m;
 
-    CU_ASSERT_EQUAL_FATAL(parse("{\"t\":\"vote\",\"gtid\":\"c1-1-1\",\"vote\":\"yes\",\"xid\":\"742\"}",
-                                &m, &err),
-                          0);
+    CU_ASSERT_EQUAL_FATAL(
+        parse("{\"t\":\"vote\",\"gtid\":\"c1-1-1\",\"vote\":\"yes\",\"xid\":\"742\"}", &m, &err),
+        0);
     CU_ASSERT_EQUAL(m.type, MSG_VOTE);
     CU_ASSERT_EQUAL(m.vote, VOTE_YES);
     CU_ASSERT_EQUAL(m.xid, 742);
@@ -37,9 +37,9 @@ static void yes_vote_without_an_xid_is_malformed(void)
     CU_ASSERT_EQUAL(parse("{\"t\":\"vote\",\"gtid\":\"c1-1-1\",\"vote\":\"yes\"}", &m, &err),
                     DTX_EPROTO);
     CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "without the branch's xid"));
-    CU_ASSERT_EQUAL(parse("{\"t\":\"vote\",\"gtid\":\"c1-1-1\",\"vote\":\"yes\",\"xid\":\"0\"}",
-                          &m, &err),
-                    DTX_EPROTO);
+    CU_ASSERT_EQUAL(
+        parse("{\"t\":\"vote\",\"gtid\":\"c1-1-1\",\"vote\":\"yes\",\"xid\":\"0\"}", &m, &err),
+        DTX_EPROTO);
     /* Read-only and no votes have no xid to give. */
     CU_ASSERT_EQUAL(parse("{\"t\":\"vote\",\"gtid\":\"c1-1-1\",\"vote\":\"readonly\"}", &m, &err),
                     0);
