@@ -7,6 +7,7 @@
 #include "dtx/log.h"
 
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,7 +46,7 @@ int daemon_parse_args(int argc, char **argv, const char *prog, const char *usage
     return 0;
 }
 
-void daemon_raise_fd_limit(void)
+void daemon_tune_process(void)
 {
     struct rlimit rl;
 
@@ -53,6 +54,17 @@ void daemon_raise_fd_limit(void)
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
+    /*
+     * No glibc fastbins. Each transaction allocates many small short-lived
+     * objects (JSON nodes, messages) between the longer-lived ones of the
+     * transactions kept for retention; freed fastbin chunks are not merged
+     * with their free neighbours, and the heap crept up by ~6 kB/s at 2,400
+     * tx/s with the bytes in use flat (malloc_stats: 11.0 -> 13.4 MB of
+     * heap for ~8 MB in use, growing linearly for 8 minutes). Without
+     * fastbins (tcache still serves the hot sizes) the coordinator's RSS
+     * levelled off at 13.2 MB within 100 s.
+     */
+    mallopt(M_MXFAST, 0);
 }
 
 static void on_drain(struct ev_loop *loop, struct ev_timer *t)

@@ -106,7 +106,7 @@ int main(int argc, char **argv)
         return 2;
     }
     log_init("dtx-coordinator", (enum log_level)log_level_parse(d.cfg.log_level));
-    daemon_raise_fd_limit();
+    daemon_tune_process();
     rc = run(&d);
     coord_config_release(&d.cfg);
     return rc;

@@ -109,6 +109,6 @@ int main(int argc, char **argv)
         return 2;
     }
     log_init("dtx-participant", (enum log_level)log_level_parse(d.cfg.log_level));
-    daemon_raise_fd_limit();
+    daemon_tune_process();
     return run(&d);
 }

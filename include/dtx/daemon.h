@@ -21,8 +21,8 @@
 int daemon_parse_args(int argc, char **argv, const char *prog, const char *usage,
                       const char **config);
 
-/* Raises the soft limit on open files to the hard limit. */
-void daemon_raise_fd_limit(void);
+/* Raises the soft limit on open files to the hard limit; tunes malloc (see daemon.c). */
+void daemon_tune_process(void);
 
 /*
  * Graceful stop: on the first SIGTERM/SIGINT, begin(arg) is called (stop
