@@ -78,6 +78,7 @@ struct finishing {
     struct agent *ag;
     char gtid[DTX_GTID_MAX + 1];
     struct peer *peer;
+    struct httpd_req *req; /* an operator's request (admin), answered instead of an ack */
     bool commit;
 };
 
@@ -185,6 +186,9 @@ static void branch_free(struct branch *b)
     free(b);
 }
 
+static void admin_reply_finished(struct httpd_req *req, const char *gtid, const char *shard,
+                                 bool commit, enum rm_outcome outcome, const struct dtx_err *err);
+
 /* ---- phase 2 ---------------------------------------------------------------------- */
 
 static void on_finished(void *arg, enum rm_outcome outcome, const struct dtx_err *err)
@@ -201,14 +205,18 @@ static void on_finished(void *arg, enum rm_outcome outcome, const struct dtx_err
     ag->m.heuristic += err && err->code;
     if (b && b->state == AB_FINISHING)
         branch_free(b);
-    if (outcome == RM_COMMITTED)
-        fp_hit("agent.committed_before_ack");
-    send_ack(ag, f->peer, f->gtid, outcome, err);
+    if (f->req) {
+        admin_reply_finished(f->req, f->gtid, ag->cfg->name, f->commit, outcome, err);
+    } else {
+        if (outcome == RM_COMMITTED)
+            fp_hit("agent.committed_before_ack");
+        send_ack(ag, f->peer, f->gtid, outcome, err);
+    }
     free(f);
 }
 
-static void start_finish(struct agent *ag, struct peer *peer, const char *gtid, uint64_t xid,
-                         bool commit)
+static struct finishing *start_finish(struct agent *ag, struct peer *peer, const char *gtid,
+                                      uint64_t xid, bool commit)
 {
     struct finishing *f = calloc(1, sizeof(*f));
     char gid[DTX_GID_MAX + 1];
@@ -222,6 +230,7 @@ static void start_finish(struct agent *ag, struct peer *peer, const char *gtid, 
     list_insert_tail(&ag->finishes, &f->link);
     gid_format(gid, sizeof(gid), gtid, ag->cfg->name);
     rm_finish(ag->rm, gid, xid, commit, on_finished, f);
+    return f;
 }
 
 /* ---- phase 1 ------------------------------------------------------------------------- */
@@ -576,6 +585,190 @@ static void branch_status(struct agent *ag, struct httpd_req *req, const char *g
     }
 }
 
+/* ---- operators (admin) ---------------------------------------------------------------- */
+
+static bool peer_authorized(const struct agent *ag, struct httpd_req *req)
+{
+    const char *token = ag->cfg->peer_token;
+
+    if (!token[0] || httpd_req_has_token(req, token))
+        return true;
+    httpd_reply_errorf(req, DTX_EAUTH, "this endpoint needs the peer token");
+    return false;
+}
+
+/* What the agent itself is doing with a transaction's branch, or NULL when nothing. */
+static const char *agent_activity(const struct agent *ag, const char *gtid)
+{
+    const struct branch *b = find_branch((struct agent *)ag, gtid);
+    const struct list_node *pos;
+
+    if (b && b->state == AB_RUNNING)
+        return "running";
+    if (b && b->state == AB_FINISHING)
+        return "finishing";
+    for (pos = ag->finishes.next; pos != &ag->finishes; pos = pos->next) {
+        if (strcmp(container_of(pos, const struct finishing, link)->gtid, gtid) == 0)
+            return "finishing";
+    }
+    return b ? "prepared" : NULL;
+}
+
+struct admin_call {
+    struct agent *ag;
+    struct httpd_req *req;
+    char gtid[DTX_GTID_MAX + 1];
+    bool commit;
+};
+
+static void on_inspected(void *arg, int rc, const struct rm_inspection *ins,
+                         const struct dtx_err *err)
+{
+    struct admin_call *c = arg;
+    cJSON *root, *arr;
+
+    if (rc < 0) {
+        httpd_reply_error(c->req, err);
+        free(c);
+        return;
+    }
+    root = jsonx_new_object();
+    arr = jsonx_new_array();
+    jsonx_add_str(root, "shard", c->ag->cfg->name);
+    jsonx_add_num(root, "max_prepared_transactions", (double)ins->max_prepared);
+    jsonx_add_num(root, "prepared_total", (double)ins->prepared_total);
+    jsonx_add_num(root, "headroom", (double)(ins->max_prepared - ins->prepared_total));
+    for (size_t i = 0; i < ins->n; i++) {
+        const struct rm_branch_info *b = &ins->branches[i];
+        char gtid[DTX_GTID_MAX + 1], shard[DTX_NAME_MAX + 1], xid[24];
+        cJSON *o = jsonx_new_object(), *locks = cJSON_Parse(b->locks ? b->locks : "[]");
+        const char *doing;
+
+        jsonx_add_str(o, "gid", b->p.gid);
+        if (gid_parse(b->p.gid, gtid, shard)) {
+            jsonx_add_str(o, "gtid", gtid);
+            jsonx_add_str(o, "shard", shard);
+            if ((doing = agent_activity(c->ag, gtid)))
+                jsonx_add_str(o, "agent", doing);
+        }
+        snprintf(xid, sizeof(xid), "%" PRIu64, b->p.xid);
+        jsonx_add_str(o, "xid", xid);
+        jsonx_add_num(o, "age_ms", b->p.age_ms);
+        jsonx_add(o, "locks", locks ? locks : jsonx_new_array());
+        jsonx_append(arr, o);
+    }
+    jsonx_add(root, "branches", arr);
+    httpd_reply_json(c->req, 200, jsonx_print(root));
+    cJSON_Delete(root);
+    free(c);
+}
+
+static void admin_reply_finished(struct httpd_req *req, const char *gtid, const char *shard,
+                                 bool commit, enum rm_outcome outcome, const struct dtx_err *err)
+{
+    cJSON *root = jsonx_new_object();
+    char gid[DTX_GID_MAX + 1];
+    bool as_asked = (outcome == RM_COMMITTED) == commit;
+
+    gid_format(gid, sizeof(gid), gtid, shard);
+    jsonx_add_str(root, "gid", gid);
+    jsonx_add_str(root, "outcome", outcome == RM_COMMITTED ? "committed" : "rolled_back");
+    if (!as_asked || (err && err->code)) {
+        struct dtx_err e;
+
+        dtx_err_clear(&e);
+        if (err && err->code)
+            e = *err;
+        else
+            dtx_err_set(&e, DTX_ESTATE, "'%s' was %s, not %s as asked", gid,
+                        outcome == RM_COMMITTED ? "committed" : "rolled back",
+                        commit ? "committed" : "rolled back");
+        jsonx_add(root, "error", jsonx_error_obj(&e));
+    }
+    httpd_reply_json(req, as_asked ? 200 : 409, jsonx_print(root));
+    cJSON_Delete(root);
+}
+
+static void on_admin_status(void *arg, int rc, enum rm_branch_state state, uint64_t xid,
+                            const struct dtx_err *err)
+{
+    struct admin_call *c = arg;
+    struct agent *ag = c->ag;
+    const char *doing = agent_activity(ag, c->gtid);
+    struct branch *b = find_branch(ag, c->gtid);
+
+    if (rc < 0) {
+        httpd_reply_error(c->req, err);
+    } else if (state != RM_BRANCH_PREPARED) {
+        httpd_reply_errorf(c->req, DTX_ENOTFOUND,
+                           "transaction %s has no prepared branch on shard '%s' (it is %s)",
+                           c->gtid, ag->cfg->name,
+                           state == RM_BRANCH_COMMITTED     ? "committed"
+                           : state == RM_BRANCH_ROLLED_BACK ? "rolled back"
+                                                            : "not prepared");
+    } else if (doing && strcmp(doing, "prepared") != 0) {
+        httpd_reply_errorf(c->req, DTX_ECONFLICT,
+                           "the participant of shard '%s' is %s transaction %s's branch itself; "
+                           "try again shortly",
+                           ag->cfg->name, doing, c->gtid);
+    } else {
+        log_warn("operator request: %s the prepared branch of transaction %s",
+                 c->commit ? "committing" : "rolling back", c->gtid);
+        if (b)
+            branch_set_state(b, AB_FINISHING);
+        start_finish(ag, NULL, c->gtid, xid, c->commit)->req = c->req;
+    }
+    free(c);
+}
+
+/*
+ * GET /v1/admin/branches: this shard's prepared dtx branches with their
+ * locks, and the prepared-transaction headroom.
+ * POST /v1/admin/branches/{gid}/commit|rollback: finish one prepared
+ * branch now (the coordinator's recover and resolve; never a branch the
+ * agent is running or finishing itself).
+ */
+static void admin_branches(struct agent *ag, struct httpd_req *req, const char *method,
+                           const char *rest)
+{
+    struct admin_call *c;
+    char gid[DTX_GID_MAX + 1], shard[DTX_NAME_MAX + 1];
+    const char *slash = strrchr(rest, '/');
+    size_t n = slash ? (size_t)(slash - rest) : 0;
+
+    if (!peer_authorized(ag, req))
+        return;
+    if (*rest == '\0' && strcmp(method, "GET") == 0) {
+        if (!(c = calloc(1, sizeof(*c))))
+            abort();
+        c->ag = ag;
+        c->req = req;
+        rm_inspect(ag->rm, on_inspected, c);
+        return;
+    }
+    if (strcmp(method, "POST") != 0 || *rest != '/' || !slash || slash == rest ||
+        (strcmp(slash, "/commit") != 0 && strcmp(slash, "/rollback") != 0)) {
+        httpd_reply_errorf(req, DTX_ENOTFOUND,
+                           "use GET /v1/admin/branches or POST "
+                           "/v1/admin/branches/{gid}/commit|rollback");
+        return;
+    }
+    if (!(c = calloc(1, sizeof(*c))))
+        abort();
+    snprintf(gid, sizeof(gid), "%.*s", (int)(n - 1), rest + 1);
+    if (n - 1 >= sizeof(gid) || !gid_parse(gid, c->gtid, shard) ||
+        strcmp(shard, ag->cfg->name) != 0) {
+        free(c);
+        httpd_reply_errorf(req, DTX_ENOTFOUND, "'%.*s' is not a dtx branch of shard '%s'",
+                           (int)(n - 1), rest + 1, ag->cfg->name);
+        return;
+    }
+    c->ag = ag;
+    c->req = req;
+    c->commit = strcmp(slash, "/commit") == 0;
+    rm_status(ag->rm, gid, 0, on_admin_status, c);
+}
+
 static char *render_health(const struct agent *ag, unsigned *status)
 {
     cJSON *root = jsonx_new_object();
@@ -652,7 +845,9 @@ void agent_handle_http(void *ctx, struct httpd_req *req)
     unsigned status;
     char *body;
 
-    if (strcmp(method, "GET") != 0) {
+    if (strncmp(path, "/v1/admin/branches", 18) == 0) {
+        admin_branches(ag, req, method, path + 18);
+    } else if (strcmp(method, "GET") != 0) {
         httpd_reply_errorf(req, DTX_EMETHOD, "method %s is not allowed on %s", method, path);
     } else if (strcmp(path, "/v1/peer/stream") == 0) {
         accept_stream(ag, req);

@@ -36,7 +36,8 @@
     X(DTX_EPROTO, -19, 502, "protocol_error")                                                      \
     X(DTX_ELOGFAIL, -20, 503, "log_unavailable")                                                   \
     X(DTX_EABORTED, -21, 409, "aborted")                                                           \
-    X(DTX_EUNSUPPORTED, -22, 400, "unsupported")
+    X(DTX_EUNSUPPORTED, -22, 400, "unsupported")                                                   \
+    X(DTX_ECONFLICT, -23, 409, "conflict")
 
 enum dtx_errcode {
     DTX_OK = 0,

@@ -67,10 +67,25 @@ struct rm_prepared {
     uint32_t age_ms; /* since it was prepared */
 };
 
+/* What an operator needs to see about the database's prepared dtx branches. */
+struct rm_branch_info {
+    struct rm_prepared p;
+    const char *locks; /* JSON array of the locks it holds: [{"locktype","relation","mode"}] */
+};
+struct rm_inspection {
+    int64_t max_prepared;   /* the database's limit on prepared transactions */
+    int64_t prepared_total; /* prepared transactions in the server now, dtx's or not */
+    size_t n;
+    const struct rm_branch_info *branches; /* this database's, gid starting with "dtx:" */
+};
+
 typedef void (*rm_run_fn)(void *arg, struct rm_result *res);
 /* rc 0 with n items (valid during the call), or an error with err. */
 typedef void (*rm_list_fn)(void *arg, int rc, const struct rm_prepared *items, size_t n,
                            const struct dtx_err *err);
+/* rc 0 with ins (valid during the call), or an error with err. */
+typedef void (*rm_inspect_fn)(void *arg, int rc, const struct rm_inspection *ins,
+                              const struct dtx_err *err);
 typedef void (*rm_finish_fn)(void *arg, enum rm_outcome outcome, const struct dtx_err *err);
 /* rc 0 with state (and the prepared branch's xid when prepared), or an error with err. */
 typedef void (*rm_status_fn)(void *arg, int rc, enum rm_branch_state state, uint64_t xid,
@@ -104,6 +119,8 @@ struct rm_ops {
     void (*status)(struct rm *rm, const char *gid, uint64_t xid, rm_status_fn done, void *arg);
     /* Lists this database's prepared transactions whose gid starts with "dtx:". */
     void (*list_prepared)(struct rm *rm, rm_list_fn done, void *arg);
+    /* Like list_prepared, with each branch's locks and the prepared-transaction headroom. */
+    void (*inspect)(struct rm *rm, rm_inspect_fn done, void *arg);
     /* True when the database is reachable; otherwise why says what is wrong. */
     bool (*healthy)(const struct rm *rm, char *why, size_t whysz);
     void (*free)(struct rm *rm);
@@ -139,6 +156,11 @@ static inline void rm_status(struct rm *rm, const char *gid, uint64_t xid, rm_st
 static inline void rm_list_prepared(struct rm *rm, rm_list_fn done, void *arg)
 {
     rm->ops->list_prepared(rm, done, arg);
+}
+
+static inline void rm_inspect(struct rm *rm, rm_inspect_fn done, void *arg)
+{
+    rm->ops->inspect(rm, done, arg);
 }
 
 static inline bool rm_healthy(const struct rm *rm, char *why, size_t whysz)
