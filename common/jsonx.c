@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define SAFE_INT_MAX 9007199254740992.0 /* 2^53: 2^53 + 1 rounds to it, so it is not exact */
 
@@ -239,4 +240,19 @@ void jsonx_add_num(cJSON *obj, const char *key, double value)
 void jsonx_add_bool(cJSON *obj, const char *key, bool value)
 {
     jsonx_add(obj, key, cJSON_CreateBool(value));
+}
+
+void jsonx_add_time(cJSON *root, const char *key, uint64_t wall_us)
+{
+    char buf[40];
+    time_t secs = (time_t)(wall_us / 1000000u);
+    struct tm tm;
+    size_t n;
+
+    if (!wall_us)
+        return;
+    gmtime_r(&secs, &tm);
+    n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, sizeof(buf) - n, ".%06uZ", (unsigned)(wall_us % 1000000u));
+    jsonx_add_str(root, key, buf);
 }

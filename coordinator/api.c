@@ -349,26 +349,6 @@ static void post_transaction(struct coord *co, struct httpd_req *req)
     coord_submit(co, &r, req);
 }
 
-static void get_transaction(struct coord *co, struct httpd_req *req, const char *gtid)
-{
-    const struct tx *tx = coord_find(co, gtid);
-
-    if (tx) {
-        httpd_reply_json(req, 200, tx_render_state(tx));
-        return;
-    }
-    /*
-     * No presumed "aborted" here: checkpoints keep only what recovery and
-     * idempotent retries need, so a transaction without a record may also be
-     * one that committed before the last restart.
-     */
-    httpd_reply_errorf(req, DTX_ENOTFOUND,
-                       "no record of transaction '%s': it never existed here, it aborted or "
-                       "finished before the retention period or the last restart (only those "
-                       "with an idempotency key are kept across restarts)",
-                       gtid);
-}
-
 static void get_route(struct coord *co, struct httpd_req *req)
 {
     const struct coord_config *cfg = coord_config(co);
@@ -389,23 +369,6 @@ static void get_route(struct coord *co, struct httpd_req *req)
     cJSON_Delete(root);
 }
 
-static void get_list(struct coord *co, struct httpd_req *req)
-{
-    static const char *const statuses[] = {"active",     "preparing", "precommitted",
-                                           "committing", "committed", "aborting",
-                                           "aborted",    "unknown",   NULL};
-    const char *status = httpd_req_arg(req, "status");
-    bool known = status == NULL;
-
-    for (int i = 0; statuses[i] && !known; i++)
-        known = strcmp(statuses[i], status) == 0;
-    if (!known) {
-        httpd_reply_errorf(req, DTX_EINVAL, "unknown status '%s'", status);
-        return;
-    }
-    httpd_reply_json(req, 200, coord_render_list(co, status));
-}
-
 static void route_transactions(struct coord *co, struct httpd_req *req, const char *method,
                                const char *rest)
 {
@@ -420,14 +383,14 @@ static void route_transactions(struct coord *co, struct httpd_req *req, const ch
         else if (post && authorized(cfg, req, ROLE_CLIENT))
             post_transaction(co, req);
         else if (get && authorized(cfg, req, ROLE_ADMIN))
-            get_list(co, req);
+            admin_list_transactions(co, req);
         return;
     }
     if (!authorized(cfg, req, ROLE_CLIENT))
         return;
     slash = strchr(rest + 1, '/');
     if (!slash && strcmp(method, "GET") == 0) {
-        get_transaction(co, req, rest + 1);
+        admin_get_transaction(co, req, rest + 1);
     } else if (slash && strcmp(method, "POST") == 0) {
         httpd_reply_errorf(req, DTX_EUNSUPPORTED,
                            "interactive transactions (%s) are not available in this version of "
@@ -449,6 +412,9 @@ void api_handle(void *ctx, struct httpd_req *req)
 
     if (strcmp(path, "/v1/transactions") == 0 || strncmp(path, "/v1/transactions/", 17) == 0) {
         route_transactions(co, req, method, path + 16);
+    } else if (strncmp(path, "/v1/admin/", 10) == 0) {
+        if (authorized(coord_config(co), req, ROLE_ADMIN))
+            admin_handle(co, req, method, path + 9);
     } else if (strcmp(path, "/v1/peer/outcomes") == 0 && strcmp(method, "POST") == 0) {
         if (authorized(coord_config(co), req, ROLE_PEER))
             post_outcomes(co, req);

@@ -55,6 +55,23 @@ struct metrics {
     uint64_t aborts_by_code[32];
 };
 
+/* The operator notes about one transaction (co->notes, by gtid). */
+struct noted {
+    struct hmap_node node;
+    char gtid[DTX_GTID_MAX + 1];
+    struct coord_opnote *notes;
+};
+
+/* An OPERATOR record on its way to disk. */
+struct op_wait {
+    struct list_node link; /* on co->op_wait, in lsn order */
+    uint64_t lsn;
+    char gtid[DTX_GTID_MAX + 1];
+    struct coord_opnote note;
+    coord_done_fn done;
+    void *arg;
+};
+
 struct coord {
     const struct coord_config *cfg;
     struct ev_loop *loop;
@@ -67,6 +84,8 @@ struct coord {
     struct list_node live;
     struct list_node retained;
     struct list_node log_wait;
+    struct hmap notes;        /* struct noted, by gtid */
+    struct list_node op_wait; /* struct op_wait */
     size_t nlive;
     size_t nretained;
     size_t retained_bytes; /* answers and results kept for idempotent retries */
@@ -117,6 +136,64 @@ static void drop_waiters(struct tx *tx)
         free(w);
         w = next;
     }
+}
+
+/* ---- operator notes ------------------------------------------------------- */
+
+static struct noted *find_noted(const struct coord *co, const char *gtid)
+{
+    struct hmap_node *n = hmap_get(&co->notes, gtid);
+
+    return n ? container_of(n, struct noted, node) : NULL;
+}
+
+static void add_note(struct coord *co, const char *gtid, const struct coord_opnote *src)
+{
+    struct noted *nd = find_noted(co, gtid);
+    struct coord_opnote *n = calloc(1, sizeof(*n)), **tail;
+
+    if (!n)
+        abort();
+    *n = *src;
+    n->next = NULL;
+    n->who = strdup(src->who ? src->who : "");
+    n->reason = strdup(src->reason ? src->reason : "");
+    if (!n->who || !n->reason)
+        abort();
+    if (!nd) {
+        if (!(nd = calloc(1, sizeof(*nd))))
+            abort();
+        snprintf(nd->gtid, sizeof(nd->gtid), "%s", gtid);
+        hmap_put(&co->notes, &nd->node, nd->gtid);
+    }
+    for (tail = &nd->notes; *tail; tail = &(*tail)->next)
+        ;
+    *tail = n;
+}
+
+static void free_notes(struct coord_opnote *n)
+{
+    while (n) {
+        struct coord_opnote *next = n->next;
+
+        free(n->who);
+        free(n->reason);
+        free(n);
+        n = next;
+    }
+}
+
+static void note_rec(struct dlog_rec *rec, const char *gtid, const struct coord_opnote *n)
+{
+    memset(rec, 0, sizeof(*rec));
+    rec->type = DLOG_OPERATOR;
+    rec->gtid = gtid;
+    rec->wall_us = n->wall_us;
+    rec->op_kind = (uint8_t)n->kind;
+    rec->op_commit = n->commit;
+    rec->shard = n->shard;
+    rec->who = n->who;
+    rec->reason = n->reason;
 }
 
 /* ---- tx_env: what the protocol does to the world -------------------------- */
@@ -558,6 +635,34 @@ static void on_frame(void *arg, int shard, const char *data, size_t len)
     msg_release(&m);
 }
 
+/*
+ * An operator gave up on tx's branch on shard (dtxctl forget): it counts as
+ * acknowledged, so the transaction can finish without it.
+ */
+static void apply_forget(struct coord *co, struct tx *tx, const char *shard)
+{
+    int s = coord_config_shard(co->cfg, shard);
+    struct tx_branch *b = s >= 0 ? branch_on(tx, s) : NULL;
+    struct tx_evarg a = {b, 0, NULL, 0, NULL};
+
+    if (!b || b->forgotten)
+        return;
+    b->forgotten = true;
+    if (tx->state == TX_COMMITTING || tx->state == TX_ABORTING)
+        step(co, tx, TXE_ACK, &a);
+}
+
+/* Applies the forget notes about a transaction that is live again after replay. */
+static void apply_forgets(struct coord *co, struct tx *tx)
+{
+    const struct noted *nd = find_noted(co, tx->gtid);
+
+    for (const struct coord_opnote *n = nd ? nd->notes : NULL; n; n = n->next) {
+        if (n->kind == DLOG_OP_FORGET)
+            apply_forget(co, tx, n->shard);
+    }
+}
+
 /* ---- participant links ----------------------------------------------------- */
 
 static void on_link_down(void *arg, int shard, const char *why)
@@ -608,6 +713,35 @@ static void on_durable(void *arg, uint64_t lsn)
         fp_hit("coord.after_durable"); /* the decision is durable; no COMMIT PREPARED sent */
         step(co, tx, TXE_DURABLE, NULL);
     }
+    while (!list_empty(&co->op_wait)) {
+        struct op_wait *w = container_of(co->op_wait.next, struct op_wait, link);
+        struct tx *tx = find_tx(co, w->gtid);
+
+        if (w->lsn > lsn)
+            break;
+        list_remove(&w->link);
+        add_note(co, w->gtid, &w->note);
+        if (w->note.kind == DLOG_OP_FORGET && tx)
+            apply_forget(co, tx, w->note.shard);
+        w->done(w->arg, 0, NULL);
+        free(w->note.who);
+        free(w->note.reason);
+        free(w);
+    }
+}
+
+/* Ends the operator records still waiting for the disk: with err, or as shutting down. */
+static void fail_op_waits(struct coord *co, const struct dtx_err *err)
+{
+    while (!list_empty(&co->op_wait)) {
+        struct op_wait *w = container_of(co->op_wait.next, struct op_wait, link);
+
+        list_remove(&w->link);
+        w->done(w->arg, err->code, err);
+        free(w->note.who);
+        free(w->note.reason);
+        free(w);
+    }
 }
 
 static void on_log_failed(void *arg, const struct dtx_err *err)
@@ -624,6 +758,7 @@ static void on_log_failed(void *arg, const struct dtx_err *err)
         co->m.in_doubt++;
         step(co, tx, TXE_LOG_FAILED, NULL);
     }
+    fail_op_waits(co, err);
 }
 
 /* ---- replay ---------------------------------------------------------------- */
@@ -661,6 +796,20 @@ static int replay_commit(struct coord *co, const struct dlog_rec *rec, struct dt
     return 0;
 }
 
+static void replay_operator(struct coord *co, const struct dlog_rec *rec)
+{
+    struct coord_opnote n;
+
+    memset(&n, 0, sizeof(n));
+    n.kind = rec->op_kind;
+    n.commit = rec->op_commit;
+    snprintf(n.shard, sizeof(n.shard), "%s", rec->shard ? rec->shard : "");
+    n.who = (char *)rec->who;
+    n.reason = (char *)rec->reason;
+    n.wall_us = rec->wall_us;
+    add_note(co, rec->gtid, &n);
+}
+
 static int on_replay(void *arg, const struct dlog_rec *rec, struct dtx_err *err)
 {
     struct coord *co = arg;
@@ -677,6 +826,9 @@ static int on_replay(void *arg, const struct dlog_rec *rec, struct dtx_err *err)
         tx = find_tx(co, rec->gtid);
         if (tx)
             tx->log_ended = true;
+        return 0;
+    case DLOG_OPERATOR:
+        replay_operator(co, rec);
         return 0;
     }
     return 0;
@@ -702,11 +854,38 @@ static void recover(struct coord *co)
         } else {
             unfinished++;
             step(co, tx, TXE_RECOVER, NULL);
+            apply_forgets(co, tx);
         }
     }
     if (unfinished)
         log_info("recovery: %zu committed transactions still need COMMIT PREPARED on some shard",
                  unfinished);
+}
+
+/*
+ * Operator notes are kept for good (they are few, and a branch resolved by
+ * hand may turn up again when its shard comes back), including those whose
+ * record is still being forced.
+ */
+static void encode_notes(const struct coord *co, struct buf *snap)
+{
+    struct hmap_iter it;
+    struct dlog_rec rec;
+
+    for (struct hmap_node *h = hmap_first(&co->notes, &it); h; h = hmap_next(&co->notes, &it)) {
+        const struct noted *nd = container_of(h, const struct noted, node);
+
+        for (const struct coord_opnote *n = nd->notes; n; n = n->next) {
+            note_rec(&rec, nd->gtid, n);
+            dlog_encode(snap, &rec);
+        }
+    }
+    for (const struct list_node *p = co->op_wait.next; p != &co->op_wait; p = p->next) {
+        const struct op_wait *w = container_of(p, const struct op_wait, link);
+
+        note_rec(&rec, w->gtid, &w->note);
+        dlog_encode(snap, &rec);
+    }
 }
 
 /*
@@ -753,6 +932,7 @@ static int take_checkpoint(struct coord *co)
             }
         }
     }
+    encode_notes(co, &snap);
     return dlog_checkpoint(co->log, &snap);
 }
 
@@ -802,6 +982,8 @@ static void init_coord(struct coord *co, const struct coord_config *cfg, struct 
     list_init(&co->live);
     list_init(&co->retained);
     list_init(&co->log_wait);
+    hmap_init(&co->notes);
+    list_init(&co->op_wait);
     co->shard_names = calloc(cfg->nshards, sizeof(*co->shard_names));
     co->links = calloc(cfg->nshards, sizeof(*co->links));
     if (!co->shard_names || !co->links)
@@ -882,6 +1064,20 @@ void coord_free(struct coord *co)
         drop_waiters(tx);
         tx_free(tx);
     }
+    if (!list_empty(&co->op_wait)) {
+        struct dtx_err e;
+
+        dtx_err_clear(&e);
+        dtx_err_set(&e, DTX_ESHUTDOWN, "the coordinator is shutting down");
+        fail_op_waits(co, &e);
+    }
+    for (n = hmap_first(&co->notes, &it); n; n = hmap_next(&co->notes, &it)) {
+        struct noted *nd = container_of(n, struct noted, node);
+
+        free_notes(nd->notes);
+        free(nd);
+    }
+    hmap_release(&co->notes);
     dlog_close(co->log);
     hmap_release(&co->txs);
     hmap_release(&co->idem);
@@ -969,11 +1165,124 @@ const char *coord_outcome(const struct coord *co, const char *gtid, int shard, u
     *xid = 0;
     if (tx)
         return outcome_of_known(tx, shard, xid);
+    for (const struct coord_opnote *n = coord_notes(co, gtid); n; n = n->next) {
+        if (!n->shard[0] || (shard >= 0 && strcmp(n->shard, co->shard_names[shard]) == 0))
+            return n->commit ? "commit" : "abort"; /* an operator decided */
+    }
     if (!gid_parse_gtid(gtid, node, &epoch, &seq) || strcmp(node, co->cfg->node_id) != 0)
         return "unknown";
     if (epoch < co->epoch || (epoch == co->epoch && seq <= co->seq))
         return "abort";
     return "unknown"; /* a gtid this coordinator never issued */
+}
+
+const struct coord_opnote *coord_notes(const struct coord *co, const char *gtid)
+{
+    const struct noted *nd = find_noted(co, gtid);
+
+    return nd ? nd->notes : NULL;
+}
+
+void coord_each_noted(const struct coord *co,
+                      void (*fn)(void *arg, const char *gtid, const struct coord_opnote *notes),
+                      void *arg)
+{
+    struct hmap_iter it;
+
+    for (struct hmap_node *h = hmap_first(&co->notes, &it); h; h = hmap_next(&co->notes, &it)) {
+        const struct noted *nd = container_of(h, const struct noted, node);
+
+        fn(arg, nd->gtid, nd->notes);
+    }
+}
+
+void coord_record_operator(struct coord *co, const char *gtid, const struct coord_opnote *note,
+                           coord_done_fn done, void *arg)
+{
+    struct op_wait *w = calloc(1, sizeof(*w));
+    struct dlog_rec rec;
+    struct dtx_err err;
+
+    if (!w)
+        abort();
+    snprintf(w->gtid, sizeof(w->gtid), "%s", gtid);
+    w->note = *note;
+    w->note.next = NULL;
+    w->note.wall_us = ev_wall_us();
+    w->note.who = strdup(note->who ? note->who : "");
+    w->note.reason = strdup(note->reason ? note->reason : "");
+    if (!w->note.who || !w->note.reason)
+        abort();
+    w->done = done;
+    w->arg = arg;
+    note_rec(&rec, w->gtid, &w->note);
+    w->lsn = dlog_append(co->log, &rec, true);
+    if (w->lsn == 0) {
+        dtx_err_clear(&err);
+        if (!dlog_failed(co->log, &err))
+            dtx_err_set(&err, DTX_ELOGFAIL, "the decision log is not writable");
+        err.code = DTX_ELOGFAIL;
+        done(arg, err.code, &err);
+        free(w->note.who);
+        free(w->note.reason);
+        free(w);
+        return;
+    }
+    list_insert_tail(&co->op_wait, &w->link);
+}
+
+void coord_each_tx(const struct coord *co, void (*fn)(void *arg, const struct tx *tx), void *arg)
+{
+    const struct list_node *heads[2] = {&co->live, &co->retained};
+
+    for (int h = 0; h < 2; h++) {
+        for (const struct list_node *p = heads[h]->next; p != heads[h]; p = p->next)
+            fn(arg, container_of(p, const struct tx, link));
+    }
+}
+
+size_t coord_kick(struct coord *co)
+{
+    struct list_node *pos, *tmp;
+    size_t n = 0;
+
+    list_for_each_safe(pos, tmp, &co->live)
+    {
+        struct tx *tx = container_of(pos, struct tx, link);
+
+        if (tx->state != TX_COMMITTING && tx->state != TX_ABORTING)
+            continue;
+        tx->retry_ms = TX_RETRY_MIN_MS; /* this retry goes out now; later ones back off afresh */
+        step(co, tx, TXE_TIMEOUT, NULL);
+        n++;
+    }
+    return n;
+}
+
+void coord_branch_finished(struct coord *co, const char *gtid, int shard, bool committed)
+{
+    struct tx *tx = find_tx(co, gtid);
+    struct tx_branch *b = tx ? branch_on(tx, shard) : NULL;
+    struct tx_evarg a = {b, 0, NULL, 0, NULL};
+
+    if (b &&
+        ((tx->state == TX_COMMITTING && committed) || (tx->state == TX_ABORTING && !committed)))
+        step(co, tx, TXE_ACK, &a);
+}
+
+const char *coord_link_state(const struct coord *co, int shard)
+{
+    return pc_state(co->links[shard]);
+}
+
+void coord_log_stats(const struct coord *co, struct dlog_stats *st)
+{
+    dlog_stats(co->log, st);
+}
+
+struct ev_loop *coord_loop(const struct coord *co)
+{
+    return co->loop;
 }
 
 const struct coord_config *coord_config(const struct coord *co)
@@ -1052,29 +1361,4 @@ char *coord_render_metrics(const struct coord *co)
         buf_printf(&b, "dtx_participant_up{shard=\"%s\"} %d\n", co->shard_names[i],
                    pc_is_up(co->links[i]));
     return buf_detach(&b, NULL);
-}
-
-char *coord_render_list(const struct coord *co, const char *status_filter)
-{
-    cJSON *root = jsonx_new_object();
-    cJSON *arr = jsonx_new_array();
-    const struct list_node *heads[2] = {&co->live, &co->retained};
-    char *s;
-
-    for (int h = 0; h < 2; h++) {
-        for (const struct list_node *p = heads[h]->next; p != heads[h]; p = p->next) {
-            const struct tx *tx = container_of(p, const struct tx, link);
-            char *one;
-
-            if (status_filter && strcmp(status_filter, tx_status(tx)) != 0)
-                continue;
-            one = tx_render_state(tx);
-            jsonx_append(arr, cJSON_Parse(one));
-            free(one);
-        }
-    }
-    jsonx_add(root, "transactions", arr);
-    s = jsonx_print(root);
-    cJSON_Delete(root);
-    return s;
 }

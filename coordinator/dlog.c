@@ -28,6 +28,9 @@
  *              req_hash u64 | nbranches u16 | { shard str16 | xid u64 } * n |
  *              results str32
  *      END     gtid str16 | wall_us u64
+ *      OPERATOR gtid str16 | wall_us u64 | kind u8 (1 resolve, 2 forget) |
+ *              commit u8 (1 commit, 0 abort) | shard str16 ("" = every shard) |
+ *              who str16 | reason str16
  *   str16 = u16 length + bytes; str32 = u32 length + bytes (no NUL).
  *
  * A frame is the unit of atomicity: the writer issues frame N+1 only after
@@ -127,6 +130,7 @@ struct dlog {
     bool ckpt_wanted;       /* (mu) the writer asked the loop for a snapshot */
     bool ckpt_asked;        /* (mu) ... and the loop has not been told yet */
     uint64_t checkpoints;   /* (mu) checkpoints written */
+    uint64_t last_ckpt_us;  /* (mu) wall-clock time the last one became durable */
     uint64_t bytes;         /* (mu) bytes written */
     uint64_t sync_us;       /* (mu) time spent in write + fdatasync */
     atomic_int deciding;    /* transactions whose votes are still awaited (a hint) */
@@ -144,6 +148,8 @@ const char *dlog_type_name(enum dlog_type type)
         return "COMMIT";
     case DLOG_END:
         return "END";
+    case DLOG_OPERATOR:
+        return "OPERATOR";
     }
     return "?";
 }
@@ -192,6 +198,15 @@ static void encode_body(struct buf *b, const struct dlog_rec *r)
     case DLOG_END:
         put_str16(b, r->gtid);
         buf_put_le64(b, r->wall_us);
+        break;
+    case DLOG_OPERATOR:
+        put_str16(b, r->gtid);
+        buf_put_le64(b, r->wall_us);
+        buf_put_u8(b, r->op_kind);
+        buf_put_u8(b, r->op_commit);
+        put_str16(b, r->shard);
+        put_str16(b, r->who);
+        put_str16(b, r->reason);
         break;
     }
 }
@@ -326,6 +341,17 @@ static int decode_body(uint8_t type, const unsigned char *p, size_t n, struct bu
     case DLOG_END:
         out->gtid = rd_str16(&r);
         out->wall_us = rd_u64(&r);
+        break;
+    case DLOG_OPERATOR:
+        out->gtid = rd_str16(&r);
+        out->wall_us = rd_u64(&r);
+        out->op_kind = rd_u8(&r);
+        out->op_commit = rd_u8(&r) != 0;
+        out->shard = rd_str16(&r);
+        out->who = rd_str16(&r);
+        out->reason = rd_str16(&r);
+        if (out->op_kind != DLOG_OP_RESOLVE && out->op_kind != DLOG_OP_FORGET)
+            return -1;
         break;
     default:
         return -1;
@@ -1020,6 +1046,7 @@ static void *writer_main(void *arg)
         if (ckpt) {
             log->ckpt_writing = log->ckpt_wanted = false;
             log->checkpoints++;
+            log->last_ckpt_us = ev_wall_us();
         }
         pthread_cond_broadcast(&log->done_cv);
         pthread_mutex_unlock(&log->mu);
@@ -1230,6 +1257,7 @@ void dlog_stats(struct dlog *log, struct dlog_stats *st)
     st->checkpoints = log->checkpoints;
     st->bytes = log->bytes;
     st->sync_us = log->sync_us;
+    st->last_checkpoint_wall_us = log->last_ckpt_us;
     pthread_mutex_unlock(&log->mu);
 }
 

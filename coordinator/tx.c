@@ -57,13 +57,14 @@
 #include "dtx/msg.h"
 
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#define RETRY_MIN_MS 200
-#define RETRY_MAX_MS 30000
+#define RETRY_MIN_MS TX_RETRY_MIN_MS
+#define RETRY_MAX_MS TX_RETRY_MAX_MS
 
 typedef enum tx_event (*tx_action)(struct tx *tx, enum tx_event ev, const struct tx_evarg *a);
 
@@ -287,6 +288,23 @@ static uint32_t count_branches(const struct tx *tx, enum branch_state s1, enum b
     return n;
 }
 
+/* Remembers the last problem phase 2 met on b, for operators (dtxctl show). */
+static void note_branch_error(struct tx_branch *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void note_branch_error(struct tx_branch *b, const char *fmt, ...)
+{
+    char msg[DTX_ERR_MSG_MAX];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    free(b->last_error);
+    if (!(b->last_error = strdup(msg)))
+        abort();
+}
+
 /* Sends what b needs in phase 2 (state: BR_COMMITTING or BR_ABORTING); BR_LOST on failure. */
 static void send_phase2(struct tx *tx, struct tx_branch *b, enum branch_state want)
 {
@@ -294,9 +312,11 @@ static void send_phase2(struct tx *tx, struct tx_branch *b, enum branch_state wa
 
     if (tx->env->send(tx, b, what) == 0) {
         b->state = want;
+        b->sends++;
     } else {
         b->state = BR_LOST;
         b->lost_in = want;
+        note_branch_error(b, "the participant of shard '%s' is not connected", shard_name(tx, b));
     }
 }
 
@@ -498,9 +518,12 @@ static enum tx_event act_ack(struct tx *tx, enum tx_event ev, const struct tx_ev
         log_debug("tx %s: duplicate or stale ack ignored", tx->gtid);
         return act_none(tx, ev, a);
     }
-    if (a->err && a->err->code)
+    if (a->err && a->err->code) {
         log_warn("tx %s: shard '%s' acknowledged with a problem: %s", tx->gtid, shard_name(tx, b),
                  a->err->msg);
+        note_branch_error(b, "shard '%s' acknowledged with a problem: %s", shard_name(tx, b),
+                          a->err->msg);
+    }
     b->state = want == BR_COMMITTING ? BR_COMMITTED : BR_ABORTED;
     return --tx->pending == 0 ? TXE_ALL_ACKED : TXE_NONE;
 }
@@ -549,6 +572,8 @@ static enum tx_event act_lost(struct tx *tx, enum tx_event ev, const struct tx_e
     if (b && b->state == want) {
         b->state = BR_LOST;
         b->lost_in = want;
+        note_branch_error(b, "the participant of shard '%s' was lost before it acknowledged",
+                          shard_name(tx, b));
     }
     return act_none(tx, ev, a);
 }
@@ -660,6 +685,7 @@ void tx_free(struct tx *tx)
     for (size_t i = 0; i < tx->nbranches; i++) {
         cJSON_Delete(tx->branches[i].ops);
         free(tx->branches[i].results);
+        free(tx->branches[i].last_error);
     }
     free(tx->branches);
     free(tx->ops);
@@ -810,21 +836,6 @@ char *tx_render_answer(const struct tx *tx, unsigned *status)
     return s;
 }
 
-static void add_time(cJSON *root, const char *key, uint64_t wall_us)
-{
-    char buf[40];
-    time_t secs = (time_t)(wall_us / 1000000u);
-    struct tm tm;
-    size_t n;
-
-    if (!wall_us)
-        return;
-    gmtime_r(&secs, &tm);
-    n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf + n, sizeof(buf) - n, ".%06uZ", (unsigned)(wall_us % 1000000u));
-    jsonx_add_str(root, key, buf);
-}
-
 char *tx_render_state(const struct tx *tx)
 {
     cJSON *root = jsonx_new_object();
@@ -840,8 +851,8 @@ char *tx_render_state(const struct tx *tx)
         jsonx_add_bool(root, "in_doubt", true);
     if (tx->idem_key)
         jsonx_add_str(root, "idempotency_key", tx->idem_key);
-    add_time(root, "created_at", tx->created_wall_us);
-    add_time(root, "decided_at", tx->decided_wall_us);
+    jsonx_add_time(root, "created_at", tx->created_wall_us);
+    jsonx_add_time(root, "decided_at", tx->decided_wall_us);
     for (size_t i = 0; i < tx->nbranches; i++) {
         cJSON *b = jsonx_new_object();
 
@@ -853,6 +864,12 @@ char *tx_render_state(const struct tx *tx)
             snprintf(xid, sizeof(xid), "%" PRIu64, tx->branches[i].xid);
             jsonx_add_str(b, "xid", xid);
         }
+        if (tx->branches[i].sends)
+            jsonx_add_num(b, "phase2_sends", tx->branches[i].sends);
+        if (tx->branches[i].last_error)
+            jsonx_add_str(b, "last_error", tx->branches[i].last_error);
+        if (tx->branches[i].forgotten)
+            jsonx_add_bool(b, "forgotten", true);
         jsonx_append(shards, b);
     }
     jsonx_add(root, "shards", shards);

@@ -45,4 +45,10 @@ void api_txreq_release(struct txreq *r);
 /* The httpd handler; ctx is the struct coord. */
 void api_handle(void *ctx, struct httpd_req *req);
 
+/* The operators' endpoints (admin.c), called once the admin token was checked. */
+struct coord;
+void admin_handle(struct coord *co, struct httpd_req *req, const char *method, const char *rest);
+void admin_get_transaction(struct coord *co, struct httpd_req *req, const char *gtid);
+void admin_list_transactions(struct coord *co, struct httpd_req *req);
+
 #endif

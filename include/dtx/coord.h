@@ -10,6 +10,7 @@
 
 #include "dtx/api.h"
 #include "dtx/coord_config.h"
+#include "dtx/dlog.h"
 #include "dtx/ev.h"
 #include "dtx/httpd.h"
 #include "dtx/tx.h"
@@ -62,10 +63,57 @@ const char *coord_outcome(const struct coord *co, const char *gtid, int shard, u
 /* The transaction with this gtid, live or retained, or NULL. */
 const struct tx *coord_find(const struct coord *co, const char *gtid);
 const struct coord_config *coord_config(const struct coord *co);
+struct ev_loop *coord_loop(const struct coord *co);
 
-/* Bodies for /healthz (status in *status), /metrics and the admin list (malloc'd). */
+/* ---- operators (dtxctl; the HTTP side is admin.c) ---- */
+
+/* An operator's decision about one transaction, recorded in the decision log. */
+struct coord_opnote {
+    struct coord_opnote *next;    /* the transaction's next note, oldest first */
+    int kind;                     /* DLOG_OP_RESOLVE or DLOG_OP_FORGET */
+    bool commit;                  /* the decision it stands for */
+    char shard[DTX_NAME_MAX + 1]; /* the shard it concerns; "" for every shard */
+    char *who;
+    char *reason;
+    uint64_t wall_us;
+};
+
+/* The durable operator notes about gtid, oldest first, or NULL. */
+const struct coord_opnote *coord_notes(const struct coord *co, const char *gtid);
+/* Calls fn for every gtid that has notes. */
+void coord_each_noted(const struct coord *co,
+                      void (*fn)(void *arg, const char *gtid, const struct coord_opnote *notes),
+                      void *arg);
+
+/*
+ * Forces an OPERATOR record for gtid, then (on the loop thread) adds the
+ * note, applies a forget (the branch on note->shard counts as finished),
+ * and calls done with 0; or with an error when the log has failed. The
+ * caller has checked that the note contradicts nothing recorded.
+ */
+typedef void (*coord_done_fn)(void *arg, int rc, const struct dtx_err *err);
+void coord_record_operator(struct coord *co, const char *gtid, const struct coord_opnote *note,
+                           coord_done_fn done, void *arg);
+
+/* Calls fn for every transaction in memory (live first, then retained, oldest first). */
+void coord_each_tx(const struct coord *co, void (*fn)(void *arg, const struct tx *tx), void *arg);
+
+/* Resends phase 2 now to every decided transaction still waiting for a shard; how many. */
+size_t coord_kick(struct coord *co);
+
+/*
+ * Tells a live transaction that its branch on shard was finished by other
+ * means (an operator's recover): as if the shard had acknowledged, when
+ * that is what the transaction waits for.
+ */
+void coord_branch_finished(struct coord *co, const char *gtid, int shard, bool committed);
+
+/* The participant link's state ("up", "connecting", ...) and the decision log's counters. */
+const char *coord_link_state(const struct coord *co, int shard);
+void coord_log_stats(const struct coord *co, struct dlog_stats *st);
+
+/* Bodies for /healthz (status in *status) and /metrics (malloc'd). */
 char *coord_render_health(const struct coord *co, unsigned *status);
 char *coord_render_metrics(const struct coord *co);
-char *coord_render_list(const struct coord *co, const char *status_filter);
 
 #endif

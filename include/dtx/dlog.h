@@ -30,9 +30,16 @@
 #include "dtx/ev.h"
 
 enum dlog_type {
-    DLOG_BOOT = 1,   /* a coordinator start: its epoch */
-    DLOG_COMMIT = 2, /* a commit decision */
-    DLOG_END = 3,    /* every participant acknowledged a COMMIT */
+    DLOG_BOOT = 1,     /* a coordinator start: its epoch */
+    DLOG_COMMIT = 2,   /* a commit decision */
+    DLOG_END = 3,      /* every participant acknowledged a COMMIT */
+    DLOG_OPERATOR = 4, /* an operator's decision (dtxctl resolve / forget) */
+};
+
+/* OPERATOR records: what the operator did. */
+enum dlog_op_kind {
+    DLOG_OP_RESOLVE = 1, /* a (heuristic) decision: commit or abort */
+    DLOG_OP_FORGET = 2,  /* gave up on a shard's branch of a decided transaction */
 };
 
 struct dlog_branch {
@@ -57,6 +64,11 @@ struct dlog_rec {
     const char *results;  /* COMMIT: the client's answer (JSON), kept for idempotent replays */
     size_t nbranches;     /* COMMIT: the prepared branches to commit */
     const struct dlog_branch *branches;
+    uint8_t op_kind;    /* OPERATOR: enum dlog_op_kind */
+    bool op_commit;     /* OPERATOR: the decision it stands for is commit (else abort) */
+    const char *shard;  /* OPERATOR: the shard it concerns; NULL or "" for every shard */
+    const char *who;    /* OPERATOR: who asked for it */
+    const char *reason; /* OPERATOR: why */
 };
 
 /* Called for each record in log order while a log is read. Return 0 to go on. */
@@ -147,11 +159,12 @@ bool dlog_failed(struct dlog *log, struct dtx_err *err);
 
 /* Counts since open. */
 struct dlog_stats {
-    uint64_t syncs;       /* frames written, each one fdatasync */
-    uint64_t records;     /* records appended */
-    uint64_t checkpoints; /* checkpoints written */
-    uint64_t bytes;       /* bytes written, checkpoints included */
-    uint64_t sync_us;     /* time spent writing and fdatasyncing */
+    uint64_t syncs;                   /* frames written, each one fdatasync */
+    uint64_t records;                 /* records appended */
+    uint64_t checkpoints;             /* checkpoints written */
+    uint64_t bytes;                   /* bytes written, checkpoints included */
+    uint64_t sync_us;                 /* time spent writing and fdatasyncing */
+    uint64_t last_checkpoint_wall_us; /* when the last checkpoint became durable (0: none yet) */
 };
 void dlog_stats(struct dlog *log, struct dlog_stats *st);
 

@@ -75,5 +75,7 @@ void jsonx_add_num(cJSON *obj, const char *key, double value);
 void jsonx_add_bool(cJSON *obj, const char *key, bool value);
 void jsonx_add(cJSON *obj, const char *key, cJSON *item);
 void jsonx_append(cJSON *array, cJSON *item);
+/* Adds wall_us (microseconds since the epoch) as an RFC 3339 UTC string; nothing when 0. */
+void jsonx_add_time(cJSON *obj, const char *key, uint64_t wall_us);
 
 #endif

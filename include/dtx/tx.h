@@ -85,6 +85,9 @@ struct tx_branch {
     char *results;             /* RESULTS trailer of the vote or outcome (msg.h), never parsed */
     size_t results_len;
     uint32_t nops;
+    uint32_t sends;   /* phase-2 messages sent (the first and every retry) */
+    char *last_error; /* the last problem phase 2 met on this branch (malloc'd), or NULL */
+    bool forgotten;   /* an operator gave up on it (dtxctl forget) */
 };
 
 /* Where the answer for client op i comes from. */
@@ -94,6 +97,10 @@ struct tx_opref {
 };
 
 struct tx;
+
+/* Phase-2 retries back off from TX_RETRY_MIN_MS, doubling up to TX_RETRY_MAX_MS. */
+#define TX_RETRY_MIN_MS 200
+#define TX_RETRY_MAX_MS 30000
 
 enum tx_send { TX_SEND_PREPARE, TX_SEND_ONE_PHASE, TX_SEND_COMMIT, TX_SEND_ABORT };
 
