@@ -43,8 +43,8 @@ CTL_OBJ    := $(CTL_SRC:%.c=$(BUILD)/%.o)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 
-PROGS := $(BINDIR)/dtx-coordinator $(BINDIR)/dtx-participant $(BINDIR)/dtx-loadgen \
-         $(BINDIR)/dtx-handrolled
+PROGS := $(BINDIR)/dtx-coordinator $(BINDIR)/dtx-participant $(BINDIR)/dtxctl \
+         $(BINDIR)/dtx-loadgen $(BINDIR)/dtx-handrolled
 
 .PHONY: all deps demo check unit unit-bin integration fault soak bench format format-check clean san
 
@@ -79,6 +79,12 @@ $(BINDIR)/dtx-participant: $(BUILD)/participant/main.o $(PART_OBJ) $(BUILD)/libd
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
 	@$(CC) $(LDOPT) -o $@ $^ $(LDLIBS_HTTP) -lpq
+
+# dtxctl reads decision logs offline with the coordinator's own reader.
+$(BINDIR)/dtxctl: $(CTL_OBJ) $(BUILD)/coordinator/dlog.o $(BUILD)/libdtxcommon.a
+	@mkdir -p $(dir $@)
+	@echo "  LINK    $@"
+	@$(CC) $(LDOPT) -o $@ $^ $(LDLIBS_HTTP) -lcurl
 
 $(BINDIR)/dtx-loadgen: $(BUILD)/bench/loadgen.o $(BUILD)/libdtxcommon.a
 	@mkdir -p $(dir $@)
