@@ -61,6 +61,7 @@ struct fan_part {
 
 /* A question to several participants at once, answered when all have answered. */
 struct fan {
+    struct list_node link; /* on coord_admin_pending() */
     struct coord *co;
     struct httpd_req *req;
     size_t nparts, left;
@@ -75,8 +76,11 @@ struct fan {
 
 static void fan_free(struct fan *f)
 {
-    for (size_t i = 0; i < f->nparts; i++)
+    list_remove(&f->link);
+    for (size_t i = 0; i < f->nparts; i++) {
+        httpc_free(f->parts[i].c);
         cJSON_Delete(f->parts[i].body);
+    }
     free(f->parts);
     free(f);
 }
@@ -94,6 +98,7 @@ static struct fan *fan_new(struct coord *co, struct httpd_req *req, fan_done_fn 
     f->one_shard = -1;
     if (!(f->parts = calloc(f->nparts, sizeof(*f->parts))))
         abort();
+    list_insert_tail(coord_admin_pending(co), &f->link);
     for (size_t i = 0; i < f->nparts; i++) {
         f->parts[i].fan = f;
         f->parts[i].shard = (int)i;
@@ -368,8 +373,8 @@ struct counts {
     size_t by[16];
 };
 
-static const char *const count_names[] = {"active",    "preparing", "committing", "committed",
-                                          "aborting",  "aborted",   "unknown",    NULL};
+static const char *const count_names[] = {"active",   "preparing", "committing", "committed",
+                                          "aborting", "aborted",   "unknown",    NULL};
 
 static void count_one(void *arg, const struct tx *tx)
 {
@@ -668,7 +673,9 @@ static void post_recover(struct coord *co, struct httpd_req *req)
             f->heuristic = strcmp(outcome, "unknown") == 0; /* an orphan: presumed abort */
             log_info("operator: recover %s on shard '%s': %s", gtid,
                      coord_config(co)->shards[shard].name,
-                     f->commit ? "commit" : f->heuristic ? "roll back the orphan" : "roll back");
+                     f->commit      ? "commit"
+                     : f->heuristic ? "roll back the orphan"
+                                    : "roll back");
             fan_finish(f, shard, f->commit);
         }
     }
@@ -698,12 +705,22 @@ static void resolve_applied(struct fan *f)
     cJSON_Delete(root);
 }
 
+void admin_abandon(struct coord *co)
+{
+    struct list_node *head = coord_admin_pending(co);
+
+    while (!list_empty(head))
+        fan_free(container_of(head->next, struct fan, link));
+}
+
 static void on_resolve_durable(void *arg, int rc, const struct dtx_err *err)
 {
     struct op_ctx *c = arg;
     struct fan *f;
 
-    if (rc < 0) {
+    if (rc < 0 && !err) {
+        /* the coordinator is going away; so is the request */
+    } else if (rc < 0) {
         httpd_reply_error(c->req, err);
     } else {
         f = fan_new(c->co, c->req, resolve_applied);
@@ -720,7 +737,9 @@ static void on_forget_durable(void *arg, int rc, const struct dtx_err *err)
     struct op_ctx *c = arg;
     const struct tx *tx = coord_find(c->co, c->gtid);
 
-    if (rc < 0) {
+    if (rc < 0 && !err) {
+        /* the coordinator is going away; so is the request */
+    } else if (rc < 0) {
         httpd_reply_error(c->req, err);
     } else if (tx) {
         cJSON *o = tx_json(c->co, tx);
@@ -783,8 +802,9 @@ static bool decision_allowed(struct coord *co, struct httpd_req *req, const char
             "refused: transaction %s is recorded as %s%s; %s it on shard '%s' would leave it "
             "committed on some shards and not on others",
             gtid, o[0] == 'c' ? "committed" : "aborted",
-            o[0] == 'a' && !tx && !coord_notes(co, gtid) ? " (it has no commit record: presumed abort)"
-                                                         : "",
+            o[0] == 'a' && !tx && !coord_notes(co, gtid)
+                ? " (it has no commit record: presumed abort)"
+                : "",
             commit ? "committing" : "aborting", cfg->shards[shard].name);
         return false;
     }
@@ -825,8 +845,8 @@ static void post_resolve(struct coord *co, struct httpd_req *req, const char *gt
         goto out;
     if (shard >= 0)
         snprintf(n.shard, sizeof(n.shard), "%s", coord_config(co)->shards[shard].name);
-    log_warn("operator '%s': %s transaction %s%s%s (%s): %s", n.who,
-             n.commit ? "commit" : "abort", gtid, shard >= 0 ? " on shard " : "", n.shard,
+    log_warn("operator '%s': %s transaction %s%s%s (%s): %s", n.who, n.commit ? "commit" : "abort",
+             gtid, shard >= 0 ? " on shard " : "", n.shard,
              heuristic ? "a heuristic decision" : "as recorded", n.reason);
     if (!(c = calloc(1, sizeof(*c))))
         abort();

@@ -86,6 +86,7 @@ struct coord {
     struct list_node log_wait;
     struct hmap notes;        /* struct noted, by gtid */
     struct list_node op_wait; /* struct op_wait */
+    struct list_node admin;   /* admin.c's pending questions to participants */
     size_t nlive;
     size_t nretained;
     size_t retained_bytes; /* answers and results kept for idempotent retries */
@@ -730,14 +731,14 @@ static void on_durable(void *arg, uint64_t lsn)
     }
 }
 
-/* Ends the operator records still waiting for the disk: with err, or as shutting down. */
+/* Ends the operator records still waiting for the disk: with err, or (NULL) as shutting down. */
 static void fail_op_waits(struct coord *co, const struct dtx_err *err)
 {
     while (!list_empty(&co->op_wait)) {
         struct op_wait *w = container_of(co->op_wait.next, struct op_wait, link);
 
         list_remove(&w->link);
-        w->done(w->arg, err->code, err);
+        w->done(w->arg, err ? err->code : DTX_ESHUTDOWN, err);
         free(w->note.who);
         free(w->note.reason);
         free(w);
@@ -984,6 +985,7 @@ static void init_coord(struct coord *co, const struct coord_config *cfg, struct 
     list_init(&co->log_wait);
     hmap_init(&co->notes);
     list_init(&co->op_wait);
+    list_init(&co->admin);
     co->shard_names = calloc(cfg->nshards, sizeof(*co->shard_names));
     co->links = calloc(cfg->nshards, sizeof(*co->links));
     if (!co->shard_names || !co->links)
@@ -1064,13 +1066,8 @@ void coord_free(struct coord *co)
         drop_waiters(tx);
         tx_free(tx);
     }
-    if (!list_empty(&co->op_wait)) {
-        struct dtx_err e;
-
-        dtx_err_clear(&e);
-        dtx_err_set(&e, DTX_ESHUTDOWN, "the coordinator is shutting down");
-        fail_op_waits(co, &e);
-    }
+    fail_op_waits(co, NULL);
+    admin_abandon(co);
     for (n = hmap_first(&co->notes, &it); n; n = hmap_next(&co->notes, &it)) {
         struct noted *nd = container_of(n, struct noted, node);
 
@@ -1278,6 +1275,11 @@ const char *coord_link_state(const struct coord *co, int shard)
 void coord_log_stats(const struct coord *co, struct dlog_stats *st)
 {
     dlog_stats(co->log, st);
+}
+
+struct list_node *coord_admin_pending(struct coord *co)
+{
+    return &co->admin;
 }
 
 struct ev_loop *coord_loop(const struct coord *co)

@@ -162,8 +162,7 @@ static const char *reply_error(struct reply *r)
     if (cJSON_IsString(m))
         snprintf(r->error, sizeof(r->error), "HTTP %ld: %s", r->status, m->valuestring);
     else
-        snprintf(r->error, sizeof(r->error), "HTTP %ld: %.200s", r->status,
-                 r->body ? r->body : "");
+        snprintf(r->error, sizeof(r->error), "HTTP %ld: %.200s", r->status, r->body ? r->body : "");
     return r->error;
 }
 
@@ -234,8 +233,8 @@ static void print_locks(const cJSON *locks)
 
     cJSON_ArrayForEach(l, locks)
     {
-        printf("%s%s %s", first ? "" : ", ", *str(l, "relation") ? str(l, "relation") : str(l, "locktype"),
-               str(l, "mode"));
+        printf("%s%s %s", first ? "" : ", ",
+               *str(l, "relation") ? str(l, "relation") : str(l, "locktype"), str(l, "mode"));
         first = false;
     }
     if (first)
@@ -273,8 +272,8 @@ static int cmd_status(const struct opts *o)
         reply_free(&r);
         return rc;
     }
-    printf("coordinator %s (epoch %.0f) at %s: %s\n", str(co, "node_id"), num(co, "epoch"),
-           o->url, str(co, "status"));
+    printf("coordinator %s (epoch %.0f) at %s: %s\n", str(co, "node_id"), num(co, "epoch"), o->url,
+           str(co, "status"));
     if (cJSON_HasObjectItem(co, "error"))
         printf("  %s\n", str(cJSON_GetObjectItemCaseSensitive(co, "error"), "message"));
     t = cJSON_GetObjectItemCaseSensitive(co, "log");
@@ -294,8 +293,8 @@ static int cmd_status(const struct opts *o)
             printf("%-12s %-10s %-9s %s\n", str(s, "name"), "no", str(s, "link"), str(s, "error"));
             continue;
         }
-        printf("%-12s %-10s %-9s %-8.0f %-10s %-8.0f %.0f\n", str(s, "name"), "yes",
-               str(s, "link"), num(s, "prepared"),
+        printf("%-12s %-10s %-9s %-8.0f %-10s %-8.0f %.0f\n", str(s, "name"), "yes", str(s, "link"),
+               num(s, "prepared"),
                num(s, "prepared") ? age(num(s, "oldest_prepared_age_ms"), a, sizeof(a)) : "-",
                num(s, "headroom"), num(s, "max_prepared_transactions"));
     }
@@ -359,6 +358,13 @@ static int cmd_list(const struct opts *o, int argc, char **argv)
     }
     if (optind < argc)
         return usage("list: unexpected argument '%s'", argv[optind]);
+    snprintf(path, sizeof(path), " %s ", status ? status : "");
+    if (status && !strstr(" active preparing precommitted committing committed aborting aborted "
+                          "unknown ",
+                          path))
+        return usage("--status: '%s' is not a status (active, preparing, committing, committed, "
+                     "aborting, aborted, unknown)",
+                     status);
     snprintf(path, sizeof(path), "/v1/transactions?%s%s%s", status ? "status=" : "",
              status ? status : "", status && older >= 0 ? "&" : "");
     if (older >= 0)
@@ -443,7 +449,9 @@ static int cmd_in_doubt(const struct opts *o)
     {
         printf("%-8s %-28s %-9s %-10s %-9s ", str(b, "shard"), str(b, "gid"),
                age(num(b, "age_ms"), a, sizeof(a)), str(b, "decision"),
-               flag(b, "orphan") ? "ORPHAN" : cJSON_HasObjectItem(b, "operator") ? "HEURISTIC" : "");
+               flag(b, "orphan")                    ? "ORPHAN"
+               : cJSON_HasObjectItem(b, "operator") ? "HEURISTIC"
+                                                    : "");
         print_locks(arr(b, "locks"));
         printf("\n");
     }

@@ -96,6 +96,7 @@ struct agent {
     struct hmap branches;
     struct list_node peers;
     struct list_node finishes;
+    struct list_node admin_calls; /* struct admin_call waiting for the resource manager */
     size_t running, prepared;
     bool stopping;
     struct agent_metrics m;
@@ -615,6 +616,7 @@ static const char *agent_activity(const struct agent *ag, const char *gtid)
 }
 
 struct admin_call {
+    struct list_node link; /* on ag->admin_calls */
     struct agent *ag;
     struct httpd_req *req;
     char gtid[DTX_GTID_MAX + 1];
@@ -627,6 +629,7 @@ static void on_inspected(void *arg, int rc, const struct rm_inspection *ins,
     struct admin_call *c = arg;
     cJSON *root, *arr;
 
+    list_remove(&c->link);
     if (rc < 0) {
         httpd_reply_error(c->req, err);
         free(c);
@@ -697,6 +700,7 @@ static void on_admin_status(void *arg, int rc, enum rm_branch_state state, uint6
     const char *doing = agent_activity(ag, c->gtid);
     struct branch *b = find_branch(ag, c->gtid);
 
+    list_remove(&c->link);
     if (rc < 0) {
         httpd_reply_error(c->req, err);
     } else if (state != RM_BRANCH_PREPARED) {
@@ -732,17 +736,22 @@ static void admin_branches(struct agent *ag, struct httpd_req *req, const char *
                            const char *rest)
 {
     struct admin_call *c;
-    char gid[DTX_GID_MAX + 1], shard[DTX_NAME_MAX + 1];
+    char gid[DTX_GID_MAX + 1], shard[DTX_NAME_MAX + 1], why[300];
     const char *slash = strrchr(rest, '/');
     size_t n = slash ? (size_t)(slash - rest) : 0;
 
     if (!peer_authorized(ag, req))
         return;
+    if (!rm_healthy(ag->rm, why, sizeof(why))) {
+        httpd_reply_errorf(req, DTX_ESHUTDOWN, "shard '%s': %s", ag->cfg->name, why);
+        return;
+    }
     if (*rest == '\0' && strcmp(method, "GET") == 0) {
         if (!(c = calloc(1, sizeof(*c))))
             abort();
         c->ag = ag;
         c->req = req;
+        list_insert_tail(&ag->admin_calls, &c->link);
         rm_inspect(ag->rm, on_inspected, c);
         return;
     }
@@ -766,6 +775,7 @@ static void admin_branches(struct agent *ag, struct httpd_req *req, const char *
     c->ag = ag;
     c->req = req;
     c->commit = strcmp(slash, "/commit") == 0;
+    list_insert_tail(&ag->admin_calls, &c->link);
     rm_status(ag->rm, gid, 0, on_admin_status, c);
 }
 
@@ -897,6 +907,7 @@ struct agent *agent_new(const struct agent_config *cfg, struct ev_loop *loop, st
     hmap_init(&ag->branches);
     list_init(&ag->peers);
     list_init(&ag->finishes);
+    list_init(&ag->admin_calls);
     rops = (struct recovery_ops){recovery_busy, recovery_finish, ag};
     ag->recovery = recovery_new(loop, cfg, rm, &rops);
     return ag;
@@ -939,6 +950,12 @@ void agent_free(struct agent *ag)
     }
     hmap_release(&ag->branches);
     rm_free(ag->rm); /* drops its jobs without calling back */
+    while (!list_empty(&ag->admin_calls)) {
+        struct admin_call *c = container_of(ag->admin_calls.next, struct admin_call, link);
+
+        list_remove(&c->link);
+        free(c);
+    }
     while (!list_empty(&ag->finishes)) {
         struct finishing *f = container_of(ag->finishes.next, struct finishing, link);
 

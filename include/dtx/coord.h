@@ -89,11 +89,18 @@ void coord_each_noted(const struct coord *co,
  * Forces an OPERATOR record for gtid, then (on the loop thread) adds the
  * note, applies a forget (the branch on note->shard counts as finished),
  * and calls done with 0; or with an error when the log has failed. The
- * caller has checked that the note contradicts nothing recorded.
+ * caller has checked that the note contradicts nothing recorded. When the
+ * coordinator is freed first, done gets DTX_ESHUTDOWN and err NULL: the
+ * client's request is gone, only arg is to be released.
  */
 typedef void (*coord_done_fn)(void *arg, int rc, const struct dtx_err *err);
 void coord_record_operator(struct coord *co, const char *gtid, const struct coord_opnote *note,
                            coord_done_fn done, void *arg);
+
+/* admin.c's questions to participants still waiting for answers (struct list_node head). */
+struct list_node *coord_admin_pending(struct coord *co);
+/* Drops them without answering (coord_free calls it: the HTTP server is gone already). */
+void admin_abandon(struct coord *co);
 
 /* Calls fn for every transaction in memory (live first, then retained, oldest first). */
 void coord_each_tx(const struct coord *co, void (*fn)(void *arg, const struct tx *tx), void *arg);

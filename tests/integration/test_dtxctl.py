@@ -1,0 +1,396 @@
+"""dtxctl against a real cluster: status, list, show, in-doubt, recover,
+resolve, forget and log dump/verify; orphans, a shard that is down,
+heuristic decisions and their refusals, and recover run under load.
+
+The participants' own periodic recovery is slowed to once an hour here, so
+that what happens to a prepared branch is dtxctl's doing."""
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import threading
+import time
+
+from harness import ClusterTest
+
+TOKENS = {"client_token": "cli", "admin_token": "adm", "peer_token": "peer"}
+CLIENT = {"Authorization": "Bearer cli"}
+
+
+class DtxctlTest(ClusterTest):
+
+    COORD = {"auth": TOKENS, "commit_wait_ms": 1000}
+    AGENT = {"auth": {"peer_token": "peer"}, "recovery_interval_ms": 3600000,
+             "recovery_min_age_ms": 3600000}
+    ACCT = iter(range(1, 100))
+
+    def setUp(self):
+        self.acct = next(DtxctlTest.ACCT)
+
+    # ---- helpers ---------------------------------------------------------------
+
+    def ctl(self, *args, token="adm", json_out=False):
+        """Runs dtxctl; returns (exit status, stdout, stderr), stdout parsed with --json."""
+        cmd = [os.path.join(self.c.bindir, "dtxctl"), "--coordinator", self.c.url()]
+        if token:
+            cmd += ["--token", token]
+        if json_out:
+            cmd.append("--json")
+        r = subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=120)
+        out = r.stdout
+        if json_out and out.strip():
+            out = json.loads(out)
+        return r.returncode, out, r.stderr
+
+    def prepare_by_hand(self, shard, gid, acct, delta=1):
+        """A prepared transaction made without dtx (what a lost coordinator leaves behind)."""
+        self.c.psql(shard, "BEGIN; UPDATE accounts SET balance = balance + %d WHERE id = %d; "
+                           "PREPARE TRANSACTION '%s'" % (delta, acct, gid))
+
+    def transfer(self, amount=5, timeout=30):
+        ops = [
+            {"shard": "s1", "sql": "UPDATE accounts SET balance = balance - $1 WHERE id = $2",
+             "params": [amount, self.acct], "expect_rows": 1},
+            {"shard": "s2", "sql": "UPDATE accounts SET balance = balance + $1 WHERE id = $2",
+             "params": [amount, self.acct], "expect_rows": 1},
+        ]
+        try:
+            return self.c.request("POST", "/v1/transactions", {"ops": ops}, headers=CLIENT,
+                                  timeout=timeout)
+        except OSError as e:
+            return None, e
+
+    def restart_coordinator(self, env=None):
+        if self.c.coordinator.alive():
+            self.c.stop_coordinator()
+        self.c.start_coordinator(env=env)
+
+    def balances(self):
+        return [self.balance(i, self.acct) for i in range(3)]
+
+    # ---- status, list, show -------------------------------------------------------
+
+    def test_status_shows_the_coordinator_its_log_and_every_shard(self):
+        rc, st, _ = self.ctl("status", json_out=True)
+        self.assertEqual(rc, 0, st)
+        co = st["coordinator"]
+        self.assertEqual((co["status"], co["node_id"]), ("ok", "c1"))
+        self.assertGreater(co["log"]["bytes_on_disk"], 32)
+        self.assertGreaterEqual(co["log"]["segments"], 1)
+        self.assertIn("last_checkpoint_at", co["log"])
+        self.assertEqual([s["name"] for s in st["shards"]], ["s1", "s2", "s3"])
+        for s in st["shards"]:
+            self.assertTrue(s["reachable"], s)
+            self.assertEqual(s["max_prepared_transactions"], 100)
+            self.assertEqual(s["headroom"], 100 - s["prepared_total"])
+        rc, text, _ = self.ctl("status")
+        self.assertEqual(rc, 0)
+        self.assertIn("HEADROOM", text)
+        self.assertIn("s3", text)
+
+        self.c.stop_participant(2)
+        try:
+            rc, st, _ = self.ctl("status", json_out=True)
+            self.assertEqual(rc, 1, "an unreachable shard is a problem")
+            s3 = st["shards"][2]
+            self.assertFalse(s3["reachable"])
+            self.assertTrue(s3["error"])
+        finally:
+            self.c.start_participant(2)
+            self.c.wait_healthy()
+
+    def test_admin_endpoints_need_the_admin_token(self):
+        rc, _, err = self.ctl("status", token="cli")
+        self.assertEqual(rc, 1)
+        self.assertIn("403", err)
+        rc, _, err = self.ctl("in-doubt", token=None)
+        self.assertEqual(rc, 1)
+        self.assertIn("401", err)
+
+    def test_list_and_show_a_committed_transaction(self):
+        status, body = self.transfer()
+        self.assertEqual(status, 200, body)
+        gtid = body["gtid"]
+        rc, lst, _ = self.ctl("list", "--status", "committed", json_out=True)
+        self.assertEqual(rc, 0)
+        self.assertIn(gtid, [t["gtid"] for t in lst["transactions"]])
+        rc, lst, _ = self.ctl("list", "--status", "committed", "--older-than", "1h",
+                              json_out=True)
+        self.assertNotIn(gtid, [t["gtid"] for t in lst["transactions"]])
+        rc, show, _ = self.ctl("show", gtid, json_out=True)
+        self.assertEqual(rc, 0)
+        self.assertEqual(show["status"], "committed")
+        self.assertIn("decided_at", show)
+        self.assertEqual([(s["name"], s["state"], s["phase2_sends"]) for s in show["shards"]],
+                         [("s1", "committed", 1), ("s2", "committed", 1)])
+        rc, text, _ = self.ctl("show", gtid)
+        self.assertIn("decided", text)
+        rc, _, err = self.ctl("show", "c1-999-1")
+        self.assertEqual(rc, 1)
+        self.assertIn("404", err)
+
+    def test_usage_errors_exit_2(self):
+        for args in (["resolve", "c1-1-1", "--commit"],            # no --reason
+                     ["resolve", "c1-1-1", "--reason", "x"],        # no decision
+                     ["resolve", "c1-1-1", "--commit", "--abort", "--reason", "x"],
+                     ["forget", "c1-1-1", "--reason", "x"],         # no --shard
+                     ["list", "--status", "nonsense"],
+                     ["list", "--older-than", "soon"],
+                     ["log", "dump"],
+                     ["frobnicate"], []):
+            rc, _, err = self.ctl(*args)
+            self.assertEqual(rc, 2, (args, err))
+            self.assertIn("dtxctl", err)
+
+    # ---- orphans and in-doubt ----------------------------------------------------
+
+    def test_orphan_branch_is_found_and_rolled_back_and_foreign_gids_are_never_touched(self):
+        before = self.balances()
+        self.prepare_by_hand(0, "dtx:zz9-1-1:s1", self.acct)
+        self.prepare_by_hand(1, "not-dtx-%d" % self.acct, self.acct)
+        try:
+            rc, doubt, _ = self.ctl("in-doubt", json_out=True)
+            self.assertEqual(rc, 1, "a branch in doubt is reported")
+            [b] = [b for b in doubt["branches"] if b["gid"] == "dtx:zz9-1-1:s1"]
+            self.assertTrue(b["orphan"])
+            self.assertEqual((b["decision"], b["shard"]), ("none", "s1"))
+            self.assertIn({"locktype": "relation", "relation": "accounts",
+                           "mode": "RowExclusiveLock"}, b["locks"])
+            self.assertGreaterEqual(b["age_ms"], 0)
+            self.assertNotIn("not-dtx-%d" % self.acct, [x["gid"] for x in doubt["branches"]])
+            rc, text, _ = self.ctl("in-doubt")
+            self.assertIn("ORPHAN", text)
+            self.assertIn("accounts RowExclusiveLock", text)
+
+            rc, text, _ = self.ctl("recover")
+            self.assertEqual(rc, 0, text)
+            self.assertRegex(text, r"\[\d+/\d+\] dtx:zz9-1-1:s1 +s1 +rolled back \(orphan\)")
+            self.assertIn("1 finished", text)
+            self.assertEqual(self.c.prepared(0), [])
+            self.assertEqual(self.balances(), before)
+            rows = self.c.psql(1, "SELECT gid FROM pg_prepared_xacts")
+            self.assertEqual(rows, [["not-dtx-%d" % self.acct]], "dtx never touches other gids")
+        finally:
+            self.c.psql(1, "ROLLBACK PREPARED 'not-dtx-%d'" % self.acct)
+
+    def test_stuck_on_a_down_shard_shown_in_doubt_then_finished_by_recover(self):
+        before = self.balances()
+        # The coordinator dies with both branches prepared and nothing decided.
+        self.restart_coordinator({"DTX_FAILPOINTS": "coord.before_log=crash"})
+        status, _ = self.transfer()
+        self.assertIsNone(status)
+        self.c.coordinator.wait(10)
+        self.assertEqual((len(self.c.prepared(0)), len(self.c.prepared(1))), (1, 1))
+        gid_s2 = self.c.prepared(1)[0]
+        self.c.pg_stop(1)  # and s2's database goes down
+        try:
+            self.restart_coordinator()
+            rc, doubt, _ = self.ctl("in-doubt", json_out=True)
+            self.assertEqual(rc, 1)
+            mine = [b for b in doubt["branches"] if b["shard"] == "s1"]
+            self.assertEqual(len(mine), 1)
+            self.assertEqual((mine[0]["decision"], mine[0]["orphan"]), ("abort", False))
+            s2 = [s for s in doubt["shards"] if s["name"] == "s2"][0]
+            self.assertFalse(s2["reachable"])
+            self.assertIn("PostgreSQL", s2["error"])
+
+            rc, text, _ = self.ctl("recover")
+            self.assertEqual(rc, 1, "s2 could not be reached: " + text)
+            self.assertIn("rolled back", text)
+            self.assertIn("shard s2", text)
+            self.assertEqual(self.c.prepared(0), [])
+        finally:
+            self.c.pg_start(1)
+        self.wait_for(lambda: self.ctl("status")[0] == 0, what="s2 to be reachable again")
+        self.assertEqual(self.c.prepared(1), [gid_s2], "s2's branch waited, prepared")
+        rc, doubt, _ = self.ctl("in-doubt", json_out=True)
+        self.assertEqual([(b["gid"], b["decision"]) for b in doubt["branches"]],
+                         [(gid_s2, "abort")])
+        rc, text, _ = self.ctl("recover")
+        self.assertEqual(rc, 0, text)
+        self.assert_no_prepared()
+        self.assertEqual(self.balances(), before)
+
+    # ---- operator decisions --------------------------------------------------------
+
+    def test_heuristic_resolve_is_recorded_durably_and_a_contradiction_is_refused(self):
+        before = self.balances()
+        gtid = "zz8-1-%d" % self.acct
+        self.prepare_by_hand(0, "dtx:%s:s1" % gtid, self.acct, -3)
+        self.prepare_by_hand(1, "dtx:%s:s2" % gtid, self.acct, 3)
+        rc, res, _ = self.ctl("resolve", gtid, "--commit", "--reason", "log of zz8 lost; s3 "
+                              "shows it committed", "--operator", "alice", json_out=True)
+        self.assertEqual(rc, 0, res)
+        self.assertEqual((res["decision"], res["heuristic"]), ("commit", True))
+        self.assertEqual(sorted((s["shard"], s["result"]) for s in res["shards"]),
+                         [("s1", "committed"), ("s2", "committed"), ("s3", "not_prepared")])
+        self.assertEqual(self.balances(), [before[0] - 3, before[1] + 3, before[2]])
+        self.assert_no_prepared()
+
+        rc, text, err = self.ctl("resolve", gtid, "--abort", "--reason", "changed my mind")
+        self.assertEqual(rc, 1)
+        self.assertIn("refused", err)
+        self.assertIn("committed", err)
+
+        self.restart_coordinator()  # the decision is in the log, not just in memory
+        rc, show, _ = self.ctl("show", gtid, json_out=True)
+        self.assertEqual(rc, 0)
+        self.assertEqual((show["status"], show["heuristic"]), ("committed", True))
+        [note] = show["operator"]
+        self.assertEqual((note["action"], note["decision"], note["operator"]),
+                         ("resolve", "commit", "alice"))
+        self.assertIn("log of zz8 lost", note["reason"])
+        rc, lst, _ = self.ctl("list", json_out=True)
+        self.assertIn(gtid, [t["gtid"] for t in lst["transactions"] if t.get("heuristic")])
+        rc, text, _ = self.ctl("show", gtid)
+        self.assertIn("HEURISTIC resolve commit by alice", text)
+        rc, dump, _ = self.ctl("log", "dump", "--log-dir", self.c.log_dir, json_out=True)
+        self.assertEqual(rc, 0)
+        ops = [e for e in dump["entries"] if e["type"] == "OPERATOR" and e["gtid"] == gtid]
+        self.assertEqual([(e["decision"], e["operator"]) for e in ops], [("commit", "alice")])
+
+    def test_resolve_refuses_to_contradict_a_commit_record_or_presumed_abort(self):
+        status, body = self.transfer()
+        self.assertEqual(status, 200, body)
+        rc, _, err = self.ctl("resolve", body["gtid"], "--abort", "--shard", "s2", "--reason", "x")
+        self.assertEqual(rc, 1)
+        self.assertIn("refused", err)
+        self.assertIn("recorded as committed", err)
+        # A gtid this coordinator issued that has no commit record is aborted (presumed abort).
+        status, body = self.c.request("POST", "/v1/transactions", {"ops": [
+            {"shard": "s1", "sql": "UPDATE accounts SET balance = balance WHERE id = 1"},
+            {"shard": "s2", "sql": "SELECT no_such_column FROM accounts"}]}, headers=CLIENT)
+        self.assertEqual(status, 409, body)
+        rc, _, err = self.ctl("resolve", body["gtid"], "--commit", "--reason", "x")
+        self.assertEqual(rc, 1)
+        self.assertIn("recorded as aborted", err)
+
+    def test_forget_a_shard_that_never_comes_back_then_it_does(self):
+        before = self.balances()
+        self.restart_coordinator({"DTX_FAILPOINTS": "coord.after_durable=sleep(1500)"})
+        try:
+            self.forget_then_return(before)
+        finally:
+            if not self.c.shards[1].agent.alive():
+                self.c.start_participant(1)
+            self.restart_coordinator()
+
+    def forget_then_return(self, before):
+        result = {}
+        t = threading.Thread(target=lambda: result.setdefault("a", self.transfer()))
+        t.start()
+        self.wait_for(lambda: len(self.c.prepared(1)) == 1, what="s2 to prepare")
+        self.c.kill_participant(1)  # s2's participant dies with its branch prepared
+        t.join()
+        status, body = result["a"]
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["pending_shards"], ["s2"])
+        gtid = body["gtid"]
+        rc, show, _ = self.ctl("show", gtid, json_out=True)
+        self.assertEqual(show["status"], "committing")
+        s2 = [s for s in show["shards"] if s["name"] == "s2"][0]
+        self.assertEqual(s2["state"], "lost")
+        self.assertIn("s2", s2["last_error"])
+
+        rc, _, err = self.ctl("forget", gtid, "--shard", "s1", "--reason", "x")
+        self.assertEqual(rc, 1, "s1 has acknowledged: nothing to forget")
+        self.assertIn("not waiting for shard 's1'", err)
+        rc, text, _ = self.ctl("forget", gtid, "--shard", "s2", "--reason", "s2 burned down",
+                               "--operator", "bob")
+        self.assertEqual(rc, 0, text)
+        self.assertIn("committed", text)
+        rc, show, _ = self.ctl("show", gtid, json_out=True)
+        self.assertEqual(show["status"], "committed")
+        s2 = [s for s in show["shards"] if s["name"] == "s2"][0]
+        self.assertTrue(s2["forgotten"])
+        self.assertEqual(show["operator"][0]["action"], "forget")
+
+        # s2 comes back after all: nobody resends to a forgotten shard, but its branch is
+        # shown with the recorded decision and recover commits it.
+        self.c.start_participant(1)
+        self.c.wait_healthy()
+        rc, doubt, _ = self.ctl("in-doubt", json_out=True)
+        self.assertEqual([(b["gtid"], b["decision"]) for b in doubt["branches"]],
+                         [(gtid, "commit")])
+        rc, text, _ = self.ctl("recover")
+        self.assertEqual(rc, 0, text)
+        self.assertIn("committed", text)
+        self.assert_no_prepared()
+        self.assertEqual(self.balances(), [before[0] - 5, before[1] + 5, before[2]])
+
+    # ---- safety under load ------------------------------------------------------------
+
+    def test_recover_under_load_touches_nothing_in_flight(self):
+        total = self.total()
+        stop = threading.Event()
+        answers = []
+
+        def worker(i):
+            rnd = random.Random(i)
+            while not stop.is_set():
+                a, b = rnd.sample(range(1, 100), 2)
+                src, dst = rnd.sample(["s1", "s2", "s3"], 2)
+                status, body = self.c.request("POST", "/v1/transactions", {"ops": [
+                    {"shard": src, "sql": "UPDATE accounts SET balance = balance - 1 "
+                                          "WHERE id = $1", "params": [a]},
+                    {"shard": dst, "sql": "UPDATE accounts SET balance = balance + 1 "
+                                          "WHERE id = $1", "params": [b]}]}, headers=CLIENT)
+                answers.append(status)
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        try:
+            runs = []
+            end = time.time() + 6
+            while time.time() < end:
+                runs.append(self.ctl("recover", json_out=True))
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        self.assertGreater(len(answers), 100)
+        self.assertEqual(set(answers) - {200, 409}, set(), "only commits and lock-conflict "
+                         "aborts")
+        for rc, out, err in runs:
+            self.assertEqual((rc, out["failed"]), (0, 0), (out, err))
+        self.assert_no_prepared(timeout=10)
+        self.assertEqual(self.total(), total)
+
+    # ---- the decision log offline ------------------------------------------------------
+
+    def test_log_verify_reports_a_corrupted_copy_with_file_and_offset(self):
+        for _ in range(3):
+            self.assertEqual(self.transfer()[0], 200)
+        copy = os.path.join(self.c.dir, "log-copy-%d" % self.acct)
+        shutil.rmtree(copy, ignore_errors=True)
+        shutil.copytree(self.c.log_dir, copy)
+        rc, text, _ = self.ctl("log", "verify", "--log-dir", copy)
+        self.assertEqual(rc, 0, text)
+        self.assertIn("ok", text)
+        rc, dump, _ = self.ctl("log", "dump", "--log-dir", copy, json_out=True)
+        self.assertIn("COMMIT", [e["type"] for e in dump["entries"]])
+        rc, text, _ = self.ctl("log", "dump", "--log-dir", copy)
+        self.assertRegex(text, r"COMMIT +c1-\d+-\d+ at ")
+
+        seg = sorted(f for f in os.listdir(copy) if f.startswith("dlog-"))[-1]
+        path = os.path.join(copy, seg)
+        with open(path, "r+b") as f:
+            f.seek(32 + 12)  # inside the first frame of the newest segment; more frames follow
+            b = f.read(1)
+            f.seek(32 + 12)
+            f.write(bytes([b[0] ^ 0x40]))
+        rc, text, _ = self.ctl("log", "verify", "--log-dir", copy)
+        self.assertEqual(rc, 1, text)
+        self.assertIn("CORRUPT", text)
+        self.assertIn(seg, text)
+        self.assertIn("offset 32", text)
+        rc, out, _ = self.ctl("log", "verify", "--log-dir", copy, json_out=True)
+        self.assertEqual((rc, out["ok"], out["error"]["code"]), (1, False, "corrupt_log"))
+        rc, _, err = self.ctl("log", "verify", "--log-dir", os.path.join(copy, "nope"))
+        self.assertEqual(rc, 1)
+        self.assertIn("cannot read", err)
+        rc, text, _ = self.ctl("log", "verify", "--log-dir", self.c.log_dir)
+        self.assertEqual(rc, 0, "the live log is still fine: " + text)
