@@ -194,6 +194,85 @@ static void records_round_trip_through_the_log(void)
     remove_dir(dir);
 }
 
+/* What an OPERATOR record read back said. */
+struct op_seen {
+    int n;
+    struct dlog_rec rec;
+    char gtid[32], shard[16], who[32], reason[64];
+};
+
+static int keep_operator(void *arg, const struct dlog_rec *rec, struct dtx_err *err)
+{
+    struct op_seen *o = arg;
+
+    (void)err;
+    if (rec->type != DLOG_OPERATOR)
+        return 0;
+    o->n++;
+    o->rec = *rec;
+    snprintf(o->gtid, sizeof(o->gtid), "%s", rec->gtid);
+    snprintf(o->shard, sizeof(o->shard), "%s", rec->shard);
+    snprintf(o->who, sizeof(o->who), "%s", rec->who);
+    snprintf(o->reason, sizeof(o->reason), "%s", rec->reason);
+    return 0;
+}
+
+static void operator_record_round_trips_with_every_field(void)
+{
+    struct ev_loop loop;
+    struct dlog_scan scan;
+    struct dlog *log;
+    struct op_seen o;
+    char dir[64];
+    struct dlog_rec forget = {.type = DLOG_OPERATOR,
+                              .gtid = "c1-4-77",
+                              .wall_us = 1700000000123456ull,
+                              .op_kind = DLOG_OP_FORGET,
+                              .op_commit = true,
+                              .shard = "s3",
+                              .who = "alice@ops1",
+                              .reason = "s3's disks are gone"};
+    struct dlog_rec resolve = {.type = DLOG_OPERATOR,
+                               .gtid = "zz-1-2",
+                               .op_kind = DLOG_OP_RESOLVE,
+                               .who = "bob",
+                               .reason = "orphan"};
+
+    temp_dir(dir, sizeof(dir));
+    CU_ASSERT_EQUAL_FATAL(ev_loop_init(&loop), 0);
+    log = open_log(&loop, dir, &scan, NULL);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(log);
+    CU_ASSERT_EQUAL(dlog_append(log, &forget, true), 1);
+    CU_ASSERT_EQUAL(dlog_flush(log, NULL), 0);
+    dlog_close(log);
+    memset(&o, 0, sizeof(o));
+    CU_ASSERT_EQUAL(dlog_read(dir, keep_operator, &o, &scan, NULL), 0);
+    CU_ASSERT_EQUAL(o.n, 1);
+    CU_ASSERT_STRING_EQUAL(o.gtid, "c1-4-77");
+    CU_ASSERT_EQUAL(o.rec.wall_us, 1700000000123456ull);
+    CU_ASSERT_EQUAL(o.rec.op_kind, DLOG_OP_FORGET);
+    CU_ASSERT_TRUE(o.rec.op_commit);
+    CU_ASSERT_STRING_EQUAL(o.shard, "s3");
+    CU_ASSERT_STRING_EQUAL(o.who, "alice@ops1");
+    CU_ASSERT_STRING_EQUAL(o.reason, "s3's disks are gone");
+
+    log = open_log(&loop, dir, &scan, NULL); /* a second run: abort for every shard */
+    CU_ASSERT_PTR_NOT_NULL_FATAL(log);
+    CU_ASSERT_EQUAL(dlog_append(log, &resolve, true), 1);
+    CU_ASSERT_EQUAL(dlog_flush(log, NULL), 0);
+    dlog_close(log);
+    memset(&o, 0, sizeof(o));
+    CU_ASSERT_EQUAL(dlog_read(dir, keep_operator, &o, &scan, NULL), 0);
+    CU_ASSERT_EQUAL(o.n, 2);
+    CU_ASSERT_EQUAL(o.rec.op_kind, DLOG_OP_RESOLVE);
+    CU_ASSERT_FALSE(o.rec.op_commit);
+    CU_ASSERT_STRING_EQUAL(o.shard, "");
+    CU_ASSERT_STRING_EQUAL(o.reason, "orphan");
+    CU_ASSERT_STRING_EQUAL(dlog_type_name(DLOG_OPERATOR), "OPERATOR");
+    ev_loop_release(&loop);
+    remove_dir(dir);
+}
+
 static void torn_tail_at_every_byte_offset_is_end_of_log(void)
 {
     off_t bounds[NFRAMES + 1];
@@ -777,6 +856,7 @@ int main(void)
 {
     static const struct unit_test tests[] = {
         UNIT_TEST(records_round_trip_through_the_log),
+        UNIT_TEST(operator_record_round_trips_with_every_field),
         UNIT_TEST(torn_tail_at_every_byte_offset_is_end_of_log),
         UNIT_TEST(open_cuts_a_torn_tail_and_starts_a_new_segment),
         UNIT_TEST(flipped_bit_in_a_middle_frame_is_corruption_naming_file_and_offset),
