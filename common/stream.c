@@ -80,22 +80,24 @@ static void stream_read(struct stream *s)
 {
     for (;;) {
         ssize_t n;
+        int e;
 
         buf_reserve(&s->in, 65536);
         n = read(s->fd, s->in.data + s->in.len, s->in.cap - s->in.len - 1);
+        e = errno; /* the frame callbacks below may change errno */
         if (n > 0) {
             s->in.len += (size_t)n;
             continue;
         }
-        if (n < 0 && errno == EINTR)
+        if (n < 0 && e == EINTR)
             continue;
         stream_dispatch(s);
         if (s->broken || s->dead)
             return;
         if (n == 0)
             stream_break(s, DTX_EIO, "peer closed the stream");
-        else if (errno != EAGAIN && errno != EWOULDBLOCK)
-            stream_break(s, DTX_EIO, strerror(errno));
+        else if (e != EAGAIN && e != EWOULDBLOCK)
+            stream_break(s, DTX_EIO, strerror(e));
         return;
     }
 }
