@@ -10,9 +10,10 @@
 #include <string.h>
 
 static const char *const type_names[] = {
-    [MSG_HELLO] = "hello",     [MSG_PREPARE] = "prepare", [MSG_ONE_PHASE] = "one_phase",
-    [MSG_COMMIT] = "commit",   [MSG_ABORT] = "abort",     [MSG_VOTE] = "vote",
-    [MSG_OUTCOME] = "outcome", [MSG_ACK] = "ack",
+    [MSG_HELLO] = "hello",       [MSG_PREPARE] = "prepare", [MSG_ONE_PHASE] = "one_phase",
+    [MSG_COMMIT] = "commit",     [MSG_ABORT] = "abort",     [MSG_VOTE] = "vote",
+    [MSG_OUTCOME] = "outcome",   [MSG_ACK] = "ack",         [MSG_EXEC] = "exec",
+    [MSG_EXECUTED] = "executed",
 };
 static const char *const vote_names[] = {"", "yes", "no", "readonly"};
 static const char *const outcome_names[] = {"", "committed", "aborted", "unknown"};
@@ -88,6 +89,10 @@ static int parse_fields(struct msg *m, struct dtx_err *err)
         jsonx_int(root, "", "epoch", false, 0, INT64_MAX, (int64_t *)&m->epoch, err) < 0)
         return DTX_EPROTO;
     m->timeout_ms = (uint32_t)n;
+    n = 0;
+    if (jsonx_int(root, "", "idle_ms", false, 0, UINT32_MAX, &n, err) < 0)
+        return DTX_EPROTO;
+    m->idle_ms = (uint32_t)n;
     if (jsonx_str(root, "", "shard", false, &m->name, err) < 0 ||
         (!m->name && jsonx_str(root, "", "node", false, &m->name, err) < 0))
         return DTX_EPROTO;
@@ -112,7 +117,8 @@ static int check_required(const struct msg *m, struct dtx_err *err)
 
     if (about_tx && !m->gtid)
         return dtx_err_set(err, DTX_EPROTO, "%s message without a gtid", type_names[m->type]);
-    if ((m->type == MSG_PREPARE || m->type == MSG_ONE_PHASE) && !cJSON_IsArray(m->ops))
+    if ((m->type == MSG_PREPARE || m->type == MSG_ONE_PHASE || m->type == MSG_EXEC) &&
+        !cJSON_IsArray(m->ops))
         return dtx_err_set(err, DTX_EPROTO, "%s message without ops", type_names[m->type]);
     if (m->type == MSG_VOTE && m->vote == VOTE_NONE)
         return dtx_err_set(err, DTX_EPROTO, "vote message without a valid vote");

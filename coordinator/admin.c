@@ -577,6 +577,8 @@ static cJSON *finish_results(struct fan *f, bool *all_ok)
             coord_branch_finished(f->co, f->gtid, (int)i, f->commit);
         } else if (p->status == 404) {
             jsonx_add_str(o, "result", "not_prepared");
+        } else if (p->status == 409) {
+            jsonx_add_str(o, "result", "in_progress"); /* the participant is finishing it itself */
         } else {
             jsonx_add_str(o, "result", "failed");
             jsonx_add_str(o, "error", p->error);

@@ -144,10 +144,7 @@ static int parse_protocol(const cJSON *root, struct txreq *r, struct dtx_err *er
     if (strcmp(proto, "2pc") != 0)
         return dtx_err_set(err, DTX_EINVAL, "'protocol' must be \"2pc\" or \"3pc\", not \"%s\"",
                            proto);
-    if (interactive)
-        return dtx_err_set(err, DTX_EUNSUPPORTED,
-                           "interactive transactions are not available in this version of dtx; "
-                           "send every op in one request");
+    r->interactive = interactive;
     r->protocol = 2;
     return 0;
 }
@@ -155,15 +152,26 @@ static int parse_protocol(const cJSON *root, struct txreq *r, struct dtx_err *er
 static int parse_header(const cJSON *root, const struct coord_config *cfg, struct txreq *r,
                         struct dtx_err *err)
 {
-    int64_t timeout = cfg->prepare_timeout_ms;
+    int64_t timeout;
     const char *key = NULL;
 
     if (!cJSON_IsObject(root))
         return dtx_err_set(err, DTX_EINVAL, "the request body must be a JSON object");
-    if (jsonx_only_keys(root, "", tx_keys, err) < 0 || parse_protocol(root, r, err) < 0 ||
-        jsonx_int(root, "", "timeout_ms", false, 1, cfg->max_timeout_ms, &timeout, err) < 0 ||
+    if (jsonx_only_keys(root, "", tx_keys, err) < 0 || parse_protocol(root, r, err) < 0)
+        return err ? err->code : DTX_EINVAL;
+    /* For an interactive transaction timeout_ms is how long it may stay idle. */
+    timeout = r->interactive ? cfg->interactive_timeout_ms : cfg->prepare_timeout_ms;
+    if (jsonx_int(root, "", "timeout_ms", false, 1, cfg->max_timeout_ms, &timeout, err) < 0 ||
         jsonx_str(root, "", "idempotency_key", false, &key, err) < 0)
         return err ? err->code : DTX_EINVAL;
+    if (r->interactive && key)
+        return dtx_err_set(err, DTX_EINVAL,
+                           "'idempotency_key' is for one-shot transactions; an interactive one is "
+                           "retried by its gtid");
+    if (r->interactive && cJSON_HasObjectItem(root, "ops"))
+        return dtx_err_set(err, DTX_EINVAL,
+                           "an interactive transaction takes its ops with POST "
+                           "/v1/transactions/{gtid}/ops, not with its begin");
     if (key && (!*key || strlen(key) > IDEM_KEY_MAX))
         return dtx_err_set(err, DTX_EINVAL, "'idempotency_key' must be 1 to %d characters",
                            IDEM_KEY_MAX);
@@ -184,9 +192,10 @@ static uint64_t request_hash(const struct txreq *r, const cJSON *ops)
     return h;
 }
 
-int api_parse_tx(const char *body, size_t len, const struct coord_config *cfg, struct txreq *out,
-                 struct dtx_err *err)
+static int parse_tx(const char *body, size_t len, const struct coord_config *cfg, bool ops_only,
+                    struct txreq *out, struct dtx_err *err)
 {
+    static const char *const ops_keys[] = {"ops", NULL};
     struct txreq r;
     const cJSON *ops = NULL;
     int rc, n;
@@ -194,8 +203,15 @@ int api_parse_tx(const char *body, size_t len, const struct coord_config *cfg, s
     memset(&r, 0, sizeof(r));
     memset(out, 0, sizeof(*out));
     rc = jsonx_parse(body, len, &r.root, err);
+    if (rc == 0 && ops_only && !cJSON_IsObject(r.root))
+        rc = dtx_err_set(err, DTX_EINVAL, "the request body must be a JSON object");
     if (rc == 0)
-        rc = parse_header(r.root, cfg, &r, err);
+        rc = ops_only ? jsonx_only_keys(r.root, "", ops_keys, err)
+                      : parse_header(r.root, cfg, &r, err);
+    if (rc == 0 && r.interactive) {
+        *out = r; /* a begin: no ops */
+        return 0;
+    }
     if (rc == 0)
         rc = jsonx_array(r.root, "", "ops", true, &ops, err);
     if (rc < 0)
@@ -221,6 +237,18 @@ int api_parse_tx(const char *body, size_t len, const struct coord_config *cfg, s
 out_free:
     api_txreq_release(&r);
     return rc;
+}
+
+int api_parse_tx(const char *body, size_t len, const struct coord_config *cfg, struct txreq *out,
+                 struct dtx_err *err)
+{
+    return parse_tx(body, len, cfg, false, out, err);
+}
+
+int api_parse_ops(const char *body, size_t len, const struct coord_config *cfg, struct txreq *out,
+                  struct dtx_err *err)
+{
+    return parse_tx(body, len, cfg, true, out, err);
 }
 
 void api_txreq_release(struct txreq *r)
@@ -369,6 +397,40 @@ static void get_route(struct coord *co, struct httpd_req *req)
     cJSON_Delete(root);
 }
 
+/* POST /v1/transactions/{gtid}/ops|commit|abort: a call on an interactive transaction. */
+static void post_call(struct coord *co, struct httpd_req *req, const char *gtid_start,
+                      const char *slash)
+{
+    char gtid[DTX_GTID_MAX + 1];
+    size_t n = (size_t)(slash - gtid_start), len;
+    const char *body;
+    struct dtx_err err;
+    struct txreq r;
+
+    if (n == 0 || n >= sizeof(gtid)) {
+        httpd_reply_errorf(req, DTX_ENOTFOUND, "no such transaction: '%.*s'", (int)n, gtid_start);
+        return;
+    }
+    snprintf(gtid, sizeof(gtid), "%.*s", (int)n, gtid_start);
+    dtx_err_clear(&err);
+    if (strcmp(slash, "/ops") == 0) {
+        body = httpd_req_body(req, &len);
+        if (api_parse_ops(body, len, coord_config(co), &r, &err) < 0)
+            httpd_reply_error(req, &err);
+        else
+            coord_ops(co, gtid, &r, req);
+    } else if (strcmp(slash, "/commit") == 0) {
+        coord_commit(co, gtid, req);
+    } else if (strcmp(slash, "/abort") == 0) {
+        coord_abort(co, gtid, req);
+    } else {
+        httpd_reply_errorf(req, DTX_ENOTFOUND,
+                           "no such endpoint: POST /v1/transactions/%s%s (use /ops, /commit or "
+                           "/abort)",
+                           gtid, slash);
+    }
+}
+
 static void route_transactions(struct coord *co, struct httpd_req *req, const char *method,
                                const char *rest)
 {
@@ -392,10 +454,7 @@ static void route_transactions(struct coord *co, struct httpd_req *req, const ch
     if (!slash && strcmp(method, "GET") == 0) {
         admin_get_transaction(co, req, rest + 1);
     } else if (slash && strcmp(method, "POST") == 0) {
-        httpd_reply_errorf(req, DTX_EUNSUPPORTED,
-                           "interactive transactions (%s) are not available in this version of "
-                           "dtx",
-                           slash + 1);
+        post_call(co, req, rest + 1, slash);
     } else {
         httpd_reply_errorf(req, DTX_EMETHOD, "method %s is not allowed on %s", method,
                            httpd_req_path(req));

@@ -52,6 +52,7 @@ struct metrics {
     uint64_t unknown;
     uint64_t in_doubt;
     uint64_t idem_replays;
+    uint64_t refused; /* over max_active_transactions */
     uint64_t aborts_by_code[32];
 };
 
@@ -120,6 +121,8 @@ static void reply_waiters(struct tx *tx, unsigned status, const char *body)
     while (w) {
         struct waiter *next = w->next;
 
+        if (status == 429)
+            httpd_req_add_header(w->req, "Retry-After", "1");
         httpd_reply_json(w->req, status, strdup(body));
         free(w);
         w = next;
@@ -210,6 +213,15 @@ static cJSON *build_message(struct tx *tx, struct tx_branch *b, enum tx_send wha
         jsonx_add(m, "ops", b->ops ? b->ops : jsonx_new_array());
         b->ops = NULL;
         jsonx_add_num(m, "timeout_ms", tx->timeout_ms);
+        if (tx->interactive)
+            jsonx_add_bool(m, "interactive", true); /* end the open branch, never a new one */
+        return m;
+    case TX_SEND_EXEC:
+        m = msg_new(MSG_EXEC, tx->gtid);
+        jsonx_add(m, "ops", b->ops ? b->ops : jsonx_new_array());
+        b->ops = NULL;
+        jsonx_add_num(m, "timeout_ms", tx->timeout_ms);
+        jsonx_add_num(m, "idle_ms", tx->idle_ms);
         return m;
     case TX_SEND_COMMIT:
         m = msg_new(MSG_COMMIT, tx->gtid);
@@ -303,6 +315,32 @@ static void env_log_end(struct tx *tx)
     dlog_append(co->log, &rec, false);
 }
 
+/* The answer to an interactive transaction's call, when it is not the outcome's. */
+static char *render_call(const struct tx *tx, unsigned *status)
+{
+    cJSON *root;
+    char *s, *res;
+
+    if (tx->call == TX_CALL_OPS && tx->state == TX_ACTIVE) {
+        res = tx_render_results(tx);
+        *status = 200;
+        if (asprintf(&s, "{\"gtid\":\"%s\",\"results\":%s}", tx->gtid, res) < 0)
+            abort();
+        free(res);
+        return s;
+    }
+    if (tx->call == TX_CALL_ABORT && (tx->state == TX_ABORTED || tx->state == TX_ABORTING)) {
+        root = jsonx_new_object();
+        jsonx_add_str(root, "gtid", tx->gtid);
+        jsonx_add_str(root, "status", "aborted");
+        *status = 200;
+        s = jsonx_print(root);
+        cJSON_Delete(root);
+        return s;
+    }
+    return tx_render_answer(tx, status);
+}
+
 static void env_answer(struct tx *tx)
 {
     unsigned status;
@@ -310,9 +348,10 @@ static void env_answer(struct tx *tx)
 
     if (!tx->waiters)
         return;
-    body = tx_render_answer(tx, &status);
+    body = tx->interactive ? render_call(tx, &status) : tx_render_answer(tx, &status);
     reply_waiters(tx, status, body);
     free(body);
+    tx->call = TX_CALL_NONE;
 }
 
 static void env_arm(struct tx *tx, uint32_t ms)
@@ -463,6 +502,23 @@ static void expire_retained(struct coord *co)
     }
 }
 
+/* Appends client op i to b's ops (taking its sql, params and expect_rows); its index there. */
+static uint16_t attach_op(struct tx_branch *b, cJSON *op, size_t i)
+{
+    cJSON *o = jsonx_new_object();
+
+    if (!b->ops)
+        b->ops = jsonx_new_array();
+    jsonx_add_num(o, "i", (double)i);
+    jsonx_add(o, "sql", cJSON_DetachItemFromObjectCaseSensitive(op, "sql"));
+    if (cJSON_HasObjectItem(op, "params"))
+        jsonx_add(o, "params", cJSON_DetachItemFromObjectCaseSensitive(op, "params"));
+    if (cJSON_HasObjectItem(op, "expect_rows"))
+        jsonx_add(o, "expect_rows", cJSON_DetachItemFromObjectCaseSensitive(op, "expect_rows"));
+    jsonx_append(b->ops, o);
+    return (uint16_t)b->nops++;
+}
+
 /* Builds the transaction for a validated request; takes the request's ops. */
 static struct tx *build_tx(struct coord *co, struct txreq *req)
 {
@@ -481,24 +537,15 @@ static struct tx *build_tx(struct coord *co, struct txreq *req)
     tx = tx_new(gtid, &co->env, nb, req->nops);
     for (size_t i = 0; i < req->nops; i++) {
         struct tx_branch *b = &tx->branches[branch_of[req->ops[i].shard]];
-        cJSON *op = req->ops[i].op;
-        cJSON *o = jsonx_new_object();
 
         b->shard = req->ops[i].shard;
-        if (!b->ops)
-            b->ops = jsonx_new_array();
-        jsonx_add_num(o, "i", (double)i);
-        jsonx_add(o, "sql", cJSON_DetachItemFromObjectCaseSensitive(op, "sql"));
-        if (cJSON_HasObjectItem(op, "params"))
-            jsonx_add(o, "params", cJSON_DetachItemFromObjectCaseSensitive(op, "params"));
-        if (cJSON_HasObjectItem(op, "expect_rows"))
-            jsonx_add(o, "expect_rows", cJSON_DetachItemFromObjectCaseSensitive(op, "expect_rows"));
-        jsonx_append(b->ops, o);
         tx->ops[i].branch = (uint16_t)branch_of[req->ops[i].shard];
-        tx->ops[i].index = (uint16_t)b->nops++;
+        tx->ops[i].index = attach_op(b, req->ops[i].op, i);
     }
     tx->protocol = req->protocol;
-    tx->timeout_ms = req->timeout_ms;
+    tx->interactive = req->interactive;
+    tx->timeout_ms = req->interactive ? co->cfg->prepare_timeout_ms : req->timeout_ms;
+    tx->idle_ms = req->interactive ? req->timeout_ms : 0;
     tx->commit_wait_ms = co->cfg->commit_wait_ms;
     tx->results_limit = co->cfg->max_logged_results_bytes;
     tx->created_wall_us = ev_wall_us();
@@ -549,14 +596,197 @@ void coord_submit(struct coord *co, struct txreq *req, struct httpd_req *client)
     }
     if (req->idem_key && idem_replay(co, req, client))
         goto out;
+    if (co->nlive >= co->cfg->max_active_transactions) {
+        httpd_req_add_header(client, "Retry-After", "1");
+        httpd_reply_errorf(client, DTX_EBUSY,
+                           "%zu transactions are in flight, the most this coordinator takes at "
+                           "once (max_active_transactions); try again shortly",
+                           co->nlive);
+        co->m.refused++;
+        goto out;
+    }
     tx = build_tx(co, req);
     insert_tx(co, tx);
-    add_waiter(tx, client);
     co->m.started++;
+    if (tx->interactive) {
+        char body[160];
+
+        env_arm(tx, tx->idle_ms);
+        snprintf(body, sizeof(body), "{\"gtid\":\"%s\",\"status\":\"active\",\"timeout_ms\":%u}",
+                 tx->gtid, tx->idle_ms);
+        httpd_reply_json(client, 201, strdup(body));
+        goto out;
+    }
+    add_waiter(tx, client);
     step(co, tx, tx->nbranches == 1 && !tx->idem_key ? TXE_START_1PC : TXE_START_2PC, NULL);
     fp_hit("coord.after_prepare_sent"); /* ops and PREPARE are on their way; no vote yet */
 out:
     api_txreq_release(req);
+}
+
+/* ---- interactive transactions ----------------------------------------------- */
+
+static struct tx_branch *branch_on(struct tx *tx, int shard);
+
+/* Answers client with tx's outcome as it stands. */
+static void reply_rendered(struct httpd_req *client, const struct tx *tx)
+{
+    unsigned status;
+    char *body = tx_render_answer(tx, &status);
+
+    if (status == 429)
+        httpd_req_add_header(client, "Retry-After", "1");
+    httpd_reply_json(client, status, body);
+}
+
+/*
+ * The interactive transaction gtid, ready for a new call; otherwise the
+ * client has been answered (404 unknown, 409 with why) and NULL returned.
+ */
+static struct tx *interactive_tx(struct coord *co, const char *gtid, struct httpd_req *client,
+                                 bool ending, bool busy_ok)
+{
+    struct tx *tx = find_tx(co, gtid);
+
+    if (!tx) {
+        httpd_reply_errorf(client, DTX_ENOTFOUND,
+                           "no transaction '%s' here (never begun, or finished and forgotten)",
+                           gtid);
+        return NULL;
+    }
+    if (!tx->interactive) {
+        httpd_reply_errorf(client, DTX_ECONFLICT,
+                           "transaction %s was not begun as interactive; it takes no more calls",
+                           gtid);
+        return NULL;
+    }
+    if (!ending && (tx->state == TX_ABORTING || tx->state == TX_ABORTED)) {
+        reply_rendered(client, tx); /* 409 with the reason */
+        return NULL;
+    }
+    if (!ending && tx->state != TX_ACTIVE) {
+        httpd_reply_errorf(client, DTX_ECONFLICT, "transaction %s is %s; it takes no more ops",
+                           gtid, tx_status(tx));
+        return NULL;
+    }
+    if (!busy_ok && tx->call != TX_CALL_NONE && tx->state == TX_ACTIVE) {
+        httpd_reply_errorf(client, DTX_ECONFLICT,
+                           "another request on transaction %s is still running; send the next "
+                           "one when it has been answered",
+                           gtid);
+        return NULL;
+    }
+    return tx;
+}
+
+void coord_ops(struct coord *co, const char *gtid, struct txreq *req, struct httpd_req *client)
+{
+    struct tx *tx = interactive_tx(co, gtid, client, false, false);
+
+    if (!tx)
+        goto out;
+    for (size_t i = 0; i < tx->nbranches; i++) {
+        struct tx_branch *b = &tx->branches[i];
+
+        b->nops = 0;
+        free(b->results);
+        b->results = NULL;
+        b->results_len = 0;
+    }
+    free(tx->ops);
+    if (!(tx->ops = calloc(req->nops, sizeof(*tx->ops))))
+        abort();
+    tx->nops = req->nops;
+    for (size_t i = 0; i < req->nops; i++) {
+        struct tx_branch *b = branch_on(tx, req->ops[i].shard);
+
+        if (!b) {
+            struct tx_branch *nb = realloc(tx->branches, (tx->nbranches + 1) * sizeof(*nb));
+
+            if (!nb)
+                abort();
+            tx->branches = nb;
+            b = &tx->branches[tx->nbranches++];
+            memset(b, 0, sizeof(*b));
+            b->shard = req->ops[i].shard;
+            b->state = BR_NEW;
+        }
+        tx->ops[i].branch = (uint16_t)(b - tx->branches);
+        tx->ops[i].index = attach_op(b, req->ops[i].op, i);
+    }
+    tx->call = TX_CALL_OPS;
+    tx->answered = false;
+    add_waiter(tx, client);
+    step(co, tx, TXE_EXEC, NULL);
+out:
+    api_txreq_release(req);
+}
+
+void coord_commit(struct coord *co, const char *gtid, struct httpd_req *client)
+{
+    struct tx *tx = interactive_tx(co, gtid, client, true, false);
+
+    if (!tx)
+        return;
+    if (tx->state != TX_ACTIVE) {
+        /* A commit already under way (a retry after a lost answer): the same outcome. */
+        if (tx->answered || tx_is_final(tx) || tx->state == TX_ABORTING ||
+            tx->state == TX_COMMITTING)
+            reply_rendered(client, tx);
+        else
+            add_waiter(tx, client);
+        return;
+    }
+    tx->call = TX_CALL_COMMIT;
+    tx->answered = false;
+    tx->nops = 0; /* the commit's answer carries no results */
+    add_waiter(tx, client);
+    step(co, tx,
+         tx->nbranches == 0   ? TXE_ALL_READONLY
+         : tx->nbranches == 1 ? TXE_START_1PC
+                              : TXE_START_2PC,
+         NULL);
+}
+
+void coord_abort(struct coord *co, const char *gtid, struct httpd_req *client)
+{
+    struct tx *tx = interactive_tx(co, gtid, client, true, true);
+    struct dtx_err e;
+    struct tx_evarg a = {NULL, 0, NULL, 0, &e};
+    struct waiter *running;
+    unsigned status;
+    char *body;
+
+    if (!tx)
+        return;
+    if (tx->state == TX_ABORTING || tx->state == TX_ABORTED) {
+        if (asprintf(&body, "{\"gtid\":\"%s\",\"status\":\"aborted\"}", tx->gtid) < 0)
+            abort();
+        httpd_reply_json(client, 200, body);
+        return;
+    }
+    if (tx->state != TX_ACTIVE) {
+        httpd_reply_errorf(client, DTX_ECONFLICT, "transaction %s is %s; too late to abort it",
+                           gtid, tx_status(tx));
+        return;
+    }
+    dtx_err_clear(&e);
+    dtx_err_set(&e, DTX_EABORTED, "the client aborted the transaction");
+    running = tx->waiters; /* a call still running ends with the abort */
+    tx->waiters = NULL;
+    tx->call = TX_CALL_ABORT;
+    tx->answered = false;
+    add_waiter(tx, client);
+    step(co, tx, TXE_ABORT, &a);
+    if (running) {
+        struct waiter *abort_call = tx->waiters;
+
+        tx->waiters = running;
+        body = tx_render_answer(tx, &status);
+        reply_waiters(tx, status, body);
+        free(body);
+        tx->waiters = abort_call;
+    }
 }
 
 /* ---- messages from participants ------------------------------------------- */
@@ -596,6 +826,8 @@ static enum tx_event event_of(const struct msg *m)
                                                : TXE_UNAVAILABLE;
     case MSG_ACK:
         return TXE_ACK;
+    case MSG_EXECUTED:
+        return m->err.code ? TXE_EXEC_FAILED : TXE_EXECUTED;
     default:
         return TXE_NONE;
     }
@@ -678,7 +910,8 @@ static void on_link_down(void *arg, int shard, const char *why)
         struct tx_branch *b = branch_on(tx, shard);
         struct tx_evarg a = {b, 0, NULL, 0, NULL};
 
-        if (b && (b->state == BR_PREPARING || b->state == BR_COMMITTING || b->state == BR_ABORTING))
+        if (b && (b->state == BR_PREPARING || b->state == BR_COMMITTING ||
+                  b->state == BR_ABORTING || b->state == BR_OPEN || b->state == BR_EXECUTING))
             step(co, tx, TXE_UNAVAILABLE, &a);
     }
 }
@@ -1093,8 +1326,21 @@ void coord_flush_links(void *arg)
 
 void coord_begin_shutdown(struct coord *co)
 {
+    struct list_node *pos, *tmp;
+    struct dtx_err e;
+    struct tx_evarg a = {NULL, 0, NULL, 0, &e};
+
     if (co->state != CO_FAILED)
         co->state = CO_STOPPING;
+    dtx_err_clear(&e);
+    dtx_err_set(&e, DTX_ESHUTDOWN, "the coordinator is shutting down");
+    list_for_each_safe(pos, tmp, &co->live)
+    {
+        struct tx *tx = container_of(pos, struct tx, link);
+
+        if (tx->interactive && tx->state == TX_ACTIVE)
+            step(co, tx, TXE_ABORT, &a); /* nobody could commit it any more */
+    }
 }
 
 bool coord_drained(const struct coord *co)
@@ -1343,6 +1589,10 @@ char *coord_render_metrics(const struct coord *co)
         "\n# TYPE dtx_idempotent_replays_total counter\ndtx_idempotent_replays_total %" PRIu64 "\n",
         co->m.one_phase, co->m.readonly, co->m.idem_replays);
     buf_printf(&b, "# TYPE dtx_transactions_live gauge\ndtx_transactions_live %zu\n", co->nlive);
+    buf_printf(&b,
+               "# TYPE dtx_transactions_refused_total counter\ndtx_transactions_refused_total "
+               "%" PRIu64 "\n",
+               co->m.refused);
     buf_printf(&b,
                "# TYPE dtx_transactions_retained gauge\ndtx_transactions_retained %zu\n"
                "# TYPE dtx_retained_bytes gauge\ndtx_retained_bytes %zu\n",

@@ -30,6 +30,8 @@ static const char *const top_keys[] = {"node_id",
                                        "log_group_delay_us",
                                        "log_group_siblings",
                                        "http_conn_limit",
+                                       "max_active_transactions",
+                                       "interactive_timeout_ms",
                                        "log_level",
                                        "auth",
                                        NULL};
@@ -58,6 +60,8 @@ static const struct conf_u32 u32_keys[] = {
     U32_KEY(log_group_delay_us, 200, 0, 100000),
     U32_KEY(log_group_siblings, 4, 1, 100000),
     U32_KEY(http_conn_limit, 10000, 16, 1000000),
+    U32_KEY(max_active_transactions, 10000, 1, 10000000),
+    U32_KEY(interactive_timeout_ms, 30000, 1, 86400000),
 };
 
 static int load_slots(const cJSON *s, const char *where, struct shard_config *sh,

@@ -31,6 +31,14 @@
  *   ABORTING --UNAVAILABLE [act_lost]--> ABORTING
  *   ABORTING --VOTE_* [act_none]--> ABORTING                (late vote; the abort is on its way)
  *
+ *   Interactive transactions stay ACTIVE while their client sends calls:
+ *   ACTIVE --EXEC [act_exec]--> ACTIVE                      (a call's ops go out)
+ *   ACTIVE --EXECUTED [act_executed]--> ACTIVE              (the call is answered when all ran)
+ *   ACTIVE --EXEC_FAILED / UNAVAILABLE / TIMEOUT / ABORT [act_abort_all]--> ABORTING
+ *   ACTIVE --ALL_READONLY [act_finish]--> COMMITTED         (commit with no branch)
+ *   ACTIVE --START_2PC / START_1PC: the commit, as above (prepare ends each open branch)
+ *   ABORTING --EXECUTED / EXEC_FAILED [act_none]--> ABORTING (a call overtaken by the abort)
+ *
  *   ONE_PHASE --COMMITTED_1PC / ABORTED_1PC [act_1pc_done]--> COMMITTED / ABORTED
  *   ONE_PHASE --TIMEOUT [act_1pc_slow]--> ONE_PHASE         (client told: not known yet)
  *   ONE_PHASE --UNAVAILABLE [act_1pc_lost]--> UNKNOWN
@@ -95,6 +103,8 @@ static enum tx_event act_1pc_slow(struct tx *, enum tx_event, const struct tx_ev
 static enum tx_event act_1pc_lost(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_recover(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_recovered(struct tx *, enum tx_event, const struct tx_evarg *);
+static enum tx_event act_exec(struct tx *, enum tx_event, const struct tx_evarg *);
+static enum tx_event act_executed(struct tx *, enum tx_event, const struct tx_evarg *);
 
 #define T(from, ev, to, durable, action)                                                           \
     {                                                                                              \
@@ -106,6 +116,13 @@ static const struct tx_transition transitions[] = {
     T(ACTIVE, START_1PC, ONE_PHASE, false, act_send_one_phase),
     T(ACTIVE, RECOVER, COMMITTING, false, act_recover),
     T(ACTIVE, RECOVER_DONE, COMMITTED, false, act_recovered),
+    T(ACTIVE, EXEC, ACTIVE, false, act_exec),
+    T(ACTIVE, EXECUTED, ACTIVE, false, act_executed),
+    T(ACTIVE, EXEC_FAILED, ABORTING, false, act_abort_all),
+    T(ACTIVE, UNAVAILABLE, ABORTING, false, act_abort_all),
+    T(ACTIVE, TIMEOUT, ABORTING, false, act_abort_all),
+    T(ACTIVE, ABORT, ABORTING, false, act_abort_all),
+    T(ACTIVE, ALL_READONLY, COMMITTED, false, act_finish),
 
     T(PREPARING, VOTE_YES, PREPARING, false, act_vote),
     T(PREPARING, VOTE_READONLY, PREPARING, false, act_vote),
@@ -134,6 +151,8 @@ static const struct tx_transition transitions[] = {
     T(ABORTING, VOTE_YES, ABORTING, false, act_none),
     T(ABORTING, VOTE_READONLY, ABORTING, false, act_none),
     T(ABORTING, VOTE_NO, ABORTING, false, act_none),
+    T(ABORTING, EXECUTED, ABORTING, false, act_none),
+    T(ABORTING, EXEC_FAILED, ABORTING, false, act_none),
 
     T(ONE_PHASE, COMMITTED_1PC, COMMITTED, false, act_1pc_done),
     T(ONE_PHASE, ABORTED_1PC, ABORTED, false, act_1pc_done),
@@ -153,15 +172,15 @@ static const char *const state_names[TX_NSTATES] = {
 };
 
 static const char *const event_names[TX_NEVENTS] = {
-    "START_2PC",   "START_1PC",  "VOTE_YES",  "VOTE_READONLY", "VOTE_NO",
-    "UNAVAILABLE", "TIMEOUT",    "ALL_VOTED", "ALL_READONLY",  "LOG_REFUSED",
-    "DURABLE",     "LOG_FAILED", "ACK",       "ALL_ACKED",     "COMMITTED_1PC",
-    "ABORTED_1PC", "RESEND",     "RECOVER",   "RECOVER_DONE",
+    "START_2PC",    "START_1PC", "VOTE_YES",      "VOTE_READONLY", "VOTE_NO", "UNAVAILABLE",
+    "TIMEOUT",      "ALL_VOTED", "ALL_READONLY",  "LOG_REFUSED",   "DURABLE", "LOG_FAILED",
+    "ACK",          "ALL_ACKED", "COMMITTED_1PC", "ABORTED_1PC",   "RESEND",  "RECOVER",
+    "RECOVER_DONE", "EXEC",      "EXECUTED",      "EXEC_FAILED",   "ABORT",
 };
 
 static const char *const branch_names[BR_NSTATES] = {
-    "new",  "preparing",  "prepared",  "readonly", "failed",  "unreached",
-    "lost", "committing", "committed", "aborting", "aborted",
+    "new",        "preparing", "prepared", "readonly", "failed", "unreached", "lost",
+    "committing", "committed", "aborting", "aborted",  "open",   "executing",
 };
 
 const char *tx_state_name(enum tx_state s)
@@ -446,14 +465,32 @@ static void note_abort_cause(struct tx *tx, enum tx_event ev, const struct tx_ev
     struct tx_branch *b = a->b;
     char msg[DTX_ERR_MSG_MAX];
 
-    if (ev == TXE_VOTE_NO && b) {
+    if ((ev == TXE_VOTE_NO || ev == TXE_EXEC_FAILED) && b) {
         b->state = BR_FAILED;
         set_error(tx, b, a->err, DTX_EVOTENO, "a participant voted no");
+    } else if (ev == TXE_ABORT) {
+        set_error(tx, NULL, a->err, DTX_EABORTED, "the client aborted the transaction");
+    } else if (ev == TXE_TIMEOUT && count_branches(tx, BR_EXECUTING, BR_EXECUTING)) {
+        const struct tx_branch *late = NULL;
+
+        for (size_t i = 0; i < tx->nbranches && !late; i++) {
+            if (tx->branches[i].state == BR_EXECUTING)
+                late = &tx->branches[i];
+        }
+        snprintf(msg, sizeof(msg), "shard '%s' did not finish the ops within %u ms",
+                 shard_name(tx, late), tx->timeout_ms);
+        set_error(tx, late, NULL, DTX_ETIMEDOUT, msg);
+    } else if (ev == TXE_TIMEOUT && tx->interactive &&
+               !count_branches(tx, BR_PREPARING, BR_PREPARING)) {
+        snprintf(msg, sizeof(msg),
+                 "the transaction was idle for more than %u ms (its timeout_ms) and was aborted",
+                 tx->idle_ms);
+        set_error(tx, NULL, NULL, DTX_ETIMEDOUT, msg);
     } else if (ev == TXE_UNAVAILABLE && b) {
         b->state = BR_LOST;
         b->lost_in = BR_ABORTING;
-        snprintf(msg, sizeof(msg), "the participant of shard '%s' was lost before it voted",
-                 shard_name(tx, b));
+        snprintf(msg, sizeof(msg), "the participant of shard '%s' was lost before it %s",
+                 shard_name(tx, b), tx->interactive ? "committed" : "voted");
         set_error(tx, b, NULL, DTX_EUNAVAIL, msg);
     } else if (ev == TXE_TIMEOUT) {
         const struct tx_branch *late = NULL;
@@ -475,7 +512,8 @@ static enum tx_event act_abort_all(struct tx *tx, enum tx_event ev, const struct
     for (size_t i = 0; i < tx->nbranches; i++) {
         struct tx_branch *b = &tx->branches[i];
 
-        if (b->state == BR_PREPARING || b->state == BR_PREPARED)
+        if (b->state == BR_PREPARING || b->state == BR_PREPARED || b->state == BR_OPEN ||
+            b->state == BR_EXECUTING)
             send_phase2(tx, b, BR_ABORTING);
     }
     tx->pending = count_branches(tx, BR_ABORTING, BR_LOST);
@@ -655,6 +693,58 @@ static enum tx_event act_recovered(struct tx *tx, enum tx_event ev, const struct
     return TXE_NONE;
 }
 
+/*
+ * Interactive: the branches holding ops (b->ops) get them; the call is
+ * answered when every one ran (act_executed). Until then the call's
+ * deadline is the transaction's timeout_ms; afterwards its idle limit.
+ */
+static enum tx_event act_exec(struct tx *tx, enum tx_event ev, const struct tx_evarg *a)
+{
+    char msg[128];
+
+    (void)ev;
+    (void)a;
+    tx->pending = 0;
+    for (size_t i = 0; i < tx->nbranches; i++) {
+        struct tx_branch *b = &tx->branches[i];
+
+        if (!b->ops)
+            continue;
+        if (tx->env->send(tx, b, TX_SEND_EXEC) == 0) {
+            b->state = BR_EXECUTING;
+            tx->pending++;
+            continue;
+        }
+        cJSON_Delete(b->ops);
+        b->ops = NULL;
+        if (b->state == BR_NEW)
+            b->state = BR_UNREACHED;
+        snprintf(msg, sizeof(msg), "the participant of shard '%s' is not reachable",
+                 shard_name(tx, b));
+        set_error(tx, b, NULL, DTX_EUNAVAIL, msg);
+        return TXE_UNAVAILABLE;
+    }
+    tx->env->arm(tx, tx->timeout_ms);
+    return tx->pending ? TXE_NONE : TXE_EXECUTED;
+}
+
+static enum tx_event act_executed(struct tx *tx, enum tx_event ev, const struct tx_evarg *a)
+{
+    struct tx_branch *b = a->b;
+
+    if (b) {
+        if (b->state != BR_EXECUTING)
+            return act_none(tx, ev, a);
+        take_results(b, a);
+        b->state = BR_OPEN;
+        if (--tx->pending > 0)
+            return TXE_NONE;
+    }
+    tx->env->arm(tx, tx->idle_ms);
+    answer(tx);
+    return TXE_NONE;
+}
+
 /* ---- lifecycle ------------------------------------------------------------------ */
 
 struct tx *tx_new(const char *gtid, const struct tx_env *env, size_t nbranches, size_t nops)
@@ -811,7 +901,7 @@ char *tx_render_answer(const struct tx *tx, unsigned *status)
         break;
     case TX_ABORTED:
     case TX_ABORTING:
-        *status = 409;
+        *status = tx_error_code(tx) == DTX_EBUSY ? 429 : 409; /* a shard had no room: retry */
         jsonx_add_str(root, "status", "aborted");
         add_error(root, tx);
         break;

@@ -503,11 +503,16 @@ static int cmd_recover(const struct opts *o)
             if (call(o, "POST", "/v1/admin/recover", body, 60, &one) == 0 && one.status == 200) {
                 const char *res = str(cJSON_GetArrayItem(arr(one.json, "shards"), 0), "result");
 
-                snprintf(result, sizeof(result), "%s",
-                         strcmp(res, "committed") == 0     ? "committed"
-                         : strcmp(res, "rolled_back") == 0 ? "rolled back"
-                                                           : "already finished");
-                done++;
+                if (strcmp(res, "in_progress") == 0) {
+                    snprintf(result, sizeof(result), "skipped: its participant is finishing it");
+                    skipped++;
+                } else {
+                    snprintf(result, sizeof(result), "%s",
+                             strcmp(res, "committed") == 0     ? "committed"
+                             : strcmp(res, "rolled_back") == 0 ? "rolled back"
+                                                               : "already finished");
+                    done++;
+                }
             } else if (one.status == 409) {
                 skipped++;
             } else {
@@ -542,7 +547,8 @@ static int cmd_recover(const struct opts *o)
         print_json(sum);
         cJSON_Delete(sum);
     } else {
-        printf("recover: %zu finished, %zu left to the transaction still deciding, %zu failed\n",
+        printf("recover: %zu finished, %zu left alone (still being decided or finished), %zu "
+               "failed\n",
                done, skipped, failed);
         cJSON_Delete(out);
     }

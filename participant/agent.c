@@ -40,6 +40,8 @@
 
 /* Deadline of a branch whose prepare message named no timeout. */
 #define BRANCH_DEFAULT_TIMEOUT_MS 60000
+/* How often the prepared-transaction slots in use are counted again. */
+#define SLOTS_REFRESH_MS 2000
 
 struct peer {
     struct list_node link;
@@ -51,7 +53,12 @@ struct peer {
     bool hello;
 };
 
-enum branch_state { AB_RUNNING, AB_PREPARED, AB_FINISHING };
+/*
+ * AB_OPEN: an interactive branch between calls, its transaction open on a
+ * connection of its own (b->session); it runs again (AB_RUNNING) for each
+ * exec, and for the prepare, one_phase or abort that ends it.
+ */
+enum branch_state { AB_RUNNING, AB_OPEN, AB_PREPARED, AB_FINISHING };
 
 struct branch {
     struct hmap_node node;
@@ -62,9 +69,12 @@ struct branch {
     enum branch_state state;
     bool one_phase;
     bool abort_requested;
+    bool interactive;
     struct rm_run *run;
+    struct rm_run *session; /* interactive: the open transaction, until it ends */
     struct peer *peer;
     uint64_t xid;
+    uint32_t deadline_ms; /* interactive: the transaction's idle limit */
 };
 
 /*
@@ -98,6 +108,11 @@ struct agent {
     struct list_node finishes;
     struct list_node admin_calls; /* struct admin_call waiting for the resource manager */
     size_t running, prepared;
+    size_t sessions; /* interactive branches holding a connection */
+    /* prepared-transaction slots (refreshed every few seconds from the database) */
+    int64_t max_prepared;
+    int64_t untracked_prepared; /* prepared in the server, not by a branch in memory */
+    struct ev_timer slots_timer;
     bool stopping;
     struct agent_metrics m;
 };
@@ -301,19 +316,27 @@ static void on_run_done(void *arg, struct rm_result *res)
     buf_release(&res->results);
 }
 
-static void refuse(struct agent *ag, struct peer *peer, const struct msg *m, const char *why)
+static void refuse_with(struct agent *ag, struct peer *peer, const struct msg *m, int code,
+                        const char *why)
 {
     cJSON *r = msg_new(m->type == MSG_ONE_PHASE ? MSG_OUTCOME : MSG_VOTE, m->gtid);
     struct dtx_err err;
 
     dtx_err_clear(&err);
-    dtx_err_set(&err, DTX_EVOTENO, "%s", why);
+    dtx_err_set(&err, code, "%s", why);
     snprintf(err.shard, sizeof(err.shard), "%s", ag->cfg->name);
     jsonx_add_str(r, m->type == MSG_ONE_PHASE ? "outcome" : "vote",
                   m->type == MSG_ONE_PHASE ? "aborted" : "no");
     msg_add_error(r, &err);
     send_msg(ag, peer, r);
 }
+
+static void refuse(struct agent *ag, struct peer *peer, const struct msg *m, const char *why)
+{
+    refuse_with(ag, peer, m, DTX_EVOTENO, why);
+}
+
+static void end_open(struct branch *b);
 
 /*
  * A branch still running well past its transaction's timeout: the
@@ -326,6 +349,11 @@ static void on_branch_deadline(struct ev_loop *loop, struct ev_timer *t)
     struct branch *b = t->data;
 
     (void)loop;
+    if (b->state == AB_OPEN) {
+        log_warn("transaction %s: open branch idle past its deadline; rolling it back", b->gtid);
+        end_open(b);
+        return;
+    }
     if (b->state != AB_RUNNING || !b->run || b->abort_requested)
         return;
     log_warn("transaction %s: branch still running past its deadline; cancelling it", b->gtid);
@@ -333,16 +361,232 @@ static void on_branch_deadline(struct ev_loop *loop, struct ev_timer *t)
     rm_cancel(b->ag->rm, b->run);
 }
 
+/* ---- interactive branches ------------------------------------------------------------ */
+
+static void send_executed(struct agent *ag, struct peer *peer, const char *gtid,
+                          const struct dtx_err *err, struct buf *results)
+{
+    cJSON *m = msg_new(MSG_EXECUTED, gtid);
+
+    if (err && err->code)
+        msg_add_error(m, err);
+    send_msg_with(ag, peer, m, err && err->code ? NULL : results);
+}
+
+static void refuse_exec(struct agent *ag, struct peer *peer, const char *gtid, int code,
+                        const char *why)
+{
+    struct dtx_err err;
+
+    dtx_err_clear(&err);
+    dtx_err_set(&err, code, "%s", why);
+    snprintf(err.shard, sizeof(err.shard), "%s", ag->cfg->name);
+    send_executed(ag, peer, gtid, &err, NULL);
+}
+
+static void session_gone(struct branch *b)
+{
+    if (b->session) {
+        b->session = NULL;
+        b->ag->sessions--;
+    }
+}
+
+static void on_rolled_back(void *arg, struct rm_result *res)
+{
+    struct branch *b = arg;
+    struct agent *ag = b->ag;
+
+    session_gone(b);
+    if (b->abort_requested)
+        send_ack(ag, b->peer, b->gtid, RM_ROLLED_BACK, NULL);
+    buf_release(&res->results);
+    branch_free(b);
+}
+
+/* Rolls an open interactive branch back; acknowledges the abort if one was asked for. */
+static void end_open(struct branch *b)
+{
+    branch_set_state(b, AB_RUNNING);
+    ev_timer_stop(b->ag->loop, &b->deadline);
+    rm_end(b->ag->rm, b->session, RM_END_ROLLBACK, on_rolled_back, b);
+}
+
+static void on_exec_done(void *arg, struct rm_result *res)
+{
+    struct branch *b = arg;
+    struct agent *ag = b->ag;
+
+    b->run = NULL;
+    ev_timer_stop(ag->loop, &b->deadline);
+    if (res->outcome != RM_ACTIVE) {
+        session_gone(b);
+        send_executed(ag, b->peer, b->gtid, &res->err, NULL);
+        if (b->abort_requested)
+            send_ack(ag, b->peer, b->gtid, RM_ROLLED_BACK, NULL);
+        branch_free(b);
+    } else if (b->abort_requested) {
+        end_open(b);
+    } else {
+        branch_set_state(b, AB_OPEN);
+        send_executed(ag, b->peer, b->gtid, NULL, &res->results);
+        /* the coordinator aborts it after idle_ms; this is for a coordinator that vanished */
+        ev_timer_start(ag->loop, &b->deadline, 2 * (uint64_t)b->deadline_ms + 1000);
+    }
+    buf_release(&res->results);
+}
+
+/* exec: run ops in the transaction's open branch here, beginning it if new. */
+static void on_exec(struct agent *ag, struct peer *peer, struct msg *m)
+{
+    struct branch *b = find_branch(ag, m->gtid);
+    char why[200];
+
+    if (b && (!b->interactive || b->state != AB_OPEN)) {
+        refuse_exec(ag, peer, m->gtid, DTX_ESTATE, "the branch is busy or no longer open");
+        return;
+    }
+    if (!b && ag->stopping) {
+        refuse_exec(ag, peer, m->gtid, DTX_ESHUTDOWN, "the participant is shutting down");
+        return;
+    }
+    if (!b && ag->sessions >= ag->cfg->max_open_branches) {
+        snprintf(why, sizeof(why),
+                 "shard '%s' has %zu interactive transactions open, its limit "
+                 "(max_open_branches); try again shortly",
+                 ag->cfg->name, ag->sessions);
+        refuse_exec(ag, peer, m->gtid, DTX_EBUSY, why);
+        return;
+    }
+    if (!b) {
+        if (!(b = calloc(1, sizeof(*b))))
+            abort();
+        b->ag = ag;
+        b->interactive = true;
+        snprintf(b->gtid, sizeof(b->gtid), "%s", m->gtid);
+        gid_format(b->gid, sizeof(b->gid), m->gtid, ag->cfg->name);
+        hmap_put(&ag->branches, &b->node, b->gtid);
+        b->state = AB_RUNNING;
+        ag->running++;
+        ag->sessions++;
+        ev_timer_init(&b->deadline, on_branch_deadline, b);
+    } else {
+        branch_set_state(b, AB_RUNNING);
+    }
+    b->peer = peer;
+    b->deadline_ms = m->idle_ms > m->timeout_ms ? m->idle_ms : m->timeout_ms;
+    if (!b->deadline_ms)
+        b->deadline_ms = BRANCH_DEFAULT_TIMEOUT_MS;
+    ev_timer_start(ag->loop, &b->deadline, 2 * (uint64_t)b->deadline_ms + 1000);
+    b->session =
+        rm_exec(ag->rm, b->session, b->gid, cJSON_DetachItemFromObjectCaseSensitive(m->root, "ops"),
+                m->timeout_ms, ag->cfg->open_wait_ms, on_exec_done, b);
+    b->run = b->session;
+}
+
+/* ---- prepared-transaction slots ------------------------------------------------------- */
+
+static void on_slots(void *arg, int rc, const struct rm_inspection *ins, const struct dtx_err *err)
+{
+    struct agent *ag = arg;
+    int64_t tracked = 0;
+
+    (void)err;
+    if (rc == 0) {
+        for (size_t i = 0; i < ins->n; i++) {
+            char gtid[DTX_GTID_MAX + 1], shard[DTX_NAME_MAX + 1];
+            const struct branch *b =
+                gid_parse(ins->branches[i].p.gid, gtid, shard) ? find_branch(ag, gtid) : NULL;
+
+            tracked += b && (b->state == AB_PREPARED || b->state == AB_FINISHING);
+        }
+        ag->max_prepared = ins->max_prepared;
+        ag->untracked_prepared = ins->prepared_total - tracked;
+    }
+    ev_timer_start(ag->loop, &ag->slots_timer, SLOTS_REFRESH_MS);
+}
+
+static void on_slots_timer(struct ev_loop *loop, struct ev_timer *t)
+{
+    struct agent *ag = t->data;
+
+    (void)loop;
+    rm_inspect(ag->rm, on_slots, ag);
+}
+
+/*
+ * True when one more branch might not find a prepared-transaction slot:
+ * PostgreSQL would fail its PREPARE ("maximum number of prepared
+ * transactions reached") after its ops ran and its locks were taken. It is
+ * refused up front instead, keeping prepared_headroom slots free.
+ */
+static bool no_prepared_slot(const struct agent *ag, char *why, size_t n)
+{
+    int64_t used = ag->untracked_prepared + (int64_t)(ag->prepared + ag->running);
+    int64_t limit = ag->max_prepared - (int64_t)ag->cfg->prepared_headroom;
+
+    if (ag->max_prepared <= 0 || used < limit)
+        return false;
+    snprintf(why, n,
+             "shard '%s' has no prepared-transaction slot to spare (max_prepared_transactions "
+             "%" PRId64 ", about %" PRId64 " in use or being prepared, %u kept free); try "
+             "again shortly",
+             ag->cfg->name, ag->max_prepared, used, ag->cfg->prepared_headroom);
+    return true;
+}
+
+/* prepare / one_phase of an interactive transaction: end its open branch here. */
+static void end_interactive(struct agent *ag, struct peer *peer, const struct msg *m,
+                            struct branch *b)
+{
+    bool one_phase = m->type == MSG_ONE_PHASE;
+    char why[300];
+
+    if (!b || !b->interactive || b->state != AB_OPEN) {
+        /* Its writes are gone with it (a restart, an idle rollback): never vote read-only. */
+        refuse(ag, peer, m,
+               b ? "the branch is busy"
+                 : "the open transaction of this branch is gone (the "
+                   "participant restarted or rolled it back)");
+        return;
+    }
+    if (!one_phase && no_prepared_slot(ag, why, sizeof(why))) {
+        refuse_with(ag, peer, m, DTX_EBUSY, why);
+        end_open(b);
+        return;
+    }
+    branch_set_state(b, AB_RUNNING);
+    b->peer = peer;
+    b->one_phase = one_phase;
+    ev_timer_start(ag->loop, &b->deadline,
+                   2 * (uint64_t)(m->timeout_ms ? m->timeout_ms : BRANCH_DEFAULT_TIMEOUT_MS) +
+                       1000);
+    b->run = b->session;
+    ag->sessions--; /* rm_end ends the session, whatever the outcome */
+    b->session = NULL;
+    rm_end(ag->rm, b->run, one_phase ? RM_END_COMMIT : RM_END_PREPARE, on_run_done, b);
+}
+
 static void on_prepare(struct agent *ag, struct peer *peer, struct msg *m)
 {
     uint64_t epoch, seq;
-    struct branch *b;
+    struct branch *b = find_branch(ag, m->gtid);
+    bool interactive = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m->root, "interactive"));
+    char why[300];
 
     if (!gid_parse_gtid(m->gtid, NULL, &epoch, &seq)) {
         refuse(ag, peer, m, "malformed gtid");
         return;
     }
-    if (find_branch(ag, m->gtid)) {
+    if (interactive) {
+        end_interactive(ag, peer, m, b);
+        return;
+    }
+    if (m->type == MSG_PREPARE && no_prepared_slot(ag, why, sizeof(why))) {
+        refuse_with(ag, peer, m, DTX_EBUSY, why);
+        return;
+    }
+    if (b) {
         log_warn("transaction %s: duplicate %s ignored", m->gtid,
                  m->type == MSG_ONE_PHASE ? "one_phase" : "prepare");
         return;
@@ -374,7 +618,7 @@ static void on_commit(struct agent *ag, struct peer *peer, const struct msg *m)
 {
     struct branch *b = find_branch(ag, m->gtid);
 
-    if (b && b->state == AB_RUNNING) {
+    if (b && (b->state == AB_RUNNING || b->state == AB_OPEN)) {
         log_warn("transaction %s: commit before the branch was prepared; ignored", m->gtid);
         return;
     }
@@ -387,6 +631,12 @@ static void on_abort(struct agent *ag, struct peer *peer, const struct msg *m)
 {
     struct branch *b = find_branch(ag, m->gtid);
 
+    if (b && b->state == AB_OPEN) {
+        b->abort_requested = true;
+        b->peer = peer;
+        end_open(b);
+        return;
+    }
     if (b && b->state == AB_RUNNING) {
         b->abort_requested = true;
         b->peer = peer;
@@ -432,6 +682,8 @@ static void on_peer_frame(void *arg, const char *data, size_t len)
         on_commit(ag, p, &m);
     else if (m.type == MSG_ABORT)
         on_abort(ag, p, &m);
+    else if (m.type == MSG_EXEC)
+        on_exec(ag, p, &m);
     else
         log_warn("coordinator sent an unexpected message");
     msg_release(&m);
@@ -462,6 +714,10 @@ static void forget_peer(struct agent *ag, struct peer *p)
         if (b->peer != p)
             continue;
         b->peer = NULL;
+        if (b->state == AB_OPEN) {
+            end_open(b); /* its coordinator aborts it on losing the stream */
+            continue;
+        }
         if (b->state == AB_RUNNING && !b->one_phase && !b->abort_requested && b->run) {
             b->abort_requested = true;
             rm_cancel(ag->rm, b->run);
@@ -910,6 +1166,8 @@ struct agent *agent_new(const struct agent_config *cfg, struct ev_loop *loop, st
     list_init(&ag->admin_calls);
     rops = (struct recovery_ops){recovery_busy, recovery_finish, ag};
     ag->recovery = recovery_new(loop, cfg, rm, &rops);
+    ev_timer_init(&ag->slots_timer, on_slots_timer, ag);
+    ev_timer_start(loop, &ag->slots_timer, 0);
     return ag;
 }
 
@@ -939,6 +1197,7 @@ void agent_free(struct agent *ag)
 
     if (!ag)
         return;
+    ev_timer_stop(ag->loop, &ag->slots_timer);
     recovery_free(ag->recovery);
     while (!list_empty(&ag->peers))
         peer_free(container_of(ag->peers.next, struct peer, link));

@@ -21,6 +21,9 @@ static const char *const top_keys[] = {"name",
                                        "log_level",
                                        "recovery_interval_ms",
                                        "recovery_min_age_ms",
+                                       "max_open_branches",
+                                       "open_wait_ms",
+                                       "prepared_headroom",
                                        NULL};
 static const char *const auth_keys[] = {"peer_token", NULL};
 
@@ -36,6 +39,9 @@ static const struct conf_u32 u32_keys[] = {
     U32_KEY(http_conn_limit, 1000, 16, 100000),
     U32_KEY(recovery_interval_ms, 2000, 10, 3600000),
     U32_KEY(recovery_min_age_ms, 1000, 0, 3600000),
+    U32_KEY(max_open_branches, 0, 0, 1000),
+    U32_KEY(open_wait_ms, 500, 0, 60000),
+    U32_KEY(prepared_headroom, 2, 0, 100000),
 };
 
 static int load_keys(const cJSON *root, void *out, struct dtx_err *err)
@@ -69,6 +75,14 @@ static int load_keys(const cJSON *root, void *out, struct dtx_err *err)
         rc = conf_log_level(root, c->log_level, err);
     if (rc == 0)
         rc = conf_u32s(root, c, u32_keys, sizeof(u32_keys) / sizeof(u32_keys[0]), err);
+    /* Open interactive branches each hold a connection; two stay for the rest (phase 2). */
+    if (rc == 0 && c->max_open_branches == 0)
+        c->max_open_branches = c->pool_size > 3 ? c->pool_size - 2 : 1;
+    if (rc == 0 && c->max_open_branches >= c->pool_size && c->pool_size > 1)
+        rc = dtx_err_set(err, DTX_EINVAL,
+                         "'max_open_branches' (%u) must be below 'pool_size' (%u): open "
+                         "interactive branches would leave no connection for committing others",
+                         c->max_open_branches, c->pool_size);
     return rc;
 }
 

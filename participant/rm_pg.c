@@ -89,6 +89,17 @@ struct pg_run {
     cJSON *ops;
     bool one_phase;
     bool split; /* ops first, then the ending in a second round trip */
+    /*
+     * Interactive: a session whose transaction stays open between calls
+     * (rm exec/end). Its ops start at statement first_op: 1 when this call
+     * sends the BEGIN, 0 for later calls into the open transaction.
+     */
+    bool interactive;
+    bool began;
+    bool waited_out; /* no connection came within wait_ms */
+    uint32_t wait_ms;
+    int first_op;
+    struct ev_timer wait_timer;
     int nops;
     struct pgx_stmt *stmts;
     int nstmts;
@@ -243,10 +254,9 @@ static void note_pg_error(struct pg_run *r, const PGresult *res, int op)
 
 /* ---- running a branch --------------------------------------------------------- */
 
-static void run_free(struct pg_run *r)
+/* Frees what one call's ops needed (an interactive session makes several calls). */
+static void run_free_ops(struct pg_run *r)
 {
-    list_remove(&r->link);
-    ev_defer_cancel(r->rm->loop, &r->deliver);
     for (int i = 0; i < r->nparams; i++)
         free(r->params[i]);
     free(r->params);
@@ -257,6 +267,21 @@ static void run_free(struct pg_run *r)
     free(r->expect);
     free(r->op_index);
     cJSON_Delete(r->ops);
+    r->params = NULL;
+    r->values = NULL;
+    r->stmts = NULL;
+    r->expect = NULL;
+    r->op_index = NULL;
+    r->ops = NULL;
+    r->nparams = r->nops = r->nstmts = 0;
+}
+
+static void run_free(struct pg_run *r)
+{
+    list_remove(&r->link);
+    ev_defer_cancel(r->rm->loop, &r->deliver);
+    ev_timer_stop(r->rm->loop, &r->wait_timer);
+    run_free_ops(r);
     buf_release(&r->results);
     buf_release(&r->result.results);
     free(r);
@@ -266,11 +291,13 @@ static void on_run_deliver(struct ev_loop *loop, struct ev_defer *d)
 {
     struct pg_run *r = d->data;
     struct rm_result res = r->result;
+    bool open = res.outcome == RM_ACTIVE; /* the session lives on for the next call */
 
     (void)loop;
     buf_init(&r->result.results);
     r->done(r->arg, &res);
-    run_free(r);
+    if (!open)
+        run_free(r);
 }
 
 /* Ends the run with an outcome; the agent hears of it at the end of this iteration. */
@@ -279,7 +306,8 @@ static void run_finish(struct pg_run *r, enum rm_outcome outcome)
     r->result.outcome = outcome;
     r->result.xid = r->xid;
     r->result.err = r->err;
-    if (outcome == RM_PREPARED || outcome == RM_READONLY || outcome == RM_COMMITTED) {
+    if (outcome == RM_PREPARED || outcome == RM_READONLY || outcome == RM_COMMITTED ||
+        outcome == RM_ACTIVE) {
         r->result.results = r->results;
         buf_init(&r->results);
         r->result.err.code = 0;
@@ -341,12 +369,12 @@ static void run_result(struct pgx_job *job, int idx, PGresult *res)
     if (r->stage == RS_END) {
         if (strcmp(r->end_stmt.sql, "ROLLBACK") != 0)
             end_result(r, res);
-    } else if (idx == 0) {
+    } else if (idx < r->first_op) {
         if (PQresultStatus(res) != PGRES_COMMAND_OK)
             note_pg_error(r, res, -1);
-    } else if (idx <= r->nops) {
-        op_result(r, idx - 1, res);
-    } else if (idx == r->nops + 1) {
+    } else if (idx < r->first_op + r->nops) {
+        op_result(r, idx - r->first_op, res);
+    } else if (idx == r->first_op + r->nops) {
         if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
             r->have_xid = true;
             r->xid_null = PQgetisnull(res, 0, 0);
@@ -400,6 +428,11 @@ static void split_continue(struct pg_run *r)
         run_send_end(r, "ROLLBACK");
         return;
     }
+    if (r->interactive) {
+        r->began = true;
+        run_finish(r, RM_ACTIVE); /* open until the next exec or end */
+        return;
+    }
     if (r->one_phase || r->xid_null) {
         run_send_end(r, "COMMIT");
         return;
@@ -445,7 +478,7 @@ static void on_status_known(void *arg, enum rm_outcome outcome, const struct dtx
 /* The connection broke during the branch. */
 static void run_lost(struct pg_run *r, int answered, const char *why)
 {
-    int end_idx = r->stage == RS_END ? 0 : r->nops + 2;
+    int end_idx = r->stage == RS_END ? 0 : r->first_op + r->nops + 1;
     bool end_unanswered = r->end_sent && answered <= end_idx;
     char msg[300];
 
@@ -474,7 +507,10 @@ static void run_done(struct pgx_job *job, int rc, int answered, const char *why)
 {
     struct pg_run *r = job->data;
 
-    if (rc == DTX_EABORTED)
+    ev_timer_stop(r->rm->loop, &r->wait_timer);
+    if (rc == DTX_EABORTED && r->waited_out)
+        run_fail(r, DTX_EBUSY, r->err.msg);
+    else if (rc == DTX_EABORTED)
         run_fail(r, DTX_EABORTED, "the branch was cancelled before it started");
     else if (rc < 0)
         run_lost(r, answered, why);
@@ -515,6 +551,7 @@ static int run_build(struct pg_run *r)
         total += cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(op, "params"));
     }
     r->nops = cJSON_GetArraySize(r->ops);
+    r->first_op = r->began ? 0 : 1;
     r->stmts = calloc((size_t)r->nops + 3, sizeof(*r->stmts));
     r->values = calloc((size_t)r->nops + 1, sizeof(*r->values));
     r->params = calloc((size_t)total + 1, sizeof(*r->params));
@@ -522,7 +559,7 @@ static int run_build(struct pg_run *r)
     r->op_index = calloc((size_t)r->nops + 1, sizeof(*r->op_index));
     if (!r->stmts || !r->values || !r->params || !r->expect || !r->op_index)
         abort();
-    r->stmts[0] = (struct pgx_stmt){"BEGIN", 0, NULL, false};
+    r->stmts[0] = (struct pgx_stmt){"BEGIN", 0, NULL, false}; /* overwritten when began */
     cJSON_ArrayForEach(op, r->ops)
     {
         const cJSON *sql = cJSON_GetObjectItemCaseSensitive(op, "sql");
@@ -539,18 +576,19 @@ static int run_build(struct pg_run *r)
             return DTX_EINVAL;
         }
         all_reads = all_reads && reads;
-        r->stmts[1 + k].sql = sql->valuestring;
-        r->stmts[1 + k].nparams = op_params(r, cJSON_GetObjectItemCaseSensitive(op, "params"), k);
-        r->stmts[1 + k].values = r->values[k];
+        r->stmts[r->first_op + k].sql = sql->valuestring;
+        r->stmts[r->first_op + k].nparams =
+            op_params(r, cJSON_GetObjectItemCaseSensitive(op, "params"), k);
+        r->stmts[r->first_op + k].values = r->values[k];
         if (r->one_phase && r->expect[k] >= 0)
             r->split = true;
         k++;
     }
-    if (!r->one_phase && all_reads)
+    if ((!r->one_phase && all_reads) || r->interactive)
         r->split = true;
-    r->stmts[1 + r->nops] =
+    r->stmts[r->first_op + r->nops] =
         (struct pgx_stmt){"SELECT pg_current_xact_id_if_assigned()", 0, NULL, r->split};
-    r->nstmts = r->nops + 2;
+    r->nstmts = r->first_op + r->nops + 1;
     if (!r->split) {
         if (r->one_phase)
             snprintf(r->end_sql, sizeof(r->end_sql), "COMMIT");
@@ -562,6 +600,8 @@ static int run_build(struct pg_run *r)
     }
     return 0;
 }
+
+static void on_wait_timeout(struct ev_loop *loop, struct ev_timer *t);
 
 static struct rm_run *pg_run(struct rm *base, const char *gid, cJSON *ops, bool one_phase,
                              uint32_t timeout_ms, rm_run_fn done, void *arg)
@@ -581,6 +621,7 @@ static struct rm_run *pg_run(struct rm *base, const char *gid, cJSON *ops, bool 
     buf_init(&r->results);
     dtx_err_clear(&r->err);
     ev_defer_init(&r->deliver, on_run_deliver, r);
+    ev_timer_init(&r->wait_timer, on_wait_timeout, r); /* never armed: no session */
     list_insert_tail(&rm->runs, &r->link);
     if (!cJSON_IsArray(ops) || run_build(r) < 0) {
         run_fail(r, DTX_EINVAL, "the branch's ops are malformed");
@@ -596,6 +637,102 @@ static struct rm_run *pg_run(struct rm *base, const char *gid, cJSON *ops, bool 
                               .data = r};
     pgx_submit(rm->pool, &r->job);
     return &r->base;
+}
+
+/* ---- interactive branches ------------------------------------------------------- */
+
+static void on_wait_timeout(struct ev_loop *loop, struct ev_timer *t)
+{
+    struct pg_run *r = t->data;
+
+    (void)loop;
+    if (r->job.sent)
+        return; /* it got a connection just in time */
+    r->waited_out = true;
+    dtx_err_set(&r->err, DTX_EBUSY,
+                "shard '%s': no PostgreSQL connection was free within %u ms (every one is held "
+                "by an open transaction); try again shortly",
+                r->rm->shard, r->wait_ms);
+    snprintf(r->err.shard, sizeof(r->err.shard), "%s", r->rm->shard);
+    pgx_cancel(r->rm->pool, &r->job);
+}
+
+static struct rm_run *pg_exec(struct rm *base, struct rm_run *session, const char *gid, cJSON *ops,
+                              uint32_t timeout_ms, uint32_t wait_ms, rm_run_fn done, void *arg)
+{
+    struct pg_rm *rm = (struct pg_rm *)base;
+    struct pg_run *r = (struct pg_run *)session;
+    struct pgx_conn *conn;
+
+    if (!r) {
+        if (!(r = calloc(1, sizeof(*r))))
+            abort();
+        r->base.rm = base;
+        r->rm = rm;
+        r->interactive = true;
+        snprintf(r->gid, sizeof(r->gid), "%s", gid);
+        buf_init(&r->results);
+        ev_defer_init(&r->deliver, on_run_deliver, r);
+        ev_timer_init(&r->wait_timer, on_wait_timeout, r);
+        list_insert_tail(&rm->runs, &r->link);
+    }
+    run_free_ops(r);
+    r->ops = ops;
+    r->done = done;
+    r->arg = arg;
+    r->cancelled = false;
+    r->have_xid = false;
+    r->stage = RS_MAIN;
+    dtx_err_clear(&r->err);
+    if (!cJSON_IsArray(ops) || run_build(r) < 0) {
+        if (r->began) {
+            run_send_end(r, "ROLLBACK");
+            return &r->base;
+        }
+        run_fail(r, DTX_EINVAL, "the branch's ops are malformed");
+        return &r->base;
+    }
+    conn = r->began ? r->job.conn : NULL;
+    r->job = (struct pgx_job){.stmts = r->stmts,
+                              .nstmts = r->nstmts,
+                              .phase2 = false,
+                              .hold = true,
+                              .timeout_ms = timeout_ms,
+                              .on_result = run_result,
+                              .on_done = run_done,
+                              .data = r};
+    if (conn) {
+        pgx_submit_on(conn, &r->job);
+    } else {
+        r->wait_ms = wait_ms;
+        pgx_submit(rm->pool, &r->job);
+        if (wait_ms && !r->job.sent)
+            ev_timer_start(rm->loop, &r->wait_timer, wait_ms);
+    }
+    return &r->base;
+}
+
+static void pg_end(struct rm *base, struct rm_run *session, enum rm_end how, rm_run_fn done,
+                   void *arg)
+{
+    struct pg_run *r = (struct pg_run *)session;
+    char sql[DTX_GID_MAX + 32];
+
+    (void)base;
+    r->done = done;
+    r->arg = arg;
+    run_free_ops(r);
+    dtx_err_clear(&r->err);
+    if (how == RM_END_ROLLBACK) {
+        dtx_err_set(&r->err, DTX_EABORTED, "rolled back as asked");
+        run_send_end(r, "ROLLBACK");
+    } else if (how == RM_END_COMMIT || r->xid_null) {
+        r->one_phase = how == RM_END_COMMIT;
+        run_send_end(r, "COMMIT"); /* a branch that wrote nothing needs no PREPARE */
+    } else {
+        snprintf(sql, sizeof(sql), "PREPARE TRANSACTION '%s'", r->gid);
+        run_send_end(r, sql);
+    }
 }
 
 static void pg_cancel(struct rm *base, struct rm_run *run)
@@ -1072,6 +1209,8 @@ static const struct rm_ops pg_ops = {
     .name = "postgresql",
     .run = pg_run,
     .cancel = pg_cancel,
+    .exec = pg_exec,
+    .end = pg_end,
     .finish = pg_finish,
     .status = pg_status,
     .list_prepared = pg_list_prepared,

@@ -30,6 +30,9 @@ struct agent_config {
     uint32_t http_conn_limit;
     uint32_t recovery_interval_ms; /* how often prepared branches are checked */
     uint32_t recovery_min_age_ms;  /* younger ones are left to the normal protocol */
+    uint32_t max_open_branches;    /* interactive branches open at once (each holds a connection) */
+    uint32_t open_wait_ms;         /* how long a new one may wait for a free connection */
+    uint32_t prepared_headroom;    /* prepared-transaction slots never used, per server */
     char log_level[16];
 };
 

@@ -40,6 +40,9 @@ struct txreq {
  */
 int api_parse_tx(const char *body, size_t len, const struct coord_config *cfg, struct txreq *out,
                  struct dtx_err *err);
+/* The body of POST /v1/transactions/{gtid}/ops ({"ops":[..]}), validated like the above. */
+int api_parse_ops(const char *body, size_t len, const struct coord_config *cfg, struct txreq *out,
+                  struct dtx_err *err);
 void api_txreq_release(struct txreq *r);
 
 /* The httpd handler; ctx is the struct coord. */

@@ -49,6 +49,15 @@ bool coord_accepting(const struct coord *co, struct dtx_err *why);
 void coord_submit(struct coord *co, struct txreq *req, struct httpd_req *client);
 
 /*
+ * Interactive transactions (begun by coord_submit with req->interactive):
+ * a call's ops (takes req's contents), the commit, the abort. Each
+ * answers client now or later; one call at a time per transaction.
+ */
+void coord_ops(struct coord *co, const char *gtid, struct txreq *req, struct httpd_req *client);
+void coord_commit(struct coord *co, const char *gtid, struct httpd_req *client);
+void coord_abort(struct coord *co, const char *gtid, struct httpd_req *client);
+
+/*
  * What a participant holding a prepared branch of gtid on shard must do:
  * "commit" (with the branch's xid in *xid when known), "abort",
  * "in_flight" (still being decided: ask again later, never guess), or

@@ -55,6 +55,8 @@ struct coord_config {
     uint32_t log_group_delay_us; /* group-commit delay of the decision log (0: none) */
     uint32_t log_group_siblings; /* ... applied when this many transactions await votes */
     uint32_t http_conn_limit;
+    uint32_t max_active_transactions; /* more in flight at once are refused with 429 */
+    uint32_t interactive_timeout_ms;  /* an interactive one idle this long is aborted */
     char log_level[16];
     char client_token[CONF_TOKEN_MAX];
     char admin_token[CONF_TOKEN_MAX];

@@ -37,7 +37,8 @@
     X(DTX_ELOGFAIL, -20, 503, "log_unavailable")                                                   \
     X(DTX_EABORTED, -21, 409, "aborted")                                                           \
     X(DTX_EUNSUPPORTED, -22, 400, "unsupported")                                                   \
-    X(DTX_ECONFLICT, -23, 409, "conflict")
+    X(DTX_ECONFLICT, -23, 409, "conflict")                                                         \
+    X(DTX_EBUSY, -24, 429, "overloaded")
 
 enum dtx_errcode {
     DTX_OK = 0,

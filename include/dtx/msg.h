@@ -8,12 +8,20 @@
  *     one_phase  {"t":"one_phase","gtid":G,"ops":[OP..],"timeout_ms":T}
  *     commit     {"t":"commit","gtid":G,"xid":"X"}
  *     abort      {"t":"abort","gtid":G}
+ *     exec       {"t":"exec","gtid":G,"ops":[OP..],"timeout_ms":T,"idle_ms":I}
+ *                (interactive: run ops in the branch's open transaction, beginning
+ *                it if new; roll it back if no message about it comes for I ms.
+ *                A later prepare / one_phase with "ops":[] ends that transaction,
+ *                an abort rolls it back)
  *   participant -> coordinator
  *     hello      {"t":"hello","shard":S}
  *     vote       {"t":"vote","gtid":G,"vote":"yes|no|readonly","xid":"X","error":E} RESULTS
  *     outcome    {"t":"outcome","gtid":G,"outcome":"committed|aborted|unknown","error":E}
  *                RESULTS
  *     ack        {"t":"ack","gtid":G,"outcome":"committed|aborted","error":E}
+ *     executed   {"t":"executed","gtid":G,"error":E} RESULTS
+ *                (the exec's ops ran, or with E they failed and the branch was
+ *                rolled back)
  *
  *   OP = {"i":index in the client's request,"sql":..,"params":[..],"expect_rows":n}
  *   RESULTS = the trailer after the JSON object: for each op, "\n" and its result
@@ -47,6 +55,8 @@ enum msg_type {
     MSG_VOTE,
     MSG_OUTCOME,
     MSG_ACK,
+    MSG_EXEC,
+    MSG_EXECUTED,
 };
 
 enum msg_vote { VOTE_NONE = 0, VOTE_YES, VOTE_NO, VOTE_READONLY };
@@ -61,6 +71,7 @@ struct msg {
     uint64_t epoch;
     const cJSON *ops;
     uint32_t timeout_ms;
+    uint32_t idle_ms;
     uint64_t xid; /* 0: none */
     enum msg_vote vote;
     enum msg_outcome outcome;

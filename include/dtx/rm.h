@@ -38,7 +38,11 @@ enum rm_outcome {
     RM_COMMITTED,   /* committed (one phase, or a finished prepared branch) */
     RM_ROLLED_BACK, /* rolled back; nothing of it remains */
     RM_UNKNOWN,     /* one phase: the commit's outcome cannot be determined */
+    RM_ACTIVE,      /* interactive: the ops ran, the transaction stays open */
 };
+
+/* How an interactive branch ends. */
+enum rm_end { RM_END_PREPARE, RM_END_COMMIT, RM_END_ROLLBACK };
 
 struct rm_result {
     enum rm_outcome outcome;
@@ -105,6 +109,23 @@ struct rm_ops {
     /* Asks a running branch to stop; its done callback still comes. */
     void (*cancel)(struct rm *rm, struct rm_run *run);
     /*
+     * Interactive branches: a transaction left open between calls, on a
+     * connection of its own. exec runs ops in session's transaction, or,
+     * with session NULL, begins one (waiting at most wait_ms for a free
+     * connection) and returns the new session. done gets RM_ACTIVE with the
+     * ops' results (the transaction stays open), or RM_ROLLED_BACK with
+     * err (an op failed; no connection was free: DTX_EBUSY), after which
+     * the session is gone. One call at a time per session.
+     */
+    struct rm_run *(*exec)(struct rm *rm, struct rm_run *session, const char *gid, cJSON *ops,
+                           uint32_t timeout_ms, uint32_t wait_ms, rm_run_fn done, void *arg);
+    /*
+     * Ends an open session (no exec running): PREPARE (RM_PREPARED, or
+     * RM_READONLY when it wrote nothing), COMMIT (RM_COMMITTED, RM_UNKNOWN)
+     * or ROLLBACK (RM_ROLLED_BACK); the session is gone once done is called.
+     */
+    void (*end)(struct rm *rm, struct rm_run *session, enum rm_end how, rm_run_fn done, void *arg);
+    /*
      * Commits (commit) or rolls back the prepared branch gid; xid (0 if not
      * known) lets it tell what happened to a branch that is no longer
      * prepared. Calls done with RM_COMMITTED or RM_ROLLED_BACK; err is set
@@ -139,6 +160,19 @@ static inline struct rm_run *rm_start(struct rm *rm, const char *gid, cJSON *ops
 static inline void rm_cancel(struct rm *rm, struct rm_run *run)
 {
     rm->ops->cancel(rm, run);
+}
+
+static inline struct rm_run *rm_exec(struct rm *rm, struct rm_run *session, const char *gid,
+                                     cJSON *ops, uint32_t timeout_ms, uint32_t wait_ms,
+                                     rm_run_fn done, void *arg)
+{
+    return rm->ops->exec(rm, session, gid, ops, timeout_ms, wait_ms, done, arg);
+}
+
+static inline void rm_end(struct rm *rm, struct rm_run *session, enum rm_end how, rm_run_fn done,
+                          void *arg)
+{
+    rm->ops->end(rm, session, how, done, arg);
 }
 
 static inline void rm_finish(struct rm *rm, const char *gid, uint64_t xid, bool commit,

@@ -58,6 +58,10 @@ enum tx_event {
     TXE_RESEND,        /* a participant is back: resend what was lost */
     TXE_RECOVER,       /* replay found a COMMIT record without END: finish phase 2 */
     TXE_RECOVER_DONE,  /* replay found a COMMIT record with END */
+    TXE_EXEC,          /* interactive: send a call's ops to their branches */
+    TXE_EXECUTED,      /* interactive: a branch ran its part of the call */
+    TXE_EXEC_FAILED,   /* interactive: a branch's ops failed (it rolled back) */
+    TXE_ABORT,         /* interactive: the client asked to abort */
     TX_NEVENTS
 };
 
@@ -73,6 +77,8 @@ enum branch_state {
     BR_COMMITTED,
     BR_ABORTING, /* rollback sent */
     BR_ABORTED,
+    BR_OPEN,      /* interactive: its transaction is open on the participant */
+    BR_EXECUTING, /* interactive: a call's ops were sent, the answer is awaited */
     BR_NSTATES
 };
 
@@ -102,7 +108,10 @@ struct tx;
 #define TX_RETRY_MIN_MS 200
 #define TX_RETRY_MAX_MS 30000
 
-enum tx_send { TX_SEND_PREPARE, TX_SEND_ONE_PHASE, TX_SEND_COMMIT, TX_SEND_ABORT };
+enum tx_send { TX_SEND_PREPARE, TX_SEND_ONE_PHASE, TX_SEND_COMMIT, TX_SEND_ABORT, TX_SEND_EXEC };
+
+/* What the client of an interactive transaction is waiting for. */
+enum tx_call { TX_CALL_NONE, TX_CALL_OPS, TX_CALL_COMMIT, TX_CALL_ABORT };
 
 struct tx_env {
     /* Sends a protocol message to b's participant: 0, or DTX_EUNAVAIL if not connected. */
@@ -139,8 +148,11 @@ struct tx {
     char gtid[DTX_GTID_MAX + 1];
     const struct tx_env *env;
     enum tx_state state;
-    uint8_t protocol; /* 2 */
-    char *idem_key;   /* may be NULL */
+    uint8_t protocol;  /* 2 */
+    bool interactive;  /* begun with "interactive": true; ops arrive call by call */
+    enum tx_call call; /* interactive: the request being served */
+    uint32_t idle_ms;  /* interactive: aborted when idle this long */
+    char *idem_key;    /* may be NULL */
     uint64_t req_hash;
     uint64_t created_wall_us;
     uint64_t decided_wall_us;

@@ -67,9 +67,11 @@ class ApiTest(ClusterTest):
         self.refused(status, body, 400, "unsupported", "three-phase commit")
         self.assert_nothing_ran()
 
-    def test_interactive_transactions_are_refused_until_they_exist(self):
-        status, body = self.c.request("POST", "/v1/transactions", {"interactive": True})
-        self.refused(status, body, 400, "unsupported", "interactive")
+    def test_interactive_begin_with_ops_is_refused(self):
+        status, body = self.c.request("POST", "/v1/transactions",
+                                      {"interactive": True, "ops": [TOUCH]})
+        self.refused(status, body, 400, "bad_request", "/ops")
+        self.assert_nothing_ran()
 
     def test_unknown_endpoint_is_404_and_wrong_method_405(self):
         status, body = self.c.request("GET", "/v1/nothing")

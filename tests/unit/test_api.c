@@ -187,10 +187,44 @@ static void three_phase_commit_is_refused_until_it_exists(void)
             "'protocol' must be \"2pc\" or \"3pc\"");
 }
 
-static void interactive_transactions_are_refused_until_they_exist(void)
+static void interactive_begin_takes_no_ops_and_no_idempotency_key(void)
 {
-    refused("{\"interactive\":true,\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT 1\"}]}",
-            DTX_EUNSUPPORTED, "interactive transactions are not available");
+    struct txreq r;
+    struct dtx_err err;
+    static const char begin[] = "{\"interactive\":true,\"timeout_ms\":2500}";
+
+    refused("{\"interactive\":true,\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT 1\"}]}", DTX_EINVAL,
+            "takes its ops with POST /v1/transactions/{gtid}/ops");
+    refused("{\"interactive\":true,\"idempotency_key\":\"k\"}", DTX_EINVAL,
+            "'idempotency_key' is for one-shot transactions");
+    refused("{\"interactive\":true,\"protocol\":\"3pc\"}", DTX_EUNSUPPORTED,
+            "three-phase commit) is not available");
+    dtx_err_clear(&err);
+    CU_ASSERT_EQUAL_FATAL(api_parse_tx(begin, strlen(begin), &CFG, &r, &err), 0);
+    CU_ASSERT_TRUE(r.interactive);
+    CU_ASSERT_EQUAL(r.timeout_ms, 2500);
+    CU_ASSERT_EQUAL(r.nops, 0);
+    api_txreq_release(&r);
+}
+
+static void ops_call_takes_only_ops(void)
+{
+    struct txreq r;
+    struct dtx_err err;
+    static const char ok[] = "{\"ops\":[{\"shard\":\"s2\",\"sql\":\"SELECT 1\"}]}";
+    static const char extra[] =
+        "{\"ops\":[{\"shard\":\"s2\",\"sql\":\"SELECT 1\"}],\"timeout_ms\":5}";
+    static const char none[] = "{\"ops\":[]}";
+
+    dtx_err_clear(&err);
+    CU_ASSERT_EQUAL_FATAL(api_parse_ops(ok, strlen(ok), &CFG, &r, &err), 0);
+    CU_ASSERT_EQUAL(r.nops, 1);
+    CU_ASSERT_EQUAL(r.ops[0].shard, 1);
+    api_txreq_release(&r);
+    CU_ASSERT_EQUAL(api_parse_ops(extra, strlen(extra), &CFG, &r, &err), DTX_EINVAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "'timeout_ms' is not a known key"));
+    CU_ASSERT_EQUAL(api_parse_ops(none, strlen(none), &CFG, &r, &err), DTX_EINVAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "'ops' must hold 1 to"));
 }
 
 static void bad_timeout_and_idempotency_key_are_refused(void)
@@ -267,7 +301,8 @@ int main(void)
         UNIT_TEST(bad_expect_rows_is_refused),
         UNIT_TEST(unknown_keys_are_refused),
         UNIT_TEST(three_phase_commit_is_refused_until_it_exists),
-        UNIT_TEST(interactive_transactions_are_refused_until_they_exist),
+        UNIT_TEST(interactive_begin_takes_no_ops_and_no_idempotency_key),
+        UNIT_TEST(ops_call_takes_only_ops),
         UNIT_TEST(bad_timeout_and_idempotency_key_are_refused),
         UNIT_TEST(same_ops_hash_alike_and_different_ops_differ),
         UNIT_TEST(config_errors_name_file_key_and_problem),

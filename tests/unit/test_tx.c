@@ -29,7 +29,7 @@ static void record(const char *what)
 
 static int stub_send(struct tx *tx, struct tx_branch *b, enum tx_send what)
 {
-    static const char *const names[] = {"prepare", "one_phase", "commit", "abort"};
+    static const char *const names[] = {"prepare", "one_phase", "commit", "abort", "exec"};
     char s[24];
 
     (void)tx;
@@ -103,11 +103,10 @@ static struct tx *new_tx(size_t nbranches)
 static struct tx *tx_in(enum tx_state s)
 {
     static const enum branch_state br[TX_NSTATES] = {
-        [TX_ACTIVE] = BR_NEW,          [TX_PREPARING] = BR_PREPARING,
-        [TX_LOGGING] = BR_PREPARED,    [TX_COMMITTING] = BR_COMMITTING,
-        [TX_COMMITTED] = BR_COMMITTED, [TX_ABORTING] = BR_ABORTING,
-        [TX_ABORTED] = BR_ABORTED,     [TX_ONE_PHASE] = BR_PREPARING,
-        [TX_IN_DOUBT] = BR_PREPARED,   [TX_UNKNOWN] = BR_LOST,
+        [TX_ACTIVE] = BR_OPEN,           [TX_PREPARING] = BR_PREPARING, [TX_LOGGING] = BR_PREPARED,
+        [TX_COMMITTING] = BR_COMMITTING, [TX_COMMITTED] = BR_COMMITTED, [TX_ABORTING] = BR_ABORTING,
+        [TX_ABORTED] = BR_ABORTED,       [TX_ONE_PHASE] = BR_PREPARING, [TX_IN_DOUBT] = BR_PREPARED,
+        [TX_UNKNOWN] = BR_LOST,
     };
     size_t n = s == TX_ONE_PHASE || s == TX_UNKNOWN ? 1 : 2;
     struct tx *tx = new_tx(n);

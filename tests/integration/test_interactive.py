@@ -1,0 +1,357 @@
+"""Interactive transactions over several HTTP requests, and admission
+control: the cap on transactions in flight, bounded branch connections on
+the participants, and headroom in PostgreSQL's prepared-transaction slots."""
+
+import http.client
+import json
+import random
+import threading
+import time
+
+from harness import LOG_STATEMENTS, ClusterTest, parallel
+
+
+class InteractiveMixin:
+
+    def begin(self, **kw):
+        body = {"interactive": True}
+        body.update(kw)
+        status, ans = self.c.request("POST", "/v1/transactions", body)
+        self.assertEqual(status, 201, ans)
+        self.assertEqual(ans["status"], "active")
+        return ans["gtid"]
+
+    def ops(self, gtid, *ops):
+        return self.c.request("POST", "/v1/transactions/%s/ops" % gtid, {"ops": list(ops)})
+
+    def commit(self, gtid):
+        return self.c.request("POST", "/v1/transactions/%s/commit" % gtid, {})
+
+    def abort(self, gtid):
+        return self.c.request("POST", "/v1/transactions/%s/abort" % gtid, {})
+
+
+def sql(shard, text, *params, **kw):
+    op = {"shard": shard, "sql": text}
+    if params:
+        op["params"] = list(params)
+    op.update(kw)
+    return op
+
+
+class InteractiveTest(InteractiveMixin, ClusterTest):
+
+    ACCT = iter(range(1, 60))
+
+    def setUp(self):
+        self.acct = next(InteractiveTest.ACCT)
+
+    def test_read_then_write_across_two_shards_over_several_requests(self):
+        a = self.acct
+        gtid = self.begin()
+        status, ans = self.ops(gtid,
+                               sql("s1", "SELECT id, balance FROM accounts WHERE id = $1", a),
+                               sql("s2", "SELECT balance, 'x'::text AS tag FROM accounts "
+                                         "WHERE id = $1", a))
+        self.assertEqual(status, 200, ans)
+        self.assertEqual(ans["gtid"], gtid)
+        r1, r2 = ans["results"]
+        self.assertEqual((r1["shard"], r1["columns"], r1["rows"]), ("s1", ["id", "balance"],
+                                                                      [[a, 1000]]))
+        self.assertEqual((r2["columns"], r2["rows"]), (["balance", "tag"], [[1000, "x"]]))
+        # the service decides on what it read, then writes
+        amount = r1["rows"][0][1] // 4
+        status, ans = self.ops(gtid,
+                               sql("s1", "UPDATE accounts SET balance = balance - $1 WHERE id = $2",
+                                   amount, a, expect_rows=1),
+                               sql("s2", "UPDATE accounts SET balance = balance + $1 WHERE id = $2 "
+                                         "RETURNING balance", amount, a))
+        self.assertEqual(status, 200, ans)
+        self.assertEqual(ans["results"][1]["rows"], [[1250]])
+        self.assertEqual((self.balance(0, a), self.balance(1, a)), (1000, 1000),
+                         "nothing is visible before the commit")
+        status, state = self.c.request("GET", "/v1/transactions/" + gtid)
+        self.assertEqual((state["status"], [s["state"] for s in state["shards"]]),
+                         ("active", ["open", "open"]))
+        status, ans = self.commit(gtid)
+        self.assertEqual((status, ans["status"]), (200, "committed"), ans)
+        self.assertEqual((self.balance(0, a), self.balance(1, a)), (750, 1250))
+        self.assert_no_prepared()
+        for s in ("s1", "s2"):
+            self.assertTrue(any("PREPARE TRANSACTION" in l for l in self.statements_for(s, gtid)))
+
+    def test_later_ops_see_earlier_writes_on_the_same_shard(self):
+        a = self.acct
+        gtid = self.begin()
+        self.assertEqual(self.ops(gtid, sql("s3", "UPDATE accounts SET balance = 7 "
+                                                  "WHERE id = $1", a))[0], 200)
+        status, ans = self.ops(gtid, sql("s3", "SELECT balance FROM accounts WHERE id = $1", a))
+        self.assertEqual(ans["results"][0]["rows"], [[7]])
+        status, ans = self.commit(gtid)
+        self.assertEqual(status, 200, ans)
+        self.assertEqual(self.balance(2, a), 7)
+        lines = self.statements_for("s3", gtid)
+        self.assertFalse(any("PREPARE TRANSACTION" in l for l in lines),
+                         "one shard commits in one phase")
+
+    def test_two_services_add_ops_to_one_gtid(self):
+        a = self.acct
+        gtid = self.begin()
+        out = {}
+
+        def service_a():  # debits, then hands the gtid on
+            out["a"] = self.ops(gtid, sql("s1", "UPDATE accounts SET balance = balance - 30 "
+                                                "WHERE id = $1", a, expect_rows=1))
+
+        def service_b():  # credits on another shard and commits
+            out["b"] = self.ops(gtid, sql("s2", "UPDATE accounts SET balance = balance + 30 "
+                                                "WHERE id = $1", a, expect_rows=1))
+            out["commit"] = self.commit(gtid)
+
+        for fn in (service_a, service_b):
+            t = threading.Thread(target=fn)
+            t.start()
+            t.join()
+        self.assertEqual([out[k][0] for k in ("a", "b", "commit")], [200, 200, 200], out)
+        self.assertEqual((self.balance(0, a), self.balance(1, a)), (970, 1030))
+
+    def test_a_failed_op_aborts_everywhere_and_every_later_call_gets_409(self):
+        a = self.acct
+        gtid = self.begin()
+        self.assertEqual(self.ops(gtid, sql("s1", "UPDATE accounts SET balance = 0 "
+                                                  "WHERE id = $1", a))[0], 200)
+        status, ans = self.ops(gtid, sql("s2", "UPDATE no_such_table SET x = 1"))
+        self.assertEqual(status, 409, ans)
+        self.assertEqual((ans["status"], ans["error"]["code"], ans["error"]["shard"]),
+                         ("aborted", "sql_error", "s2"))
+        for call in (lambda: self.ops(gtid, sql("s3", "SELECT 1")), lambda: self.commit(gtid)):
+            status, again = call()
+            self.assertEqual(status, 409, again)
+            self.assertEqual(again["error"]["code"], "sql_error")
+        self.assertEqual(self.abort(gtid)[0], 200, "abort is idempotent")
+        self.assertEqual(self.balance(0, a), 1000)
+        self.assert_no_prepared()
+
+    def test_expect_rows_mismatch_in_a_call_aborts(self):
+        gtid = self.begin()
+        status, ans = self.ops(gtid, sql("s1", "UPDATE accounts SET balance = 1 WHERE id = -5",
+                                         expect_rows=1))
+        self.assertEqual((status, ans["error"]["code"]), (409, "expect_rows_mismatch"), ans)
+
+    def test_idle_timeout_aborts_and_frees_the_rows(self):
+        a = self.acct
+        gtid = self.begin(timeout_ms=700)
+        self.assertEqual(self.ops(gtid, sql("s1", "UPDATE accounts SET balance = 1 "
+                                                  "WHERE id = $1", a))[0], 200)
+        time.sleep(1.2)
+        start = time.time()
+        status, ans = self.c.tx([sql("s1", "UPDATE accounts SET balance = balance + 5 "
+                                           "WHERE id = $1", a, expect_rows=1)], timeout_ms=3000)
+        self.assertEqual(status, 200, ans)
+        self.assertLess(time.time() - start, 1.0, "the row was free")
+        status, ans = self.ops(gtid, sql("s1", "SELECT 1"))
+        self.assertEqual((status, ans["error"]["code"]), (409, "timeout"), ans)
+        self.assertIn("idle", ans["error"]["message"])
+        self.assertEqual(self.commit(gtid)[0], 409)
+        self.assertEqual(self.balance(0, a), 1005)
+
+    def test_abort_releases_locks_at_once(self):
+        a = self.acct
+        gtid = self.begin()
+        self.assertEqual(self.ops(gtid, sql("s2", "UPDATE accounts SET balance = 1 "
+                                                  "WHERE id = $1", a))[0], 200)
+        result = {}
+        t = threading.Thread(target=lambda: result.setdefault("tx", self.c.tx(
+            [sql("s2", "UPDATE accounts SET balance = balance + 1 WHERE id = $1", a,
+                 expect_rows=1)], timeout_ms=10000)))
+        t.start()
+        time.sleep(0.5)
+        self.assertTrue(t.is_alive(), "the one-shot transaction waits on the row lock")
+        start = time.time()
+        status, ans = self.abort(gtid)
+        self.assertEqual((status, ans), (200, {"gtid": gtid, "status": "aborted"}))
+        t.join()
+        self.assertLess(time.time() - start, 1.0)
+        self.assertEqual(result["tx"][0], 200, result)
+        self.assertEqual(self.balance(1, a), 1001)
+        status, ans = self.ops(gtid, sql("s2", "SELECT 1"))
+        self.assertEqual((status, ans["error"]["code"]), (409, "aborted"))
+
+    def test_commit_and_abort_of_unknown_committed_or_aborted_transactions(self):
+        for call in (self.commit, self.abort, lambda g: self.ops(g, sql("s1", "SELECT 1"))):
+            status, ans = call("c1-99999-1")
+            self.assertEqual((status, ans["error"]["code"]), (404, "not_found"))
+        gtid = self.begin()
+        self.assertEqual(self.ops(gtid, sql("s1", "SELECT 1"), sql("s2", "SELECT 2"))[0], 200)
+        self.assertEqual(self.commit(gtid)[0], 200)
+        self.assertEqual(self.commit(gtid)[0], 200, "a retried commit gets the same outcome")
+        status, ans = self.abort(gtid)
+        self.assertEqual((status, ans["error"]["code"]), (409, "conflict"))
+        status, ans = self.ops(gtid, sql("s1", "SELECT 1"))
+        self.assertEqual((status, ans["error"]["code"]), (409, "conflict"))
+        gtid = self.begin()
+        self.assertEqual(self.abort(gtid)[0], 200)
+        status, ans = self.commit(gtid)
+        self.assertEqual((status, ans["status"], ans["error"]["code"]), (409, "aborted", "aborted"))
+        status, body = self.c.tx([sql("s1", "SELECT 1")])
+        status, ans = self.ops(body["gtid"], sql("s1", "SELECT 1"))
+        self.assertEqual((status, ans["error"]["code"]), (409, "conflict"), "not interactive")
+
+    def test_read_only_transaction_prepares_nothing(self):
+        gtid = self.begin()
+        self.assertEqual(self.ops(gtid, sql("s1", "SELECT 1"), sql("s3", "SELECT 2"))[0], 200)
+        status, ans = self.commit(gtid)
+        self.assertEqual(status, 200, ans)
+        for s in ("s1", "s3"):
+            self.assertFalse(any("PREPARE" in l for l in self.statements_for(s, gtid)))
+
+    def test_empty_transaction_commits(self):
+        gtid = self.begin()
+        self.assertEqual(self.commit(gtid)[0], 200)
+
+    def test_three_phase_commit_and_bad_calls_are_refused(self):
+        status, ans = self.c.request("POST", "/v1/transactions",
+                                     {"interactive": True, "protocol": "3pc"})
+        self.assertEqual((status, ans["error"]["code"]), (400, "unsupported"))
+        gtid = self.begin()
+        status, ans = self.c.request("POST", "/v1/transactions/%s/ops" % gtid, {"ops": []})
+        self.assertEqual(status, 400, ans)
+        status, ans = self.c.request("POST", "/v1/transactions/%s/ops" % gtid,
+                                     {"ops": [{"shard": "s9", "sql": "SELECT 1"}]})
+        self.assertEqual((status, ans["error"]["code"]), (400, "bad_request"))
+        status, ans = self.c.request("POST", "/v1/transactions/%s/frobnicate" % gtid, {})
+        self.assertEqual(status, 404)
+        self.assertEqual(self.commit(gtid)[0], 200, "refused calls did not harm it")
+
+    def test_concurrent_bank_workload_keeps_the_total(self):
+        total = self.total()
+        counts = {"committed": 0, "aborted": 0}
+        lock = threading.Lock()
+
+        def worker(i):
+            rnd = random.Random(i)
+            end = time.time() + 6
+            while time.time() < end:
+                a, b = rnd.sample(range(60, 101), 2)
+                src, dst = rnd.sample(["s1", "s2", "s3"], 2)
+                gtid = self.begin(timeout_ms=5000)
+                status, ans = self.ops(gtid, sql(src, "SELECT balance FROM accounts "
+                                                      "WHERE id = $1 FOR UPDATE", a))
+                if status != 200:
+                    continue
+                amount = min(ans["results"][0]["rows"][0][0], rnd.randint(1, 20))
+                status, ans = self.ops(
+                    gtid,
+                    sql(src, "UPDATE accounts SET balance = balance - $1 WHERE id = $2",
+                        amount, a, expect_rows=1),
+                    sql(dst, "UPDATE accounts SET balance = balance + $1 WHERE id = $2",
+                        amount, b, expect_rows=1))
+                if status == 200:
+                    status, ans = self.commit(gtid)
+                else:
+                    self.abort(gtid)
+                with lock:
+                    counts["committed" if status == 200 else "aborted"] += 1
+
+        parallel(8, worker)
+        self.assertGreater(counts["committed"], 50, counts)
+        self.assert_no_prepared(timeout=10)
+        self.assertEqual(self.total(), total)
+        for sh in self.c.shards:
+            self.assertEqual(self.c.psql(sh.i, "SELECT count(*) FROM accounts WHERE balance < 0"),
+                             [["0"]])
+
+
+class AdmissionTest(InteractiveMixin, ClusterTest):
+    """A small coordinator cap, small participant pools, few prepared-transaction slots."""
+
+    SHARDS = 2
+    COORD = {"max_active_transactions": 20}
+    AGENT = {"pool_size": 4, "open_wait_ms": 300, "prepared_headroom": 2}
+    PG = LOG_STATEMENTS + ["max_prepared_transactions = 8"]
+
+    def test_200_clients_against_a_small_cap_get_429s_and_nothing_breaks(self):
+        results = []
+
+        def client(i):
+            status, ans = self.c.request("POST", "/v1/transactions", {"interactive": True})
+            results.append((status, ans))
+            return status, ans
+
+        answers = parallel(200, client)
+        opened = [a["gtid"] for s, a in answers if s == 201]
+        refused = [a for s, a in answers if s == 429]
+        self.assertEqual(len(opened) + len(refused), 200, set(s for s, _ in answers))
+        self.assertLessEqual(len(opened), 20)
+        self.assertGreaterEqual(len(refused), 180)
+        self.assertEqual({a["error"]["code"] for a in refused}, {"overloaded"})
+        self.assertIn("max_active_transactions", refused[0]["error"]["message"])
+        for g in opened:
+            self.assertEqual(self.abort(g)[0], 200)
+        status, ans = self.c.tx([sql("s1", "UPDATE accounts SET balance = balance WHERE id = 1"),
+                                 sql("s2", "UPDATE accounts SET balance = balance WHERE id = 1")])
+        self.assertEqual(status, 200, ans)
+        self.assert_no_prepared()
+
+    def test_refusal_carries_retry_after(self):
+        opened = [self.begin() for _ in range(20)]
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.c.coord_port, timeout=10)
+            conn.request("POST", "/v1/transactions", body=json.dumps({"interactive": True}))
+            resp = conn.getresponse()
+            ans = json.loads(resp.read())
+            conn.close()
+            self.assertEqual((resp.status, ans["error"]["code"]), (429, "overloaded"))
+            self.assertEqual(resp.getheader("Retry-After"), "1")
+        finally:
+            for g in opened:
+                self.abort(g)
+
+    def test_exhausted_branch_connections_answer_429_instead_of_hanging(self):
+        # pool_size 4 leaves max_open_branches = 2 on each participant
+        held = [self.begin(), self.begin()]
+        for i, g in enumerate(held):
+            self.assertEqual(self.ops(g, sql("s1", "SELECT $1::int", i))[0], 200)
+        third = self.begin()
+        start = time.time()
+        status, ans = self.ops(third, sql("s1", "SELECT 3"))
+        self.assertLess(time.time() - start, 3)
+        self.assertEqual((status, ans["error"]["code"]), (429, "overloaded"), ans)
+        self.assertIn("max_open_branches", ans["error"]["message"])
+        # one-shot transactions still get a connection meanwhile
+        status, ans = self.c.tx([sql("s1", "UPDATE accounts SET balance = balance WHERE id = 2"),
+                                 sql("s2", "UPDATE accounts SET balance = balance WHERE id = 2")])
+        self.assertEqual(status, 200, ans)
+        for g in held:
+            self.assertEqual(self.abort(g)[0], 200)
+        g = self.begin()
+        self.assertEqual(self.ops(g, sql("s1", "SELECT 4"))[0], 200, "free again")
+        self.assertEqual(self.commit(g)[0], 200)
+
+    def test_a_burst_never_fills_the_prepared_transaction_slots(self):
+        # two slots taken by somebody else's prepared transactions
+        for i in range(2):
+            self.c.psql(0, "BEGIN; UPDATE accounts SET balance = balance WHERE id = %d; "
+                           "PREPARE TRANSACTION 'other-%d'" % (50 + i, i))
+        try:
+            time.sleep(2.5)  # the participant counts the slots in use every 2 s
+
+            def transfer(i):
+                return self.c.tx([
+                    sql("s1", "UPDATE accounts SET balance = balance - 1 WHERE id = $1", 1 + i),
+                    sql("s2", "UPDATE accounts SET balance = balance + 1 WHERE id = $1", 1 + i)])
+
+            answers = parallel(40, transfer)
+            codes = [(s, a.get("error", {}).get("code")) for s, a in answers]
+            self.assertEqual({c for c in codes} - {(200, None), (429, "overloaded")}, set(),
+                             codes)
+            self.assertGreater(codes.count((200, None)), 0)
+            for s, a in answers:
+                if s == 429:
+                    self.assertIn("prepared-transaction slot", a["error"]["message"])
+            self.assertNotIn("maximum number of prepared transactions reached",
+                             self.pg_log(0) + self.pg_log(1))
+        finally:
+            for i in range(2):
+                self.c.psql(0, "ROLLBACK PREPARED 'other-%d'" % i)
+        self.assert_no_prepared(timeout=5)
