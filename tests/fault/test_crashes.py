@@ -316,3 +316,42 @@ class FaultTest(ClusterTest):
             data[60] ^= 0x01
             f.write(data)
         self.c.start_coordinator()
+
+    # ---- interactive transactions ----------------------------------------------
+
+    def begin_and_write(self):
+        status, ans = self.c.request("POST", "/v1/transactions", {"interactive": True})
+        self.assertEqual(status, 201, ans)
+        gtid = ans["gtid"]
+        status, ans = self.c.request("POST", "/v1/transactions/%s/ops" % gtid, {"ops": [
+            {"shard": "s1", "sql": "UPDATE accounts SET balance = balance - 9 WHERE id = $1",
+             "params": [self.acct]},
+            {"shard": "s2", "sql": "UPDATE accounts SET balance = balance + 9 WHERE id = $1",
+             "params": [self.acct]}]})
+        self.assertEqual(status, 200, ans)
+        return gtid
+
+    def row_is_free(self, shard):
+        """True when a one-shot update of this test's row on shard goes through at once."""
+        status, ans = self.c.tx([{"shard": shard, "sql": "UPDATE accounts SET balance = balance "
+                                 "WHERE id = $1", "params": [self.acct], "expect_rows": 1}],
+                                timeout_ms=1000)
+        return status == 200
+
+    def test_11_open_interactive_branches_are_rolled_back_when_the_coordinator_dies(self):
+        self.begin_and_write()
+        self.c.kill_coordinator()
+        self.restart_coordinator()
+        self.assertTrue(self.row_is_free("s1") and self.row_is_free("s2"),
+                        "the open branches were rolled back, their locks released")
+        self.assertEqual(self.settled(amount=9), "aborted")
+
+    def test_11b_commit_after_a_participant_lost_its_open_branch_aborts(self):
+        gtid = self.begin_and_write()
+        self.c.kill_participant(1)
+        self.c.start_participant(1)
+        self.c.wait_healthy()
+        status, ans = self.c.request("POST", "/v1/transactions/%s/commit" % gtid, {})
+        self.assertEqual((status, ans["status"]), (409, "aborted"), ans)
+        self.assertTrue(self.row_is_free("s1"), "s1's open branch was rolled back too")
+        self.assertEqual(self.settled(amount=9), "aborted")
