@@ -43,6 +43,14 @@
 
 #define SHARD_TIMEOUT_MS 5000
 
+/* True for a well-formed gtid: nothing else goes into a log record or a participant's URL. */
+static bool is_gtid(const char *gtid)
+{
+    uint64_t epoch, seq;
+
+    return gid_parse_gtid(gtid, NULL, &epoch, &seq);
+}
+
 /* ---- asking participants ---------------------------------------------------- */
 
 struct fan;
@@ -556,6 +564,14 @@ static void in_doubt_done(struct fan *f)
 
 /* ---- acting ------------------------------------------------------------------- */
 
+static bool is_conflict(const cJSON *body)
+{
+    const cJSON *e = cJSON_GetObjectItemCaseSensitive(body, "error");
+    const cJSON *code = cJSON_GetObjectItemCaseSensitive(e, "code");
+
+    return cJSON_IsString(code) && strcmp(code->valuestring, "conflict") == 0;
+}
+
 /* The outcome of finishing on each asked shard: [{"shard","outcome"|"error"}]. */
 static cJSON *finish_results(struct fan *f, bool *all_ok)
 {
@@ -577,8 +593,14 @@ static cJSON *finish_results(struct fan *f, bool *all_ok)
             coord_branch_finished(f->co, f->gtid, (int)i, f->commit);
         } else if (p->status == 404) {
             jsonx_add_str(o, "result", "not_prepared");
-        } else if (p->status == 409) {
+        } else if (p->status == 409 && is_conflict(p->body)) {
             jsonx_add_str(o, "result", "in_progress"); /* the participant is finishing it itself */
+        } else if (p->status == 409 && cJSON_IsString(out)) {
+            /* it ended the other way (a heuristic outcome at the database): say so loudly */
+            jsonx_add_str(o, "result", "mismatch");
+            jsonx_add_str(o, "outcome", out->valuestring);
+            jsonx_add_str(o, "error", p->error);
+            *all_ok = false;
         } else {
             jsonx_add_str(o, "result", "failed");
             jsonx_add_str(o, "error", p->error);
@@ -644,13 +666,30 @@ static int shard_arg(struct coord *co, struct httpd_req *req, const cJSON *body,
     return s;
 }
 
+static void recover_branch(struct coord *co, struct httpd_req *req, const char *gtid, int shard,
+                           bool commit, bool orphan)
+{
+    struct fan *f = fan_new(co, req, recover_one_done);
+
+    snprintf(f->gtid, sizeof(f->gtid), "%s", gtid);
+    f->commit = commit;
+    f->heuristic = orphan;
+    log_info("operator: recover %s on shard '%s': %s", gtid, coord_config(co)->shards[shard].name,
+             commit   ? "commit"
+             : orphan ? "roll back the orphan"
+                      : "roll back");
+    fan_finish(f, shard, commit);
+}
+
+static void record_orphan_abort(struct coord *co, struct httpd_req *req, const cJSON *body,
+                                const char *gtid, int shard);
+
 static void post_recover(struct coord *co, struct httpd_req *req)
 {
     cJSON *body = object_body(req);
     const char *gtid = NULL, *outcome;
     struct dtx_err err;
     uint64_t xid;
-    struct fan *f;
     int shard;
 
     if (!body)
@@ -663,23 +702,17 @@ static void post_recover(struct coord *co, struct httpd_req *req)
 
         snprintf(out, sizeof(out), "{\"kicked\":%zu}", coord_kick(co));
         httpd_reply_json(req, 200, strdup(out));
+    } else if (!is_gtid(gtid)) {
+        httpd_reply_errorf(req, DTX_EINVAL, "'%s' is not a gtid", gtid);
     } else if ((shard = shard_arg(co, req, body, true)) >= 0) {
         outcome = coord_outcome(co, gtid, shard, &xid);
-        if (strcmp(outcome, "in_flight") == 0) {
+        if (strcmp(outcome, "in_flight") == 0)
             httpd_reply_errorf(req, DTX_ECONFLICT,
                                "transaction %s is still being decided; it is left alone", gtid);
-        } else {
-            f = fan_new(co, req, recover_one_done);
-            snprintf(f->gtid, sizeof(f->gtid), "%s", gtid);
-            f->commit = strcmp(outcome, "commit") == 0;
-            f->heuristic = strcmp(outcome, "unknown") == 0; /* an orphan: presumed abort */
-            log_info("operator: recover %s on shard '%s': %s", gtid,
-                     coord_config(co)->shards[shard].name,
-                     f->commit      ? "commit"
-                     : f->heuristic ? "roll back the orphan"
-                                    : "roll back");
-            fan_finish(f, shard, f->commit);
-        }
+        else if (strcmp(outcome, "unknown") == 0)
+            record_orphan_abort(co, req, body, gtid, shard);
+        else
+            recover_branch(co, req, gtid, shard, strcmp(outcome, "commit") == 0, false);
     }
     cJSON_Delete(body);
 }
@@ -692,6 +725,44 @@ struct op_ctx {
     int shard;
     bool heuristic;
 };
+
+static void on_orphan_durable(void *arg, int rc, const struct dtx_err *err)
+{
+    struct op_ctx *c = arg;
+
+    if (rc < 0 && err)
+        httpd_reply_error(c->req, err);
+    else if (rc == 0)
+        recover_branch(c->co, c->req, c->gtid, c->shard, false, true);
+    free(c);
+}
+
+/*
+ * An orphan (a gtid this coordinator never issued or has no record of) is
+ * rolled back by presumed abort, but first that decision is logged like an
+ * operator's: every shard of the transaction then gets the same answer,
+ * and a later resolve --commit is refused instead of splitting it.
+ */
+static void record_orphan_abort(struct coord *co, struct httpd_req *req, const cJSON *body,
+                                const char *gtid, int shard)
+{
+    const char *who = "dtxctl recover";
+    struct op_ctx *c = calloc(1, sizeof(*c));
+
+    if (!c)
+        abort();
+    jsonx_str(body, "", "operator", false, &who, NULL);
+    c->co = co;
+    c->req = req;
+    c->shard = shard;
+    c->note.kind = DLOG_OP_RESOLVE;
+    c->note.commit = false;
+    c->note.who = (char *)who;
+    c->note.reason = "recover: an orphan (no record of this transaction here), rolled back by "
+                     "presumed abort";
+    snprintf(c->gtid, sizeof(c->gtid), "%s", gtid);
+    coord_record_operator(co, gtid, &c->note, on_orphan_durable, c);
+}
 
 static void resolve_applied(struct fan *f)
 {
@@ -786,7 +857,15 @@ static bool decision_allowed(struct coord *co, struct httpd_req *req, const char
     uint64_t xid;
     const char *o = coord_outcome(co, gtid, shard, &xid);
     const struct tx *tx = coord_find(co, gtid);
+    int noted = coord_noted_decision(co, gtid);
 
+    if (noted >= 0 && noted != commit) {
+        httpd_reply_errorf(req, DTX_ECONFLICT,
+                           "refused: an operator already decided to %s transaction %s (see "
+                           "dtxctl show %s); a transaction has one outcome on every shard",
+                           noted ? "commit" : "abort", gtid, gtid);
+        return false;
+    }
     if (strcmp(o, "in_flight") == 0) {
         httpd_reply_errorf(req, DTX_ECONFLICT,
                            "refused: transaction %s is still being decided (%s); wait for its "
@@ -924,7 +1003,9 @@ void admin_handle(struct coord *co, struct httpd_req *req, const char *method, c
                n < sizeof(gtid) &&
                (strcmp(action, "/resolve") == 0 || strcmp(action, "/forget") == 0)) {
         snprintf(gtid, sizeof(gtid), "%.*s", (int)n, rest + 14);
-        if (strcmp(action, "/resolve") == 0)
+        if (!is_gtid(gtid))
+            httpd_reply_errorf(req, DTX_EINVAL, "'%s' is not a gtid (node-epoch-sequence)", gtid);
+        else if (strcmp(action, "/resolve") == 0)
             post_resolve(co, req, gtid);
         else
             post_forget(co, req, gtid);

@@ -1408,10 +1408,9 @@ const char *coord_outcome(const struct coord *co, const char *gtid, int shard, u
     *xid = 0;
     if (tx)
         return outcome_of_known(tx, shard, xid);
-    for (const struct coord_opnote *n = coord_notes(co, gtid); n; n = n->next) {
-        if (!n->shard[0] || (shard >= 0 && strcmp(n->shard, co->shard_names[shard]) == 0))
-            return n->commit ? "commit" : "abort"; /* an operator decided */
-    }
+    /* An operator decided: a transaction has one outcome, whichever shard the note named. */
+    if (coord_notes(co, gtid))
+        return coord_notes(co, gtid)->commit ? "commit" : "abort";
     if (!gid_parse_gtid(gtid, node, &epoch, &seq) || strcmp(node, co->cfg->node_id) != 0)
         return "unknown";
     if (epoch < co->epoch || (epoch == co->epoch && seq <= co->seq))
@@ -1424,6 +1423,21 @@ const struct coord_opnote *coord_notes(const struct coord *co, const char *gtid)
     const struct noted *nd = find_noted(co, gtid);
 
     return nd ? nd->notes : NULL;
+}
+
+int coord_noted_decision(const struct coord *co, const char *gtid)
+{
+    const struct coord_opnote *n = coord_notes(co, gtid);
+
+    if (n)
+        return n->commit;
+    for (const struct list_node *p = co->op_wait.next; p != &co->op_wait; p = p->next) {
+        const struct op_wait *w = container_of(p, const struct op_wait, link);
+
+        if (strcmp(w->gtid, gtid) == 0)
+            return w->note.commit;
+    }
+    return -1;
 }
 
 void coord_each_noted(const struct coord *co,

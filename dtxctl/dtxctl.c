@@ -515,6 +515,12 @@ static int cmd_recover(const struct opts *o)
                 }
             } else if (one.status == 409) {
                 skipped++;
+            } else if (strcmp(str(cJSON_GetArrayItem(arr(one.json, "shards"), 0), "result"),
+                              "mismatch") == 0) {
+                snprintf(result, sizeof(result),
+                         "MISMATCH: the database says the branch was %s, against the decision",
+                         str(cJSON_GetArrayItem(arr(one.json, "shards"), 0), "outcome"));
+                failed++;
             } else {
                 snprintf(result, sizeof(result), "failed: %s", reply_error(&one));
                 failed++;

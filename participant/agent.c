@@ -70,6 +70,7 @@ struct branch {
     bool one_phase;
     bool abort_requested;
     bool interactive;
+    bool preparing; /* counted in ag->preparing: its run ends in PREPARE TRANSACTION */
     struct rm_run *run;
     struct rm_run *session; /* interactive: the open transaction, until it ends */
     struct peer *peer;
@@ -107,8 +108,9 @@ struct agent {
     struct list_node peers;
     struct list_node finishes;
     struct list_node admin_calls; /* struct admin_call waiting for the resource manager */
-    size_t running, prepared;
-    size_t sessions; /* interactive branches holding a connection */
+    size_t running, prepared, finishing;
+    size_t preparing; /* running branches that will end in PREPARE TRANSACTION */
+    size_t sessions;  /* interactive branches holding a connection */
     /* prepared-transaction slots (refreshed every few seconds from the database) */
     int64_t max_prepared;
     int64_t untracked_prepared; /* prepared in the server, not by a branch in memory */
@@ -186,9 +188,18 @@ static void branch_set_state(struct branch *b, enum branch_state s)
 
     ag->running -= b->state == AB_RUNNING;
     ag->prepared -= b->state == AB_PREPARED;
+    ag->finishing -= b->state == AB_FINISHING;
     b->state = s;
     ag->running += s == AB_RUNNING;
     ag->prepared += s == AB_PREPARED;
+    ag->finishing += s == AB_FINISHING;
+}
+
+static void set_preparing(struct branch *b, bool on)
+{
+    if (b->preparing != on)
+        b->ag->preparing += on ? 1 : (size_t)-1;
+    b->preparing = on;
 }
 
 static void branch_free(struct branch *b)
@@ -196,8 +207,10 @@ static void branch_free(struct branch *b)
     struct agent *ag = b->ag;
 
     ev_timer_stop(ag->loop, &b->deadline);
+    set_preparing(b, false);
     ag->running -= b->state == AB_RUNNING;
     ag->prepared -= b->state == AB_PREPARED;
+    ag->finishing -= b->state == AB_FINISHING;
     hmap_remove(&ag->branches, &b->node);
     free(b);
 }
@@ -295,6 +308,7 @@ static void on_run_done(void *arg, struct rm_result *res)
 
     b->run = NULL;
     ev_timer_stop(ag->loop, &b->deadline);
+    set_preparing(b, false);
     if (b->one_phase) {
         send_outcome(b, res);
         branch_free(b);
@@ -522,9 +536,11 @@ static void on_slots_timer(struct ev_loop *loop, struct ev_timer *t)
  */
 static bool no_prepared_slot(const struct agent *ag, char *why, size_t n)
 {
-    int64_t used = ag->untracked_prepared + (int64_t)(ag->prepared + ag->running);
+    int64_t used = ag->untracked_prepared + (int64_t)(ag->prepared + ag->finishing + ag->preparing);
     int64_t limit = ag->max_prepared - (int64_t)ag->cfg->prepared_headroom;
 
+    if (limit < 1)
+        limit = 1; /* a headroom as large as the limit would refuse everything */
     if (ag->max_prepared <= 0 || used < limit)
         return false;
     snprintf(why, n,
@@ -562,6 +578,7 @@ static void end_interactive(struct agent *ag, struct peer *peer, const struct ms
                    2 * (uint64_t)(m->timeout_ms ? m->timeout_ms : BRANCH_DEFAULT_TIMEOUT_MS) +
                        1000);
     b->run = b->session;
+    set_preparing(b, !one_phase);
     ag->sessions--; /* rm_end ends the session, whatever the outcome */
     b->session = NULL;
     rm_end(ag->rm, b->run, one_phase ? RM_END_COMMIT : RM_END_PREPARE, on_run_done, b);
@@ -610,6 +627,7 @@ static void on_prepare(struct agent *ag, struct peer *peer, struct msg *m)
     ev_timer_start(ag->loop, &b->deadline,
                    2 * (uint64_t)(m->timeout_ms ? m->timeout_ms : BRANCH_DEFAULT_TIMEOUT_MS) +
                        1000);
+    set_preparing(b, !b->one_phase);
     b->run = rm_start(ag->rm, b->gid, cJSON_DetachItemFromObjectCaseSensitive(m->root, "ops"),
                       b->one_phase, m->timeout_ms, on_run_done, b);
 }

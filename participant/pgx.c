@@ -53,6 +53,7 @@ struct pgx_conn {
     int id;
     PGconn *pg;
     enum conn_state state;
+    uint64_t gen; /* bumped each time the connection is lost: a holder's claim is then void */
     struct ev_io io;
     struct ev_timer retry; /* reconnect when DOWN; give up when CONNECTING */
     uint32_t backoff_ms;
@@ -148,6 +149,7 @@ static int conn_send(struct pgx_conn *c, struct pgx_job *job)
     uint32_t set = timeout_to_set(c, job);
 
     job->conn = c;
+    job->conn_gen = c->gen;
     job->next = 0;
     job->got = false;
     job->internal = 0;
@@ -209,6 +211,7 @@ static void conn_down(struct pgx_conn *c, const char *why)
         PQfinish(c->pg);
     c->pg = NULL;
     c->state = C_DOWN;
+    c->gen++;
     c->timeout_ms = TIMEOUT_UNKNOWN;
     c->cleaning = false;
     fail_inflight(c, reason);
@@ -527,10 +530,11 @@ void pgx_submit(struct pgx_pool *pool, struct pgx_job *job)
     kick(pool);
 }
 
-void pgx_submit_on(struct pgx_conn *c, struct pgx_job *job)
+void pgx_submit_on(struct pgx_conn *c, uint64_t gen, struct pgx_job *job)
 {
-    if (c->state != C_HELD) {
-        job->on_done(job, DTX_EUNAVAIL, 0, "the held connection was lost");
+    if (c->state != C_HELD || c->gen != gen) {
+        /* Lost while held (and perhaps held by someone else since): never send into it. */
+        job->on_done(job, DTX_EABORTED, 0, "the held connection was lost");
         return;
     }
     if (conn_send(c, job) < 0) {
@@ -542,9 +546,9 @@ void pgx_submit_on(struct pgx_conn *c, struct pgx_job *job)
         conn_down(c, PQerrorMessage(c->pg));
 }
 
-void pgx_release(struct pgx_conn *c)
+void pgx_release(struct pgx_conn *c, uint64_t gen)
 {
-    if (c->state != C_HELD)
+    if (c->state != C_HELD || c->gen != gen)
         return;
     c->state = C_BUSY;
     conn_after_job(c);

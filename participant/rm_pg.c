@@ -414,7 +414,7 @@ static void run_send_end(struct pg_run *r, const char *sql)
     r->job.hold = false;
     r->job.timeout_ms = 0;
     r->end_sent = strcmp(sql, "ROLLBACK") != 0;
-    pgx_submit_on(r->job.conn, &r->job);
+    pgx_submit_on(r->job.conn, r->job.conn_gen, &r->job);
 }
 
 /* The first round trip of a split branch came back; the connection is held. */
@@ -510,6 +510,10 @@ static void run_done(struct pgx_job *job, int rc, int answered, const char *why)
     ev_timer_stop(r->rm->loop, &r->wait_timer);
     if (rc == DTX_EABORTED && r->waited_out)
         run_fail(r, DTX_EBUSY, r->err.msg);
+    else if (rc == DTX_EABORTED && r->began)
+        run_fail(r, DTX_EUNAVAIL,
+                 "the connection to PostgreSQL broke while the transaction was open between "
+                 "calls, and PostgreSQL rolled it back");
     else if (rc == DTX_EABORTED)
         run_fail(r, DTX_EABORTED, "the branch was cancelled before it started");
     else if (rc < 0)
@@ -663,6 +667,7 @@ static struct rm_run *pg_exec(struct rm *base, struct rm_run *session, const cha
     struct pg_rm *rm = (struct pg_rm *)base;
     struct pg_run *r = (struct pg_run *)session;
     struct pgx_conn *conn;
+    uint64_t gen;
 
     if (!r) {
         if (!(r = calloc(1, sizeof(*r))))
@@ -693,6 +698,7 @@ static struct rm_run *pg_exec(struct rm *base, struct rm_run *session, const cha
         return &r->base;
     }
     conn = r->began ? r->job.conn : NULL;
+    gen = r->job.conn_gen;
     r->job = (struct pgx_job){.stmts = r->stmts,
                               .nstmts = r->nstmts,
                               .phase2 = false,
@@ -702,7 +708,7 @@ static struct rm_run *pg_exec(struct rm *base, struct rm_run *session, const cha
                               .on_done = run_done,
                               .data = r};
     if (conn) {
-        pgx_submit_on(conn, &r->job);
+        pgx_submit_on(conn, gen, &r->job);
     } else {
         r->wait_ms = wait_ms;
         pgx_submit(rm->pool, &r->job);

@@ -89,6 +89,12 @@ struct coord_opnote {
 
 /* The durable operator notes about gtid, oldest first, or NULL. */
 const struct coord_opnote *coord_notes(const struct coord *co, const char *gtid);
+/*
+ * The decision operators recorded for gtid, including one still being
+ * forced: 1 commit, 0 abort, -1 none. One outcome per transaction: a note
+ * about any shard fixes it for all.
+ */
+int coord_noted_decision(const struct coord *co, const char *gtid);
 /* Calls fn for every gtid that has notes. */
 void coord_each_noted(const struct coord *co,
                       void (*fn)(void *arg, const char *gtid, const struct coord_opnote *notes),

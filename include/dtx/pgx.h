@@ -73,10 +73,11 @@ struct pgx_job {
     /* owned by pgx */
     struct list_node link;
     struct pgx_conn *conn;
-    int internal; /* statements pgx added in front */
-    int next;     /* statement whose result comes next */
-    bool got;     /* its result arrived (its NULL is next) */
-    int syncs;    /* Syncs still to be seen */
+    uint64_t conn_gen; /* conn's generation when the job was sent (see pgx_submit_on) */
+    int internal;      /* statements pgx added in front */
+    int next;          /* statement whose result comes next */
+    bool got;          /* its result arrived (its NULL is next) */
+    int syncs;         /* Syncs still to be seen */
     bool sent;
 };
 
@@ -95,10 +96,15 @@ void pgx_pool_free(struct pgx_pool *pool);
 
 /* Queues job for the next free connection. */
 void pgx_submit(struct pgx_pool *pool, struct pgx_job *job);
-/* Sends job on conn, which a previous job holds for the caller. */
-void pgx_submit_on(struct pgx_conn *conn, struct pgx_job *job);
+/*
+ * Sends job on conn, which a previous job holds for the caller; gen is that
+ * job's conn_gen. If the connection was lost meanwhile (its transaction
+ * went with it, and the slot may serve someone else by now), job is not
+ * sent: its on_done gets DTX_EABORTED at once.
+ */
+void pgx_submit_on(struct pgx_conn *conn, uint64_t gen, struct pgx_job *job);
 /* Returns a held connection to the pool (rolling back an open transaction). */
-void pgx_release(struct pgx_conn *conn);
+void pgx_release(struct pgx_conn *conn, uint64_t gen);
 /*
  * Cancels job: a queued job is removed and its on_done called with
  * DTX_EABORTED; a running one gets a PostgreSQL cancel request (its

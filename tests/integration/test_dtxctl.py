@@ -131,6 +131,13 @@ class DtxctlTest(ClusterTest):
         self.assertEqual(rc, 1)
         self.assertIn("404", err)
 
+    def test_gtids_are_checked_before_anything_is_recorded(self):
+        rc, _, err = self.ctl("resolve", "bad_gtid", "--commit", "--reason", "x")
+        self.assertEqual(rc, 1)
+        self.assertIn("is not a gtid", err)
+        rc, dump, _ = self.ctl("log", "dump", "--log-dir", self.c.log_dir, json_out=True)
+        self.assertNotIn("bad_gtid", json.dumps(dump))
+
     def test_usage_errors_exit_2(self):
         for args in (["resolve", "c1-1-1", "--commit"],            # no --reason
                      ["resolve", "c1-1-1", "--reason", "x"],        # no decision
@@ -170,6 +177,14 @@ class DtxctlTest(ClusterTest):
             self.assertIn("1 finished", text)
             self.assertEqual(self.c.prepared(0), [])
             self.assertEqual(self.balances(), before)
+            # the presumed abort of the orphan was logged: it cannot be contradicted later
+            rc, show, _ = self.ctl("show", "zz9-1-1", json_out=True)
+            self.assertEqual((show["status"], show["operator"][0]["operator"]),
+                             ("aborted", "dtxctl recover"))
+            rc, _, err = self.ctl("resolve", "zz9-1-1", "--commit", "--shard", "s2",
+                                  "--reason", "x")
+            self.assertEqual(rc, 1)
+            self.assertIn("already decided to abort", err)
             rows = self.c.psql(1, "SELECT gid FROM pg_prepared_xacts")
             self.assertEqual(rows, [["not-dtx-%d" % self.acct]], "dtx never touches other gids")
         finally:
@@ -232,7 +247,10 @@ class DtxctlTest(ClusterTest):
         rc, text, err = self.ctl("resolve", gtid, "--abort", "--reason", "changed my mind")
         self.assertEqual(rc, 1)
         self.assertIn("refused", err)
-        self.assertIn("committed", err)
+        self.assertIn("commit", err)
+        rc, text, err = self.ctl("resolve", gtid, "--abort", "--shard", "s3", "--reason", "x")
+        self.assertEqual(rc, 1, "one outcome on every shard, whichever shard is named")
+        self.assertIn("refused", err)
 
         self.restart_coordinator()  # the decision is in the log, not just in memory
         rc, show, _ = self.ctl("show", gtid, json_out=True)

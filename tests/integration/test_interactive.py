@@ -197,6 +197,28 @@ class InteractiveTest(InteractiveMixin, ClusterTest):
         status, ans = self.ops(body["gtid"], sql("s1", "SELECT 1"))
         self.assertEqual((status, ans["error"]["code"]), (409, "conflict"), "not interactive")
 
+    def test_a_connection_lost_between_calls_aborts_only_its_own_transaction(self):
+        a = self.acct
+        first = self.begin()
+        self.assertEqual(self.ops(first, sql("s1", "UPDATE accounts SET balance = 1 "
+                                                   "WHERE id = $1", a))[0], 200)
+        # PostgreSQL ends the idle-in-transaction backend (an idle timeout, an operator)
+        self.c.psql(0, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                       "WHERE datname = 'app' AND state = 'idle in transaction'")
+        time.sleep(0.5)  # the participant's pool reconnects that slot
+        other = 1000 + a
+        self.c.psql(0, "INSERT INTO accounts VALUES (%d, 0)" % other)
+        second = self.begin()
+        self.assertEqual(self.ops(second, sql("s1", "UPDATE accounts SET balance = 2 "
+                                                    "WHERE id = $1", other))[0], 200)
+        status, ans = self.commit(first)
+        self.assertEqual((status, ans["status"]), (409, "aborted"), ans)
+        self.assertIn("connection", ans["error"]["message"])
+        status, ans = self.commit(second)
+        self.assertEqual(status, 200, ans)
+        self.assertEqual((self.balance(0, a), self.balance(0, other)), (1000, 2))
+        self.assert_no_prepared()
+
     def test_read_only_transaction_prepares_nothing(self):
         gtid = self.begin()
         self.assertEqual(self.ops(gtid, sql("s1", "SELECT 1"), sql("s3", "SELECT 2"))[0], 200)
