@@ -7,6 +7,10 @@ coordinator, participants and PostgreSQL shards are killed at random.
 Each transfer moves money between accounts on two shards and writes one
 ledger row per leg, all in one dtx transaction with an idempotency key; a
 transfer that gets no answer is retried with the same key until it does.
+One worker in three runs its transfers as interactive transactions
+instead (begin, one call per shard, commit): those cannot be retried, so
+one that loses its answer is left out of the answered-outcome check, but
+not out of the others.
 Meanwhile a chaos thread kill -9s the coordinator or a participant, or
 stops a PostgreSQL shard with -m immediate, and restarts it.
 
@@ -52,6 +56,7 @@ class Soak:
         self.stop_chaos = threading.Event()
         self.stop_work = threading.Event()
         self.failures = []
+        self.interactive = {}  # commit answers of interactive transfers, by HTTP status
 
     # ---- the workload -----------------------------------------------------
 
@@ -91,11 +96,39 @@ class Soak:
         self.failures.append("transfer %s never got an answer" % body["idempotency_key"])
         return None
 
+    def call(self, path, body):
+        try:
+            return self.c.request("POST", path, body, timeout=15)
+        except OSError:
+            return None, None
+
+    def run_interactive(self, body):
+        """The transfer as an interactive transaction: 'committed', 'aborted', or None when
+        its outcome is not known to the client (no answer, or never begun)."""
+        status, ans = self.call("/v1/transactions", {"interactive": True, "timeout_ms": 3000})
+        if status != 201:
+            return None
+        gtid, ops = ans["gtid"], body["ops"]
+        for part in (ops[:2], ops[2:]):
+            status, ans = self.call("/v1/transactions/%s/ops" % gtid, {"ops": part})
+            if status == 409:
+                return "aborted"
+            if status != 200:
+                return None
+        status, ans = self.call("/v1/transactions/%s/commit" % gtid, {})
+        with self.lock:
+            self.interactive[status] = self.interactive.get(status, 0) + 1
+        return {200: "committed", 409: "aborted"}.get(status)
+
     def worker(self, n):
         rng = random.Random(self.rng.random() + n)
         while not self.stop_work.is_set():
             tid = "t-%d-%s" % (n, uuid.uuid4().hex[:12])
-            outcome = self.run_transfer(self.transfer_body(rng, tid))
+            body = self.transfer_body(rng, tid)
+            if n % 3 == 2:
+                outcome = self.run_interactive(body)
+            else:
+                outcome = self.run_transfer(body)
             if outcome:
                 with self.lock:
                     self.answers[tid] = outcome
@@ -222,8 +255,13 @@ def main():
           "%d kills (%s) in %.0f s" % (committed + aborted, committed, aborted,
                                       soak.retries if soak else 0, len(soak.kills) if soak else 0,
                                       ", ".join(soak.kills) if soak else "", time.time() - start))
+    if soak:
+        print("soak: interactive transfers' commit answers by HTTP status: %s" %
+              dict(sorted(soak.interactive.items(), key=lambda kv: str(kv[0]))))
     if committed < 50:
         problems.append("only %d transfers committed: the soak did not exercise much" % committed)
+    if soak and soak.interactive.get(200, 0) < 10:
+        problems.append("only %d interactive transfers committed" % soak.interactive.get(200, 0))
     for p in problems:
         print("soak: FAILED: " + p)
     if problems:
