@@ -467,99 +467,116 @@ static int cmd_in_doubt(const struct opts *o)
     return rc;
 }
 
+/* How recover's branches ended. */
+struct tally {
+    size_t done, skipped, failed;
+};
+
+/* Asks the coordinator to finish branch b now; writes what happened into result. */
+static void recover_one(const struct opts *o, const cJSON *b, char *result, size_t n,
+                        struct tally *t)
+{
+    struct reply one;
+    char body[600];
+    const cJSON *sh;
+    const char *res;
+
+    snprintf(result, n, "skipped: still being decided");
+    if (strcmp(str(b, "decision"), "in_flight") == 0) {
+        t->skipped++;
+        return;
+    }
+    snprintf(body, sizeof(body), "{\"gtid\":\"%s\",\"shard\":\"%s\"}", str(b, "gtid"),
+             str(b, "shard"));
+    call(o, "POST", "/v1/admin/recover", body, 60, &one);
+    sh = cJSON_GetArrayItem(arr(one.json, "shards"), 0);
+    res = str(sh, "result");
+    if (one.status == 409) {
+        t->skipped++;
+    } else if (one.status == 200 && strcmp(res, "in_progress") == 0) {
+        snprintf(result, n, "skipped: its participant is finishing it");
+        t->skipped++;
+    } else if (one.status == 200) {
+        snprintf(result, n, "%s",
+                 strcmp(res, "committed") == 0     ? "committed"
+                 : strcmp(res, "rolled_back") == 0 ? "rolled back"
+                                                   : "already finished");
+        t->done++;
+    } else if (strcmp(res, "mismatch") == 0) {
+        snprintf(result, n, "MISMATCH: the database says the branch was %s, against the decision",
+                 str(sh, "outcome"));
+        t->failed++;
+    } else {
+        snprintf(result, n, "failed: %s", reply_error(&one));
+        t->failed++;
+    }
+    reply_free(&one);
+}
+
+static void print_recover_summary(const struct opts *o, cJSON *items, const struct tally *t)
+{
+    cJSON *sum;
+
+    if (!o->json) {
+        printf("recover: %zu finished, %zu left alone (still being decided or finished), %zu "
+               "failed\n",
+               t->done, t->skipped, t->failed);
+        cJSON_Delete(items);
+        return;
+    }
+    sum = jsonx_new_object();
+    jsonx_add(sum, "branches", items);
+    jsonx_add_num(sum, "finished", (double)t->done);
+    jsonx_add_num(sum, "skipped", (double)t->skipped);
+    jsonx_add_num(sum, "failed", (double)t->failed);
+    print_json(sum);
+    cJSON_Delete(sum);
+}
+
 static int cmd_recover(const struct opts *o)
 {
-    struct reply r, k, one;
+    struct reply r, k;
     const cJSON *root, *b, *s;
-    size_t total, i = 0, done = 0, skipped = 0, failed = 0;
-    cJSON *out = jsonx_new_array();
-    char body[600];
+    struct tally t = {0, 0, 0};
+    size_t total, i = 0;
+    cJSON *items;
+    char result[700];
 
-    if (!must(o, "POST", "/v1/admin/recover", "{}", &k)) {
-        cJSON_Delete(out);
+    if (!must(o, "POST", "/v1/admin/recover", "{}", &k))
         return EXIT_PROBLEM;
-    }
     if (!o->json)
         printf("phase 2 resent now for %.0f decided transaction(s)\n", num(k.json, "kicked"));
     reply_free(&k);
-    if (!(root = must(o, "GET", "/v1/admin/in-doubt", NULL, &r))) {
-        cJSON_Delete(out);
+    if (!(root = must(o, "GET", "/v1/admin/in-doubt", NULL, &r)))
         return EXIT_PROBLEM;
-    }
+    items = jsonx_new_array();
     total = (size_t)cJSON_GetArraySize(arr(root, "branches"));
     cJSON_ArrayForEach(b, arr(root, "branches"))
     {
         cJSON *item = jsonx_new_object();
-        char result[700] = "skipped: still being decided";
 
-        i++;
+        recover_one(o, b, result, sizeof(result), &t);
         jsonx_add_str(item, "gid", str(b, "gid"));
         jsonx_add_str(item, "shard", str(b, "shard"));
-        if (strcmp(str(b, "decision"), "in_flight") == 0) {
-            skipped++;
-        } else {
-            snprintf(body, sizeof(body), "{\"gtid\":\"%s\",\"shard\":\"%s\"}", str(b, "gtid"),
-                     str(b, "shard"));
-            if (call(o, "POST", "/v1/admin/recover", body, 60, &one) == 0 && one.status == 200) {
-                const char *res = str(cJSON_GetArrayItem(arr(one.json, "shards"), 0), "result");
-
-                if (strcmp(res, "in_progress") == 0) {
-                    snprintf(result, sizeof(result), "skipped: its participant is finishing it");
-                    skipped++;
-                } else {
-                    snprintf(result, sizeof(result), "%s",
-                             strcmp(res, "committed") == 0     ? "committed"
-                             : strcmp(res, "rolled_back") == 0 ? "rolled back"
-                                                               : "already finished");
-                    done++;
-                }
-            } else if (one.status == 409) {
-                skipped++;
-            } else if (strcmp(str(cJSON_GetArrayItem(arr(one.json, "shards"), 0), "result"),
-                              "mismatch") == 0) {
-                snprintf(result, sizeof(result),
-                         "MISMATCH: the database says the branch was %s, against the decision",
-                         str(cJSON_GetArrayItem(arr(one.json, "shards"), 0), "outcome"));
-                failed++;
-            } else {
-                snprintf(result, sizeof(result), "failed: %s", reply_error(&one));
-                failed++;
-            }
-            reply_free(&one);
-        }
         jsonx_add_str(item, "result", result);
+        jsonx_append(items, item);
         if (!o->json)
-            printf("[%zu/%zu] %-28s %-8s %s%s\n", i, total, str(b, "gid"), str(b, "shard"), result,
-                   flag(b, "orphan") ? " (orphan)" : "");
+            printf("[%zu/%zu] %-28s %-8s %s%s\n", ++i, total, str(b, "gid"), str(b, "shard"),
+                   result, flag(b, "orphan") ? " (orphan)" : "");
         fflush(stdout);
-        jsonx_append(out, item);
     }
     cJSON_ArrayForEach(s, arr(root, "shards"))
     {
-        if (!flag(s, "reachable")) {
-            failed++;
-            if (!o->json)
-                printf("shard %s is unreachable: its branches wait until it is back: %s\n",
-                       str(s, "name"), str(s, "error"));
-        }
+        if (flag(s, "reachable"))
+            continue;
+        t.failed++;
+        if (!o->json)
+            printf("shard %s is unreachable: its branches wait until it is back: %s\n",
+                   str(s, "name"), str(s, "error"));
     }
-    if (o->json) {
-        cJSON *sum = jsonx_new_object();
-
-        jsonx_add(sum, "branches", out);
-        jsonx_add_num(sum, "finished", (double)done);
-        jsonx_add_num(sum, "skipped", (double)skipped);
-        jsonx_add_num(sum, "failed", (double)failed);
-        print_json(sum);
-        cJSON_Delete(sum);
-    } else {
-        printf("recover: %zu finished, %zu left alone (still being decided or finished), %zu "
-               "failed\n",
-               done, skipped, failed);
-        cJSON_Delete(out);
-    }
+    print_recover_summary(o, items, &t);
     reply_free(&r);
-    return failed ? EXIT_PROBLEM : 0;
+    return t.failed ? EXIT_PROBLEM : 0;
 }
 
 /* The operator's name for the log: --operator, else user@host. */
@@ -677,69 +694,70 @@ static void fmt_time(uint64_t wall_us, char *buf, size_t n)
     strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
 }
 
-static int on_record(void *arg, const struct dlog_rec *rec, struct dtx_err *err)
+static void print_record(const struct dlog_rec *rec)
 {
-    struct dump *d = arg;
-    cJSON *o;
     char at[40];
 
-    (void)err;
-    if (!d->print)
-        return 0;
     fmt_time(rec->wall_us, at, sizeof(at));
-    if (!d->json) {
-        printf("%-9s", dlog_type_name(rec->type));
-        switch (rec->type) {
-        case DLOG_BOOT:
-            printf(" node %s epoch %" PRIu64 " at %s\n", rec->node_id, rec->epoch, at);
-            break;
-        case DLOG_COMMIT:
-            printf(" %s at %s %s", rec->gtid, at, rec->protocol == 3 ? "3pc" : "2pc");
-            for (size_t i = 0; i < rec->nbranches; i++)
-                printf(" %s:%" PRIu64, rec->branches[i].shard, rec->branches[i].xid);
-            if (rec->idem_key && *rec->idem_key)
-                printf(" key %s", rec->idem_key);
-            printf("\n");
-            break;
-        case DLOG_END:
-            printf(" %s at %s\n", rec->gtid, at);
-            break;
-        case DLOG_OPERATOR:
-            printf(" %s at %s %s %s%s%s by %s: %s\n", rec->gtid, at,
-                   rec->op_kind == DLOG_OP_FORGET ? "forget" : "resolve",
-                   rec->op_commit ? "commit" : "abort", rec->shard && *rec->shard ? " shard " : "",
-                   rec->shard ? rec->shard : "", rec->who, rec->reason);
-            break;
-        }
-        return 0;
+    printf("%-9s", dlog_type_name(rec->type));
+    switch (rec->type) {
+    case DLOG_BOOT:
+        printf(" node %s epoch %" PRIu64 " at %s\n", rec->node_id, rec->epoch, at);
+        break;
+    case DLOG_COMMIT:
+        printf(" %s at %s %s", rec->gtid, at, rec->protocol == 3 ? "3pc" : "2pc");
+        for (size_t i = 0; i < rec->nbranches; i++)
+            printf(" %s:%" PRIu64, rec->branches[i].shard, rec->branches[i].xid);
+        if (rec->idem_key && *rec->idem_key)
+            printf(" key %s", rec->idem_key);
+        printf("\n");
+        break;
+    case DLOG_END:
+        printf(" %s at %s\n", rec->gtid, at);
+        break;
+    case DLOG_OPERATOR:
+        printf(" %s at %s %s %s%s%s by %s: %s\n", rec->gtid, at,
+               rec->op_kind == DLOG_OP_FORGET ? "forget" : "resolve",
+               rec->op_commit ? "commit" : "abort", rec->shard && *rec->shard ? " shard " : "",
+               rec->shard ? rec->shard : "", rec->who, rec->reason);
+        break;
     }
-    o = jsonx_new_object();
+}
+
+static cJSON *branches_json(const struct dlog_rec *rec)
+{
+    cJSON *br = jsonx_new_array();
+    char xid[24];
+
+    for (size_t i = 0; i < rec->nbranches; i++) {
+        cJSON *b = jsonx_new_object();
+
+        jsonx_add_str(b, "shard", rec->branches[i].shard);
+        snprintf(xid, sizeof(xid), "%" PRIu64, rec->branches[i].xid);
+        jsonx_add_str(b, "xid", xid);
+        jsonx_append(br, b);
+    }
+    return br;
+}
+
+static cJSON *record_json(const struct dlog_rec *rec)
+{
+    cJSON *o = jsonx_new_object();
+
     jsonx_add_str(o, "type", dlog_type_name(rec->type));
     jsonx_add_time(o, "at", rec->wall_us);
     if (rec->type == DLOG_BOOT) {
         jsonx_add_str(o, "node_id", rec->node_id);
         jsonx_add_num(o, "epoch", (double)rec->epoch);
-    } else {
-        jsonx_add_str(o, "gtid", rec->gtid);
+        return o;
     }
+    jsonx_add_str(o, "gtid", rec->gtid);
     if (rec->type == DLOG_COMMIT) {
-        cJSON *br = jsonx_new_array();
-        char xid[24];
-
         jsonx_add_str(o, "protocol", rec->protocol == 3 ? "3pc" : "2pc");
-        for (size_t i = 0; i < rec->nbranches; i++) {
-            cJSON *b = jsonx_new_object();
-
-            jsonx_add_str(b, "shard", rec->branches[i].shard);
-            snprintf(xid, sizeof(xid), "%" PRIu64, rec->branches[i].xid);
-            jsonx_add_str(b, "xid", xid);
-            jsonx_append(br, b);
-        }
-        jsonx_add(o, "branches", br);
+        jsonx_add(o, "branches", branches_json(rec));
         if (rec->idem_key && *rec->idem_key)
             jsonx_add_str(o, "idempotency_key", rec->idem_key);
-    }
-    if (rec->type == DLOG_OPERATOR) {
+    } else if (rec->type == DLOG_OPERATOR) {
         jsonx_add_str(o, "action", rec->op_kind == DLOG_OP_FORGET ? "forget" : "resolve");
         jsonx_add_str(o, "decision", rec->op_commit ? "commit" : "abort");
         if (rec->shard && *rec->shard)
@@ -747,7 +765,18 @@ static int on_record(void *arg, const struct dlog_rec *rec, struct dtx_err *err)
         jsonx_add_str(o, "operator", rec->who);
         jsonx_add_str(o, "reason", rec->reason);
     }
-    jsonx_append(d->records, o);
+    return o;
+}
+
+static int on_record(void *arg, const struct dlog_rec *rec, struct dtx_err *err)
+{
+    struct dump *d = arg;
+
+    (void)err;
+    if (d->print && d->json)
+        jsonx_append(d->records, record_json(rec));
+    else if (d->print)
+        print_record(rec);
     return 0;
 }
 
