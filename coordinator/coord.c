@@ -1235,6 +1235,7 @@ static int open_log(struct coord *co, struct dtx_err *err)
 {
     struct dlog_opts o = {.dir = co->cfg->log_dir,
                           .segment_bytes = co->cfg->log_segment_bytes,
+                          .prealloc_bytes = co->cfg->log_prealloc_bytes,
                           .group_delay_us = co->cfg->log_group_delay_us,
                           .group_siblings = co->cfg->log_group_siblings,
                           .loop = co->loop,

@@ -106,6 +106,7 @@ struct dlog {
     uint64_t segno;
     uint32_t salt;
     uint64_t seg_size;
+    uint64_t alloc_end;   /* the segment's zero-filled size (>= seg_size): prealloc_bytes ahead */
     uint64_t first_segno; /* oldest segment still on disk */
     uint64_t since_ckpt;  /* bytes written since the last checkpoint */
     uint64_t frames;      /* frames written and fdatasynced */
@@ -459,6 +460,15 @@ static int check_header(const unsigned char *h, uint64_t segno, const char *path
  * frame with nothing valid after it is a torn tail: *valid_end is where
  * the good frames end. Elsewhere any damage is corruption.
  */
+static bool all_zero(const unsigned char *p, size_t n)
+{
+    while (n > 0 && *p == 0) {
+        p++;
+        n--;
+    }
+    return n == 0;
+}
+
 static int read_frames(struct reader *rd, const char *path, const unsigned char *data, size_t size,
                        uint32_t salt, bool last, size_t *valid_end, struct dtx_err *err)
 {
@@ -471,6 +481,7 @@ static int read_frames(struct reader *rd, const char *path, const unsigned char 
                 rd->scan->torn = true;
                 rd->scan->torn_offset = off;
                 rd->scan->torn_bytes = size - off;
+                rd->scan->torn_zero = all_zero(data + off, size - off);
                 break;
             }
             return dtx_err_set(err, DTX_ECORRUPT,
@@ -710,7 +721,14 @@ static int read_dir(const char *dir, bool repair, dlog_replay_fn replay, void *a
         rc = read_segment(&rd, path, segs[i], last, &keep, err);
         scan->segments++;
         scan->last_segno = segs[i];
-        if (rc == 0 && last && scan->torn) {
+        if (rc == 0 && last && scan->torn && scan->torn_zero) {
+            log_info("decision log '%s': %" PRIu64 " zero bytes at offset %" PRIu64
+                     " (preallocated, or a write that never reached the disk) are the end of "
+                     "the log%s",
+                     path, scan->torn_bytes, scan->torn_offset, repair ? "; cut off" : "");
+            if (repair)
+                rc = repair_tail(path, keep, err);
+        } else if (rc == 0 && last && scan->torn) {
             log_warn("decision log '%s': torn write of %" PRIu64 " bytes at offset %" PRIu64
                      " is %s; it was never acknowledged",
                      path, scan->torn_bytes, scan->torn_offset, repair ? "cut off" : "ignored");
@@ -748,14 +766,15 @@ static void set_failed(struct dlog *log, int e, const char *what)
     ev_async_send(&log->wake);
 }
 
-static int write_all(int fd, const struct iovec *iov, int iovcnt)
+/* Writes iov (at most 2 entries) at offset off; 0 or an errno. */
+static int write_all(int fd, const struct iovec *iov, int iovcnt, uint64_t off)
 {
     struct iovec v[2];
     int cnt = iovcnt;
 
     memcpy(v, iov, sizeof(*iov) * (size_t)iovcnt);
     while (cnt > 0) {
-        ssize_t n = writev(fd, v, cnt);
+        ssize_t n = pwritev(fd, v, cnt, (off_t)off);
 
         if (n < 0 && errno == EINTR)
             continue;
@@ -763,6 +782,7 @@ static int write_all(int fd, const struct iovec *iov, int iovcnt)
             return errno;
         if (n == 0)
             return EIO;
+        off += (uint64_t)n;
         while (cnt > 0 && (size_t)n >= v[0].iov_len) {
             n -= (ssize_t)v[0].iov_len;
             v[0] = v[1];
@@ -773,6 +793,46 @@ static int write_all(int fd, const struct iovec *iov, int iovcnt)
             v[0].iov_len -= (size_t)n;
         }
     }
+    return 0;
+}
+
+/*
+ * Preallocation: an fdatasync that must also record a larger file size
+ * costs a journal commit; one into blocks already written and synced does
+ * not (on this machine's ext4: ~350 against ~260 us). So the writer keeps
+ * prealloc_bytes of zeros written ahead of the last frame, extending them
+ * in one go when a frame would cross the end, and trims them off when the
+ * segment is left (a new segment, a clean close). After a crash the zeros
+ * are the end of the log, as a torn tail is, and are cut off at start; an
+ * older segment never has any.
+ */
+static int extend_segment(struct dlog *log, uint64_t need)
+{
+    static const char zeros[65536];
+    uint64_t end = need + log->opts.prealloc_bytes;
+
+    while (log->alloc_end < end) {
+        size_t n =
+            end - log->alloc_end < sizeof(zeros) ? (size_t)(end - log->alloc_end) : sizeof(zeros);
+        ssize_t w = pwrite(log->fd, zeros, n, (off_t)log->alloc_end);
+
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return w < 0 ? errno : EIO;
+        log->alloc_end += (uint64_t)w;
+    }
+    return 0; /* made durable by the frame's fdatasync */
+}
+
+/* Cuts the current segment's unused zeros off, durably, before it is left. */
+static int trim_segment(struct dlog *log)
+{
+    if (log->fd < 0 || log->alloc_end <= log->seg_size)
+        return 0;
+    if (ftruncate(log->fd, (off_t)log->seg_size) < 0 || fdatasync(log->fd) < 0)
+        return errno;
+    log->alloc_end = log->seg_size;
     return 0;
 }
 
@@ -794,10 +854,13 @@ static int create_segment(struct dlog *log, uint64_t segno)
     put_le32(h + 12, salt);
     put_le64(h + 16, segno);
     put_le32(h + 28, crc32c(0, h, 28));
-    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0600);
+    e = trim_segment(log);
+    if (e)
+        return e;
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0)
         return errno;
-    e = write_all(fd, &iov, 1);
+    e = write_all(fd, &iov, 1, 0);
     if (!e && fdatasync(fd) < 0)
         e = errno;
     if (!e && fsync(log->dirfd) < 0)
@@ -811,7 +874,7 @@ static int create_segment(struct dlog *log, uint64_t segno)
     log->fd = fd;
     log->segno = segno;
     log->salt = salt;
-    log->seg_size = SEG_HDR;
+    log->seg_size = log->alloc_end = SEG_HDR;
     return 0;
 }
 
@@ -840,8 +903,10 @@ static int write_frame(struct dlog *log, const void *records, size_t len, uint8_
     iov[1] = (struct iovec){(void *)records, len};
     *what = "write";
     e = fp_hit("dlog.write");
+    if (!e && log->opts.prealloc_bytes && log->seg_size + FRAME_HDR + len > log->alloc_end)
+        e = extend_segment(log, log->seg_size + FRAME_HDR + len);
     if (!e)
-        e = write_all(log->fd, iov, 2);
+        e = write_all(log->fd, iov, 2, log->seg_size);
     if (e)
         return e;
     *what = "fdatasync";
@@ -1327,6 +1392,8 @@ void dlog_close(struct dlog *log)
     pthread_mutex_unlock(&log->mu);
     pthread_join(log->thread, NULL);
     ev_async_stop(log->opts.loop, &log->wake);
+    if (!log->failed)
+        trim_segment(log); /* a clean stop leaves no zeros to cut at the next start */
     if (log->fd >= 0)
         close(log->fd);
     close(log->dirfd);

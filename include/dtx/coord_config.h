@@ -52,6 +52,7 @@ struct coord_config {
     uint32_t retention_max_bytes;      /* ... holding at most this many bytes of answers */
     uint32_t max_logged_results_bytes; /* results an idempotency key's COMMIT record may hold */
     uint32_t log_segment_bytes;
+    uint32_t log_prealloc_bytes; /* zeros written ahead in the decision log (0: none) */
     uint32_t log_group_delay_us; /* group-commit delay of the decision log (0: none) */
     uint32_t log_group_siblings; /* ... applied when this many transactions await votes */
     uint32_t http_conn_limit;

@@ -87,6 +87,8 @@ struct dlog_scan {
     bool torn;                 /* a torn last frame was found (and, when repairing, cut off) */
     uint64_t torn_offset;      /* where, in the last segment */
     uint64_t torn_bytes;
+    bool torn_zero; /* the torn tail is all zeros: preallocated space, or a write that never landed
+                     */
 };
 
 struct dlog;
@@ -104,6 +106,8 @@ struct dlog_opts {
     uint32_t group_siblings;
     /* Largest frame written (0: DLOG_MAX_FRAME, also the most a reader accepts). */
     size_t max_frame;
+    /* Zeros kept written ahead of the last frame, so fdatasync need not grow the file (0: none). */
+    size_t prealloc_bytes;
     struct ev_loop *loop;
     /* Called on the loop thread when records up to lsn are durable. */
     void (*on_durable)(void *arg, uint64_t lsn);

@@ -273,6 +273,82 @@ static void operator_record_round_trips_with_every_field(void)
     remove_dir(dir);
 }
 
+/*
+ * Preallocation: frames go into zeros written ahead. The zeros are the end
+ * of the log after a crash (a frame torn anywhere in them too), are trimmed
+ * on a clean close, and never stay in a segment that was left behind.
+ */
+static void preallocated_zeros_are_the_end_of_the_log_and_are_trimmed(void)
+{
+    struct ev_loop loop;
+    struct dlog_scan scan;
+    struct dlog_opts o;
+    struct counted c;
+    struct dlog *log = NULL;
+    char dir[64], copy[64], path[512], cpath[512], gtid[32];
+    off_t used;
+
+    temp_dir(dir, sizeof(dir));
+    temp_dir(copy, sizeof(copy));
+    CU_ASSERT_EQUAL_FATAL(ev_loop_init(&loop), 0);
+    memset(&o, 0, sizeof(o));
+    o.dir = dir;
+    o.segment_bytes = 1u << 20;
+    o.prealloc_bytes = 8192;
+    o.loop = &loop;
+    memset(&c, 0, sizeof(c));
+    CU_ASSERT_EQUAL_FATAL(dlog_open(&log, &o, count_records, &c, &scan, NULL), 0);
+    seg(path, sizeof(path), dir, 1);
+    for (int i = 1; i <= 3; i++) {
+        struct dlog_rec r = commit_rec(i, gtid, sizeof(gtid));
+
+        CU_ASSERT(dlog_append(log, &r, true) > 0);
+        CU_ASSERT_EQUAL(dlog_flush(log, NULL), 0);
+        CU_ASSERT(file_size(path) > 8192); /* zeros ahead of every frame */
+    }
+    /* a crash now: the copy holds three frames and then zeros */
+    seg(cpath, sizeof(cpath), copy, 1);
+    copy_prefix(path, cpath, file_size(path));
+    dlog_close(log);
+    CU_ASSERT(file_size(path) < 8192); /* trimmed on a clean close */
+    memset(&c, 0, sizeof(c));
+    CU_ASSERT_EQUAL(dlog_read(dir, count_records, &c, &scan, NULL), 0);
+    CU_ASSERT_EQUAL(c.commits, 3);
+    CU_ASSERT_FALSE(scan.torn);
+    used = file_size(path);
+
+    memset(&c, 0, sizeof(c));
+    CU_ASSERT_EQUAL(dlog_read(copy, count_records, &c, &scan, NULL), 0);
+    CU_ASSERT_EQUAL(c.commits, 3);
+    CU_ASSERT_TRUE(scan.torn && scan.torn_zero);
+    CU_ASSERT_EQUAL(scan.torn_offset, (uint64_t)used);
+    /* a last frame torn anywhere, zeros after it: the two frames before it remain */
+    for (off_t cut = used - 1; cut > used - 40; cut -= 7) {
+        int fd = open(cpath, O_RDWR);
+        char z[64] = {0};
+
+        CU_ASSERT_FATAL(fd >= 0);
+        CU_ASSERT_FATAL(pwrite(fd, z, sizeof(z), cut) == (ssize_t)sizeof(z));
+        close(fd);
+        memset(&c, 0, sizeof(c));
+        CU_ASSERT_EQUAL(dlog_read(copy, count_records, &c, &scan, NULL), 0);
+        CU_ASSERT_EQUAL(c.commits, 2);
+        CU_ASSERT_TRUE(scan.torn);
+    }
+    /* reopening cuts the zeros (and the torn frame) off, so the segment is clean when left */
+    memset(&c, 0, sizeof(c));
+    CU_ASSERT_EQUAL_FATAL(dlog_open(&log, (o.dir = copy, &o), count_records, &c, &scan, NULL), 0);
+    dlog_close(log);
+    CU_ASSERT(file_size(cpath) < used);
+    memset(&c, 0, sizeof(c));
+    CU_ASSERT_EQUAL(dlog_read(copy, count_records, &c, &scan, NULL), 0);
+    CU_ASSERT_EQUAL(c.commits, 2);
+    CU_ASSERT_FALSE(scan.torn);
+    ev_loop_release(&loop);
+    remove_dir(dir);
+    remove_dir(copy);
+}
+
 static void torn_tail_at_every_byte_offset_is_end_of_log(void)
 {
     off_t bounds[NFRAMES + 1];
@@ -857,6 +933,7 @@ int main(void)
     static const struct unit_test tests[] = {
         UNIT_TEST(records_round_trip_through_the_log),
         UNIT_TEST(operator_record_round_trips_with_every_field),
+        UNIT_TEST(preallocated_zeros_are_the_end_of_the_log_and_are_trimmed),
         UNIT_TEST(torn_tail_at_every_byte_offset_is_end_of_log),
         UNIT_TEST(open_cuts_a_torn_tail_and_starts_a_new_segment),
         UNIT_TEST(flipped_bit_in_a_middle_frame_is_corruption_naming_file_and_offset),
