@@ -365,8 +365,9 @@ class AdmissionTest(InteractiveMixin, ClusterTest):
 
             answers = parallel(40, transfer)
             codes = [(s, a.get("error", {}).get("code")) for s, a in answers]
-            self.assertEqual({c for c in codes} - {(200, None), (429, "overloaded")}, set(),
-                             codes)
+            # committed, refused for want of a slot, or (on a slow machine) out of time
+            self.assertEqual({c for c in codes} - {(200, None), (429, "overloaded"),
+                                                   (409, "timeout")}, set(), codes)
             self.assertGreater(codes.count((200, None)), 0)
             for s, a in answers:
                 if s == 429:
