@@ -435,6 +435,7 @@ static cJSON *coordinator_json(struct coord *co)
     log_on_disk(cfg->log_dir, &bytes, &segments);
     jsonx_add_str(log, "dir", cfg->log_dir);
     jsonx_add_num(log, "bytes_on_disk", (double)bytes);
+    jsonx_add_num(log, "bytes_used", (double)(bytes > st.zeros_ahead ? bytes - st.zeros_ahead : 0));
     jsonx_add_num(log, "segments", (double)segments);
     jsonx_add_num(log, "records_since_start", (double)st.records);
     jsonx_add_num(log, "fsyncs_since_start", (double)st.syncs);

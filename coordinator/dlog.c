@@ -132,6 +132,7 @@ struct dlog {
     bool ckpt_asked;        /* (mu) ... and the loop has not been told yet */
     uint64_t checkpoints;   /* (mu) checkpoints written */
     uint64_t last_ckpt_us;  /* (mu) wall-clock time the last one became durable */
+    uint64_t zeros_ahead;   /* (mu) preallocated bytes after the last frame */
     uint64_t bytes;         /* (mu) bytes written */
     uint64_t sync_us;       /* (mu) time spent in write + fdatasync */
     atomic_int deciding;    /* transactions whose votes are still awaited (a hint) */
@@ -1105,6 +1106,7 @@ static void *writer_main(void *arg)
         }
         pthread_mutex_lock(&log->mu);
         log->durable_lsn = upto;
+        log->zeros_ahead = log->alloc_end - log->seg_size;
         log->syncs = log->frames;
         log->bytes += written;
         log->sync_us += written_us;
@@ -1323,6 +1325,7 @@ void dlog_stats(struct dlog *log, struct dlog_stats *st)
     st->bytes = log->bytes;
     st->sync_us = log->sync_us;
     st->last_checkpoint_wall_us = log->last_ckpt_us;
+    st->zeros_ahead = log->zeros_ahead;
     pthread_mutex_unlock(&log->mu);
 }
 

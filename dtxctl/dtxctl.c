@@ -277,8 +277,9 @@ static int cmd_status(const struct opts *o)
     if (cJSON_HasObjectItem(co, "error"))
         printf("  %s\n", str(cJSON_GetObjectItemCaseSensitive(co, "error"), "message"));
     t = cJSON_GetObjectItemCaseSensitive(co, "log");
-    printf("  decision log %s: %.0f bytes in %.0f segment(s), last checkpoint %s\n", str(t, "dir"),
-           num(t, "bytes_on_disk"), num(t, "segments"),
+    printf("  decision log %s: %.0f bytes used (%.0f on disk with preallocation) in %.0f "
+           "segment(s), last checkpoint %s\n",
+           str(t, "dir"), num(t, "bytes_used"), num(t, "bytes_on_disk"), num(t, "segments"),
            *str(t, "last_checkpoint_at") ? str(t, "last_checkpoint_at") : "none");
     printf("  transactions:");
     cJSON_ArrayForEach(t, cJSON_GetObjectItemCaseSensitive(co, "transactions"))

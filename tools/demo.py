@@ -1,11 +1,13 @@
 #!/usr/bin/python3
 """make demo: a 3-shard dtx cluster, a bank, one cross-shard transfer that
 commits and one that aborts (insufficient funds), with the balances on every
-shard before and after and the coordinator's JSON answers."""
+shard before and after and the coordinator's JSON answers; then the same
+transfer as an interactive transaction, and what `dtxctl status` shows."""
 
 import json
 import os
 import shutil
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -43,6 +45,29 @@ def transfer(c, src, dst, amount, key):
     status, answer = c.request("POST", "/v1/transactions", body)
     print("  -> HTTP %d %s" % (status, json.dumps(answer)))
     return answer
+
+
+def interactive_transfer(c, src, dst, amount):
+    """The same transfer as an interactive transaction: read, decide, write, commit."""
+    banner("an interactive transaction: read %s's balance, decide, then move %d" % (src, amount))
+    status, begun = c.request("POST", "/v1/transactions", {"interactive": True})
+    gtid = begun["gtid"]
+    print("  POST /v1/transactions {\"interactive\": true} -> HTTP %d %s" % (status, json.dumps(begun)))
+    status, read = c.request("POST", "/v1/transactions/%s/ops" % gtid, {"ops": [
+        {"key": src, "sql": "SELECT balance FROM accounts WHERE id = $1 FOR UPDATE",
+         "params": [src]}]})
+    balance = read["results"][0]["rows"][0][0]
+    print("  POST .../ops (read) -> HTTP %d, balance %d: enough, so write" % (status, balance))
+    status, wrote = c.request("POST", "/v1/transactions/%s/ops" % gtid, {"ops": [
+        {"key": src, "sql": "UPDATE accounts SET balance = balance - $1 WHERE id = $2",
+         "params": [amount, src], "expect_rows": 1},
+        {"key": dst, "sql": "UPDATE accounts SET balance = balance + $1 WHERE id = $2",
+         "params": [amount, dst], "expect_rows": 1}]})
+    print("  POST .../ops (write) -> HTTP %d" % status)
+    status, done = c.request("POST", "/v1/transactions/%s/commit" % gtid, {})
+    print("  POST .../commit -> HTTP %d %s" % (status, json.dumps(done)))
+    show_balances(c)
+    return done.get("status") == "committed"
 
 
 def main():
@@ -92,8 +117,14 @@ def main():
                  "params": [30, dst], "expect_rows": 1}]})
         print("  retrying transfer 1 with its idempotency key returns the first outcome, "
               "without running it again: HTTP %d gtid %s" % (status, again.get("gtid")))
+        inter = interactive_transfer(c, src, dst, 5)
+        banner("what an operator sees: dtxctl status")
+        ctl = subprocess.run([os.path.join(c.bindir, "dtxctl"), "--coordinator", c.url(),
+                              "status"], capture_output=True, text=True)
+        print("  " + ctl.stdout.rstrip().replace("\n", "\n  "))
         ok_run = ok.get("status") == "committed" and bad.get("status") == "aborted" and \
-            total == 100 * len(ACCOUNTS) and left == 0 and again.get("gtid") == ok.get("gtid")
+            total == 100 * len(ACCOUNTS) and left == 0 and again.get("gtid") == ok.get("gtid") \
+            and inter and ctl.returncode == 0
     finally:
         banner("stopping the cluster")
         c.stop()

@@ -169,6 +169,7 @@ struct dlog_stats {
     uint64_t bytes;                   /* bytes written, checkpoints included */
     uint64_t sync_us;                 /* time spent writing and fdatasyncing */
     uint64_t last_checkpoint_wall_us; /* when the last checkpoint became durable (0: none yet) */
+    uint64_t zeros_ahead;             /* preallocated bytes after the last frame */
 };
 void dlog_stats(struct dlog *log, struct dlog_stats *st);
 

@@ -78,6 +78,7 @@ class DtxctlTest(ClusterTest):
         co = st["coordinator"]
         self.assertEqual((co["status"], co["node_id"]), ("ok", "c1"))
         self.assertGreater(co["log"]["bytes_on_disk"], 32)
+        self.assertTrue(32 < co["log"]["bytes_used"] <= co["log"]["bytes_on_disk"], co["log"])
         self.assertGreaterEqual(co["log"]["segments"], 1)
         self.assertIn("last_checkpoint_at", co["log"])
         self.assertEqual([s["name"] for s in st["shards"]], ["s1", "s2", "s3"])
