@@ -707,7 +707,12 @@ static void post_recover(struct coord *co, struct httpd_req *req)
         httpd_reply_errorf(req, DTX_EINVAL, "'%s' is not a gtid", gtid);
     } else if ((shard = shard_arg(co, req, body, true)) >= 0) {
         outcome = coord_outcome(co, gtid, shard, &xid);
-        if (strcmp(outcome, "in_flight") == 0)
+        if (strcmp(outcome, "unknown") == 0 && coord_noted_decision(co, gtid) >= 0)
+            httpd_reply_errorf(req, DTX_ECONFLICT,
+                               "an operator's decision about transaction %s is being recorded; "
+                               "it is left alone until it is",
+                               gtid);
+        else if (strcmp(outcome, "in_flight") == 0)
             httpd_reply_errorf(req, DTX_ECONFLICT,
                                "transaction %s is still being decided; it is left alone", gtid);
         else if (strcmp(outcome, "unknown") == 0)

@@ -1251,7 +1251,9 @@ static int open_log(struct coord *co, struct dtx_err *err)
         return rc;
     log_info("decision log '%s': %" PRIu64 " records in %" PRIu64 " segments (%" PRIu64 " bytes)%s",
              co->cfg->log_dir, scan.records, scan.segments, scan.bytes,
-             scan.torn ? "; a torn last write was cut off" : "");
+             !scan.torn       ? ""
+             : scan.torn_zero ? "; its preallocated zeros were cut off"
+                              : "; a torn last write was cut off");
     return 0;
 }
 

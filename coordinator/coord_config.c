@@ -58,7 +58,7 @@ static const struct conf_u32 u32_keys[] = {
     U32_KEY(retention_max_bytes, 67108864, 0, 134217728),
     U32_KEY(max_logged_results_bytes, 1048576, 1024, 67108864),
     U32_KEY(log_segment_bytes, 67108864, 4096, 2147483647),
-    U32_KEY(log_prealloc_bytes, 1048576, 0, 1073741824),
+    U32_KEY(log_prealloc_bytes, 1048576, 0, 67108864),
     U32_KEY(log_group_delay_us, 200, 0, 100000),
     U32_KEY(log_group_siblings, 4, 1, 100000),
     U32_KEY(http_conn_limit, 10000, 16, 1000000),

@@ -521,8 +521,12 @@ static int read_file(const char *path, unsigned char **data, size_t *size, struc
     while (got < (size_t)st.st_size) {
         ssize_t n = read(fd, p + got, (size_t)st.st_size - got);
 
-        if (n <= 0) {
-            int e = n < 0 ? errno : EIO;
+        if (n == 0)
+            break; /* the live log's writer trimmed its preallocated zeros meanwhile */
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int e = errno;
 
             free(p);
             close(fd);
@@ -807,10 +811,9 @@ static int write_all(int fd, const struct iovec *iov, int iovcnt, uint64_t off)
  * are the end of the log, as a torn tail is, and are cut off at start; an
  * older segment never has any.
  */
-static int extend_segment(struct dlog *log, uint64_t need)
+static int write_zeros(struct dlog *log, uint64_t end)
 {
     static const char zeros[65536];
-    uint64_t end = need + log->opts.prealloc_bytes;
 
     while (log->alloc_end < end) {
         size_t n =
@@ -826,12 +829,27 @@ static int extend_segment(struct dlog *log, uint64_t need)
     return 0; /* made durable by the frame's fdatasync */
 }
 
+/*
+ * Zeros up to need plus prealloc_bytes; on a full disk, no more than the
+ * frame needs (whose own write then decides), so that preallocation never
+ * fails the log earlier than plain appends would.
+ */
+static int extend_segment(struct dlog *log, uint64_t need)
+{
+    int e = write_zeros(log, need + log->opts.prealloc_bytes);
+
+    if (e == ENOSPC || e == EDQUOT)
+        e = log->alloc_end >= need ? 0 : write_zeros(log, need);
+    return e;
+}
+
 /* Cuts the current segment's unused zeros off, durably, before it is left. */
 static int trim_segment(struct dlog *log)
 {
     if (log->fd < 0 || log->alloc_end <= log->seg_size)
         return 0;
-    if (ftruncate(log->fd, (off_t)log->seg_size) < 0 || fdatasync(log->fd) < 0)
+    /* fsync, not fdatasync: the smaller size must be durable before the next segment */
+    if (ftruncate(log->fd, (off_t)log->seg_size) < 0 || fsync(log->fd) < 0)
         return errno;
     log->alloc_end = log->seg_size;
     return 0;
@@ -1106,7 +1124,7 @@ static void *writer_main(void *arg)
         }
         pthread_mutex_lock(&log->mu);
         log->durable_lsn = upto;
-        log->zeros_ahead = log->alloc_end - log->seg_size;
+        log->zeros_ahead = log->alloc_end > log->seg_size ? log->alloc_end - log->seg_size : 0;
         log->syncs = log->frames;
         log->bytes += written;
         log->sync_us += written_us;

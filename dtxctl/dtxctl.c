@@ -821,9 +821,10 @@ static int cmd_log(const struct opts *o, int argc, char **argv)
         jsonx_add_num(root, "records", (double)scan.records);
         jsonx_add_num(root, "segments", (double)scan.segments);
         jsonx_add_num(root, "bytes", (double)scan.bytes);
-        jsonx_add_bool(root, "torn_tail", scan.torn);
+        jsonx_add_bool(root, "torn_tail", scan.torn && !scan.torn_zero);
+        jsonx_add_bool(root, "preallocated_tail", scan.torn && scan.torn_zero);
         if (scan.torn)
-            jsonx_add_num(root, "torn_offset", (double)scan.torn_offset);
+            jsonx_add_num(root, "tail_offset", (double)scan.torn_offset);
         if (dump)
             jsonx_add(root, "entries", d.records);
         else
@@ -837,8 +838,10 @@ static int cmd_log(const struct opts *o, int argc, char **argv)
         else
             printf("%s: %" PRIu64 " records in %" PRIu64 " segment(s), %" PRIu64 " bytes: ok%s\n",
                    dir, scan.records, scan.segments, scan.bytes,
-                   scan.torn ? " (a torn last write, which the coordinator cuts off at start)"
-                             : "");
+                   !scan.torn       ? ""
+                   : scan.torn_zero ? " (then preallocated zeros: the end of the log)"
+                                    : " (then a torn last write, which the coordinator cuts off "
+                                      "at start)");
     }
     return rc < 0 ? EXIT_PROBLEM : 0;
 }
