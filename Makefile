@@ -86,12 +86,12 @@ $(BINDIR)/dtxctl: $(CTL_OBJ) $(BUILD)/coordinator/dlog.o $(BUILD)/libdtxcommon.a
 	@echo "  LINK    $@"
 	@$(CC) $(LDOPT) -o $@ $^ $(LDLIBS_HTTP) -lcurl
 
-$(BINDIR)/dtx-loadgen: $(BUILD)/bench/loadgen.o $(BUILD)/libdtxcommon.a
+$(BINDIR)/dtx-loadgen: $(BUILD)/bench/loadgen.o $(BUILD)/bench/latency.o $(BUILD)/libdtxcommon.a
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
 	@$(CC) $(LDOPT) -o $@ $^ $(LDLIBS_HTTP)
 
-$(BINDIR)/dtx-handrolled: $(BUILD)/bench/handrolled.o
+$(BINDIR)/dtx-handrolled: $(BUILD)/bench/handrolled.o $(BUILD)/bench/latency.o
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
 	@$(CC) $(LDOPT) -o $@ $^ -lpq -lpthread

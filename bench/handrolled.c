@@ -14,6 +14,8 @@
  *
  * Thread model: one thread per client, blocking libpq.
  */
+#include "latency.h"
+
 #include <getopt.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
@@ -22,7 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -40,9 +41,6 @@ struct shared {
     struct opts o;
     uint64_t measure_us, end_us;
     atomic_long committed, failed;
-    pthread_mutex_t mu;
-    uint32_t *lat;
-    size_t nlat, caplat;
 };
 
 struct worker {
@@ -50,8 +48,7 @@ struct worker {
     PGconn *c[2];
     unsigned seed;
     int id;
-    uint32_t *lat;
-    size_t nlat, caplat;
+    struct latencies lat;
 };
 
 static uint64_t now_us(void)
@@ -158,71 +155,36 @@ static void *run_worker(void *arg)
             continue;
         }
         atomic_fetch_add(&sh->committed, 1);
-        if (w->nlat == w->caplat) {
-            w->caplat = w->caplat ? w->caplat * 2 : 16384;
-            w->lat = realloc(w->lat, w->caplat * sizeof(*w->lat));
-            if (!w->lat)
-                abort();
-        }
-        w->lat[w->nlat++] = (uint32_t)(t1 - t0);
+        lat_add(&w->lat, (uint32_t)(t1 - t0));
     }
     return NULL;
-}
-
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-
-    return x < y ? -1 : x > y;
-}
-
-static double cpu_seconds(void)
-{
-    struct rusage ru;
-
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec / 1e6;
 }
 
 static void report(struct shared *sh, struct worker *ws, double cpu)
 {
     double secs = (double)(sh->end_us - sh->measure_us) / 1e6;
     long ok = atomic_load(&sh->committed);
-    uint32_t *all = NULL, p50 = 0, p99 = 0, max = 0;
-    size_t n = 0;
+    struct latencies all = {NULL, 0, 0};
+    struct lat_summary l;
     FILE *f;
 
     for (int i = 0; i < sh->o.concurrency; i++)
-        n += ws[i].nlat;
-    all = calloc(n ? n : 1, sizeof(*all));
-    if (!all)
-        abort();
-    n = 0;
-    for (int i = 0; i < sh->o.concurrency; i++) {
-        memcpy(all + n, ws[i].lat, ws[i].nlat * sizeof(*all));
-        n += ws[i].nlat;
-    }
-    if (n) {
-        qsort(all, n, sizeof(*all), cmp_u32);
-        p50 = all[n / 2];
-        p99 = all[(size_t)((double)n * 0.99)];
-        max = all[n - 1];
-    }
+        lat_merge(&all, &ws[i].lat);
+    lat_summarize(&all, &l);
+    lat_release(&all);
     printf("dtx-handrolled %s: concurrency %d, %.1f s: %ld committed (%.0f tx/s), %ld failed; "
            "latency p50 %.3f ms p99 %.3f ms max %.3f ms; client CPU %.2f s\n",
            sh->o.local ? "local" : "2pc", sh->o.concurrency, secs, ok, ok / secs,
-           atomic_load(&sh->failed), p50 / 1e3, p99 / 1e3, max / 1e3, cpu);
-    if (sh->o.json && (f = fopen(sh->o.json, "w"))) {
-        fprintf(f,
-                "{\"concurrency\":%d,\"seconds\":%.3f,\"committed\":%ld,\"failed\":%ld,"
-                "\"tps\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,"
-                "\"generator_cpu_s\":%.3f}\n",
-                sh->o.concurrency, secs, ok, atomic_load(&sh->failed), ok / secs, p50 / 1e3,
-                p99 / 1e3, max / 1e3, cpu);
-        fclose(f);
-    }
-    free(all);
+           atomic_load(&sh->failed), l.p50_ms, l.p99_ms, l.max_ms, cpu);
+    if (!sh->o.json || !(f = fopen(sh->o.json, "w")))
+        return;
+    fprintf(f,
+            "{\"concurrency\":%d,\"seconds\":%.3f,\"committed\":%ld,\"failed\":%ld,"
+            "\"tps\":%.1f,\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"max_ms\":%.3f,"
+            "\"generator_cpu_s\":%.3f}\n",
+            sh->o.concurrency, secs, ok, atomic_load(&sh->failed), ok / secs, l.p50_ms, l.p99_ms,
+            l.max_ms, cpu);
+    fclose(f);
 }
 
 static int parse_args(int argc, char **argv, struct opts *o)
@@ -288,17 +250,17 @@ int main(int argc, char **argv)
     start = now_us();
     sh.measure_us = start + (uint64_t)(sh.o.warmup * 1e6);
     sh.end_us = sh.measure_us + (uint64_t)(sh.o.seconds * 1e6);
-    cpu0 = cpu_seconds();
+    cpu0 = process_cpu_seconds();
     for (int i = 0; i < sh.o.concurrency; i++)
         pthread_create(&th[i], NULL, run_worker, &ws[i]);
     for (int i = 0; i < sh.o.concurrency; i++)
         pthread_join(th[i], NULL);
-    report(&sh, ws, cpu_seconds() - cpu0);
+    report(&sh, ws, process_cpu_seconds() - cpu0);
     for (int i = 0; i < sh.o.concurrency; i++) {
         PQfinish(ws[i].c[0]);
         if (ws[i].c[1])
             PQfinish(ws[i].c[1]);
-        free(ws[i].lat);
+        lat_release(&ws[i].lat);
     }
     free(ws);
     free(th);

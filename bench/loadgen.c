@@ -20,13 +20,13 @@
 #include "dtx/buf.h"
 #include "dtx/ev.h"
 #include "dtx/httpc.h"
+#include "latency.h"
 
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -53,9 +53,8 @@ struct run {
     struct client *clients;
     uint64_t start_us, measure_us, end_us;
     long sent, done;
-    long status[6]; /* 2xx 3xx 4xx(not 409) 409 5xx error */
-    uint32_t *lat;  /* microseconds of measured requests */
-    size_t nlat, caplat;
+    long status[6];       /* 2xx 3xx 4xx(not 409) 409 5xx error */
+    struct latencies lat; /* of measured requests */
     uint64_t seq;
     unsigned seed;
     bool stopping;
@@ -115,13 +114,7 @@ static void record(struct run *r, uint64_t t0, int rc, int status)
     if (t0 < r->measure_us || now > r->end_us)
         return;
     r->status[k < 0 || k > 5 ? 5 : k]++;
-    if (r->nlat == r->caplat) {
-        r->caplat = r->caplat ? r->caplat * 2 : 65536;
-        r->lat = realloc(r->lat, r->caplat * sizeof(*r->lat));
-        if (!r->lat)
-            abort();
-    }
-    r->lat[r->nlat++] = (uint32_t)(now - t0);
+    lat_add(&r->lat, (uint32_t)(now - t0));
 }
 
 static void on_answer(void *arg, int rc, const struct httpc_resp *resp, const struct dtx_err *err)
@@ -152,42 +145,21 @@ static void send_next(struct client *cl)
                   cl->body.data, cl->body.len, 30000, on_answer, cl);
 }
 
-static int cmp_u32(const void *a, const void *b)
-{
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-
-    return x < y ? -1 : x > y;
-}
-
-static double cpu_seconds(void)
-{
-    struct rusage ru;
-
-    getrusage(RUSAGE_SELF, &ru);
-    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec / 1e6;
-}
-
 static void report(struct run *r, double cpu)
 {
     double secs = (double)(r->end_us - r->measure_us) / 1e6;
-    uint32_t p50 = 0, p99 = 0, max = 0;
     long ok = r->status[0];
+    struct lat_summary l;
     FILE *f;
 
-    if (r->nlat) {
-        qsort(r->lat, r->nlat, sizeof(*r->lat), cmp_u32);
-        p50 = r->lat[r->nlat / 2];
-        p99 = r->lat[(size_t)((double)r->nlat * 0.99)];
-        max = r->lat[r->nlat - 1];
-    }
+    lat_summarize(&r->lat, &l);
     if (r->o.count)
         secs = (double)(ev_clock_us() - r->measure_us) / 1e6;
     printf("dtx-loadgen: concurrency %d, %.1f s measured: %ld committed (%.0f tx/s), %ld aborted, "
            "%ld other 4xx, %ld 5xx, %ld errors; latency p50 %.3f ms p99 %.3f ms max %.3f ms; "
            "generator CPU %.2f s (%.0f%% of one core)\n",
            r->o.concurrency, secs, ok, ok / secs, r->status[3], r->status[2], r->status[4],
-           r->status[5], p50 / 1e3, p99 / 1e3, max / 1e3, cpu, 100.0 * cpu / secs);
+           r->status[5], l.p50_ms, l.p99_ms, l.max_ms, cpu, 100.0 * cpu / secs);
     if (!r->o.json || !(f = fopen(r->o.json, "w")))
         return;
     fprintf(f,
@@ -195,7 +167,7 @@ static void report(struct run *r, double cpu)
             "\"other_4xx\":%ld,\"errors_5xx\":%ld,\"failed\":%ld,\"tps\":%.1f,\"p50_ms\":%.3f,"
             "\"p99_ms\":%.3f,\"max_ms\":%.3f,\"generator_cpu_s\":%.3f}\n",
             r->o.concurrency, secs, ok, r->status[3], r->status[2], r->status[4], r->status[5],
-            ok / secs, p50 / 1e3, p99 / 1e3, max / 1e3, cpu);
+            ok / secs, l.p50_ms, l.p99_ms, l.max_ms, cpu);
     fclose(f);
 }
 
@@ -296,7 +268,7 @@ int main(int argc, char **argv)
     r.clients = calloc((size_t)r.o.concurrency, sizeof(*r.clients));
     if (!r.clients)
         abort();
-    cpu0 = cpu_seconds();
+    cpu0 = process_cpu_seconds();
     for (int i = 0; i < r.o.concurrency; i++) {
         r.clients[i].r = &r;
         r.clients[i].c = httpc_new(&r.loop, &r.addr);
@@ -305,13 +277,13 @@ int main(int argc, char **argv)
     ev_loop_run(&r.loop);
     if (r.o.count)
         r.end_us = ev_clock_us();
-    report(&r, cpu_seconds() - cpu0);
+    report(&r, process_cpu_seconds() - cpu0);
     for (int i = 0; i < r.o.concurrency; i++) {
         httpc_free(r.clients[i].c);
         buf_release(&r.clients[i].body);
     }
     free(r.clients);
-    free(r.lat);
+    lat_release(&r.lat);
     ev_loop_release(&r.loop);
     return r.status[5] || r.status[4] ? 1 : 0;
 }

@@ -607,38 +607,52 @@ static int run_build(struct pg_run *r)
 
 static void on_wait_timeout(struct ev_loop *loop, struct ev_timer *t);
 
-static struct rm_run *pg_run(struct rm *base, const char *gid, cJSON *ops, bool one_phase,
-                             uint32_t timeout_ms, rm_run_fn done, void *arg)
+/* A run of branch gid, on rm->runs until delivered (or, interactive, until it ends). */
+static struct pg_run *run_new(struct pg_rm *rm, const char *gid)
 {
-    struct pg_rm *rm = (struct pg_rm *)base;
     struct pg_run *r = calloc(1, sizeof(*r));
 
     if (!r)
         abort();
-    r->base.rm = base;
+    r->base.rm = &rm->base;
     r->rm = rm;
     snprintf(r->gid, sizeof(r->gid), "%s", gid);
-    r->ops = ops;
-    r->one_phase = one_phase;
-    r->done = done;
-    r->arg = arg;
     buf_init(&r->results);
     dtx_err_clear(&r->err);
     ev_defer_init(&r->deliver, on_run_deliver, r);
-    ev_timer_init(&r->wait_timer, on_wait_timeout, r); /* never armed: no session */
+    ev_timer_init(&r->wait_timer, on_wait_timeout, r);
     list_insert_tail(&rm->runs, &r->link);
-    if (!cJSON_IsArray(ops) || run_build(r) < 0) {
-        run_fail(r, DTX_EINVAL, "the branch's ops are malformed");
-        return &r->base;
-    }
+    return r;
+}
+
+/* The job for r's statements (built by run_build). */
+static void run_job(struct pg_run *r, bool hold, uint32_t timeout_ms)
+{
     r->job = (struct pgx_job){.stmts = r->stmts,
                               .nstmts = r->nstmts,
                               .phase2 = false,
-                              .hold = r->split,
+                              .hold = hold,
                               .timeout_ms = timeout_ms,
                               .on_result = run_result,
                               .on_done = run_done,
                               .data = r};
+}
+
+static struct rm_run *pg_run(struct rm *base, const char *gid, cJSON *ops, bool one_phase,
+                             uint32_t timeout_ms, rm_run_fn done, void *arg)
+{
+    struct pg_rm *rm = (struct pg_rm *)base;
+    struct pg_run *r = run_new(rm, gid);
+
+    r->ops = ops;
+    r->one_phase = one_phase;
+    r->done = done;
+    r->arg = arg;
+    if (!cJSON_IsArray(ops) || run_build(r) < 0) {
+        run_fail(r, DTX_EINVAL, "the branch's ops are malformed");
+        return &r->base;
+    }
+    run_job(r, r->split, timeout_ms);
     pgx_submit(rm->pool, &r->job);
     return &r->base;
 }
@@ -670,16 +684,8 @@ static struct rm_run *pg_exec(struct rm *base, struct rm_run *session, const cha
     uint64_t gen;
 
     if (!r) {
-        if (!(r = calloc(1, sizeof(*r))))
-            abort();
-        r->base.rm = base;
-        r->rm = rm;
+        r = run_new(rm, gid);
         r->interactive = true;
-        snprintf(r->gid, sizeof(r->gid), "%s", gid);
-        buf_init(&r->results);
-        ev_defer_init(&r->deliver, on_run_deliver, r);
-        ev_timer_init(&r->wait_timer, on_wait_timeout, r);
-        list_insert_tail(&rm->runs, &r->link);
     }
     run_free_ops(r);
     r->ops = ops;
@@ -699,14 +705,7 @@ static struct rm_run *pg_exec(struct rm *base, struct rm_run *session, const cha
     }
     conn = r->began ? r->job.conn : NULL;
     gen = r->job.conn_gen;
-    r->job = (struct pgx_job){.stmts = r->stmts,
-                              .nstmts = r->nstmts,
-                              .phase2 = false,
-                              .hold = true,
-                              .timeout_ms = timeout_ms,
-                              .on_result = run_result,
-                              .on_done = run_done,
-                              .data = r};
+    run_job(r, true, timeout_ms);
     if (conn) {
         pgx_submit_on(conn, gen, &r->job);
     } else {
