@@ -218,6 +218,37 @@ static void branch_free(struct branch *b)
 static void admin_reply_finished(struct httpd_req *req, const char *gtid, const char *shard,
                                  bool commit, enum rm_outcome outcome, const struct dtx_err *err);
 
+/*
+ * A branch still running at twice its transaction's timeout (0: the
+ * default) plus a second is cancelled; an open interactive one idle that
+ * long is rolled back (on_branch_deadline).
+ */
+static void arm_deadline(struct branch *b, uint32_t timeout_ms)
+{
+    ev_timer_start(b->ag->loop, &b->deadline,
+                   2 * (uint64_t)(timeout_ms ? timeout_ms : BRANCH_DEFAULT_TIMEOUT_MS) + 1000);
+}
+
+static void on_branch_deadline(struct ev_loop *loop, struct ev_timer *t);
+
+/* A new RUNNING branch of transaction gtid on this shard. Aborts on allocation failure. */
+static struct branch *branch_new(struct agent *ag, const char *gtid, struct peer *peer)
+{
+    struct branch *b = calloc(1, sizeof(*b));
+
+    if (!b)
+        abort();
+    b->ag = ag;
+    b->peer = peer;
+    snprintf(b->gtid, sizeof(b->gtid), "%s", gtid);
+    gid_format(b->gid, sizeof(b->gid), gtid, ag->cfg->name);
+    hmap_put(&ag->branches, &b->node, b->gtid);
+    b->state = AB_RUNNING;
+    ag->running++;
+    ev_timer_init(&b->deadline, on_branch_deadline, b);
+    return b;
+}
+
 /* ---- phase 2 ---------------------------------------------------------------------- */
 
 static void on_finished(void *arg, enum rm_outcome outcome, const struct dtx_err *err)
@@ -445,7 +476,7 @@ static void on_exec_done(void *arg, struct rm_result *res)
         branch_set_state(b, AB_OPEN);
         send_executed(ag, b->peer, b->gtid, NULL, &res->results);
         /* the coordinator aborts it after idle_ms; this is for a coordinator that vanished */
-        ev_timer_start(ag->loop, &b->deadline, 2 * (uint64_t)b->deadline_ms + 1000);
+        arm_deadline(b, b->deadline_ms);
     }
     buf_release(&res->results);
 }
@@ -473,25 +504,15 @@ static void on_exec(struct agent *ag, struct peer *peer, struct msg *m)
         return;
     }
     if (!b) {
-        if (!(b = calloc(1, sizeof(*b))))
-            abort();
-        b->ag = ag;
+        b = branch_new(ag, m->gtid, peer);
         b->interactive = true;
-        snprintf(b->gtid, sizeof(b->gtid), "%s", m->gtid);
-        gid_format(b->gid, sizeof(b->gid), m->gtid, ag->cfg->name);
-        hmap_put(&ag->branches, &b->node, b->gtid);
-        b->state = AB_RUNNING;
-        ag->running++;
         ag->sessions++;
-        ev_timer_init(&b->deadline, on_branch_deadline, b);
     } else {
         branch_set_state(b, AB_RUNNING);
     }
     b->peer = peer;
     b->deadline_ms = m->idle_ms > m->timeout_ms ? m->idle_ms : m->timeout_ms;
-    if (!b->deadline_ms)
-        b->deadline_ms = BRANCH_DEFAULT_TIMEOUT_MS;
-    ev_timer_start(ag->loop, &b->deadline, 2 * (uint64_t)b->deadline_ms + 1000);
+    arm_deadline(b, b->deadline_ms);
     b->session =
         rm_exec(ag->rm, b->session, b->gid, cJSON_DetachItemFromObjectCaseSensitive(m->root, "ops"),
                 m->timeout_ms, ag->cfg->open_wait_ms, on_exec_done, b);
@@ -525,7 +546,7 @@ static void on_slots_timer(struct ev_loop *loop, struct ev_timer *t)
     struct agent *ag = t->data;
 
     (void)loop;
-    rm_inspect(ag->rm, on_slots, ag);
+    rm_inspect(ag->rm, false, on_slots, ag); /* counts only: no locks */
 }
 
 /*
@@ -574,9 +595,7 @@ static void end_interactive(struct agent *ag, struct peer *peer, const struct ms
     branch_set_state(b, AB_RUNNING);
     b->peer = peer;
     b->one_phase = one_phase;
-    ev_timer_start(ag->loop, &b->deadline,
-                   2 * (uint64_t)(m->timeout_ms ? m->timeout_ms : BRANCH_DEFAULT_TIMEOUT_MS) +
-                       1000);
+    arm_deadline(b, m->timeout_ms);
     b->run = b->session;
     set_preparing(b, !one_phase);
     ag->sessions--; /* rm_end ends the session, whatever the outcome */
@@ -588,19 +607,14 @@ static void on_prepare(struct agent *ag, struct peer *peer, struct msg *m)
 {
     uint64_t epoch, seq;
     struct branch *b = find_branch(ag, m->gtid);
-    bool interactive = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(m->root, "interactive"));
     char why[300];
 
     if (!gid_parse_gtid(m->gtid, NULL, &epoch, &seq)) {
         refuse(ag, peer, m, "malformed gtid");
         return;
     }
-    if (interactive) {
+    if (m->interactive) {
         end_interactive(ag, peer, m, b);
-        return;
-    }
-    if (m->type == MSG_PREPARE && no_prepared_slot(ag, why, sizeof(why))) {
-        refuse_with(ag, peer, m, DTX_EBUSY, why);
         return;
     }
     if (b) {
@@ -608,25 +622,17 @@ static void on_prepare(struct agent *ag, struct peer *peer, struct msg *m)
                  m->type == MSG_ONE_PHASE ? "one_phase" : "prepare");
         return;
     }
+    if (m->type == MSG_PREPARE && no_prepared_slot(ag, why, sizeof(why))) {
+        refuse_with(ag, peer, m, DTX_EBUSY, why);
+        return;
+    }
     if (ag->stopping) {
         refuse(ag, peer, m, "the participant is shutting down");
         return;
     }
-    b = calloc(1, sizeof(*b));
-    if (!b)
-        abort();
-    b->ag = ag;
-    b->peer = peer;
+    b = branch_new(ag, m->gtid, peer);
     b->one_phase = m->type == MSG_ONE_PHASE;
-    snprintf(b->gtid, sizeof(b->gtid), "%s", m->gtid);
-    gid_format(b->gid, sizeof(b->gid), m->gtid, ag->cfg->name);
-    hmap_put(&ag->branches, &b->node, b->gtid);
-    b->state = AB_RUNNING;
-    ag->running++;
-    ev_timer_init(&b->deadline, on_branch_deadline, b);
-    ev_timer_start(ag->loop, &b->deadline,
-                   2 * (uint64_t)(m->timeout_ms ? m->timeout_ms : BRANCH_DEFAULT_TIMEOUT_MS) +
-                       1000);
+    arm_deadline(b, m->timeout_ms);
     set_preparing(b, !b->one_phase);
     b->run = rm_start(ag->rm, b->gid, cJSON_DetachItemFromObjectCaseSensitive(m->root, "ops"),
                       b->one_phase, m->timeout_ms, on_run_done, b);
@@ -796,15 +802,21 @@ static void on_upgraded(void *arg, int fd, const char *extra, size_t extra_len,
 
 /* ---- HTTP routes ------------------------------------------------------------------------- */
 
+/* Every route but /healthz and /metrics is for the coordinator: it needs the peer token. */
+static bool peer_authorized(const struct agent *ag, struct httpd_req *req)
+{
+    const char *token = ag->cfg->peer_token;
+
+    if (!token[0] || httpd_req_has_token(req, token))
+        return true;
+    httpd_reply_errorf(req, DTX_EAUTH, "this endpoint needs the peer token");
+    return false;
+}
+
 static void accept_stream(struct agent *ag, struct httpd_req *req)
 {
     const char *upgrade = httpd_req_header(req, "Upgrade");
-    const char *token = ag->cfg->peer_token;
 
-    if (token[0] && !httpd_req_has_token(req, token)) {
-        httpd_reply_errorf(req, DTX_EAUTH, "the peer stream needs the peer token");
-        return;
-    }
     if (!upgrade || strcmp(upgrade, STREAM_PROTO) != 0) {
         httpd_reply_errorf(req, DTX_EINVAL, "this endpoint needs \"Upgrade: %s\"", STREAM_PROTO);
         return;
@@ -844,13 +856,10 @@ static void branch_status(struct agent *ag, struct httpd_req *req, const char *g
 {
     char gtid[DTX_GTID_MAX + 1], shard[DTX_NAME_MAX + 1];
     const char *xs = httpd_req_arg(req, "xid");
-    const char *token = ag->cfg->peer_token;
     char *end = NULL;
     uint64_t xid = xs ? strtoull(xs, &end, 10) : 0;
 
-    if (token[0] && !httpd_req_has_token(req, token)) {
-        httpd_reply_errorf(req, DTX_EAUTH, "this endpoint needs the peer token");
-    } else if (xs && (!*xs || *end)) {
+    if (xs && (!*xs || *end)) {
         httpd_reply_errorf(req, DTX_EINVAL, "'xid' must be a transaction id (a decimal number)");
     } else if (!gid_parse(gid, gtid, shard) || strcmp(shard, ag->cfg->name) != 0) {
         httpd_reply_errorf(req, DTX_ENOTFOUND, "'%s' is not a dtx branch of shard '%s'", gid,
@@ -861,16 +870,6 @@ static void branch_status(struct agent *ag, struct httpd_req *req, const char *g
 }
 
 /* ---- operators (admin) ---------------------------------------------------------------- */
-
-static bool peer_authorized(const struct agent *ag, struct httpd_req *req)
-{
-    const char *token = ag->cfg->peer_token;
-
-    if (!token[0] || httpd_req_has_token(req, token))
-        return true;
-    httpd_reply_errorf(req, DTX_EAUTH, "this endpoint needs the peer token");
-    return false;
-}
 
 /* What the agent itself is doing with a transaction's branch, or NULL when nothing. */
 static const char *agent_activity(const struct agent *ag, const char *gtid)
@@ -1014,8 +1013,6 @@ static void admin_branches(struct agent *ag, struct httpd_req *req, const char *
     const char *slash = strrchr(rest, '/');
     size_t n = slash ? (size_t)(slash - rest) : 0;
 
-    if (!peer_authorized(ag, req))
-        return;
     if (!rm_healthy(ag->rm, why, sizeof(why))) {
         httpd_reply_errorf(req, DTX_ESHUTDOWN, "shard '%s': %s", ag->cfg->name, why);
         return;
@@ -1026,7 +1023,7 @@ static void admin_branches(struct agent *ag, struct httpd_req *req, const char *
         c->ag = ag;
         c->req = req;
         list_insert_tail(&ag->admin_calls, &c->link);
-        rm_inspect(ag->rm, on_inspected, c);
+        rm_inspect(ag->rm, true, on_inspected, c);
         return;
     }
     if (strcmp(method, "POST") != 0 || *rest != '/' || !slash || slash == rest ||
@@ -1129,7 +1126,9 @@ void agent_handle_http(void *ctx, struct httpd_req *req)
     unsigned status;
     char *body;
 
-    if (strncmp(path, "/v1/admin/branches", 18) == 0) {
+    if (strncmp(path, "/v1/", 4) == 0 && !peer_authorized(ag, req)) {
+        return;
+    } else if (strncmp(path, "/v1/admin/branches", 18) == 0) {
         admin_branches(ag, req, method, path + 18);
     } else if (strcmp(method, "GET") != 0) {
         httpd_reply_errorf(req, DTX_EMETHOD, "method %s is not allowed on %s", method, path);

@@ -530,28 +530,18 @@ void pgx_submit(struct pgx_pool *pool, struct pgx_job *job)
     kick(pool);
 }
 
-void pgx_submit_on(struct pgx_conn *c, uint64_t gen, struct pgx_job *job)
+int pgx_submit_on(struct pgx_conn *c, uint64_t gen, struct pgx_job *job)
 {
-    if (c->state != C_HELD || c->gen != gen) {
-        /* Lost while held (and perhaps held by someone else since): never send into it. */
-        job->on_done(job, DTX_EABORTED, 0, "the held connection was lost");
-        return;
-    }
+    if (c->state != C_HELD || c->gen != gen)
+        return DTX_EUNAVAIL; /* lost while held (and perhaps held by someone else since) */
     if (conn_send(c, job) < 0) {
         conn_down(c, PQerrorMessage(c->pg));
-        return;
+        return 0; /* in flight: conn_down answered it */
     }
     c->state = C_BUSY;
     if (flush(c) < 0)
         conn_down(c, PQerrorMessage(c->pg));
-}
-
-void pgx_release(struct pgx_conn *c, uint64_t gen)
-{
-    if (c->state != C_HELD || c->gen != gen)
-        return;
-    c->state = C_BUSY;
-    conn_after_job(c);
+    return 0;
 }
 
 /*

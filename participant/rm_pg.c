@@ -96,7 +96,6 @@ struct pg_run {
      */
     bool interactive;
     bool began;
-    bool waited_out; /* no connection came within wait_ms */
     uint32_t wait_ms;
     int first_op;
     struct ev_timer wait_timer;
@@ -404,6 +403,10 @@ static void finish_prepared_then(struct pg_run *r, bool commit, enum rm_outcome 
     pg_finish_start(r->rm, r->gid, r->xid, commit, after_cleanup, r);
 }
 
+#define CONN_LOST_OPEN                                                                             \
+    "the connection to PostgreSQL broke while the transaction was open between calls, and "        \
+    "PostgreSQL rolled it back"
+
 static void run_send_end(struct pg_run *r, const char *sql)
 {
     snprintf(r->end_sql, sizeof(r->end_sql), "%s", sql);
@@ -413,15 +416,30 @@ static void run_send_end(struct pg_run *r, const char *sql)
     r->job.nstmts = 1;
     r->job.hold = false;
     r->job.timeout_ms = 0;
+    if (pgx_submit_on(r->job.conn, r->job.conn_gen, &r->job) < 0) {
+        run_fail(r, DTX_EUNAVAIL, CONN_LOST_OPEN);
+        return;
+    }
     r->end_sent = strcmp(sql, "ROLLBACK") != 0;
-    pgx_submit_on(r->job.conn, r->job.conn_gen, &r->job);
+}
+
+/* Ends the branch's open transaction: COMMIT for one phase or when it wrote nothing, else PREPARE.
+ */
+static void send_ending(struct pg_run *r)
+{
+    char sql[DTX_GID_MAX + 32];
+
+    if (r->one_phase || r->xid_null) {
+        run_send_end(r, "COMMIT");
+        return;
+    }
+    snprintf(sql, sizeof(sql), "PREPARE TRANSACTION '%s'", r->gid);
+    run_send_end(r, sql);
 }
 
 /* The first round trip of a split branch came back; the connection is held. */
 static void split_continue(struct pg_run *r)
 {
-    char sql[DTX_GID_MAX + 32];
-
     if (r->err.code || r->cancelled || !r->have_xid) {
         if (!r->err.code)
             dtx_err_set(&r->err, DTX_EABORTED, "the branch was cancelled");
@@ -433,12 +451,7 @@ static void split_continue(struct pg_run *r)
         run_finish(r, RM_ACTIVE); /* open until the next exec or end */
         return;
     }
-    if (r->one_phase || r->xid_null) {
-        run_send_end(r, "COMMIT");
-        return;
-    }
-    snprintf(sql, sizeof(sql), "PREPARE TRANSACTION '%s'", r->gid);
-    run_send_end(r, sql);
+    send_ending(r);
 }
 
 static void run_complete(struct pg_run *r)
@@ -508,13 +521,7 @@ static void run_done(struct pgx_job *job, int rc, int answered, const char *why)
     struct pg_run *r = job->data;
 
     ev_timer_stop(r->rm->loop, &r->wait_timer);
-    if (rc == DTX_EABORTED && r->waited_out)
-        run_fail(r, DTX_EBUSY, r->err.msg);
-    else if (rc == DTX_EABORTED && r->began)
-        run_fail(r, DTX_EUNAVAIL,
-                 "the connection to PostgreSQL broke while the transaction was open between "
-                 "calls, and PostgreSQL rolled it back");
-    else if (rc == DTX_EABORTED)
+    if (rc == DTX_EABORTED) /* keeps an error already set: no connection within wait_ms */
         run_fail(r, DTX_EABORTED, "the branch was cancelled before it started");
     else if (rc < 0)
         run_lost(r, answered, why);
@@ -666,7 +673,6 @@ static void on_wait_timeout(struct ev_loop *loop, struct ev_timer *t)
     (void)loop;
     if (r->job.sent)
         return; /* it got a connection just in time */
-    r->waited_out = true;
     dtx_err_set(&r->err, DTX_EBUSY,
                 "shard '%s': no PostgreSQL connection was free within %u ms (every one is held "
                 "by an open transaction); try again shortly",
@@ -707,7 +713,8 @@ static struct rm_run *pg_exec(struct rm *base, struct rm_run *session, const cha
     gen = r->job.conn_gen;
     run_job(r, true, timeout_ms);
     if (conn) {
-        pgx_submit_on(conn, gen, &r->job);
+        if (pgx_submit_on(conn, gen, &r->job) < 0)
+            run_fail(r, DTX_EUNAVAIL, CONN_LOST_OPEN);
     } else {
         r->wait_ms = wait_ms;
         pgx_submit(rm->pool, &r->job);
@@ -721,7 +728,6 @@ static void pg_end(struct rm *base, struct rm_run *session, enum rm_end how, rm_
                    void *arg)
 {
     struct pg_run *r = (struct pg_run *)session;
-    char sql[DTX_GID_MAX + 32];
 
     (void)base;
     r->done = done;
@@ -731,12 +737,9 @@ static void pg_end(struct rm *base, struct rm_run *session, enum rm_end how, rm_
     if (how == RM_END_ROLLBACK) {
         dtx_err_set(&r->err, DTX_EABORTED, "rolled back as asked");
         run_send_end(r, "ROLLBACK");
-    } else if (how == RM_END_COMMIT || r->xid_null) {
-        r->one_phase = how == RM_END_COMMIT;
-        run_send_end(r, "COMMIT"); /* a branch that wrote nothing needs no PREPARE */
     } else {
-        snprintf(sql, sizeof(sql), "PREPARE TRANSACTION '%s'", r->gid);
-        run_send_end(r, sql);
+        r->one_phase = how == RM_END_COMMIT;
+        send_ending(r);
     }
 }
 
@@ -1143,7 +1146,8 @@ static void list_done(struct pgx_job *job, int rc, int answered, const char *why
     "(SELECT v.virtualtransaction FROM pg_locks v WHERE v.pid IS NULL AND v.locktype = "           \
     "'transactionid' AND v.transactionid = p.transaction LIMIT 1)), '[]')::text"
 
-static void list_start(struct pg_rm *rm, rm_list_fn listed, rm_inspect_fn inspected, void *arg)
+static void list_start(struct pg_rm *rm, rm_list_fn listed, rm_inspect_fn inspected, bool locks,
+                       void *arg)
 {
     struct pg_list *l = calloc(1, sizeof(*l));
 
@@ -1155,7 +1159,7 @@ static void list_start(struct pg_rm *rm, rm_list_fn listed, rm_inspect_fn inspec
     l->arg = arg;
     dtx_err_clear(&l->err);
     l->stmts[0] =
-        (struct pgx_stmt){inspected ? LIST_SQL(LOCKS_SQL) : LIST_SQL(""), 0, NULL, !inspected};
+        (struct pgx_stmt){locks ? LIST_SQL(LOCKS_SQL) : LIST_SQL(""), 0, NULL, !inspected};
     l->stmts[1] = (struct pgx_stmt){"SELECT current_setting('max_prepared_transactions'), "
                                     "(SELECT count(*) FROM pg_prepared_xacts)",
                                     0, NULL, true};
@@ -1172,12 +1176,12 @@ static void list_start(struct pg_rm *rm, rm_list_fn listed, rm_inspect_fn inspec
 
 static void pg_list_prepared(struct rm *base, rm_list_fn done, void *arg)
 {
-    list_start((struct pg_rm *)base, done, NULL, arg);
+    list_start((struct pg_rm *)base, done, NULL, false, arg);
 }
 
-static void pg_inspect(struct rm *base, rm_inspect_fn done, void *arg)
+static void pg_inspect(struct rm *base, bool locks, rm_inspect_fn done, void *arg)
 {
-    list_start((struct pg_rm *)base, NULL, done, arg);
+    list_start((struct pg_rm *)base, NULL, done, locks, arg);
 }
 
 /* ---- health and lifecycle ------------------------------------------------------- */

@@ -4,7 +4,7 @@
  *
  *   coordinator -> participant
  *     hello      {"t":"hello","node":N,"epoch":E}
- *     prepare    {"t":"prepare","gtid":G,"ops":[OP..],"timeout_ms":T}
+ *     prepare    {"t":"prepare","gtid":G,"ops":[OP..],"timeout_ms":T,"interactive":B}
  *     one_phase  {"t":"one_phase","gtid":G,"ops":[OP..],"timeout_ms":T}
  *     commit     {"t":"commit","gtid":G,"xid":"X"}
  *     abort      {"t":"abort","gtid":G}
@@ -72,7 +72,8 @@ struct msg {
     const cJSON *ops;
     uint32_t timeout_ms;
     uint32_t idle_ms;
-    uint64_t xid; /* 0: none */
+    bool interactive; /* prepare / one_phase: end the branch's open transaction */
+    uint64_t xid;     /* 0: none */
     enum msg_vote vote;
     enum msg_outcome outcome;
     const char *trailer; /* RESULTS: "\n" R per op; points into the frame */

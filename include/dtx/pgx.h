@@ -98,13 +98,11 @@ void pgx_pool_free(struct pgx_pool *pool);
 void pgx_submit(struct pgx_pool *pool, struct pgx_job *job);
 /*
  * Sends job on conn, which a previous job holds for the caller; gen is that
- * job's conn_gen. If the connection was lost meanwhile (its transaction
- * went with it, and the slot may serve someone else by now), job is not
- * sent: its on_done gets DTX_EABORTED at once.
+ * job's conn_gen. Returns DTX_EUNAVAIL, and sends nothing, when the
+ * connection was lost meanwhile: its transaction went with it, and the
+ * slot may serve someone else by now.
  */
-void pgx_submit_on(struct pgx_conn *conn, uint64_t gen, struct pgx_job *job);
-/* Returns a held connection to the pool (rolling back an open transaction). */
-void pgx_release(struct pgx_conn *conn, uint64_t gen);
+int pgx_submit_on(struct pgx_conn *conn, uint64_t gen, struct pgx_job *job);
 /*
  * Cancels job: a queued job is removed and its on_done called with
  * DTX_EABORTED; a running one gets a PostgreSQL cancel request (its

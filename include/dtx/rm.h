@@ -140,8 +140,8 @@ struct rm_ops {
     void (*status)(struct rm *rm, const char *gid, uint64_t xid, rm_status_fn done, void *arg);
     /* Lists this database's prepared transactions whose gid starts with "dtx:". */
     void (*list_prepared)(struct rm *rm, rm_list_fn done, void *arg);
-    /* Like list_prepared, with each branch's locks and the prepared-transaction headroom. */
-    void (*inspect)(struct rm *rm, rm_inspect_fn done, void *arg);
+    /* Like list_prepared, with the prepared-transaction headroom and (locks) what each holds. */
+    void (*inspect)(struct rm *rm, bool locks, rm_inspect_fn done, void *arg);
     /* True when the database is reachable; otherwise why says what is wrong. */
     bool (*healthy)(const struct rm *rm, char *why, size_t whysz);
     void (*free)(struct rm *rm);
@@ -192,9 +192,9 @@ static inline void rm_list_prepared(struct rm *rm, rm_list_fn done, void *arg)
     rm->ops->list_prepared(rm, done, arg);
 }
 
-static inline void rm_inspect(struct rm *rm, rm_inspect_fn done, void *arg)
+static inline void rm_inspect(struct rm *rm, bool locks, rm_inspect_fn done, void *arg)
 {
-    rm->ops->inspect(rm, done, arg);
+    rm->ops->inspect(rm, locks, done, arg);
 }
 
 static inline bool rm_healthy(const struct rm *rm, char *why, size_t whysz)
