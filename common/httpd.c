@@ -151,6 +151,8 @@ static void req_queue(struct httpd_req *req, unsigned status, struct MHD_Respons
         abort();
     for (struct httpd_hdr *h = req->headers; h; h = h->next)
         MHD_add_response_header(resp, h->name, h->value);
+    if (status == 429 && !MHD_get_response_header(resp, "Retry-After"))
+        MHD_add_response_header(resp, "Retry-After", "1"); /* every "too busy" says when again */
     req_free_headers(req);
     req->answered = true;
     if (MHD_queue_response(req->con, status, resp) != MHD_YES)

@@ -59,7 +59,6 @@ typedef void (*fan_done_fn)(struct fan *f);
 /* One shard's part of a fan-out: its answer, or why there is none. */
 struct fan_part {
     struct fan *fan;
-    int shard;
     bool asked;
     struct httpc *c;
     int status;  /* HTTP status, 0 when it could not be asked */
@@ -79,7 +78,6 @@ struct fan {
     char gtid[DTX_GTID_MAX + 1];
     bool commit;
     bool heuristic;
-    int one_shard; /* recover: the shard, or -1 */
 };
 
 static void fan_free(struct fan *f)
@@ -103,13 +101,11 @@ static struct fan *fan_new(struct coord *co, struct httpd_req *req, fan_done_fn 
     f->req = req;
     f->done = done;
     f->nparts = coord_config(co)->nshards;
-    f->one_shard = -1;
     if (!(f->parts = calloc(f->nparts, sizeof(*f->parts))))
         abort();
     list_insert_tail(coord_admin_pending(co), &f->link);
     for (size_t i = 0; i < f->nparts; i++) {
         f->parts[i].fan = f;
-        f->parts[i].shard = (int)i;
     }
     return f;
 }
@@ -120,11 +116,6 @@ static void fan_release(struct fan *f)
         f->done(f);
         fan_free(f);
     }
-}
-
-static void fan_part_done(struct fan_part *p)
-{
-    fan_release(p->fan);
 }
 
 static void on_part_answer(void *arg, int rc, const struct httpc_resp *resp,
@@ -150,7 +141,7 @@ static void on_part_answer(void *arg, int rc, const struct httpc_resp *resp,
                      cJSON_IsString(m) ? m->valuestring : "(no message)");
         }
     }
-    fan_part_done(p);
+    fan_release(p->fan);
 }
 
 /*
@@ -178,7 +169,7 @@ static void fan_send(struct fan *f, const char *method, char *const *paths)
             httpc_free(p->c);
             p->c = NULL;
             snprintf(p->error, sizeof(p->error), "could not send the request");
-            fan_part_done(p);
+            fan_release(p->fan);
         }
     }
     fan_release(f);
@@ -244,13 +235,9 @@ static cJSON *notes_json(const struct coord_opnote *n)
 /* tx's state (GET /v1/transactions/{gtid}) with what operators did to it. */
 static cJSON *tx_json(const struct coord *co, const struct tx *tx)
 {
-    char *s = tx_render_state(tx);
-    cJSON *o = cJSON_Parse(s);
+    cJSON *o = tx_state_json(tx);
     const struct coord_opnote *n = coord_notes(co, tx->gtid);
 
-    free(s);
-    if (!o)
-        abort();
     if (n) {
         jsonx_add_bool(o, "heuristic", true);
         jsonx_add(o, "operator", notes_json(n));
@@ -420,16 +407,12 @@ static cJSON *coordinator_json(struct coord *co)
 {
     const struct coord_config *cfg = coord_config(co);
     unsigned hstatus;
-    char *h = coord_render_health(co, &hstatus);
-    cJSON *o = cJSON_Parse(h), *log = jsonx_new_object(), *txs = jsonx_new_object();
+    cJSON *o = coord_health_json(co, &hstatus), *log = jsonx_new_object(),
+          *txs = jsonx_new_object();
     struct counts c;
     struct dlog_stats st;
     uint64_t bytes, segments;
 
-    free(h);
-    if (!o)
-        abort();
-    cJSON_DeleteItemFromObjectCaseSensitive(o, "shards");
     jsonx_add_str(o, "listen", cfg->listen);
     coord_log_stats(co, &st);
     log_on_disk(cfg->log_dir, &bytes, &segments);
@@ -456,14 +439,22 @@ static const char *decision_name(const char *outcome)
 }
 
 /* One prepared branch as in-doubt shows it: the shard's facts and the coordinator's decision. */
+/* The coordinator's outcome for a branch a participant listed (coord_outcome's words). */
+static const char *branch_outcome(struct coord *co, int shard, const cJSON *b)
+{
+    const cJSON *g = cJSON_GetObjectItemCaseSensitive(b, "gtid");
+    uint64_t xid;
+
+    return coord_outcome(co, cJSON_IsString(g) ? g->valuestring : "", shard, &xid);
+}
+
 static cJSON *branch_json(struct coord *co, const char *shard_name, int shard, const cJSON *b,
                           size_t *orphans)
 {
     cJSON *o = cJSON_Duplicate(b, true);
     const cJSON *g = cJSON_GetObjectItemCaseSensitive(b, "gtid");
     const char *gtid = cJSON_IsString(g) ? g->valuestring : "";
-    uint64_t xid;
-    const char *outcome = coord_outcome(co, gtid, shard, &xid);
+    const char *outcome = branch_outcome(co, shard, b);
     const struct tx *tx = coord_find(co, gtid);
     const struct coord_opnote *n = coord_notes(co, gtid);
 
@@ -513,9 +504,8 @@ static void status_done(struct fan *f)
         cJSON_ArrayForEach(b, br)
         {
             const cJSON *age = cJSON_GetObjectItemCaseSensitive(b, "age_ms");
-            cJSON *j = branch_json(f->co, cfg->shards[i].name, (int)i, b, &orphans);
 
-            cJSON_Delete(j);
+            orphans += strcmp(branch_outcome(f->co, (int)i, b), "unknown") == 0;
             n++;
             if (cJSON_IsNumber(age) && age->valuedouble > oldest)
                 oldest = age->valuedouble;
@@ -707,12 +697,7 @@ static void post_recover(struct coord *co, struct httpd_req *req)
         httpd_reply_errorf(req, DTX_EINVAL, "'%s' is not a gtid", gtid);
     } else if ((shard = shard_arg(co, req, body, true)) >= 0) {
         outcome = coord_outcome(co, gtid, shard, &xid);
-        if (strcmp(outcome, "unknown") == 0 && coord_noted_decision(co, gtid) >= 0)
-            httpd_reply_errorf(req, DTX_ECONFLICT,
-                               "an operator's decision about transaction %s is being recorded; "
-                               "it is left alone until it is",
-                               gtid);
-        else if (strcmp(outcome, "in_flight") == 0)
+        if (strcmp(outcome, "in_flight") == 0)
             httpd_reply_errorf(req, DTX_ECONFLICT,
                                "transaction %s is still being decided; it is left alone", gtid);
         else if (strcmp(outcome, "unknown") == 0)
@@ -723,14 +708,32 @@ static void post_recover(struct coord *co, struct httpd_req *req)
     cJSON_Delete(body);
 }
 
+/* An operator's request waiting for its OPERATOR record to be durable. */
 struct op_ctx {
     struct coord *co;
     struct httpd_req *req;
     char gtid[DTX_GTID_MAX + 1];
-    struct coord_opnote note;
-    int shard;
+    int shard; /* -1: every shard */
+    bool commit;
     bool heuristic;
 };
+
+/* Forces note (coord_record_operator copies it), then calls done with a new op_ctx. */
+static void record_note(struct coord *co, struct httpd_req *req, const char *gtid, int shard,
+                        const struct coord_opnote *note, bool heuristic, coord_done_fn done)
+{
+    struct op_ctx *c = calloc(1, sizeof(*c));
+
+    if (!c)
+        abort();
+    c->co = co;
+    c->req = req;
+    c->shard = shard;
+    c->commit = note->commit;
+    c->heuristic = heuristic;
+    snprintf(c->gtid, sizeof(c->gtid), "%s", gtid);
+    coord_record_operator(co, gtid, note, done, c);
+}
 
 static void on_orphan_durable(void *arg, int rc, const struct dtx_err *err)
 {
@@ -752,22 +755,12 @@ static void on_orphan_durable(void *arg, int rc, const struct dtx_err *err)
 static void record_orphan_abort(struct coord *co, struct httpd_req *req, const cJSON *body,
                                 const char *gtid, int shard)
 {
-    const char *who = "dtxctl recover";
-    struct op_ctx *c = calloc(1, sizeof(*c));
+    struct coord_opnote n = {.kind = DLOG_OP_RESOLVE, .commit = false, .who = "dtxctl recover"};
 
-    if (!c)
-        abort();
-    jsonx_str(body, "", "operator", false, &who, NULL);
-    c->co = co;
-    c->req = req;
-    c->shard = shard;
-    c->note.kind = DLOG_OP_RESOLVE;
-    c->note.commit = false;
-    c->note.who = (char *)who;
-    c->note.reason = "recover: an orphan (no record of this transaction here), rolled back by "
-                     "presumed abort";
-    snprintf(c->gtid, sizeof(c->gtid), "%s", gtid);
-    coord_record_operator(co, gtid, &c->note, on_orphan_durable, c);
+    jsonx_str(body, "", "operator", false, (const char **)&n.who, NULL);
+    n.reason = "recover: an orphan (no record of this transaction here), rolled back by presumed "
+               "abort";
+    record_note(co, req, gtid, shard, &n, true, on_orphan_durable);
 }
 
 static void resolve_applied(struct fan *f)
@@ -804,9 +797,9 @@ static void on_resolve_durable(void *arg, int rc, const struct dtx_err *err)
     } else {
         f = fan_new(c->co, c->req, resolve_applied);
         snprintf(f->gtid, sizeof(f->gtid), "%s", c->gtid);
-        f->commit = c->note.commit;
+        f->commit = c->commit;
         f->heuristic = c->heuristic;
-        fan_finish(f, c->shard, c->note.commit);
+        fan_finish(f, c->shard, c->commit);
     }
     free(c);
 }
@@ -863,20 +856,12 @@ static bool decision_allowed(struct coord *co, struct httpd_req *req, const char
     uint64_t xid;
     const char *o = coord_outcome(co, gtid, shard, &xid);
     const struct tx *tx = coord_find(co, gtid);
-    int noted = coord_noted_decision(co, gtid);
 
-    if (noted >= 0 && noted != commit) {
-        httpd_reply_errorf(req, DTX_ECONFLICT,
-                           "refused: an operator already decided to %s transaction %s (see "
-                           "dtxctl show %s); a transaction has one outcome on every shard",
-                           noted ? "commit" : "abort", gtid, gtid);
-        return false;
-    }
     if (strcmp(o, "in_flight") == 0) {
         httpd_reply_errorf(req, DTX_ECONFLICT,
                            "refused: transaction %s is still being decided (%s); wait for its "
                            "outcome, then use dtxctl recover",
-                           gtid, tx ? tx_status(tx) : "in flight");
+                           gtid, tx ? tx_status(tx) : "an operator's decision is being recorded");
         return false;
     }
     if (strcmp(o, "unknown") == 0) {
@@ -889,9 +874,9 @@ static bool decision_allowed(struct coord *co, struct httpd_req *req, const char
             "refused: transaction %s is recorded as %s%s; %s it on shard '%s' would leave it "
             "committed on some shards and not on others",
             gtid, o[0] == 'c' ? "committed" : "aborted",
-            o[0] == 'a' && !tx && !coord_notes(co, gtid)
-                ? " (it has no commit record: presumed abort)"
-                : "",
+            tx                      ? ""
+            : coord_notes(co, gtid) ? " by an operator (dtxctl show)"
+                                    : " (it has no commit record: presumed abort)",
             commit ? "committing" : "aborting", cfg->shards[shard].name);
         return false;
     }
@@ -902,7 +887,6 @@ static void post_resolve(struct coord *co, struct httpd_req *req, const char *gt
 {
     cJSON *body = object_body(req);
     const char *decision = NULL;
-    struct op_ctx *c;
     struct dtx_err err;
     struct coord_opnote n;
     bool heuristic = false, ok = true;
@@ -935,15 +919,7 @@ static void post_resolve(struct coord *co, struct httpd_req *req, const char *gt
     log_warn("operator '%s': %s transaction %s%s%s (%s): %s", n.who, n.commit ? "commit" : "abort",
              gtid, shard >= 0 ? " on shard " : "", n.shard,
              heuristic ? "a heuristic decision" : "as recorded", n.reason);
-    if (!(c = calloc(1, sizeof(*c))))
-        abort();
-    c->co = co;
-    c->req = req;
-    c->shard = shard;
-    c->heuristic = heuristic;
-    c->note = n;
-    snprintf(c->gtid, sizeof(c->gtid), "%s", gtid);
-    coord_record_operator(co, gtid, &n, on_resolve_durable, c);
+    record_note(co, req, gtid, shard, &n, heuristic, on_resolve_durable);
 out:
     cJSON_Delete(body);
 }
@@ -952,9 +928,7 @@ static void post_forget(struct coord *co, struct httpd_req *req, const char *gti
 {
     cJSON *body = object_body(req);
     const struct tx *tx = coord_find(co, gtid);
-    const struct tx_branch *b = NULL;
     struct coord_opnote n;
-    struct op_ctx *c;
     int shard;
 
     if (!body)
@@ -962,12 +936,7 @@ static void post_forget(struct coord *co, struct httpd_req *req, const char *gti
     memset(&n, 0, sizeof(n));
     if ((shard = shard_arg(co, req, body, true)) < 0 || !who_and_why(req, body, &n))
         goto out;
-    for (size_t i = 0; tx && i < tx->nbranches; i++) {
-        if (tx->branches[i].shard == shard)
-            b = &tx->branches[i];
-    }
-    if (!tx || (tx->state != TX_COMMITTING && tx->state != TX_ABORTING) || !b ||
-        (b->state != BR_COMMITTING && b->state != BR_ABORTING && b->state != BR_LOST)) {
+    if (!coord_waits_for(co, gtid, shard)) {
         httpd_reply_errorf(req, DTX_ECONFLICT,
                            "refused: transaction %s is not waiting for shard '%s' (%s)", gtid,
                            coord_config(co)->shards[shard].name,
@@ -979,14 +948,7 @@ static void post_forget(struct coord *co, struct httpd_req *req, const char *gti
     snprintf(n.shard, sizeof(n.shard), "%s", coord_config(co)->shards[shard].name);
     log_warn("operator '%s': forget shard '%s' of %s transaction %s: %s", n.who, n.shard,
              n.commit ? "committed" : "aborted", gtid, n.reason);
-    if (!(c = calloc(1, sizeof(*c))))
-        abort();
-    c->co = co;
-    c->req = req;
-    c->shard = shard;
-    c->note = n;
-    snprintf(c->gtid, sizeof(c->gtid), "%s", gtid);
-    coord_record_operator(co, gtid, &n, on_forget_durable, c);
+    record_note(co, req, gtid, shard, &n, false, on_forget_durable);
 out:
     cJSON_Delete(body);
 }

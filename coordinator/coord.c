@@ -121,12 +121,19 @@ static void reply_waiters(struct tx *tx, unsigned status, const char *body)
     while (w) {
         struct waiter *next = w->next;
 
-        if (status == 429)
-            httpd_req_add_header(w->req, "Retry-After", "1");
         httpd_reply_json(w->req, status, strdup(body));
         free(w);
         w = next;
     }
+}
+
+/* Answers client with tx's outcome as it stands. */
+static void reply_rendered(struct httpd_req *client, const struct tx *tx)
+{
+    unsigned status;
+    char *body = tx_render_answer(tx, &status);
+
+    httpd_reply_json(client, status, body);
 }
 
 static void drop_waiters(struct tx *tx)
@@ -560,7 +567,6 @@ static bool idem_replay(struct coord *co, struct txreq *req, struct httpd_req *c
 {
     struct hmap_node *n = hmap_get(&co->idem, req->idem_key);
     struct tx *tx;
-    unsigned status;
 
     if (!n)
         return false;
@@ -575,9 +581,7 @@ static bool idem_replay(struct coord *co, struct txreq *req, struct httpd_req *c
     if (tx->answer_body) {
         httpd_reply_json(client, tx->answer_status, strdup(tx->answer_body));
     } else if (tx->answered) {
-        char *body = tx_render_answer(tx, &status);
-
-        httpd_reply_json(client, status, body);
+        reply_rendered(client, tx);
     } else {
         add_waiter(tx, client);
     }
@@ -597,7 +601,6 @@ void coord_submit(struct coord *co, struct txreq *req, struct httpd_req *client)
     if (req->idem_key && idem_replay(co, req, client))
         goto out;
     if (co->nlive >= co->cfg->max_active_transactions) {
-        httpd_req_add_header(client, "Retry-After", "1");
         httpd_reply_errorf(client, DTX_EBUSY,
                            "%zu transactions are in flight, the most this coordinator takes at "
                            "once (max_active_transactions); try again shortly",
@@ -627,17 +630,6 @@ out:
 /* ---- interactive transactions ----------------------------------------------- */
 
 static struct tx_branch *branch_on(struct tx *tx, int shard);
-
-/* Answers client with tx's outcome as it stands. */
-static void reply_rendered(struct httpd_req *client, const struct tx *tx)
-{
-    unsigned status;
-    char *body = tx_render_answer(tx, &status);
-
-    if (status == 429)
-        httpd_req_add_header(client, "Retry-After", "1");
-    httpd_reply_json(client, status, body);
-}
 
 /*
  * The interactive transaction gtid, ready for a new call; otherwise the
@@ -868,21 +860,36 @@ static void on_frame(void *arg, int shard, const char *data, size_t len)
     msg_release(&m);
 }
 
+/* The branch of tx on shard that phase 2 still waits for, or NULL. */
+static struct tx_branch *waiting_branch(struct tx *tx, int shard)
+{
+    struct tx_branch *b = tx && shard >= 0 ? branch_on(tx, shard) : NULL;
+
+    if (!b || (tx->state != TX_COMMITTING && tx->state != TX_ABORTING))
+        return NULL;
+    return b->state == BR_COMMITTING || b->state == BR_ABORTING || b->state == BR_LOST ? b : NULL;
+}
+
+/* b's phase 2 is done by other means (an operator): as if its shard had acknowledged. */
+static void ack_branch(struct coord *co, struct tx *tx, struct tx_branch *b)
+{
+    struct tx_evarg a = {b, 0, NULL, 0, NULL};
+
+    step(co, tx, TXE_ACK, &a);
+}
+
 /*
  * An operator gave up on tx's branch on shard (dtxctl forget): it counts as
  * acknowledged, so the transaction can finish without it.
  */
 static void apply_forget(struct coord *co, struct tx *tx, const char *shard)
 {
-    int s = coord_config_shard(co->cfg, shard);
-    struct tx_branch *b = s >= 0 ? branch_on(tx, s) : NULL;
-    struct tx_evarg a = {b, 0, NULL, 0, NULL};
+    struct tx_branch *b = waiting_branch(tx, coord_config_shard(co->cfg, shard));
 
     if (!b || b->forgotten)
         return;
     b->forgotten = true;
-    if (tx->state == TX_COMMITTING || tx->state == TX_ABORTING)
-        step(co, tx, TXE_ACK, &a);
+    ack_branch(co, tx, b);
 }
 
 /* Applies the forget notes about a transaction that is live again after replay. */
@@ -1402,9 +1409,20 @@ static const char *outcome_of_known(const struct tx *tx, int shard, uint64_t *xi
     }
 }
 
+/* True while an OPERATOR record about gtid is being forced. */
+static bool note_pending(const struct coord *co, const char *gtid)
+{
+    for (const struct list_node *p = co->op_wait.next; p != &co->op_wait; p = p->next) {
+        if (strcmp(container_of(p, const struct op_wait, link)->gtid, gtid) == 0)
+            return true;
+    }
+    return false;
+}
+
 const char *coord_outcome(const struct coord *co, const char *gtid, int shard, uint64_t *xid)
 {
     const struct tx *tx = find_tx(co, gtid);
+    const struct coord_opnote *n;
     char node[DTX_NAME_MAX + 1];
     uint64_t epoch, seq;
 
@@ -1412,8 +1430,10 @@ const char *coord_outcome(const struct coord *co, const char *gtid, int shard, u
     if (tx)
         return outcome_of_known(tx, shard, xid);
     /* An operator decided: a transaction has one outcome, whichever shard the note named. */
-    if (coord_notes(co, gtid))
-        return coord_notes(co, gtid)->commit ? "commit" : "abort";
+    if ((n = coord_notes(co, gtid)))
+        return n->commit ? "commit" : "abort";
+    if (note_pending(co, gtid))
+        return "in_flight"; /* an operator's decision is being forced: it is being decided */
     if (!gid_parse_gtid(gtid, node, &epoch, &seq) || strcmp(node, co->cfg->node_id) != 0)
         return "unknown";
     if (epoch < co->epoch || (epoch == co->epoch && seq <= co->seq))
@@ -1426,21 +1446,6 @@ const struct coord_opnote *coord_notes(const struct coord *co, const char *gtid)
     const struct noted *nd = find_noted(co, gtid);
 
     return nd ? nd->notes : NULL;
-}
-
-int coord_noted_decision(const struct coord *co, const char *gtid)
-{
-    const struct coord_opnote *n = coord_notes(co, gtid);
-
-    if (n)
-        return n->commit;
-    for (const struct list_node *p = co->op_wait.next; p != &co->op_wait; p = p->next) {
-        const struct op_wait *w = container_of(p, const struct op_wait, link);
-
-        if (strcmp(w->gtid, gtid) == 0)
-            return w->note.commit;
-    }
-    return -1;
 }
 
 void coord_each_noted(const struct coord *co,
@@ -1522,12 +1527,15 @@ size_t coord_kick(struct coord *co)
 void coord_branch_finished(struct coord *co, const char *gtid, int shard, bool committed)
 {
     struct tx *tx = find_tx(co, gtid);
-    struct tx_branch *b = tx ? branch_on(tx, shard) : NULL;
-    struct tx_evarg a = {b, 0, NULL, 0, NULL};
+    struct tx_branch *b = waiting_branch(tx, shard);
 
-    if (b &&
-        ((tx->state == TX_COMMITTING && committed) || (tx->state == TX_ABORTING && !committed)))
-        step(co, tx, TXE_ACK, &a);
+    if (b && committed == (tx->state == TX_COMMITTING))
+        ack_branch(co, tx, b);
+}
+
+bool coord_waits_for(const struct coord *co, const char *gtid, int shard)
+{
+    return waiting_branch(find_tx(co, gtid), shard) != NULL;
 }
 
 const char *coord_link_state(const struct coord *co, int shard)
@@ -1557,12 +1565,11 @@ const struct coord_config *coord_config(const struct coord *co)
 
 /* ---- rendering --------------------------------------------------------------- */
 
-char *coord_render_health(const struct coord *co, unsigned *status)
+/* The coordinator's own part of /healthz (the shards' links are added by coord_render_health). */
+cJSON *coord_health_json(const struct coord *co, unsigned *status)
 {
     cJSON *root = jsonx_new_object();
-    cJSON *shards = jsonx_new_object();
     struct dtx_err why;
-    char *s;
 
     dtx_err_clear(&why);
     *status = coord_accepting(co, &why) ? 200 : 503;
@@ -1572,6 +1579,15 @@ char *coord_render_health(const struct coord *co, unsigned *status)
     jsonx_add_str(root, "node_id", co->cfg->node_id);
     jsonx_add_num(root, "epoch", (double)co->epoch);
     jsonx_add_num(root, "live_transactions", (double)co->nlive);
+    return root;
+}
+
+char *coord_render_health(const struct coord *co, unsigned *status)
+{
+    cJSON *root = coord_health_json(co, status);
+    cJSON *shards = jsonx_new_object();
+    char *s;
+
     for (size_t i = 0; i < co->cfg->nshards; i++)
         jsonx_add_str(shards, co->shard_names[i], pc_state(co->links[i]));
     jsonx_add(root, "shards", shards);

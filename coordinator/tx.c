@@ -926,11 +926,10 @@ char *tx_render_answer(const struct tx *tx, unsigned *status)
     return s;
 }
 
-char *tx_render_state(const struct tx *tx)
+cJSON *tx_state_json(const struct tx *tx)
 {
     cJSON *root = jsonx_new_object();
     cJSON *shards = jsonx_new_array();
-    char *s;
 
     jsonx_add_str(root, "gtid", tx->gtid);
     jsonx_add_str(root, "status", tx_status(tx));
@@ -965,7 +964,14 @@ char *tx_render_state(const struct tx *tx)
     jsonx_add(root, "shards", shards);
     if (tx->error)
         jsonx_add(root, "error", jsonx_error_obj(tx->error));
-    s = jsonx_print(root);
+    return root;
+}
+
+char *tx_render_state(const struct tx *tx)
+{
+    cJSON *root = tx_state_json(tx);
+    char *s = jsonx_print(root);
+
     cJSON_Delete(root);
     return s;
 }

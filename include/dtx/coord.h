@@ -60,7 +60,8 @@ void coord_abort(struct coord *co, const char *gtid, struct httpd_req *client);
 /*
  * What a participant holding a prepared branch of gtid on shard must do:
  * "commit" (with the branch's xid in *xid when known), "abort",
- * "in_flight" (still being decided: ask again later, never guess), or
+ * "in_flight" (still being decided, or an operator's decision about it is
+ * being recorded: ask again later, never guess), or
  * "unknown" (not a transaction of this coordinator: leave it to an
  * operator). Presumed abort: a gtid this coordinator issued that has no
  * commit record is "abort"; a committed transaction is kept in memory
@@ -89,12 +90,6 @@ struct coord_opnote {
 
 /* The durable operator notes about gtid, oldest first, or NULL. */
 const struct coord_opnote *coord_notes(const struct coord *co, const char *gtid);
-/*
- * The decision operators recorded for gtid, including one still being
- * forced: 1 commit, 0 abort, -1 none. One outcome per transaction: a note
- * about any shard fixes it for all.
- */
-int coord_noted_decision(const struct coord *co, const char *gtid);
 /* Calls fn for every gtid that has notes. */
 void coord_each_noted(const struct coord *co,
                       void (*fn)(void *arg, const char *gtid, const struct coord_opnote *notes),
@@ -129,12 +124,15 @@ size_t coord_kick(struct coord *co);
  * that is what the transaction waits for.
  */
 void coord_branch_finished(struct coord *co, const char *gtid, int shard, bool committed);
+/* True when gtid is a decided transaction whose phase 2 still waits for shard. */
+bool coord_waits_for(const struct coord *co, const char *gtid, int shard);
 
 /* The participant link's state ("up", "connecting", ...) and the decision log's counters. */
 const char *coord_link_state(const struct coord *co, int shard);
 void coord_log_stats(const struct coord *co, struct dlog_stats *st);
 
-/* Bodies for /healthz (status in *status) and /metrics (malloc'd). */
+/* Bodies for /healthz (status in *status) and /metrics (malloc'd); the former as a tree too. */
+cJSON *coord_health_json(const struct coord *co, unsigned *status);
 char *coord_render_health(const struct coord *co, unsigned *status);
 char *coord_render_metrics(const struct coord *co);
 

@@ -66,7 +66,7 @@ bool httpd_req_has_token(const struct httpd_req *req, const char *token);
 /* True while the request waits for an asynchronous reply. */
 bool httpd_req_pending(const struct httpd_req *req);
 
-/* Adds a response header for the coming reply (copied). */
+/* Adds a response header for the coming reply (copied). A 429 gets "Retry-After: 1" unless set. */
 void httpd_req_add_header(struct httpd_req *req, const char *name, const char *value);
 
 /*

@@ -223,7 +223,8 @@ const char *tx_status(const struct tx *tx);
  * the returned string (malloc'd) the JSON body.
  */
 char *tx_render_answer(const struct tx *tx, unsigned *status);
-/* The body of GET /v1/transactions/{gtid} (malloc'd). */
+/* The body of GET /v1/transactions/{gtid}: as a tree, or printed (malloc'd). */
+cJSON *tx_state_json(const struct tx *tx);
 char *tx_render_state(const struct tx *tx);
 /* The results array of a committed transaction (malloc'd JSON), as logged for idempotency. */
 char *tx_render_results(const struct tx *tx);

@@ -185,7 +185,7 @@ class DtxctlTest(ClusterTest):
             rc, _, err = self.ctl("resolve", "zz9-1-1", "--commit", "--shard", "s2",
                                   "--reason", "x")
             self.assertEqual(rc, 1)
-            self.assertIn("already decided to abort", err)
+            self.assertIn("recorded as aborted by an operator", err)
             rows = self.c.psql(1, "SELECT gid FROM pg_prepared_xacts")
             self.assertEqual(rows, [["not-dtx-%d" % self.acct]], "dtx never touches other gids")
         finally:
