@@ -59,12 +59,6 @@ static uint64_t now_us(void)
     return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
 }
 
-static unsigned rnd(struct worker *w)
-{
-    w->seed = w->seed * 1103515245u + 12345u;
-    return (w->seed >> 8) & 0xffffff;
-}
-
 /* Sends one statement (with optional params) on each connection, then reads both results. */
 static int both(struct worker *w, const char *sql0, const char *p0, const char *sql1,
                 const char *p1)
@@ -102,8 +96,8 @@ static int tx_2pc(struct worker *w, uint64_t n)
     char a[16], b[16], gid[64], prep[96], fin[96];
     int ok;
 
-    snprintf(a, sizeof(a), "%u", 1 + rnd(w) % (unsigned)w->sh->o.accounts);
-    snprintf(b, sizeof(b), "%u", 1 + rnd(w) % (unsigned)w->sh->o.accounts);
+    snprintf(a, sizeof(a), "%u", 1 + bench_rand(&w->seed) % (unsigned)w->sh->o.accounts);
+    snprintf(b, sizeof(b), "%u", 1 + bench_rand(&w->seed) % (unsigned)w->sh->o.accounts);
     snprintf(gid, sizeof(gid), "hr-%d-%d-%" PRIu64, (int)getpid(), w->id, n);
     snprintf(prep, sizeof(prep), "PREPARE TRANSACTION '%s'", gid);
     ok = both(w, "BEGIN", NULL, "BEGIN", NULL) &&
@@ -124,8 +118,8 @@ static int tx_local(struct worker *w)
 {
     char a[16], b[16];
 
-    snprintf(a, sizeof(a), "%u", 1 + rnd(w) % (unsigned)w->sh->o.accounts);
-    snprintf(b, sizeof(b), "%u", 1 + rnd(w) % (unsigned)w->sh->o.accounts);
+    snprintf(a, sizeof(a), "%u", 1 + bench_rand(&w->seed) % (unsigned)w->sh->o.accounts);
+    snprintf(b, sizeof(b), "%u", 1 + bench_rand(&w->seed) % (unsigned)w->sh->o.accounts);
     if (one(w->c[0], "BEGIN", NULL) &&
         one(w->c[0], "UPDATE accounts SET balance = balance - 1 WHERE id = $1", a) &&
         one(w->c[0], "UPDATE accounts SET balance = balance + 1 WHERE id = $1", b) &&

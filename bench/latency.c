@@ -57,6 +57,12 @@ void lat_release(struct latencies *l)
     memset(l, 0, sizeof(*l));
 }
 
+unsigned bench_rand(unsigned *seed)
+{
+    *seed = *seed * 1103515245u + 12345u;
+    return (*seed >> 8) & 0xffffff;
+}
+
 double process_cpu_seconds(void)
 {
     struct rusage ru;

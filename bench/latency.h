@@ -1,6 +1,7 @@
 /*
- * latency.h - what both load generators measure the same way: request
- * latencies (microseconds) and their percentiles, and their own CPU time.
+ * latency.h - what both load generators share: request latencies
+ * (microseconds) and their percentiles, their own CPU time, and the cheap
+ * random numbers that pick accounts.
  */
 #ifndef DTX_BENCH_LATENCY_H
 #define DTX_BENCH_LATENCY_H
@@ -24,6 +25,9 @@ void lat_merge(struct latencies *to, const struct latencies *from);
 /* p50, p99 and max (zeros when empty); sorts l in place. */
 void lat_summarize(struct latencies *l, struct lat_summary *s);
 void lat_release(struct latencies *l);
+
+/* A 24-bit pseudo-random number from *seed (a linear congruential step: cheap, per thread). */
+unsigned bench_rand(unsigned *seed);
 
 /* User plus system CPU seconds this process has used. */
 double process_cpu_seconds(void);

@@ -69,19 +69,13 @@ struct client {
 
 static void send_next(struct client *cl);
 
-static unsigned rnd(struct run *r)
-{
-    r->seed = r->seed * 1103515245u + 12345u;
-    return (r->seed >> 8) & 0xffffff;
-}
-
 static void add_update(struct run *r, struct buf *b, int shard, int delta)
 {
     buf_printf(b,
                "%s{\"shard\":\"%s\",\"sql\":\"UPDATE accounts SET balance = balance + $1 "
                "WHERE id = $2\",\"params\":[%d,%d]}",
                b->data[b->len - 1] == '[' ? "" : ",", r->o.shards[shard], delta,
-               1 + (int)(rnd(r) % (unsigned)r->o.accounts));
+               1 + (int)(bench_rand(&r->seed) % (unsigned)r->o.accounts));
 }
 
 /*
@@ -91,7 +85,7 @@ static void add_update(struct run *r, struct buf *b, int shard, int delta)
  */
 static void build_transfer(struct run *r, struct buf *b)
 {
-    int first = (int)(rnd(r) % (unsigned)r->o.nshards);
+    int first = (int)(bench_rand(&r->seed) % (unsigned)r->o.nshards);
     int k = r->o.per_tx;
 
     buf_reset(b);
@@ -153,8 +147,6 @@ static void report(struct run *r, double cpu)
     FILE *f;
 
     lat_summarize(&r->lat, &l);
-    if (r->o.count)
-        secs = (double)(ev_clock_us() - r->measure_us) / 1e6;
     printf("dtx-loadgen: concurrency %d, %.1f s measured: %ld committed (%.0f tx/s), %ld aborted, "
            "%ld other 4xx, %ld 5xx, %ld errors; latency p50 %.3f ms p99 %.3f ms max %.3f ms; "
            "generator CPU %.2f s (%.0f%% of one core)\n",

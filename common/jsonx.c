@@ -242,17 +242,23 @@ void jsonx_add_bool(cJSON *obj, const char *key, bool value)
     jsonx_add(obj, key, cJSON_CreateBool(value));
 }
 
+void jsonx_fmt_time(uint64_t wall_us, char *buf, size_t n)
+{
+    time_t secs = (time_t)(wall_us / 1000000u);
+    struct tm tm;
+    size_t used;
+
+    gmtime_r(&secs, &tm);
+    used = strftime(buf, n, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + used, n - used, ".%06uZ", (unsigned)(wall_us % 1000000u));
+}
+
 void jsonx_add_time(cJSON *root, const char *key, uint64_t wall_us)
 {
     char buf[40];
-    time_t secs = (time_t)(wall_us / 1000000u);
-    struct tm tm;
-    size_t n;
 
     if (!wall_us)
         return;
-    gmtime_r(&secs, &tm);
-    n = strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(buf + n, sizeof(buf) - n, ".%06uZ", (unsigned)(wall_us % 1000000u));
+    jsonx_fmt_time(wall_us, buf, sizeof(buf));
     jsonx_add_str(root, key, buf);
 }

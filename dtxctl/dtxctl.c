@@ -24,7 +24,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #define EXIT_PROBLEM 1
@@ -218,11 +217,11 @@ static const char *age(double ms, char *buf, size_t n)
     if (ms < 1000)
         snprintf(buf, n, "%.0fms", ms);
     else if (ms < 60000)
-        snprintf(buf, n, "%.1fs", ms / 1000);
+        snprintf(buf, n, "%ld.%lds", (long)ms / 1000, (long)ms / 100 % 10);
     else if (ms < 3600000)
-        snprintf(buf, n, "%.0fm%02.0fs", ms / 60000 - 0.5, (double)((long)(ms / 1000) % 60));
+        snprintf(buf, n, "%ldm%02lds", (long)ms / 60000, (long)ms / 1000 % 60);
     else
-        snprintf(buf, n, "%.0fh%02ldm", ms / 3600000 - 0.5, (long)(ms / 60000) % 60);
+        snprintf(buf, n, "%ldh%02ldm", (long)ms / 3600000, (long)ms / 60000 % 60);
     return buf;
 }
 
@@ -478,7 +477,8 @@ static void recover_one(const struct opts *o, const cJSON *b, char *result, size
                         struct tally *t)
 {
     struct reply one;
-    char body[600];
+    cJSON *req;
+    char *body;
     const cJSON *sh;
     const char *res;
 
@@ -487,9 +487,13 @@ static void recover_one(const struct opts *o, const cJSON *b, char *result, size
         t->skipped++;
         return;
     }
-    snprintf(body, sizeof(body), "{\"gtid\":\"%s\",\"shard\":\"%s\"}", str(b, "gtid"),
-             str(b, "shard"));
+    req = jsonx_new_object();
+    jsonx_add_str(req, "gtid", str(b, "gtid"));
+    jsonx_add_str(req, "shard", str(b, "shard"));
+    body = jsonx_print(req);
+    cJSON_Delete(req);
     call(o, "POST", "/v1/admin/recover", body, 60, &one);
+    free(body);
     sh = cJSON_GetArrayItem(arr(one.json, "shards"), 0);
     res = str(sh, "result");
     if (one.status == 409) {
@@ -682,24 +686,12 @@ struct dump {
     cJSON *records;
 };
 
-static void fmt_time(uint64_t wall_us, char *buf, size_t n)
-{
-    time_t secs = (time_t)(wall_us / 1000000u);
-    struct tm tm;
-
-    if (!wall_us) {
-        snprintf(buf, n, "-");
-        return;
-    }
-    gmtime_r(&secs, &tm);
-    strftime(buf, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
-
 static void print_record(const struct dlog_rec *rec)
 {
-    char at[40];
+    char at[40] = "-";
 
-    fmt_time(rec->wall_us, at, sizeof(at));
+    if (rec->wall_us)
+        jsonx_fmt_time(rec->wall_us, at, sizeof(at));
     printf("%-9s", dlog_type_name(rec->type));
     switch (rec->type) {
     case DLOG_BOOT:

@@ -156,3 +156,33 @@ def parallel(n, fn):
 
 PREPARE_RE = re.compile(r"PREPARE TRANSACTION")
 COMMIT_PREPARED_RE = re.compile(r"COMMIT PREPARED")
+
+
+class InteractiveMixin:
+    """Calls of an interactive transaction, for a ClusterTest."""
+
+    def begin(self, **kw):
+        body = {"interactive": True}
+        body.update(kw)
+        status, ans = self.c.request("POST", "/v1/transactions", body)
+        self.assertEqual(status, 201, ans)
+        self.assertEqual(ans["status"], "active")
+        return ans["gtid"]
+
+    def ops(self, gtid, *ops):
+        return self.c.request("POST", "/v1/transactions/%s/ops" % gtid, {"ops": list(ops)})
+
+    def commit(self, gtid):
+        return self.c.request("POST", "/v1/transactions/%s/commit" % gtid, {})
+
+    def abort(self, gtid):
+        return self.c.request("POST", "/v1/transactions/%s/abort" % gtid, {})
+
+
+def sql(shard, text, *params, **kw):
+    """One op on shard: sql with its params, and expect_rows and the like as keywords."""
+    op = {"shard": shard, "sql": text}
+    if params:
+        op["params"] = list(params)
+    op.update(kw)
+    return op

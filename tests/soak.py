@@ -120,13 +120,15 @@ class Soak:
             self.interactive[status] = self.interactive.get(status, 0) + 1
         return {200: "committed", 409: "aborted"}.get(status)
 
-    def worker(self, n):
-        rng = random.Random(self.rng.random() + n)
+    def worker(self, n, seed):
+        rng = random.Random(seed)
         while not self.stop_work.is_set():
             tid = "t-%d-%s" % (n, uuid.uuid4().hex[:12])
             body = self.transfer_body(rng, tid)
             if n % 3 == 2:
                 outcome = self.run_interactive(body)
+                if not outcome:
+                    time.sleep(0.2)  # no answer (the coordinator is down): do not spin
             else:
                 outcome = self.run_transfer(body)
             if outcome:
@@ -135,8 +137,8 @@ class Soak:
 
     # ---- chaos --------------------------------------------------------------
 
-    def chaos(self):
-        rng = random.Random(self.rng.random())
+    def chaos(self, seed):
+        rng = random.Random(seed)
         while not self.stop_chaos.wait(rng.uniform(1.5, 4.0)):
             what = rng.choice(["coordinator", "participant", "participant", "postgres"])
             i = rng.randrange(len(SHARDS))
@@ -204,8 +206,11 @@ class Soak:
         return problems + self.failures
 
     def run(self):
-        threads = [threading.Thread(target=self.worker, args=(n,)) for n in range(self.workers)]
-        chaos = threading.Thread(target=self.chaos)
+        # every thread's seed is drawn here, before any runs, so that --seed replays a run's choices
+        seeds = [self.rng.random() for _ in range(self.workers + 1)]
+        threads = [threading.Thread(target=self.worker, args=(n, seeds[n]))
+                   for n in range(self.workers)]
+        chaos = threading.Thread(target=self.chaos, args=(seeds[-1],))
         for t in threads:
             t.start()
         chaos.start()
@@ -233,9 +238,6 @@ def main():
           (a.seed, a.seconds, a.workers, c.bindir), flush=True)
     start = time.time()
     c.start()
-    problems = ["did not run"]
-    soak = None
-    codes = {}
     try:
         for s in SHARDS:
             c.psql(s, "CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL "
@@ -246,21 +248,19 @@ def main():
         soak = Soak(c, a.seconds, a.workers, a.seed)
         problems = soak.run()
     finally:
-        codes = c.stop()
+        codes = c.stop()  # an exception above leaves through here, with the cluster stopped
     problems += ["%s exited with status %s on SIGTERM" % (k, v) for k, v in codes.items() if v]
     problems += sanitizer_reports(c)
-    committed = sum(v == "committed" for v in soak.answers.values()) if soak else 0
-    aborted = sum(v == "aborted" for v in soak.answers.values()) if soak else 0
+    committed = sum(v == "committed" for v in soak.answers.values())
+    aborted = sum(v == "aborted" for v in soak.answers.values())
     print("soak: %d transfers answered (%d committed, %d aborted), %d retries after no answer, "
-          "%d kills (%s) in %.0f s" % (committed + aborted, committed, aborted,
-                                      soak.retries if soak else 0, len(soak.kills) if soak else 0,
-                                      ", ".join(soak.kills) if soak else "", time.time() - start))
-    if soak:
-        print("soak: interactive transfers' commit answers by HTTP status: %s" %
-              dict(sorted(soak.interactive.items(), key=lambda kv: str(kv[0]))))
+          "%d kills (%s) in %.0f s" % (committed + aborted, committed, aborted, soak.retries,
+                                      len(soak.kills), ", ".join(soak.kills), time.time() - start))
+    print("soak: interactive transfers' commit answers by HTTP status: %s" %
+          dict(sorted(soak.interactive.items(), key=lambda kv: str(kv[0]))))
     if committed < 50:
         problems.append("only %d transfers committed: the soak did not exercise much" % committed)
-    if soak and soak.interactive.get(200, 0) < 10:
+    if soak.interactive.get(200, 0) < 10:
         problems.append("only %d interactive transfers committed" % soak.interactive.get(200, 0))
     for p in problems:
         print("soak: FAILED: " + p)

@@ -57,6 +57,10 @@ def interactive_transfer(c, src, dst, amount):
         {"key": src, "sql": "SELECT balance FROM accounts WHERE id = $1 FOR UPDATE",
          "params": [src]}]})
     balance = read["results"][0]["rows"][0][0]
+    if balance < amount:
+        print("  POST .../ops (read) -> HTTP %d, balance %d: too little, so abort" % (status, balance))
+        c.request("POST", "/v1/transactions/%s/abort" % gtid, {})
+        return False
     print("  POST .../ops (read) -> HTTP %d, balance %d: enough, so write" % (status, balance))
     status, wrote = c.request("POST", "/v1/transactions/%s/ops" % gtid, {"ops": [
         {"key": src, "sql": "UPDATE accounts SET balance = balance - $1 WHERE id = $2",
@@ -64,6 +68,9 @@ def interactive_transfer(c, src, dst, amount):
         {"key": dst, "sql": "UPDATE accounts SET balance = balance + $1 WHERE id = $2",
          "params": [amount, dst], "expect_rows": 1}]})
     print("  POST .../ops (write) -> HTTP %d" % status)
+    if status != 200:
+        print("  " + json.dumps(wrote))
+        return False
     status, done = c.request("POST", "/v1/transactions/%s/commit" % gtid, {})
     print("  POST .../commit -> HTTP %d %s" % (status, json.dumps(done)))
     show_balances(c)

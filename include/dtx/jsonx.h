@@ -75,7 +75,10 @@ void jsonx_add_num(cJSON *obj, const char *key, double value);
 void jsonx_add_bool(cJSON *obj, const char *key, bool value);
 void jsonx_add(cJSON *obj, const char *key, cJSON *item);
 void jsonx_append(cJSON *array, cJSON *item);
-/* Adds wall_us (microseconds since the epoch) as an RFC 3339 UTC string; nothing when 0. */
+/* Writes wall_us (microseconds since the epoch) as RFC 3339 UTC, e.g. 2026-11-24T03:12:09.500000Z.
+ */
+void jsonx_fmt_time(uint64_t wall_us, char *buf, size_t n);
+/* Adds that as obj[key]; nothing when wall_us is 0. */
 void jsonx_add_time(cJSON *obj, const char *key, uint64_t wall_us);
 
 #endif

@@ -9,13 +9,20 @@ import os
 import threading
 import time
 
-from harness import ClusterTest
+from harness import ClusterTest, InteractiveMixin, sql
 
 SETTLE_S = 15  # stated bound: prepared branches gone this long after recovery starts
 FAST_RECOVERY = {"recovery_interval_ms": 300, "recovery_min_age_ms": 100}
 
 
-class FaultTest(ClusterTest):
+def read_from(path, offset):
+    """What was written to path after offset."""
+    with open(path, errors="replace") as f:
+        f.seek(offset)
+        return f.read()
+
+
+class FaultTest(InteractiveMixin, ClusterTest):
     SHARDS = 2
     AGENT = dict(FAST_RECOVERY)
     COORD = {"commit_wait_ms": 1500}
@@ -153,7 +160,6 @@ class FaultTest(ClusterTest):
 
         # One pooled connection on s2: a long branch holds it, a short one waits for it.
         self.c.kill_participant(1)
-        self.c.shards[1].agent = None
         saved = dict(self.c.agent_extra)
         self.c.agent_extra["pool_size"] = 1
         try:
@@ -161,6 +167,8 @@ class FaultTest(ClusterTest):
         finally:
             self.c.agent_extra = saved
         self.c.wait_healthy()
+        log = self.c.shards[1].agent.log
+        start = os.path.getsize(log)  # the log is appended to across restarts
         long_ops = [{"shard": "s1", "sql": "SELECT 1"},
                     {"shard": "s2", "sql": "SELECT pg_sleep(3)"}]
         short_ops = [{"shard": "s1", "sql": "SELECT 1"},
@@ -174,7 +182,8 @@ class FaultTest(ClusterTest):
         # The coordinator stops without closing its streams (like a host losing power).
         os.kill(self.c.coordinator.pid, signal.SIGSTOP)
         try:
-            self.wait_for(lambda: "past its deadline" in open(self.c.shards[1].agent.log).read(),
+            self.wait_for(lambda: "still running past its deadline; cancelling it" in
+                          read_from(log, start),
                           timeout=10, what="the queued branch to be cancelled at its deadline")
         finally:
             os.kill(self.c.coordinator.pid, signal.SIGCONT)
@@ -236,11 +245,14 @@ class FaultTest(ClusterTest):
         self.c.kill_coordinator()
         t.join()
         self.c.pg_start(0)
-        time.sleep(1)  # the pending COMMIT PREPARED completes with no stream to ack on
+        # With no coordinator running, only the agent's held commit can finish s1's branch.
+        self.wait_for(lambda: self.balance(0, self.acct) == self.before[0] - 7,
+                      what="s1's agent to finish the commit it held, with no stream to ack on")
         self.assertTrue(self.c.shards[0].agent.alive(), "the agent survived the late ack")
         self.restart_coordinator()
         self.c.wait_healthy()
         self.assertEqual(self.settled(), "committed")
+        self.assert_outcome(result["a"], "committed")
 
     def test_08_lost_answer_to_commit_prepared_is_asked_again_not_failed(self):
         self.c.kill_participant(1)
@@ -322,14 +334,12 @@ class FaultTest(ClusterTest):
     # ---- interactive transactions ----------------------------------------------
 
     def begin_and_write(self):
-        status, ans = self.c.request("POST", "/v1/transactions", {"interactive": True})
-        self.assertEqual(status, 201, ans)
-        gtid = ans["gtid"]
-        status, ans = self.c.request("POST", "/v1/transactions/%s/ops" % gtid, {"ops": [
-            {"shard": "s1", "sql": "UPDATE accounts SET balance = balance - 9 WHERE id = $1",
-             "params": [self.acct]},
-            {"shard": "s2", "sql": "UPDATE accounts SET balance = balance + 9 WHERE id = $1",
-             "params": [self.acct]}]})
+        gtid = self.begin()
+        status, ans = self.ops(gtid,
+                               sql("s1", "UPDATE accounts SET balance = balance - 9 WHERE id = $1",
+                                   self.acct),
+                               sql("s2", "UPDATE accounts SET balance = balance + 9 WHERE id = $1",
+                                   self.acct))
         self.assertEqual(status, 200, ans)
         return gtid
 

@@ -346,7 +346,15 @@ class DtxctlTest(ClusterTest):
         stop = threading.Event()
         answers = []
 
+        errors = []
+
         def worker(i):
+            try:
+                work(i)
+            except Exception as e:  # noqa: BLE001 - reported by the test below
+                errors.append(e)
+
+        def work(i):
             rnd = random.Random(i)
             while not stop.is_set():
                 a, b = rnd.sample(range(1, 100), 2)
@@ -370,11 +378,16 @@ class DtxctlTest(ClusterTest):
             stop.set()
             for t in threads:
                 t.join()
+        self.assertEqual(errors, [])
         self.assertGreater(len(answers), 100)
         self.assertEqual(set(answers) - {200, 409}, set(), "only commits and lock-conflict "
                          "aborts")
         for rc, out, err in runs:
             self.assertEqual((rc, out["failed"]), (0, 0), (out, err))
+        results = [b["result"] for _, out, _ in runs for b in out["branches"]]
+        self.assertTrue(any(r.startswith("skipped") for r in results),
+                        "recover met transactions still in flight and left them alone: %s"
+                        % results[:20])
         self.assert_no_prepared(timeout=10)
         self.assertEqual(self.total(), total)
 

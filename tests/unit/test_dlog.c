@@ -273,6 +273,41 @@ static void operator_record_round_trips_with_every_field(void)
     remove_dir(dir);
 }
 
+#define SEG_HDR_BYTES   32
+#define FRAME_HDR_BYTES 9
+
+/* Where frame k (1-based) of a segment starts, walking the frames' length fields. */
+static off_t frame_start(const char *path, int k)
+{
+    int fd = open(path, O_RDONLY);
+    off_t off = SEG_HDR_BYTES;
+    unsigned char h[FRAME_HDR_BYTES];
+
+    CU_ASSERT_FATAL(fd >= 0);
+    for (int i = 1; i < k; i++) {
+        CU_ASSERT_FATAL(pread(fd, h, sizeof(h), off) == (ssize_t)sizeof(h));
+        off += FRAME_HDR_BYTES + (off_t)(h[4] | h[5] << 8 | h[6] << 16 | (uint32_t)h[7] << 24);
+    }
+    close(fd);
+    return off;
+}
+
+/* Zeroes path from offset at to its end (a write torn there, preallocated zeros after). */
+static void zero_from(const char *path, off_t at)
+{
+    static const char z[4096];
+    off_t end = file_size(path);
+    int fd = open(path, O_RDWR);
+
+    CU_ASSERT_FATAL(fd >= 0);
+    for (off_t p = at; p < end; p += (off_t)sizeof(z)) {
+        size_t n = end - p < (off_t)sizeof(z) ? (size_t)(end - p) : sizeof(z);
+
+        CU_ASSERT_FATAL(pwrite(fd, z, n, p) == (ssize_t)n);
+    }
+    close(fd);
+}
+
 /*
  * Preallocation: frames go into zeros written ahead. The zeros are the end
  * of the log after a crash (a frame torn anywhere in them too), are trimmed
@@ -285,8 +320,8 @@ static void preallocated_zeros_are_the_end_of_the_log_and_are_trimmed(void)
     struct dlog_opts o;
     struct counted c;
     struct dlog *log = NULL;
-    char dir[64], copy[64], path[512], cpath[512], gtid[32];
-    off_t used;
+    char dir[64], copy[64], path[512], cpath[512], path_crashed[600], gtid[32];
+    off_t used, start3, crashed_size;
 
     temp_dir(dir, sizeof(dir));
     temp_dir(copy, sizeof(copy));
@@ -308,7 +343,10 @@ static void preallocated_zeros_are_the_end_of_the_log_and_are_trimmed(void)
     }
     /* a crash now: the copy holds three frames and then zeros */
     seg(cpath, sizeof(cpath), copy, 1);
-    copy_prefix(path, cpath, file_size(path));
+    crashed_size = file_size(path);
+    copy_prefix(path, cpath, crashed_size);
+    snprintf(path_crashed, sizeof(path_crashed), "%s/crashed", copy);
+    copy_prefix(path, path_crashed, crashed_size);
     dlog_close(log);
     CU_ASSERT(file_size(path) < 8192); /* trimmed on a clean close */
     memset(&c, 0, sizeof(c));
@@ -322,24 +360,28 @@ static void preallocated_zeros_are_the_end_of_the_log_and_are_trimmed(void)
     CU_ASSERT_EQUAL(c.commits, 3);
     CU_ASSERT_TRUE(scan.torn && scan.torn_zero);
     CU_ASSERT_EQUAL(scan.torn_offset, (uint64_t)used);
-    /* a last frame torn anywhere, zeros after it: the two frames before it remain */
-    for (off_t cut = used - 1; cut > used - 40; cut -= 7) {
-        int fd = open(cpath, O_RDWR);
-        char z[64] = {0};
-
-        CU_ASSERT_FATAL(fd >= 0);
-        CU_ASSERT_FATAL(pwrite(fd, z, sizeof(z), cut) == (ssize_t)sizeof(z));
-        close(fd);
+    /*
+     * The last frame torn at every byte, zeros after it (the rest of the
+     * preallocation): the two frames before it remain, and the log ends at
+     * the second one.
+     */
+    start3 = frame_start(cpath, 3);
+    CU_ASSERT_FATAL(start3 > SEG_HDR_BYTES && start3 < used);
+    for (off_t cut = start3; cut < used; cut++) {
+        copy_prefix(path_crashed, cpath, crashed_size);
+        zero_from(cpath, cut);
         memset(&c, 0, sizeof(c));
         CU_ASSERT_EQUAL(dlog_read(copy, count_records, &c, &scan, NULL), 0);
         CU_ASSERT_EQUAL(c.commits, 2);
         CU_ASSERT_TRUE(scan.torn);
+        CU_ASSERT_EQUAL(scan.torn_offset, (uint64_t)start3);
     }
     /* reopening cuts the zeros (and the torn frame) off, so the segment is clean when left */
     memset(&c, 0, sizeof(c));
-    CU_ASSERT_EQUAL_FATAL(dlog_open(&log, (o.dir = copy, &o), count_records, &c, &scan, NULL), 0);
+    o.dir = copy;
+    CU_ASSERT_EQUAL_FATAL(dlog_open(&log, &o, count_records, &c, &scan, NULL), 0);
     dlog_close(log);
-    CU_ASSERT(file_size(cpath) < used);
+    CU_ASSERT_EQUAL(file_size(cpath), start3);
     memset(&c, 0, sizeof(c));
     CU_ASSERT_EQUAL(dlog_read(copy, count_records, &c, &scan, NULL), 0);
     CU_ASSERT_EQUAL(c.commits, 2);
