@@ -322,9 +322,15 @@ void ev_async_send(struct ev_async *a)
 
 /* ---- the loop ------------------------------------------------------------ */
 
+/*
+ * How long epoll may wait: until the first timer is due. Measured from the
+ * clock now, not from loop->now_us: a timer armed by a slow callback of
+ * this iteration took its deadline from the clock too, and would be late
+ * by the callback's time otherwise.
+ */
 static int next_timeout_ms(const struct ev_loop *loop, int timeout_ms)
 {
-    uint64_t until;
+    uint64_t until, now;
     int ms;
 
     if (loop->defer_head)
@@ -332,9 +338,10 @@ static int next_timeout_ms(const struct ev_loop *loop, int timeout_ms)
     if (loop->nheap == 0)
         return timeout_ms;
     until = loop->heap[0]->at_us;
-    if (until <= loop->now_us)
+    now = ev_clock_us();
+    if (until <= now)
         return 0;
-    ms = (int)((until - loop->now_us + 999) / 1000);
+    ms = (int)((until - now + 999) / 1000);
     if (timeout_ms >= 0 && timeout_ms < ms)
         return timeout_ms;
     return ms;

@@ -12,6 +12,14 @@
  * A connection that leaves BUSY inside a transaction not held by anyone is
  * sent a ROLLBACK (as an internal job) before it is IDLE again.
  *
+ * Cancelling: a cancel request reaches the backend at some later moment,
+ * and PostgreSQL cancels whatever that backend runs then. A job may have
+ * finished on the server before the request arrives; had its connection
+ * taken the next job meanwhile, that job (another client's branch) would
+ * be cancelled instead. So a connection that was sent a cancel request is
+ * never given new work: once its owner is done with it, it is closed and
+ * a new one is opened (conn_recycle).
+ *
  * statement_timeout: a job's SET is sent in front of it with its own
  * Sync, so it commits on its own and no rollback of the job's transaction
  * can undo it; the connection remembers the value to skip the SET next
@@ -61,6 +69,7 @@ struct pgx_conn {
     uint32_t timeout_ms;       /* the session's statement_timeout, or TIMEOUT_UNKNOWN */
     struct pgx_job cleanup;    /* internal ROLLBACK */
     bool cleaning;
+    bool doomed; /* a cancel request was sent for it: closed, never reused */
     char set_timeout[64];
     struct pgx_stmt pre[1];
 };
@@ -214,6 +223,7 @@ static void conn_down(struct pgx_conn *c, const char *why)
     c->gen++;
     c->timeout_ms = TIMEOUT_UNKNOWN;
     c->cleaning = false;
+    c->doomed = false;
     fail_inflight(c, reason);
     ev_timer_start(pool->loop, &c->retry, c->backoff_ms);
     c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
@@ -338,6 +348,20 @@ static void conn_read(struct pgx_conn *c)
         conn_down(c, PQerrorMessage(c->pg));
 }
 
+/* Closes a doomed connection (nothing in flight) and opens a new one in its place. */
+static void conn_recycle(struct pgx_conn *c)
+{
+    ev_io_stop(c->pool->loop, &c->io);
+    PQfinish(c->pg);
+    c->pg = NULL;
+    c->state = C_DOWN;
+    c->gen++;
+    c->timeout_ms = TIMEOUT_UNKNOWN;
+    c->cleaning = false;
+    c->doomed = false;
+    conn_connect(c);
+}
+
 /* The pipeline emptied and nobody holds the connection: clean up or take new work. */
 static void conn_after_job(struct pgx_conn *c)
 {
@@ -345,6 +369,10 @@ static void conn_after_job(struct pgx_conn *c)
 
     if (!list_empty(&c->inflight) || c->state != C_BUSY)
         return;
+    if (c->doomed) {
+        conn_recycle(c); /* a late cancel must not hit the next job (see the top) */
+        return;
+    }
     ts = PQtransactionStatus(c->pg);
     if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR) {
         c->cleaning = true;
@@ -589,8 +617,10 @@ int pgx_cancel(struct pgx_pool *pool, struct pgx_job *job)
         job->on_done(job, DTX_EABORTED, 0, "cancelled before it started");
         return 0;
     }
-    if (job->conn && job->conn->pg)
+    if (job->conn && job->conn->pg) {
+        job->conn->doomed = true;
         send_cancel(job->conn->pg);
+    }
     return 0;
 }
 
