@@ -4,6 +4,8 @@
 #   make demo         install what is missing, build, run a 3-shard demo
 #   make check        install what is missing, build, run every test
 #   make bench        install what is missing, build, run the benchmark
+#   make bench-compare BASE=DIR
+#                     build, then benchmark dtx from DIR (another build's bin/) against bin/
 #   make format-check fail if any source is not clang-formatted
 #
 # Two build variants share the sources: the release build (build/release,
@@ -46,7 +48,7 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 PROGS := $(BINDIR)/dtx-coordinator $(BINDIR)/dtx-participant $(BINDIR)/dtxctl \
          $(BINDIR)/dtx-loadgen $(BINDIR)/dtx-handrolled
 
-.PHONY: all deps demo check unit unit-bin integration fault soak bench format format-check clean san
+.PHONY: all deps demo check unit unit-bin integration fault soak bench bench-compare format format-check clean san
 
 all: $(PROGS)
 
@@ -81,7 +83,9 @@ $(BINDIR)/dtx-participant: $(BUILD)/participant/main.o $(PART_OBJ) $(BUILD)/libd
 	@$(CC) $(LDOPT) -o $@ $^ $(LDLIBS_HTTP) -lpq
 
 # dtxctl reads decision logs offline with the coordinator's own reader.
-$(BINDIR)/dtxctl: $(CTL_OBJ) $(BUILD)/coordinator/dlog.o $(BUILD)/libdtxcommon.a
+DLOG_READ_OBJ := $(BUILD)/coordinator/drec.o $(BUILD)/coordinator/dlog_format.o \
+                 $(BUILD)/coordinator/dlog_reader.o
+$(BINDIR)/dtxctl: $(CTL_OBJ) $(DLOG_READ_OBJ) $(BUILD)/libdtxcommon.a
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
 	@$(CC) $(LDOPT) -o $@ $^ $(LDLIBS_HTTP) -lcurl
@@ -91,17 +95,18 @@ $(BINDIR)/dtx-loadgen: $(BUILD)/bench/loadgen.o $(BUILD)/bench/latency.o $(BUILD
 	@echo "  LINK    $@"
 	@$(CC) $(LDOPT) -o $@ $^ $(LDLIBS_HTTP)
 
-$(BINDIR)/dtx-handrolled: $(BUILD)/bench/handrolled.o $(BUILD)/bench/latency.o
+$(BINDIR)/dtx-handrolled: $(BUILD)/bench/handrolled.o $(BUILD)/bench/latency.o $(BUILD)/libdtxcommon.a
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
-	@$(CC) $(LDOPT) -o $@ $^ -lpq -lpthread
+	@$(CC) $(LDOPT) -o $@ $^ -lpq -lpthread -lcjson
 
 # Unit tests: one CUnit program per module, linked with every module object
 # except the daemons' main.c (tests stub module boundaries themselves).
 $(BUILD)/tests/test_%: tests/unit/test_%.c $(COORD_OBJ) $(PART_OBJ) $(BUILD)/libdtxcommon.a
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
-	@$(CC) $(CPPFLAGS) $(CFLAGS) $(LDOPT) -o $@ $^ -lcunit $(LDLIBS_HTTP) -lz -lpq
+	@$(CC) $(CPPFLAGS) -Icoordinator -Iparticipant -DDTX_SRC_DIR='"$(CURDIR)"' $(CFLAGS) $(LDOPT) \
+		-o $@ $^ -lcunit $(LDLIBS_HTTP) -lz -lpq
 
 unit-bin: $(UNIT_BIN)
 
@@ -142,6 +147,14 @@ demo: deps
 bench: deps
 	@$(MAKE) --no-print-directory all
 	@/usr/bin/python3 bench/run.py $(BENCH_ARGS)
+
+# A/B: another build's dtx (BASE, a directory holding its binaries, or a checkout with bin/)
+# against this one's, alternating on two clusters; e.g.
+#   make bench-compare BASE=/tmp/dtx-main/bin BENCH_ARGS="--levels 1,32 --rounds 4"
+bench-compare: deps
+	@test -n "$(BASE)" || { echo "usage: make bench-compare BASE=DIR [BENCH_ARGS=...]" >&2; exit 2; }
+	@$(MAKE) --no-print-directory all
+	@/usr/bin/python3 bench/run.py --compare-bin "$(BASE)" $(BENCH_ARGS)
 
 format:
 	clang-format -i $(shell git ls-files '*.c' '*.h')

@@ -14,6 +14,7 @@
  *
  * Thread model: one thread per client, blocking libpq.
  */
+#include "dtx/xalloc.h"
 #include "latency.h"
 
 #include <getopt.h>
@@ -225,10 +226,8 @@ int main(int argc, char **argv)
                         "--accounts N --concurrency C --seconds S [--warmup W] [--json FILE]\n");
         return 2;
     }
-    ws = calloc((size_t)sh.o.concurrency, sizeof(*ws));
-    th = calloc((size_t)sh.o.concurrency, sizeof(*th));
-    if (!ws || !th)
-        abort();
+    ws = xcalloc((size_t)sh.o.concurrency, sizeof(*ws));
+    th = xcalloc((size_t)sh.o.concurrency, sizeof(*th));
     for (int i = 0; i < sh.o.concurrency; i++) {
         ws[i].sh = &sh;
         ws[i].id = i;

@@ -2,6 +2,7 @@
  * latency.c - latencies and CPU time for the load generators (latency.h).
  */
 #include "latency.h"
+#include "dtx/xalloc.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -13,9 +14,7 @@ static void lat_reserve(struct latencies *l, size_t more)
         return;
     while (l->cap < l->n + more)
         l->cap = l->cap ? l->cap * 2 : 16384;
-    l->us = realloc(l->us, l->cap * sizeof(*l->us));
-    if (!l->us)
-        abort();
+    l->us = xrealloc(l->us, l->cap * sizeof(*l->us));
 }
 
 void lat_add(struct latencies *l, uint32_t us)

@@ -20,6 +20,7 @@
 #include "dtx/buf.h"
 #include "dtx/ev.h"
 #include "dtx/httpc.h"
+#include "dtx/xalloc.h"
 #include "latency.h"
 
 #include <getopt.h>
@@ -243,6 +244,7 @@ int main(int argc, char **argv)
     double cpu0;
 
     memset(&r, 0, sizeof(r));
+    xalloc_init();
     if (parse_args(argc, argv, &r.o) < 0) {
         fprintf(stderr, "usage: dtx-loadgen --url URL --shards s1,s2 --accounts N --concurrency C "
                         "(--seconds S | --count N) [--warmup S] [--idempotency] [--json FILE]\n");
@@ -257,9 +259,7 @@ int main(int argc, char **argv)
     r.start_us = ev_clock_us();
     r.measure_us = r.start_us + (uint64_t)(r.o.warmup * 1e6);
     r.end_us = r.o.count ? UINT64_MAX : r.measure_us + (uint64_t)(r.o.seconds * 1e6);
-    r.clients = calloc((size_t)r.o.concurrency, sizeof(*r.clients));
-    if (!r.clients)
-        abort();
+    r.clients = xcalloc((size_t)r.o.concurrency, sizeof(*r.clients));
     cpu0 = process_cpu_seconds();
     for (int i = 0; i < r.o.concurrency; i++) {
         r.clients[i].r = &r;

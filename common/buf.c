@@ -4,6 +4,7 @@
  * A struct buf belongs to whoever embeds it; no locking here.
  */
 #include "dtx/buf.h"
+#include "dtx/xalloc.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -43,9 +44,7 @@ void buf_reserve(struct buf *b, size_t n)
     cap = b->cap ? b->cap : 64;
     while (cap < need)
         cap *= 2;
-    p = realloc(b->data, cap);
-    if (!p)
-        abort();
+    p = xrealloc(b->data, cap);
     b->data = p;
     b->cap = cap;
 }

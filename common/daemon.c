@@ -1,14 +1,23 @@
 /*
- * daemon.c - command line, limits and graceful stop shared by both daemons.
+ * daemon.c - what both daemons' main() share (daemon.h): command line,
+ * config, limits, the loop and HTTP server, and the graceful stop.
  * Runs on the event-loop thread (the signalfd is an ordinary watcher).
+ *
+ * Globals: none. The log configuration (log.c) is set here, once, before
+ * any thread starts.
  */
 #include "dtx/daemon.h"
 #include "dtx/err.h"
+#include "dtx/failpoint.h"
 #include "dtx/log.h"
+#include "dtx/version.h"
+#include "dtx/xalloc.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <malloc.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -18,17 +27,22 @@
 int daemon_parse_args(int argc, char **argv, const char *prog, const char *usage,
                       const char **config)
 {
-    static const struct option opts[] = {
-        {"config", required_argument, NULL, 'c'}, {"help", no_argument, NULL, 'h'}, {0, 0, 0, 0}};
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {"version", no_argument, NULL, 'V'},
+                                         {0, 0, 0, 0}};
     int c;
 
     opterr = 0;
     *config = NULL;
-    while ((c = getopt_long(argc, argv, "c:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "c:hV", opts, NULL)) != -1) {
         if (c == 'c') {
             *config = optarg;
         } else if (c == 'h') {
             fputs(usage, stdout);
+            exit(0);
+        } else if (c == 'V') {
+            printf("%s %s\n", prog, DTX_VERSION);
             exit(0);
         } else {
             fprintf(stderr, "%s: bad option '%s' (see --help)\n", prog, argv[optind - 1]);
@@ -136,4 +150,90 @@ void daemon_stop_release(struct daemon_stop *ds)
 bool daemon_stop_timed_out(const struct daemon_stop *ds)
 {
     return ds->until_us && !ds->idle(ds->arg);
+}
+
+/* ---- the whole main() ------------------------------------------------------------- */
+
+struct running {
+    const struct daemon_spec *spec;
+    struct ev_loop loop;
+    struct daemon_stop stop;
+    struct httpd *http;
+};
+
+static void begin_stop(void *arg)
+{
+    struct running *r = arg;
+
+    r->spec->begin_stop(r->spec->arg);
+    httpd_quiesce(r->http);
+}
+
+static bool idle(void *arg)
+{
+    struct running *r = arg;
+
+    return r->spec->idle(r->spec->arg);
+}
+
+static int run(struct running *r)
+{
+    const struct daemon_spec *spec = r->spec;
+    struct httpd_opts hopts = {.idle_timeout_s = 120};
+    httpd_handler handler = NULL;
+    void *ctx = NULL;
+    struct dtx_err err;
+    int rc;
+
+    dtx_err_clear(&err);
+    if (ev_loop_init(&r->loop) < 0 ||
+        daemon_stop_init(&r->stop, &r->loop, DAEMON_DRAIN_MAX_MS, begin_stop, idle, r) < 0) {
+        log_error("could not set up the event loop: %s", strerror(errno));
+        return 1;
+    }
+    rc = spec->start(spec->arg, &r->loop, &hopts, &handler, &ctx, &err);
+    if (rc == 0 && (rc = httpd_start(&r->http, &r->loop, &hopts, handler, ctx, &err)) < 0)
+        spec->stop(spec->arg);
+    if (rc < 0) {
+        log_error("could not start: %s", err.msg);
+        daemon_stop_release(&r->stop);
+        ev_loop_release(&r->loop);
+        return 1;
+    }
+    if (spec->started)
+        spec->started(spec->arg);
+    rc = ev_loop_run(&r->loop);
+    if (daemon_stop_timed_out(&r->stop) && spec->drain_note)
+        log_warn("%s", spec->drain_note);
+    httpd_detach(r->http);
+    spec->stop(spec->arg);
+    httpd_free(r->http);
+    daemon_stop_release(&r->stop);
+    ev_loop_release(&r->loop);
+    log_info("stopped");
+    return rc < 0 ? 1 : 0;
+}
+
+int daemon_main(int argc, char **argv, const struct daemon_spec *spec)
+{
+    struct running r = {.spec = spec};
+    struct dtx_err err;
+    const char *config;
+    int rc;
+
+    xalloc_init();
+    log_init(spec->prog, LOG_INFO);
+    if (daemon_parse_args(argc, argv, spec->prog, spec->usage, &config) < 0 || fp_init() < 0)
+        return 2;
+    dtx_err_clear(&err);
+    if (spec->load(config, spec->cfg, &err) < 0) {
+        fprintf(stderr, "%s: %s\n", spec->prog, err.msg);
+        return 2;
+    }
+    log_init(spec->prog, (enum log_level)log_level_parse(spec->log_level(spec->cfg)));
+    daemon_tune_process();
+    rc = run(&r);
+    if (spec->release)
+        spec->release(spec->cfg);
+    return rc;
 }

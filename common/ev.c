@@ -16,6 +16,7 @@
  */
 #include "dtx/ev.h"
 #include "dtx/err.h"
+#include "dtx/xalloc.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -194,10 +195,7 @@ void ev_timer_start_us(struct ev_loop *loop, struct ev_timer *t, uint64_t us)
     ev_timer_stop(loop, t);
     if (loop->nheap == loop->capheap) {
         size_t cap = loop->capheap ? loop->capheap * 2 : 64;
-        struct ev_timer **h = realloc(loop->heap, cap * sizeof(*h));
-
-        if (!h)
-            abort();
+        struct ev_timer **h = xrealloc(loop->heap, cap * sizeof(*h));
         loop->heap = h;
         loop->capheap = cap;
     }

@@ -7,6 +7,7 @@
  * writer thread evaluates failpoints too.
  */
 #include "dtx/failpoint.h"
+#include "dtx/xalloc.h"
 
 #include <errno.h>
 #include <stdatomic.h>
@@ -83,9 +84,7 @@ int fp_init(void)
     fp_count = 0;
     if (!env || !*env)
         return 0;
-    copy = strdup(env);
-    if (!copy)
-        abort();
+    copy = xstrdup(env);
     for (item = strtok_r(copy, ",", &save); item && rc == 0; item = strtok_r(NULL, ",", &save))
         rc = parse_one(item);
     free(copy);

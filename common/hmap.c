@@ -3,6 +3,7 @@
  * load factor passes 1.
  */
 #include "dtx/hmap.h"
+#include "dtx/xalloc.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -34,10 +35,7 @@ void hmap_release(struct hmap *m)
 static void hmap_grow(struct hmap *m)
 {
     size_t n = m->nbuckets ? m->nbuckets * 2 : 16;
-    struct hmap_node **b = calloc(n, sizeof(*b));
-
-    if (!b)
-        abort();
+    struct hmap_node **b = xcalloc(n, sizeof(*b));
     for (size_t i = 0; i < m->nbuckets; i++) {
         struct hmap_node *e = m->buckets[i];
 

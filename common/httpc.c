@@ -16,6 +16,7 @@
  * dispatcher frees it when the callback returns.
  */
 #include "dtx/httpc.h"
+#include "dtx/xalloc.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -182,9 +183,7 @@ static int hc_take_head(struct httpc *c)
     if (!end)
         return buf_avail(&c->in) > HC_MAX_HEAD ? DTX_EPROTO : 0;
     n = (size_t)(end - start) + 4;
-    head = strndup(start, n);
-    if (!head)
-        abort();
+    head = xstrndup(start, n);
     rc = hc_parse_head(c, head);
     free(head);
     buf_consume(&c->in, n);
@@ -432,10 +431,7 @@ static void on_hc_timeout(struct ev_loop *loop, struct ev_timer *t)
 
 struct httpc *httpc_new(struct ev_loop *loop, const struct addr *a)
 {
-    struct httpc *c = calloc(1, sizeof(*c));
-
-    if (!c)
-        abort();
+    struct httpc *c = xcalloc(1, sizeof(*c));
     c->loop = loop;
     c->addr = *a;
     c->fd = -1;

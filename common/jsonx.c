@@ -5,6 +5,7 @@
  * cJSON_ParseWithLengthOpts, never cJSON_GetErrorPtr).
  */
 #include "dtx/jsonx.h"
+#include "dtx/xalloc.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -164,11 +165,7 @@ char *jsonx_to_param(const cJSON *item)
 
 char *jsonx_print(const cJSON *item)
 {
-    char *s = cJSON_PrintUnformatted(item);
-
-    if (!s)
-        abort();
-    return s;
+    return xnonnull(cJSON_PrintUnformatted(item));
 }
 
 cJSON *jsonx_error_obj(const struct dtx_err *err)
@@ -199,32 +196,24 @@ char *jsonx_error_body(const struct dtx_err *err)
 
 cJSON *jsonx_new_object(void)
 {
-    cJSON *o = cJSON_CreateObject();
-
-    if (!o)
-        abort();
-    return o;
+    return xnonnull(cJSON_CreateObject());
 }
 
 cJSON *jsonx_new_array(void)
 {
-    cJSON *a = cJSON_CreateArray();
-
-    if (!a)
-        abort();
-    return a;
+    return xnonnull(cJSON_CreateArray());
 }
 
 void jsonx_add(cJSON *obj, const char *key, cJSON *item)
 {
-    if (!item || !cJSON_AddItemToObject(obj, key, item))
-        abort();
+    if (!cJSON_AddItemToObject(obj, key, xnonnull(item)))
+        xnonnull(NULL);
 }
 
 void jsonx_append(cJSON *array, cJSON *item)
 {
-    if (!item || !cJSON_AddItemToArray(array, item))
-        abort();
+    if (!cJSON_AddItemToArray(array, xnonnull(item)))
+        xnonnull(NULL);
 }
 
 void jsonx_add_str(cJSON *obj, const char *key, const char *value)

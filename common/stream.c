@@ -15,6 +15,7 @@
 #include "dtx/stream.h"
 #include "dtx/buf.h"
 #include "dtx/err.h"
+#include "dtx/xalloc.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -170,12 +171,10 @@ static void keep_alive(int fd)
 struct stream *stream_new(struct ev_loop *loop, int fd, const char *pre, size_t prelen,
                           const struct stream_cbs *cbs)
 {
-    struct stream *s = calloc(1, sizeof(*s));
+    struct stream *s = xcalloc(1, sizeof(*s));
     int flags = fcntl(fd, F_GETFL);
     int one = 1;
 
-    if (!s)
-        abort();
     s->loop = loop;
     s->fd = fd;
     s->cbs = *cbs;

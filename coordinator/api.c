@@ -16,12 +16,14 @@
  * refused has touched no shard. Runs on the coordinator's loop thread.
  */
 #include "dtx/api.h"
+#include "dtx/admin.h"
 #include "dtx/coord.h"
 #include "dtx/hmap.h"
 #include "dtx/jsonx.h"
 #include "dtx/log.h"
 #include "dtx/route.h"
 #include "dtx/sqlcheck.h"
+#include "dtx/xalloc.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -222,9 +224,7 @@ static int parse_tx(const char *body, size_t len, const struct coord_config *cfg
         goto out_free;
     }
     r.nops = (size_t)n;
-    r.ops = calloc(r.nops, sizeof(*r.ops));
-    if (!r.ops)
-        abort();
+    r.ops = xcalloc(r.nops, sizeof(*r.ops));
     for (int i = 0; i < n && rc == 0; i++)
         rc = check_op(cJSON_GetArrayItem(ops, i), i, cfg, &r.ops[i], err);
     if (rc < 0)
@@ -347,7 +347,8 @@ static void post_outcomes(struct coord *co, struct httpd_req *req)
             continue;
         o = jsonx_new_object();
         jsonx_add_str(o, "gtid", g->valuestring);
-        jsonx_add_str(o, "outcome", coord_outcome(co, g->valuestring, shard, &xid));
+        jsonx_add_str(o, "outcome",
+                      dtx_decision_name(coord_decision(co, g->valuestring, shard, &xid)));
         if (xid) {
             snprintf(xs, sizeof(xs), "%llu", (unsigned long long)xid);
             jsonx_add_str(o, "xid", xs);
@@ -375,6 +376,7 @@ static void post_transaction(struct coord *co, struct httpd_req *req)
         return;
     }
     coord_submit(co, &r, req);
+    api_txreq_release(&r);
 }
 
 static void get_route(struct coord *co, struct httpd_req *req)
@@ -415,10 +417,12 @@ static void post_call(struct coord *co, struct httpd_req *req, const char *gtid_
     dtx_err_clear(&err);
     if (strcmp(slash, "/ops") == 0) {
         body = httpd_req_body(req, &len);
-        if (api_parse_ops(body, len, coord_config(co), &r, &err) < 0)
+        if (api_parse_ops(body, len, coord_config(co), &r, &err) < 0) {
             httpd_reply_error(req, &err);
-        else
+        } else {
             coord_ops(co, gtid, &r, req);
+            api_txreq_release(&r);
+        }
     } else if (strcmp(slash, "/commit") == 0) {
         coord_commit(co, gtid, req);
     } else if (strcmp(slash, "/abort") == 0) {
@@ -431,9 +435,10 @@ static void post_call(struct coord *co, struct httpd_req *req, const char *gtid_
     }
 }
 
-static void route_transactions(struct coord *co, struct httpd_req *req, const char *method,
+static void route_transactions(struct api_ctx *ctx, struct httpd_req *req, const char *method,
                                const char *rest)
 {
+    struct coord *co = ctx->co;
     const struct coord_config *cfg = coord_config(co);
     const char *slash;
 
@@ -445,14 +450,14 @@ static void route_transactions(struct coord *co, struct httpd_req *req, const ch
         else if (post && authorized(cfg, req, ROLE_CLIENT))
             post_transaction(co, req);
         else if (get && authorized(cfg, req, ROLE_ADMIN))
-            admin_list_transactions(co, req);
+            admin_list_transactions(ctx->admin, req);
         return;
     }
     if (!authorized(cfg, req, ROLE_CLIENT))
         return;
     slash = strchr(rest + 1, '/');
     if (!slash && strcmp(method, "GET") == 0) {
-        admin_get_transaction(co, req, rest + 1);
+        admin_get_transaction(ctx->admin, req, rest + 1);
     } else if (slash && strcmp(method, "POST") == 0) {
         post_call(co, req, rest + 1, slash);
     } else {
@@ -461,19 +466,20 @@ static void route_transactions(struct coord *co, struct httpd_req *req, const ch
     }
 }
 
-void api_handle(void *ctx, struct httpd_req *req)
+void api_handle(void *arg, struct httpd_req *req)
 {
-    struct coord *co = ctx;
+    struct api_ctx *ctx = arg;
+    struct coord *co = ctx->co;
     const char *path = httpd_req_path(req);
     const char *method = httpd_req_method(req);
     unsigned status;
     char *body;
 
     if (strcmp(path, "/v1/transactions") == 0 || strncmp(path, "/v1/transactions/", 17) == 0) {
-        route_transactions(co, req, method, path + 16);
+        route_transactions(ctx, req, method, path + 16);
     } else if (strncmp(path, "/v1/admin/", 10) == 0) {
         if (authorized(coord_config(co), req, ROLE_ADMIN))
-            admin_handle(co, req, method, path + 9);
+            admin_handle(ctx->admin, req, method, path + 9);
     } else if (strcmp(path, "/v1/peer/outcomes") == 0 && strcmp(method, "POST") == 0) {
         if (authorized(coord_config(co), req, ROLE_PEER))
             post_outcomes(co, req);

@@ -6,6 +6,7 @@
 #include "dtx/conf.h"
 #include "dtx/jsonx.h"
 #include "dtx/log.h"
+#include "dtx/xalloc.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -133,9 +134,7 @@ static int load_shards(const cJSON *root, struct coord_config *c, struct dtx_err
     n = (size_t)cJSON_GetArraySize(arr);
     if (n == 0 || n > CONF_MAX_SHARDS)
         return dtx_err_set(err, DTX_EINVAL, "'shards' must list 1 to %d shards", CONF_MAX_SHARDS);
-    c->shards = calloc(n, sizeof(*c->shards));
-    if (!c->shards)
-        abort();
+    c->shards = xcalloc(n, sizeof(*c->shards));
     for (size_t i = 0; i < n; i++) {
         bool explicit_slots = false;
 

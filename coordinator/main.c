@@ -1,26 +1,23 @@
 /*
- * main.c - dtx-coordinator: flags, config, the event loop, graceful stop.
+ * main.c - dtx-coordinator: the coordinator engine (coord.h), the
+ * operators' endpoints (admin.h) and the HTTP API (api.h), put together
+ * and run by daemon_main (daemon.h).
  *
  * Globals: none. Signals arrive on a signalfd (daemon.c); the log
- * configuration lives in log.c, set once here.
+ * configuration lives in log.c, set once by daemon_main.
  *
  * Exit status: 0 after a graceful stop (SIGTERM/SIGINT), 1 when the
  * coordinator cannot start (damaged decision log, address in use, ...),
  * 2 for a bad flag or a bad config file.
  */
+#include "dtx/admin.h"
 #include "dtx/api.h"
 #include "dtx/coord.h"
 #include "dtx/coord_config.h"
 #include "dtx/daemon.h"
-#include "dtx/ev.h"
 #include "dtx/failpoint.h"
-#include "dtx/httpd.h"
-#include "dtx/log.h"
 
-#include <errno.h>
-#include <string.h>
-
-#define DRAIN_MAX_MS 10000
+#include <stdlib.h>
 
 static const char usage[] =
     "usage: dtx-coordinator --config FILE\n"
@@ -29,85 +26,87 @@ static const char usage[] =
     "decision log in log_dir, and two-phase commit across the configured shards.\n"
     "\n"
     "  -c, --config FILE   coordinator config (JSON; see docs/operations.md)\n"
-    "  -h, --help          print this help and exit\n";
+    "  -h, --help          print this help and exit\n"
+    "      --version       print the version and exit\n";
 
-struct daemon {
-    struct ev_loop loop;
+struct coordinator {
     struct coord_config cfg;
     struct coord *co;
-    struct httpd *http;
-    struct daemon_stop stop;
+    struct admin *admin;
+    struct api_ctx api;
 };
+
+static int load(const char *path, void *cfg, struct dtx_err *err)
+{
+    return coord_config_load(path, cfg, err);
+}
+
+static void release(void *cfg)
+{
+    coord_config_release(cfg);
+}
+
+static const char *log_level(const void *cfg)
+{
+    return ((const struct coord_config *)cfg)->log_level;
+}
+
+static int start(void *arg, struct ev_loop *loop, struct httpd_opts *http, httpd_handler *handler,
+                 void **ctx, struct dtx_err *err)
+{
+    struct coordinator *c = arg;
+    int rc = coord_new(&c->co, &c->cfg, loop, err);
+
+    if (rc < 0)
+        return rc;
+    fp_set_crash_hook(coord_flush_links, c->co);
+    c->admin = admin_new(c->co);
+    c->api = (struct api_ctx){.co = c->co, .admin = c->admin};
+    http->listen = c->cfg.listen;
+    http->max_body = c->cfg.max_body_bytes;
+    http->conn_limit = c->cfg.http_conn_limit;
+    *handler = api_handle;
+    *ctx = &c->api;
+    return 0;
+}
 
 static void begin_stop(void *arg)
 {
-    struct daemon *d = arg;
-
-    coord_begin_shutdown(d->co);
-    httpd_quiesce(d->http);
+    coord_begin_shutdown(((struct coordinator *)arg)->co);
 }
 
-static bool drained(void *arg)
+static bool idle(void *arg)
 {
-    struct daemon *d = arg;
-
-    return coord_drained(d->co);
+    return coord_drained(((struct coordinator *)arg)->co);
 }
 
-static int run(struct daemon *d)
+static void stop(void *arg)
 {
-    struct httpd_opts hopts = {d->cfg.listen, d->cfg.max_body_bytes, d->cfg.http_conn_limit, 120};
-    struct dtx_err err;
-    int rc;
+    struct coordinator *c = arg;
 
-    dtx_err_clear(&err);
-    if (ev_loop_init(&d->loop) < 0 ||
-        daemon_stop_init(&d->stop, &d->loop, DRAIN_MAX_MS, begin_stop, drained, d) < 0) {
-        log_error("could not set up the event loop: %s", strerror(errno));
-        return 1;
-    }
-    rc = coord_new(&d->co, &d->cfg, &d->loop, &err);
-    if (rc == 0) {
-        fp_set_crash_hook(coord_flush_links, d->co);
-        rc = httpd_start(&d->http, &d->loop, &hopts, api_handle, d->co, &err);
-    }
-    if (rc < 0) {
-        log_error("could not start: %s", err.msg);
-        coord_free(d->co);
-        daemon_stop_release(&d->stop);
-        ev_loop_release(&d->loop);
-        return 1;
-    }
-    rc = ev_loop_run(&d->loop);
-    if (daemon_stop_timed_out(&d->stop))
-        log_warn("stopping with transactions still in flight; they resume at restart");
-    httpd_free(d->http);
-    coord_free(d->co);
-    daemon_stop_release(&d->stop);
-    ev_loop_release(&d->loop);
-    log_info("stopped");
-    return rc < 0 ? 1 : 0;
+    admin_free(c->admin);
+    coord_free(c->co);
+    c->admin = NULL;
+    c->co = NULL;
 }
 
 int main(int argc, char **argv)
 {
-    struct daemon d;
-    struct dtx_err err;
-    const char *config;
-    int rc;
+    static struct coordinator c;
+    const struct daemon_spec spec = {
+        .prog = "dtx-coordinator",
+        .usage = usage,
+        .cfg = &c.cfg,
+        .load = load,
+        .release = release,
+        .log_level = log_level,
+        .start = start,
+        .begin_stop = begin_stop,
+        .idle = idle,
+        .stop = stop,
+        .drain_note = "stopping with transactions still in flight; they resume at restart",
+        .arg = &c,
+    };
 
-    memset(&d, 0, sizeof(d));
-    log_init("dtx-coordinator", LOG_INFO);
-    if (daemon_parse_args(argc, argv, "dtx-coordinator", usage, &config) < 0 || fp_init() < 0)
-        return 2;
-    dtx_err_clear(&err);
-    if (coord_config_load(config, &d.cfg, &err) < 0) {
-        fprintf(stderr, "dtx-coordinator: %s\n", err.msg);
-        return 2;
-    }
-    log_init("dtx-coordinator", (enum log_level)log_level_parse(d.cfg.log_level));
-    daemon_tune_process();
-    rc = run(&d);
-    coord_config_release(&d.cfg);
-    return rc;
+    return daemon_main(argc, argv, &spec);
 }

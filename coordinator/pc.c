@@ -15,6 +15,7 @@
 #include "dtx/log.h"
 #include "dtx/msg.h"
 #include "dtx/stream.h"
+#include "dtx/xalloc.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -174,11 +175,9 @@ struct pc *pc_new(struct ev_loop *loop, int shard, const struct shard_config *sc
                   const char *node_id, uint64_t epoch, const char *peer_token,
                   const struct pc_cbs *cbs)
 {
-    struct pc *pc = calloc(1, sizeof(*pc));
+    struct pc *pc = xcalloc(1, sizeof(*pc));
     int n;
 
-    if (!pc)
-        abort();
     pc->loop = loop;
     pc->shard = shard;
     pc->sc = sc;

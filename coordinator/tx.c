@@ -2,17 +2,25 @@
  * tx.c - the commit protocol: two-phase commit with presumed abort, and
  * one-phase commit for a transaction that touches one shard.
  *
- * State diagram (event -> action in brackets; * = forces a log record):
+ * State diagram (event -> action in brackets; * = forces a record). The
+ * unit test tests/unit/test_tx.c checks this diagram against the table:
+ * every line of the form "FROM --EVENT [action]--> TO" below is a row of
+ * transitions[] and every row is a line here.
  *
+ *   ACTIVE --COMMIT [act_commit]--> ACTIVE                  (then START_2PC, START_1PC or
+ *                                                           ALL_READONLY: the path)
  *   ACTIVE --START_2PC [act_send_prepares]--> PREPARING
  *   ACTIVE --START_1PC [act_send_one_phase]--> ONE_PHASE
  *   ACTIVE --RECOVER [act_recover]--> COMMITTING             (replay: COMMIT, no END)
  *   ACTIVE --RECOVER_DONE [act_recovered]--> COMMITTED       (replay: COMMIT and END)
  *
- *   PREPARING --VOTE_YES / VOTE_READONLY [act_vote]--> PREPARING
+ *   PREPARING --VOTE_YES [act_vote]--> PREPARING
+ *   PREPARING --VOTE_READONLY [act_vote]--> PREPARING
  *   PREPARING --ALL_VOTED [act_log_commit*]--> LOGGING
  *   PREPARING --ALL_READONLY [act_finish]--> COMMITTED      (nothing to commit)
- *   PREPARING --VOTE_NO / UNAVAILABLE / TIMEOUT [act_abort_all]--> ABORTING
+ *   PREPARING --VOTE_NO [act_abort_all]--> ABORTING
+ *   PREPARING --UNAVAILABLE [act_abort_all]--> ABORTING
+ *   PREPARING --TIMEOUT [act_abort_all]--> ABORTING
  *
  *   LOGGING --DURABLE [act_send_commits]--> COMMITTING
  *   LOGGING --LOG_REFUSED [act_abort_all]--> ABORTING       (record never written: log
@@ -21,55 +29,74 @@
  *   LOGGING --UNAVAILABLE [act_none]--> LOGGING             (handled when sending)
  *
  *   COMMITTING --ACK [act_ack]--> COMMITTING
+ *   COMMITTING --FORGET [act_forget]--> COMMITTING          (as an ack, marked forgotten)
  *   COMMITTING --ALL_ACKED [act_committed]--> COMMITTED     (END record, not forced)
- *   COMMITTING --TIMEOUT / RESEND [act_phase2_retry]--> COMMITTING
+ *   COMMITTING --TIMEOUT [act_phase2_retry]--> COMMITTING
+ *   COMMITTING --RESEND [act_phase2_retry]--> COMMITTING
+ *   COMMITTING --KICK [act_phase2_retry]--> COMMITTING
  *   COMMITTING --UNAVAILABLE [act_lost]--> COMMITTING
  *
  *   ABORTING --ACK [act_ack]--> ABORTING
+ *   ABORTING --FORGET [act_forget]--> ABORTING
  *   ABORTING --ALL_ACKED [act_finish]--> ABORTED
- *   ABORTING --TIMEOUT / RESEND [act_phase2_retry]--> ABORTING
+ *   ABORTING --TIMEOUT [act_phase2_retry]--> ABORTING
+ *   ABORTING --RESEND [act_phase2_retry]--> ABORTING
+ *   ABORTING --KICK [act_phase2_retry]--> ABORTING
  *   ABORTING --UNAVAILABLE [act_lost]--> ABORTING
- *   ABORTING --VOTE_* [act_none]--> ABORTING                (late vote; the abort is on its way)
+ *   ABORTING --VOTE_YES [act_none]--> ABORTING              (late votes and calls: the
+ *   ABORTING --VOTE_READONLY [act_none]--> ABORTING          abort is on its way)
+ *   ABORTING --VOTE_NO [act_none]--> ABORTING
+ *   ABORTING --EXECUTED [act_none]--> ABORTING
+ *   ABORTING --EXEC_FAILED [act_none]--> ABORTING
  *
  *   Interactive transactions stay ACTIVE while their client sends calls:
+ *   ACTIVE --BEGIN [act_begin]--> ACTIVE                    (open; the idle timer runs)
  *   ACTIVE --EXEC [act_exec]--> ACTIVE                      (a call's ops go out)
  *   ACTIVE --EXECUTED [act_executed]--> ACTIVE              (the call is answered when all ran)
- *   ACTIVE --EXEC_FAILED / UNAVAILABLE / TIMEOUT / ABORT [act_abort_all]--> ABORTING
+ *   ACTIVE --EXEC_FAILED [act_abort_all]--> ABORTING
+ *   ACTIVE --UNAVAILABLE [act_abort_all]--> ABORTING
+ *   ACTIVE --TIMEOUT [act_abort_all]--> ABORTING
+ *   ACTIVE --ABORT [act_abort_all]--> ABORTING
  *   ACTIVE --ALL_READONLY [act_finish]--> COMMITTED         (commit with no branch)
- *   ACTIVE --START_2PC / START_1PC: the commit, as above (prepare ends each open branch)
- *   ABORTING --EXECUTED / EXEC_FAILED [act_none]--> ABORTING (a call overtaken by the abort)
  *
- *   ONE_PHASE --COMMITTED_1PC / ABORTED_1PC [act_1pc_done]--> COMMITTED / ABORTED
+ *   ONE_PHASE --COMMITTED_1PC [act_1pc_done]--> COMMITTED
+ *   ONE_PHASE --ABORTED_1PC [act_1pc_done]--> ABORTED
  *   ONE_PHASE --TIMEOUT [act_1pc_slow]--> ONE_PHASE         (client told: not known yet)
  *   ONE_PHASE --UNAVAILABLE [act_1pc_lost]--> UNKNOWN
- *   UNKNOWN --COMMITTED_1PC / ABORTED_1PC [act_1pc_done]--> COMMITTED / ABORTED
+ *   UNKNOWN --COMMITTED_1PC [act_1pc_done]--> COMMITTED
+ *   UNKNOWN --ABORTED_1PC [act_1pc_done]--> ABORTED
  *
  * Presumed abort: a decision to commit is durable (LOGGING -> DURABLE)
  * before any COMMIT PREPARED is sent or the client hears of it; an abort is
- * never logged, because a transaction without a COMMIT record is aborted
- * by definition, after any crash.
+ * never recorded, because a transaction without a COMMIT record is aborted
+ * by definition, after any crash (tx_presumed()).
+ *
+ * Enforced by tx_step(): a transition marked durable (*) sends nothing and
+ * ends with a position in the decision store, or is refused (LOG_REFUSED);
+ * a COMMIT is sent only once that position was reported durable. Either
+ * violation is a bug in this file and stops the process before anyone
+ * hears of an undurable decision.
  *
  * Invariants: tx->pending counts the branches whose vote (PREPARING,
  * ONE_PHASE) or acknowledgement (COMMITTING, ABORTING) is awaited; in
  * COMMITTING and ABORTING a BR_LOST branch is counted too, since its
- * message must still be delivered. The client is answered at most once
- * (tx->answered).
+ * message must still be delivered. The client is answered at most once per
+ * request (tx->answered).
  *
  * Thread model: called only from the coordinator's event-loop thread.
  */
-#include "dtx/tx.h"
-#include "dtx/buf.h"
+#include "tx_impl.h"
+
 #include "dtx/ev.h"
 #include "dtx/jsonx.h"
 #include "dtx/log.h"
-#include "dtx/msg.h"
+#include "dtx/xalloc.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define RETRY_MIN_MS TX_RETRY_MIN_MS
 #define RETRY_MAX_MS TX_RETRY_MAX_MS
@@ -86,6 +113,8 @@ struct tx_transition {
 };
 
 static enum tx_event act_none(struct tx *, enum tx_event, const struct tx_evarg *);
+static enum tx_event act_begin(struct tx *, enum tx_event, const struct tx_evarg *);
+static enum tx_event act_commit(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_send_prepares(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_send_one_phase(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_vote(struct tx *, enum tx_event, const struct tx_evarg *);
@@ -94,6 +123,7 @@ static enum tx_event act_abort_all(struct tx *, enum tx_event, const struct tx_e
 static enum tx_event act_send_commits(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_in_doubt(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_ack(struct tx *, enum tx_event, const struct tx_evarg *);
+static enum tx_event act_forget(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_committed(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_finish(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_phase2_retry(struct tx *, enum tx_event, const struct tx_evarg *);
@@ -106,16 +136,19 @@ static enum tx_event act_recovered(struct tx *, enum tx_event, const struct tx_e
 static enum tx_event act_exec(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_executed(struct tx *, enum tx_event, const struct tx_evarg *);
 
-#define T(from, ev, to, durable, action)                                                           \
+#define T(from_, ev_, to_, durable_, action_)                                                      \
     {                                                                                              \
-        TX_##from, TXE_##ev, TX_##to, durable, action, #action                                     \
+        .from = TX_##from_, .ev = TXE_##ev_, .to = TX_##to_, .durable = durable_,                  \
+        .action = action_, .action_name = #action_                                                 \
     }
 
 static const struct tx_transition transitions[] = {
+    T(ACTIVE, COMMIT, ACTIVE, false, act_commit),
     T(ACTIVE, START_2PC, PREPARING, false, act_send_prepares),
     T(ACTIVE, START_1PC, ONE_PHASE, false, act_send_one_phase),
     T(ACTIVE, RECOVER, COMMITTING, false, act_recover),
     T(ACTIVE, RECOVER_DONE, COMMITTED, false, act_recovered),
+    T(ACTIVE, BEGIN, ACTIVE, false, act_begin),
     T(ACTIVE, EXEC, ACTIVE, false, act_exec),
     T(ACTIVE, EXECUTED, ACTIVE, false, act_executed),
     T(ACTIVE, EXEC_FAILED, ABORTING, false, act_abort_all),
@@ -138,15 +171,19 @@ static const struct tx_transition transitions[] = {
     T(LOGGING, UNAVAILABLE, LOGGING, false, act_none),
 
     T(COMMITTING, ACK, COMMITTING, false, act_ack),
+    T(COMMITTING, FORGET, COMMITTING, false, act_forget),
     T(COMMITTING, ALL_ACKED, COMMITTED, false, act_committed),
     T(COMMITTING, TIMEOUT, COMMITTING, false, act_phase2_retry),
     T(COMMITTING, RESEND, COMMITTING, false, act_phase2_retry),
+    T(COMMITTING, KICK, COMMITTING, false, act_phase2_retry),
     T(COMMITTING, UNAVAILABLE, COMMITTING, false, act_lost),
 
     T(ABORTING, ACK, ABORTING, false, act_ack),
+    T(ABORTING, FORGET, ABORTING, false, act_forget),
     T(ABORTING, ALL_ACKED, ABORTED, false, act_finish),
     T(ABORTING, TIMEOUT, ABORTING, false, act_phase2_retry),
     T(ABORTING, RESEND, ABORTING, false, act_phase2_retry),
+    T(ABORTING, KICK, ABORTING, false, act_phase2_retry),
     T(ABORTING, UNAVAILABLE, ABORTING, false, act_lost),
     T(ABORTING, VOTE_YES, ABORTING, false, act_none),
     T(ABORTING, VOTE_READONLY, ABORTING, false, act_none),
@@ -167,20 +204,56 @@ static const struct tx_transition transitions[] = {
 #define NTRANSITIONS (sizeof(transitions) / sizeof(transitions[0]))
 
 static const char *const state_names[TX_NSTATES] = {
-    "ACTIVE",   "PREPARING", "LOGGING",   "COMMITTING", "COMMITTED",
-    "ABORTING", "ABORTED",   "ONE_PHASE", "IN_DOUBT",   "UNKNOWN",
+    [TX_ACTIVE] = "ACTIVE",         [TX_PREPARING] = "PREPARING", [TX_LOGGING] = "LOGGING",
+    [TX_COMMITTING] = "COMMITTING", [TX_COMMITTED] = "COMMITTED", [TX_ABORTING] = "ABORTING",
+    [TX_ABORTED] = "ABORTED",       [TX_ONE_PHASE] = "ONE_PHASE", [TX_IN_DOUBT] = "IN_DOUBT",
+    [TX_UNKNOWN] = "UNKNOWN",
 };
 
 static const char *const event_names[TX_NEVENTS] = {
-    "START_2PC",    "START_1PC", "VOTE_YES",      "VOTE_READONLY", "VOTE_NO", "UNAVAILABLE",
-    "TIMEOUT",      "ALL_VOTED", "ALL_READONLY",  "LOG_REFUSED",   "DURABLE", "LOG_FAILED",
-    "ACK",          "ALL_ACKED", "COMMITTED_1PC", "ABORTED_1PC",   "RESEND",  "RECOVER",
-    "RECOVER_DONE", "EXEC",      "EXECUTED",      "EXEC_FAILED",   "ABORT",
+    [TXE_BEGIN] = "BEGIN",
+    [TXE_COMMIT] = "COMMIT",
+    [TXE_START_2PC] = "START_2PC",
+    [TXE_START_1PC] = "START_1PC",
+    [TXE_VOTE_YES] = "VOTE_YES",
+    [TXE_VOTE_READONLY] = "VOTE_READONLY",
+    [TXE_VOTE_NO] = "VOTE_NO",
+    [TXE_UNAVAILABLE] = "UNAVAILABLE",
+    [TXE_TIMEOUT] = "TIMEOUT",
+    [TXE_ALL_VOTED] = "ALL_VOTED",
+    [TXE_ALL_READONLY] = "ALL_READONLY",
+    [TXE_LOG_REFUSED] = "LOG_REFUSED",
+    [TXE_DURABLE] = "DURABLE",
+    [TXE_LOG_FAILED] = "LOG_FAILED",
+    [TXE_ACK] = "ACK",
+    [TXE_ALL_ACKED] = "ALL_ACKED",
+    [TXE_COMMITTED_1PC] = "COMMITTED_1PC",
+    [TXE_ABORTED_1PC] = "ABORTED_1PC",
+    [TXE_RESEND] = "RESEND",
+    [TXE_KICK] = "KICK",
+    [TXE_FORGET] = "FORGET",
+    [TXE_RECOVER] = "RECOVER",
+    [TXE_RECOVER_DONE] = "RECOVER_DONE",
+    [TXE_EXEC] = "EXEC",
+    [TXE_EXECUTED] = "EXECUTED",
+    [TXE_EXEC_FAILED] = "EXEC_FAILED",
+    [TXE_ABORT] = "ABORT",
 };
 
 static const char *const branch_names[BR_NSTATES] = {
-    "new",        "preparing", "prepared", "readonly", "failed", "unreached", "lost",
-    "committing", "committed", "aborting", "aborted",  "open",   "executing",
+    [BR_NEW] = "new",
+    [BR_PREPARING] = "preparing",
+    [BR_PREPARED] = "prepared",
+    [BR_READONLY] = "readonly",
+    [BR_FAILED] = "failed",
+    [BR_UNREACHED] = "unreached",
+    [BR_LOST] = "lost",
+    [BR_COMMITTING] = "committing",
+    [BR_COMMITTED] = "committed",
+    [BR_ABORTING] = "aborting",
+    [BR_ABORTED] = "aborted",
+    [BR_OPEN] = "open",
+    [BR_EXECUTING] = "executing",
 };
 
 const char *tx_state_name(enum tx_state s)
@@ -193,7 +266,7 @@ const char *tx_event_name(enum tx_event e)
     return (unsigned)e < TX_NEVENTS ? event_names[e] : "?";
 }
 
-const char *tx_branch_state_name(enum branch_state s)
+const char *tx_branch_state_name(enum tx_branch_state s)
 {
     return (unsigned)s < BR_NSTATES ? branch_names[s] : "?";
 }
@@ -226,32 +299,62 @@ bool tx_is_durable(enum tx_state state, enum tx_event ev)
     return t && t->durable;
 }
 
-bool tx_is_final(const struct tx *tx)
+const char *tx_action_name(enum tx_state state, enum tx_event ev)
 {
-    return tx->state == TX_COMMITTED || tx->state == TX_ABORTED;
+    const struct tx_transition *t = find(state, ev);
+
+    return t ? t->action_name : NULL;
+}
+
+/* A broken protocol invariant: stop before anyone hears of an undurable decision. */
+static void protocol_bug(const struct tx *tx, const char *what)
+{
+    log_error("tx %s: protocol bug in state %s: %s; stopping", tx->gtid, state_names[tx->state],
+              what);
+    abort();
+}
+
+/* After a durable transition: nothing was sent, and the record has a position (or was refused). */
+static void check_durable(const struct tx *tx, enum tx_event next)
+{
+    if (tx->sent_in_step)
+        protocol_bug(tx, "a transition that forces a record sent a message");
+    if (tx->lsn == 0 && next != TXE_LOG_REFUSED)
+        protocol_bug(tx, "a transition that forces a record left none queued");
+}
+
+int tx_step_one(struct tx *tx, enum tx_event ev, const struct tx_evarg *a, enum tx_event *next)
+{
+    const struct tx_transition *t = find(tx->state, ev);
+    enum tx_state from = tx->state;
+
+    if (!t) {
+        log_warn("tx %s: event %s is not defined in state %s; ignored", tx->gtid, tx_event_name(ev),
+                 tx_state_name(tx->state));
+        return DTX_ESTATE;
+    }
+    tx->state = t->to;
+    log_debug("tx %s: %s --%s--> %s [%s%s]", tx->gtid, state_names[from], event_names[ev],
+              state_names[t->to], t->action_name, t->durable ? ", forced" : "");
+    tx->sent_in_step = 0;
+    *next = t->action(tx, ev, a);
+    if (t->durable)
+        check_durable(tx, *next);
+    return 0;
 }
 
 int tx_step(struct tx *tx, enum tx_event ev, const struct tx_evarg *arg)
 {
-    static const struct tx_evarg none = {NULL, 0, NULL, 0, NULL};
+    static const struct tx_evarg none = {0};
     const struct tx_evarg *a = arg ? arg : &none;
+    bool deciding = tx->state == TX_PREPARING;
+    int rc = 0;
 
-    while (ev != TXE_NONE) {
-        const struct tx_transition *t = find(tx->state, ev);
-        enum tx_state from = tx->state;
-
-        if (!t) {
-            log_warn("tx %s: event %s is not defined in state %s; ignored", tx->gtid,
-                     tx_event_name(ev), tx_state_name(tx->state));
-            return DTX_ESTATE;
-        }
-        tx->state = t->to;
-        log_debug("tx %s: %s --%s--> %s [%s%s]", tx->gtid, state_names[from], event_names[ev],
-                  state_names[t->to], t->action_name, t->durable ? ", forced" : "");
-        ev = t->action(tx, ev, a);
+    while (ev != TXE_NONE && (rc = tx_step_one(tx, ev, a, &ev)) == 0)
         a = &none;
-    }
-    return 0;
+    if (deciding != (tx->state == TX_PREPARING) && tx->env->deciding)
+        tx->env->deciding(tx, deciding ? -1 : 1);
+    return rc;
 }
 
 /* ---- helpers --------------------------------------------------------------- */
@@ -267,8 +370,8 @@ static void set_error(struct tx *tx, const struct tx_branch *b, const struct dtx
 {
     if (tx_error_code(tx))
         return;
-    if (!tx->error && !(tx->error = calloc(1, sizeof(*tx->error))))
-        abort();
+    if (!tx->error)
+        tx->error = xcalloc(1, sizeof(*tx->error));
     if (e && e->code) {
         *tx->error = *e;
     } else {
@@ -290,13 +393,12 @@ static void take_results(struct tx_branch *b, const struct tx_evarg *a)
     if (!a->results)
         return;
     free(b->results);
-    b->results = strndup(a->results, a->results_len);
-    if (!b->results)
-        abort();
+    b->results = xstrndup(a->results, a->results_len);
     b->results_len = a->results_len;
 }
 
-static uint32_t count_branches(const struct tx *tx, enum branch_state s1, enum branch_state s2)
+static uint32_t count_branches(const struct tx *tx, enum tx_branch_state s1,
+                               enum tx_branch_state s2)
 {
     uint32_t n = 0;
 
@@ -320,16 +422,24 @@ static void note_branch_error(struct tx_branch *b, const char *fmt, ...)
     vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     free(b->last_error);
-    if (!(b->last_error = strdup(msg)))
-        abort();
+    b->last_error = xstrdup(msg);
+}
+
+/* Every message leaves through here: a COMMIT only once the decision is durable. */
+static int send(struct tx *tx, struct tx_branch *b, enum tx_send what)
+{
+    if (what == TX_SEND_COMMIT && !tx->durable)
+        protocol_bug(tx, "COMMIT about to be sent before the decision is durable");
+    tx->sent_in_step++;
+    return tx->env->send(tx, b, what);
 }
 
 /* Sends what b needs in phase 2 (state: BR_COMMITTING or BR_ABORTING); BR_LOST on failure. */
-static void send_phase2(struct tx *tx, struct tx_branch *b, enum branch_state want)
+static void send_phase2(struct tx *tx, struct tx_branch *b, enum tx_branch_state want)
 {
     enum tx_send what = want == BR_COMMITTING ? TX_SEND_COMMIT : TX_SEND_ABORT;
 
-    if (tx->env->send(tx, b, what) == 0) {
+    if (send(tx, b, what) == 0) {
         b->state = want;
         b->sends++;
     } else {
@@ -339,12 +449,14 @@ static void send_phase2(struct tx *tx, struct tx_branch *b, enum branch_state wa
     }
 }
 
+/* Tells whoever waits (once per request); an interactive call is then over. */
 static void answer(struct tx *tx)
 {
     if (tx->answered)
         return;
     tx->env->answer(tx);
     tx->answered = true;
+    tx->call = TX_CALL_NONE;
 }
 
 /* ---- actions ---------------------------------------------------------------- */
@@ -357,6 +469,29 @@ static enum tx_event act_none(struct tx *tx, enum tx_event ev, const struct tx_e
     return TXE_NONE;
 }
 
+/* Interactive: open; aborted if no call comes within its idle limit. */
+static enum tx_event act_begin(struct tx *tx, enum tx_event ev, const struct tx_evarg *a)
+{
+    (void)ev;
+    (void)a;
+    tx->env->arm(tx, tx->idle_ms);
+    return TXE_NONE;
+}
+
+/*
+ * The commit's path: nothing to do without a branch; one phase for a
+ * single branch, unless an idempotency key needs a COMMIT record to keep
+ * its answer across a restart; two phases otherwise.
+ */
+static enum tx_event act_commit(struct tx *tx, enum tx_event ev, const struct tx_evarg *a)
+{
+    (void)ev;
+    (void)a;
+    if (tx->nbranches == 0)
+        return TXE_ALL_READONLY;
+    return tx->nbranches == 1 && !tx->idem_key ? TXE_START_1PC : TXE_START_2PC;
+}
+
 static enum tx_event act_send_prepares(struct tx *tx, enum tx_event ev, const struct tx_evarg *a)
 {
     enum tx_event next = TXE_NONE;
@@ -367,7 +502,7 @@ static enum tx_event act_send_prepares(struct tx *tx, enum tx_event ev, const st
     for (size_t i = 0; i < tx->nbranches; i++) {
         struct tx_branch *b = &tx->branches[i];
 
-        if (tx->env->send(tx, b, TX_SEND_PREPARE) == 0) {
+        if (send(tx, b, TX_SEND_PREPARE) == 0) {
             b->state = BR_PREPARING;
             tx->pending++;
             continue;
@@ -393,7 +528,7 @@ static enum tx_event act_send_one_phase(struct tx *tx, enum tx_event ev, const s
 
     (void)ev;
     (void)a;
-    if (tx->env->send(tx, b, TX_SEND_ONE_PHASE) == 0) {
+    if (send(tx, b, TX_SEND_ONE_PHASE) == 0) {
         b->state = BR_PREPARING;
         tx->pending = 1;
         tx->env->arm(tx, tx->timeout_ms + tx->commit_wait_ms);
@@ -526,6 +661,7 @@ static enum tx_event act_send_commits(struct tx *tx, enum tx_event ev, const str
 {
     (void)ev;
     (void)a;
+    tx->durable = true; /* the store said so: COMMIT may go out */
     for (size_t i = 0; i < tx->nbranches; i++) {
         if (tx->branches[i].state == BR_PREPARED)
             send_phase2(tx, &tx->branches[i], BR_COMMITTING);
@@ -550,7 +686,7 @@ static enum tx_event act_in_doubt(struct tx *tx, enum tx_event ev, const struct 
 static enum tx_event act_ack(struct tx *tx, enum tx_event ev, const struct tx_evarg *a)
 {
     struct tx_branch *b = a->b;
-    enum branch_state want = tx->state == TX_COMMITTING ? BR_COMMITTING : BR_ABORTING;
+    enum tx_branch_state want = tx->state == TX_COMMITTING ? BR_COMMITTING : BR_ABORTING;
 
     if (!b || (b->state != want && !(b->state == BR_LOST && b->lost_in == want))) {
         log_debug("tx %s: duplicate or stale ack ignored", tx->gtid);
@@ -566,13 +702,47 @@ static enum tx_event act_ack(struct tx *tx, enum tx_event ev, const struct tx_ev
     return --tx->pending == 0 ? TXE_ALL_ACKED : TXE_NONE;
 }
 
+/* Frees what only a running transaction needs: the ops to send, the branches' raw results. */
+static void release_work(struct tx *tx)
+{
+    for (size_t i = 0; i < tx->nbranches; i++) {
+        cJSON_Delete(tx->branches[i].ops);
+        free(tx->branches[i].results);
+        tx->branches[i].ops = NULL;
+        tx->branches[i].results = NULL;
+        tx->branches[i].results_len = 0;
+    }
+}
+
+/*
+ * The transaction is done acting: the client is told, a committed one
+ * with an idempotency key keeps its results (for retries and checkpoints),
+ * and the coordinator hears that it is finished.
+ */
+static void finish(struct tx *tx)
+{
+    tx->env->arm(tx, 0);
+    answer(tx);
+    if (tx->idem_key && tx->state == TX_COMMITTED && !tx->stored_results)
+        tx->stored_results = tx_render_results(tx);
+    release_work(tx);
+    tx->env->finished(tx);
+}
+
+/* An operator gave up on b: it counts as acknowledged (once). */
+static enum tx_event act_forget(struct tx *tx, enum tx_event ev, const struct tx_evarg *a)
+{
+    if (!a->b || a->b->forgotten)
+        return act_none(tx, ev, a);
+    a->b->forgotten = true;
+    return act_ack(tx, TXE_ACK, a);
+}
+
 static enum tx_event act_finish(struct tx *tx, enum tx_event ev, const struct tx_evarg *a)
 {
     (void)ev;
     (void)a;
-    tx->env->arm(tx, 0);
-    answer(tx);
-    tx->env->finished(tx);
+    finish(tx);
     return TXE_NONE;
 }
 
@@ -584,9 +754,13 @@ static enum tx_event act_committed(struct tx *tx, enum tx_event ev, const struct
 
 static enum tx_event act_phase2_retry(struct tx *tx, enum tx_event ev, const struct tx_evarg *a)
 {
-    enum branch_state want = tx->state == TX_COMMITTING ? BR_COMMITTING : BR_ABORTING;
+    enum tx_branch_state want = tx->state == TX_COMMITTING ? BR_COMMITTING : BR_ABORTING;
 
     (void)a;
+    if (ev == TXE_KICK) {
+        tx->retry_ms = RETRY_MIN_MS; /* this retry goes out now; later ones back off afresh */
+        ev = TXE_TIMEOUT;
+    }
     if (ev == TXE_TIMEOUT)
         answer(tx); /* the client has waited commit_wait_ms; it gets what is known */
     for (size_t i = 0; i < tx->nbranches; i++) {
@@ -605,7 +779,7 @@ static enum tx_event act_phase2_retry(struct tx *tx, enum tx_event ev, const str
 static enum tx_event act_lost(struct tx *tx, enum tx_event ev, const struct tx_evarg *a)
 {
     struct tx_branch *b = a->b;
-    enum branch_state want = tx->state == TX_COMMITTING ? BR_COMMITTING : BR_ABORTING;
+    enum tx_branch_state want = tx->state == TX_COMMITTING ? BR_COMMITTING : BR_ABORTING;
 
     if (b && b->state == want) {
         b->state = BR_LOST;
@@ -656,9 +830,7 @@ static enum tx_event act_1pc_lost(struct tx *tx, enum tx_event ev, const struct 
              "the participant of shard '%s' was lost while committing; the outcome is unknown",
              shard_name(tx, b));
     set_error(tx, b, NULL, DTX_EUNKNOWN, msg);
-    tx->env->arm(tx, 0);
-    answer(tx);
-    tx->env->finished(tx);
+    finish(tx);
     return TXE_NONE;
 }
 
@@ -689,7 +861,7 @@ static enum tx_event act_recovered(struct tx *tx, enum tx_event ev, const struct
     for (size_t i = 0; i < tx->nbranches; i++)
         tx->branches[i].state = BR_COMMITTED;
     tx->answered = true;
-    tx->env->finished(tx);
+    finish(tx);
     return TXE_NONE;
 }
 
@@ -710,7 +882,7 @@ static enum tx_event act_exec(struct tx *tx, enum tx_event ev, const struct tx_e
 
         if (!b->ops)
             continue;
-        if (tx->env->send(tx, b, TX_SEND_EXEC) == 0) {
+        if (send(tx, b, TX_SEND_EXEC) == 0) {
             b->state = BR_EXECUTING;
             tx->pending++;
             continue;
@@ -747,24 +919,23 @@ static enum tx_event act_executed(struct tx *tx, enum tx_event ev, const struct 
 
 /* ---- lifecycle ------------------------------------------------------------------ */
 
-struct tx *tx_new(const char *gtid, const struct tx_env *env, size_t nbranches, size_t nops)
+struct tx *tx_new(const struct tx_params *p, const struct tx_env *env, void *owner)
 {
-    struct tx *tx = calloc(1, sizeof(*tx));
+    struct tx *tx = xcalloc(1, sizeof(*tx));
 
-    if (!tx)
-        abort();
-    snprintf(tx->gtid, sizeof(tx->gtid), "%s", gtid);
+    snprintf(tx->gtid, sizeof(tx->gtid), "%s", p->gtid);
     tx->env = env;
+    tx->owner = owner;
     tx->state = TX_ACTIVE;
-    tx->protocol = 2;
-    list_init(&tx->link);
-    list_init(&tx->wait_link);
-    tx->nbranches = nbranches;
-    tx->branches = nbranches ? calloc(nbranches, sizeof(*tx->branches)) : NULL;
-    tx->nops = nops;
-    tx->ops = nops ? calloc(nops, sizeof(*tx->ops)) : NULL;
-    if ((nbranches && !tx->branches) || (nops && !tx->ops))
-        abort();
+    tx->protocol = p->protocol ? p->protocol : 2;
+    tx->interactive = p->interactive;
+    tx->timeout_ms = p->timeout_ms;
+    tx->idle_ms = p->idle_ms;
+    tx->commit_wait_ms = p->commit_wait_ms;
+    tx->results_limit = p->results_limit;
+    tx->idem_key = p->idem_key ? xstrdup(p->idem_key) : NULL;
+    tx->req_hash = p->req_hash;
+    tx->created_wall_us = p->created_wall_us;
     return tx;
 }
 
@@ -781,197 +952,378 @@ void tx_free(struct tx *tx)
     free(tx->ops);
     free(tx->idem_key);
     free(tx->stored_results);
-    free(tx->answer_body);
     free(tx->error);
     free(tx);
 }
 
-/* ---- rendering -------------------------------------------------------------------- */
+static struct tx_branch *add_branch(struct tx *tx, int shard)
+{
+    struct tx_branch *b;
 
-const char *tx_status(const struct tx *tx)
+    tx->branches = xrealloc(tx->branches, (tx->nbranches + 1) * sizeof(*tx->branches));
+    b = &tx->branches[tx->nbranches++];
+    memset(b, 0, sizeof(*b));
+    b->shard = shard;
+    b->state = BR_NEW;
+    return b;
+}
+
+/* Appends client op i to b's ops (taking its sql, params and expect_rows); its index there. */
+static uint16_t attach_op(struct tx_branch *b, cJSON *op, size_t i)
+{
+    static const char *const keys[] = {"sql", "params", "expect_rows"};
+    cJSON *o = jsonx_new_object();
+
+    if (!b->ops)
+        b->ops = jsonx_new_array();
+    jsonx_add_num(o, "i", (double)i);
+    for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++) {
+        if (cJSON_HasObjectItem(op, keys[k]))
+            jsonx_add(o, keys[k], cJSON_DetachItemFromObjectCaseSensitive(op, keys[k]));
+    }
+    jsonx_append(b->ops, o);
+    return (uint16_t)b->nops++;
+}
+
+void tx_add_op(struct tx *tx, int shard, cJSON *op, size_t i)
+{
+    struct tx_branch *b = tx_branch_on(tx, shard);
+
+    if (!b)
+        b = add_branch(tx, shard);
+    tx->ops = xrealloc(tx->ops, (tx->nops + 1) * sizeof(*tx->ops));
+    tx->ops[tx->nops].branch = (uint16_t)(b - tx->branches);
+    tx->ops[tx->nops].index = attach_op(b, op, i);
+    tx->nops++;
+}
+
+void tx_reset_ops(struct tx *tx)
+{
+    for (size_t i = 0; i < tx->nbranches; i++) {
+        struct tx_branch *b = &tx->branches[i];
+
+        b->nops = 0;
+        free(b->results);
+        b->results = NULL;
+        b->results_len = 0;
+    }
+    free(tx->ops);
+    tx->ops = NULL;
+    tx->nops = 0;
+}
+
+void tx_add_prepared_branch(struct tx *tx, int shard, uint64_t xid)
+{
+    add_branch(tx, shard)->xid = xid;
+}
+
+void tx_set_replayed(struct tx *tx, uint64_t decided_wall_us, const char *results)
+{
+    tx->replayed = true;
+    tx->decided_wall_us = decided_wall_us;
+    tx->lsn = 1; /* decided and durable, in an earlier run */
+    tx->durable = true;
+    free(tx->stored_results);
+    tx->stored_results = results && *results ? xstrdup(results) : NULL;
+}
+
+/* ---- questions ------------------------------------------------------------------- */
+
+const char *tx_gtid(const struct tx *tx)
+{
+    return tx->gtid;
+}
+
+const char *tx_idem_key(const struct tx *tx)
+{
+    return tx->idem_key;
+}
+
+uint64_t tx_req_hash(const struct tx *tx)
+{
+    return tx->req_hash;
+}
+
+void *tx_owner(const struct tx *tx)
+{
+    return tx->owner;
+}
+
+void *tx_ctx(const struct tx *tx)
+{
+    return tx->env->ctx;
+}
+
+uint64_t tx_lsn(const struct tx *tx)
+{
+    return tx->lsn;
+}
+
+bool tx_is_interactive(const struct tx *tx)
+{
+    return tx->interactive;
+}
+
+uint64_t tx_decided_wall_us(const struct tx *tx)
+{
+    return tx->decided_wall_us;
+}
+
+uint64_t tx_born_wall_us(const struct tx *tx)
+{
+    return tx->created_wall_us ? tx->created_wall_us : tx->decided_wall_us;
+}
+
+bool tx_is_replayed(const struct tx *tx)
+{
+    return tx->replayed;
+}
+
+int tx_error_code(const struct tx *tx)
+{
+    return tx->error ? tx->error->code : 0;
+}
+
+bool tx_answered(const struct tx *tx)
+{
+    return tx->answered;
+}
+
+bool tx_accepts(const struct tx *tx, enum tx_event ev)
+{
+    return find(tx->state, ev) != NULL;
+}
+
+bool tx_is_final(const struct tx *tx)
+{
+    return tx->state == TX_COMMITTED || tx->state == TX_ABORTED;
+}
+
+bool tx_is_running(const struct tx *tx)
+{
+    return !tx_is_final(tx) && tx->state != TX_IN_DOUBT && tx->state != TX_UNKNOWN && !tx->replayed;
+}
+
+enum dtx_status tx_status(const struct tx *tx)
 {
     switch (tx->state) {
     case TX_ACTIVE:
-        return "active";
+        return DTX_ST_ACTIVE;
     case TX_PREPARING:
     case TX_LOGGING:
     case TX_ONE_PHASE:
     case TX_IN_DOUBT:
-        return "preparing";
+        return DTX_ST_PREPARING;
     case TX_COMMITTING:
-        return "committing";
+        return DTX_ST_COMMITTING;
     case TX_COMMITTED:
-        return "committed";
+        return DTX_ST_COMMITTED;
     case TX_ABORTING:
-        return "aborting";
+        return DTX_ST_ABORTING;
     case TX_ABORTED:
-        return "aborted";
+        return DTX_ST_ABORTED;
     case TX_UNKNOWN:
-        return "unknown";
     case TX_NSTATES:
         break;
     }
-    return "unknown";
+    return DTX_ST_UNKNOWN;
 }
 
-/*
- * The client's results array: each op's result, in op order, as the raw
- * JSON text the participant sent with "shard" put in front. Nothing is
- * parsed, so no value is rounded on the way.
- */
-static cJSON *results_array(const struct tx *tx)
+enum tx_outcome tx_outcome(const struct tx *tx)
 {
-    cJSON *arr;
-
-    if (tx->stored_results)
-        return cJSON_CreateRaw(tx->stored_results);
-    arr = jsonx_new_array();
-    for (size_t i = 0; i < tx->nops; i++) {
-        const struct tx_branch *b = &tx->branches[tx->ops[i].branch];
-        const char *p = NULL;
-        size_t n = 0;
-        struct buf item = BUF_INIT;
-
-        buf_printf(&item, "{\"shard\":\"%s\"", shard_name(tx, b));
-        if (b->results && msg_result(b->results, b->results_len, tx->ops[i].index, &p, &n) &&
-            n > 2 && p[0] == '{') {
-            buf_putc(&item, ',');
-            buf_append(&item, p + 1, n - 1);
-        } else {
-            buf_putc(&item, '}');
-        }
-        jsonx_append(arr, cJSON_CreateRaw(item.data));
-        buf_release(&item);
+    switch (tx->state) {
+    case TX_COMMITTED:
+        return TXO_COMMITTED;
+    case TX_ABORTED:
+        return TXO_ABORTED;
+    case TX_UNKNOWN:
+        return TXO_UNKNOWN;
+    case TX_IN_DOUBT:
+        return TXO_IN_DOUBT;
+    default:
+        return TXO_NONE;
     }
-    return arr;
 }
 
-char *tx_render_results(const struct tx *tx)
+enum tx_path tx_path(const struct tx *tx)
 {
-    cJSON *arr = results_array(tx);
-    char *s = jsonx_print(arr);
-
-    cJSON_Delete(arr);
-    return s;
+    if (tx->lsn == 0 && tx->nbranches == 1)
+        return TXP_ONE_PHASE;
+    if (tx->lsn == 0 && tx->nbranches > 1)
+        return TXP_READONLY;
+    return TXP_TWO_PHASE;
 }
 
-static void add_pending_shards(const struct tx *tx, cJSON *root)
+struct tx_branch *tx_branch_on(struct tx *tx, int shard)
 {
-    cJSON *arr = NULL;
-
     for (size_t i = 0; i < tx->nbranches; i++) {
-        const struct tx_branch *b = &tx->branches[i];
-
-        if (b->state != BR_COMMITTING && b->state != BR_ABORTING && b->state != BR_LOST)
-            continue;
-        if (!arr)
-            arr = jsonx_new_array();
-        jsonx_append(arr, cJSON_CreateString(shard_name(tx, b)));
+        if (tx->branches[i].shard == shard)
+            return &tx->branches[i];
     }
-    if (arr)
-        jsonx_add(root, "pending_shards", arr);
+    return NULL;
 }
 
-/* An aborted transaction's error (every abort records one; "aborted" if somehow not). */
-static void add_error(cJSON *root, const struct tx *tx)
+int tx_branch_shard(const struct tx_branch *b)
 {
-    struct dtx_err e;
-
-    if (tx->error) {
-        jsonx_add(root, "error", jsonx_error_obj(tx->error));
-        return;
-    }
-    dtx_err_clear(&e);
-    dtx_err_set(&e, DTX_EABORTED, "the transaction was aborted");
-    jsonx_add(root, "error", jsonx_error_obj(&e));
+    return b->shard;
 }
 
-char *tx_render_answer(const struct tx *tx, unsigned *status)
+bool tx_branch_in_flight(const struct tx *tx, const struct tx_branch *b)
 {
-    cJSON *root = jsonx_new_object();
-    char *s;
+    (void)tx;
+    switch (b->state) {
+    case BR_PREPARING:
+    case BR_COMMITTING:
+    case BR_ABORTING:
+    case BR_OPEN:
+    case BR_EXECUTING:
+        return true;
+    default:
+        return false;
+    }
+}
 
-    jsonx_add_str(root, "gtid", tx->gtid);
+bool tx_branch_lost(const struct tx *tx, const struct tx_branch *b)
+{
+    return b->state == BR_LOST && (tx->state == TX_COMMITTING || tx->state == TX_ABORTING);
+}
+
+struct tx_branch *tx_waits_for(struct tx *tx, int shard)
+{
+    struct tx_branch *b = shard >= 0 ? tx_branch_on(tx, shard) : NULL;
+
+    if (!b || (tx->state != TX_COMMITTING && tx->state != TX_ABORTING))
+        return NULL;
+    return b->state == BR_COMMITTING || b->state == BR_ABORTING || b->state == BR_LOST ? b : NULL;
+}
+
+void tx_branch_finished(struct tx *tx, int shard, bool committed)
+{
+    struct tx_evarg a = {.b = tx_waits_for(tx, shard)};
+
+    if (a.b && committed == (tx->state == TX_COMMITTING))
+        tx_step(tx, TXE_ACK, &a);
+}
+
+enum dtx_decision tx_decision(const struct tx *tx, int shard, uint64_t *xid)
+{
+    *xid = 0;
     switch (tx->state) {
     case TX_COMMITTED:
     case TX_COMMITTING:
-        *status = 200;
-        jsonx_add_str(root, "status", "committed");
-        jsonx_add(root, "results", results_array(tx));
-        break;
+        for (size_t i = 0; i < tx->nbranches; i++) {
+            if (tx->branches[i].shard == shard)
+                *xid = tx->branches[i].xid;
+        }
+        return DTX_DEC_COMMIT;
     case TX_ABORTED:
     case TX_ABORTING:
-        *status = tx_error_code(tx) == DTX_EBUSY ? 429 : 409; /* a shard had no room: retry */
-        jsonx_add_str(root, "status", "aborted");
-        add_error(root, tx);
-        break;
+        return DTX_DEC_ABORT;
+    case TX_UNKNOWN:
+        return DTX_DEC_UNKNOWN; /* one phase: never prepared anywhere */
     default:
-        *status = 504;
-        jsonx_add_str(root, "status", tx_status(tx));
-        if (tx->error) {
-            jsonx_add(root, "error", jsonx_error_obj(tx->error));
-        } else {
-            struct dtx_err e;
-
-            dtx_err_clear(&e);
-            dtx_err_set(&e, DTX_EUNKNOWN,
-                        "the outcome is not known yet; ask GET /v1/transactions/%s", tx->gtid);
-            jsonx_add(root, "error", jsonx_error_obj(&e));
-        }
-        break;
+        return DTX_DEC_IN_FLIGHT;
     }
-    add_pending_shards(tx, root);
-    s = jsonx_print(root);
-    cJSON_Delete(root);
-    return s;
 }
 
-cJSON *tx_state_json(const struct tx *tx)
+enum dtx_decision tx_presumed(const char *gtid, const char *node, uint64_t issued_epoch,
+                              uint64_t issued_seq)
 {
-    cJSON *root = jsonx_new_object();
-    cJSON *shards = jsonx_new_array();
+    char owner[DTX_NAME_MAX + 1];
+    uint64_t epoch, seq;
 
-    jsonx_add_str(root, "gtid", tx->gtid);
-    jsonx_add_str(root, "status", tx_status(tx));
-    jsonx_add_str(root, "protocol", tx->protocol == 3 ? "3pc" : "2pc");
-    if (tx->nbranches == 1 && tx->lsn == 0 && !tx->replayed)
-        jsonx_add_bool(root, "one_phase", true);
-    if (tx->state == TX_IN_DOUBT)
-        jsonx_add_bool(root, "in_doubt", true);
-    if (tx->idem_key)
-        jsonx_add_str(root, "idempotency_key", tx->idem_key);
-    jsonx_add_time(root, "created_at", tx->created_wall_us);
-    jsonx_add_time(root, "decided_at", tx->decided_wall_us);
+    if (!gid_parse_gtid(gtid, owner, &epoch, &seq) || strcmp(owner, node) != 0)
+        return DTX_DEC_UNKNOWN;
+    if (epoch < issued_epoch || (epoch == issued_epoch && seq <= issued_seq))
+        return DTX_DEC_ABORT;
+    return DTX_DEC_UNKNOWN; /* a gtid this coordinator never issued */
+}
+
+static enum tx_admit refuse(struct dtx_err *why, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static enum tx_admit refuse(struct dtx_err *why, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    dtx_err_setv(why, DTX_ECONFLICT, fmt, ap);
+    va_end(ap);
+    return TXA_REFUSE;
+}
+
+enum tx_admit tx_admit_call(const struct tx *tx, enum tx_call call, struct dtx_err *why)
+{
+    bool aborted = tx->state == TX_ABORTING || tx->state == TX_ABORTED;
+    const char *status = dtx_status_name(tx_status(tx));
+
+    if (!tx->interactive)
+        return refuse(why, "transaction %s was not begun as interactive; it takes no more calls",
+                      tx->gtid);
+    if (call == TX_CALL_ABORT) {
+        if (aborted)
+            return TXA_ABORTED;
+        if (tx->state != TX_ACTIVE)
+            return refuse(why, "transaction %s is %s; too late to abort it", tx->gtid, status);
+        return TXA_GO; /* a call still running ends with the abort */
+    }
+    if (call == TX_CALL_OPS && aborted)
+        return TXA_OUTCOME; /* 409 with the reason */
+    if (call == TX_CALL_OPS && tx->state != TX_ACTIVE)
+        return refuse(why, "transaction %s is %s; it takes no more ops", tx->gtid, status);
+    if (tx->call != TX_CALL_NONE && tx->state == TX_ACTIVE)
+        return refuse(why,
+                      "another request on transaction %s is still running; send the next one "
+                      "when it has been answered",
+                      tx->gtid);
+    if (tx->state == TX_ACTIVE)
+        return TXA_GO;
+    /* A commit already under way (a retry after a lost answer): the same outcome. */
+    if (tx->answered || tx_is_final(tx) || tx->state == TX_ABORTING || tx->state == TX_COMMITTING)
+        return TXA_OUTCOME;
+    return TXA_WAIT;
+}
+
+void tx_begin_call(struct tx *tx, enum tx_call call)
+{
+    tx->call = call;
+    tx->answered = false;
+    if (call == TX_CALL_COMMIT)
+        tx->nops = 0; /* the commit's answer carries no results */
+}
+
+enum tx_keep tx_checkpoint_keep(const struct tx *tx)
+{
+    if (!tx->lsn)
+        return TXK_NONE;
+    if (tx->state == TX_LOGGING || tx->state == TX_COMMITTING)
+        return TXK_DECIDED;
+    if (tx->state == TX_COMMITTED && tx->idem_key)
+        return TXK_RETAINED;
+    return TXK_NONE;
+}
+
+void tx_commit_record(const struct tx *tx, struct drec *rec, struct drec_branch **branches,
+                      char **results)
+{
+    size_t n = 0;
+
+    *branches = xcalloc(tx->nbranches ? tx->nbranches : 1, sizeof(**branches));
     for (size_t i = 0; i < tx->nbranches; i++) {
-        cJSON *b = jsonx_new_object();
-
-        jsonx_add_str(b, "name", shard_name(tx, &tx->branches[i]));
-        jsonx_add_str(b, "state", tx_branch_state_name(tx->branches[i].state));
-        if (tx->branches[i].xid) {
-            char xid[24];
-
-            snprintf(xid, sizeof(xid), "%" PRIu64, tx->branches[i].xid);
-            jsonx_add_str(b, "xid", xid);
-        }
-        if (tx->branches[i].sends)
-            jsonx_add_num(b, "phase2_sends", tx->branches[i].sends);
-        if (tx->branches[i].last_error)
-            jsonx_add_str(b, "last_error", tx->branches[i].last_error);
-        if (tx->branches[i].forgotten)
-            jsonx_add_bool(b, "forgotten", true);
-        jsonx_append(shards, b);
+        if (!tx->branches[i].xid)
+            continue;
+        (*branches)[n].shard = shard_name(tx, &tx->branches[i]);
+        (*branches)[n++].xid = tx->branches[i].xid;
     }
-    jsonx_add(root, "shards", shards);
-    if (tx->error)
-        jsonx_add(root, "error", jsonx_error_obj(tx->error));
-    return root;
-}
-
-char *tx_render_state(const struct tx *tx)
-{
-    cJSON *root = tx_state_json(tx);
-    char *s = jsonx_print(root);
-
-    cJSON_Delete(root);
-    return s;
+    *results = tx->idem_key ? tx_render_results(tx) : NULL;
+    memset(rec, 0, sizeof(*rec));
+    rec->type = DREC_COMMIT;
+    rec->wall_us = tx->decided_wall_us;
+    rec->gtid = tx->gtid;
+    rec->protocol = tx->protocol;
+    rec->idem_key = tx->idem_key;
+    rec->req_hash = tx->req_hash;
+    rec->results = *results;
+    rec->nbranches = n;
+    rec->branches = *branches;
 }

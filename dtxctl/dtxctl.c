@@ -15,6 +15,7 @@
  */
 #include "dtx/dlog.h"
 #include "dtx/jsonx.h"
+#include "dtx/xalloc.h"
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
@@ -686,18 +687,18 @@ struct dump {
     cJSON *records;
 };
 
-static void print_record(const struct dlog_rec *rec)
+static void print_record(const struct drec *rec)
 {
     char at[40] = "-";
 
     if (rec->wall_us)
         jsonx_fmt_time(rec->wall_us, at, sizeof(at));
-    printf("%-9s", dlog_type_name(rec->type));
+    printf("%-9s", drec_type_name(rec->type));
     switch (rec->type) {
-    case DLOG_BOOT:
+    case DREC_BOOT:
         printf(" node %s epoch %" PRIu64 " at %s\n", rec->node_id, rec->epoch, at);
         break;
-    case DLOG_COMMIT:
+    case DREC_COMMIT:
         printf(" %s at %s %s", rec->gtid, at, rec->protocol == 3 ? "3pc" : "2pc");
         for (size_t i = 0; i < rec->nbranches; i++)
             printf(" %s:%" PRIu64, rec->branches[i].shard, rec->branches[i].xid);
@@ -705,19 +706,19 @@ static void print_record(const struct dlog_rec *rec)
             printf(" key %s", rec->idem_key);
         printf("\n");
         break;
-    case DLOG_END:
+    case DREC_END:
         printf(" %s at %s\n", rec->gtid, at);
         break;
-    case DLOG_OPERATOR:
+    case DREC_OPERATOR:
         printf(" %s at %s %s %s%s%s by %s: %s\n", rec->gtid, at,
-               rec->op_kind == DLOG_OP_FORGET ? "forget" : "resolve",
+               rec->op_kind == DREC_OP_FORGET ? "forget" : "resolve",
                rec->op_commit ? "commit" : "abort", rec->shard && *rec->shard ? " shard " : "",
                rec->shard ? rec->shard : "", rec->who, rec->reason);
         break;
     }
 }
 
-static cJSON *branches_json(const struct dlog_rec *rec)
+static cJSON *branches_json(const struct drec *rec)
 {
     cJSON *br = jsonx_new_array();
     char xid[24];
@@ -733,25 +734,25 @@ static cJSON *branches_json(const struct dlog_rec *rec)
     return br;
 }
 
-static cJSON *record_json(const struct dlog_rec *rec)
+static cJSON *record_json(const struct drec *rec)
 {
     cJSON *o = jsonx_new_object();
 
-    jsonx_add_str(o, "type", dlog_type_name(rec->type));
+    jsonx_add_str(o, "type", drec_type_name(rec->type));
     jsonx_add_time(o, "at", rec->wall_us);
-    if (rec->type == DLOG_BOOT) {
+    if (rec->type == DREC_BOOT) {
         jsonx_add_str(o, "node_id", rec->node_id);
         jsonx_add_num(o, "epoch", (double)rec->epoch);
         return o;
     }
     jsonx_add_str(o, "gtid", rec->gtid);
-    if (rec->type == DLOG_COMMIT) {
+    if (rec->type == DREC_COMMIT) {
         jsonx_add_str(o, "protocol", rec->protocol == 3 ? "3pc" : "2pc");
         jsonx_add(o, "branches", branches_json(rec));
         if (rec->idem_key && *rec->idem_key)
             jsonx_add_str(o, "idempotency_key", rec->idem_key);
-    } else if (rec->type == DLOG_OPERATOR) {
-        jsonx_add_str(o, "action", rec->op_kind == DLOG_OP_FORGET ? "forget" : "resolve");
+    } else if (rec->type == DREC_OPERATOR) {
+        jsonx_add_str(o, "action", rec->op_kind == DREC_OP_FORGET ? "forget" : "resolve");
         jsonx_add_str(o, "decision", rec->op_commit ? "commit" : "abort");
         if (rec->shard && *rec->shard)
             jsonx_add_str(o, "shard", rec->shard);
@@ -761,7 +762,7 @@ static cJSON *record_json(const struct dlog_rec *rec)
     return o;
 }
 
-static int on_record(void *arg, const struct dlog_rec *rec, struct dtx_err *err)
+static int on_record(void *arg, const struct drec *rec, struct dtx_err *err)
 {
     struct dump *d = arg;
 
@@ -849,6 +850,7 @@ int main(int argc, char **argv)
     const char *cmd;
     int c, rc;
 
+    xalloc_init();
     if (!o.url || !*o.url)
         o.url = "http://127.0.0.1:7000";
     while ((c = getopt_long(argc, argv, "+h", lo, NULL)) != -1) {

@@ -1,6 +1,6 @@
 /*
- * main.c - dtx-participant: flags, config, start-up checks of the
- * database, the event loop, graceful stop.
+ * main.c - dtx-participant: the PostgreSQL resource manager (rm.h) and
+ * the agent (agent.h) over it, run by daemon_main (daemon.h).
  *
  * Globals: none (signals arrive on a signalfd, see daemon.c; the log
  * configuration lives in log.c).
@@ -12,16 +12,11 @@
 #include "dtx/agent.h"
 #include "dtx/agent_config.h"
 #include "dtx/daemon.h"
-#include "dtx/ev.h"
 #include "dtx/failpoint.h"
-#include "dtx/httpd.h"
 #include "dtx/log.h"
 #include "dtx/rm.h"
 
-#include <errno.h>
-#include <string.h>
-
-#define DRAIN_MAX_MS 10000
+#include <stdlib.h>
 
 static const char usage[] =
     "usage: dtx-participant --config FILE\n"
@@ -30,85 +25,86 @@ static const char usage[] =
     "prepares it, and commits or rolls it back as the coordinator decides.\n"
     "\n"
     "  -c, --config FILE   participant config (JSON; see docs/operations.md)\n"
-    "  -h, --help          print this help and exit\n";
+    "  -h, --help          print this help and exit\n"
+    "      --version       print the version and exit\n";
 
-struct daemon {
-    struct ev_loop loop;
+struct participant {
     struct agent_config cfg;
     struct agent *ag;
-    struct httpd *http;
-    struct daemon_stop stop;
 };
+
+static int load(const char *path, void *cfg, struct dtx_err *err)
+{
+    return agent_config_load(path, cfg, err);
+}
+
+static const char *log_level(const void *cfg)
+{
+    return ((const struct agent_config *)cfg)->log_level;
+}
+
+static int start(void *arg, struct ev_loop *loop, struct httpd_opts *http, httpd_handler *handler,
+                 void **ctx, struct dtx_err *err)
+{
+    struct participant *p = arg;
+    struct rm *rm = NULL;
+    int rc = rm_pg_new(&rm, loop, p->cfg.conninfo, (int)p->cfg.pool_size, p->cfg.name,
+                       p->cfg.startup_wait_s, err);
+
+    if (rc < 0)
+        return rc;
+    p->ag = agent_new(&p->cfg, loop, rm);
+    fp_set_crash_hook(agent_flush_peers, p->ag);
+    http->listen = p->cfg.listen;
+    http->max_body = p->cfg.max_body_bytes;
+    http->conn_limit = p->cfg.http_conn_limit;
+    *handler = agent_handle_http;
+    *ctx = p->ag;
+    return 0;
+}
+
+static void started(void *arg)
+{
+    struct participant *p = arg;
+
+    log_info("participant of shard '%s' is listening on %s", p->cfg.name, p->cfg.listen);
+}
 
 static void begin_stop(void *arg)
 {
-    struct daemon *d = arg;
-
     log_info("prepared branches stay prepared; running ones may finish");
-    agent_begin_shutdown(d->ag);
-    httpd_quiesce(d->http);
+    agent_begin_shutdown(((struct participant *)arg)->ag);
 }
 
 static bool idle(void *arg)
 {
-    struct daemon *d = arg;
-
-    return agent_idle(d->ag);
+    return agent_idle(((struct participant *)arg)->ag);
 }
 
-static int run(struct daemon *d)
+static void stop(void *arg)
 {
-    struct httpd_opts hopts = {d->cfg.listen, d->cfg.max_body_bytes, d->cfg.http_conn_limit, 120};
-    struct dtx_err err;
-    struct rm *rm = NULL;
-    int rc;
+    struct participant *p = arg;
 
-    dtx_err_clear(&err);
-    if (ev_loop_init(&d->loop) < 0 ||
-        daemon_stop_init(&d->stop, &d->loop, DRAIN_MAX_MS, begin_stop, idle, d) < 0) {
-        log_error("could not set up the event loop: %s", strerror(errno));
-        return 1;
-    }
-    rc = rm_pg_new(&rm, &d->loop, d->cfg.conninfo, (int)d->cfg.pool_size, d->cfg.name,
-                   d->cfg.startup_wait_s, &err);
-    if (rc < 0) {
-        log_error("could not start: %s", err.msg);
-        return 1;
-    }
-    d->ag = agent_new(&d->cfg, &d->loop, rm);
-    fp_set_crash_hook(agent_flush_peers, d->ag);
-    rc = httpd_start(&d->http, &d->loop, &hopts, agent_handle_http, d->ag, &err);
-    if (rc < 0) {
-        log_error("could not start: %s", err.msg);
-        agent_free(d->ag);
-        return 1;
-    }
-    log_info("participant of shard '%s' is listening on %s", d->cfg.name, d->cfg.listen);
-    rc = ev_loop_run(&d->loop);
-    agent_free(d->ag);
-    httpd_free(d->http);
-    daemon_stop_release(&d->stop);
-    ev_loop_release(&d->loop);
-    log_info("stopped");
-    return rc < 0 ? 1 : 0;
+    agent_free(p->ag);
+    p->ag = NULL;
 }
 
 int main(int argc, char **argv)
 {
-    struct daemon d;
-    struct dtx_err err;
-    const char *config;
+    static struct participant p;
+    const struct daemon_spec spec = {
+        .prog = "dtx-participant",
+        .usage = usage,
+        .cfg = &p.cfg,
+        .load = load,
+        .log_level = log_level,
+        .start = start,
+        .started = started,
+        .begin_stop = begin_stop,
+        .idle = idle,
+        .stop = stop,
+        .arg = &p,
+    };
 
-    memset(&d, 0, sizeof(d));
-    log_init("dtx-participant", LOG_INFO);
-    if (daemon_parse_args(argc, argv, "dtx-participant", usage, &config) < 0 || fp_init() < 0)
-        return 2;
-    dtx_err_clear(&err);
-    if (agent_config_load(config, &d.cfg, &err) < 0) {
-        fprintf(stderr, "dtx-participant: %s\n", err.msg);
-        return 2;
-    }
-    log_init("dtx-participant", (enum log_level)log_level_parse(d.cfg.log_level));
-    daemon_tune_process();
-    return run(&d);
+    return daemon_main(argc, argv, &spec);
 }

@@ -34,6 +34,7 @@
 #include "dtx/pgx.h"
 #include "dtx/err.h"
 #include "dtx/log.h"
+#include "dtx/xalloc.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -498,19 +499,16 @@ static void cleanup_done(struct pgx_job *job, int rc, int n, const char *why)
 
 struct pgx_pool *pgx_pool_new(struct ev_loop *loop, const struct pgx_opts *opts)
 {
-    struct pgx_pool *pool = calloc(1, sizeof(*pool));
+    struct pgx_pool *pool = xcalloc(1, sizeof(*pool));
 
-    if (!pool || !(pool->conninfo = strdup(opts->conninfo)))
-        abort();
+    pool->conninfo = xstrdup(opts->conninfo);
     pool->loop = loop;
     pool->opts = *opts;
     pool->opts.conninfo = pool->conninfo;
     list_init(&pool->queue1);
     list_init(&pool->queue2);
     ev_defer_init(&pool->kick, on_kick, pool);
-    pool->conns = calloc((size_t)opts->size, sizeof(*pool->conns));
-    if (!pool->conns)
-        abort();
+    pool->conns = xcalloc((size_t)opts->size, sizeof(*pool->conns));
     for (int i = 0; i < opts->size; i++) {
         struct pgx_conn *c = &pool->conns[i];
 

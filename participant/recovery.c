@@ -16,6 +16,7 @@
 #include "dtx/httpc.h"
 #include "dtx/jsonx.h"
 #include "dtx/log.h"
+#include "dtx/xalloc.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -193,9 +194,7 @@ static void on_listed(void *arg, int rc, const struct rm_prepared *items, size_t
         return;
     }
     free(r->asked);
-    r->asked = calloc(n ? n : 1, sizeof(*r->asked));
-    if (!r->asked)
-        abort();
+    r->asked = xcalloc(n ? n : 1, sizeof(*r->asked));
     for (size_t i = 0; i < n && r->nasked < BATCH_MAX; i++) {
         char gtid[DTX_GTID_MAX + 1], shard[DTX_NAME_MAX + 1];
         struct asked *a = &r->asked[r->nasked];
@@ -232,10 +231,7 @@ static void on_timer(struct ev_loop *loop, struct ev_timer *t)
 struct recovery *recovery_new(struct ev_loop *loop, const struct agent_config *cfg, struct rm *rm,
                               const struct recovery_ops *ops)
 {
-    struct recovery *r = calloc(1, sizeof(*r));
-
-    if (!r)
-        abort();
+    struct recovery *r = xcalloc(1, sizeof(*r));
     r->loop = loop;
     r->cfg = cfg;
     r->rm = rm;

@@ -1,27 +1,33 @@
 /*
- * coord.h - the coordinator: transactions in flight and retained, the
- * decision log, the participant links, and the glue that lets the protocol
- * (tx.c) act on them.
+ * coord.h - the coordinator engine: transactions in flight and retained,
+ * the decision store, the participant links, and the glue that lets the
+ * protocol (tx.h) act on them. The HTTP layers (api.c, admin.c) call in
+ * here; nothing here calls up into them.
+ *
+ * Thread model: every function runs on the coordinator's event-loop
+ * thread.
  */
 #ifndef DTX_COORD_H
 #define DTX_COORD_H
 
 #include <stdbool.h>
 
-#include "dtx/api.h"
 #include "dtx/coord_config.h"
-#include "dtx/dlog.h"
+#include "dtx/drec.h"
+#include "dtx/dstore.h"
 #include "dtx/ev.h"
 #include "dtx/httpd.h"
+#include "dtx/status.h"
 #include "dtx/tx.h"
+#include "dtx/txreq.h"
 
 struct coord;
 
 /*
- * Opens the decision log (replaying it), writes this run's BOOT record,
- * and starts dialling every participant. Returns 0 and *out, or an error
- * (DTX_ECORRUPT for a damaged log, DTX_EIO) with a message; on error
- * nothing is left running. cfg must outlive the coordinator.
+ * Opens the decision store (replaying it), makes this run's epoch
+ * durable, and starts dialling every participant. Returns 0 and *out, or
+ * an error (DTX_ECORRUPT for a damaged log, DTX_EIO) with a message; on
+ * error nothing is left running. cfg must outlive the coordinator.
  */
 int coord_new(struct coord **out, const struct coord_config *cfg, struct ev_loop *loop,
               struct dtx_err *err);
@@ -33,24 +39,25 @@ void coord_flush_links(void *arg);
 
 /* Starts a graceful stop: refuse new transactions, let running ones finish. */
 void coord_begin_shutdown(struct coord *co);
-/* True when a shutdown was asked for and no transaction is in flight any more. */
+/* True when a shutdown was asked for and no transaction is running any more. */
 bool coord_drained(const struct coord *co);
 
 /*
  * True when new transactions are accepted; otherwise *why (may be NULL)
- * gets the reason (starting, stopping, decision log failed).
+ * gets the reason (starting, stopping, decision store failed).
  */
 bool coord_accepting(const struct coord *co, struct dtx_err *why);
 
 /*
  * Runs a validated request and eventually answers client (now or later).
- * Takes over req's contents; req is left empty.
+ * Takes the ops' sql, params and expect_rows out of req's tree; req stays
+ * the caller's to release.
  */
 void coord_submit(struct coord *co, struct txreq *req, struct httpd_req *client);
 
 /*
  * Interactive transactions (begun by coord_submit with req->interactive):
- * a call's ops (takes req's contents), the commit, the abort. Each
+ * a call's ops (taken from req as above), the commit, the abort. Each
  * answers client now or later; one call at a time per transaction.
  */
 void coord_ops(struct coord *co, const char *gtid, struct txreq *req, struct httpd_req *client);
@@ -59,16 +66,17 @@ void coord_abort(struct coord *co, const char *gtid, struct httpd_req *client);
 
 /*
  * What a participant holding a prepared branch of gtid on shard must do:
- * "commit" (with the branch's xid in *xid when known), "abort",
- * "in_flight" (still being decided, or an operator's decision about it is
- * being recorded: ask again later, never guess), or
- * "unknown" (not a transaction of this coordinator: leave it to an
- * operator). Presumed abort: a gtid this coordinator issued that has no
- * commit record is "abort"; a committed transaction is kept in memory
- * until every branch acknowledged, so no branch that is still prepared can
- * belong to one that was forgotten.
+ * commit (with the branch's xid in *xid when known), abort, in flight
+ * (still being decided, or an operator's decision about it is being
+ * recorded: ask again later, never guess), or unknown (not a transaction
+ * this coordinator can decide: leave it to an operator). Presumed abort
+ * (tx_presumed): a gtid this coordinator issued that has no commit record
+ * is aborted; a committed transaction is kept in memory until every
+ * branch acknowledged, so no branch that is still prepared can belong to
+ * one that was forgotten.
  */
-const char *coord_outcome(const struct coord *co, const char *gtid, int shard, uint64_t *xid);
+enum dtx_decision coord_decision(const struct coord *co, const char *gtid, int shard,
+                                 uint64_t *xid);
 
 /* The transaction with this gtid, live or retained, or NULL. */
 const struct tx *coord_find(const struct coord *co, const char *gtid);
@@ -77,10 +85,10 @@ struct ev_loop *coord_loop(const struct coord *co);
 
 /* ---- operators (dtxctl; the HTTP side is admin.c) ---- */
 
-/* An operator's decision about one transaction, recorded in the decision log. */
+/* An operator's decision about one transaction, recorded in the decision store. */
 struct coord_opnote {
     struct coord_opnote *next;    /* the transaction's next note, oldest first */
-    int kind;                     /* DLOG_OP_RESOLVE or DLOG_OP_FORGET */
+    enum drec_op_kind kind;       /* resolve or forget */
     bool commit;                  /* the decision it stands for */
     char shard[DTX_NAME_MAX + 1]; /* the shard it concerns; "" for every shard */
     char *who;
@@ -98,7 +106,7 @@ void coord_each_noted(const struct coord *co,
 /*
  * Forces an OPERATOR record for gtid, then (on the loop thread) adds the
  * note, applies a forget (the branch on note->shard counts as finished),
- * and calls done with 0; or with an error when the log has failed. The
+ * and calls done with 0; or with an error when the store has failed. The
  * caller has checked that the note contradicts nothing recorded. When the
  * coordinator is freed first, done gets DTX_ESHUTDOWN and err NULL: the
  * client's request is gone, only arg is to be released.
@@ -106,11 +114,6 @@ void coord_each_noted(const struct coord *co,
 typedef void (*coord_done_fn)(void *arg, int rc, const struct dtx_err *err);
 void coord_record_operator(struct coord *co, const char *gtid, const struct coord_opnote *note,
                            coord_done_fn done, void *arg);
-
-/* admin.c's questions to participants still waiting for answers (struct list_node head). */
-struct list_node *coord_admin_pending(struct coord *co);
-/* Drops them without answering (coord_free calls it: the HTTP server is gone already). */
-void admin_abandon(struct coord *co);
 
 /* Calls fn for every transaction in memory (live first, then retained, oldest first). */
 void coord_each_tx(const struct coord *co, void (*fn)(void *arg, const struct tx *tx), void *arg);
@@ -127,9 +130,11 @@ void coord_branch_finished(struct coord *co, const char *gtid, int shard, bool c
 /* True when gtid is a decided transaction whose phase 2 still waits for shard. */
 bool coord_waits_for(const struct coord *co, const char *gtid, int shard);
 
-/* The participant link's state ("up", "connecting", ...) and the decision log's counters. */
+/* The participant link's state ("up", "connecting", "down"). */
 const char *coord_link_state(const struct coord *co, int shard);
-void coord_log_stats(const struct coord *co, struct dlog_stats *st);
+/* The decision store's counters, and what an operator should know about it. */
+void coord_store_stats(const struct coord *co, struct dstore_stats *st);
+void coord_describe_store(const struct coord *co, cJSON *obj);
 
 /* Bodies for /healthz (status in *status) and /metrics (malloc'd); the former as a tree too. */
 cJSON *coord_health_json(const struct coord *co, unsigned *status);

@@ -1,8 +1,10 @@
 /*
  * daemon.h - what the main() of both daemons shares: the command line
- * (--config FILE, --help), the file-descriptor limit, and a graceful stop
- * on SIGTERM/SIGINT, read from a signalfd on the event loop (so no signal
- * handler and no global flag).
+ * (--config FILE, --help, --version), loading the config, the log level,
+ * the file-descriptor limit, the event loop and HTTP server, and a
+ * graceful stop on SIGTERM/SIGINT, read from a signalfd on the event loop
+ * (so no signal handler and no global flag). Each daemon describes itself
+ * in a struct daemon_spec and calls daemon_main().
  */
 #ifndef DTX_DAEMON_H
 #define DTX_DAEMON_H
@@ -11,11 +13,54 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "dtx/err.h"
 #include "dtx/ev.h"
+#include "dtx/httpd.h"
+
+/* What a daemon is: its name, its config, and how its core starts and stops. */
+struct daemon_spec {
+    const char *prog;  /* "dtx-coordinator" */
+    const char *usage; /* --help text */
+    void *cfg;         /* the daemon's config struct, filled by load */
+    /* Loads and validates path into cfg: 0, or an error whose message names file and key. */
+    int (*load)(const char *path, void *cfg, struct dtx_err *err);
+    /* Frees what load allocated (may be NULL). */
+    void (*release)(void *cfg);
+    /* The configured log level's name ("info", ...). */
+    const char *(*log_level)(const void *cfg);
+    /*
+     * Starts the core on loop and says what the HTTP server serves: its
+     * options, handler and ctx. 0, or an error (logged; exit 1), in which
+     * case the core is already gone.
+     */
+    int (*start)(void *arg, struct ev_loop *loop, struct httpd_opts *http, httpd_handler *handler,
+                 void **ctx, struct dtx_err *err);
+    /* After the HTTP server is up (may be NULL). */
+    void (*started)(void *arg);
+    /* A stop was asked for: take no new work (the HTTP server stops accepting). */
+    void (*begin_stop)(void *arg);
+    /* True once nothing is running any more. */
+    bool (*idle)(void *arg);
+    /* Frees the core; the HTTP server is freed right after. */
+    void (*stop)(void *arg);
+    const char *drain_note; /* logged when the stop ran out of time with work in flight */
+    void *arg;
+};
 
 /*
- * Parses "--config FILE" / "-c FILE" and "--help". On --help prints usage
- * to stdout and exits 0. Returns 0 with *config set, or -1 after printing
+ * The whole main(): arguments, config, loop, HTTP server, run, graceful
+ * stop. Returns the exit status: 0 after a graceful stop, 1 when the
+ * daemon cannot start, 2 for a bad flag or config file.
+ */
+int daemon_main(int argc, char **argv, const struct daemon_spec *spec);
+
+/* How long a graceful stop waits for running work before the loop stops anyway. */
+#define DAEMON_DRAIN_MAX_MS 10000
+
+/*
+ * Parses "--config FILE" / "-c FILE", "--help" and "--version". On --help
+ * prints usage to stdout and exits 0; on --version prints "<prog>
+ * <version>" and exits 0. Returns 0 with *config set, or -1 after printing
  * one line to stderr (the caller exits 2).
  */
 int daemon_parse_args(int argc, char **argv, const char *prog, const char *usage,

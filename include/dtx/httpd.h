@@ -47,6 +47,9 @@ int httpd_start(struct httpd **out, struct ev_loop *loop, const struct httpd_opt
                 httpd_handler handler, void *ctx, struct dtx_err *err);
 /* Stops accepting connections (graceful shutdown); open connections go on. */
 void httpd_quiesce(struct httpd *srv);
+/* The handler is never called again: requests from now on are answered 503 (before the
+ * handler's ctx goes away). */
+void httpd_detach(struct httpd *srv);
 /*
  * Answers 503 to every request still waiting for a reply, closes all
  * connections and frees the server. NULL is a no-op. Upgraded sockets must

@@ -2,10 +2,21 @@
  * tx.h - one global transaction and the commit protocol that drives it.
  *
  * The protocol is a table of (state, event) -> (next state, durable,
- * action) executed by tx_step(); see the diagram at the top of tx.c.
- * Everything the protocol does to the outside world (send a message, force
- * a log record, answer the client, arm a timer) goes through struct
- * tx_env, which the coordinator provides and the unit tests stub.
+ * action) executed by tx_step(); the diagram is at the top of tx.c. Every
+ * protocol decision is made in the tx module (tx.c, tx_render.c): the
+ * rest of the coordinator gives a transaction events and asks it
+ * predicates; it never sees its fields (struct tx is opaque here; the
+ * module's own files and its unit test use coordinator/tx_impl.h).
+ *
+ * Everything the protocol does to the outside world (send a message,
+ * force a decision record, answer the client, arm a timer) goes through
+ * struct tx_env, which the coordinator provides and the unit tests stub.
+ *
+ * Durability is enforced, not trusted: a transition marked durable must
+ * leave the transaction with a position in the decision store before the
+ * step goes on, and a COMMIT is never sent before that position is
+ * reported durable (TXE_DURABLE). A violation is a bug and stops the
+ * process (tx.c, check_durable()).
  *
  * Thread model: a tx belongs to the coordinator's event-loop thread.
  */
@@ -17,177 +28,113 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dtx/drec.h"
 #include "dtx/err.h"
-#include "dtx/ev.h"
-#include "dtx/gid.h"
-#include "dtx/hmap.h"
-#include "dtx/list.h"
+#include "dtx/status.h"
 
-enum tx_state {
-    TX_ACTIVE,     /* created, nothing sent yet */
-    TX_PREPARING,  /* phase 1: ops and PREPARE sent, votes awaited */
-    TX_LOGGING,    /* every vote yes: the COMMIT record is being forced */
-    TX_COMMITTING, /* COMMIT durable: COMMIT PREPARED sent, acks awaited */
-    TX_COMMITTED,  /* final */
-    TX_ABORTING,   /* abort decided: rollbacks sent, acks awaited */
-    TX_ABORTED,    /* final */
-    TX_ONE_PHASE,  /* one shard: ops and COMMIT sent, outcome awaited */
-    TX_IN_DOUBT,   /* the log failed while forcing COMMIT: settled at restart */
-    TX_UNKNOWN,    /* one-phase shard lost while committing: outcome unknown */
-    TX_NSTATES
-};
+struct tx;
+struct tx_branch;
 
 enum tx_event {
     TXE_NONE = -1,
-    TXE_START_2PC,     /* send ops + PREPARE to every branch */
-    TXE_START_1PC,     /* send ops + COMMIT to the only branch */
+    TXE_BEGIN,         /* interactive: the transaction is open for calls */
+    TXE_COMMIT,        /* the client asked to commit: one phase, two phases or nothing to do */
+    TXE_START_2PC,     /* (internal) send ops + PREPARE to every branch */
+    TXE_START_1PC,     /* (internal) send ops + COMMIT to the only branch */
     TXE_VOTE_YES,      /* a branch prepared */
     TXE_VOTE_READONLY, /* a branch wrote nothing and finished */
     TXE_VOTE_NO,       /* a branch failed and rolled back */
     TXE_UNAVAILABLE,   /* a branch's participant cannot be reached (or was lost) */
     TXE_TIMEOUT,       /* the tx's timer fired */
-    TXE_ALL_VOTED,     /* every vote is in, at least one yes */
-    TXE_ALL_READONLY,  /* every vote is in, all read-only */
-    TXE_LOG_REFUSED,   /* the COMMIT record could not even be queued */
-    TXE_DURABLE,       /* the COMMIT record is on disk */
-    TXE_LOG_FAILED,    /* the write or fdatasync of the COMMIT record failed */
+    TXE_ALL_VOTED,     /* (internal) every vote is in, at least one yes */
+    TXE_ALL_READONLY,  /* (internal) every vote is in, all read-only */
+    TXE_LOG_REFUSED,   /* (internal) the COMMIT record could not even be queued */
+    TXE_DURABLE,       /* the COMMIT record is durable */
+    TXE_LOG_FAILED,    /* the write or sync of the COMMIT record failed */
     TXE_ACK,           /* a branch acknowledged phase 2 */
-    TXE_ALL_ACKED,     /* every phase-2 acknowledgement is in */
+    TXE_ALL_ACKED,     /* (internal) every phase-2 acknowledgement is in */
     TXE_COMMITTED_1PC, /* the one-phase branch committed */
     TXE_ABORTED_1PC,   /* the one-phase branch rolled back (or was never reached) */
     TXE_RESEND,        /* a participant is back: resend what was lost */
+    TXE_KICK,          /* an operator's recover: resend phase 2 now, back off afresh */
+    TXE_FORGET,        /* an operator gave up on a branch: it counts as acknowledged */
     TXE_RECOVER,       /* replay found a COMMIT record without END: finish phase 2 */
     TXE_RECOVER_DONE,  /* replay found a COMMIT record with END */
     TXE_EXEC,          /* interactive: send a call's ops to their branches */
     TXE_EXECUTED,      /* interactive: a branch ran its part of the call */
     TXE_EXEC_FAILED,   /* interactive: a branch's ops failed (it rolled back) */
-    TXE_ABORT,         /* interactive: the client asked to abort */
+    TXE_ABORT,         /* interactive: the client (or a shutdown) asked to abort */
     TX_NEVENTS
 };
 
-enum branch_state {
-    BR_NEW,        /* nothing sent yet */
-    BR_PREPARING,  /* prepare (or one_phase) sent, answer awaited */
-    BR_PREPARED,   /* voted yes: holds a prepared transaction */
-    BR_READONLY,   /* voted read-only: finished, out of phase 2 */
-    BR_FAILED,     /* voted no: the participant rolled it back */
-    BR_UNREACHED,  /* could not be sent: nothing ran there */
-    BR_LOST,       /* participant lost with a message in flight: must be told again */
-    BR_COMMITTING, /* COMMIT PREPARED sent */
-    BR_COMMITTED,
-    BR_ABORTING, /* rollback sent */
-    BR_ABORTED,
-    BR_OPEN,      /* interactive: its transaction is open on the participant */
-    BR_EXECUTING, /* interactive: a call's ops were sent, the answer is awaited */
-    BR_NSTATES
-};
+/* What the protocol asks the coordinator to send to a branch's participant. */
+enum tx_send { TX_SEND_PREPARE, TX_SEND_ONE_PHASE, TX_SEND_COMMIT, TX_SEND_ABORT, TX_SEND_EXEC };
 
-struct tx_branch {
-    int shard; /* index into the config's shards */
-    enum branch_state state;
-    enum branch_state lost_in; /* for BR_LOST: what must be resent (commit or abort) */
-    uint64_t xid;              /* from the yes vote */
-    cJSON *ops;                /* array of ops to send; freed once sent */
-    char *results;             /* RESULTS trailer of the vote or outcome (msg.h), never parsed */
-    size_t results_len;
-    uint32_t nops;
-    uint32_t sends;   /* phase-2 messages sent (the first and every retry) */
-    char *last_error; /* the last problem phase 2 met on this branch (malloc'd), or NULL */
-    bool forgotten;   /* an operator gave up on it (dtxctl forget) */
-};
-
-/* Where the answer for client op i comes from. */
-struct tx_opref {
-    uint16_t branch;
-    uint16_t index; /* within the branch's results */
-};
-
-struct tx;
+/* The client request an interactive transaction is serving. */
+enum tx_call { TX_CALL_NONE, TX_CALL_OPS, TX_CALL_COMMIT, TX_CALL_ABORT };
 
 /* Phase-2 retries back off from TX_RETRY_MIN_MS, doubling up to TX_RETRY_MAX_MS. */
 #define TX_RETRY_MIN_MS 200
 #define TX_RETRY_MAX_MS 30000
 
-enum tx_send { TX_SEND_PREPARE, TX_SEND_ONE_PHASE, TX_SEND_COMMIT, TX_SEND_ABORT, TX_SEND_EXEC };
-
-/* What the client of an interactive transaction is waiting for. */
-enum tx_call { TX_CALL_NONE, TX_CALL_OPS, TX_CALL_COMMIT, TX_CALL_ABORT };
-
 struct tx_env {
-    /* Sends a protocol message to b's participant: 0, or DTX_EUNAVAIL if not connected. */
+    /*
+     * Sends the message what for branch b (built with tx_message()): 0, or
+     * DTX_EUNAVAIL when its participant is not connected (nothing sent).
+     */
     int (*send)(struct tx *tx, struct tx_branch *b, enum tx_send what);
-    /* Queues the COMMIT record; returns its lsn, or 0 if the log has failed. */
+    /* Queues tx's COMMIT record (tx_commit_record), forced; its position, or 0 if refused. */
     uint64_t (*log_commit)(struct tx *tx);
-    /* Queues the END record (not forced). */
+    /* Queues tx's END record (not forced). */
     void (*log_end)(struct tx *tx);
-    /* Tells whoever waits for this transaction how it stands (see tx_render). */
+    /* Tells whoever waits for this transaction how it stands (tx_render_reply). */
     void (*answer)(struct tx *tx);
-    /* Arms the transaction's timer for ms (0: disarm). */
+    /* Arms the transaction's timer for ms (0: disarm); it fires as TXE_TIMEOUT. */
     void (*arm)(struct tx *tx, uint32_t ms);
     /* The transaction reached a final state (or a terminal unknown one). */
     void (*finished)(struct tx *tx);
+    /* The number of transactions awaiting votes changed by delta (a group-commit hint). */
+    void (*deciding)(struct tx *tx, int delta);
     const char *const *shard_names; /* index -> name, for messages */
     void *ctx;
 };
 
-struct tx {
-    /* owned by the coordinator (coord.c) */
-    struct hmap_node by_gtid;
-    struct hmap_node by_idem;
-    struct list_node link;      /* on the live list, then on the retention list */
-    struct list_node wait_link; /* on the log-wait queue while LOGGING */
-    struct ev_timer timer;
-    void *waiters;     /* client requests waiting for the answer */
-    char *answer_body; /* the final answer, kept for idempotent retries */
-    unsigned answer_status;
-    bool retained;
-    bool log_ended;        /* replay saw its END record */
-    size_t retained_bytes; /* its answer's share of coord's retained_bytes */
-    uint64_t expire_us;
-    /* the protocol's state (tx.c) */
-    char gtid[DTX_GTID_MAX + 1];
-    const struct tx_env *env;
-    enum tx_state state;
-    uint8_t protocol;  /* 2 */
-    bool interactive;  /* begun with "interactive": true; ops arrive call by call */
-    enum tx_call call; /* interactive: the request being served */
-    uint32_t idle_ms;  /* interactive: aborted when idle this long */
-    char *idem_key;    /* may be NULL */
-    uint64_t req_hash;
-    uint64_t created_wall_us;
-    uint64_t decided_wall_us;
-    uint64_t lsn;        /* of the COMMIT record, 0 if none */
-    uint32_t timeout_ms; /* phase-1 deadline */
-    uint32_t commit_wait_ms;
-    uint32_t retry_ms;      /* current phase-2 retry interval */
-    uint32_t pending;       /* votes or acks still awaited */
-    bool answered;          /* the client has been told */
-    bool counted;           /* in the metrics (once, even if an unknown outcome resolves later) */
-    uint32_t results_limit; /* with idem_key: most results bytes the COMMIT record may carry */
-    bool replayed;          /* recreated from the decision log at start */
-    size_t nbranches;
-    struct tx_branch *branches;
-    size_t nops;
-    struct tx_opref *ops;
-    struct dtx_err *error; /* why it aborted (or is unknown); NULL when nothing went wrong */
-    char *stored_results;  /* results from the log, for idempotent replays after restart */
+/* What a new transaction is, fixed at creation. */
+struct tx_params {
+    const char *gtid;
+    uint8_t protocol;         /* 2 */
+    bool interactive;         /* ops arrive call by call (TXE_EXEC) */
+    uint32_t timeout_ms;      /* phase-1 deadline (and an interactive call's) */
+    uint32_t idle_ms;         /* interactive: aborted when idle this long */
+    uint32_t commit_wait_ms;  /* the client waits this long for phase-2 acks */
+    uint32_t results_limit;   /* with idem_key: most results bytes the COMMIT record may carry */
+    const char *idem_key;     /* copied; NULL for none */
+    uint64_t req_hash;        /* of the request, to refuse a reused idempotency key */
+    uint64_t created_wall_us; /* 0 for a transaction rebuilt from the decision store */
 };
 
 /*
- * Allocates a transaction in TX_ACTIVE with room for nbranches branches and
- * nops op references (filled in by the caller). Aborts on allocation failure.
+ * A new transaction in its initial state, with no branch. owner is the
+ * coordinator's handle for it (tx_owner). Never fails (xalloc.h).
  */
-struct tx *tx_new(const char *gtid, const struct tx_env *env, size_t nbranches, size_t nops);
+struct tx *tx_new(const struct tx_params *p, const struct tx_env *env, void *owner);
 /* Frees tx and everything it owns. NULL is a no-op. */
 void tx_free(struct tx *tx);
 
 /*
- * Applies one event. arg describes it: for votes, acks and outcomes the
- * branch (b), its results, xid and error. Executes the transition's action
- * and any follow-up events. Returns 0, or DTX_ESTATE when the event is not
- * defined in the current state (the transaction is then untouched and the
- * refusal is logged).
+ * Building a transaction (before its first event, or between interactive
+ * calls): tx_add_op appends client op number i, run on shard; it takes
+ * op's "sql", "params" and "expect_rows" out of op. tx_reset_ops starts an
+ * interactive call's list of ops afresh.
  */
+void tx_add_op(struct tx *tx, int shard, cJSON *op, size_t i);
+void tx_reset_ops(struct tx *tx);
+/* A branch rebuilt from a COMMIT record: prepared on shard with xid. */
+void tx_add_prepared_branch(struct tx *tx, int shard, uint64_t xid);
+/* Marks a transaction rebuilt from the decision store: decided at wall_us; results may be NULL. */
+void tx_set_replayed(struct tx *tx, uint64_t decided_wall_us, const char *results);
+
+/* One event's details: the branch it concerns and what its message carried. */
 struct tx_evarg {
     struct tx_branch *b;
     uint64_t xid;
@@ -195,38 +142,125 @@ struct tx_evarg {
     size_t results_len;
     const struct dtx_err *err;
 };
-int tx_step(struct tx *tx, enum tx_event ev, const struct tx_evarg *arg);
-
-/* The code of tx's error, 0 when it has none. */
-static inline int tx_error_code(const struct tx *tx)
-{
-    return tx->error ? tx->error->code : 0;
-}
-
-/* True for TX_COMMITTED and TX_ABORTED. */
-bool tx_is_final(const struct tx *tx);
-/* True when (state, ev) is in the table. */
-bool tx_is_defined(enum tx_state state, enum tx_event ev);
-/* The table's next state for a defined pair. */
-enum tx_state tx_next_state(enum tx_state state, enum tx_event ev);
-/* True when the pair's transition forces a record to disk. */
-bool tx_is_durable(enum tx_state state, enum tx_event ev);
-
-const char *tx_state_name(enum tx_state s);
-const char *tx_event_name(enum tx_event e);
-const char *tx_branch_state_name(enum branch_state s);
-/* The contract's status string: "preparing", "committed", ... */
-const char *tx_status(const struct tx *tx);
 
 /*
- * The answer for the client as it stands: *status is the HTTP status and
- * the returned string (malloc'd) the JSON body.
+ * Applies one event (and the follow-up events its action yields). Returns
+ * 0, or DTX_ESTATE when the event is not defined in the current state (the
+ * transaction is then untouched and the refusal is logged).
  */
+int tx_step(struct tx *tx, enum tx_event ev, const struct tx_evarg *arg);
+
+/* ---- asking the protocol --------------------------------------------------------- */
+
+const char *tx_gtid(const struct tx *tx);
+const char *tx_idem_key(const struct tx *tx); /* NULL when none */
+uint64_t tx_req_hash(const struct tx *tx);
+void *tx_owner(const struct tx *tx);
+/* The environment's ctx (struct tx_env). */
+void *tx_ctx(const struct tx *tx);
+/* The position of the COMMIT record in the decision store (0: none yet). */
+uint64_t tx_lsn(const struct tx *tx);
+enum dtx_status tx_status(const struct tx *tx);
+bool tx_is_interactive(const struct tx *tx);
+/* When it was decided (0: not yet), and when it began (or, rebuilt from the store, was decided). */
+uint64_t tx_decided_wall_us(const struct tx *tx);
+uint64_t tx_born_wall_us(const struct tx *tx);
+bool tx_is_replayed(const struct tx *tx);
+/* The code of the error that aborted it (or left it unknown); 0 when none. */
+int tx_error_code(const struct tx *tx);
+/* True once the client has been told the outcome (or a call's answer). */
+bool tx_answered(const struct tx *tx);
+/* True when ev is defined in the transaction's current state. */
+bool tx_accepts(const struct tx *tx, enum tx_event ev);
+/* True for committed and aborted. */
+bool tx_is_final(const struct tx *tx);
+/*
+ * True while the transaction still acts on its own: false once final, when
+ * in doubt (it waits for a restart) and for one rebuilt from the store
+ * (it only waits for participants to come back).
+ */
+bool tx_is_running(const struct tx *tx);
+
+/* How a final transaction ended, for the metrics. */
+enum tx_outcome { TXO_NONE, TXO_COMMITTED, TXO_ABORTED, TXO_UNKNOWN, TXO_IN_DOUBT };
+enum tx_outcome tx_outcome(const struct tx *tx);
+/* How it committed: one phase, read-only (nothing to prepare), or two phases. */
+enum tx_path { TXP_TWO_PHASE, TXP_ONE_PHASE, TXP_READONLY };
+enum tx_path tx_path(const struct tx *tx);
+
+/* The branch of tx on shard, or NULL. */
+struct tx_branch *tx_branch_on(struct tx *tx, int shard);
+int tx_branch_shard(const struct tx_branch *b);
+/* True when losing b's participant changes what tx must do (TXE_UNAVAILABLE). */
+bool tx_branch_in_flight(const struct tx *tx, const struct tx_branch *b);
+/* True when b lost a phase-2 message that TXE_RESEND would deliver. */
+bool tx_branch_lost(const struct tx *tx, const struct tx_branch *b);
+/* The branch on shard that phase 2 still waits for (an ACK or FORGET concerns it), or NULL. */
+struct tx_branch *tx_waits_for(struct tx *tx, int shard);
+/*
+ * An operator finished tx's branch on shard by other means: as if the
+ * shard had acknowledged, when it went the way that was decided and phase
+ * 2 still waits for it; otherwise nothing changes.
+ */
+void tx_branch_finished(struct tx *tx, int shard, bool committed);
+
+/*
+ * What is decided about tx for its branch on shard: commit (with the
+ * branch's xid in *xid when known), abort, in flight (still being
+ * decided) or unknown (a one-phase commit whose outcome was lost).
+ */
+enum dtx_decision tx_decision(const struct tx *tx, int shard, uint64_t *xid);
+/*
+ * What is decided about a gtid nobody has a record of, by presumed abort:
+ * one this coordinator (node, which had issued every gtid up to
+ * issued_epoch/issued_seq) issued and has no commit record for is aborted;
+ * anything else is unknown, never presumed.
+ */
+enum dtx_decision tx_presumed(const char *gtid, const char *node, uint64_t issued_epoch,
+                              uint64_t issued_seq);
+
+/* Why an interactive call may not run now, or what to answer instead. */
+enum tx_admit {
+    TXA_GO,      /* run it */
+    TXA_REFUSE,  /* answer *why (409) */
+    TXA_OUTCOME, /* answer with the outcome as it stands (tx_render_answer) */
+    TXA_WAIT,    /* the same call is under way: wait for its answer */
+    TXA_ABORTED, /* an abort that was already done: answer {"status":"aborted"} */
+};
+enum tx_admit tx_admit_call(const struct tx *tx, enum tx_call call, struct dtx_err *why);
+/* Starts serving call: the answer (env->answer) comes when it is done. */
+void tx_begin_call(struct tx *tx, enum tx_call call);
+
+/* What a checkpoint must keep of tx: nothing, its COMMIT record, or COMMIT and END. */
+enum tx_keep { TXK_NONE, TXK_DECIDED, TXK_RETAINED };
+enum tx_keep tx_checkpoint_keep(const struct tx *tx);
+
+/*
+ * Fills rec with tx's COMMIT record: its prepared branches and, with an
+ * idempotency key, the client's results. *branches and *results are
+ * malloc'd for the caller to free; rec points into them and into tx.
+ */
+void tx_commit_record(const struct tx *tx, struct drec *rec, struct drec_branch **branches,
+                      char **results);
+
+/* ---- rendering (tx_render.c) ----------------------------------------------------------- */
+
+/*
+ * The message what for branch b (contract of msg.h); for a prepare,
+ * one-phase or exec it takes the branch's ops out of tx.
+ */
+cJSON *tx_message(struct tx *tx, struct tx_branch *b, enum tx_send what);
+/* The answer for the client as it stands: *status is the HTTP status, the body malloc'd JSON. */
 char *tx_render_answer(const struct tx *tx, unsigned *status);
-/* The body of GET /v1/transactions/{gtid}: as a tree, or printed (malloc'd). */
+/* The answer for whoever waits: an interactive call's own answer, or the outcome. */
+char *tx_render_reply(const struct tx *tx, unsigned *status);
+/* The answer to an interactive begin (201). */
+char *tx_render_begun(const struct tx *tx);
+/* The body of GET /v1/transactions/{gtid}, as a tree. */
 cJSON *tx_state_json(const struct tx *tx);
-char *tx_render_state(const struct tx *tx);
 /* The results array of a committed transaction (malloc'd JSON), as logged for idempotency. */
 char *tx_render_results(const struct tx *tx);
+/* Bytes the transaction keeps for idempotent replays after it finished. */
+size_t tx_retained_bytes(const struct tx *tx);
 
 #endif

@@ -25,13 +25,13 @@ struct counted {
     char last_idem[64];
 };
 
-static int count_records(void *arg, const struct dlog_rec *rec, struct dtx_err *err)
+static int count_records(void *arg, const struct drec *rec, struct dtx_err *err)
 {
     struct counted *c = arg;
 
     (void)err;
     c->records++;
-    if (rec->type == DLOG_COMMIT) {
+    if (rec->type == DREC_COMMIT) {
         c->commits++;
         snprintf(c->last_gtid, sizeof(c->last_gtid), "%s", rec->gtid);
         snprintf(c->last_results, sizeof(c->last_results), "%s", rec->results);
@@ -63,11 +63,11 @@ static void remove_dir(const char *dir)
     CU_ASSERT_EQUAL(system(cmd), 0);
 }
 
-static struct dlog *open_log(struct ev_loop *loop, const char *dir, struct dlog_scan *scan,
-                             struct dtx_err *err)
+static struct dstore *open_log(struct ev_loop *loop, const char *dir, struct dlog_scan *scan,
+                               struct dtx_err *err)
 {
     struct dlog_opts o = {.dir = dir, .segment_bytes = 1u << 20, .loop = loop};
-    struct dlog *log = NULL;
+    struct dstore *log = NULL;
     struct counted c;
 
     memset(&c, 0, sizeof(c));
@@ -76,14 +76,14 @@ static struct dlog *open_log(struct ev_loop *loop, const char *dir, struct dlog_
     return log;
 }
 
-static struct dlog_rec commit_rec(int i, char *gtid, size_t n)
+static struct drec commit_rec(int i, char *gtid, size_t n)
 {
-    static const struct dlog_branch br[2] = {{"s1", 1000}, {"s2", 2000}};
-    struct dlog_rec r;
+    static const struct drec_branch br[2] = {{"s1", 1000}, {"s2", 2000}};
+    struct drec r;
 
     snprintf(gtid, n, "c1-1-%d", i);
     memset(&r, 0, sizeof(r));
-    r.type = DLOG_COMMIT;
+    r.type = DREC_COMMIT;
     r.gtid = gtid;
     r.wall_us = 1700000000000000ull + (uint64_t)i;
     r.protocol = 2;
@@ -107,7 +107,7 @@ static void write_frames(const char *dir, off_t *bounds)
     struct ev_loop loop;
     struct dlog_scan scan;
     struct dtx_err err;
-    struct dlog *log;
+    struct dstore *log;
     char path[512], gtid[32];
 
     CU_ASSERT_EQUAL_FATAL(ev_loop_init(&loop), 0);
@@ -117,13 +117,13 @@ static void write_frames(const char *dir, off_t *bounds)
     seg(path, sizeof(path), dir, 1);
     bounds[0] = file_size(path);
     for (int i = 1; i <= NFRAMES; i++) {
-        struct dlog_rec r = commit_rec(i, gtid, sizeof(gtid));
+        struct drec r = commit_rec(i, gtid, sizeof(gtid));
 
-        CU_ASSERT(dlog_append(log, &r, true) > 0);
-        CU_ASSERT_EQUAL(dlog_flush(log, NULL), 0);
+        CU_ASSERT(dstore_append(log, &r, true) > 0);
+        CU_ASSERT_EQUAL(dstore_flush(log, NULL), 0);
         bounds[i] = file_size(path);
     }
-    dlog_close(log);
+    dstore_close(log);
     ev_loop_release(&loop);
 }
 
@@ -164,22 +164,22 @@ static void records_round_trip_through_the_log(void)
     struct ev_loop loop;
     struct dlog_scan scan;
     struct counted c;
-    struct dlog *log;
+    struct dstore *log;
     char dir[64], gtid[32];
-    struct dlog_rec boot = {.type = DLOG_BOOT, .epoch = 7, .node_id = "c1"};
-    struct dlog_rec commit = commit_rec(3, gtid, sizeof(gtid));
-    struct dlog_rec end = {.type = DLOG_END, .gtid = "c1-1-3"};
+    struct drec boot = {.type = DREC_BOOT, .epoch = 7, .node_id = "c1"};
+    struct drec commit = commit_rec(3, gtid, sizeof(gtid));
+    struct drec end = {.type = DREC_END, .gtid = "c1-1-3"};
 
     temp_dir(dir, sizeof(dir));
     CU_ASSERT_EQUAL_FATAL(ev_loop_init(&loop), 0);
     log = open_log(&loop, dir, &scan, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(log);
-    CU_ASSERT_EQUAL(dlog_append(log, &boot, true), 1);
-    CU_ASSERT_EQUAL(dlog_append(log, &commit, true), 2);
-    CU_ASSERT_EQUAL(dlog_append(log, &end, false), 3);
-    CU_ASSERT_EQUAL(dlog_flush(log, NULL), 0);
+    CU_ASSERT_EQUAL(dstore_append(log, &boot, true), 1);
+    CU_ASSERT_EQUAL(dstore_append(log, &commit, true), 2);
+    CU_ASSERT_EQUAL(dstore_append(log, &end, false), 3);
+    CU_ASSERT_EQUAL(dstore_flush(log, NULL), 0);
     CU_ASSERT_EQUAL(dlog_durable_lsn(log), 3);
-    dlog_close(log);
+    dstore_close(log);
     memset(&c, 0, sizeof(c));
     CU_ASSERT_EQUAL(dlog_read(dir, count_records, &c, &scan, NULL), 0);
     CU_ASSERT_EQUAL(c.records, 3);
@@ -197,16 +197,16 @@ static void records_round_trip_through_the_log(void)
 /* What an OPERATOR record read back said. */
 struct op_seen {
     int n;
-    struct dlog_rec rec;
+    struct drec rec;
     char gtid[32], shard[16], who[32], reason[64];
 };
 
-static int keep_operator(void *arg, const struct dlog_rec *rec, struct dtx_err *err)
+static int keep_operator(void *arg, const struct drec *rec, struct dtx_err *err)
 {
     struct op_seen *o = arg;
 
     (void)err;
-    if (rec->type != DLOG_OPERATOR)
+    if (rec->type != DREC_OPERATOR)
         return 0;
     o->n++;
     o->rec = *rec;
@@ -221,36 +221,36 @@ static void operator_record_round_trips_with_every_field(void)
 {
     struct ev_loop loop;
     struct dlog_scan scan;
-    struct dlog *log;
+    struct dstore *log;
     struct op_seen o;
     char dir[64];
-    struct dlog_rec forget = {.type = DLOG_OPERATOR,
-                              .gtid = "c1-4-77",
-                              .wall_us = 1700000000123456ull,
-                              .op_kind = DLOG_OP_FORGET,
-                              .op_commit = true,
-                              .shard = "s3",
-                              .who = "alice@ops1",
-                              .reason = "s3's disks are gone"};
-    struct dlog_rec resolve = {.type = DLOG_OPERATOR,
-                               .gtid = "zz-1-2",
-                               .op_kind = DLOG_OP_RESOLVE,
-                               .who = "bob",
-                               .reason = "orphan"};
+    struct drec forget = {.type = DREC_OPERATOR,
+                          .gtid = "c1-4-77",
+                          .wall_us = 1700000000123456ull,
+                          .op_kind = DREC_OP_FORGET,
+                          .op_commit = true,
+                          .shard = "s3",
+                          .who = "alice@ops1",
+                          .reason = "s3's disks are gone"};
+    struct drec resolve = {.type = DREC_OPERATOR,
+                           .gtid = "zz-1-2",
+                           .op_kind = DREC_OP_RESOLVE,
+                           .who = "bob",
+                           .reason = "orphan"};
 
     temp_dir(dir, sizeof(dir));
     CU_ASSERT_EQUAL_FATAL(ev_loop_init(&loop), 0);
     log = open_log(&loop, dir, &scan, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(log);
-    CU_ASSERT_EQUAL(dlog_append(log, &forget, true), 1);
-    CU_ASSERT_EQUAL(dlog_flush(log, NULL), 0);
-    dlog_close(log);
+    CU_ASSERT_EQUAL(dstore_append(log, &forget, true), 1);
+    CU_ASSERT_EQUAL(dstore_flush(log, NULL), 0);
+    dstore_close(log);
     memset(&o, 0, sizeof(o));
     CU_ASSERT_EQUAL(dlog_read(dir, keep_operator, &o, &scan, NULL), 0);
     CU_ASSERT_EQUAL(o.n, 1);
     CU_ASSERT_STRING_EQUAL(o.gtid, "c1-4-77");
     CU_ASSERT_EQUAL(o.rec.wall_us, 1700000000123456ull);
-    CU_ASSERT_EQUAL(o.rec.op_kind, DLOG_OP_FORGET);
+    CU_ASSERT_EQUAL(o.rec.op_kind, DREC_OP_FORGET);
     CU_ASSERT_TRUE(o.rec.op_commit);
     CU_ASSERT_STRING_EQUAL(o.shard, "s3");
     CU_ASSERT_STRING_EQUAL(o.who, "alice@ops1");
@@ -258,17 +258,17 @@ static void operator_record_round_trips_with_every_field(void)
 
     log = open_log(&loop, dir, &scan, NULL); /* a second run: abort for every shard */
     CU_ASSERT_PTR_NOT_NULL_FATAL(log);
-    CU_ASSERT_EQUAL(dlog_append(log, &resolve, true), 1);
-    CU_ASSERT_EQUAL(dlog_flush(log, NULL), 0);
-    dlog_close(log);
+    CU_ASSERT_EQUAL(dstore_append(log, &resolve, true), 1);
+    CU_ASSERT_EQUAL(dstore_flush(log, NULL), 0);
+    dstore_close(log);
     memset(&o, 0, sizeof(o));
     CU_ASSERT_EQUAL(dlog_read(dir, keep_operator, &o, &scan, NULL), 0);
     CU_ASSERT_EQUAL(o.n, 2);
-    CU_ASSERT_EQUAL(o.rec.op_kind, DLOG_OP_RESOLVE);
+    CU_ASSERT_EQUAL(o.rec.op_kind, DREC_OP_RESOLVE);
     CU_ASSERT_FALSE(o.rec.op_commit);
     CU_ASSERT_STRING_EQUAL(o.shard, "");
     CU_ASSERT_STRING_EQUAL(o.reason, "orphan");
-    CU_ASSERT_STRING_EQUAL(dlog_type_name(DLOG_OPERATOR), "OPERATOR");
+    CU_ASSERT_STRING_EQUAL(drec_type_name(DREC_OPERATOR), "OPERATOR");
     ev_loop_release(&loop);
     remove_dir(dir);
 }
@@ -319,7 +319,7 @@ static void preallocated_zeros_are_the_end_of_the_log_and_are_trimmed(void)
     struct dlog_scan scan;
     struct dlog_opts o;
     struct counted c;
-    struct dlog *log = NULL;
+    struct dstore *log = NULL;
     char dir[64], copy[64], path[512], cpath[512], path_crashed[600], gtid[32];
     off_t used, start3, crashed_size;
 
@@ -335,10 +335,10 @@ static void preallocated_zeros_are_the_end_of_the_log_and_are_trimmed(void)
     CU_ASSERT_EQUAL_FATAL(dlog_open(&log, &o, count_records, &c, &scan, NULL), 0);
     seg(path, sizeof(path), dir, 1);
     for (int i = 1; i <= 3; i++) {
-        struct dlog_rec r = commit_rec(i, gtid, sizeof(gtid));
+        struct drec r = commit_rec(i, gtid, sizeof(gtid));
 
-        CU_ASSERT(dlog_append(log, &r, true) > 0);
-        CU_ASSERT_EQUAL(dlog_flush(log, NULL), 0);
+        CU_ASSERT(dstore_append(log, &r, true) > 0);
+        CU_ASSERT_EQUAL(dstore_flush(log, NULL), 0);
         CU_ASSERT(file_size(path) > 8192); /* zeros ahead of every frame */
     }
     /* a crash now: the copy holds three frames and then zeros */
@@ -347,7 +347,7 @@ static void preallocated_zeros_are_the_end_of_the_log_and_are_trimmed(void)
     copy_prefix(path, cpath, crashed_size);
     snprintf(path_crashed, sizeof(path_crashed), "%s/crashed", copy);
     copy_prefix(path, path_crashed, crashed_size);
-    dlog_close(log);
+    dstore_close(log);
     CU_ASSERT(file_size(path) < 8192); /* trimmed on a clean close */
     memset(&c, 0, sizeof(c));
     CU_ASSERT_EQUAL(dlog_read(dir, count_records, &c, &scan, NULL), 0);
@@ -380,7 +380,7 @@ static void preallocated_zeros_are_the_end_of_the_log_and_are_trimmed(void)
     memset(&c, 0, sizeof(c));
     o.dir = copy;
     CU_ASSERT_EQUAL_FATAL(dlog_open(&log, &o, count_records, &c, &scan, NULL), 0);
-    dlog_close(log);
+    dstore_close(log);
     CU_ASSERT_EQUAL(file_size(cpath), start3);
     memset(&c, 0, sizeof(c));
     CU_ASSERT_EQUAL(dlog_read(copy, count_records, &c, &scan, NULL), 0);
@@ -429,7 +429,7 @@ static void open_cuts_a_torn_tail_and_starts_a_new_segment(void)
     struct ev_loop loop;
     struct dlog_scan scan;
     struct counted c;
-    struct dlog *log;
+    struct dstore *log;
     char dir[64], path[512];
 
     temp_dir(dir, sizeof(dir));
@@ -442,7 +442,7 @@ static void open_cuts_a_torn_tail_and_starts_a_new_segment(void)
     CU_ASSERT_TRUE(scan.torn);
     CU_ASSERT_EQUAL(scan.torn_offset, (uint64_t)bounds[3]);
     CU_ASSERT_EQUAL(scan.records, 3);
-    dlog_close(log);
+    dstore_close(log);
     CU_ASSERT_EQUAL(file_size(path), bounds[3]);
     seg(path, sizeof(path), dir, 2);
     CU_ASSERT(file_size(path) > 0);
@@ -552,7 +552,7 @@ static void zero_filled_header_of_the_last_segment_is_a_torn_creation(void)
     struct ev_loop loop;
     struct dlog_scan scan;
     struct dtx_err err;
-    struct dlog *log;
+    struct dstore *log;
     char dir[64], path[512];
 
     temp_dir(dir, sizeof(dir));
@@ -564,7 +564,7 @@ static void zero_filled_header_of_the_last_segment_is_a_torn_creation(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(log);
     CU_ASSERT(scan.torn);
     CU_ASSERT_EQUAL(scan.records, NFRAMES);
-    dlog_close(log);
+    dstore_close(log);
     seg(path, sizeof(path), dir, 2);
     CU_ASSERT_EQUAL(file_size(path), -1); /* dropped; the log went on in segment 3 */
     /* Not the last segment, a zero-filled header is damage like any other. */
@@ -581,11 +581,11 @@ static void batch_over_the_frame_limit_is_split_into_frames(void)
     struct dlog_scan scan;
     struct counted c;
     struct dlog_opts o;
-    struct dlog_stats st;
-    struct dlog *log;
+    struct dstore_stats st;
+    struct dstore *log;
     struct dtx_err err;
     char dir[64], gtid[32];
-    struct dlog_rec big;
+    struct drec big;
     char results[800];
 
     temp_dir(dir, sizeof(dir));
@@ -593,23 +593,23 @@ static void batch_over_the_frame_limit_is_split_into_frames(void)
     o = (struct dlog_opts){.dir = dir, .segment_bytes = 1u << 20, .max_frame = 300, .loop = &loop};
     CU_ASSERT_EQUAL_FATAL(dlog_open(&log, &o, NULL, NULL, &scan, NULL), 0);
     for (int i = 1; i <= 10; i++) {
-        struct dlog_rec r = commit_rec(i, gtid, sizeof(gtid)); /* ~130 bytes each */
+        struct drec r = commit_rec(i, gtid, sizeof(gtid)); /* ~130 bytes each */
 
-        CU_ASSERT(dlog_append(log, &r, i == 10) > 0);
+        CU_ASSERT(dstore_append(log, &r, i == 10) > 0);
     }
-    CU_ASSERT_EQUAL(dlog_flush(log, NULL), 0);
-    dlog_stats(log, &st);
+    CU_ASSERT_EQUAL(dstore_flush(log, NULL), 0);
+    dstore_stats(log, &st);
     CU_ASSERT_EQUAL(st.syncs, 4); /* records of 95..99 bytes: three to a frame of <= 300 */
     /* A single record over the limit cannot be split: the log fails, clearly. */
     memset(results, 'x', sizeof(results) - 1);
     results[sizeof(results) - 1] = '\0';
     big = commit_rec(11, gtid, sizeof(gtid));
     big.results = results;
-    CU_ASSERT(dlog_append(log, &big, true) > 0);
+    CU_ASSERT(dstore_append(log, &big, true) > 0);
     dtx_err_clear(&err);
-    CU_ASSERT_NOT_EQUAL(dlog_flush(log, &err), 0);
+    CU_ASSERT_NOT_EQUAL(dstore_flush(log, &err), 0);
     CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "over the frame limit"));
-    dlog_close(log);
+    dstore_close(log);
     memset(&c, 0, sizeof(c));
     CU_ASSERT_EQUAL(dlog_read(dir, count_records, &c, &scan, NULL), 0);
     CU_ASSERT_EQUAL(c.commits, 10);
@@ -624,7 +624,7 @@ static void damage_at_the_end_of_an_older_segment_is_corruption(void)
     struct ev_loop loop;
     struct dlog_scan scan;
     struct dtx_err err;
-    struct dlog *log;
+    struct dstore *log;
     char dir[64], path[512];
 
     temp_dir(dir, sizeof(dir));
@@ -632,7 +632,7 @@ static void damage_at_the_end_of_an_older_segment_is_corruption(void)
     CU_ASSERT_EQUAL_FATAL(ev_loop_init(&loop), 0);
     log = open_log(&loop, dir, &scan, NULL); /* starts segment 2 */
     CU_ASSERT_PTR_NOT_NULL_FATAL(log);
-    dlog_close(log);
+    dstore_close(log);
     seg(path, sizeof(path), dir, 1);
     CU_ASSERT_EQUAL_FATAL(truncate(path, bounds[NFRAMES] - 2), 0);
     dtx_err_clear(&err);
@@ -646,24 +646,24 @@ static void unforced_record_waits_for_a_forced_one(void)
 {
     struct ev_loop loop;
     struct dlog_scan scan;
-    struct dlog *log;
+    struct dstore *log;
     char dir[64], gtid[32];
-    struct dlog_rec end = {.type = DLOG_END, .gtid = "c1-1-1"};
-    struct dlog_rec commit = commit_rec(2, gtid, sizeof(gtid));
-    struct dlog_stats st;
+    struct drec end = {.type = DREC_END, .gtid = "c1-1-1"};
+    struct drec commit = commit_rec(2, gtid, sizeof(gtid));
+    struct dstore_stats st;
 
     temp_dir(dir, sizeof(dir));
     CU_ASSERT_EQUAL_FATAL(ev_loop_init(&loop), 0);
     log = open_log(&loop, dir, &scan, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(log);
-    CU_ASSERT_EQUAL(dlog_append(log, &end, false), 1);
+    CU_ASSERT_EQUAL(dstore_append(log, &end, false), 1);
     CU_ASSERT_EQUAL(dlog_durable_lsn(log), 0); /* not written on its own at once */
-    CU_ASSERT_EQUAL(dlog_append(log, &commit, true), 2);
-    CU_ASSERT_EQUAL(dlog_flush(log, NULL), 0);
-    dlog_stats(log, &st);
+    CU_ASSERT_EQUAL(dstore_append(log, &commit, true), 2);
+    CU_ASSERT_EQUAL(dstore_flush(log, NULL), 0);
+    dstore_stats(log, &st);
     CU_ASSERT_EQUAL(st.records, 2);
     CU_ASSERT_EQUAL(st.syncs, 1); /* one fdatasync covered both */
-    dlog_close(log);
+    dstore_close(log);
     ev_loop_release(&loop);
     remove_dir(dir);
 }
@@ -672,9 +672,9 @@ static void unforced_record_is_written_on_its_own_after_the_lazy_delay(void)
 {
     struct ev_loop loop;
     struct dlog_scan scan;
-    struct dlog *log;
+    struct dstore *log;
     char dir[64];
-    struct dlog_rec end = {.type = DLOG_END, .gtid = "c1-1-1"};
+    struct drec end = {.type = DREC_END, .gtid = "c1-1-1"};
     uint64_t start;
     int waited_ms = 0;
 
@@ -684,7 +684,7 @@ static void unforced_record_is_written_on_its_own_after_the_lazy_delay(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(log);
     usleep(50000); /* the writer is idle, waiting with no deadline */
     start = ev_clock_us();
-    CU_ASSERT_EQUAL(dlog_append(log, &end, false), 1);
+    CU_ASSERT_EQUAL(dstore_append(log, &end, false), 1);
     while (dlog_durable_lsn(log) < 1 && waited_ms < 2000) {
         usleep(5000);
         waited_ms += 5;
@@ -692,7 +692,7 @@ static void unforced_record_is_written_on_its_own_after_the_lazy_delay(void)
     CU_ASSERT_EQUAL(dlog_durable_lsn(log), 1);
     CU_ASSERT(ev_clock_us() - start >= DLOG_LAZY_MS * 1000u * 9 / 10);
     CU_ASSERT(ev_clock_us() - start < DLOG_LAZY_MS * 1000u * 5);
-    dlog_close(log);
+    dstore_close(log);
     ev_loop_release(&loop);
     remove_dir(dir);
 }
@@ -712,12 +712,12 @@ static int count_segments(const char *dir)
 /* A snapshot of one BOOT and one COMMIT, as the coordinator would hand over. */
 static void snapshot(struct buf *b)
 {
-    struct dlog_rec boot = {.type = DLOG_BOOT, .epoch = 9, .node_id = "c1"};
+    struct drec boot = {.type = DREC_BOOT, .epoch = 9, .node_id = "c1"};
     char gtid[32];
-    struct dlog_rec commit = commit_rec(99, gtid, sizeof(gtid));
+    struct drec commit = commit_rec(99, gtid, sizeof(gtid));
 
-    dlog_encode(b, &boot);
-    dlog_encode(b, &commit);
+    drec_encode(b, &boot);
+    drec_encode(b, &commit);
 }
 
 static void checkpoint_opens_a_new_segment_and_removes_older_ones(void)
@@ -726,10 +726,10 @@ static void checkpoint_opens_a_new_segment_and_removes_older_ones(void)
     struct ev_loop loop;
     struct dlog_scan scan;
     struct counted c;
-    struct dlog *log;
+    struct dstore *log;
     struct buf snap = BUF_INIT;
     char dir[64], gtid[32];
-    struct dlog_rec after = commit_rec(100, gtid, sizeof(gtid));
+    struct drec after = commit_rec(100, gtid, sizeof(gtid));
 
     temp_dir(dir, sizeof(dir));
     write_frames(dir, bounds); /* segment 1 */
@@ -737,10 +737,10 @@ static void checkpoint_opens_a_new_segment_and_removes_older_ones(void)
     log = open_log(&loop, dir, &scan, NULL); /* segment 2, empty */
     CU_ASSERT_PTR_NOT_NULL_FATAL(log);
     snapshot(&snap);
-    CU_ASSERT_EQUAL(dlog_checkpoint(log, &snap), 0);
-    CU_ASSERT(dlog_append(log, &after, true) > 0);
-    CU_ASSERT_EQUAL(dlog_flush(log, NULL), 0);
-    dlog_close(log);
+    CU_ASSERT_EQUAL(dstore_checkpoint(log, &snap), 0);
+    CU_ASSERT(dstore_append(log, &after, true) > 0);
+    CU_ASSERT_EQUAL(dstore_flush(log, NULL), 0);
+    dstore_close(log);
     CU_ASSERT_EQUAL(count_segments(dir), 1);
     memset(&c, 0, sizeof(c));
     CU_ASSERT_EQUAL(dlog_read(dir, count_records, &c, &scan, NULL), 0);
@@ -783,7 +783,7 @@ static void checkpoint_then_crash(const char *dir, unsigned char **seg1, size_t 
     off_t bounds[NFRAMES + 1];
     struct ev_loop loop;
     struct dlog_scan scan;
-    struct dlog *log;
+    struct dstore *log;
     struct buf snap = BUF_INIT;
 
     write_frames(dir, bounds);
@@ -792,9 +792,9 @@ static void checkpoint_then_crash(const char *dir, unsigned char **seg1, size_t 
     log = open_log(&loop, dir, &scan, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(log);
     snapshot(&snap);
-    CU_ASSERT_EQUAL(dlog_checkpoint(log, &snap), 0);
-    CU_ASSERT_EQUAL(dlog_flush(log, NULL), 0);
-    dlog_close(log);
+    CU_ASSERT_EQUAL(dstore_checkpoint(log, &snap), 0);
+    CU_ASSERT_EQUAL(dstore_flush(log, NULL), 0);
+    dstore_close(log);
     ev_loop_release(&loop);
 }
 
@@ -803,7 +803,7 @@ static void segments_older_than_the_checkpoint_are_ignored_and_removed(void)
     struct ev_loop loop;
     struct dlog_scan scan;
     struct counted c;
-    struct dlog *log;
+    struct dstore *log;
     unsigned char *seg1;
     size_t size1;
     char dir[64];
@@ -818,7 +818,7 @@ static void segments_older_than_the_checkpoint_are_ignored_and_removed(void)
     CU_ASSERT_EQUAL_FATAL(ev_loop_init(&loop), 0);
     log = open_log(&loop, dir, &scan, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(log);
-    dlog_close(log);
+    dstore_close(log);
     CU_ASSERT_EQUAL(count_segments(dir), 2); /* 1 removed; 2 (checkpoint) and the new 3 */
     free(seg1);
     ev_loop_release(&loop);
@@ -848,7 +848,7 @@ static void torn_checkpoint_falls_back_to_the_older_segments(void)
 }
 
 struct wanted {
-    struct dlog *log;
+    struct dstore *log;
     int asked;
 };
 
@@ -859,7 +859,7 @@ static void on_wanted(void *arg)
 
     w->asked++;
     snapshot(&snap);
-    CU_ASSERT_EQUAL(dlog_checkpoint(w->log, &snap), 0);
+    CU_ASSERT_EQUAL(dstore_checkpoint(w->log, &snap), 0);
 }
 
 /*
@@ -871,12 +871,12 @@ static void snapshot_handed_over_during_a_checkpoint_write_is_written_too(void)
     struct ev_loop loop;
     struct dlog_scan scan;
     struct counted c;
-    struct dlog *log;
+    struct dstore *log;
     struct buf snap = BUF_INIT;
-    struct dlog_stats st;
+    struct dstore_stats st;
     char dir[64], g1[32], g2[32];
-    struct dlog_rec before = commit_rec(50, g1, sizeof(g1));
-    struct dlog_rec after = commit_rec(51, g2, sizeof(g2));
+    struct drec before = commit_rec(50, g1, sizeof(g1));
+    struct drec after = commit_rec(51, g2, sizeof(g2));
 
     temp_dir(dir, sizeof(dir));
     CU_ASSERT_EQUAL_FATAL(ev_loop_init(&loop), 0);
@@ -885,16 +885,16 @@ static void snapshot_handed_over_during_a_checkpoint_write_is_written_too(void)
     log = open_log(&loop, dir, &scan, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(log);
     snapshot(&snap);
-    CU_ASSERT_EQUAL(dlog_checkpoint(log, &snap), 0);
+    CU_ASSERT_EQUAL(dstore_checkpoint(log, &snap), 0);
     usleep(50000); /* the writer is in the first checkpoint's fdatasync */
-    CU_ASSERT(dlog_append(log, &before, false) > 0);
+    CU_ASSERT(dstore_append(log, &before, false) > 0);
     snapshot(&snap);
-    CU_ASSERT_EQUAL(dlog_checkpoint(log, &snap), 0);
-    CU_ASSERT(dlog_append(log, &after, true) > 0);
-    CU_ASSERT_EQUAL(dlog_flush(log, NULL), 0);
-    dlog_stats(log, &st);
+    CU_ASSERT_EQUAL(dstore_checkpoint(log, &snap), 0);
+    CU_ASSERT(dstore_append(log, &after, true) > 0);
+    CU_ASSERT_EQUAL(dstore_flush(log, NULL), 0);
+    dstore_stats(log, &st);
     CU_ASSERT_EQUAL(st.checkpoints, 2);
-    dlog_close(log);
+    dstore_close(log);
     unsetenv("DTX_FAILPOINTS");
     CU_ASSERT_EQUAL(fp_init(), 0);
     CU_ASSERT_EQUAL(count_segments(dir), 1);
@@ -913,28 +913,27 @@ static void writer_asks_for_a_checkpoint_once_a_segment_was_written(void)
     struct wanted w = {NULL, 0};
     struct dlog_opts o;
     char dir[64], gtid[32];
-    struct dlog_stats st;
+    struct dstore_stats st;
 
     temp_dir(dir, sizeof(dir));
     CU_ASSERT_EQUAL_FATAL(ev_loop_init(&loop), 0);
     o = (struct dlog_opts){.dir = dir,
                            .segment_bytes = 4096,
                            .loop = &loop,
-                           .on_checkpoint_wanted = on_wanted,
-                           .arg = &w};
+                           .cbs = {.on_checkpoint_wanted = on_wanted, .arg = &w}};
     CU_ASSERT_EQUAL_FATAL(dlog_open(&w.log, &o, NULL, NULL, &scan, NULL), 0);
     for (int i = 0; i < 200 && !w.asked; i++) {
-        struct dlog_rec r = commit_rec(i, gtid, sizeof(gtid));
+        struct drec r = commit_rec(i, gtid, sizeof(gtid));
 
-        dlog_append(w.log, &r, true);
-        dlog_flush(w.log, NULL);
+        dstore_append(w.log, &r, true);
+        dstore_flush(w.log, NULL);
         ev_loop_once(&loop, 10);
     }
     CU_ASSERT_EQUAL(w.asked, 1);
-    CU_ASSERT_EQUAL(dlog_flush(w.log, NULL), 0);
-    dlog_stats(w.log, &st);
+    CU_ASSERT_EQUAL(dstore_flush(w.log, NULL), 0);
+    dstore_stats(w.log, &st);
     CU_ASSERT_EQUAL(st.checkpoints, 1);
-    dlog_close(w.log);
+    dstore_close(w.log);
     CU_ASSERT_EQUAL(count_segments(dir), 1);
     ev_loop_release(&loop);
     remove_dir(dir);
@@ -945,7 +944,7 @@ static void second_open_of_a_log_in_use_is_refused_and_changes_nothing(void)
     struct ev_loop loop;
     struct dlog_scan scan;
     struct dtx_err err;
-    struct dlog *log, *other;
+    struct dstore *log, *other;
     char dir[64], path[512], want[160];
 
     temp_dir(dir, sizeof(dir));
@@ -961,11 +960,11 @@ static void second_open_of_a_log_in_use_is_refused_and_changes_nothing(void)
     CU_ASSERT(file_size(path) > 0); /* the first one's segment is still there */
     seg(path, sizeof(path), dir, 2);
     CU_ASSERT_EQUAL(file_size(path), -1); /* and the refused one started none */
-    dlog_close(log);
+    dstore_close(log);
     dtx_err_clear(&err);
     log = open_log(&loop, dir, &scan, &err); /* closing released the lock */
     CU_ASSERT_PTR_NOT_NULL(log);
-    dlog_close(log);
+    dstore_close(log);
     ev_loop_release(&loop);
     remove_dir(dir);
 }

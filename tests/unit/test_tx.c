@@ -3,10 +3,14 @@
  * world (struct tx_env) stubbed: every (state, event) pair is tried, and
  * the orderings that make 2PC safe are checked.
  */
-#include "dtx/tx.h"
+#include "diagram.h"
+#include "tx_impl.h"
 #include "unit.h"
 
+#include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 /* What the stub environment saw, in order. */
 struct world {
@@ -38,6 +42,14 @@ static int stub_send(struct tx *tx, struct tx_branch *b, enum tx_send what)
     snprintf(s, sizeof(s), "%s:%d", names[what], b->shard);
     record(s);
     return 0;
+}
+
+static int deciding;
+
+static void stub_deciding(struct tx *tx, int delta)
+{
+    (void)tx;
+    deciding += delta;
 }
 
 static uint64_t stub_log_commit(struct tx *tx)
@@ -73,8 +85,16 @@ static void stub_finished(struct tx *tx)
 }
 
 static const char *const names[] = {"s0", "s1", "s2", "s3"};
-static const struct tx_env env = {stub_send, stub_log_commit, stub_log_end, stub_answer,
-                                  stub_arm,  stub_finished,   names,        NULL};
+static const struct tx_env env = {
+    .send = stub_send,
+    .log_commit = stub_log_commit,
+    .log_end = stub_log_end,
+    .answer = stub_answer,
+    .arm = stub_arm,
+    .finished = stub_finished,
+    .deciding = stub_deciding,
+    .shard_names = names,
+};
 
 static int find_call(const char *what)
 {
@@ -85,16 +105,19 @@ static int find_call(const char *what)
     return -1;
 }
 
+/* A transaction with one op on each of nbranches shards (s0, s1, ...). */
 static struct tx *new_tx(size_t nbranches)
 {
-    struct tx *tx = tx_new("c1-1-1", &env, nbranches, 0);
+    struct tx_params p = {.gtid = "c1-1-1", .timeout_ms = 1000, .commit_wait_ms = 1000};
+    struct tx *tx = tx_new(&p, &env, NULL);
 
     memset(&W, 0, sizeof(W));
-    tx->timeout_ms = 1000;
-    tx->commit_wait_ms = 1000;
     for (size_t i = 0; i < nbranches; i++) {
-        tx->branches[i].shard = (int)i;
-        tx->branches[i].ops = cJSON_CreateArray();
+        cJSON *op = cJSON_CreateObject();
+
+        cJSON_AddStringToObject(op, "sql", "SELECT 1");
+        tx_add_op(tx, (int)i, op, i);
+        cJSON_Delete(op);
     }
     return tx;
 }
@@ -102,7 +125,7 @@ static struct tx *new_tx(size_t nbranches)
 /* Puts tx in a state the way the protocol would leave it there (see the table). */
 static struct tx *tx_in(enum tx_state s)
 {
-    static const enum branch_state br[TX_NSTATES] = {
+    static const enum tx_branch_state br[TX_NSTATES] = {
         [TX_ACTIVE] = BR_OPEN,           [TX_PREPARING] = BR_PREPARING, [TX_LOGGING] = BR_PREPARED,
         [TX_COMMITTING] = BR_COMMITTING, [TX_COMMITTED] = BR_COMMITTED, [TX_ABORTING] = BR_ABORTING,
         [TX_ABORTED] = BR_ABORTED,       [TX_ONE_PHASE] = BR_PREPARING, [TX_IN_DOUBT] = BR_PREPARED,
@@ -115,7 +138,8 @@ static struct tx *tx_in(enum tx_state s)
     for (size_t i = 0; i < n; i++)
         tx->branches[i].state = br[s];
     tx->pending = (uint32_t)n;
-    tx->lsn = s == TX_LOGGING ? 1 : 0;
+    tx->lsn = s == TX_LOGGING || s == TX_COMMITTING || s == TX_COMMITTED ? 1 : 0;
+    tx->durable = s == TX_COMMITTING || s == TX_COMMITTED; /* as DURABLE left it */
     memset(&W, 0, sizeof(W));
     return tx;
 }
@@ -127,19 +151,22 @@ static void every_defined_pair_moves_to_its_next_state(void)
     for (int s = 0; s < TX_NSTATES; s++) {
         for (int e = 0; e < TX_NEVENTS; e++) {
             struct tx *tx;
-            struct tx_evarg a = {NULL, 42, NULL, 0, NULL};
+            struct tx_evarg a = {.xid = 42};
+            enum tx_event next = TXE_NONE;
 
             if (!tx_is_defined((enum tx_state)s, (enum tx_event)e))
                 continue;
             defined++;
             tx = tx_in((enum tx_state)s);
             a.b = &tx->branches[0];
-            CU_ASSERT_EQUAL(tx_step(tx, (enum tx_event)e, &a), 0);
+            CU_ASSERT_EQUAL(tx_step_one(tx, (enum tx_event)e, &a, &next), 0);
             if (tx->state != tx_next_state((enum tx_state)s, (enum tx_event)e))
                 fprintf(stderr, "\n  %s --%s--> %s, table says %s\n", tx_state_name(s),
                         tx_event_name(e), tx_state_name(tx->state),
                         tx_state_name(tx_next_state(s, e)));
             CU_ASSERT_EQUAL(tx->state, tx_next_state((enum tx_state)s, (enum tx_event)e));
+            /* a follow-up event is defined where the transition left the transaction */
+            CU_ASSERT(next == TXE_NONE || tx_is_defined(tx->state, next));
             tx_free(tx);
         }
     }
@@ -152,7 +179,7 @@ static void every_undefined_pair_is_rejected_and_changes_nothing(void)
         for (int e = 0; e < TX_NEVENTS; e++) {
             struct tx *tx;
             struct tx_evarg a = {NULL, 42, NULL, 0, NULL};
-            enum branch_state b0;
+            enum tx_branch_state b0;
 
             if (tx_is_defined((enum tx_state)s, (enum tx_event)e))
                 continue;
@@ -417,6 +444,227 @@ static void one_phase_commit_sends_one_message_and_no_log_record(void)
     tx_free(tx);
 }
 
+static int find_state(const char *name)
+{
+    for (int s = 0; s < TX_NSTATES; s++) {
+        if (strcmp(tx_state_name((enum tx_state)s), name) == 0)
+            return s;
+    }
+    return -1;
+}
+
+static int find_event(const char *name)
+{
+    for (int e = 0; e < TX_NEVENTS; e++) {
+        if (strcmp(tx_event_name((enum tx_event)e), name) == 0)
+            return e;
+    }
+    return -1;
+}
+
+/* Every line of the diagram in tx.c is a row of the table, and every row is a line. */
+static void the_diagram_in_tx_c_is_the_table(void)
+{
+    struct diagram_row rows[128];
+    int n = diagram_read(DTX_SRC_DIR "/coordinator/tx.c", rows, 128), defined = 0;
+
+    CU_ASSERT_FATAL(n > 0);
+    for (int i = 0; i < n; i++) {
+        int from = find_state(rows[i].from), ev = find_event(rows[i].ev),
+            to = find_state(rows[i].to);
+        const char *action;
+
+        if (from < 0 || ev < 0 || to < 0 || !tx_is_defined(from, ev)) {
+            fprintf(stderr, "\n  diagram line %s --%s--> %s is not in the table\n", rows[i].from,
+                    rows[i].ev, rows[i].to);
+            CU_FAIL("a diagram line is not in the table");
+            continue;
+        }
+        action = tx_action_name(from, ev);
+        CU_ASSERT_EQUAL(tx_next_state(from, ev), to);
+        CU_ASSERT_STRING_EQUAL(action, rows[i].action);
+        CU_ASSERT_EQUAL(tx_is_durable(from, ev), rows[i].durable);
+    }
+    for (int st = 0; st < TX_NSTATES; st++) {
+        for (int e = 0; e < TX_NEVENTS; e++)
+            defined += tx_is_defined(st, e);
+    }
+    CU_ASSERT_EQUAL(defined, n); /* no row the diagram leaves out */
+}
+
+/* The guard in send(): a COMMIT before the decision is durable is a bug that stops the process. */
+static void a_commit_without_a_durable_decision_stops_the_process(void)
+{
+    pid_t pid = fork();
+    int status = 0;
+
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        struct tx *tx = tx_in(TX_COMMITTING);
+
+        tx->durable = false; /* a state no transition leaves it in */
+        tx_step(tx, TXE_TIMEOUT, NULL);
+        _exit(0);
+    }
+    CU_ASSERT_EQUAL(waitpid(pid, &status, 0), pid);
+    CU_ASSERT(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT);
+}
+
+static void commit_takes_one_phase_two_phases_or_nothing_by_its_branches(void)
+{
+    struct tx *tx = new_tx(0);
+
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_COMMIT, NULL), 0);
+    CU_ASSERT_EQUAL(tx->state, TX_COMMITTED); /* nothing to commit */
+    CU_ASSERT_EQUAL(W.ncalls, 1);             /* only the answer */
+    tx_free(tx);
+
+    tx = new_tx(1);
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_COMMIT, NULL), 0);
+    CU_ASSERT_EQUAL(tx->state, TX_ONE_PHASE);
+    CU_ASSERT(find_call("one_phase:0") >= 0);
+    tx_free(tx);
+
+    tx = new_tx(1);
+    tx->idem_key = strdup("k"); /* its answer must survive a restart: a COMMIT record */
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_COMMIT, NULL), 0);
+    CU_ASSERT_EQUAL(tx->state, TX_PREPARING);
+    CU_ASSERT(find_call("prepare:0") >= 0);
+    tx_free(tx);
+
+    tx = new_tx(3);
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_COMMIT, NULL), 0);
+    CU_ASSERT_EQUAL(tx->state, TX_PREPARING);
+    CU_ASSERT(find_call("prepare:2") >= 0);
+    tx_free(tx);
+}
+
+static void kick_resends_phase_two_now_and_backs_off_afresh(void)
+{
+    struct tx *tx = tx_in(TX_COMMITTING);
+
+    tx->retry_ms = 8000;
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_KICK, NULL), 0);
+    CU_ASSERT(find_call("commit:0") >= 0);
+    CU_ASSERT(find_call("commit:1") >= 0);
+    CU_ASSERT_EQUAL(tx->retry_ms, 2 * TX_RETRY_MIN_MS); /* armed at the minimum, then doubled */
+    CU_ASSERT_EQUAL(tx->state, TX_COMMITTING);
+    tx_free(tx);
+}
+
+static void a_forgotten_branch_counts_as_acknowledged_once(void)
+{
+    struct tx *tx = tx_in(TX_COMMITTING);
+    struct tx_evarg a = {.b = &tx->branches[1]};
+
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_FORGET, &a), 0);
+    CU_ASSERT(tx->branches[1].forgotten);
+    CU_ASSERT_EQUAL(tx->pending, 1);
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_FORGET, &a), 0); /* again: nothing more */
+    CU_ASSERT_EQUAL(tx->pending, 1);
+    a.b = &tx->branches[0];
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_ACK, &a), 0);
+    CU_ASSERT_EQUAL(tx->state, TX_COMMITTED);
+    CU_ASSERT(find_call("log_end") >= 0);
+    tx_free(tx);
+}
+
+static void presumed_abort_is_only_for_gtids_this_coordinator_issued(void)
+{
+    CU_ASSERT_EQUAL(tx_presumed("c1-3-7", "c1", 3, 9), DTX_DEC_ABORT);
+    CU_ASSERT_EQUAL(tx_presumed("c1-2-900", "c1", 3, 9), DTX_DEC_ABORT);  /* an earlier epoch */
+    CU_ASSERT_EQUAL(tx_presumed("c1-3-10", "c1", 3, 9), DTX_DEC_UNKNOWN); /* not issued yet */
+    CU_ASSERT_EQUAL(tx_presumed("c1-4-1", "c1", 3, 9), DTX_DEC_UNKNOWN);
+    CU_ASSERT_EQUAL(tx_presumed("c9-1-1", "c1", 3, 9), DTX_DEC_UNKNOWN); /* another coordinator */
+    CU_ASSERT_EQUAL(tx_presumed("not-a-gtid", "c1", 3, 9), DTX_DEC_UNKNOWN);
+}
+
+static void the_decision_follows_the_state(void)
+{
+    static const struct {
+        enum tx_state s;
+        enum dtx_decision d;
+    } want[] = {
+        {TX_ACTIVE, DTX_DEC_IN_FLIGHT},    {TX_PREPARING, DTX_DEC_IN_FLIGHT},
+        {TX_LOGGING, DTX_DEC_IN_FLIGHT},   {TX_IN_DOUBT, DTX_DEC_IN_FLIGHT},
+        {TX_COMMITTING, DTX_DEC_COMMIT},   {TX_COMMITTED, DTX_DEC_COMMIT},
+        {TX_ABORTING, DTX_DEC_ABORT},      {TX_ABORTED, DTX_DEC_ABORT},
+        {TX_ONE_PHASE, DTX_DEC_IN_FLIGHT}, {TX_UNKNOWN, DTX_DEC_UNKNOWN},
+    };
+
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+        struct tx *tx = tx_in(want[i].s);
+        uint64_t xid = 1;
+
+        tx->branches[0].xid = 77;
+        CU_ASSERT_EQUAL(tx_decision(tx, 0, &xid), want[i].d);
+        CU_ASSERT_EQUAL(xid, want[i].d == DTX_DEC_COMMIT ? 77u : 0u);
+        tx_free(tx);
+    }
+}
+
+static void a_checkpoint_keeps_decided_commits_and_retained_idempotent_ones(void)
+{
+    for (int s = 0; s < TX_NSTATES; s++) {
+        struct tx *tx = tx_in((enum tx_state)s);
+        enum tx_keep want = TXK_NONE;
+
+        tx->lsn = 1;
+        if (s == TX_LOGGING || s == TX_COMMITTING)
+            want = TXK_DECIDED;
+        CU_ASSERT_EQUAL(tx_checkpoint_keep(tx), want);
+        tx->idem_key = strdup("k");
+        if (s == TX_COMMITTED)
+            want = TXK_RETAINED;
+        CU_ASSERT_EQUAL(tx_checkpoint_keep(tx), want);
+        tx->lsn = 0; /* never recorded: nothing to keep, whatever the state */
+        CU_ASSERT_EQUAL(tx_checkpoint_keep(tx), TXK_NONE);
+        tx_free(tx);
+    }
+}
+
+static void interactive_calls_are_admitted_by_state(void)
+{
+    struct dtx_err why;
+    struct tx *tx = tx_in(TX_ACTIVE);
+
+    tx->interactive = true;
+    CU_ASSERT_EQUAL(tx_admit_call(tx, TX_CALL_OPS, &why), TXA_GO);
+    tx_begin_call(tx, TX_CALL_OPS);
+    CU_ASSERT_EQUAL(tx_admit_call(tx, TX_CALL_OPS, &why), TXA_REFUSE); /* one call at a time */
+    CU_ASSERT_EQUAL(tx_admit_call(tx, TX_CALL_COMMIT, &why), TXA_REFUSE);
+    CU_ASSERT_EQUAL(tx_admit_call(tx, TX_CALL_ABORT, &why), TXA_GO); /* an abort overtakes it */
+    tx->state = TX_ABORTING;
+    CU_ASSERT_EQUAL(tx_admit_call(tx, TX_CALL_OPS, &why), TXA_OUTCOME);
+    CU_ASSERT_EQUAL(tx_admit_call(tx, TX_CALL_ABORT, &why), TXA_ABORTED);
+    tx->state = TX_PREPARING;
+    tx->call = TX_CALL_NONE;
+    CU_ASSERT_EQUAL(tx_admit_call(tx, TX_CALL_OPS, &why), TXA_REFUSE);
+    CU_ASSERT_EQUAL(tx_admit_call(tx, TX_CALL_COMMIT, &why), TXA_WAIT);  /* a retried commit */
+    CU_ASSERT_EQUAL(tx_admit_call(tx, TX_CALL_ABORT, &why), TXA_REFUSE); /* too late */
+    tx->interactive = false;
+    CU_ASSERT_EQUAL(tx_admit_call(tx, TX_CALL_OPS, &why), TXA_REFUSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why.msg, "not begun as interactive"));
+    tx_free(tx);
+}
+
+static void the_store_hears_how_many_transactions_await_votes(void)
+{
+    struct tx *tx = new_tx(2);
+    struct tx_evarg a = {.xid = 5};
+
+    deciding = 0;
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_START_2PC, NULL), 0);
+    CU_ASSERT_EQUAL(deciding, 1);
+    a.b = &tx->branches[0];
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_VOTE_YES, &a), 0);
+    CU_ASSERT_EQUAL(deciding, 1);
+    a.b = &tx->branches[1];
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_VOTE_YES, &a), 0);
+    CU_ASSERT_EQUAL(deciding, 0); /* LOGGING: no longer awaiting votes */
+    tx_free(tx);
+}
+
 int main(void)
 {
     static const struct unit_test tests[] = {
@@ -434,6 +682,16 @@ int main(void)
         UNIT_TEST(lost_commit_is_resent_when_the_participant_returns),
         UNIT_TEST(prepare_timeout_aborts_and_names_the_late_shard),
         UNIT_TEST(one_phase_commit_sends_one_message_and_no_log_record),
+        UNIT_TEST(the_diagram_in_tx_c_is_the_table),
+        UNIT_TEST(a_commit_without_a_durable_decision_stops_the_process),
+        UNIT_TEST(commit_takes_one_phase_two_phases_or_nothing_by_its_branches),
+        UNIT_TEST(kick_resends_phase_two_now_and_backs_off_afresh),
+        UNIT_TEST(a_forgotten_branch_counts_as_acknowledged_once),
+        UNIT_TEST(presumed_abort_is_only_for_gtids_this_coordinator_issued),
+        UNIT_TEST(the_decision_follows_the_state),
+        UNIT_TEST(a_checkpoint_keeps_decided_commits_and_retained_idempotent_ones),
+        UNIT_TEST(interactive_calls_are_admitted_by_state),
+        UNIT_TEST(the_store_hears_how_many_transactions_await_votes),
     };
 
     return unit_run("tx", tests, sizeof(tests) / sizeof(tests[0]));

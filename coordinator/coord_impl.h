@@ -1,0 +1,112 @@
+/*
+ * coord_impl.h - the coordinator's state, shared by the files that make up
+ * the coordinator engine; private to them (the rest of the program speaks
+ * coord.h). Each field says which file owns it: only that file writes it.
+ *
+ *   coord.c     lifecycle, the protocol's environment (tx_env), submit
+ *   calls.c     interactive calls (ops, commit, abort)
+ *   links.c     participant links: messages -> protocol events, up/down
+ *   replay.c    replay of the decision store, recovery, checkpoints, BOOT
+ *   decision.c  operator notes, "what is decided about this gtid"
+ *   metrics.c   /healthz and /metrics
+ *
+ * Thread model: everything here belongs to the coordinator's event-loop
+ * thread. The decision store may write from its own thread but calls back
+ * on the loop (dstore.h).
+ */
+#ifndef DTX_COORD_IMPL_H
+#define DTX_COORD_IMPL_H
+
+#include "dtx/coord.h"
+#include "dtx/dstore.h"
+#include "dtx/pc.h"
+#include "dtx/prom.h"
+#include "dtx/txtab.h"
+
+enum coord_state { CO_STARTING, CO_RUNNING, CO_STOPPING, CO_FAILED };
+
+/* Counters for /metrics (metrics.c reads them; the owner of each event counts it). */
+struct coord_metrics {
+    uint64_t started;      /* coord.c */
+    uint64_t committed;    /* metrics.c: coord_count_final */
+    uint64_t aborted;      /* ... */
+    uint64_t one_phase;    /* ... */
+    uint64_t readonly;     /* ... */
+    uint64_t unknown;      /* ... */
+    uint64_t in_doubt;     /* replay.c: the store failed while a commit was forced */
+    uint64_t idem_replays; /* coord.c */
+    uint64_t refused;      /* coord.c: over max_active_transactions */
+    uint64_t aborts_by_code[32];
+};
+
+/* The operator notes (decision.c): durable decisions about gtids, by gtid. */
+struct coord_notes {
+    struct hmap by_gtid;      /* struct noted */
+    struct list_node pending; /* struct op_wait: OPERATOR records being forced, in lsn order */
+};
+
+struct coord {
+    const struct coord_config *cfg;
+    struct ev_loop *loop;
+    const char **shard_names;    /* coord.c: index -> name */
+    struct tx_env env;           /* coord.c */
+    struct dstore *store;        /* replay.c opens it, coord.c closes it */
+    struct dstore_cbs store_cbs; /* coord.c: how the store reports back */
+    struct pc **links;           /* links.c */
+    struct txtab tab;            /* coord.c inserts, the protocol's env retains */
+    struct list_node log_wait;   /* coord.c: txents whose COMMIT is being forced, in lsn order */
+    struct coord_notes notes;    /* decision.c */
+    uint64_t epoch;              /* replay.c: this run's epoch */
+    uint64_t seq;                /* coord.c: the last gtid issued in this epoch */
+    enum coord_state state;      /* coord.c; replay.c sets CO_FAILED */
+    struct dtx_err fail;         /* why CO_FAILED */
+    struct ev_timer tick;        /* coord.c */
+    struct coord_metrics m;
+};
+
+/* ---- coord.c -------------------------------------------------------------------- */
+
+/* A new transaction entry for params, in the table as live. */
+struct txent *coord_new_tx(struct coord *co, const struct tx_params *p);
+/* Answers client with e's outcome as it stands. */
+void coord_reply_outcome(struct httpd_req *client, const struct txent *e);
+/* Answers every waiter in w with (status, a copy of body), and frees the list. */
+void coord_reply_all(struct txwaiter *w, unsigned status, const char *body);
+
+/* ---- links.c -------------------------------------------------------------------- */
+
+void coord_links_start(struct coord *co);
+void coord_links_free(struct coord *co);
+bool coord_links_tried(const struct coord *co);
+bool coord_link_up(const struct coord *co, int shard);
+/* Sends one encoded message to shard's participant: 0, or DTX_EUNAVAIL. */
+int coord_link_send(struct coord *co, int shard, const char *data, size_t len);
+
+/* ---- replay.c ------------------------------------------------------------------- */
+
+/* Opens the decision store, replays it, recovers, and makes this run's epoch durable. */
+int coord_open_store(struct coord *co, struct dtx_err *err);
+/* The store asks for a checkpoint (dstore_cbs.on_checkpoint_wanted). */
+void coord_checkpoint_wanted(void *arg);
+
+/* ---- decision.c ----------------------------------------------------------------- */
+
+void coord_notes_init(struct coord_notes *n);
+void coord_notes_release(struct coord_notes *n);
+/* Adds a durable note about gtid (copied). */
+void coord_notes_add(struct coord *co, const char *gtid, const struct coord_opnote *note);
+/* Applies the forget notes about a transaction that is live again after replay. */
+void coord_apply_forgets(struct coord *co, struct txent *e);
+/* Records up to lsn are durable: finishes the operator decisions waiting for that. */
+void coord_notes_durable(struct coord *co, uint64_t lsn);
+/* The store failed (err), or the coordinator is going away (NULL): ends what waits. */
+void coord_notes_fail(struct coord *co, const struct dtx_err *err);
+/* Appends every note, and those being forced, to a checkpoint. */
+void coord_notes_encode(const struct coord *co, struct buf *snap);
+
+/* ---- metrics.c ------------------------------------------------------------------ */
+
+/* Counts a transaction that finished (once). */
+void coord_count_final(struct coord *co, struct txent *e);
+
+#endif

@@ -1,0 +1,352 @@
+/*
+ * dlog_reader.c - reading the decision log and repairing its tail.
+ *
+ * Replay starts at the newest segment that opens with a valid CHECKPOINT
+ * frame (older ones left behind by a crash are ignored and removed); a
+ * torn checkpoint is no checkpoint, so replay then starts further back, at
+ * segments that were not deleted yet.
+ *
+ * Torn or corrupt: only the last frame of the last segment can be torn by
+ * a crash. Reading a frame that is short, overlong or fails its CRC, the
+ * reader looks for any valid frame after it: if there is one, the damage
+ * is in the middle of the log (corruption: refuse, naming file and
+ * offset); if not, it is a torn tail, which was never acknowledged and is
+ * cut off.
+ *
+ * Thread model: whoever calls it (the coordinator at start, before the
+ * writer runs; dtxctl offline). Touches nothing but the files.
+ */
+#include "dlog_impl.h"
+
+#include "dtx/crc32c.h"
+#include "dtx/log.h"
+#include "dtx/xalloc.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct reader {
+    const char *dir;
+    drec_replay_fn replay;
+    void *arg;
+    struct dlog_scan *scan;
+    struct drec_arena arena;
+};
+
+static bool valid_frame_after(const unsigned char *data, size_t size, size_t off, uint32_t salt)
+{
+    for (size_t at = off + 1; at + DLOG_FRAME_HDR <= size; at++) {
+        if (dlog_frame_valid_at(data, size, at, salt))
+            return true;
+    }
+    return false;
+}
+
+static int replay_frame(struct reader *rd, const char *path, uint64_t off,
+                        const unsigned char *payload, size_t len, struct dtx_err *err)
+{
+    size_t pos = 0;
+
+    while (pos < len) {
+        struct drec rec;
+        uint32_t blen;
+        int rc;
+
+        if (len - pos < DREC_HDR || (blen = get_le32(payload + pos + 1)) > len - pos - DREC_HDR)
+            return dtx_err_set(err, DTX_ECORRUPT,
+                               "decision log '%s' is corrupt: bad record framing in the frame at "
+                               "offset %" PRIu64,
+                               path, off);
+        if (drec_decode_body(payload[pos], payload + pos + DREC_HDR, blen, &rd->arena, &rec) < 0)
+            return dtx_err_set(err, DTX_ECORRUPT,
+                               "decision log '%s' is corrupt: undecodable record of type %u in the "
+                               "frame at offset %" PRIu64,
+                               path, payload[pos], off);
+        rc = rd->replay ? rd->replay(rd->arg, &rec, err) : 0;
+        if (rc < 0)
+            return rc;
+        rd->scan->records++;
+        pos += DREC_HDR + blen;
+    }
+    return 0;
+}
+
+static bool all_zero(const unsigned char *p, size_t n)
+{
+    while (n > 0 && *p == 0) {
+        p++;
+        n--;
+    }
+    return n == 0;
+}
+
+static int read_frames(struct reader *rd, const char *path, const unsigned char *data, size_t size,
+                       uint32_t salt, bool last, size_t *valid_end, struct dtx_err *err)
+{
+    size_t off = DLOG_SEG_HDR;
+    int rc;
+
+    while (off < size) {
+        if (!dlog_frame_valid_at(data, size, off, salt)) {
+            if (last && !valid_frame_after(data, size, off, salt)) {
+                rd->scan->torn = true;
+                rd->scan->torn_offset = off;
+                rd->scan->torn_bytes = size - off;
+                rd->scan->torn_zero = all_zero(data + off, size - off);
+                break;
+            }
+            return dtx_err_set(err, DTX_ECORRUPT,
+                               "decision log '%s' is corrupt: damaged frame at offset %zu "
+                               "(valid records follow it, so this is not a torn write)",
+                               path, off);
+        }
+        rc =
+            replay_frame(rd, path, off, data + off + DLOG_FRAME_HDR, get_le32(data + off + 4), err);
+        if (rc < 0)
+            return rc;
+        rd->scan->frames++;
+        off += DLOG_FRAME_HDR + get_le32(data + off + 4);
+    }
+    *valid_end = off;
+    return 0;
+}
+
+static int read_file(const char *path, unsigned char **data, size_t *size, struct dtx_err *err)
+{
+    struct stat st;
+    unsigned char *p;
+    size_t got = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    if (fd < 0)
+        return dtx_err_set(err, DTX_EIO, "could not open decision log '%s': %s", path,
+                           strerror(errno));
+    if (fstat(fd, &st) < 0) {
+        close(fd);
+        return dtx_err_set(err, DTX_EIO, "could not stat decision log '%s': %s", path,
+                           strerror(errno));
+    }
+    p = xmalloc((size_t)st.st_size + 1);
+    while (got < (size_t)st.st_size) {
+        ssize_t n = read(fd, p + got, (size_t)st.st_size - got);
+
+        if (n == 0)
+            break; /* the live log's writer trimmed its preallocated zeros meanwhile */
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            int e = errno;
+
+            free(p);
+            close(fd);
+            return dtx_err_set(err, DTX_EIO, "could not read decision log '%s': %s", path,
+                               strerror(e));
+        }
+        got += (size_t)n;
+    }
+    close(fd);
+    *data = p;
+    *size = got;
+    return 0;
+}
+
+/* Reads one segment; *keep is the byte length of its valid prefix (0: drop the file). */
+static int read_segment(struct reader *rd, const char *path, uint64_t segno, bool last,
+                        size_t *keep, struct dtx_err *err)
+{
+    unsigned char *data = NULL;
+    size_t size = 0;
+    uint32_t salt = 0;
+    int rc;
+
+    rc = read_file(path, &data, &size, err);
+    if (rc < 0)
+        return rc;
+    rd->scan->bytes += size;
+    *keep = size;
+    if (last && (size < DLOG_SEG_HDR ||
+                 (size == DLOG_SEG_HDR && (memcmp(data, DLOG_SEG_MAGIC, 8) != 0 ||
+                                           crc32c(0, data, 28) != get_le32(data + 28))))) {
+        /*
+         * A crash while the segment was being created, before its header was
+         * durable (a file system may then show it short, or zero-filled): it
+         * held nothing, as no record goes in before the header is synced.
+         */
+        rd->scan->torn = true;
+        rd->scan->torn_offset = 0;
+        rd->scan->torn_bytes = size;
+        *keep = 0;
+        goto out;
+    }
+    if (size < DLOG_SEG_HDR) {
+        rc = dtx_err_set(err, DTX_ECORRUPT,
+                         "decision log '%s' is corrupt: %zu bytes, shorter than its header", path,
+                         size);
+        goto out;
+    }
+    rc = dlog_check_header(data, segno, path, &salt, err);
+    if (rc == 0)
+        rc = read_frames(rd, path, data, size, salt, last, keep, err);
+out:
+    free(data);
+    return rc;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+    return x < y ? -1 : x > y;
+}
+
+/* Lists segment numbers in dir, sorted. *segs is malloc'd. */
+static int list_segments(const char *dir, uint64_t **segs, size_t *n, struct dtx_err *err)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    uint64_t *v = NULL;
+    size_t cnt = 0, cap = 0;
+
+    if (!d)
+        return dtx_err_set(err, DTX_EIO, "could not open decision log directory '%s': %s", dir,
+                           strerror(errno));
+    while ((e = readdir(d)) != NULL) {
+        uint64_t s;
+
+        if (dlog_parse_segno(e->d_name, &s) < 0)
+            continue;
+        if (cnt == cap) {
+            cap = cap ? cap * 2 : 16;
+            v = xrealloc(v, cap * sizeof(*v));
+        }
+        v[cnt++] = s;
+    }
+    closedir(d);
+    if (cnt)
+        qsort(v, cnt, sizeof(*v), cmp_u64);
+    *segs = v;
+    *n = cnt;
+    return 0;
+}
+
+static int repair_tail(const char *path, size_t keep, struct dtx_err *err)
+{
+    int fd;
+
+    if (keep == 0) {
+        if (unlink(path) < 0)
+            return dtx_err_set(err, DTX_EIO, "could not remove empty decision log '%s': %s", path,
+                               strerror(errno));
+        return 0;
+    }
+    fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || ftruncate(fd, (off_t)keep) < 0 || fdatasync(fd) < 0) {
+        int e = errno;
+
+        if (fd >= 0)
+            close(fd);
+        return dtx_err_set(err, DTX_EIO, "could not cut the torn tail of decision log '%s': %s",
+                           path, strerror(e));
+    }
+    close(fd);
+    return 0;
+}
+
+/* True when the segment's header is sound and its first frame is a valid CHECKPOINT. */
+static bool opens_with_checkpoint(const char *path, uint64_t segno)
+{
+    unsigned char *data = NULL;
+    size_t size = 0;
+    uint32_t salt = 0;
+    bool yes;
+
+    if (read_file(path, &data, &size, NULL) < 0)
+        return false;
+    yes = size >= DLOG_SEG_HDR + DLOG_FRAME_HDR &&
+          dlog_check_header(data, segno, path, &salt, NULL) == 0 &&
+          dlog_frame_valid_at(data, size, DLOG_SEG_HDR, salt) &&
+          data[DLOG_SEG_HDR + 8] == DLOG_FRAME_CHECKPOINT;
+    free(data);
+    return yes;
+}
+
+/* Removes segments made obsolete by a checkpoint (a crash came before their deletion). */
+static int remove_obsolete(const char *dir, const uint64_t *segs, size_t n, struct dtx_err *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        char path[PATH_MAX + 32];
+
+        dlog_seg_path(path, sizeof(path), dir, segs[i]);
+        if (unlink(path) < 0 && errno != ENOENT)
+            return dtx_err_set(err, DTX_EIO, "could not remove obsolete decision log '%s': %s",
+                               path, strerror(errno));
+    }
+    return 0;
+}
+
+int dlog_read_dir(const char *dir, bool repair, drec_replay_fn replay, void *arg,
+                  struct dlog_scan *scan, struct dtx_err *err)
+{
+    struct reader rd = {.dir = dir, .replay = replay, .arg = arg, .scan = scan};
+    uint64_t *segs = NULL;
+    size_t nsegs = 0, start = 0;
+    int rc;
+
+    memset(scan, 0, sizeof(*scan));
+    rc = list_segments(dir, &segs, &nsegs, err);
+    for (size_t i = nsegs; rc == 0 && i-- > 0;) {
+        char path[PATH_MAX + 32];
+
+        dlog_seg_path(path, sizeof(path), dir, segs[i]);
+        if (opens_with_checkpoint(path, segs[i])) {
+            start = i;
+            scan->checkpoint_segno = segs[i];
+            break;
+        }
+    }
+    scan->obsolete = start;
+    scan->first_segno = nsegs ? segs[start] : 0;
+    if (rc == 0 && repair && start > 0)
+        rc = remove_obsolete(dir, segs, start, err);
+    for (size_t i = start; rc == 0 && i < nsegs; i++) {
+        char path[PATH_MAX + 32];
+        bool last = i + 1 == nsegs;
+        size_t keep;
+
+        dlog_seg_path(path, sizeof(path), dir, segs[i]);
+        rc = read_segment(&rd, path, segs[i], last, &keep, err);
+        scan->segments++;
+        scan->last_segno = segs[i];
+        if (rc == 0 && last && scan->torn && scan->torn_zero) {
+            log_info("decision log '%s': %" PRIu64 " zero bytes at offset %" PRIu64
+                     " (preallocated, or a write that never reached the disk) are the end of "
+                     "the log%s",
+                     path, scan->torn_bytes, scan->torn_offset, repair ? "; cut off" : "");
+            if (repair)
+                rc = repair_tail(path, keep, err);
+        } else if (rc == 0 && last && scan->torn) {
+            log_warn("decision log '%s': torn write of %" PRIu64 " bytes at offset %" PRIu64
+                     " is %s; it was never acknowledged",
+                     path, scan->torn_bytes, scan->torn_offset, repair ? "cut off" : "ignored");
+            if (repair)
+                rc = repair_tail(path, keep, err);
+        }
+    }
+    free(segs);
+    drec_arena_release(&rd.arena);
+    return rc;
+}
+
+int dlog_read(const char *dir, drec_replay_fn replay, void *arg, struct dlog_scan *scan,
+              struct dtx_err *err)
+{
+    return dlog_read_dir(dir, false, replay, arg, scan, err);
+}

@@ -1,0 +1,204 @@
+/*
+ * replay.c - the coordinator's memory across restarts: opening the
+ * decision store and replaying it, recovery, checkpoints, and this run's
+ * epoch.
+ *
+ * Replay: a BOOT record raises the epoch; a COMMIT record becomes a
+ * transaction in memory (tx_set_replayed); an END record marks it
+ * finished; an OPERATOR record becomes an operator note. Recovery then
+ * steps every replayed transaction: one with END is committed and only
+ * retained (for idempotent retries), one without is a decided commit whose
+ * phase 2 may be unfinished, so it resends COMMIT PREPARED as each
+ * participant connects (TXE_RECOVER).
+ *
+ * Epoch: before taking any transaction a run makes a checkpoint holding a
+ * BOOT record with a new epoch durable, so gtids (node-epoch-seq) never
+ * repeat across restarts.
+ *
+ * Checkpoint: everything replay still needs, so that the store can drop
+ * what came before. That is the epoch (BOOT), every decided commit not yet
+ * acknowledged by all its shards, including those whose record is still
+ * being forced (their record is written before the snapshot, so the
+ * snapshot can only be durable after it), the committed transactions with
+ * an idempotency key still retained (COMMIT and END, so retries keep
+ * getting their answer), and the operator notes. What a transaction
+ * contributes is the protocol's to say (tx_checkpoint_keep). Aborted and
+ * retained transactions without a key are left out: a status query about
+ * those answers 404 after a restart.
+ *
+ * Thread model: the coordinator's event-loop thread (replay runs inside
+ * coord_new, before the loop serves anything).
+ */
+#include "coord_impl.h"
+
+#include "dtx/dlog.h"
+#include "dtx/log.h"
+#include "dtx/xalloc.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int replay_commit(struct coord *co, const struct drec *rec, struct dtx_err *err)
+{
+    struct tx_params p = {
+        .gtid = rec->gtid,
+        .protocol = rec->protocol,
+        .idem_key = rec->idem_key && *rec->idem_key ? rec->idem_key : NULL,
+        .req_hash = rec->req_hash,
+    };
+    struct txent *e;
+
+    if (txtab_find(&co->tab, rec->gtid))
+        return 0;
+    for (size_t i = 0; i < rec->nbranches; i++) {
+        if (coord_config_shard(co->cfg, rec->branches[i].shard) < 0)
+            return dtx_err_set(err, DTX_EINVAL,
+                               "decision log: committed transaction %s has a branch on shard "
+                               "'%s', which is not in the config",
+                               rec->gtid, rec->branches[i].shard);
+    }
+    e = coord_new_tx(co, &p);
+    for (size_t i = 0; i < rec->nbranches; i++)
+        tx_add_prepared_branch(e->tx, coord_config_shard(co->cfg, rec->branches[i].shard),
+                               rec->branches[i].xid);
+    tx_set_replayed(e->tx, rec->wall_us, rec->results);
+    return 0;
+}
+
+static void replay_operator(struct coord *co, const struct drec *rec)
+{
+    struct coord_opnote n = {
+        .kind = rec->op_kind,
+        .commit = rec->op_commit,
+        .who = (char *)rec->who,
+        .reason = (char *)rec->reason,
+        .wall_us = rec->wall_us,
+    };
+
+    snprintf(n.shard, sizeof(n.shard), "%s", rec->shard ? rec->shard : "");
+    coord_notes_add(co, rec->gtid, &n);
+}
+
+static int on_replay(void *arg, const struct drec *rec, struct dtx_err *err)
+{
+    struct coord *co = arg;
+    struct txent *e;
+
+    switch (rec->type) {
+    case DREC_BOOT:
+        if (rec->epoch > co->epoch)
+            co->epoch = rec->epoch;
+        return 0;
+    case DREC_COMMIT:
+        return replay_commit(co, rec, err);
+    case DREC_END:
+        if ((e = txtab_find(&co->tab, rec->gtid)))
+            e->log_ended = true;
+        return 0;
+    case DREC_OPERATOR:
+        replay_operator(co, rec);
+        return 0;
+    }
+    return 0;
+}
+
+struct recovery {
+    struct coord *co;
+    size_t unfinished;
+};
+
+static void recover_one(void *arg, struct txent *e)
+{
+    struct recovery *r = arg;
+    uint64_t now = ev_wall_us(), decided = 0;
+
+    if (e->log_ended) {
+        tx_step(e->tx, TXE_RECOVER_DONE, NULL);
+        decided = tx_decided_wall_us(e->tx);
+        txtab_backdate(&r->co->tab, e, ev_now_us(r->co->loop), now > decided ? now - decided : 0);
+        return;
+    }
+    r->unfinished++;
+    tx_step(e->tx, TXE_RECOVER, NULL);
+    coord_apply_forgets(r->co, e);
+}
+
+/* Turns what replay found into live or retained transactions. */
+static void recover(struct coord *co)
+{
+    struct recovery r = {.co = co};
+
+    txtab_each_live(&co->tab, recover_one, &r);
+    if (r.unfinished)
+        log_info("recovery: %zu committed transactions still need COMMIT PREPARED on some shard",
+                 r.unfinished);
+}
+
+static int take_checkpoint(struct coord *co)
+{
+    struct buf snap = BUF_INIT;
+    struct drec boot = {
+        .type = DREC_BOOT,
+        .epoch = co->epoch,
+        .wall_us = ev_wall_us(),
+        .node_id = co->cfg->node_id,
+    };
+
+    drec_encode(&snap, &boot);
+    txtab_encode_checkpoint(&co->tab, &snap);
+    coord_notes_encode(co, &snap);
+    return dstore_checkpoint(co->store, &snap);
+}
+
+void coord_checkpoint_wanted(void *arg)
+{
+    struct coord *co = arg;
+
+    if (take_checkpoint(co) == 0)
+        log_debug("decision log: checkpoint handed to the writer");
+}
+
+/* The first checkpoint of a run carries the new epoch, so gtids never repeat. */
+static int write_boot(struct coord *co, struct dtx_err *err)
+{
+    co->epoch++;
+    if (take_checkpoint(co) < 0)
+        return dstore_failed(co->store, err) ? err->code : DTX_EIO;
+    return dstore_flush(co->store, err);
+}
+
+static int open_file_store(struct coord *co, struct dtx_err *err)
+{
+    struct dlog_opts o = {
+        .dir = co->cfg->log_dir,
+        .segment_bytes = co->cfg->log_segment_bytes,
+        .prealloc_bytes = co->cfg->log_prealloc_bytes,
+        .group_delay_us = co->cfg->log_group_delay_us,
+        .group_siblings = co->cfg->log_group_siblings,
+        .loop = co->loop,
+        .cbs = co->store_cbs,
+    };
+    struct dlog_scan scan;
+    int rc = dlog_open(&co->store, &o, on_replay, co, &scan, err);
+
+    if (rc < 0)
+        return rc;
+    log_info("decision log '%s': %" PRIu64 " records in %" PRIu64 " segments (%" PRIu64 " bytes)%s",
+             co->cfg->log_dir, scan.records, scan.segments, scan.bytes,
+             !scan.torn       ? ""
+             : scan.torn_zero ? "; its preallocated zeros were cut off"
+                              : "; a torn last write was cut off");
+    return 0;
+}
+
+int coord_open_store(struct coord *co, struct dtx_err *err)
+{
+    int rc = open_file_store(co, err);
+
+    if (rc < 0)
+        return rc;
+    recover(co);
+    return write_boot(co, err);
+}

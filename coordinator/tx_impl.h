@@ -1,0 +1,113 @@
+/*
+ * tx_impl.h - the protocol's state, private to the tx module (tx.c,
+ * tx_render.c) and its unit test. Nothing else includes this file: the
+ * rest of the coordinator speaks tx.h.
+ */
+#ifndef DTX_TX_IMPL_H
+#define DTX_TX_IMPL_H
+
+#include "dtx/gid.h"
+#include "dtx/tx.h"
+
+enum tx_state {
+    TX_ACTIVE,     /* created, nothing sent yet (interactive: open between calls) */
+    TX_PREPARING,  /* phase 1: ops and PREPARE sent, votes awaited */
+    TX_LOGGING,    /* every vote yes: the COMMIT record is being forced */
+    TX_COMMITTING, /* COMMIT durable: COMMIT PREPARED sent, acks awaited */
+    TX_COMMITTED,  /* final */
+    TX_ABORTING,   /* abort decided: rollbacks sent, acks awaited */
+    TX_ABORTED,    /* final */
+    TX_ONE_PHASE,  /* one shard: ops and COMMIT sent, outcome awaited */
+    TX_IN_DOUBT,   /* the log failed while forcing COMMIT: settled at restart */
+    TX_UNKNOWN,    /* one-phase shard lost while committing: outcome unknown */
+    TX_NSTATES
+};
+
+/* A branch as the coordinator sees it (the participant has its own, participant/branch.c). */
+enum tx_branch_state {
+    BR_NEW,        /* nothing sent yet */
+    BR_PREPARING,  /* prepare (or one_phase) sent, answer awaited */
+    BR_PREPARED,   /* voted yes: holds a prepared transaction */
+    BR_READONLY,   /* voted read-only: finished, out of phase 2 */
+    BR_FAILED,     /* voted no: the participant rolled it back */
+    BR_UNREACHED,  /* could not be sent: nothing ran there */
+    BR_LOST,       /* participant lost with a message in flight: must be told again */
+    BR_COMMITTING, /* COMMIT PREPARED sent */
+    BR_COMMITTED,
+    BR_ABORTING, /* rollback sent */
+    BR_ABORTED,
+    BR_OPEN,      /* interactive: its transaction is open on the participant */
+    BR_EXECUTING, /* interactive: a call's ops were sent, the answer is awaited */
+    BR_NSTATES
+};
+
+struct tx_branch {
+    int shard; /* index into the config's shards */
+    enum tx_branch_state state;
+    enum tx_branch_state lost_in; /* for BR_LOST: what must be resent (commit or abort) */
+    uint64_t xid;                 /* from the yes vote */
+    cJSON *ops;                   /* array of ops to send; freed once sent */
+    char *results;                /* RESULTS trailer of the vote or outcome (msg.h), never parsed */
+    size_t results_len;
+    uint32_t nops;
+    uint32_t sends;   /* phase-2 messages sent (the first and every retry) */
+    char *last_error; /* the last problem phase 2 met on this branch (malloc'd), or NULL */
+    bool forgotten;   /* an operator gave up on it (dtxctl forget) */
+};
+
+/* Where the answer for client op i comes from. */
+struct tx_opref {
+    uint16_t branch;
+    uint16_t index; /* within the branch's results */
+};
+
+struct tx {
+    char gtid[DTX_GTID_MAX + 1];
+    const struct tx_env *env;
+    void *owner;
+    enum tx_state state;
+    uint8_t protocol;  /* 2 */
+    bool interactive;  /* begun with "interactive": true; ops arrive call by call */
+    enum tx_call call; /* interactive: the request being served */
+    uint32_t idle_ms;  /* interactive: aborted when idle this long */
+    char *idem_key;    /* may be NULL */
+    uint64_t req_hash;
+    uint64_t created_wall_us;
+    uint64_t decided_wall_us;
+    uint64_t lsn;        /* of the COMMIT record, 0 if none */
+    bool durable;        /* the COMMIT record is known durable (TXE_DURABLE, or replayed) */
+    uint32_t timeout_ms; /* phase-1 deadline */
+    uint32_t commit_wait_ms;
+    uint32_t retry_ms;      /* current phase-2 retry interval */
+    uint32_t pending;       /* votes or acks still awaited */
+    uint32_t sent_in_step;  /* messages sent by the transition being executed */
+    bool answered;          /* the client has been told */
+    uint32_t results_limit; /* with idem_key: most results bytes the COMMIT record may carry */
+    bool replayed;          /* recreated from the decision store at start */
+    size_t nbranches;
+    struct tx_branch *branches;
+    size_t nops;
+    struct tx_opref *ops;
+    struct dtx_err *error; /* why it aborted (or is unknown); NULL when nothing went wrong */
+    char *stored_results;  /* results kept once final, for idempotent replays and checkpoints */
+};
+
+/*
+ * One transition of tx_step(): applies ev and runs its action, leaving the
+ * follow-up event the action yields in *next (TXE_NONE: none) unapplied.
+ * 0, or DTX_ESTATE for an undefined pair (nothing changed).
+ */
+int tx_step_one(struct tx *tx, enum tx_event ev, const struct tx_evarg *a, enum tx_event *next);
+
+/* The state machine's table, for the unit test that walks it. */
+bool tx_is_defined(enum tx_state state, enum tx_event ev);
+enum tx_state tx_next_state(enum tx_state state, enum tx_event ev);
+bool tx_is_durable(enum tx_state state, enum tx_event ev);
+/* The name of the action a defined pair runs ("act_vote"), or NULL. */
+const char *tx_action_name(enum tx_state state, enum tx_event ev);
+
+const char *tx_state_name(enum tx_state s);
+const char *tx_event_name(enum tx_event e);
+const char *tx_branch_state_name(enum tx_branch_state s);
+
+#endif

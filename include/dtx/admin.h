@@ -1,0 +1,35 @@
+/*
+ * admin.h - the operators' endpoints on the coordinator (dtxctl talks to
+ * these; every one needs the admin token when auth is configured):
+ *
+ *   GET  /v1/admin/status                      coordinator, store, shards
+ *   GET  /v1/admin/in-doubt                    every prepared dtx branch, with the decision
+ *   POST /v1/admin/recover                     {} : resend phase 2 now everywhere
+ *                                              {"gtid","shard"} : finish that branch now
+ *   POST /v1/admin/transactions/{gtid}/resolve {"decision","shard"?,"reason","operator"?}
+ *   POST /v1/admin/transactions/{gtid}/forget  {"shard","reason","operator"?}
+ *   GET  /v1/transactions[?status=S&older_than_ms=N], GET /v1/transactions/{gtid}
+ *
+ * The admin layer calls into the coordinator engine (coord.h) and asks
+ * participants (fanout.h); the engine never calls back into it.
+ */
+#ifndef DTX_ADMIN_H
+#define DTX_ADMIN_H
+
+#include "dtx/coord.h"
+#include "dtx/httpd.h"
+
+struct admin;
+
+/* The operators' endpoints over co. Never fails (xalloc.h). */
+struct admin *admin_new(struct coord *co);
+/* Drops the questions to participants still waiting (their requests are gone). NULL: no-op. */
+void admin_free(struct admin *ad);
+
+/* Serves /v1/admin<rest>, once the admin token was checked. */
+void admin_handle(struct admin *ad, struct httpd_req *req, const char *method, const char *rest);
+/* GET /v1/transactions/{gtid} and GET /v1/transactions[?status=S&older_than_ms=N]. */
+void admin_get_transaction(struct admin *ad, struct httpd_req *req, const char *gtid);
+void admin_list_transactions(struct admin *ad, struct httpd_req *req);
+
+#endif

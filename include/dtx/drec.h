@@ -1,0 +1,107 @@
+/*
+ * drec.h - decision records: what the coordinator makes durable, whatever
+ * store keeps them (dstore.h), and their byte encoding.
+ *
+ * Presumed abort: only commit decisions are recorded. A transaction with
+ * no COMMIT record is aborted by definition, so aborts need no record. A
+ * COMMIT record is durable before any participant or client hears of the
+ * decision; an END record (not forced) says every participant
+ * acknowledged, so recovery need not drive it again. BOOT carries the
+ * epoch of a coordinator start (gtids are node-epoch-seq, so an epoch is
+ * never reused); OPERATOR an operator's decision (dtxctl resolve/forget).
+ *
+ * Encoding (integers little-endian), as stored by the file log (dlog.h):
+ *   0  type     u8 (enum drec_type)
+ *   1  len      u32, body bytes
+ *   5  body:
+ *      BOOT    epoch u64 | wall_us u64 | node_id str16
+ *      COMMIT  gtid str16 | wall_us u64 | protocol u8 | idem_key str16 |
+ *              req_hash u64 | nbranches u16 | { shard str16 | xid u64 } * n |
+ *              results str32
+ *      END     gtid str16 | wall_us u64
+ *      OPERATOR gtid str16 | wall_us u64 | kind u8 (1 resolve, 2 forget) |
+ *              commit u8 (1 commit, 0 abort) | shard str16 ("" = every shard) |
+ *              who str16 | reason str16
+ *   str16 = u16 length + bytes; str32 = u32 length + bytes (no NUL).
+ */
+#ifndef DTX_DREC_H
+#define DTX_DREC_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "dtx/buf.h"
+#include "dtx/err.h"
+
+enum drec_type {
+    DREC_BOOT = 1,     /* a coordinator start: its epoch */
+    DREC_COMMIT = 2,   /* a commit decision */
+    DREC_END = 3,      /* every participant acknowledged a COMMIT */
+    DREC_OPERATOR = 4, /* an operator's decision (dtxctl resolve / forget) */
+};
+
+/* OPERATOR records: what the operator did. */
+enum drec_op_kind {
+    DREC_OP_RESOLVE = 1, /* a (heuristic) decision: commit or abort */
+    DREC_OP_FORGET = 2,  /* gave up on a shard's branch of a decided transaction */
+};
+
+struct drec_branch {
+    const char *shard;
+    uint64_t xid; /* the branch's PostgreSQL transaction id (xid8) */
+};
+
+/*
+ * One record. Strings may be NULL for "none"; when a record is decoded the
+ * pointers point into the decoder's arena and are valid until the next
+ * decode with that arena.
+ */
+struct drec {
+    enum drec_type type;
+    uint64_t wall_us;     /* wall-clock time the record was made */
+    uint64_t epoch;       /* BOOT */
+    const char *node_id;  /* BOOT */
+    const char *gtid;     /* COMMIT, END, OPERATOR */
+    uint8_t protocol;     /* COMMIT: 2 */
+    const char *idem_key; /* COMMIT: the client's idempotency key */
+    uint64_t req_hash;    /* COMMIT: hash of the request, to refuse a reused key */
+    const char *results;  /* COMMIT: the client's answer (JSON), kept for idempotent replays */
+    size_t nbranches;     /* COMMIT: the prepared branches to commit */
+    const struct drec_branch *branches;
+    uint8_t op_kind;    /* OPERATOR: enum drec_op_kind */
+    bool op_commit;     /* OPERATOR: the decision it stands for is commit (else abort) */
+    const char *shard;  /* OPERATOR: the shard it concerns; NULL or "" for every shard */
+    const char *who;    /* OPERATOR: who asked for it */
+    const char *reason; /* OPERATOR: why */
+};
+
+/* Called for each record in order while a store is read. Return 0 to go on. */
+typedef int (*drec_replay_fn)(void *arg, const struct drec *rec, struct dtx_err *err);
+
+/* Appends one encoded record (header and body) to b. */
+void drec_encode(struct buf *b, const struct drec *rec);
+
+/* What a decoder keeps between records: strings and branch arrays live here. */
+struct drec_arena {
+    struct buf strings;
+    struct drec_branch *branches;
+    size_t cap;
+};
+void drec_arena_release(struct drec_arena *a);
+
+/* Bytes in front of a record's body: type u8 and body length u32. */
+#define DREC_HDR 5
+
+/*
+ * Decodes the body (n bytes at p) of a record of the given type. Returns 0
+ * with *out filled (its strings point into a), or -1 when the body is not
+ * one well-formed record of that type. Never reads past p + n.
+ */
+int drec_decode_body(uint8_t type, const unsigned char *p, size_t n, struct drec_arena *a,
+                     struct drec *out);
+
+/* Name of a record type ("BOOT", "COMMIT", "END", "OPERATOR", or "?"). */
+const char *drec_type_name(enum drec_type type);
+
+#endif

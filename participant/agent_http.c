@@ -1,0 +1,369 @@
+/*
+ * agent_http.c - the participant's HTTP routes:
+ *
+ *   GET  /v1/peer/stream                       a coordinator's stream (upgraded; peer.c)
+ *   GET  /v1/branches/{gid}[?xid=N]            what became of one of this shard's branches
+ *   GET  /v1/admin/branches                    prepared dtx branches, their locks, the headroom
+ *   POST /v1/admin/branches/{gid}/commit|rollback   finish one now (an operator, via the
+ *                                                   coordinator's recover and resolve)
+ *   GET  /healthz, GET /metrics                open
+ *
+ * Every route but /healthz and /metrics is for a coordinator: it needs the
+ * peer token when one is configured.
+ *
+ * State: the operators' requests waiting for the database
+ * (ag->admin_calls). Thread model: the participant's event-loop thread.
+ */
+#include "agent_impl.h"
+
+#include "dtx/jsonx.h"
+#include "dtx/log.h"
+#include "dtx/prom.h"
+#include "dtx/xalloc.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- HTTP routes ------------------------------------------------------------------------- */
+
+/* Every route but /healthz and /metrics is for the coordinator: it needs the peer token. */
+static bool peer_authorized(const struct agent *ag, struct httpd_req *req)
+{
+    const char *token = ag->cfg->peer_token;
+
+    if (!token[0] || httpd_req_has_token(req, token))
+        return true;
+    httpd_reply_errorf(req, DTX_EAUTH, "this endpoint needs the peer token");
+    return false;
+}
+
+static void on_upgraded(void *arg, int fd, const char *extra, size_t extra_len,
+                        struct httpd_upgraded *up)
+{
+    peer_accept(arg, fd, extra, extra_len, up);
+}
+
+static void accept_stream(struct agent *ag, struct httpd_req *req)
+{
+    const char *upgrade = httpd_req_header(req, "Upgrade");
+
+    if (!upgrade || strcmp(upgrade, STREAM_PROTO) != 0) {
+        httpd_reply_errorf(req, DTX_EINVAL, "this endpoint needs \"Upgrade: %s\"", STREAM_PROTO);
+        return;
+    }
+    if (ag->stopping) {
+        httpd_reply_errorf(req, DTX_ESHUTDOWN, "the participant is shutting down");
+        return;
+    }
+    httpd_upgrade(req, STREAM_PROTO, on_upgraded, ag);
+}
+
+static const char *const branch_state_names[] = {"prepared", "committed", "rolled_back", "unknown"};
+
+static void on_branch_status(void *arg, int rc, enum rm_branch_state state, uint64_t xid,
+                             const struct dtx_err *err)
+{
+    struct httpd_req *req = arg;
+    cJSON *root;
+    char s[24];
+
+    if (rc < 0) {
+        httpd_reply_error(req, err);
+        return;
+    }
+    root = jsonx_new_object();
+    jsonx_add_str(root, "state", branch_state_names[state]);
+    if (xid) {
+        snprintf(s, sizeof(s), "%" PRIu64, xid);
+        jsonx_add_str(root, "xid", s);
+    }
+    httpd_reply_json(req, 200, jsonx_print(root));
+    cJSON_Delete(root);
+}
+
+/* GET /v1/branches/{gid}[?xid=N]: what became of one of this shard's branches. */
+static void branch_status(struct agent *ag, struct httpd_req *req, const char *gid)
+{
+    char gtid[DTX_GTID_MAX + 1], shard[DTX_NAME_MAX + 1];
+    const char *xs = httpd_req_arg(req, "xid");
+    char *end = NULL;
+    uint64_t xid = xs ? strtoull(xs, &end, 10) : 0;
+
+    if (xs && (!*xs || *end)) {
+        httpd_reply_errorf(req, DTX_EINVAL, "'xid' must be a transaction id (a decimal number)");
+    } else if (!gid_parse(gid, gtid, shard) || strcmp(shard, ag->cfg->name) != 0) {
+        httpd_reply_errorf(req, DTX_ENOTFOUND, "'%s' is not a dtx branch of shard '%s'", gid,
+                           ag->cfg->name);
+    } else {
+        rm_status(ag->rm, gid, xid, on_branch_status, req);
+    }
+}
+
+/* ---- operators (admin) ---------------------------------------------------------------- */
+
+/* What the agent itself is doing with a transaction's branch, or NULL when nothing. */
+static const char *agent_activity(const struct agent *ag, const char *gtid)
+{
+    const struct branch *b = branch_find(&ag->branches, gtid);
+
+    return b ? branch_activity(b) : NULL;
+}
+
+struct admin_call {
+    struct list_node link; /* on ag->admin_calls */
+    struct agent *ag;
+    struct httpd_req *req;
+    char gtid[DTX_GTID_MAX + 1];
+    bool commit;
+};
+
+static void on_inspected(void *arg, int rc, const struct rm_inspection *ins,
+                         const struct dtx_err *err)
+{
+    struct admin_call *c = arg;
+    cJSON *root, *arr;
+
+    list_remove(&c->link);
+    if (rc < 0) {
+        httpd_reply_error(c->req, err);
+        free(c);
+        return;
+    }
+    root = jsonx_new_object();
+    arr = jsonx_new_array();
+    jsonx_add_str(root, "shard", c->ag->cfg->name);
+    jsonx_add_num(root, "max_prepared_transactions", (double)ins->max_prepared);
+    jsonx_add_num(root, "prepared_total", (double)ins->prepared_total);
+    jsonx_add_num(root, "headroom", (double)(ins->max_prepared - ins->prepared_total));
+    for (size_t i = 0; i < ins->n; i++) {
+        const struct rm_branch_info *b = &ins->branches[i];
+        char gtid[DTX_GTID_MAX + 1], shard[DTX_NAME_MAX + 1], xid[24];
+        cJSON *o = jsonx_new_object(), *locks = cJSON_Parse(b->locks ? b->locks : "[]");
+        const char *doing;
+
+        jsonx_add_str(o, "gid", b->p.gid);
+        if (gid_parse(b->p.gid, gtid, shard)) {
+            jsonx_add_str(o, "gtid", gtid);
+            jsonx_add_str(o, "shard", shard);
+            if ((doing = agent_activity(c->ag, gtid)))
+                jsonx_add_str(o, "agent", doing);
+        }
+        snprintf(xid, sizeof(xid), "%" PRIu64, b->p.xid);
+        jsonx_add_str(o, "xid", xid);
+        jsonx_add_num(o, "age_ms", b->p.age_ms);
+        jsonx_add(o, "locks", locks ? locks : jsonx_new_array());
+        jsonx_append(arr, o);
+    }
+    jsonx_add(root, "branches", arr);
+    httpd_reply_json(c->req, 200, jsonx_print(root));
+    cJSON_Delete(root);
+    free(c);
+}
+
+void agent_http_finished(void *ctx, struct httpd_req *req, const char *gtid, bool commit,
+                         enum rm_outcome outcome, const struct dtx_err *err)
+{
+    const char *shard = ((struct agent *)ctx)->cfg->name;
+    cJSON *root = jsonx_new_object();
+    char gid[DTX_GID_MAX + 1];
+    bool as_asked = (outcome == RM_COMMITTED) == commit;
+
+    gid_format(gid, sizeof(gid), gtid, shard);
+    jsonx_add_str(root, "gid", gid);
+    jsonx_add_str(root, "outcome", outcome == RM_COMMITTED ? "committed" : "rolled_back");
+    if (!as_asked || (err && err->code)) {
+        struct dtx_err e;
+
+        dtx_err_clear(&e);
+        if (err && err->code)
+            e = *err;
+        else
+            dtx_err_set(&e, DTX_ESTATE, "'%s' was %s, not %s as asked", gid,
+                        outcome == RM_COMMITTED ? "committed" : "rolled back",
+                        commit ? "committed" : "rolled back");
+        jsonx_add(root, "error", jsonx_error_obj(&e));
+    }
+    httpd_reply_json(req, as_asked ? 200 : 409, jsonx_print(root));
+    cJSON_Delete(root);
+}
+
+static void on_admin_status(void *arg, int rc, enum rm_branch_state state, uint64_t xid,
+                            const struct dtx_err *err)
+{
+    struct admin_call *c = arg;
+    struct agent *ag = c->ag;
+    const char *doing = agent_activity(ag, c->gtid);
+
+    list_remove(&c->link);
+    if (rc < 0) {
+        httpd_reply_error(c->req, err);
+    } else if (state != RM_BRANCH_PREPARED) {
+        httpd_reply_errorf(c->req, DTX_ENOTFOUND,
+                           "transaction %s has no prepared branch on shard '%s' (it is %s)",
+                           c->gtid, ag->cfg->name,
+                           state == RM_BRANCH_COMMITTED     ? "committed"
+                           : state == RM_BRANCH_ROLLED_BACK ? "rolled back"
+                                                            : "not prepared");
+    } else if (doing && strcmp(doing, "prepared") != 0) {
+        httpd_reply_errorf(c->req, DTX_ECONFLICT,
+                           "the participant of shard '%s' is %s transaction %s's branch itself; "
+                           "try again shortly",
+                           ag->cfg->name, doing, c->gtid);
+    } else {
+        agent_finish_for(ag, c->gtid, xid, c->commit, c->req);
+    }
+    free(c);
+}
+
+/*
+ * GET /v1/admin/branches: this shard's prepared dtx branches with their
+ * locks, and the prepared-transaction headroom.
+ * POST /v1/admin/branches/{gid}/commit|rollback: finish one prepared
+ * branch now (the coordinator's recover and resolve; never a branch the
+ * agent is running or finishing itself).
+ */
+static void admin_branches(struct agent *ag, struct httpd_req *req, const char *method,
+                           const char *rest)
+{
+    struct admin_call *c;
+    char gid[DTX_GID_MAX + 1], shard[DTX_NAME_MAX + 1], why[300];
+    const char *slash = strrchr(rest, '/');
+    size_t n = slash ? (size_t)(slash - rest) : 0;
+
+    if (!rm_healthy(ag->rm, why, sizeof(why))) {
+        httpd_reply_errorf(req, DTX_ESHUTDOWN, "shard '%s': %s", ag->cfg->name, why);
+        return;
+    }
+    if (*rest == '\0' && strcmp(method, "GET") == 0) {
+        c = xcalloc(1, sizeof(*c));
+        c->ag = ag;
+        c->req = req;
+        list_insert_tail(&ag->admin_calls, &c->link);
+        rm_inspect(ag->rm, true, on_inspected, c);
+        return;
+    }
+    if (strcmp(method, "POST") != 0 || *rest != '/' || !slash || slash == rest ||
+        (strcmp(slash, "/commit") != 0 && strcmp(slash, "/rollback") != 0)) {
+        httpd_reply_errorf(req, DTX_ENOTFOUND,
+                           "use GET /v1/admin/branches or POST "
+                           "/v1/admin/branches/{gid}/commit|rollback");
+        return;
+    }
+    c = xcalloc(1, sizeof(*c));
+    snprintf(gid, sizeof(gid), "%.*s", (int)(n - 1), rest + 1);
+    if (n - 1 >= sizeof(gid) || !gid_parse(gid, c->gtid, shard) ||
+        strcmp(shard, ag->cfg->name) != 0) {
+        free(c);
+        httpd_reply_errorf(req, DTX_ENOTFOUND, "'%.*s' is not a dtx branch of shard '%s'",
+                           (int)(n - 1), rest + 1, ag->cfg->name);
+        return;
+    }
+    c->ag = ag;
+    c->req = req;
+    c->commit = strcmp(slash, "/commit") == 0;
+    list_insert_tail(&ag->admin_calls, &c->link);
+    rm_status(ag->rm, gid, 0, on_admin_status, c);
+}
+
+static char *render_health(const struct agent *ag, unsigned *status)
+{
+    cJSON *root = jsonx_new_object();
+    char why[300] = "";
+    bool ok = rm_healthy(ag->rm, why, sizeof(why));
+    size_t coordinators = peers_connected(ag);
+    char *s;
+
+    *status = ok ? 200 : 503;
+    jsonx_add_str(root, "status", ok ? "ok" : "unavailable");
+    jsonx_add_str(root, "shard", ag->cfg->name);
+    jsonx_add_str(root, "database", ok ? "up" : "down");
+    if (!ok)
+        jsonx_add_str(root, "error", why);
+    jsonx_add_num(root, "coordinators", (double)coordinators);
+    jsonx_add_num(root, "branches_running", (double)ag->branches.running);
+    jsonx_add_num(root, "branches_prepared", (double)ag->branches.prepared);
+    jsonx_add_num(root, "in_doubt", (double)recovery_in_doubt(ag->recovery));
+    s = jsonx_print(root);
+    cJSON_Delete(root);
+    return s;
+}
+
+static char *render_metrics(const struct agent *ag)
+{
+    const struct branch_metrics *m = &ag->branches.m;
+    struct prom p;
+    char why[8];
+
+    prom_init(&p);
+    prom_family(&p, "dtx_agent_votes_total", "counter", "Votes sent, by vote.");
+    prom_sample(&p, "dtx_agent_votes_total", "vote", "yes", (double)m->votes_yes);
+    prom_sample(&p, "dtx_agent_votes_total", "vote", "no", (double)m->votes_no);
+    prom_sample(&p, "dtx_agent_votes_total", "vote", "readonly", (double)m->votes_readonly);
+    prom_family(&p, "dtx_agent_one_phase_total", "counter", "One-phase commits, by outcome.");
+    prom_sample(&p, "dtx_agent_one_phase_total", "outcome", "committed",
+                (double)m->one_phase_committed);
+    prom_sample(&p, "dtx_agent_one_phase_total", "outcome", "aborted",
+                (double)m->one_phase_aborted);
+    prom_sample(&p, "dtx_agent_one_phase_total", "outcome", "unknown",
+                (double)m->one_phase_unknown);
+    prom_family(&p, "dtx_agent_finished_total", "counter",
+                "Prepared branches finished, by outcome.");
+    prom_sample(&p, "dtx_agent_finished_total", "outcome", "committed", (double)m->committed);
+    prom_sample(&p, "dtx_agent_finished_total", "outcome", "rolled_back", (double)m->rolled_back);
+    prom_counter(&p, "dtx_agent_heuristic_outcomes_total",
+                 "Prepared branches that did not end as the decision said.", (double)m->heuristic);
+    prom_family(&p, "dtx_agent_branches", "gauge", "Branches in memory, by state.");
+    prom_sample(&p, "dtx_agent_branches", "state", "running", (double)ag->branches.running);
+    prom_sample(&p, "dtx_agent_branches", "state", "prepared", (double)ag->branches.prepared);
+    prom_gauge(&p, "dtx_agent_database_up", "1 while the shard's database is reachable.",
+               rm_healthy(ag->rm, why, sizeof(why)));
+    prom_gauge(&p, "dtx_agent_in_doubt",
+               "Prepared branches the last recovery round could not settle.",
+               (double)recovery_in_doubt(ag->recovery));
+    prom_counter(&p, "dtx_agent_recovery_rounds_total", "Recovery rounds run.",
+                 (double)recovery_rounds(ag->recovery));
+    prom_counter(&p, "dtx_agent_recovery_resolved_total", "Branches recovery finished.",
+                 (double)recovery_resolved(ag->recovery));
+    return prom_finish(&p);
+}
+
+void agent_handle_http(void *ctx, struct httpd_req *req)
+{
+    struct agent *ag = ctx;
+    const char *path = httpd_req_path(req);
+    const char *method = httpd_req_method(req);
+    unsigned status;
+    char *body;
+
+    if (strncmp(path, "/v1/", 4) == 0 && !peer_authorized(ag, req)) {
+        return;
+    } else if (strncmp(path, "/v1/admin/branches", 18) == 0) {
+        admin_branches(ag, req, method, path + 18);
+    } else if (strcmp(method, "GET") != 0) {
+        httpd_reply_errorf(req, DTX_EMETHOD, "method %s is not allowed on %s", method, path);
+    } else if (strcmp(path, "/v1/peer/stream") == 0) {
+        accept_stream(ag, req);
+    } else if (strncmp(path, "/v1/branches/", 13) == 0) {
+        branch_status(ag, req, path + 13);
+    } else if (strcmp(path, "/healthz") == 0) {
+        body = render_health(ag, &status);
+        httpd_reply_json(req, status, body);
+    } else if (strcmp(path, "/metrics") == 0) {
+        body = render_metrics(ag);
+        httpd_reply(req, 200, "text/plain; version=0.0.4", body, strlen(body));
+    } else {
+        httpd_reply_errorf(req, DTX_ENOTFOUND, "no such endpoint: %s %s", method, path);
+    }
+}
+
+void agent_http_release(struct agent *ag)
+{
+    while (!list_empty(&ag->admin_calls)) {
+        struct admin_call *c = container_of(ag->admin_calls.next, struct admin_call, link);
+
+        list_remove(&c->link);
+        free(c);
+    }
+}

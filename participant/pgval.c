@@ -1,0 +1,117 @@
+/*
+ * pgval.c - PostgreSQL's answers as dtx says them (pgval.h). Stateless.
+ */
+#include "dtx/pgval.h"
+#include "dtx/jsonx.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum pg_oid {
+    OID_BOOL = 16,
+    OID_INT8 = 20,
+    OID_INT2 = 21,
+    OID_INT4 = 23,
+    OID_OID = 26,
+    OID_JSON = 114,
+    OID_FLOAT4 = 700,
+    OID_FLOAT8 = 701,
+    OID_JSONB = 3802,
+};
+
+/* True when an int8's text is within +-(2^53 - 1), where JSON readers keep integers exact. */
+static bool int8_is_safe(const char *v)
+{
+    long long n;
+    char *end;
+
+    errno = 0;
+    n = strtoll(v, &end, 10);
+    return errno == 0 && *end == '\0' && n < 9007199254740992LL && n > -9007199254740992LL;
+}
+
+cJSON *pgval_json(const PGresult *res, int row, int col)
+{
+    const char *v = PQgetvalue(res, row, col);
+    char *end;
+    double d;
+
+    if (PQgetisnull(res, row, col))
+        return cJSON_CreateNull();
+    switch ((enum pg_oid)PQftype(res, col)) {
+    case OID_BOOL:
+        return cJSON_CreateBool(v[0] == 't');
+    case OID_INT2:
+    case OID_INT4:
+    case OID_OID:
+        return cJSON_CreateRaw(v);
+    case OID_INT8:
+        return int8_is_safe(v) ? cJSON_CreateRaw(v) : cJSON_CreateString(v);
+    case OID_FLOAT4:
+    case OID_FLOAT8:
+        d = strtod(v, &end);
+        return *end == '\0' && isfinite(d) ? cJSON_CreateRaw(v) : cJSON_CreateString(v);
+    case OID_JSON:
+    case OID_JSONB: {
+        cJSON *j = cJSON_Parse(v);
+
+        return j ? j : cJSON_CreateString(v);
+    }
+    }
+    return cJSON_CreateString(v);
+}
+
+void pgval_result(const PGresult *res, int64_t *affected, struct buf *out)
+{
+    cJSON *r = jsonx_new_object();
+    cJSON *cols = jsonx_new_array();
+    cJSON *rows = jsonx_new_array();
+    const char *n = PQcmdTuples((PGresult *)res);
+    int nf = PQnfields(res), nt = PQntuples(res);
+    char *text;
+
+    *affected = *n ? strtoll(n, NULL, 10) : nt;
+    jsonx_add(r, "rows_affected", cJSON_CreateRaw(*n ? n : "0"));
+    for (int c = 0; c < nf; c++)
+        jsonx_append(cols, cJSON_CreateString(PQfname(res, c)));
+    for (int t = 0; t < nt; t++) {
+        cJSON *row = jsonx_new_array();
+
+        for (int c = 0; c < nf; c++)
+            jsonx_append(row, pgval_json(res, t, c));
+        jsonx_append(rows, row);
+    }
+    jsonx_add(r, "columns", cols);
+    jsonx_add(r, "rows", rows);
+    text = jsonx_print(r);
+    buf_putc(out, '\n');
+    buf_puts(out, text);
+    free(text);
+    cJSON_Delete(r);
+}
+
+/* Records PostgreSQL's error for op (-1: not an op), unless an error is already recorded. */
+
+void pgval_diag_error(const struct pgval_diag *d, const char *fallback, bool cancelled,
+                      struct dtx_err *err)
+{
+    int code = DTX_ESQL;
+
+    if (d->sqlstate && strcmp(d->sqlstate, "57014") == 0)
+        code = cancelled ? DTX_EABORTED : DTX_ETIMEDOUT;
+    dtx_err_set(err, code, "%s", d->primary ? d->primary : fallback);
+    snprintf(err->sqlstate, sizeof(err->sqlstate), "%s", d->sqlstate ? d->sqlstate : "");
+}
+
+void pgval_error(const PGresult *res, bool cancelled, struct dtx_err *err)
+{
+    struct pgval_diag d = {
+        .sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE),
+        .primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY),
+    };
+
+    pgval_diag_error(&d, PQresultErrorMessage(res), cancelled, err);
+}

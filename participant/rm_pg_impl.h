@@ -1,0 +1,57 @@
+/*
+ * rm_pg_impl.h - what the files of the PostgreSQL resource manager share
+ * (rm_pg.c, rm_pg_setup.c, rm_pg_run.c, rm_pg_finish.c, rm_pg_list.c);
+ * private to them.
+ *
+ * Thread model: the participant's event-loop thread. Callbacks to the
+ * agent are delivered from a deferred callback, never from inside the call
+ * that started or cancelled the operation.
+ */
+#ifndef DTX_RM_PG_IMPL_H
+#define DTX_RM_PG_IMPL_H
+
+#include "dtx/gid.h"
+#include "dtx/list.h"
+#include "dtx/pgx.h"
+#include "dtx/rm.h"
+
+struct pg_rm {
+    struct rm base;
+    struct ev_loop *loop;
+    struct pgx_pool *pool;
+    char shard[DTX_NAME_MAX + 1];
+    struct list_node runs;     /* every pg_run not yet delivered */
+    struct list_node finishes; /* every pg_finish not yet delivered */
+    struct list_node statuses; /* every pg_status not yet delivered */
+    struct list_node lists;    /* every pg_list not yet delivered */
+};
+
+/* rm_pg_setup.c: prepares the database (blocking, before the event loop). */
+int rm_pg_setup(const char *conninfo, const char *shard, unsigned wait_s, struct dtx_err *err);
+
+/* rm_pg_run.c: running branches (rm ops run, exec, end, cancel). */
+struct rm_run *rm_pg_run(struct rm *base, const char *gid, cJSON *ops, bool one_phase,
+                         uint32_t timeout_ms, rm_run_fn done, void *arg);
+struct rm_run *rm_pg_exec(struct rm *base, struct rm_run *session, const char *gid, cJSON *ops,
+                          uint32_t timeout_ms, uint32_t wait_ms, rm_run_fn done, void *arg);
+void rm_pg_end(struct rm *base, struct rm_run *session, enum rm_end how, rm_run_fn done, void *arg);
+void rm_pg_cancel(struct rm *base, struct rm_run *run);
+void rm_pg_runs_free(struct pg_rm *rm);
+
+/* rm_pg_finish.c: COMMIT/ROLLBACK PREPARED until the outcome is known, and branch status. */
+void rm_pg_finish(struct rm *base, const char *gid, uint64_t xid, bool commit, rm_finish_fn done,
+                  void *arg);
+/* The same from inside the resource manager (done may be NULL: nobody waits). */
+void rm_pg_finish_start(struct pg_rm *rm, const char *gid, uint64_t xid, bool commit,
+                        rm_finish_fn done, void *arg);
+/* Asks until it can tell whether transaction xid committed (a lost one-phase COMMIT). */
+void rm_pg_status_start(struct pg_rm *rm, uint64_t xid, rm_finish_fn done, void *arg);
+void rm_pg_status(struct rm *base, const char *gid, uint64_t xid, rm_status_fn done, void *arg);
+void rm_pg_finishes_free(struct pg_rm *rm);
+
+/* rm_pg_list.c: listing prepared branches (recovery) and inspecting them (operators). */
+void rm_pg_list_prepared(struct rm *base, rm_list_fn done, void *arg);
+void rm_pg_inspect(struct rm *base, bool locks, rm_inspect_fn done, void *arg);
+void rm_pg_lists_free(struct pg_rm *rm);
+
+#endif
