@@ -16,9 +16,22 @@ dtx run watching the coordinator's memory. It reports throughput,
 p50/p99/max latency, whole-machine CPU per transaction, decision-log fsyncs
 per commit, the ratios and the targets; writes results.json and chart.png;
 and checks that balances are conserved and nothing is left prepared.
+
+  bench/run.py --compare-bin DIR [--levels 1,32] [--rounds N] [--seconds S]
+               [--new-bin DIR2]
+
+A/B mode: two builds of dtx on this machine in one run. DIR holds the other
+build's binaries (dtx-coordinator, dtx-participant, dtx-loadgen), directly or
+in DIR/bin. Two clusters with the same settings and data are started, "base"
+on DIR's binaries and "new" on this checkout's bin/ (or DIR2's); at each
+level, in each round, dtx runs on one then the other, the order swapped
+every other round. It reports tx/s, p50 and p99 of each, new/base ratios
+and the p50 difference, checks both clusters' balances, and writes
+compare.json (no hand-rolled, memory or wide runs).
 """
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -124,12 +137,12 @@ def run_handrolled(c, mode, level, a, tmp):
     return measured(cmd, a.warmup, out)
 
 
-def run_dtx(c, level, a, tmp, per_tx=2, shards=None, seconds=None):
+def run_dtx(c, level, a, tmp, per_tx=2, shards=None, seconds=None, bindir=BIN):
     out = os.path.join(tmp, "lg.json")
     names = shards or [s.name for s in c.shards[:2]]
     syncs0 = metric(c, "dtx_decision_log_syncs_total")
     comm0 = metric(c, 'dtx_transactions_total{outcome="committed"}')
-    cmd = [os.path.join(BIN, "dtx-loadgen"), "--url", c.url(), "--shards", ",".join(names),
+    cmd = [os.path.join(bindir, "dtx-loadgen"), "--url", c.url(), "--shards", ",".join(names),
            "--accounts", str(ACCOUNTS), "--concurrency", str(level), "--shards-per-tx",
            str(per_tx), "--seconds", str(seconds or a.seconds), "--warmup", str(a.warmup),
            "--json", out]
@@ -265,6 +278,131 @@ def wide_runs(a, tmp, results):
         c.stop()
 
 
+COMPARE_BINS = ("dtx-coordinator", "dtx-participant", "dtx-loadgen")
+
+
+def compare_bindir(d):
+    """The directory holding a build's binaries: DIR/bin if it has them, else DIR itself."""
+    for cand in (os.path.join(d, "bin"), d):
+        if all(os.access(os.path.join(cand, b), os.X_OK) for b in COMPARE_BINS):
+            return os.path.abspath(cand)
+    sys.exit("bench: %s (or %s/bin) must hold executable %s" % (d, d, ", ".join(COMPARE_BINS)))
+
+
+def build_id(bindir):
+    ids = {}
+    for b in COMPARE_BINS:
+        with open(os.path.join(bindir, b), "rb") as f:
+            ids[b] = hashlib.sha256(f.read()).hexdigest()[:16]
+    return {"bindir": bindir, "sha256": ids}
+
+
+def compare_runs(a, tmp, results, base_bin, new_bin):
+    """Two clusters, one per build, the same settings and data; dtx on each, alternating."""
+    builds = (("base", base_bin), ("new", new_bin))
+    clusters = {}
+    try:
+        for name, bindir in builds:
+            c = dtx_cluster.Cluster(os.path.join(tmp, "c-" + name), shards=a.shards, fsync=True,
+                                    pg=DURABLE_PG, bindir=bindir, agent={"pool_size": a.pool})
+            c.start()  # stops what it started if it fails
+            clusters[name] = c
+            setup_accounts(c)
+            print("%s: %s, coordinator pid %d" % (name, bindir, c.coordinator.pid), flush=True)
+        for level in a.levels:
+            runs = {"base": [], "new": []}
+            for rnd in range(a.rounds):
+                # base first in even rounds, new first in odd ones: neither always goes first
+                order = ("base", "new") if rnd % 2 == 0 else ("new", "base")
+                for name in order:
+                    runs[name].append(run_dtx(clusters[name], level, a, tmp,
+                                              bindir=clusters[name].bindir))
+            entry = {"concurrency": level, "base": mean_of(runs["base"]),
+                     "new": mean_of(runs["new"])}
+            b, n = entry["base"], entry["new"]
+            entry["tps_ratio_new_base"] = round(n["tps"] / b["tps"], 3) if b["tps"] else None
+            entry["p50_diff_ms"] = round(n["p50_ms"] - b["p50_ms"], 3)
+            entry["p50_ratio_new_base"] = round(n["p50_ms"] / b["p50_ms"], 3) if b["p50_ms"] else None
+            entry["p99_ratio_new_base"] = round(n["p99_ms"] / b["p99_ms"], 3) if b["p99_ms"] else None
+            # each round's pair, to see how much the ratio moves between rounds
+            entry["tps_ratio_per_round"] = [round(x["tps"] / y["tps"], 3) if y["tps"] else None
+                                            for x, y in zip(runs["new"], runs["base"])]
+            results["levels"].append(entry)
+            print("  %2d clients: base %6.0f tx/s p50 %.2f p99 %.2f | new %6.0f tx/s p50 %.2f "
+                  "p99 %.2f | new/base %.3f (rounds: %s), p50 %+.3f ms" %
+                  (level, b["tps"], b["p50_ms"], b["p99_ms"], n["tps"], n["p50_ms"], n["p99_ms"],
+                   entry["tps_ratio_new_base"],
+                   " ".join("%.3f" % r for r in entry["tps_ratio_per_round"]),
+                   entry["p50_diff_ms"]), flush=True)
+        for name, c in clusters.items():
+            results["checks_" + name] = conserved(c, a.shards)
+    finally:
+        for name, c in clusters.items():
+            try:
+                c.stop()
+            except Exception as e:  # stop the other one all the same
+                print("bench: stopping the %s cluster: %s" % (name, e), file=sys.stderr)
+
+
+def compare_report(results):
+    m = results["machine"]
+    print("\nmachine: %s cores, %s GiB, %s (kernel %s)" %
+          (m.get("cores"), m.get("mem_gib"), m.get("cpu", "?"), m.get("kernel")))
+    print("base: %s\nnew:  %s" % (results["builds"]["base"]["bindir"],
+                                  results["builds"]["new"]["bindir"]))
+    print("%d shards, %g s per run after %g s warm-up, %d alternating rounds, mean shown\n" %
+          (results["settings"]["shards"], results["settings"]["seconds"],
+           results["settings"]["warmup"], results["settings"]["rounds"]))
+    print("| clients | base tx/s | new tx/s | new/base | base p50 ms | new p50 ms | p50 diff ms "
+          "| p50 new/base | base p99 ms | new p99 ms | p99 new/base |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for e in results["levels"]:
+        b, n = e["base"], e["new"]
+        print("| %d | %.0f | %.0f | %.3f | %.3f | %.3f | %+.3f | %.3f | %.3f | %.3f | %.3f |" %
+              (e["concurrency"], b["tps"], n["tps"], e["tps_ratio_new_base"], b["p50_ms"],
+               n["p50_ms"], e["p50_diff_ms"], e["p50_ratio_new_base"], b["p99_ms"], n["p99_ms"],
+               e["p99_ratio_new_base"]))
+    ok = True
+    print()
+    for name in ("base", "new"):
+        ch = results.get("checks_" + name)
+        good = bool(ch) and ch["total_ok"] and ch["prepared_left"] == 0
+        ok = ok and good
+        print("  [%s] balances conserved, nothing left prepared (%s): %s" %
+              ("met" if good else "MISSED", name, json.dumps(ch)))
+    return ok
+
+
+def compare_main(a):
+    base_bin = compare_bindir(a.compare_bin)
+    new_bin = compare_bindir(a.new_bin) if a.new_bin else BIN
+    for b in COMPARE_BINS:
+        if not os.access(os.path.join(new_bin, b), os.X_OK):
+            sys.exit("bench: %s missing; build first (make all)" % os.path.join(new_bin, b))
+    if os.path.realpath(base_bin) == os.path.realpath(new_bin):
+        print("bench: base and new are the same binaries: an A/A run, a measure of the noise")
+    os.makedirs(a.out, exist_ok=True)
+    results = {"mode": "compare", "machine": machine(),
+               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "builds": {"base": build_id(base_bin), "new": build_id(new_bin)},
+               "settings": {"shards": a.shards, "seconds": a.seconds, "warmup": a.warmup,
+                            "rounds": a.rounds, "accounts_per_shard": ACCOUNTS,
+                            "participant_pool": a.pool, "postgresql": DURABLE_PG},
+               "levels": []}
+    print("bench compare: %s" % json.dumps(results["machine"]), flush=True)
+    tmp = dtx_cluster.make_temp_dir("dtx-bench-cmp-")
+    try:
+        compare_runs(a, tmp, results, base_bin, new_bin)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    ok = compare_report(results)
+    path = os.path.join(a.out, "compare.json")
+    with open(path, "w") as f:
+        json.dump(results, f, indent=2)
+    print("\nresults: %s" % path)
+    return 0 if ok else 1
+
+
 def chart(results, out_dir):
     data = os.path.join(out_dir, "chart.dat")
     with open(data, "w") as f:
@@ -337,11 +475,21 @@ def main():
     ap.add_argument("--pool", type=int, default=16)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", default=os.path.join(ROOT, "build", "bench"))
+    ap.add_argument("--compare-bin", metavar="DIR",
+                    help="A/B mode: compare the build in DIR (base) with bin/ (new)")
+    ap.add_argument("--new-bin", metavar="DIR",
+                    help="with --compare-bin: the new build's binaries instead of bin/")
     a = ap.parse_args()
     a.levels = [int(x) for x in a.levels.split(",") if x]
     a.wide = [int(x) for x in a.wide.split(",") if x]
     if not 2 <= a.shards <= 8:
         sys.exit("bench: --shards must be 2 to 8")
+    if a.new_bin and not a.compare_bin:
+        sys.exit("bench: --new-bin goes with --compare-bin")
+    if a.compare_bin:
+        if a.rounds < 1:
+            sys.exit("bench: --rounds must be at least 1")
+        return compare_main(a)
     os.makedirs(a.out, exist_ok=True)
     tmp = dtx_cluster.make_temp_dir("dtx-bench-")
     results = {"machine": machine(), "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
