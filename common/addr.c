@@ -1,6 +1,10 @@
 /*
  * addr.c - parsing and resolving configured addresses, and the socket
  * calls that use them. Resolution happens once, when a config is loaded.
+ *
+ * Stateless. Failures (a malformed address, a name that does not resolve,
+ * a socket call that fails) are returned as DTX_E* with a message naming
+ * the address.
  */
 #include "dtx/addr.h"
 

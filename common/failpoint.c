@@ -104,11 +104,6 @@ void fp_set_crash_hook(void (*hook)(void *arg), void *arg)
     fp_crash_arg = arg;
 }
 
-bool fp_enabled(void)
-{
-    return fp_count > 0;
-}
-
 int fp_hit(const char *name)
 {
     for (int i = 0; i < fp_count; i++) {

@@ -1,6 +1,10 @@
 /*
  * hmap.c - chained hash map with power-of-two buckets, doubling when the
  * load factor passes 1.
+ *
+ * A map belongs to whoever embeds it; no locking here. Its nodes are the
+ * caller's (intrusive): the map allocates only its bucket array, and runs
+ * out of memory by the xalloc.h policy. It cannot fail otherwise.
  */
 #include "dtx/hmap.h"
 #include "dtx/xalloc.h"

@@ -461,11 +461,6 @@ void httpc_free(struct httpc *c)
     free(c);
 }
 
-bool httpc_busy(const struct httpc *c)
-{
-    return c->cb != NULL;
-}
-
 static int hc_open(struct httpc *c, struct dtx_err *err)
 {
     int fd = addr_connect(&c->addr, err);

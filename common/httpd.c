@@ -51,12 +51,6 @@ struct httpd {
     struct list_node pending; /* suspended requests awaiting a reply */
 };
 
-struct httpd_hdr {
-    struct httpd_hdr *next;
-    char *name;
-    char *value;
-};
-
 struct httpd_req {
     struct httpd *srv;
     struct MHD_Connection *con;
@@ -67,7 +61,6 @@ struct httpd_req {
     bool dispatched;
     bool suspended;
     bool answered;
-    struct httpd_hdr *headers;
     struct list_node link; /* on srv->pending while suspended */
 };
 
@@ -123,38 +116,13 @@ static void on_mhd_rerun(struct ev_loop *loop, struct ev_defer *d)
 
 /* ---- replies ------------------------------------------------------------ */
 
-static void req_free_headers(struct httpd_req *req)
-{
-    while (req->headers) {
-        struct httpd_hdr *h = req->headers;
-
-        req->headers = h->next;
-        free(h->name);
-        free(h->value);
-        free(h);
-    }
-}
-
-void httpd_req_add_header(struct httpd_req *req, const char *name, const char *value)
-{
-    struct httpd_hdr *h = xcalloc(1, sizeof(*h));
-
-    h->name = xstrdup(name);
-    h->value = xstrdup(value);
-    h->next = req->headers;
-    req->headers = h;
-}
-
 static void req_queue(struct httpd_req *req, unsigned status, struct MHD_Response *resp)
 {
     struct httpd *srv = req->srv;
 
     xnonnull(resp);
-    for (struct httpd_hdr *h = req->headers; h; h = h->next)
-        MHD_add_response_header(resp, h->name, h->value);
-    if (status == 429 && !MHD_get_response_header(resp, "Retry-After"))
+    if (status == 429)
         MHD_add_response_header(resp, "Retry-After", "1"); /* every "too busy" says when again */
-    req_free_headers(req);
     req->answered = true;
     if (MHD_queue_response(req->con, status, resp) != MHD_YES)
         log_warn("could not queue HTTP %u response for %s %s", status, req->method, req->path);
@@ -331,7 +299,6 @@ static void on_completed(void *cls, struct MHD_Connection *con, void **con_cls,
     if (!req)
         return;
     list_remove(&req->link);
-    req_free_headers(req);
     buf_release(&req->body);
     free(req);
     *con_cls = NULL;
@@ -469,11 +436,6 @@ const char *httpd_req_body(const struct httpd_req *req, size_t *len)
 {
     *len = req->body.len;
     return req->body.data ? req->body.data : "";
-}
-
-bool httpd_req_pending(const struct httpd_req *req)
-{
-    return !req->answered;
 }
 
 bool httpd_req_has_token(const struct httpd_req *req, const char *token)

@@ -365,6 +365,8 @@ static void status_done(void *arg, const struct fanout_part *parts, size_t npart
         jsonx_add_str(s, "name", cfg->shards[i].name);
         jsonx_add_str(s, "url", cfg->shards[i].url);
         jsonx_add_str(s, "link", coord_link_state(co, (int)i));
+        if (*coord_link_error(co, (int)i))
+            jsonx_add_str(s, "link_error", coord_link_error(co, (int)i));
         jsonx_add_bool(s, "reachable", p->status == 200);
         if (p->status != 200) {
             jsonx_add_str(s, "error", p->error);

@@ -189,6 +189,11 @@ const char *coord_link_state(const struct coord *co, int shard)
     return pc_state(co->links[shard]);
 }
 
+const char *coord_link_error(const struct coord *co, int shard)
+{
+    return pc_is_up(co->links[shard]) ? "" : pc_last_error(co->links[shard]);
+}
+
 void coord_flush_links(void *arg)
 {
     struct coord *co = arg;

@@ -6,7 +6,7 @@
  * Every command but `log` talks to the coordinator's admin API (admin.c),
  * which asks the participants itself, so an operator needs one URL and
  * one token. `log dump|verify` reads a decision log offline, with the
- * coordinator's own reader (dlog.c), and never writes to it.
+ * coordinator's own reader (drec.c, dlog_reader.c), and never writes to it.
  *
  * Exit status: 0 success; 1 the command worked and reports a problem (a
  * shard unreachable, branches in doubt, a refusal, corruption); 2 usage.

@@ -130,8 +130,9 @@ void coord_branch_finished(struct coord *co, const char *gtid, int shard, bool c
 /* True when gtid is a decided transaction whose phase 2 still waits for shard. */
 bool coord_waits_for(const struct coord *co, const char *gtid, int shard);
 
-/* The participant link's state ("up", "connecting", "down"). */
+/* The participant link's state ("up", "connecting", "down"), and why it is not up ("" if up). */
 const char *coord_link_state(const struct coord *co, int shard);
+const char *coord_link_error(const struct coord *co, int shard);
 /* The decision store's counters, and what an operator should know about it. */
 void coord_store_stats(const struct coord *co, struct dstore_stats *st);
 void coord_describe_store(const struct coord *co, cJSON *obj);

@@ -40,7 +40,4 @@ void fp_set_crash_hook(void (*hook)(void *arg), void *arg);
  */
 int fp_hit(const char *name);
 
-/* True once any failpoint is configured (lets hot paths skip fp_hit). */
-bool fp_enabled(void);
-
 #endif

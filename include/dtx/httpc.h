@@ -54,8 +54,6 @@ void httpc_free(struct httpc *c);
 int httpc_request(struct httpc *c, const char *method, const char *path, const char *headers,
                   const char *body, size_t len, unsigned timeout_ms, httpc_cb cb, void *arg);
 
-bool httpc_busy(const struct httpc *c);
-
 /*
  * After a 101 answer (from within its callback): takes the socket out of
  * c, appends any bytes received after the answer to leftover and returns

@@ -66,11 +66,6 @@ const char *httpd_req_header(const struct httpd_req *req, const char *name);
 const char *httpd_req_body(const struct httpd_req *req, size_t *len);
 /* True when the request carries "Authorization: Bearer <token>" (constant-time compare). */
 bool httpd_req_has_token(const struct httpd_req *req, const char *token);
-/* True while the request waits for an asynchronous reply. */
-bool httpd_req_pending(const struct httpd_req *req);
-
-/* Adds a response header for the coming reply (copied). A 429 gets "Retry-After: 1" unless set. */
-void httpd_req_add_header(struct httpd_req *req, const char *name, const char *value);
 
 /*
  * Sends the reply. body is malloc'd and owned by the server from here on

@@ -49,11 +49,6 @@ static inline void list_remove(struct list_node *n)
     n->prev = n->next = n;
 }
 
-static inline struct list_node *list_first(const struct list_node *head)
-{
-    return list_empty(head) ? NULL : head->next;
-}
-
 #define list_for_each_safe(pos, tmp, head)                                                         \
     for ((pos) = (head)->next, (tmp) = (pos)->next; (pos) != (head);                               \
          (pos) = (tmp), (tmp) = (pos)->next)
