@@ -44,10 +44,16 @@ void dlog_seg_header(unsigned char h[DLOG_SEG_HDR], uint32_t salt, uint64_t segn
 
 uint32_t dlog_frame_crc(uint32_t salt, const unsigned char *frame, size_t len)
 {
+    return dlog_frame_crc_of(salt, frame, frame + DLOG_FRAME_HDR, len);
+}
+
+uint32_t dlog_frame_crc_of(uint32_t salt, const unsigned char *h, const unsigned char *payload,
+                           size_t len)
+{
     unsigned char s[4];
 
     put_le32(s, salt);
-    return crc32c(crc32c(0, s, 4), frame + 4, DLOG_FRAME_HDR - 4 + len);
+    return crc32c(crc32c(crc32c(0, s, 4), h + 4, DLOG_FRAME_HDR - 4), payload, len);
 }
 
 /* True when a complete, checksum-valid frame starts at data[off]. */

@@ -29,6 +29,9 @@ int dlog_check_header(const unsigned char *h, uint64_t segno, const char *path, 
                       struct dtx_err *err);
 /* The checksum of the frame at frame (len payload bytes) under salt. */
 uint32_t dlog_frame_crc(uint32_t salt, const unsigned char *frame, size_t len);
+/* The same for a frame header h (its length and type) and its payload, apart. */
+uint32_t dlog_frame_crc_of(uint32_t salt, const unsigned char *h, const unsigned char *payload,
+                           size_t len);
 /* True when a complete, checksum-valid frame starts at data[off] (size bytes in all). */
 bool dlog_frame_valid_at(const unsigned char *data, size_t size, size_t off, uint32_t salt);
 /* The segment number in a file name "dlog-NNNNNNNNNN.log": 0, or -1 for another name. */

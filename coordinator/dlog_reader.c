@@ -6,12 +6,25 @@
  * torn checkpoint is no checkpoint, so replay then starts further back, at
  * segments that were not deleted yet.
  *
- * Torn or corrupt: only the last frame of the last segment can be torn by
- * a crash. Reading a frame that is short, overlong or fails its CRC, the
- * reader looks for any valid frame after it: if there is one, the damage
- * is in the middle of the log (corruption: refuse, naming file and
- * offset); if not, it is a torn tail, which was never acknowledged and is
- * cut off.
+ * Torn or corrupt: only what was written after the last completed
+ * fdatasync of the newest segment can be torn by a crash, and the writer
+ * has at most one frame in flight. So a damaged frame is corruption
+ * (refuse, naming file and offset) when anything shows it was durable:
+ *   - it is not in the newest segment (a later segment began after it);
+ *   - a valid frame, or any non-zero byte, follows it (a later write);
+ *   - it is the checkpoint opening the newest segment and no older segment
+ *     is left (they are deleted only once that checkpoint is durable);
+ *   - it is complete: its bytes all landed but the checksum fails (a
+ *     flipped bit, in the payload, the checksum, the type or the length).
+ * Only a last frame that shows what an interrupted write leaves is cut off
+ * as torn, never acknowledged: the file ends inside it, or its tail is
+ * still the zeros that were there before the write (preallocated, or a
+ * file extension that never landed) from a sector boundary, or for more
+ * than the 16 bytes a complete frame may end with. A write torn in its
+ * last few bytes, off a sector boundary, cannot be told from a flipped
+ * bit there and is reported as corruption: the safe side. Without
+ * preallocation (log_prealloc_bytes 0) a flipped bit in the length of the
+ * very last frame looks like a short file, and is cut off.
  *
  * Thread model: whoever calls it (the coordinator at start, before the
  * writer runs; dtxctl offline). Touches nothing but the files.
@@ -32,6 +45,13 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+/* Where a segment stands, which says what in it may be torn. */
+enum seg_place {
+    SEG_OLDER,                 /* a later segment exists: nothing in it can be torn */
+    SEG_NEWEST,                /* its last frame may be torn */
+    SEG_ONLY_AFTER_CHECKPOINT, /* newest and only, segno > 1: its checkpoint was durable */
+};
 
 struct reader {
     const char *dir;
@@ -88,25 +108,85 @@ static bool all_zero(const unsigned char *p, size_t n)
     return n == 0;
 }
 
+/* Bytes a complete frame may end with that are zero (a record's empty string, an xid's top). */
+#define NATURAL_ZEROS 16
+#define SECTOR        512
+
+/* The checksum the frame at off would have if its length were len (a length that flipped). */
+static bool complete_with_length(const unsigned char *d, size_t off, uint32_t salt, size_t len)
+{
+    unsigned char h[9];
+
+    memcpy(h, d + off, sizeof(h));
+    put_le32(h + 4, (uint32_t)len);
+    return dlog_frame_crc_of(salt, h, d + off + DLOG_FRAME_HDR, len) == get_le32(d + off);
+}
+
+/*
+ * True when the damaged frame at off, nothing valid after it, shows an
+ * interrupted write (see the top): its tail, from z on, never landed.
+ */
+static bool torn_write(const unsigned char *d, size_t size, size_t off, uint32_t salt)
+{
+    size_t z = size, end;
+    uint32_t len;
+
+    while (z > off && d[z - 1] == 0)
+        z--; /* d[z..size) is zero: the zeros after the last write */
+    if (size - off < DLOG_FRAME_HDR || z < off + DLOG_FRAME_HDR)
+        return true; /* the file ends in its header, or not even its header landed */
+    len = get_le32(d + off + 4);
+    if (len == 0 || len > DLOG_MAX_FRAME ||
+        (d[off + 8] != DLOG_FRAME_BATCH && d[off + 8] != DLOG_FRAME_CHECKPOINT))
+        return false; /* a header that landed but was never written so */
+    end = off + DLOG_FRAME_HDR + len;
+    if (z > end)
+        return false; /* something was written after it */
+    if (end > size)
+        return true; /* the file ends inside it */
+    if (z % SECTOR != 0 && end - z <= NATURAL_ZEROS)
+        return false; /* all of it landed: damaged since */
+    for (size_t e = z; e <= z + NATURAL_ZEROS && e < end; e++) {
+        if (e >= off + DLOG_FRAME_HDR &&
+            complete_with_length(d, off, salt, e - off - DLOG_FRAME_HDR))
+            return false; /* complete, with a flipped length */
+    }
+    return true;
+}
+
+/* Why the damaged frame at off cannot be a torn write, or NULL when it can. */
+static const char *durable_because(const unsigned char *data, size_t size, size_t off,
+                                   uint32_t salt, enum seg_place place)
+{
+    if (place == SEG_OLDER)
+        return "a later segment follows it, so this is not a torn write";
+    if (valid_frame_after(data, size, off, salt))
+        return "valid records follow it, so this is not a torn write";
+    if (place == SEG_ONLY_AFTER_CHECKPOINT && off == DLOG_SEG_HDR)
+        return "it is the checkpoint the older segments were deleted for, so it was durable";
+    if (!torn_write(data, size, off, salt))
+        return "it is complete, so it was damaged after it was written, not torn";
+    return NULL;
+}
+
 static int read_frames(struct reader *rd, const char *path, const unsigned char *data, size_t size,
-                       uint32_t salt, bool last, size_t *valid_end, struct dtx_err *err)
+                       uint32_t salt, enum seg_place place, size_t *valid_end, struct dtx_err *err)
 {
     size_t off = DLOG_SEG_HDR;
+    const char *why;
     int rc;
 
     while (off < size) {
         if (!dlog_frame_valid_at(data, size, off, salt)) {
-            if (last && !valid_frame_after(data, size, off, salt)) {
-                rd->scan->torn = true;
-                rd->scan->torn_offset = off;
-                rd->scan->torn_bytes = size - off;
-                rd->scan->torn_zero = all_zero(data + off, size - off);
-                break;
-            }
-            return dtx_err_set(err, DTX_ECORRUPT,
-                               "decision log '%s' is corrupt: damaged frame at offset %zu "
-                               "(valid records follow it, so this is not a torn write)",
-                               path, off);
+            if ((why = durable_because(data, size, off, salt, place)))
+                return dtx_err_set(err, DTX_ECORRUPT,
+                                   "decision log '%s' is corrupt: damaged frame at offset %zu (%s)",
+                                   path, off, why);
+            rd->scan->torn = true;
+            rd->scan->torn_offset = off;
+            rd->scan->torn_bytes = size - off;
+            rd->scan->torn_zero = all_zero(data + off, size - off);
+            break;
         }
         rc =
             replay_frame(rd, path, off, data + off + DLOG_FRAME_HDR, get_le32(data + off + 4), err);
@@ -159,7 +239,7 @@ static int read_file(const char *path, unsigned char **data, size_t *size, struc
 }
 
 /* Reads one segment; *keep is the byte length of its valid prefix (0: drop the file). */
-static int read_segment(struct reader *rd, const char *path, uint64_t segno, bool last,
+static int read_segment(struct reader *rd, const char *path, uint64_t segno, enum seg_place place,
                         size_t *keep, struct dtx_err *err)
 {
     unsigned char *data = NULL;
@@ -172,9 +252,10 @@ static int read_segment(struct reader *rd, const char *path, uint64_t segno, boo
         return rc;
     rd->scan->bytes += size;
     *keep = size;
-    if (last && (size < DLOG_SEG_HDR ||
-                 (size == DLOG_SEG_HDR && (memcmp(data, DLOG_SEG_MAGIC, 8) != 0 ||
-                                           crc32c(0, data, 28) != get_le32(data + 28))))) {
+    if (place == SEG_NEWEST &&
+        (size < DLOG_SEG_HDR ||
+         (size == DLOG_SEG_HDR &&
+          (memcmp(data, DLOG_SEG_MAGIC, 8) != 0 || crc32c(0, data, 28) != get_le32(data + 28))))) {
         /*
          * A crash while the segment was being created, before its header was
          * durable (a file system may then show it short, or zero-filled): it
@@ -194,7 +275,7 @@ static int read_segment(struct reader *rd, const char *path, uint64_t segno, boo
     }
     rc = dlog_check_header(data, segno, path, &salt, err);
     if (rc == 0)
-        rc = read_frames(rd, path, data, size, salt, last, keep, err);
+        rc = read_frames(rd, path, data, size, salt, place, keep, err);
 out:
     free(data);
     return rc;
@@ -292,6 +373,13 @@ static int remove_obsolete(const char *dir, const uint64_t *segs, size_t n, stru
     return 0;
 }
 
+static enum seg_place place_of(const uint64_t *segs, size_t nsegs, size_t i)
+{
+    if (i + 1 < nsegs)
+        return SEG_OLDER;
+    return nsegs == 1 && segs[i] > 1 ? SEG_ONLY_AFTER_CHECKPOINT : SEG_NEWEST;
+}
+
 int dlog_read_dir(const char *dir, bool repair, drec_replay_fn replay, void *arg,
                   struct dlog_scan *scan, struct dtx_err *err)
 {
@@ -322,7 +410,7 @@ int dlog_read_dir(const char *dir, bool repair, drec_replay_fn replay, void *arg
         size_t keep;
 
         dlog_seg_path(path, sizeof(path), dir, segs[i]);
-        rc = read_segment(&rd, path, segs[i], last, &keep, err);
+        rc = read_segment(&rd, path, segs[i], place_of(segs, nsegs, i), &keep, err);
         scan->segments++;
         scan->last_segno = segs[i];
         if (rc == 0 && last && scan->torn && scan->torn_zero) {

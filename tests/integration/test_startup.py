@@ -108,6 +108,40 @@ class StartupTest(ClusterTest):
         self.assertIn(seg, r.stderr)
         self.assertIn("offset", r.stderr)
 
+    def test_a_damaged_checkpoint_stops_the_coordinator_and_the_epoch_never_goes_back(self):
+        """Right after a restart the newest segment holds one checkpoint frame: it was
+        durable before the older segments were deleted, so a flipped byte in it is
+        corruption (never a torn write to cut off, which would lose the epoch and
+        reissue gtids)."""
+        self.assertEqual(self.c.stop_coordinator(), 0)
+        self.c.start_coordinator()
+        epoch = self.c.request("GET", "/healthz")[1]["epoch"]
+        self.assertEqual(self.c.stop_coordinator(), 0)
+        segs = sorted(glob.glob(os.path.join(self.c.log_dir, "dlog-*.log")))
+        self.assertEqual(len(segs), 1, segs)
+        with open(segs[0], "r+b") as f:
+            f.seek(32 + 20)  # inside the checkpoint, the segment's first and only frame
+            b = f.read(1)
+            f.seek(32 + 20)
+            f.write(bytes([b[0] ^ 0x08]))
+        r = self.run_bin("dtxctl", "log", "verify", "--log-dir", self.c.log_dir)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("CORRUPT", r.stdout)
+        self.assertIn("offset 32", r.stdout)
+        self.c.coordinator = self.c._coord_proc()
+        self.c.coordinator.start()
+        self.assertTrue(self.c.coordinator.wait(10))
+        self.assertEqual(self.c.coordinator.popen.returncode, 1)
+        with open(self.c.coordinator.log) as f:
+            log = f.read()
+        self.assertIn("%s' is corrupt: damaged frame at offset 32" % segs[0], log)
+        self.assertEqual(sorted(glob.glob(os.path.join(self.c.log_dir, "dlog-*.log"))), segs)
+        with open(segs[0], "r+b") as f:  # the operator puts the byte back
+            f.seek(32 + 20)
+            f.write(b)
+        self.c.start_coordinator()
+        self.assertEqual(self.c.request("GET", "/healthz")[1]["epoch"], epoch + 1)
+
     def test_second_coordinator_on_a_taken_port_exits_1(self):
         path = self.write_json("dup-coord.json", {
             "node_id": "c2", "listen": "127.0.0.1:%d" % self.c.coord_port,

@@ -368,15 +368,29 @@ static void preallocated_zeros_are_the_end_of_the_log_and_are_trimmed(void)
     start3 = frame_start(cpath, 3);
     CU_ASSERT_FATAL(start3 > SEG_HDR_BYTES && start3 < used);
     for (off_t cut = start3; cut < used; cut++) {
+        /*
+         * A write that never fully landed leaves its tail as the zeros that
+         * were there: from a sector boundary, or (the byte-exact cuts here)
+         * more than the 16 bytes a complete frame may end with naturally.
+         * Fewer zeros than that at an unaligned offset is what a flipped
+         * byte leaves too: corruption (see dlog_reader.c).
+         */
+        bool torn = cut % 512 == 0 || used - cut > 16;
+
         copy_prefix(path_crashed, cpath, crashed_size);
         zero_from(cpath, cut);
         memset(&c, 0, sizeof(c));
-        CU_ASSERT_EQUAL(dlog_read(copy, count_records, &c, &scan, NULL), 0);
+        memset(&c, 0, sizeof(c));
+        CU_ASSERT_EQUAL(dlog_read(copy, count_records, &c, &scan, NULL), torn ? 0 : DTX_ECORRUPT);
+        if (!torn)
+            continue;
         CU_ASSERT_EQUAL(c.commits, 2);
         CU_ASSERT_TRUE(scan.torn);
         CU_ASSERT_EQUAL(scan.torn_offset, (uint64_t)start3);
     }
     /* reopening cuts the zeros (and the torn frame) off, so the segment is clean when left */
+    copy_prefix(path_crashed, cpath, crashed_size);
+    zero_from(cpath, start3 + 20);
     memset(&c, 0, sizeof(c));
     o.dir = copy;
     CU_ASSERT_EQUAL_FATAL(dlog_open(&log, &o, count_records, &c, &scan, NULL), 0);
@@ -480,21 +494,55 @@ static void flipped_bit_in_a_middle_frame_is_corruption_naming_file_and_offset(v
     remove_dir(dir);
 }
 
-static void flipped_bit_in_the_last_frame_is_a_torn_tail(void)
+/*
+ * The last frame was fdatasynced (the writer reported it durable): a
+ * flipped bit in it, wherever it is (payload, checksum, type, length), is
+ * corruption, never a torn write to cut off. A torn write leaves zeros or
+ * a short file; a complete frame that fails its checksum was damaged after
+ * it landed.
+ */
+static void a_flipped_bit_in_the_last_frame_is_corruption_not_a_torn_write(void)
+{
+    static const off_t from_end[] = {3, 40};
+    static const off_t from_start[] = {0, 4, 5, 8, 9};
+    off_t bounds[NFRAMES + 1];
+    struct dlog_scan scan;
+    struct dtx_err err;
+    char dir[64], path[512], want[600];
+
+    temp_dir(dir, sizeof(dir));
+    write_frames(dir, bounds);
+    seg(path, sizeof(path), dir, 1);
+    /* zeros after the last frame, as a coordinator that crashed leaves them (preallocated) */
+    CU_ASSERT_EQUAL_FATAL(truncate(path, bounds[NFRAMES] + 8192), 0);
+    snprintf(want, sizeof(want), "'%s' is corrupt", path);
+    for (size_t i = 0; i < sizeof(from_end) / sizeof(from_end[0]) + 5; i++) {
+        off_t at = i < 2 ? bounds[NFRAMES] - from_end[i] : bounds[NFRAMES - 1] + from_start[i - 2];
+
+        poke(path, at, 0x10);
+        dtx_err_clear(&err);
+        CU_ASSERT_EQUAL(dlog_read(dir, NULL, NULL, &scan, &err), DTX_ECORRUPT);
+        CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, want));
+        poke(path, at, 0x10);
+    }
+    remove_dir(dir);
+}
+
+/* A damaged frame with anything but zeros after it was followed by a later write: corruption. */
+static void a_damaged_frame_with_a_later_write_after_it_is_corruption(void)
 {
     off_t bounds[NFRAMES + 1];
     struct dlog_scan scan;
-    struct counted c;
+    struct dtx_err err;
     char dir[64], path[512];
 
     temp_dir(dir, sizeof(dir));
     write_frames(dir, bounds);
     seg(path, sizeof(path), dir, 1);
-    poke(path, bounds[NFRAMES] - 3, 0x10);
-    memset(&c, 0, sizeof(c));
-    CU_ASSERT_EQUAL(dlog_read(dir, count_records, &c, &scan, NULL), 0);
-    CU_ASSERT_TRUE(scan.torn);
-    CU_ASSERT_EQUAL(c.records, NFRAMES - 1);
+    poke(path, bounds[NFRAMES - 2] + 20, 0x01); /* frame 4 */
+    poke(path, bounds[NFRAMES - 1] + 1, 0x01);  /* frame 5 no longer a valid frame either */
+    dtx_err_clear(&err);
+    CU_ASSERT_EQUAL(dlog_read(dir, NULL, NULL, &scan, &err), DTX_ECORRUPT);
     remove_dir(dir);
 }
 
@@ -825,6 +873,44 @@ static void segments_older_than_the_checkpoint_are_ignored_and_removed(void)
     remove_dir(dir);
 }
 
+/*
+ * The older segments are deleted only after the checkpoint that replaces
+ * them is durable: a damaged checkpoint with no older segment left was
+ * durable, so it is corruption (never cut off: the epoch it carries would
+ * go backwards and gtids would be issued again).
+ */
+static void a_damaged_checkpoint_whose_older_segments_are_gone_is_corruption(void)
+{
+    struct dlog_scan scan;
+    struct dtx_err err;
+    struct ev_loop loop;
+    struct dstore *log;
+    unsigned char *seg1;
+    size_t size1;
+    char dir[64], path[512], want[600];
+
+    temp_dir(dir, sizeof(dir));
+    checkpoint_then_crash(dir, &seg1, &size1);
+    free(seg1);
+    CU_ASSERT_EQUAL(count_segments(dir), 1);
+    seg(path, sizeof(path), dir, 2);
+    poke(path, file_size(path) - 30, 0x04); /* inside the checkpoint frame */
+    dtx_err_clear(&err);
+    CU_ASSERT_EQUAL(dlog_read(dir, NULL, NULL, &scan, &err), DTX_ECORRUPT);
+    snprintf(want, sizeof(want), "'%s' is corrupt", path);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, want));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "offset 32"));
+    CU_ASSERT_EQUAL_FATAL(ev_loop_init(&loop), 0);
+    dtx_err_clear(&err);
+    log = open_log(&loop, dir, &scan, &err);
+    CU_ASSERT_PTR_NULL(log); /* the coordinator refuses to start */
+    CU_ASSERT_EQUAL(err.code, DTX_ECORRUPT);
+    dstore_close(log);
+    CU_ASSERT_EQUAL(count_segments(dir), 1); /* and changed nothing */
+    ev_loop_release(&loop);
+    remove_dir(dir);
+}
+
 static void torn_checkpoint_falls_back_to_the_older_segments(void)
 {
     struct dlog_scan scan;
@@ -978,7 +1064,8 @@ int main(void)
         UNIT_TEST(torn_tail_at_every_byte_offset_is_end_of_log),
         UNIT_TEST(open_cuts_a_torn_tail_and_starts_a_new_segment),
         UNIT_TEST(flipped_bit_in_a_middle_frame_is_corruption_naming_file_and_offset),
-        UNIT_TEST(flipped_bit_in_the_last_frame_is_a_torn_tail),
+        UNIT_TEST(a_flipped_bit_in_the_last_frame_is_corruption_not_a_torn_write),
+        UNIT_TEST(a_damaged_frame_with_a_later_write_after_it_is_corruption),
         UNIT_TEST(zero_filled_tail_is_end_of_log),
         UNIT_TEST(wrong_magic_is_corruption),
         UNIT_TEST(damage_at_the_end_of_an_older_segment_is_corruption),
@@ -989,6 +1076,7 @@ int main(void)
         UNIT_TEST(checkpoint_opens_a_new_segment_and_removes_older_ones),
         UNIT_TEST(segments_older_than_the_checkpoint_are_ignored_and_removed),
         UNIT_TEST(torn_checkpoint_falls_back_to_the_older_segments),
+        UNIT_TEST(a_damaged_checkpoint_whose_older_segments_are_gone_is_corruption),
         UNIT_TEST(snapshot_handed_over_during_a_checkpoint_write_is_written_too),
         UNIT_TEST(writer_asks_for_a_checkpoint_once_a_segment_was_written),
         UNIT_TEST(second_open_of_a_log_in_use_is_refused_and_changes_nothing),
