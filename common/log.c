@@ -6,6 +6,11 @@
  * only read afterwards. Each line is formatted into a local buffer and
  * written with one write(2), so lines from the decision-log writer thread
  * and the event loop never interleave.
+ *
+ * One message is one line: control characters in it (a libpq message's
+ * newlines, a CR/LF in an operator's reason) are written as \n, \r, \t or
+ * \xNN, and trailing ones are dropped, so nothing a client or a database
+ * sends can forge or split a line.
  */
 #include "dtx/log.h"
 
@@ -43,9 +48,31 @@ bool log_enabled(enum log_level level)
     return level >= log_min;
 }
 
+/* Appends msg to line[n..cap) with control characters escaped; returns the new length. */
+static size_t put_escaped(char *line, size_t n, size_t cap, const char *msg)
+{
+    size_t len = strlen(msg);
+
+    while (len > 0 && (msg[len - 1] == '\n' || msg[len - 1] == '\r' || msg[len - 1] == ' '))
+        len--;
+    for (size_t i = 0; i < len && n + 4 < cap; i++) {
+        unsigned char c = (unsigned char)msg[i];
+
+        if (c >= 0x20 && c != 0x7f) {
+            line[n++] = (char)c;
+        } else if (c == '\n' || c == '\r' || c == '\t') {
+            line[n++] = '\\';
+            line[n++] = c == '\n' ? 'n' : c == '\r' ? 'r' : 't';
+        } else {
+            n += (size_t)snprintf(line + n, cap - n, "\\x%02x", c);
+        }
+    }
+    return n;
+}
+
 void log_msg(enum log_level level, const char *fmt, ...)
 {
-    char line[2048];
+    char line[2048], msg[1900];
     struct timeval tv;
     struct tm tm;
     size_t n;
@@ -59,11 +86,9 @@ void log_msg(enum log_level level, const char *fmt, ...)
     n += (size_t)snprintf(line + n, sizeof(line) - n, ".%03dZ %s[%d] %s ", (int)(tv.tv_usec / 1000),
                           log_prog, (int)getpid(), level_names[level]);
     va_start(ap, fmt);
-    if (n < sizeof(line))
-        n += (size_t)vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
-    if (n >= sizeof(line) - 1)
-        n = sizeof(line) - 2;
+    n = put_escaped(line, n, sizeof(line) - 1, msg);
     line[n++] = '\n';
     /* A failed write of a diagnostic line has nowhere better to be reported. */
     if (write(STDERR_FILENO, line, n) < 0)

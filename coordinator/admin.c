@@ -8,13 +8,14 @@
  * (/v1/admin/branches, peer token), all shards in parallel (fanout.h).
  *
  * Safety: a branch is finished only as the coordinator's record says
- * (coord_decision: a commit record, presumed abort, or an operator's
- * durable decision); a transaction still being decided is never touched;
- * a branch the coordinator never heard of (an orphan) is rolled back, but
- * only after that decision was recorded like an operator's, so every
- * shard of it gets the same answer. An operator's decision is forced to
- * the decision store before anything acts on it, and one that contradicts
- * a recorded decision is refused.
+ * (coord_decision: a commit record, presumed abort of its own gtid, or an
+ * operator's durable decision); a transaction still being decided is never
+ * touched; a branch it has no decision for (another node's gtid, an epoch
+ * its store does not know, a gtid not issued) is left to an operator's
+ * explicit resolve, and a malformed dtx: branch to an explicit rollback.
+ * An operator's decision is forced to the decision store before anything
+ * acts on it; one that contradicts a recorded decision, or names a gtid of
+ * this node not issued yet, is refused.
  *
  * State: the questions to participants still in flight (ad->pending), so
  * that admin_free can drop them. Thread model: the coordinator's
@@ -27,6 +28,7 @@
 #include "dtx/log.h"
 #include "dtx/xalloc.h"
 
+#include <ctype.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,7 +44,8 @@ struct ask {
     struct admin *ad;
     struct httpd_req *req;
     char gtid[DTX_GTID_MAX + 1];
-    int shard; /* -1: every shard */
+    char gid[200]; /* a malformed branch's gid (recover --malformed) */
+    int shard;     /* -1: every shard */
     bool commit;
     bool heuristic;
 };
@@ -325,11 +328,21 @@ static cJSON *branch_json(struct coord *co, const char *shard_name, int shard, c
     enum dtx_decision d = branch_decision(co, shard, b);
     const struct tx *tx = coord_find(co, gtid);
     const struct coord_opnote *n = coord_notes(co, gtid);
+    char owner[DTX_NAME_MAX + 1] = "";
+    enum coord_gtid kind = coord_gtid_kind(co, gtid, owner);
 
     if (!cJSON_HasObjectItem(o, "shard"))
         jsonx_add_str(o, "shard", shard_name);
     jsonx_add_str(o, "decision", decision_word(d));
     jsonx_add_bool(o, "orphan", d == DTX_DEC_UNKNOWN);
+    if (owner[0])
+        jsonx_add_str(o, "owner", owner);
+    if (kind == CG_FOREIGN)
+        jsonx_add_bool(o, "foreign", true);
+    if (kind == CG_GAP)
+        jsonx_add_bool(o, "epoch_gap", true);
+    if (kind == CG_MALFORMED)
+        jsonx_add_bool(o, "malformed", true);
     *orphans += d == DTX_DEC_UNKNOWN;
     if (tx)
         jsonx_add_str(o, "status", dtx_status_name(tx_status(tx)));
@@ -549,8 +562,7 @@ static void recover_one_done(void *arg, const struct fanout_part *parts, size_t 
     bool ok;
 
     jsonx_add_str(root, "gtid", a->gtid);
-    jsonx_add_str(root, "decision", a->heuristic ? "none" : a->commit ? "commit" : "abort");
-    jsonx_add_bool(root, "orphan", a->heuristic);
+    jsonx_add_str(root, "decision", a->commit ? "commit" : "abort");
     jsonx_add(root, "shards", finish_results(a, parts, nparts, &ok));
     httpd_reply_json(a->req, ok ? 200 : 502, jsonx_print(root));
     cJSON_Delete(root);
@@ -558,17 +570,13 @@ static void recover_one_done(void *arg, const struct fanout_part *parts, size_t 
 }
 
 static void recover_branch(struct admin *ad, struct httpd_req *req, const char *gtid, int shard,
-                           bool commit, bool orphan)
+                           bool commit)
 {
     struct ask *a = ask_new(ad, req, gtid, shard);
 
     a->commit = commit;
-    a->heuristic = orphan;
     log_info("operator: recover %s on shard '%s': %s", gtid,
-             coord_config(ad->co)->shards[shard].name,
-             commit   ? "commit"
-             : orphan ? "roll back the orphan"
-                      : "roll back");
+             coord_config(ad->co)->shards[shard].name, commit ? "commit" : "roll back");
     ask_finish(a, recover_one_done);
 }
 
@@ -579,40 +587,106 @@ static void record_note(struct ask *a, const struct coord_opnote *note, coord_do
     coord_record_operator(a->ad->co, a->gtid, note, done, a);
 }
 
-static void on_orphan_durable(void *arg, int rc, const struct dtx_err *err)
+/*
+ * Why a branch with no decision is left alone by recover (answered 409):
+ * nothing is presumed about a gtid this coordinator cannot know.
+ */
+static void refuse_unknown(struct admin *ad, struct httpd_req *req, const char *gtid, int shard)
+{
+    const char *sname = coord_config(ad->co)->shards[shard].name;
+    char owner[DTX_NAME_MAX + 1] = "", last[DTX_GTID_MAX + 1];
+    enum coord_gtid kind = coord_gtid_kind(ad->co, gtid, owner);
+    const char *why = "its outcome is not known here (a one-phase commit lost with its shard)";
+    char buf[300];
+
+    if (kind == CG_FOREIGN) {
+        snprintf(buf, sizeof(buf), "it belongs to coordinator '%s', not to this one ('%s')", owner,
+                 coord_config(ad->co)->node_id);
+        why = buf;
+    } else if (kind == CG_GAP) {
+        why = "its epoch is one this coordinator's decision log does not know (the log was "
+              "restored from an older copy, or lost): its outcome is unknown, never presumed";
+    } else if (kind == CG_NOT_ISSUED) {
+        coord_last_issued(ad->co, last, sizeof(last));
+        snprintf(buf, sizeof(buf), "this coordinator never issued it (it has issued up to %s)",
+                 last);
+        why = buf;
+    }
+    httpd_reply_errorf(req, DTX_ECONFLICT,
+                       "transaction %s on shard '%s' is left alone: %s; once you know its "
+                       "outcome, decide it with dtxctl resolve %s --commit|--abort --shard %s",
+                       gtid, sname, why, gtid, sname);
+}
+
+/* The path of a participant's branch endpoint for any gid: every byte but [A-Za-z0-9_-:.] escaped.
+ */
+static char *branch_path(const char *gid, const char *action)
+{
+    struct buf b = BUF_INIT;
+
+    buf_puts(&b, "/v1/admin/branches/");
+    for (const unsigned char *p = (const unsigned char *)gid; *p; p++) {
+        if (isalnum(*p) || strchr("_-:.", *p))
+            buf_putc(&b, (char)*p);
+        else
+            buf_printf(&b, "%%%02X", *p);
+    }
+    buf_printf(&b, "/%s", action);
+    return buf_detach(&b, NULL);
+}
+
+static void malformed_done(void *arg, const struct fanout_part *parts, size_t nparts)
 {
     struct ask *a = arg;
+    cJSON *root = jsonx_new_object();
+    bool ok;
 
-    if (rc < 0 && err)
-        httpd_reply_error(a->req, err);
-    else if (rc == 0)
-        recover_branch(a->ad, a->req, a->gtid, a->shard, false, true);
+    jsonx_add_str(root, "gid", a->gid);
+    jsonx_add_bool(root, "malformed", true);
+    jsonx_add(root, "shards", finish_results(a, parts, nparts, &ok));
+    httpd_reply_json(a->req, ok ? 200 : 502, jsonx_print(root));
+    cJSON_Delete(root);
     free(a);
 }
 
 /*
- * An orphan (a gtid this coordinator never issued or has no record of) is
- * rolled back by presumed abort, but first that decision is logged like an
- * operator's: every shard of the transaction then gets the same answer,
- * and a later resolve --commit is refused instead of splitting it.
+ * {"gid", "shard", "malformed": true}: rolls back a prepared branch whose
+ * gid starts with "dtx:" but holds no gtid (nothing can ever decide it).
+ * Only on an operator's explicit request.
  */
-static void record_orphan_abort(struct admin *ad, struct httpd_req *req, const cJSON *body,
-                                const char *gtid, int shard)
+static void recover_malformed(struct admin *ad, struct httpd_req *req, const cJSON *body, int shard)
 {
-    struct coord_opnote n = {.kind = DREC_OP_RESOLVE, .commit = false, .who = "dtxctl recover"};
-    struct ask *a = ask_new(ad, req, gtid, shard);
+    const struct coord_config *cfg = coord_config(ad->co);
+    const char *gid = NULL, *who = "dtxctl recover --malformed";
+    char gtid[DTX_GTID_MAX + 1], sname[DTX_NAME_MAX + 1];
+    char **paths;
+    struct ask *a;
 
-    jsonx_str(body, "", "operator", false, (const char **)&n.who, NULL);
-    n.reason = "recover: an orphan (no record of this transaction here), rolled back by presumed "
-               "abort";
-    a->heuristic = true;
-    record_note(a, &n, on_orphan_durable);
+    jsonx_str(body, "", "gid", false, &gid, NULL);
+    jsonx_str(body, "", "operator", false, &who, NULL);
+    if (!gid || strncmp(gid, DTX_GID_PREFIX, strlen(DTX_GID_PREFIX)) != 0 || strlen(gid) >= 200 ||
+        gid_parse(gid, gtid, sname)) {
+        httpd_reply_errorf(req, DTX_EINVAL,
+                           "'gid' must be a prepared transaction's gid that starts with \"dtx:\" "
+                           "and holds no gtid");
+        return;
+    }
+    log_warn("operator '%s': rolling back the malformed dtx branch '%s' on shard '%s'", who, gid,
+             cfg->shards[shard].name);
+    a = ask_new(ad, req, NULL, shard);
+    snprintf(a->gid, sizeof(a->gid), "%s", gid);
+    paths = xcalloc(cfg->nshards, sizeof(*paths));
+    paths[shard] = branch_path(gid, "rollback?malformed=1");
+    fanout_start(coord_loop(ad->co), cfg, &ad->pending, "POST", paths, malformed_done, a);
+    free(paths[shard]);
+    free(paths);
 }
 
 static void post_recover(struct admin *ad, struct httpd_req *req)
 {
     cJSON *body = object_body(req);
     const char *gtid = NULL;
+    bool malformed = false;
     enum dtx_decision decision;
     struct dtx_err err;
     uint64_t xid;
@@ -621,8 +695,12 @@ static void post_recover(struct admin *ad, struct httpd_req *req)
     if (!body)
         return;
     dtx_err_clear(&err);
-    if (jsonx_str(body, "", "gtid", false, &gtid, &err) < 0) {
+    if (jsonx_str(body, "", "gtid", false, &gtid, &err) < 0 ||
+        jsonx_bool(body, "", "malformed", false, &malformed, &err) < 0) {
         httpd_reply_error(req, &err);
+    } else if (malformed) {
+        if ((shard = shard_arg(ad->co, req, body, true)) >= 0)
+            recover_malformed(ad, req, body, shard);
     } else if (!gtid) {
         httpd_reply_json(req, 200, xasprintf("{\"kicked\":%zu}", coord_kick(ad->co)));
     } else if (!is_gtid(gtid)) {
@@ -635,12 +713,12 @@ static void post_recover(struct admin *ad, struct httpd_req *req)
                                "transaction %s is still being decided; it is left alone", gtid);
             break;
         case DTX_DEC_UNKNOWN:
-            record_orphan_abort(ad, req, body, gtid, shard);
+        case DTX_NDECISIONS:
+            refuse_unknown(ad, req, gtid, shard);
             break;
         case DTX_DEC_COMMIT:
         case DTX_DEC_ABORT:
-        case DTX_NDECISIONS:
-            recover_branch(ad, req, gtid, shard, decision == DTX_DEC_COMMIT, false);
+            recover_branch(ad, req, gtid, shard, decision == DTX_DEC_COMMIT);
             break;
         }
     }
@@ -708,6 +786,7 @@ static bool decision_allowed(struct coord *co, struct httpd_req *req, const char
     uint64_t xid;
     enum dtx_decision d = coord_decision(co, gtid, shard, &xid);
     const struct tx *tx = coord_find(co, gtid);
+    char last[DTX_GTID_MAX + 1];
 
     if (d == DTX_DEC_IN_FLIGHT) {
         httpd_reply_errorf(
@@ -715,6 +794,15 @@ static bool decision_allowed(struct coord *co, struct httpd_req *req, const char
             "refused: transaction %s is still being decided (%s); wait for its "
             "outcome, then use dtxctl recover",
             gtid, tx ? dtx_status_name(tx_status(tx)) : "an operator's decision is being recorded");
+        return false;
+    }
+    if (d == DTX_DEC_UNKNOWN && coord_gtid_kind(co, gtid, NULL) == CG_NOT_ISSUED) {
+        coord_last_issued(co, last, sizeof(last));
+        httpd_reply_errorf(req, DTX_ECONFLICT,
+                           "refused: transaction %s was never issued by this coordinator (it has "
+                           "issued up to %s); a decision about it would stand against the "
+                           "transaction that gets this gtid later",
+                           gtid, last);
         return false;
     }
     if (d == DTX_DEC_UNKNOWN) {

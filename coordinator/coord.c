@@ -33,6 +33,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
 
 static struct txent *entry_of(const struct tx *tx)
 {
@@ -309,6 +311,16 @@ static void on_tick(struct ev_loop *loop, struct ev_timer *t)
     ev_timer_start(loop, t, co->state == CO_STARTING ? 20 : 1000);
 }
 
+/* A random id for this run, so that a participant tells it from another run at the same epoch. */
+static void make_boot_id(char *out, size_t n)
+{
+    uint64_t r;
+
+    if (getrandom(&r, sizeof(r), 0) != sizeof(r))
+        r = ev_wall_us() ^ ((uint64_t)getpid() << 32);
+    snprintf(out, n, "%016" PRIx64, r);
+}
+
 static void init_coord(struct coord *co, const struct coord_config *cfg, struct ev_loop *loop)
 {
     struct txtab_limits lim = {
@@ -343,6 +355,7 @@ static void init_coord(struct coord *co, const struct coord_config *cfg, struct 
         .arg = co,
     };
     dtx_err_clear(&co->fail);
+    make_boot_id(co->boot, sizeof(co->boot));
     ev_timer_init(&co->tick, on_tick, co);
 }
 
@@ -382,6 +395,7 @@ void coord_free(struct coord *co)
     coord_notes_fail(co, NULL);
     coord_notes_release(&co->notes);
     dstore_close(co->store);
+    free(co->gaps);
     free(co->shard_names);
     free(co);
 }

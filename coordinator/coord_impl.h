@@ -39,6 +39,13 @@ struct coord_metrics {
     uint64_t aborts_by_code[32];
 };
 
+/* Epochs this node used that its decision store does not know (decision.c). */
+struct coord_gap {
+    uint64_t lo, hi;              /* first and last unknown epoch */
+    uint64_t wall_us;             /* when it was found */
+    char shard[DTX_NAME_MAX + 1]; /* whose participant had seen epoch hi */
+};
+
 /* The operator notes (decision.c): durable decisions about gtids, by gtid. */
 struct coord_notes {
     struct hmap by_gtid;      /* struct noted */
@@ -53,14 +60,19 @@ struct coord {
     struct dstore *store;        /* replay.c opens it, coord.c closes it */
     struct dstore_cbs store_cbs; /* coord.c: how the store reports back */
     struct pc **links;           /* links.c */
+    uint64_t *accepted_from;     /* links.c: per shard, the first epoch of this run it accepted */
     struct txtab tab;            /* coord.c inserts, the protocol's env retains */
     struct list_node log_wait;   /* coord.c: txents whose COMMIT is being forced, in lsn order */
     struct coord_notes notes;    /* decision.c */
-    uint64_t epoch;              /* replay.c: this run's epoch */
-    uint64_t seq;                /* coord.c: the last gtid issued in this epoch */
-    enum coord_state state;      /* coord.c; replay.c sets CO_FAILED */
-    struct dtx_err fail;         /* why CO_FAILED */
-    struct ev_timer tick;        /* coord.c */
+    uint64_t epoch;              /* replay.c: this run's epoch (moved past a gap: a new one) */
+    uint64_t run_epoch;          /* replay.c: the epoch this run started with */
+    char boot[40];               /* coord.c: a random id of this run */
+    struct coord_gap *gaps;      /* decision.c: epochs used but unknown to the store */
+    size_t ngaps;
+    uint64_t seq;           /* coord.c: the last gtid issued in this epoch */
+    enum coord_state state; /* coord.c; replay.c sets CO_FAILED */
+    struct dtx_err fail;    /* why CO_FAILED */
+    struct ev_timer tick;   /* coord.c */
     struct coord_metrics m;
 };
 
@@ -76,6 +88,8 @@ void coord_reply_all(struct txwaiter *w, unsigned status, const char *body);
 /* ---- links.c -------------------------------------------------------------------- */
 
 void coord_links_start(struct coord *co);
+/* Every link announces the run's new epoch (dropped and dialled anew). */
+void coord_links_set_epoch(struct coord *co);
 void coord_links_free(struct coord *co);
 bool coord_links_tried(const struct coord *co);
 bool coord_link_up(const struct coord *co, int shard);
@@ -88,6 +102,13 @@ int coord_link_send(struct coord *co, int shard, const char *data, size_t len);
 int coord_open_store(struct coord *co, struct dtx_err *err);
 /* The store asks for a checkpoint (dstore_cbs.on_checkpoint_wanted). */
 void coord_checkpoint_wanted(void *arg);
+/*
+ * A participant of shard has seen epoch seen of this node from another
+ * run: the store is behind. Records the gap (this run's epoch .. seen),
+ * moves to epoch seen + 1 durably, and dials every link anew with it.
+ * Nothing if the run is past seen already.
+ */
+void coord_move_past(struct coord *co, int shard, uint64_t seen);
 
 /* ---- decision.c ----------------------------------------------------------------- */
 
@@ -101,8 +122,12 @@ void coord_apply_forgets(struct coord *co, struct txent *e);
 void coord_notes_durable(struct coord *co, uint64_t lsn);
 /* The store failed (err), or the coordinator is going away (NULL): ends what waits. */
 void coord_notes_fail(struct coord *co, const struct dtx_err *err);
-/* Appends every note, and those being forced, to a checkpoint. */
+/* Appends every note, and those being forced, to a checkpoint; the gaps too. */
 void coord_notes_encode(const struct coord *co, struct buf *snap);
+/* Adds a gap (from a GAP record, or one just found). */
+void coord_gap_add(struct coord *co, const struct coord_gap *g);
+/* True when epoch of this node is in a gap: its gtids are never presumed aborted. */
+bool coord_in_gap(const struct coord *co, uint64_t epoch);
 
 /* ---- metrics.c ------------------------------------------------------------------ */
 

@@ -14,11 +14,24 @@
  * (TXE_FORGET), and the operator's request is answered. Notes go into
  * every checkpoint, with those still being forced.
  *
- * State: co->notes, owned by this file. Thread model: the coordinator's
- * event-loop thread.
+ * Epoch gaps: epochs this node used that its decision store does not know
+ * (a participant had seen them: the store was restored from an older copy,
+ * or lost). A gtid of such an epoch with no record here is unknown, never
+ * presumed aborted: an operator resolves it with what the shards show.
+ * A shard may also hold branches of a lost run that used one of this run's
+ * epochs (its refusal, which reveals the gap, may not have come yet, or
+ * came after this run issued gtids of that epoch): a branch there with a
+ * gtid of this run's epochs is this run's only from the epoch the shard's
+ * link first accepted on (a shard that accepted an epoch had seen no other
+ * run at it or later); before that, or before any acceptance, it is
+ * unknown, whatever this run decided for its own transaction of that gtid.
+ *
+ * State: co->notes and co->gaps, owned by this file. Thread model: the
+ * coordinator's event-loop thread.
  */
 #include "coord_impl.h"
 
+#include "dtx/jsonx.h"
 #include "dtx/log.h"
 #include "dtx/xalloc.h"
 
@@ -139,12 +152,26 @@ static bool note_pending(const struct coord *co, const char *gtid)
     return false;
 }
 
+/* False for a gtid of one of this run's epochs that shard's link had not accepted. */
+static bool epoch_accepted(const struct coord *co, const char *gtid, int shard)
+{
+    char node[DTX_NAME_MAX + 1];
+    uint64_t epoch, seq;
+
+    if (!gid_parse_gtid(gtid, node, &epoch, &seq) || strcmp(node, co->cfg->node_id) != 0 ||
+        epoch < co->run_epoch)
+        return true; /* an earlier run's: the decision store knows, or the gap says unknown */
+    return co->accepted_from && co->accepted_from[shard] && co->accepted_from[shard] <= epoch;
+}
+
 enum dtx_decision coord_decision(const struct coord *co, const char *gtid, int shard, uint64_t *xid)
 {
     const struct txent *e = txtab_find(&co->tab, gtid);
     const struct coord_opnote *n;
 
     *xid = 0;
+    if (shard >= 0 && !epoch_accepted(co, gtid, shard))
+        return DTX_DEC_UNKNOWN; /* not this run's branch, perhaps a lost run's */
     if (e)
         return tx_decision(e->tx, shard, xid);
     /* An operator decided: a transaction has one outcome, whichever shard the note named. */
@@ -152,7 +179,75 @@ enum dtx_decision coord_decision(const struct coord *co, const char *gtid, int s
         return n->commit ? DTX_DEC_COMMIT : DTX_DEC_ABORT;
     if (note_pending(co, gtid))
         return DTX_DEC_IN_FLIGHT; /* an operator's decision is being forced */
+    if (coord_gtid_in_gap(co, gtid))
+        return DTX_DEC_UNKNOWN; /* used, but unknown to this store: never presumed */
     return tx_presumed(gtid, co->cfg->node_id, co->epoch, co->seq);
+}
+
+void coord_gap_add(struct coord *co, const struct coord_gap *g)
+{
+    co->gaps = xrealloc(co->gaps, (co->ngaps + 1) * sizeof(*co->gaps));
+    co->gaps[co->ngaps++] = *g;
+}
+
+enum coord_gtid coord_gtid_kind(const struct coord *co, const char *gtid, char *owner)
+{
+    char node[DTX_NAME_MAX + 1];
+    uint64_t epoch, seq;
+
+    if (!gid_parse_gtid(gtid, node, &epoch, &seq))
+        return CG_MALFORMED;
+    if (owner)
+        snprintf(owner, DTX_NAME_MAX + 1, "%s", node);
+    if (strcmp(node, co->cfg->node_id) != 0)
+        return CG_FOREIGN;
+    if (coord_in_gap(co, epoch))
+        return CG_GAP;
+    if (epoch > co->epoch || (epoch == co->epoch && seq > co->seq))
+        return CG_NOT_ISSUED;
+    return CG_ISSUED;
+}
+
+void coord_last_issued(const struct coord *co, char *out, size_t n)
+{
+    gid_format_gtid(out, n, co->cfg->node_id, co->epoch, co->seq);
+}
+
+bool coord_gtid_in_gap(const struct coord *co, const char *gtid)
+{
+    char node[DTX_NAME_MAX + 1];
+    uint64_t epoch, seq;
+
+    return gid_parse_gtid(gtid, node, &epoch, &seq) && strcmp(node, co->cfg->node_id) == 0 &&
+           coord_in_gap(co, epoch);
+}
+
+void coord_gaps_json(const struct coord *co, cJSON *obj)
+{
+    cJSON *arr;
+
+    if (co->ngaps == 0)
+        return;
+    arr = jsonx_new_array();
+    for (size_t i = 0; i < co->ngaps; i++) {
+        cJSON *g = jsonx_new_object();
+
+        jsonx_add_num(g, "from", (double)co->gaps[i].lo);
+        jsonx_add_num(g, "to", (double)co->gaps[i].hi);
+        jsonx_add_str(g, "shard", co->gaps[i].shard);
+        jsonx_add_time(g, "found_at", co->gaps[i].wall_us);
+        jsonx_append(arr, g);
+    }
+    jsonx_add(obj, "epoch_gaps", arr);
+}
+
+bool coord_in_gap(const struct coord *co, uint64_t epoch)
+{
+    for (size_t i = 0; i < co->ngaps; i++) {
+        if (epoch >= co->gaps[i].lo && epoch <= co->gaps[i].hi)
+            return true;
+    }
+    return false;
 }
 
 /* An operator gave up on e's branch on shard: it counts as acknowledged. */
@@ -267,6 +362,14 @@ void coord_notes_encode(const struct coord *co, struct buf *snap)
         const struct op_wait *w = container_of(p, const struct op_wait, link);
 
         note_rec(&rec, w->gtid, &w->note);
+        drec_encode(snap, &rec);
+    }
+    for (size_t i = 0; i < co->ngaps; i++) {
+        rec = (struct drec){.type = DREC_GAP,
+                            .epoch = co->gaps[i].lo,
+                            .epoch_hi = co->gaps[i].hi,
+                            .wall_us = co->gaps[i].wall_us,
+                            .shard = co->gaps[i].shard};
         drec_encode(snap, &rec);
     }
 }

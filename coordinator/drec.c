@@ -23,6 +23,8 @@ const char *drec_type_name(enum drec_type type)
         return "END";
     case DREC_OPERATOR:
         return "OPERATOR";
+    case DREC_GAP:
+        return "GAP";
     }
     return "?";
 }
@@ -80,6 +82,12 @@ static void encode_body(struct buf *b, const struct drec *r)
         put_str16(b, r->shard);
         put_str16(b, r->who);
         put_str16(b, r->reason);
+        break;
+    case DREC_GAP:
+        buf_put_le64(b, r->epoch);
+        buf_put_le64(b, r->epoch_hi);
+        buf_put_le64(b, r->wall_us);
+        put_str16(b, r->shard);
         break;
     }
 }
@@ -218,6 +226,14 @@ int drec_decode_body(uint8_t type, const unsigned char *p, size_t n, struct drec
         out->who = rd_str16(&r);
         out->reason = rd_str16(&r);
         if (out->op_kind != DREC_OP_RESOLVE && out->op_kind != DREC_OP_FORGET)
+            return -1;
+        break;
+    case DREC_GAP:
+        out->epoch = rd_u64(&r);
+        out->epoch_hi = rd_u64(&r);
+        out->wall_us = rd_u64(&r);
+        out->shard = rd_str16(&r);
+        if (out->epoch_hi < out->epoch)
             return -1;
         break;
     default:

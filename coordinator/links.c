@@ -138,23 +138,43 @@ static void on_link_up(void *arg, int shard)
     struct link_event le = {.shard = shard};
 
     log_info("participant of shard '%s' connected", co->shard_names[shard]);
+    if (!co->accepted_from[shard])
+        co->accepted_from[shard] = co->epoch;
     txtab_each_live(&co->tab, link_back, &le);
+}
+
+static void on_behind(void *arg, int shard, uint64_t seen)
+{
+    coord_move_past(arg, shard, seen);
 }
 
 void coord_links_start(struct coord *co)
 {
     const struct coord_config *cfg = co->cfg;
+    struct pc_run run = {
+        .node_id = cfg->node_id,
+        .epoch = co->epoch,
+        .boot = co->boot,
+        .peer_token = cfg->peer_token,
+    };
     struct pc_cbs cbs = {
         .on_frame = on_frame,
         .on_up = on_link_up,
         .on_down = on_link_down,
+        .on_behind = on_behind,
         .arg = co,
     };
 
     co->links = xcalloc(cfg->nshards, sizeof(*co->links));
+    co->accepted_from = xcalloc(cfg->nshards, sizeof(*co->accepted_from));
     for (size_t i = 0; i < cfg->nshards; i++)
-        co->links[i] = pc_new(co->loop, (int)i, &cfg->shards[i], cfg->node_id, co->epoch,
-                              cfg->peer_token, &cbs);
+        co->links[i] = pc_new(co->loop, (int)i, &cfg->shards[i], &run, &cbs);
+}
+
+void coord_links_set_epoch(struct coord *co)
+{
+    for (size_t i = 0; co->links && i < co->cfg->nshards; i++)
+        pc_set_epoch(co->links[i], co->epoch);
 }
 
 void coord_links_free(struct coord *co)
@@ -163,6 +183,8 @@ void coord_links_free(struct coord *co)
         pc_free(co->links[i]);
     free(co->links);
     co->links = NULL;
+    free(co->accepted_from);
+    co->accepted_from = NULL;
 }
 
 bool coord_links_tried(const struct coord *co)

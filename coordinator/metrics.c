@@ -58,6 +58,7 @@ cJSON *coord_health_json(const struct coord *co, unsigned *status)
     jsonx_add_str(root, "node_id", co->cfg->node_id);
     jsonx_add_num(root, "epoch", (double)co->epoch);
     jsonx_add_num(root, "live_transactions", (double)co->tab.nlive);
+    coord_gaps_json(co, root);
     return root;
 }
 

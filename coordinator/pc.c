@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define BACKOFF_MIN_MS  50
 #define BACKOFF_MAX_MS  2000
@@ -34,7 +35,10 @@ struct pc {
     const struct shard_config *sc;
     char node_id[DTX_NAME_MAX + 1];
     uint64_t epoch;
-    char headers[512];
+    char boot[40];
+    uint64_t dial_epoch; /* the epoch the dial in flight announced */
+    char peer_token[CONF_TOKEN_MAX];
+    char headers[768];
     struct pc_cbs cbs;
     enum pc_state state;
     bool tried;
@@ -128,6 +132,21 @@ static void pc_send_hello(struct pc *pc)
     cJSON_Delete(m);
 }
 
+/* A 409 that says which epoch of this node the participant has seen: the run is behind. */
+static void check_behind(struct pc *pc, const struct httpc_resp *resp)
+{
+    cJSON *body = NULL;
+    const cJSON *e, *seen;
+
+    if (jsonx_parse(resp->body, resp->body_len, &body, NULL) < 0)
+        return;
+    e = cJSON_GetObjectItemCaseSensitive(body, "error");
+    seen = cJSON_GetObjectItemCaseSensitive(e, "epoch_seen");
+    if (jsonx_is_safe_int(seen) && seen->valuedouble >= 1 && pc->cbs.on_behind)
+        pc->cbs.on_behind(pc->cbs.arg, pc->shard, (uint64_t)seen->valuedouble);
+    cJSON_Delete(body);
+}
+
 static void on_upgraded(void *arg, int rc, const struct httpc_resp *resp, const struct dtx_err *err)
 {
     struct pc *pc = arg;
@@ -144,9 +163,19 @@ static void on_upgraded(void *arg, int rc, const struct httpc_resp *resp, const 
         snprintf(why, sizeof(why), "upgrade refused with HTTP %d: %.200s", resp->status,
                  resp->body);
         pc_down(pc, why);
+        if (resp->status == 409)
+            check_behind(pc, resp);
         return;
     }
     fd = httpc_detach(pc->http, &extra);
+    if (pc->dial_epoch != pc->epoch) {
+        /* accepted at the epoch this run has since moved past: announce the new one first */
+        if (fd >= 0)
+            close(fd);
+        buf_release(&extra);
+        pc_down(pc, "this coordinator moved to a new epoch while dialling; dialling again");
+        return;
+    }
     pc->st = fd >= 0 ? stream_new(pc->loop, fd, extra.data, extra.len, &cbs) : NULL;
     buf_release(&extra);
     if (!pc->st) {
@@ -160,6 +189,7 @@ static void on_upgraded(void *arg, int rc, const struct httpc_resp *resp, const 
 static void pc_dial(struct pc *pc)
 {
     pc->state = PC_DIALING;
+    pc->dial_epoch = pc->epoch;
     if (httpc_request(pc->http, "GET", "/v1/peer/stream", pc->headers, NULL, 0, DIAL_TIMEOUT_MS,
                       on_upgraded, pc) < 0)
         pc_down(pc, "could not start dialling");
@@ -171,29 +201,50 @@ static void on_retry(struct ev_loop *loop, struct ev_timer *t)
     pc_dial(t->data);
 }
 
+static void set_headers(struct pc *pc)
+{
+    int n = snprintf(pc->headers, sizeof(pc->headers),
+                     "Connection: Upgrade\r\nUpgrade: %s\r\nX-Dtx-Node: %s\r\n"
+                     "X-Dtx-Epoch: %" PRIu64 "\r\nX-Dtx-Boot: %s\r\n",
+                     STREAM_PROTO, pc->node_id, pc->epoch, pc->boot);
+
+    if (pc->peer_token[0] && n > 0 && (size_t)n < sizeof(pc->headers))
+        snprintf(pc->headers + n, sizeof(pc->headers) - (size_t)n, "Authorization: Bearer %s\r\n",
+                 pc->peer_token);
+}
+
 struct pc *pc_new(struct ev_loop *loop, int shard, const struct shard_config *sc,
-                  const char *node_id, uint64_t epoch, const char *peer_token,
-                  const struct pc_cbs *cbs)
+                  const struct pc_run *run, const struct pc_cbs *cbs)
 {
     struct pc *pc = xcalloc(1, sizeof(*pc));
-    int n;
 
     pc->loop = loop;
     pc->shard = shard;
     pc->sc = sc;
-    snprintf(pc->node_id, sizeof(pc->node_id), "%s", node_id);
-    pc->epoch = epoch;
+    snprintf(pc->node_id, sizeof(pc->node_id), "%s", run->node_id);
+    snprintf(pc->boot, sizeof(pc->boot), "%s", run->boot);
+    snprintf(pc->peer_token, sizeof(pc->peer_token), "%s", run->peer_token ? run->peer_token : "");
+    pc->epoch = run->epoch;
     pc->cbs = *cbs;
     pc->backoff_ms = BACKOFF_MIN_MS;
-    n = snprintf(pc->headers, sizeof(pc->headers),
-                 "Connection: Upgrade\r\nUpgrade: %s\r\nX-Dtx-Node: %s\r\n", STREAM_PROTO, node_id);
-    if (peer_token && *peer_token && n > 0 && (size_t)n < sizeof(pc->headers))
-        snprintf(pc->headers + n, sizeof(pc->headers) - (size_t)n, "Authorization: Bearer %s\r\n",
-                 peer_token);
+    set_headers(pc);
     pc->http = httpc_new(loop, &sc->addr);
     ev_timer_init(&pc->retry, on_retry, pc);
     pc_dial(pc);
     return pc;
+}
+
+void pc_set_epoch(struct pc *pc, uint64_t epoch)
+{
+    pc->epoch = epoch;
+    set_headers(pc);
+    if (pc->state == PC_UP || pc->state == PC_HANDSHAKE)
+        pc_down(pc, "this coordinator moved to a new epoch; dialling again");
+    pc->backoff_ms = BACKOFF_MIN_MS;
+    if (pc->state == PC_DOWN) {
+        ev_timer_stop(pc->loop, &pc->retry);
+        pc_dial(pc);
+    }
 }
 
 void pc_free(struct pc *pc)

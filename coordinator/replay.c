@@ -13,7 +13,12 @@
  *
  * Epoch: before taking any transaction a run makes a checkpoint holding a
  * BOOT record with a new epoch durable, so gtids (node-epoch-seq) never
- * repeat across restarts.
+ * repeat across restarts. A store restored from an older copy (or lost)
+ * would start at an epoch used before: participants remember the newest
+ * run of each node and refuse one behind it, saying which epoch they saw
+ * (pc.h, on_behind). The run then moves past (coord_move_past): a GAP
+ * record for the unknown epochs, a new epoch, durable before any link is
+ * dialled again; gtids in the gap are never presumed aborted.
  *
  * Checkpoint: everything replay still needs, so that the store can drop
  * what came before. That is the epoch (BOOT), every decided commit not yet
@@ -81,6 +86,16 @@ static void replay_operator(struct coord *co, const struct drec *rec)
     coord_notes_add(co, rec->gtid, &n);
 }
 
+static void replay_gap(struct coord *co, const struct drec *rec)
+{
+    struct coord_gap g = {.lo = rec->epoch, .hi = rec->epoch_hi, .wall_us = rec->wall_us};
+
+    snprintf(g.shard, sizeof(g.shard), "%s", rec->shard ? rec->shard : "");
+    coord_gap_add(co, &g);
+    if (rec->epoch_hi > co->epoch)
+        co->epoch = rec->epoch_hi; /* the next run starts past it */
+}
+
 static int on_replay(void *arg, const struct drec *rec, struct dtx_err *err)
 {
     struct coord *co = arg;
@@ -99,6 +114,9 @@ static int on_replay(void *arg, const struct drec *rec, struct dtx_err *err)
         return 0;
     case DREC_OPERATOR:
         replay_operator(co, rec);
+        return 0;
+    case DREC_GAP:
+        replay_gap(co, rec);
         return 0;
     }
     return 0;
@@ -163,10 +181,46 @@ void coord_checkpoint_wanted(void *arg)
 /* The first checkpoint of a run carries the new epoch, so gtids never repeat. */
 static int write_boot(struct coord *co, struct dtx_err *err)
 {
-    co->epoch++;
+    co->run_epoch = ++co->epoch;
     if (take_checkpoint(co) < 0)
         return dstore_failed(co->store, err) ? err->code : DTX_EIO;
     return dstore_flush(co->store, err);
+}
+
+/*
+ * A participant saw epoch `seen` of this node from another run: the store is
+ * behind. Gtids of the epochs from the store's last run (a copy taken while
+ * it ran lacks its end) to `seen` become unknown; this run takes seen + 1.
+ */
+void coord_move_past(struct coord *co, int shard, uint64_t seen)
+{
+    uint64_t lo = co->epoch == co->run_epoch && co->run_epoch > 1 ? co->run_epoch - 1 : co->epoch;
+    struct coord_gap g = {.lo = lo, .hi = seen, .wall_us = ev_wall_us()};
+    struct drec rec;
+    struct dtx_err err;
+
+    if (seen < co->epoch || co->state == CO_FAILED)
+        return;
+    snprintf(g.shard, sizeof(g.shard), "%s", co->shard_names[shard]);
+    log_error("the participant of shard '%s' has seen epoch %" PRIu64 " of coordinator '%s' "
+              "from another run, but this decision log knows epochs before %" PRIu64 " only: it "
+              "was restored from an older copy, or lost. Gtids of epochs %" PRIu64 "..%" PRIu64
+              " (the log's last run too: a copy may lack its end) without a record here are "
+              "unknown and never presumed aborted: see docs/operations.md, \"The decision log "
+              "was restored or lost\". Moving to epoch %" PRIu64,
+              co->shard_names[shard], seen, co->cfg->node_id, co->epoch, g.lo, g.hi, seen + 1);
+    rec = (struct drec){
+        .type = DREC_GAP, .epoch = g.lo, .epoch_hi = g.hi, .wall_us = g.wall_us, .shard = g.shard};
+    coord_gap_add(co, &g);
+    co->epoch = seen + 1;
+    co->seq = 0;
+    dtx_err_clear(&err);
+    if (!dstore_append(co->store, &rec, true) || take_checkpoint(co) < 0 ||
+        dstore_flush(co->store, &err) < 0) {
+        log_error("could not record the new epoch: %s", err.msg[0] ? err.msg : "store failed");
+        return; /* the store failed: on_failed stops the coordinator */
+    }
+    coord_links_set_epoch(co);
 }
 
 static int open_file_store(struct coord *co, struct dtx_err *err)

@@ -15,12 +15,15 @@
  */
 #include "dtx/dlog.h"
 #include "dtx/jsonx.h"
+#include "dtx/status.h"
+#include "dtx/version.h"
 #include "dtx/xalloc.h"
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <pwd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,30 +34,63 @@
 #define EXIT_USAGE   2
 
 static const char usage_text[] =
-    "usage: dtxctl [--coordinator URL] [--token T] [--json] COMMAND ...\n"
+    "usage: dtxctl [OPTIONS] COMMAND [ARGS] [OPTIONS]   (options may stand anywhere)\n"
     "\n"
     "commands:\n"
     "  status                          coordinator, decision log and every shard\n"
     "  list [--status S] [--older-than DURATION]\n"
     "                                  transactions the coordinator holds\n"
     "  show GTID                       one transaction: every shard's branch, the decision\n"
-    "  in-doubt                        every prepared dtx branch on every shard, with its\n"
-    "                                  age, locks and the coordinator's decision\n"
-    "  recover                         finish every decided transaction and every orphan now\n"
+    "  in-doubt [--participant URL]... every prepared dtx branch on every shard, with its\n"
+    "                                  age, locks and the coordinator's decision; with\n"
+    "                                  --participant, asks those agents directly (the\n"
+    "                                  coordinator may be down; --peer-token or $DTX_PEER_TOKEN)\n"
+    "  recover [--malformed] [--operator NAME]\n"
+    "                                  finish every branch the coordinator has a decision for;\n"
+    "                                  branches it cannot decide (another coordinator's, of an\n"
+    "                                  epoch its log lost) are listed and left alone;\n"
+    "                                  --malformed also rolls back dtx: branches with no gtid\n"
     "  resolve GTID --commit|--abort [--shard NAME] --reason TEXT [--operator NAME]\n"
     "                                  an operator's (heuristic) decision, logged durably\n"
     "  forget GTID --shard NAME --reason TEXT [--operator NAME]\n"
     "                                  stop waiting for a shard that will never come back\n"
     "  log dump|verify --log-dir DIR   read a decision log offline\n"
     "\n"
-    "--coordinator defaults to $DTX_COORDINATOR or http://127.0.0.1:7000, --token to\n"
-    "$DTX_TOKEN (the admin token). DURATION: 90s, 15m, 2h, 1d (a bare number is seconds).\n"
-    "Exit status: 0 ok, 1 a problem was found and reported, 2 usage error.\n";
+    "options: --coordinator URL (default $DTX_COORDINATOR or http://127.0.0.1:7000),\n"
+    "  --token T (the admin token; default $DTX_TOKEN), --json, --help, --version.\n"
+    "--operator defaults to the OS user at this host. DURATION: 90s, 15m, 2h, 1d (a bare\n"
+    "number is seconds). Exit status: 0 ok, 1 a problem was found and reported, 2 usage error.\n";
 
+/* Every option, wherever it stands on the command line (before or after the command). */
 struct opts {
     const char *url;
     const char *token;
+    const char *peer_token; /* in-doubt --participant: the participants' token */
     bool json;
+    unsigned given;        /* OPT_* bits of the options the command line holds */
+    const char *status;    /* list */
+    long long older_ms;    /* list: -1 for none */
+    const char *decision;  /* resolve: "commit" or "abort" */
+    const char *shard;     /* resolve, forget */
+    const char *reason;    /* resolve, forget */
+    char who[300];         /* resolve, forget: --operator, or the OS user at the host */
+    const char *log_dir;   /* log */
+    bool malformed;        /* recover */
+    const char *parts[32]; /* in-doubt: --participant URLs, asked directly */
+    size_t nparts;
+};
+
+/* The options each command takes, beyond the global ones. */
+enum {
+    OPT_STATUS = 1u << 0,
+    OPT_OLDER = 1u << 1,
+    OPT_DECISION = 1u << 2,
+    OPT_SHARD = 1u << 3,
+    OPT_REASON = 1u << 4,
+    OPT_OPERATOR = 1u << 5,
+    OPT_LOG_DIR = 1u << 6,
+    OPT_MALFORMED = 1u << 7,
+    OPT_PARTICIPANT = 1u << 8,
 };
 
 static int usage(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -99,9 +135,9 @@ static size_t on_data(char *p, size_t size, size_t n, void *arg)
     return size * n;
 }
 
-/* One request; body NULL for GET. Fills r; returns 0 when an HTTP answer came. */
-static int call(const struct opts *o, const char *method, const char *path, const char *body,
-                long timeout_s, struct reply *r)
+/* One request to base (a coordinator's or participant's URL); body NULL for GET. */
+static int call_at(const struct opts *o, const char *base, const char *token, const char *method,
+                   const char *path, const char *body, long timeout_s, struct reply *r)
 {
     CURL *c = curl_easy_init();
     struct curl_slist *h = NULL;
@@ -113,10 +149,10 @@ static int call(const struct opts *o, const char *method, const char *path, cons
         snprintf(r->error, sizeof(r->error), "could not start libcurl");
         return -1;
     }
-    snprintf(url, sizeof(url), "%s%s", o->url, path);
+    snprintf(url, sizeof(url), "%s%s", base, path);
     h = curl_slist_append(h, "Content-Type: application/json");
-    if (o->token && *o->token) {
-        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", o->token);
+    if (token && *token) {
+        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);
         h = curl_slist_append(h, auth);
     }
     curl_easy_setopt(c, CURLOPT_URL, url);
@@ -137,12 +173,20 @@ static int call(const struct opts *o, const char *method, const char *path, cons
         curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->status);
         r->json = r->body ? cJSON_Parse(r->body) : NULL;
     } else {
-        snprintf(r->error, sizeof(r->error), "cannot reach the coordinator at %s: %s", o->url,
+        snprintf(r->error, sizeof(r->error), "cannot reach %s %s: %s",
+                 base == o->url ? "the coordinator at" : "the participant at", base,
                  *cerr ? cerr : curl_easy_strerror(rc));
     }
     curl_slist_free_all(h);
     curl_easy_cleanup(c);
     return rc == CURLE_OK ? 0 : -1;
+}
+
+/* One request to the coordinator; fills r; returns 0 when an HTTP answer came. */
+static int call(const struct opts *o, const char *method, const char *path, const char *body,
+                long timeout_s, struct reply *r)
+{
+    return call_at(o, o->url, o->token, method, path, body, timeout_s, r);
 }
 
 static void reply_free(struct reply *r)
@@ -338,34 +382,18 @@ static long long parse_duration(const char *s)
 
 static int cmd_list(const struct opts *o, int argc, char **argv)
 {
-    static const struct option lo[] = {{"status", required_argument, NULL, 's'},
-                                       {"older-than", required_argument, NULL, 'o'},
-                                       {NULL, 0, NULL, 0}};
-    const char *status = NULL;
-    long long older = -1;
+    const char *status = o->status;
+    long long older = o->older_ms;
     char path[512];
     struct reply r;
     const cJSON *root, *t;
-    int c;
 
-    optind = 0; /* a fresh scan, options and arguments in any order */
-    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-        if (c == 's')
-            status = optarg;
-        else if (c == 'o' && (older = parse_duration(optarg)) < 0)
-            return usage("--older-than: '%s' is not a duration (90s, 15m, 2h, 1d)", optarg);
-        else if (c != 'o')
-            return usage(NULL);
+    if (argc > 1)
+        return usage("list: unexpected argument '%s'", argv[1]);
+    if (status && dtx_status_parse(status) < 0) {
+        dtx_status_list(path, sizeof(path));
+        return usage("--status: '%s' is not a status (%s)", status, path);
     }
-    if (optind < argc)
-        return usage("list: unexpected argument '%s'", argv[optind]);
-    snprintf(path, sizeof(path), " %s ", status ? status : "");
-    if (status && !strstr(" active preparing precommitted committing committed aborting aborted "
-                          "unknown ",
-                          path))
-        return usage("--status: '%s' is not a status (active, preparing, committing, committed, "
-                     "aborting, aborted, unknown)",
-                     status);
     snprintf(path, sizeof(path), "/v1/transactions?%s%s%s", status ? "status=" : "",
              status ? status : "", status && older >= 0 ? "&" : "");
     if (older >= 0)
@@ -450,7 +478,10 @@ static int cmd_in_doubt(const struct opts *o)
     {
         printf("%-8s %-28s %-9s %-10s %-9s ", str(b, "shard"), str(b, "gid"),
                age(num(b, "age_ms"), a, sizeof(a)), str(b, "decision"),
-               flag(b, "orphan")                    ? "ORPHAN"
+               flag(b, "malformed")                 ? "MALFORMED"
+               : flag(b, "foreign")                 ? "FOREIGN"
+               : flag(b, "epoch_gap")               ? "LOG-GAP"
+               : flag(b, "orphan")                  ? "ORPHAN"
                : cJSON_HasObjectItem(b, "operator") ? "HEURISTIC"
                                                     : "");
         print_locks(arr(b, "locks"));
@@ -468,10 +499,106 @@ static int cmd_in_doubt(const struct opts *o)
     return rc;
 }
 
+/*
+ * in-doubt --participant URL...: asks the participants themselves, for when
+ * the coordinator is down. They know what is prepared, not what was
+ * decided: the decision column says so.
+ */
+static int cmd_in_doubt_direct(const struct opts *o)
+{
+    cJSON *all = jsonx_new_array(), *shards = jsonx_new_array(), *root;
+    const cJSON *b;
+    struct reply r;
+    int rc = 0;
+    char a[32];
+
+    for (size_t i = 0; i < o->nparts; i++) {
+        cJSON *s = jsonx_new_object();
+
+        jsonx_add_str(s, "participant", o->parts[i]);
+        if (call_at(o, o->parts[i], o->peer_token, "GET", "/v1/admin/branches", NULL, 30, &r) ==
+                0 &&
+            r.status == 200 && r.json) {
+            jsonx_add_str(s, "name", str(r.json, "shard"));
+            jsonx_add_bool(s, "reachable", true);
+            cJSON_ArrayForEach(b, arr(r.json, "branches"))
+            {
+                cJSON *c = cJSON_Duplicate(b, true);
+
+                if (!cJSON_HasObjectItem(c, "shard"))
+                    jsonx_add_str(c, "shard", str(r.json, "shard"));
+                jsonx_add_str(c, "decision", "unknown");
+                jsonx_append(all, c);
+            }
+        } else {
+            jsonx_add_bool(s, "reachable", false);
+            jsonx_add_str(s, "error", reply_error(&r));
+            rc = EXIT_PROBLEM;
+        }
+        reply_free(&r);
+        jsonx_append(shards, s);
+    }
+    rc |= cJSON_GetArraySize(all) ? EXIT_PROBLEM : 0;
+    root = jsonx_new_object();
+    jsonx_add_bool(root, "coordinator_asked", false);
+    jsonx_add(root, "branches", all);
+    jsonx_add(root, "shards", shards);
+    if (o->json) {
+        print_json(root);
+        cJSON_Delete(root);
+        return rc;
+    }
+    printf("asked the participants directly: the DECISION column is the coordinator's, which "
+           "was not asked\n");
+    printf("%-8s %-28s %-9s %-10s %s\n", "SHARD", "GID", "AGE", "DECISION", "LOCKS");
+    cJSON_ArrayForEach(b, all)
+    {
+        printf("%-8s %-28s %-9s %-10s ", str(b, "shard"), str(b, "gid"),
+               age(num(b, "age_ms"), a, sizeof(a)), "unknown");
+        print_locks(arr(b, "locks"));
+        printf("\n");
+    }
+    cJSON_ArrayForEach(b, shards)
+    {
+        if (!flag(b, "reachable"))
+            printf("participant %s is unreachable, its branches are not listed: %s\n",
+                   str(b, "participant"), str(b, "error"));
+    }
+    printf("%d prepared branch(es)\n", cJSON_GetArraySize(all));
+    cJSON_Delete(root);
+    return rc;
+}
+
 /* How recover's branches ended. */
 struct tally {
-    size_t done, skipped, failed;
+    size_t done, skipped, undecided, failed; /* undecided: needs an operator */
 };
+
+/* Why recover leaves a branch with no decision alone ("" when it has a decision). */
+static const char *why_undecided(const struct opts *o, const cJSON *b, char *buf, size_t n)
+{
+    if (flag(b, "malformed") && !o->malformed)
+        return "left alone: its gid holds no gtid, nothing can decide it (dtxctl recover "
+               "--malformed rolls such branches back)";
+    if (flag(b, "malformed"))
+        return "";
+    if (flag(b, "foreign"))
+        snprintf(buf, n,
+                 "left alone: it belongs to coordinator '%s'; that coordinator, or an operator "
+                 "(dtxctl resolve), decides it",
+                 str(b, "owner"));
+    else if (flag(b, "epoch_gap"))
+        snprintf(buf, n,
+                 "left alone: its epoch is missing from the decision log (restored or "
+                 "lost); check every shard, then dtxctl resolve");
+    else if (strcmp(str(b, "decision"), "none") == 0)
+        snprintf(buf, n, "left alone: the coordinator has no decision for it; dtxctl resolve");
+    else if (strcmp(str(b, "decision"), "in_flight") == 0)
+        snprintf(buf, n, "skipped: still being decided");
+    else
+        return "";
+    return buf;
+}
 
 /* Asks the coordinator to finish branch b now; writes what happened into result. */
 static void recover_one(const struct opts *o, const cJSON *b, char *result, size_t n,
@@ -481,15 +608,25 @@ static void recover_one(const struct opts *o, const cJSON *b, char *result, size
     cJSON *req;
     char *body;
     const cJSON *sh;
-    const char *res;
+    const char *res, *why = why_undecided(o, b, result, n);
 
-    snprintf(result, n, "skipped: still being decided");
-    if (strcmp(str(b, "decision"), "in_flight") == 0) {
-        t->skipped++;
+    if (*why) {
+        if (why != result)
+            snprintf(result, n, "%s", why);
+        if (strcmp(str(b, "decision"), "in_flight") == 0)
+            t->skipped++;
+        else
+            t->undecided++;
         return;
     }
     req = jsonx_new_object();
-    jsonx_add_str(req, "gtid", str(b, "gtid"));
+    if (flag(b, "malformed")) {
+        jsonx_add_str(req, "gid", str(b, "gid"));
+        jsonx_add_bool(req, "malformed", true);
+        jsonx_add_str(req, "operator", o->who);
+    } else {
+        jsonx_add_str(req, "gtid", str(b, "gtid"));
+    }
     jsonx_add_str(req, "shard", str(b, "shard"));
     body = jsonx_print(req);
     cJSON_Delete(req);
@@ -498,6 +635,7 @@ static void recover_one(const struct opts *o, const cJSON *b, char *result, size
     sh = cJSON_GetArrayItem(arr(one.json, "shards"), 0);
     res = str(sh, "result");
     if (one.status == 409) {
+        snprintf(result, n, "left alone: %s", reply_error(&one));
         t->skipped++;
     } else if (one.status == 200 && strcmp(res, "in_progress") == 0) {
         snprintf(result, n, "skipped: its participant is finishing it");
@@ -524,9 +662,9 @@ static void print_recover_summary(const struct opts *o, cJSON *items, const stru
     cJSON *sum;
 
     if (!o->json) {
-        printf("recover: %zu finished, %zu left alone (still being decided or finished), %zu "
+        printf("recover: %zu finished, %zu left alone for now, %zu need an operator, %zu "
                "failed\n",
-               t->done, t->skipped, t->failed);
+               t->done, t->skipped, t->undecided, t->failed);
         cJSON_Delete(items);
         return;
     }
@@ -534,6 +672,7 @@ static void print_recover_summary(const struct opts *o, cJSON *items, const stru
     jsonx_add(sum, "branches", items);
     jsonx_add_num(sum, "finished", (double)t->done);
     jsonx_add_num(sum, "skipped", (double)t->skipped);
+    jsonx_add_num(sum, "need_operator", (double)t->undecided);
     jsonx_add_num(sum, "failed", (double)t->failed);
     print_json(sum);
     cJSON_Delete(sum);
@@ -543,7 +682,7 @@ static int cmd_recover(const struct opts *o)
 {
     struct reply r, k;
     const cJSON *root, *b, *s;
-    struct tally t = {0, 0, 0};
+    struct tally t = {0, 0, 0, 0};
     size_t total, i = 0;
     cJSON *items;
     char result[700];
@@ -567,8 +706,7 @@ static int cmd_recover(const struct opts *o)
         jsonx_add_str(item, "result", result);
         jsonx_append(items, item);
         if (!o->json)
-            printf("[%zu/%zu] %-28s %-8s %s%s\n", ++i, total, str(b, "gid"), str(b, "shard"),
-                   result, flag(b, "orphan") ? " (orphan)" : "");
+            printf("[%zu/%zu] %-28s %-8s %s\n", ++i, total, str(b, "gid"), str(b, "shard"), result);
         fflush(stdout);
     }
     cJSON_ArrayForEach(s, arr(root, "shards"))
@@ -582,17 +720,26 @@ static int cmd_recover(const struct opts *o)
     }
     print_recover_summary(o, items, &t);
     reply_free(&r);
-    return t.failed ? EXIT_PROBLEM : 0;
+    return t.failed || t.undecided ? EXIT_PROBLEM : 0;
 }
 
-/* The operator's name for the log: --operator, else user@host. */
+/* The operator's name for the log without --operator: the OS user at this host. */
 static void default_operator(char *out, size_t n)
 {
-    const char *u = getenv("SUDO_USER") ? getenv("SUDO_USER") : getenv("USER");
-    char host[128] = "";
+    const char *u = getenv("SUDO_USER");
+    const struct passwd *pw;
+    char host[128] = "", uid[32];
 
+    if (!u || !*u)
+        u = getenv("USER");
+    if ((!u || !*u) && (pw = getpwuid(geteuid())))
+        u = pw->pw_name;
+    if (!u || !*u) {
+        snprintf(uid, sizeof(uid), "uid%u", (unsigned)geteuid());
+        u = uid;
+    }
     gethostname(host, sizeof(host) - 1);
-    snprintf(out, n, "%s@%s", u ? u : "unknown", *host ? host : "unknown");
+    snprintf(out, n, "%s@%s", u, *host ? host : "localhost");
 }
 
 static int post_operator(const struct opts *o, const char *gtid, const char *action, cJSON *req)
@@ -627,56 +774,26 @@ static int post_operator(const struct opts *o, const char *gtid, const char *act
 
 static int cmd_resolve(const struct opts *o, int argc, char **argv, bool forget)
 {
-    static const struct option lo[] = {
-        {"commit", no_argument, NULL, 'c'},         {"abort", no_argument, NULL, 'a'},
-        {"shard", required_argument, NULL, 's'},    {"reason", required_argument, NULL, 'r'},
-        {"operator", required_argument, NULL, 'o'}, {NULL, 0, NULL, 0}};
-    const char *shard = NULL, *reason = NULL, *decision = NULL, *gtid;
-    char who[300];
     cJSON *req;
-    int c;
 
-    default_operator(who, sizeof(who));
-    optind = 0; /* a fresh scan, options and arguments in any order */
-    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-        switch (c) {
-        case 'c':
-        case 'a':
-            if (decision || forget)
-                return usage("%s", forget ? "forget takes no --commit or --abort"
-                                          : "give one of --commit and --abort");
-            decision = c == 'c' ? "commit" : "abort";
-            break;
-        case 's':
-            shard = optarg;
-            break;
-        case 'r':
-            reason = optarg;
-            break;
-        case 'o':
-            snprintf(who, sizeof(who), "%s", optarg);
-            break;
-        default:
-            return usage(NULL);
-        }
-    }
-    if (optind != argc - 1)
+    if (argc != 2)
         return usage("%s needs one GTID", argv[0]);
-    gtid = argv[optind];
-    if (!forget && !decision)
+    if (forget && o->decision)
+        return usage("forget takes no --commit or --abort");
+    if (!forget && !o->decision)
         return usage("resolve needs --commit or --abort");
-    if (forget && !shard)
+    if (forget && !o->shard)
         return usage("forget needs --shard NAME");
-    if (!reason || !*reason)
+    if (!o->reason || !*o->reason)
         return usage("%s needs --reason TEXT (it is kept in the decision log)", argv[0]);
     req = jsonx_new_object();
-    if (decision)
-        jsonx_add_str(req, "decision", decision);
-    if (shard)
-        jsonx_add_str(req, "shard", shard);
-    jsonx_add_str(req, "reason", reason);
-    jsonx_add_str(req, "operator", who);
-    return post_operator(o, gtid, forget ? "forget" : "resolve", req);
+    if (o->decision)
+        jsonx_add_str(req, "decision", o->decision);
+    if (o->shard)
+        jsonx_add_str(req, "shard", o->shard);
+    jsonx_add_str(req, "reason", o->reason);
+    jsonx_add_str(req, "operator", o->who);
+    return post_operator(o, argv[1], forget ? "forget" : "resolve", req);
 }
 
 /* ---- offline: the decision log --------------------------------------------------- */
@@ -715,6 +832,11 @@ static void print_record(const struct drec *rec)
                rec->op_commit ? "commit" : "abort", rec->shard && *rec->shard ? " shard " : "",
                rec->shard ? rec->shard : "", rec->who, rec->reason);
         break;
+    case DREC_GAP:
+        printf(" epochs %" PRIu64 "..%" PRIu64 " unknown to this log (shard %s had seen %" PRIu64
+               ") at %s\n",
+               rec->epoch, rec->epoch_hi, rec->shard, rec->epoch_hi, at);
+        break;
     }
 }
 
@@ -743,6 +865,12 @@ static cJSON *record_json(const struct drec *rec)
     if (rec->type == DREC_BOOT) {
         jsonx_add_str(o, "node_id", rec->node_id);
         jsonx_add_num(o, "epoch", (double)rec->epoch);
+        return o;
+    }
+    if (rec->type == DREC_GAP) {
+        jsonx_add_num(o, "from", (double)rec->epoch);
+        jsonx_add_num(o, "to", (double)rec->epoch_hi);
+        jsonx_add_str(o, "shard", rec->shard);
         return o;
     }
     jsonx_add_str(o, "gtid", rec->gtid);
@@ -776,26 +904,18 @@ static int on_record(void *arg, const struct drec *rec, struct dtx_err *err)
 
 static int cmd_log(const struct opts *o, int argc, char **argv)
 {
-    static const struct option lo[] = {{"log-dir", required_argument, NULL, 'd'},
-                                       {NULL, 0, NULL, 0}};
-    const char *dir = NULL;
-    struct dump d = {o->json, false, NULL};
+    struct dump d = {.json = o->json};
+    const char *dir = o->log_dir;
     struct dlog_scan scan;
     struct dtx_err err;
     bool dump;
     cJSON *root;
-    int c, rc;
+    int rc;
 
     if (argc < 2 || (strcmp(argv[1], "dump") != 0 && strcmp(argv[1], "verify") != 0))
         return usage("log needs 'dump' or 'verify'");
     dump = strcmp(argv[1], "dump") == 0;
-    optind = 0; /* a fresh scan, options and arguments in any order */
-    while ((c = getopt_long(argc - 1, argv + 1, "", lo, NULL)) != -1) {
-        if (c != 'd')
-            return usage(NULL);
-        dir = optarg;
-    }
-    if (!dir || optind < argc - 1)
+    if (!dir || argc > 2)
         return usage("log %s needs --log-dir DIR and nothing else", argv[1]);
     if (access(dir, R_OK | X_OK) != 0) {
         fprintf(stderr, "dtxctl: cannot read the log directory '%s'\n", dir);
@@ -839,62 +959,176 @@ static int cmd_log(const struct opts *o, int argc, char **argv)
     return rc < 0 ? EXIT_PROBLEM : 0;
 }
 
-int main(int argc, char **argv)
+/* The options each command takes, beyond the global ones (OPT_* bits). */
+static const struct command {
+    const char *name;
+    unsigned opts;
+    bool http; /* talks to a daemon */
+} commands[] = {
+    {"status", 0, true},
+    {"list", OPT_STATUS | OPT_OLDER, true},
+    {"show", 0, true},
+    {"in-doubt", OPT_PARTICIPANT, true},
+    {"recover", OPT_MALFORMED | OPT_OPERATOR, true},
+    {"resolve", OPT_DECISION | OPT_SHARD | OPT_REASON | OPT_OPERATOR, true},
+    {"forget", OPT_SHARD | OPT_REASON | OPT_OPERATOR, true},
+    {"log", OPT_LOG_DIR, false},
+};
+
+static const char *opt_name(unsigned bit)
+{
+    static const char *const names[] = {"--status",  "--older-than", "--commit/--abort",
+                                        "--shard",   "--reason",     "--operator",
+                                        "--log-dir", "--malformed",  "--participant"};
+
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        if (bit == 1u << i)
+            return names[i];
+    }
+    return "?";
+}
+
+/* Reads every option, before or after the command; returns EXIT_USAGE after saying why. */
+static int parse_opts(struct opts *o, int argc, char **argv)
 {
     static const struct option lo[] = {{"coordinator", required_argument, NULL, 'c'},
                                        {"token", required_argument, NULL, 't'},
+                                       {"peer-token", required_argument, NULL, 'p'},
                                        {"json", no_argument, NULL, 'j'},
                                        {"help", no_argument, NULL, 'h'},
+                                       {"version", no_argument, NULL, 'V'},
+                                       {"status", required_argument, NULL, 's'},
+                                       {"older-than", required_argument, NULL, 'o'},
+                                       {"commit", no_argument, NULL, 'C'},
+                                       {"abort", no_argument, NULL, 'A'},
+                                       {"shard", required_argument, NULL, 'S'},
+                                       {"reason", required_argument, NULL, 'r'},
+                                       {"operator", required_argument, NULL, 'O'},
+                                       {"log-dir", required_argument, NULL, 'l'},
+                                       {"malformed", no_argument, NULL, 'M'},
+                                       {"participant", required_argument, NULL, 'P'},
                                        {NULL, 0, NULL, 0}};
-    struct opts o = {getenv("DTX_COORDINATOR"), getenv("DTX_TOKEN"), false};
-    const char *cmd;
-    int c, rc;
+    int c;
+
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            o->url = optarg;
+            break;
+        case 't':
+            o->token = optarg;
+            break;
+        case 'p':
+            o->peer_token = optarg;
+            break;
+        case 'j':
+            o->json = true;
+            break;
+        case 'h':
+            fputs(usage_text, stdout);
+            exit(0);
+        case 'V':
+            printf("dtxctl %s\n", DTX_VERSION);
+            exit(0);
+        case 's':
+            o->status = optarg;
+            o->given |= OPT_STATUS;
+            break;
+        case 'o':
+            if ((o->older_ms = parse_duration(optarg)) < 0)
+                return usage("--older-than: '%s' is not a duration (90s, 15m, 2h, 1d)", optarg);
+            o->given |= OPT_OLDER;
+            break;
+        case 'C':
+        case 'A':
+            if (o->decision && strcmp(o->decision, c == 'C' ? "commit" : "abort") != 0)
+                return usage("--commit and --abort exclude each other");
+            o->decision = c == 'C' ? "commit" : "abort";
+            o->given |= OPT_DECISION;
+            break;
+        case 'S':
+            o->shard = optarg;
+            o->given |= OPT_SHARD;
+            break;
+        case 'r':
+            o->reason = optarg;
+            o->given |= OPT_REASON;
+            break;
+        case 'O':
+            snprintf(o->who, sizeof(o->who), "%s", optarg);
+            o->given |= OPT_OPERATOR;
+            break;
+        case 'l':
+            o->log_dir = optarg;
+            o->given |= OPT_LOG_DIR;
+            break;
+        case 'M':
+            o->malformed = true;
+            o->given |= OPT_MALFORMED;
+            break;
+        case 'P':
+            if (o->nparts == sizeof(o->parts) / sizeof(o->parts[0]))
+                return usage("at most %zu --participant URLs", o->nparts);
+            o->parts[o->nparts++] = optarg;
+            o->given |= OPT_PARTICIPANT;
+            break;
+        case ':':
+            return usage("%s needs a value", argv[optind - 1]);
+        default:
+            return usage("unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    struct opts o = {.url = getenv("DTX_COORDINATOR"),
+                     .token = getenv("DTX_TOKEN"),
+                     .peer_token = getenv("DTX_PEER_TOKEN"),
+                     .older_ms = -1};
+    const struct command *cmd = NULL;
+    unsigned extra;
+    int rc;
 
     xalloc_init();
     if (!o.url || !*o.url)
         o.url = "http://127.0.0.1:7000";
-    while ((c = getopt_long(argc, argv, "+h", lo, NULL)) != -1) {
-        switch (c) {
-        case 'c':
-            o.url = optarg;
-            break;
-        case 't':
-            o.token = optarg;
-            break;
-        case 'j':
-            o.json = true;
-            break;
-        case 'h':
-            fputs(usage_text, stdout);
-            return 0;
-        default:
-            return usage(NULL);
-        }
-    }
+    if (parse_opts(&o, argc, argv) != 0)
+        return EXIT_USAGE;
     if (optind >= argc)
         return usage("no command given");
-    cmd = argv[optind];
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        if (strcmp(argv[optind], commands[i].name) == 0)
+            cmd = &commands[i];
+    }
+    if (!cmd)
+        return usage("unknown command '%s'", argv[optind]);
+    if ((extra = o.given & ~cmd->opts))
+        return usage("%s does not take %s", cmd->name, opt_name(extra & -extra));
+    if (!(o.given & OPT_OPERATOR))
+        default_operator(o.who, sizeof(o.who));
     argc -= optind;
     argv += optind;
-    if (strcmp(cmd, "log") == 0)
+    if (!cmd->http)
         return cmd_log(&o, argc, argv);
+    if (argc > 1 && strcmp(cmd->name, "show") != 0 && strcmp(cmd->name, "resolve") != 0 &&
+        strcmp(cmd->name, "forget") != 0)
+        return usage("%s: unexpected argument '%s'", cmd->name, argv[1]);
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    if (strcmp(cmd, "status") == 0 && argc == 1)
+    if (strcmp(cmd->name, "status") == 0)
         rc = cmd_status(&o);
-    else if (strcmp(cmd, "list") == 0)
+    else if (strcmp(cmd->name, "list") == 0)
         rc = cmd_list(&o, argc, argv);
-    else if (strcmp(cmd, "show") == 0)
+    else if (strcmp(cmd->name, "show") == 0)
         rc = cmd_show(&o, argc, argv);
-    else if (strcmp(cmd, "in-doubt") == 0 && argc == 1)
-        rc = cmd_in_doubt(&o);
-    else if (strcmp(cmd, "recover") == 0 && argc == 1)
+    else if (strcmp(cmd->name, "in-doubt") == 0)
+        rc = o.nparts ? cmd_in_doubt_direct(&o) : cmd_in_doubt(&o);
+    else if (strcmp(cmd->name, "recover") == 0)
         rc = cmd_recover(&o);
-    else if (strcmp(cmd, "resolve") == 0)
-        rc = cmd_resolve(&o, argc, argv, false);
-    else if (strcmp(cmd, "forget") == 0)
-        rc = cmd_resolve(&o, argc, argv, true);
     else
-        rc = usage("unknown command or arguments: '%s'", cmd);
+        rc = cmd_resolve(&o, argc, argv, strcmp(cmd->name, "forget") == 0);
     curl_global_cleanup();
     return rc;
 }

@@ -39,25 +39,102 @@ static bool peer_authorized(const struct agent *ag, struct httpd_req *req)
     return false;
 }
 
+/* A request waiting for the database (an operator's, or a coordinator's stream). */
+struct admin_call {
+    struct list_node link; /* on ag->admin_calls */
+    struct agent *ag;
+    struct httpd_req *req;
+    char gtid[DTX_GTID_MAX + 1];
+    bool commit;
+    char node[DTX_NAME_MAX + 1]; /* a stream: the coordinator that asks for it */
+    uint64_t epoch;
+    char gid[RM_GID_MAX]; /* a malformed branch an operator rolls back */
+};
+
+static struct admin_call *call_new(struct agent *ag, struct httpd_req *req)
+{
+    struct admin_call *c = xcalloc(1, sizeof(*c));
+
+    c->ag = ag;
+    c->req = req;
+    list_insert_tail(&ag->admin_calls, &c->link);
+    return c;
+}
+
 static void on_upgraded(void *arg, int fd, const char *extra, size_t extra_len,
                         struct httpd_upgraded *up)
 {
     peer_accept(arg, fd, extra, extra_len, up);
 }
 
+/* The coordinator run that dials may connect: upgrade; or why not (409, with the epoch seen). */
+static void on_coordinator_seen(void *arg, int rc, const struct rm_coord_seen *seen,
+                                const struct dtx_err *err)
+{
+    struct admin_call *c = arg;
+    struct dtx_err e;
+    cJSON *root, *obj;
+
+    list_remove(&c->link);
+    if (rc < 0) {
+        httpd_reply_error(c->req, err);
+    } else if (seen->accepted) {
+        httpd_upgrade(c->req, STREAM_PROTO, on_upgraded, c->ag);
+    } else {
+        log_error("refused coordinator '%s' at epoch %" PRIu64 ": this shard has seen its epoch "
+                  "%" PRIu64 " (of another run): its decision log is behind (restored from an "
+                  "older copy, or lost); it must move past that epoch",
+                  c->node, c->epoch, seen->epoch_seen);
+        dtx_err_clear(&e);
+        dtx_err_set(&e, DTX_ECONFLICT,
+                    "shard '%s' has seen epoch %" PRIu64 " of coordinator '%s' from another run: "
+                    "a run at epoch %" PRIu64 " would issue gtids already used (its decision log "
+                    "is behind: restored from an older copy, or lost)",
+                    c->ag->cfg->name, seen->epoch_seen, c->node, c->epoch);
+        obj = jsonx_error_obj(&e);
+        jsonx_add_num(obj, "epoch_seen", (double)seen->epoch_seen);
+        root = jsonx_new_object();
+        jsonx_add(root, "error", obj);
+        httpd_reply_json(c->req, 409, jsonx_print(root));
+        cJSON_Delete(root);
+    }
+    free(c);
+}
+
+/*
+ * GET /v1/peer/stream from a coordinator run (X-Dtx-Node, X-Dtx-Epoch,
+ * X-Dtx-Boot): accepted, and recorded in the shard, only when the run is
+ * not behind one the shard has seen (rm.h, see_coordinator).
+ */
 static void accept_stream(struct agent *ag, struct httpd_req *req)
 {
     const char *upgrade = httpd_req_header(req, "Upgrade");
+    const char *node = httpd_req_header(req, "X-Dtx-Node");
+    const char *epoch = httpd_req_header(req, "X-Dtx-Epoch");
+    const char *boot = httpd_req_header(req, "X-Dtx-Boot");
+    struct admin_call *c;
+    char *end = NULL;
+    uint64_t e = epoch ? strtoull(epoch, &end, 10) : 0;
 
     if (!upgrade || strcmp(upgrade, STREAM_PROTO) != 0) {
         httpd_reply_errorf(req, DTX_EINVAL, "this endpoint needs \"Upgrade: %s\"", STREAM_PROTO);
+        return;
+    }
+    if (!node || !gid_name_ok(node) || !epoch || !*epoch || *end || e == 0 || !boot || !*boot ||
+        strlen(boot) >= sizeof(((struct rm_coord_seen *)0)->boot_seen)) {
+        httpd_reply_errorf(req, DTX_EINVAL,
+                           "a coordinator's stream needs X-Dtx-Node (a name), X-Dtx-Epoch (a "
+                           "positive number) and X-Dtx-Boot (its run's id)");
         return;
     }
     if (ag->stopping) {
         httpd_reply_errorf(req, DTX_ESHUTDOWN, "the participant is shutting down");
         return;
     }
-    httpd_upgrade(req, STREAM_PROTO, on_upgraded, ag);
+    c = call_new(ag, req);
+    snprintf(c->node, sizeof(c->node), "%s", node);
+    c->epoch = e;
+    rm_see_coordinator(ag->rm, node, e, boot, on_coordinator_seen, c);
 }
 
 static const char *const branch_state_names[] = {"prepared", "committed", "rolled_back", "unknown"};
@@ -110,14 +187,6 @@ static const char *agent_activity(const struct agent *ag, const char *gtid)
 
     return b ? branch_activity(b) : NULL;
 }
-
-struct admin_call {
-    struct list_node link; /* on ag->admin_calls */
-    struct agent *ag;
-    struct httpd_req *req;
-    char gtid[DTX_GTID_MAX + 1];
-    bool commit;
-};
 
 static void on_inspected(void *arg, int rc, const struct rm_inspection *ins,
                          const struct dtx_err *err)
@@ -217,6 +286,71 @@ static void on_admin_status(void *arg, int rc, enum rm_branch_state state, uint6
     free(c);
 }
 
+/* A malformed branch rolled back (or found gone): answered like any finish. */
+static void on_malformed_finished(void *arg, enum rm_outcome outcome, const struct dtx_err *err)
+{
+    struct admin_call *c = arg;
+    cJSON *root = jsonx_new_object();
+
+    list_remove(&c->link);
+    jsonx_add_str(root, "gid", c->gid);
+    jsonx_add_str(root, "outcome", outcome == RM_COMMITTED ? "committed" : "rolled_back");
+    if (err && err->code)
+        jsonx_add(root, "error", jsonx_error_obj(err));
+    httpd_reply_json(c->req, outcome == RM_COMMITTED ? 409 : 200, jsonx_print(root));
+    cJSON_Delete(root);
+    free(c);
+}
+
+static void on_malformed_status(void *arg, int rc, enum rm_branch_state state, uint64_t xid,
+                                const struct dtx_err *err)
+{
+    struct admin_call *c = arg;
+
+    (void)xid;
+    if (rc < 0 || state != RM_BRANCH_PREPARED) {
+        list_remove(&c->link);
+        if (rc < 0)
+            httpd_reply_error(c->req, err);
+        else
+            httpd_reply_errorf(c->req, DTX_ENOTFOUND, "'%s' is not prepared on shard '%s'", c->gid,
+                               c->ag->cfg->name);
+        free(c);
+        return;
+    }
+    log_warn("operator request: rolling back the malformed dtx branch '%s'", c->gid);
+    rm_finish(c->ag->rm, c->gid, 0, false, on_malformed_finished, c);
+}
+
+/*
+ * POST /v1/admin/branches/{gid}/rollback?malformed=1: a prepared branch
+ * whose gid starts with "dtx:" but holds no gtid (nothing can ever decide
+ * it) is rolled back when an operator names it. True when req was such a
+ * request (it is then answered).
+ */
+static bool malformed_rollback(struct agent *ag, struct httpd_req *req, const char *gid, size_t n,
+                               const char *action)
+{
+    char gtid[DTX_GTID_MAX + 1], shard[DTX_NAME_MAX + 1];
+    struct admin_call *c;
+
+    if (!httpd_req_arg(req, "malformed"))
+        return false;
+    c = call_new(ag, req);
+    snprintf(c->gid, sizeof(c->gid), "%.*s", (int)n, gid);
+    if (strcmp(action, "/rollback") != 0 || n >= sizeof(c->gid) ||
+        strncmp(c->gid, DTX_GID_PREFIX, strlen(DTX_GID_PREFIX)) != 0 ||
+        gid_parse(c->gid, gtid, shard)) {
+        list_remove(&c->link);
+        free(c);
+        httpd_reply_errorf(req, DTX_EINVAL,
+                           "?malformed=1 is for rolling back a dtx: gid that holds no gtid");
+        return true;
+    }
+    rm_status(ag->rm, c->gid, 0, on_malformed_status, c);
+    return true;
+}
+
 /*
  * GET /v1/admin/branches: this shard's prepared dtx branches with their
  * locks, and the prepared-transaction headroom.
@@ -237,10 +371,7 @@ static void admin_branches(struct agent *ag, struct httpd_req *req, const char *
         return;
     }
     if (*rest == '\0' && strcmp(method, "GET") == 0) {
-        c = xcalloc(1, sizeof(*c));
-        c->ag = ag;
-        c->req = req;
-        list_insert_tail(&ag->admin_calls, &c->link);
+        c = call_new(ag, req);
         rm_inspect(ag->rm, true, on_inspected, c);
         return;
     }
@@ -251,6 +382,8 @@ static void admin_branches(struct agent *ag, struct httpd_req *req, const char *
                            "/v1/admin/branches/{gid}/commit|rollback");
         return;
     }
+    if (malformed_rollback(ag, req, rest + 1, n - 1, slash))
+        return;
     c = xcalloc(1, sizeof(*c));
     snprintf(gid, sizeof(gid), "%.*s", (int)(n - 1), rest + 1);
     if (n - 1 >= sizeof(gid) || !gid_parse(gid, c->gtid, shard) ||

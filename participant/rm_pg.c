@@ -2,8 +2,9 @@
  * rm_pg.c - the PostgreSQL resource manager (rm.h): the struct behind the
  * interface, its operations table, health, and lifecycle. The work is in
  * rm_pg_setup.c (preparing the database), rm_pg_run.c (running branches),
- * rm_pg_finish.c (finishing them, and telling what became of one) and
- * rm_pg_list.c (listing prepared branches); value conversion is pgval.c.
+ * rm_pg_finish.c (finishing them, and telling what became of one),
+ * rm_pg_list.c (listing prepared branches) and rm_pg_state.c (the
+ * participant's own durable state); value conversion is pgval.c.
  *
  * Thread model: the participant's event-loop thread. Callbacks to the
  * agent are delivered from a deferred callback, never from inside the call
@@ -15,6 +16,21 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+
+void rm_pg_gid_sql(char *out, size_t n, const char *command, const char *gid)
+{
+    size_t used = (size_t)snprintf(out, n, "%s '", command);
+
+    for (const char *p = gid; *p && used + 3 < n; p++) {
+        if (*p == '\'')
+            out[used++] = '\'';
+        out[used++] = *p;
+    }
+    if (used + 2 <= n) {
+        out[used++] = '\'';
+        out[used] = '\0';
+    }
+}
 
 static bool pg_healthy(const struct rm *base, char *why, size_t whysz)
 {
@@ -36,6 +52,7 @@ static void pg_free(struct rm *base)
     rm_pg_runs_free(rm);
     rm_pg_finishes_free(rm);
     rm_pg_lists_free(rm);
+    rm_pg_states_free(rm);
     free(rm);
 }
 
@@ -50,6 +67,7 @@ static const struct rm_ops pg_ops = {
     .list_prepared = rm_pg_list_prepared,
     .inspect = rm_pg_inspect,
     .healthy = pg_healthy,
+    .see_coordinator = rm_pg_see_coordinator,
     .free = pg_free,
 };
 
@@ -69,6 +87,7 @@ int rm_pg_new(struct rm **out, struct ev_loop *loop, const char *conninfo, int p
     list_init(&rm->finishes);
     list_init(&rm->statuses);
     list_init(&rm->lists);
+    list_init(&rm->states);
     snprintf(rm->shard, sizeof(rm->shard), "%s", shard);
     rm->pool = pgx_pool_new(loop, &po);
     *out = &rm->base;

@@ -29,12 +29,12 @@ enum finish_stage { FS_MAIN, FS_CHECK };
 struct pg_finish {
     struct list_node link; /* on rm->finishes */
     struct pg_rm *rm;
-    char gid[DTX_GID_MAX + 1];
+    char gid[RM_GID_MAX];
     uint64_t xid;
     bool commit;
     enum finish_stage stage;
     struct pgx_stmt stmt;
-    char sql[DTX_GID_MAX + 32];
+    char sql[2 * RM_GID_MAX + 32];
     char xidbuf[24];
     const char *values[1];
     struct pgx_job job;
@@ -162,8 +162,8 @@ static void finish_send(struct pg_finish *f)
 {
     f->attempts++;
     if (f->stage == FS_MAIN) {
-        snprintf(f->sql, sizeof(f->sql), "%s PREPARED '%s'", f->commit ? "COMMIT" : "ROLLBACK",
-                 f->gid);
+        rm_pg_gid_sql(f->sql, sizeof(f->sql), f->commit ? "COMMIT PREPARED" : "ROLLBACK PREPARED",
+                      f->gid);
         f->stmt = (struct pgx_stmt){f->sql, 0, NULL, true};
     } else {
         snprintf(f->xidbuf, sizeof(f->xidbuf), "%" PRIu64, f->xid);
@@ -224,7 +224,7 @@ void rm_pg_finish(struct rm *base, const char *gid, uint64_t xid, bool commit, r
 struct pg_status {
     struct list_node link; /* on rm->statuses */
     struct pg_rm *rm;
-    char gid[DTX_GID_MAX + 1];
+    char gid[RM_GID_MAX];
     char xidbuf[24];
     const char *values[2];
     struct pgx_stmt stmts[2];

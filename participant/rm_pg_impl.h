@@ -24,7 +24,14 @@ struct pg_rm {
     struct list_node finishes; /* every pg_finish not yet delivered */
     struct list_node statuses; /* every pg_status not yet delivered */
     struct list_node lists;    /* every pg_list not yet delivered */
+    struct list_node states;   /* every pg_state (the agent's own state) not yet delivered */
 };
+
+/*
+ * Writes "<command> '<gid>'" into out, the gid's single quotes doubled (a
+ * gid is a literal in these commands, which take no parameters).
+ */
+void rm_pg_gid_sql(char *out, size_t n, const char *command, const char *gid);
 
 /* rm_pg_setup.c: prepares the database (blocking, before the event loop). */
 int rm_pg_setup(const char *conninfo, const char *shard, unsigned wait_s, struct dtx_err *err);
@@ -53,5 +60,10 @@ void rm_pg_finishes_free(struct pg_rm *rm);
 void rm_pg_list_prepared(struct rm *base, rm_list_fn done, void *arg);
 void rm_pg_inspect(struct rm *base, bool locks, rm_inspect_fn done, void *arg);
 void rm_pg_lists_free(struct pg_rm *rm);
+
+/* rm_pg_state.c: the participant's own durable protocol state (the dtx schema). */
+void rm_pg_see_coordinator(struct rm *base, const char *node, uint64_t epoch, const char *boot,
+                           rm_seen_fn done, void *arg);
+void rm_pg_states_free(struct pg_rm *rm);
 
 #endif

@@ -324,6 +324,11 @@ class Proc:
         st = proc_stat(self.pid)  # our unreaped child: the start time is its own (exec keeps it)
         self.start_time = st[1] if st else None
 
+    def log_text(self):
+        """Everything the daemon has logged (all its runs), as text."""
+        with open(self.log, errors="replace") as f:
+            return f.read()
+
     def stranger(self):
         """The command line of another process that now has our recorded pid, or None."""
         if self.pid is None or self.popen is not None:

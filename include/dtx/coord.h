@@ -78,6 +78,28 @@ void coord_abort(struct coord *co, const char *gtid, struct httpd_req *client);
 enum dtx_decision coord_decision(const struct coord *co, const char *gtid, int shard,
                                  uint64_t *xid);
 
+/* Whose a gtid is, as this coordinator sees it. */
+enum coord_gtid {
+    CG_ISSUED,     /* this node's, issued (by this run or one its store knows) */
+    CG_GAP,        /* this node's, of an epoch its store does not know (restored or lost) */
+    CG_NOT_ISSUED, /* this node's, beyond anything it has issued */
+    CG_FOREIGN,    /* another coordinator node's */
+    CG_MALFORMED,  /* not a gtid at all */
+};
+/* The kind of gtid; *owner (DTX_NAME_MAX + 1 bytes, may be NULL) gets its node. */
+enum coord_gtid coord_gtid_kind(const struct coord *co, const char *gtid, char *owner);
+/* The newest gtid this coordinator has issued, "node-epoch-seq" (DTX_GTID_MAX + 1 bytes). */
+void coord_last_issued(const struct coord *co, char *out, size_t n);
+
+/*
+ * True when gtid is this node's and of an epoch its decision store does
+ * not know (its log was restored or lost: decision.c). Such a gtid is never
+ * presumed aborted.
+ */
+bool coord_gtid_in_gap(const struct coord *co, const char *gtid);
+/* Adds "epoch_gaps": [{"from","to","shard","found_at"}] to obj when there are any. */
+void coord_gaps_json(const struct coord *co, cJSON *obj);
+
 /* The transaction with this gtid, live or retained, or NULL. */
 const struct tx *coord_find(const struct coord *co, const char *gtid);
 const struct coord_config *coord_config(const struct coord *co);

@@ -8,7 +8,10 @@
  * decision; an END record (not forced) says every participant
  * acknowledged, so recovery need not drive it again. BOOT carries the
  * epoch of a coordinator start (gtids are node-epoch-seq, so an epoch is
- * never reused); OPERATOR an operator's decision (dtxctl resolve/forget).
+ * never reused); OPERATOR an operator's decision (dtxctl resolve/forget);
+ * GAP epochs this log does not know although they were used (a
+ * participant had seen them: the log was restored from an older copy, or
+ * lost): no gtid of theirs is ever presumed aborted.
  *
  * Encoding (integers little-endian), as stored by the file log (dlog.h):
  *   0  type     u8 (enum drec_type)
@@ -22,6 +25,8 @@
  *      OPERATOR gtid str16 | wall_us u64 | kind u8 (1 resolve, 2 forget) |
  *              commit u8 (1 commit, 0 abort) | shard str16 ("" = every shard) |
  *              who str16 | reason str16
+ *      GAP     epoch u64 (first unknown) | epoch_hi u64 (last) | wall_us u64 |
+ *              shard str16 (whose participant had seen epoch_hi)
  *   str16 = u16 length + bytes; str32 = u32 length + bytes (no NUL).
  */
 #ifndef DTX_DREC_H
@@ -39,6 +44,7 @@ enum drec_type {
     DREC_COMMIT = 2,   /* a commit decision */
     DREC_END = 3,      /* every participant acknowledged a COMMIT */
     DREC_OPERATOR = 4, /* an operator's decision (dtxctl resolve / forget) */
+    DREC_GAP = 5,      /* epochs used but unknown to this log */
 };
 
 /* OPERATOR records: what the operator did. */
@@ -60,7 +66,8 @@ struct drec_branch {
 struct drec {
     enum drec_type type;
     uint64_t wall_us;     /* wall-clock time the record was made */
-    uint64_t epoch;       /* BOOT */
+    uint64_t epoch;       /* BOOT; GAP: the first unknown epoch */
+    uint64_t epoch_hi;    /* GAP: the last unknown epoch */
     const char *node_id;  /* BOOT */
     const char *gtid;     /* COMMIT, END, OPERATOR */
     uint8_t protocol;     /* COMMIT: 2 */
@@ -71,7 +78,7 @@ struct drec {
     const struct drec_branch *branches;
     uint8_t op_kind;    /* OPERATOR: enum drec_op_kind */
     bool op_commit;     /* OPERATOR: the decision it stands for is commit (else abort) */
-    const char *shard;  /* OPERATOR: the shard it concerns; NULL or "" for every shard */
+    const char *shard;  /* OPERATOR: the shard it concerns; NULL or "" for every shard; GAP */
     const char *who;    /* OPERATOR: who asked for it */
     const char *reason; /* OPERATOR: why */
 };

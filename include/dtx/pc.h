@@ -28,13 +28,28 @@ struct pc_cbs {
     void (*on_up)(void *arg, int shard);
     /* The link went down (it was up before); why says what happened. */
     void (*on_down)(void *arg, int shard, const char *why);
+    /*
+     * The participant refused this run: it has seen epoch epoch_seen of
+     * this node from another run (the decision log is behind). The link
+     * keeps re-dialling; it is accepted once pc_set_epoch moved past.
+     */
+    void (*on_behind)(void *arg, int shard, uint64_t epoch_seen);
     void *arg;
 };
 
-/* Creates the link and starts dialling. Aborts on allocation failure. */
+/* Who dials: the coordinator node, its run's epoch and boot id, its peer token. */
+struct pc_run {
+    const char *node_id;
+    uint64_t epoch;
+    const char *boot; /* a random id of this run: an equal epoch from another run is refused */
+    const char *peer_token;
+};
+
+/* Creates the link and starts dialling. Never fails (xalloc.h). */
 struct pc *pc_new(struct ev_loop *loop, int shard, const struct shard_config *sc,
-                  const char *node_id, uint64_t epoch, const char *peer_token,
-                  const struct pc_cbs *cbs);
+                  const struct pc_run *run, const struct pc_cbs *cbs);
+/* The run moved to a new epoch: the link is dropped (if up) and dialled anew with it. */
+void pc_set_epoch(struct pc *pc, uint64_t epoch);
 /* Closes the link. NULL is a no-op. */
 void pc_free(struct pc *pc);
 

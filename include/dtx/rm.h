@@ -64,9 +64,12 @@ enum rm_branch_state {
     RM_BRANCH_UNKNOWN,     /* not prepared and no xid to ask about (or too old to tell) */
 };
 
+/* The longest gid a prepared transaction may have (PostgreSQL's GIDSIZE, with its NUL). */
+#define RM_GID_MAX 200
+
 /* One prepared dtx branch of this database. */
 struct rm_prepared {
-    char gid[200];
+    char gid[RM_GID_MAX];
     uint64_t xid;
     uint32_t age_ms; /* since it was prepared */
 };
@@ -83,7 +86,20 @@ struct rm_inspection {
     const struct rm_branch_info *branches; /* this database's, gid starting with "dtx:" */
 };
 
+/*
+ * What the shard knows of a coordinator node's runs (see see_coordinator):
+ * whether this run was accepted, and the newest epoch seen before it, from
+ * the shard's record and from the gids of its prepared branches.
+ */
+struct rm_coord_seen {
+    bool accepted;
+    uint64_t epoch_seen; /* the highest epoch of the node known here before this run (0: none) */
+    char boot_seen[40];  /* the boot id recorded with it ("" if none) */
+};
+
 typedef void (*rm_run_fn)(void *arg, struct rm_result *res);
+typedef void (*rm_seen_fn)(void *arg, int rc, const struct rm_coord_seen *seen,
+                           const struct dtx_err *err);
 /* rc 0 with n items (valid during the call), or an error with err. */
 typedef void (*rm_list_fn)(void *arg, int rc, const struct rm_prepared *items, size_t n,
                            const struct dtx_err *err);
@@ -144,6 +160,22 @@ struct rm_ops {
     void (*inspect)(struct rm *rm, bool locks, rm_inspect_fn done, void *arg);
     /* True when the database is reachable; otherwise why says what is wrong. */
     bool (*healthy)(const struct rm *rm, char *why, size_t whysz);
+
+    /*
+     * The participant's own durable protocol state, kept in the shard's
+     * database (its dtx schema), committed before anything acts on it.
+     *
+     * see_coordinator: a run (epoch, boot id) of coordinator node wants to
+     * connect. It is accepted, and recorded as the newest run seen, when
+     * its epoch is higher than any the shard has seen of that node (its
+     * record, and the epochs in the gids of its prepared branches), or the
+     * same epoch under the same boot id (a reconnect of the same run).
+     * Otherwise it is refused: its decision log is behind (restored from an
+     * older copy, or lost), and its gtids would collide with ones already
+     * used. done gets rc 0 and seen, or an error.
+     */
+    void (*see_coordinator)(struct rm *rm, const char *node, uint64_t epoch, const char *boot,
+                            rm_seen_fn done, void *arg);
     void (*free)(struct rm *rm);
 };
 
@@ -200,6 +232,12 @@ static inline void rm_inspect(struct rm *rm, bool locks, rm_inspect_fn done, voi
 static inline bool rm_healthy(const struct rm *rm, char *why, size_t whysz)
 {
     return rm->ops->healthy(rm, why, whysz);
+}
+
+static inline void rm_see_coordinator(struct rm *rm, const char *node, uint64_t epoch,
+                                      const char *boot, rm_seen_fn done, void *arg)
+{
+    rm->ops->see_coordinator(rm, node, epoch, boot, done, arg);
 }
 
 static inline void rm_free(struct rm *rm)

@@ -7,6 +7,7 @@ that what happens to a prepared branch is dtxctl's doing."""
 
 import json
 import os
+import pwd
 import random
 import shutil
 import subprocess
@@ -49,6 +50,11 @@ class DtxctlTest(ClusterTest):
         self.c.psql(shard, "BEGIN; UPDATE accounts SET balance = balance + %d WHERE id = %d; "
                            "PREPARE TRANSACTION '%s'" % (delta, acct, gid))
 
+    def rollback_by_hand(self, shard, gid):
+        """Rolls back gid if a failed test left it prepared (so the next tests start clean)."""
+        if gid in self.c.prepared(shard):
+            self.c.psql(shard, "ROLLBACK PREPARED '%s'" % gid)
+
     def transfer(self, amount=5, timeout=30):
         ops = [
             {"shard": "s1", "sql": "UPDATE accounts SET balance = balance - $1 WHERE id = $2",
@@ -62,10 +68,13 @@ class DtxctlTest(ClusterTest):
         except OSError as e:
             return None, e
 
-    def restart_coordinator(self, env=None):
+    def restart_coordinator(self, env=None, shards_up=True):
+        """Restarts the coordinator; without shards_up, returns once it answers even if a
+        shard it cannot reach (a participant whose database is down) is still down."""
         if self.c.coordinator.alive():
             self.c.stop_coordinator()
-        self.c.start_coordinator(env=env)
+        self.c.start_coordinator(env=env, wait=False)
+        self.c.wait_healthy(shards_up=shards_up)
 
     def balances(self):
         return [self.balance(i, self.acct) for i in range(3)]
@@ -139,6 +148,72 @@ class DtxctlTest(ClusterTest):
         rc, dump, _ = self.ctl("log", "dump", "--log-dir", self.c.log_dir, json_out=True)
         self.assertNotIn("bad_gtid", json.dumps(dump))
 
+    def test_options_stand_before_or_after_the_command(self):
+        bare = [os.path.join(self.c.bindir, "dtxctl")]
+        for args in (["status", "--json", "--coordinator", self.c.url(), "--token", "adm"],
+                     ["--json", "status", "--coordinator", self.c.url(), "--token", "adm"],
+                     ["--coordinator", self.c.url(), "status", "--token", "adm", "--json"]):
+            r = subprocess.run(bare + args, capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 0, (args, r.stderr))
+            self.assertEqual(json.loads(r.stdout)["coordinator"]["node_id"], "c1")
+        rc, _, err = self.ctl("status", "--shard", "s1")
+        self.assertEqual(rc, 2)
+        self.assertIn("status does not take --shard", err)
+
+    def test_every_program_prints_its_version(self):
+        for prog in ("dtxctl", "dtx-coordinator", "dtx-participant"):
+            r = subprocess.run([os.path.join(self.c.bindir, prog), "--version"],
+                               capture_output=True, text=True, timeout=10)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertRegex(r.stdout, r"^%s \d+\.\d+\.\d+\n$" % prog)
+
+    def test_the_operator_is_the_os_user_and_a_crlf_in_a_reason_forges_no_log_line(self):
+        status, body = self.transfer()
+        self.assertEqual(status, 200, body)
+        env = {k: v for k, v in os.environ.items() if k not in ("USER", "SUDO_USER", "LOGNAME")}
+        cmd = [os.path.join(self.c.bindir, "dtxctl"), "--coordinator", self.c.url(), "--token",
+               "adm", "resolve", body["gtid"], "--commit", "--json", "--reason",
+               "ok\r\n2026-11-30T00:00:00.000Z dtx-coordinator[1] INFO  forged"]
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        rc, show, _ = self.ctl("show", body["gtid"], json_out=True)
+        who = show["operator"][0]["operator"]
+        self.assertEqual(who.split("@")[0], pwd.getpwuid(os.geteuid()).pw_name, who)
+        self.assertNotEqual(who.split("@")[1], "unknown")
+        log = self.c.coordinator.log_text()
+        self.assertNotIn("\n2026-11-30T00:00:00.000Z dtx-coordinator[1] INFO  forged", log)
+        self.assertIn("ok\\r\\n2026-11-30T00:00:00.000Z dtx-coordinator[1] INFO  forged", log)
+
+    def test_in_doubt_asks_the_participants_when_the_coordinator_is_down(self):
+        before = self.balances()
+        self.restart_coordinator({"DTX_FAILPOINTS": "coord.before_log=crash"})
+        status, _ = self.transfer()
+        self.assertIsNone(status)
+        self.c.coordinator.wait(10)
+        parts = []
+        for sh in self.c.shards:
+            parts += ["--participant", "http://127.0.0.1:%d" % sh.agent_port]
+        try:
+            cmd = [os.path.join(self.c.bindir, "dtxctl"), "in-doubt", "--json"] + parts
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=60,
+                               env=dict(os.environ, DTX_PEER_TOKEN="peer"))
+            self.assertEqual(r.returncode, 1, r.stderr)
+            out = json.loads(r.stdout)
+            self.assertFalse(out["coordinator_asked"])
+            self.assertEqual(sorted(b["shard"] for b in out["branches"]), ["s1", "s2"])
+            self.assertEqual({b["decision"] for b in out["branches"]}, {"unknown"})
+            self.assertEqual([s["reachable"] for s in out["shards"]], [True] * len(parts[1::2]))
+            # without the peer token the participants refuse, and dtxctl says so
+            r = subprocess.run(cmd[:-len(parts)] + parts, capture_output=True, text=True,
+                               timeout=60, env={"PATH": os.environ["PATH"]})
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("peer token", json.dumps(json.loads(r.stdout)["shards"]))
+        finally:
+            self.restart_coordinator()
+            self.ctl("recover")
+        self.assert_no_prepared(timeout=10)
+        self.assertEqual(self.balances(), before)
+
     def test_usage_errors_exit_2(self):
         for args in (["resolve", "c1-1-1", "--commit"],            # no --reason
                      ["resolve", "c1-1-1", "--reason", "x"],        # no decision
@@ -154,34 +229,45 @@ class DtxctlTest(ClusterTest):
 
     # ---- orphans and in-doubt ----------------------------------------------------
 
-    def test_orphan_branch_is_found_and_rolled_back_and_foreign_gids_are_never_touched(self):
+    def test_another_coordinators_branch_is_left_alone_until_an_operator_names_it(self):
         before = self.balances()
         self.prepare_by_hand(0, "dtx:zz9-1-1:s1", self.acct)
+        self.addCleanup(self.rollback_by_hand, 0, "dtx:zz9-1-1:s1")
         self.prepare_by_hand(1, "not-dtx-%d" % self.acct, self.acct)
         try:
             rc, doubt, _ = self.ctl("in-doubt", json_out=True)
             self.assertEqual(rc, 1, "a branch in doubt is reported")
             [b] = [b for b in doubt["branches"] if b["gid"] == "dtx:zz9-1-1:s1"]
-            self.assertTrue(b["orphan"])
-            self.assertEqual((b["decision"], b["shard"]), ("none", "s1"))
+            self.assertEqual((b["decision"], b["shard"], b["owner"], b["foreign"]),
+                             ("none", "s1", "zz9", True))
             self.assertIn({"locktype": "relation", "relation": "accounts",
                            "mode": "RowExclusiveLock"}, b["locks"])
             self.assertGreaterEqual(b["age_ms"], 0)
             self.assertNotIn("not-dtx-%d" % self.acct, [x["gid"] for x in doubt["branches"]])
             rc, text, _ = self.ctl("in-doubt")
-            self.assertIn("ORPHAN", text)
+            self.assertIn("FOREIGN", text)
             self.assertIn("accounts RowExclusiveLock", text)
 
+            # recover never presumes another coordinator's transaction aborted
             rc, text, _ = self.ctl("recover")
-            self.assertEqual(rc, 0, text)
-            self.assertRegex(text, r"\[\d+/\d+\] dtx:zz9-1-1:s1 +s1 +rolled back \(orphan\)")
-            self.assertIn("1 finished", text)
+            self.assertEqual(rc, 1, "a branch that needs an operator is a problem reported")
+            self.assertRegex(text, r"\[\d+/\d+\] dtx:zz9-1-1:s1 +s1 +left alone: it belongs to "
+                                   r"coordinator 'zz9'")
+            self.assertIn("1 need an operator", text)
+            self.assertEqual(self.c.prepared(0), ["dtx:zz9-1-1:s1"])
+            status, body = self.c.request("POST", "/v1/admin/recover",
+                                          {"gtid": "zz9-1-1", "shard": "s1"},
+                                          headers={"Authorization": "Bearer adm"})
+            self.assertEqual(status, 409, body)
+            self.assertIn("coordinator 'zz9'", body["error"]["message"])
+            self.assertEqual(self.c.prepared(0), ["dtx:zz9-1-1:s1"])
+
+            # named explicitly by an operator, it is rolled back, and recorded
+            rc, text, err = self.ctl("resolve", "zz9-1-1", "--abort", "--shard", "s1",
+                                     "--reason", "zz9 was decommissioned in 2025")
+            self.assertEqual(rc, 0, err)
             self.assertEqual(self.c.prepared(0), [])
             self.assertEqual(self.balances(), before)
-            # the presumed abort of the orphan was logged: it cannot be contradicted later
-            rc, show, _ = self.ctl("show", "zz9-1-1", json_out=True)
-            self.assertEqual((show["status"], show["operator"][0]["operator"]),
-                             ("aborted", "dtxctl recover"))
             rc, _, err = self.ctl("resolve", "zz9-1-1", "--commit", "--shard", "s2",
                                   "--reason", "x")
             self.assertEqual(rc, 1)
@@ -190,6 +276,39 @@ class DtxctlTest(ClusterTest):
             self.assertEqual(rows, [["not-dtx-%d" % self.acct]], "dtx never touches other gids")
         finally:
             self.c.psql(1, "ROLLBACK PREPARED 'not-dtx-%d'" % self.acct)
+
+    def test_decisions_about_gtids_not_issued_yet_are_refused(self):
+        rc, st, _ = self.ctl("status", json_out=True)
+        node, epoch = st["coordinator"]["node_id"], int(st["coordinator"]["epoch"])
+        for gtid in ("%s-%d-999999" % (node, epoch), "%s-%d-1" % (node, epoch + 5)):
+            rc, _, err = self.ctl("resolve", gtid, "--abort", "--reason", "typo")
+            self.assertEqual(rc, 1, err)
+            self.assertIn("never issued", err)
+        rc, dump, _ = self.ctl("log", "dump", "--log-dir", self.c.log_dir, json_out=True)
+        self.assertNotIn("-999999", json.dumps(dump))
+        self.assertNotIn("%s-%d-1\"" % (node, epoch + 5), json.dumps(dump))
+        # the gtid is issued later and commits, with no operator record against it
+        status, body = self.transfer()
+        self.assertEqual((status, body["status"]), (200, "committed"), body)
+
+    def test_a_malformed_dtx_branch_is_listed_and_rolled_back_only_on_request(self):
+        before = self.balances()
+        self.prepare_by_hand(0, "dtx:orphan-test:s1", self.acct)
+        self.addCleanup(self.rollback_by_hand, 0, "dtx:orphan-test:s1")
+        rc, doubt, _ = self.ctl("in-doubt", json_out=True)
+        [b] = [b for b in doubt["branches"] if b["gid"] == "dtx:orphan-test:s1"]
+        self.assertEqual((b["decision"], b["malformed"]), ("none", True))
+        rc, text, _ = self.ctl("recover")
+        self.assertEqual(rc, 1, text)
+        self.assertRegex(text, r"dtx:orphan-test:s1 +s1 +left alone: its gid holds no gtid")
+        self.assertEqual(self.c.prepared(0), ["dtx:orphan-test:s1"])
+        rc, text, err = self.ctl("recover", "--malformed", "--operator", "alice")
+        self.assertEqual(rc, 0, text + err)
+        self.assertRegex(text, r"dtx:orphan-test:s1 +s1 +rolled back")
+        self.assertEqual(self.c.prepared(0), [])
+        self.assertEqual(self.balances(), before)
+        self.assertIn("operator 'alice': rolling back the malformed dtx branch "
+                      "'dtx:orphan-test:s1'", self.c.coordinator.log_text())
 
     def test_stuck_on_a_down_shard_shown_in_doubt_then_finished_by_recover(self):
         before = self.balances()
@@ -202,7 +321,7 @@ class DtxctlTest(ClusterTest):
         gid_s2 = self.c.prepared(1)[0]
         self.c.pg_stop(1)  # and s2's database goes down
         try:
-            self.restart_coordinator()
+            self.restart_coordinator(shards_up=False)
             rc, doubt, _ = self.ctl("in-doubt", json_out=True)
             self.assertEqual(rc, 1)
             mine = [b for b in doubt["branches"] if b["shard"] == "s1"]

@@ -1,0 +1,82 @@
+/*
+ * test_log.c - a log message is one line (log.c): newlines in a libpq
+ * message or an operator's reason cannot split it or forge another line.
+ * stderr is redirected into a pipe to read what log_msg wrote.
+ */
+#include "dtx/log.h"
+#include "unit.h"
+
+#include <string.h>
+#include <unistd.h>
+
+/* Logs one warning with message msg and returns what reached stderr. */
+static char *logged(const char *msg, char *out, size_t n)
+{
+    int fds[2], saved = dup(STDERR_FILENO);
+    ssize_t got;
+
+    CU_ASSERT_FATAL(pipe(fds) == 0 && saved >= 0);
+    dup2(fds[1], STDERR_FILENO);
+    log_init("unit", LOG_INFO);
+    log_warn("reason: %s", msg);
+    log_init("unit", LOG_ERROR);
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    close(fds[1]);
+    got = read(fds[0], out, n - 1);
+    close(fds[0]);
+    CU_ASSERT_FATAL(got > 0);
+    out[got] = '\0';
+    return out;
+}
+
+static size_t count(const char *s, char c)
+{
+    size_t k = 0;
+
+    for (; *s; s++)
+        k += *s == c;
+    return k;
+}
+
+static void a_crlf_in_a_message_cannot_forge_a_second_line(void)
+{
+    char out[4096];
+
+    logged("fat finger\r\n2026-11-30T00:00:00.000Z dtx-coordinator[1] INFO  all is well", out,
+           sizeof(out));
+    CU_ASSERT_EQUAL(count(out, '\n'), 1);
+    CU_ASSERT_EQUAL(count(out, '\r'), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "fat finger\\r\\n2026-11-30T"));
+    CU_ASSERT_EQUAL(out[strlen(out) - 1], '\n');
+}
+
+static void a_multi_line_libpq_message_is_one_line_without_its_trailing_newline(void)
+{
+    char out[4096];
+
+    logged("ERROR:  duplicate key value violates unique constraint \"t_pkey\"\n"
+           "DETAIL:  Key (id)=(7) already exists.\n",
+           out, sizeof(out));
+    CU_ASSERT_EQUAL(count(out, '\n'), 1);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "\"t_pkey\"\\nDETAIL:  Key (id)=(7) already exists.\n"));
+}
+
+static void other_control_characters_are_written_as_hex(void)
+{
+    char out[4096];
+
+    logged("bell\a esc\x1b[31m", out, sizeof(out));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "bell\\x07 esc\\x1b[31m\n"));
+}
+
+int main(void)
+{
+    static const struct unit_test tests[] = {
+        UNIT_TEST(a_crlf_in_a_message_cannot_forge_a_second_line),
+        UNIT_TEST(a_multi_line_libpq_message_is_one_line_without_its_trailing_newline),
+        UNIT_TEST(other_control_characters_are_written_as_hex),
+    };
+
+    return unit_run("log", tests, sizeof(tests) / sizeof(tests[0]));
+}
