@@ -101,6 +101,8 @@ static int parse_fields(struct msg *m, struct dtx_err *err)
     rc = parse_xid(root, &m->xid, err);
     if (rc < 0)
         return rc;
+    if (jsonx_str(root, "", "db", false, &m->db, err) < 0)
+        return DTX_EPROTO;
     if (jsonx_str(root, "", "vote", false, &s, err) < 0)
         return DTX_EPROTO;
     m->vote = (enum msg_vote)lookup(s, vote_names, 4);

@@ -350,8 +350,13 @@ static void post_outcomes(struct coord *co, struct httpd_req *req)
         jsonx_add_str(o, "outcome",
                       dtx_decision_name(coord_decision(co, g->valuestring, shard, &xid)));
         if (xid) {
+            const struct tx *tx = coord_find(co, g->valuestring);
+            const char *db = tx ? tx_branch_db(tx, shard) : NULL;
+
             snprintf(xs, sizeof(xs), "%llu", (unsigned long long)xid);
             jsonx_add_str(o, "xid", xs);
+            if (db)
+                jsonx_add_str(o, "db", db);
         }
         jsonx_append(list, o);
     }

@@ -334,6 +334,7 @@ static void init_coord(struct coord *co, const struct coord_config *cfg, struct 
     txtab_init(&co->tab, &lim);
     list_init(&co->log_wait);
     coord_notes_init(&co->notes);
+    coord_heurs_init(&co->heurs);
     co->shard_names = xcalloc(cfg->nshards, sizeof(*co->shard_names));
     for (size_t i = 0; i < cfg->nshards; i++)
         co->shard_names[i] = cfg->shards[i].name;
@@ -345,6 +346,7 @@ static void init_coord(struct coord *co, const struct coord_config *cfg, struct 
         .arm = env_arm,
         .finished = env_finished,
         .deciding = env_deciding,
+        .heuristic = coord_on_heuristic,
         .shard_names = co->shard_names,
         .ctx = co,
     };
@@ -394,6 +396,7 @@ void coord_free(struct coord *co)
     txtab_release(&co->tab);
     coord_notes_fail(co, NULL);
     coord_notes_release(&co->notes);
+    coord_heurs_release(&co->heurs);
     dstore_close(co->store);
     free(co->gaps);
     free(co->shard_names);

@@ -37,6 +37,7 @@ struct coord_metrics {
     uint64_t idem_replays; /* coord.c */
     uint64_t refused;      /* coord.c: over max_active_transactions */
     uint64_t aborts_by_code[32];
+    uint64_t heuristic[2]; /* heuristic.c: outcomes found in this run: mixed, hazard */
 };
 
 /* Epochs this node used that its decision store does not know (decision.c). */
@@ -44,6 +45,11 @@ struct coord_gap {
     uint64_t lo, hi;              /* first and last unknown epoch */
     uint64_t wall_us;             /* when it was found */
     char shard[DTX_NAME_MAX + 1]; /* whose participant had seen epoch hi */
+};
+
+/* Heuristic outcomes (heuristic.c), by gtid. */
+struct coord_heurs {
+    struct hmap by_gtid; /* struct heured */
 };
 
 /* The operator notes (decision.c): durable decisions about gtids, by gtid. */
@@ -64,6 +70,7 @@ struct coord {
     struct txtab tab;            /* coord.c inserts, the protocol's env retains */
     struct list_node log_wait;   /* coord.c: txents whose COMMIT is being forced, in lsn order */
     struct coord_notes notes;    /* decision.c */
+    struct coord_heurs heurs;    /* heuristic.c */
     uint64_t epoch;              /* replay.c: this run's epoch (moved past a gap: a new one) */
     uint64_t run_epoch;          /* replay.c: the epoch this run started with */
     char boot[40];               /* coord.c: a random id of this run */
@@ -95,6 +102,17 @@ bool coord_links_tried(const struct coord *co);
 bool coord_link_up(const struct coord *co, int shard);
 /* Sends one encoded message to shard's participant: 0, or DTX_EUNAVAIL. */
 int coord_link_send(struct coord *co, int shard, const char *data, size_t len);
+
+/* ---- heuristic.c ---------------------------------------------------------------- */
+
+void coord_heurs_init(struct coord_heurs *h);
+void coord_heurs_release(struct coord_heurs *h);
+/* Adds one (from a HEURISTIC record, or just found: then counted in /metrics). */
+void coord_heur_add(struct coord *co, const char *gtid, const struct coord_heur *h);
+/* tx_env.heuristic: records, logs and counts what a shard did against the decision. */
+void coord_on_heuristic(struct tx *tx, int shard, enum drec_heur_kind kind, const char *what);
+/* Appends every HEURISTIC record to a checkpoint. */
+void coord_heurs_encode(const struct coord *co, struct buf *snap);
 
 /* ---- replay.c ------------------------------------------------------------------- */
 

@@ -25,6 +25,8 @@ const char *drec_type_name(enum drec_type type)
         return "OPERATOR";
     case DREC_GAP:
         return "GAP";
+    case DREC_HEURISTIC:
+        return "HEURISTIC";
     }
     return "?";
 }
@@ -69,6 +71,8 @@ static void encode_body(struct buf *b, const struct drec *r)
             buf_put_le64(b, r->branches[i].xid);
         }
         put_str32(b, r->results);
+        for (size_t i = 0; i < r->nbranches; i++)
+            put_str16(b, r->branches[i].db);
         break;
     case DREC_END:
         put_str16(b, r->gtid);
@@ -88,6 +92,14 @@ static void encode_body(struct buf *b, const struct drec *r)
         buf_put_le64(b, r->epoch_hi);
         buf_put_le64(b, r->wall_us);
         put_str16(b, r->shard);
+        break;
+    case DREC_HEURISTIC:
+        put_str16(b, r->gtid);
+        buf_put_le64(b, r->wall_us);
+        put_str16(b, r->shard);
+        buf_put_u8(b, r->heur_kind);
+        buf_put_u8(b, r->op_commit);
+        put_str16(b, r->reason);
         break;
     }
 }
@@ -187,10 +199,16 @@ static int decode_commit(struct rd *r, struct drec *out, struct drec_arena *a)
     for (size_t i = 0; i < n && !r->bad; i++) {
         a->branches[i].shard = rd_str16(r);
         a->branches[i].xid = rd_u64(r);
+        a->branches[i].db = NULL;
     }
     out->branches = a->branches;
     out->nbranches = n;
     out->results = rd_str32(r);
+    /* the databases' identities (added in 0.7: absent from older logs) */
+    if (r->n > 0) {
+        for (size_t i = 0; i < n && !r->bad; i++)
+            a->branches[i].db = rd_str16(r); /* all of them, or a malformed record */
+    }
     return r->bad ? -1 : 0;
 }
 
@@ -234,6 +252,16 @@ int drec_decode_body(uint8_t type, const unsigned char *p, size_t n, struct drec
         out->wall_us = rd_u64(&r);
         out->shard = rd_str16(&r);
         if (out->epoch_hi < out->epoch)
+            return -1;
+        break;
+    case DREC_HEURISTIC:
+        out->gtid = rd_str16(&r);
+        out->wall_us = rd_u64(&r);
+        out->shard = rd_str16(&r);
+        out->heur_kind = rd_u8(&r);
+        out->op_commit = rd_u8(&r) != 0;
+        out->reason = rd_str16(&r);
+        if (out->heur_kind != DREC_HEUR_MIXED && out->heur_kind != DREC_HEUR_HAZARD)
             return -1;
         break;
     default:

@@ -67,7 +67,7 @@ static int replay_commit(struct coord *co, const struct drec *rec, struct dtx_er
     e = coord_new_tx(co, &p);
     for (size_t i = 0; i < rec->nbranches; i++)
         tx_add_prepared_branch(e->tx, coord_config_shard(co->cfg, rec->branches[i].shard),
-                               rec->branches[i].xid);
+                               rec->branches[i].xid, rec->branches[i].db);
     tx_set_replayed(e->tx, rec->wall_us, rec->results);
     return 0;
 }
@@ -96,6 +96,21 @@ static void replay_gap(struct coord *co, const struct drec *rec)
         co->epoch = rec->epoch_hi; /* the next run starts past it */
 }
 
+static void replay_heuristic(struct coord *co, const struct drec *rec)
+{
+    struct coord_heur h = {.kind = (enum drec_heur_kind)rec->heur_kind,
+                           .commit = rec->op_commit,
+                           .what = (char *)rec->reason,
+                           .wall_us = rec->wall_us};
+    struct txent *e = txtab_find(&co->tab, rec->gtid);
+    int shard = coord_config_shard(co->cfg, rec->shard ? rec->shard : "");
+
+    snprintf(h.shard, sizeof(h.shard), "%s", rec->shard ? rec->shard : "");
+    coord_heur_add(co, rec->gtid, &h);
+    if (e && shard >= 0)
+        tx_set_heuristic(e->tx, shard, h.kind);
+}
+
 static int on_replay(void *arg, const struct drec *rec, struct dtx_err *err)
 {
     struct coord *co = arg;
@@ -117,6 +132,9 @@ static int on_replay(void *arg, const struct drec *rec, struct dtx_err *err)
         return 0;
     case DREC_GAP:
         replay_gap(co, rec);
+        return 0;
+    case DREC_HEURISTIC:
+        replay_heuristic(co, rec);
         return 0;
     }
     return 0;
@@ -167,6 +185,7 @@ static int take_checkpoint(struct coord *co)
     drec_encode(&snap, &boot);
     txtab_encode_checkpoint(&co->tab, &snap);
     coord_notes_encode(co, &snap);
+    coord_heurs_encode(co, &snap);
     return dstore_checkpoint(co->store, &snap);
 }
 

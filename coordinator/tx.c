@@ -551,6 +551,7 @@ static enum tx_event act_vote(struct tx *tx, enum tx_event ev, const struct tx_e
     }
     take_results(b, a);
     b->xid = a->xid;
+    snprintf(b->db, sizeof(b->db), "%s", a->db ? a->db : "");
     b->state = ev == TXE_VOTE_YES ? BR_PREPARED : BR_READONLY;
     if (--tx->pending > 0)
         return TXE_NONE;
@@ -683,6 +684,27 @@ static enum tx_event act_in_doubt(struct tx *tx, enum tx_event ev, const struct 
     return TXE_NONE;
 }
 
+/* b's participant did otherwise than decided (mixed), or cannot prove what it did (hazard). */
+static void note_heuristic(struct tx *tx, struct tx_branch *b, enum drec_heur_kind kind,
+                           const struct dtx_err *err)
+{
+    char what[DTX_ERR_MSG_MAX];
+
+    if (kind == DREC_HEUR_MIXED)
+        snprintf(what, sizeof(what),
+                 "shard '%s' %s the branch although the decision was %s%s%.300s", shard_name(tx, b),
+                 b->state == BR_COMMITTED ? "committed" : "rolled back",
+                 tx->state == TX_COMMITTING ? "commit" : "abort", err && err->code ? ": " : "",
+                 err && err->code ? err->msg : "");
+    else
+        snprintf(what, sizeof(what), "shard '%s' cannot prove what became of its branch%s%.300s",
+                 shard_name(tx, b), err && err->code ? ": " : "", err && err->code ? err->msg : "");
+    if (!b->heuristic || kind == DREC_HEUR_MIXED)
+        b->heuristic = (uint8_t)kind;
+    if (tx->env->heuristic)
+        tx->env->heuristic(tx, b->shard, kind, what);
+}
+
 static enum tx_event act_ack(struct tx *tx, enum tx_event ev, const struct tx_evarg *a)
 {
     struct tx_branch *b = a->b;
@@ -699,6 +721,12 @@ static enum tx_event act_ack(struct tx *tx, enum tx_event ev, const struct tx_ev
                           a->err->msg);
     }
     b->state = want == BR_COMMITTING ? BR_COMMITTED : BR_ABORTED;
+    if (a->ack == TX_ACK_UNKNOWN) {
+        note_heuristic(tx, b, DREC_HEUR_HAZARD, a->err);
+    } else if (a->ack != TX_ACK_NONE && (a->ack == TX_ACK_COMMITTED) != (want == BR_COMMITTING)) {
+        b->state = a->ack == TX_ACK_COMMITTED ? BR_COMMITTED : BR_ABORTED; /* what it really did */
+        note_heuristic(tx, b, DREC_HEUR_MIXED, a->err);
+    }
     return --tx->pending == 0 ? TXE_ALL_ACKED : TXE_NONE;
 }
 
@@ -1012,9 +1040,20 @@ void tx_reset_ops(struct tx *tx)
     tx->nops = 0;
 }
 
-void tx_add_prepared_branch(struct tx *tx, int shard, uint64_t xid)
+void tx_add_prepared_branch(struct tx *tx, int shard, uint64_t xid, const char *db)
 {
-    add_branch(tx, shard)->xid = xid;
+    struct tx_branch *b = add_branch(tx, shard);
+
+    b->xid = xid;
+    snprintf(b->db, sizeof(b->db), "%s", db ? db : "");
+}
+
+void tx_set_heuristic(struct tx *tx, int shard, enum drec_heur_kind kind)
+{
+    struct tx_branch *b = tx_branch_on(tx, shard);
+
+    if (b && (!b->heuristic || kind == DREC_HEUR_MIXED))
+        b->heuristic = (uint8_t)kind;
 }
 
 void tx_set_replayed(struct tx *tx, uint64_t decided_wall_us, const char *results)
@@ -1143,6 +1182,20 @@ enum tx_outcome tx_outcome(const struct tx *tx)
     default:
         return TXO_NONE;
     }
+}
+
+const char *tx_branch_db(const struct tx *tx, int shard)
+{
+    for (size_t i = 0; i < tx->nbranches; i++) {
+        if (tx->branches[i].shard == shard)
+            return tx->branches[i].db[0] ? tx->branches[i].db : NULL;
+    }
+    return NULL;
+}
+
+bool tx_decided_commit(const struct tx *tx)
+{
+    return tx->lsn != 0;
 }
 
 enum tx_path tx_path(const struct tx *tx)
@@ -1313,6 +1366,7 @@ void tx_commit_record(const struct tx *tx, struct drec *rec, struct drec_branch 
         if (!tx->branches[i].xid)
             continue;
         (*branches)[n].shard = shard_name(tx, &tx->branches[i]);
+        (*branches)[n].db = tx->branches[i].db;
         (*branches)[n++].xid = tx->branches[i].xid;
     }
     *results = tx->idem_key ? tx_render_results(tx) : NULL;

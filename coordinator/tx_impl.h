@@ -46,6 +46,8 @@ struct tx_branch {
     enum tx_branch_state state;
     enum tx_branch_state lost_in; /* for BR_LOST: what must be resent (commit or abort) */
     uint64_t xid;                 /* from the yes vote */
+    char db[DTX_DB_ID_MAX];       /* from the yes vote: the database it prepared in */
+    uint8_t heuristic;            /* enum drec_heur_kind of its acknowledgement, 0: none */
     cJSON *ops;                   /* array of ops to send; freed once sent */
     char *results;                /* RESULTS trailer of the vote or outcome (msg.h), never parsed */
     size_t results_len;

@@ -60,6 +60,8 @@ cJSON *tx_message(struct tx *tx, struct tx_branch *b, enum tx_send what)
     case TX_SEND_COMMIT:
         m = msg_new(MSG_COMMIT, tx->gtid);
         msg_add_xid(m, b->xid);
+        if (b->db[0])
+            jsonx_add_str(m, "db", b->db);
         return m;
     case TX_SEND_ABORT:
         break;
@@ -214,6 +216,9 @@ cJSON *tx_state_json(const struct tx *tx)
             jsonx_add_str(b, "last_error", tx->branches[i].last_error);
         if (tx->branches[i].forgotten)
             jsonx_add_bool(b, "forgotten", true);
+        if (tx->branches[i].heuristic)
+            jsonx_add_str(b, "heuristic",
+                          tx->branches[i].heuristic == DREC_HEUR_MIXED ? "mixed" : "hazard");
         jsonx_append(shards, b);
     }
     jsonx_add(root, "shards", shards);

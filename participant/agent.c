@@ -205,11 +205,11 @@ static void on_exec(struct agent *ag, struct peer *peer, struct msg *m)
 }
 
 /* Commit or abort of gtid's branch here, in memory or not (idempotent by gid and xid). */
-static void finish(struct agent *ag, struct peer *peer, const char *gtid, uint64_t xid, bool commit,
-                   struct httpd_req *req)
+static void finish(struct agent *ag, struct peer *peer, const char *gtid, uint64_t xid,
+                   const char *db, bool commit, struct httpd_req *req)
 {
     struct branch *b = branch_find(&ag->branches, gtid);
-    struct branch_evarg a = {.peer = peer, .xid = xid, .req = req};
+    struct branch_evarg a = {.peer = peer, .xid = xid, .db = db, .req = req};
 
     branch_step(b ? b : branch_new(&ag->branches, gtid, peer), commit ? BE_COMMIT : BE_ABORT, &a);
 }
@@ -222,10 +222,10 @@ void agent_on_message(struct agent *ag, struct peer *peer, struct msg *m)
         on_prepare(ag, peer, m);
         break;
     case MSG_COMMIT:
-        finish(ag, peer, m->gtid, m->xid, true, NULL);
+        finish(ag, peer, m->gtid, m->xid, m->db, true, NULL);
         break;
     case MSG_ABORT:
-        finish(ag, peer, m->gtid, 0, false, NULL);
+        finish(ag, peer, m->gtid, 0, NULL, false, NULL);
         break;
     case MSG_EXEC:
         on_exec(ag, peer, m);
@@ -250,7 +250,7 @@ void agent_on_peer_lost(struct agent *ag, struct peer *peer)
 void agent_finish_for(struct agent *ag, const char *gtid, uint64_t xid, bool commit,
                       struct httpd_req *req)
 {
-    finish(ag, NULL, gtid, xid, commit, req);
+    finish(ag, NULL, gtid, xid, NULL, commit, req);
 }
 
 /* ---- recovery ------------------------------------------------------------------------------ */
@@ -264,9 +264,9 @@ static bool recovery_busy(void *arg, const char *gtid)
     return b && branch_is_busy(b);
 }
 
-static void recovery_finish(void *arg, const char *gtid, uint64_t xid, bool commit)
+static void recovery_finish(void *arg, const char *gtid, uint64_t xid, const char *db, bool commit)
 {
-    finish(arg, NULL, gtid, xid, commit, NULL);
+    finish(arg, NULL, gtid, xid, db, commit, NULL);
 }
 
 /* ---- lifecycle ---------------------------------------------------------------------------- */

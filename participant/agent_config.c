@@ -24,6 +24,7 @@ static const char *const top_keys[] = {"name",
                                        "max_open_branches",
                                        "open_wait_ms",
                                        "prepared_headroom",
+                                       "allow_fsync_off",
                                        NULL};
 static const char *const auth_keys[] = {"peer_token", NULL};
 
@@ -75,6 +76,8 @@ static int load_keys(const cJSON *root, void *out, struct dtx_err *err)
         rc = conf_log_level(root, c->log_level, err);
     if (rc == 0)
         rc = conf_u32s(root, c, u32_keys, sizeof(u32_keys) / sizeof(u32_keys[0]), err);
+    if (rc == 0)
+        rc = jsonx_bool(root, "", "allow_fsync_off", false, &c->allow_fsync_off, err);
     /* Open interactive branches each hold a connection; two stay for the rest (phase 2). */
     if (rc == 0 && c->max_open_branches == 0)
         c->max_open_branches = c->pool_size > 3 ? c->pool_size - 2 : 1;

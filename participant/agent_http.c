@@ -241,7 +241,10 @@ void agent_http_finished(void *ctx, struct httpd_req *req, const char *gtid, boo
 
     gid_format(gid, sizeof(gid), gtid, shard);
     jsonx_add_str(root, "gid", gid);
-    jsonx_add_str(root, "outcome", outcome == RM_COMMITTED ? "committed" : "rolled_back");
+    jsonx_add_str(root, "outcome",
+                  outcome == RM_COMMITTED ? "committed"
+                  : outcome == RM_HAZARD  ? "unknown"
+                                          : "rolled_back");
     if (!as_asked || (err && err->code)) {
         struct dtx_err e;
 
@@ -294,7 +297,10 @@ static void on_malformed_finished(void *arg, enum rm_outcome outcome, const stru
 
     list_remove(&c->link);
     jsonx_add_str(root, "gid", c->gid);
-    jsonx_add_str(root, "outcome", outcome == RM_COMMITTED ? "committed" : "rolled_back");
+    jsonx_add_str(root, "outcome",
+                  outcome == RM_COMMITTED ? "committed"
+                  : outcome == RM_HAZARD  ? "unknown"
+                                          : "rolled_back");
     if (err && err->code)
         jsonx_add(root, "error", jsonx_error_obj(err));
     httpd_reply_json(c->req, outcome == RM_COMMITTED ? 409 : 200, jsonx_print(root));
@@ -319,7 +325,7 @@ static void on_malformed_status(void *arg, int rc, enum rm_branch_state state, u
         return;
     }
     log_warn("operator request: rolling back the malformed dtx branch '%s'", c->gid);
-    rm_finish(c->ag->rm, c->gid, 0, false, on_malformed_finished, c);
+    rm_finish(c->ag->rm, c->gid, 0, NULL, false, on_malformed_finished, c);
 }
 
 /*

@@ -493,7 +493,9 @@ static void send_ack(struct branch *b, struct peer *peer, enum rm_outcome outcom
     cJSON *m = msg_new(MSG_ACK, b->gtid);
 
     jsonx_add_str(m, "outcome",
-                  msg_outcome_name(outcome == RM_COMMITTED ? OUTCOME_COMMITTED : OUTCOME_ABORTED));
+                  msg_outcome_name(outcome == RM_COMMITTED ? OUTCOME_COMMITTED
+                                   : outcome == RM_HAZARD  ? OUTCOME_UNKNOWN
+                                                           : OUTCOME_ABORTED));
     if (err && err->code)
         msg_add_error(m, err);
     send_to(b, peer, m, NULL);
@@ -511,8 +513,10 @@ static void send_vote(struct branch *b, const struct rm_result *res)
     m->votes_no += v == VOTE_NO;
     m->votes_readonly += v == VOTE_READONLY;
     jsonx_add_str(msg, "vote", msg_vote_name(v));
-    if (v == VOTE_YES)
+    if (v == VOTE_YES) {
         msg_add_xid(msg, res->xid);
+        jsonx_add_str(msg, "db", res->db);
+    }
     if (v == VOTE_NO)
         msg_add_error(msg, &res->err);
     send_to(b, b->peer, msg, v != VOTE_NO ? &res->results : NULL);
@@ -660,7 +664,7 @@ static enum branch_event act_end(struct branch *b, enum branch_event ev,
 
 /* Starts COMMIT or ROLLBACK PREPARED of b, to be reported to peer (or req). */
 static void start_finish(struct branch *b, struct peer *peer, struct httpd_req *req, bool commit,
-                         uint64_t xid)
+                         uint64_t xid, const char *db)
 {
     struct branch_finish *f = xcalloc(1, sizeof(*f));
 
@@ -669,7 +673,7 @@ static void start_finish(struct branch *b, struct peer *peer, struct httpd_req *
     f->req = req;
     f->commit = commit;
     list_insert_tail(&b->finishes, &f->link);
-    rm_finish(b->t->env->rm, b->gid, xid, commit, on_finished, f);
+    rm_finish(b->t->env->rm, b->gid, xid, db, commit, on_finished, f);
 }
 
 static enum branch_event act_finish(struct branch *b, enum branch_event ev,
@@ -678,7 +682,8 @@ static enum branch_event act_finish(struct branch *b, enum branch_event ev,
     if (a->req)
         log_warn("operator request: %s the prepared branch of transaction %s",
                  ev == BE_COMMIT ? "committing" : "rolling back", b->gtid);
-    start_finish(b, a->peer, a->req, ev == BE_COMMIT, a->xid ? a->xid : b->xid);
+    start_finish(b, a->peer, a->req, ev == BE_COMMIT, a->xid ? a->xid : b->xid,
+                 a->db && *a->db ? a->db : b->db);
     return NO_EVENT;
 }
 
@@ -687,6 +692,7 @@ static enum branch_event act_vote_yes(struct branch *b, enum branch_event ev,
 {
     (void)ev;
     b->xid = a->res->xid;
+    snprintf(b->db, sizeof(b->db), "%s", a->res->db);
     fp_hit("agent.prepared_before_vote");
     send_vote(b, a->res);
     return NO_EVENT;
@@ -736,7 +742,7 @@ static enum branch_event act_roll_back_prepared(struct branch *b, enum branch_ev
                                                 const struct branch_evarg *a)
 {
     (void)ev;
-    start_finish(b, b->peer, NULL, false, a->res->xid);
+    start_finish(b, b->peer, NULL, false, a->res->xid, a->res->db);
     return NO_EVENT;
 }
 
@@ -818,7 +824,7 @@ static enum branch_event act_finished(struct branch *b, enum branch_event ev,
     (void)ev;
     list_remove(&f->link);
     m->committed += a->outcome == RM_COMMITTED;
-    m->rolled_back += a->outcome != RM_COMMITTED;
+    m->rolled_back += a->outcome == RM_ROLLED_BACK;
     m->heuristic += a->err && a->err->code;
     if (f->req) {
         env->finished_for(env->ctx, f->req, b->gtid, f->commit, a->outcome, a->err);

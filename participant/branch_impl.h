@@ -46,6 +46,7 @@ struct branch {
     struct rm_run *session;    /* interactive: the open transaction, until it ends */
     struct peer *peer;         /* the coordinator stream to answer (NULL: the newest) */
     uint64_t xid;              /* once prepared */
+    char db[RM_DB_ID_MAX];     /* once prepared: the database's identity */
     uint32_t deadline_ms;      /* interactive: the transaction's idle limit */
     struct list_node finishes; /* struct branch_finish, while FINISHING */
 };

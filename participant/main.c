@@ -48,8 +48,12 @@ static int start(void *arg, struct ev_loop *loop, struct httpd_opts *http, httpd
 {
     struct participant *p = arg;
     struct rm *rm = NULL;
-    int rc = rm_pg_new(&rm, loop, p->cfg.conninfo, (int)p->cfg.pool_size, p->cfg.name,
-                       p->cfg.startup_wait_s, err);
+    struct rm_pg_opts o = {.conninfo = p->cfg.conninfo,
+                           .pool_size = (int)p->cfg.pool_size,
+                           .shard = p->cfg.name,
+                           .wait_s = p->cfg.startup_wait_s,
+                           .allow_fsync_off = p->cfg.allow_fsync_off};
+    int rc = rm_pg_new(&rm, loop, &o, err);
 
     if (rc < 0)
         return rc;

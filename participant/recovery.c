@@ -100,10 +100,22 @@ static struct asked *find_asked(struct recovery *r, const char *gtid)
     return NULL;
 }
 
-/* Acts on one answer; returns true when the branch stays in doubt. */
-static bool apply(struct recovery *r, const char *gtid, const char *outcome)
+/*
+ * Acts on one answer (o: {"gtid","outcome","xid"?,"db"?}, the xid and
+ * database identity the coordinator recorded); returns true when the
+ * branch stays in doubt.
+ */
+static bool apply(struct recovery *r, const cJSON *o)
 {
-    struct asked *a = find_asked(r, gtid);
+    const char *gtid = NULL, *outcome = NULL, *xs = NULL, *db = NULL;
+    struct asked *a;
+    uint64_t xid;
+
+    jsonx_str(o, "", "gtid", true, &gtid, NULL);
+    jsonx_str(o, "", "outcome", true, &outcome, NULL);
+    jsonx_str(o, "", "xid", false, &xs, NULL);
+    jsonx_str(o, "", "db", false, &db, NULL);
+    a = gtid ? find_asked(r, gtid) : NULL;
 
     if (!a || !outcome)
         return false;
@@ -113,8 +125,9 @@ static bool apply(struct recovery *r, const char *gtid, const char *outcome)
         log_info("recovery: transaction %s was %s: %s its prepared branch", gtid,
                  commit ? "committed" : "aborted", commit ? "committing" : "rolling back");
         r->resolved++;
+        xid = xs ? strtoull(xs, NULL, 10) : 0;
         if (!r->ops.busy(r->ops.arg, gtid))
-            r->ops.finish(r->ops.arg, gtid, a->xid, commit);
+            r->ops.finish(r->ops.arg, gtid, xid ? xid : a->xid, db, commit);
         return false;
     }
     if (strcmp(outcome, "in_flight") == 0)
@@ -145,14 +158,7 @@ static void on_answer(void *arg, int rc, const struct httpc_resp *resp, const st
         return;
     }
     r->in_doubt = 0;
-    cJSON_ArrayForEach(o, outcomes)
-    {
-        const char *g = NULL, *out = NULL;
-
-        jsonx_str(o, "", "gtid", true, &g, NULL);
-        jsonx_str(o, "", "outcome", true, &out, NULL);
-        r->in_doubt += g && apply(r, g, out);
-    }
+    cJSON_ArrayForEach(o, outcomes) r->in_doubt += apply(r, o);
     cJSON_Delete(root);
     r->backoff_ms = BACKOFF_MIN_MS;
     if (r->in_doubt)

@@ -112,7 +112,8 @@ static void list_done(struct pgx_job *job, int rc, int answered, const char *why
 
 /* This database only (one server may hold several shards), dtx gids only. */
 #define LIST_SQL(extra)                                                                            \
-    "SELECT gid, transaction::text, (extract(epoch FROM now() - prepared) * 1000)::bigint" extra   \
+    "SELECT gid, " RM_PG_PREPARED_XID8_SQL                                                         \
+    ", (extract(epoch FROM now() - prepared) * 1000)::bigint" extra                                \
     " FROM pg_prepared_xacts p WHERE database = current_database() AND starts_with(gid, 'dtx:')"   \
     " ORDER BY prepared"
 

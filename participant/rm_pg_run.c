@@ -2,7 +2,8 @@
  * rm_pg_run.c - running a branch in PostgreSQL: one pipeline on one pooled
  * connection (one round trip):
  *
- *   BEGIN; <ops with bind parameters>; SELECT pg_current_xact_id_if_assigned();
+ *   BEGIN; <ops with bind parameters>;
+ *   SELECT pg_current_xact_id_if_assigned(), <the database's identity>;
  *   PREPARE TRANSACTION '<gid>'                          (or COMMIT for one phase)
  *
  * What PostgreSQL really did is read from each result, never assumed:
@@ -21,9 +22,11 @@
  * Interactive branches (rm exec/end) keep their transaction open on a held
  * connection between calls; each call is one more pipeline into it.
  *
- * The branch's xid (pg_current_xact_id_if_assigned) goes into the yes vote
- * and the coordinator's COMMIT record. With it, pg_xact_status() tells
- * what became of a branch that is no longer prepared (rm_pg_finish.c).
+ * The branch's xid (pg_current_xact_id_if_assigned) and the database's
+ * identity (system identifier, timeline) go into the yes vote and the
+ * coordinator's COMMIT record. With them, pg_xact_status() tells what
+ * became of a branch that is no longer prepared, in that database only
+ * (rm_pg_finish.c).
  *
  * State: rm->runs (every run not yet delivered). Thread model: the
  * participant's event-loop thread.
@@ -73,8 +76,9 @@ struct pg_run {
     struct dtx_err err;
     bool have_xid, xid_null;
     uint64_t xid;
-    bool end_ok;   /* PREPARE / COMMIT answered with its own tag */
-    bool end_sent; /* the ending statement was sent */
+    char db[RM_DB_ID_MAX]; /* the database's identity, read with the xid */
+    bool end_ok;           /* PREPARE / COMMIT answered with its own tag */
+    bool end_sent;         /* the ending statement was sent */
     bool cancelled;
     enum run_stage stage;
     struct pgx_stmt end_stmt;
@@ -147,6 +151,7 @@ static void run_finish(struct pg_run *r, enum rm_outcome outcome)
 {
     r->result.outcome = outcome;
     r->result.xid = r->xid;
+    snprintf(r->result.db, sizeof(r->result.db), "%s", r->db);
     r->result.err = r->err;
     if (outcome == RM_PREPARED || outcome == RM_READONLY || outcome == RM_COMMITTED ||
         outcome == RM_ACTIVE) {
@@ -221,6 +226,7 @@ static void run_result(struct pgx_job *job, int idx, PGresult *res)
             r->have_xid = true;
             r->xid_null = PQgetisnull(res, 0, 0);
             r->xid = r->xid_null ? 0 : strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+            snprintf(r->db, sizeof(r->db), "%s", PQgetvalue(res, 0, 1));
         }
     } else {
         end_result(r, res);
@@ -243,7 +249,7 @@ static void after_cleanup(void *arg, enum rm_outcome outcome, const struct dtx_e
 static void finish_prepared_then(struct pg_run *r, bool commit, enum rm_outcome outcome)
 {
     r->result.outcome = outcome;
-    rm_pg_finish_start(r->rm, r->gid, r->xid, commit, after_cleanup, r);
+    rm_pg_finish_start(r->rm, r->gid, r->xid, r->db, commit, after_cleanup, r);
 }
 
 #define CONN_LOST_OPEN                                                                             \
@@ -327,7 +333,15 @@ static void on_status_known(void *arg, enum rm_outcome outcome, const struct dtx
 {
     struct pg_run *r = arg;
 
-    (void)err;
+    if (outcome == RM_UNKNOWN) {
+        char lost[sizeof(r->err.msg)];
+
+        snprintf(lost, sizeof(lost), "%s", r->err.msg);
+        dtx_err_set(&r->err, DTX_EUNKNOWN, "%s; the commit's outcome cannot be determined: %s",
+                    lost, err ? err->msg : "");
+        run_finish(r, RM_UNKNOWN);
+        return;
+    }
     run_finish(r, outcome == RM_COMMITTED ? RM_COMMITTED : RM_ROLLED_BACK);
 }
 
@@ -346,11 +360,11 @@ static void run_lost(struct pg_run *r, int answered, const char *why)
     snprintf(msg, sizeof(msg), "lost the connection to PostgreSQL: %.200s", why ? why : "");
     if (end_unanswered && !r->one_phase && strcmp(r->end_sql, "COMMIT") != 0) {
         /* PREPARE may have run: roll it back in the background, vote no now. */
-        rm_pg_finish_start(r->rm, r->gid, 0, false, NULL, NULL);
+        rm_pg_finish_start(r->rm, r->gid, 0, NULL, false, NULL, NULL);
         run_fail(r, DTX_EUNAVAIL, msg);
     } else if (end_unanswered && r->have_xid && !r->xid_null) {
         dtx_err_set(&r->err, DTX_EUNAVAIL, "%s", msg);
-        rm_pg_status_start(r->rm, r->xid, on_status_known, r); /* did the COMMIT happen? */
+        rm_pg_status_start(r->rm, r->xid, r->db, on_status_known, r); /* did COMMIT happen? */
     } else if (end_unanswered) {
         dtx_err_set(&r->err, DTX_EUNKNOWN, "%s; the commit's outcome cannot be determined", msg);
         run_finish(r, RM_UNKNOWN);
@@ -436,8 +450,8 @@ static int run_build(struct pg_run *r)
     }
     if ((!r->one_phase && all_reads) || r->interactive)
         r->split = true;
-    r->stmts[r->first_op + r->nops] =
-        (struct pgx_stmt){"SELECT pg_current_xact_id_if_assigned()", 0, NULL, r->split};
+    r->stmts[r->first_op + r->nops] = (struct pgx_stmt){
+        "SELECT pg_current_xact_id_if_assigned(), " RM_PG_IDENTITY_SQL, 0, NULL, r->split};
     r->nstmts = r->first_op + r->nops + 1;
     if (!r->split) {
         if (r->one_phase)

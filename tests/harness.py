@@ -26,6 +26,7 @@ class ClusterTest(unittest.TestCase):
     COORD = {}
     AGENT = {}
     PG = LOG_STATEMENTS
+    XID_EPOCH = None
 
     @classmethod
     def setUpClass(cls):
@@ -34,7 +35,8 @@ class ClusterTest(unittest.TestCase):
         d = os.path.join(WORK, "%s-%d" % (cls.__name__, os.getpid()))
         shutil.rmtree(d, ignore_errors=True)
         cls.c = dtx_cluster.Cluster(d, shards=cls.SHARDS, coord=dict(cls.COORD),
-                                    agent=dict(cls.AGENT), pg=list(cls.PG))
+                                    agent=dict(cls.AGENT), pg=list(cls.PG),
+                                    xid_epoch=cls.XID_EPOCH)
         cls.c.start()
         cls.failed = False
         for sh in cls.c.shards:

@@ -420,10 +420,12 @@ class Cluster:
     coord        extra coordinator config keys
     agent        extra participant config keys
     pg           extra postgresql.conf lines
+    xid_epoch    start each shard's xids at this epoch (pg_resetwal -e): xids past 2^32,
+                 where a 32-bit xid taken for a 64-bit one points at the wrong transaction
     """
 
     def __init__(self, root_dir, shards=3, fsync=False, bindir=None, coord=None, agent=None,
-                 pg=None):
+                 pg=None, xid_epoch=None):
         self.dir = os.path.abspath(root_dir)
         self.nshards = shards
         self.fsync = fsync
@@ -431,6 +433,7 @@ class Cluster:
         self.coord_extra = coord or {}
         self.agent_extra = agent or {}
         self.pg_extra = pg or []
+        self.xid_epoch = xid_epoch
         self.shards = [Shard(self, i) for i in range(shards)]
         self.coord_port = None
         self.coordinator = None
@@ -464,6 +467,9 @@ class Cluster:
         os.chmod(sh.dir, 0o755)
         run(as_pg(["cp", "-a", template, sh.data]))
         self._pg_conf(sh)
+        if self.xid_epoch:
+            run(as_pg([os.path.join(PGBIN, "pg_resetwal"), "-e", str(self.xid_epoch), "-D",
+                       sh.data]))
 
     def pg_start(self, i):
         sh = self.shards[i]
@@ -475,6 +481,27 @@ class Cluster:
         if os.path.exists(os.path.join(sh.data, "postmaster.pid")):
             subprocess.run(as_pg([os.path.join(PGBIN, "pg_ctl"), "-D", sh.data, "-m", mode, "-w",
                                   "-t", "60", "stop"]), capture_output=True)
+
+    def pg_copy(self, i, to):
+        """Copies shard i's stopped data directory to `to` (a cold backup), a path the
+        postgres user can create (e.g. under the shard's own directory)."""
+        sh = self.shards[i]
+        if self.pg_pid(i):
+            raise RuntimeError("stop shard %s's PostgreSQL before copying it" % sh.name)
+        run(as_pg(["cp", "-a", sh.data, to]))
+
+    def pg_restore(self, i, copy):
+        """Puts a copy made by pg_copy back as shard i's data directory, restored the way a
+        backup is: archive recovery, which ends on a new timeline. PostgreSQL is stopped
+        first and started again."""
+        sh = self.shards[i]
+        self.pg_stop(i)
+        run(as_pg(["rm", "-rf", sh.data]))
+        run(as_pg(["cp", "-a", copy, sh.data]))
+        run(as_pg(["touch", os.path.join(sh.data, "recovery.signal")]))
+        run(as_pg(["sh", "-c", "echo \"restore_command = 'false'\" >> %s" %
+                   os.path.join(sh.data, "postgresql.conf")]))
+        self.pg_start(i)
 
     def pg_pid(self, i):
         try:
@@ -490,6 +517,8 @@ class Cluster:
         cfg = {"name": sh.name, "listen": "127.0.0.1:%d" % sh.agent_port,
                "conninfo": sh.conninfo(), "coordinator_url": "http://127.0.0.1:%d" % self.coord_port,
                "pool_size": 8}
+        if not self.fsync:
+            cfg["allow_fsync_off"] = True  # a throwaway test database; the agent warns
         cfg.update(self.agent_extra)
         cmd = self._agent_cmd(sh)
         with open(cmd[-1], "w") as f:

@@ -3,12 +3,14 @@
  *
  * Keys: name, listen, conninfo, coordinator_url, auth{peer_token},
  * pool_size, startup_wait_s, max_body_bytes, http_conn_limit, recovery_interval_ms,
- * recovery_min_age_ms, log_level.
+ * recovery_min_age_ms, max_open_branches, open_wait_ms, prepared_headroom, allow_fsync_off,
+ * log_level.
  * Unknown keys are refused.
  */
 #ifndef DTX_AGENT_CONFIG_H
 #define DTX_AGENT_CONFIG_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "dtx/addr.h"
@@ -33,6 +35,7 @@ struct agent_config {
     uint32_t max_open_branches;    /* interactive branches open at once (each holds a connection) */
     uint32_t open_wait_ms;         /* how long a new one may wait for a free connection */
     uint32_t prepared_headroom;    /* prepared-transaction slots never used, per server */
+    bool allow_fsync_off;          /* serve a database with fsync = off (tests only; warned) */
     char log_level[16];
 };
 

@@ -112,6 +112,7 @@ struct branch_evarg {
     uint32_t idle_ms;        /* EXEC: the transaction's idle limit */
     uint32_t open_wait_ms;   /* EXEC: how long a new session may wait for a connection */
     uint64_t xid;            /* COMMIT, ABORT: the branch's xid if known (0: not) */
+    const char *db;          /* COMMIT: the database it was prepared in, if known (NULL: not) */
     struct httpd_req *req;   /* COMMIT, ABORT: an operator's request, answered instead of an ack */
     struct rm_result *res;   /* PREPARED, ENDED, EXECUTED, EXEC_FAILED, ROLLED_BACK */
     void *finish;            /* FINISHED: which finish */

@@ -137,6 +137,32 @@ typedef void (*coord_done_fn)(void *arg, int rc, const struct dtx_err *err);
 void coord_record_operator(struct coord *co, const char *gtid, const struct coord_opnote *note,
                            coord_done_fn done, void *arg);
 
+/* What a shard did against the decision (heuristic.c), kept for operators. */
+struct coord_heur {
+    struct coord_heur *next;      /* the transaction's next one, oldest first */
+    enum drec_heur_kind kind;     /* mixed or hazard */
+    bool commit;                  /* the decision was commit (else abort) */
+    bool counted;                 /* found in this run (counted in /metrics) */
+    char shard[DTX_NAME_MAX + 1]; /* the shard that reported it */
+    char *what;                   /* what it said */
+    uint64_t wall_us;
+};
+
+/* The heuristic outcomes of gtid, oldest first, or NULL. */
+const struct coord_heur *coord_heurs(const struct coord *co, const char *gtid);
+/* "mixed" when any shard did the opposite of the decision, else "hazard"; NULL for none. */
+const char *coord_heur_word(const struct coord_heur *h);
+/*
+ * Transactions with a heuristic outcome that no operator has settled yet:
+ * none of their operator notes (dtxctl resolve, after checking the shard)
+ * is newer than their latest heuristic outcome.
+ */
+size_t coord_heur_unsettled(const struct coord *co);
+/* Calls fn for every gtid with heuristic outcomes. */
+void coord_each_heured(const struct coord *co,
+                       void (*fn)(void *arg, const char *gtid, const struct coord_heur *list),
+                       void *arg);
+
 /* Calls fn for every transaction in memory (live first, then retained, oldest first). */
 void coord_each_tx(const struct coord *co, void (*fn)(void *arg, const struct tx *tx), void *arg);
 

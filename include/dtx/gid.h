@@ -18,9 +18,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DTX_NAME_MAX   48
-#define DTX_GTID_MAX   (DTX_NAME_MAX + 44)
-#define DTX_GID_MAX    (DTX_GTID_MAX + DTX_NAME_MAX + 8)
+#define DTX_NAME_MAX 48
+#define DTX_GTID_MAX (DTX_NAME_MAX + 44)
+#define DTX_GID_MAX  (DTX_GTID_MAX + DTX_NAME_MAX + 8)
+/* A database's identity, "<system identifier>:<timeline>" (rm.h), with its NUL. */
+#define DTX_DB_ID_MAX  48
 #define DTX_GID_PREFIX "dtx:"
 
 /* True when s is a valid node or shard name. */

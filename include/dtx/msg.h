@@ -6,7 +6,7 @@
  *     hello      {"t":"hello","node":N,"epoch":E}
  *     prepare    {"t":"prepare","gtid":G,"ops":[OP..],"timeout_ms":T,"interactive":B}
  *     one_phase  {"t":"one_phase","gtid":G,"ops":[OP..],"timeout_ms":T}
- *     commit     {"t":"commit","gtid":G,"xid":"X"}
+ *     commit     {"t":"commit","gtid":G,"xid":"X","db":D}
  *     abort      {"t":"abort","gtid":G}
  *     exec       {"t":"exec","gtid":G,"ops":[OP..],"timeout_ms":T,"idle_ms":I}
  *                (interactive: run ops in the branch's open transaction, beginning
@@ -15,10 +15,14 @@
  *                an abort rolls it back)
  *   participant -> coordinator
  *     hello      {"t":"hello","shard":S}
- *     vote       {"t":"vote","gtid":G,"vote":"yes|no|readonly","xid":"X","error":E} RESULTS
+ *     vote       {"t":"vote","gtid":G,"vote":"yes|no|readonly","xid":"X","db":D,"error":E}
+ *                RESULTS
  *     outcome    {"t":"outcome","gtid":G,"outcome":"committed|aborted|unknown","error":E}
  *                RESULTS
- *     ack        {"t":"ack","gtid":G,"outcome":"committed|aborted","error":E}
+ *     ack        {"t":"ack","gtid":G,"outcome":"committed|aborted|unknown","error":E}
+ *                (unknown: the branch is gone and its fate cannot be proven, a
+ *                heuristic hazard; committed/aborted against the decision is a
+ *                heuristic outcome, with E saying so)
  *     executed   {"t":"executed","gtid":G,"error":E} RESULTS
  *                (the exec's ops ran, or with E they failed and the branch was
  *                rolled back)
@@ -31,6 +35,8 @@
  *        exactly as PostgreSQL printed them
  *   E  = the contract's error object {"code","message","sqlstate"?,"op"?}
  *   X  = a PostgreSQL xid8 as a decimal string (JSON numbers lose digits)
+ *   D  = the database's identity where the branch prepared: "<system id>:<timeline>"
+ *        (rm.h); an xid means something only there
  *
  * Every message about a transaction is idempotent for its receiver: a
  * second commit of a committed branch is acknowledged again, an abort of an
@@ -74,6 +80,7 @@ struct msg {
     uint32_t idle_ms;
     bool interactive; /* prepare / one_phase: end the branch's open transaction */
     uint64_t xid;     /* 0: none */
+    const char *db;   /* vote, commit: the database's identity (NULL: none) */
     enum msg_vote vote;
     enum msg_outcome outcome;
     const char *trailer; /* RESULTS: "\n" R per op; points into the frame */

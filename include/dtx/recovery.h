@@ -27,7 +27,8 @@ struct recovery_ops {
     /* True while the agent itself is carrying out this transaction's branch. */
     bool (*busy)(void *arg, const char *gtid);
     /* Commits or rolls back the branch as the coordinator decided. */
-    void (*finish)(void *arg, const char *gtid, uint64_t xid, bool commit);
+    /* xid and db: the branch's, as the coordinator recorded them (db NULL when not given) */
+    void (*finish)(void *arg, const char *gtid, uint64_t xid, const char *db, bool commit);
     void *arg;
 };
 

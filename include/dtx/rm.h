@@ -24,6 +24,7 @@
 #include "dtx/buf.h"
 #include "dtx/err.h"
 #include "dtx/ev.h"
+#include "dtx/gid.h"
 
 struct rm;
 
@@ -39,14 +40,24 @@ enum rm_outcome {
     RM_ROLLED_BACK, /* rolled back; nothing of it remains */
     RM_UNKNOWN,     /* one phase: the commit's outcome cannot be determined */
     RM_ACTIVE,      /* interactive: the ops ran, the transaction stays open */
+    RM_HAZARD,      /* finish: the branch is gone and what became of it cannot be proven */
 };
+
+/*
+ * A database's identity, "<system identifier>:<timeline>": a branch's xid
+ * means something only in the database, and on the timeline, where it was
+ * prepared. A restore from a backup or a promoted standby has another
+ * timeline (or system), where the same xid may be an unrelated transaction.
+ */
+#define RM_DB_ID_MAX DTX_DB_ID_MAX
 
 /* How an interactive branch ends. */
 enum rm_end { RM_END_PREPARE, RM_END_COMMIT, RM_END_ROLLBACK };
 
 struct rm_result {
     enum rm_outcome outcome;
-    uint64_t xid; /* RM_PREPARED: the branch's transaction id */
+    uint64_t xid;          /* RM_PREPARED: the branch's transaction id (xid8) */
+    char db[RM_DB_ID_MAX]; /* RM_PREPARED: the identity of the database it is prepared in */
     /*
      * One result per op, each as "\n" followed by its JSON text (msg.h's
      * RESULTS trailer), numbers exactly as the database printed them. The
@@ -142,13 +153,19 @@ struct rm_ops {
      */
     void (*end)(struct rm *rm, struct rm_run *session, enum rm_end how, rm_run_fn done, void *arg);
     /*
-     * Commits (commit) or rolls back the prepared branch gid; xid (0 if not
-     * known) lets it tell what happened to a branch that is no longer
-     * prepared. Calls done with RM_COMMITTED or RM_ROLLED_BACK; err is set
-     * when that is not what was asked (a heuristic outcome).
+     * Commits (commit) or rolls back the prepared branch gid. For a branch
+     * that is no longer prepared, xid and db (the database it was prepared
+     * in; 0 and NULL when not known) tell what became of it: its xid's fate
+     * counts only in that same database. Calls done with RM_COMMITTED or
+     * RM_ROLLED_BACK, err set when that is not what was asked (a heuristic
+     * outcome); or RM_HAZARD, err saying why, when a branch to commit is
+     * gone and its fate cannot be proven (the database changed, its xid is
+     * unknown or too old to tell). A branch to roll back that is gone is
+     * rolled back as far as this database is concerned, unless its xid
+     * shows it committed here.
      */
-    void (*finish)(struct rm *rm, const char *gid, uint64_t xid, bool commit, rm_finish_fn done,
-                   void *arg);
+    void (*finish)(struct rm *rm, const char *gid, uint64_t xid, const char *db, bool commit,
+                   rm_finish_fn done, void *arg);
     /*
      * Tells what became of branch gid: prepared, or (given its xid)
      * committed or rolled back. Works after any crash of the agent.
@@ -207,10 +224,10 @@ static inline void rm_end(struct rm *rm, struct rm_run *session, enum rm_end how
     rm->ops->end(rm, session, how, done, arg);
 }
 
-static inline void rm_finish(struct rm *rm, const char *gid, uint64_t xid, bool commit,
-                             rm_finish_fn done, void *arg)
+static inline void rm_finish(struct rm *rm, const char *gid, uint64_t xid, const char *db,
+                             bool commit, rm_finish_fn done, void *arg)
 {
-    rm->ops->finish(rm, gid, xid, commit, done, arg);
+    rm->ops->finish(rm, gid, xid, db, commit, done, arg);
 }
 
 static inline void rm_status(struct rm *rm, const char *gid, uint64_t xid, rm_status_fn done,
@@ -246,15 +263,24 @@ static inline void rm_free(struct rm *rm)
         rm->ops->free(rm);
 }
 
+/* How the PostgreSQL resource manager is set up. */
+struct rm_pg_opts {
+    const char *conninfo;
+    int pool_size;        /* connections */
+    const char *shard;    /* the shard this database belongs to */
+    unsigned wait_s;      /* how long to wait for PostgreSQL to come up */
+    bool allow_fsync_off; /* serve a database running with fsync = off (warned) */
+};
+
 /*
  * The PostgreSQL resource manager: prepares the database (schema in sql/,
  * identity and settings checks; waits up to wait_s for it to come up),
  * then opens a pool of pool_size connections. Returns 0 and *out, or an
  * error that says what to fix (DTX_EUNAVAIL: unreachable; DTX_EINVAL:
- * max_prepared_transactions is 0, the database belongs to another shard,
- * the server is too old).
+ * max_prepared_transactions is 0, fsync is off, the database belongs to
+ * another shard, the server is too old).
  */
-int rm_pg_new(struct rm **out, struct ev_loop *loop, const char *conninfo, int pool_size,
-              const char *shard, unsigned wait_s, struct dtx_err *err);
+int rm_pg_new(struct rm **out, struct ev_loop *loop, const struct rm_pg_opts *o,
+              struct dtx_err *err);
 
 #endif

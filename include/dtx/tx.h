@@ -93,6 +93,12 @@ struct tx_env {
     void (*arm)(struct tx *tx, uint32_t ms);
     /* The transaction reached a final state (or a terminal unknown one). */
     void (*finished)(struct tx *tx);
+    /*
+     * A participant acknowledged a phase-2 message with an outcome other
+     * than the decision (DREC_HEUR_MIXED), or could not prove what became
+     * of its branch (DREC_HEUR_HAZARD); what says so. May be NULL.
+     */
+    void (*heuristic)(struct tx *tx, int shard, enum drec_heur_kind kind, const char *what);
     /* The number of transactions awaiting votes changed by delta (a group-commit hint). */
     void (*deciding)(struct tx *tx, int delta);
     const char *const *shard_names; /* index -> name, for messages */
@@ -129,15 +135,22 @@ void tx_free(struct tx *tx);
  */
 void tx_add_op(struct tx *tx, int shard, cJSON *op, size_t i);
 void tx_reset_ops(struct tx *tx);
-/* A branch rebuilt from a COMMIT record: prepared on shard with xid. */
-void tx_add_prepared_branch(struct tx *tx, int shard, uint64_t xid);
+/* A branch rebuilt from a COMMIT record: prepared on shard with xid, in database db (or NULL). */
+void tx_add_prepared_branch(struct tx *tx, int shard, uint64_t xid, const char *db);
+/* Marks the branch on shard with a heuristic outcome (a HEURISTIC record, replayed). */
+void tx_set_heuristic(struct tx *tx, int shard, enum drec_heur_kind kind);
 /* Marks a transaction rebuilt from the decision store: decided at wall_us; results may be NULL. */
 void tx_set_replayed(struct tx *tx, uint64_t decided_wall_us, const char *results);
+
+/* What a participant says a phase-2 message did (an ack's outcome). */
+enum tx_ack { TX_ACK_NONE = 0, TX_ACK_COMMITTED, TX_ACK_ABORTED, TX_ACK_UNKNOWN };
 
 /* One event's details: the branch it concerns and what its message carried. */
 struct tx_evarg {
     struct tx_branch *b;
     uint64_t xid;
+    const char *db;      /* VOTE_YES: the database's identity */
+    enum tx_ack ack;     /* ACK */
     const char *results; /* RESULTS trailer (copied when kept), or NULL */
     size_t results_len;
     const struct dtx_err *err;
@@ -184,6 +197,10 @@ bool tx_is_running(const struct tx *tx);
 /* How a final transaction ended, for the metrics. */
 enum tx_outcome { TXO_NONE, TXO_COMMITTED, TXO_ABORTED, TXO_UNKNOWN, TXO_IN_DOUBT };
 enum tx_outcome tx_outcome(const struct tx *tx);
+/* The identity of the database tx's branch on shard prepared in, or NULL when not known. */
+const char *tx_branch_db(const struct tx *tx, int shard);
+/* True when the transaction is decided commit (its COMMIT record exists, or is being forced). */
+bool tx_decided_commit(const struct tx *tx);
 /* How it committed: one phase, read-only (nothing to prepare), or two phases. */
 enum tx_path { TXP_TWO_PHASE, TXP_ONE_PHASE, TXP_READONLY };
 enum tx_path tx_path(const struct tx *tx);

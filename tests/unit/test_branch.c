@@ -78,11 +78,12 @@ static void fake_end(struct rm *rm, struct rm_run *session, enum rm_end how, rm_
     RM.run_arg = arg;
 }
 
-static void fake_finish(struct rm *rm, const char *gid, uint64_t xid, bool commit,
+static void fake_finish(struct rm *rm, const char *gid, uint64_t xid, const char *db, bool commit,
                         rm_finish_fn done, void *arg)
 {
     (void)rm;
     (void)gid;
+    (void)db;
     RM.finishes++;
     RM.last_commit = commit;
     RM.last_xid = xid;

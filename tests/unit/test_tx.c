@@ -178,7 +178,7 @@ static void every_undefined_pair_is_rejected_and_changes_nothing(void)
     for (int s = 0; s < TX_NSTATES; s++) {
         for (int e = 0; e < TX_NEVENTS; e++) {
             struct tx *tx;
-            struct tx_evarg a = {NULL, 42, NULL, 0, NULL};
+            struct tx_evarg a = {.xid = 42};
             enum tx_branch_state b0;
 
             if (tx_is_defined((enum tx_state)s, (enum tx_event)e))
@@ -211,7 +211,7 @@ static void only_the_commit_decision_is_forced_to_disk(void)
 static void commit_is_durable_before_any_commit_is_sent(void)
 {
     struct tx *tx = new_tx(3);
-    struct tx_evarg a = {NULL, 7, NULL, 0, NULL};
+    struct tx_evarg a = {.xid = 7};
 
     CU_ASSERT_EQUAL(tx_step(tx, TXE_START_2PC, NULL), 0);
     for (int i = 0; i < 3; i++) {
@@ -242,7 +242,7 @@ static void vote_no_aborts_every_other_shard_without_a_log_record(void)
 {
     struct tx *tx = new_tx(3);
     struct dtx_err e;
-    struct tx_evarg a = {NULL, 0, NULL, 0, &e};
+    struct tx_evarg a = {.err = &e};
 
     dtx_err_clear(&e);
     dtx_err_set(&e, DTX_ESQL, "boom");
@@ -270,7 +270,7 @@ static void vote_no_aborts_every_other_shard_without_a_log_record(void)
 static void unreachable_participant_aborts_the_transaction(void)
 {
     struct tx *tx = new_tx(2);
-    struct tx_evarg a = {NULL, 0, NULL, 0, NULL};
+    struct tx_evarg a = {};
 
     W.link_down[1] = true;
     CU_ASSERT_EQUAL(tx_step(tx, TXE_START_2PC, NULL), 0);
@@ -287,7 +287,7 @@ static void unreachable_participant_aborts_the_transaction(void)
 static void all_readonly_votes_commit_without_log_or_phase_two(void)
 {
     struct tx *tx = new_tx(2);
-    struct tx_evarg a = {NULL, 0, NULL, 0, NULL};
+    struct tx_evarg a = {};
 
     CU_ASSERT_EQUAL(tx_step(tx, TXE_START_2PC, NULL), 0);
     for (int i = 0; i < 2; i++) {
@@ -304,7 +304,7 @@ static void all_readonly_votes_commit_without_log_or_phase_two(void)
 static void readonly_branch_takes_no_part_in_phase_two(void)
 {
     struct tx *tx = new_tx(2);
-    struct tx_evarg a = {NULL, 9, NULL, 0, NULL};
+    struct tx_evarg a = {.xid = 9};
 
     CU_ASSERT_EQUAL(tx_step(tx, TXE_START_2PC, NULL), 0);
     a.b = &tx->branches[0];
@@ -321,7 +321,7 @@ static void readonly_branch_takes_no_part_in_phase_two(void)
 static void failed_log_write_leaves_the_transaction_in_doubt(void)
 {
     struct tx *tx = new_tx(2);
-    struct tx_evarg a = {NULL, 1, NULL, 0, NULL};
+    struct tx_evarg a = {.xid = 1};
 
     CU_ASSERT_EQUAL(tx_step(tx, TXE_START_2PC, NULL), 0);
     for (int i = 0; i < 2; i++) {
@@ -340,7 +340,7 @@ static void failed_log_write_leaves_the_transaction_in_doubt(void)
 static void log_that_refuses_the_record_aborts_the_transaction(void)
 {
     struct tx *tx = new_tx(2);
-    struct tx_evarg a = {NULL, 1, NULL, 0, NULL};
+    struct tx_evarg a = {.xid = 1};
 
     CU_ASSERT_EQUAL(tx_step(tx, TXE_START_2PC, NULL), 0);
     W.log_failed = true;
@@ -359,7 +359,7 @@ static void results_too_big_for_the_log_abort_an_idempotent_transaction(void)
 {
     static const char results[] = "\n[{\"rows\":[[\"0123456789\"]]}]";
     struct tx *tx = new_tx(2);
-    struct tx_evarg a = {NULL, 1, results, sizeof(results) - 1, NULL};
+    struct tx_evarg a = {.xid = 1, .results = results, .results_len = sizeof(results) - 1};
 
     tx->idem_key = strdup("k");
     tx->results_limit = sizeof(results); /* one branch's results fit, two do not */
@@ -391,7 +391,7 @@ static void results_too_big_for_the_log_abort_an_idempotent_transaction(void)
 static void lost_commit_is_resent_when_the_participant_returns(void)
 {
     struct tx *tx = new_tx(2);
-    struct tx_evarg a = {NULL, 1, NULL, 0, NULL};
+    struct tx_evarg a = {.xid = 1};
 
     CU_ASSERT_EQUAL(tx_step(tx, TXE_START_2PC, NULL), 0);
     for (int i = 0; i < 2; i++) {
@@ -414,7 +414,7 @@ static void lost_commit_is_resent_when_the_participant_returns(void)
 static void prepare_timeout_aborts_and_names_the_late_shard(void)
 {
     struct tx *tx = new_tx(2);
-    struct tx_evarg a = {NULL, 1, NULL, 0, NULL};
+    struct tx_evarg a = {.xid = 1};
 
     CU_ASSERT_EQUAL(tx_step(tx, TXE_START_2PC, NULL), 0);
     a.b = &tx->branches[0];
@@ -432,7 +432,7 @@ static void prepare_timeout_aborts_and_names_the_late_shard(void)
 static void one_phase_commit_sends_one_message_and_no_log_record(void)
 {
     struct tx *tx = new_tx(1);
-    struct tx_evarg a = {NULL, 0, NULL, 0, NULL};
+    struct tx_evarg a = {};
 
     CU_ASSERT_EQUAL(tx_step(tx, TXE_START_1PC, NULL), 0);
     CU_ASSERT_EQUAL(tx->state, TX_ONE_PHASE);
