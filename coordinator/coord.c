@@ -195,8 +195,18 @@ static struct txent *build_tx(struct coord *co, struct txreq *req)
 }
 
 /* True when one more transaction may start; otherwise client has been answered (429). */
-static bool admit(struct coord *co, struct httpd_req *client)
+static bool admit(struct coord *co, const struct txreq *req, struct httpd_req *client)
 {
+    if (req->idem_key && txtab_keys_full(&co->tab)) {
+        /* a key is never forgotten before retention_s: a retry would run it twice */
+        httpd_reply_errorf(client, DTX_EBUSY,
+                           "%zu finished transactions with an idempotency key are held, the most "
+                           "this coordinator keeps (retention_max), each until retention_s has "
+                           "passed; try again shortly",
+                           co->tab.nkeyed);
+        co->m.refused++;
+        return false;
+    }
     if (co->tab.nlive >= co->cfg->max_active_transactions) {
         httpd_reply_errorf(client, DTX_EBUSY,
                            "%zu transactions are in flight, the most this coordinator takes at "
@@ -247,7 +257,7 @@ void coord_submit(struct coord *co, struct txreq *req, struct httpd_req *client)
     }
     if (req->idem_key && idem_replay(co, req, client))
         return;
-    if (!admit(co, client))
+    if (!admit(co, req, client))
         return;
     e = build_tx(co, req);
     co->m.started++;

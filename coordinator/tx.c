@@ -1064,6 +1064,19 @@ void tx_set_replayed(struct tx *tx, uint64_t decided_wall_us, const char *result
     tx->durable = true;
     free(tx->stored_results);
     tx->stored_results = results && *results ? xstrdup(results) : NULL;
+    tx->results_dropped = tx->idem_key && !tx->stored_results;
+}
+
+bool tx_results_dropped(const struct tx *tx)
+{
+    return tx->results_dropped;
+}
+
+void tx_drop_results(struct tx *tx)
+{
+    free(tx->stored_results);
+    tx->stored_results = NULL;
+    tx->results_dropped = true;
 }
 
 /* ---- questions ------------------------------------------------------------------- */
@@ -1369,7 +1382,7 @@ void tx_commit_record(const struct tx *tx, struct drec *rec, struct drec_branch 
         (*branches)[n].db = tx->branches[i].db;
         (*branches)[n++].xid = tx->branches[i].xid;
     }
-    *results = tx->idem_key ? tx_render_results(tx) : NULL;
+    *results = tx->idem_key && !tx->results_dropped ? tx_render_results(tx) : NULL;
     memset(rec, 0, sizeof(*rec));
     rec->type = DREC_COMMIT;
     rec->wall_us = tx->decided_wall_us;

@@ -92,6 +92,7 @@ struct tx {
     struct tx_opref *ops;
     struct dtx_err *error; /* why it aborted (or is unknown); NULL when nothing went wrong */
     char *stored_results;  /* results kept once final, for idempotent replays and checkpoints */
+    bool results_dropped;  /* a retained answer's results were dropped (retention_max_bytes) */
 };
 
 /*

@@ -154,7 +154,14 @@ char *tx_render_answer(const struct tx *tx, unsigned *status)
     case TX_COMMITTING:
         *status = 200;
         jsonx_add_str(root, "status", "committed");
-        jsonx_add(root, "results", results_array(tx));
+        if (tx->results_dropped) {
+            jsonx_add(root, "results", cJSON_CreateNull());
+            jsonx_add_str(root, "results_dropped",
+                          "the results of this answer were dropped to keep the answers held for "
+                          "retries within retention_max_bytes; the outcome stands");
+        } else {
+            jsonx_add(root, "results", results_array(tx));
+        }
         break;
     case TX_ABORTED:
     case TX_ABORTING:

@@ -25,6 +25,8 @@ static const char *const top_keys[] = {"name",
                                        "open_wait_ms",
                                        "prepared_headroom",
                                        "allow_fsync_off",
+                                       "max_result_bytes",
+                                       "max_result_rows",
                                        NULL};
 static const char *const auth_keys[] = {"peer_token", NULL};
 
@@ -43,6 +45,9 @@ static const struct conf_u32 u32_keys[] = {
     U32_KEY(max_open_branches, 0, 0, 1000),
     U32_KEY(open_wait_ms, 500, 0, 60000),
     U32_KEY(prepared_headroom, 2, 0, 100000),
+    /* under the peer stream's frame limit (64 MiB), with room for the rest of the message */
+    U32_KEY(max_result_bytes, 16777216, 1024, 60u * 1024 * 1024),
+    U32_KEY(max_result_rows, 100000, 1, 100000000),
 };
 
 static int load_keys(const cJSON *root, void *out, struct dtx_err *err)

@@ -600,17 +600,29 @@ static void on_deadline(struct ev_loop *loop, struct ev_timer *timer)
 }
 
 /*
- * A branch still running at twice its transaction's timeout (0: the
- * default) plus a second is cancelled; an open interactive one idle that
- * long is rolled back. The coordinator has aborted it long before, or
- * vanished without closing its stream (a host that lost power): either
- * way nobody will ask for its vote, so it must not hold its locks (and a
- * pooled connection).
+ * A branch still running at its transaction's timeout (0: the default) is
+ * cancelled then, whatever its statements did to their own timeout (SET
+ * LOCAL statement_timeout = 0): its locks and its pooled connection go
+ * free when the coordinator gives up on it, and a one-phase branch ends
+ * as an abort the coordinator still hears of (a timeout, not an unknown
+ * outcome).
  */
 static void arm_deadline(struct branch *b, uint32_t timeout_ms)
 {
     ev_timer_start(b->t->env->loop, &b->deadline,
-                   2 * (uint64_t)(timeout_ms ? timeout_ms : BRANCH_DEFAULT_TIMEOUT_MS) + 1000);
+                   timeout_ms ? timeout_ms : BRANCH_DEFAULT_TIMEOUT_MS);
+}
+
+/*
+ * An open interactive branch idle for twice its limit plus a second is
+ * rolled back. The coordinator has aborted it long before, or vanished
+ * without closing its stream (a host that lost power): either way nobody
+ * will ask for its vote, so it must not hold its locks (and a connection).
+ */
+static void arm_idle_deadline(struct branch *b, uint32_t idle_ms)
+{
+    ev_timer_start(b->t->env->loop, &b->deadline,
+                   2 * (uint64_t)(idle_ms ? idle_ms : BRANCH_DEFAULT_TIMEOUT_MS) + 1000);
 }
 
 /* ---- actions ----------------------------------------------------------------------------- */
@@ -641,7 +653,7 @@ static enum branch_event act_exec(struct branch *b, enum branch_event ev,
     b->interactive = true;
     b->peer = a->peer;
     b->deadline_ms = a->idle_ms > a->timeout_ms ? a->idle_ms : a->timeout_ms;
-    arm_deadline(b, b->deadline_ms);
+    arm_deadline(b, a->timeout_ms);
     b->session = rm_exec(b->t->env->rm, b->session, b->gid, a->ops, a->timeout_ms, a->open_wait_ms,
                          on_exec_done, b);
     b->run = b->session;
@@ -721,10 +733,12 @@ static enum branch_event act_cancel(struct branch *b, enum branch_event ev,
     if (ev == BE_ABORT)
         b->peer = a->peer;
     if (ev == BE_DEADLINE)
-        log_warn("transaction %s: branch still running past its deadline; cancelling it", b->gtid);
+        log_warn("transaction %s: branch still running at its deadline (timeout_ms); cancelling "
+                 "it",
+                 b->gtid);
     b->ack_rollback = true; /* when its run ends, the abort is acknowledged */
     if (b->run)
-        rm_cancel(b->t->env->rm, b->run);
+        rm_cancel(b->t->env->rm, b->run, ev == BE_DEADLINE);
     return NO_EVENT;
 }
 
@@ -771,7 +785,7 @@ static enum branch_event act_executed(struct branch *b, enum branch_event ev,
     (void)ev;
     send_executed(b, NULL, &a->res->results);
     /* the coordinator aborts it after idle_ms; this is for a coordinator that vanished */
-    arm_deadline(b, b->deadline_ms);
+    arm_idle_deadline(b, b->deadline_ms);
     return NO_EVENT;
 }
 

@@ -52,7 +52,9 @@ static int start(void *arg, struct ev_loop *loop, struct httpd_opts *http, httpd
                            .pool_size = (int)p->cfg.pool_size,
                            .shard = p->cfg.name,
                            .wait_s = p->cfg.startup_wait_s,
-                           .allow_fsync_off = p->cfg.allow_fsync_off};
+                           .allow_fsync_off = p->cfg.allow_fsync_off,
+                           .max_result_bytes = p->cfg.max_result_bytes,
+                           .max_result_rows = p->cfg.max_result_rows};
     int rc = rm_pg_new(&rm, loop, &o, err);
 
     if (rc < 0)

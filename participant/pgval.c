@@ -64,33 +64,72 @@ cJSON *pgval_json(const PGresult *res, int row, int col)
     return cJSON_CreateString(v);
 }
 
-void pgval_result(const PGresult *res, int64_t *affected, struct buf *out)
+/* Appends item's JSON text (and deletes it). */
+static void put_json(struct buf *out, cJSON *item)
 {
-    cJSON *r = jsonx_new_object();
-    cJSON *cols = jsonx_new_array();
-    cJSON *rows = jsonx_new_array();
-    const char *n = PQcmdTuples((PGresult *)res);
-    int nf = PQnfields(res), nt = PQntuples(res);
-    char *text;
+    char *text = jsonx_print(item);
 
-    *affected = *n ? strtoll(n, NULL, 10) : nt;
-    jsonx_add(r, "rows_affected", cJSON_CreateRaw(*n ? n : "0"));
-    for (int c = 0; c < nf; c++)
+    buf_puts(out, text);
+    free(text);
+    cJSON_Delete(item);
+}
+
+/* "\n{"columns":[...],"rows":[" from res's row description, once. */
+static void rows_begin(struct pgval_rows *w, const PGresult *res, struct buf *out)
+{
+    cJSON *cols;
+
+    if (w->begun)
+        return;
+    cols = jsonx_new_array();
+    w->begun = true;
+    w->rows = 0;
+    w->start = out->len;
+    for (int c = 0; c < PQnfields(res); c++)
         jsonx_append(cols, cJSON_CreateString(PQfname(res, c)));
+    buf_puts(out, "\n{\"columns\":");
+    put_json(out, cols);
+    buf_puts(out, ",\"rows\":[");
+}
+
+void pgval_rows_add(struct pgval_rows *w, const PGresult *res, struct buf *out)
+{
+    int nf = PQnfields(res), nt = PQntuples(res);
+
+    rows_begin(w, res, out);
     for (int t = 0; t < nt; t++) {
         cJSON *row = jsonx_new_array();
 
         for (int c = 0; c < nf; c++)
             jsonx_append(row, pgval_json(res, t, c));
-        jsonx_append(rows, row);
+        if (w->rows++ > 0)
+            buf_putc(out, ',');
+        put_json(out, row);
     }
-    jsonx_add(r, "columns", cols);
-    jsonx_add(r, "rows", rows);
-    text = jsonx_print(r);
-    buf_putc(out, '\n');
-    buf_puts(out, text);
-    free(text);
-    cJSON_Delete(r);
+}
+
+void pgval_rows_end(struct pgval_rows *w, const PGresult *res, int64_t *affected, struct buf *out)
+{
+    const char *n = PQcmdTuples((PGresult *)res);
+
+    pgval_rows_add(w, res, out);
+    buf_printf(out, "],\"rows_affected\":%s}", *n ? n : "0");
+    *affected = *n ? strtoll(n, NULL, 10) : w->rows;
+    w->begun = false;
+}
+
+void pgval_rows_drop(struct pgval_rows *w, struct buf *out)
+{
+    if (w->begun)
+        buf_truncate(out, w->start);
+    w->begun = false;
+}
+
+void pgval_result(const PGresult *res, int64_t *affected, struct buf *out)
+{
+    struct pgval_rows w = {0, 0, false};
+
+    pgval_rows_end(&w, res, affected, out);
 }
 
 /* Records PostgreSQL's error for op (-1: not an op), unless an error is already recorded. */

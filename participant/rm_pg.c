@@ -89,6 +89,8 @@ int rm_pg_new(struct rm **out, struct ev_loop *loop, const struct rm_pg_opts *o,
     list_init(&rm->lists);
     list_init(&rm->states);
     snprintf(rm->shard, sizeof(rm->shard), "%s", o->shard);
+    rm->max_result_bytes = o->max_result_bytes;
+    rm->max_result_rows = o->max_result_rows;
     rm->pool = pgx_pool_new(loop, &po);
     *out = &rm->base;
     return 0;

@@ -20,6 +20,8 @@ struct pg_rm {
     struct ev_loop *loop;
     struct pgx_pool *pool;
     char shard[DTX_NAME_MAX + 1];
+    uint64_t max_result_bytes; /* rm_pg_opts */
+    uint64_t max_result_rows;
     struct list_node runs;     /* every pg_run not yet delivered */
     struct list_node finishes; /* every pg_finish not yet delivered */
     struct list_node statuses; /* every pg_status not yet delivered */
@@ -60,7 +62,7 @@ struct rm_run *rm_pg_run(struct rm *base, const char *gid, cJSON *ops, bool one_
 struct rm_run *rm_pg_exec(struct rm *base, struct rm_run *session, const char *gid, cJSON *ops,
                           uint32_t timeout_ms, uint32_t wait_ms, rm_run_fn done, void *arg);
 void rm_pg_end(struct rm *base, struct rm_run *session, enum rm_end how, rm_run_fn done, void *arg);
-void rm_pg_cancel(struct rm *base, struct rm_run *run);
+void rm_pg_cancel(struct rm *base, struct rm_run *run, bool deadline);
 void rm_pg_runs_free(struct pg_rm *rm);
 
 /* rm_pg_finish.c: COMMIT/ROLLBACK PREPARED until the outcome is known, and branch status. */

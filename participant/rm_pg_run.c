@@ -13,11 +13,16 @@
  *     is read-only, and its (empty) prepared transaction is committed at
  *     once, so it takes no part in phase 2;
  *   - expect_rows is checked as results arrive; a mismatch after the
- *     PREPARE ran rolls the prepared branch back before the no vote.
+ *     PREPARE ran rolls the prepared branch back before the no vote;
+ *   - so are the limits on a branch's results (max_result_bytes, rows),
+ *     read row by row (pgx single-row mode): the statement that goes over
+ *     is cancelled and the branch fails with DTX_ERESULT.
  * Two variants cost one more round trip: a branch whose ops all start with
  * SELECT/VALUES/TABLE/SHOW runs its ops first and then prepares only if it
  * wrote something (read-only branches then commit without PREPARE), and a
- * one-phase branch with expect_rows checks the counts before COMMIT.
+ * one-phase branch runs its ops first and commits only once their results
+ * are checked (expect_rows, the limits): a COMMIT in the same pipeline
+ * would have run before a result over the limit could stop it.
  *
  * Interactive branches (rm exec/end) keep their transaction open on a held
  * connection between calls; each call is one more pipeline into it.
@@ -72,7 +77,9 @@ struct pg_run {
     const char ***values;
     int64_t *expect;
     int *op_index;
-    struct buf results; /* "\n" + JSON text per op */
+    struct buf results;     /* "\n" + JSON text per op */
+    struct pgval_rows rows; /* the op whose result is arriving */
+    uint64_t nrows;         /* rows the ops returned so far */
     struct dtx_err err;
     bool have_xid, xid_null;
     uint64_t xid;
@@ -171,18 +178,72 @@ static void run_fail(struct pg_run *r, int code, const char *msg)
     run_finish(r, RM_ROLLED_BACK);
 }
 
+/*
+ * Op k's result went over max_result_bytes or max_result_rows: the branch
+ * fails with DTX_ERESULT, and its statement is cancelled, so that
+ * PostgreSQL stops sending what nobody will read.
+ */
+static void result_too_large(struct pg_run *r, int k)
+{
+    struct pg_rm *rm = r->rm;
+
+    pgval_rows_drop(&r->rows, &r->results);
+    if (!r->err.code) {
+        dtx_err_set(&r->err, DTX_ERESULT,
+                    "op %d's result is over the limit of shard '%s' (max_result_bytes %" PRIu64
+                    ", max_result_rows %" PRIu64 " for a branch's results): the transaction is "
+                    "aborted; select fewer rows, or page through them",
+                    r->op_index[k], rm->shard, rm->max_result_bytes, rm->max_result_rows);
+        snprintf(r->err.shard, sizeof(r->err.shard), "%s", rm->shard);
+        r->err.op = r->op_index[k];
+    }
+    if (!r->cancelled) {
+        r->cancelled = true;
+        pgx_cancel(rm->pool, &r->job);
+    }
+}
+
+static bool over_limits(const struct pg_run *r)
+{
+    return r->results.len > r->rm->max_result_bytes || r->nrows > r->rm->max_result_rows;
+}
+
 static void op_result(struct pg_run *r, int k, const PGresult *res)
 {
     ExecStatusType st = PQresultStatus(res);
     int64_t affected;
+    size_t start;
 
+    if (st == PGRES_SINGLE_TUPLE) { /* one row of many: the statement goes on */
+        if (r->err.code)
+            return; /* the branch has failed already: its results are not sent */
+        pgval_rows_add(&r->rows, res, &r->results);
+        r->nrows++;
+        if (over_limits(r))
+            result_too_large(r, k);
+        return;
+    }
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        pgval_rows_drop(&r->rows, &r->results);
         if (st != PGRES_PIPELINE_ABORTED)
             note_pg_error(r, res, r->op_index[k]);
         buf_puts(&r->results, "\nnull");
         return;
     }
-    pgval_result(res, &affected, &r->results);
+    if (r->err.code) {
+        pgval_rows_drop(&r->rows, &r->results);
+        buf_puts(&r->results, "\nnull");
+        return;
+    }
+    start = r->rows.begun ? r->rows.start : r->results.len;
+    r->nrows += (uint64_t)PQntuples(res);
+    pgval_rows_end(&r->rows, res, &affected, &r->results);
+    if (over_limits(r)) {
+        buf_truncate(&r->results, start);
+        buf_puts(&r->results, "\nnull");
+        result_too_large(r, k);
+        return;
+    }
     if (r->expect[k] >= 0 && affected != r->expect[k] && !r->err.code) {
         dtx_err_set(&r->err, DTX_EROWS, "op %d affected %" PRId64 " rows; expected %" PRId64,
                     r->op_index[k], affected, r->expect[k]);
@@ -263,6 +324,7 @@ static void run_send_end(struct pg_run *r, const char *sql)
     r->stage = RS_END;
     r->job.stmts = &r->end_stmt;
     r->job.nstmts = 1;
+    r->job.rows_count = 0;
     r->job.hold = false;
     r->job.timeout_ms = 0;
     if (pgx_submit_on(r->job.conn, r->job.conn_gen, &r->job) < 0) {
@@ -418,6 +480,8 @@ static int run_build(struct pg_run *r)
     }
     r->nops = cJSON_GetArraySize(r->ops);
     r->first_op = r->began ? 0 : 1;
+    r->nrows = 0; /* the limits hold for each call's results */
+    r->rows = (struct pgval_rows){0, 0, false};
     r->stmts = xcalloc((size_t)r->nops + 3, sizeof(*r->stmts));
     r->values = xcalloc((size_t)r->nops + 1, sizeof(*r->values));
     r->params = xcalloc((size_t)total + 1, sizeof(*r->params));
@@ -444,11 +508,9 @@ static int run_build(struct pg_run *r)
         r->stmts[r->first_op + k].nparams =
             op_params(r, cJSON_GetObjectItemCaseSensitive(op, "params"), k);
         r->stmts[r->first_op + k].values = r->values[k];
-        if (r->one_phase && r->expect[k] >= 0)
-            r->split = true;
         k++;
     }
-    if ((!r->one_phase && all_reads) || r->interactive)
+    if (r->one_phase || all_reads || r->interactive)
         r->split = true;
     r->stmts[r->first_op + r->nops] = (struct pgx_stmt){
         "SELECT pg_current_xact_id_if_assigned(), " RM_PG_IDENTITY_SQL, 0, NULL, r->split};
@@ -489,6 +551,9 @@ static void run_job(struct pg_run *r, bool hold, uint32_t timeout_ms)
                               .nstmts = r->nstmts,
                               .phase2 = false,
                               .hold = hold,
+                              .untrusted = true, /* a client's SQL: reset the session after */
+                              .rows_first = r->first_op, /* the ops, read row by row */
+                              .rows_count = r->nops,
                               .timeout_ms = timeout_ms,
                               .on_result = run_result,
                               .on_done = run_done,
@@ -592,7 +657,7 @@ void rm_pg_end(struct rm *base, struct rm_run *session, enum rm_end how, rm_run_
     }
 }
 
-void rm_pg_cancel(struct rm *base, struct rm_run *run)
+void rm_pg_cancel(struct rm *base, struct rm_run *run, bool deadline)
 {
     struct pg_rm *rm = (struct pg_rm *)base;
     struct pg_run *r = (struct pg_run *)run;
@@ -600,6 +665,13 @@ void rm_pg_cancel(struct rm *base, struct rm_run *run)
     if (r->cancelled || r->deliver.queued)
         return;
     r->cancelled = true;
+    if (deadline && !r->err.code) {
+        dtx_err_set(&r->err, DTX_ETIMEDOUT,
+                    "shard '%s': the branch was still running at its transaction's deadline "
+                    "(timeout_ms) and was cancelled",
+                    rm->shard);
+        snprintf(r->err.shard, sizeof(r->err.shard), "%s", rm->shard);
+    }
     pgx_cancel(rm->pool, &r->job);
 }
 

@@ -13,7 +13,9 @@
  * connection then stays with the job's owner, transaction open, until the
  * owner sends a follow-up job on it or releases it. A connection released
  * (or finishing a job) inside a transaction is rolled back before anyone
- * else gets it.
+ * else gets it; one that ran a client's SQL (untrusted) has its session
+ * reset (DISCARD ALL: settings, advisory locks, temporary tables, cursors,
+ * LISTEN, prepared statements) before anyone else gets it.
  */
 #ifndef DTX_PGX_H
 #define DTX_PGX_H
@@ -57,8 +59,16 @@ struct pgx_job {
     /* set by the owner */
     const struct pgx_stmt *stmts;
     int nstmts;
-    bool phase2; /* may share a pipeline; served first */
-    bool hold;   /* keep the connection when done (see above) */
+    bool phase2;    /* may share a pipeline; served first */
+    bool hold;      /* keep the connection when done (see above) */
+    bool untrusted; /* runs a client's SQL: the session is reset before it serves another job */
+    /*
+     * Statements [rows_first, rows_first + rows_count) are read row by row
+     * (libpq's single-row mode), so a big result never sits whole in
+     * memory: on_result gets each row as a PGRES_SINGLE_TUPLE result, then
+     * a PGRES_TUPLES_OK with none (or an error), as the statement's last.
+     */
+    int rows_first, rows_count;
     /*
      * statement_timeout for this job. 0: none, or any of at least
      * PGX_RELAXED_TIMEOUT_MS (for short bookkeeping statements such as
@@ -77,6 +87,7 @@ struct pgx_job {
     int internal;      /* statements pgx added in front */
     int next;          /* statement whose result comes next */
     bool got;          /* its result arrived (its NULL is next) */
+    bool row_mode;     /* single-row mode is set for it */
     int syncs;         /* Syncs still to be seen */
     bool sent;
 };

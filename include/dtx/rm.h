@@ -133,8 +133,11 @@ struct rm_ops {
      */
     struct rm_run *(*run)(struct rm *rm, const char *gid, cJSON *ops, bool one_phase,
                           uint32_t timeout_ms, rm_run_fn done, void *arg);
-    /* Asks a running branch to stop; its done callback still comes. */
-    void (*cancel)(struct rm *rm, struct rm_run *run);
+    /*
+     * Asks a running branch to stop; its done callback still comes. With
+     * deadline, it fails as a timeout (DTX_ETIMEDOUT), else as an abort.
+     */
+    void (*cancel)(struct rm *rm, struct rm_run *run, bool deadline);
     /*
      * Interactive branches: a transaction left open between calls, on a
      * connection of its own. exec runs ops in session's transaction, or,
@@ -206,9 +209,9 @@ static inline struct rm_run *rm_start(struct rm *rm, const char *gid, cJSON *ops
     return rm->ops->run(rm, gid, ops, one_phase, timeout_ms, done, arg);
 }
 
-static inline void rm_cancel(struct rm *rm, struct rm_run *run)
+static inline void rm_cancel(struct rm *rm, struct rm_run *run, bool deadline)
 {
-    rm->ops->cancel(rm, run);
+    rm->ops->cancel(rm, run, deadline);
 }
 
 static inline struct rm_run *rm_exec(struct rm *rm, struct rm_run *session, const char *gid,
@@ -266,10 +269,12 @@ static inline void rm_free(struct rm *rm)
 /* How the PostgreSQL resource manager is set up. */
 struct rm_pg_opts {
     const char *conninfo;
-    int pool_size;        /* connections */
-    const char *shard;    /* the shard this database belongs to */
-    unsigned wait_s;      /* how long to wait for PostgreSQL to come up */
-    bool allow_fsync_off; /* serve a database running with fsync = off (warned) */
+    int pool_size;             /* connections */
+    const char *shard;         /* the shard this database belongs to */
+    unsigned wait_s;           /* how long to wait for PostgreSQL to come up */
+    bool allow_fsync_off;      /* serve a database running with fsync = off (warned) */
+    uint64_t max_result_bytes; /* a branch's results, as JSON: more fails as DTX_ERESULT */
+    uint64_t max_result_rows;  /* rows a branch's ops return, all together */
 };
 
 /*

@@ -139,8 +139,17 @@ void tx_reset_ops(struct tx *tx);
 void tx_add_prepared_branch(struct tx *tx, int shard, uint64_t xid, const char *db);
 /* Marks the branch on shard with a heuristic outcome (a HEURISTIC record, replayed). */
 void tx_set_heuristic(struct tx *tx, int shard, enum drec_heur_kind kind);
-/* Marks a transaction rebuilt from the decision store: decided at wall_us; results may be NULL. */
+/*
+ * Marks a transaction rebuilt from the decision store: decided at wall_us;
+ * results may be NULL (for one with an idempotency key: they were dropped).
+ */
 void tx_set_replayed(struct tx *tx, uint64_t decided_wall_us, const char *results);
+/*
+ * A finished transaction's answer keeps its outcome but no longer its
+ * results (memory: retention_max_bytes); its answer says so from now on.
+ */
+void tx_drop_results(struct tx *tx);
+bool tx_results_dropped(const struct tx *tx);
 
 /* What a participant says a phase-2 message did (an ack's outcome). */
 enum tx_ack { TX_ACK_NONE = 0, TX_ACK_COMMITTED, TX_ACK_ABORTED, TX_ACK_UNKNOWN };

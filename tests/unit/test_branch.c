@@ -45,10 +45,11 @@ static struct rm_run *fake_run(struct rm *rm, const char *gid, cJSON *ops, bool 
     return &RM.run;
 }
 
-static void fake_cancel(struct rm *rm, struct rm_run *run)
+static void fake_cancel(struct rm *rm, struct rm_run *run, bool deadline)
 {
     (void)rm;
     (void)run;
+    (void)deadline;
     RM.cancels++;
 }
 
