@@ -38,7 +38,8 @@
     X(DTX_EABORTED, -21, 409, "aborted")                                                           \
     X(DTX_EUNSUPPORTED, -22, 400, "unsupported")                                                   \
     X(DTX_ECONFLICT, -23, 409, "conflict")                                                         \
-    X(DTX_EBUSY, -24, 429, "overloaded")
+    X(DTX_EBUSY, -24, 429, "overloaded")                                                           \
+    X(DTX_EMEDIATYPE, -25, 415, "unsupported_media_type")
 
 enum dtx_errcode {
     DTX_OK = 0,
