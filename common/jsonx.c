@@ -228,6 +228,16 @@ cJSON *jsonx_error_obj(const struct dtx_err *err)
         jsonx_add_num(e, "op", err->op);
     if (err->sqlstate[0])
         jsonx_add_str(e, "sqlstate", err->sqlstate);
+    if (err->detail[0])
+        jsonx_add_str(e, "detail", err->detail);
+    if (err->hint[0])
+        jsonx_add_str(e, "hint", err->hint);
+    if (err->constraint[0])
+        jsonx_add_str(e, "constraint", err->constraint);
+    if (err->table[0])
+        jsonx_add_str(e, "table", err->table);
+    if (err->column[0])
+        jsonx_add_str(e, "column", err->column);
     return e;
 }
 

@@ -64,7 +64,8 @@ char *jsonx_print(const cJSON *item);
 
 /*
  * Builds the contract's error object {"code":..,"message":..} plus
- * "sqlstate", "shard" and "op" when err has them. Returns a new tree.
+ * "shard", "op" and PostgreSQL's "sqlstate", "detail", "hint",
+ * "constraint", "table" and "column" when err has them. Returns a new tree.
  */
 cJSON *jsonx_error_obj(const struct dtx_err *err);
 /* Builds the whole error body {"error":{...}} as a malloc'd string. */
