@@ -1,10 +1,20 @@
-"""What PostgreSQL says reaches the client whole: an error's detail, hint,
-constraint, table and column in the client's error object."""
+"""What PostgreSQL says reaches the client and the log whole: an error's
+detail, hint, constraint, table and column in the client's error object;
+notices as one log line each, at a bounded rate."""
 
 import os
+import re
 import subprocess
+import time
 
 from harness import ClusterTest, InteractiveMixin, sql
+
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z \S+\[\d+\] (DEBUG|INFO |WARN |ERROR) ")
+
+
+def read(path):
+    with open(path, errors="replace") as f:
+        return f.read()
 
 
 class DiagnosticsTest(InteractiveMixin, ClusterTest):
@@ -63,3 +73,44 @@ class DiagnosticsTest(InteractiveMixin, ClusterTest):
                                 constraint="accounts_pkey")
         status, body = self.commit(gtid)
         self.assertEqual((status, body["error"]), (409, err))
+
+    # ---- the logs ----------------------------------------------------------------------
+
+    def test_a_notice_is_one_log_line(self):
+        body = ("DO $$BEGIN RAISE NOTICE 'first part%second part', chr(10) "
+                "USING DETAIL = 'what it was about'; END$$")
+        status, ans = self.c.tx([sql("s1", body)])
+        self.assertEqual(status, 200, ans)
+        log = self.c.shards[0].agent.log
+        self.wait_for(lambda: "what it was about" in read(log), what="the notice in the log")
+        lines = read(log).splitlines()
+        [line] = [x for x in lines if "first part" in x]
+        self.assertIn("second part", line)
+        self.assertIn("what it was about", line)
+        self.assertEqual([x for x in lines if not LOG_LINE.match(x)], [])
+
+    def test_a_flood_of_notices_is_logged_at_a_bounded_rate(self):
+        flood = ("DO $$BEGIN FOR i IN 1..3000 LOOP RAISE NOTICE 'flood-notice %', i; END LOOP; "
+                 "END$$")
+        status, ans = self.c.tx([sql("s2", flood)])
+        self.assertEqual(status, 200, ans)
+        time.sleep(1.2)
+        status, ans = self.c.tx([sql("s2", "DO $$BEGIN RAISE NOTICE 'after the flood'; END$$")])
+        self.assertEqual(status, 200, ans)
+        log = self.c.shards[1].agent.log
+        self.wait_for(lambda: "after the flood" in read(log), what="the last notice")
+        lines = read(log).splitlines()
+        logged = [x for x in lines if "flood-notice" in x]
+        self.assertGreater(len(logged), 0)
+        self.assertLessEqual(len(logged), 20)
+        self.assertTrue(any(re.search(r"\d+ notices? (were )?not logged", x) for x in lines),
+                        "no line says how many notices were dropped")
+        self.assertEqual([x for x in lines if not LOG_LINE.match(x)], [])
+
+    def test_a_restarted_participant_writes_nothing_but_log_lines(self):
+        # setting up its schema again makes PostgreSQL say "already exists, skipping"
+        self.c.restart("s2")
+        self.wait_for(lambda: self.c.request("GET", "/healthz")[1]["shards"]["s2"] == "up",
+                      what="the coordinator's link to s2")
+        lines = read(self.c.shards[1].agent.log).splitlines()
+        self.assertEqual([x for x in lines if not LOG_LINE.match(x)], [])
