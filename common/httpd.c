@@ -355,13 +355,13 @@ int httpd_start(struct httpd **out, struct ev_loop *loop, const struct httpd_opt
     list_init(&srv->pending);
     ev_timer_init(&srv->timer, on_mhd_timer, srv);
     ev_defer_init(&srv->rerun, on_mhd_rerun, srv);
+    /* The logger first: MHD warns at every start otherwise, and logs earlier options itself. */
     srv->d = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE |
                                   MHD_USE_ERROR_LOG | MHD_USE_TURBO,
-                              0, NULL, NULL, on_access, srv, MHD_OPTION_LISTEN_SOCKET, fd,
-                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-                              MHD_OPTION_CONNECTION_LIMIT, opts->conn_limit,
-                              MHD_OPTION_CONNECTION_TIMEOUT, opts->idle_timeout_s,
-                              MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv, MHD_OPTION_END);
+                              0, NULL, NULL, on_access, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
+                              srv, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED,
+                              on_completed, srv, MHD_OPTION_CONNECTION_LIMIT, opts->conn_limit,
+                              MHD_OPTION_CONNECTION_TIMEOUT, opts->idle_timeout_s, MHD_OPTION_END);
     if (!srv->d) {
         rc = dtx_err_set(err, DTX_EIO, "could not start the HTTP server on %s", opts->listen);
         goto out_close_fd;

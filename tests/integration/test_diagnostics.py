@@ -1,6 +1,7 @@
 """What PostgreSQL says reaches the client and the log whole: an error's
 detail, hint, constraint, table and column in the client's error object;
-notices as one log line each, at a bounded rate."""
+notices as one log line each, at a bounded rate; no libmicrohttpd warning
+at start."""
 
 import os
 import re
@@ -114,3 +115,10 @@ class DiagnosticsTest(InteractiveMixin, ClusterTest):
                       what="the coordinator's link to s2")
         lines = read(self.c.shards[1].agent.log).splitlines()
         self.assertEqual([x for x in lines if not LOG_LINE.match(x)], [])
+
+    def test_no_libmicrohttpd_warning_at_start(self):
+        logs = [self.c.coordinator.log] + [sh.agent.log for sh in self.c.shards]
+        for path in logs:
+            text = read(path)
+            self.assertNotIn("MHD_OPTION_EXTERNAL_LOGGER", text, path)
+            self.assertNotIn("not the first option", text, path)
