@@ -1,7 +1,8 @@
 """What PostgreSQL says reaches the client and the log whole: an error's
 detail, hint, constraint, table and column in the client's error object;
 notices as one log line each, at a bounded rate; no libmicrohttpd warning
-at start."""
+at start; and a participant's "in doubt" line once per change (or 30 s),
+not once per recovery round."""
 
 import os
 import re
@@ -122,3 +123,48 @@ class DiagnosticsTest(InteractiveMixin, ClusterTest):
             text = read(path)
             self.assertNotIn("MHD_OPTION_EXTERNAL_LOGGER", text, path)
             self.assertNotIn("not the first option", text, path)
+
+
+class InDoubtLog:
+    """A cluster whose participants run a recovery round every 300 ms."""
+
+    SHARDS = 2
+    AGENT = {"recovery_interval_ms": 300, "recovery_min_age_ms": 100}
+
+    def prepare_foreign(self, gid, acct):
+        """A prepared branch of another coordinator node: this one cannot decide it."""
+        self.c.psql(0, "BEGIN; UPDATE accounts SET balance = balance + 1 WHERE id = %d; "
+                       "PREPARE TRANSACTION '%s'" % (acct, gid))
+        self.addCleanup(self.c.psql, 0, "ROLLBACK PREPARED '%s'" % gid)
+
+    def lines_with(self, text):
+        return [x for x in read(self.c.shards[0].agent.log).splitlines() if text in x]
+
+
+class InDoubtLogTest(InDoubtLog, ClusterTest):
+
+    def test_the_in_doubt_line_repeats_only_when_what_is_in_doubt_changes(self):
+        before = len(self.lines_with("in doubt"))
+        self.prepare_foreign("dtx:c9-1-1:s1", 60)
+        time.sleep(5)  # about 15 recovery rounds
+        self.assertEqual(len(self.lines_with("in doubt")) - before, 1, self.lines_with("in doubt"))
+        self.assertEqual(len(self.lines_with("c9-1-1")), 1, self.lines_with("c9-1-1"))
+        self.prepare_foreign("dtx:c9-1-2:s1", 61)
+        time.sleep(2)
+        self.assertEqual(len(self.lines_with("in doubt")) - before, 2, self.lines_with("in doubt"))
+        self.assertLessEqual(len(self.lines_with("c9-1-1")), 2, self.lines_with("c9-1-1"))
+        self.assertEqual(self.c.prepared(0), ["dtx:c9-1-1:s1", "dtx:c9-1-2:s1"])
+
+
+class InDoubtWhileDownLogTest(InDoubtLog, ClusterTest):
+    """Its own cluster: recovery backs off while the coordinator is down."""
+
+    def test_the_in_doubt_line_repeats_only_on_change_while_the_coordinator_is_down(self):
+        self.c.stop_coordinator()
+        self.addCleanup(self.c.start_coordinator)
+        before = len(self.lines_with("in doubt"))
+        self.prepare_foreign("dtx:c9-1-3:s1", 62)
+        time.sleep(6)  # recovery retries after 0.5, 1, 2 and 4 s
+        lines = self.lines_with("in doubt")[before:]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertIn("could not connect", lines[0])
