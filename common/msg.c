@@ -54,6 +54,15 @@ static int parse_xid(const cJSON *root, uint64_t *xid, struct dtx_err *err)
     return 0;
 }
 
+/* Copies obj[key], when it is a string, into the n bytes at out (cut to fit). */
+static void copy_str(const cJSON *obj, const char *key, char *out, size_t n)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+
+    if (cJSON_IsString(v))
+        snprintf(out, n, "%s", v->valuestring);
+}
+
 static void parse_error(const cJSON *root, struct dtx_err *e)
 {
     const cJSON *obj = cJSON_GetObjectItemCaseSensitive(root, "error");
@@ -66,12 +75,13 @@ static void parse_error(const cJSON *root, struct dtx_err *e)
     e->code = cJSON_IsString(v) ? dtx_err_from_name(v->valuestring) : 0;
     if (!e->code)
         e->code = DTX_EPROTO;
-    v = cJSON_GetObjectItemCaseSensitive(obj, "message");
-    if (cJSON_IsString(v))
-        snprintf(e->msg, sizeof(e->msg), "%s", v->valuestring);
-    v = cJSON_GetObjectItemCaseSensitive(obj, "sqlstate");
-    if (cJSON_IsString(v))
-        snprintf(e->sqlstate, sizeof(e->sqlstate), "%s", v->valuestring);
+    copy_str(obj, "message", e->msg, sizeof(e->msg));
+    copy_str(obj, "sqlstate", e->sqlstate, sizeof(e->sqlstate));
+    copy_str(obj, "detail", e->detail, sizeof(e->detail));
+    copy_str(obj, "hint", e->hint, sizeof(e->hint));
+    copy_str(obj, "constraint", e->constraint, sizeof(e->constraint));
+    copy_str(obj, "table", e->table, sizeof(e->table));
+    copy_str(obj, "column", e->column, sizeof(e->column));
     v = cJSON_GetObjectItemCaseSensitive(obj, "op");
     if (jsonx_is_safe_int(v))
         e->op = (int)v->valuedouble;

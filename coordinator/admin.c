@@ -543,15 +543,19 @@ static bool is_conflict(const cJSON *body)
     return cJSON_IsString(code) && strcmp(code->valuestring, "conflict") == 0;
 }
 
-/* Parses a JSON object body (an empty body is {}). */
+/* Parses a JSON object body (no body is {}); NULL when it was answered 400 or 415. */
 static cJSON *object_body(struct httpd_req *req)
 {
-    size_t len;
-    const char *body = httpd_req_body(req, &len);
+    const char *body = NULL;
+    size_t len = 0;
     struct dtx_err err;
     cJSON *root = NULL;
 
     dtx_err_clear(&err);
+    if (httpd_req_json_body(req, &body, &len, &err) < 0) {
+        httpd_reply_error(req, &err);
+        return NULL;
+    }
     if (len == 0)
         return jsonx_new_object();
     if (jsonx_parse(body, len, &root, &err) < 0 || !cJSON_IsObject(root)) {

@@ -474,8 +474,13 @@ static int cmd_show(const struct opts *o, int argc, char **argv)
         printf("  decided %s\n", str(t, "decided_at"));
     if (*str(t, "idempotency_key"))
         printf("  idempotency key %s\n", str(t, "idempotency_key"));
-    if ((e = cJSON_GetObjectItemCaseSensitive(t, "error")))
+    if ((e = cJSON_GetObjectItemCaseSensitive(t, "error"))) {
         printf("  error %s: %s\n", str(e, "code"), str(e, "message"));
+        if (*str(e, "detail"))
+            printf("    detail: %s\n", str(e, "detail"));
+        if (*str(e, "hint"))
+            printf("    hint: %s\n", str(e, "hint"));
+    }
     cJSON_ArrayForEach(s, arr(t, "shards"))
     {
         printf("  shard %-10s %-10s", str(s, "name"), str(s, "state"));

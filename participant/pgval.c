@@ -132,7 +132,11 @@ void pgval_result(const PGresult *res, int64_t *affected, struct buf *out)
     pgval_rows_end(&w, res, affected, out);
 }
 
-/* Records PostgreSQL's error for op (-1: not an op), unless an error is already recorded. */
+/* Copies a field of PostgreSQL's into the n bytes at out, cut to fit; "" when absent. */
+static void put_field(char *out, size_t n, const char *v)
+{
+    snprintf(out, n, "%s", v ? v : "");
+}
 
 void pgval_diag_error(const struct pgval_diag *d, const char *fallback, bool cancelled,
                       struct dtx_err *err)
@@ -142,7 +146,12 @@ void pgval_diag_error(const struct pgval_diag *d, const char *fallback, bool can
     if (d->sqlstate && strcmp(d->sqlstate, "57014") == 0)
         code = cancelled ? DTX_EABORTED : DTX_ETIMEDOUT;
     dtx_err_set(err, code, "%s", d->primary ? d->primary : fallback);
-    snprintf(err->sqlstate, sizeof(err->sqlstate), "%s", d->sqlstate ? d->sqlstate : "");
+    put_field(err->sqlstate, sizeof(err->sqlstate), d->sqlstate);
+    put_field(err->detail, sizeof(err->detail), d->detail);
+    put_field(err->hint, sizeof(err->hint), d->hint);
+    put_field(err->constraint, sizeof(err->constraint), d->constraint);
+    put_field(err->table, sizeof(err->table), d->table);
+    put_field(err->column, sizeof(err->column), d->column);
 }
 
 void pgval_error(const PGresult *res, bool cancelled, struct dtx_err *err)
@@ -150,6 +159,11 @@ void pgval_error(const PGresult *res, bool cancelled, struct dtx_err *err)
     struct pgval_diag d = {
         .sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE),
         .primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY),
+        .detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL),
+        .hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT),
+        .constraint = PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME),
+        .table = PQresultErrorField(res, PG_DIAG_TABLE_NAME),
+        .column = PQresultErrorField(res, PG_DIAG_COLUMN_NAME),
     };
 
     pgval_diag_error(&d, PQresultErrorMessage(res), cancelled, err);

@@ -30,6 +30,11 @@
  * can undo it; the connection remembers the value to skip the SET next
  * time (TIMEOUT_UNKNOWN after connecting or a failed SET).
  *
+ * Notices: every connection's go to the log through on_notice (never to
+ * libpq's default printer on stderr), at most PGX_NOTICES_PER_S a second
+ * for the whole pool (pool->notices), so a client's RAISE NOTICE loop
+ * cannot flood the log.
+ *
  * Result parsing (verified against PostgreSQL 15 libpq): in pipeline mode
  * each statement yields exactly one PGresult followed by NULL, skipped
  * statements included (PGRES_PIPELINE_ABORTED); each Sync yields
@@ -92,6 +97,7 @@ struct pgx_pool {
     struct ev_defer kick;
     int nqueued;
     char last_error[256];
+    struct pgx_notices notices; /* shared by every connection */
     uint64_t notifies_dropped, notifies_logged, notifies_log_us;
 };
 
@@ -114,6 +120,38 @@ static void set_error(struct pgx_pool *pool, const char *what, const char *why)
     if (strcmp(msg, pool->last_error) != 0)
         log_warn("postgresql: %s", msg);
     memcpy(pool->last_error, msg, sizeof(msg));
+}
+
+/* ---- notices ---------------------------------------------------------- */
+
+static void on_notice(void *arg, const PGresult *res)
+{
+    struct pgx_notices *n = arg;
+    const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    uint64_t now = ev_clock_us();
+
+    if (now - n->second_us >= 1000000u) {
+        if (n->dropped)
+            log_warn("postgresql: %u notices were not logged (more than %d a second)", n->dropped,
+                     PGX_NOTICES_PER_S);
+        n->second_us = now;
+        n->logged = n->dropped = 0;
+    }
+    if (n->logged >= PGX_NOTICES_PER_S) {
+        if (n->dropped++ == 0)
+            log_warn("postgresql: more than %d notices a second; the rest are counted, not logged",
+                     PGX_NOTICES_PER_S);
+        return;
+    }
+    n->logged++;
+    /* the whole message, DETAIL and HINT lines included: log.c makes it one line */
+    log_msg(severity && strcmp(severity, "WARNING") == 0 ? LOG_WARN : LOG_INFO, "postgresql: %s",
+            PQresultErrorMessage(res));
+}
+
+void pgx_log_notices(PGconn *pg, struct pgx_notices *n)
+{
+    PQsetNoticeReceiver(pg, on_notice, n);
 }
 
 /* ---- sending ---------------------------------------------------------- */
@@ -530,6 +568,7 @@ static void conn_connect(struct pgx_conn *c)
         conn_down(c, c->pg ? PQerrorMessage(c->pg) : "out of memory");
         return;
     }
+    pgx_log_notices(c->pg, &pool->notices);
     c->state = C_CONNECTING;
     ev_timer_start(pool->loop, &c->retry, CONNECT_TIMEOUT_MS);
     if (rewatch(c, EPOLLOUT) < 0) /* libpq: before the first poll, wait to write */

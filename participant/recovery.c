@@ -13,6 +13,7 @@
 #include "dtx/recovery.h"
 #include "dtx/buf.h"
 #include "dtx/gid.h"
+#include "dtx/hmap.h"
 #include "dtx/httpc.h"
 #include "dtx/jsonx.h"
 #include "dtx/log.h"
@@ -28,11 +29,13 @@
 #define BACKOFF_MAX_MS   30000
 #define QUERY_TIMEOUT_MS 5000
 #define REPORT_EVERY_US  (30u * 1000000u)
+#define REPORT_NAMES_MAX 10 /* unknown branches named one per line with each report */
 
 struct asked {
     char gtid[DTX_GTID_MAX + 1];
     uint64_t xid;
     uint32_t age_ms;
+    bool unknown; /* the coordinator has no record of it */
 };
 
 struct recovery {
@@ -49,7 +52,9 @@ struct recovery {
     size_t nasked;
     size_t in_doubt;
     uint64_t rounds, resolved;
-    char last_report[300];
+    /* what the last "in doubt" line was about: which branches, and why */
+    uint64_t last_digest;
+    char last_why[300];
     uint64_t last_report_us;
 };
 
@@ -65,28 +70,73 @@ static void schedule(struct recovery *r, uint32_t ms)
     ev_timer_start(r->loop, &r->timer, ms);
 }
 
-/* Logs the in-doubt situation when it changes, and every 30 s while it lasts. */
-static void report(struct recovery *r, const char *why)
+/* True when asked[i] is in doubt: every asked branch after a failed round, else the unknown. */
+static bool is_in_doubt(const struct recovery *r, size_t i, bool all)
 {
-    char line[300];
-    uint64_t now = ev_now_us(r->loop);
-    uint32_t oldest = 0;
+    return all || r->asked[i].unknown;
+}
 
-    for (size_t i = 0; i < r->nasked; i++)
-        oldest = r->asked[i].age_ms > oldest ? r->asked[i].age_ms : oldest;
-    snprintf(line, sizeof(line), "%zu prepared branch(es) in doubt (oldest %u s): %s", r->in_doubt,
-             oldest / 1000, why);
-    if (strcmp(line + 2, r->last_report + 2) != 0 || now - r->last_report_us >= REPORT_EVERY_US) {
-        log_warn("%s; they stay prepared and keep their locks until the coordinator decides", line);
-        snprintf(r->last_report, sizeof(r->last_report), "%s", line);
-        r->last_report_us = now;
+/* Which branches are in doubt, as one number that does not depend on their order. */
+static uint64_t doubt_digest(const struct recovery *r, bool all)
+{
+    uint64_t sum = 0, mix = 0;
+
+    for (size_t i = 0; i < r->nasked; i++) {
+        uint64_t h = is_in_doubt(r, i, all) ? hmap_hash(r->asked[i].gtid) : 0;
+
+        sum += h;
+        mix ^= h * 0x9e3779b97f4a7c15u;
     }
+    return sum ^ mix ^ r->in_doubt;
+}
+
+/*
+ * Logs the in-doubt situation (all: every asked branch is in doubt, else
+ * the ones the coordinator does not know) when what is in doubt or why
+ * changes, and every 30 s while it lasts. Not the branches' age: it grows
+ * every round, and a line that compared it would repeat every round.
+ */
+static void report(struct recovery *r, bool all, const char *why)
+{
+    uint64_t now = ev_now_us(r->loop), digest = doubt_digest(r, all);
+    uint32_t oldest = 0;
+    size_t named = 0;
+
+    if (digest == r->last_digest && strcmp(why, r->last_why) == 0 &&
+        now - r->last_report_us < REPORT_EVERY_US)
+        return;
+    for (size_t i = 0; i < r->nasked; i++) {
+        if (is_in_doubt(r, i, all) && r->asked[i].age_ms > oldest)
+            oldest = r->asked[i].age_ms;
+    }
+    log_warn("%zu prepared branch(es) in doubt (oldest %u s): %s; they stay prepared and keep "
+             "their locks until the coordinator decides",
+             r->in_doubt, oldest / 1000, why);
+    for (size_t i = 0; i < r->nasked && !all && named < REPORT_NAMES_MAX; i++) {
+        if (!r->asked[i].unknown)
+            continue;
+        log_warn("recovery: the coordinator has no record of transaction %s, whose branch is "
+                 "prepared here; it stays prepared for an operator to resolve",
+                 r->asked[i].gtid);
+        named++;
+    }
+    r->last_digest = digest;
+    snprintf(r->last_why, sizeof(r->last_why), "%s", why);
+    r->last_report_us = now;
+}
+
+/* Nothing is in doubt any more: the next doubt is news. */
+static void report_clear(struct recovery *r)
+{
+    r->in_doubt = 0;
+    r->last_digest = 0;
+    r->last_why[0] = '\0';
 }
 
 static void round_failed(struct recovery *r, const char *why)
 {
     r->in_doubt = r->nasked;
-    report(r, why);
+    report(r, true, why);
     schedule(r, r->backoff_ms);
     r->backoff_ms = r->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : r->backoff_ms * 2;
 }
@@ -103,7 +153,7 @@ static struct asked *find_asked(struct recovery *r, const char *gtid)
 /*
  * Acts on one answer (o: {"gtid","outcome","xid"?,"db"?}, the xid and
  * database identity the coordinator recorded); returns true when the
- * branch stays in doubt.
+ * branch stays in doubt (a->unknown).
  */
 static bool apply(struct recovery *r, const cJSON *o)
 {
@@ -119,6 +169,7 @@ static bool apply(struct recovery *r, const cJSON *o)
 
     if (!a || !outcome)
         return false;
+    a->unknown = false;
     if (strcmp(outcome, "commit") == 0 || strcmp(outcome, "abort") == 0) {
         bool commit = outcome[0] == 'c';
 
@@ -131,10 +182,8 @@ static bool apply(struct recovery *r, const cJSON *o)
         return false;
     }
     if (strcmp(outcome, "in_flight") == 0)
-        return false; /* still being decided: never race it */
-    log_warn("recovery: the coordinator has no record of transaction %s, whose branch is "
-             "prepared here; it stays prepared for an operator to resolve",
-             gtid);
+        return false;  /* still being decided: never race it */
+    a->unknown = true; /* report() names it */
     return true;
 }
 
@@ -162,7 +211,9 @@ static void on_answer(void *arg, int rc, const struct httpc_resp *resp, const st
     cJSON_Delete(root);
     r->backoff_ms = BACKOFF_MIN_MS;
     if (r->in_doubt)
-        report(r, "the coordinator does not know them");
+        report(r, false, "the coordinator does not know them");
+    else
+        report_clear(r);
     schedule(r, r->cfg->recovery_interval_ms);
 }
 
@@ -214,7 +265,7 @@ static void on_listed(void *arg, int rc, const struct rm_prepared *items, size_t
         r->nasked++;
     }
     if (r->nasked == 0) {
-        r->in_doubt = 0;
+        report_clear(r);
         schedule(r, r->cfg->recovery_interval_ms);
         return;
     }

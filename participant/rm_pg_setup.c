@@ -121,6 +121,9 @@ static int setup_check(PGconn *c, const struct rm_pg_opts *o, struct dtx_err *er
     }
     PQclear(res);
     rc = setup_durability(c, o, err);
+    /* the schema's "already exists, skipping" notices at every start are not news */
+    if (rc == 0)
+        rc = setup_exec(c, "SET client_min_messages = warning", 0, NULL, NULL, err);
     if (rc == 0)
         rc = setup_exec(c, rm_pg_schema_sql, 0, NULL, NULL, err);
     if (rc == 0)
@@ -143,10 +146,12 @@ static int setup_check(PGconn *c, const struct rm_pg_opts *o, struct dtx_err *er
 int rm_pg_setup(const struct rm_pg_opts *o, struct dtx_err *err)
 {
     PGconn *c = setup_connect(o->conninfo, o->wait_s, err);
+    struct pgx_notices notices = {0};
     int rc;
 
     if (!c)
         return DTX_EUNAVAIL;
+    pgx_log_notices(c, &notices);
     rc = setup_check(c, o, err);
     PQfinish(c);
     return rc;

@@ -33,7 +33,8 @@
  *        JSON text that the coordinator splices into the client's answer
  *        without parsing it, so values (bigints, floats) reach the client
  *        exactly as PostgreSQL printed them
- *   E  = the contract's error object {"code","message","sqlstate"?,"op"?}
+ *   E  = the contract's error object {"code","message","op"?,"sqlstate"?,"detail"?,
+ *        "hint"?,"constraint"?,"table"?,"column"?} (jsonx_error_obj)
  *   X  = a PostgreSQL xid8 as a decimal string (JSON numbers lose digits)
  *   D  = the database's identity where the branch prepared: "<system id>:<timeline>"
  *        (rm.h); an xid means something only there

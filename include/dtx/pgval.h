@@ -48,12 +48,18 @@ void pgval_result(const PGresult *res, int64_t *affected, struct buf *out);
 struct pgval_diag {
     const char *sqlstate;
     const char *primary; /* the message */
+    const char *detail;
+    const char *hint;
+    const char *constraint;
+    const char *table;
+    const char *column;
 };
 
 /*
  * Fills err (which had no error) from an error's fields: DTX_ESQL with
- * PostgreSQL's message (fallback when it gave none) and its SQLSTATE; a
- * cancelled statement (57014) is DTX_EABORTED when cancelled says dtx
+ * PostgreSQL's message (fallback when it gave none), its SQLSTATE, detail,
+ * hint, constraint, table and column (each cut to fit, "" when not given);
+ * a cancelled statement (57014) is DTX_EABORTED when cancelled says dtx
  * cancelled it, else DTX_ETIMEDOUT (statement_timeout).
  */
 void pgval_diag_error(const struct pgval_diag *d, const char *fallback, bool cancelled,

@@ -121,6 +121,24 @@ int pgx_submit_on(struct pgx_conn *conn, uint64_t gen, struct pgx_job *job);
  */
 int pgx_cancel(struct pgx_pool *pool, struct pgx_job *job);
 
+/*
+ * Notices (NOTICE, WARNING, ... that PostgreSQL sends a session, e.g. from a
+ * client's RAISE NOTICE) go to the daemon's log instead of libpq's default
+ * printer on stderr: one log line each (a multi-line notice included), at
+ * most PGX_NOTICES_PER_S a second per struct pgx_notices; how many were
+ * left out is logged too. Every connection of a pool shares the pool's.
+ */
+#define PGX_NOTICES_PER_S 10
+
+struct pgx_notices {
+    uint64_t second_us; /* when the current second began (ev_clock_us) */
+    unsigned logged;    /* notices logged in it */
+    unsigned dropped;   /* notices left out and not yet reported */
+};
+
+/* Sends pg's notices to the log, counted against *n, which must outlive pg. */
+void pgx_log_notices(PGconn *pg, struct pgx_notices *n);
+
 /* Connections currently usable, and the last connection error ("" if none). */
 int pgx_pool_up(const struct pgx_pool *pool);
 const char *pgx_pool_error(const struct pgx_pool *pool);

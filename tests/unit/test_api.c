@@ -91,6 +91,59 @@ static void malformed_json_is_refused_with_its_position(void)
     refused("[1,2]", DTX_EINVAL, "must be a JSON object");
 }
 
+static void data_after_the_document_is_refused(void)
+{
+    const char *one = "{\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT 1\"}]}";
+    char body[200];
+    struct dtx_err err;
+
+    snprintf(body, sizeof(body), "%s x", one);
+    refused(body, DTX_EINVAL, "data after the document at byte 42");
+    snprintf(body, sizeof(body), "%s%s", one, one);
+    refused(body, DTX_EINVAL, "data after the document");
+    snprintf(body, sizeof(body), "%s \r\n\t", one);
+    CU_ASSERT_EQUAL(parse(body, &err), 0); /* whitespace is fine */
+}
+
+/* Refused with DTX_EINVAL naming the NUL, given len bytes (which may hold a raw 0). */
+static void refused_nul(const char *body, size_t len)
+{
+    struct dtx_err err;
+    struct txreq r;
+
+    dtx_err_clear(&err);
+    CU_ASSERT_EQUAL(api_parse_tx(body, len, &CFG, &r, &err), DTX_EINVAL);
+    if (!strstr(err.msg, "NUL"))
+        fprintf(stderr, "\n  body %.*s\n  message '%s' lacks 'NUL'\n", (int)len, body, err.msg);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "NUL"));
+}
+
+static void nul_characters_are_refused_wherever_they_are(void)
+{
+    static const char *const bodies[] = {
+        "{\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT 1\\u0000; x\"}]}",
+        "{\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT $1\",\"params\":[\"7\\u0000x\"]}]}",
+        "{\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT $1\",\"params\":[[\"\\u0000\"]]}]}",
+        "{\"idempotency_key\":\"k\\u0000a\",\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT 1\"}]}",
+        "{\"ops\\u0000x\":[{\"shard\":\"s1\",\"sql\":\"SELECT 1\"}]}",
+        "{\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT '\\\\\\u0000'\"}]}", /* \\ then \u0000 */
+    };
+    const char raw[] = "{\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT 1\0 x\"}]}";
+    const char between[] = "{\"ops\":\0[{\"shard\":\"s1\",\"sql\":\"SELECT 1\"}]}";
+    struct dtx_err err;
+
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++)
+        refused_nul(bodies[i], strlen(bodies[i]));
+    refused_nul(raw, sizeof(raw) - 1);
+    refused_nul(between, sizeof(between) - 1);
+    /* an escaped backslash followed by "u0000" is six characters of text */
+    CU_ASSERT_EQUAL(parse("{\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT '\\\\u0000'\"}]}", &err),
+                    0);
+    /* so are other escapes, and an escaped quote does not end the string */
+    CU_ASSERT_EQUAL(parse("{\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT '\\\"\\u0001'\"}]}", &err),
+                    0);
+}
+
 static void missing_or_empty_ops_are_refused(void)
 {
     refused("{}", DTX_EINVAL, "'ops' is missing");
@@ -291,6 +344,8 @@ int main(void)
         UNIT_TEST(a_valid_request_is_accepted),
         UNIT_TEST(defaults_apply_when_optional_keys_are_missing),
         UNIT_TEST(malformed_json_is_refused_with_its_position),
+        UNIT_TEST(data_after_the_document_is_refused),
+        UNIT_TEST(nul_characters_are_refused_wherever_they_are),
         UNIT_TEST(missing_or_empty_ops_are_refused),
         UNIT_TEST(too_many_ops_are_refused),
         UNIT_TEST(unknown_shard_is_refused),

@@ -161,6 +161,35 @@ static void errors_carry_postgresqls_message_and_sqlstate(void)
     pgval_diag_error(&d, "server closed the connection", false, &err);
     CU_ASSERT_STRING_EQUAL(err.msg, "server closed the connection");
     CU_ASSERT_STRING_EQUAL(err.sqlstate, "");
+    CU_ASSERT_STRING_EQUAL(err.detail, "");
+}
+
+static void errors_carry_postgresqls_detail_hint_and_names(void)
+{
+    char long_detail[2000];
+    struct pgval_diag d = {.sqlstate = "23505",
+                           .primary = "duplicate key value violates unique constraint",
+                           .detail = "Key (id)=(7) already exists.",
+                           .hint = "Drop the row first.",
+                           .constraint = "accounts_pkey",
+                           .table = "accounts",
+                           .column = "id"};
+    struct dtx_err err;
+
+    dtx_err_clear(&err);
+    pgval_diag_error(&d, "fallback", false, &err);
+    CU_ASSERT_STRING_EQUAL(err.detail, "Key (id)=(7) already exists.");
+    CU_ASSERT_STRING_EQUAL(err.hint, "Drop the row first.");
+    CU_ASSERT_STRING_EQUAL(err.constraint, "accounts_pkey");
+    CU_ASSERT_STRING_EQUAL(err.table, "accounts");
+    CU_ASSERT_STRING_EQUAL(err.column, "id");
+    /* a detail longer than the field is cut, never overflows */
+    memset(long_detail, 'k', sizeof(long_detail) - 1);
+    long_detail[sizeof(long_detail) - 1] = '\0';
+    d.detail = long_detail;
+    dtx_err_clear(&err);
+    pgval_diag_error(&d, "fallback", false, &err);
+    CU_ASSERT_EQUAL(strlen(err.detail), sizeof(err.detail) - 1);
 }
 
 static void a_cancelled_statement_is_an_abort_or_a_timeout(void)
@@ -186,6 +215,7 @@ int main(void)
         UNIT_TEST(a_result_lists_columns_rows_and_what_it_affected),
         UNIT_TEST(a_result_written_row_by_row_is_the_same_and_can_be_taken_back),
         UNIT_TEST(errors_carry_postgresqls_message_and_sqlstate),
+        UNIT_TEST(errors_carry_postgresqls_detail_hint_and_names),
         UNIT_TEST(a_cancelled_statement_is_an_abort_or_a_timeout),
     };
 
