@@ -132,11 +132,14 @@ check: deps
 	@./tools/run-unit build/san/tests
 	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/run.py integration fault
 	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/soak.py --seconds 60
+	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/soak.py --seconds 45 --protocol 3pc
 
-# The randomized soak test alone, for longer: make soak SECS=600
+# The randomized soak test alone, for longer: make soak SECS=600 [PROTOCOL=3pc]
 SECS ?= 300
+PROTOCOL ?= 2pc
 soak: deps san
-	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/soak.py --seconds $(SECS)
+	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/soak.py --seconds $(SECS) \
+		--protocol $(PROTOCOL)
 
 demo: deps
 	@$(MAKE) --no-print-directory all

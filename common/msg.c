@@ -13,7 +13,7 @@ static const char *const type_names[] = {
     [MSG_HELLO] = "hello",       [MSG_PREPARE] = "prepare", [MSG_ONE_PHASE] = "one_phase",
     [MSG_COMMIT] = "commit",     [MSG_ABORT] = "abort",     [MSG_VOTE] = "vote",
     [MSG_OUTCOME] = "outcome",   [MSG_ACK] = "ack",         [MSG_EXEC] = "exec",
-    [MSG_EXECUTED] = "executed",
+    [MSG_EXECUTED] = "executed", [MSG_ACCEPT] = "accept",   [MSG_ACCEPTED] = "accepted",
 };
 static const char *const vote_names[] = {"", "yes", "no", "readonly"};
 static const char *const outcome_names[] = {"", "committed", "aborted", "unknown"};
@@ -87,6 +87,29 @@ static void parse_error(const cJSON *root, struct dtx_err *e)
         e->op = (int)v->valuedouble;
 }
 
+/* Three-phase commit's fields: "protocol", "peers", "ballot"/"promised", "value", "ok". */
+static int parse_3pc(struct msg *m, struct dtx_err *err)
+{
+    const cJSON *root = m->root;
+    int64_t protocol = 2;
+
+    if (jsonx_int(root, "", "protocol", false, 2, 3, &protocol, err) < 0 ||
+        jsonx_str(root, "", "value", false, &m->value, err) < 0 ||
+        jsonx_bool(root, "", "ok", false, &m->ok, err) < 0)
+        return DTX_EPROTO;
+    m->three_pc = protocol == 3;
+    m->peers = cJSON_GetObjectItemCaseSensitive(root, "peers");
+    if (m->type == MSG_ACCEPT && ballot_from_json(root, "ballot", &m->ballot, err) < 0)
+        return DTX_EPROTO;
+    if (m->type == MSG_ACCEPTED && ballot_from_json(root, "promised", &m->ballot, err) < 0)
+        return DTX_EPROTO;
+    if (m->type == MSG_ACCEPT && ballot_value_parse(m->value) == BV_NONE)
+        return dtx_err_set(err, DTX_EPROTO, "accept message without a value");
+    if (m->three_pc && m->type == MSG_PREPARE && !m->interactive && !cJSON_IsObject(m->peers))
+        return dtx_err_set(err, DTX_EPROTO, "3pc prepare message without its peers");
+    return 0;
+}
+
 static int parse_fields(struct msg *m, struct dtx_err *err)
 {
     const cJSON *root = m->root;
@@ -122,7 +145,7 @@ static int parse_fields(struct msg *m, struct dtx_err *err)
     m->outcome = (enum msg_outcome)lookup(s, outcome_names, 4);
     m->ops = cJSON_GetObjectItemCaseSensitive(root, "ops");
     parse_error(root, &m->err);
-    return 0;
+    return parse_3pc(m, err);
 }
 
 static int check_required(const struct msg *m, struct dtx_err *err)

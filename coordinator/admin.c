@@ -219,6 +219,8 @@ static cJSON *tx_json(const struct coord *co, const struct tx *tx)
     cJSON *o = tx_state_json(tx);
 
     add_heuristic(co, tx_gtid(tx), true, o);
+    if (tx_is_learned(tx))
+        cJSON_ReplaceItemInObjectCaseSensitive(o, "decided_by", cJSON_CreateString("participants"));
     return o;
 }
 

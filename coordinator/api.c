@@ -139,15 +139,11 @@ static int parse_protocol(const cJSON *root, struct txreq *r, struct dtx_err *er
     if (jsonx_str(root, "", "protocol", false, &proto, err) < 0 ||
         jsonx_bool(root, "", "interactive", false, &interactive, err) < 0)
         return DTX_EINVAL;
-    if (strcmp(proto, "3pc") == 0)
-        return dtx_err_set(err, DTX_EUNSUPPORTED,
-                           "protocol \"3pc\" (three-phase commit) is not available in this "
-                           "version of dtx; use \"2pc\"");
-    if (strcmp(proto, "2pc") != 0)
+    if (strcmp(proto, "2pc") != 0 && strcmp(proto, "3pc") != 0)
         return dtx_err_set(err, DTX_EINVAL, "'protocol' must be \"2pc\" or \"3pc\", not \"%s\"",
                            proto);
     r->interactive = interactive;
-    r->protocol = 2;
+    r->protocol = strcmp(proto, "3pc") == 0 ? 3 : 2;
     return 0;
 }
 
@@ -492,6 +488,9 @@ void api_handle(void *arg, struct httpd_req *req)
     } else if (strcmp(path, "/v1/peer/outcomes") == 0 && strcmp(method, "POST") == 0) {
         if (authorized(coord_config(co), req, ROLE_PEER))
             post_outcomes(co, req);
+    } else if (strncmp(path, "/v1/peer/3pc", 12) == 0 && (path[12] == '/' || !path[12])) {
+        if (authorized(coord_config(co), req, ROLE_PEER))
+            coord_acc_http(co, req, method, path + 12);
     } else if (strcmp(path, "/v1/route") == 0 && strcmp(method, "GET") == 0) {
         if (authorized(coord_config(co), req, ROLE_CLIENT))
             get_route(co, req);

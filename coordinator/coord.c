@@ -48,6 +48,33 @@ static struct coord *coord_of(const struct tx *tx)
 
 /* ---- tx_env: what the protocol does to the world -------------------------- */
 
+/*
+ * Three-phase commit's part of a message: "protocol": 3, and with a
+ * prepare the transaction's acceptors (its coordinator and shards).
+ */
+static void add_3pc(struct coord *co, const struct tx *tx, enum tx_send what, cJSON *m)
+{
+    cJSON *peers, *shards;
+
+    jsonx_add_num(m, "protocol", 3);
+    if (what != TX_SEND_PREPARE)
+        return;
+    peers = jsonx_new_object();
+    shards = jsonx_new_array();
+    jsonx_add(peers, "coordinator", jsonx_new_object());
+    jsonx_add_str(cJSON_GetObjectItemCaseSensitive(peers, "coordinator"), "node", co->cfg->node_id);
+    for (size_t i = 0; i < tx_branch_count(tx); i++) {
+        int shard = tx_branch_shard(tx_branch_at(tx, i));
+        cJSON *s = jsonx_new_object();
+
+        jsonx_add_str(s, "name", co->cfg->shards[shard].name);
+        jsonx_add_str(s, "url", co->cfg->shards[shard].url);
+        jsonx_append(shards, s);
+    }
+    jsonx_add(peers, "shards", shards);
+    jsonx_add(m, "peers", peers);
+}
+
 static int env_send(struct tx *tx, struct tx_branch *b, enum tx_send what)
 {
     struct coord *co = coord_of(tx);
@@ -60,7 +87,11 @@ static int env_send(struct tx *tx, struct tx_branch *b, enum tx_send what)
         return DTX_EUNAVAIL;
     if (what == TX_SEND_COMMIT)
         fp_hit("coord.phase2_send"); /* @2: phase 2 reached only the first shard */
+    if (what == TX_SEND_ACCEPT)
+        fp_hit("coord.precommit_send"); /* @2: the pre-commit reached only the first shard */
     m = tx_message(tx, b, what);
+    if (tx_protocol(tx) == 3 && what != TX_SEND_ACCEPT)
+        add_3pc(co, tx, what, m);
     s = jsonx_print(m);
     rc = coord_link_send(co, shard, s, strlen(s));
     free(s);
@@ -84,6 +115,77 @@ static uint64_t env_log_commit(struct tx *tx)
     free(results);
     free(br);
     return lsn;
+}
+
+/* Three-phase commit: the PRECOMMIT record, forced (tx_commit_record gives its type). */
+static uint64_t env_log_precommit(struct tx *tx)
+{
+    struct coord *co = coord_of(tx);
+    struct drec_branch *br;
+    struct drec rec;
+    char *results;
+    uint64_t lsn;
+
+    fp_hit("coord.before_precommit"); /* every vote is in; nothing pre-committed yet */
+    tx_commit_record(tx, &rec, &br, &results);
+    lsn = dstore_append(co->store, &rec, true);
+    if (lsn)
+        list_insert_tail(&co->log_wait, &entry_of(tx)->wait_link);
+    free(results);
+    free(br);
+    return lsn;
+}
+
+static void env_log_learned(struct tx *tx)
+{
+    struct drec rec = {.type = DREC_LEARNED,
+                       .wall_us = ev_wall_us(),
+                       .gtid = tx_gtid(tx),
+                       .value = tx_outcome(tx) == TXO_COMMITTED ? BV_COMMIT : BV_ABORT};
+
+    dstore_append(coord_of(tx)->store, &rec, false);
+}
+
+/* Three-phase commit: what the participants know of a transaction being learned. */
+struct poll {
+    struct coord *co;
+    char gtid[DTX_GTID_MAX + 1];
+};
+
+static void poll_done(void *arg, const struct fanout_part *parts, size_t nparts)
+{
+    struct poll *p = arg;
+    enum ballot_value v = BV_NONE;
+
+    for (size_t i = 0; i < nparts && v == BV_NONE; i++) {
+        const cJSON *d = cJSON_GetObjectItemCaseSensitive(parts[i].body, "decided");
+
+        if (parts[i].asked && parts[i].status == 200 && cJSON_IsString(d))
+            v = ballot_value_parse(d->valuestring);
+    }
+    if (v != BV_NONE)
+        coord_acc_learned(p->co, p->gtid, v);
+    free(p);
+}
+
+static void env_poll(struct tx *tx)
+{
+    struct coord *co = coord_of(tx);
+    char **paths = xcalloc(co->cfg->nshards, sizeof(*paths));
+    struct poll *p = xcalloc(1, sizeof(*p));
+
+    p->co = co;
+    snprintf(p->gtid, sizeof(p->gtid), "%s", tx_gtid(tx));
+    for (size_t i = 0; i < tx_branch_count(tx); i++) {
+        int shard = tx_branch_shard(tx_branch_at(tx, i));
+
+        free(paths[shard]);
+        paths[shard] = xasprintf("/v1/peer/3pc/%s", p->gtid);
+    }
+    fanout_start(co->loop, co->cfg, &co->polls, "GET", paths, poll_done, p);
+    for (size_t i = 0; i < co->cfg->nshards; i++)
+        free(paths[i]);
+    free(paths);
 }
 
 static void env_log_end(struct tx *tx)
@@ -280,13 +382,14 @@ static void on_durable(void *arg, uint64_t lsn)
     while (!list_empty(&co->log_wait)) {
         struct txent *e = container_of(co->log_wait.next, struct txent, wait_link);
 
-        if (tx_lsn(e->tx) > lsn)
+        if (tx_forcing(e->tx) > lsn)
             break;
         list_remove(&e->wait_link);
         fp_hit("coord.after_durable"); /* the decision is durable; no COMMIT PREPARED sent */
         tx_step(e->tx, TXE_DURABLE, NULL);
     }
     coord_notes_durable(co, lsn);
+    coord_acc_durable(co, lsn);
 }
 
 static void on_store_failed(void *arg, const struct dtx_err *err)
@@ -304,6 +407,7 @@ static void on_store_failed(void *arg, const struct dtx_err *err)
         tx_step(e->tx, TXE_LOG_FAILED, NULL);
     }
     coord_notes_fail(co, err);
+    coord_acc_fail(co, err);
 }
 
 /* ---- lifecycle ---------------------------------------------------------------- */
@@ -345,6 +449,8 @@ static void init_coord(struct coord *co, const struct coord_config *cfg, struct 
     list_init(&co->log_wait);
     coord_notes_init(&co->notes);
     coord_heurs_init(&co->heurs);
+    coord_acc_init(&co->acc);
+    list_init(&co->polls);
     co->shard_names = xcalloc(cfg->nshards, sizeof(*co->shard_names));
     for (size_t i = 0; i < cfg->nshards; i++)
         co->shard_names[i] = cfg->shards[i].name;
@@ -352,6 +458,9 @@ static void init_coord(struct coord *co, const struct coord_config *cfg, struct 
         .send = env_send,
         .log_commit = env_log_commit,
         .log_end = env_log_end,
+        .log_precommit = env_log_precommit,
+        .log_learned = env_log_learned,
+        .poll = env_poll,
         .answer = env_answer,
         .arm = env_arm,
         .finished = env_finished,
@@ -406,6 +515,9 @@ void coord_free(struct coord *co)
     txtab_release(&co->tab);
     coord_notes_fail(co, NULL);
     coord_notes_release(&co->notes);
+    coord_acc_fail(co, NULL);
+    coord_acc_release(&co->acc);
+    fanout_abandon(&co->polls, free);
     coord_heurs_release(&co->heurs);
     dstore_close(co->store);
     free(co->gaps);

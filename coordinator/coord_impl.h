@@ -18,6 +18,7 @@
 #define DTX_COORD_IMPL_H
 
 #include "dtx/coord.h"
+#include "dtx/fanout.h"
 #include "dtx/dstore.h"
 #include "dtx/pc.h"
 #include "dtx/prom.h"
@@ -47,6 +48,12 @@ struct coord_gap {
     char shard[DTX_NAME_MAX + 1]; /* whose participant had seen epoch hi */
 };
 
+/* Three-phase commit: this coordinator's acceptor notes and answers waiting (acceptor.c). */
+struct coord_acc {
+    struct hmap by_gtid;    /* struct acc_note */
+    struct list_node waits; /* struct acc_wait, in lsn order */
+};
+
 /* Heuristic outcomes (heuristic.c), by gtid. */
 struct coord_heurs {
     struct hmap by_gtid; /* struct heured */
@@ -71,6 +78,8 @@ struct coord {
     struct list_node log_wait;   /* coord.c: txents whose COMMIT is being forced, in lsn order */
     struct coord_notes notes;    /* decision.c */
     struct coord_heurs heurs;    /* heuristic.c */
+    struct coord_acc acc;        /* acceptor.c */
+    struct list_node polls;      /* coord.c: fan-outs asking participants what they decided */
     uint64_t epoch;              /* replay.c: this run's epoch (moved past a gap: a new one) */
     uint64_t run_epoch;          /* replay.c: the epoch this run started with */
     char boot[40];               /* coord.c: a random id of this run */
@@ -113,6 +122,23 @@ void coord_heur_add(struct coord *co, const char *gtid, const struct coord_heur 
 void coord_on_heuristic(struct tx *tx, int shard, enum drec_heur_kind kind, const char *what);
 /* Appends every HEURISTIC record to a checkpoint. */
 void coord_heurs_encode(const struct coord *co, struct buf *snap);
+
+/* ---- acceptor.c: three-phase commit, this coordinator as an acceptor and learner ---- */
+
+void coord_acc_init(struct coord_acc *a);
+void coord_acc_release(struct coord_acc *a);
+/* Records up to lsn are durable: answers waiting for them go out. */
+void coord_acc_durable(struct coord *co, uint64_t lsn);
+/* The store failed (err), or the coordinator is going away (NULL): answers waiting end. */
+void coord_acc_fail(struct coord *co, const struct dtx_err *err);
+/* The participants decided gtid: its transaction (if in memory) adopts v. */
+void coord_acc_learned(struct coord *co, const char *gtid, enum ballot_value v);
+/* A PROMISE or ACCEPT record, replayed. */
+void coord_acc_replay(struct coord *co, const struct drec *rec);
+/* Appends every note to a checkpoint. */
+void coord_acc_encode(const struct coord *co, struct buf *snap);
+/* A transaction rebuilt by replay takes the promise its note holds. */
+void coord_acc_apply(struct coord *co, struct txent *e);
 
 /* ---- replay.c ------------------------------------------------------------------- */
 

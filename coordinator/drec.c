@@ -27,6 +27,14 @@ const char *drec_type_name(enum drec_type type)
         return "GAP";
     case DREC_HEURISTIC:
         return "HEURISTIC";
+    case DREC_PRECOMMIT:
+        return "PRECOMMIT";
+    case DREC_PROMISE:
+        return "PROMISE";
+    case DREC_ACCEPT:
+        return "ACCEPT";
+    case DREC_LEARNED:
+        return "LEARNED";
     }
     return "?";
 }
@@ -60,6 +68,7 @@ static void encode_body(struct buf *b, const struct drec *r)
         put_str16(b, r->node_id);
         break;
     case DREC_COMMIT:
+    case DREC_PRECOMMIT:
         put_str16(b, r->gtid);
         buf_put_le64(b, r->wall_us);
         buf_put_u8(b, r->protocol);
@@ -100,6 +109,20 @@ static void encode_body(struct buf *b, const struct drec *r)
         buf_put_u8(b, r->heur_kind);
         buf_put_u8(b, r->op_commit);
         put_str16(b, r->reason);
+        break;
+    case DREC_PROMISE:
+    case DREC_ACCEPT:
+        put_str16(b, r->gtid);
+        buf_put_le64(b, r->wall_us);
+        buf_put_le64(b, r->counter);
+        put_str16(b, r->node);
+        if (r->type == DREC_ACCEPT)
+            buf_put_u8(b, r->value);
+        break;
+    case DREC_LEARNED:
+        put_str16(b, r->gtid);
+        buf_put_le64(b, r->wall_us);
+        buf_put_u8(b, r->value);
         break;
     }
 }
@@ -228,7 +251,23 @@ int drec_decode_body(uint8_t type, const unsigned char *p, size_t n, struct drec
         out->node_id = rd_str16(&r);
         break;
     case DREC_COMMIT:
+    case DREC_PRECOMMIT:
         if (decode_commit(&r, out, a) < 0)
+            return -1;
+        break;
+    case DREC_PROMISE:
+    case DREC_ACCEPT:
+        out->gtid = rd_str16(&r);
+        out->wall_us = rd_u64(&r);
+        out->counter = rd_u64(&r);
+        out->node = rd_str16(&r);
+        if (type == DREC_ACCEPT && (out->value = rd_u8(&r)) != 1 && out->value != 2)
+            return -1;
+        break;
+    case DREC_LEARNED:
+        out->gtid = rd_str16(&r);
+        out->wall_us = rd_u64(&r);
+        if ((out->value = rd_u8(&r)) != 1 && out->value != 2)
             return -1;
         break;
     case DREC_END:

@@ -38,6 +38,8 @@ static enum tx_event event_of(const struct msg *m)
         return TXE_ACK;
     case MSG_EXECUTED:
         return m->err.code ? TXE_EXEC_FAILED : TXE_EXECUTED;
+    case MSG_ACCEPTED:
+        return m->ok ? TXE_ACCEPTED : TXE_REJECTED;
     default:
         return TXE_NONE;
     }

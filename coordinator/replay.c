@@ -53,9 +53,13 @@ static int replay_commit(struct coord *co, const struct drec *rec, struct dtx_er
         .idem_key = rec->idem_key && *rec->idem_key ? rec->idem_key : NULL,
         .req_hash = rec->req_hash,
     };
-    struct txent *e;
+    struct txent *e = txtab_find(&co->tab, rec->gtid);
 
-    if (txtab_find(&co->tab, rec->gtid))
+    if (e && rec->type == DREC_COMMIT && tx_lsn(e->tx) == 0) {
+        tx_set_replayed(e->tx, rec->wall_us, rec->results); /* 3PC: pre-committed, then decided */
+        return 0;
+    }
+    if (e)
         return 0;
     for (size_t i = 0; i < rec->nbranches; i++) {
         if (coord_config_shard(co->cfg, rec->branches[i].shard) < 0)
@@ -68,7 +72,10 @@ static int replay_commit(struct coord *co, const struct drec *rec, struct dtx_er
     for (size_t i = 0; i < rec->nbranches; i++)
         tx_add_prepared_branch(e->tx, coord_config_shard(co->cfg, rec->branches[i].shard),
                                rec->branches[i].xid, rec->branches[i].db);
-    tx_set_replayed(e->tx, rec->wall_us, rec->results);
+    if (rec->type == DREC_PRECOMMIT)
+        tx_set_precommitted(e->tx, rec->wall_us, rec->results);
+    else
+        tx_set_replayed(e->tx, rec->wall_us, rec->results);
     return 0;
 }
 
@@ -122,7 +129,16 @@ static int on_replay(void *arg, const struct drec *rec, struct dtx_err *err)
             co->epoch = rec->epoch;
         return 0;
     case DREC_COMMIT:
+    case DREC_PRECOMMIT:
         return replay_commit(co, rec, err);
+    case DREC_PROMISE:
+    case DREC_ACCEPT:
+        coord_acc_replay(co, rec);
+        return 0;
+    case DREC_LEARNED:
+        if ((e = txtab_find(&co->tab, rec->gtid)))
+            e->learned = rec->value;
+        return 0;
     case DREC_END:
         if ((e = txtab_find(&co->tab, rec->gtid)))
             e->log_ended = true;
@@ -150,6 +166,15 @@ static void recover_one(void *arg, struct txent *e)
     struct recovery *r = arg;
     uint64_t now = ev_wall_us(), decided = 0;
 
+    coord_acc_apply(r->co, e);
+    if (tx_protocol(e->tx) == 3 && tx_lsn(e->tx) == 0) {
+        /* pre-committed, its decision unknown here: the participants settle it */
+        tx_step(e->tx, TXE_RECOVER_PRECOMMITTED, NULL);
+        if (e->learned)
+            tx_step(e->tx, e->learned == BV_COMMIT ? TXE_LEARNED_COMMIT : TXE_LEARNED_ABORT, NULL);
+        r->unfinished++;
+        return;
+    }
     if (e->log_ended) {
         tx_step(e->tx, TXE_RECOVER_DONE, NULL);
         decided = tx_decided_wall_us(e->tx);
@@ -186,6 +211,7 @@ static int take_checkpoint(struct coord *co)
     txtab_encode_checkpoint(&co->tab, &snap);
     coord_notes_encode(co, &snap);
     coord_heurs_encode(co, &snap);
+    coord_acc_encode(co, &snap);
     return dstore_checkpoint(co->store, &snap);
 }
 

@@ -63,6 +63,15 @@ cJSON *tx_message(struct tx *tx, struct tx_branch *b, enum tx_send what)
         if (b->db[0])
             jsonx_add_str(m, "db", b->db);
         return m;
+    case TX_SEND_ACCEPT: {
+        struct ballot b0;
+
+        tx3pc_accepted(tx, &b0);
+        m = msg_new(MSG_ACCEPT, tx->gtid);
+        jsonx_add(m, "ballot", ballot_json(&b0));
+        jsonx_add_str(m, "value", "commit");
+        return m;
+    }
     case TX_SEND_ABORT:
         break;
     }
@@ -197,7 +206,7 @@ cJSON *tx_state_json(const struct tx *tx)
 
     jsonx_add_str(root, "gtid", tx->gtid);
     jsonx_add_str(root, "status", dtx_status_name(tx_status(tx)));
-    jsonx_add_str(root, "protocol", "2pc");
+    jsonx_add_str(root, "protocol", tx->protocol == 3 ? "3pc" : "2pc");
     if (tx->nbranches == 1 && tx->lsn == 0 && !tx->replayed)
         jsonx_add_bool(root, "one_phase", true);
     if (tx->state == TX_IN_DOUBT)

@@ -13,6 +13,7 @@
  * With --json the answer is printed as JSON for scripts, otherwise as text
  * for people.
  */
+#include "dtx/ballot.h"
 #include "dtx/dlog.h"
 #include "dtx/jsonx.h"
 #include "dtx/status.h"
@@ -285,6 +286,20 @@ static void print_locks(const cJSON *locks)
         printf("-");
 }
 
+/*
+ * A three-phase commit branch's own progress, as its participant reports it:
+ * waiting for the coordinator, leading a round without it, or blocked (no
+ * majority of acceptors answered) and why.
+ */
+static void print_termination(const cJSON *b)
+{
+    if (!*str(b, "termination"))
+        return;
+    printf("\n         3pc: %s", str(b, "termination"));
+    if (*str(b, "blocked"))
+        printf(": %s", str(b, "blocked"));
+}
+
 static void print_operator_notes(const cJSON *notes, const char *indent)
 {
     const cJSON *n;
@@ -530,6 +545,7 @@ static int cmd_in_doubt(const struct opts *o)
                : cJSON_HasObjectItem(b, "operator") ? "HEURISTIC"
                                                     : "");
         print_locks(arr(b, "locks"));
+        print_termination(b);
         printf("\n");
     }
     cJSON_ArrayForEach(s, arr(root, "shards"))
@@ -601,6 +617,7 @@ static int cmd_in_doubt_direct(const struct opts *o)
         printf("%-8s %-28s %-9s %-10s ", str(b, "shard"), str(b, "gid"),
                age(num(b, "age_ms"), a, sizeof(a)), "unknown");
         print_locks(arr(b, "locks"));
+        print_termination(b);
         printf("\n");
     }
     cJSON_ArrayForEach(b, shards)
@@ -861,6 +878,7 @@ static void print_record(const struct drec *rec)
         printf(" node %s epoch %" PRIu64 " at %s\n", rec->node_id, rec->epoch, at);
         break;
     case DREC_COMMIT:
+    case DREC_PRECOMMIT:
         printf(" %s at %s %s", rec->gtid, at, rec->protocol == 3 ? "3pc" : "2pc");
         for (size_t i = 0; i < rec->nbranches; i++)
             printf(" %s:%" PRIu64 "%s%s", rec->branches[i].shard, rec->branches[i].xid,
@@ -871,6 +889,16 @@ static void print_record(const struct drec *rec)
         break;
     case DREC_END:
         printf(" %s at %s\n", rec->gtid, at);
+        break;
+    case DREC_PROMISE:
+    case DREC_ACCEPT:
+        printf(" %s at %s ballot (%" PRIu64 ", %s)%s%s\n", rec->gtid, at, rec->counter, rec->node,
+               rec->type == DREC_ACCEPT ? " value " : "",
+               rec->type == DREC_ACCEPT ? ballot_value_name(rec->value) : "");
+        break;
+    case DREC_LEARNED:
+        printf(" %s at %s %s (decided by the participants)\n", rec->gtid, at,
+               ballot_value_name(rec->value));
         break;
     case DREC_OPERATOR:
         printf(" %s at %s %s %s%s%s by %s: %s\n", rec->gtid, at,
@@ -932,7 +960,16 @@ static cJSON *record_json(const struct drec *rec)
         jsonx_add_str(o, "shard", rec->shard);
         jsonx_add_str(o, "decision", rec->op_commit ? "commit" : "abort");
         jsonx_add_str(o, "detail", rec->reason);
-    } else if (rec->type == DREC_COMMIT) {
+    } else if (rec->type == DREC_PROMISE || rec->type == DREC_ACCEPT) {
+        struct ballot b = {.counter = rec->counter};
+
+        snprintf(b.node, sizeof(b.node), "%s", rec->node);
+        jsonx_add(o, "ballot", ballot_json(&b));
+        if (rec->type == DREC_ACCEPT)
+            jsonx_add_str(o, "value", ballot_value_name(rec->value));
+    } else if (rec->type == DREC_LEARNED) {
+        jsonx_add_str(o, "decision", ballot_value_name(rec->value));
+    } else if (rec->type == DREC_COMMIT || rec->type == DREC_PRECOMMIT) {
         jsonx_add_str(o, "protocol", rec->protocol == 3 ? "3pc" : "2pc");
         jsonx_add(o, "branches", branches_json(rec));
         if (rec->idem_key && *rec->idem_key)

@@ -27,6 +27,7 @@ static const char *const top_keys[] = {"name",
                                        "allow_fsync_off",
                                        "max_result_bytes",
                                        "max_result_rows",
+                                       "termination_timeout_ms",
                                        NULL};
 static const char *const auth_keys[] = {"peer_token", NULL};
 
@@ -45,6 +46,7 @@ static const struct conf_u32 u32_keys[] = {
     U32_KEY(max_open_branches, 0, 0, 1000),
     U32_KEY(open_wait_ms, 500, 0, 60000),
     U32_KEY(prepared_headroom, 2, 0, 100000),
+    U32_KEY(termination_timeout_ms, 5000, 100, 3600000),
     /* under the peer stream's frame limit (64 MiB), with room for the rest of the message */
     U32_KEY(max_result_bytes, 16777216, 1024, 60u * 1024 * 1024),
     U32_KEY(max_result_rows, 100000, 1, 100000000),

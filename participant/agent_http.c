@@ -218,6 +218,7 @@ static void on_inspected(void *arg, int rc, const struct rm_inspection *ins,
             jsonx_add_str(o, "shard", shard);
             if ((doing = agent_activity(c->ag, gtid)))
                 jsonx_add_str(o, "agent", doing);
+            terminate_describe(c->ag->term, gtid, o);
         }
         snprintf(xid, sizeof(xid), "%" PRIu64, b->p.xid);
         jsonx_add_str(o, "xid", xid);
@@ -480,6 +481,8 @@ void agent_handle_http(void *ctx, struct httpd_req *req)
         return;
     } else if (strncmp(path, "/v1/admin/branches", 18) == 0) {
         admin_branches(ag, req, method, path + 18);
+    } else if (strncmp(path, "/v1/peer/3pc", 12) == 0 && (path[12] == '/' || !path[12])) {
+        terminate_http(ag->term, req, method, path + 12);
     } else if (strcmp(method, "GET") != 0) {
         httpd_reply_errorf(req, DTX_EMETHOD, "method %s is not allowed on %s", method, path);
     } else if (strcmp(path, "/v1/peer/stream") == 0) {

@@ -17,6 +17,7 @@
  *   PREPARING --DEADLINE [act_cancel]--> CANCELLING
  *   PREPARING --PEER_LOST [act_cancel]--> CANCELLING       (its coordinator aborts it)
  *   PREPARING --COMMIT [act_too_early]--> PREPARING
+ *   PREPARING --FENCE [act_cancel]--> CANCELLING           (3PC: never to prepare here)
  *
  *   ONE_PHASE --ENDED [act_outcome]--> GONE                (committed, aborted or unknown)
  *   ONE_PHASE --ABORT [act_cancel]--> ONE_PHASE            (the outcome still goes out)
@@ -30,6 +31,7 @@
  *   CANCELLING --DEADLINE [act_none]--> CANCELLING
  *   CANCELLING --PEER_LOST [act_none]--> CANCELLING
  *   CANCELLING --COMMIT [act_too_early]--> CANCELLING
+ *   CANCELLING --FENCE [act_none]--> CANCELLING
  *
  *   EXECUTING --EXECUTED [act_executed]--> OPEN
  *   EXECUTING --EXEC_FAILED [act_exec_failed]--> GONE
@@ -37,6 +39,7 @@
  *   EXECUTING --DEADLINE [act_cancel]--> EXEC_CANCELLING
  *   EXECUTING --PEER_LOST [act_cancel]--> EXEC_CANCELLING
  *   EXECUTING --COMMIT [act_too_early]--> EXECUTING
+ *   EXECUTING --FENCE [act_cancel]--> EXEC_CANCELLING      (3PC: rolled back, never prepared)
  *
  *   EXEC_CANCELLING --EXECUTED [act_roll_back_open]--> ROLLING_BACK
  *   EXEC_CANCELLING --EXEC_FAILED [act_exec_failed]--> GONE    (and the abort acknowledged)
@@ -44,6 +47,7 @@
  *   EXEC_CANCELLING --DEADLINE [act_none]--> EXEC_CANCELLING
  *   EXEC_CANCELLING --PEER_LOST [act_none]--> EXEC_CANCELLING
  *   EXEC_CANCELLING --COMMIT [act_too_early]--> EXEC_CANCELLING
+ *   EXEC_CANCELLING --FENCE [act_none]--> EXEC_CANCELLING
  *
  *   OPEN --EXEC [act_exec]--> EXECUTING
  *   OPEN --END_PREPARE [act_end]--> PREPARING
@@ -53,12 +57,14 @@
  *   OPEN --DEADLINE [act_roll_back_open]--> ROLLING_BACK
  *   OPEN --PEER_LOST [act_roll_back_open]--> ROLLING_BACK
  *   OPEN --COMMIT [act_too_early]--> OPEN
+ *   OPEN --FENCE [act_roll_back_open]--> ROLLING_BACK
  *
  *   ROLLING_BACK --ROLLED_BACK [act_rolled_back]--> GONE
  *   ROLLING_BACK --ABORT [act_repeer]--> ROLLING_BACK      (acknowledged when rolled back)
  *   ROLLING_BACK --DEADLINE [act_none]--> ROLLING_BACK
  *   ROLLING_BACK --PEER_LOST [act_none]--> ROLLING_BACK
  *   ROLLING_BACK --COMMIT [act_too_early]--> ROLLING_BACK
+ *   ROLLING_BACK --FENCE [act_none]--> ROLLING_BACK
  *
  *   PREPARED --COMMIT [act_finish]--> FINISHING
  *   PREPARED --ABORT [act_finish]--> FINISHING
@@ -163,6 +169,7 @@ static const struct branch_transition transitions[] = {
     T(PREPARING, DEADLINE, CANCELLING, act_cancel),
     T(PREPARING, PEER_LOST, CANCELLING, act_cancel),
     T(PREPARING, COMMIT, PREPARING, act_too_early),
+    T(PREPARING, FENCE, CANCELLING, act_cancel),
 
     T(ONE_PHASE, ENDED, GONE, act_outcome),
     T(ONE_PHASE, ABORT, ONE_PHASE, act_cancel),
@@ -176,6 +183,7 @@ static const struct branch_transition transitions[] = {
     T(CANCELLING, DEADLINE, CANCELLING, act_none),
     T(CANCELLING, PEER_LOST, CANCELLING, act_none),
     T(CANCELLING, COMMIT, CANCELLING, act_too_early),
+    T(CANCELLING, FENCE, CANCELLING, act_none),
 
     T(EXECUTING, EXECUTED, OPEN, act_executed),
     T(EXECUTING, EXEC_FAILED, GONE, act_exec_failed),
@@ -183,6 +191,7 @@ static const struct branch_transition transitions[] = {
     T(EXECUTING, DEADLINE, EXEC_CANCELLING, act_cancel),
     T(EXECUTING, PEER_LOST, EXEC_CANCELLING, act_cancel),
     T(EXECUTING, COMMIT, EXECUTING, act_too_early),
+    T(EXECUTING, FENCE, EXEC_CANCELLING, act_cancel),
 
     T(EXEC_CANCELLING, EXECUTED, ROLLING_BACK, act_roll_back_open),
     T(EXEC_CANCELLING, EXEC_FAILED, GONE, act_exec_failed),
@@ -190,6 +199,7 @@ static const struct branch_transition transitions[] = {
     T(EXEC_CANCELLING, DEADLINE, EXEC_CANCELLING, act_none),
     T(EXEC_CANCELLING, PEER_LOST, EXEC_CANCELLING, act_none),
     T(EXEC_CANCELLING, COMMIT, EXEC_CANCELLING, act_too_early),
+    T(EXEC_CANCELLING, FENCE, EXEC_CANCELLING, act_none),
 
     T(OPEN, EXEC, EXECUTING, act_exec),
     T(OPEN, END_PREPARE, PREPARING, act_end),
@@ -198,6 +208,7 @@ static const struct branch_transition transitions[] = {
     T(OPEN, ABORT, ROLLING_BACK, act_roll_back_open),
     T(OPEN, DEADLINE, ROLLING_BACK, act_roll_back_open),
     T(OPEN, PEER_LOST, ROLLING_BACK, act_roll_back_open),
+    T(OPEN, FENCE, ROLLING_BACK, act_roll_back_open),
     T(OPEN, COMMIT, OPEN, act_too_early),
 
     T(ROLLING_BACK, ROLLED_BACK, GONE, act_rolled_back),
@@ -205,6 +216,7 @@ static const struct branch_transition transitions[] = {
     T(ROLLING_BACK, DEADLINE, ROLLING_BACK, act_none),
     T(ROLLING_BACK, PEER_LOST, ROLLING_BACK, act_none),
     T(ROLLING_BACK, COMMIT, ROLLING_BACK, act_too_early),
+    T(ROLLING_BACK, FENCE, ROLLING_BACK, act_none),
 
     T(PREPARED, COMMIT, FINISHING, act_finish),
     T(PREPARED, ABORT, FINISHING, act_finish),
@@ -253,6 +265,7 @@ static const char *const event_names[BE_NEVENTS] = {
     [BE_ALL_FINISHED] = "ALL_FINISHED",
     [BE_DEADLINE] = "DEADLINE",
     [BE_PEER_LOST] = "PEER_LOST",
+    [BE_FENCE] = "FENCE",
 };
 
 const char *branch_state_name(enum branch_state s)
@@ -336,6 +349,11 @@ void branch_free(struct branch *b)
         free(f);
     }
     hmap_remove(&t->by_gtid, &b->node);
+    if (b->reg)
+        b->reg->b = NULL; /* its answer finds nobody */
+    if (b->holding)
+        buf_release(&b->held.results);
+    free(b->peers);
     free(b);
 }
 
@@ -558,8 +576,53 @@ static void on_run_done(void *arg, struct rm_result *res)
 
     b->run = NULL;
     ev_timer_stop(b->t->env->loop, &b->deadline);
+    if (b->reg && res->outcome == RM_PREPARED) {
+        b->held = *res; /* the vote waits for the registration (on_registered) */
+        buf_init(&res->results);
+        b->holding = true;
+        return;
+    }
     branch_step(b, res->outcome == RM_PREPARED ? BE_PREPARED : BE_ENDED, &a);
     buf_release(&res->results);
+}
+
+static void on_registered(void *arg, int rc, const struct rm_acceptor *st,
+                          const struct dtx_err *err)
+{
+    struct branch_reg *reg = arg;
+    struct branch *b = reg->b;
+    struct branch_evarg a = {0};
+
+    (void)st;
+    free(reg);
+    if (!b)
+        return;
+    b->reg = NULL;
+    if (rc < 0 && err)
+        b->reg_err = *err;
+    if (!b->holding)
+        return; /* the run is not over yet */
+    b->holding = false;
+    a.res = &b->held;
+    branch_step(b, BE_PREPARED, &a);
+    buf_release(&b->held.results);
+}
+
+/* A 3PC branch starts: its acceptors are registered while it runs. */
+static void start_register(struct branch *b, const struct branch_evarg *a)
+{
+    if (!a->three_pc)
+        return;
+    b->three_pc = true;
+    if (a->peers) {
+        free(b->peers);
+        b->peers = xstrdup(a->peers);
+    }
+    dtx_err_clear(&b->reg_err);
+    b->reg = xcalloc(1, sizeof(*b->reg));
+    b->reg->b = b;
+    rm_acceptor(b->t->env->rm, RM_ACC_REGISTER, b->gtid, b->gid, b->peers, NULL, BV_NONE,
+                on_registered, b->reg);
 }
 
 static void on_exec_done(void *arg, struct rm_result *res)
@@ -642,7 +705,10 @@ static enum branch_event act_run(struct branch *b, enum branch_event ev,
     bool one_phase = ev == BE_ONE_PHASE;
 
     arm_deadline(b, a->timeout_ms);
-    b->run = rm_start(b->t->env->rm, b->gid, a->ops, one_phase, a->timeout_ms, on_run_done, b);
+    if (!one_phase)
+        start_register(b, a);
+    b->run = rm_start(b->t->env->rm, b->gid, a->ops, one_phase, b->three_pc, a->timeout_ms,
+                      on_run_done, b);
     return NO_EVENT;
 }
 
@@ -653,9 +719,10 @@ static enum branch_event act_exec(struct branch *b, enum branch_event ev,
     b->interactive = true;
     b->peer = a->peer;
     b->deadline_ms = a->idle_ms > a->timeout_ms ? a->idle_ms : a->timeout_ms;
+    b->three_pc |= a->three_pc;
     arm_deadline(b, a->timeout_ms);
-    b->session = rm_exec(b->t->env->rm, b->session, b->gid, a->ops, a->timeout_ms, a->open_wait_ms,
-                         on_exec_done, b);
+    b->session = rm_exec(b->t->env->rm, b->session, b->gid, b->three_pc, a->ops, a->timeout_ms,
+                         a->open_wait_ms, on_exec_done, b);
     b->run = b->session;
     return NO_EVENT;
 }
@@ -668,6 +735,8 @@ static enum branch_event act_end(struct branch *b, enum branch_event ev,
 
     b->peer = a->peer;
     arm_deadline(b, a->timeout_ms);
+    if (!commit)
+        start_register(b, a);
     b->run = b->session; /* rm_end ends the session, whatever the outcome */
     b->session = NULL;
     rm_end(b->t->env->rm, b->run, commit ? RM_END_COMMIT : RM_END_PREPARE, on_run_done, b);
@@ -705,8 +774,18 @@ static enum branch_event act_vote_yes(struct branch *b, enum branch_event ev,
     (void)ev;
     b->xid = a->res->xid;
     snprintf(b->db, sizeof(b->db), "%s", a->res->db);
+    if (b->three_pc && b->reg_err.code) {
+        /* without its acceptors on record it could not finish alone: no */
+        struct rm_result no = {.outcome = RM_ROLLED_BACK, .err = b->reg_err};
+
+        snprintf(no.err.shard, sizeof(no.err.shard), "%s", b->t->env->shard);
+        send_vote(b, &no);
+        return BE_ABORT; /* and the prepared branch is rolled back */
+    }
     fp_hit("agent.prepared_before_vote");
     send_vote(b, a->res);
+    if (b->three_pc && b->t->env->three_pc_prepared)
+        b->t->env->three_pc_prepared(b->t->env->ctx, b->gtid, b->peers);
     return NO_EVENT;
 }
 
@@ -736,7 +815,12 @@ static enum branch_event act_cancel(struct branch *b, enum branch_event ev,
         log_warn("transaction %s: branch still running at its deadline (timeout_ms); cancelling "
                  "it",
                  b->gtid);
-    b->ack_rollback = true; /* when its run ends, the abort is acknowledged */
+    if (ev == BE_FENCE)
+        log_warn("transaction %s: a recovery leader is deciding it without this branch; "
+                 "cancelling it (it will never prepare here)",
+                 b->gtid);
+    /* when its run ends, the abort is acknowledged; a fence has nobody to tell */
+    b->ack_rollback = ev != BE_FENCE;
     if (b->run)
         rm_cancel(b->t->env->rm, b->run, ev == BE_DEADLINE);
     return NO_EVENT;

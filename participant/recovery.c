@@ -259,6 +259,10 @@ static void on_listed(void *arg, int rc, const struct rm_prepared *items, size_t
         if (!gid_parse(items[i].gid, gtid, shard) || strcmp(shard, r->cfg->name) != 0 ||
             items[i].age_ms < r->cfg->recovery_min_age_ms || r->ops.busy(r->ops.arg, gtid))
             continue;
+        if (items[i].three_pc) {
+            r->ops.three_pc(r->ops.arg, gtid);
+            continue;
+        }
         snprintf(a->gtid, sizeof(a->gtid), "%s", gtid);
         a->xid = items[i].xid;
         a->age_ms = items[i].age_ms;

@@ -53,6 +53,7 @@ static void pg_free(struct rm *base)
     rm_pg_finishes_free(rm);
     rm_pg_lists_free(rm);
     rm_pg_states_free(rm);
+    rm_pg_accepts_free(rm);
     free(rm);
 }
 
@@ -68,6 +69,7 @@ static const struct rm_ops pg_ops = {
     .inspect = rm_pg_inspect,
     .healthy = pg_healthy,
     .see_coordinator = rm_pg_see_coordinator,
+    .acceptor = rm_pg_acceptor,
     .free = pg_free,
 };
 
@@ -88,6 +90,7 @@ int rm_pg_new(struct rm **out, struct ev_loop *loop, const struct rm_pg_opts *o,
     list_init(&rm->statuses);
     list_init(&rm->lists);
     list_init(&rm->states);
+    list_init(&rm->accepts);
     snprintf(rm->shard, sizeof(rm->shard), "%s", o->shard);
     rm->max_result_bytes = o->max_result_bytes;
     rm->max_result_rows = o->max_result_rows;

@@ -27,6 +27,7 @@ struct pg_rm {
     struct list_node statuses; /* every pg_status not yet delivered */
     struct list_node lists;    /* every pg_list not yet delivered */
     struct list_node states;   /* every pg_state (the agent's own state) not yet delivered */
+    struct list_node accepts;  /* every pg_acc (three-phase commit state) not yet delivered */
 };
 
 /*
@@ -58,9 +59,10 @@ int rm_pg_setup(const struct rm_pg_opts *o, struct dtx_err *err);
 
 /* rm_pg_run.c: running branches (rm ops run, exec, end, cancel). */
 struct rm_run *rm_pg_run(struct rm *base, const char *gid, cJSON *ops, bool one_phase,
-                         uint32_t timeout_ms, rm_run_fn done, void *arg);
-struct rm_run *rm_pg_exec(struct rm *base, struct rm_run *session, const char *gid, cJSON *ops,
-                          uint32_t timeout_ms, uint32_t wait_ms, rm_run_fn done, void *arg);
+                         bool three_pc, uint32_t timeout_ms, rm_run_fn done, void *arg);
+struct rm_run *rm_pg_exec(struct rm *base, struct rm_run *session, const char *gid, bool three_pc,
+                          cJSON *ops, uint32_t timeout_ms, uint32_t wait_ms, rm_run_fn done,
+                          void *arg);
 void rm_pg_end(struct rm *base, struct rm_run *session, enum rm_end how, rm_run_fn done, void *arg);
 void rm_pg_cancel(struct rm *base, struct rm_run *run, bool deadline);
 void rm_pg_runs_free(struct pg_rm *rm);
@@ -90,5 +92,11 @@ void rm_pg_lists_free(struct pg_rm *rm);
 void rm_pg_see_coordinator(struct rm *base, const char *node, uint64_t epoch, const char *boot,
                            rm_seen_fn done, void *arg);
 void rm_pg_states_free(struct pg_rm *rm);
+
+/* rm_pg_accept.c: three-phase commit's acceptor state (the dtx schema). */
+void rm_pg_acceptor(struct rm *base, enum rm_acc_op op, const char *gtid, const char *gid,
+                    const char *peers, const struct ballot *b, enum ballot_value v,
+                    rm_acceptor_fn done, void *arg);
+void rm_pg_accepts_free(struct pg_rm *rm);
 
 #endif

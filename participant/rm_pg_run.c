@@ -56,9 +56,12 @@ struct pg_run {
     struct list_node link; /* on rm->runs */
     struct pg_rm *rm;
     char gid[DTX_GID_MAX + 1];
+    char gtid[DTX_GTID_MAX + 1]; /* three_pc: dtx.branch_begin's argument */
+    const char *gtid_value[1];
     cJSON *ops;
     bool one_phase;
-    bool split; /* ops first, then the ending in a second round trip */
+    bool three_pc; /* BEGIN is followed by dtx.branch_begin(gtid) (sql/003_acceptors.sql) */
+    bool split;    /* ops first, then the ending in a second round trip */
     /*
      * Interactive: a session whose transaction stays open between calls
      * (rm exec/end). Its ops start at statement first_op: 1 when this call
@@ -277,8 +280,8 @@ static void run_result(struct pgx_job *job, int idx, PGresult *res)
     if (r->stage == RS_END) {
         if (strcmp(r->end_stmt.sql, "ROLLBACK") != 0)
             end_result(r, res);
-    } else if (idx < r->first_op) {
-        if (PQresultStatus(res) != PGRES_COMMAND_OK)
+    } else if (idx < r->first_op) { /* BEGIN, and a 3PC branch's dtx.branch_begin */
+        if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
             note_pg_error(r, res, -1);
     } else if (idx < r->first_op + r->nops) {
         op_result(r, idx - r->first_op, res);
@@ -473,21 +476,27 @@ static int run_build(struct pg_run *r)
     const cJSON *op;
     bool all_reads = true;
     int total = 0, k = 0;
+    char shard[DTX_NAME_MAX + 1];
 
     cJSON_ArrayForEach(op, r->ops)
     {
         total += cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(op, "params"));
     }
     r->nops = cJSON_GetArraySize(r->ops);
-    r->first_op = r->began ? 0 : 1;
+    r->first_op = r->began ? 0 : r->three_pc ? 2 : 1;
     r->nrows = 0; /* the limits hold for each call's results */
     r->rows = (struct pgval_rows){0, 0, false};
-    r->stmts = xcalloc((size_t)r->nops + 3, sizeof(*r->stmts));
+    r->stmts = xcalloc((size_t)r->nops + 4, sizeof(*r->stmts));
     r->values = xcalloc((size_t)r->nops + 1, sizeof(*r->values));
     r->params = xcalloc((size_t)total + 1, sizeof(*r->params));
     r->expect = xcalloc((size_t)r->nops + 1, sizeof(*r->expect));
     r->op_index = xcalloc((size_t)r->nops + 1, sizeof(*r->op_index));
     r->stmts[0] = (struct pgx_stmt){"BEGIN", 0, NULL, false}; /* overwritten when began */
+    if (r->first_op == 2) {
+        gid_parse(r->gid, r->gtid, shard);
+        r->gtid_value[0] = r->gtid;
+        r->stmts[1] = (struct pgx_stmt){"SELECT dtx.branch_begin($1)", 1, r->gtid_value, false};
+    }
     cJSON_ArrayForEach(op, r->ops)
     {
         const cJSON *sql = cJSON_GetObjectItemCaseSensitive(op, "sql");
@@ -561,13 +570,14 @@ static void run_job(struct pg_run *r, bool hold, uint32_t timeout_ms)
 }
 
 struct rm_run *rm_pg_run(struct rm *base, const char *gid, cJSON *ops, bool one_phase,
-                         uint32_t timeout_ms, rm_run_fn done, void *arg)
+                         bool three_pc, uint32_t timeout_ms, rm_run_fn done, void *arg)
 {
     struct pg_rm *rm = (struct pg_rm *)base;
     struct pg_run *r = run_new(rm, gid);
 
     r->ops = ops;
     r->one_phase = one_phase;
+    r->three_pc = three_pc;
     r->done = done;
     r->arg = arg;
     if (!cJSON_IsArray(ops) || run_build(r) < 0) {
@@ -596,8 +606,9 @@ static void on_wait_timeout(struct ev_loop *loop, struct ev_timer *t)
     pgx_cancel(r->rm->pool, &r->job);
 }
 
-struct rm_run *rm_pg_exec(struct rm *base, struct rm_run *session, const char *gid, cJSON *ops,
-                          uint32_t timeout_ms, uint32_t wait_ms, rm_run_fn done, void *arg)
+struct rm_run *rm_pg_exec(struct rm *base, struct rm_run *session, const char *gid, bool three_pc,
+                          cJSON *ops, uint32_t timeout_ms, uint32_t wait_ms, rm_run_fn done,
+                          void *arg)
 {
     struct pg_rm *rm = (struct pg_rm *)base;
     struct pg_run *r = (struct pg_run *)session;
@@ -607,6 +618,7 @@ struct rm_run *rm_pg_exec(struct rm *base, struct rm_run *session, const char *g
     if (!r) {
         r = run_new(rm, gid);
         r->interactive = true;
+        r->three_pc = three_pc;
     }
     run_free_ops(r);
     r->ops = ops;

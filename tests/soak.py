@@ -2,7 +2,8 @@
 """tests/soak.py - randomized soak: a bank workload over 3 shards while the
 coordinator, participants and PostgreSQL shards are killed at random.
 
-  tests/soak.py [--seconds 60] [--workers 6]      (make check: 60 s; make soak SECS=N)
+  tests/soak.py [--seconds 60] [--workers 6] [--protocol 2pc|3pc]
+                              (make check: 60 s of 2pc, 45 s of 3pc; make soak SECS=N PROTOCOL=3pc)
 
 Each transfer moves money between accounts on two shards and writes one
 ledger row per leg, all in one dtx transaction with an idempotency key; a
@@ -11,6 +12,9 @@ One worker in three runs its transfers as interactive transactions
 instead (begin, one call per shard, commit): those cannot be retried, so
 one that loses its answer is left out of the answered-outcome check, but
 not out of the others.
+With --protocol 3pc every transaction commits by three-phase commit and
+the participants' termination timeout is short (1 s), so that they often
+finish transactions on their own while the coordinator is down.
 Meanwhile a chaos thread kill -9s the coordinator or a participant, or
 stops a PostgreSQL shard with -m immediate, and restarts it.
 
@@ -44,8 +48,9 @@ START = 1000
 
 
 class Soak:
-    def __init__(self, c, seconds, workers, seed):
+    def __init__(self, c, seconds, workers, seed, protocol="2pc"):
         self.c = c
+        self.protocol = protocol
         self.seconds = seconds
         self.workers = workers
         self.rng = random.Random(seed)
@@ -64,7 +69,7 @@ class Soak:
         a, b = rng.sample(SHARDS, 2)
         x, y = rng.randint(1, ACCOUNTS), rng.randint(1, ACCOUNTS)
         amt = rng.randint(1, 50)
-        return {"idempotency_key": tid, "timeout_ms": 3000, "ops": [
+        return {"idempotency_key": tid, "timeout_ms": 3000, "protocol": self.protocol, "ops": [
             {"shard": a, "sql": "UPDATE accounts SET balance = balance - $1 WHERE id = $2 AND "
                                 "balance >= $1", "params": [amt, x], "expect_rows": 1},
             {"shard": a, "sql": "INSERT INTO ledger VALUES ($1, 0, $2, $3)",
@@ -105,7 +110,8 @@ class Soak:
     def run_interactive(self, body):
         """The transfer as an interactive transaction: 'committed', 'aborted', or None when
         its outcome is not known to the client (no answer, or never begun)."""
-        status, ans = self.call("/v1/transactions", {"interactive": True, "timeout_ms": 3000})
+        status, ans = self.call("/v1/transactions", {"interactive": True, "timeout_ms": 3000,
+                                                     "protocol": self.protocol})
         if status != 201:
             return None
         gtid, ops = ans["gtid"], body["ops"]
@@ -224,18 +230,33 @@ class Soak:
         return self.check()
 
 
+def terminated(c):
+    """How many times a participant led a 3PC transaction to its decision (agent logs)."""
+    n = 0
+    for sh in c.shards:
+        try:
+            with open(sh.agent.log, errors="replace") as f:
+                n += sum("without the coordinator; telling every acceptor" in line for line in f)
+        except OSError:
+            pass
+    return n
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--workers", type=int, default=6)
     ap.add_argument("--seed", type=int, default=int(time.time()))
+    ap.add_argument("--protocol", choices=["2pc", "3pc"], default="2pc")
     a = ap.parse_args()
     root = dtx_cluster.make_temp_dir("dtx-soak-")
-    c = dtx_cluster.Cluster(os.path.join(root, "c"), shards=len(SHARDS),
-                            agent={"recovery_interval_ms": 500, "recovery_min_age_ms": 300},
+    agent = {"recovery_interval_ms": 500, "recovery_min_age_ms": 300}
+    if a.protocol == "3pc":
+        agent["termination_timeout_ms"] = 1000
+    c = dtx_cluster.Cluster(os.path.join(root, "c"), shards=len(SHARDS), agent=agent,
                             coord={"commit_wait_ms": 2000})
-    print("soak: seed %d, %g s, %d workers, 3 shards; binaries in %s" %
-          (a.seed, a.seconds, a.workers, c.bindir), flush=True)
+    print("soak: seed %d, %g s, %d workers, 3 shards, %s; binaries in %s" %
+          (a.seed, a.seconds, a.workers, a.protocol, c.bindir), flush=True)
     start = time.time()
     c.start()
     try:
@@ -245,7 +266,7 @@ def main():
                       "account int NOT NULL, amount bigint NOT NULL, PRIMARY KEY (transfer_id, leg));"
                       "INSERT INTO accounts SELECT g, %d FROM generate_series(1, %d) g"
                       % (START, ACCOUNTS))
-        soak = Soak(c, a.seconds, a.workers, a.seed)
+        soak = Soak(c, a.seconds, a.workers, a.seed, a.protocol)
         problems = soak.run()
     finally:
         codes = c.stop()  # an exception above leaves through here, with the cluster stopped
@@ -256,6 +277,9 @@ def main():
     print("soak: %d transfers answered (%d committed, %d aborted), %d retries after no answer, "
           "%d kills (%s) in %.0f s" % (committed + aborted, committed, aborted, soak.retries,
                                       len(soak.kills), ", ".join(soak.kills), time.time() - start))
+    if a.protocol == "3pc":
+        print("soak: transactions the participants decided without the coordinator: %d" %
+              terminated(c))
     print("soak: interactive transfers' commit answers by HTTP status: %s" %
           dict(sorted(soak.interactive.items(), key=lambda kv: str(kv[0]))))
     if committed < 50:

@@ -4,7 +4,7 @@
  * Keys: name, listen, conninfo, coordinator_url, auth{peer_token},
  * pool_size, startup_wait_s, max_body_bytes, http_conn_limit, recovery_interval_ms,
  * recovery_min_age_ms, max_open_branches, open_wait_ms, prepared_headroom, allow_fsync_off,
- * max_result_bytes, max_result_rows, log_level.
+ * max_result_bytes, max_result_rows, termination_timeout_ms, log_level.
  * Unknown keys are refused.
  */
 #ifndef DTX_AGENT_CONFIG_H
@@ -38,6 +38,7 @@ struct agent_config {
     bool allow_fsync_off;          /* serve a database with fsync = off (tests only; warned) */
     uint32_t max_result_bytes;     /* a branch's results (JSON) at most; more aborts it */
     uint32_t max_result_rows;      /* rows a branch's ops return at most */
+    uint32_t termination_timeout_ms; /* 3PC: no decision this long after the vote: lead a round */
     char log_level[16];
 };
 

@@ -100,6 +100,13 @@ bool coord_gtid_in_gap(const struct coord *co, const char *gtid);
 /* Adds "epoch_gaps": [{"from","to","shard","found_at"}] to obj when there are any. */
 void coord_gaps_json(const struct coord *co, cJSON *obj);
 
+/*
+ * Three-phase commit: the endpoints where this coordinator is an acceptor
+ * for participants' recovery leaders (acceptor.c); rest is what follows
+ * "/v1/peer/3pc" in the path. The peer token was checked.
+ */
+void coord_acc_http(struct coord *co, struct httpd_req *req, const char *method, const char *rest);
+
 /* The transaction with this gtid, live or retained, or NULL. */
 const struct tx *coord_find(const struct coord *co, const char *gtid);
 const struct coord_config *coord_config(const struct coord *co);

@@ -31,6 +31,10 @@
  *              shard str16 (whose participant had seen epoch_hi)
  *      HEURISTIC gtid str16 | wall_us u64 | shard str16 | kind u8 (1 mixed,
  *              2 hazard) | decision u8 (1 commit, 0 abort) | detail str16
+ *      PRECOMMIT as COMMIT (protocol 3): the pre-commit this coordinator accepted
+ *      PROMISE gtid str16 | wall_us u64 | counter u64 | node str16
+ *      ACCEPT  gtid str16 | wall_us u64 | counter u64 | node str16 | value u8 (1 commit, 2 abort)
+ *      LEARNED gtid str16 | wall_us u64 | value u8 (1 commit, 2 abort)
  *   str16 = u16 length + bytes; str32 = u32 length + bytes (no NUL).
  */
 #ifndef DTX_DREC_H
@@ -44,12 +48,17 @@
 #include "dtx/err.h"
 
 enum drec_type {
-    DREC_BOOT = 1,     /* a coordinator start: its epoch */
-    DREC_COMMIT = 2,   /* a commit decision */
-    DREC_END = 3,      /* every participant acknowledged a COMMIT */
-    DREC_OPERATOR = 4, /* an operator's decision (dtxctl resolve / forget) */
-    DREC_GAP = 5,      /* epochs used but unknown to this log */
-    DREC_HEURISTIC = 6 /* a shard's outcome differs from the decision, or cannot be proven */
+    DREC_BOOT = 1,      /* a coordinator start: its epoch */
+    DREC_COMMIT = 2,    /* a commit decision */
+    DREC_END = 3,       /* every participant acknowledged a COMMIT */
+    DREC_OPERATOR = 4,  /* an operator's decision (dtxctl resolve / forget) */
+    DREC_GAP = 5,       /* epochs used but unknown to this log */
+    DREC_HEURISTIC = 6, /* a shard's outcome differs from the decision, or cannot be proven */
+    /* three-phase commit: this coordinator as an acceptor (docs/protocol.md) */
+    DREC_PRECOMMIT = 7, /* it accepted (b0, commit) for a transaction; a COMMIT's body */
+    DREC_PROMISE = 8,   /* it promised a recovery leader's ballot */
+    DREC_ACCEPT = 9,    /* it accepted a recovery leader's (ballot, value) */
+    DREC_LEARNED = 10,  /* the participants decided a transaction without it */
 };
 
 /* HEURISTIC records: what the shard did. */
@@ -91,6 +100,9 @@ struct drec {
     uint8_t op_kind;   /* OPERATOR: enum drec_op_kind */
     bool op_commit;    /* OPERATOR, HEURISTIC: the decision is commit (else abort) */
     uint8_t heur_kind; /* HEURISTIC: enum drec_heur_kind */
+    uint64_t counter;  /* PROMISE, ACCEPT: the ballot's counter */
+    const char *node;  /* PROMISE, ACCEPT: the ballot's node */
+    uint8_t value;     /* ACCEPT, LEARNED: enum ballot_value */
     const char
         *shard;      /* OPERATOR: the shard it concerns (NULL or "": every shard); GAP; HEURISTIC */
     const char *who; /* OPERATOR: who asked for it */

@@ -29,6 +29,12 @@ struct recovery_ops {
     /* Commits or rolls back the branch as the coordinator decided. */
     /* xid and db: the branch's, as the coordinator recorded them (db NULL when not given) */
     void (*finish)(void *arg, const char *gtid, uint64_t xid, const char *db, bool commit);
+    /*
+     * A three-phase commit branch is prepared here: it is never asked
+     * about (its coordinator does not decide it alone); the agent's
+     * termination finishes it (terminate.c).
+     */
+    void (*three_pc)(void *arg, const char *gtid);
     void *arg;
 };
 

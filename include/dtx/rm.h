@@ -21,6 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dtx/ballot.h"
 #include "dtx/buf.h"
 #include "dtx/err.h"
 #include "dtx/ev.h"
@@ -83,6 +84,31 @@ struct rm_prepared {
     char gid[RM_GID_MAX];
     uint64_t xid;
     uint32_t age_ms; /* since it was prepared */
+    bool three_pc;   /* a three-phase commit branch: it has acceptor state (see acceptor) */
+};
+
+/* Three-phase commit: what is asked of this shard's acceptor state (sql/003_acceptors.sql). */
+enum rm_acc_op {
+    RM_ACC_REGISTER, /* a branch prepared: keep the transaction's acceptors (peers) */
+    RM_ACC_PROMISE,  /* PROMISE-REQ(ballot); fences a branch that has not prepared */
+    RM_ACC_ACCEPT,   /* ACCEPT(ballot, value) */
+    RM_ACC_DECIDED,  /* the decision is known: value */
+    RM_ACC_STATE,    /* read it */
+};
+
+/* This shard's acceptor state of one transaction, after an operation. */
+struct rm_acceptor {
+    bool exists;   /* there is a row (RM_ACC_STATE) */
+    bool granted;  /* PROMISE: granted (or already promised this very ballot) */
+    bool busy;     /* PROMISE: the branch's transaction runs; cancel it, then ask again */
+    bool accepted; /* ACCEPT: accepted */
+    bool prepared; /* the branch is prepared here */
+    bool fenced;   /* the branch may never prepare here */
+    struct ballot promised;
+    struct ballot accepted_ballot; /* valid when accepted_value is not BV_NONE */
+    enum ballot_value accepted_value;
+    enum ballot_value decided;
+    char peers[4096]; /* the acceptors, as registered (JSON), "" if unknown */
 };
 
 /* What an operator needs to see about the database's prepared dtx branches. */
@@ -109,6 +135,9 @@ struct rm_coord_seen {
 };
 
 typedef void (*rm_run_fn)(void *arg, struct rm_result *res);
+/* rc 0 with st (valid during the call), or an error with err. */
+typedef void (*rm_acceptor_fn)(void *arg, int rc, const struct rm_acceptor *st,
+                               const struct dtx_err *err);
 typedef void (*rm_seen_fn)(void *arg, int rc, const struct rm_coord_seen *seen,
                            const struct dtx_err *err);
 /* rc 0 with n items (valid during the call), or an error with err. */
@@ -127,11 +156,13 @@ struct rm_ops {
     /*
      * Runs ops ([{"i","sql","params","expect_rows"}], taken over by the
      * resource manager) in a new transaction and prepares it as gid, or
-     * commits it when one_phase. Returns a handle for rm_cancel, valid
+     * commits it when one_phase. A three_pc branch first makes sure its
+     * transaction was not fenced or decided here (see acceptor), and holds
+     * that off until it ends. Returns a handle for rm_cancel, valid
      * until done is called. Callbacks never run inside the call that
      * started or cancelled the operation.
      */
-    struct rm_run *(*run)(struct rm *rm, const char *gid, cJSON *ops, bool one_phase,
+    struct rm_run *(*run)(struct rm *rm, const char *gid, cJSON *ops, bool one_phase, bool three_pc,
                           uint32_t timeout_ms, rm_run_fn done, void *arg);
     /*
      * Asks a running branch to stop; its done callback still comes. With
@@ -147,8 +178,9 @@ struct rm_ops {
      * err (an op failed; no connection was free: DTX_EBUSY), after which
      * the session is gone. One call at a time per session.
      */
-    struct rm_run *(*exec)(struct rm *rm, struct rm_run *session, const char *gid, cJSON *ops,
-                           uint32_t timeout_ms, uint32_t wait_ms, rm_run_fn done, void *arg);
+    struct rm_run *(*exec)(struct rm *rm, struct rm_run *session, const char *gid, bool three_pc,
+                           cJSON *ops, uint32_t timeout_ms, uint32_t wait_ms, rm_run_fn done,
+                           void *arg);
     /*
      * Ends an open session (no exec running): PREPARE (RM_PREPARED, or
      * RM_READONLY when it wrote nothing), COMMIT (RM_COMMITTED, RM_UNKNOWN)
@@ -196,6 +228,15 @@ struct rm_ops {
      */
     void (*see_coordinator)(struct rm *rm, const char *node, uint64_t epoch, const char *boot,
                             rm_seen_fn done, void *arg);
+    /*
+     * Three-phase commit: op on this shard's acceptor state of gtid (its
+     * branch is gid), each change committed before done is called. peers
+     * (JSON, may be NULL) is kept when the state is new; b and v as op
+     * needs them.
+     */
+    void (*acceptor)(struct rm *rm, enum rm_acc_op op, const char *gtid, const char *gid,
+                     const char *peers, const struct ballot *b, enum ballot_value v,
+                     rm_acceptor_fn done, void *arg);
     void (*free)(struct rm *rm);
 };
 
@@ -204,9 +245,9 @@ struct rm {
 };
 
 static inline struct rm_run *rm_start(struct rm *rm, const char *gid, cJSON *ops, bool one_phase,
-                                      uint32_t timeout_ms, rm_run_fn done, void *arg)
+                                      bool three_pc, uint32_t timeout_ms, rm_run_fn done, void *arg)
 {
-    return rm->ops->run(rm, gid, ops, one_phase, timeout_ms, done, arg);
+    return rm->ops->run(rm, gid, ops, one_phase, three_pc, timeout_ms, done, arg);
 }
 
 static inline void rm_cancel(struct rm *rm, struct rm_run *run, bool deadline)
@@ -215,10 +256,10 @@ static inline void rm_cancel(struct rm *rm, struct rm_run *run, bool deadline)
 }
 
 static inline struct rm_run *rm_exec(struct rm *rm, struct rm_run *session, const char *gid,
-                                     cJSON *ops, uint32_t timeout_ms, uint32_t wait_ms,
-                                     rm_run_fn done, void *arg)
+                                     bool three_pc, cJSON *ops, uint32_t timeout_ms,
+                                     uint32_t wait_ms, rm_run_fn done, void *arg)
 {
-    return rm->ops->exec(rm, session, gid, ops, timeout_ms, wait_ms, done, arg);
+    return rm->ops->exec(rm, session, gid, three_pc, ops, timeout_ms, wait_ms, done, arg);
 }
 
 static inline void rm_end(struct rm *rm, struct rm_run *session, enum rm_end how, rm_run_fn done,
@@ -258,6 +299,13 @@ static inline void rm_see_coordinator(struct rm *rm, const char *node, uint64_t 
                                       const char *boot, rm_seen_fn done, void *arg)
 {
     rm->ops->see_coordinator(rm, node, epoch, boot, done, arg);
+}
+
+static inline void rm_acceptor(struct rm *rm, enum rm_acc_op op, const char *gtid, const char *gid,
+                               const char *peers, const struct ballot *b, enum ballot_value v,
+                               rm_acceptor_fn done, void *arg)
+{
+    rm->ops->acceptor(rm, op, gtid, gid, peers, b, v, done, arg);
 }
 
 static inline void rm_free(struct rm *rm)

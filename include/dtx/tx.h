@@ -28,6 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dtx/ballot.h"
 #include "dtx/drec.h"
 #include "dtx/err.h"
 #include "dtx/status.h"
@@ -64,11 +65,27 @@ enum tx_event {
     TXE_EXECUTED,      /* interactive: a branch ran its part of the call */
     TXE_EXEC_FAILED,   /* interactive: a branch's ops failed (it rolled back) */
     TXE_ABORT,         /* interactive: the client (or a shutdown) asked to abort */
+    /* three-phase commit (tx3pc.c) */
+    TXE_ACCEPTED,   /* an acceptor accepted the pre-commit */
+    TXE_REJECTED,   /* an acceptor refused it: it promised a recovery leader's ballot */
+    TXE_MAJORITY,   /* (internal) a majority accepted the pre-commit: commit is chosen */
+    TXE_OUTVOTED,   /* (internal) no majority can accept it any more */
+    TXE_TAKEN_OVER, /* (internal) a recovery leader's ballot was promised before the pre-commit */
+    TXE_LEARNED_COMMIT,       /* the participants decided commit without the coordinator */
+    TXE_LEARNED_ABORT,        /* ... abort */
+    TXE_RECOVER_PRECOMMITTED, /* replay found a PRECOMMIT record without COMMIT */
     TX_NEVENTS
 };
 
 /* What the protocol asks the coordinator to send to a branch's participant. */
-enum tx_send { TX_SEND_PREPARE, TX_SEND_ONE_PHASE, TX_SEND_COMMIT, TX_SEND_ABORT, TX_SEND_EXEC };
+enum tx_send {
+    TX_SEND_PREPARE,
+    TX_SEND_ONE_PHASE,
+    TX_SEND_COMMIT,
+    TX_SEND_ABORT,
+    TX_SEND_EXEC,
+    TX_SEND_ACCEPT /* three-phase commit: the pre-commit, ACCEPT at the initial ballot */
+};
 
 /* The client request an interactive transaction is serving. */
 enum tx_call { TX_CALL_NONE, TX_CALL_OPS, TX_CALL_COMMIT, TX_CALL_ABORT };
@@ -85,6 +102,12 @@ struct tx_env {
     int (*send)(struct tx *tx, struct tx_branch *b, enum tx_send what);
     /* Queues tx's COMMIT record (tx_commit_record), forced; its position, or 0 if refused. */
     uint64_t (*log_commit)(struct tx *tx);
+    /* Three-phase commit: queues tx's PRECOMMIT record, forced; its position, or 0. */
+    uint64_t (*log_precommit)(struct tx *tx);
+    /* Three-phase commit: queues a LEARNED record (the participants' outcome), not forced. */
+    void (*log_learned)(struct tx *tx);
+    /* Three-phase commit: asks the participants what they decided (answers come as events). */
+    void (*poll)(struct tx *tx);
     /* Queues tx's END record (not forced). */
     void (*log_end)(struct tx *tx);
     /* Tells whoever waits for this transaction how it stands (tx_render_reply). */
@@ -149,6 +172,8 @@ void tx_set_replayed(struct tx *tx, uint64_t decided_wall_us, const char *result
  * results (memory: retention_max_bytes); its answer says so from now on.
  */
 void tx_drop_results(struct tx *tx);
+/* Three-phase commit: a transaction rebuilt from a PRECOMMIT record (its decision not known). */
+void tx_set_precommitted(struct tx *tx, uint64_t wall_us, const char *results);
 bool tx_results_dropped(const struct tx *tx);
 
 /* What a participant says a phase-2 message did (an ack's outcome). */
@@ -182,6 +207,24 @@ void *tx_owner(const struct tx *tx);
 void *tx_ctx(const struct tx *tx);
 /* The position of the COMMIT record in the decision store (0: none yet). */
 uint64_t tx_lsn(const struct tx *tx);
+/* The position of the record being forced (COMMIT, or 3PC's PRECOMMIT), 0 when none. */
+uint64_t tx_forcing(const struct tx *tx);
+
+/*
+ * Three-phase commit: this coordinator as an acceptor of tx (tx3pc.c).
+ * promise grants ballot b when it is above every ballot promised (or is
+ * the one promised: asked again); accepted says whether it accepted
+ * (b0, commit), its PRECOMMIT record, and gives b0.
+ */
+bool tx3pc_promise(struct tx *tx, const struct ballot *b);
+bool tx3pc_accepted(const struct tx *tx, struct ballot *b);
+const struct ballot *tx3pc_promised(const struct tx *tx);
+/* True when the participants decided tx without the coordinator ("decided_by"). */
+bool tx_is_learned(const struct tx *tx);
+uint8_t tx_protocol(const struct tx *tx);
+/* The transaction's branches, in the order they were added. */
+size_t tx_branch_count(const struct tx *tx);
+const struct tx_branch *tx_branch_at(const struct tx *tx, size_t i);
 enum dtx_status tx_status(const struct tx *tx);
 bool tx_is_interactive(const struct tx *tx);
 /* When it was decided (0: not yet), and when it began (or, rebuilt from the store, was decided). */

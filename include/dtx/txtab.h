@@ -54,6 +54,7 @@ struct txent {
     bool retained;
     bool counted;          /* in the metrics (once, even if an unknown outcome resolves later) */
     bool log_ended;        /* replay saw its END record */
+    uint8_t learned;       /* replay saw a LEARNED record: enum ballot_value (3PC) */
     size_t retained_bytes; /* its share of tab->retained_bytes */
     uint64_t expire_us;    /* retained: evicted after this (loop clock) */
 };

@@ -232,10 +232,26 @@ static void unknown_keys_are_refused(void)
             "'ops[0].param' is not a known key");
 }
 
-static void three_phase_commit_is_refused_until_it_exists(void)
+static void the_protocol_is_2pc_by_default_or_3pc_when_asked(void)
 {
-    refused("{\"protocol\":\"3pc\",\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT 1\"}]}",
-            DTX_EUNSUPPORTED, "three-phase commit) is not available");
+    static const char two[] = "{\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT 1\"}]}";
+    static const char three[] = "{\"protocol\":\"3pc\",\"ops\":[{\"shard\":\"s1\",\"sql\":"
+                                "\"SELECT 1\"}]}";
+    static const char begin3[] = "{\"interactive\":true,\"protocol\":\"3pc\"}";
+    struct txreq r;
+    struct dtx_err err;
+
+    dtx_err_clear(&err);
+    CU_ASSERT_EQUAL_FATAL(api_parse_tx(two, strlen(two), &CFG, &r, &err), 0);
+    CU_ASSERT_EQUAL(r.protocol, 2);
+    api_txreq_release(&r);
+    CU_ASSERT_EQUAL_FATAL(api_parse_tx(three, strlen(three), &CFG, &r, &err), 0);
+    CU_ASSERT_EQUAL(r.protocol, 3);
+    api_txreq_release(&r);
+    CU_ASSERT_EQUAL_FATAL(api_parse_tx(begin3, strlen(begin3), &CFG, &r, &err), 0);
+    CU_ASSERT_TRUE(r.interactive);
+    CU_ASSERT_EQUAL(r.protocol, 3);
+    api_txreq_release(&r);
     refused("{\"protocol\":\"4pc\",\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT 1\"}]}", DTX_EINVAL,
             "'protocol' must be \"2pc\" or \"3pc\"");
 }
@@ -250,8 +266,6 @@ static void interactive_begin_takes_no_ops_and_no_idempotency_key(void)
             "takes its ops with POST /v1/transactions/{gtid}/ops");
     refused("{\"interactive\":true,\"idempotency_key\":\"k\"}", DTX_EINVAL,
             "'idempotency_key' is for one-shot transactions");
-    refused("{\"interactive\":true,\"protocol\":\"3pc\"}", DTX_EUNSUPPORTED,
-            "three-phase commit) is not available");
     dtx_err_clear(&err);
     CU_ASSERT_EQUAL_FATAL(api_parse_tx(begin, strlen(begin), &CFG, &r, &err), 0);
     CU_ASSERT_TRUE(r.interactive);
@@ -355,7 +369,7 @@ int main(void)
         UNIT_TEST(bad_params_are_refused),
         UNIT_TEST(bad_expect_rows_is_refused),
         UNIT_TEST(unknown_keys_are_refused),
-        UNIT_TEST(three_phase_commit_is_refused_until_it_exists),
+        UNIT_TEST(the_protocol_is_2pc_by_default_or_3pc_when_asked),
         UNIT_TEST(interactive_begin_takes_no_ops_and_no_idempotency_key),
         UNIT_TEST(ops_call_takes_only_ops),
         UNIT_TEST(bad_timeout_and_idempotency_key_are_refused),
