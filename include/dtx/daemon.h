@@ -3,8 +3,9 @@
  * (--config FILE, --help, --version), loading the config, the log level,
  * the file-descriptor limit, the event loop and HTTP server, and a
  * graceful stop on SIGTERM/SIGINT, read from a signalfd on the event loop
- * (so no signal handler and no global flag). Each daemon describes itself
- * in a struct daemon_spec and calls daemon_main().
+ * (so no signal handler and no global flag), and the service manager's
+ * READY=1 and STOPPING=1 (sdnotify.h). Each daemon describes itself in a
+ * struct daemon_spec and calls daemon_main().
  */
 #ifndef DTX_DAEMON_H
 #define DTX_DAEMON_H
@@ -37,6 +38,12 @@ struct daemon_spec {
                  void **ctx, struct dtx_err *err);
     /* After the HTTP server is up (may be NULL). */
     void (*started)(void *arg);
+    /*
+     * Readiness for the service manager (sdnotify.h): false, daemon_main
+     * sends READY=1 right after started; true, the core sends it itself once
+     * it takes work (the coordinator: once it has tried every shard's link).
+     */
+    bool core_sends_ready;
     /* A stop was asked for: take no new work (the HTTP server stops accepting). */
     void (*begin_stop)(void *arg);
     /* True once nothing is running any more. */
@@ -70,9 +77,9 @@ int daemon_parse_args(int argc, char **argv, const char *prog, const char *usage
 void daemon_tune_process(void);
 
 /*
- * Graceful stop: on the first SIGTERM/SIGINT, begin(arg) is called (stop
- * taking work), then the loop stops once idle(arg) is true or after
- * max_ms, whichever comes first.
+ * Graceful stop: on the first SIGTERM/SIGINT, the service manager is told
+ * STOPPING=1 and begin(arg) is called (stop taking work), then the loop
+ * stops once idle(arg) is true or after max_ms, whichever comes first.
  */
 struct daemon_stop {
     struct ev_loop *loop;
