@@ -213,9 +213,10 @@ uninstall:
 		$(UNITS:%=$(DESTDIR)$(systemdunitdir)/%) $(DESTDIR)$(sysusersdir)/dtx.conf
 	rm -rf $(DESTDIR)$(docdir)
 
-# A Debian package of the committed HEAD, built in a clean export (tools/make-deb).
-deb:
-	@./tools/make-deb
+# A Debian package of the committed HEAD, built in a clean export (tools/make-deb);
+# DEB_ARGS passes options, e.g. make deb DEB_ARGS=--tree for the working tree.
+deb: deps
+	@./tools/make-deb $(DEB_ARGS)
 
 format:
 	clang-format -i $(shell git ls-files '*.c' '*.h')
