@@ -32,7 +32,12 @@ CC      ?= cc
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
            -Wvla -Wimplicit-fallthrough
 CPPFLAGS := -D_GNU_SOURCE -Iinclude -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
-CFLAGS  := -std=c11 $(OPT) $(WARN) -MMD -MP
+# Flags added from outside: tools/make-deb passes Debian's hardening flags and maps the
+# build directory away (so that one commit builds to the same bytes anywhere).
+EXTRA_CFLAGS  ?=
+EXTRA_LDFLAGS ?=
+CFLAGS  := -std=c11 $(OPT) $(WARN) -MMD -MP $(EXTRA_CFLAGS)
+LDOPT   += $(EXTRA_LDFLAGS)
 LDLIBS_HTTP := -lmicrohttpd -lcjson -lpthread
 
 COMMON_SRC := $(wildcard common/*.c)
@@ -70,7 +75,7 @@ $(BUILD)/gen/schema_sql.c: $(sort $(wildcard sql/*.sql))
 	   echo '    ;'; } > $@
 
 $(BUILD)/gen/schema_sql.o: $(BUILD)/gen/schema_sql.c
-	@$(CC) $(CPPFLAGS) -std=c11 $(OPT) -c -o $@ $<
+	@$(CC) $(CPPFLAGS) -std=c11 $(OPT) $(EXTRA_CFLAGS) -c -o $@ $<
 
 $(BUILD)/libdtxcommon.a: $(COMMON_OBJ)
 	@rm -f $@
