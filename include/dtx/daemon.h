@@ -41,7 +41,8 @@ struct daemon_spec {
     /*
      * Readiness for the service manager (sdnotify.h): false, daemon_main
      * sends READY=1 right after started; true, the core sends it itself once
-     * it takes work (the coordinator: once it has tried every shard's link).
+     * it takes work (the coordinator: once it has tried every shard's link;
+     * the participant: once its database is up).
      */
     bool core_sends_ready;
     /* A stop was asked for: take no new work (the HTTP server stops accepting). */
