@@ -1,7 +1,7 @@
 /*
  * daemon.c - what both daemons' main() share (daemon.h): command line,
- * config, limits, the loop and HTTP server, readiness for the service
- * manager, and the graceful stop.
+ * config, limits, the loop and HTTP server, and the graceful stop (which
+ * the service manager hears of: STOPPING=1).
  * Runs on the event-loop thread (the signalfd is an ordinary watcher).
  *
  * Globals: none. The log configuration (log.c) is set here, once, before
@@ -205,8 +205,6 @@ static int run(struct running *r)
     }
     if (spec->started)
         spec->started(spec->arg);
-    if (!spec->core_sends_ready)
-        sdnotify_or_warn("READY=1");
     rc = ev_loop_run(&r->loop);
     if (daemon_stop_timed_out(&r->stop) && spec->drain_note)
         log_warn("%s", spec->drain_note);

@@ -101,7 +101,6 @@ int main(int argc, char **argv)
         .release = release,
         .log_level = log_level,
         .start = start,
-        .core_sends_ready = true, /* once it takes transactions (coord.c) */
         .begin_stop = begin_stop,
         .idle = idle,
         .stop = stop,

@@ -133,7 +133,6 @@ int main(int argc, char **argv)
         .log_level = log_level,
         .start = start,
         .started = started,
-        .core_sends_ready = true, /* once the database is up (on_ready_check) */
         .begin_stop = begin_stop,
         .idle = idle,
         .stop = stop,

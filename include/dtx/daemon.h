@@ -3,8 +3,8 @@
  * (--config FILE, --help, --version), loading the config, the log level,
  * the file-descriptor limit, the event loop and HTTP server, and a
  * graceful stop on SIGTERM/SIGINT, read from a signalfd on the event loop
- * (so no signal handler and no global flag), and the service manager's
- * READY=1 and STOPPING=1 (sdnotify.h). Each daemon describes itself in a
+ * (so no signal handler and no global flag), which tells the service
+ * manager STOPPING=1 (sdnotify.h). Each daemon describes itself in a
  * struct daemon_spec and calls daemon_main().
  */
 #ifndef DTX_DAEMON_H
@@ -36,15 +36,13 @@ struct daemon_spec {
      */
     int (*start)(void *arg, struct ev_loop *loop, struct httpd_opts *http, httpd_handler *handler,
                  void **ctx, struct dtx_err *err);
-    /* After the HTTP server is up (may be NULL). */
-    void (*started)(void *arg);
     /*
-     * Readiness for the service manager (sdnotify.h): false, daemon_main
-     * sends READY=1 right after started; true, the core sends it itself once
-     * it takes work (the coordinator: once it has tried every shard's link;
-     * the participant: once its database is up).
+     * After the HTTP server is up (may be NULL). The core tells the service
+     * manager READY=1 (sdnotify.h) itself once it takes work: the
+     * coordinator once it has tried every shard's link, the participant
+     * once its database is up.
      */
-    bool core_sends_ready;
+    void (*started)(void *arg);
     /* A stop was asked for: take no new work (the HTTP server stops accepting). */
     void (*begin_stop)(void *arg);
     /* True once nothing is running any more. */
