@@ -7,6 +7,9 @@
 #   make bench-compare BASE=DIR
 #                     build, then benchmark dtx from DIR (another build's bin/) against bin/
 #   make format-check fail if any source is not clang-formatted
+#   make install      install programs, man pages, example configs and systemd
+#                     units under PREFIX (default /usr/local), into DESTDIR if set
+#   make deb          build a Debian package of HEAD into build/deb/ (tools/make-deb)
 #
 # Two build variants share the sources: the release build (build/release,
 # binaries in bin/) and the sanitizer build (build/san, binaries in
@@ -29,7 +32,12 @@ CC      ?= cc
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
            -Wvla -Wimplicit-fallthrough
 CPPFLAGS := -D_GNU_SOURCE -Iinclude -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
-CFLAGS  := -std=c11 $(OPT) $(WARN) -MMD -MP
+# Flags added from outside: tools/make-deb passes Debian's hardening flags and maps the
+# build directory away (so that one commit builds to the same bytes anywhere).
+EXTRA_CFLAGS  ?=
+EXTRA_LDFLAGS ?=
+CFLAGS  := -std=c11 $(OPT) $(WARN) -MMD -MP $(EXTRA_CFLAGS)
+LDOPT   += $(EXTRA_LDFLAGS)
 LDLIBS_HTTP := -lmicrohttpd -lcjson -lpthread
 
 COMMON_SRC := $(wildcard common/*.c)
@@ -48,7 +56,8 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 PROGS := $(BINDIR)/dtx-coordinator $(BINDIR)/dtx-participant $(BINDIR)/dtxctl \
          $(BINDIR)/dtx-loadgen $(BINDIR)/dtx-handrolled
 
-.PHONY: all deps demo check unit unit-bin integration fault soak bench bench-compare format format-check clean san
+.PHONY: all deps demo check unit unit-bin integration fault soak bench bench-compare format format-check clean san \
+        install uninstall deb
 
 all: $(PROGS)
 
@@ -66,7 +75,7 @@ $(BUILD)/gen/schema_sql.c: $(sort $(wildcard sql/*.sql))
 	   echo '    ;'; } > $@
 
 $(BUILD)/gen/schema_sql.o: $(BUILD)/gen/schema_sql.c
-	@$(CC) $(CPPFLAGS) -std=c11 $(OPT) -c -o $@ $<
+	@$(CC) $(CPPFLAGS) -std=c11 $(OPT) $(EXTRA_CFLAGS) -c -o $@ $<
 
 $(BUILD)/libdtxcommon.a: $(COMMON_OBJ)
 	@rm -f $@
@@ -158,6 +167,64 @@ bench-compare: deps
 	@test -n "$(BASE)" || { echo "usage: make bench-compare BASE=DIR [BENCH_ARGS=...]" >&2; exit 2; }
 	@$(MAKE) --no-print-directory all
 	@/usr/bin/python3 bench/run.py --compare-bin "$(BASE)" $(BENCH_ARGS)
+
+# ---- install ----------------------------------------------------------------------
+# GNU-style directories; each may be overridden (make install PREFIX=/usr DESTDIR=/tmp/x).
+# The configs live in SYSCONFDIR/dtx (/etc/dtx) whatever PREFIX is: the units read
+# them there. The units' ExecStart= and config paths are filled in from these.
+PREFIX         ?= /usr/local
+DESTDIR        ?=
+bindir         ?= $(PREFIX)/bin
+sbindir        ?= $(PREFIX)/sbin
+mandir         ?= $(PREFIX)/share/man
+docdir         ?= $(PREFIX)/share/doc/dtx
+SYSCONFDIR     ?= /etc
+systemdunitdir ?= $(PREFIX)/lib/systemd/system
+sysusersdir    ?= $(PREFIX)/lib/sysusers.d
+
+UNITS := dtx-coordinator.service dtx-participant@.service
+MANS  := dtx-coordinator.8 dtx-participant.8 dtxctl.1
+SUBST := sed -e 's|@SBINDIR@|$(sbindir)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+             -e 's|@DOCDIR@|$(docdir)|g'
+
+$(BUILD)/inst/%: packaging/systemd/%.in
+	@mkdir -p $(dir $@)
+	@$(SUBST) $< > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/inst/%: packaging/man/%.in
+	@mkdir -p $(dir $@)
+	@$(SUBST) $< > $@.tmp && mv $@.tmp $@
+
+# Units and man pages are made again at every install: another PREFIX means other
+# paths in them.
+install: all
+	@rm -rf $(BUILD)/inst
+	@$(MAKE) --no-print-directory $(UNITS:%=$(BUILD)/inst/%) $(MANS:%=$(BUILD)/inst/%)
+	install -d $(DESTDIR)$(bindir) $(DESTDIR)$(sbindir) $(DESTDIR)$(mandir)/man1 \
+		$(DESTDIR)$(mandir)/man8 $(DESTDIR)$(docdir)/examples $(DESTDIR)$(systemdunitdir) \
+		$(DESTDIR)$(sysusersdir)
+	install -m 0755 $(BINDIR)/dtxctl $(DESTDIR)$(bindir)/dtxctl
+	install -m 0755 $(BINDIR)/dtx-coordinator $(BINDIR)/dtx-participant $(DESTDIR)$(sbindir)/
+	install -m 0644 $(BUILD)/inst/dtxctl.1 $(DESTDIR)$(mandir)/man1/
+	install -m 0644 $(BUILD)/inst/dtx-coordinator.8 $(BUILD)/inst/dtx-participant.8 \
+		$(DESTDIR)$(mandir)/man8/
+	install -m 0644 packaging/examples/coordinator.json packaging/examples/participant-s1.json \
+		$(DESTDIR)$(docdir)/examples/
+	install -m 0644 README.md docs/operations.md docs/api.md docs/recovery.md $(DESTDIR)$(docdir)/
+	install -m 0644 $(UNITS:%=$(BUILD)/inst/%) $(DESTDIR)$(systemdunitdir)/
+	install -m 0644 packaging/systemd/dtx.sysusers.conf $(DESTDIR)$(sysusersdir)/dtx.conf
+
+uninstall:
+	rm -f $(DESTDIR)$(bindir)/dtxctl $(DESTDIR)$(sbindir)/dtx-coordinator \
+		$(DESTDIR)$(sbindir)/dtx-participant $(DESTDIR)$(mandir)/man1/dtxctl.1 \
+		$(DESTDIR)$(mandir)/man8/dtx-coordinator.8 $(DESTDIR)$(mandir)/man8/dtx-participant.8 \
+		$(UNITS:%=$(DESTDIR)$(systemdunitdir)/%) $(DESTDIR)$(sysusersdir)/dtx.conf
+	rm -rf $(DESTDIR)$(docdir)
+
+# A Debian package of the committed HEAD, built in a clean export (tools/make-deb);
+# DEB_ARGS passes options, e.g. make deb DEB_ARGS=--tree for the working tree.
+deb: deps
+	@./tools/make-deb $(DEB_ARGS)
 
 format:
 	clang-format -i $(shell git ls-files '*.c' '*.h')

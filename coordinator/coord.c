@@ -27,6 +27,7 @@
 #include "dtx/failpoint.h"
 #include "dtx/jsonx.h"
 #include "dtx/log.h"
+#include "dtx/sdnotify.h"
 #include "dtx/xalloc.h"
 
 #include <inttypes.h>
@@ -420,6 +421,7 @@ static void on_tick(struct ev_loop *loop, struct ev_timer *t)
         co->state = CO_RUNNING;
         log_info("coordinator '%s' (epoch %" PRIu64 ") is taking transactions on %s",
                  co->cfg->node_id, co->epoch, co->cfg->listen);
+        sdnotify_or_warn("READY=1"); /* a Type=notify unit counts as started from here */
     }
     txtab_expire(&co->tab, ev_now_us(loop));
     ev_timer_start(loop, t, co->state == CO_STARTING ? 20 : 1000);
