@@ -44,8 +44,8 @@
  *
  *   LOGGING --LOG_REFUSED [act_learn]--> LEARNING              (commit is chosen: the
  *   LOGGING --LOG_FAILED [act_learn]--> LEARNING                participants finish it)
- *   LOGGING --ACCEPTED [tx_act_none]--> LOGGING
- *   LOGGING --REJECTED [tx_act_none]--> LOGGING
+ *   LOGGING --ACCEPTED [act_note]--> LOGGING
+ *   LOGGING --REJECTED [act_note]--> LOGGING
  *   LOGGING --LEARNED_COMMIT [tx_act_none]--> LOGGING
  *
  *   LEARNING --LEARNED_COMMIT [act_learned]--> COMMITTED
@@ -53,15 +53,21 @@
  *   LEARNING --TIMEOUT [act_poll]--> LEARNING                  (asks the participants)
  *   LEARNING --RESEND [tx_act_none]--> LEARNING
  *   LEARNING --UNAVAILABLE [tx_act_none]--> LEARNING
- *   LEARNING --ACCEPTED [tx_act_none]--> LEARNING
- *   LEARNING --REJECTED [tx_act_none]--> LEARNING
+ *   LEARNING --ACCEPTED [act_note]--> LEARNING
+ *   LEARNING --REJECTED [act_note]--> LEARNING
  *
  *   COMMITTING --LEARNED_COMMIT [tx_act_none]--> COMMITTING
- *   COMMITTING --ACCEPTED [tx_act_none]--> COMMITTING
- *   COMMITTING --REJECTED [tx_act_none]--> COMMITTING
+ *   COMMITTING --ACCEPTED [act_note]--> COMMITTING
+ *   COMMITTING --REJECTED [act_note]--> COMMITTING
  *   COMMITTED --LEARNED_COMMIT [tx_act_none]--> COMMITTED
- *   ABORTING --LEARNED_ABORT [tx_act_none]--> ABORTING
+ *   COMMITTED --ACCEPTED [act_note]--> COMMITTED               (late answers to the
+ *   COMMITTED --REJECTED [act_note]--> COMMITTED                pre-commit: shown, not
+ *   ABORTING --LEARNED_ABORT [tx_act_none]--> ABORTING           counted)
+ *   ABORTING --ACCEPTED [act_note]--> ABORTING
+ *   ABORTING --REJECTED [act_note]--> ABORTING
  *   ABORTED --LEARNED_ABORT [tx_act_none]--> ABORTED
+ *   ABORTED --ACCEPTED [act_note]--> ABORTED
+ *   ABORTED --REJECTED [act_note]--> ABORTED
  *
  *   ACTIVE --RECOVER_PRECOMMITTED [act_learn]--> LEARNING      (replay: PRECOMMIT, no COMMIT)
  *
@@ -115,14 +121,14 @@ static enum tx_event act_precommit(struct tx *tx, enum tx_event ev, const struct
     return TXE_NONE;
 }
 
-/* Sends the pre-commit to every branch that has not answered it; false if none could go. */
+/* Sends the pre-commit to every branch that has not answered it. */
 static void send_accepts(struct tx *tx)
 {
     for (size_t i = 0; i < tx->nbranches; i++) {
         struct tx_branch *b = &tx->branches[i];
 
-        if (b->accept_state == TXA3_NONE && tx_send(tx, b, TX_SEND_ACCEPT) == 0)
-            b->sends++;
+        if (b->accept_state == TXA3_NONE)
+            tx_send(tx, b, TX_SEND_ACCEPT);
     }
 }
 
@@ -160,6 +166,15 @@ static enum tx_event act_count(struct tx *tx, enum tx_event ev, const struct tx_
         return TXE_MAJORITY;
     if (acceptors(tx) - tx->rejects < majority(tx))
         return TXE_OUTVOTED;
+    return TXE_NONE;
+}
+
+/* A pre-commit answer after the outcome was settled: shown in the transaction's state only. */
+static enum tx_event act_note(struct tx *tx, enum tx_event ev, const struct tx_evarg *a)
+{
+    (void)tx;
+    if (a->b && a->b->accept_state == TXA3_NONE)
+        a->b->accept_state = ev == TXE_ACCEPTED ? TXA3_ACCEPTED : TXA3_REJECTED;
     return TXE_NONE;
 }
 
@@ -263,8 +278,8 @@ const struct tx_transition tx3pc_transitions[] = {
 
     T(LOGGING, LOG_REFUSED, LEARNING, false, act_learn),
     T(LOGGING, LOG_FAILED, LEARNING, false, act_learn),
-    T(LOGGING, ACCEPTED, LOGGING, false, tx_act_none),
-    T(LOGGING, REJECTED, LOGGING, false, tx_act_none),
+    T(LOGGING, ACCEPTED, LOGGING, false, act_note),
+    T(LOGGING, REJECTED, LOGGING, false, act_note),
     T(LOGGING, LEARNED_COMMIT, LOGGING, false, tx_act_none),
 
     T(LEARNING, LEARNED_COMMIT, COMMITTED, false, act_learned),
@@ -272,15 +287,21 @@ const struct tx_transition tx3pc_transitions[] = {
     T(LEARNING, TIMEOUT, LEARNING, false, act_poll),
     T(LEARNING, RESEND, LEARNING, false, tx_act_none),
     T(LEARNING, UNAVAILABLE, LEARNING, false, tx_act_none),
-    T(LEARNING, ACCEPTED, LEARNING, false, tx_act_none),
-    T(LEARNING, REJECTED, LEARNING, false, tx_act_none),
+    T(LEARNING, ACCEPTED, LEARNING, false, act_note),
+    T(LEARNING, REJECTED, LEARNING, false, act_note),
 
     T(COMMITTING, LEARNED_COMMIT, COMMITTING, false, tx_act_none),
-    T(COMMITTING, ACCEPTED, COMMITTING, false, tx_act_none),
-    T(COMMITTING, REJECTED, COMMITTING, false, tx_act_none),
+    T(COMMITTING, ACCEPTED, COMMITTING, false, act_note),
+    T(COMMITTING, REJECTED, COMMITTING, false, act_note),
     T(COMMITTED, LEARNED_COMMIT, COMMITTED, false, tx_act_none),
+    T(COMMITTED, ACCEPTED, COMMITTED, false, act_note),
+    T(COMMITTED, REJECTED, COMMITTED, false, act_note),
     T(ABORTING, LEARNED_ABORT, ABORTING, false, tx_act_none),
+    T(ABORTING, ACCEPTED, ABORTING, false, act_note),
+    T(ABORTING, REJECTED, ABORTING, false, act_note),
     T(ABORTED, LEARNED_ABORT, ABORTED, false, tx_act_none),
+    T(ABORTED, ACCEPTED, ABORTED, false, act_note),
+    T(ABORTED, REJECTED, ABORTED, false, act_note),
 
     T(ACTIVE, RECOVER_PRECOMMITTED, LEARNING, false, act_learn),
 };

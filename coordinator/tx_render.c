@@ -235,6 +235,9 @@ cJSON *tx_state_json(const struct tx *tx)
         if (tx->branches[i].heuristic)
             jsonx_add_str(b, "heuristic",
                           tx->branches[i].heuristic == DREC_HEUR_MIXED ? "mixed" : "hazard");
+        if (tx->branches[i].accept_state != TXA3_NONE) /* three-phase commit's pre-commit */
+            jsonx_add_str(b, "precommit",
+                          tx->branches[i].accept_state == TXA3_ACCEPTED ? "accepted" : "refused");
         jsonx_append(shards, b);
     }
     jsonx_add(root, "shards", shards);

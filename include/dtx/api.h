@@ -17,7 +17,7 @@
 /*
  * Parses and validates a transaction request against the config (shard
  * names, key routing, limits, SQL checks). Returns 0 and *out (release
- * with api_txreq_release), or DTX_EINVAL / DTX_EUNSUPPORTED with a message
+ * with api_txreq_release), or DTX_EINVAL with a message
  * naming the offending field; nothing is executed either way and *out is
  * then empty.
  */

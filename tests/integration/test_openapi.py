@@ -55,6 +55,8 @@ NOT_PROVOKED = {
     ("adminInDoubt", 503): STOPPING,
     ("adminRecover", 503): STOPPING,
     ("peerOutcomes", 503): STOPPING,
+    ("peerDecide", 503): STOPPING,
+    ("peerAcceptorState", 503): STOPPING,
     # forget's 503 log_unavailable needs a transaction waiting for a shard and a decision
     # log that fails after that: two failpoints in one run; resolve's 503 is provoked and
     # both go through the same code (coord_record_operator)
@@ -501,7 +503,7 @@ class OpenApiTest(ClusterTest):
         body = self.tx([{"shard": "s9", "sql": "SELECT 1"}], 400)
         self.assertEqual((self.code(body), body["error"]["op"]), ("bad_request", 0))
         self.assertEqual(self.code(self.tx([{"shard": "s1", "sql": "SELECT 1"}], 400,
-                                           protocol="3pc")), "unsupported")
+                                           protocol="4pc")), "bad_request")
         self.call("POST", "/v1/transactions", '{"ops": [', 400)
         self.refusals("POST", "/v1/transactions", {"ops": [{"shard": "s1", "sql": "SELECT 1"}]})
         # idempotency: the first outcome again, or 422 for another request
@@ -612,6 +614,41 @@ class OpenApiTest(ClusterTest):
         self.call("POST", "/v1/peer/outcomes", {"shard": "s9", "gtids": []}, 400, token="peer")
         self.call("POST", "/v1/peer/outcomes", {"shard": "s1", "gtids": []}, 401, token="adm")
         self.refusals("POST", "/v1/peer/outcomes", {"shard": "s1", "gtids": []}, peer=True)
+
+        # three-phase commit: a transfer, then this coordinator as an acceptor of recovery leaders
+        t = self.tx([{"shard": "s1", "sql": "UPDATE accounts SET balance = balance WHERE id = 92"},
+                     {"shard": "s2", "sql": "UPDATE accounts SET balance = balance WHERE id = 92"}],
+                    protocol="3pc")
+        # a majority (the coordinator and one shard) commits; the other's answer may come later
+        self.wait_for(lambda: [s.get("precommit") for s in self.call(
+            "GET", "/v1/transactions/" + t["gtid"])["shards"]] == ["accepted", "accepted"],
+            timeout=10, what="both shards' pre-commit answers")
+        acc = self.call("GET", "/v1/peer/3pc/" + t["gtid"], token="peer")
+        self.assertEqual((acc["accepted"]["value"], acc["decided"]), ("commit", "commit"))
+        blank = "c1-1-%d" % (int(time.time()) * 1000)  # a gtid this coordinator never issued
+        low = {"counter": 3, "node": "p:s2"}
+        high = {"counter": 5, "node": "p:s1"}
+        ans = self.call("POST", "/v1/peer/3pc/promise", {"gtid": blank, "ballot": high},
+                        token="peer")
+        self.assertEqual((ans["granted"], ans["accepted"]), (True, None))
+        self.assertFalse(self.call("POST", "/v1/peer/3pc/promise", {"gtid": blank, "ballot": low},
+                                   token="peer")["granted"])
+        self.assertFalse(self.call("POST", "/v1/peer/3pc/accept",
+                                   {"gtid": blank, "ballot": low, "value": "abort"},
+                                   token="peer")["accepted"])
+        self.assertTrue(self.call("POST", "/v1/peer/3pc/accept",
+                                  {"gtid": blank, "ballot": high, "value": "abort"},
+                                  token="peer")["accepted"])
+        self.assertEqual(self.call("GET", "/v1/peer/3pc/" + blank, token="peer")["accepted"],
+                         {"ballot": high, "value": "abort"})
+        self.call("POST", "/v1/peer/3pc/decide", {"gtid": blank, "value": "abort"}, token="peer")
+        for path, body in (("promise", {"gtid": blank}),
+                           ("accept", {"gtid": blank, "ballot": high, "value": "maybe"}),
+                           ("decide", {"gtid": "not a gtid", "value": "abort"})):
+            self.call("POST", "/v1/peer/3pc/" + path, body, 400, token="peer")
+            self.refusals("POST", "/v1/peer/3pc/" + path, body, peer=True)
+        self.call("GET", "/v1/peer/3pc/" + LONG_GTID, expect=404, token="peer")
+        self.refusals("GET", "/v1/peer/3pc/" + blank, None, peer=True)
 
     # ---- operators -----------------------------------------------------------------------------
 
@@ -735,6 +772,11 @@ class OpenApiTest(ClusterTest):
             self.assertEqual(self.code(body), "log_unavailable")
             self.call("POST", "/v1/admin/transactions/zz-2-1/resolve",
                       {"decision": "abort", "reason": "x"}, 503, token="adm")
+            ballot = {"counter": 7, "node": "p:s2"}  # nothing can be promised or accepted now
+            self.call("POST", "/v1/peer/3pc/promise", {"gtid": "c1-1-777", "ballot": ballot},
+                      503, token="peer")
+            self.call("POST", "/v1/peer/3pc/accept",
+                      {"gtid": "c1-1-778", "ballot": ballot, "value": "abort"}, 503, token="peer")
             # the restart settles the first one (its record was written); then again, so that
             # the second fdatasync is the interactive transaction's COMMIT
             self.restart_coordinator()
