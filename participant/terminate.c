@@ -30,7 +30,8 @@
  * says so: dtxctl in-doubt shows why) and is tried again, backing off.
  * Safety needs no timeout; they only decide when to try.
  *
- * State: the watched transactions (t->by_gtid) and the calls in flight.
+ * State: the watched transactions (t->by_gtid; t->gone while an acceptor
+ * operation of a dropped one is still on its way) and the calls in flight.
  * Thread model: the participant's event-loop thread.
  */
 #include "agent_impl.h"
@@ -87,7 +88,10 @@ struct watched {
     enum ballot_value decided;    /* a decision an acceptor knew */
     char blocked[256];            /* why the last round did not finish ("" if none) */
     unsigned rounds;
-    struct list_node calls; /* struct call in flight */
+    struct list_node calls;     /* struct call in flight */
+    unsigned pending;           /* this shard's acceptor operations in flight with w as their arg */
+    bool gone;                  /* dropped while some were: freed when the last one answers */
+    struct list_node gone_link; /* on t->gone while gone */
 };
 
 /* An HTTP request to another acceptor: PROMISE-REQ or ACCEPT of a round, or a DECIDE. */
@@ -122,6 +126,7 @@ struct terminate {
     struct list_node answers;  /* struct answer */
     struct list_node notices;  /* struct call: DECIDEs on their way */
     struct list_node applying; /* struct applying */
+    struct list_node gone;     /* struct watched dropped with acceptor operations in flight */
     size_t nwatched;
 };
 
@@ -171,15 +176,53 @@ static void calls_drop(struct list_node *calls)
         call_free(container_of(calls->next, struct call, link));
 }
 
+static void watched_release(struct watched *w)
+{
+    free(w->peers);
+    free(w->acc);
+    free(w);
+}
+
+/*
+ * Stops watching w. An acceptor operation of its round may still be on its
+ * way (the database answers later): w is then only marked gone, and freed
+ * when the last one answers (watched_answered).
+ */
 static void watched_free(struct watched *w)
 {
     hmap_remove(&w->t->by_gtid, &w->node);
     w->t->nwatched--;
     ev_timer_stop(w->t->ag->loop, &w->timer);
     calls_drop(&w->calls);
-    free(w->peers);
-    free(w->acc);
-    free(w);
+    if (w->pending) {
+        w->gone = true;
+        list_insert_tail(&w->t->gone, &w->gone_link);
+        return;
+    }
+    watched_release(w);
+}
+
+/* This shard's acceptor state, for w's round: op on the database, cb(w, ...) once it answers. */
+static void watched_acceptor(struct watched *w, enum rm_acc_op op, enum ballot_value v,
+                             rm_acceptor_fn cb)
+{
+    w->pending++;
+    rm_acceptor(w->t->ag->rm, op, w->gtid, w->gid, op == RM_ACC_STATE ? NULL : w->peers,
+                op == RM_ACC_STATE ? NULL : &w->b, v, cb, w);
+}
+
+/* An operation of watched_acceptor answered: false when w was dropped meanwhile (and maybe freed).
+ */
+static bool watched_answered(struct watched *w)
+{
+    w->pending--;
+    if (!w->gone)
+        return true;
+    if (w->pending == 0) {
+        list_remove(&w->gone_link);
+        watched_release(w);
+    }
+    return false;
 }
 
 /*
@@ -468,6 +511,8 @@ static void on_self_accepted(void *arg, int rc, const struct rm_acceptor *st,
 {
     struct watched *w = arg;
 
+    if (!watched_answered(w))
+        return;
     if (w->phase != RP_ACCEPT)
         return;
     if (rc < 0 || !st->accepted) {
@@ -488,8 +533,6 @@ static void on_self_accepted(void *arg, int rc, const struct rm_acceptor *st,
 /* Phase 2: the value of the highest accepted ballot among the promises, else abort. */
 static void phase2(struct watched *w)
 {
-    struct agent *ag = w->t->ag;
-
     w->phase = RP_ACCEPT;
     w->round++; /* the remaining promises are not needed */
     calls_drop(&w->calls);
@@ -498,8 +541,7 @@ static void phase2(struct watched *w)
     w->accepted = 0;
     log_info("transaction %s: %d of %d acceptors promised ballot (%" PRIu64 ", %s): proposing %s",
              w->gtid, w->granted, w->nacc, w->b.counter, w->b.node, ballot_value_name(w->value));
-    rm_acceptor(ag->rm, RM_ACC_ACCEPT, w->gtid, w->gid, w->peers, &w->b, w->value, on_self_accepted,
-                w);
+    watched_acceptor(w, RM_ACC_ACCEPT, w->value, on_self_accepted);
 }
 
 static void on_self_promised(void *arg, int rc, const struct rm_acceptor *st,
@@ -507,6 +549,8 @@ static void on_self_promised(void *arg, int rc, const struct rm_acceptor *st,
 {
     struct watched *w = arg;
 
+    if (!watched_answered(w))
+        return;
     if (w->phase != RP_PROMISE)
         return;
     if (rc < 0 || !st->granted) {
@@ -537,6 +581,8 @@ static void on_state(void *arg, int rc, const struct rm_acceptor *st, const stru
     struct watched *w = arg;
     char self[BALLOT_NODE_MAX];
 
+    if (!watched_answered(w))
+        return;
     if (rc < 0 || !st->exists) {
         round_failed(w, "its three-phase commit state: %s",
                      rc < 0 && err ? err->msg : "none recorded");
@@ -566,8 +612,7 @@ static void on_state(void *arg, int rc, const struct rm_acceptor *st, const stru
     log_warn("transaction %s: no decision from its coordinator; leading ballot (%" PRIu64
              ", %s) to finish it with its %d acceptors",
              w->gtid, w->b.counter, w->b.node, w->nacc);
-    rm_acceptor(w->t->ag->rm, RM_ACC_PROMISE, w->gtid, w->gid, w->peers, &w->b, BV_NONE,
-                on_self_promised, w);
+    watched_acceptor(w, RM_ACC_PROMISE, BV_NONE, on_self_promised);
 }
 
 static void round_start(struct watched *w)
@@ -575,7 +620,7 @@ static void round_start(struct watched *w)
     if (w->phase != RP_IDLE)
         return;
     w->phase = RP_PROMISE; /* until on_state: nothing else starts a round */
-    rm_acceptor(w->t->ag->rm, RM_ACC_STATE, w->gtid, w->gid, NULL, NULL, BV_NONE, on_state, w);
+    watched_acceptor(w, RM_ACC_STATE, BV_NONE, on_state);
 }
 
 static void on_round_timer(struct ev_loop *loop, struct ev_timer *tm)
@@ -898,6 +943,7 @@ struct terminate *terminate_new(struct agent *ag)
     list_init(&t->answers);
     list_init(&t->notices);
     list_init(&t->applying);
+    list_init(&t->gone);
     return t;
 }
 
@@ -920,6 +966,12 @@ void terminate_free(struct terminate *t)
         return;
     while ((n = hmap_first(&t->by_gtid, &it)) != NULL)
         watched_free(container_of(n, struct watched, node));
+    while (!list_empty(&t->gone)) { /* the database answers no more: rm_free drops its calls */
+        struct watched *w = container_of(t->gone.next, struct watched, gone_link);
+
+        list_remove(&w->gone_link);
+        watched_release(w);
+    }
     while (!list_empty(&t->answers))
         answer_free(container_of(t->answers.next, struct answer, link));
     calls_drop(&t->notices);

@@ -119,6 +119,51 @@ class ThreePhaseTest(ClusterTest):
         self.assert_no_prepared(timeout=SETTLE_S)
         self.assertEqual(self.balances(), self.before)  # presumed abort
 
+    def test_a_repeated_promise_request_gets_the_same_answer(self):
+        # a leader whose answer was lost asks again with the same ballot: granted again, as the
+        # model requires (model/README.md); a lower ballot is not
+        port = self.c.shards[0].agent_port
+        gtid = "c1-99-%d" % self.acct
+
+        def promise(counter):
+            status, ans = self.c.request("POST", "/v1/peer/3pc/promise",
+                                         {"gtid": gtid, "ballot": {"counter": counter,
+                                                                   "node": "p:s2"}}, port=port)
+            self.assertEqual(status, 200, ans)
+            return ans["granted"], ans["promised"]["counter"]
+
+        self.assertEqual(promise(4), (True, 4))
+        self.assertEqual(promise(4), (True, 4))
+        self.assertEqual(promise(3), (False, 4))
+
+    def test_a_decision_arriving_while_this_shard_leads_a_round(self):
+        # s1 leads a round; its own promise waits for its database (a row lock held here) when
+        # another acceptor's DECIDE arrives: the round is dropped, and the promise's answer,
+        # when it comes, finds nothing (it once found freed memory)
+        self.crash_and_wait("coord.before_precommit=crash")  # so abort is the only outcome
+        gtid = self.gid_gtid()
+        self.assertIsNotNone(gtid)
+        sh = self.c.shards[0]
+        locker = subprocess.Popen(
+            ["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-h", sh.sock, "-p",
+             str(sh.pg_port), "-d", "app", "-c",
+             "BEGIN; SELECT 1 FROM dtx.acceptors WHERE gtid = '%s' FOR UPDATE; "
+             "SELECT pg_sleep(4); COMMIT" % gtid],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            self.wait_for(lambda: "%s: no decision from its coordinator; leading" % gtid
+                          in open(sh.agent.log).read(), timeout=5, what="s1 to lead a round")
+            status, ans = self.c.request("POST", "/v1/peer/3pc/decide",
+                                         {"gtid": gtid, "value": "abort"}, port=sh.agent_port)
+            self.assertEqual((status, ans), (200, {"ok": True}))
+        finally:
+            locker.wait(30)
+        self.assert_no_prepared(timeout=SETTLE_S)
+        self.assertTrue(sh.agent.alive(), "s1's agent survived its round's late answer")
+        self.assertEqual(self.balances(), self.before)
+        for shard in (0, 1):
+            self.assertEqual(self.acceptor(shard, gtid)[4], "abort")
+
     def test_a_branch_waiting_on_a_lock_never_prepares_once_the_others_aborted(self):
         # s2's row is locked by someone else: the transfer's s2 branch waits; s1 prepares.
         locker = subprocess.Popen(
