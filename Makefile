@@ -4,6 +4,7 @@
 #   make demo         install what is missing, build, run a 3-shard demo
 #   make check        install what is missing, build, run every test
 #   make bench        install what is missing, build, run the benchmark
+#   make model        model-check three-phase commit in depth (SPIN; 15-20 min, ~10 GB)
 #   make bench-compare BASE=DIR
 #                     build, then benchmark dtx from DIR (another build's bin/) against bin/
 #   make format-check fail if any source is not clang-formatted
@@ -56,7 +57,7 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 PROGS := $(BINDIR)/dtx-coordinator $(BINDIR)/dtx-participant $(BINDIR)/dtxctl \
          $(BINDIR)/dtx-loadgen $(BINDIR)/dtx-handrolled
 
-.PHONY: all deps demo check unit unit-bin integration fault soak bench bench-compare format format-check clean san \
+.PHONY: all deps demo check unit unit-bin integration fault soak model bench bench-compare format format-check clean san \
         install uninstall deb
 
 all: $(PROGS)
@@ -139,9 +140,15 @@ check: deps
 	@$(MAKE) --no-print-directory format-check
 	@$(MAKE) --no-print-directory VARIANT=san all unit-bin
 	@./tools/run-unit build/san/tests
+	@./tools/run-model quick
 	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/run.py integration fault
 	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/soak.py --seconds 60
 	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/soak.py --seconds 45 --protocol 3pc
+
+# The three-phase commit protocol model-checked in depth with SPIN (model/README.md):
+# 15-20 minutes and up to ~10 GB of memory. make check runs the quick checks (~25 s).
+model: deps
+	@./tools/run-model full
 
 # The randomized soak test alone, for longer: make soak SECS=600 [PROTOCOL=3pc]
 SECS ?= 300
