@@ -70,12 +70,18 @@ class PartitionMixin:
             acceptors, shard, acceptors // 2 + 1)
         self.assertEqual(b.get("protocol"), "3pc", b)
         self.assertRegex(b.get("blocked", ""), why)
-        code, out = self.in_doubt_on(shard)
-        self.assertEqual(code, 1, out)  # prepared branches in doubt: a problem it reports
-        listed = [x for x in out["branches"] if x.get("gtid") == gtid]
-        self.assertEqual(len(listed), 1, out)
+        # between two rounds (a round in progress says "leading", with the last reason)
+        end = time.time() + SETTLE_S
+        while True:
+            code, out = self.in_doubt_on(shard)
+            self.assertEqual(code, 1, out)  # prepared branches in doubt: a problem it reports
+            listed = [x for x in out["branches"] if x.get("gtid") == gtid]
+            self.assertEqual(len(listed), 1, out)
+            self.assertRegex(listed[0].get("blocked", ""), why)
+            if listed[0]["termination"] == "blocked" or time.time() > end:
+                break
+            time.sleep(0.2)
         self.assertEqual(listed[0]["termination"], "blocked", out)
-        self.assertRegex(listed[0]["blocked"], why)
         self.assertIn("dtx:%s:%s" % (gtid, shard), self.c.prepared(shard))
 
     def acceptor(self, shard, gtid):
