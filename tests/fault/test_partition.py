@@ -175,8 +175,9 @@ class PartitionTest(PartitionMixin, ClusterTest):
         status, body = answer()
         self.assertEqual((status, body.get("status")), (200, "committed"), body)
         gtid = body["gtid"]
-        self.wait_for(lambda: self.c.prepared(1) == [], timeout=SETTLE_S,
-                      what="s2 to commit its branch")
+        self.wait_for(lambda: self.c.prepared(1) == [] or not self.c.shards[1].agent.alive(),
+                      timeout=SETTLE_S, what="s2 to commit its branch")
+        self.assert_participants_alive()
         self.assertEqual(self.balance(1, self.acct), self.before[1] + 5)
         self.assertEqual(self.acceptor(1, gtid), ("commit", "commit"))
         # s1, alone, cannot learn it: prepared, blocked, whatever it accepted
@@ -214,8 +215,9 @@ class PartitionTest(PartitionMixin, ClusterTest):
         # abort; s2 rolls back
         self.c.start_coordinator(wait=False)
         self.c.wait_healthy(shards_up=False)
-        self.wait_for(lambda: self.c.prepared(1) == [], timeout=SETTLE_S,
-                      what="s2 to roll its branch back")
+        self.wait_for(lambda: self.c.prepared(1) == [] or not self.c.shards[1].agent.alive(),
+                      timeout=SETTLE_S, what="s2 to roll its branch back")
+        self.assert_participants_alive()
         self.assertEqual(self.acceptor(1, gtid)[1], "abort")
         self.assertEqual(self.balance(1, self.acct), self.before[1])
         # s1, alone, is blocked: it never heard of a pre-commit, and still must not abort
