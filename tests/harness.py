@@ -27,6 +27,7 @@ class ClusterTest(unittest.TestCase):
     AGENT = {}
     PG = LOG_STATEMENTS
     XID_EPOCH = None
+    HOSTS = False  # True: every daemon on a host of its own (dtx_cluster.Cluster, hosts)
 
     @classmethod
     def setUpClass(cls):
@@ -36,7 +37,7 @@ class ClusterTest(unittest.TestCase):
         shutil.rmtree(d, ignore_errors=True)
         cls.c = dtx_cluster.Cluster(d, shards=cls.SHARDS, coord=dict(cls.COORD),
                                     agent=dict(cls.AGENT), pg=list(cls.PG),
-                                    xid_epoch=cls.XID_EPOCH)
+                                    xid_epoch=cls.XID_EPOCH, hosts=cls.HOSTS)
         cls.c.start()
         cls.failed = False
         for sh in cls.c.shards:

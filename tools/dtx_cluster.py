@@ -8,6 +8,7 @@ Used by `make demo`, the integration and fault tests, and the benchmark.
   tools/dtx_cluster.py stop --dir DIR
   tools/dtx_cluster.py status --dir DIR
   tools/dtx_cluster.py restart --dir DIR --daemon coordinator|s1|s2|...
+  tools/dtx_cluster.py clean-hosts
 
 PostgreSQL refuses to run as root, so when this runs as root every
 PostgreSQL command runs as the unprivileged `postgres` user (runuser), in
@@ -26,10 +27,28 @@ Everything started is recorded in DIR/cluster.json with its pid, start time
 and command line, and stopped by pid after checking that the pid still is
 that process; nothing is ever killed by name and no system-wide cluster is
 touched.
+
+Cluster(..., hosts=True), for the partition tests (root only): every daemon
+runs on its own "host", a Linux network namespace (`ip netns`): one for the
+coordinator, one per shard for its participant and its PostgreSQL. Each
+namespace has a veth pair to a bridge in the root namespace, which has an
+address there too, so that the process driving the cluster reaches every
+daemon. The addresses are a /24 of 198.18.0.0/15 (the benchmarking range,
+RFC 2544) that no interface of this machine uses. cut(host) takes the host's
+link down (cut from everyone, the driving process included; run_in() and
+request_in() look from inside the host), cut_between(a, b) drops what a and b
+send each other (nftables, inside both namespaces), heal() undoes them.
+Namespaces are named dtxnet-<pid>.<start time>-<n>-<host> and every link the
+tool makes carries the alias "dtx_cluster <pid>.<start time>" of the process
+that made it: stop() removes them, and so does the next hosts cluster (or
+`clean-hosts`) once that process is gone, stopping what still runs inside.
 """
 
 import argparse
+import atexit
+import fcntl
 import http.client
+import ipaddress
 import json
 import os
 import pwd
@@ -180,11 +199,12 @@ def describe_pid(pid):
     return "pid %d (%s)" % (pid, " ".join(args) if args else "command line unknown")
 
 
-def listening_inodes(port):
-    """Inodes of the TCP sockets listening on port (any address), or None if /proc
-    cannot tell."""
+def listening_inodes(port, net_pid=None):
+    """Inodes of the TCP sockets listening on port (any address) in our network namespace,
+    or in net_pid's when given, or None if /proc cannot tell."""
     inodes, readable = set(), False
-    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+    net = "/proc/%d/net" % net_pid if net_pid else "/proc/net"
+    for path in (net + "/tcp", net + "/tcp6"):
         try:
             with open(path) as f:
                 lines = f.read().splitlines()[1:]
@@ -212,12 +232,12 @@ def holds_socket(pid, inodes):
     return False
 
 
-def port_listeners(port, first=None):
-    """pids holding a socket that listens on port: [first] alone when pid first holds
-    one (the usual answer, found without looking at other processes); else every such
-    pid found in /proc (processes we may not look into are left out). None if /proc
-    cannot tell."""
-    inodes = listening_inodes(port)
+def port_listeners(port, first=None, net_pid=None):
+    """pids holding a socket that listens on port (in net_pid's network namespace when
+    given, else ours): [first] alone when pid first holds one (the usual answer, found
+    without looking at other processes); else every such pid found in /proc (processes we
+    may not look into are left out). None if /proc cannot tell."""
+    inodes = listening_inodes(port, net_pid)
     if inodes is None:
         return None
     if not inodes:
@@ -265,7 +285,6 @@ def work_dir(name, env):
     d = os.path.join(ROOT, "build", name)
     if not blocking_dir(d):
         return d
-    import atexit
     tmp = make_temp_dir("dtx-%s-" % name)
     atexit.register(shutil.rmtree, tmp, True)
     return tmp
@@ -304,11 +323,15 @@ class Proc:
 
     A Proc read back from cluster.json (no Popen) is the process at pid only while
     that process started when recorded and runs the recorded command: a pid is
-    reused once its process has exited, and what now has it is never signalled."""
+    reused once its process has exited, and what now has it is never signalled.
 
-    def __init__(self, name, cmd, log, pid=None, start_time=None):
+    prefix, when given, is run in front of cmd and must exec it (`ip netns exec NS`):
+    pid and cmd stay the daemon's own."""
+
+    def __init__(self, name, cmd, log, pid=None, start_time=None, prefix=None):
         self.name, self.cmd, self.log, self.pid = name, cmd, log, pid
         self.start_time = start_time
+        self.prefix = list(prefix or [])
         self.popen = None
 
     def start(self, env=None):
@@ -320,7 +343,7 @@ class Proc:
         full.setdefault("ASAN_OPTIONS", "quarantine_size_mb=16")
         full.update(env or {})
         logf = open(self.log, "ab")
-        self.popen = subprocess.Popen(self.cmd, stdout=logf, stderr=subprocess.STDOUT,
+        self.popen = subprocess.Popen(self.prefix + self.cmd, stdout=logf, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, env=full, start_new_session=True)
         logf.close()
         self.pid = self.popen.pid
@@ -396,7 +419,230 @@ class Proc:
         self.wait(5)
 
     def state(self):
-        return {"pid": self.pid, "start_time": self.start_time, "cmd": self.cmd, "log": self.log}
+        st = {"pid": self.pid, "start_time": self.start_time, "cmd": self.cmd, "log": self.log}
+        if self.prefix:
+            st["prefix"] = self.prefix
+        return st
+
+
+# ---- hosts: one network namespace per daemon (Cluster(hosts=True)) ------------------------
+
+NET_PREFIX = "dtxnet-"  # network namespaces: dtxnet-<owner>-<n>-<host>
+LINK_ALIAS = "dtx_cluster "  # alias of every link made: "dtx_cluster <owner>"
+NET_POOL = ipaddress.ip_network("198.18.0.0/15")  # RFC 2544: for benchmarking networks
+NET_LOCK = "/run/lock/dtx_cluster-hosts.lock"
+NET_CUT_TABLE = "dtx_cluster_cut"
+
+
+def owner_token(pid):
+    """'<pid>.<start time>': a process, told apart from a later one given the same pid."""
+    st = proc_stat(pid)
+    return "%d.%d" % (pid, st[1] if st else 0)
+
+
+def owner_alive(token):
+    try:
+        pid, start = (int(x) for x in token.split("."))
+    except ValueError:
+        return False
+    st = proc_stat(pid)
+    return st is not None and st[0] != "Z" and st[1] == start
+
+
+def netns_names():
+    out = run(["ip", "netns", "list"])
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def netns_owner(name):
+    """The owner token in one of our namespace names, or None for another's namespace."""
+    if not name.startswith(NET_PREFIX):
+        return None
+    return name[len(NET_PREFIX):].split("-", 1)[0]
+
+
+def our_links():
+    """{link name: owner token} of the links in the root namespace this tool made."""
+    links = json.loads(run(["ip", "-j", "link", "show"]) or "[]")
+    return {ln["ifname"]: ln["ifalias"][len(LINK_ALIAS):] for ln in links
+            if ln.get("ifalias", "").startswith(LINK_ALIAS)}
+
+
+def stop_pids(pids, what):
+    """SIGTERM to each pid, SIGKILL to those still there after 10 s."""
+    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        live = [p for p in pids if proc_stat(p) and proc_stat(p)[0] != "Z"]
+        if not live:
+            return
+        sys.stderr.write("dtx_cluster: %s: %s %s\n" %
+                         (what, signal.Signals(sig).name, ", ".join(describe_pid(p) for p in live)))
+        for p in live:
+            try:
+                os.kill(p, sig)
+            except OSError:
+                pass
+        end = time.time() + grace
+        while time.time() < end and any(proc_stat(p) and proc_stat(p)[0] != "Z" for p in live):
+            time.sleep(0.1)
+
+
+def remove_stale_hosts():
+    """Removes the namespaces and links of hosts clusters whose process is gone (a test run
+    killed before its clean-up), stopping what still runs in those namespaces first.
+    Returns what it removed."""
+    removed = []
+    for name in netns_names():
+        owner = netns_owner(name)
+        if owner is None or owner_alive(owner):
+            continue
+        pids = [int(p) for p in run(["ip", "netns", "pids", name]).split()]
+        stop_pids(pids, "stale namespace %s" % name)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        removed.append("namespace " + name)
+    for link, owner in our_links().items():
+        if not owner_alive(owner):
+            subprocess.run(["ip", "link", "del", link], capture_output=True)
+            removed.append("link " + link)
+    return removed
+
+
+def used_subnets():
+    """The /24s of NET_POOL that an address or route of the root namespace touches."""
+    used = set()
+    for cmd in (["ip", "-4", "-o", "addr", "show"], ["ip", "-4", "route", "show", "table", "all"]):
+        for word in run(cmd).split():
+            try:
+                net = ipaddress.ip_network(word, strict=False)
+            except ValueError:
+                continue
+            if net.version == 4 and net.overlaps(NET_POOL):
+                for sub in NET_POOL.subnets(new_prefix=24):
+                    if sub.overlaps(net):
+                        used.add(sub)
+    return used
+
+
+class Network:
+    """The hosts of a Cluster(hosts=True): a network namespace per host, each with a veth
+    pair to a bridge in the root namespace, on a /24 of NET_POOL that nothing uses. Host j
+    has address .(j+1); the root namespace (the process driving the cluster) has .254."""
+
+    _made = 0  # Networks made by this process, so that each has its own names
+
+    def __init__(self, hosts, state=None):
+        self.hosts = list(hosts)
+        self.cut_hosts = set()  # hosts whose link is down
+        self.cut_pairs = set()  # frozensets {a, b}: a and b drop what the other sends
+        if state:
+            self.owner, self.bridge = state["owner"], state["bridge"]
+            self.ns, self.veth = state["ns"], state["veth"]
+            self.addr, self.observer = state["addr"], state["observer"]
+            return
+        Network._made += 1
+        n = Network._made
+        self.owner = owner_token(os.getpid())
+        tag = "dtx%x-%d" % (os.getpid(), n % 100)  # link names have at most 15 characters
+        self.bridge = tag + "b"
+        self.ns = {h: "%s%s-%d-%s" % (NET_PREFIX, self.owner, n, h) for h in self.hosts}
+        self.veth = {h: "%sv%d" % (tag, j) for j, h in enumerate(self.hosts)}
+        self.addr, self.observer = {}, None
+
+    def state(self):
+        return {"owner": self.owner, "bridge": self.bridge, "ns": self.ns, "veth": self.veth,
+                "addr": self.addr, "observer": self.observer}
+
+    def setup(self):
+        """Makes the bridge, the namespaces and their links; on error, removes what it made."""
+        for what in remove_stale_hosts():
+            sys.stderr.write("dtx_cluster: removed the stale %s\n" % what)
+        try:
+            self._make_bridge()
+            for j, h in enumerate(self.hosts):
+                self._make_host(j, h)
+        except Exception:
+            self.teardown()
+            raise
+
+    def _make_bridge(self):
+        os.makedirs(os.path.dirname(NET_LOCK), exist_ok=True)
+        with open(NET_LOCK, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another cluster picks its /24 after we took ours
+            free = [s for s in NET_POOL.subnets(new_prefix=24) if s not in used_subnets()]
+            if not free:
+                raise RuntimeError("no /24 of %s is free for a hosts cluster" % NET_POOL)
+            net = random.choice(free)
+            self.observer = str(net[254])
+            self.addr = {h: str(net[j + 1]) for j, h in enumerate(self.hosts)}
+            run(["ip", "link", "add", "name", self.bridge, "type", "bridge", "nf_call_iptables",
+                 "0", "nf_call_ip6tables", "0", "nf_call_arptables", "0"])
+            run(["ip", "link", "set", self.bridge, "alias", LINK_ALIAS + self.owner])
+            run(["ip", "addr", "add", "%s/24" % self.observer, "dev", self.bridge])
+            run(["ip", "link", "set", self.bridge, "up"])
+
+    def _make_host(self, j, h):
+        ns, veth = self.ns[h], self.veth[h]
+        run(["ip", "netns", "add", ns])
+        run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
+        run(["ip", "link", "set", veth, "alias", LINK_ALIAS + self.owner])
+        run(["ip", "link", "set", veth, "master", self.bridge])
+        run(["ip", "link", "set", veth, "up"])
+        run(["ip", "-n", ns, "addr", "add", "%s/24" % self.addr[h], "dev", "eth0"])
+        run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+
+    def teardown(self):
+        """Removes every link and namespace of this network (what is already gone is fine).
+        Processes still inside a namespace keep it alive, unnamed: stop them first."""
+        for h in self.hosts:
+            subprocess.run(["ip", "link", "del", self.veth[h]], capture_output=True)
+            subprocess.run(["ip", "netns", "del", self.ns[h]], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+        left = [n for n in netns_names() if n in self.ns.values()] + \
+            [ln for ln in our_links() if ln == self.bridge or ln in self.veth.values()]
+        if left:
+            sys.stderr.write("dtx_cluster: could not remove %s\n" % ", ".join(left))
+
+    def prefix(self, h):
+        """The command prefix that runs a command on host h."""
+        return ["ip", "netns", "exec", self.ns[h]]
+
+    # ---- partitions -----------------------------------------------------------------------
+
+    def cut(self, h):
+        """Host h's link down: it reaches nobody and nobody reaches it (a pulled cable)."""
+        run(["ip", "link", "set", self.veth[h], "down"])
+        self.cut_hosts.add(h)
+
+    def cut_between(self, a, b):
+        """a and b drop every packet the other sends them; both still reach everyone else."""
+        self.cut_pairs.add(frozenset((a, b)))
+        self._apply_rules(a)
+        self._apply_rules(b)
+
+    def heal(self, h=None, other=None):
+        """Undoes cut(h) and every cut_between(h, ...) (only cut_between(h, other) when other
+        is given); with no host, every cut."""
+        for x in ([h] if h else list(self.hosts)):
+            if other is None and x in self.cut_hosts:
+                run(["ip", "link", "set", self.veth[x], "up"])
+                self.cut_hosts.discard(x)
+            pairs = [p for p in self.cut_pairs if x in p and (other is None or other in p)]
+            for p in pairs:
+                self.cut_pairs.discard(p)
+                for y in p:
+                    self._apply_rules(y)
+
+    def _apply_rules(self, h):
+        """Replaces host h's cut table: drop what arrives from each host it is cut from. Input
+        only, in both namespaces: a dropped SYN is silence, as in a real partition (a drop at
+        output would fail the sender's connect at once)."""
+        peers = sorted(self.addr[x] for p in self.cut_pairs if h in p for x in p if x != h)
+        script = "table inet %s\ndelete table inet %s\n" % (NET_CUT_TABLE, NET_CUT_TABLE)
+        if peers:
+            script += ("table inet %s {\n chain input {\n  type filter hook input priority 0; "
+                       "policy accept;\n  ip saddr { %s } drop\n }\n}\n" %
+                       (NET_CUT_TABLE, ", ".join(peers)))
+        run(self.prefix(h) + ["nft", "-f", "-"], input=script)
 
 
 class Shard:
@@ -425,10 +671,15 @@ class Cluster:
     pg           extra postgresql.conf lines
     xid_epoch    start each shard's xids at this epoch (pg_resetwal -e): xids past 2^32,
                  where a 32-bit xid taken for a 64-bit one points at the wrong transaction
+    hosts        every daemon on a host of its own, a network namespace (root only; see
+                 the top of this file): the coordinator on one, each shard's participant
+                 and PostgreSQL on another; cut(), cut_between() and heal() partition them
     """
 
+    HOST_PORTS = {"coord": 7000, "agent": 7100, "pg": 5432}  # hosts=True: each host its own
+
     def __init__(self, root_dir, shards=3, fsync=False, bindir=None, coord=None, agent=None,
-                 pg=None, xid_epoch=None):
+                 pg=None, xid_epoch=None, hosts=False):
         self.dir = os.path.abspath(root_dir)
         self.nshards = shards
         self.fsync = fsync
@@ -443,6 +694,8 @@ class Cluster:
         self.coord_dir = os.path.join(self.dir, "coord")
         self.log_dir = os.path.join(self.coord_dir, "log")
         self.held = {}  # port -> the socket reserving it (reserve_port) until stop()
+        self.hosts = hosts
+        self.net = None  # hosts=True: the Network, from start() until stop()
 
     # ---- set-up ---------------------------------------------------------
 
@@ -476,8 +729,9 @@ class Cluster:
 
     def pg_start(self, i):
         sh = self.shards[i]
-        run(as_pg([os.path.join(PGBIN, "pg_ctl"), "-D", sh.data, "-l",
-                   os.path.join(sh.dir, "postgres.log"), "-w", "-t", "60", "start"]))
+        run(self.prefix(sh.name) + as_pg([os.path.join(PGBIN, "pg_ctl"), "-D", sh.data, "-l",
+                                          os.path.join(sh.dir, "postgres.log"), "-w", "-t",
+                                          "60", "start"]))
 
     def pg_stop(self, i, mode="fast"):
         sh = self.shards[i]
@@ -517,16 +771,16 @@ class Cluster:
         self.psql(sh.i, "CREATE DATABASE app", db="postgres")
 
     def _agent_proc(self, sh):
-        cfg = {"name": sh.name, "listen": "127.0.0.1:%d" % sh.agent_port,
-               "conninfo": sh.conninfo(), "coordinator_url": "http://127.0.0.1:%d" % self.coord_port,
-               "pool_size": 8}
+        cfg = {"name": sh.name, "listen": "%s:%d" % (self.addr(sh.name), sh.agent_port),
+               "conninfo": sh.conninfo(), "coordinator_url": self.url(), "pool_size": 8}
         if not self.fsync:
             cfg["allow_fsync_off"] = True  # a throwaway test database; the agent warns
         cfg.update(self.agent_extra)
         cmd = self._agent_cmd(sh)
         with open(cmd[-1], "w") as f:
             json.dump(cfg, f, indent=2)
-        return Proc(sh.name, cmd, os.path.join(sh.dir, "participant.log"))
+        return Proc(sh.name, cmd, os.path.join(sh.dir, "participant.log"),
+                    prefix=self.prefix(sh.name))
 
     def _agent_cmd(self, sh):
         """The participant's command line; its last argument is its config file."""
@@ -535,15 +789,15 @@ class Cluster:
 
     def _coord_proc(self):
         os.makedirs(self.coord_dir, exist_ok=True)
-        cfg = {"node_id": "c1", "listen": "127.0.0.1:%d" % self.coord_port,
+        cfg = {"node_id": "c1", "listen": "%s:%d" % (self.addr("coordinator"), self.coord_port),
                "log_dir": self.log_dir,
-               "shards": [{"name": s.name, "url": "http://127.0.0.1:%d" % s.agent_port}
-                          for s in self.shards]}
+               "shards": [{"name": s.name, "url": self.agent_url(s.i)} for s in self.shards]}
         cfg.update(self.coord_extra)
         cmd = self._coord_cmd()
         with open(cmd[-1], "w") as f:
             json.dump(cfg, f, indent=2)
-        return Proc("coordinator", cmd, os.path.join(self.coord_dir, "coordinator.log"))
+        return Proc("coordinator", cmd, os.path.join(self.coord_dir, "coordinator.log"),
+                    prefix=self.prefix("coordinator"))
 
     def _coord_cmd(self):
         """The coordinator's command line; its last argument is its config file."""
@@ -557,11 +811,14 @@ class Cluster:
         os.makedirs(self.dir, exist_ok=True)
         os.chmod(self.dir, 0o755)
         template = template_dir()
-        self.held = reserve_ports(2 * self.nshards + 1)
-        ports = list(self.held)
-        self.coord_port = ports[-1]
-        for sh in self.shards:
-            sh.pg_port, sh.agent_port = ports[2 * sh.i], ports[2 * sh.i + 1]
+        if self.hosts:
+            self._start_hosts()
+        else:
+            self.held = reserve_ports(2 * self.nshards + 1)
+            ports = list(self.held)
+            self.coord_port = ports[-1]
+            for sh in self.shards:
+                sh.pg_port, sh.agent_port = ports[2 * sh.i], ports[2 * sh.i + 1]
         self.save()
         try:
             for sh in self.shards:
@@ -583,6 +840,23 @@ class Cluster:
             raise
         return self
 
+    def _start_hosts(self):
+        """hosts=True: the network, and ports that no other cluster shares (each host has
+        its own addresses), below the ephemeral range, so no TCP self-connect takes them."""
+        if not AS_ROOT:
+            raise RuntimeError("a hosts cluster needs root (network namespaces)")
+        self.coord_port = self.HOST_PORTS["coord"]
+        for sh in self.shards:
+            sh.pg_port = self.HOST_PORTS["pg"]
+            sh.agent_port = self.HOST_PORTS["agent"] + sh.i + 1
+        self.net = Network(self.daemons())
+        self.net.setup()
+        atexit.register(self._stop_at_exit)  # an interrupted run leaves no namespace behind
+
+    def _stop_at_exit(self):
+        if self.net is not None:
+            self.stop()
+
     # ---- state file -------------------------------------------------------
 
     def save(self):
@@ -594,6 +868,8 @@ class Cluster:
                              "agent_pid": s.agent.pid if s.agent else None,
                              "agent": s.agent.state() if s.agent else None, "data": s.data}
                             for s in self.shards]}
+        if self.net is not None:
+            state["hosts"] = self.net.state()
         with open(os.path.join(self.dir, "cluster.json"), "w") as f:
             json.dump(state, f, indent=2)
 
@@ -603,7 +879,10 @@ class Cluster:
         (its ports are not held: the process that started it held them)."""
         with open(os.path.join(root_dir, "cluster.json")) as f:
             st = json.load(f)
-        c = cls(root_dir, shards=len(st["shards"]), bindir=st["bindir"])
+        c = cls(root_dir, shards=len(st["shards"]), bindir=st["bindir"],
+                hosts="hosts" in st)
+        if c.hosts:
+            c.net = Network(c.daemons(), state=st["hosts"])
         c.coord_port = st["coord_port"]
         for sh, s in zip(c.shards, st["shards"]):
             sh.pg_port, sh.agent_port = s["pg_port"], s["agent_port"]
@@ -620,15 +899,19 @@ class Cluster:
         command line is what this tool runs)."""
         rec = rec or {}
         return Proc(name, rec.get("cmd") or cmd, rec.get("log") or log,
-                    pid=rec.get("pid", pid), start_time=rec.get("start_time"))
+                    pid=rec.get("pid", pid), start_time=rec.get("start_time"),
+                    prefix=rec.get("prefix"))
 
     # ---- tear-down -------------------------------------------------------
 
     def stop(self):
         """Stops everything and gives up the ports; returns {daemon: exit status} for the
         dtx daemons stopped now. A recorded pid that now belongs to another process is
-        left alone (and said so on stderr)."""
+        left alone (and said so on stderr). A hosts cluster's partitions are healed first
+        (daemons stop as they would in service), and its network is removed last."""
         codes = {}
+        if self.net is not None:
+            self.net.heal()
         for p in [self.coordinator] + [sh.agent for sh in self.shards]:
             if p is not None and p.ours() and p.alive():
                 codes[p.name] = p.stop()
@@ -637,12 +920,35 @@ class Cluster:
         for sock in self.held.values():
             sock.close()
         self.held = {}
+        if self.net is not None:
+            self.net.teardown()
+            self.net = None
         return codes
 
     # ---- daemons -----------------------------------------------------------
 
     def url(self):
-        return "http://127.0.0.1:%d" % self.coord_port
+        return "http://%s:%d" % (self.addr("coordinator"), self.coord_port)
+
+    def agent_url(self, i):
+        sh = self.shard(i)
+        return "http://%s:%d" % (self.addr(sh.name), sh.agent_port)
+
+    def addr(self, daemon):
+        """The address daemon ("coordinator" or a shard's name) listens on."""
+        return self.net.addr[daemon] if self.hosts else "127.0.0.1"
+
+    def prefix(self, daemon):
+        """What runs a command on daemon's host: [] unless hosts=True."""
+        return self.net.prefix(daemon) if self.hosts else []
+
+    def _addr_of_port(self, port):
+        if not self.hosts or port == self.coord_port:
+            return self.addr("coordinator")
+        for sh in self.shards:
+            if sh.agent_port == port:
+                return self.addr(sh.name)
+        raise KeyError("no daemon of this cluster listens on port %d" % port)
 
     def wait_agent(self, i, timeout=30):
         """Waits until shard i's participant, the process we started, answers 200 on its
@@ -695,11 +1001,13 @@ class Cluster:
                 raise RuntimeError("%s exited (status %s); see %s:\n%s" %
                                    (what, proc.exit_status(), proc.log, tail(proc.log)))
             try:
-                status, body = http_request("127.0.0.1", port, "GET", "/healthz", timeout=2)
+                status, body = http_request(self._addr_of_port(port), port, "GET", "/healthz",
+                                            timeout=2)
             except OSError:
                 time.sleep(0.05)
                 continue
-            owners = port_listeners(port, first=proc.pid)
+            owners = port_listeners(port, first=proc.pid,
+                                    net_pid=proc.pid if self.hosts else None)
             if owners and proc.pid not in owners:
                 self._foreign(proc, port, what, "the port is held by %s" %
                               ", ".join(describe_pid(p) for p in owners))
@@ -766,7 +1074,7 @@ class Cluster:
         sh = None if daemon == "coordinator" else self.shard(daemon)
         old = self.coordinator if sh is None else sh.agent
         code = old.stop() if old.ours() and old.alive() else old.exit_status()
-        new = Proc(old.name, old.cmd, old.log)
+        new = Proc(old.name, old.cmd, old.log, prefix=old.prefix)
         new.start(env)
         if sh is None:
             self.coordinator = new
@@ -780,10 +1088,54 @@ class Cluster:
                 self.wait_agent(sh.i)
         return code
 
+    # ---- partitions (hosts=True) ---------------------------------------------------
+
+    def cut(self, daemon):
+        """Takes daemon's host off the network ("coordinator" or a shard's name: its
+        participant and PostgreSQL): nobody reaches it, the driving process included (see
+        run_in and request_in), until heal(daemon)."""
+        self.net.cut(daemon)
+
+    def cut_between(self, a, b):
+        """a's and b's hosts drop what the other sends; both still reach everyone else."""
+        self.net.cut_between(a, b)
+
+    def heal(self, daemon=None, other=None):
+        """Undoes cut(daemon) and every cut_between(daemon, ...) (only the one with other
+        when given); with no daemon, every partition."""
+        self.net.heal(daemon, other)
+
+    def run_in(self, daemon, cmd, timeout=60):
+        """Runs cmd on daemon's host (an operator logged in there); returns the
+        CompletedProcess (text output)."""
+        return subprocess.run(self.prefix(daemon) + cmd, capture_output=True, text=True,
+                              timeout=timeout)
+
+    def request_in(self, daemon, method, path, body=None, timeout=10):
+        """An HTTP request to daemon made on its own host, so that it works while the host
+        is cut off: returns (status, parsed JSON body or text), status None when there was
+        no answer."""
+        port = self.coord_port if daemon == "coordinator" else self.shard(daemon).agent_port
+        cmd = ["curl", "-s", "-m", str(timeout), "-X", method, "-H",
+               "Content-Type: application/json", "-w", "\n%{http_code}",
+               "http://%s:%d%s" % (self.addr(daemon), port, path)]
+        if body is not None:
+            cmd += ["--data-binary", json.dumps(body)]
+        r = self.run_in(daemon, cmd, timeout=timeout + 5)
+        text, _, code = r.stdout.rpartition("\n")
+        if r.returncode != 0 or not code.isdigit() or code == "000":
+            return None, r.stderr or text
+        try:
+            return int(code), json.loads(text)
+        except ValueError:
+            return int(code), text
+
     # ---- talking to it ---------------------------------------------------------
 
     def request(self, method, path, body=None, headers=None, timeout=30, port=None):
-        return http_request("127.0.0.1", port or self.coord_port, method, path, body, headers,
+        """An HTTP request to the coordinator, or to the daemon listening on port."""
+        port = port or self.coord_port
+        return http_request(self._addr_of_port(port), port, method, path, body, headers,
                             timeout)
 
     def tx(self, ops, **kw):
@@ -842,17 +1194,23 @@ def http_request(host, port, method, path, body=None, headers=None, timeout=30):
 
 def main():
     ap = argparse.ArgumentParser(description="a throwaway local dtx cluster")
-    ap.add_argument("command", choices=["start", "stop", "status", "restart"])
-    ap.add_argument("--dir", required=True)
+    ap.add_argument("command", choices=["start", "stop", "status", "restart", "clean-hosts"])
+    ap.add_argument("--dir", help="the cluster's directory (every command but clean-hosts)")
     ap.add_argument("--shards", type=int, default=3)
     ap.add_argument("--fsync", action="store_true", help="PostgreSQL with fsync=on")
     ap.add_argument("--bin", default=None, help="directory of the dtx binaries")
     ap.add_argument("--daemon", help="restart: coordinator, or a shard's name (s1, s2, ...)")
     a = ap.parse_args()
+    if a.command == "clean-hosts":
+        for what in remove_stale_hosts():
+            print("removed the stale %s" % what)
+        return
+    if not a.dir:
+        ap.error("--dir is required")
     if a.command == "start":
         c = Cluster(a.dir, shards=a.shards, fsync=a.fsync, bindir=a.bin).start()
         print(json.dumps({"coordinator": c.url(),
-                          "shards": {s.name: {"participant": "http://127.0.0.1:%d" % s.agent_port,
+                          "shards": {s.name: {"participant": c.agent_url(s.i),
                                               "postgres": s.conninfo()} for s in c.shards}},
                          indent=2))
     elif a.command == "stop":
