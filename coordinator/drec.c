@@ -309,6 +309,31 @@ int drec_decode_body(uint8_t type, const unsigned char *p, size_t n, struct drec
     return (r.bad || r.n != 0) ? -1 : 0;
 }
 
+int drec_replay_batch(const unsigned char *p, size_t len, struct drec_arena *a,
+                      drec_replay_fn replay, void *arg, uint64_t *nrec, struct dtx_err *err)
+{
+    size_t pos = 0;
+
+    while (pos < len) {
+        struct drec rec;
+        uint32_t blen;
+        int rc;
+
+        if (len - pos < DREC_HDR || (blen = get_le32(p + pos + 1)) > len - pos - DREC_HDR)
+            return dtx_err_set(err, DTX_ECORRUPT, "bad record framing at byte %zu", pos);
+        if (drec_decode_body(p[pos], p + pos + DREC_HDR, blen, a, &rec) < 0)
+            return dtx_err_set(err, DTX_ECORRUPT, "undecodable record of type %u at byte %zu",
+                               p[pos], pos);
+        rc = replay ? replay(arg, &rec, err) : 0;
+        if (rc < 0)
+            return rc;
+        if (nrec)
+            (*nrec)++;
+        pos += DREC_HDR + blen;
+    }
+    return 0;
+}
+
 void drec_arena_release(struct drec_arena *a)
 {
     buf_release(&a->strings);

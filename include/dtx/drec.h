@@ -134,6 +134,17 @@ void drec_arena_release(struct drec_arena *a);
 int drec_decode_body(uint8_t type, const unsigned char *p, size_t n, struct drec_arena *a,
                      struct drec *out);
 
+/*
+ * Decodes a batch (len bytes of records as drec_encode wrote them, back to
+ * back) and hands each record to replay (NULL: decode only), in order.
+ * Returns 0; DTX_ECORRUPT when a record is badly framed or undecodable, err
+ * saying which ("... at byte N" of the batch: the caller says where the
+ * batch is); or replay's own error. *nrec (may be NULL) counts the records
+ * handed over.
+ */
+int drec_replay_batch(const unsigned char *p, size_t len, struct drec_arena *a,
+                      drec_replay_fn replay, void *arg, uint64_t *nrec, struct dtx_err *err);
+
 /* Name of a record type ("BOOT", "COMMIT", "END", "OPERATOR", or "?"). */
 const char *drec_type_name(enum drec_type type);
 
