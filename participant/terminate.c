@@ -97,11 +97,14 @@ struct watched {
 /* An HTTP request to another acceptor: PROMISE-REQ or ACCEPT of a round, or a DECIDE. */
 struct call {
     struct list_node link; /* on w->calls; a DECIDE on t->notices */
-    struct watched *w;     /* NULL for a DECIDE: nobody waits for its answer */
+    struct terminate *t;
+    struct watched *w; /* NULL for a DECIDE: nobody waits for its answer */
     uint64_t round;
     bool accept;
     struct httpc *http;
     char *body;
+    struct dtx_err err;      /* why it could not even be sent ... */
+    struct ev_defer failing; /* ... reported from the loop, never inside send_call */
 };
 
 /* A request to this acceptor waiting for the database. */
@@ -165,6 +168,7 @@ static struct watched *find(const struct terminate *t, const char *gtid)
 static void call_free(struct call *c)
 {
     list_remove(&c->link);
+    ev_defer_cancel(c->t->ag->loop, &c->failing);
     httpc_free(c->http);
     free(c->body);
     free(c);
@@ -227,8 +231,10 @@ static bool watched_answered(struct watched *w)
 
 /*
  * Reads the acceptors from peers ({"coordinator":{"node","url"},
- * "shards":[{"name","url"}..]}); the coordinator is reached at this
- * agent's own coordinator_url. Returns false when peers says nothing usable.
+ * "shards":[{"name","url"}..]}); the coordinator is reached at the URL
+ * that serves its node now (recovery_coordinator_url; "" while none is
+ * known: it then counts as an acceptor that does not answer). Returns
+ * false when peers says nothing usable.
  */
 static bool read_peers(struct watched *w)
 {
@@ -247,8 +253,10 @@ static bool read_peers(struct watched *w)
     w->acc = xcalloc(MAX_ACCEPTORS, sizeof(*w->acc));
     w->nacc = 0;
     if (node && gid_name_ok(node)) {
+        const char *url = recovery_coordinator_url(w->t->ag->recovery, node);
+
         ballot_node(w->acc[0].node, sizeof(w->acc[0].node), true, node);
-        snprintf(w->acc[0].url, sizeof(w->acc[0].url), "%s", cfg->coordinator_url);
+        snprintf(w->acc[0].url, sizeof(w->acc[0].url), "%s", url ? url : "");
         w->nacc = 1;
     }
     cJSON_ArrayForEach(s, shards)
@@ -477,24 +485,36 @@ static void on_call_done(void *arg, int rc, const struct httpc_resp *resp,
 }
 
 /* POSTs body to an acceptor at url; w NULL for a DECIDE (owned by t until it is answered). */
+/* A call that could not be sent fails as if it had: from the loop, never inside send_call. */
+static void on_call_unsent(struct ev_loop *loop, struct ev_defer *d)
+{
+    struct call *c = d->data;
+
+    (void)loop;
+    on_call_done(c, c->err.code, NULL, &c->err);
+}
+
 static void send_call(struct terminate *t, struct watched *w, const char *url, const char *path,
                       cJSON *body, bool accept)
 {
     const struct agent_config *cfg = t->ag->cfg;
     struct call *c = xcalloc(1, sizeof(*c));
     struct buf headers = BUF_INIT;
-    struct dtx_err err;
     struct addr a;
 
+    c->t = t;
     c->w = w;
     c->round = w ? w->round : 0;
     c->accept = accept;
     c->body = jsonx_print(body);
     cJSON_Delete(body);
+    ev_defer_init(&c->failing, on_call_unsent, c);
     list_insert_tail(w ? &w->calls : &t->notices, &c->link);
-    dtx_err_clear(&err);
-    if (addr_parse_url(url, &a, &err) < 0) {
-        on_call_done(c, DTX_EINVAL, NULL, &err);
+    dtx_err_clear(&c->err);
+    if (!*url)
+        dtx_err_set(&c->err, DTX_EUNAVAIL, "no coordinator of its node is known here yet");
+    if (!*url || addr_parse_url(url, &a, &c->err) < 0) {
+        ev_defer(t->ag->loop, &c->failing);
         return;
     }
     c->http = httpc_new(t->ag->loop, &a);

@@ -43,6 +43,13 @@ struct recovery *recovery_new(struct ev_loop *loop, const struct agent_config *c
                               const struct recovery_ops *ops);
 void recovery_free(struct recovery *r);
 
+/*
+ * The URL of the coordinator serving node now (the newest run that
+ * answered a round), or, with a single coordinator configured, its URL;
+ * NULL when no coordinator of node answered yet.
+ */
+const char *recovery_coordinator_url(const struct recovery *r, const char *node);
+
 /* Asks for a round as soon as the current one (if any) is over. */
 void recovery_kick(struct recovery *r);
 
