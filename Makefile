@@ -47,7 +47,7 @@ PART_SRC   := $(filter-out participant/main.c,$(wildcard participant/*.c))
 CTL_SRC    := $(wildcard dtxctl/*.c)
 
 COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
-COORD_OBJ  := $(COORD_SRC:%.c=$(BUILD)/%.o)
+COORD_OBJ  := $(COORD_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/store_sql.o
 PART_OBJ   := $(PART_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/schema_sql.o
 CTL_OBJ    := $(CTL_SRC:%.c=$(BUILD)/%.o)
 
@@ -78,6 +78,18 @@ $(BUILD)/gen/schema_sql.c: $(sort $(wildcard sql/*.sql))
 $(BUILD)/gen/schema_sql.o: $(BUILD)/gen/schema_sql.c
 	@$(CC) $(CPPFLAGS) -std=c11 $(OPT) $(EXTRA_CFLAGS) -c -o $@ $<
 
+# sql/store/*.sql embedded in the coordinator: the postgres decision store's schema.
+$(BUILD)/gen/store_sql.c: $(sort $(wildcard sql/store/*.sql))
+	@mkdir -p $(dir $@)
+	@{ echo '/* Generated from the files in sql/store/ by the Makefile; do not edit. */'; \
+	   echo 'extern const char dstore_pg_schema_sql[];'; \
+	   echo 'const char dstore_pg_schema_sql[] ='; \
+	   cat $^ | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/    "/' -e 's/$$/\\n"/'; \
+	   echo '    ;'; } > $@
+
+$(BUILD)/gen/store_sql.o: $(BUILD)/gen/store_sql.c
+	@$(CC) $(CPPFLAGS) -std=c11 $(OPT) $(EXTRA_CFLAGS) -c -o $@ $<
+
 $(BUILD)/libdtxcommon.a: $(COMMON_OBJ)
 	@rm -f $@
 	@ar rcs $@ $^
@@ -85,7 +97,7 @@ $(BUILD)/libdtxcommon.a: $(COMMON_OBJ)
 $(BINDIR)/dtx-coordinator: $(BUILD)/coordinator/main.o $(COORD_OBJ) $(BUILD)/libdtxcommon.a
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
-	@$(CC) $(LDOPT) -o $@ $^ $(LDLIBS_HTTP) -lz
+	@$(CC) $(LDOPT) -o $@ $^ $(LDLIBS_HTTP) -lz -lpq
 
 $(BINDIR)/dtx-participant: $(BUILD)/participant/main.o $(PART_OBJ) $(BUILD)/libdtxcommon.a
 	@mkdir -p $(dir $@)
@@ -142,20 +154,22 @@ check: deps
 	@./tools/run-unit build/san/tests
 	@./tools/run-model quick
 	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/run.py integration fault
-	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/soak.py --seconds 60
-	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/soak.py --seconds 45 --protocol 3pc
+	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/soak.py --seconds 45
+	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/soak.py --seconds 30 --protocol 3pc
+	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/soak.py --seconds 30 --ha
 
 # The three-phase commit protocol model-checked in depth with SPIN (model/README.md):
 # 15-20 minutes and up to ~10 GB of memory. make check runs the quick checks (~25 s).
 model: deps
 	@./tools/run-model full
 
-# The randomized soak test alone, for longer: make soak SECS=600 [PROTOCOL=3pc]
+# The randomized soak test alone, for longer: make soak SECS=600 [PROTOCOL=3pc] [SOAK_ARGS=--ha]
 SECS ?= 300
 PROTOCOL ?= 2pc
+SOAK_ARGS ?=
 soak: deps san
 	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/soak.py --seconds $(SECS) \
-		--protocol $(PROTOCOL)
+		--protocol $(PROTOCOL) $(SOAK_ARGS)
 
 demo: deps
 	@$(MAKE) --no-print-directory all

@@ -18,6 +18,7 @@
 #include "dtx/api.h"
 #include "dtx/admin.h"
 #include "dtx/coord.h"
+#include "dtx/dstore_pg.h"
 #include "dtx/hmap.h"
 #include "dtx/jsonx.h"
 #include "dtx/log.h"
@@ -317,7 +318,9 @@ static int parse_outcomes_req(struct coord *co, struct httpd_req *req, cJSON **r
 /*
  * POST /v1/peer/outcomes {"shard": S, "gtids": [...]}: a participant's
  * recovery asks what became of the transactions of its prepared branches.
- * Answers {"outcomes": [{"gtid", "outcome", "xid"?}]}.
+ * Answers {"node", "epoch", "outcomes": [{"gtid", "outcome", "xid"?, "db"?}]}:
+ * the node and run answering, since a participant may serve several
+ * coordinators and takes each gtid's outcome from its own node only.
  */
 static void post_outcomes(struct coord *co, struct httpd_req *req)
 {
@@ -333,6 +336,8 @@ static void post_outcomes(struct coord *co, struct httpd_req *req)
         return;
     }
     answer = jsonx_new_object();
+    jsonx_add_str(answer, "node", coord_config(co)->node_id);
+    jsonx_add_num(answer, "epoch", (double)coord_epoch(co));
     list = jsonx_new_array();
     cJSON_ArrayForEach(g, gtids)
     {
@@ -471,6 +476,43 @@ static void route_transactions(struct api_ctx *ctx, struct httpd_req *req, const
     }
 }
 
+/*
+ * A standby: its node's active process holds the lease. Clients and
+ * participants are told to go there (503); /healthz says "standby".
+ */
+static void standby_handle(struct api_ctx *ctx, struct httpd_req *req, const char *method,
+                           const char *path)
+{
+    const struct coord_config *cfg = ctx->cfg;
+    cJSON *root, *lease;
+    char *body;
+
+    if (strcmp(path, "/healthz") == 0 && strcmp(method, "GET") == 0) {
+        root = jsonx_new_object();
+        jsonx_add_str(root, "status", "standby");
+        jsonx_add_str(root, "role", "standby");
+        jsonx_add_str(root, "node_id", cfg->node_id);
+        lease = jsonx_new_object();
+        if (ctx->claim)
+            dstore_pg_claim_describe(ctx->claim, lease);
+        jsonx_add(root, "lease", lease);
+        httpd_reply_json(req, 503, jsonx_print(root));
+        cJSON_Delete(root);
+    } else if (strcmp(path, "/metrics") == 0 && strcmp(method, "GET") == 0) {
+        body = xasprintf("# HELP dtx_coordinator_active 1 when this process is its node's active "
+                         "coordinator, 0 for a standby.\n"
+                         "# TYPE dtx_coordinator_active gauge\n"
+                         "dtx_coordinator_active 0\n");
+        httpd_reply(req, 200, "text/plain; version=0.0.4", body, strlen(body));
+        free(body);
+    } else {
+        httpd_reply_errorf(req, DTX_ESHUTDOWN,
+                           "this coordinator is a standby of node '%s': another process of it "
+                           "is active (its lease is in the decision store); ask that one",
+                           cfg->node_id);
+    }
+}
+
 void api_handle(void *arg, struct httpd_req *req)
 {
     struct api_ctx *ctx = arg;
@@ -480,6 +522,10 @@ void api_handle(void *arg, struct httpd_req *req)
     unsigned status;
     char *body;
 
+    if (!co) {
+        standby_handle(ctx, req, method, path);
+        return;
+    }
     if (strcmp(path, "/v1/transactions") == 0 || strncmp(path, "/v1/transactions/", 17) == 0) {
         route_transactions(ctx, req, method, path + 16);
     } else if (strncmp(path, "/v1/admin/", 10) == 0) {

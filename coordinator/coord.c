@@ -397,6 +397,8 @@ static void on_store_failed(void *arg, const struct dtx_err *err)
 {
     struct coord *co = arg;
 
+    if (co->lease && co->lease->lost)
+        co->lease->lost(co->lease->arg, err); /* another process may take over now */
     co->state = CO_FAILED;
     co->fail = *err;
     log_error("no longer taking transactions: %s", err->msg);
@@ -428,7 +430,7 @@ static void on_tick(struct ev_loop *loop, struct ev_timer *t)
 }
 
 /* A random id for this run, so that a participant tells it from another run at the same epoch. */
-static void make_boot_id(char *out, size_t n)
+void coord_boot_id(char *out, size_t n)
 {
     uint64_t r;
 
@@ -478,17 +480,20 @@ static void init_coord(struct coord *co, const struct coord_config *cfg, struct 
         .arg = co,
     };
     dtx_err_clear(&co->fail);
-    make_boot_id(co->boot, sizeof(co->boot));
+    coord_boot_id(co->boot, sizeof(co->boot));
     ev_timer_init(&co->tick, on_tick, co);
 }
 
 int coord_new(struct coord **out, const struct coord_config *cfg, struct ev_loop *loop,
-              struct dtx_err *err)
+              const struct coord_lease *lease, struct dtx_err *err)
 {
     struct coord *co = xcalloc(1, sizeof(*co));
     int rc;
 
     init_coord(co, cfg, loop);
+    co->lease = lease;
+    if (lease)
+        snprintf(co->boot, sizeof(co->boot), "%s", lease->holder);
     rc = coord_open_store(co, err);
     if (rc < 0) {
         coord_free(co);
@@ -651,6 +656,11 @@ void coord_store_stats(const struct coord *co, struct dstore_stats *st)
 void coord_describe_store(const struct coord *co, cJSON *obj)
 {
     dstore_describe(co->store, obj);
+}
+
+uint64_t coord_epoch(const struct coord *co)
+{
+    return co->epoch;
 }
 
 struct ev_loop *coord_loop(const struct coord *co)

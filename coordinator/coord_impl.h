@@ -82,8 +82,9 @@ struct coord {
     struct list_node polls;      /* coord.c: fan-outs asking participants what they decided */
     uint64_t epoch;              /* replay.c: this run's epoch (moved past a gap: a new one) */
     uint64_t run_epoch;          /* replay.c: the epoch this run started with */
-    char boot[40];               /* coord.c: a random id of this run */
-    struct coord_gap *gaps;      /* decision.c: epochs used but unknown to the store */
+    char boot[40];               /* coord.c: a random id of this run (the lease's holder) */
+    const struct coord_lease *lease; /* the postgres store's (NULL: the file store) */
+    struct coord_gap *gaps;          /* decision.c: epochs used but unknown to the store */
     size_t ngaps;
     uint64_t seq;           /* coord.c: the last gtid issued in this epoch */
     enum coord_state state; /* coord.c; replay.c sets CO_FAILED */

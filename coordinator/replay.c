@@ -37,6 +37,7 @@
 #include "coord_impl.h"
 
 #include "dtx/dlog.h"
+#include "dtx/dstore_pg.h"
 #include "dtx/log.h"
 #include "dtx/xalloc.h"
 
@@ -246,6 +247,19 @@ void coord_move_past(struct coord *co, int shard, uint64_t seen)
 
     if (seen < co->epoch || co->state == CO_FAILED)
         return;
+    if (co->lease) { /* postgres store: a newer run of this node took over */
+        dtx_err_clear(&err);
+        dtx_err_set(&err, DTX_ELOGFAIL,
+                    "the participant of shard '%s' has seen epoch %" PRIu64 " of coordinator "
+                    "'%s', newer than this run's: another process of this node took over",
+                    co->shard_names[shard], seen, co->cfg->node_id);
+        log_error("%s; stepping down", err.msg);
+        co->state = CO_FAILED;
+        co->fail = err;
+        if (co->lease->lost)
+            co->lease->lost(co->lease->arg, &err);
+        return;
+    }
     snprintf(g.shard, sizeof(g.shard), "%s", co->shard_names[shard]);
     log_error("the participant of shard '%s' has seen epoch %" PRIu64 " of coordinator '%s' "
               "from another run, but this decision log knows epochs before %" PRIu64 " only: it "
@@ -292,9 +306,34 @@ static int open_file_store(struct coord *co, struct dtx_err *err)
     return 0;
 }
 
+/* The postgres store, for the term this process's lease holds (dstore_pg.h). */
+static int open_pg_store(struct coord *co, struct dtx_err *err)
+{
+    struct dstore_pg_opts o = {
+        .conninfo = co->cfg->store_conninfo,
+        .node = co->cfg->node_id,
+        .holder = co->lease->holder,
+        .lease_ms = co->cfg->store_lease_ms,
+        .group_delay_us = co->cfg->log_group_delay_us,
+        .group_siblings = co->cfg->log_group_siblings,
+        .loop = co->loop,
+        .cbs = co->store_cbs,
+    };
+    uint64_t records = 0, started = ev_clock_us();
+    int rc = dstore_pg_open(&co->store, &o, co->lease->term, on_replay, co, &records, err);
+
+    if (rc < 0)
+        return rc;
+    log_info("decision store (postgres): node '%s', term %" PRIu64 ": %" PRIu64
+             " records read in %" PRIu64 " ms",
+             co->cfg->node_id, co->lease->term, records, (ev_clock_us() - started) / 1000);
+    return 0;
+}
+
 int coord_open_store(struct coord *co, struct dtx_err *err)
 {
-    int rc = open_file_store(co, err);
+    int rc = co->cfg->store_type == COORD_STORE_POSTGRES ? open_pg_store(co, err)
+                                                         : open_file_store(co, err);
 
     if (rc < 0)
         return rc;

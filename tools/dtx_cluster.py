@@ -645,6 +645,38 @@ class Network:
         run(self.prefix(h) + ["nft", "-f", "-"], input=script)
 
 
+class Coord:
+    """One coordinator process: node (its node_id; several processes of one node share a
+    postgres store, one active and the others standbys), its directory and port."""
+
+    def __init__(self, cluster, i, node):
+        self.i = i
+        self.node = node
+        self.name = "coordinator" if i == 0 else "coordinator%d" % (i + 1)
+        self.dir = os.path.join(cluster.dir, "coord" if i == 0 else "coord%d" % (i + 1))
+        self.log_dir = os.path.join(self.dir, "log")
+        self.port = None
+        self.proc = None
+
+
+class StoreDB:
+    """The PostgreSQL of the coordinators' decision store (store="postgres"): a server of
+    its own, reached over TCP on a hosts cluster so that its link can be cut."""
+
+    def __init__(self, cluster):
+        self.i = "store"
+        self.name = "store"
+        self.dir = os.path.join(cluster.dir, "store")
+        self.data = os.path.join(self.dir, "data")
+        self.sock = self.dir
+        self.pg_port = None
+        self.host = None  # hosts=True: its address
+
+    def conninfo(self, db="dtx"):
+        return "host=%s port=%d dbname=%s user=postgres" % (self.host or self.sock, self.pg_port,
+                                                             db)
+
+
 class Shard:
     def __init__(self, cluster, i):
         self.i = i
@@ -674,12 +706,20 @@ class Cluster:
     hosts        every daemon on a host of its own, a network namespace (root only; see
                  the top of this file): the coordinator on one, each shard's participant
                  and PostgreSQL on another; cut(), cut_between() and heal() partition them
+    coordinators the node_id of each coordinator process (default ["c1"]): ["c1", "c1"] is
+                 an active and a standby of one node (needs store="postgres"), ["c1", "c2"]
+                 two active nodes; every participant serves them all. The first is
+                 "coordinator" (self.coordinator, coord_port, ...), the others
+                 "coordinator2", ...: see coord(), start_coordinator(i), wait_active(node)
+    store        "postgres": the coordinators keep their decisions in a PostgreSQL server
+                 of the cluster's own ("store"; store_psql), with leases of store_lease_ms
     """
 
     HOST_PORTS = {"coord": 7000, "agent": 7100, "pg": 5432}  # hosts=True: each host its own
 
     def __init__(self, root_dir, shards=3, fsync=False, bindir=None, coord=None, agent=None,
-                 pg=None, xid_epoch=None, hosts=False):
+                 pg=None, xid_epoch=None, hosts=False, coordinators=None, store=None,
+                 store_lease_ms=2000):
         self.dir = os.path.abspath(root_dir)
         self.nshards = shards
         self.fsync = fsync
@@ -689,20 +729,41 @@ class Cluster:
         self.pg_extra = pg or []
         self.xid_epoch = xid_epoch
         self.shards = [Shard(self, i) for i in range(shards)]
-        self.coord_port = None
-        self.coordinator = None
-        self.coord_dir = os.path.join(self.dir, "coord")
-        self.log_dir = os.path.join(self.coord_dir, "log")
+        self.coords = [Coord(self, i, n) for i, n in enumerate(coordinators or ["c1"])]
+        if store not in (None, "file", "postgres"):
+            raise ValueError("store must be \"file\" or \"postgres\"")
+        nodes = [c.node for c in self.coords]
+        if len(set(nodes)) != len(nodes) and store != "postgres":
+            raise ValueError("several processes of one node need store=\"postgres\"")
+        self.store = StoreDB(self) if store == "postgres" else None
+        self.store_lease_ms = store_lease_ms
         self.held = {}  # port -> the socket reserving it (reserve_port) until stop()
         self.hosts = hosts
         self.net = None  # hosts=True: the Network, from start() until stop()
+
+    # the first coordinator, as every cluster has one
+    coordinator = property(lambda self: self.coords[0].proc,
+                           lambda self, p: setattr(self.coords[0], "proc", p))
+    coord_port = property(lambda self: self.coords[0].port,
+                          lambda self, v: setattr(self.coords[0], "port", v))
+    coord_dir = property(lambda self: self.coords[0].dir)
+    log_dir = property(lambda self: self.coords[0].log_dir)
+
+    def coord(self, c):
+        """A coordinator by index or name ("coordinator", "coordinator2", ...)."""
+        if isinstance(c, int):
+            return self.coords[c]
+        for co in self.coords:
+            if co.name == c:
+                return co
+        raise KeyError(c)
 
     # ---- set-up ---------------------------------------------------------
 
     def _pg_conf(self, sh):
         lines = [
             "port = %d" % sh.pg_port,
-            "listen_addresses = ''",
+            "listen_addresses = '%s'" % (sh.host if getattr(sh, "host", None) else ""),
             "unix_socket_directories = '%s'" % sh.sock,
             "max_connections = 100",
             "max_prepared_transactions = 100",
@@ -727,14 +788,18 @@ class Cluster:
             run(as_pg([os.path.join(PGBIN, "pg_resetwal"), "-e", str(self.xid_epoch), "-D",
                        sh.data]))
 
+    def _pg_of(self, i):
+        return self.store if i == "store" else self.shards[i]
+
     def pg_start(self, i):
-        sh = self.shards[i]
+        """Starts shard i's PostgreSQL (i == "store": the decision store's)."""
+        sh = self._pg_of(i)
         run(self.prefix(sh.name) + as_pg([os.path.join(PGBIN, "pg_ctl"), "-D", sh.data, "-l",
                                           os.path.join(sh.dir, "postgres.log"), "-w", "-t",
                                           "60", "start"]))
 
     def pg_stop(self, i, mode="fast"):
-        sh = self.shards[i]
+        sh = self._pg_of(i)
         if os.path.exists(os.path.join(sh.data, "postmaster.pid")):
             subprocess.run(as_pg([os.path.join(PGBIN, "pg_ctl"), "-D", sh.data, "-m", mode, "-w",
                                   "-t", "60", "stop"]), capture_output=True)
@@ -762,7 +827,7 @@ class Cluster:
 
     def pg_pid(self, i):
         try:
-            with open(os.path.join(self.shards[i].data, "postmaster.pid")) as f:
+            with open(os.path.join(self._pg_of(i).data, "postmaster.pid")) as f:
                 return int(f.readline())
         except (OSError, ValueError):
             return None
@@ -772,7 +837,11 @@ class Cluster:
 
     def _agent_proc(self, sh):
         cfg = {"name": sh.name, "listen": "%s:%d" % (self.addr(sh.name), sh.agent_port),
-               "conninfo": sh.conninfo(), "coordinator_url": self.url(), "pool_size": 8}
+               "conninfo": sh.conninfo(), "pool_size": 8}
+        if len(self.coords) == 1:
+            cfg["coordinator_url"] = self.url()
+        else:
+            cfg["coordinators"] = [self.url(co.i) for co in self.coords]
         if not self.fsync:
             cfg["allow_fsync_off"] = True  # a throwaway test database; the agent warns
         cfg.update(self.agent_extra)
@@ -787,22 +856,45 @@ class Cluster:
         return [os.path.join(self.bindir, "dtx-participant"), "--config",
                 os.path.join(sh.dir, "participant.json")]
 
-    def _coord_proc(self):
-        os.makedirs(self.coord_dir, exist_ok=True)
-        cfg = {"node_id": "c1", "listen": "%s:%d" % (self.addr("coordinator"), self.coord_port),
-               "log_dir": self.log_dir,
+    def _coord_proc(self, i=0):
+        co = self.coords[i]
+        os.makedirs(co.dir, exist_ok=True)
+        cfg = {"node_id": co.node, "listen": "%s:%d" % (self.addr(co.name), co.port),
                "shards": [{"name": s.name, "url": self.agent_url(s.i)} for s in self.shards]}
+        if self.store:
+            cfg["decision_store"] = {"type": "postgres", "conninfo": self.store.conninfo(),
+                                     "lease_ms": self.store_lease_ms}
+        else:
+            cfg["log_dir"] = co.log_dir
         cfg.update(self.coord_extra)
-        cmd = self._coord_cmd()
+        cmd = self._coord_cmd(i)
         with open(cmd[-1], "w") as f:
             json.dump(cfg, f, indent=2)
-        return Proc("coordinator", cmd, os.path.join(self.coord_dir, "coordinator.log"),
-                    prefix=self.prefix("coordinator"))
+        return Proc(co.name, cmd, os.path.join(co.dir, "coordinator.log"),
+                    prefix=self.prefix(co.name))
 
-    def _coord_cmd(self):
-        """The coordinator's command line; its last argument is its config file."""
+    def _coord_cmd(self, i=0):
+        """A coordinator's command line; its last argument is its config file."""
         return [os.path.join(self.bindir, "dtx-coordinator"), "--config",
-                os.path.join(self.coord_dir, "coordinator.json")]
+                os.path.join(self.coords[i].dir, "coordinator.json")]
+
+    def _make_store(self, template):
+        st = self.store
+        os.makedirs(st.dir, exist_ok=True)
+        chown_pg(st.dir)
+        os.chmod(st.dir, 0o755)
+        run(as_pg(["cp", "-a", template, st.data]))
+        if self.hosts:  # reached over the network, so that cutting its host cuts it off
+            st.host = self.addr("store")
+            with open(os.path.join(st.data, "pg_hba.conf"), "a") as f:
+                f.write("host all all 198.18.0.0/15 trust\n")
+        self._pg_conf(st)
+        self.pg_start("store")
+        self.store_psql("CREATE DATABASE dtx", db="postgres")
+
+    def store_psql(self, sql, db="dtx"):
+        """Runs sql on the decision store's PostgreSQL; rows as lists of strings."""
+        return self.psql("store", sql, db=db)
 
     def start(self):
         if os.path.exists(self.dir) and os.listdir(self.dir):
@@ -814,13 +906,19 @@ class Cluster:
         if self.hosts:
             self._start_hosts()
         else:
-            self.held = reserve_ports(2 * self.nshards + 1)
+            n = 2 * self.nshards + len(self.coords) + (1 if self.store else 0)
+            self.held = reserve_ports(n)
             ports = list(self.held)
-            self.coord_port = ports[-1]
             for sh in self.shards:
                 sh.pg_port, sh.agent_port = ports[2 * sh.i], ports[2 * sh.i + 1]
+            for co in self.coords:
+                co.port = ports[2 * self.nshards + co.i]
+            if self.store:
+                self.store.pg_port = ports[-1]
         self.save()
         try:
+            if self.store:
+                self._make_store(template)
             for sh in self.shards:
                 self._make_shard(sh, template)
                 self.pg_start(sh.i)
@@ -831,10 +929,17 @@ class Cluster:
                 self.save()
             for sh in self.shards:
                 self.wait_agent(sh.i)
-            self.coordinator = self._coord_proc()
-            self.coordinator.start()
-            self.save()
-            self.wait_healthy()
+            for co in self.coords:
+                co.proc = self._coord_proc(co.i)
+                co.proc.start()
+                self.save()
+                if len(self.coords) == 1:
+                    self.wait_healthy()
+                else:  # one at a time: the first of a node takes its lease
+                    self.wait_coordinator_up(co.i)
+            for node in sorted({co.node for co in self.coords}):
+                if len(self.coords) > 1:
+                    self.wait_active(node)
         except Exception:
             self.stop()
             raise
@@ -845,7 +950,10 @@ class Cluster:
         its own addresses), below the ephemeral range, so no TCP self-connect takes them."""
         if not AS_ROOT:
             raise RuntimeError("a hosts cluster needs root (network namespaces)")
-        self.coord_port = self.HOST_PORTS["coord"]
+        for co in self.coords:  # distinct ports too: a port names its daemon (_addr_of_port)
+            co.port = self.HOST_PORTS["coord"] + co.i
+        if self.store:
+            self.store.pg_port = self.HOST_PORTS["pg"]
         for sh in self.shards:
             sh.pg_port = self.HOST_PORTS["pg"]
             sh.agent_port = self.HOST_PORTS["agent"] + sh.i + 1
@@ -864,6 +972,12 @@ class Cluster:
         state = {"dir": self.dir, "coord_port": self.coord_port, "bindir": self.bindir,
                  "coordinator_pid": coord.pid if coord else None,
                  "coordinator": coord.state() if coord else None,
+                 "coordinators": [{"node": co.node, "port": co.port,
+                                   "proc": co.proc.state() if co.proc else None}
+                                  for co in self.coords],
+                 "store": {"pg_port": self.store.pg_port, "host": self.store.host}
+                 if self.store else None,
+                 "store_lease_ms": self.store_lease_ms,
                  "shards": [{"name": s.name, "pg_port": s.pg_port, "agent_port": s.agent_port,
                              "agent_pid": s.agent.pid if s.agent else None,
                              "agent": s.agent.state() if s.agent else None, "data": s.data}
@@ -879,8 +993,18 @@ class Cluster:
         (its ports are not held: the process that started it held them)."""
         with open(os.path.join(root_dir, "cluster.json")) as f:
             st = json.load(f)
+        coords = st.get("coordinators") or [{"node": "c1", "port": st["coord_port"]}]
         c = cls(root_dir, shards=len(st["shards"]), bindir=st["bindir"],
-                hosts="hosts" in st)
+                hosts="hosts" in st, coordinators=[co["node"] for co in coords],
+                store="postgres" if st.get("store") else None,
+                store_lease_ms=st.get("store_lease_ms", 2000))
+        for co, rec in zip(c.coords, coords):
+            co.port = rec["port"]
+            if co.i > 0:
+                co.proc = c._recorded(rec.get("proc"), None, c._coord_cmd(co.i), co.name,
+                                      os.path.join(co.dir, "coordinator.log"))
+        if c.store:
+            c.store.pg_port, c.store.host = st["store"]["pg_port"], st["store"]["host"]
         if c.hosts:
             c.net = Network(c.daemons(), state=st["hosts"])
         c.coord_port = st["coord_port"]
@@ -912,11 +1036,13 @@ class Cluster:
         codes = {}
         if self.net is not None:
             self.net.heal()
-        for p in [self.coordinator] + [sh.agent for sh in self.shards]:
+        for p in [co.proc for co in self.coords] + [sh.agent for sh in self.shards]:
             if p is not None and p.ours() and p.alive():
                 codes[p.name] = p.stop()
         for sh in self.shards:
             self.pg_stop(sh.i)
+        if self.store:
+            self.pg_stop("store")
         for sock in self.held.values():
             sock.close()
         self.held = {}
@@ -927,8 +1053,10 @@ class Cluster:
 
     # ---- daemons -----------------------------------------------------------
 
-    def url(self):
-        return "http://%s:%d" % (self.addr("coordinator"), self.coord_port)
+    def url(self, i=0):
+        """A coordinator's URL (the first one's by default)."""
+        co = self.coords[i]
+        return "http://%s:%d" % (self.addr(co.name), co.port)
 
     def agent_url(self, i):
         sh = self.shard(i)
@@ -943,8 +1071,11 @@ class Cluster:
         return self.net.prefix(daemon) if self.hosts else []
 
     def _addr_of_port(self, port):
-        if not self.hosts or port == self.coord_port:
-            return self.addr("coordinator")
+        if not self.hosts:
+            return "127.0.0.1"
+        for co in self.coords:
+            if co.port == port:
+                return self.addr(co.name)
         for sh in self.shards:
             if sh.agent_port == port:
                 return self.addr(sh.name)
@@ -1033,18 +1164,66 @@ class Cluster:
         raise RuntimeError("%s on port %d: %s; it is not the %s this cluster started (%s)" %
                            (what, port, who, what, mine))
 
-    def start_coordinator(self, wait=True, env=None):
-        self.coordinator = self._coord_proc()
-        self.coordinator.start(env)
+    def start_coordinator(self, wait=True, env=None, i=0):
+        """Starts coordinator i; with wait, waits until it is healthy (the first of a
+        single-coordinator cluster: active, every shard up) or answers at all."""
+        co = self.coords[i]
+        co.proc = self._coord_proc(i)
+        co.proc.start(env)
         self.save()
-        if wait:
+        if wait and len(self.coords) == 1:
             self.wait_healthy()
+        elif wait:
+            self.wait_coordinator_up(i)
 
-    def kill_coordinator(self):
-        self.coordinator.kill()
+    def kill_coordinator(self, i=0):
+        self.coords[i].proc.kill()
 
-    def stop_coordinator(self):
-        return self.coordinator.stop()
+    def stop_coordinator(self, i=0):
+        return self.coords[i].proc.stop()
+
+    def health(self, i=0, timeout=2):
+        """Coordinator i's /healthz: (status, body), or (None, why) without an answer."""
+        co = self.coords[i]
+        try:
+            return http_request(self._addr_of_port(co.port), co.port, "GET", "/healthz",
+                                timeout=timeout)
+        except OSError as e:
+            return None, str(e)
+
+    def wait_coordinator_up(self, i, timeout=30):
+        """Waits until coordinator i, the process we started, answers /healthz at all
+        (active or standby)."""
+        co = self.coords[i]
+        end = time.time() + timeout
+        while time.time() < end:
+            if not co.proc.alive():
+                raise RuntimeError("%s exited (status %s); see %s:\n%s" %
+                                   (co.name, co.proc.exit_status(), co.proc.log,
+                                    tail(co.proc.log)))
+            status, body = self.health(i)
+            if status is not None and isinstance(body, dict) and body.get("node_id") == co.node:
+                return body
+            time.sleep(0.05)
+        raise RuntimeError("%s did not answer /healthz within %d s" % (co.name, timeout))
+
+    def wait_active(self, node="c1", timeout=30, shards_up=True):
+        """Waits until a coordinator process of node is active (with shards_up, seeing every
+        shard up); returns its index."""
+        end = time.time() + timeout
+        seen = {}
+        while time.time() < end:
+            for co in self.coords:
+                if co.node != node or co.proc is None or not co.proc.alive():
+                    continue
+                status, body = self.health(co.i)
+                seen[co.name] = body
+                if status == 200 and body.get("role") == "active" and (
+                        not shards_up or all(v == "up" for v in body["shards"].values())):
+                    return co.i
+            time.sleep(0.05)
+        raise RuntimeError("no coordinator of node %s became active within %d s: %s" %
+                           (node, timeout, json.dumps(seen)))
 
     def start_participant(self, i, wait=True, env=None):
         sh = self.shards[i]
@@ -1061,7 +1240,8 @@ class Cluster:
         return self.shards[i].agent.stop()
 
     def daemons(self):
-        return ["coordinator"] + [sh.name for sh in self.shards]
+        return [co.name for co in self.coords] + [sh.name for sh in self.shards] + \
+            (["store"] if self.store else [])
 
     def restart(self, daemon, wait=True, env=None):
         """Restarts one daemon ("coordinator" or a shard's name) with the command and config
@@ -1071,19 +1251,24 @@ class Cluster:
         if daemon not in self.daemons():
             raise ValueError("no daemon '%s' in this cluster (its daemons: %s)" %
                              (daemon, ", ".join(self.daemons())))
-        sh = None if daemon == "coordinator" else self.shard(daemon)
-        old = self.coordinator if sh is None else sh.agent
+        if daemon == "store":
+            raise ValueError("the store is PostgreSQL: pg_stop(\"store\") and pg_start(\"store\")")
+        co = self.coord(daemon) if daemon.startswith("coordinator") else None
+        sh = None if co else self.shard(daemon)
+        old = co.proc if co else sh.agent
         code = old.stop() if old.ours() and old.alive() else old.exit_status()
         new = Proc(old.name, old.cmd, old.log, prefix=old.prefix)
         new.start(env)
-        if sh is None:
-            self.coordinator = new
+        if co:
+            co.proc = new
         else:
             sh.agent = new
         self.save()
         if wait:
-            if sh is None:
+            if co and len(self.coords) == 1:
                 self.wait_healthy()
+            elif co:
+                self.wait_coordinator_up(co.i)
             else:
                 self.wait_agent(sh.i)
         return code
@@ -1115,7 +1300,8 @@ class Cluster:
         """An HTTP request to daemon made on its own host, so that it works while the host
         is cut off: returns (status, parsed JSON body or text), status None when there was
         no answer."""
-        port = self.coord_port if daemon == "coordinator" else self.shard(daemon).agent_port
+        port = self.coord(daemon).port if daemon.startswith("coordinator") else \
+            self.shard(daemon).agent_port
         cmd = ["curl", "-s", "-m", str(timeout), "-X", method, "-H",
                "Content-Type: application/json", "-w", "\n%{http_code}",
                "http://%s:%d%s" % (self.addr(daemon), port, path)]
@@ -1132,9 +1318,10 @@ class Cluster:
 
     # ---- talking to it ---------------------------------------------------------
 
-    def request(self, method, path, body=None, headers=None, timeout=30, port=None):
-        """An HTTP request to the coordinator, or to the daemon listening on port."""
-        port = port or self.coord_port
+    def request(self, method, path, body=None, headers=None, timeout=30, port=None, coord=None):
+        """An HTTP request to the (first) coordinator, to coordinator coord (an index), or to
+        the daemon listening on port."""
+        port = port or (self.coords[coord].port if coord is not None else self.coord_port)
         return http_request(self._addr_of_port(port), port, method, path, body, headers,
                             timeout)
 
@@ -1145,8 +1332,9 @@ class Cluster:
         return self.request("POST", "/v1/transactions", body)
 
     def psql(self, shard, sql, db="app"):
-        """Runs sql on a shard (index or name); returns rows as lists of strings."""
-        sh = self.shard(shard)
+        """Runs sql on a shard (index or name; "store": the decision store's server);
+        returns rows as lists of strings."""
+        sh = self.store if shard == "store" else self.shard(shard)
         out = run([os.path.join(PGBIN, "psql"), "-X", "-q", "-At", "-F", "\t", "-v",
                    "ON_ERROR_STOP=1", "-h", sh.sock, "-p", str(sh.pg_port), "-U", "postgres",
                    "-d", db, "-c", sql])

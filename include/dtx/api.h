@@ -31,10 +31,18 @@ void api_txreq_release(struct txreq *r);
 struct coord;
 struct admin;
 
-/* What the HTTP handler serves: the engine and the operators' endpoints. */
+struct dstore_pg_claim;
+
+/*
+ * What the HTTP handler serves: the engine and the operators' endpoints;
+ * or, while co is NULL, a standby waiting for its node's lease (claim):
+ * /healthz and /metrics say so, everything else answers 503.
+ */
 struct api_ctx {
     struct coord *co;
     struct admin *admin;
+    const struct coord_config *cfg;
+    struct dstore_pg_claim *claim;
 };
 
 /* The httpd handler; ctx is a struct api_ctx. */

@@ -24,13 +24,29 @@
 struct coord;
 
 /*
+ * With the postgres decision store, the lease this process took (its
+ * claim: dstore_pg.h) and whom to tell when it is lost: the store failed,
+ * or another run of this node was seen by a participant. The process must
+ * then step down; nothing more is decided (the store refuses it).
+ */
+struct coord_lease {
+    uint64_t term;
+    const char *holder; /* this process's id in the lease; also this run's boot id */
+    void (*lost)(void *arg, const struct dtx_err *why);
+    void *arg;
+};
+
+/*
  * Opens the decision store (replaying it), makes this run's epoch
- * durable, and starts dialling every participant. Returns 0 and *out, or
- * an error (DTX_ECORRUPT for a damaged log, DTX_EIO) with a message; on
- * error nothing is left running. cfg must outlive the coordinator.
+ * durable, and starts dialling every participant. lease: the postgres
+ * store's (NULL for the file store). Returns 0 and *out, or an error
+ * (DTX_ECORRUPT for a damaged log, DTX_EIO) with a message; on error
+ * nothing is left running. cfg and lease must outlive the coordinator.
  */
 int coord_new(struct coord **out, const struct coord_config *cfg, struct ev_loop *loop,
-              struct dtx_err *err);
+              const struct coord_lease *lease, struct dtx_err *err);
+/* A random id for a run of the coordinator (16 hex digits), as coord_new makes for itself. */
+void coord_boot_id(char *out, size_t n);
 /* Stops everything and frees the coordinator. NULL is a no-op. */
 void coord_free(struct coord *co);
 
@@ -110,6 +126,8 @@ void coord_acc_http(struct coord *co, struct httpd_req *req, const char *method,
 /* The transaction with this gtid, live or retained, or NULL. */
 const struct tx *coord_find(const struct coord *co, const char *gtid);
 const struct coord_config *coord_config(const struct coord *co);
+/* The epoch of the gtids this run issues now. */
+uint64_t coord_epoch(const struct coord *co);
 struct ev_loop *coord_loop(const struct coord *co);
 
 /* ---- operators (dtxctl; the HTTP side is admin.c) ---- */
