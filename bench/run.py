@@ -12,6 +12,8 @@ the same run so that ratios are comparable on a noisy machine:
   dtx          dtx-loadgen against the coordinator (transfers across two shards)
   dtx-1pc      dtx-loadgen with both accounts on one shard (the one-phase path)
   dtx-3pc      dtx-loadgen with "protocol": "3pc" (three-phase commit, two shards)
+  dtx-pgstore  dtx (2PC) on a second cluster whose coordinator keeps its decisions in a
+               PostgreSQL store (same settings) instead of the local file log
 then transactions across 4 and 8 shards on an 8-shard cluster, and a long
 dtx run watching the coordinator's memory. It reports throughput,
 p50/p99/max latency, whole-machine CPU per transaction, forced writes per
@@ -197,31 +199,47 @@ def row(name, r):
 def main_runs(a, tmp, results):
     c = dtx_cluster.Cluster(os.path.join(tmp, "c2"), shards=a.shards, fsync=True, pg=DURABLE_PG,
                             bindir=BIN, agent={"pool_size": a.pool})
+    cp = dtx_cluster.Cluster(os.path.join(tmp, "cpg"), shards=a.shards, fsync=True,
+                             pg=DURABLE_PG, bindir=BIN, agent={"pool_size": a.pool},
+                             store="postgres", store_lease_ms=5000)
     c.start()
     try:
+        cp.start()
+    except Exception:
+        c.stop()
+        raise
+    try:
         setup_accounts(c)
+        setup_accounts(cp)
         for level in a.levels:
             entry = {"concurrency": level}
-            rounds = {"handrolled": [], "local": [], "dtx": [], "dtx_1pc": [], "dtx_3pc": []}
+            rounds = {"handrolled": [], "local": [], "dtx": [], "dtx_1pc": [], "dtx_3pc": [],
+                      "dtx_pgstore": []}
             for _ in range(a.rounds):  # alternating, so drift on a noisy machine hits all alike
                 rounds["handrolled"].append(run_handrolled(c, "2pc", level, a, tmp))
                 rounds["dtx"].append(run_dtx(c, level, a, tmp))
                 rounds["local"].append(run_handrolled(c, "local", level, a, tmp))
                 rounds["dtx_3pc"].append(run_dtx(c, level, a, tmp, protocol="3pc"))
+                rounds["dtx_pgstore"].append(run_dtx(cp, level, a, tmp))
                 rounds["dtx_1pc"].append(run_dtx(c, level, a, tmp, per_tx=1))
             for name, rs in rounds.items():
                 entry[name] = mean_of(rs)
             entry["ratio_dtx_handrolled"] = round(entry["dtx"]["tps"] / entry["handrolled"]["tps"], 3)
             entry["ratio_dtx_local"] = round(entry["dtx"]["tps"] / entry["local"]["tps"], 3)
             entry["ratio_3pc_2pc"] = round(entry["dtx_3pc"]["tps"] / entry["dtx"]["tps"], 3)
+            entry["ratio_pgstore_file"] = round(entry["dtx_pgstore"]["tps"] / entry["dtx"]["tps"],
+                                                3)
             results["levels"].append(entry)
             print("\nconcurrency %d:\n| system      |     tx/s | p50 ms  | p99 ms  |   max ms | CPU µs/tx | load gen | each run |" % level)
             print("|---|---|---|---|---|---|---|---|")
-            for name in ("handrolled", "local", "dtx", "dtx_3pc", "dtx_1pc"):
+            for name in ("handrolled", "local", "dtx", "dtx_3pc", "dtx_pgstore", "dtx_1pc"):
                 print(row(name, entry[name]))
-            print("dtx/hand-rolled %.2f, dtx/local %.2f, 3PC/2PC %.2f" %
-                  (entry["ratio_dtx_handrolled"], entry["ratio_dtx_local"],
-                   entry["ratio_3pc_2pc"]))
+            print("dtx/hand-rolled %.2f, dtx/local %.2f, 3PC/2PC %.2f, postgres store/file log %.2f"
+                  % (entry["ratio_dtx_handrolled"], entry["ratio_dtx_local"],
+                     entry["ratio_3pc_2pc"], entry["ratio_pgstore_file"]))
+            print("decision-store writes per commit: file log %s, postgres store %s" %
+                  (entry["dtx"]["log_fsyncs_per_commit"],
+                   entry["dtx_pgstore"]["log_fsyncs_per_commit"]))
             print("forced writes per commit: decision log 2PC %s, 3PC %s; PostgreSQL WAL syncs "
                   "(all shards) 2PC %s, 3PC %s, one shard %s" %
                   (entry["dtx"]["log_fsyncs_per_commit"], entry["dtx_3pc"]["log_fsyncs_per_commit"],
@@ -230,7 +248,9 @@ def main_runs(a, tmp, results):
         if a.memory_seconds > 0:
             results["memory"] = memory_run(c, a, tmp)
         results["checks_main"] = conserved(c, a.shards)
+        results["checks_pgstore"] = conserved(cp, a.shards)
     finally:
+        cp.stop()
         c.stop()
 
 
@@ -475,7 +495,7 @@ def targets(results):
                   grow <= 1.1, "%s kB at %s s -> %s kB at %d s (%s kB at 10 s)" %
                   (m["rss_kb_steady"], m["retention_full_at_s"], m["rss_kb_end"], m["seconds"],
                    m["rss_kb_start"])))
-    for k in ("checks_main", "checks_wide"):
+    for k in ("checks_main", "checks_pgstore", "checks_wide"):
         if k in results:
             ok = results[k]["total_ok"] and results[k]["prepared_left"] == 0
             t.append(("balances conserved, nothing left prepared (%s)" % k, ok,
