@@ -153,6 +153,19 @@ int conf_log_level(const cJSON *obj, char *dst, struct dtx_err *err)
     return 0;
 }
 
+int conf_log_format(const cJSON *obj, char *dst, struct dtx_err *err)
+{
+    const char *format = "text";
+    int rc = jsonx_str(obj, "", "log_format", false, &format, err);
+
+    if (rc < 0)
+        return rc;
+    if (log_format_parse(format) < 0)
+        return dtx_err_set(err, DTX_EINVAL, "'log_format' must be text, logfmt or json");
+    snprintf(dst, 8, "%s", format);
+    return 0;
+}
+
 int conf_token(const cJSON *obj, const char *where, const char *key, char *dst, struct dtx_err *err)
 {
     const char *t = NULL;

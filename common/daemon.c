@@ -234,6 +234,8 @@ int daemon_main(int argc, char **argv, const struct daemon_spec *spec)
         return 2;
     }
     log_init(spec->prog, (enum log_level)log_level_parse(spec->log_level(spec->cfg)));
+    if (spec->log_format)
+        log_set_format((enum log_format)log_format_parse(spec->log_format(spec->cfg)));
     daemon_tune_process();
     rc = run(&r);
     if (spec->release)

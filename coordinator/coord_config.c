@@ -35,6 +35,7 @@ static const char *const top_keys[] = {"node_id",
                                        "max_active_transactions",
                                        "interactive_timeout_ms",
                                        "log_level",
+                                       "log_format",
                                        "auth",
                                        "decision_store",
                                        NULL};
@@ -194,6 +195,8 @@ static int load_names(const cJSON *root, struct coord_config *c, struct dtx_err 
         rc = conf_copy(c->log_dir, sizeof(c->log_dir), dir, "log_dir", err);
     if (rc == 0)
         rc = conf_log_level(root, c->log_level, err);
+    if (rc == 0)
+        rc = conf_log_format(root, c->log_format, err);
     return rc;
 }
 

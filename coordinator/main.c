@@ -74,6 +74,11 @@ static const char *log_level(const void *cfg)
     return ((const struct coord_config *)cfg)->log_level;
 }
 
+static const char *log_format(const void *cfg)
+{
+    return ((const struct coord_config *)cfg)->log_format;
+}
+
 /* The store failed or another process of this node took over: decide nothing more, exit. */
 static void on_lease_lost(void *arg, const struct dtx_err *why)
 {
@@ -192,6 +197,7 @@ int main(int argc, char **argv)
         .load = load,
         .release = release,
         .log_level = log_level,
+        .log_format = log_format,
         .start = start,
         .begin_stop = begin_stop,
         .idle = idle,

@@ -353,12 +353,14 @@ int tx_step(struct tx *tx, enum tx_event ev, const struct tx_evarg *arg)
     static const struct tx_evarg none = {0};
     const struct tx_evarg *a = arg ? arg : &none;
     bool deciding = tx->state == TX_PREPARING;
+    struct log_ctx prev = log_ctx_gtid(tx->gtid); /* every line of the step names it */
     int rc = 0;
 
     while (ev != TXE_NONE && (rc = tx_step_one(tx, ev, a, &ev)) == 0)
         a = &none;
     if (deciding != (tx->state == TX_PREPARING) && tx->env->deciding)
         tx->env->deciding(tx, deciding ? -1 : 1);
+    log_ctx_set(prev);
     return rc;
 }
 

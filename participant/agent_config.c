@@ -20,6 +20,7 @@ static const char *const top_keys[] = {"name",
                                        "max_body_bytes",
                                        "http_conn_limit",
                                        "log_level",
+                                       "log_format",
                                        "recovery_interval_ms",
                                        "recovery_min_age_ms",
                                        "max_open_branches",
@@ -130,6 +131,8 @@ static int load_keys(const cJSON *root, void *out, struct dtx_err *err)
         rc = conf_token(auth, "auth", "peer_token", c->peer_token, err);
     if (rc == 0)
         rc = conf_log_level(root, c->log_level, err);
+    if (rc == 0)
+        rc = conf_log_format(root, c->log_format, err);
     if (rc == 0)
         rc = conf_u32s(root, c, u32_keys, sizeof(u32_keys) / sizeof(u32_keys[0]), err);
     if (rc == 0)

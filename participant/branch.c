@@ -417,12 +417,17 @@ int branch_step(struct branch *b, enum branch_event ev, const struct branch_evar
 {
     static const struct branch_evarg none = {0};
     const struct branch_evarg *a = arg ? arg : &none;
+    char gtid[DTX_GTID_MAX + 1];
+    struct log_ctx prev;
     int rc = 0;
 
+    snprintf(gtid, sizeof(gtid), "%s", b->gtid); /* b may be freed below */
+    prev = log_ctx_gtid(gtid);
     while (ev != NO_EVENT && (rc = branch_step_one(b, ev, a, &ev)) == 0)
         a = &none;
     if (b->state == B_GONE)
         branch_free(b);
+    log_ctx_set(prev);
     return rc;
 }
 

@@ -47,6 +47,11 @@ static const char *log_level(const void *cfg)
     return ((const struct agent_config *)cfg)->log_level;
 }
 
+static const char *log_format(const void *cfg)
+{
+    return ((const struct agent_config *)cfg)->log_format;
+}
+
 /*
  * The agent serves once its connection pool has a connection up (its
  * /healthz answers 200): then the service manager hears READY=1. Until
@@ -131,6 +136,7 @@ int main(int argc, char **argv)
         .cfg = &p.cfg,
         .load = load,
         .log_level = log_level,
+        .log_format = log_format,
         .start = start,
         .started = started,
         .begin_stop = begin_stop,

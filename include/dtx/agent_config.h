@@ -48,6 +48,7 @@ struct agent_config {
     uint32_t max_result_rows;      /* rows a branch's ops return at most */
     uint32_t termination_timeout_ms; /* 3PC: no decision this long after the vote: lead a round */
     char log_level[16];
+    char log_format[8];
 };
 
 /* Loads and validates path. Returns 0, or DTX_EIO / DTX_EINVAL with one line naming file and key.

@@ -57,6 +57,8 @@ int conf_listen(const cJSON *obj, const char *key, char *dst, size_t dstsz, stru
 
 /* Optional "log_level" key (default "info"); dst has 16 bytes. */
 int conf_log_level(const cJSON *obj, char *dst, struct dtx_err *err);
+/* "log_format": "text" (the default), "logfmt" or "json", into dst (8 bytes). */
+int conf_log_format(const cJSON *obj, char *dst, struct dtx_err *err);
 
 /* Optional non-empty token string at obj.key; dst has CONF_TOKEN_MAX bytes ("" when absent). */
 int conf_token(const cJSON *obj, const char *where, const char *key, char *dst,

@@ -69,6 +69,7 @@ struct coord_config {
     uint32_t max_active_transactions; /* more in flight at once are refused with 429 */
     uint32_t interactive_timeout_ms;  /* an interactive one idle this long is aborted */
     char log_level[16];
+    char log_format[8];
     char client_token[CONF_TOKEN_MAX];
     char admin_token[CONF_TOKEN_MAX];
     char peer_token[CONF_TOKEN_MAX];

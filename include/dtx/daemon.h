@@ -29,6 +29,7 @@ struct daemon_spec {
     void (*release)(void *cfg);
     /* The configured log level's name ("info", ...). */
     const char *(*log_level)(const void *cfg);
+    const char *(*log_format)(const void *cfg); /* "text", "logfmt", "json" */
     /*
      * Starts the core on loop and says what the HTTP server serves: its
      * options, handler and ctx. 0, or an error (logged; exit 1), in which

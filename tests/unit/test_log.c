@@ -70,12 +70,56 @@ static void other_control_characters_are_written_as_hex(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "bell\\x07 esc\\x1b[31m\n"));
 }
 
+/* Logs msg in format, about gtid and request (may be NULL), and returns the line. */
+static char *logged_as(enum log_format format, const char *gtid, const char *request,
+                       const char *msg, char *out, size_t n)
+{
+    struct log_ctx prev = log_ctx_set((struct log_ctx){.gtid = gtid, .request_id = request});
+
+    log_set_format(format);
+    logged(msg, out, n);
+    log_set_format(LOG_TEXT);
+    log_ctx_set(prev);
+    return out;
+}
+
+static void logfmt_lines_carry_the_transaction_and_request_as_fields(void)
+{
+    char out[4096];
+
+    logged_as(LOG_LOGFMT, "c1-3-17", "req-42", "said \"no\"\nthen left", out, sizeof(out));
+    CU_ASSERT_EQUAL(strncmp(out, "ts=", 3), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, " level=warn prog=unit pid="));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, " gtid=c1-3-17 request_id=req-42 "));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, " msg=\"reason: said \\\"no\\\"\\nthen left\"\n"));
+    CU_ASSERT_EQUAL(count(out, '\n'), 1);
+    logged_as(LOG_LOGFMT, NULL, NULL, "plain", out, sizeof(out));
+    CU_ASSERT_PTR_NULL(strstr(out, "gtid="));
+}
+
+static void json_lines_are_json_whatever_the_message_holds(void)
+{
+    char out[4096];
+
+    logged_as(LOG_JSON, "c1-3-17", "a \"quoted\" id", "tab\there \xff\xfe bad utf8, ok \xc3\xa9",
+              out, sizeof(out));
+    CU_ASSERT_EQUAL(strncmp(out, "{\"ts\":\"", 7), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "\"level\":\"warn\",\"prog\":\"unit\",\"pid\":"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, ",\"gtid\":\"c1-3-17\""));
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, ",\"request_id\":\"a \\\"quoted\\\" id\""));
+    CU_ASSERT_PTR_NOT_NULL(
+        strstr(out, "\"msg\":\"reason: tab\\there \\ufffd\\ufffd bad utf8, ok \xc3\xa9\"}\n"));
+    CU_ASSERT_EQUAL(count(out, '\n'), 1);
+}
+
 int main(void)
 {
     static const struct unit_test tests[] = {
         UNIT_TEST(a_crlf_in_a_message_cannot_forge_a_second_line),
         UNIT_TEST(a_multi_line_libpq_message_is_one_line_without_its_trailing_newline),
         UNIT_TEST(other_control_characters_are_written_as_hex),
+        UNIT_TEST(logfmt_lines_carry_the_transaction_and_request_as_fields),
+        UNIT_TEST(json_lines_are_json_whatever_the_message_holds),
     };
 
     return unit_run("log", tests, sizeof(tests) / sizeof(tests[0]));
