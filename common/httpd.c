@@ -516,18 +516,12 @@ int httpd_req_json_body(const struct httpd_req *req, const char **body, size_t *
     return 0;
 }
 
-bool httpd_req_has_token(const struct httpd_req *req, const char *token)
+bool httpd_req_has_token(const struct httpd_req *req, const struct auth_token *t)
 {
     const char *h = httpd_req_header(req, MHD_HTTP_HEADER_AUTHORIZATION);
-    size_t n = strlen(token);
-    unsigned char diff = 0;
 
-    if (!h || strncmp(h, "Bearer ", 7) != 0)
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
         return false;
-    h += 7;
-    if (strlen(h) != n)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        diff |= (unsigned char)(h[i] ^ token[i]);
-    return diff == 0;
+    h = skip_ows(h + 7);
+    return auth_token_matches(t, h, strlen(h));
 }

@@ -38,7 +38,6 @@ static const char *const top_keys[] = {"node_id",
                                        "auth",
                                        NULL};
 static const char *const shard_keys[] = {"name", "url", "slots", NULL};
-static const char *const auth_keys[] = {"client_token", "admin_token", "peer_token", NULL};
 
 #define U32_KEY(k, d, lo, hi)                                                                      \
     {                                                                                              \
@@ -158,21 +157,19 @@ static int load_shards(const cJSON *root, struct coord_config *c, struct dtx_err
     return 0;
 }
 
+/* auth{...}: the three roles' tokens and the rules of auth.h. */
 static int load_auth(const cJSON *root, struct coord_config *c, struct dtx_err *err)
 {
+    const struct auth_role roles[] = {
+        {"client", &c->client_token}, {"admin", &c->admin_token}, {"peer", &c->peer_token}};
     const cJSON *auth = NULL;
+    char dir[4096];
     int rc = jsonx_object(root, "", "auth", false, &auth, err);
 
-    if (rc < 0 || !auth)
+    if (rc < 0)
         return rc;
-    rc = jsonx_only_keys(auth, "auth", auth_keys, err);
-    if (rc == 0)
-        rc = conf_token(auth, "auth", "client_token", c->client_token, err);
-    if (rc == 0)
-        rc = conf_token(auth, "auth", "admin_token", c->admin_token, err);
-    if (rc == 0)
-        rc = conf_token(auth, "auth", "peer_token", c->peer_token, err);
-    return rc;
+    auth_config_dir(c->path, dir, sizeof(dir));
+    return auth_load(auth, roles, sizeof(roles) / sizeof(roles[0]), dir, c->listen, &c->auth, err);
 }
 
 static int load_names(const cJSON *root, struct coord_config *c, struct dtx_err *err)

@@ -162,7 +162,7 @@ void coord_links_start(struct coord *co)
         .node_id = cfg->node_id,
         .epoch = co->epoch,
         .boot = co->boot,
-        .peer_token = cfg->peer_token,
+        .peer_token = cfg->peer_token.value,
     };
     struct pc_cbs cbs = {
         .on_frame = on_frame,

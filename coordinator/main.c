@@ -16,6 +16,7 @@
 #include "dtx/coord_config.h"
 #include "dtx/daemon.h"
 #include "dtx/failpoint.h"
+#include "dtx/log.h"
 
 #include <stdlib.h>
 
@@ -60,6 +61,10 @@ static int start(void *arg, struct ev_loop *loop, struct httpd_opts *http, httpd
     if (rc < 0)
         return rc;
     fp_set_crash_hook(coord_flush_links, c->co);
+    if (c->cfg.auth.allow_unauthenticated)
+        log_warn("serving %s without authentication ('auth.allow_unauthenticated'): whoever "
+                 "reaches it can run SQL on every shard and decide transactions",
+                 c->cfg.listen);
     c->admin = admin_new(c->co);
     c->api = (struct api_ctx){.co = c->co, .admin = c->admin};
     http->listen = c->cfg.listen;

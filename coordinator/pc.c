@@ -37,7 +37,7 @@ struct pc {
     uint64_t epoch;
     char boot[40];
     uint64_t dial_epoch; /* the epoch the dial in flight announced */
-    char peer_token[CONF_TOKEN_MAX];
+    char peer_token[AUTH_TOKEN_MAX];
     char headers[768];
     struct pc_cbs cbs;
     enum pc_state state;

@@ -4,9 +4,11 @@
  */
 #include "dtx/agent_config.h"
 #include "dtx/jsonx.h"
+#include "dtx/xalloc.h"
 
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char *const top_keys[] = {"name",
@@ -29,7 +31,6 @@ static const char *const top_keys[] = {"name",
                                        "max_result_rows",
                                        "termination_timeout_ms",
                                        NULL};
-static const char *const auth_keys[] = {"peer_token", NULL};
 
 #define U32_KEY(k, d, lo, hi)                                                                      \
     {                                                                                              \
@@ -52,11 +53,39 @@ static const struct conf_u32 u32_keys[] = {
     U32_KEY(max_result_rows, 100000, 1, 100000000),
 };
 
+/*
+ * auth{peer_token[_file], allow_unauthenticated}: a participant has one
+ * role. Its operators' endpoints (/v1/admin/...) are called by the coordinator (recover,
+ * resolve) and by dtxctl in-doubt --participant, both with the peer
+ * token: a client or admin token here would be a key that does nothing.
+ */
+static int load_auth(const cJSON *root, struct agent_config *c, struct dtx_err *err)
+{
+    static const char *const other[] = {"client_token", "client_token_file", "admin_token",
+                                        "admin_token_file"};
+    const struct auth_role roles[] = {{"peer", &c->peer_token}};
+    const cJSON *auth = NULL;
+    char dir[4096];
+    int rc = jsonx_object(root, "", "auth", false, &auth, err);
+
+    if (rc < 0)
+        return rc;
+    for (size_t i = 0; auth && i < sizeof(other) / sizeof(other[0]); i++) {
+        if (cJSON_GetObjectItemCaseSensitive(auth, other[i]))
+            return dtx_err_set(err, DTX_EINVAL,
+                               "'auth.%s': a participant has no %s token: every endpoint of "
+                               "it but /healthz and /metrics, its /v1/admin/* too, takes the "
+                               "peer token ('auth.peer_token')",
+                               other[i], i < 2 ? "client" : "admin");
+    }
+    auth_config_dir(c->path, dir, sizeof(dir));
+    return auth_load(auth, roles, 1, dir, c->listen, &c->auth, err);
+}
+
 static int load_keys(const cJSON *root, void *out, struct dtx_err *err)
 {
     struct agent_config *c = out;
     const char *conninfo = NULL, *url = NULL;
-    const cJSON *auth = NULL;
     int rc = jsonx_only_keys(root, "", top_keys, err);
 
     if (rc == 0)
@@ -74,11 +103,7 @@ static int load_keys(const cJSON *root, void *out, struct dtx_err *err)
     if (rc == 0 && addr_parse_url(url, &c->coordinator, err) < 0)
         rc = dtx_err_prefix(err, "'coordinator_url'");
     if (rc == 0)
-        rc = jsonx_object(root, "", "auth", false, &auth, err);
-    if (rc == 0 && auth)
-        rc = jsonx_only_keys(auth, "auth", auth_keys, err);
-    if (rc == 0 && auth)
-        rc = conf_token(auth, "auth", "peer_token", c->peer_token, err);
+        rc = load_auth(root, c, err);
     if (rc == 0)
         rc = conf_log_level(root, c->log_level, err);
     if (rc == 0)

@@ -85,6 +85,11 @@ static int start(void *arg, struct ev_loop *loop, struct httpd_opts *http, httpd
     p->loop = loop;
     ev_timer_init(&p->ready, on_ready_check, p);
     fp_set_crash_hook(agent_flush_peers, p->ag);
+    if (p->cfg.auth.allow_unauthenticated)
+        log_warn("serving %s without authentication ('auth.allow_unauthenticated'): whoever "
+                 "reaches it can act as a coordinator: run SQL on this shard, commit or roll "
+                 "back its prepared branches",
+                 p->cfg.listen);
     http->listen = p->cfg.listen;
     http->max_body = p->cfg.max_body_bytes;
     http->conn_limit = p->cfg.http_conn_limit;

@@ -312,9 +312,12 @@ class Proc:
         self.popen = None
 
     def start(self, env=None):
-        """Starts the daemon; env holds extra environment variables (e.g. DTX_FAILPOINTS)."""
+        """Starts the daemon; env holds extra environment variables (e.g. DTX_FAILPOINTS).
+        Tokens are not inherited: a DTX_*_TOKEN set for dtxctl in the caller's environment
+        would be the daemon's token too (or conflict with its config)."""
         full = dict(os.environ)
-        full.pop("DTX_FAILPOINTS", None)
+        for var in ("DTX_FAILPOINTS", "DTX_CLIENT_TOKEN", "DTX_ADMIN_TOKEN", "DTX_PEER_TOKEN"):
+            full.pop(var, None)
         # A sanitized build keeps freed memory aside to catch use after free; 16 MB of it
         # (not 256) keeps a daemon's size meaningful for the tests that bound it.
         full.setdefault("ASAN_OPTIONS", "quarantine_size_mb=16")
@@ -443,6 +446,7 @@ class Cluster:
         self.coord_dir = os.path.join(self.dir, "coord")
         self.log_dir = os.path.join(self.coord_dir, "log")
         self.held = {}  # port -> the socket reserving it (reserve_port) until stop()
+        self.token = None  # the bearer token request() sends the coordinator unless told otherwise
 
     # ---- set-up ---------------------------------------------------------
 
@@ -783,7 +787,15 @@ class Cluster:
     # ---- talking to it ---------------------------------------------------------
 
     def request(self, method, path, body=None, headers=None, timeout=30, port=None):
-        return http_request("127.0.0.1", port or self.coord_port, method, path, body, headers,
+        """One request to the coordinator (or to port). With self.token set, a request to the
+        coordinator that names no Authorization header carries that token; headers
+        {"Authorization": None} sends none."""
+        hdrs = dict(headers or {})
+        if self.token and port is None and \
+                not any(k.lower() == "authorization" for k in hdrs):
+            hdrs["Authorization"] = "Bearer " + self.token
+        hdrs = {k: v for k, v in hdrs.items() if v is not None}
+        return http_request("127.0.0.1", port or self.coord_port, method, path, body, hdrs,
                             timeout)
 
     def tx(self, ops, **kw):

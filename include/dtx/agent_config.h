@@ -1,7 +1,8 @@
 /*
  * agent_config.h - the participant's configuration file.
  *
- * Keys: name, listen, conninfo, coordinator_url, auth{peer_token},
+ * Keys: name, listen, conninfo, coordinator_url,
+ * auth{peer_token[_file], allow_unauthenticated} (auth.h: also DTX_PEER_TOKEN),
  * pool_size, startup_wait_s, max_body_bytes, http_conn_limit, recovery_interval_ms,
  * recovery_min_age_ms, max_open_branches, open_wait_ms, prepared_headroom, allow_fsync_off,
  * max_result_bytes, max_result_rows, termination_timeout_ms, log_level.
@@ -14,6 +15,7 @@
 #include <stdint.h>
 
 #include "dtx/addr.h"
+#include "dtx/auth.h"
 #include "dtx/conf.h"
 #include "dtx/err.h"
 #include "dtx/gid.h"
@@ -25,7 +27,11 @@ struct agent_config {
     char conninfo[4096];
     char coordinator_url[256];
     struct addr coordinator;
-    char peer_token[CONF_TOKEN_MAX];
+    /* Written at start and on SIGHUP (agent_config_reload_auth), on the loop thread. The peer
+     * token guards every /v1/ endpoint: the peer stream, the 3PC calls, branch status and the
+     * operators' endpoints (a participant has no admin token of its own). */
+    struct auth_token peer_token;
+    struct auth_policy auth;
     uint32_t pool_size;      /* PostgreSQL connections */
     uint32_t startup_wait_s; /* how long to wait for PostgreSQL at start */
     uint32_t max_body_bytes;

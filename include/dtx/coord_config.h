@@ -7,7 +7,9 @@
  *   max_ops, max_params, max_sql_bytes, max_logged_results_bytes,
  *   retention_s, retention_max, retention_max_bytes, log_segment_bytes,
  *   log_group_delay_us, log_group_siblings, http_conn_limit, log_level,
- *   auth{client_token, admin_token, peer_token}
+ *   auth{client_token[_file], admin_token[_file], peer_token[_file],
+ *        allow_unauthenticated} (auth.h: also DTX_*_TOKEN; every role's
+ *   token or none, and none only on loopback unless allowed)
  * Unknown keys are refused, so a misspelt key never silently falls back to
  * a default.
  */
@@ -18,6 +20,7 @@
 #include <stdint.h>
 
 #include "dtx/addr.h"
+#include "dtx/auth.h"
 #include "dtx/conf.h"
 #include "dtx/err.h"
 #include "dtx/gid.h"
@@ -59,9 +62,11 @@ struct coord_config {
     uint32_t max_active_transactions; /* more in flight at once are refused with 429 */
     uint32_t interactive_timeout_ms;  /* an interactive one idle this long is aborted */
     char log_level[16];
-    char client_token[CONF_TOKEN_MAX];
-    char admin_token[CONF_TOKEN_MAX];
-    char peer_token[CONF_TOKEN_MAX];
+    /* Written at start and on SIGHUP (coord_config_reload_auth), on the loop thread. */
+    struct auth_token client_token;
+    struct auth_token admin_token;
+    struct auth_token peer_token;
+    struct auth_policy auth;
 };
 
 /*

@@ -19,6 +19,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "dtx/auth.h"
 #include "dtx/err.h"
 #include "dtx/ev.h"
 
@@ -74,8 +75,12 @@ const char *httpd_req_body(const struct httpd_req *req, size_t *len);
  */
 int httpd_req_json_body(const struct httpd_req *req, const char **body, size_t *len,
                         struct dtx_err *err);
-/* True when the request carries "Authorization: Bearer <token>" (constant-time compare). */
-bool httpd_req_has_token(const struct httpd_req *req, const char *token);
+/*
+ * True when the request carries "Authorization: Bearer <token>" with t's
+ * token (the scheme in any case; compared as auth.h says, in constant
+ * time). False when t is unset.
+ */
+bool httpd_req_has_token(const struct httpd_req *req, const struct auth_token *t);
 
 /*
  * Sends the reply. body is malloc'd and owned by the server from here on
