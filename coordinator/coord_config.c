@@ -225,6 +225,22 @@ void coord_config_release(struct coord_config *c)
     c->nshards = 0;
 }
 
+int coord_config_reload_auth(struct coord_config *c, struct dtx_err *err)
+{
+    struct coord_config *fresh = xcalloc(1, sizeof(*fresh));
+    int rc = coord_config_load(c->path, fresh, err);
+
+    if (rc == 0) {
+        c->client_token = fresh->client_token;
+        c->admin_token = fresh->admin_token;
+        c->peer_token = fresh->peer_token;
+        c->auth = fresh->auth;
+    }
+    coord_config_release(fresh);
+    free(fresh);
+    return rc;
+}
+
 int coord_config_shard(const struct coord_config *c, const char *name)
 {
     for (size_t i = 0; i < c->nshards; i++) {

@@ -184,6 +184,12 @@ void coord_links_set_epoch(struct coord *co)
         pc_set_epoch(co->links[i], co->epoch);
 }
 
+void coord_auth_reloaded(struct coord *co)
+{
+    for (size_t i = 0; co->links && i < co->cfg->nshards; i++)
+        pc_set_token(co->links[i], co->cfg->peer_token.value);
+}
+
 void coord_links_free(struct coord *co)
 {
     for (size_t i = 0; co->links && i < co->cfg->nshards; i++)

@@ -4,7 +4,8 @@
  * and run by daemon_main (daemon.h).
  *
  * Globals: none. Signals arrive on a signalfd (daemon.c); the log
- * configuration lives in log.c, set once by daemon_main.
+ * configuration lives in log.c, set once by daemon_main. SIGHUP reloads
+ * the tokens (reload below, on the loop thread, like every reader of them).
  *
  * Exit status: 0 after a graceful stop (SIGTERM/SIGINT), 1 when the
  * coordinator cannot start (damaged decision log, address in use, ...),
@@ -85,6 +86,17 @@ static bool idle(void *arg)
     return coord_drained(((struct coordinator *)arg)->co);
 }
 
+/* SIGHUP: the tokens again from the config, their files and the environment. */
+static int reload(void *arg, struct dtx_err *err)
+{
+    struct coordinator *c = arg;
+    int rc = coord_config_reload_auth(&c->cfg, err);
+
+    if (rc == 0 && c->co)
+        coord_auth_reloaded(c->co);
+    return rc;
+}
+
 static void stop(void *arg)
 {
     struct coordinator *c = arg;
@@ -109,6 +121,7 @@ int main(int argc, char **argv)
         .begin_stop = begin_stop,
         .idle = idle,
         .stop = stop,
+        .reload = reload,
         .drain_note = "stopping with transactions still in flight; they resume at restart",
         .arg = &c,
     };

@@ -247,6 +247,12 @@ void pc_set_epoch(struct pc *pc, uint64_t epoch)
     }
 }
 
+void pc_set_token(struct pc *pc, const char *peer_token)
+{
+    snprintf(pc->peer_token, sizeof(pc->peer_token), "%s", peer_token);
+    set_headers(pc);
+}
+
 void pc_free(struct pc *pc)
 {
     if (!pc)

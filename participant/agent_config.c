@@ -127,3 +127,16 @@ int agent_config_load(const char *path, struct agent_config *out, struct dtx_err
     snprintf(out->path, sizeof(out->path), "%s", path);
     return conf_load(path, load_keys, out, err);
 }
+
+int agent_config_reload_auth(struct agent_config *c, struct dtx_err *err)
+{
+    struct agent_config *fresh = xcalloc(1, sizeof(*fresh));
+    int rc = agent_config_load(c->path, fresh, err);
+
+    if (rc == 0) {
+        c->peer_token = fresh->peer_token;
+        c->auth = fresh->auth;
+    }
+    free(fresh);
+    return rc;
+}

@@ -117,6 +117,12 @@ static bool idle(void *arg)
     return agent_idle(((struct participant *)arg)->ag);
 }
 
+/* SIGHUP: the peer token again from the config, its file or the environment. */
+static int reload(void *arg, struct dtx_err *err)
+{
+    return agent_config_reload_auth(&((struct participant *)arg)->cfg, err);
+}
+
 static void stop(void *arg)
 {
     struct participant *p = arg;
@@ -141,6 +147,7 @@ int main(int argc, char **argv)
         .begin_stop = begin_stop,
         .idle = idle,
         .stop = stop,
+        .reload = reload,
         .arg = &p,
     };
 

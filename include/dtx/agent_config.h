@@ -52,4 +52,10 @@ struct agent_config {
  */
 int agent_config_load(const char *path, struct agent_config *out, struct dtx_err *err);
 
+/*
+ * SIGHUP: loads c->path again and, when the whole file is still valid,
+ * takes its peer token into c. Returns 0, or the error with c untouched.
+ */
+int agent_config_reload_auth(struct agent_config *c, struct dtx_err *err);
+
 #endif

@@ -77,6 +77,14 @@ struct coord_config {
 int coord_config_load(const char *path, struct coord_config *out, struct dtx_err *err);
 void coord_config_release(struct coord_config *c);
 
+/*
+ * SIGHUP: loads c->path again and, when the whole file is still valid,
+ * takes its tokens (the config's, their files', the environment's) into c.
+ * Returns 0, or the error of the new file with c untouched. Other keys
+ * take effect at the next start only.
+ */
+int coord_config_reload_auth(struct coord_config *c, struct dtx_err *err);
+
 /* Index of the shard called name, or -1. */
 int coord_config_shard(const struct coord_config *c, const char *name);
 

@@ -7,9 +7,8 @@ and spoken to over HTTP."""
 
 import json
 import os
+import shutil
 import signal
-import socket
-import stat
 import subprocess
 import tempfile
 import time
@@ -205,3 +204,208 @@ class ParticipantAuthTest(ClusterTest):
         self.assertEqual(status, 200, ans)
         status, _ = dtx_cluster.http_request("127.0.0.1", port, "GET", "/healthz")
         self.assertEqual(status, 200)
+
+
+class TokenFiles:
+    """Token files in a directory of their own (a cluster's directory must start empty)."""
+
+    @classmethod
+    def make_token_dir(cls, **tokens):
+        cls.token_dir = tempfile.mkdtemp(prefix="tokens-", dir=os.path.dirname(cls.cluster_dir()))
+        cls.files = {}
+        for role, value in tokens.items():
+            cls.files[role] = cls.put_token(role, value)
+        return cls.files
+
+    @classmethod
+    def put_token(cls, role, text, mode=0o600):
+        path = os.path.join(cls.token_dir, role + ".token")
+        tmp = path + ".new"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.chmod(tmp, mode)
+        os.rename(tmp, path)
+        return path
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        shutil.rmtree(cls.token_dir, ignore_errors=True)
+
+    @classmethod
+    def cluster_dir(cls):
+        import harness
+        os.makedirs(harness.WORK, exist_ok=True)
+        return os.path.join(harness.WORK, cls.__name__)
+
+
+def client(token):
+    return {"Authorization": "Bearer " + token}
+
+
+ACCT_OP = {"shard": "s1", "sql": "UPDATE accounts SET balance = balance + 0 WHERE id = 1"}
+
+
+class InteractiveCalls:
+    """An interactive transaction's calls, each with the headers given (a ClusterTest's)."""
+
+    def begin(self, headers):
+        status, ans = self.c.request("POST", "/v1/transactions", {"interactive": True},
+                                     headers=headers)
+        self.assertEqual(status, 201, ans)
+        return ans["gtid"]
+
+    def ops(self, gtid, headers, *ops):
+        return self.c.request("POST", "/v1/transactions/%s/ops" % gtid, {"ops": list(ops)},
+                              headers=headers)
+
+    def commit(self, gtid, headers):
+        return self.c.request("POST", "/v1/transactions/%s/commit" % gtid, {}, headers=headers)
+
+
+class TokenSourcesTest(TokenFiles, DaemonRuns, ClusterTest):
+    """Tokens from files (one trailing newline dropped) and the environment."""
+
+    SHARDS = 1
+
+    @classmethod
+    def setUpClass(cls):
+        files = cls.make_token_dir(client="cli-file\n", admin="adm-file\r\n", peer="peer-file")
+        cls.COORD = {"auth": {"client_token_file": files["client"],
+                              "admin_token_file": files["admin"],
+                              "peer_token_file": files["peer"]}}
+        cls.AGENT = {"auth": {"peer_token_file": files["peer"]}}
+        super().setUpClass()
+
+    def test_tokens_from_files_guard_the_api_and_link_the_shards(self):
+        ops = [{"shard": "s1", "sql": "SELECT 1"}]
+        self.assertEqual(self.c.tx(ops)[0], 401)
+        self.assertEqual(self.c.request("POST", "/v1/transactions", {"ops": ops},
+                                        headers=client("cli-file\n".strip()))[0], 200)
+        status, body = self.c.request("GET", "/v1/admin/status", headers=client("cli-file"))
+        self.assertEqual(status, 403, body)
+        status, body = self.c.request("GET", "/v1/admin/status", headers=client("adm-file"))
+        self.assertEqual(status, 200, body)
+        status, body = self.c.request("GET", "/healthz")
+        self.assertEqual(body["shards"], {"s1": "up"})  # the peer token from the same file
+
+    def test_bad_token_files_are_refused_at_start(self):
+        base = dict(self.COORD["auth"])
+        empty = self.put_token("empty", "\n")
+        world = self.put_token("world", "tok", 0o644)
+        twolines = self.put_token("twolines", "tok\nother\n")
+        cases = [
+            (dict(base, client_token_file=empty), ["'auth.client_token_file'", empty, "empty"]),
+            (dict(base, client_token_file=world),
+             ["'auth.client_token_file'", world, "readable by every user (mode 0644)"]),
+            (dict(base, client_token_file=twolines),
+             ["'auth.client_token_file'", twolines, "control"]),
+            (dict(base, admin_token_file="/nonexistent/adm"),
+             ["'auth.admin_token_file'", "could not open '/nonexistent/adm'"]),
+            (dict(base, peer_token="p"),
+             ["'auth.peer_token' and 'auth.peer_token_file' both give the peer token"]),
+        ]
+        for auth, wanted in cases:
+            self.refused("dtx-coordinator", self.coord_config(auth=auth), *wanted)
+        # a relative path is taken beside the config file
+        self.write_file("rel.token", "tok", 0o604)
+        self.refused("dtx-coordinator",
+                     self.coord_config(auth=dict(base, client_token_file="rel.token")),
+                     os.path.join(self.c.dir, "rel.token"), "readable by every user")
+
+    def test_the_environment_may_repeat_a_token_but_not_contradict_it(self):
+        cfg = self.c.coordinator_config()
+        self.refused("dtx-coordinator", cfg,
+                     "the environment's DTX_ADMIN_TOKEN and 'auth.admin_token_file' ('%s') give "
+                     "two different admin tokens" % self.files["admin"],
+                     env={"DTX_ADMIN_TOKEN": "adm-env"})
+        # the same token twice is no conflict: this one gets past the config (and stops at the
+        # decision log, which the running coordinator holds)
+        path = self.write_json("same.json", cfg)
+        r = self.run_bin("dtx-coordinator", path, env={"DTX_ADMIN_TOKEN": "adm-file"})
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("is in use by another coordinator", r.stderr)
+
+    def test_a_token_from_the_environment_alone_is_used(self):
+        port = dtx_cluster.free_ports(1)[0]
+        cfg = self.coord_config(port, auth={"client_token": "c", "admin_token": "a"})
+        p, log = self.start_bin("dtx-coordinator", cfg, env={"DTX_PEER_TOKEN": "peer-env"})
+        self.wait_http(port, p, log)
+        outcomes = {"shard": "s1", "gtids": []}
+        for token, want in (("a", 401), ("peer-env", 200)):
+            status, body = dtx_cluster.http_request("127.0.0.1", port, "POST",
+                                                    "/v1/peer/outcomes", outcomes,
+                                                    client(token))
+            self.assertEqual(status, want, body)
+
+
+class TokenReloadTest(TokenFiles, InteractiveCalls, ClusterTest):
+    """SIGHUP reloads the tokens of a running daemon; nothing in flight is dropped."""
+
+    SHARDS = 2
+
+    @classmethod
+    def setUpClass(cls):
+        files = cls.make_token_dir(client="cli-1", admin="adm-1", peer="peer-1")
+        cls.COORD = {"auth": {"client_token_file": files["client"],
+                              "admin_token_file": files["admin"],
+                              "peer_token_file": files["peer"]}}
+        cls.AGENT = {"auth": {"peer_token_file": files["peer"]}}
+        super().setUpClass()
+
+    def hup(self, proc):
+        """SIGHUP to proc; waits for its log to say how the reload went; returns that line."""
+        def said():
+            return [ln for ln in proc.log_text().splitlines()
+                    if "tokens reloaded" in ln or "could not reload the tokens" in ln]
+        before = len(said())
+        proc.signal(signal.SIGHUP)
+        end = time.time() + 10
+        while time.time() < end:
+            lines = said()
+            if len(lines) > before:
+                return lines[-1]
+            time.sleep(0.05)
+        self.fail("%s did not say it reloaded" % proc.name)
+
+    def test_sighup_reloads_the_tokens_and_keeps_transactions_and_links(self):
+        coord, agent = self.c.coordinator, self.c.shards[0].agent
+        pid = coord.pid
+        gtid = self.begin(client("cli-1"))
+        self.assertEqual(self.ops(gtid, client("cli-1"), ACCT_OP)[0], 200)
+
+        # a new client token: the old one is refused at once, the open transaction goes on
+        self.put_token("client", "cli-2\n")
+        self.assertIn("tokens reloaded", self.hup(coord))
+        self.assertEqual(self.ops(gtid, client("cli-1"), ACCT_OP)[0], 401)
+        status, body = self.commit(gtid, client("cli-2"))
+        self.assertEqual((status, body["status"]), (200, "committed"), body)
+        self.assertEqual(coord.pid, pid)
+        self.assertTrue(coord.alive())
+
+        # a reload that fails (an empty file) keeps the tokens in use, and says so
+        self.put_token("client", "")
+        line = self.hup(coord)
+        self.assertIn("could not reload the tokens", line)
+        self.assertIn("the tokens in use are kept", line)
+        self.assertEqual(self.c.tx([ACCT_OP])[0], 401)
+        self.assertEqual(self.c.request("POST", "/v1/transactions", {"ops": [ACCT_OP]},
+                                        headers=client("cli-2"))[0], 200)
+        self.put_token("client", "cli-2")
+
+        # a new peer token on both sides: the participant takes it at once, and the
+        # coordinator dials with it when the link comes back
+        self.put_token("peer", "peer-2")
+        self.hup(agent)
+        self.hup(coord)
+        port = self.c.shards[0].agent_port
+        for token, want in (("peer-1", 401), ("peer-2", 200)):
+            status, _ = dtx_cluster.http_request("127.0.0.1", port, "GET", "/v1/admin/branches",
+                                                 headers=client(token))
+            self.assertEqual(status, want, token)
+        self.assertEqual(self.c.request("GET", "/healthz")[1]["shards"]["s1"], "up",
+                         "the open link stays up")
+        self.c.restart("s1")
+        self.c.wait_healthy(timeout=15)
+        self.assertEqual(self.c.request("POST", "/v1/transactions", {"ops": [ACCT_OP]},
+                                        headers=client("cli-2"))[0], 200)
