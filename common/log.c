@@ -70,6 +70,23 @@ static size_t put_escaped(char *line, size_t n, size_t cap, const char *msg)
     return n;
 }
 
+bool log_rate_allow(struct log_rate *r, unsigned long *dropped)
+{
+    struct timespec ts;
+    uint64_t now;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    now = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    if (now < r->next_us) {
+        r->dropped++;
+        return false;
+    }
+    r->next_us = now + 1000000u;
+    *dropped = r->dropped;
+    r->dropped = 0;
+    return true;
+}
+
 void log_msg(enum log_level level, const char *fmt, ...)
 {
     char line[2048], msg[1900];

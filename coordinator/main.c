@@ -18,6 +18,7 @@
 #include "dtx/daemon.h"
 #include "dtx/failpoint.h"
 #include "dtx/log.h"
+#include "dtx/xalloc.h"
 
 #include <stdlib.h>
 
@@ -33,6 +34,7 @@ static const char usage[] =
 
 struct coordinator {
     struct coord_config cfg;
+    struct addr *shard_addrs; /* the participants' addresses, for the HTTP server */
     struct coord *co;
     struct admin *admin;
     struct api_ctx api;
@@ -62,6 +64,9 @@ static int start(void *arg, struct ev_loop *loop, struct httpd_opts *http, httpd
     if (rc < 0)
         return rc;
     fp_set_crash_hook(coord_flush_links, c->co);
+    c->shard_addrs = xcalloc(c->cfg.nshards, sizeof(*c->shard_addrs));
+    for (size_t i = 0; i < c->cfg.nshards; i++)
+        c->shard_addrs[i] = c->cfg.shards[i].addr;
     if (c->cfg.auth.allow_unauthenticated)
         log_warn("serving %s without authentication ('auth.allow_unauthenticated'): whoever "
                  "reaches it can run SQL on every shard and decide transactions",
@@ -71,6 +76,10 @@ static int start(void *arg, struct ev_loop *loop, struct httpd_opts *http, httpd
     http->listen = c->cfg.listen;
     http->max_body = c->cfg.max_body_bytes;
     http->conn_limit = c->cfg.http_conn_limit;
+    http->per_ip_limit = c->cfg.http_conn_limit_per_ip;
+    http->request_timeout_ms = c->cfg.http_request_timeout_ms;
+    http->peers = c->shard_addrs; /* participants reach it too: they have their own reserve */
+    http->npeers = c->cfg.nshards;
     *handler = api_handle;
     *ctx = &c->api;
     return 0;
@@ -103,6 +112,8 @@ static void stop(void *arg)
 
     admin_free(c->admin);
     coord_free(c->co);
+    free(c->shard_addrs);
+    c->shard_addrs = NULL;
     c->admin = NULL;
     c->co = NULL;
 }

@@ -93,6 +93,10 @@ static int start(void *arg, struct ev_loop *loop, struct httpd_opts *http, httpd
     http->listen = p->cfg.listen;
     http->max_body = p->cfg.max_body_bytes;
     http->conn_limit = p->cfg.http_conn_limit;
+    http->per_ip_limit = p->cfg.http_conn_limit_per_ip;
+    http->request_timeout_ms = p->cfg.http_request_timeout_ms;
+    http->peers = &p->cfg.coordinator; /* its coordinator always finds room to dial it */
+    http->npeers = 1;
     *handler = agent_handle_http;
     *ctx = p->ag;
     return 0;

@@ -3,7 +3,8 @@
  *
  * Keys: name, listen, conninfo, coordinator_url,
  * auth{peer_token[_file], allow_unauthenticated} (auth.h: also DTX_PEER_TOKEN),
- * pool_size, startup_wait_s, max_body_bytes, http_conn_limit, recovery_interval_ms,
+ * pool_size, startup_wait_s, max_body_bytes, http_conn_limit, http_conn_limit_per_ip,
+ * http_request_timeout_ms, recovery_interval_ms,
  * recovery_min_age_ms, max_open_branches, open_wait_ms, prepared_headroom, allow_fsync_off,
  * max_result_bytes, max_result_rows, termination_timeout_ms, log_level.
  * Unknown keys are refused.
@@ -36,14 +37,16 @@ struct agent_config {
     uint32_t startup_wait_s; /* how long to wait for PostgreSQL at start */
     uint32_t max_body_bytes;
     uint32_t http_conn_limit;
-    uint32_t recovery_interval_ms; /* how often prepared branches are checked */
-    uint32_t recovery_min_age_ms;  /* younger ones are left to the normal protocol */
-    uint32_t max_open_branches;    /* interactive branches open at once (each holds a connection) */
-    uint32_t open_wait_ms;         /* how long a new one may wait for a free connection */
-    uint32_t prepared_headroom;    /* prepared-transaction slots never used, per server */
-    bool allow_fsync_off;          /* serve a database with fsync = off (tests only; warned) */
-    uint32_t max_result_bytes;     /* a branch's results (JSON) at most; more aborts it */
-    uint32_t max_result_rows;      /* rows a branch's ops return at most */
+    uint32_t http_conn_limit_per_ip;  /* connections from one client address (0: no limit) */
+    uint32_t http_request_timeout_ms; /* a complete request must come within this */
+    uint32_t recovery_interval_ms;    /* how often prepared branches are checked */
+    uint32_t recovery_min_age_ms;     /* younger ones are left to the normal protocol */
+    uint32_t max_open_branches; /* interactive branches open at once (each holds a connection) */
+    uint32_t open_wait_ms;      /* how long a new one may wait for a free connection */
+    uint32_t prepared_headroom; /* prepared-transaction slots never used, per server */
+    bool allow_fsync_off;       /* serve a database with fsync = off (tests only; warned) */
+    uint32_t max_result_bytes;  /* a branch's results (JSON) at most; more aborts it */
+    uint32_t max_result_rows;   /* rows a branch's ops return at most */
     uint32_t termination_timeout_ms; /* 3PC: no decision this long after the vote: lead a round */
     char log_level[16];
 };

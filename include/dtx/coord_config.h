@@ -6,7 +6,8 @@
  *   prepare_timeout_ms, max_timeout_ms, commit_wait_ms, max_body_bytes,
  *   max_ops, max_params, max_sql_bytes, max_logged_results_bytes,
  *   retention_s, retention_max, retention_max_bytes, log_segment_bytes,
- *   log_group_delay_us, log_group_siblings, http_conn_limit, log_level,
+ *   log_group_delay_us, log_group_siblings, http_conn_limit,
+ *   http_conn_limit_per_ip, http_request_timeout_ms, log_level,
  *   auth{client_token[_file], admin_token[_file], peer_token[_file],
  *        allow_unauthenticated} (auth.h: also DTX_*_TOKEN; every role's
  *   token or none, and none only on loopback unless allowed)
@@ -59,6 +60,8 @@ struct coord_config {
     uint32_t log_group_delay_us; /* group-commit delay of the decision log (0: none) */
     uint32_t log_group_siblings; /* ... applied when this many transactions await votes */
     uint32_t http_conn_limit;
+    uint32_t http_conn_limit_per_ip;  /* connections from one client address (0: no limit) */
+    uint32_t http_request_timeout_ms; /* a complete request must come within this */
     uint32_t max_active_transactions; /* more in flight at once are refused with 429 */
     uint32_t interactive_timeout_ms;  /* an interactive one idle this long is aborted */
     char log_level[16];

@@ -70,12 +70,28 @@ static void other_control_characters_are_written_as_hex(void)
     CU_ASSERT_PTR_NOT_NULL(strstr(out, "bell\\x07 esc\\x1b[31m\n"));
 }
 
+static void a_rated_kind_writes_one_line_a_second_and_counts_the_rest(void)
+{
+    struct log_rate r = {0};
+    unsigned long dropped = 99;
+
+    CU_ASSERT_TRUE(log_rate_allow(&r, &dropped));
+    CU_ASSERT_EQUAL(dropped, 0);
+    for (int i = 0; i < 1000; i++)
+        CU_ASSERT_FALSE(log_rate_allow(&r, &dropped));
+    usleep(1010 * 1000);
+    CU_ASSERT_TRUE(log_rate_allow(&r, &dropped));
+    CU_ASSERT_EQUAL(dropped, 1000);
+    CU_ASSERT_FALSE(log_rate_allow(&r, &dropped));
+}
+
 int main(void)
 {
     static const struct unit_test tests[] = {
         UNIT_TEST(a_crlf_in_a_message_cannot_forge_a_second_line),
         UNIT_TEST(a_multi_line_libpq_message_is_one_line_without_its_trailing_newline),
         UNIT_TEST(other_control_characters_are_written_as_hex),
+        UNIT_TEST(a_rated_kind_writes_one_line_a_second_and_counts_the_rest),
     };
 
     return unit_run("log", tests, sizeof(tests) / sizeof(tests[0]));
