@@ -288,8 +288,8 @@ static void on_deadline(struct ev_loop *loop, struct ev_timer *t)
         if (c->deadline_us > now)
             break;
         note(srv, NOTE_DEADLINE,
-             "closed a connection from %s: no complete request within %llu ms "
-             "(http_request_timeout_ms)",
+             "closed a connection from %s: no complete request within %llu ms of its opening "
+             "or its last answer (http_request_timeout_ms)",
              c->client->key, (unsigned long long)(srv->request_timeout_us / 1000));
         conn_close(c);
     }
