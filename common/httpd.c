@@ -33,8 +33,9 @@
  * it. MHD's own timeout only counts silence, which a byte a second
  * defeats. Limits are counted here, per client address (struct
  * httpd_client), not by MHD: over a limit, the waiting connection that is
- * oldest goes (of that address, or of all), so that a flood of idle
- * connections cannot keep anyone out; MHD's own limit sits above ours
+ * oldest goes (of that address, or of the address that holds the most,
+ * srv->by_open), so that a flood of idle connections cannot keep anyone
+ * out, nor push out a client that has one connection; MHD's own limit sits above ours
  * (HTTPD_SPARE, the reserves) and is only reached while closes are in
  * flight. Closing is a shutdown(2) of the socket: MHD reads the end of
  * the stream and closes the connection itself (it has no call to close
@@ -63,9 +64,12 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* MHD's limit is ours plus this: room for connections accepted while others are being closed. */
+/* MHD's limit is ours plus the peers' reserve, HTTPD_BACKLOG (connections accepted in one go,
+ * each pushing out one that MHD closes later) and this. */
 #define HTTPD_SPARE 32
-#define ADDR_KEY    INET6_ADDRSTRLEN
+/* The kernel's queue of connections not yet accepted (MHD accepts what is queued in one go). */
+#define HTTPD_BACKLOG 1024
+#define ADDR_KEY      INET6_ADDRSTRLEN
 
 /* The kinds of log line a client can cause, each at most once a second. */
 enum httpd_note {
@@ -91,10 +95,13 @@ struct httpd {
     /* connections (see the top of this file) */
     unsigned conn_limit, per_ip_limit;
     uint64_t request_timeout_us;
-    unsigned open;            /* connections open and not being closed */
-    struct list_node waiting; /* connections waiting for a complete request, oldest first */
-    struct ev_timer deadline; /* for the first of them */
-    struct hmap clients;      /* client address -> struct httpd_client */
+    unsigned open;              /* connections open and not being closed */
+    struct list_node waiting;   /* connections waiting for a complete request, oldest first */
+    struct ev_timer deadline;   /* for the first of them */
+    struct hmap clients;        /* client address -> struct httpd_client */
+    struct list_node **by_open; /* [n]: the clients (not peers) with n connections open */
+    size_t nby_open;
+    size_t max_open; /* no client has more open; by_open[max_open] may be empty */
     char (*peer_keys)[ADDR_KEY];
     size_t npeers;
     struct log_rate notes[NOTE_KINDS];
@@ -108,6 +115,7 @@ struct httpd_client {
     unsigned conns;           /* connections MHD holds, also those being closed */
     unsigned open;            /* ... not being closed */
     struct list_node waiting; /* its waiting connections, oldest first */
+    struct list_node by_open; /* on srv->by_open[open] (not a peer, open > 0) */
 };
 
 /* One TCP connection (MHD's socket context). */
@@ -237,6 +245,33 @@ static void deadline_arm(struct httpd *srv)
     ev_timer_start_us(srv->loop, &srv->deadline, c->deadline_us > now ? c->deadline_us - now : 0);
 }
 
+/* Adds delta (+1 or -1) to cl's open connections, and to the server's. */
+static void client_count(struct httpd *srv, struct httpd_client *cl, int delta)
+{
+    cl->open = (unsigned)((int)cl->open + delta);
+    srv->open = (unsigned)((int)srv->open + delta);
+    if (cl->peer)
+        return;
+    list_remove(&cl->by_open);
+    if (cl->open == 0)
+        return;
+    if (cl->open >= srv->nby_open) {
+        size_t n = srv->nby_open ? srv->nby_open * 2 : 64;
+
+        while (n <= cl->open)
+            n *= 2;
+        srv->by_open = xrealloc(srv->by_open, n * sizeof(*srv->by_open));
+        for (size_t i = srv->nby_open; i < n; i++) {
+            srv->by_open[i] = xmalloc(sizeof(**srv->by_open));
+            list_init(srv->by_open[i]);
+        }
+        srv->nby_open = n;
+    }
+    list_insert_tail(srv->by_open[cl->open], &cl->by_open);
+    if (cl->open > srv->max_open)
+        srv->max_open = cl->open;
+}
+
 /* c waits for its next complete request, from now on. */
 static void conn_wait(struct httpd_conn *c)
 {
@@ -270,8 +305,7 @@ static void conn_close(struct httpd_conn *c)
 
     conn_served(c);
     c->closing = true;
-    c->client->open--;
-    srv->open--;
+    client_count(srv, c->client, -1);
     shutdown(c->fd, SHUT_RDWR);
     ev_defer(srv->loop, &srv->rerun);
 }
@@ -296,24 +330,64 @@ static void on_deadline(struct ev_loop *loop, struct ev_timer *t)
     deadline_arm(srv);
 }
 
-/* The oldest waiting connection not from a peer, or NULL. */
-static struct httpd_conn *oldest_waiting(struct httpd *srv)
+/*
+ * True when c has sent bytes MHD has not read yet: a client that is
+ * sending its request (MHD reads what arrives at once, but a burst of
+ * accepts can come first). Such a connection is not pushed out.
+ */
+static bool conn_sending(const struct httpd_conn *c)
 {
-    struct list_node *n;
+    char b;
 
-    for (n = srv->waiting.next; n != &srv->waiting; n = n->next) {
-        struct httpd_conn *c = container_of(n, struct httpd_conn, wait_link);
+    return recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
 
-        if (!c->client->peer)
+/* The oldest of cl's waiting connections that is not sending, or NULL. */
+static struct httpd_conn *idle_of(struct httpd_client *cl)
+{
+    struct list_node *p;
+
+    for (p = cl->waiting.next; p != &cl->waiting; p = p->next) {
+        struct httpd_conn *c = container_of(p, struct httpd_conn, addr_link);
+
+        if (!conn_sending(c))
             return c;
     }
     return NULL;
 }
 
 /*
- * A new connection c (already waiting): over its address's limit, or over
- * conn_limit, the oldest waiting connection goes (of that address; of all
- * but the peers'), c itself when there is none. A peer's connections have
+ * The connection to push out when all are in use: the oldest idle waiting
+ * one of the addresses that hold the most connections (a flood's, not a
+ * client's with one), never a peer's. NULL when there is none.
+ */
+static struct httpd_conn *victim_of_most(struct httpd *srv)
+{
+    for (size_t n = srv->max_open; n > 0; n--) {
+        struct list_node *head = srv->by_open[n], *p;
+        struct httpd_conn *oldest = NULL;
+
+        if (list_empty(head) && n == srv->max_open) {
+            srv->max_open--; /* nobody has that many any more */
+            continue;
+        }
+        for (p = head->next; p != head; p = p->next) {
+            struct httpd_conn *c = idle_of(container_of(p, struct httpd_client, by_open));
+
+            if (c && (!oldest || c->deadline_us < oldest->deadline_us))
+                oldest = c;
+        }
+        if (oldest)
+            return oldest;
+    }
+    return NULL;
+}
+
+/*
+ * A new connection c (already waiting): over its address's limit, the
+ * oldest waiting connection of that address goes; over conn_limit, the
+ * oldest waiting one of the address holding the most (victim_of_most); c
+ * itself when there is none. A peer's connections have
  * HTTPD_PEER_RESERVE more on top of both limits, and are never pushed out
  * for others.
  */
@@ -325,7 +399,9 @@ static void conn_enforce(struct httpd *srv, struct httpd_conn *c)
     struct httpd_conn *victim;
 
     if (limit && cl->open > limit) {
-        victim = container_of(cl->waiting.next, struct httpd_conn, addr_link);
+        victim = idle_of(cl);
+        if (!victim)
+            victim = c;
         note(srv, NOTE_PER_IP,
              "%u connections from %s, over its limit of %u (http_conn_limit_per_ip): closed "
              "the %s",
@@ -337,7 +413,7 @@ static void conn_enforce(struct httpd *srv, struct httpd_conn *c)
     if (c->closing || srv->open <= srv->conn_limit ||
         (cl->peer && srv->open <= srv->conn_limit + srv->npeers * HTTPD_PEER_RESERVE))
         return;
-    victim = oldest_waiting(srv);
+    victim = victim_of_most(srv);
     if (!victim)
         victim = c; /* a peer beyond the reserve, and nothing else waits */
     note(srv, NOTE_FULL,
@@ -359,6 +435,7 @@ static struct httpd_client *client_get(struct httpd *srv, const char *key)
     cl = xcalloc(1, sizeof(*cl));
     snprintf(cl->key, sizeof(cl->key), "%s", key);
     list_init(&cl->waiting);
+    list_init(&cl->by_open);
     for (size_t i = 0; i < srv->npeers; i++)
         cl->peer = cl->peer || strcmp(srv->peer_keys[i], key) == 0;
     hmap_put(&srv->clients, &cl->node, cl->key);
@@ -382,8 +459,7 @@ static struct httpd_conn *conn_new(struct httpd *srv, struct MHD_Connection *con
     c->fd = fd->connect_fd;
     c->client = client_get(srv, key);
     c->client->conns++;
-    c->client->open++;
-    srv->open++;
+    client_count(srv, c->client, +1);
     list_init(&c->wait_link);
     list_init(&c->addr_link);
     return c;
@@ -396,8 +472,7 @@ static void conn_free(struct httpd_conn *c)
 
     conn_served(c);
     if (!c->closing) {
-        cl->open--;
-        srv->open--;
+        client_count(srv, cl, -1);
     }
     if (--cl->conns == 0) {
         hmap_remove(&srv->clients, &cl->node);
@@ -683,6 +758,9 @@ static void httpd_release_limits(struct httpd *srv)
 {
     ev_timer_stop(srv->loop, &srv->deadline);
     hmap_release(&srv->clients);
+    for (size_t i = 0; i < srv->nby_open; i++)
+        free(srv->by_open[i]);
+    free(srv->by_open);
     free(srv->peer_keys);
 }
 
@@ -697,7 +775,7 @@ int httpd_start(struct httpd **out, struct ev_loop *loop, const struct httpd_opt
     rc = addr_parse(opts->listen, &a, err);
     if (rc < 0)
         return rc;
-    fd = addr_listen(&a, 1024, err);
+    fd = addr_listen(&a, HTTPD_BACKLOG, err);
     if (fd < 0)
         return fd;
     srv = xcalloc(1, sizeof(*srv));
@@ -710,14 +788,15 @@ int httpd_start(struct httpd **out, struct ev_loop *loop, const struct httpd_opt
     ev_defer_init(&srv->rerun, on_mhd_rerun, srv);
     httpd_init_limits(srv, opts);
     /* The logger first: MHD warns at every start otherwise, and logs earlier options itself. */
-    srv->d = MHD_start_daemon(
-        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG |
-            MHD_USE_TURBO,
-        0, NULL, NULL, on_access, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
-        MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-        MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned)(opts->conn_limit + srv->npeers * HTTPD_PEER_RESERVE + HTTPD_SPARE),
-        MHD_OPTION_CONNECTION_TIMEOUT, opts->idle_timeout_s, MHD_OPTION_END);
+    srv->d = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE |
+                                  MHD_USE_ERROR_LOG | MHD_USE_TURBO,
+                              0, NULL, NULL, on_access, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
+                              srv, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED,
+                              on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
+                              MHD_OPTION_CONNECTION_LIMIT,
+                              (unsigned)(opts->conn_limit + srv->npeers * HTTPD_PEER_RESERVE +
+                                         HTTPD_BACKLOG + HTTPD_SPARE),
+                              MHD_OPTION_CONNECTION_TIMEOUT, opts->idle_timeout_s, MHD_OPTION_END);
     if (!srv->d) {
         rc = dtx_err_set(err, DTX_EIO, "could not start the HTTP server on %s", opts->listen);
         goto out_close_fd;

@@ -19,7 +19,9 @@
  * keep-alive connections alike); one client address holds at most
  * per_ip_limit connections and all together at most conn_limit: a new
  * connection over either limit pushes out the one that has waited longest
- * for a complete request (or is refused when none is waiting). The
+ * for a complete request, of its own address, or of the address that
+ * holds the most connections, and is not sending (or is refused when
+ * there is none). The
  * addresses in peers (the daemon's own coordinators or participants) have
  * HTTPD_PEER_RESERVE connections more, and theirs are never pushed out for
  * others'. Such closes, and requests
