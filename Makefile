@@ -39,7 +39,7 @@ EXTRA_CFLAGS  ?=
 EXTRA_LDFLAGS ?=
 CFLAGS  := -std=c11 $(OPT) $(WARN) -MMD -MP $(EXTRA_CFLAGS)
 LDOPT   += $(EXTRA_LDFLAGS)
-LDLIBS_HTTP := -lmicrohttpd -lcjson -lpthread
+LDLIBS_HTTP := -lmicrohttpd -lcjson -lnettle -lpthread
 
 COMMON_SRC := $(wildcard common/*.c)
 COORD_SRC  := $(filter-out coordinator/main.c,$(wildcard coordinator/*.c))

@@ -78,6 +78,23 @@ int addr_parse(const char *text, struct addr *out, struct dtx_err *err)
     return 0;
 }
 
+bool addr_is_loopback(const struct addr *a)
+{
+    if (a->sa.ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)(const void *)&a->sa;
+
+        return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+    }
+    if (a->sa.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)&a->sa;
+        const uint8_t *b = in6->sin6_addr.s6_addr;
+
+        return IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr) ||
+               (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr) && b[12] == 127);
+    }
+    return false;
+}
+
 int addr_parse_url(const char *url, struct addr *out, struct dtx_err *err)
 {
     char hostport[300];

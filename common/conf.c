@@ -165,16 +165,3 @@ int conf_log_format(const cJSON *obj, char *dst, struct dtx_err *err)
     snprintf(dst, 8, "%s", format);
     return 0;
 }
-
-int conf_token(const cJSON *obj, const char *where, const char *key, char *dst, struct dtx_err *err)
-{
-    const char *t = NULL;
-    int rc = jsonx_str(obj, where, key, false, &t, err);
-
-    dst[0] = '\0';
-    if (rc < 0 || !t)
-        return rc;
-    if (!*t)
-        return dtx_err_set(err, DTX_EINVAL, "'%s.%s' must not be empty", where, key);
-    return conf_copy(dst, CONF_TOKEN_MAX, t, key, err);
-}

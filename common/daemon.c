@@ -1,7 +1,8 @@
 /*
  * daemon.c - what both daemons' main() share (daemon.h): command line,
- * config, limits, the loop and HTTP server, and the graceful stop (which
- * the service manager hears of: STOPPING=1).
+ * config, limits, the loop and HTTP server, the graceful stop (which
+ * the service manager hears of: STOPPING=1) and SIGHUP's reload of the
+ * tokens.
  * Runs on the event-loop thread (the signalfd is an ordinary watcher).
  *
  * Globals: none. The log configuration (log.c) is set here, once, before
@@ -100,8 +101,16 @@ static void on_signal(struct ev_loop *loop, struct ev_io *io, uint32_t revents)
     struct signalfd_siginfo si;
 
     (void)revents;
-    if (read(io->fd, &si, sizeof(si)) != sizeof(si) || ev_timer_is_active(&ds->drain) ||
-        ds->until_us)
+    if (read(io->fd, &si, sizeof(si)) != sizeof(si))
+        return;
+    if (si.ssi_signo == SIGHUP) {
+        if (ds->reload)
+            ds->reload(ds->arg);
+        else
+            log_info("received SIGHUP: nothing to reload");
+        return;
+    }
+    if (ev_timer_is_active(&ds->drain) || ds->until_us)
         return;
     log_info("received %s: stopping gracefully", strsignal((int)si.ssi_signo));
     sdnotify_or_warn("STOPPING=1");
@@ -127,6 +136,7 @@ int daemon_stop_init(struct daemon_stop *ds, struct ev_loop *loop, uint32_t max_
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
     signal(SIGPIPE, SIG_IGN);
     if (sigprocmask(SIG_BLOCK, &set, NULL) < 0)
         return DTX_EIO;
@@ -179,6 +189,24 @@ static bool idle(void *arg)
     return r->spec->idle(r->spec->arg);
 }
 
+/* SIGHUP: the daemon reloads its tokens; a failure keeps the ones in use. */
+static void reload(void *arg)
+{
+    struct running *r = arg;
+    struct dtx_err err;
+
+    dtx_err_clear(&err);
+    if (!r->spec->reload) {
+        log_info("received SIGHUP: nothing to reload");
+        return;
+    }
+    log_info("received SIGHUP: reloading the tokens");
+    if (r->spec->reload(r->spec->arg, &err) < 0)
+        log_error("could not reload the tokens: %s; the tokens in use are kept", err.msg);
+    else
+        log_info("tokens reloaded");
+}
+
 static int run(struct running *r)
 {
     const struct daemon_spec *spec = r->spec;
@@ -194,6 +222,7 @@ static int run(struct running *r)
         log_error("could not set up the event loop: %s", strerror(errno));
         return 1;
     }
+    r->stop.reload = reload;
     rc = spec->start(spec->arg, &r->loop, &hopts, &handler, &ctx, &err);
     if (rc == 0 && (rc = httpd_start(&r->http, &r->loop, &hopts, handler, ctx, &err)) < 0)
         spec->stop(spec->arg);

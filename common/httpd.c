@@ -23,22 +23,64 @@
  * "Connection: close" (checked with curl -v, two requests on one
  * connection); the only exception is the 413 for
  * an announced oversized body, where closing is intended.
+ *
+ * Connections (struct httpd_conn, one per TCP connection, from MHD's
+ * connection notification): a connection is "waiting" from its accept,
+ * and again from the end of each answer, until its next request is
+ * complete (the final access call). Waiting connections are on
+ * srv->waiting and on their address's list, oldest first, each with a
+ * deadline (opts.request_timeout_ms later): one timer closes those past
+ * it. MHD's own timeout only counts silence, which a byte a second
+ * defeats. Limits are counted here, per client address (struct
+ * httpd_client), not by MHD: over a limit, the waiting connection that is
+ * oldest goes (of that address, or of the address that holds the most,
+ * srv->by_open), so that a flood of idle connections cannot keep anyone
+ * out, nor push out a client that has one connection; MHD's own limit sits above ours
+ * (HTTPD_SPARE, the reserves) and is only reached while closes are in
+ * flight. Closing is a shutdown(2) of the socket: MHD reads the end of
+ * the stream and closes the connection itself (it has no call to close
+ * one). The configured peers' addresses have HTTPD_PEER_RESERVE
+ * connections more than the limits allow, and theirs are never pushed
+ * out for others', so a coordinator can always reach its participant.
+ *
+ * Thread model: the loop's thread, like everything in this file.
  */
 #include "dtx/httpd.h"
 #include "dtx/addr.h"
 #include "dtx/buf.h"
+#include "dtx/hmap.h"
 #include "dtx/jsonx.h"
 #include "dtx/list.h"
 #include "dtx/log.h"
 #include "dtx/xalloc.h"
 
+#include <arpa/inet.h>
 #include <microhttpd.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 #include <unistd.h>
+
+/* MHD's limit is ours plus the peers' reserve, HTTPD_BACKLOG (connections accepted in one go,
+ * each pushing out one that MHD closes later) and this. */
+#define HTTPD_SPARE 32
+/* The kernel's queue of connections not yet accepted (MHD accepts what is queued in one go). */
+#define HTTPD_BACKLOG 1024
+#define ADDR_KEY      INET6_ADDRSTRLEN
+
+/* The kinds of log line a client can cause, each at most once a second. */
+enum httpd_note {
+    NOTE_DEADLINE,     /* closed: no complete request in time */
+    NOTE_PER_IP,       /* closed: an address over its limit */
+    NOTE_FULL,         /* closed: all connections in use */
+    NOTE_REFUSED,      /* a request answered 400, 405, 413 or 415 */
+    NOTE_UNAUTHORIZED, /* a request answered 401 or 403 */
+    NOTE_MHD,          /* libmicrohttpd's own messages */
+    NOTE_KINDS
+};
 
 struct httpd {
     struct ev_loop *loop;
@@ -50,10 +92,47 @@ struct httpd {
     void *ctx;
     size_t max_body;
     struct list_node pending; /* suspended requests awaiting a reply */
+    /* connections (see the top of this file) */
+    unsigned conn_limit, per_ip_limit;
+    uint64_t request_timeout_us;
+    unsigned open;              /* connections open and not being closed */
+    struct list_node waiting;   /* connections waiting for a complete request, oldest first */
+    struct ev_timer deadline;   /* for the first of them */
+    struct hmap clients;        /* client address -> struct httpd_client */
+    struct list_node **by_open; /* [n]: the clients (not peers) with n connections open */
+    size_t nby_open;
+    size_t max_open; /* no client has more open; by_open[max_open] may be empty */
+    char (*peer_keys)[ADDR_KEY];
+    size_t npeers;
+    struct log_rate notes[NOTE_KINDS];
+};
+
+/* One client address: its connections. */
+struct httpd_client {
+    struct hmap_node node;
+    char key[ADDR_KEY];
+    bool peer;                /* a configured peer: HTTPD_PEER_RESERVE more, never pushed out */
+    unsigned conns;           /* connections MHD holds, also those being closed */
+    unsigned open;            /* ... not being closed */
+    struct list_node waiting; /* its waiting connections, oldest first */
+    struct list_node by_open; /* on srv->by_open[open] (not a peer, open > 0) */
+};
+
+/* One TCP connection (MHD's socket context). */
+struct httpd_conn {
+    struct httpd *srv;
+    struct httpd_client *client;
+    int fd;
+    uint64_t deadline_us;       /* while waiting */
+    struct list_node wait_link; /* on srv->waiting while waiting */
+    struct list_node addr_link; /* on client->waiting while waiting */
+    bool closing;               /* shut down by us; MHD has not closed it yet */
+    bool upgraded;              /* handed to another protocol: never waits again */
 };
 
 struct httpd_req {
     struct httpd *srv;
+    struct httpd_conn *conn; /* NULL only if MHD gave none */
     struct MHD_Connection *con;
     const char *method; /* owned by MHD, valid until completion */
     const char *path;
@@ -115,6 +194,321 @@ static void on_mhd_rerun(struct ev_loop *loop, struct ev_defer *d)
     httpd_run(d->data);
 }
 
+/* ---- connections: deadlines and limits ------------------------------------- */
+
+static void note(struct httpd *srv, enum httpd_note kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* One line of a kind a client can cause: at most one a second, saying how many were left out. */
+static void note(struct httpd *srv, enum httpd_note kind, const char *fmt, ...)
+{
+    unsigned long dropped;
+    char msg[700];
+    va_list ap;
+
+    if (!log_rate_allow(&srv->notes[kind], &dropped))
+        return;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (dropped)
+        log_warn("%s (and %lu more like it since the last such line)", msg, dropped);
+    else
+        log_warn("%s", msg);
+}
+
+/* The text form of a client's IP address (an IPv4-mapped IPv6 one as IPv4), "?" if unknown. */
+static void addr_key(const struct sockaddr *sa, char key[ADDR_KEY])
+{
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)(const void *)sa;
+
+    snprintf(key, ADDR_KEY, "?");
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, key,
+                  ADDR_KEY);
+    else if (sa->sa_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr))
+        inet_ntop(AF_INET, &in6->sin6_addr.s6_addr[12], key, ADDR_KEY);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &in6->sin6_addr, key, ADDR_KEY);
+}
+
+static void deadline_arm(struct httpd *srv)
+{
+    const struct httpd_conn *c;
+    uint64_t now = ev_clock_us();
+
+    if (list_empty(&srv->waiting) || !srv->request_timeout_us) {
+        ev_timer_stop(srv->loop, &srv->deadline);
+        return;
+    }
+    c = container_of(srv->waiting.next, struct httpd_conn, wait_link);
+    ev_timer_start_us(srv->loop, &srv->deadline, c->deadline_us > now ? c->deadline_us - now : 0);
+}
+
+/* Adds delta (+1 or -1) to cl's open connections, and to the server's. */
+static void client_count(struct httpd *srv, struct httpd_client *cl, int delta)
+{
+    cl->open = (unsigned)((int)cl->open + delta);
+    srv->open = (unsigned)((int)srv->open + delta);
+    if (cl->peer)
+        return;
+    list_remove(&cl->by_open);
+    if (cl->open == 0)
+        return;
+    if (cl->open >= srv->nby_open) {
+        size_t n = srv->nby_open ? srv->nby_open * 2 : 64;
+
+        while (n <= cl->open)
+            n *= 2;
+        srv->by_open = xrealloc(srv->by_open, n * sizeof(*srv->by_open));
+        for (size_t i = srv->nby_open; i < n; i++) {
+            srv->by_open[i] = xmalloc(sizeof(**srv->by_open));
+            list_init(srv->by_open[i]);
+        }
+        srv->nby_open = n;
+    }
+    list_insert_tail(srv->by_open[cl->open], &cl->by_open);
+    if (cl->open > srv->max_open)
+        srv->max_open = cl->open;
+}
+
+/* c waits for its next complete request, from now on. */
+static void conn_wait(struct httpd_conn *c)
+{
+    struct httpd *srv;
+    bool first;
+
+    if (!c || c->closing || c->upgraded || list_linked(&c->wait_link))
+        return;
+    srv = c->srv;
+    first = list_empty(&srv->waiting);
+    c->deadline_us = ev_clock_us() + srv->request_timeout_us;
+    list_insert_tail(&srv->waiting, &c->wait_link);
+    list_insert_tail(&c->client->waiting, &c->addr_link);
+    if (first)
+        deadline_arm(srv);
+}
+
+/* c's request is complete (or answered): it waits no more. The timer may fire early; harmless. */
+static void conn_served(struct httpd_conn *c)
+{
+    if (!c)
+        return;
+    list_remove(&c->wait_link);
+    list_remove(&c->addr_link);
+}
+
+/* Closes c: MHD reads the end of the stream and closes the connection (notifying on_connection). */
+static void conn_close(struct httpd_conn *c)
+{
+    struct httpd *srv = c->srv;
+
+    conn_served(c);
+    c->closing = true;
+    client_count(srv, c->client, -1);
+    shutdown(c->fd, SHUT_RDWR);
+    ev_defer(srv->loop, &srv->rerun);
+}
+
+static void on_deadline(struct ev_loop *loop, struct ev_timer *t)
+{
+    struct httpd *srv = t->data;
+    uint64_t now = ev_clock_us();
+
+    (void)loop;
+    while (!list_empty(&srv->waiting)) {
+        struct httpd_conn *c = container_of(srv->waiting.next, struct httpd_conn, wait_link);
+
+        if (c->deadline_us > now)
+            break;
+        note(srv, NOTE_DEADLINE,
+             "closed a connection from %s: no complete request within %llu ms of its opening "
+             "or its last answer (http_request_timeout_ms)",
+             c->client->key, (unsigned long long)(srv->request_timeout_us / 1000));
+        conn_close(c);
+    }
+    deadline_arm(srv);
+}
+
+/*
+ * True when c has sent bytes MHD has not read yet: a client that is
+ * sending its request (MHD reads what arrives at once, but a burst of
+ * accepts can come first). Such a connection is not pushed out.
+ */
+static bool conn_sending(const struct httpd_conn *c)
+{
+    char b;
+
+    return recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
+/* The oldest of cl's waiting connections that is not sending, or NULL. */
+static struct httpd_conn *idle_of(struct httpd_client *cl)
+{
+    struct list_node *p;
+
+    for (p = cl->waiting.next; p != &cl->waiting; p = p->next) {
+        struct httpd_conn *c = container_of(p, struct httpd_conn, addr_link);
+
+        if (!conn_sending(c))
+            return c;
+    }
+    return NULL;
+}
+
+/*
+ * The connection to push out when all are in use: the oldest idle waiting
+ * one of the addresses that hold the most connections (a flood's, not a
+ * client's with one), never a peer's. NULL when there is none.
+ */
+static struct httpd_conn *victim_of_most(struct httpd *srv)
+{
+    for (size_t n = srv->max_open; n > 0; n--) {
+        struct list_node *head = srv->by_open[n], *p;
+        struct httpd_conn *oldest = NULL;
+
+        if (list_empty(head) && n == srv->max_open) {
+            srv->max_open--; /* nobody has that many any more */
+            continue;
+        }
+        for (p = head->next; p != head; p = p->next) {
+            struct httpd_conn *c = idle_of(container_of(p, struct httpd_client, by_open));
+
+            if (c && (!oldest || c->deadline_us < oldest->deadline_us))
+                oldest = c;
+        }
+        if (oldest)
+            return oldest;
+    }
+    return NULL;
+}
+
+/*
+ * A new connection c (already waiting): over its address's limit, the
+ * oldest waiting connection of that address goes; over conn_limit, the
+ * oldest waiting one of the address holding the most (victim_of_most); c
+ * itself when there is none. A peer's connections have
+ * HTTPD_PEER_RESERVE more on top of both limits, and are never pushed out
+ * for others.
+ */
+static void conn_enforce(struct httpd *srv, struct httpd_conn *c)
+{
+    struct httpd_client *cl = c->client;
+    unsigned reserve = cl->peer ? HTTPD_PEER_RESERVE : 0;
+    unsigned limit = srv->per_ip_limit ? srv->per_ip_limit + reserve : 0;
+    struct httpd_conn *victim;
+
+    if (limit && cl->open > limit) {
+        victim = idle_of(cl);
+        if (!victim)
+            victim = c;
+        note(srv, NOTE_PER_IP,
+             "%u connections from %s, over its limit of %u (http_conn_limit_per_ip): closed "
+             "the %s",
+             cl->open, cl->key, limit,
+             victim == c ? "new one (none of the others waits for a request)"
+                         : "one that waited longest for a request");
+        conn_close(victim);
+    }
+    if (c->closing || srv->open <= srv->conn_limit ||
+        (cl->peer && srv->open <= srv->conn_limit + srv->npeers * HTTPD_PEER_RESERVE))
+        return;
+    victim = victim_of_most(srv);
+    if (!victim)
+        victim = c; /* a peer beyond the reserve, and nothing else waits */
+    note(srv, NOTE_FULL,
+         "%u connections open, over the limit of %u (http_conn_limit): closed the %s from %s",
+         srv->open, srv->conn_limit,
+         victim == c ? "new one (none of the others waits for a request)"
+                     : "one that waited longest for a request",
+         victim->client->key);
+    conn_close(victim);
+}
+
+static struct httpd_client *client_get(struct httpd *srv, const char *key)
+{
+    struct hmap_node *n = hmap_get(&srv->clients, key);
+    struct httpd_client *cl;
+
+    if (n)
+        return container_of(n, struct httpd_client, node);
+    cl = xcalloc(1, sizeof(*cl));
+    snprintf(cl->key, sizeof(cl->key), "%s", key);
+    list_init(&cl->waiting);
+    list_init(&cl->by_open);
+    for (size_t i = 0; i < srv->npeers; i++)
+        cl->peer = cl->peer || strcmp(srv->peer_keys[i], key) == 0;
+    hmap_put(&srv->clients, &cl->node, cl->key);
+    return cl;
+}
+
+static struct httpd_conn *conn_new(struct httpd *srv, struct MHD_Connection *con)
+{
+    const union MHD_ConnectionInfo *fd =
+        MHD_get_connection_info(con, MHD_CONNECTION_INFO_CONNECTION_FD);
+    const union MHD_ConnectionInfo *sa =
+        MHD_get_connection_info(con, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    struct httpd_conn *c;
+    char key[ADDR_KEY];
+
+    if (!fd || !sa || !sa->client_addr)
+        return NULL;
+    addr_key(sa->client_addr, key);
+    c = xcalloc(1, sizeof(*c));
+    c->srv = srv;
+    c->fd = fd->connect_fd;
+    c->client = client_get(srv, key);
+    c->client->conns++;
+    client_count(srv, c->client, +1);
+    list_init(&c->wait_link);
+    list_init(&c->addr_link);
+    return c;
+}
+
+static void conn_free(struct httpd_conn *c)
+{
+    struct httpd *srv = c->srv;
+    struct httpd_client *cl = c->client;
+
+    conn_served(c);
+    if (!c->closing) {
+        client_count(srv, cl, -1);
+    }
+    if (--cl->conns == 0) {
+        hmap_remove(&srv->clients, &cl->node);
+        free(cl);
+    }
+    free(c);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *con, void **socket_context,
+                          enum MHD_ConnectionNotificationCode toe)
+{
+    struct httpd *srv = cls;
+    struct httpd_conn *c = *socket_context;
+
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        c = conn_new(srv, con);
+        *socket_context = c;
+        if (c) {
+            conn_wait(c);
+            conn_enforce(srv, c);
+        }
+        return;
+    }
+    if (c)
+        conn_free(c);
+    *socket_context = NULL;
+}
+
+static struct httpd_conn *conn_of(struct MHD_Connection *con)
+{
+    const union MHD_ConnectionInfo *i =
+        MHD_get_connection_info(con, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+    return i ? i->socket_context : NULL;
+}
+
 /* ---- replies ------------------------------------------------------------ */
 
 static void req_queue(struct httpd_req *req, unsigned status, struct MHD_Response *resp)
@@ -125,6 +519,7 @@ static void req_queue(struct httpd_req *req, unsigned status, struct MHD_Respons
     if (status == 429)
         MHD_add_response_header(resp, "Retry-After", "1"); /* every "too busy" says when again */
     req->answered = true;
+    conn_served(req->conn);
     if (MHD_queue_response(req->con, status, resp) != MHD_YES)
         log_warn("could not queue HTTP %u response for %s %s", status, req->method, req->path);
     MHD_destroy_response(resp);
@@ -159,7 +554,14 @@ void httpd_reply_json(struct httpd_req *req, unsigned status, char *body)
 
 void httpd_reply_error(struct httpd_req *req, const struct dtx_err *err)
 {
-    httpd_reply_json(req, (unsigned)dtx_err_http_status(err->code), jsonx_error_body(err));
+    unsigned status = (unsigned)dtx_err_http_status(err->code);
+
+    if (status == 401 || status == 403 || status == 400 || status == 405 || status == 413 ||
+        status == 415)
+        note(req->srv, status == 401 || status == 403 ? NOTE_UNAUTHORIZED : NOTE_REFUSED,
+             "refused %.16s %.200s from %s: %u %s", req->method, req->path,
+             req->conn ? req->conn->client->key : "?", status, err->msg);
+    httpd_reply_json(req, status, jsonx_error_body(err));
 }
 
 void httpd_reply_errorf(struct httpd_req *req, int code, const char *fmt, ...)
@@ -193,6 +595,8 @@ void httpd_upgrade(struct httpd_req *req, const char *proto, httpd_upgrade_cb cb
     struct httpd_upgraded *up = xcalloc(1, sizeof(*up));
     struct MHD_Response *resp;
 
+    if (req->conn)
+        req->conn->upgraded = true;
     up->srv = req->srv;
     up->cb = cb;
     up->arg = arg;
@@ -220,6 +624,7 @@ static struct httpd_req *req_new(struct httpd *srv, struct MHD_Connection *con, 
 {
     struct httpd_req *req = xcalloc(1, sizeof(*req));
     req->srv = srv;
+    req->conn = conn_of(con);
     req->con = con;
     req->method = method;
     req->path = path;
@@ -273,6 +678,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *con, const ch
     if (req->dispatched || req->answered)
         return MHD_YES;
     req->dispatched = true;
+    conn_served(req->conn);
     if (req->too_big) {
         reply_too_big(req);
         return MHD_YES;
@@ -296,9 +702,10 @@ static void on_completed(void *cls, struct MHD_Connection *con, void **con_cls,
 
     (void)cls;
     (void)con;
-    (void)toe;
     if (!req)
         return;
+    if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+        conn_wait(req->conn); /* keep-alive: the next request has its deadline too */
     list_remove(&req->link);
     buf_release(&req->body);
     free(req);
@@ -310,12 +717,11 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     char line[512];
     size_t n;
 
-    (void)cls;
     vsnprintf(line, sizeof(line), fmt, ap);
     n = strlen(line);
     while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r'))
         line[--n] = '\0';
-    log_warn("http server: %s", line);
+    note(cls, NOTE_MHD, "http server: %s", line);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------ */
@@ -333,6 +739,31 @@ static int httpd_attach(struct httpd *srv, struct dtx_err *err)
     return 0;
 }
 
+static void httpd_init_limits(struct httpd *srv, const struct httpd_opts *opts)
+{
+    srv->conn_limit = opts->conn_limit;
+    srv->per_ip_limit = opts->per_ip_limit;
+    srv->request_timeout_us = (uint64_t)opts->request_timeout_ms * 1000u;
+    list_init(&srv->waiting);
+    ev_timer_init(&srv->deadline, on_deadline, srv);
+    hmap_init(&srv->clients);
+    srv->npeers = opts->npeers;
+    srv->peer_keys = xcalloc(opts->npeers + 1, sizeof(*srv->peer_keys));
+    for (size_t i = 0; i < opts->npeers; i++)
+        addr_key((const struct sockaddr *)&opts->peers[i].sa, srv->peer_keys[i]);
+}
+
+/* After MHD_stop_daemon, which closed every connection (on_connection freed them). */
+static void httpd_release_limits(struct httpd *srv)
+{
+    ev_timer_stop(srv->loop, &srv->deadline);
+    hmap_release(&srv->clients);
+    for (size_t i = 0; i < srv->nby_open; i++)
+        free(srv->by_open[i]);
+    free(srv->by_open);
+    free(srv->peer_keys);
+}
+
 int httpd_start(struct httpd **out, struct ev_loop *loop, const struct httpd_opts *opts,
                 httpd_handler handler, void *ctx, struct dtx_err *err)
 {
@@ -344,7 +775,7 @@ int httpd_start(struct httpd **out, struct ev_loop *loop, const struct httpd_opt
     rc = addr_parse(opts->listen, &a, err);
     if (rc < 0)
         return rc;
-    fd = addr_listen(&a, 1024, err);
+    fd = addr_listen(&a, HTTPD_BACKLOG, err);
     if (fd < 0)
         return fd;
     srv = xcalloc(1, sizeof(*srv));
@@ -355,12 +786,16 @@ int httpd_start(struct httpd **out, struct ev_loop *loop, const struct httpd_opt
     list_init(&srv->pending);
     ev_timer_init(&srv->timer, on_mhd_timer, srv);
     ev_defer_init(&srv->rerun, on_mhd_rerun, srv);
+    httpd_init_limits(srv, opts);
     /* The logger first: MHD warns at every start otherwise, and logs earlier options itself. */
     srv->d = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE |
                                   MHD_USE_ERROR_LOG | MHD_USE_TURBO,
                               0, NULL, NULL, on_access, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
                               srv, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED,
-                              on_completed, srv, MHD_OPTION_CONNECTION_LIMIT, opts->conn_limit,
+                              on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
+                              MHD_OPTION_CONNECTION_LIMIT,
+                              (unsigned)(opts->conn_limit + srv->npeers * HTTPD_PEER_RESERVE +
+                                         HTTPD_BACKLOG + HTTPD_SPARE),
                               MHD_OPTION_CONNECTION_TIMEOUT, opts->idle_timeout_s, MHD_OPTION_END);
     if (!srv->d) {
         rc = dtx_err_set(err, DTX_EIO, "could not start the HTTP server on %s", opts->listen);
@@ -376,6 +811,7 @@ out_stop:
     MHD_stop_daemon(srv->d);
 out_close_fd:
     close(fd);
+    httpd_release_limits(srv);
     free(srv);
     return rc;
 }
@@ -408,6 +844,7 @@ void httpd_free(struct httpd *srv)
     ev_timer_stop(srv->loop, &srv->timer);
     ev_defer_cancel(srv->loop, &srv->rerun);
     MHD_stop_daemon(srv->d);
+    httpd_release_limits(srv);
     free(srv);
 }
 
@@ -516,18 +953,12 @@ int httpd_req_json_body(const struct httpd_req *req, const char **body, size_t *
     return 0;
 }
 
-bool httpd_req_has_token(const struct httpd_req *req, const char *token)
+bool httpd_req_has_token(const struct httpd_req *req, const struct auth_token *t)
 {
     const char *h = httpd_req_header(req, MHD_HTTP_HEADER_AUTHORIZATION);
-    size_t n = strlen(token);
-    unsigned char diff = 0;
 
-    if (!h || strncmp(h, "Bearer ", 7) != 0)
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0)
         return false;
-    h += 7;
-    if (strlen(h) != n)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        diff |= (unsigned char)(h[i] ^ token[i]);
-    return diff == 0;
+    h = skip_ows(h + 7);
+    return auth_token_matches(t, h, strlen(h));
 }

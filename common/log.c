@@ -106,11 +106,6 @@ static size_t put_escaped(char *line, size_t n, size_t cap, const char *msg)
     return n;
 }
 
-/*
- * Appends msg to line[n..cap) as a quoted string of the structured formats:
- * for logfmt and json alike, " and \\ escaped, control characters as \\n,
- * \\r, \\t or \\u00XX (JSON's form, which logfmt readers accept as well).
- */
 /* The length of the well-formed UTF-8 sequence at p (at most n bytes), or 0. */
 static size_t utf8_len(const unsigned char *p, size_t n)
 {
@@ -128,6 +123,11 @@ static size_t utf8_len(const unsigned char *p, size_t n)
     return k;
 }
 
+/*
+ * Appends msg to line[n..cap) as a quoted string of the structured formats:
+ * for logfmt and json alike, " and \\ escaped, control characters as \\n,
+ * \\r, \\t or \\u00XX (JSON's form, which logfmt readers accept as well).
+ */
 static size_t put_quoted(char *line, size_t n, size_t cap, const char *msg)
 {
     size_t len = strlen(msg);
@@ -217,6 +217,23 @@ static size_t structured(char *line, size_t cap, const char *ts, enum log_level 
     if (log_fmt == LOG_JSON && n + 1 < cap)
         line[n++] = '}';
     return n;
+}
+
+bool log_rate_allow(struct log_rate *r, unsigned long *dropped)
+{
+    struct timespec ts;
+    uint64_t now;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    now = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+    if (now < r->next_us) {
+        r->dropped++;
+        return false;
+    }
+    r->next_us = now + 1000000u;
+    *dropped = r->dropped;
+    r->dropped = 0;
+    return true;
 }
 
 void log_msg(enum log_level level, const char *fmt, ...)

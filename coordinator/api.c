@@ -7,8 +7,9 @@
  *   GET  /v1/route?key=K               where a key lives            (client)
  *   GET  /healthz, GET /metrics        health and Prometheus metrics (open)
  *
- * Authorisation: when auth.client_token is set, client routes need it (or
- * the admin token); when auth.admin_token is set, admin routes need it. No
+ * Authorisation: tokens are set for every role or for none (auth.h, checked
+ * at start). When set, client routes need the client token (or the admin
+ * token), admin routes the admin token, peer routes the peer token. No
  * Authorization header, or a token that matches nothing, is 401; a valid
  * token of the wrong kind is 403.
  *
@@ -262,14 +263,15 @@ enum role { ROLE_OPEN, ROLE_CLIENT, ROLE_ADMIN, ROLE_PEER };
 /* True when the request may go on; otherwise it has been answered 401/403. */
 static bool authorized(const struct coord_config *cfg, struct httpd_req *req, enum role need)
 {
-    const char *want = need == ROLE_CLIENT ? cfg->client_token
-                       : need == ROLE_PEER ? cfg->peer_token
-                                           : cfg->admin_token;
-    bool admin_ok = cfg->admin_token[0] && httpd_req_has_token(req, cfg->admin_token);
-    bool client_ok = cfg->client_token[0] && httpd_req_has_token(req, cfg->client_token);
+    const struct auth_token *want = need == ROLE_CLIENT ? &cfg->client_token
+                                    : need == ROLE_PEER ? &cfg->peer_token
+                                                        : &cfg->admin_token;
+    bool admin_ok, client_ok;
 
-    if (need == ROLE_OPEN || !want[0])
+    if (need == ROLE_OPEN || !auth_token_is_set(want))
         return true;
+    admin_ok = httpd_req_has_token(req, &cfg->admin_token);
+    client_ok = httpd_req_has_token(req, &cfg->client_token);
     if (need == ROLE_PEER) {
         if (httpd_req_has_token(req, want))
             return true;

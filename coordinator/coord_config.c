@@ -32,6 +32,8 @@ static const char *const top_keys[] = {"node_id",
                                        "log_group_delay_us",
                                        "log_group_siblings",
                                        "http_conn_limit",
+                                       "http_conn_limit_per_ip",
+                                       "http_request_timeout_ms",
                                        "max_active_transactions",
                                        "interactive_timeout_ms",
                                        "log_level",
@@ -40,7 +42,6 @@ static const char *const top_keys[] = {"node_id",
                                        "decision_store",
                                        NULL};
 static const char *const shard_keys[] = {"name", "url", "slots", NULL};
-static const char *const auth_keys[] = {"client_token", "admin_token", "peer_token", NULL};
 static const char *const store_keys[] = {"type", "conninfo", "lease_ms", NULL};
 
 #define U32_KEY(k, d, lo, hi)                                                                      \
@@ -66,6 +67,8 @@ static const struct conf_u32 u32_keys[] = {
     U32_KEY(log_group_delay_us, 200, 0, 100000),
     U32_KEY(log_group_siblings, 4, 1, 100000),
     U32_KEY(http_conn_limit, 10000, 16, 1000000),
+    U32_KEY(http_conn_limit_per_ip, 1000, 0, 1000000),
+    U32_KEY(http_request_timeout_ms, 30000, 100, 3600000),
     U32_KEY(max_active_transactions, 10000, 1, 10000000),
     U32_KEY(interactive_timeout_ms, 30000, 1, 86400000),
 };
@@ -161,21 +164,19 @@ static int load_shards(const cJSON *root, struct coord_config *c, struct dtx_err
     return 0;
 }
 
+/* auth{...}: the three roles' tokens and the rules of auth.h. */
 static int load_auth(const cJSON *root, struct coord_config *c, struct dtx_err *err)
 {
+    const struct auth_role roles[] = {
+        {"client", &c->client_token}, {"admin", &c->admin_token}, {"peer", &c->peer_token}};
     const cJSON *auth = NULL;
+    char dir[4096];
     int rc = jsonx_object(root, "", "auth", false, &auth, err);
 
-    if (rc < 0 || !auth)
+    if (rc < 0)
         return rc;
-    rc = jsonx_only_keys(auth, "auth", auth_keys, err);
-    if (rc == 0)
-        rc = conf_token(auth, "auth", "client_token", c->client_token, err);
-    if (rc == 0)
-        rc = conf_token(auth, "auth", "admin_token", c->admin_token, err);
-    if (rc == 0)
-        rc = conf_token(auth, "auth", "peer_token", c->peer_token, err);
-    return rc;
+    auth_config_dir(c->path, dir, sizeof(dir));
+    return auth_load(auth, roles, sizeof(roles) / sizeof(roles[0]), dir, c->listen, &c->auth, err);
 }
 
 static int load_names(const cJSON *root, struct coord_config *c, struct dtx_err *err)
@@ -278,6 +279,22 @@ void coord_config_release(struct coord_config *c)
     free(c->shards);
     c->shards = NULL;
     c->nshards = 0;
+}
+
+int coord_config_reload_auth(struct coord_config *c, struct dtx_err *err)
+{
+    struct coord_config *fresh = xcalloc(1, sizeof(*fresh));
+    int rc = coord_config_load(c->path, fresh, err);
+
+    if (rc == 0) {
+        c->client_token = fresh->client_token;
+        c->admin_token = fresh->admin_token;
+        c->peer_token = fresh->peer_token;
+        c->auth = fresh->auth;
+    }
+    coord_config_release(fresh);
+    free(fresh);
+    return rc;
 }
 
 int coord_config_shard(const struct coord_config *c, const char *name)

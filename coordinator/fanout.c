@@ -94,8 +94,8 @@ void fanout_start(struct ev_loop *loop, const struct coord_config *cfg, struct l
     f->arg = arg;
     list_insert_tail(pending, &f->link);
     snprintf(headers, sizeof(headers), "%s%s%s%s", post ? "Content-Type: application/json\r\n" : "",
-             cfg->peer_token[0] ? "Authorization: Bearer " : "", cfg->peer_token,
-             cfg->peer_token[0] ? "\r\n" : "");
+             cfg->peer_token.value[0] ? "Authorization: Bearer " : "", cfg->peer_token.value,
+             cfg->peer_token.value[0] ? "\r\n" : "");
     f->left = 1; /* held until every request is out */
     for (size_t i = 0; i < f->nparts; i++) {
         if (!paths[i])

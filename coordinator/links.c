@@ -162,7 +162,7 @@ void coord_links_start(struct coord *co)
         .node_id = cfg->node_id,
         .epoch = co->epoch,
         .boot = co->boot,
-        .peer_token = cfg->peer_token,
+        .peer_token = cfg->peer_token.value,
     };
     struct pc_cbs cbs = {
         .on_frame = on_frame,
@@ -182,6 +182,12 @@ void coord_links_set_epoch(struct coord *co)
 {
     for (size_t i = 0; co->links && i < co->cfg->nshards; i++)
         pc_set_epoch(co->links[i], co->epoch);
+}
+
+void coord_auth_reloaded(struct coord *co)
+{
+    for (size_t i = 0; co->links && i < co->cfg->nshards; i++)
+        pc_set_token(co->links[i], co->cfg->peer_token.value);
 }
 
 void coord_links_free(struct coord *co)

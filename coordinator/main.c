@@ -4,7 +4,8 @@
  * and run by daemon_main (daemon.h).
  *
  * Globals: none. Signals arrive on a signalfd (daemon.c); the log
- * configuration lives in log.c, set once by daemon_main.
+ * configuration lives in log.c, set once by daemon_main. SIGHUP reloads
+ * the tokens (reload below, on the loop thread, like every reader of them).
  *
  * Roles: with the file store the process is its node's coordinator from
  * the start. With the postgres store it first claims the node's lease
@@ -27,6 +28,7 @@
 #include "dtx/dstore_pg.h"
 #include "dtx/failpoint.h"
 #include "dtx/log.h"
+#include "dtx/xalloc.h"
 
 #include <inttypes.h>
 #include <signal.h>
@@ -46,7 +48,8 @@ static const char usage[] =
 struct coordinator {
     struct coord_config cfg;
     struct ev_loop *loop;
-    struct coord *co; /* NULL while a standby */
+    struct coord *co;         /* NULL while a standby */
+    struct addr *shard_addrs; /* the participants' addresses, for the HTTP server */
     struct admin *admin;
     struct api_ctx api;
     /* the postgres decision store: the lease this process waits for, then holds */
@@ -135,6 +138,13 @@ static int start(void *arg, struct ev_loop *loop, struct httpd_opts *http, httpd
 
     c->loop = loop;
     c->api = (struct api_ctx){.cfg = &c->cfg};
+    c->shard_addrs = xcalloc(c->cfg.nshards, sizeof(*c->shard_addrs));
+    for (size_t i = 0; i < c->cfg.nshards; i++)
+        c->shard_addrs[i] = c->cfg.shards[i].addr;
+    if (c->cfg.auth.allow_unauthenticated)
+        log_warn("serving %s without authentication ('auth.allow_unauthenticated'): whoever "
+                 "reaches it can run SQL on every shard and decide transactions",
+                 c->cfg.listen);
     if (c->cfg.store_type == COORD_STORE_POSTGRES) {
         struct dstore_pg_opts o = {.conninfo = c->cfg.store_conninfo,
                                    .node = c->cfg.node_id,
@@ -153,6 +163,10 @@ static int start(void *arg, struct ev_loop *loop, struct httpd_opts *http, httpd
     http->listen = c->cfg.listen;
     http->max_body = c->cfg.max_body_bytes;
     http->conn_limit = c->cfg.http_conn_limit;
+    http->per_ip_limit = c->cfg.http_conn_limit_per_ip;
+    http->request_timeout_ms = c->cfg.http_request_timeout_ms;
+    http->peers = c->shard_addrs; /* participants reach it too: they have their own reserve */
+    http->npeers = c->cfg.nshards;
     *handler = api_handle;
     *ctx = &c->api;
     return 0;
@@ -174,6 +188,17 @@ static bool idle(void *arg)
     return !c->co || c->stepped_down || coord_drained(c->co);
 }
 
+/* SIGHUP: the tokens again from the config, their files and the environment. */
+static int reload(void *arg, struct dtx_err *err)
+{
+    struct coordinator *c = arg;
+    int rc = coord_config_reload_auth(&c->cfg, err);
+
+    if (rc == 0 && c->co)
+        coord_auth_reloaded(c->co);
+    return rc;
+}
+
 static void stop(void *arg)
 {
     struct coordinator *c = arg;
@@ -181,6 +206,8 @@ static void stop(void *arg)
     admin_free(c->admin);
     coord_free(c->co);
     dstore_pg_claim_free(c->claim);
+    free(c->shard_addrs);
+    c->shard_addrs = NULL;
     c->admin = NULL;
     c->co = NULL;
     c->claim = NULL;
@@ -202,6 +229,7 @@ int main(int argc, char **argv)
         .begin_stop = begin_stop,
         .idle = idle,
         .stop = stop,
+        .reload = reload,
         .drain_note = "stopping with transactions still in flight; they resume at restart",
         .arg = &c,
     };

@@ -37,7 +37,7 @@ struct pc {
     uint64_t epoch;
     char boot[40];
     uint64_t dial_epoch; /* the epoch the dial in flight announced */
-    char peer_token[CONF_TOKEN_MAX];
+    char peer_token[AUTH_TOKEN_MAX];
     char headers[768];
     struct pc_cbs cbs;
     enum pc_state state;
@@ -245,6 +245,12 @@ void pc_set_epoch(struct pc *pc, uint64_t epoch)
         ev_timer_stop(pc->loop, &pc->retry);
         pc_dial(pc);
     }
+}
+
+void pc_set_token(struct pc *pc, const char *peer_token)
+{
+    snprintf(pc->peer_token, sizeof(pc->peer_token), "%s", peer_token);
+    set_headers(pc);
 }
 
 void pc_free(struct pc *pc)

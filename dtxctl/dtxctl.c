@@ -1,7 +1,7 @@
 /*
  * dtxctl - the operator's tool: see what is in doubt and resolve it.
  *
- *   dtxctl [--coordinator URL] [--token T] [--json] COMMAND ...
+ *   dtxctl [--coordinator URL] [--token T | --token-file F] [--json] COMMAND ...
  *
  * Every command but `log` talks to the coordinator's admin API (admin.c),
  * which asks the participants itself, so an operator needs one URL and
@@ -13,6 +13,7 @@
  * With --json the answer is printed as JSON for scripts, otherwise as text
  * for people.
  */
+#include "dtx/auth.h"
 #include "dtx/ballot.h"
 #include "dtx/dlog.h"
 #include "dtx/jsonx.h"
@@ -45,7 +46,8 @@ static const char usage_text[] =
     "  in-doubt [--participant URL]... every prepared dtx branch on every shard, with its\n"
     "                                  age, locks and the coordinator's decision; with\n"
     "                                  --participant, asks those agents directly (the\n"
-    "                                  coordinator may be down; --peer-token or $DTX_PEER_TOKEN)\n"
+    "                                  coordinator may be down; the peer token from\n"
+    "                                  --peer-token, --peer-token-file or $DTX_PEER_TOKEN)\n"
     "  recover [--malformed] [--operator NAME]\n"
     "                                  finish every branch the coordinator has a decision for;\n"
     "                                  branches it cannot decide (another coordinator's, of an\n"
@@ -58,7 +60,8 @@ static const char usage_text[] =
     "  log dump|verify --log-dir DIR   read a decision log offline\n"
     "\n"
     "options: --coordinator URL (default $DTX_COORDINATOR or http://127.0.0.1:7000),\n"
-    "  --token T (the admin token; default $DTX_TOKEN), --json, --help, --version.\n"
+    "  --token T or --token-file FILE (the admin token; default $DTX_TOKEN, then\n"
+    "  $DTX_ADMIN_TOKEN; a file keeps it out of ps), --json, --help, --version.\n"
     "--operator defaults to the OS user at this host. DURATION: 90s, 15m, 2h, 1d (a bare\n"
     "number is seconds). Exit status: 0 ok, 1 a problem was found and reported, 2 usage error.\n";
 
@@ -66,7 +69,11 @@ static const char usage_text[] =
 struct opts {
     const char *url;
     const char *token;
-    const char *peer_token; /* in-doubt --participant: the participants' token */
+    const char *peer_token;      /* in-doubt --participant: the participants' token */
+    const char *token_file;      /* --token-file */
+    const char *peer_token_file; /* --peer-token-file */
+    struct auth_token from_file; /* what the files held */
+    struct auth_token peer_from_file;
     bool json;
     unsigned given;        /* OPT_* bits of the options the command line holds */
     const char *status;    /* list */
@@ -1089,6 +1096,8 @@ static int parse_opts(struct opts *o, int argc, char **argv)
     static const struct option lo[] = {{"coordinator", required_argument, NULL, 'c'},
                                        {"token", required_argument, NULL, 't'},
                                        {"peer-token", required_argument, NULL, 'p'},
+                                       {"token-file", required_argument, NULL, 'T'},
+                                       {"peer-token-file", required_argument, NULL, 'F'},
                                        {"json", no_argument, NULL, 'j'},
                                        {"help", no_argument, NULL, 'h'},
                                        {"version", no_argument, NULL, 'V'},
@@ -1116,6 +1125,12 @@ static int parse_opts(struct opts *o, int argc, char **argv)
             break;
         case 'p':
             o->peer_token = optarg;
+            break;
+        case 'T':
+            o->token_file = optarg;
+            break;
+        case 'F':
+            o->peer_token_file = optarg;
             break;
         case 'j':
             o->json = true;
@@ -1177,12 +1192,42 @@ static int parse_opts(struct opts *o, int argc, char **argv)
     return 0;
 }
 
+/*
+ * One token: from --OPT or --OPT-file (which exclude each other), else from
+ * the environment: env, or env2, which must agree when both are set. A file
+ * is read as the daemons read theirs (auth.h). Returns 0 with *token (NULL:
+ * none), or EXIT_USAGE after saying why.
+ */
+static int pick_token(const char **token, const char *file, struct auth_token *held,
+                      const char *opt, const char *env, const char *env2)
+{
+    const char *e1 = getenv(env), *e2 = env2 ? getenv(env2) : NULL;
+    struct dtx_err err;
+    char what[64];
+
+    dtx_err_clear(&err);
+    if (*token && file)
+        return usage("--%s and --%s-file exclude each other", opt, opt);
+    snprintf(what, sizeof(what), "--%s-file", opt);
+    if (file && auth_token_read_file(file, what, held, &err) < 0)
+        return usage("%s", err.msg);
+    if (file) {
+        *token = held->value;
+        return 0;
+    }
+    if (!*token && e1 && e2 && strcmp(e1, e2) != 0)
+        return usage("$%s and $%s give two different tokens: set one", env, env2);
+    snprintf(what, sizeof(what), *token ? "--%s" : "$%s", *token ? opt : e1 ? env : env2);
+    if (!*token)
+        *token = e1 ? e1 : e2;
+    if (*token && auth_token_check(*token, strlen(*token), what, &err) < 0)
+        return usage("%s", err.msg);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    struct opts o = {.url = getenv("DTX_COORDINATOR"),
-                     .token = getenv("DTX_TOKEN"),
-                     .peer_token = getenv("DTX_PEER_TOKEN"),
-                     .older_ms = -1};
+    struct opts o = {.url = getenv("DTX_COORDINATOR"), .older_ms = -1};
     const struct command *cmd = NULL;
     unsigned extra;
     int rc;
@@ -1190,7 +1235,11 @@ int main(int argc, char **argv)
     xalloc_init();
     if (!o.url || !*o.url)
         o.url = "http://127.0.0.1:7000";
-    if (parse_opts(&o, argc, argv) != 0)
+    if (parse_opts(&o, argc, argv) != 0 ||
+        pick_token(&o.token, o.token_file, &o.from_file, "token", "DTX_TOKEN", "DTX_ADMIN_TOKEN") !=
+            0 ||
+        pick_token(&o.peer_token, o.peer_token_file, &o.peer_from_file, "peer-token",
+                   "DTX_PEER_TOKEN", NULL) != 0)
         return EXIT_USAGE;
     if (optind >= argc)
         return usage("no command given");

@@ -4,9 +4,11 @@
  */
 #include "dtx/agent_config.h"
 #include "dtx/jsonx.h"
+#include "dtx/xalloc.h"
 
 #include <stddef.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char *const top_keys[] = {"name",
@@ -19,6 +21,8 @@ static const char *const top_keys[] = {"name",
                                        "startup_wait_s",
                                        "max_body_bytes",
                                        "http_conn_limit",
+                                       "http_conn_limit_per_ip",
+                                       "http_request_timeout_ms",
                                        "log_level",
                                        "log_format",
                                        "recovery_interval_ms",
@@ -31,7 +35,6 @@ static const char *const top_keys[] = {"name",
                                        "max_result_rows",
                                        "termination_timeout_ms",
                                        NULL};
-static const char *const auth_keys[] = {"peer_token", NULL};
 
 #define U32_KEY(k, d, lo, hi)                                                                      \
     {                                                                                              \
@@ -43,6 +46,8 @@ static const struct conf_u32 u32_keys[] = {
     U32_KEY(startup_wait_s, 30, 0, 3600),
     U32_KEY(max_body_bytes, 1048576, 1024, 1073741824),
     U32_KEY(http_conn_limit, 1000, 16, 100000),
+    U32_KEY(http_conn_limit_per_ip, 100, 0, 100000),
+    U32_KEY(http_request_timeout_ms, 30000, 100, 3600000),
     U32_KEY(recovery_interval_ms, 2000, 10, 3600000),
     U32_KEY(recovery_min_age_ms, 1000, 0, 3600000),
     U32_KEY(max_open_branches, 0, 0, 1000),
@@ -106,11 +111,39 @@ static int load_coordinators(const cJSON *root, struct agent_config *c, struct d
     return 0;
 }
 
+/*
+ * auth{peer_token[_file], allow_unauthenticated}: a participant has one
+ * role. Its operators' endpoints (/v1/admin/...) are called by the coordinator (recover,
+ * resolve) and by dtxctl in-doubt --participant, both with the peer
+ * token: a client or admin token here would be a key that does nothing.
+ */
+static int load_auth(const cJSON *root, struct agent_config *c, struct dtx_err *err)
+{
+    static const char *const other[] = {"client_token", "client_token_file", "admin_token",
+                                        "admin_token_file"};
+    const struct auth_role roles[] = {{"peer", &c->peer_token}};
+    const cJSON *auth = NULL;
+    char dir[4096];
+    int rc = jsonx_object(root, "", "auth", false, &auth, err);
+
+    if (rc < 0)
+        return rc;
+    for (size_t i = 0; auth && i < sizeof(other) / sizeof(other[0]); i++) {
+        if (cJSON_GetObjectItemCaseSensitive(auth, other[i]))
+            return dtx_err_set(err, DTX_EINVAL,
+                               "'auth.%s': a participant has no %s token: every endpoint of "
+                               "it but /healthz and /metrics, its /v1/admin/* too, takes the "
+                               "peer token ('auth.peer_token')",
+                               other[i], i < 2 ? "client" : "admin");
+    }
+    auth_config_dir(c->path, dir, sizeof(dir));
+    return auth_load(auth, roles, 1, dir, c->listen, &c->auth, err);
+}
+
 static int load_keys(const cJSON *root, void *out, struct dtx_err *err)
 {
     struct agent_config *c = out;
     const char *conninfo = NULL;
-    const cJSON *auth = NULL;
     int rc = jsonx_only_keys(root, "", top_keys, err);
 
     if (rc == 0)
@@ -124,11 +157,7 @@ static int load_keys(const cJSON *root, void *out, struct dtx_err *err)
     if (rc == 0)
         rc = load_coordinators(root, c, err);
     if (rc == 0)
-        rc = jsonx_object(root, "", "auth", false, &auth, err);
-    if (rc == 0 && auth)
-        rc = jsonx_only_keys(auth, "auth", auth_keys, err);
-    if (rc == 0 && auth)
-        rc = conf_token(auth, "auth", "peer_token", c->peer_token, err);
+        rc = load_auth(root, c, err);
     if (rc == 0)
         rc = conf_log_level(root, c->log_level, err);
     if (rc == 0)
@@ -153,4 +182,17 @@ int agent_config_load(const char *path, struct agent_config *out, struct dtx_err
     memset(out, 0, sizeof(*out));
     snprintf(out->path, sizeof(out->path), "%s", path);
     return conf_load(path, load_keys, out, err);
+}
+
+int agent_config_reload_auth(struct agent_config *c, struct dtx_err *err)
+{
+    struct agent_config *fresh = xcalloc(1, sizeof(*fresh));
+    int rc = agent_config_load(c->path, fresh, err);
+
+    if (rc == 0) {
+        c->peer_token = fresh->peer_token;
+        c->auth = fresh->auth;
+    }
+    free(fresh);
+    return rc;
 }

@@ -31,9 +31,9 @@
 /* Every route but /healthz and /metrics is for the coordinator: it needs the peer token. */
 static bool peer_authorized(const struct agent *ag, struct httpd_req *req)
 {
-    const char *token = ag->cfg->peer_token;
+    const struct auth_token *token = &ag->cfg->peer_token;
 
-    if (!token[0] || httpd_req_has_token(req, token))
+    if (!auth_token_is_set(token) || httpd_req_has_token(req, token))
         return true;
     httpd_reply_errorf(req, DTX_EAUTH, "this endpoint needs the peer token");
     return false;

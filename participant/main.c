@@ -35,6 +35,7 @@ struct participant {
     struct rm *rm; /* the agent's, borrowed while it lives */
     struct ev_loop *loop;
     struct ev_timer ready; /* until the database is up: then READY=1 (sdnotify.h) */
+    struct addr coord_addrs[AGENT_COORDS_MAX]; /* its coordinators', for the HTTP server */
 };
 
 static int load(const char *path, void *cfg, struct dtx_err *err)
@@ -90,9 +91,20 @@ static int start(void *arg, struct ev_loop *loop, struct httpd_opts *http, httpd
     p->loop = loop;
     ev_timer_init(&p->ready, on_ready_check, p);
     fp_set_crash_hook(agent_flush_peers, p->ag);
+    if (p->cfg.auth.allow_unauthenticated)
+        log_warn("serving %s without authentication ('auth.allow_unauthenticated'): whoever "
+                 "reaches it can act as a coordinator: run SQL on this shard, commit or roll "
+                 "back its prepared branches",
+                 p->cfg.listen);
     http->listen = p->cfg.listen;
     http->max_body = p->cfg.max_body_bytes;
     http->conn_limit = p->cfg.http_conn_limit;
+    http->per_ip_limit = p->cfg.http_conn_limit_per_ip;
+    http->request_timeout_ms = p->cfg.http_request_timeout_ms;
+    for (uint32_t i = 0; i < p->cfg.ncoords; i++)
+        p->coord_addrs[i] = p->cfg.coords[i].addr;
+    http->peers = p->coord_addrs; /* its coordinators always find room to dial it */
+    http->npeers = p->cfg.ncoords;
     *handler = agent_handle_http;
     *ctx = p->ag;
     return 0;
@@ -115,6 +127,12 @@ static void begin_stop(void *arg)
 static bool idle(void *arg)
 {
     return agent_idle(((struct participant *)arg)->ag);
+}
+
+/* SIGHUP: the peer token again from the config, its file or the environment. */
+static int reload(void *arg, struct dtx_err *err)
+{
+    return agent_config_reload_auth(&((struct participant *)arg)->cfg, err);
 }
 
 static void stop(void *arg)
@@ -142,6 +160,7 @@ int main(int argc, char **argv)
         .begin_stop = begin_stop,
         .idle = idle,
         .stop = stop,
+        .reload = reload,
         .arg = &p,
     };
 

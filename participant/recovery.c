@@ -320,8 +320,8 @@ static void ask(struct recovery *r)
     jsonx_add(body, "gtids", gtids);
     s = jsonx_print(body);
     buf_puts(&headers, "Content-Type: application/json\r\n");
-    if (r->cfg->peer_token[0])
-        buf_printf(&headers, "Authorization: Bearer %s\r\n", r->cfg->peer_token);
+    if (auth_token_is_set(&r->cfg->peer_token))
+        buf_printf(&headers, "Authorization: Bearer %s\r\n", r->cfg->peer_token.value);
     r->waiting = r->cfg->ncoords;
     for (uint32_t i = 0; i < r->cfg->ncoords; i++)
         httpc_request(r->coords[i].http, "POST", "/v1/peer/outcomes", headers.data, s, strlen(s),

@@ -519,8 +519,8 @@ static void send_call(struct terminate *t, struct watched *w, const char *url, c
     }
     c->http = httpc_new(t->ag->loop, &a);
     buf_puts(&headers, "Content-Type: application/json\r\n");
-    if (cfg->peer_token[0])
-        buf_printf(&headers, "Authorization: Bearer %s\r\n", cfg->peer_token);
+    if (auth_token_is_set(&cfg->peer_token))
+        buf_printf(&headers, "Authorization: Bearer %s\r\n", cfg->peer_token.value);
     httpc_request(c->http, "POST", path, headers.data, c->body, strlen(c->body), CALL_TIMEOUT_MS,
                   on_call_done, c);
     buf_release(&headers);

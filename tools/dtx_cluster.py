@@ -335,9 +335,12 @@ class Proc:
         self.popen = None
 
     def start(self, env=None):
-        """Starts the daemon; env holds extra environment variables (e.g. DTX_FAILPOINTS)."""
+        """Starts the daemon; env holds extra environment variables (e.g. DTX_FAILPOINTS).
+        Tokens are not inherited: a DTX_*_TOKEN set for dtxctl in the caller's environment
+        would be the daemon's token too (or conflict with its config)."""
         full = dict(os.environ)
-        full.pop("DTX_FAILPOINTS", None)
+        for var in ("DTX_FAILPOINTS", "DTX_CLIENT_TOKEN", "DTX_ADMIN_TOKEN", "DTX_PEER_TOKEN"):
+            full.pop(var, None)
         # A sanitized build keeps freed memory aside to catch use after free; 16 MB of it
         # (not 256) keeps a daemon's size meaningful for the tests that bound it.
         full.setdefault("ASAN_OPTIONS", "quarantine_size_mb=16")
@@ -738,6 +741,7 @@ class Cluster:
         self.store = StoreDB(self) if store == "postgres" else None
         self.store_lease_ms = store_lease_ms
         self.held = {}  # port -> the socket reserving it (reserve_port) until stop()
+        self.token = None  # the bearer token request() sends the coordinator unless told otherwise
         self.hosts = hosts
         self.net = None  # hosts=True: the Network, from start() until stop()
 
@@ -1320,9 +1324,16 @@ class Cluster:
 
     def request(self, method, path, body=None, headers=None, timeout=30, port=None, coord=None):
         """An HTTP request to the (first) coordinator, to coordinator coord (an index), or to
-        the daemon listening on port."""
+        the daemon listening on port. With self.token set, a request to a coordinator that
+        names no Authorization header carries that token; headers {"Authorization": None}
+        sends none."""
+        hdrs = dict(headers or {})
+        if self.token and port is None and \
+                not any(k.lower() == "authorization" for k in hdrs):
+            hdrs["Authorization"] = "Bearer " + self.token
+        hdrs = {k: v for k, v in hdrs.items() if v is not None}
         port = port or (self.coords[coord].port if coord is not None else self.coord_port)
-        return http_request(self._addr_of_port(port), port, method, path, body, headers,
+        return http_request(self._addr_of_port(port), port, method, path, body, hdrs,
                             timeout)
 
     def tx(self, ops, **kw):

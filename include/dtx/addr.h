@@ -6,6 +6,7 @@
 #define DTX_ADDR_H
 
 #include <netinet/in.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <sys/socket.h>
 
@@ -23,6 +24,9 @@ struct addr {
  * it. Returns 0, or DTX_EINVAL with a message; on error *out is unchanged.
  */
 int addr_parse(const char *text, struct addr *out, struct dtx_err *err);
+
+/* True when a is a loopback address (127.0.0.0/8, ::1, or ::ffff:127.x.y.z). */
+bool addr_is_loopback(const struct addr *a);
 
 /* Parses "http://host:port" with an optional trailing "/". Same contract. */
 int addr_parse_url(const char *url, struct addr *out, struct dtx_err *err);

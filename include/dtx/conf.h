@@ -16,7 +16,6 @@
 #include "dtx/err.h"
 
 #define CONF_MAX_BYTES (1024 * 1024)
-#define CONF_TOKEN_MAX 256
 
 /* An optional integer key stored as uint32_t at offset in a config struct. */
 struct conf_u32 {
@@ -59,9 +58,5 @@ int conf_listen(const cJSON *obj, const char *key, char *dst, size_t dstsz, stru
 int conf_log_level(const cJSON *obj, char *dst, struct dtx_err *err);
 /* "log_format": "text" (the default), "logfmt" or "json", into dst (8 bytes). */
 int conf_log_format(const cJSON *obj, char *dst, struct dtx_err *err);
-
-/* Optional non-empty token string at obj.key; dst has CONF_TOKEN_MAX bytes ("" when absent). */
-int conf_token(const cJSON *obj, const char *where, const char *key, char *dst,
-               struct dtx_err *err);
 
 #endif

@@ -55,6 +55,8 @@ void coord_flush_links(void *arg);
 
 /* Starts a graceful stop: refuse new transactions, let running ones finish. */
 void coord_begin_shutdown(struct coord *co);
+/* The config's tokens were reloaded (SIGHUP): links dial with the new peer token from now on. */
+void coord_auth_reloaded(struct coord *co);
 /* True when a shutdown was asked for and no transaction is running any more. */
 bool coord_drained(const struct coord *co);
 

@@ -6,8 +6,11 @@
  *   prepare_timeout_ms, max_timeout_ms, commit_wait_ms, max_body_bytes,
  *   max_ops, max_params, max_sql_bytes, max_logged_results_bytes,
  *   retention_s, retention_max, retention_max_bytes, log_segment_bytes,
- *   log_group_delay_us, log_group_siblings, http_conn_limit, log_level,
- *   auth{client_token, admin_token, peer_token},
+ *   log_group_delay_us, log_group_siblings, http_conn_limit,
+ *   http_conn_limit_per_ip, http_request_timeout_ms, log_level, log_format,
+ *   auth{client_token[_file], admin_token[_file], peer_token[_file],
+ *        allow_unauthenticated} (auth.h: also DTX_*_TOKEN; every role's
+ *   token or none, and none only on loopback unless allowed),
  *   decision_store{type: "file" | "postgres", conninfo, lease_ms}
  * Unknown keys are refused, so a misspelt key never silently falls back to
  * a default.
@@ -19,6 +22,7 @@
 #include <stdint.h>
 
 #include "dtx/addr.h"
+#include "dtx/auth.h"
 #include "dtx/conf.h"
 #include "dtx/err.h"
 #include "dtx/gid.h"
@@ -66,13 +70,17 @@ struct coord_config {
     uint32_t log_group_delay_us; /* group-commit delay of the decision log (0: none) */
     uint32_t log_group_siblings; /* ... applied when this many transactions await votes */
     uint32_t http_conn_limit;
+    uint32_t http_conn_limit_per_ip;  /* connections from one client address (0: no limit) */
+    uint32_t http_request_timeout_ms; /* a complete request must come within this */
     uint32_t max_active_transactions; /* more in flight at once are refused with 429 */
     uint32_t interactive_timeout_ms;  /* an interactive one idle this long is aborted */
     char log_level[16];
     char log_format[8];
-    char client_token[CONF_TOKEN_MAX];
-    char admin_token[CONF_TOKEN_MAX];
-    char peer_token[CONF_TOKEN_MAX];
+    /* Written at start and on SIGHUP (coord_config_reload_auth), on the loop thread. */
+    struct auth_token client_token;
+    struct auth_token admin_token;
+    struct auth_token peer_token;
+    struct auth_policy auth;
 };
 
 /*
@@ -82,6 +90,14 @@ struct coord_config {
  */
 int coord_config_load(const char *path, struct coord_config *out, struct dtx_err *err);
 void coord_config_release(struct coord_config *c);
+
+/*
+ * SIGHUP: loads c->path again and, when the whole file is still valid,
+ * takes its tokens (the config's, their files', the environment's) into c.
+ * Returns 0, or the error of the new file with c untouched. Other keys
+ * take effect at the next start only.
+ */
+int coord_config_reload_auth(struct coord_config *c, struct dtx_err *err);
 
 /* Index of the shard called name, or -1. */
 int coord_config_shard(const struct coord_config *c, const char *name);

@@ -1,11 +1,12 @@
 /*
  * daemon.h - what the main() of both daemons shares: the command line
  * (--config FILE, --help, --version), loading the config, the log level,
- * the file-descriptor limit, the event loop and HTTP server, and a
- * graceful stop on SIGTERM/SIGINT, read from a signalfd on the event loop
- * (so no signal handler and no global flag), which tells the service
- * manager STOPPING=1 (sdnotify.h). Each daemon describes itself in a
- * struct daemon_spec and calls daemon_main().
+ * the file-descriptor limit, the event loop and HTTP server, a graceful
+ * stop on SIGTERM/SIGINT, which tells the service manager STOPPING=1
+ * (sdnotify.h), and a reload of the tokens on SIGHUP; signals are read
+ * from a signalfd on the event loop (so no signal handler and no global
+ * flag). Each daemon describes itself in a struct daemon_spec and calls
+ * daemon_main().
  */
 #ifndef DTX_DAEMON_H
 #define DTX_DAEMON_H
@@ -50,6 +51,12 @@ struct daemon_spec {
     bool (*idle)(void *arg);
     /* Frees the core; the HTTP server is freed right after. */
     void (*stop)(void *arg);
+    /*
+     * SIGHUP, on the loop thread (may be NULL): reload what can change
+     * while running (the tokens). 0, or an error (logged) after which
+     * what was in use stays in use.
+     */
+    int (*reload)(void *arg, struct dtx_err *err);
     const char *drain_note; /* logged when the stop ran out of time with work in flight */
     void *arg;
 };
@@ -80,6 +87,7 @@ void daemon_tune_process(void);
  * Graceful stop: on the first SIGTERM/SIGINT, the service manager is told
  * STOPPING=1 and begin(arg) is called (stop taking work), then the loop
  * stops once idle(arg) is true or after max_ms, whichever comes first.
+ * SIGHUP calls reload(arg) when set (after init), at any time.
  */
 struct daemon_stop {
     struct ev_loop *loop;
@@ -89,10 +97,11 @@ struct daemon_stop {
     uint32_t max_ms;
     void (*begin)(void *arg);
     bool (*idle)(void *arg);
+    void (*reload)(void *arg); /* SIGHUP; NULL: logged and ignored */
     void *arg;
 };
 
-/* Blocks SIGTERM/SIGINT, ignores SIGPIPE and watches a signalfd; 0 or DTX_EIO. */
+/* Blocks SIGTERM/SIGINT/SIGHUP, ignores SIGPIPE and watches a signalfd; 0 or DTX_EIO. */
 int daemon_stop_init(struct daemon_stop *ds, struct ev_loop *loop, uint32_t max_ms,
                      void (*begin)(void *), bool (*idle)(void *), void *arg);
 void daemon_stop_release(struct daemon_stop *ds);

@@ -12,6 +12,21 @@
  * A handler can instead switch the connection to another protocol
  * (httpd_upgrade): after the 101 answer, the raw socket is handed to a
  * callback; the peer streams run on such sockets.
+ *
+ * Nobody can starve the others: a connection must deliver each complete
+ * request (headers and body) within request_timeout_ms of its opening or
+ * of its previous answer, or it is closed (slow senders and idle
+ * keep-alive connections alike); one client address holds at most
+ * per_ip_limit connections and all together at most conn_limit: a new
+ * connection over either limit pushes out the one that has waited longest
+ * for a complete request, of its own address, or of the address that
+ * holds the most connections, and is not sending (or is refused when
+ * there is none). The
+ * addresses in peers (the daemon's own coordinators or participants) have
+ * HTTPD_PEER_RESERVE connections more, and theirs are never pushed out for
+ * others'. Such closes, and requests
+ * refused as malformed or unauthorised, are logged at most once a second
+ * per kind.
  */
 #ifndef DTX_HTTPD_H
 #define DTX_HTTPD_H
@@ -19,6 +34,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "dtx/addr.h"
+#include "dtx/auth.h"
 #include "dtx/err.h"
 #include "dtx/ev.h"
 
@@ -26,11 +43,18 @@ struct httpd;
 struct httpd_req;
 struct httpd_upgraded;
 
+/* Connections each of opts.peers may have beyond conn_limit and per_ip_limit. */
+#define HTTPD_PEER_RESERVE 64
+
 struct httpd_opts {
-    const char *listen;      /* "host:port" */
-    size_t max_body;         /* larger bodies are answered 413 */
-    unsigned conn_limit;     /* simultaneous connections */
-    unsigned idle_timeout_s; /* idle keep-alive connections are closed after this */
+    const char *listen;          /* "host:port" */
+    size_t max_body;             /* larger bodies are answered 413 */
+    unsigned conn_limit;         /* simultaneous connections */
+    unsigned per_ip_limit;       /* ... from one client address (0: no limit of its own) */
+    unsigned request_timeout_ms; /* a complete request must come within this (0: no deadline) */
+    unsigned idle_timeout_s;     /* a connection with no traffic at all is closed after this */
+    const struct addr *peers;    /* addresses with a reserve of their own (may be NULL) */
+    size_t npeers;
 };
 
 typedef void (*httpd_handler)(void *ctx, struct httpd_req *req);
@@ -74,8 +98,12 @@ const char *httpd_req_body(const struct httpd_req *req, size_t *len);
  */
 int httpd_req_json_body(const struct httpd_req *req, const char **body, size_t *len,
                         struct dtx_err *err);
-/* True when the request carries "Authorization: Bearer <token>" (constant-time compare). */
-bool httpd_req_has_token(const struct httpd_req *req, const char *token);
+/*
+ * True when the request carries "Authorization: Bearer <token>" with t's
+ * token (the scheme in any case; compared as auth.h says, in constant
+ * time). False when t is unset.
+ */
+bool httpd_req_has_token(const struct httpd_req *req, const struct auth_token *t);
 
 /*
  * Sends the reply. body is malloc'd and owned by the server from here on

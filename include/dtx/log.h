@@ -16,6 +16,7 @@
 #define DTX_LOG_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 enum log_level { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 };
 enum log_format { LOG_TEXT = 0, LOG_LOGFMT = 1, LOG_JSON = 2 };
@@ -50,6 +51,24 @@ struct log_ctx log_ctx_gtid(const char *gtid);
 bool log_enabled(enum log_level level);
 
 void log_msg(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * A kind of line that something outside may cause at any rate (a refused
+ * request, a closed connection): at most one line a second is written, and
+ * the next one says how many were left out. Zero-initialised; owned and
+ * used by one thread.
+ */
+struct log_rate {
+    uint64_t next_us;      /* monotonic time before which lines are left out */
+    unsigned long dropped; /* lines left out since the last one written */
+};
+
+/*
+ * True when a line of this kind may be written now; then *dropped is the
+ * number left out before it (and the count starts again). False: the
+ * line is counted as left out.
+ */
+bool log_rate_allow(struct log_rate *r, unsigned long *dropped);
 
 #define log_debug(...)                                                                             \
     do {                                                                                           \

@@ -50,6 +50,8 @@ struct pc *pc_new(struct ev_loop *loop, int shard, const struct shard_config *sc
                   const struct pc_run *run, const struct pc_cbs *cbs);
 /* The run moved to a new epoch: the link is dropped (if up) and dialled anew with it. */
 void pc_set_epoch(struct pc *pc, uint64_t epoch);
+/* The peer token changed (SIGHUP): the next dial sends this one; an open link stays open. */
+void pc_set_token(struct pc *pc, const char *peer_token);
 /* Closes the link. NULL is a no-op. */
 void pc_free(struct pc *pc);
 

@@ -177,7 +177,10 @@ class ClusterToolTest(unittest.TestCase):
     # ---- restart ----------------------------------------------------------------------
 
     def test_restart_runs_one_daemon_anew_with_the_same_config(self):
-        c = self.cluster("a", coord={"auth": {"client_token": "cli"}})
+        # every role needs its token once one is set (a client token alone is refused)
+        c = self.cluster("a", coord={"auth": {"client_token": "cli", "admin_token": "adm",
+                                              "peer_token": "peer"}},
+                         agent={"auth": {"peer_token": "peer"}})
         old = c.shards[0].agent
         self.assertEqual(c.restart("s1"), 0, "SIGTERM: a graceful stop")
         self.assertFalse(old.alive())

@@ -119,6 +119,56 @@ class DtxctlTest(ClusterTest):
         self.assertEqual(rc, 1)
         self.assertIn("401", err)
 
+    def bare_ctl(self, *args, env=None):
+        """dtxctl with only what args and env give it (no token from the test's environment)."""
+        full = {k: v for k, v in os.environ.items() if not k.startswith("DTX_")}
+        full.update(env or {})
+        return subprocess.run([os.path.join(self.c.bindir, "dtxctl"), "--coordinator",
+                               self.c.url()] + list(args),
+                              capture_output=True, text=True, timeout=60, env=full)
+
+    def token_file(self, name, text, mode=0o600):
+        path = os.path.join(self.c.dir, name)
+        with open(path, "w") as f:
+            f.write(text)
+        os.chmod(path, mode)
+        return path
+
+    def test_the_admin_token_from_a_file_or_the_environment(self):
+        adm = self.token_file("adm.token", "adm\n")
+        for args, env in ((["--token-file", adm], None), ([], {"DTX_ADMIN_TOKEN": "adm"}),
+                          ([], {"DTX_TOKEN": "adm"}),
+                          ([], {"DTX_TOKEN": "adm", "DTX_ADMIN_TOKEN": "adm"}),
+                          (["--token", "adm"], {"DTX_TOKEN": "x", "DTX_ADMIN_TOKEN": "y"})):
+            r = self.bare_ctl("list", "--json", *args, env=env)
+            self.assertEqual(r.returncode, 0, (args, env, r.stderr))
+            self.assertIn("transactions", json.loads(r.stdout))
+        r = self.bare_ctl("list", env={"DTX_ADMIN_TOKEN": "cli"})
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("403", r.stderr)
+
+    def test_token_options_refused_with_a_usage_error(self):
+        world = self.token_file("world.token", "adm", 0o644)
+        empty = self.token_file("empty.token", "")
+        cases = [(["--token-file", world], None, "readable by every user"),
+                 (["--token-file", empty], None, "is empty"),
+                 (["--token-file", "/nonexistent"], None, "could not open '/nonexistent'"),
+                 (["--token", "adm", "--token-file", empty], None, "exclude each other"),
+                 (["--token", "a\r\nX-Evil: 1"], None, "--token holds a space, a control"),
+                 ([], {"DTX_TOKEN": "adm", "DTX_ADMIN_TOKEN": "other"},
+                  "$DTX_TOKEN and $DTX_ADMIN_TOKEN give two different tokens")]
+        for args, env, wanted in cases:
+            r = self.bare_ctl("status", *args, env=env)
+            self.assertEqual(r.returncode, 2, (args, r.stderr))
+            self.assertIn(wanted, r.stderr)
+
+    def test_in_doubt_asks_a_participant_with_the_peer_token_from_a_file(self):
+        peer = self.token_file("peer.token", "peer\n")
+        url = "http://127.0.0.1:%d" % self.c.shards[0].agent_port
+        r = self.bare_ctl("in-doubt", "--json", "--participant", url, "--peer-token-file", peer)
+        self.assertIn(r.returncode, (0, 1), r.stderr)
+        self.assertEqual([s["reachable"] for s in json.loads(r.stdout)["shards"]], [True])
+
     def test_list_and_show_a_committed_transaction(self):
         status, body = self.transfer()
         self.assertEqual(status, 200, body)

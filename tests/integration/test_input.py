@@ -17,14 +17,23 @@ def bump(acct=ACCT, by=1):
 
 class InputTest(InteractiveMixin, ClusterTest):
     SHARDS = 2
-    COORD = {"auth": {"admin_token": "adm"}}
+    # Every role has its token (one alone is refused); requests send the client token unless
+    # they say otherwise (Cluster.token).
+    COORD = {"auth": {"client_token": "cli", "admin_token": "adm", "peer_token": "peer"}}
+    AGENT = {"auth": {"peer_token": "peer"}}
     ADMIN = {"Authorization": "Bearer adm"}
+    CLIENT = {"Authorization": "Bearer cli"}
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.c.token = "cli"
 
     def raw(self, method, path, body=None, headers=None):
         """A request sent exactly as given (no Content-Type added); returns (status, JSON)."""
         conn = http.client.HTTPConnection("127.0.0.1", self.c.coord_port, timeout=30)
         try:
-            conn.request(method, path, body=body, headers=headers or {})
+            conn.request(method, path, body=body, headers=headers or self.CLIENT)
             resp = conn.getresponse()
             raw = resp.read()
             return resp.status, json.loads(raw) if raw else None
@@ -180,5 +189,5 @@ class InputTest(InteractiveMixin, ClusterTest):
 
     def test_415_comes_after_the_token_check(self):
         answer = self.c.request("POST", "/v1/admin/recover", {},
-                                headers={"Content-Type": "text/plain"})
+                                headers={"Content-Type": "text/plain", "Authorization": None})
         self.refused(answer, 401, "unauthorized")

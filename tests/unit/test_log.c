@@ -110,6 +110,19 @@ static void json_lines_are_json_whatever_the_message_holds(void)
     CU_ASSERT_PTR_NOT_NULL(
         strstr(out, "\"msg\":\"reason: tab\\there \\ufffd\\ufffd bad utf8, ok \xc3\xa9\"}\n"));
     CU_ASSERT_EQUAL(count(out, '\n'), 1);
+static void a_rated_kind_writes_one_line_a_second_and_counts_the_rest(void)
+{
+    struct log_rate r = {0};
+    unsigned long dropped = 99;
+
+    CU_ASSERT_TRUE(log_rate_allow(&r, &dropped));
+    CU_ASSERT_EQUAL(dropped, 0);
+    for (int i = 0; i < 1000; i++)
+        CU_ASSERT_FALSE(log_rate_allow(&r, &dropped));
+    usleep(1010 * 1000);
+    CU_ASSERT_TRUE(log_rate_allow(&r, &dropped));
+    CU_ASSERT_EQUAL(dropped, 1000);
+    CU_ASSERT_FALSE(log_rate_allow(&r, &dropped));
 }
 
 int main(void)
@@ -120,6 +133,7 @@ int main(void)
         UNIT_TEST(other_control_characters_are_written_as_hex),
         UNIT_TEST(logfmt_lines_carry_the_transaction_and_request_as_fields),
         UNIT_TEST(json_lines_are_json_whatever_the_message_holds),
+        UNIT_TEST(a_rated_kind_writes_one_line_a_second_and_counts_the_rest),
     };
 
     return unit_run("log", tests, sizeof(tests) / sizeof(tests[0]));
