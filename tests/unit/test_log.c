@@ -110,6 +110,8 @@ static void json_lines_are_json_whatever_the_message_holds(void)
     CU_ASSERT_PTR_NOT_NULL(
         strstr(out, "\"msg\":\"reason: tab\\there \\ufffd\\ufffd bad utf8, ok \xc3\xa9\"}\n"));
     CU_ASSERT_EQUAL(count(out, '\n'), 1);
+}
+
 static void a_rated_kind_writes_one_line_a_second_and_counts_the_rest(void)
 {
     struct log_rate r = {0};
