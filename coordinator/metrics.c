@@ -80,8 +80,12 @@ static void transactions(struct prom *p, const struct coord *co)
 {
     static const char name[] = "dtx_transactions_total";
 
-    prom_family(p, name, "counter", "Transactions by outcome.");
-    prom_sample(p, name, "outcome", "started", (double)co->m.started);
+    prom_counter(p, "dtx_transactions_started_total",
+                 "Transactions begun by this run (idempotent replays and refusals not counted).",
+                 (double)co->m.started);
+    prom_family(p, name, "counter",
+                "Transactions this run finished, each once, by outcome (in_doubt: the decision "
+                "log failed while its commit was forced; settled at restart).");
     prom_sample(p, name, "outcome", "committed", (double)co->m.committed);
     prom_sample(p, name, "outcome", "aborted", (double)co->m.aborted);
     prom_sample(p, name, "outcome", "unknown", (double)co->m.unknown);
