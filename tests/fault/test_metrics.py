@@ -1,0 +1,52 @@
+"""Metrics when things fail: a transaction is counted once, by the outcome
+it ended with in this run, also when the decision log fails under it."""
+
+import time
+
+import promtext
+from harness import ClusterTest, sql
+
+UPDATE = "UPDATE accounts SET balance = balance + $1 WHERE id = $2"
+
+
+class MetricsFaultTest(ClusterTest):
+    SHARDS = 2
+    AGENT = {"termination_timeout_ms": 1000, "recovery_interval_ms": 300,
+             "recovery_min_age_ms": 100}
+
+    def metrics(self):
+        status, text = self.c.request("GET", "/metrics")
+        self.assertEqual(status, 200, text)
+        return promtext.parse(text)
+
+    def test_a_3pc_transaction_whose_precommit_write_failed_is_counted_once(self):
+        # The first fdatasync is the BOOT record; the second is this transaction's PRECOMMIT.
+        self.c.stop_coordinator()
+        self.c.start_coordinator(env={"DTX_FAILPOINTS": "dlog.fdatasync=error@2"})
+        status, body = self.c.tx([sql("s1", UPDATE, 1, 1), sql("s2", UPDATE, -1, 1)],
+                                 protocol="3pc")
+        gtid = body.get("gtid") if isinstance(body, dict) else None
+        self.assertIsNotNone(gtid, body)
+        # the participants settle it without the coordinator, which learns their outcome
+        self.wait_for(lambda: self.c.request("GET", "/v1/transactions/" + gtid)[1].get("status")
+                      in ("committed", "aborted"), timeout=20, what="the outcome to be learned")
+        time.sleep(0.5)
+        m = self.metrics()
+        self.assertEqual(m["dtx_transactions_started_total"].value(), 1)
+        self.assertEqual(m["dtx_transactions_total"].total(), 1,
+                         m["dtx_transactions_total"].samples)
+
+    def test_a_2pc_transaction_whose_commit_write_failed_is_counted_once_in_doubt(self):
+        # The first fdatasync is the BOOT record; the second is this transaction's COMMIT.
+        self.c.stop_coordinator()
+        self.c.start_coordinator(env={"DTX_FAILPOINTS": "dlog.fdatasync=error@2"})
+        status, body = self.c.tx([sql("s1", UPDATE, 1, 2), sql("s2", UPDATE, -1, 2)])
+        self.assertEqual((status, body["error"]["code"]), (504, "outcome_unknown"), body)
+        m = self.metrics()
+        self.assertEqual(m["dtx_transactions_started_total"].value(), 1)
+        self.assertEqual(m["dtx_transactions_total"].value(outcome="in_doubt"), 1)
+        self.assertEqual(m["dtx_transactions_total"].total(), 1,
+                         m["dtx_transactions_total"].samples)
+        self.c.stop_coordinator()
+        self.c.start_coordinator()  # settles it (the record was written before the failed sync)
+        self.assert_no_prepared(timeout=15)
