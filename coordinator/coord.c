@@ -404,8 +404,8 @@ static void on_store_failed(void *arg, const struct dtx_err *err)
         struct txent *e = container_of(co->log_wait.next, struct txent, wait_link);
 
         list_remove(&e->wait_link);
-        co->m.in_doubt++;
         tx_step(e->tx, TXE_LOG_FAILED, NULL);
+        coord_count_final(co, e); /* in doubt, unless 3PC goes on to learn its outcome */
     }
     coord_notes_fail(co, err);
     coord_acc_fail(co, err);

@@ -34,7 +34,7 @@ struct coord_metrics {
     uint64_t one_phase;    /* ... */
     uint64_t readonly;     /* ... */
     uint64_t unknown;      /* ... */
-    uint64_t in_doubt;     /* replay.c: the store failed while a commit was forced */
+    uint64_t in_doubt;     /* metrics.c: the store failed while a commit was forced */
     uint64_t idem_replays; /* coord.c */
     uint64_t refused;      /* coord.c: over max_active_transactions */
     uint64_t aborts_by_code[32];
@@ -175,7 +175,7 @@ bool coord_in_gap(const struct coord *co, uint64_t epoch);
 
 /* ---- metrics.c ------------------------------------------------------------------ */
 
-/* Counts a transaction that finished (once). */
+/* Counts a transaction that reached an outcome (once; nothing while it has none). */
 void coord_count_final(struct coord *co, struct txent *e);
 
 #endif

@@ -3,10 +3,13 @@
  * take transactions, how are its links) and GET /metrics (Prometheus
  * counters and gauges, prom.h).
  *
- * Counting: each transaction is counted once when it finishes
- * (coord_count_final: committed, aborted by cause, or unknown; one phase
- * and read-only commits beside), never one rebuilt from the store (it was
- * counted by the run that decided it).
+ * Counting: each transaction is counted once when it reaches an outcome
+ * (coord_count_final: committed, aborted by cause, unknown, or in doubt
+ * when the decision log failed under its commit; one phase and read-only
+ * commits beside), never one rebuilt from the store (it was counted by the
+ * run that decided it). A 3PC transaction whose record the failed log
+ * could not force goes on to learn the participants' outcome: it is
+ * counted then, not as in doubt.
  *
  * Thread model: the coordinator's event-loop thread.
  */
@@ -20,11 +23,12 @@
 void coord_count_final(struct coord *co, struct txent *e)
 {
     int code = -tx_error_code(e->tx);
+    enum tx_outcome outcome = tx_outcome(e->tx);
 
-    if (tx_is_replayed(e->tx) || e->counted)
+    if (tx_is_replayed(e->tx) || e->counted || outcome == TXO_NONE)
         return;
     e->counted = true;
-    switch (tx_outcome(e->tx)) {
+    switch (outcome) {
     case TXO_COMMITTED:
         co->m.committed++;
         co->m.one_phase += tx_path(e->tx) == TXP_ONE_PHASE;
@@ -39,6 +43,8 @@ void coord_count_final(struct coord *co, struct txent *e)
         co->m.unknown++;
         break;
     case TXO_IN_DOUBT:
+        co->m.in_doubt++;
+        break;
     case TXO_NONE:
         break;
     }
