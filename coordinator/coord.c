@@ -453,6 +453,7 @@ static void init_coord(struct coord *co, const struct coord_config *cfg, struct 
     coord_heurs_init(&co->heurs);
     coord_acc_init(&co->acc);
     list_init(&co->polls);
+    coord_metrics_init(&co->m);
     co->shard_names = xcalloc(cfg->nshards, sizeof(*co->shard_names));
     for (size_t i = 0; i < cfg->nshards; i++)
         co->shard_names[i] = cfg->shards[i].name;
@@ -467,6 +468,7 @@ static void init_coord(struct coord *co, const struct coord_config *cfg, struct 
         .arm = env_arm,
         .finished = env_finished,
         .deciding = env_deciding,
+        .phase_done = coord_on_phase,
         .heuristic = coord_on_heuristic,
         .shard_names = co->shard_names,
         .ctx = co,

@@ -11,7 +11,17 @@
  * could not force goes on to learn the participants' outcome: it is
  * counted then, not as in doubt.
  *
- * Thread model: the coordinator's event-loop thread.
+ * Histograms (prom.h): each transaction's duration, by protocol (2pc,
+ * 3pc: what the client asked for; a one-shard transaction's one-phase
+ * commit is the "one_phase" phase, not a protocol) and outcome, observed
+ * when it is counted; and the time it spent in each phase of the protocol
+ * (tx_env.phase_done -> coord_on_phase). Gauges computed when scraped:
+ * every live transaction is in flight or in doubt (tx_is_in_doubt), and
+ * each participant link's state. No label ever carries a gtid: the number
+ * of series is fixed by the config (shards), never by the traffic.
+ *
+ * Thread model: the coordinator's event-loop thread (the decision store's
+ * histograms come from dstore_stats, which copies them under its lock).
  */
 #include "coord_impl.h"
 
@@ -19,6 +29,35 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+
+static const char *const protocol_names[2] = {"2pc", "3pc"};
+/* By enum tx_outcome - 1. */
+static const char *const outcome_names[4] = {"committed", "aborted", "unknown", "in_doubt"};
+
+static int protocol_index(const struct tx *tx)
+{
+    return tx_protocol(tx) == 3 ? 1 : 0;
+}
+
+void coord_metrics_init(struct coord_metrics *m)
+{
+    memset(m, 0, sizeof(*m));
+    for (int p = 0; p < 2; p++) {
+        for (int o = 0; o < 4; o++)
+            prom_hist_init(&m->duration[p][o], &prom_seconds_buckets);
+        for (int ph = 0; ph < TX_NPHASES; ph++)
+            prom_hist_init(&m->phase[p][ph], &prom_seconds_buckets);
+    }
+}
+
+void coord_on_phase(struct tx *tx, enum tx_phase ph, uint64_t us)
+{
+    struct coord *co = tx_ctx(tx);
+
+    if ((unsigned)ph < TX_NPHASES)
+        prom_hist_observe(&co->m.phase[protocol_index(tx)][ph], us / 1e6);
+}
 
 void coord_count_final(struct coord *co, struct txent *e)
 {
@@ -28,6 +67,8 @@ void coord_count_final(struct coord *co, struct txent *e)
     if (tx_is_replayed(e->tx) || e->counted || outcome == TXO_NONE)
         return;
     e->counted = true;
+    prom_hist_observe(&co->m.duration[protocol_index(e->tx)][outcome - 1],
+                      tx_elapsed_us(e->tx) / 1e6);
     switch (outcome) {
     case TXO_COMMITTED:
         co->m.committed++;
@@ -82,6 +123,71 @@ char *coord_render_health(const struct coord *co, unsigned *status)
     return s;
 }
 
+static void histograms(struct prom *p, const struct coord *co)
+{
+    static const char dur[] = "dtx_transaction_duration_seconds";
+    static const char phase[] = "dtx_transaction_phase_seconds";
+
+    prom_family(p, dur, "histogram",
+                "Time from a transaction's start to its outcome, by protocol and outcome (an "
+                "interactive one's includes its client's calls).");
+    for (int pr = 0; pr < 2; pr++) {
+        for (int o = 0; o < 4; o++) {
+            struct prom_label l[] = {{"protocol", protocol_names[pr]},
+                                     {"outcome", outcome_names[o]}};
+
+            prom_histogram(p, dur, l, 2, &co->m.duration[pr][o]);
+        }
+    }
+    prom_family(p, phase, "histogram",
+                "Time transactions spent in each phase of the protocol, by protocol and phase.");
+    for (int pr = 0; pr < 2; pr++) {
+        for (int ph = 0; ph < TX_NPHASES; ph++) {
+            struct prom_label l[] = {{"protocol", protocol_names[pr]},
+                                     {"phase", tx_phase_name((enum tx_phase)ph)}};
+
+            if (pr == 0 && tx_phase_is_3pc((enum tx_phase)ph))
+                continue;
+            prom_histogram(p, phase, l, 2, &co->m.phase[pr][ph]);
+        }
+    }
+}
+
+struct live_count {
+    uint64_t in_flight[2], in_doubt[2];
+};
+
+static void count_live(void *arg, struct txent *e)
+{
+    struct live_count *c = arg;
+    int pr = protocol_index(e->tx);
+
+    if (tx_is_in_doubt(e->tx))
+        c->in_doubt[pr]++;
+    else
+        c->in_flight[pr]++;
+}
+
+/* In flight and in doubt, by protocol: every live transaction is one or the other. */
+static void live(struct prom *p, const struct coord *co)
+{
+    struct live_count c = {{0, 0}, {0, 0}};
+
+    txtab_each_live(&co->tab, count_live, &c);
+    prom_family(p, "dtx_transactions_in_flight", "gauge",
+                "Transactions under way (begun, not finished, not in doubt), by protocol.");
+    for (int pr = 0; pr < 2; pr++)
+        prom_sample(p, "dtx_transactions_in_flight", "protocol", protocol_names[pr],
+                    (double)c.in_flight[pr]);
+    prom_family(p, "dtx_transactions_in_doubt", "gauge",
+                "Transactions whose branches may be prepared and that cannot be finished now: "
+                "a participant lost or not acknowledging phase 2, 3PC waiting for the "
+                "participants' decision, or the decision log failed under the commit.");
+    for (int pr = 0; pr < 2; pr++)
+        prom_sample(p, "dtx_transactions_in_doubt", "protocol", protocol_names[pr],
+                    (double)c.in_doubt[pr]);
+}
+
 static void transactions(struct prom *p, const struct coord *co)
 {
     static const char name[] = "dtx_transactions_total";
@@ -110,7 +216,9 @@ static void transactions(struct prom *p, const struct coord *co)
     prom_counter(p, "dtx_idempotent_replays_total",
                  "Requests answered from an earlier transaction with the same idempotency key.",
                  (double)co->m.idem_replays);
-    prom_gauge(p, "dtx_transactions_live", "Transactions in flight.", (double)co->tab.nlive);
+    prom_gauge(p, "dtx_transactions_live",
+               "Transactions in memory and not finished (in flight plus in doubt).",
+               (double)co->tab.nlive);
     prom_family(p, "dtx_heuristic_outcomes_total", "counter",
                 "Branches a shard finished otherwise than decided (mixed) or whose fate it "
                 "cannot prove (hazard), found in this run.");
@@ -148,16 +256,38 @@ static void store(struct prom *p, const struct coord *co)
                co->state == CO_FAILED);
 }
 
+static void links(struct prom *p, const struct coord *co)
+{
+    static const char *const states[] = {"up", "connecting", "down"};
+    static const char state[] = "dtx_participant_link_state";
+
+    prom_family(p, "dtx_participant_up", "gauge", "1 while the link to a shard's agent is up.");
+    for (size_t i = 0; i < co->cfg->nshards; i++)
+        prom_sample(p, "dtx_participant_up", "shard", co->shard_names[i],
+                    coord_link_up(co, (int)i));
+    prom_family(p, state, "gauge",
+                "The link to each shard's agent: 1 for the state it is in (up; connecting: not "
+                "tried yet; down), 0 for the others.");
+    for (size_t i = 0; i < co->cfg->nshards; i++) {
+        const char *now = coord_link_state(co, (int)i);
+
+        for (size_t k = 0; k < sizeof(states) / sizeof(states[0]); k++) {
+            struct prom_label l[] = {{"shard", co->shard_names[i]}, {"state", states[k]}};
+
+            prom_sample_labels(p, state, l, 2, strcmp(now, states[k]) == 0);
+        }
+    }
+}
+
 char *coord_render_metrics(const struct coord *co)
 {
     struct prom p;
 
     prom_init(&p);
     transactions(&p, co);
+    histograms(&p, co);
+    live(&p, co);
     store(&p, co);
-    prom_family(&p, "dtx_participant_up", "gauge", "1 while the link to a shard's agent is up.");
-    for (size_t i = 0; i < co->cfg->nshards; i++)
-        prom_sample(&p, "dtx_participant_up", "shard", co->shard_names[i],
-                    coord_link_up(co, (int)i));
+    links(&p, co);
     return prom_finish(&p);
 }
