@@ -23,8 +23,10 @@
  * one is still writing, and its decisions would vanish.
  *
  * Thread model: the dstore ops and the callbacks run on the event loop's
- * thread; the writer thread owns fd, segno, salt and seg_size. Fields
- * marked (mu) are shared and protected by log->mu.
+ * thread; the writer thread owns fd, segno, salt and seg_size, and times
+ * its writes into its own histograms (w), which it copies to the shared
+ * ones (timing) after each group, under mu. Fields marked (mu) are shared
+ * and protected by log->mu.
  */
 #include "dlog_impl.h"
 
@@ -53,6 +55,11 @@
 
 static const struct dstore_ops dlog_ops;
 
+/* What the metrics show of the writer: write and fdatasync time per frame, records per group. */
+struct dlog_timing {
+    struct prom_hist write_s, sync_s, batch;
+};
+
 struct dlog {
     struct dstore base; /* first: a struct dlog is a struct dstore */
     struct dlog_opts opts;
@@ -69,6 +76,8 @@ struct dlog {
     uint64_t first_segno; /* oldest segment still on disk */
     uint64_t since_ckpt;  /* bytes written since the last checkpoint */
     uint64_t frames;      /* frames written and fdatasynced */
+    uint64_t taken_lsn;   /* the last record taken from pending */
+    struct dlog_timing w; /* this thread's histograms, copied to timing after each group */
     /* shared */
     pthread_t thread;
     pthread_mutex_t mu;
@@ -95,6 +104,8 @@ struct dlog {
     uint64_t bytes;         /* (mu) bytes written */
     uint64_t sync_us;       /* (mu) time spent in write + fdatasync */
     atomic_int deciding;    /* transactions whose votes are still awaited (a hint) */
+    /* (mu) the writer's histograms as of its last group */
+    struct dlog_timing timing;
     /* loop thread only */
     struct ev_async wake;
     bool failure_reported;
@@ -247,6 +258,7 @@ static int write_frame(struct dlog *log, const void *records, size_t len, uint8_
     struct iovec iov[2];
     unsigned char s[4];
     uint32_t crc;
+    uint64_t t0, t1;
     int e;
 
     if (len > log->max_frame) {
@@ -263,6 +275,7 @@ static int write_frame(struct dlog *log, const void *records, size_t len, uint8_
     iov[0] = (struct iovec){h, DLOG_FRAME_HDR};
     iov[1] = (struct iovec){(void *)records, len};
     *what = "write";
+    t0 = ev_clock_us();
     e = fp_hit("dlog.write");
     if (!e && log->opts.prealloc_bytes && log->seg_size + DLOG_FRAME_HDR + len > log->alloc_end)
         e = extend_segment(log, log->seg_size + DLOG_FRAME_HDR + len);
@@ -271,11 +284,14 @@ static int write_frame(struct dlog *log, const void *records, size_t len, uint8_
     if (e)
         return e;
     *what = "fdatasync";
+    t1 = ev_clock_us();
     e = fp_hit("dlog.fdatasync"); /* crash here: written, never synced */
     if (e)
         return e;
     if (fdatasync(log->fd) < 0)
         return errno;
+    prom_hist_observe(&log->w.write_s, (t1 - t0) / 1e6);
+    prom_hist_observe(&log->w.sync_s, (ev_clock_us() - t1) / 1e6);
     log->seg_size += DLOG_FRAME_HDR + len;
     log->since_ckpt += DLOG_FRAME_HDR + len;
     log->frames++;
@@ -465,7 +481,11 @@ static void *writer_main(void *arg)
             pthread_mutex_lock(&log->mu);
             break;
         }
+        if (upto > log->taken_lsn)
+            prom_hist_observe(&log->w.batch, (double)(upto - log->taken_lsn));
+        log->taken_lsn = upto;
         pthread_mutex_lock(&log->mu);
+        log->timing = log->w;
         log->durable_lsn = upto;
         log->zeros_ahead = log->alloc_end > log->seg_size ? log->alloc_end - log->seg_size : 0;
         log->syncs = log->frames;
@@ -617,6 +637,10 @@ int dlog_open(struct dstore **out, const struct dlog_opts *opts, drec_replay_fn 
     log->max_frame =
         opts->max_frame && opts->max_frame < DLOG_MAX_FRAME ? opts->max_frame : DLOG_MAX_FRAME;
     log->fd = -1;
+    prom_hist_init(&log->w.write_s, &prom_seconds_buckets);
+    prom_hist_init(&log->w.sync_s, &prom_seconds_buckets);
+    prom_hist_init(&log->w.batch, &prom_size_buckets);
+    log->timing = log->w;
     pthread_mutex_init(&log->mu, NULL);
     init_monotonic_cond(&log->work_cv);
     pthread_cond_init(&log->done_cv, NULL);
@@ -692,6 +716,9 @@ static void dlog_stats(struct dstore *s, struct dstore_stats *st)
     st->bytes = log->bytes;
     st->sync_us = log->sync_us;
     st->last_checkpoint_wall_us = log->last_ckpt_us;
+    st->write_seconds = log->timing.write_s;
+    st->sync_seconds = log->timing.sync_s;
+    st->batch_records = log->timing.batch;
     pthread_mutex_unlock(&log->mu);
 }
 

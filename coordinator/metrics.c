@@ -239,6 +239,7 @@ static void store(struct prom *p, const struct coord *co)
 {
     struct dstore_stats st;
 
+    memset(&st, 0, sizeof(st)); /* a store that keeps no histograms shows empty ones */
     dstore_stats(co->store, &st);
     prom_counter(p, "dtx_decision_log_records_total", "Decision records appended.",
                  (double)st.records);
@@ -251,6 +252,16 @@ static void store(struct prom *p, const struct coord *co)
                  (double)st.bytes);
     prom_counter(p, "dtx_decision_log_sync_seconds_total",
                  "Time spent writing and syncing the decision log.", st.sync_us / 1e6);
+    prom_family(p, "dtx_decision_log_write_seconds", "histogram",
+                "Time each write of a frame of the decision log took, before its fdatasync.");
+    prom_histogram(p, "dtx_decision_log_write_seconds", NULL, 0, &st.write_seconds);
+    prom_family(p, "dtx_decision_log_fsync_seconds", "histogram",
+                "Time each fdatasync of the decision log took (what makes a group of decisions "
+                "durable).");
+    prom_histogram(p, "dtx_decision_log_fsync_seconds", NULL, 0, &st.sync_seconds);
+    prom_family(p, "dtx_decision_log_batch_records", "histogram",
+                "Records made durable together by one group commit.");
+    prom_histogram(p, "dtx_decision_log_batch_records", NULL, 0, &st.batch_records);
     prom_gauge(p, "dtx_decision_log_failed",
                "1 once the decision log failed (no transactions are taken).",
                co->state == CO_FAILED);
