@@ -26,6 +26,7 @@
 #include "coord_impl.h"
 
 #include "dtx/jsonx.h"
+#include "dtx/version.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -292,9 +293,13 @@ static void links(struct prom *p, const struct coord *co)
 
 char *coord_render_metrics(const struct coord *co)
 {
+    struct prom_label info[] = {{"node", co->cfg->node_id}, {"version", DTX_VERSION}};
     struct prom p;
 
     prom_init(&p);
+    prom_family(&p, "dtx_coordinator_info", "gauge",
+                "1, labelled with this coordinator's node id and version.");
+    prom_sample_labels(&p, "dtx_coordinator_info", info, 2, 1);
     transactions(&p, co);
     histograms(&p, co);
     live(&p, co);
