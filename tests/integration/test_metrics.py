@@ -3,14 +3,20 @@ daemons: every sample in a family with # HELP and # TYPE, no transaction
 id as a label value, histograms cumulative and consistent with their
 _count; and the numbers are right: after a known set of transactions (two
 phases, one phase, aborted, three-phase commit) each one is counted once,
-by outcome, in the duration histogram and in each phase it went through."""
+by outcome, in the duration histogram and in each phase it went through;
+and the Grafana dashboard (docs/grafana/dtx.json) asks only for metrics
+the daemons really export."""
 
+import json
+import os
+import re
 import time
 
 import promtext
-from harness import ClusterTest, InteractiveMixin, sql
+from harness import ROOT, ClusterTest, InteractiveMixin, sql
 
 UPDATE = "UPDATE accounts SET balance = balance + $1 WHERE id = $2"
+DASHBOARD = os.path.join(ROOT, "docs", "grafana", "dtx.json")
 PROTOCOLS = ("2pc", "3pc")
 OUTCOMES = ("committed", "aborted", "unknown", "in_doubt")
 PHASES = {"2pc": {"prepare", "one_phase", "commit_log", "commit", "abort"},
@@ -256,3 +262,70 @@ class MetricsTest(InteractiveMixin, ClusterTest):
             states = {l["state"]: v for l, v in m["dtx_participant_link_state"].series()
                       if l["shard"] == shard}
             self.assertEqual(states, {"up": 1, "connecting": 0, "down": 0})
+
+    # ---- the dashboard -----------------------------------------------------------------
+
+    def test_the_grafana_dashboard_asks_only_for_exported_metrics_and_labels(self):
+        with open(DASHBOARD) as f:
+            dash = json.load(f)
+        self.assertGreaterEqual(dash["schemaVersion"], 36)
+        variables = {v["name"]: v for v in dash["templating"]["list"]}
+        ds = [v for v in variables.values() if v["type"] == "datasource"]
+        self.assertEqual([v["query"] for v in ds], ["prometheus"])
+        ds_ref = "${%s}" % ds[0]["name"]
+
+        self.run_known_transactions()
+        self.settled()
+        exported = dict(self.metrics())
+        for shard in ("s1", "s2"):
+            exported.update(self.agent_metrics(shard))
+        samples = {}  # sample name -> label names seen on it
+        for fam in exported.values():
+            for name, labels, _ in fam.samples:
+                samples.setdefault(name, set()).update(labels)
+
+        panels = [p for p in dash["panels"] if p["type"] != "row"]
+        self.assertGreaterEqual(len(panels), 10)
+        ids = [p["id"] for p in dash["panels"]]
+        self.assertEqual(len(ids), len(set(ids)), "panel ids are unique")
+        used = set()
+        for p in panels:
+            self.assertEqual(p["datasource"]["uid"], ds_ref, p["title"])
+            self.assertTrue(p["targets"], p["title"])
+            for t in p["targets"]:
+                found, groups = selectors(t["expr"])
+                known = {"instance", "job"}
+                for name, labels in found:
+                    self.assertTrue(name in samples, "panel %r: %s is not exported" %
+                                    (p["title"], name))
+                    for label in labels:
+                        self.assertIn(label, samples[name] | {"instance", "job"},
+                                      "panel %r: %s has no label %s" % (p["title"], name, label))
+                    known |= samples[name]
+                    used.add(name)
+                for label in groups:
+                    self.assertIn(label, known, "panel %r groups by %s, which none of its "
+                                                "metrics has" % (p["title"], label))
+        # what issue 13 asks a dashboard to show
+        for name in ("dtx_transactions_total", "dtx_transaction_duration_seconds_bucket",
+                     "dtx_transaction_phase_seconds_bucket", "dtx_decision_log_fsync_seconds_bucket",
+                     "dtx_decision_log_batch_records_bucket", "dtx_transactions_in_flight",
+                     "dtx_transactions_in_doubt", "dtx_prepared_oldest_age_seconds",
+                     "dtx_participant_up", "dtx_heuristic_outcomes_total"):
+            self.assertIn(name, used)
+
+
+def selectors(expr):
+    """The dtx_ metrics of a PromQL expression, each with the label names it is matched on,
+    and the label names the expression groups or joins by."""
+    found, groups = [], []
+    text = re.sub(r"\[[^\]]*\]", "", expr)  # range selectors
+    for m in re.finditer(r"(dtx_[a-zA-Z0-9_:]*)\s*(\{[^}]*\})?", text):
+        labels = re.findall(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)", m.group(2) or "")
+        found.append((m.group(1), labels))
+    for grp in re.findall(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)",
+                          text):
+        groups += [x.strip() for x in grp.split(",") if x.strip()]
+    if not found:
+        raise AssertionError("no dtx_ metric in %r" % expr)
+    return found, groups
