@@ -232,6 +232,8 @@ install: all
 	install -m 0644 packaging/examples/coordinator.json packaging/examples/participant-s1.json \
 		$(DESTDIR)$(docdir)/examples/
 	install -m 0644 README.md docs/operations.md docs/api.md docs/recovery.md $(DESTDIR)$(docdir)/
+	install -d $(DESTDIR)$(docdir)/grafana
+	install -m 0644 docs/grafana/dtx.json $(DESTDIR)$(docdir)/grafana/
 	install -m 0644 $(UNITS:%=$(BUILD)/inst/%) $(DESTDIR)$(systemdunitdir)/
 	install -m 0644 packaging/systemd/dtx.sysusers.conf $(DESTDIR)$(sysusersdir)/dtx.conf
 

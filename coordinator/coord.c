@@ -406,8 +406,8 @@ static void on_store_failed(void *arg, const struct dtx_err *err)
         struct txent *e = container_of(co->log_wait.next, struct txent, wait_link);
 
         list_remove(&e->wait_link);
-        co->m.in_doubt++;
         tx_step(e->tx, TXE_LOG_FAILED, NULL);
+        coord_count_final(co, e); /* in doubt, unless 3PC goes on to learn its outcome */
     }
     coord_notes_fail(co, err);
     coord_acc_fail(co, err);
@@ -455,6 +455,7 @@ static void init_coord(struct coord *co, const struct coord_config *cfg, struct 
     coord_heurs_init(&co->heurs);
     coord_acc_init(&co->acc);
     list_init(&co->polls);
+    coord_metrics_init(&co->m);
     co->shard_names = xcalloc(cfg->nshards, sizeof(*co->shard_names));
     for (size_t i = 0; i < cfg->nshards; i++)
         co->shard_names[i] = cfg->shards[i].name;
@@ -469,6 +470,7 @@ static void init_coord(struct coord *co, const struct coord_config *cfg, struct 
         .arm = env_arm,
         .finished = env_finished,
         .deciding = env_deciding,
+        .phase_done = coord_on_phase,
         .heuristic = coord_on_heuristic,
         .shard_names = co->shard_names,
         .ctx = co,

@@ -34,11 +34,14 @@ struct coord_metrics {
     uint64_t one_phase;    /* ... */
     uint64_t readonly;     /* ... */
     uint64_t unknown;      /* ... */
-    uint64_t in_doubt;     /* replay.c: the store failed while a commit was forced */
+    uint64_t in_doubt;     /* metrics.c: the store failed while a commit was forced */
     uint64_t idem_replays; /* coord.c */
     uint64_t refused;      /* coord.c: over max_active_transactions */
     uint64_t aborts_by_code[32];
     uint64_t heuristic[2]; /* heuristic.c: outcomes found in this run: mixed, hazard */
+    /* metrics.c: [0] 2PC, [1] 3PC; duration by outcome (committed .. in_doubt), time by phase */
+    struct prom_hist duration[2][4];
+    struct prom_hist phase[2][TX_NPHASES];
 };
 
 /* Epochs this node used that its decision store does not know (decision.c). */
@@ -176,7 +179,11 @@ bool coord_in_gap(const struct coord *co, uint64_t epoch);
 
 /* ---- metrics.c ------------------------------------------------------------------ */
 
-/* Counts a transaction that finished (once). */
+/* Empty counters and histograms. */
+void coord_metrics_init(struct coord_metrics *m);
+/* Counts a transaction that reached an outcome (once; nothing while it has none). */
 void coord_count_final(struct coord *co, struct txent *e);
+/* tx_env.phase_done: how long a transaction spent in a phase. */
+void coord_on_phase(struct tx *tx, enum tx_phase ph, uint64_t us);
 
 #endif

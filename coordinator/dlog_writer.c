@@ -216,6 +216,7 @@ static int write_frame(struct dlog *log, const void *records, size_t len, uint8_
     struct iovec iov[2];
     unsigned char s[4];
     uint32_t crc;
+    uint64_t t0, t1;
     int e;
 
     if (len > log->max_frame) {
@@ -232,6 +233,7 @@ static int write_frame(struct dlog *log, const void *records, size_t len, uint8_
     iov[0] = (struct iovec){h, DLOG_FRAME_HDR};
     iov[1] = (struct iovec){(void *)records, len};
     *what = "write";
+    t0 = ev_clock_us();
     e = fp_hit("dlog.write");
     if (!e && log->opts.prealloc_bytes && log->seg_size + DLOG_FRAME_HDR + len > log->alloc_end)
         e = extend_segment(log, log->seg_size + DLOG_FRAME_HDR + len);
@@ -240,11 +242,13 @@ static int write_frame(struct dlog *log, const void *records, size_t len, uint8_
     if (e)
         return e;
     *what = "fdatasync";
+    t1 = ev_clock_us();
     e = fp_hit("dlog.fdatasync"); /* crash here: written, never synced */
     if (e)
         return e;
     if (fdatasync(log->fd) < 0)
         return errno;
+    dsq_observe(&log->qs.q, (int64_t)(t1 - t0), ev_clock_us() - t1);
     log->seg_size += DLOG_FRAME_HDR + len;
     log->since_ckpt += DLOG_FRAME_HDR + len;
     log->frames++;

@@ -507,6 +507,7 @@ static void *writer_main(void *arg)
                 dsq_fail(&s->qs.q, &err);
                 break;
             }
+            dsq_observe(&s->qs.q, -1, ev_clock_us() - started); /* one round trip and commit */
             dsq_done(&s->qs.q, &b, 1, bytes, ev_clock_us() - started);
             s->since_ckpt = b.ckpt ? b.work.len : s->since_ckpt + bytes;
             if (s->since_ckpt >= CKPT_BYTES)

@@ -46,6 +46,9 @@ void dsq_init(struct dsq *q, const struct dsq_opts *opts)
     buf_init(&q->ckpt);
     buf_init(&q->ckpt_before);
     atomic_init(&q->deciding, 0);
+    prom_hist_init(&q->write_s, &prom_seconds_buckets);
+    prom_hist_init(&q->sync_s, &prom_seconds_buckets);
+    prom_hist_init(&q->batch, &prom_size_buckets);
 }
 
 static void on_wake(struct ev_loop *loop, struct ev_async *a)
@@ -189,6 +192,9 @@ void dsq_stats(struct dsq *q, struct dstore_stats *st)
     st->bytes = q->bytes;
     st->sync_us = q->sync_us;
     st->last_checkpoint_wall_us = q->last_ckpt_us;
+    st->write_seconds = q->write_s;
+    st->sync_seconds = q->sync_s;
+    st->batch_records = q->batch;
     pthread_mutex_unlock(&q->mu);
 }
 
@@ -304,6 +310,9 @@ bool dsq_take(struct dsq *q, struct dsq_batch *b, uint64_t deadline_us)
 void dsq_done(struct dsq *q, const struct dsq_batch *b, uint64_t syncs, uint64_t bytes, uint64_t us)
 {
     pthread_mutex_lock(&q->mu);
+    if (b->upto > q->taken_lsn)
+        prom_hist_observe(&q->batch, (double)(b->upto - q->taken_lsn));
+    q->taken_lsn = b->upto;
     q->durable_lsn = b->upto;
     q->syncs += syncs;
     q->bytes += bytes;
@@ -316,6 +325,15 @@ void dsq_done(struct dsq *q, const struct dsq_batch *b, uint64_t syncs, uint64_t
     pthread_cond_broadcast(&q->done_cv);
     pthread_mutex_unlock(&q->mu);
     ev_async_send(&q->wake);
+}
+
+void dsq_observe(struct dsq *q, int64_t write_us, uint64_t sync_us)
+{
+    pthread_mutex_lock(&q->mu);
+    if (write_us >= 0)
+        prom_hist_observe(&q->write_s, write_us / 1e6);
+    prom_hist_observe(&q->sync_s, sync_us / 1e6);
+    pthread_mutex_unlock(&q->mu);
 }
 
 void dsq_fail(struct dsq *q, const struct dtx_err *err)

@@ -27,6 +27,7 @@
 #include "dtx/dstore.h"
 #include "dtx/err.h"
 #include "dtx/ev.h"
+#include "dtx/prom.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -74,6 +75,9 @@ struct dsq {
     uint64_t bytes;
     uint64_t sync_us;
     atomic_int deciding; /* transactions whose votes are still awaited (a hint) */
+    /* for the metrics (dstore_stats): each write and sync's time, records per group */
+    struct prom_hist write_s, sync_s, batch;
+    uint64_t taken_lsn; /* the last record of the last group written */
     /* loop thread only */
     struct ev_async wake;
     bool wake_started;
@@ -117,6 +121,12 @@ bool dsq_take(struct dsq *q, struct dsq_batch *b, uint64_t deadline_us);
 /* (writer) Everything in b is durable: written with syncs writes, bytes in us. */
 void dsq_done(struct dsq *q, const struct dsq_batch *b, uint64_t syncs, uint64_t bytes,
               uint64_t us);
+/*
+ * (writer) One write of a group took write_us, and making it durable
+ * sync_us (fdatasync; a store that cannot tell them apart passes its whole
+ * round trip as sync_us, and -1 as write_us: not observed).
+ */
+void dsq_observe(struct dsq *q, int64_t write_us, uint64_t sync_us);
 /* (writer) The store failed for good; the first failure's err is kept. */
 void dsq_fail(struct dsq *q, const struct dtx_err *err);
 /* (writer) Asks the loop for a checkpoint snapshot (once until it is written). */

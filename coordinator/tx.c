@@ -83,6 +83,12 @@
  * message must still be delivered. The client is answered at most once per
  * request (tx->answered).
  *
+ * Time, for the metrics: every change of state ends the phase the old
+ * state stood for (phase_of(): PREPARING is "prepare", LOGGING
+ * "commit_log", COMMITTING "commit", ...), and tx_step_one() reports how
+ * long it took (tx_env.phase_done), from the monotonic clock. Nothing of
+ * the protocol depends on it.
+ *
  * Thread model: called only from the coordinator's event-loop thread.
  */
 #include "tx_impl.h"
@@ -328,6 +334,63 @@ static void check_durable(const struct tx *tx, enum tx_event next)
         protocol_bug(tx, "a transition that forces a record left none queued");
 }
 
+static const char *const phase_names[TX_NPHASES] = {
+    [TXPH_PREPARE] = "prepare",
+    [TXPH_ONE_PHASE] = "one_phase",
+    [TXPH_PRECOMMIT_LOG] = "precommit_log",
+    [TXPH_PRECOMMIT] = "precommit",
+    [TXPH_COMMIT_LOG] = "commit_log",
+    [TXPH_COMMIT] = "commit",
+    [TXPH_ABORT] = "abort",
+    [TXPH_LEARN] = "learn",
+};
+
+const char *tx_phase_name(enum tx_phase ph)
+{
+    return (unsigned)ph < TX_NPHASES ? phase_names[ph] : "?";
+}
+
+bool tx_phase_is_3pc(enum tx_phase ph)
+{
+    return ph == TXPH_PRECOMMIT_LOG || ph == TXPH_PRECOMMIT || ph == TXPH_LEARN;
+}
+
+/* The phase a state stands for (TX_NPHASES: none: open, final, in doubt). */
+static enum tx_phase phase_of(enum tx_state s)
+{
+    switch (s) {
+    case TX_PREPARING:
+        return TXPH_PREPARE;
+    case TX_ONE_PHASE:
+        return TXPH_ONE_PHASE;
+    case TX_PRECOMMITTING:
+        return TXPH_PRECOMMIT_LOG;
+    case TX_ACCEPTING:
+        return TXPH_PRECOMMIT;
+    case TX_LOGGING:
+        return TXPH_COMMIT_LOG;
+    case TX_COMMITTING:
+        return TXPH_COMMIT;
+    case TX_ABORTING:
+        return TXPH_ABORT;
+    case TX_LEARNING:
+        return TXPH_LEARN;
+    default:
+        return TX_NPHASES;
+    }
+}
+
+/* tx leaves state from: the phase it stood for is over (reported to the metrics). */
+static void leave_state(struct tx *tx, enum tx_state from)
+{
+    uint64_t now = ev_clock_us();
+    enum tx_phase ph = phase_of(from);
+
+    if (ph != TX_NPHASES && !tx->replayed && tx->env->phase_done)
+        tx->env->phase_done(tx, ph, now - tx->state_since_us);
+    tx->state_since_us = now;
+}
+
 int tx_step_one(struct tx *tx, enum tx_event ev, const struct tx_evarg *a, enum tx_event *next)
 {
     const struct tx_transition *t = find(tx->protocol, tx->state, ev);
@@ -338,6 +401,8 @@ int tx_step_one(struct tx *tx, enum tx_event ev, const struct tx_evarg *a, enum 
                  tx_state_name(tx->state));
         return DTX_ESTATE;
     }
+    if (t->to != from)
+        leave_state(tx, from);
     tx->state = t->to;
     log_debug("tx %s: %s --%s--> %s [%s%s]", tx->gtid, state_names[from], event_names[ev],
               state_names[t->to], t->action_name, t->durable ? ", forced" : "");
@@ -984,6 +1049,7 @@ struct tx *tx_new(const struct tx_params *p, const struct tx_env *env, void *own
     tx->idem_key = p->idem_key ? xstrdup(p->idem_key) : NULL;
     tx->req_hash = p->req_hash;
     tx->created_wall_us = p->created_wall_us;
+    tx->born_us = tx->state_since_us = ev_clock_us();
     return tx;
 }
 
@@ -1178,6 +1244,27 @@ uint64_t tx_born_wall_us(const struct tx *tx)
 bool tx_is_replayed(const struct tx *tx)
 {
     return tx->replayed;
+}
+
+uint64_t tx_elapsed_us(const struct tx *tx)
+{
+    return ev_clock_us() - tx->born_us;
+}
+
+bool tx_is_in_doubt(const struct tx *tx)
+{
+    if (tx->state == TX_IN_DOUBT || tx->state == TX_LEARNING)
+        return true;
+    if (tx->state != TX_COMMITTING && tx->state != TX_ABORTING)
+        return false;
+    for (size_t i = 0; i < tx->nbranches; i++) {
+        const struct tx_branch *b = &tx->branches[i];
+
+        if (b->state == BR_LOST ||
+            ((b->state == BR_COMMITTING || b->state == BR_ABORTING) && b->sends > 1))
+            return true;
+    }
+    return false;
 }
 
 int tx_error_code(const struct tx *tx)

@@ -85,9 +85,11 @@ struct tx {
     uint64_t req_hash;
     uint64_t created_wall_us;
     uint64_t decided_wall_us;
-    uint64_t lsn;     /* of the COMMIT record, 0 if none */
-    bool durable;     /* the COMMIT record is known durable (TXE_DURABLE, or replayed) */
-    uint64_t forcing; /* the position of the record being forced (COMMIT or PRECOMMIT) */
+    uint64_t born_us;        /* monotonic clock at creation (tx_elapsed_us) */
+    uint64_t state_since_us; /* monotonic clock when the current state was entered */
+    uint64_t lsn;            /* of the COMMIT record, 0 if none */
+    bool durable;            /* the COMMIT record is known durable (TXE_DURABLE, or replayed) */
+    uint64_t forcing;        /* the position of the record being forced (COMMIT or PRECOMMIT) */
     /* three-phase commit (tx3pc.c): this coordinator as an acceptor */
     struct ballot promised; /* the highest ballot promised (initially its own, (0, c:node)) */
     uint64_t pre_lsn;       /* its PRECOMMIT record: it accepted (its ballot, commit) */

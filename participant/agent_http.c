@@ -18,7 +18,6 @@
 
 #include "dtx/jsonx.h"
 #include "dtx/log.h"
-#include "dtx/prom.h"
 #include "dtx/xalloc.h"
 
 #include <inttypes.h>
@@ -430,45 +429,6 @@ static char *render_health(const struct agent *ag, unsigned *status)
     return s;
 }
 
-static char *render_metrics(const struct agent *ag)
-{
-    const struct branch_metrics *m = &ag->branches.m;
-    struct prom p;
-    char why[8];
-
-    prom_init(&p);
-    prom_family(&p, "dtx_agent_votes_total", "counter", "Votes sent, by vote.");
-    prom_sample(&p, "dtx_agent_votes_total", "vote", "yes", (double)m->votes_yes);
-    prom_sample(&p, "dtx_agent_votes_total", "vote", "no", (double)m->votes_no);
-    prom_sample(&p, "dtx_agent_votes_total", "vote", "readonly", (double)m->votes_readonly);
-    prom_family(&p, "dtx_agent_one_phase_total", "counter", "One-phase commits, by outcome.");
-    prom_sample(&p, "dtx_agent_one_phase_total", "outcome", "committed",
-                (double)m->one_phase_committed);
-    prom_sample(&p, "dtx_agent_one_phase_total", "outcome", "aborted",
-                (double)m->one_phase_aborted);
-    prom_sample(&p, "dtx_agent_one_phase_total", "outcome", "unknown",
-                (double)m->one_phase_unknown);
-    prom_family(&p, "dtx_agent_finished_total", "counter",
-                "Prepared branches finished, by outcome.");
-    prom_sample(&p, "dtx_agent_finished_total", "outcome", "committed", (double)m->committed);
-    prom_sample(&p, "dtx_agent_finished_total", "outcome", "rolled_back", (double)m->rolled_back);
-    prom_counter(&p, "dtx_agent_heuristic_outcomes_total",
-                 "Prepared branches that did not end as the decision said.", (double)m->heuristic);
-    prom_family(&p, "dtx_agent_branches", "gauge", "Branches in memory, by state.");
-    prom_sample(&p, "dtx_agent_branches", "state", "running", (double)ag->branches.running);
-    prom_sample(&p, "dtx_agent_branches", "state", "prepared", (double)ag->branches.prepared);
-    prom_gauge(&p, "dtx_agent_database_up", "1 while the shard's database is reachable.",
-               rm_healthy(ag->rm, why, sizeof(why)));
-    prom_gauge(&p, "dtx_agent_in_doubt",
-               "Prepared branches the last recovery round could not settle.",
-               (double)recovery_in_doubt(ag->recovery));
-    prom_counter(&p, "dtx_agent_recovery_rounds_total", "Recovery rounds run.",
-                 (double)recovery_rounds(ag->recovery));
-    prom_counter(&p, "dtx_agent_recovery_resolved_total", "Branches recovery finished.",
-                 (double)recovery_resolved(ag->recovery));
-    return prom_finish(&p);
-}
-
 void agent_handle_http(void *ctx, struct httpd_req *req)
 {
     struct agent *ag = ctx;
@@ -493,7 +453,7 @@ void agent_handle_http(void *ctx, struct httpd_req *req)
         body = render_health(ag, &status);
         httpd_reply_json(req, status, body);
     } else if (strcmp(path, "/metrics") == 0) {
-        body = render_metrics(ag);
+        body = agent_render_metrics(ag);
         httpd_reply(req, 200, "text/plain; version=0.0.4", body, strlen(body));
     } else {
         httpd_reply_errorf(req, DTX_ENOTFOUND, "no such endpoint: %s %s", method, path);

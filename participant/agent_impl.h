@@ -7,6 +7,7 @@
  *   peer.c        coordinator streams: accept, hello, frames, replies
  *   agent_http.c  HTTP routes: the stream upgrade, branch status,
  *                 operators' endpoints, /healthz, /metrics
+ *   agent_metrics.c  what /metrics says
  *   branch.c      the branch machine (branch.h), which the agent drives
  *
  * Thread model: the participant's event-loop thread only.
@@ -94,5 +95,9 @@ void agent_http_finished(void *ctx, struct httpd_req *req, const char *gtid, boo
                          enum rm_outcome outcome, const struct dtx_err *err);
 /* Drops the operators' requests still waiting for the database. */
 void agent_http_release(struct agent *ag);
+
+/* ---- agent_metrics.c ---- */
+/* The body of GET /metrics (malloc'd Prometheus text). */
+char *agent_render_metrics(const struct agent *ag);
 
 #endif

@@ -87,6 +87,11 @@
  * acknowledge, and that is cleared when the stream goes
  * (branches_peer_lost).
  *
+ * Metrics (struct branch_metrics): every vote, one-phase outcome and
+ * finish is counted, and timed from the request that started it (the
+ * monotonic clock): a prepare to its vote, a one_phase to its outcome, a
+ * COMMIT or ROLLBACK PREPARED from being asked to its outcome.
+ *
  * Thread model: the participant's event-loop thread only.
  */
 #include "branch_impl.h"
@@ -334,6 +339,12 @@ void branches_init(struct branches *t, const struct branch_env *env)
     memset(t, 0, sizeof(*t));
     t->env = env;
     hmap_init(&t->by_gtid);
+    for (int i = 0; i < 3; i++) {
+        prom_hist_init(&t->m.prepare[i], &prom_seconds_buckets);
+        prom_hist_init(&t->m.one_phase[i], &prom_seconds_buckets);
+    }
+    prom_hist_init(&t->m.commit_prepared, &prom_seconds_buckets);
+    prom_hist_init(&t->m.rollback_prepared, &prom_seconds_buckets);
 }
 
 void branch_free(struct branch *b)
@@ -505,6 +516,12 @@ void branches_peer_lost(struct branches *t, struct peer *peer)
 
 /* ---- sending ---------------------------------------------------------------------------- */
 
+/* Seconds since since_us (monotonic clock), for the metrics. */
+static double elapsed_s(uint64_t since_us)
+{
+    return (ev_clock_us() - since_us) / 1e6;
+}
+
 static void send_to(struct branch *b, struct peer *peer, cJSON *m, const struct buf *trailer)
 {
     b->t->env->send(b->t->env->ctx, peer, m, trailer);
@@ -535,6 +552,7 @@ static void send_vote(struct branch *b, const struct rm_result *res)
     m->votes_yes += v == VOTE_YES;
     m->votes_no += v == VOTE_NO;
     m->votes_readonly += v == VOTE_READONLY;
+    prom_hist_observe(&m->prepare[v - 1], elapsed_s(b->run_since_us));
     jsonx_add_str(msg, "vote", msg_vote_name(v));
     if (v == VOTE_YES) {
         msg_add_xid(msg, res->xid);
@@ -557,6 +575,7 @@ static void send_outcome(struct branch *b, const struct rm_result *res)
     m->one_phase_committed += o == OUTCOME_COMMITTED;
     m->one_phase_aborted += o == OUTCOME_ABORTED;
     m->one_phase_unknown += o == OUTCOME_UNKNOWN;
+    prom_hist_observe(&m->one_phase[o - 1], elapsed_s(b->run_since_us));
     jsonx_add_str(msg, "outcome", msg_outcome_name(o));
     if (o != OUTCOME_COMMITTED)
         msg_add_error(msg, &res->err);
@@ -709,6 +728,7 @@ static enum branch_event act_run(struct branch *b, enum branch_event ev,
 {
     bool one_phase = ev == BE_ONE_PHASE;
 
+    b->run_since_us = ev_clock_us();
     arm_deadline(b, a->timeout_ms);
     if (!one_phase)
         start_register(b, a);
@@ -738,6 +758,7 @@ static enum branch_event act_end(struct branch *b, enum branch_event ev,
 {
     bool commit = ev == BE_END_COMMIT;
 
+    b->run_since_us = ev_clock_us();
     b->peer = a->peer;
     arm_deadline(b, a->timeout_ms);
     if (!commit)
@@ -758,6 +779,7 @@ static void start_finish(struct branch *b, struct peer *peer, struct httpd_req *
     f->peer = peer;
     f->req = req;
     f->commit = commit;
+    f->since_us = ev_clock_us();
     list_insert_tail(&b->finishes, &f->link);
     rm_finish(b->t->env->rm, b->gid, xid, db, commit, on_finished, f);
 }
@@ -929,6 +951,8 @@ static enum branch_event act_finished(struct branch *b, enum branch_event ev,
     m->committed += a->outcome == RM_COMMITTED;
     m->rolled_back += a->outcome == RM_ROLLED_BACK;
     m->heuristic += a->err && a->err->code;
+    prom_hist_observe(f->commit ? &m->commit_prepared : &m->rollback_prepared,
+                      elapsed_s(f->since_us));
     if (f->req) {
         env->finished_for(env->ctx, f->req, b->gtid, f->commit, a->outcome, a->err);
     } else {

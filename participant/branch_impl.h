@@ -36,6 +36,7 @@ struct branch_finish {
     struct peer *peer;     /* acknowledged to (NULL: the newest coordinator) */
     struct httpd_req *req; /* an operator's request, answered instead of an ack */
     bool commit;
+    uint64_t since_us; /* when it was asked for (the metrics) */
 };
 
 struct branch {
@@ -53,6 +54,7 @@ struct branch {
     uint64_t xid;           /* once prepared */
     char db[RM_DB_ID_MAX];  /* once prepared: the database's identity */
     uint32_t deadline_ms;   /* interactive: the transaction's idle limit */
+    uint64_t run_since_us;  /* when the run toward a vote or an outcome began (the metrics) */
     /*
      * Three-phase commit: the branch's acceptors are registered (the
      * peers, durably) while it runs; its yes vote waits for both, the

@@ -75,6 +75,8 @@ struct recovery {
     size_t nasked;
     size_t in_doubt;
     uint64_t rounds, resolved;
+    uint64_t listed_us; /* when the last listing came (0: none succeeded yet) */
+    int64_t oldest_ms;  /* the oldest prepared branch's age then (-1: none) */
     /* what the last "in doubt" line was about: which branches, and why */
     uint64_t last_digest;
     char last_why[300];
@@ -331,6 +333,20 @@ static void ask(struct recovery *r)
     cJSON_Delete(body);
 }
 
+/* Remembers when the oldest of this shard's prepared branches was prepared (the metrics). */
+static void note_oldest(struct recovery *r, const struct rm_prepared *items, size_t n)
+{
+    r->listed_us = ev_clock_us();
+    r->oldest_ms = -1;
+    for (size_t i = 0; i < n; i++) {
+        char gtid[DTX_GTID_MAX + 1], shard[DTX_NAME_MAX + 1];
+
+        if (gid_parse(items[i].gid, gtid, shard) && strcmp(shard, r->cfg->name) == 0 &&
+            (int64_t)items[i].age_ms > r->oldest_ms)
+            r->oldest_ms = items[i].age_ms;
+    }
+}
+
 static void on_listed(void *arg, int rc, const struct rm_prepared *items, size_t n,
                       const struct dtx_err *err)
 {
@@ -342,6 +358,7 @@ static void on_listed(void *arg, int rc, const struct rm_prepared *items, size_t
         schedule(r, r->backoff_ms);
         return;
     }
+    note_oldest(r, items, n);
     free(r->asked);
     r->asked = xcalloc(n ? n : 1, sizeof(*r->asked));
     for (size_t i = 0; i < n && r->nasked < BATCH_MAX; i++) {
@@ -437,6 +454,14 @@ void recovery_kick(struct recovery *r)
 size_t recovery_in_doubt(const struct recovery *r)
 {
     return r->in_doubt;
+}
+
+bool recovery_oldest_prepared(const struct recovery *r, double *age_s)
+{
+    if (!r->listed_us)
+        return false;
+    *age_s = r->oldest_ms < 0 ? 0 : r->oldest_ms / 1e3 + (ev_clock_us() - r->listed_us) / 1e6;
+    return true;
 }
 
 uint64_t recovery_rounds(const struct recovery *r)

@@ -33,6 +33,7 @@
 #include "dtx/ev.h"
 #include "dtx/hmap.h"
 #include "dtx/httpd.h"
+#include "dtx/prom.h"
 #include "dtx/rm.h"
 
 struct branch;
@@ -79,11 +80,17 @@ struct branch_env {
     void *ctx;
 };
 
-/* Counters for /metrics. */
+/* Counters and histograms for /metrics (seconds, from the monotonic clock). */
 struct branch_metrics {
     uint64_t votes_yes, votes_no, votes_readonly;
     uint64_t one_phase_committed, one_phase_aborted, one_phase_unknown;
     uint64_t committed, rolled_back, heuristic;
+    /* a prepare (or an open transaction's end) to its vote: [enum msg_vote - 1] */
+    struct prom_hist prepare[3];
+    /* a one_phase (or an open transaction's commit) to its outcome: [enum msg_outcome - 1] */
+    struct prom_hist one_phase[3];
+    /* COMMIT PREPARED, ROLLBACK PREPARED: asked to done, retries included */
+    struct prom_hist commit_prepared, rollback_prepared;
 };
 
 /* Every branch in memory, by gtid, and how many are in each kind of state. */

@@ -35,6 +35,7 @@
 #include "dtx/drec.h"
 #include "dtx/err.h"
 #include "dtx/ev.h"
+#include "dtx/prom.h"
 
 /* What every store reports back to the coordinator, on the loop thread. */
 struct dstore_cbs {
@@ -55,6 +56,14 @@ struct dstore_stats {
     uint64_t bytes;                   /* bytes written, checkpoints included */
     uint64_t sync_us;                 /* time spent writing and syncing */
     uint64_t last_checkpoint_wall_us; /* when the last checkpoint became durable (0: none yet) */
+    /*
+     * For the metrics (zeroed: nothing to show): seconds each write of a
+     * group took before its sync, seconds each sync took (fdatasync, or
+     * whatever makes a group durable), and records per group.
+     */
+    struct prom_hist write_seconds;
+    struct prom_hist sync_seconds;
+    struct prom_hist batch_records;
 };
 
 struct dstore;

@@ -55,6 +55,13 @@ void recovery_kick(struct recovery *r);
 
 /* Branches the last round left in doubt (coordinator unreachable, or it did not know them). */
 size_t recovery_in_doubt(const struct recovery *r);
+/*
+ * How old the oldest prepared dtx branch of this shard is, in seconds:
+ * as the last round's listing found them (every recovery_interval_ms, or
+ * after a failed round its backoff, at most 30 s), aged since; 0 when it
+ * found none. False (*age_s untouched) until a listing succeeded.
+ */
+bool recovery_oldest_prepared(const struct recovery *r, double *age_s);
 /* Rounds run and branches resolved since start. */
 uint64_t recovery_rounds(const struct recovery *r);
 uint64_t recovery_resolved(const struct recovery *r);

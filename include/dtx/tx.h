@@ -94,6 +94,28 @@ enum tx_call { TX_CALL_NONE, TX_CALL_OPS, TX_CALL_COMMIT, TX_CALL_ABORT };
 #define TX_RETRY_MIN_MS 200
 #define TX_RETRY_MAX_MS 30000
 
+/*
+ * Where a transaction spends its time, for the metrics (tx_env.phase_done):
+ * each is the time from entering a state of the protocol to leaving it,
+ * however it left (a failed write ends its phase too).
+ */
+enum tx_phase {
+    TXPH_PREPARE,       /* ops and PREPARE sent until every vote is in (PREPARING) */
+    TXPH_ONE_PHASE,     /* one shard: ops and COMMIT sent until its outcome (ONE_PHASE) */
+    TXPH_PRECOMMIT_LOG, /* 3PC: its PRECOMMIT record being forced (PRECOMMITTING) */
+    TXPH_PRECOMMIT,     /* 3PC: the pre-commit sent until a majority accepted (ACCEPTING) */
+    TXPH_COMMIT_LOG,    /* its COMMIT record being forced (LOGGING) */
+    TXPH_COMMIT,        /* phase 2: COMMIT PREPARED sent until every ack (COMMITTING) */
+    TXPH_ABORT,         /* rollbacks sent until every ack (ABORTING) */
+    TXPH_LEARN,         /* 3PC: waiting for what the participants decide (LEARNING) */
+    TX_NPHASES
+};
+/* "prepare", "one_phase", "precommit_log", "precommit", "commit_log", "commit", "abort", "learn".
+ */
+const char *tx_phase_name(enum tx_phase ph);
+/* True for the phases only three-phase commit has. */
+bool tx_phase_is_3pc(enum tx_phase ph);
+
 struct tx_env {
     /*
      * Sends the message what for branch b (built with tx_message()): 0, or
@@ -124,6 +146,11 @@ struct tx_env {
     void (*heuristic)(struct tx *tx, int shard, enum drec_heur_kind kind, const char *what);
     /* The number of transactions awaiting votes changed by delta (a group-commit hint). */
     void (*deciding)(struct tx *tx, int delta);
+    /*
+     * The transaction left phase ph after us microseconds in it (never
+     * called for one rebuilt from the decision store). May be NULL.
+     */
+    void (*phase_done)(struct tx *tx, enum tx_phase ph, uint64_t us);
     const char *const *shard_names; /* index -> name, for messages */
     void *ctx;
 };
@@ -231,6 +258,8 @@ bool tx_is_interactive(const struct tx *tx);
 uint64_t tx_decided_wall_us(const struct tx *tx);
 uint64_t tx_born_wall_us(const struct tx *tx);
 bool tx_is_replayed(const struct tx *tx);
+/* Microseconds since the transaction was created (monotonic clock; for the metrics). */
+uint64_t tx_elapsed_us(const struct tx *tx);
 /* The code of the error that aborted it (or left it unknown); 0 when none. */
 int tx_error_code(const struct tx *tx);
 /* True once the client has been told the outcome (or a call's answer). */
@@ -245,6 +274,15 @@ bool tx_is_final(const struct tx *tx);
  * (it only waits for participants to come back).
  */
 bool tx_is_running(const struct tx *tx);
+
+/*
+ * True when the transaction's branches may be prepared and it cannot be
+ * finished now: the decision log failed while its commit was forced
+ * (settled at restart), 3PC waits for what the participants decide, or
+ * phase 2 waits for a participant that is lost or did not acknowledge the
+ * first message (it is being resent). For the metrics.
+ */
+bool tx_is_in_doubt(const struct tx *tx);
 
 /* How a final transaction ended, for the metrics. */
 enum tx_outcome { TXO_NONE, TXO_COMMITTED, TXO_ABORTED, TXO_UNKNOWN, TXO_IN_DOUBT };

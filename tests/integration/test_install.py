@@ -78,7 +78,7 @@ class InstallTest(unittest.TestCase):
             {os.path.join(UNIT_DIR, u) for u in UNITS} | \
             {"usr/lib/sysusers.d/dtx.conf", "usr/share/doc/dtx/README.md",
              "usr/share/doc/dtx/operations.md", "usr/share/doc/dtx/api.md",
-             "usr/share/doc/dtx/recovery.md"}
+             "usr/share/doc/dtx/recovery.md", "usr/share/doc/dtx/grafana/dtx.json"}
         self.assertEqual(found, expected)
         for p in PROGRAMS:
             self.assertEqual(os.stat(self.path(p)).st_mode & 0o777, 0o755, p)

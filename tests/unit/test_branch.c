@@ -9,6 +9,7 @@
 #include "branch_impl.h"
 #include "diagram.h"
 #include "dtx/jsonx.h"
+#include "dtx/msg.h"
 #include "unit.h"
 
 #include <string.h>
@@ -353,6 +354,12 @@ static void a_prepared_branch_votes_yes_and_commits_when_told(void)
     CU_ASSERT_PTR_EQUAL(S.to[sent("ack:committed")], P2);
     CU_ASSERT_PTR_NULL(branch_find(&T, "c1-1-1")); /* gone */
     CU_ASSERT_EQUAL(T.prepared + T.finishing + T.running, 0);
+    /* the metrics: one prepare timed to its yes vote, one COMMIT PREPARED timed */
+    CU_ASSERT_EQUAL(T.m.prepare[VOTE_YES - 1].count, 1);
+    CU_ASSERT_EQUAL(T.m.prepare[VOTE_NO - 1].count + T.m.prepare[VOTE_READONLY - 1].count, 0);
+    CU_ASSERT(T.m.prepare[VOTE_YES - 1].sum >= 0 && T.m.prepare[VOTE_YES - 1].sum < 60);
+    CU_ASSERT_EQUAL(T.m.commit_prepared.count, 1);
+    CU_ASSERT_EQUAL(T.m.rollback_prepared.count, 0);
     teardown();
 }
 
@@ -380,6 +387,9 @@ static void an_abort_while_running_cancels_then_rolls_back_and_acknowledges(void
     rm_answers(RM_ROLLED_BACK, 0);
     CU_ASSERT_STRING_EQUAL(S.what[1], "ack:aborted");
     CU_ASSERT_PTR_NULL(branch_find(&T, "c1-1-2"));
+    /* no vote was sent: nothing timed as a prepare; the ROLLBACK PREPARED was */
+    CU_ASSERT_EQUAL(T.m.prepare[0].count + T.m.prepare[1].count + T.m.prepare[2].count, 0);
+    CU_ASSERT_EQUAL(T.m.rollback_prepared.count, 1);
     teardown();
 }
 

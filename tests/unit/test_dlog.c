@@ -720,6 +720,13 @@ static void batch_over_the_frame_limit_is_split_into_frames(void)
     CU_ASSERT_EQUAL(dstore_flush(log, NULL), 0);
     dstore_stats(log, &st);
     CU_ASSERT_EQUAL(st.syncs, 5); /* two records to a frame of <= 300 bytes */
+    /* the metrics: each frame's write and fdatasync timed, one group of ten records */
+    CU_ASSERT_EQUAL(st.write_seconds.count, 5);
+    CU_ASSERT_EQUAL(st.sync_seconds.count, 5);
+    CU_ASSERT(st.sync_seconds.sum > 0 && st.sync_seconds.sum < 60);
+    CU_ASSERT_EQUAL(st.batch_records.count, 1);
+    CU_ASSERT_EQUAL(st.batch_records.sum, 10);
+    CU_ASSERT_EQUAL(st.batch_records.bucket[4], 1); /* le 16 (1, 2, 4, 8, 16) */
     /* A single record over the limit cannot be split: the log fails, clearly. */
     memset(results, 'x', sizeof(results) - 1);
     results[sizeof(results) - 1] = '\0';
@@ -783,6 +790,9 @@ static void unforced_record_waits_for_a_forced_one(void)
     dstore_stats(log, &st);
     CU_ASSERT_EQUAL(st.records, 2);
     CU_ASSERT_EQUAL(st.syncs, 1); /* one fdatasync covered both */
+    CU_ASSERT_EQUAL(st.sync_seconds.count, 1);
+    CU_ASSERT_EQUAL(st.batch_records.count, 1);
+    CU_ASSERT_EQUAL(st.batch_records.sum, 2);
     dstore_close(log);
     ev_loop_release(&loop);
     remove_dir(dir);

@@ -21,6 +21,8 @@ struct world {
     uint64_t next_lsn;
     int answers;
     int finished;
+    enum tx_phase phases[16]; /* tx_env.phase_done, in order */
+    int nphases;
 };
 
 static struct world W;
@@ -104,6 +106,14 @@ static void stub_finished(struct tx *tx)
     W.finished++;
 }
 
+static void stub_phase_done(struct tx *tx, enum tx_phase ph, uint64_t us)
+{
+    (void)tx;
+    (void)us;
+    if (W.nphases < 16)
+        W.phases[W.nphases++] = ph;
+}
+
 static const char *const names[] = {"s0", "s1", "s2", "s3"};
 static const struct tx_env env = {
     .send = stub_send,
@@ -116,6 +126,7 @@ static const struct tx_env env = {
     .arm = stub_arm,
     .finished = stub_finished,
     .deciding = stub_deciding,
+    .phase_done = stub_phase_done,
     .shard_names = names,
 };
 
@@ -825,6 +836,110 @@ static void only_the_precommit_and_the_commit_decision_are_forced_in_three_pc(vo
     }
 }
 
+/* The phases W saw are exactly want (n of them), in order. */
+static void assert_phases(const enum tx_phase *want, int n)
+{
+    CU_ASSERT_EQUAL_FATAL(W.nphases, n);
+    for (int i = 0; i < n; i++)
+        CU_ASSERT_STRING_EQUAL(tx_phase_name(W.phases[i]), tx_phase_name(want[i]));
+}
+
+static void each_phase_is_reported_once_when_it_ends(void)
+{
+    static const enum tx_phase two[] = {TXPH_PREPARE, TXPH_COMMIT_LOG, TXPH_COMMIT};
+    static const enum tx_phase three[] = {TXPH_PREPARE, TXPH_PRECOMMIT_LOG, TXPH_PRECOMMIT,
+                                          TXPH_COMMIT_LOG, TXPH_COMMIT};
+    static const enum tx_phase aborted[] = {TXPH_PREPARE, TXPH_ABORT};
+    struct tx *tx = new_tx(2);
+    struct tx_evarg a = {.xid = 1};
+
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_COMMIT, NULL), 0);
+    for (int i = 0; i < 2; i++) {
+        a.b = &tx->branches[i];
+        CU_ASSERT_EQUAL(tx_step(tx, TXE_VOTE_YES, &a), 0); /* the first vote ends nothing */
+        CU_ASSERT_EQUAL(W.nphases, i);
+    }
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_DURABLE, NULL), 0);
+    for (int i = 0; i < 2; i++) {
+        a.b = &tx->branches[i];
+        CU_ASSERT_EQUAL(tx_step(tx, TXE_ACK, &a), 0);
+    }
+    assert_phases(two, 3);
+    tx_free(tx);
+
+    tx = new_tx3(2);
+    all_vote_yes(tx);
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_DURABLE, NULL), 0);
+    for (int i = 0; i < 2; i++) {
+        a.b = &tx->branches[i];
+        tx_step(tx, TXE_ACCEPTED, &a);
+    }
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_DURABLE, NULL), 0);
+    for (int i = 0; i < 2; i++) {
+        a.b = &tx->branches[i];
+        CU_ASSERT_EQUAL(tx_step(tx, TXE_ACK, &a), 0);
+    }
+    CU_ASSERT_EQUAL(tx->state, TX_COMMITTED);
+    assert_phases(three, 5);
+    CU_ASSERT(tx_phase_is_3pc(TXPH_PRECOMMIT) && !tx_phase_is_3pc(TXPH_COMMIT));
+    tx_free(tx);
+
+    tx = new_tx(2);
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_COMMIT, NULL), 0);
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_TIMEOUT, NULL), 0);
+    for (int i = 0; i < 2; i++) {
+        a.b = &tx->branches[i];
+        CU_ASSERT_EQUAL(tx_step(tx, TXE_ACK, &a), 0);
+    }
+    CU_ASSERT_EQUAL(tx->state, TX_ABORTED);
+    assert_phases(aborted, 2);
+    tx_free(tx);
+}
+
+static void a_transaction_rebuilt_from_the_store_reports_no_phase(void)
+{
+    struct tx *tx = new_tx(0);
+    struct tx_evarg a = {0};
+
+    tx_add_prepared_branch(tx, 0, 5, NULL);
+    tx_set_replayed(tx, 1, NULL);
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_RECOVER, NULL), 0);
+    a.b = &tx->branches[0];
+    tx_step(tx, TXE_RESEND, NULL);
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_ACK, &a), 0);
+    CU_ASSERT_EQUAL(tx->state, TX_COMMITTED);
+    CU_ASSERT_EQUAL(W.nphases, 0);
+    tx_free(tx);
+}
+
+static void in_doubt_means_phase_two_cannot_finish_now_or_the_log_failed(void)
+{
+    struct tx *tx = new_tx(2);
+    struct tx_evarg a = {.xid = 1};
+
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_START_2PC, NULL), 0);
+    CU_ASSERT_FALSE(tx_is_in_doubt(tx)); /* votes awaited: the coordinator still decides */
+    for (int i = 0; i < 2; i++) {
+        a.b = &tx->branches[i];
+        CU_ASSERT_EQUAL(tx_step(tx, TXE_VOTE_YES, &a), 0);
+    }
+    CU_ASSERT_FALSE(tx_is_in_doubt(tx)); /* forcing its record */
+    W.link_down[1] = true;
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_DURABLE, NULL), 0);
+    CU_ASSERT_TRUE(tx_is_in_doubt(tx)); /* s1's COMMIT PREPARED could not be sent */
+    W.link_down[1] = false;
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_RESEND, NULL), 0);
+    CU_ASSERT_FALSE(tx_is_in_doubt(tx)); /* delivered once: acks are awaited */
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_TIMEOUT, NULL), 0);
+    CU_ASSERT_TRUE(tx_is_in_doubt(tx)); /* resent: a shard did not acknowledge */
+    tx_free(tx);
+
+    tx = tx_in(TX_LOGGING);
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_LOG_FAILED, NULL), 0);
+    CU_ASSERT_TRUE(tx_is_in_doubt(tx));
+    tx_free(tx);
+}
+
 int main(void)
 {
     static const struct unit_test tests[] = {
@@ -857,6 +972,9 @@ int main(void)
         UNIT_TEST(three_pc_that_cannot_reach_a_majority_learns_the_participants_decision),
         UNIT_TEST(three_pc_never_precommits_after_promising_a_recovery_leader),
         UNIT_TEST(only_the_precommit_and_the_commit_decision_are_forced_in_three_pc),
+        UNIT_TEST(each_phase_is_reported_once_when_it_ends),
+        UNIT_TEST(a_transaction_rebuilt_from_the_store_reports_no_phase),
+        UNIT_TEST(in_doubt_means_phase_two_cannot_finish_now_or_the_log_failed),
     };
 
     return unit_run("tx", tests, sizeof(tests) / sizeof(tests[0]));
