@@ -7,6 +7,11 @@
  * bodies, "Connection: close", and "101 Switching Protocols", after which
  * the socket can be taken over (httpc_detach) for a peer stream.
  *
+ * Every connect resolves the URL's host afresh, in a helper thread
+ * (resolve.h), so a name that did not resolve before, or that now names
+ * another address, is followed; an https:// URL gets a TLS session (tls.h)
+ * that verifies the server before any byte of the request is sent.
+ *
  * A failed request is reported, never retried here: whether a POST that
  * got no answer was executed is for the caller to decide.
  */
@@ -20,8 +25,20 @@
 #include "dtx/buf.h"
 #include "dtx/err.h"
 #include "dtx/ev.h"
+#include "dtx/resolve.h"
+#include "dtx/tls.h"
 
 struct httpc;
+
+/*
+ * What a daemon's outgoing connections share; owned by the daemon
+ * (daemon.c), it outlives every httpc.
+ */
+struct dialer {
+    struct ev_loop *loop;
+    struct resolver *resolver;
+    const struct tls_config *tls; /* the daemon's (NULL, or off: https:// URLs fail) */
+};
 
 struct httpc_resp {
     int status;
@@ -40,8 +57,8 @@ struct httpc_resp {
 typedef void (*httpc_cb)(void *arg, int rc, const struct httpc_resp *resp,
                          const struct dtx_err *err);
 
-/* Creates an unconnected client for a; connecting happens on the first request. */
-struct httpc *httpc_new(struct ev_loop *loop, const struct addr *a);
+/* Creates an unconnected client for a (a URL); connecting happens on the first request. */
+struct httpc *httpc_new(const struct dialer *d, const struct addr *a);
 /* Closes the connection and frees c without calling a pending callback. NULL is a no-op. */
 void httpc_free(struct httpc *c);
 
@@ -57,9 +74,10 @@ int httpc_request(struct httpc *c, const char *method, const char *path, const c
 /*
  * After a 101 answer (from within its callback): takes the socket out of
  * c, appends any bytes received after the answer to leftover and returns
- * the fd, which the caller now owns. c is left unconnected. Returns
+ * the fd, which the caller now owns, with its TLS session in *tls (NULL
+ * for http://), the caller's too. c is left unconnected. Returns
  * DTX_ESTATE when there is no upgraded connection.
  */
-int httpc_detach(struct httpc *c, struct buf *leftover);
+int httpc_detach(struct httpc *c, struct buf *leftover, struct tls_session **tls);
 
 #endif
