@@ -170,6 +170,7 @@ check: deps
 	@$(MAKE) --no-print-directory VARIANT=san all unit-bin
 	@./tools/run-unit build/san/tests
 	@./tools/run-model quick
+	@$(MAKE) --no-print-directory fuzz-short
 	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/run.py integration fault
 	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/soak.py --seconds 60
 	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/soak.py --seconds 45 --protocol 3pc
