@@ -141,11 +141,12 @@ unit-bin: $(UNIT_BIN)
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/tests/%)
 
+# (clang's -MMD names the headers too, as prerequisites of the program: they are no inputs.)
 $(BUILD)/tests/fuzz_%: tests/fuzz/fuzz_%.c $(COORD_OBJ) $(PART_OBJ) $(BUILD)/libdtxcommon.a
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
 	@$(CC) $(CPPFLAGS) -Icoordinator -Iparticipant $(CFLAGS) $(LDOPT) \
-		-o $@ $^ $(LDLIBS_HTTP) -lz -lpq
+		-o $@ $(filter-out %.h,$^) $(LDLIBS_HTTP) -lz -lpq
 
 fuzz-bin: $(FUZZ_BIN)
 
