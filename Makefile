@@ -156,11 +156,17 @@ bench-compare: deps
 	@$(MAKE) --no-print-directory all
 	@/usr/bin/python3 bench/run.py --compare-bin "$(BASE)" $(BENCH_ARGS)
 
+# The sources clang-format owns, found without git: a tree unpacked from a tarball or
+# `git archive`, or a machine without git, checks the same files as a clone.
+FMT_SRC := $(sort $(shell find common coordinator participant dtxctl include bench tests \
+                        -name '*.[ch]' 2>/dev/null))
+
 format:
-	clang-format -i $(shell git ls-files '*.c' '*.h')
+	clang-format -i $(FMT_SRC)
 
 format-check:
-	@clang-format --dry-run -Werror $(shell git ls-files '*.c' '*.h') && echo "format-check: ok"
+	@test -n "$(FMT_SRC)" || { echo "format-check: no sources found" >&2; exit 1; }
+	@clang-format --dry-run -Werror $(FMT_SRC) && echo "format-check: $(words $(FMT_SRC)) files ok"
 
 clean:
 	rm -rf build bin
