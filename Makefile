@@ -7,6 +7,8 @@
 #   make bench-compare BASE=DIR
 #                     build, then benchmark dtx from DIR (another build's bin/) against bin/
 #   make format-check fail if any source is not clang-formatted
+#   make check-fresh [RUNS=N]
+#                     make check on a new debootstrapped Debian 12 root, N times (tools/fresh-root)
 #
 # Two build variants share the sources: the release build (build/release,
 # binaries in bin/) and the sanitizer build (build/san, binaries in
@@ -48,7 +50,7 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 PROGS := $(BINDIR)/dtx-coordinator $(BINDIR)/dtx-participant $(BINDIR)/dtxctl \
          $(BINDIR)/dtx-loadgen $(BINDIR)/dtx-handrolled
 
-.PHONY: all deps demo check unit unit-bin integration fault soak bench bench-compare format format-check clean san
+.PHONY: all deps demo check check-fresh unit unit-bin integration fault soak bench bench-compare format format-check clean san
 
 all: $(PROGS)
 
@@ -132,6 +134,15 @@ check: deps
 	@./tools/run-unit build/san/tests
 	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/run.py integration fault
 	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/soak.py --seconds 60
+
+# make check as a user would run it on a fresh Debian 12 machine: tools/fresh-root
+# debootstraps a root in $(FRESH_DIR), unpacks this checkout's HEAD into it (committed files
+# only) and runs make check there RUNS times (about 5 minutes each; needs root and
+# debootstrap). FRESH_ARGS passes options, e.g. FRESH_ARGS="--reuse --rev main".
+RUNS ?= 1
+FRESH_DIR ?= /work/fresh-root
+check-fresh:
+	@./tools/fresh-root --runs $(RUNS) $(FRESH_ARGS) $(FRESH_DIR)
 
 # The randomized soak test alone, for longer: make soak SECS=600
 SECS ?= 300
