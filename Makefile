@@ -4,9 +4,13 @@
 #   make demo         install what is missing, build, run a 3-shard demo
 #   make check        install what is missing, build, run every test
 #   make bench        install what is missing, build, run the benchmark
+#   make model        model-check three-phase commit in depth (SPIN; 15-20 min, ~10 GB)
 #   make bench-compare BASE=DIR
 #                     build, then benchmark dtx from DIR (another build's bin/) against bin/
 #   make format-check fail if any source is not clang-formatted
+#   make install      install programs, man pages, example configs and systemd
+#                     units under PREFIX (default /usr/local), into DESTDIR if set
+#   make deb          build a Debian package of HEAD into build/deb/ (tools/make-deb)
 #   make check-fresh [RUNS=N]
 #                     make check on a new debootstrapped Debian 12 root, N times (tools/fresh-root)
 #
@@ -31,7 +35,12 @@ CC      ?= cc
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
            -Wvla -Wimplicit-fallthrough
 CPPFLAGS := -D_GNU_SOURCE -Iinclude -I$(shell pg_config --includedir 2>/dev/null || echo /usr/include/postgresql)
-CFLAGS  := -std=c11 $(OPT) $(WARN) -MMD -MP
+# Flags added from outside: tools/make-deb passes Debian's hardening flags and maps the
+# build directory away (so that one commit builds to the same bytes anywhere).
+EXTRA_CFLAGS  ?=
+EXTRA_LDFLAGS ?=
+CFLAGS  := -std=c11 $(OPT) $(WARN) -MMD -MP $(EXTRA_CFLAGS)
+LDOPT   += $(EXTRA_LDFLAGS)
 LDLIBS_HTTP := -lmicrohttpd -lcjson -lpthread
 
 COMMON_SRC := $(wildcard common/*.c)
@@ -40,7 +49,7 @@ PART_SRC   := $(filter-out participant/main.c,$(wildcard participant/*.c))
 CTL_SRC    := $(wildcard dtxctl/*.c)
 
 COMMON_OBJ := $(COMMON_SRC:%.c=$(BUILD)/%.o)
-COORD_OBJ  := $(COORD_SRC:%.c=$(BUILD)/%.o)
+COORD_OBJ  := $(COORD_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/store_sql.o
 PART_OBJ   := $(PART_SRC:%.c=$(BUILD)/%.o) $(BUILD)/gen/schema_sql.o
 CTL_OBJ    := $(CTL_SRC:%.c=$(BUILD)/%.o)
 
@@ -50,7 +59,8 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 PROGS := $(BINDIR)/dtx-coordinator $(BINDIR)/dtx-participant $(BINDIR)/dtxctl \
          $(BINDIR)/dtx-loadgen $(BINDIR)/dtx-handrolled
 
-.PHONY: all deps demo check check-fresh unit unit-bin integration fault soak bench bench-compare format format-check clean san
+.PHONY: all deps demo check check-fresh unit unit-bin integration fault soak model bench bench-compare format format-check clean san \
+        install uninstall deb
 
 all: $(PROGS)
 
@@ -68,7 +78,19 @@ $(BUILD)/gen/schema_sql.c: $(sort $(wildcard sql/*.sql))
 	   echo '    ;'; } > $@
 
 $(BUILD)/gen/schema_sql.o: $(BUILD)/gen/schema_sql.c
-	@$(CC) $(CPPFLAGS) -std=c11 $(OPT) -c -o $@ $<
+	@$(CC) $(CPPFLAGS) -std=c11 $(OPT) $(EXTRA_CFLAGS) -c -o $@ $<
+
+# sql/store/*.sql embedded in the coordinator: the postgres decision store's schema.
+$(BUILD)/gen/store_sql.c: $(sort $(wildcard sql/store/*.sql))
+	@mkdir -p $(dir $@)
+	@{ echo '/* Generated from the files in sql/store/ by the Makefile; do not edit. */'; \
+	   echo 'extern const char dstore_pg_schema_sql[];'; \
+	   echo 'const char dstore_pg_schema_sql[] ='; \
+	   cat $^ | sed -e 's/\\/\\\\/g' -e 's/"/\\"/g' -e 's/^/    "/' -e 's/$$/\\n"/'; \
+	   echo '    ;'; } > $@
+
+$(BUILD)/gen/store_sql.o: $(BUILD)/gen/store_sql.c
+	@$(CC) $(CPPFLAGS) -std=c11 $(OPT) $(EXTRA_CFLAGS) -c -o $@ $<
 
 $(BUILD)/libdtxcommon.a: $(COMMON_OBJ)
 	@rm -f $@
@@ -77,7 +99,7 @@ $(BUILD)/libdtxcommon.a: $(COMMON_OBJ)
 $(BINDIR)/dtx-coordinator: $(BUILD)/coordinator/main.o $(COORD_OBJ) $(BUILD)/libdtxcommon.a
 	@mkdir -p $(dir $@)
 	@echo "  LINK    $@"
-	@$(CC) $(LDOPT) -o $@ $^ $(LDLIBS_HTTP) -lz
+	@$(CC) $(LDOPT) -o $@ $^ $(LDLIBS_HTTP) -lz -lpq
 
 $(BINDIR)/dtx-participant: $(BUILD)/participant/main.o $(PART_OBJ) $(BUILD)/libdtxcommon.a
 	@mkdir -p $(dir $@)
@@ -132,8 +154,16 @@ check: deps
 	@$(MAKE) --no-print-directory format-check
 	@$(MAKE) --no-print-directory VARIANT=san all unit-bin
 	@./tools/run-unit build/san/tests
+	@./tools/run-model quick
 	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/run.py integration fault
-	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/soak.py --seconds 60
+	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/soak.py --seconds 45
+	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/soak.py --seconds 30 --protocol 3pc
+	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/soak.py --seconds 30 --ha
+
+# The three-phase commit protocol model-checked in depth with SPIN (model/README.md):
+# 15-20 minutes and up to ~10 GB of memory. make check runs the quick checks (~25 s).
+model: deps
+	@./tools/run-model full
 
 # make check as a user would run it on a fresh Debian 12 machine: tools/fresh-root
 # debootstraps a root in $(FRESH_DIR), unpacks this checkout's HEAD into it (committed files
@@ -144,10 +174,13 @@ FRESH_DIR ?= /work/fresh-root
 check-fresh:
 	@./tools/fresh-root --runs $(RUNS) $(FRESH_ARGS) $(FRESH_DIR)
 
-# The randomized soak test alone, for longer: make soak SECS=600
+# The randomized soak test alone, for longer: make soak SECS=600 [PROTOCOL=3pc] [SOAK_ARGS=--ha]
 SECS ?= 300
+PROTOCOL ?= 2pc
+SOAK_ARGS ?=
 soak: deps san
-	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/soak.py --seconds $(SECS)
+	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/soak.py --seconds $(SECS) \
+		--protocol $(PROTOCOL) $(SOAK_ARGS)
 
 demo: deps
 	@$(MAKE) --no-print-directory all
@@ -166,6 +199,64 @@ bench-compare: deps
 	@test -n "$(BASE)" || { echo "usage: make bench-compare BASE=DIR [BENCH_ARGS=...]" >&2; exit 2; }
 	@$(MAKE) --no-print-directory all
 	@/usr/bin/python3 bench/run.py --compare-bin "$(BASE)" $(BENCH_ARGS)
+
+# ---- install ----------------------------------------------------------------------
+# GNU-style directories; each may be overridden (make install PREFIX=/usr DESTDIR=/tmp/x).
+# The configs live in SYSCONFDIR/dtx (/etc/dtx) whatever PREFIX is: the units read
+# them there. The units' ExecStart= and config paths are filled in from these.
+PREFIX         ?= /usr/local
+DESTDIR        ?=
+bindir         ?= $(PREFIX)/bin
+sbindir        ?= $(PREFIX)/sbin
+mandir         ?= $(PREFIX)/share/man
+docdir         ?= $(PREFIX)/share/doc/dtx
+SYSCONFDIR     ?= /etc
+systemdunitdir ?= $(PREFIX)/lib/systemd/system
+sysusersdir    ?= $(PREFIX)/lib/sysusers.d
+
+UNITS := dtx-coordinator.service dtx-participant@.service
+MANS  := dtx-coordinator.8 dtx-participant.8 dtxctl.1
+SUBST := sed -e 's|@SBINDIR@|$(sbindir)|g' -e 's|@SYSCONFDIR@|$(SYSCONFDIR)|g' \
+             -e 's|@DOCDIR@|$(docdir)|g'
+
+$(BUILD)/inst/%: packaging/systemd/%.in
+	@mkdir -p $(dir $@)
+	@$(SUBST) $< > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/inst/%: packaging/man/%.in
+	@mkdir -p $(dir $@)
+	@$(SUBST) $< > $@.tmp && mv $@.tmp $@
+
+# Units and man pages are made again at every install: another PREFIX means other
+# paths in them.
+install: all
+	@rm -rf $(BUILD)/inst
+	@$(MAKE) --no-print-directory $(UNITS:%=$(BUILD)/inst/%) $(MANS:%=$(BUILD)/inst/%)
+	install -d $(DESTDIR)$(bindir) $(DESTDIR)$(sbindir) $(DESTDIR)$(mandir)/man1 \
+		$(DESTDIR)$(mandir)/man8 $(DESTDIR)$(docdir)/examples $(DESTDIR)$(systemdunitdir) \
+		$(DESTDIR)$(sysusersdir)
+	install -m 0755 $(BINDIR)/dtxctl $(DESTDIR)$(bindir)/dtxctl
+	install -m 0755 $(BINDIR)/dtx-coordinator $(BINDIR)/dtx-participant $(DESTDIR)$(sbindir)/
+	install -m 0644 $(BUILD)/inst/dtxctl.1 $(DESTDIR)$(mandir)/man1/
+	install -m 0644 $(BUILD)/inst/dtx-coordinator.8 $(BUILD)/inst/dtx-participant.8 \
+		$(DESTDIR)$(mandir)/man8/
+	install -m 0644 packaging/examples/coordinator.json packaging/examples/participant-s1.json \
+		$(DESTDIR)$(docdir)/examples/
+	install -m 0644 README.md docs/operations.md docs/api.md docs/recovery.md $(DESTDIR)$(docdir)/
+	install -m 0644 $(UNITS:%=$(BUILD)/inst/%) $(DESTDIR)$(systemdunitdir)/
+	install -m 0644 packaging/systemd/dtx.sysusers.conf $(DESTDIR)$(sysusersdir)/dtx.conf
+
+uninstall:
+	rm -f $(DESTDIR)$(bindir)/dtxctl $(DESTDIR)$(sbindir)/dtx-coordinator \
+		$(DESTDIR)$(sbindir)/dtx-participant $(DESTDIR)$(mandir)/man1/dtxctl.1 \
+		$(DESTDIR)$(mandir)/man8/dtx-coordinator.8 $(DESTDIR)$(mandir)/man8/dtx-participant.8 \
+		$(UNITS:%=$(DESTDIR)$(systemdunitdir)/%) $(DESTDIR)$(sysusersdir)/dtx.conf
+	rm -rf $(DESTDIR)$(docdir)
+
+# A Debian package of the committed HEAD, built in a clean export (tools/make-deb);
+# DEB_ARGS passes options, e.g. make deb DEB_ARGS=--tree for the working tree.
+deb: deps
+	@./tools/make-deb $(DEB_ARGS)
 
 # The sources clang-format owns, found without git: a tree unpacked from a tarball or
 # `git archive`, or a machine without git, checks the same files as a clone.

@@ -5,7 +5,7 @@
  *
  *   dtx-loadgen --url http://127.0.0.1:7000 --shards s1,s2 --accounts 10000
  *               --concurrency 32 (--seconds 10 | --count 100000)
- *               [--warmup 2] [--idempotency] [--json FILE]
+ *               [--warmup 2] [--idempotency] [--protocol 2pc|3pc] [--json FILE]
  *
  * Each of the --concurrency connections sends a transfer, waits for the
  * answer, sends the next (keep-alive). Accounts 1..N exist on every shard
@@ -42,6 +42,7 @@ struct opts {
     double warmup;
     int per_tx; /* shards each transaction touches (1: one-phase, two accounts on one shard) */
     int idempotency;
+    const char *protocol; /* NULL: the coordinator's default (2pc) */
     const char *json;
 };
 
@@ -93,6 +94,8 @@ static void build_transfer(struct run *r, struct buf *b)
     buf_puts(b, "{");
     if (r->o.idempotency)
         buf_printf(b, "\"idempotency_key\":\"lg-%d-%" PRIu64 "\",", (int)getpid(), ++r->seq);
+    if (r->o.protocol)
+        buf_printf(b, "\"protocol\":\"%s\",", r->o.protocol);
     buf_puts(b, "\"ops\":[");
     add_update(r, b, first, k == 1 ? -1 : -(k - 1));
     for (int i = 1; i < (k == 1 ? 2 : k); i++)
@@ -176,17 +179,11 @@ static int parse_shards(struct opts *o, const char *list)
 
 static int parse_args(int argc, char **argv, struct opts *o)
 {
-    static const struct option lo[] = {{"url", 1, NULL, 'u'},
-                                       {"shards", 1, NULL, 's'},
-                                       {"accounts", 1, NULL, 'a'},
-                                       {"concurrency", 1, NULL, 'c'},
-                                       {"seconds", 1, NULL, 't'},
-                                       {"count", 1, NULL, 'n'},
-                                       {"warmup", 1, NULL, 'w'},
-                                       {"idempotency", 0, NULL, 'i'},
-                                       {"json", 1, NULL, 'j'},
-                                       {"shards-per-tx", 1, NULL, 'k'},
-                                       {0, 0, 0, 0}};
+    static const struct option lo[] = {
+        {"url", 1, NULL, 'u'},         {"shards", 1, NULL, 's'},        {"accounts", 1, NULL, 'a'},
+        {"concurrency", 1, NULL, 'c'}, {"seconds", 1, NULL, 't'},       {"count", 1, NULL, 'n'},
+        {"warmup", 1, NULL, 'w'},      {"idempotency", 0, NULL, 'i'},   {"json", 1, NULL, 'j'},
+        {"protocol", 1, NULL, 'p'},    {"shards-per-tx", 1, NULL, 'k'}, {0, 0, 0, 0}};
     int ch;
 
     *o = (struct opts){.url = "http://127.0.0.1:7000",
@@ -224,6 +221,11 @@ static int parse_args(int argc, char **argv, struct opts *o)
         case 'j':
             o->json = optarg;
             break;
+        case 'p':
+            if (strcmp(optarg, "2pc") != 0 && strcmp(optarg, "3pc") != 0)
+                return -1;
+            o->protocol = optarg;
+            break;
         case 'k':
             o->per_tx = atoi(optarg);
             break;
@@ -247,7 +249,8 @@ int main(int argc, char **argv)
     xalloc_init();
     if (parse_args(argc, argv, &r.o) < 0) {
         fprintf(stderr, "usage: dtx-loadgen --url URL --shards s1,s2 --accounts N --concurrency C "
-                        "(--seconds S | --count N) [--warmup S] [--idempotency] [--json FILE]\n");
+                        "(--seconds S | --count N) [--warmup S] [--idempotency] "
+                        "[--protocol 2pc|3pc] [--json FILE]\n");
         return 2;
     }
     dtx_err_clear(&err);

@@ -11,10 +11,14 @@ the same run so that ratios are comparable on a noisy machine:
   local        dtx-handrolled --mode local (both UPDATEs in one transaction on one shard)
   dtx          dtx-loadgen against the coordinator (transfers across two shards)
   dtx-1pc      dtx-loadgen with both accounts on one shard (the one-phase path)
+  dtx-3pc      dtx-loadgen with "protocol": "3pc" (three-phase commit, two shards)
+  dtx-pgstore  dtx (2PC) on a second cluster whose coordinator keeps its decisions in a
+               PostgreSQL store (same settings) instead of the local file log
 then transactions across 4 and 8 shards on an 8-shard cluster, and a long
 dtx run watching the coordinator's memory. It reports throughput,
-p50/p99/max latency, whole-machine CPU per transaction, decision-log fsyncs
-per commit, the ratios and the targets; writes results.json and chart.png;
+p50/p99/max latency, whole-machine CPU per transaction, forced writes per
+commit (decision-log fsyncs, and PostgreSQL WAL syncs on all shards from
+pg_stat_wal), the ratios and the targets; writes results.json and chart.png;
 and checks that balances are conserved and nothing is left prepared.
 
   bench/run.py --compare-bin DIR [--levels 1,32] [--rounds N] [--seconds S]
@@ -137,19 +141,27 @@ def run_handrolled(c, mode, level, a, tmp):
     return measured(cmd, a.warmup, out)
 
 
-def run_dtx(c, level, a, tmp, per_tx=2, shards=None, seconds=None, bindir=BIN):
+def wal_syncs(c):
+    """WAL syncs (fsync/fdatasync of WAL) of every shard's PostgreSQL so far."""
+    return sum(int(c.psql(sh.i, "SELECT wal_sync FROM pg_stat_wal")[0][0]) for sh in c.shards)
+
+
+def run_dtx(c, level, a, tmp, per_tx=2, shards=None, seconds=None, bindir=BIN, protocol=None):
     out = os.path.join(tmp, "lg.json")
     names = shards or [s.name for s in c.shards[:2]]
     syncs0 = metric(c, "dtx_decision_log_syncs_total")
     comm0 = metric(c, 'dtx_transactions_total{outcome="committed"}')
+    wal0 = wal_syncs(c)
     cmd = [os.path.join(bindir, "dtx-loadgen"), "--url", c.url(), "--shards", ",".join(names),
            "--accounts", str(ACCOUNTS), "--concurrency", str(level), "--shards-per-tx",
            str(per_tx), "--seconds", str(seconds or a.seconds), "--warmup", str(a.warmup),
-           "--json", out]
+           "--json", out] + (["--protocol", protocol] if protocol else [])
     r = measured(cmd, a.warmup, out)
     syncs = metric(c, "dtx_decision_log_syncs_total") - syncs0
     comm = metric(c, 'dtx_transactions_total{outcome="committed"}') - comm0
+    wal = wal_syncs(c) - wal0
     r["log_fsyncs_per_commit"] = round(syncs / comm, 3) if comm else None
+    r["wal_syncs_per_commit"] = round(wal / comm, 3) if comm else None
     r["coordinator_rss_kb"] = rss_kb(c.coordinator.pid)
     return r
 
@@ -187,33 +199,58 @@ def row(name, r):
 def main_runs(a, tmp, results):
     c = dtx_cluster.Cluster(os.path.join(tmp, "c2"), shards=a.shards, fsync=True, pg=DURABLE_PG,
                             bindir=BIN, agent={"pool_size": a.pool})
+    cp = dtx_cluster.Cluster(os.path.join(tmp, "cpg"), shards=a.shards, fsync=True,
+                             pg=DURABLE_PG, bindir=BIN, agent={"pool_size": a.pool},
+                             store="postgres", store_lease_ms=5000)
     c.start()
     try:
+        cp.start()
+    except Exception:
+        c.stop()
+        raise
+    try:
         setup_accounts(c)
+        setup_accounts(cp)
         for level in a.levels:
             entry = {"concurrency": level}
-            rounds = {"handrolled": [], "local": [], "dtx": [], "dtx_1pc": []}
+            rounds = {"handrolled": [], "local": [], "dtx": [], "dtx_1pc": [], "dtx_3pc": [],
+                      "dtx_pgstore": []}
             for _ in range(a.rounds):  # alternating, so drift on a noisy machine hits all alike
                 rounds["handrolled"].append(run_handrolled(c, "2pc", level, a, tmp))
                 rounds["dtx"].append(run_dtx(c, level, a, tmp))
                 rounds["local"].append(run_handrolled(c, "local", level, a, tmp))
+                rounds["dtx_3pc"].append(run_dtx(c, level, a, tmp, protocol="3pc"))
+                rounds["dtx_pgstore"].append(run_dtx(cp, level, a, tmp))
                 rounds["dtx_1pc"].append(run_dtx(c, level, a, tmp, per_tx=1))
             for name, rs in rounds.items():
                 entry[name] = mean_of(rs)
             entry["ratio_dtx_handrolled"] = round(entry["dtx"]["tps"] / entry["handrolled"]["tps"], 3)
             entry["ratio_dtx_local"] = round(entry["dtx"]["tps"] / entry["local"]["tps"], 3)
+            entry["ratio_3pc_2pc"] = round(entry["dtx_3pc"]["tps"] / entry["dtx"]["tps"], 3)
+            entry["ratio_pgstore_file"] = round(entry["dtx_pgstore"]["tps"] / entry["dtx"]["tps"],
+                                                3)
             results["levels"].append(entry)
             print("\nconcurrency %d:\n| system      |     tx/s | p50 ms  | p99 ms  |   max ms | CPU µs/tx | load gen | each run |" % level)
             print("|---|---|---|---|---|---|---|---|")
-            for name in ("handrolled", "local", "dtx", "dtx_1pc"):
+            for name in ("handrolled", "local", "dtx", "dtx_3pc", "dtx_pgstore", "dtx_1pc"):
                 print(row(name, entry[name]))
-            print("dtx/hand-rolled %.2f, dtx/local %.2f, decision-log fsyncs per commit %s" %
-                  (entry["ratio_dtx_handrolled"], entry["ratio_dtx_local"],
-                   entry["dtx"]["log_fsyncs_per_commit"]), flush=True)
+            print("dtx/hand-rolled %.2f, dtx/local %.2f, 3PC/2PC %.2f, postgres store/file log %.2f"
+                  % (entry["ratio_dtx_handrolled"], entry["ratio_dtx_local"],
+                     entry["ratio_3pc_2pc"], entry["ratio_pgstore_file"]))
+            print("decision-store writes per commit: file log %s, postgres store %s" %
+                  (entry["dtx"]["log_fsyncs_per_commit"],
+                   entry["dtx_pgstore"]["log_fsyncs_per_commit"]))
+            print("forced writes per commit: decision log 2PC %s, 3PC %s; PostgreSQL WAL syncs "
+                  "(all shards) 2PC %s, 3PC %s, one shard %s" %
+                  (entry["dtx"]["log_fsyncs_per_commit"], entry["dtx_3pc"]["log_fsyncs_per_commit"],
+                   entry["dtx"]["wal_syncs_per_commit"], entry["dtx_3pc"]["wal_syncs_per_commit"],
+                   entry["dtx_1pc"]["wal_syncs_per_commit"]), flush=True)
         if a.memory_seconds > 0:
             results["memory"] = memory_run(c, a, tmp)
         results["checks_main"] = conserved(c, a.shards)
+        results["checks_pgstore"] = conserved(cp, a.shards)
     finally:
+        cp.stop()
         c.stop()
 
 
@@ -403,16 +440,18 @@ def compare_main(a):
     return 0 if ok else 1
 
 
+CHARTED = ("handrolled", "local", "dtx", "dtx_1pc", "dtx_3pc")
+
+
 def chart(results, out_dir):
     data = os.path.join(out_dir, "chart.dat")
     with open(data, "w") as f:
-        f.write("# clients handrolled local dtx dtx_1pc p99: handrolled local dtx dtx_1pc\n")
+        f.write("# clients handrolled local dtx dtx_1pc dtx_3pc p99: handrolled local dtx "
+                "dtx_1pc dtx_3pc\n")
         for e in results["levels"]:
             f.write("%d %s %s\n" % (e["concurrency"],
-                                    " ".join("%.1f" % e[k]["tps"] for k in
-                                             ("handrolled", "local", "dtx", "dtx_1pc")),
-                                    " ".join("%.3f" % e[k]["p99_ms"] for k in
-                                             ("handrolled", "local", "dtx", "dtx_1pc"))))
+                                    " ".join("%.1f" % e[k]["tps"] for k in CHARTED),
+                                    " ".join("%.3f" % e[k]["p99_ms"] for k in CHARTED)))
     png = os.path.join(out_dir, "chart.png")
     script = """
 set terminal pngcairo size 1100,450 font ",10"
@@ -423,10 +462,10 @@ set xlabel "concurrent clients"
 set key top left
 set grid
 set ylabel "transactions/s"
-plot for [i=2:5] '%s' using 1:i with linespoints lw 2 title word("hand-rolled-2PC local dtx-2PC dtx-1-shard", i-1)
+plot for [i=2:6] '%s' using 1:i with linespoints lw 2 title word("hand-rolled-2PC local dtx-2PC dtx-1-shard dtx-3PC", i-1)
 set ylabel "p99 latency (ms)"
 set key top left
-plot for [i=6:9] '%s' using 1:i with linespoints lw 2 title word("hand-rolled-2PC local dtx-2PC dtx-1-shard", i-5)
+plot for [i=7:11] '%s' using 1:i with linespoints lw 2 title word("hand-rolled-2PC local dtx-2PC dtx-1-shard dtx-3PC", i-6)
 unset multiplot
 """ % (png, "%(cores)s cores" % results["machine"], data, data)
     r = subprocess.run(["gnuplot"], input=script, text=True, capture_output=True)
@@ -456,7 +495,7 @@ def targets(results):
                   grow <= 1.1, "%s kB at %s s -> %s kB at %d s (%s kB at 10 s)" %
                   (m["rss_kb_steady"], m["retention_full_at_s"], m["rss_kb_end"], m["seconds"],
                    m["rss_kb_start"])))
-    for k in ("checks_main", "checks_wide"):
+    for k in ("checks_main", "checks_pgstore", "checks_wide"):
         if k in results:
             ok = results[k]["total_ok"] and results[k]["prepared_left"] == 0
             t.append(("balances conserved, nothing left prepared (%s)" % k, ok,

@@ -141,6 +141,17 @@ void buf_compact(struct buf *b)
     b->data[b->len] = '\0';
 }
 
+void buf_truncate(struct buf *b, size_t len)
+{
+    if (len >= b->len)
+        return;
+    b->len = len;
+    if (b->off > len)
+        b->off = len;
+    if (b->data)
+        b->data[len] = '\0';
+}
+
 char *buf_detach(struct buf *b, size_t *len)
 {
     char *p;

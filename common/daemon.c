@@ -1,6 +1,7 @@
 /*
  * daemon.c - what both daemons' main() share (daemon.h): command line,
- * config, limits, the loop and HTTP server, and the graceful stop.
+ * config, limits, the loop and HTTP server, and the graceful stop (which
+ * the service manager hears of: STOPPING=1).
  * Runs on the event-loop thread (the signalfd is an ordinary watcher).
  *
  * Globals: none. The log configuration (log.c) is set here, once, before
@@ -10,6 +11,7 @@
 #include "dtx/err.h"
 #include "dtx/failpoint.h"
 #include "dtx/log.h"
+#include "dtx/sdnotify.h"
 #include "dtx/version.h"
 #include "dtx/xalloc.h"
 
@@ -102,6 +104,7 @@ static void on_signal(struct ev_loop *loop, struct ev_io *io, uint32_t revents)
         ds->until_us)
         return;
     log_info("received %s: stopping gracefully", strsignal((int)si.ssi_signo));
+    sdnotify_or_warn("STOPPING=1");
     ds->begin(ds->arg);
     ds->until_us = ev_now_us(loop) + (uint64_t)ds->max_ms * 1000u;
     ev_timer_start(loop, &ds->drain, 0);

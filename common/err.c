@@ -38,6 +38,11 @@ void dtx_err_clear(struct dtx_err *err)
     err->code = 0;
     err->msg[0] = '\0';
     err->sqlstate[0] = '\0';
+    err->detail[0] = '\0';
+    err->hint[0] = '\0';
+    err->constraint[0] = '\0';
+    err->table[0] = '\0';
+    err->column[0] = '\0';
     err->shard[0] = '\0';
     err->op = -1;
 }

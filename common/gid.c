@@ -76,8 +76,10 @@ bool gid_parse_gtid(const char *gtid, char *node, uint64_t *epoch, uint64_t *seq
         memcpy(node, gtid, (size_t)(d1 - gtid));
         node[d1 - gtid] = '\0';
     }
-    *epoch = e;
-    *seq = s;
+    if (epoch)
+        *epoch = e;
+    if (seq)
+        *seq = s;
     return true;
 }
 

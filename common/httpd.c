@@ -37,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 struct httpd {
@@ -354,13 +355,13 @@ int httpd_start(struct httpd **out, struct ev_loop *loop, const struct httpd_opt
     list_init(&srv->pending);
     ev_timer_init(&srv->timer, on_mhd_timer, srv);
     ev_defer_init(&srv->rerun, on_mhd_rerun, srv);
+    /* The logger first: MHD warns at every start otherwise, and logs earlier options itself. */
     srv->d = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE |
                                   MHD_USE_ERROR_LOG | MHD_USE_TURBO,
-                              0, NULL, NULL, on_access, srv, MHD_OPTION_LISTEN_SOCKET, fd,
-                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-                              MHD_OPTION_CONNECTION_LIMIT, opts->conn_limit,
-                              MHD_OPTION_CONNECTION_TIMEOUT, opts->idle_timeout_s,
-                              MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv, MHD_OPTION_END);
+                              0, NULL, NULL, on_access, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
+                              srv, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED,
+                              on_completed, srv, MHD_OPTION_CONNECTION_LIMIT, opts->conn_limit,
+                              MHD_OPTION_CONNECTION_TIMEOUT, opts->idle_timeout_s, MHD_OPTION_END);
     if (!srv->d) {
         rc = dtx_err_set(err, DTX_EIO, "could not start the HTTP server on %s", opts->listen);
         goto out_close_fd;
@@ -436,6 +437,83 @@ const char *httpd_req_body(const struct httpd_req *req, size_t *len)
 {
     *len = req->body.len;
     return req->body.data ? req->body.data : "";
+}
+
+/* Skips optional whitespace (RFC 9110 OWS). */
+static const char *skip_ows(const char *p)
+{
+    while (*p == ' ' || *p == '\t')
+        p++;
+    return p;
+}
+
+/*
+ * Reads one media-type parameter at p (after its ';' and spaces): *name and
+ * *value (without quotes) as pointer and length. Returns the end, or NULL
+ * when it is malformed.
+ */
+static const char *media_param(const char *p, const char **name, size_t *nlen, const char **value,
+                               size_t *vlen)
+{
+    *name = p;
+    *nlen = strcspn(p, "=; \t");
+    p += *nlen;
+    if (*nlen == 0 || *p != '=')
+        return NULL;
+    p++;
+    if (*p == '"') {
+        *value = ++p;
+        *vlen = strcspn(p, "\"\\");
+        p += *vlen;
+        return *p == '"' ? skip_ows(p + 1) : NULL;
+    }
+    *value = p;
+    *vlen = strcspn(p, "; \t");
+    return skip_ows(p + *vlen);
+}
+
+/*
+ * True when ct names JSON: "application/json" in any case, with optional
+ * parameters, of which a charset must be UTF-8 (the only encoding of JSON,
+ * RFC 8259).
+ */
+static bool is_json_type(const char *ct)
+{
+    const char *p = skip_ows(ct);
+
+    if (strncasecmp(p, "application/json", 16) != 0)
+        return false;
+    p = skip_ows(p + 16);
+    while (*p == ';') {
+        const char *name, *value;
+        size_t nlen, vlen;
+
+        p = skip_ows(p + 1);
+        if (*p == '\0' || *p == ';') /* an empty parameter */
+            continue;
+        p = media_param(p, &name, &nlen, &value, &vlen);
+        if (!p)
+            return false;
+        if (nlen == 7 && strncasecmp(name, "charset", 7) == 0 &&
+            !(vlen == 5 && strncasecmp(value, "utf-8", 5) == 0) &&
+            !(vlen == 4 && strncasecmp(value, "utf8", 4) == 0))
+            return false;
+    }
+    return *p == '\0';
+}
+
+int httpd_req_json_body(const struct httpd_req *req, const char **body, size_t *len,
+                        struct dtx_err *err)
+{
+    const char *ct = httpd_req_header(req, MHD_HTTP_HEADER_CONTENT_TYPE);
+
+    if (req->body.len > 0 && ct && !is_json_type(ct))
+        return dtx_err_set(err, DTX_EMEDIATYPE,
+                           "request body of type '%.100s' is not accepted: send JSON with "
+                           "'Content-Type: application/json'",
+                           ct);
+    *body = httpd_req_body(req, len);
+    return 0;
 }
 
 bool httpd_req_has_token(const struct httpd_req *req, const char *token)

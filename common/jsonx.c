@@ -16,10 +16,44 @@
 
 #define SAFE_INT_MAX 9007199254740992.0 /* 2^53: 2^53 + 1 rounds to it, so it is not exact */
 
+/*
+ * The offset of the first NUL character the text holds or would decode to:
+ * a raw 0 byte, or a \u0000 escape inside a string (an escaped backslash
+ * followed by "u0000" is text, not an escape). len when there is none.
+ * cJSON turns either into a C string that ends early, which would silently
+ * cut a statement, a parameter or a key.
+ */
+static size_t nul_offset(const char *text, size_t len)
+{
+    const char *raw = memchr(text, '\0', len);
+    size_t end = raw ? (size_t)(raw - text) : len;
+    bool in_string = false;
+
+    for (size_t i = 0; i < end; i++) {
+        if (text[i] == '"') {
+            in_string = !in_string;
+        } else if (in_string && text[i] == '\\') {
+            if (end - i > 5 && memcmp(text + i + 1, "u0000", 5) == 0)
+                return i;
+            i++; /* the escaped character */
+        }
+    }
+    return end;
+}
+
+/* The first byte from p on that is not JSON whitespace, or end. */
+static const char *skip_space(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
+        p++;
+    return p;
+}
+
 int jsonx_parse(const char *text, size_t len, cJSON **out, struct dtx_err *err)
 {
     const char *end = NULL;
     cJSON *root;
+    size_t nul;
 
     if (len == 0)
         return dtx_err_set(err, DTX_EINVAL, "request body is empty; expected a JSON object");
@@ -28,6 +62,20 @@ int jsonx_parse(const char *text, size_t len, cJSON **out, struct dtx_err *err)
         size_t at = end && end >= text ? (size_t)(end - text) : 0;
 
         return dtx_err_set(err, DTX_EINVAL, "malformed JSON at byte %zu", at);
+    }
+    end = end ? skip_space(end, text + len) : text;
+    if (end != text + len) {
+        cJSON_Delete(root);
+        return dtx_err_set(err, DTX_EINVAL, "malformed JSON: data after the document at byte %zu",
+                           (size_t)(end - text));
+    }
+    nul = nul_offset(text, len);
+    if (nul < len) {
+        cJSON_Delete(root);
+        return dtx_err_set(err, DTX_EINVAL,
+                           "a NUL character (\\u0000) at byte %zu is not accepted: it would cut "
+                           "its string short",
+                           nul);
     }
     *out = root;
     return 0;
@@ -180,6 +228,16 @@ cJSON *jsonx_error_obj(const struct dtx_err *err)
         jsonx_add_num(e, "op", err->op);
     if (err->sqlstate[0])
         jsonx_add_str(e, "sqlstate", err->sqlstate);
+    if (err->detail[0])
+        jsonx_add_str(e, "detail", err->detail);
+    if (err->hint[0])
+        jsonx_add_str(e, "hint", err->hint);
+    if (err->constraint[0])
+        jsonx_add_str(e, "constraint", err->constraint);
+    if (err->table[0])
+        jsonx_add_str(e, "table", err->table);
+    if (err->column[0])
+        jsonx_add_str(e, "column", err->column);
     return e;
 }
 

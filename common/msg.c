@@ -13,7 +13,7 @@ static const char *const type_names[] = {
     [MSG_HELLO] = "hello",       [MSG_PREPARE] = "prepare", [MSG_ONE_PHASE] = "one_phase",
     [MSG_COMMIT] = "commit",     [MSG_ABORT] = "abort",     [MSG_VOTE] = "vote",
     [MSG_OUTCOME] = "outcome",   [MSG_ACK] = "ack",         [MSG_EXEC] = "exec",
-    [MSG_EXECUTED] = "executed",
+    [MSG_EXECUTED] = "executed", [MSG_ACCEPT] = "accept",   [MSG_ACCEPTED] = "accepted",
 };
 static const char *const vote_names[] = {"", "yes", "no", "readonly"};
 static const char *const outcome_names[] = {"", "committed", "aborted", "unknown"};
@@ -54,6 +54,15 @@ static int parse_xid(const cJSON *root, uint64_t *xid, struct dtx_err *err)
     return 0;
 }
 
+/* Copies obj[key], when it is a string, into the n bytes at out (cut to fit). */
+static void copy_str(const cJSON *obj, const char *key, char *out, size_t n)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+
+    if (cJSON_IsString(v))
+        snprintf(out, n, "%s", v->valuestring);
+}
+
 static void parse_error(const cJSON *root, struct dtx_err *e)
 {
     const cJSON *obj = cJSON_GetObjectItemCaseSensitive(root, "error");
@@ -66,15 +75,39 @@ static void parse_error(const cJSON *root, struct dtx_err *e)
     e->code = cJSON_IsString(v) ? dtx_err_from_name(v->valuestring) : 0;
     if (!e->code)
         e->code = DTX_EPROTO;
-    v = cJSON_GetObjectItemCaseSensitive(obj, "message");
-    if (cJSON_IsString(v))
-        snprintf(e->msg, sizeof(e->msg), "%s", v->valuestring);
-    v = cJSON_GetObjectItemCaseSensitive(obj, "sqlstate");
-    if (cJSON_IsString(v))
-        snprintf(e->sqlstate, sizeof(e->sqlstate), "%s", v->valuestring);
+    copy_str(obj, "message", e->msg, sizeof(e->msg));
+    copy_str(obj, "sqlstate", e->sqlstate, sizeof(e->sqlstate));
+    copy_str(obj, "detail", e->detail, sizeof(e->detail));
+    copy_str(obj, "hint", e->hint, sizeof(e->hint));
+    copy_str(obj, "constraint", e->constraint, sizeof(e->constraint));
+    copy_str(obj, "table", e->table, sizeof(e->table));
+    copy_str(obj, "column", e->column, sizeof(e->column));
     v = cJSON_GetObjectItemCaseSensitive(obj, "op");
     if (jsonx_is_safe_int(v))
         e->op = (int)v->valuedouble;
+}
+
+/* Three-phase commit's fields: "protocol", "peers", "ballot"/"promised", "value", "ok". */
+static int parse_3pc(struct msg *m, struct dtx_err *err)
+{
+    const cJSON *root = m->root;
+    int64_t protocol = 2;
+
+    if (jsonx_int(root, "", "protocol", false, 2, 3, &protocol, err) < 0 ||
+        jsonx_str(root, "", "value", false, &m->value, err) < 0 ||
+        jsonx_bool(root, "", "ok", false, &m->ok, err) < 0)
+        return DTX_EPROTO;
+    m->three_pc = protocol == 3;
+    m->peers = cJSON_GetObjectItemCaseSensitive(root, "peers");
+    if (m->type == MSG_ACCEPT && ballot_from_json(root, "ballot", &m->ballot, err) < 0)
+        return DTX_EPROTO;
+    if (m->type == MSG_ACCEPTED && ballot_from_json(root, "promised", &m->ballot, err) < 0)
+        return DTX_EPROTO;
+    if (m->type == MSG_ACCEPT && ballot_value_parse(m->value) == BV_NONE)
+        return dtx_err_set(err, DTX_EPROTO, "accept message without a value");
+    if (m->three_pc && m->type == MSG_PREPARE && !m->interactive && !cJSON_IsObject(m->peers))
+        return dtx_err_set(err, DTX_EPROTO, "3pc prepare message without its peers");
+    return 0;
 }
 
 static int parse_fields(struct msg *m, struct dtx_err *err)
@@ -101,6 +134,8 @@ static int parse_fields(struct msg *m, struct dtx_err *err)
     rc = parse_xid(root, &m->xid, err);
     if (rc < 0)
         return rc;
+    if (jsonx_str(root, "", "db", false, &m->db, err) < 0)
+        return DTX_EPROTO;
     if (jsonx_str(root, "", "vote", false, &s, err) < 0)
         return DTX_EPROTO;
     m->vote = (enum msg_vote)lookup(s, vote_names, 4);
@@ -110,7 +145,7 @@ static int parse_fields(struct msg *m, struct dtx_err *err)
     m->outcome = (enum msg_outcome)lookup(s, outcome_names, 4);
     m->ops = cJSON_GetObjectItemCaseSensitive(root, "ops");
     parse_error(root, &m->err);
-    return 0;
+    return parse_3pc(m, err);
 }
 
 static int check_required(const struct msg *m, struct dtx_err *err)

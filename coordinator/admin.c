@@ -140,16 +140,87 @@ static cJSON *notes_json(const struct coord_opnote *n)
     return arr;
 }
 
-/* tx's state (GET /v1/transactions/{gtid}) with what operators did to it. */
+static cJSON *heurs_json(const struct coord_heur *h)
+{
+    cJSON *arr = jsonx_new_array();
+
+    for (; h; h = h->next) {
+        cJSON *o = jsonx_new_object();
+
+        jsonx_add_str(o, "kind", h->kind == DREC_HEUR_MIXED ? "mixed" : "hazard");
+        jsonx_add_str(o, "shard", h->shard);
+        jsonx_add_str(o, "decision", h->commit ? "commit" : "abort");
+        jsonx_add_str(o, "detail", h->what);
+        jsonx_add_time(o, "at", h->wall_us);
+        jsonx_append(arr, o);
+    }
+    return arr;
+}
+
+/* The newest operator resolve among notes n, or NULL. */
+static const struct coord_opnote *last_resolve(const struct coord_opnote *n)
+{
+    const struct coord_opnote *r = NULL;
+
+    for (; n; n = n->next) {
+        if (n->kind == DREC_OP_RESOLVE)
+            r = n;
+    }
+    return r;
+}
+
+/* True when an operator note about gtid is newer than its newest heuristic outcome h... */
+static bool heur_settled(const struct coord_heur *h, const struct coord_opnote *n)
+{
+    uint64_t newest = 0;
+
+    for (; h; h = h->next)
+        newest = h->wall_us > newest ? h->wall_us : newest;
+    for (; n; n = n->next) {
+        if (n->wall_us >= newest)
+            return true;
+    }
+    return false;
+}
+
+/*
+ * "heuristic", "decided_by" and their evidence ("heuristics", "operator"):
+ * "mixed" or "hazard" when a shard did otherwise than decided, or cannot
+ * prove what it did ("heuristic_settled" once an operator recorded a
+ * decision about it afterwards, after checking); else the operator's
+ * decision when an operator decided (in_memory: the coordinator had a
+ * decision of its own, which an operator's resolve could only confirm);
+ * "hazard", settled, for a shard an operator forgot.
+ */
+static void add_heuristic(const struct coord *co, const char *gtid, bool in_memory, cJSON *o)
+{
+    const struct coord_heur *h = coord_heurs(co, gtid);
+    const struct coord_opnote *n = coord_notes(co, gtid), *r = last_resolve(n);
+    const char *word = coord_heur_word(h);
+
+    if (!word && r && !in_memory)
+        word = r->commit ? "commit" : "abort";
+    else if (!word && n && !r)
+        word = "hazard"; /* only forgets: a shard's branch was given up on */
+    if (word)
+        jsonx_add_str(o, "heuristic", word);
+    if (word && (h || !r))
+        jsonx_add_bool(o, "heuristic_settled", !h || heur_settled(h, n));
+    jsonx_add_str(o, "decided_by", r && !in_memory ? "operator" : "coordinator");
+    if (h)
+        jsonx_add(o, "heuristics", heurs_json(h));
+    if (n)
+        jsonx_add(o, "operator", notes_json(n));
+}
+
+/* tx's state (GET /v1/transactions/{gtid}) with what shards and operators did to it. */
 static cJSON *tx_json(const struct coord *co, const struct tx *tx)
 {
     cJSON *o = tx_state_json(tx);
-    const struct coord_opnote *n = coord_notes(co, tx_gtid(tx));
 
-    if (n) {
-        jsonx_add_bool(o, "heuristic", true);
-        jsonx_add(o, "operator", notes_json(n));
-    }
+    add_heuristic(co, tx_gtid(tx), true, o);
+    if (tx_is_learned(tx))
+        cJSON_ReplaceItemInObjectCaseSensitive(o, "decided_by", cJSON_CreateString("participants"));
     return o;
 }
 
@@ -161,26 +232,32 @@ static enum dtx_status noted_status(const struct coord_opnote *n)
     return n->commit ? DTX_ST_COMMITTED : DTX_ST_ABORTED;
 }
 
-/* A transaction known only from operator notes (an orphan someone resolved). */
-static cJSON *noted_json(const char *gtid, const struct coord_opnote *n)
+/*
+ * A transaction known only from operator notes (an orphan someone
+ * resolved) or heuristic outcomes (one that finished, then left memory).
+ */
+static cJSON *noted_json(const struct coord *co, const char *gtid)
 {
+    const struct coord_opnote *n = coord_notes(co, gtid);
+    const struct coord_heur *h = coord_heurs(co, gtid);
     cJSON *o = jsonx_new_object();
 
     jsonx_add_str(o, "gtid", gtid);
-    jsonx_add_str(o, "status", dtx_status_name(noted_status(n)));
-    jsonx_add_bool(o, "heuristic", true);
-    jsonx_add_time(o, "decided_at", n->wall_us);
-    jsonx_add(o, "operator", notes_json(n));
+    if (h)
+        jsonx_add_str(o, "status", h->commit ? "committed" : "aborted");
+    else
+        jsonx_add_str(o, "status", dtx_status_name(noted_status(n)));
+    jsonx_add_time(o, "decided_at", n ? n->wall_us : h->wall_us);
+    add_heuristic(co, gtid, h && !last_resolve(n), o);
     return o;
 }
 
 void admin_get_transaction(struct admin *ad, struct httpd_req *req, const char *gtid)
 {
     const struct tx *tx = coord_find(ad->co, gtid);
-    const struct coord_opnote *n = coord_notes(ad->co, gtid);
     cJSON *o;
 
-    if (!tx && !n) {
+    if (!tx && !coord_notes(ad->co, gtid) && !coord_heurs(ad->co, gtid)) {
         /*
          * No presumed "aborted" here: checkpoints keep only what recovery
          * and idempotent retries need, so a transaction without a record
@@ -193,7 +270,7 @@ void admin_get_transaction(struct admin *ad, struct httpd_req *req, const char *
                            gtid);
         return;
     }
-    o = tx ? tx_json(ad->co, tx) : noted_json(gtid, n);
+    o = tx ? tx_json(ad->co, tx) : noted_json(ad->co, gtid);
     httpd_reply_json(req, 200, jsonx_print(o));
     cJSON_Delete(o);
 }
@@ -221,14 +298,28 @@ static void list_one(void *arg, const struct tx *tx)
 static void list_noted(void *arg, const char *gtid, const struct coord_opnote *n)
 {
     struct list_ctx *l = arg;
+    cJSON *o;
 
     if (coord_find(l->co, gtid))
         return; /* listed with its transaction */
     if (l->older_than_us && l->now_us - n->wall_us < l->older_than_us)
         return;
-    if (l->status >= 0 && l->status != (int)noted_status(n))
+    o = noted_json(l->co, gtid);
+    if (l->status >= 0 && strcmp(dtx_status_name((enum dtx_status)l->status),
+                                 cJSON_GetObjectItemCaseSensitive(o, "status")->valuestring) != 0) {
+        cJSON_Delete(o);
         return;
-    jsonx_append(l->arr, noted_json(gtid, n));
+    }
+    jsonx_append(l->arr, o);
+}
+
+static void list_heured(void *arg, const char *gtid, const struct coord_heur *h)
+{
+    struct list_ctx *l = arg;
+
+    if (coord_notes(l->co, gtid))
+        return; /* listed with its notes */
+    list_noted(arg, gtid, &(struct coord_opnote){.wall_us = h->wall_us});
 }
 
 void admin_list_transactions(struct admin *ad, struct httpd_req *req)
@@ -259,6 +350,7 @@ void admin_list_transactions(struct admin *ad, struct httpd_req *req)
     l.arr = jsonx_new_array();
     coord_each_tx(ad->co, list_one, &l);
     coord_each_noted(ad->co, list_noted, &l);
+    coord_each_heured(ad->co, list_heured, &l);
     jsonx_add(root, "transactions", l.arr);
     httpd_reply_json(req, 200, jsonx_print(root));
     cJSON_Delete(root);
@@ -406,6 +498,7 @@ static void status_done(void *arg, const struct fanout_part *parts, size_t npart
     jsonx_add(root, "shards", shards);
     jsonx_add_num(root, "in_doubt", (double)total);
     jsonx_add_num(root, "orphans", (double)orphans);
+    jsonx_add_num(root, "heuristic", (double)coord_heur_unsettled(co));
     httpd_reply_json(a->req, 200, jsonx_print(root));
     cJSON_Delete(root);
     free(a);
@@ -452,15 +545,19 @@ static bool is_conflict(const cJSON *body)
     return cJSON_IsString(code) && strcmp(code->valuestring, "conflict") == 0;
 }
 
-/* Parses a JSON object body (an empty body is {}). */
+/* Parses a JSON object body (no body is {}); NULL when it was answered 400 or 415. */
 static cJSON *object_body(struct httpd_req *req)
 {
-    size_t len;
-    const char *body = httpd_req_body(req, &len);
+    const char *body = NULL;
+    size_t len = 0;
     struct dtx_err err;
     cJSON *root = NULL;
 
     dtx_err_clear(&err);
+    if (httpd_req_json_body(req, &body, &len, &err) < 0) {
+        httpd_reply_error(req, &err);
+        return NULL;
+    }
     if (len == 0)
         return jsonx_new_object();
     if (jsonx_parse(body, len, &root, &err) < 0 || !cJSON_IsObject(root)) {

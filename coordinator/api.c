@@ -18,6 +18,7 @@
 #include "dtx/api.h"
 #include "dtx/admin.h"
 #include "dtx/coord.h"
+#include "dtx/dstore_pg.h"
 #include "dtx/hmap.h"
 #include "dtx/jsonx.h"
 #include "dtx/log.h"
@@ -139,15 +140,11 @@ static int parse_protocol(const cJSON *root, struct txreq *r, struct dtx_err *er
     if (jsonx_str(root, "", "protocol", false, &proto, err) < 0 ||
         jsonx_bool(root, "", "interactive", false, &interactive, err) < 0)
         return DTX_EINVAL;
-    if (strcmp(proto, "3pc") == 0)
-        return dtx_err_set(err, DTX_EUNSUPPORTED,
-                           "protocol \"3pc\" (three-phase commit) is not available in this "
-                           "version of dtx; use \"2pc\"");
-    if (strcmp(proto, "2pc") != 0)
+    if (strcmp(proto, "2pc") != 0 && strcmp(proto, "3pc") != 0)
         return dtx_err_set(err, DTX_EINVAL, "'protocol' must be \"2pc\" or \"3pc\", not \"%s\"",
                            proto);
     r->interactive = interactive;
-    r->protocol = 2;
+    r->protocol = strcmp(proto, "3pc") == 0 ? 3 : 2;
     return 0;
 }
 
@@ -298,11 +295,12 @@ static bool authorized(const struct coord_config *cfg, struct httpd_req *req, en
 static int parse_outcomes_req(struct coord *co, struct httpd_req *req, cJSON **root, int *shard,
                               const cJSON **gtids, struct dtx_err *err)
 {
-    const char *name = NULL;
-    size_t len;
-    const char *body = httpd_req_body(req, &len);
-    int rc = jsonx_parse(body, len, root, err);
+    const char *name = NULL, *body = NULL;
+    size_t len = 0;
+    int rc = httpd_req_json_body(req, &body, &len, err);
 
+    if (rc == 0)
+        rc = jsonx_parse(body, len, root, err);
     if (rc == 0)
         rc = jsonx_str(*root, "", "shard", true, &name, err);
     if (rc == 0)
@@ -320,7 +318,9 @@ static int parse_outcomes_req(struct coord *co, struct httpd_req *req, cJSON **r
 /*
  * POST /v1/peer/outcomes {"shard": S, "gtids": [...]}: a participant's
  * recovery asks what became of the transactions of its prepared branches.
- * Answers {"outcomes": [{"gtid", "outcome", "xid"?}]}.
+ * Answers {"node", "epoch", "outcomes": [{"gtid", "outcome", "xid"?, "db"?}]}:
+ * the node and run answering, since a participant may serve several
+ * coordinators and takes each gtid's outcome from its own node only.
  */
 static void post_outcomes(struct coord *co, struct httpd_req *req)
 {
@@ -336,6 +336,8 @@ static void post_outcomes(struct coord *co, struct httpd_req *req)
         return;
     }
     answer = jsonx_new_object();
+    jsonx_add_str(answer, "node", coord_config(co)->node_id);
+    jsonx_add_num(answer, "epoch", (double)coord_epoch(co));
     list = jsonx_new_array();
     cJSON_ArrayForEach(g, gtids)
     {
@@ -350,8 +352,13 @@ static void post_outcomes(struct coord *co, struct httpd_req *req)
         jsonx_add_str(o, "outcome",
                       dtx_decision_name(coord_decision(co, g->valuestring, shard, &xid)));
         if (xid) {
+            const struct tx *tx = coord_find(co, g->valuestring);
+            const char *db = tx ? tx_branch_db(tx, shard) : NULL;
+
             snprintf(xs, sizeof(xs), "%llu", (unsigned long long)xid);
             jsonx_add_str(o, "xid", xs);
+            if (db)
+                jsonx_add_str(o, "db", db);
         }
         jsonx_append(list, o);
     }
@@ -367,11 +374,12 @@ static void post_transaction(struct coord *co, struct httpd_req *req)
 {
     struct txreq r;
     struct dtx_err err;
-    size_t len;
-    const char *body = httpd_req_body(req, &len);
+    const char *body = NULL;
+    size_t len = 0;
 
     dtx_err_clear(&err);
-    if (api_parse_tx(body, len, coord_config(co), &r, &err) < 0) {
+    if (httpd_req_json_body(req, &body, &len, &err) < 0 ||
+        api_parse_tx(body, len, coord_config(co), &r, &err) < 0) {
         httpd_reply_error(req, &err);
         return;
     }
@@ -404,8 +412,8 @@ static void post_call(struct coord *co, struct httpd_req *req, const char *gtid_
                       const char *slash)
 {
     char gtid[DTX_GTID_MAX + 1];
-    size_t n = (size_t)(slash - gtid_start), len;
-    const char *body;
+    size_t n = (size_t)(slash - gtid_start), len = 0;
+    const char *body = NULL;
     struct dtx_err err;
     struct txreq r;
 
@@ -415,8 +423,10 @@ static void post_call(struct coord *co, struct httpd_req *req, const char *gtid_
     }
     snprintf(gtid, sizeof(gtid), "%.*s", (int)n, gtid_start);
     dtx_err_clear(&err);
-    if (strcmp(slash, "/ops") == 0) {
-        body = httpd_req_body(req, &len);
+    /* commit and abort take no body, but one labelled as something else is refused too */
+    if (httpd_req_json_body(req, &body, &len, &err) < 0) {
+        httpd_reply_error(req, &err);
+    } else if (strcmp(slash, "/ops") == 0) {
         if (api_parse_ops(body, len, coord_config(co), &r, &err) < 0) {
             httpd_reply_error(req, &err);
         } else {
@@ -466,6 +476,43 @@ static void route_transactions(struct api_ctx *ctx, struct httpd_req *req, const
     }
 }
 
+/*
+ * A standby: its node's active process holds the lease. Clients and
+ * participants are told to go there (503); /healthz says "standby".
+ */
+static void standby_handle(struct api_ctx *ctx, struct httpd_req *req, const char *method,
+                           const char *path)
+{
+    const struct coord_config *cfg = ctx->cfg;
+    cJSON *root, *lease;
+    char *body;
+
+    if (strcmp(path, "/healthz") == 0 && strcmp(method, "GET") == 0) {
+        root = jsonx_new_object();
+        jsonx_add_str(root, "status", "standby");
+        jsonx_add_str(root, "role", "standby");
+        jsonx_add_str(root, "node_id", cfg->node_id);
+        lease = jsonx_new_object();
+        if (ctx->claim)
+            dstore_pg_claim_describe(ctx->claim, lease);
+        jsonx_add(root, "lease", lease);
+        httpd_reply_json(req, 503, jsonx_print(root));
+        cJSON_Delete(root);
+    } else if (strcmp(path, "/metrics") == 0 && strcmp(method, "GET") == 0) {
+        body = xasprintf("# HELP dtx_coordinator_active 1 when this process is its node's active "
+                         "coordinator, 0 for a standby.\n"
+                         "# TYPE dtx_coordinator_active gauge\n"
+                         "dtx_coordinator_active 0\n");
+        httpd_reply(req, 200, "text/plain; version=0.0.4", body, strlen(body));
+        free(body);
+    } else {
+        httpd_reply_errorf(req, DTX_ESHUTDOWN,
+                           "this coordinator is a standby of node '%s': another process of it "
+                           "is active (its lease is in the decision store); ask that one",
+                           cfg->node_id);
+    }
+}
+
 void api_handle(void *arg, struct httpd_req *req)
 {
     struct api_ctx *ctx = arg;
@@ -475,6 +522,10 @@ void api_handle(void *arg, struct httpd_req *req)
     unsigned status;
     char *body;
 
+    if (!co) {
+        standby_handle(ctx, req, method, path);
+        return;
+    }
     if (strcmp(path, "/v1/transactions") == 0 || strncmp(path, "/v1/transactions/", 17) == 0) {
         route_transactions(ctx, req, method, path + 16);
     } else if (strncmp(path, "/v1/admin/", 10) == 0) {
@@ -483,6 +534,9 @@ void api_handle(void *arg, struct httpd_req *req)
     } else if (strcmp(path, "/v1/peer/outcomes") == 0 && strcmp(method, "POST") == 0) {
         if (authorized(coord_config(co), req, ROLE_PEER))
             post_outcomes(co, req);
+    } else if (strncmp(path, "/v1/peer/3pc", 12) == 0 && (path[12] == '/' || !path[12])) {
+        if (authorized(coord_config(co), req, ROLE_PEER))
+            coord_acc_http(co, req, method, path + 12);
     } else if (strcmp(path, "/v1/route") == 0 && strcmp(method, "GET") == 0) {
         if (authorized(coord_config(co), req, ROLE_CLIENT))
             get_route(co, req);

@@ -27,6 +27,7 @@
 #include "dtx/failpoint.h"
 #include "dtx/jsonx.h"
 #include "dtx/log.h"
+#include "dtx/sdnotify.h"
 #include "dtx/xalloc.h"
 
 #include <inttypes.h>
@@ -48,6 +49,33 @@ static struct coord *coord_of(const struct tx *tx)
 
 /* ---- tx_env: what the protocol does to the world -------------------------- */
 
+/*
+ * Three-phase commit's part of a message: "protocol": 3, and with a
+ * prepare the transaction's acceptors (its coordinator and shards).
+ */
+static void add_3pc(struct coord *co, const struct tx *tx, enum tx_send what, cJSON *m)
+{
+    cJSON *peers, *shards;
+
+    jsonx_add_num(m, "protocol", 3);
+    if (what != TX_SEND_PREPARE)
+        return;
+    peers = jsonx_new_object();
+    shards = jsonx_new_array();
+    jsonx_add(peers, "coordinator", jsonx_new_object());
+    jsonx_add_str(cJSON_GetObjectItemCaseSensitive(peers, "coordinator"), "node", co->cfg->node_id);
+    for (size_t i = 0; i < tx_branch_count(tx); i++) {
+        int shard = tx_branch_shard(tx_branch_at(tx, i));
+        cJSON *s = jsonx_new_object();
+
+        jsonx_add_str(s, "name", co->cfg->shards[shard].name);
+        jsonx_add_str(s, "url", co->cfg->shards[shard].url);
+        jsonx_append(shards, s);
+    }
+    jsonx_add(peers, "shards", shards);
+    jsonx_add(m, "peers", peers);
+}
+
 static int env_send(struct tx *tx, struct tx_branch *b, enum tx_send what)
 {
     struct coord *co = coord_of(tx);
@@ -60,7 +88,11 @@ static int env_send(struct tx *tx, struct tx_branch *b, enum tx_send what)
         return DTX_EUNAVAIL;
     if (what == TX_SEND_COMMIT)
         fp_hit("coord.phase2_send"); /* @2: phase 2 reached only the first shard */
+    if (what == TX_SEND_ACCEPT)
+        fp_hit("coord.precommit_send"); /* @2: the pre-commit reached only the first shard */
     m = tx_message(tx, b, what);
+    if (tx_protocol(tx) == 3 && what != TX_SEND_ACCEPT)
+        add_3pc(co, tx, what, m);
     s = jsonx_print(m);
     rc = coord_link_send(co, shard, s, strlen(s));
     free(s);
@@ -84,6 +116,77 @@ static uint64_t env_log_commit(struct tx *tx)
     free(results);
     free(br);
     return lsn;
+}
+
+/* Three-phase commit: the PRECOMMIT record, forced (tx_commit_record gives its type). */
+static uint64_t env_log_precommit(struct tx *tx)
+{
+    struct coord *co = coord_of(tx);
+    struct drec_branch *br;
+    struct drec rec;
+    char *results;
+    uint64_t lsn;
+
+    fp_hit("coord.before_precommit"); /* every vote is in; nothing pre-committed yet */
+    tx_commit_record(tx, &rec, &br, &results);
+    lsn = dstore_append(co->store, &rec, true);
+    if (lsn)
+        list_insert_tail(&co->log_wait, &entry_of(tx)->wait_link);
+    free(results);
+    free(br);
+    return lsn;
+}
+
+static void env_log_learned(struct tx *tx)
+{
+    struct drec rec = {.type = DREC_LEARNED,
+                       .wall_us = ev_wall_us(),
+                       .gtid = tx_gtid(tx),
+                       .value = tx_outcome(tx) == TXO_COMMITTED ? BV_COMMIT : BV_ABORT};
+
+    dstore_append(coord_of(tx)->store, &rec, false);
+}
+
+/* Three-phase commit: what the participants know of a transaction being learned. */
+struct poll {
+    struct coord *co;
+    char gtid[DTX_GTID_MAX + 1];
+};
+
+static void poll_done(void *arg, const struct fanout_part *parts, size_t nparts)
+{
+    struct poll *p = arg;
+    enum ballot_value v = BV_NONE;
+
+    for (size_t i = 0; i < nparts && v == BV_NONE; i++) {
+        const cJSON *d = cJSON_GetObjectItemCaseSensitive(parts[i].body, "decided");
+
+        if (parts[i].asked && parts[i].status == 200 && cJSON_IsString(d))
+            v = ballot_value_parse(d->valuestring);
+    }
+    if (v != BV_NONE)
+        coord_acc_learned(p->co, p->gtid, v);
+    free(p);
+}
+
+static void env_poll(struct tx *tx)
+{
+    struct coord *co = coord_of(tx);
+    char **paths = xcalloc(co->cfg->nshards, sizeof(*paths));
+    struct poll *p = xcalloc(1, sizeof(*p));
+
+    p->co = co;
+    snprintf(p->gtid, sizeof(p->gtid), "%s", tx_gtid(tx));
+    for (size_t i = 0; i < tx_branch_count(tx); i++) {
+        int shard = tx_branch_shard(tx_branch_at(tx, i));
+
+        free(paths[shard]);
+        paths[shard] = xasprintf("/v1/peer/3pc/%s", p->gtid);
+    }
+    fanout_start(co->loop, co->cfg, &co->polls, "GET", paths, poll_done, p);
+    for (size_t i = 0; i < co->cfg->nshards; i++)
+        free(paths[i]);
+    free(paths);
 }
 
 static void env_log_end(struct tx *tx)
@@ -195,8 +298,18 @@ static struct txent *build_tx(struct coord *co, struct txreq *req)
 }
 
 /* True when one more transaction may start; otherwise client has been answered (429). */
-static bool admit(struct coord *co, struct httpd_req *client)
+static bool admit(struct coord *co, const struct txreq *req, struct httpd_req *client)
 {
+    if (req->idem_key && txtab_keys_full(&co->tab)) {
+        /* a key is never forgotten before retention_s: a retry would run it twice */
+        httpd_reply_errorf(client, DTX_EBUSY,
+                           "%zu finished transactions with an idempotency key are held, the most "
+                           "this coordinator keeps (retention_max), each until retention_s has "
+                           "passed; try again shortly",
+                           co->tab.nkeyed);
+        co->m.refused++;
+        return false;
+    }
     if (co->tab.nlive >= co->cfg->max_active_transactions) {
         httpd_reply_errorf(client, DTX_EBUSY,
                            "%zu transactions are in flight, the most this coordinator takes at "
@@ -247,7 +360,7 @@ void coord_submit(struct coord *co, struct txreq *req, struct httpd_req *client)
     }
     if (req->idem_key && idem_replay(co, req, client))
         return;
-    if (!admit(co, client))
+    if (!admit(co, req, client))
         return;
     e = build_tx(co, req);
     co->m.started++;
@@ -270,19 +383,22 @@ static void on_durable(void *arg, uint64_t lsn)
     while (!list_empty(&co->log_wait)) {
         struct txent *e = container_of(co->log_wait.next, struct txent, wait_link);
 
-        if (tx_lsn(e->tx) > lsn)
+        if (tx_forcing(e->tx) > lsn)
             break;
         list_remove(&e->wait_link);
         fp_hit("coord.after_durable"); /* the decision is durable; no COMMIT PREPARED sent */
         tx_step(e->tx, TXE_DURABLE, NULL);
     }
     coord_notes_durable(co, lsn);
+    coord_acc_durable(co, lsn);
 }
 
 static void on_store_failed(void *arg, const struct dtx_err *err)
 {
     struct coord *co = arg;
 
+    if (co->lease && co->lease->lost)
+        co->lease->lost(co->lease->arg, err); /* another process may take over now */
     co->state = CO_FAILED;
     co->fail = *err;
     log_error("no longer taking transactions: %s", err->msg);
@@ -294,6 +410,7 @@ static void on_store_failed(void *arg, const struct dtx_err *err)
         tx_step(e->tx, TXE_LOG_FAILED, NULL);
     }
     coord_notes_fail(co, err);
+    coord_acc_fail(co, err);
 }
 
 /* ---- lifecycle ---------------------------------------------------------------- */
@@ -306,13 +423,14 @@ static void on_tick(struct ev_loop *loop, struct ev_timer *t)
         co->state = CO_RUNNING;
         log_info("coordinator '%s' (epoch %" PRIu64 ") is taking transactions on %s",
                  co->cfg->node_id, co->epoch, co->cfg->listen);
+        sdnotify_or_warn("READY=1"); /* a Type=notify unit counts as started from here */
     }
     txtab_expire(&co->tab, ev_now_us(loop));
     ev_timer_start(loop, t, co->state == CO_STARTING ? 20 : 1000);
 }
 
 /* A random id for this run, so that a participant tells it from another run at the same epoch. */
-static void make_boot_id(char *out, size_t n)
+void coord_boot_id(char *out, size_t n)
 {
     uint64_t r;
 
@@ -334,6 +452,9 @@ static void init_coord(struct coord *co, const struct coord_config *cfg, struct 
     txtab_init(&co->tab, &lim);
     list_init(&co->log_wait);
     coord_notes_init(&co->notes);
+    coord_heurs_init(&co->heurs);
+    coord_acc_init(&co->acc);
+    list_init(&co->polls);
     co->shard_names = xcalloc(cfg->nshards, sizeof(*co->shard_names));
     for (size_t i = 0; i < cfg->nshards; i++)
         co->shard_names[i] = cfg->shards[i].name;
@@ -341,10 +462,14 @@ static void init_coord(struct coord *co, const struct coord_config *cfg, struct 
         .send = env_send,
         .log_commit = env_log_commit,
         .log_end = env_log_end,
+        .log_precommit = env_log_precommit,
+        .log_learned = env_log_learned,
+        .poll = env_poll,
         .answer = env_answer,
         .arm = env_arm,
         .finished = env_finished,
         .deciding = env_deciding,
+        .heuristic = coord_on_heuristic,
         .shard_names = co->shard_names,
         .ctx = co,
     };
@@ -355,17 +480,20 @@ static void init_coord(struct coord *co, const struct coord_config *cfg, struct 
         .arg = co,
     };
     dtx_err_clear(&co->fail);
-    make_boot_id(co->boot, sizeof(co->boot));
+    coord_boot_id(co->boot, sizeof(co->boot));
     ev_timer_init(&co->tick, on_tick, co);
 }
 
 int coord_new(struct coord **out, const struct coord_config *cfg, struct ev_loop *loop,
-              struct dtx_err *err)
+              const struct coord_lease *lease, struct dtx_err *err)
 {
     struct coord *co = xcalloc(1, sizeof(*co));
     int rc;
 
     init_coord(co, cfg, loop);
+    co->lease = lease;
+    if (lease)
+        snprintf(co->boot, sizeof(co->boot), "%s", lease->holder);
     rc = coord_open_store(co, err);
     if (rc < 0) {
         coord_free(co);
@@ -394,6 +522,10 @@ void coord_free(struct coord *co)
     txtab_release(&co->tab);
     coord_notes_fail(co, NULL);
     coord_notes_release(&co->notes);
+    coord_acc_fail(co, NULL);
+    coord_acc_release(&co->acc);
+    fanout_abandon(&co->polls, free);
+    coord_heurs_release(&co->heurs);
     dstore_close(co->store);
     free(co->gaps);
     free(co->shard_names);
@@ -524,6 +656,11 @@ void coord_store_stats(const struct coord *co, struct dstore_stats *st)
 void coord_describe_store(const struct coord *co, cJSON *obj)
 {
     dstore_describe(co->store, obj);
+}
+
+uint64_t coord_epoch(const struct coord *co)
+{
+    return co->epoch;
 }
 
 struct ev_loop *coord_loop(const struct coord *co)

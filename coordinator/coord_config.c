@@ -36,9 +36,11 @@ static const char *const top_keys[] = {"node_id",
                                        "interactive_timeout_ms",
                                        "log_level",
                                        "auth",
+                                       "decision_store",
                                        NULL};
 static const char *const shard_keys[] = {"name", "url", "slots", NULL};
 static const char *const auth_keys[] = {"client_token", "admin_token", "peer_token", NULL};
+static const char *const store_keys[] = {"type", "conninfo", "lease_ms", NULL};
 
 #define U32_KEY(k, d, lo, hi)                                                                      \
     {                                                                                              \
@@ -185,20 +187,67 @@ static int load_names(const cJSON *root, struct coord_config *c, struct dtx_err 
     if (rc == 0)
         rc = conf_listen(root, "listen", c->listen, sizeof(c->listen), err);
     if (rc == 0)
-        rc = jsonx_str(root, "", "log_dir", true, &dir, err);
-    if (rc == 0 && !*dir)
+        rc = jsonx_str(root, "", "log_dir", c->store_type == COORD_STORE_FILE, &dir, err);
+    if (rc == 0 && dir && !*dir)
         rc = dtx_err_set(err, DTX_EINVAL, "'log_dir' must not be empty");
-    if (rc == 0)
+    if (rc == 0 && dir)
         rc = conf_copy(c->log_dir, sizeof(c->log_dir), dir, "log_dir", err);
     if (rc == 0)
         rc = conf_log_level(root, c->log_level, err);
     return rc;
 }
 
+/*
+ * "decision_store": {"type": "file"} (the default: the log in log_dir) or
+ * {"type": "postgres", "conninfo": "...", "lease_ms": N}.
+ */
+static int load_store(const cJSON *root, struct coord_config *c, struct dtx_err *err)
+{
+    const cJSON *st = NULL;
+    const char *type = NULL, *conninfo = NULL;
+    int64_t lease = 5000;
+    int rc = jsonx_object(root, "", "decision_store", false, &st, err);
+
+    c->store_type = COORD_STORE_FILE;
+    c->store_lease_ms = (uint32_t)lease;
+    if (rc < 0 || !st)
+        return rc;
+    rc = jsonx_only_keys(st, "decision_store", store_keys, err);
+    if (rc == 0)
+        rc = jsonx_str(st, "decision_store", "type", true, &type, err);
+    if (rc < 0)
+        return rc;
+    if (strcmp(type, "file") == 0) {
+        if (cJSON_GetObjectItemCaseSensitive(st, "conninfo") ||
+            cJSON_GetObjectItemCaseSensitive(st, "lease_ms"))
+            return dtx_err_set(err, DTX_EINVAL,
+                               "'decision_store': \"conninfo\" and \"lease_ms\" belong to the "
+                               "\"postgres\" store; the \"file\" store is log_dir");
+        return 0;
+    }
+    if (strcmp(type, "postgres") != 0)
+        return dtx_err_set(err, DTX_EINVAL,
+                           "'decision_store.type' must be \"file\" or \"postgres\", not \"%s\"",
+                           type);
+    c->store_type = COORD_STORE_POSTGRES;
+    rc = jsonx_str(st, "decision_store", "conninfo", true, &conninfo, err);
+    if (rc == 0)
+        rc = conf_copy(c->store_conninfo, sizeof(c->store_conninfo), conninfo,
+                       "decision_store.conninfo", err);
+    if (rc == 0)
+        rc = jsonx_int(st, "decision_store", "lease_ms", false, 1000, 600000, &lease, err);
+    if (rc == 0)
+        c->store_lease_ms = (uint32_t)lease;
+    return rc;
+}
+
 static int load_all(const cJSON *root, void *out, struct dtx_err *err)
 {
     struct coord_config *c = out;
-    int rc = load_names(root, c, err);
+    int rc = load_store(root, c, err);
+
+    if (rc == 0)
+        rc = load_names(root, c, err);
 
     if (rc == 0)
         rc = conf_u32s(root, c, u32_keys, sizeof(u32_keys) / sizeof(u32_keys[0]), err);

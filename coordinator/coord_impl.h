@@ -18,6 +18,7 @@
 #define DTX_COORD_IMPL_H
 
 #include "dtx/coord.h"
+#include "dtx/fanout.h"
 #include "dtx/dstore.h"
 #include "dtx/pc.h"
 #include "dtx/prom.h"
@@ -37,6 +38,7 @@ struct coord_metrics {
     uint64_t idem_replays; /* coord.c */
     uint64_t refused;      /* coord.c: over max_active_transactions */
     uint64_t aborts_by_code[32];
+    uint64_t heuristic[2]; /* heuristic.c: outcomes found in this run: mixed, hazard */
 };
 
 /* Epochs this node used that its decision store does not know (decision.c). */
@@ -44,6 +46,17 @@ struct coord_gap {
     uint64_t lo, hi;              /* first and last unknown epoch */
     uint64_t wall_us;             /* when it was found */
     char shard[DTX_NAME_MAX + 1]; /* whose participant had seen epoch hi */
+};
+
+/* Three-phase commit: this coordinator's acceptor notes and answers waiting (acceptor.c). */
+struct coord_acc {
+    struct hmap by_gtid;    /* struct acc_note */
+    struct list_node waits; /* struct acc_wait, in lsn order */
+};
+
+/* Heuristic outcomes (heuristic.c), by gtid. */
+struct coord_heurs {
+    struct hmap by_gtid; /* struct heured */
 };
 
 /* The operator notes (decision.c): durable decisions about gtids, by gtid. */
@@ -64,10 +77,14 @@ struct coord {
     struct txtab tab;            /* coord.c inserts, the protocol's env retains */
     struct list_node log_wait;   /* coord.c: txents whose COMMIT is being forced, in lsn order */
     struct coord_notes notes;    /* decision.c */
+    struct coord_heurs heurs;    /* heuristic.c */
+    struct coord_acc acc;        /* acceptor.c */
+    struct list_node polls;      /* coord.c: fan-outs asking participants what they decided */
     uint64_t epoch;              /* replay.c: this run's epoch (moved past a gap: a new one) */
     uint64_t run_epoch;          /* replay.c: the epoch this run started with */
-    char boot[40];               /* coord.c: a random id of this run */
-    struct coord_gap *gaps;      /* decision.c: epochs used but unknown to the store */
+    char boot[40];               /* coord.c: a random id of this run (the lease's holder) */
+    const struct coord_lease *lease; /* the postgres store's (NULL: the file store) */
+    struct coord_gap *gaps;          /* decision.c: epochs used but unknown to the store */
     size_t ngaps;
     uint64_t seq;           /* coord.c: the last gtid issued in this epoch */
     enum coord_state state; /* coord.c; replay.c sets CO_FAILED */
@@ -95,6 +112,34 @@ bool coord_links_tried(const struct coord *co);
 bool coord_link_up(const struct coord *co, int shard);
 /* Sends one encoded message to shard's participant: 0, or DTX_EUNAVAIL. */
 int coord_link_send(struct coord *co, int shard, const char *data, size_t len);
+
+/* ---- heuristic.c ---------------------------------------------------------------- */
+
+void coord_heurs_init(struct coord_heurs *h);
+void coord_heurs_release(struct coord_heurs *h);
+/* Adds one (from a HEURISTIC record, or just found: then counted in /metrics). */
+void coord_heur_add(struct coord *co, const char *gtid, const struct coord_heur *h);
+/* tx_env.heuristic: records, logs and counts what a shard did against the decision. */
+void coord_on_heuristic(struct tx *tx, int shard, enum drec_heur_kind kind, const char *what);
+/* Appends every HEURISTIC record to a checkpoint. */
+void coord_heurs_encode(const struct coord *co, struct buf *snap);
+
+/* ---- acceptor.c: three-phase commit, this coordinator as an acceptor and learner ---- */
+
+void coord_acc_init(struct coord_acc *a);
+void coord_acc_release(struct coord_acc *a);
+/* Records up to lsn are durable: answers waiting for them go out. */
+void coord_acc_durable(struct coord *co, uint64_t lsn);
+/* The store failed (err), or the coordinator is going away (NULL): answers waiting end. */
+void coord_acc_fail(struct coord *co, const struct dtx_err *err);
+/* The participants decided gtid: its transaction (if in memory) adopts v. */
+void coord_acc_learned(struct coord *co, const char *gtid, enum ballot_value v);
+/* A PROMISE or ACCEPT record, replayed. */
+void coord_acc_replay(struct coord *co, const struct drec *rec);
+/* Appends every note to a checkpoint. */
+void coord_acc_encode(const struct coord *co, struct buf *snap);
+/* A transaction rebuilt by replay takes the promise its note holds. */
+void coord_acc_apply(struct coord *co, struct txent *e);
 
 /* ---- replay.c ------------------------------------------------------------------- */
 

@@ -73,30 +73,13 @@ static bool valid_frame_after(const unsigned char *data, size_t size, size_t off
 static int replay_frame(struct reader *rd, const char *path, uint64_t off,
                         const unsigned char *payload, size_t len, struct dtx_err *err)
 {
-    size_t pos = 0;
+    int rc =
+        drec_replay_batch(payload, len, &rd->arena, rd->replay, rd->arg, &rd->scan->records, err);
 
-    while (pos < len) {
-        struct drec rec;
-        uint32_t blen;
-        int rc;
-
-        if (len - pos < DREC_HDR || (blen = get_le32(payload + pos + 1)) > len - pos - DREC_HDR)
-            return dtx_err_set(err, DTX_ECORRUPT,
-                               "decision log '%s' is corrupt: bad record framing in the frame at "
-                               "offset %" PRIu64,
-                               path, off);
-        if (drec_decode_body(payload[pos], payload + pos + DREC_HDR, blen, &rd->arena, &rec) < 0)
-            return dtx_err_set(err, DTX_ECORRUPT,
-                               "decision log '%s' is corrupt: undecodable record of type %u in the "
-                               "frame at offset %" PRIu64,
-                               path, payload[pos], off);
-        rc = rd->replay ? rd->replay(rd->arg, &rec, err) : 0;
-        if (rc < 0)
-            return rc;
-        rd->scan->records++;
-        pos += DREC_HDR + blen;
-    }
-    return 0;
+    if (rc == DTX_ECORRUPT)
+        return dtx_err_prefix(err, "decision log '%s' is corrupt: in the frame at offset %" PRIu64,
+                              path, off);
+    return rc;
 }
 
 static bool all_zero(const unsigned char *p, size_t n)

@@ -3,10 +3,10 @@
  * directory lock, checkpoints and segment rotation, and the dstore ops of
  * the file store (dstore.h).
  *
- * Group commit: appends (loop thread) encode records into log->pending;
- * the writer thread takes everything pending at once, writes it as one
- * frame and fdatasyncs it, then reports the durable position to the loop
- * through an eventfd (on_wake -> cbs.on_durable).
+ * Group commit (dstore_queue.h, shared with the other stores): appends
+ * (loop thread) queue encoded records; the writer thread takes everything
+ * queued at once, writes it as one frame and fdatasyncs it, then reports
+ * the durable position to the loop.
  *
  * Checkpoints: once segment_bytes have been written since the last one,
  * the writer asks the loop for a snapshot of everything replay would still
@@ -23,10 +23,11 @@
  * one is still writing, and its decisions would vanish.
  *
  * Thread model: the dstore ops and the callbacks run on the event loop's
- * thread; the writer thread owns fd, segno, salt and seg_size. Fields
- * marked (mu) are shared and protected by log->mu.
+ * thread; the writer thread owns fd, segno, salt and seg_size; the queue
+ * (log->q) is shared and guards itself.
  */
 #include "dlog_impl.h"
+#include "dstore_queue.h"
 
 #include "dtx/crc32c.h"
 #include "dtx/failpoint.h"
@@ -54,7 +55,7 @@
 static const struct dstore_ops dlog_ops;
 
 struct dlog {
-    struct dstore base; /* first: a struct dlog is a struct dstore */
+    struct dsq_store qs; /* first: a struct dlog is a struct dstore, with its queue */
     struct dlog_opts opts;
     char dir[PATH_MAX];
     int dirfd;
@@ -69,53 +70,21 @@ struct dlog {
     uint64_t first_segno; /* oldest segment still on disk */
     uint64_t since_ckpt;  /* bytes written since the last checkpoint */
     uint64_t frames;      /* frames written and fdatasynced */
-    /* shared */
     pthread_t thread;
-    pthread_mutex_t mu;
-    pthread_cond_t work_cv; /* pending non-empty or stopping */
-    pthread_cond_t done_cv; /* durable_lsn advanced or failed */
-    struct buf pending;     /* (mu) encoded records not yet taken by the writer */
-    bool pending_forced;    /* (mu) pending holds a forced record (or a flush was asked) */
-    uint64_t pending_since; /* (mu) when the oldest unforced pending record was queued */
-    uint64_t last_lsn;      /* (mu) lsn of the last appended record */
-    uint64_t durable_lsn;   /* (mu) */
-    bool failed;            /* (mu) */
-    struct dtx_err fail;    /* (mu) */
-    bool stopping;          /* (mu) */
-    uint64_t syncs;         /* (mu) frames written and fdatasynced */
-    struct buf ckpt;        /* (mu) snapshot handed over by dlog_checkpoint() */
-    struct buf ckpt_before; /* (mu) records appended before that snapshot was taken */
-    bool ckpt_queued;       /* (mu) ckpt waits to be written */
-    bool ckpt_writing;      /* (mu) the writer took a snapshot and is writing it */
-    bool ckpt_wanted;       /* (mu) the writer asked the loop for a snapshot */
-    bool ckpt_asked;        /* (mu) ... and the loop has not been told yet */
-    uint64_t checkpoints;   /* (mu) checkpoints written */
-    uint64_t last_ckpt_us;  /* (mu) wall-clock time the last one became durable */
-    uint64_t zeros_ahead;   /* (mu) preallocated bytes after the last frame */
-    uint64_t bytes;         /* (mu) bytes written */
-    uint64_t sync_us;       /* (mu) time spent in write + fdatasync */
-    atomic_int deciding;    /* transactions whose votes are still awaited (a hint) */
-    /* loop thread only */
-    struct ev_async wake;
-    bool failure_reported;
+    _Atomic uint64_t zeros_ahead; /* preallocated bytes after the last frame */
 };
 
 /* ---- writing ------------------------------------------------------------------- */
 
 static void set_failed(struct dlog *log, int e, const char *what)
 {
-    pthread_mutex_lock(&log->mu);
-    if (!log->failed) {
-        char path[PATH_MAX + 32];
+    char path[PATH_MAX + 32];
+    struct dtx_err err;
 
-        dlog_seg_path(path, sizeof(path), log->dir, log->segno);
-        log->failed = true;
-        dtx_err_set(&log->fail, DTX_ELOGFAIL, "could not %s decision log '%s': %s", what, path,
-                    strerror(e));
-    }
-    pthread_cond_broadcast(&log->done_cv);
-    pthread_mutex_unlock(&log->mu);
-    ev_async_send(&log->wake);
+    dlog_seg_path(path, sizeof(path), log->dir, log->segno);
+    dtx_err_clear(&err);
+    dtx_err_set(&err, DTX_ELOGFAIL, "could not %s decision log '%s': %s", what, path, strerror(e));
+    dsq_fail(&log->qs.q, &err);
 }
 
 /* Writes iov (at most 2 entries) at offset off; 0 or an errno. */
@@ -306,60 +275,6 @@ static int write_batch(struct dlog *log, const struct buf *records, const char *
     return write_frame(log, p + start, pos - start, DLOG_FRAME_BATCH, what);
 }
 
-/*
- * A forced record is waiting (mu held). If enough other transactions are
- * about to decide, waits group_delay_us for their records to join it in
- * the same write, as PostgreSQL's commit_delay does; returns true.
- */
-static bool group_delay(struct dlog *log)
-{
-    struct timespec ts;
-    uint64_t until;
-
-    if (!log->opts.group_delay_us || atomic_load(&log->deciding) < (int)log->opts.group_siblings)
-        return true;
-    until = ev_clock_us() + log->opts.group_delay_us;
-    ts.tv_sec = (time_t)(until / 1000000u);
-    ts.tv_nsec = (long)(until % 1000000u) * 1000;
-    while (!log->stopping && !log->ckpt_queued && ev_clock_us() < until)
-        pthread_cond_timedwait(&log->work_cv, &log->mu, &ts);
-    return true;
-}
-
-/*
- * Waits (mu held) until there is something to write now: a forced record,
- * an unforced one older than DLOG_LAZY_MS, or anything at all when
- * stopping. Returns false when the writer should exit.
- */
-static bool writer_wait(struct dlog *log)
-{
-    for (;;) {
-        struct timespec ts;
-        uint64_t due;
-
-        if (log->failed)
-            return false;
-        if (log->ckpt_queued)
-            return true;
-        if (log->pending.len == 0) {
-            if (log->stopping)
-                return false;
-            pthread_cond_wait(&log->work_cv, &log->mu);
-            continue;
-        }
-        if (log->stopping)
-            return true;
-        if (log->pending_forced)
-            return group_delay(log);
-        due = log->pending_since + DLOG_LAZY_MS * 1000u;
-        if (ev_clock_us() >= due)
-            return true;
-        ts.tv_sec = (time_t)(due / 1000000u);
-        ts.tv_nsec = (long)(due % 1000000u) * 1000;
-        pthread_cond_timedwait(&log->work_cv, &log->mu, &ts);
-    }
-}
-
 /* Removes segments older than keep, then syncs the directory; 0 or an errno. */
 static int drop_segments_before(struct dlog *log, uint64_t keep)
 {
@@ -396,134 +311,47 @@ static int write_checkpoint(struct dlog *log, const struct buf *snap, const char
 /* After a write: rotate a full segment, and ask for a checkpoint once enough was written. */
 static int after_write(struct dlog *log, const char **what)
 {
-    bool ask = false;
-
     if (log->seg_size >= 2 * (uint64_t)log->opts.segment_bytes) {
         *what = "start a new segment of"; /* the loop is late with its snapshot */
         return create_segment(log, log->segno + 1);
     }
-    if (log->since_ckpt >= log->opts.segment_bytes && log->opts.cbs.on_checkpoint_wanted) {
-        pthread_mutex_lock(&log->mu);
-        if (!log->ckpt_wanted && !log->ckpt_queued)
-            ask = log->ckpt_wanted = log->ckpt_asked = true;
-        pthread_mutex_unlock(&log->mu);
-        if (ask)
-            ev_async_send(&log->wake);
-    }
+    if (log->since_ckpt >= log->opts.segment_bytes)
+        dsq_want_checkpoint(&log->qs.q);
     return 0;
 }
 
 static void *writer_main(void *arg)
 {
     struct dlog *log = arg;
-    struct buf work = BUF_INIT, snap = BUF_INIT, before = BUF_INIT;
+    struct dsq_batch b = {BUF_INIT, BUF_INIT, BUF_INIT, false, 0};
 
-    pthread_mutex_lock(&log->mu);
-    while (writer_wait(log)) {
-        struct buf tmp = log->pending;
-        uint64_t upto = log->last_lsn;
-        bool ckpt = log->ckpt_queued;
+    while (dsq_take(&log->qs.q, &b, 0)) {
         const char *what = "write";
-        uint64_t written, started_us, written_us;
+        uint64_t frames = log->frames, written, started_us = ev_clock_us();
         int e = 0;
 
-        log->pending = work;
-        log->pending_forced = false;
-        work = tmp;
-        if (ckpt) {
-            tmp = log->ckpt;
-            log->ckpt = snap;
-            snap = tmp;
-            tmp = log->ckpt_before;
-            log->ckpt_before = before;
-            before = tmp;
-            /* Taken: a snapshot handed over while this one is written waits its turn. */
-            log->ckpt_queued = false;
-            log->ckpt_writing = true;
-        }
-        pthread_mutex_unlock(&log->mu);
-
         /* Order: what came before the snapshot, the snapshot, what came after it. */
-        written = (before.len ? before.len + DLOG_FRAME_HDR : 0) +
-                  (ckpt ? snap.len + DLOG_FRAME_HDR : 0) +
-                  (work.len ? work.len + DLOG_FRAME_HDR : 0);
-        started_us = ev_clock_us();
-        if (before.len)
-            e = write_batch(log, &before, &what);
-        if (!e && ckpt)
-            e = write_checkpoint(log, &snap, &what);
-        if (!e && work.len)
-            e = write_batch(log, &work, &what);
+        written = (b.before.len ? b.before.len + DLOG_FRAME_HDR : 0) +
+                  (b.ckpt ? b.snap.len + DLOG_FRAME_HDR : 0) +
+                  (b.work.len ? b.work.len + DLOG_FRAME_HDR : 0);
+        if (b.before.len)
+            e = write_batch(log, &b.before, &what);
+        if (!e && b.ckpt)
+            e = write_checkpoint(log, &b.snap, &what);
+        if (!e && b.work.len)
+            e = write_batch(log, &b.work, &what);
         if (!e)
             e = after_write(log, &what);
-        written_us = ev_clock_us() - started_us;
-        buf_reset(&work);
-        buf_reset(&snap);
-        buf_reset(&before);
         if (e) {
             set_failed(log, e, what);
-            pthread_mutex_lock(&log->mu);
             break;
         }
-        pthread_mutex_lock(&log->mu);
-        log->durable_lsn = upto;
-        log->zeros_ahead = log->alloc_end > log->seg_size ? log->alloc_end - log->seg_size : 0;
-        log->syncs = log->frames;
-        log->bytes += written;
-        log->sync_us += written_us;
-        if (ckpt) {
-            log->ckpt_writing = log->ckpt_wanted = false;
-            log->checkpoints++;
-            log->last_ckpt_us = ev_wall_us();
-        }
-        pthread_cond_broadcast(&log->done_cv);
-        pthread_mutex_unlock(&log->mu);
-        ev_async_send(&log->wake);
-        pthread_mutex_lock(&log->mu);
+        atomic_store(&log->zeros_ahead,
+                     log->alloc_end > log->seg_size ? log->alloc_end - log->seg_size : 0);
+        dsq_done(&log->qs.q, &b, log->frames - frames, written, ev_clock_us() - started_us);
     }
-    pthread_mutex_unlock(&log->mu);
-    buf_release(&work);
-    buf_release(&snap);
-    buf_release(&before);
+    dsq_batch_release(&b);
     return NULL;
-}
-
-static void on_wake(struct ev_loop *loop, struct ev_async *a)
-{
-    struct dlog *log = a->data;
-    uint64_t lsn;
-    bool failed, ask;
-    struct dtx_err fail;
-
-    (void)loop;
-    pthread_mutex_lock(&log->mu);
-    lsn = log->durable_lsn;
-    failed = log->failed;
-    fail = log->fail;
-    ask = log->ckpt_asked;
-    log->ckpt_asked = false;
-    pthread_mutex_unlock(&log->mu);
-    if (log->opts.cbs.on_durable)
-        log->opts.cbs.on_durable(log->opts.cbs.arg, lsn);
-    if (ask && !failed)
-        log->opts.cbs.on_checkpoint_wanted(log->opts.cbs.arg);
-    if (failed && !log->failure_reported) {
-        log->failure_reported = true;
-        log_error("%s", fail.msg);
-        if (log->opts.cbs.on_failed)
-            log->opts.cbs.on_failed(log->opts.cbs.arg, &fail);
-    }
-}
-
-/* work_cv waits with deadlines on CLOCK_MONOTONIC, the clock ev_clock_us() reads. */
-static void init_monotonic_cond(pthread_cond_t *cv)
-{
-    pthread_condattr_t attr;
-
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(cv, &attr);
-    pthread_condattr_destroy(&attr);
 }
 
 static int open_dir(const char *dir, struct dtx_err *err)
@@ -580,12 +408,10 @@ static int dlog_start(struct dlog *log, uint64_t segno, struct dtx_err *err)
         return dtx_err_set(err, DTX_EIO, "could not create decision log '%s': %s", path,
                            strerror(e));
     }
-    if (ev_async_start(log->opts.loop, &log->wake, on_wake, log) < 0)
-        return dtx_err_set(err, DTX_EIO, "could not create the decision log's wake-up eventfd");
-    if (pthread_create(&log->thread, NULL, writer_main, log) != 0) {
-        ev_async_stop(log->opts.loop, &log->wake);
+    if (dsq_start(&log->qs.q, err) < 0)
+        return DTX_EIO;
+    if (pthread_create(&log->thread, NULL, writer_main, log) != 0)
         return dtx_err_set(err, DTX_EIO, "could not start the decision log writer thread");
-    }
     return 0;
 }
 
@@ -609,7 +435,7 @@ int dlog_open(struct dstore **out, const struct dlog_opts *opts, drec_replay_fn 
     if (rc < 0)
         goto out_close_dir;
     log = xcalloc(1, sizeof(*log));
-    log->base.ops = &dlog_ops;
+    log->qs.base.ops = &dlog_ops;
     log->opts = *opts;
     snprintf(log->dir, sizeof(log->dir), "%s", opts->dir);
     log->dirfd = dirfd;
@@ -617,19 +443,20 @@ int dlog_open(struct dstore **out, const struct dlog_opts *opts, drec_replay_fn 
     log->max_frame =
         opts->max_frame && opts->max_frame < DLOG_MAX_FRAME ? opts->max_frame : DLOG_MAX_FRAME;
     log->fd = -1;
-    pthread_mutex_init(&log->mu, NULL);
-    init_monotonic_cond(&log->work_cv);
-    pthread_cond_init(&log->done_cv, NULL);
-    buf_init(&log->pending);
+    dsq_init(&log->qs.q, &(struct dsq_opts){.group_delay_us = opts->group_delay_us,
+                                            .group_siblings = opts->group_siblings,
+                                            .loop = opts->loop,
+                                            .cbs = opts->cbs});
     log->first_segno = scan->first_segno ? scan->first_segno : scan->last_segno + 1;
     rc = dlog_start(log, scan->last_segno + 1, err);
     if (rc < 0) {
         if (log->fd >= 0)
             close(log->fd);
+        dsq_release(&log->qs.q);
         free(log);
         goto out_close_dir;
     }
-    *out = &log->base;
+    *out = &log->qs.base;
     return 0;
 
 out_close_dir:
@@ -638,156 +465,30 @@ out_close_dir:
     return rc;
 }
 
-static uint64_t dlog_append(struct dstore *s, const struct drec *rec, bool force)
-{
-    struct dlog *log = (struct dlog *)s;
-    uint64_t lsn;
-
-    pthread_mutex_lock(&log->mu);
-    if (log->failed || log->stopping) {
-        pthread_mutex_unlock(&log->mu);
-        return 0;
-    }
-    if (log->pending.len == 0) {
-        log->pending_since = ev_clock_us();
-        if (!force) /* an idle writer waits with no deadline: give it one */
-            pthread_cond_signal(&log->work_cv);
-    }
-    drec_encode(&log->pending, rec);
-    lsn = ++log->last_lsn;
-    if (force && !log->pending_forced) {
-        log->pending_forced = true;
-        pthread_cond_signal(&log->work_cv);
-    }
-    pthread_mutex_unlock(&log->mu);
-    return lsn;
-}
-
-static void dlog_hint_deciding(struct dstore *s, int delta)
-{
-    struct dlog *log = (struct dlog *)s;
-
-    atomic_fetch_add(&log->deciding, delta);
-}
-
 uint64_t dlog_durable_lsn(struct dstore *s)
 {
-    struct dlog *log = (struct dlog *)s;
-    uint64_t lsn;
-
-    pthread_mutex_lock(&log->mu);
-    lsn = log->durable_lsn;
-    pthread_mutex_unlock(&log->mu);
-    return lsn;
-}
-
-static void dlog_stats(struct dstore *s, struct dstore_stats *st)
-{
-    struct dlog *log = (struct dlog *)s;
-
-    pthread_mutex_lock(&log->mu);
-    st->syncs = log->syncs;
-    st->records = log->last_lsn;
-    st->checkpoints = log->checkpoints;
-    st->bytes = log->bytes;
-    st->sync_us = log->sync_us;
-    st->last_checkpoint_wall_us = log->last_ckpt_us;
-    pthread_mutex_unlock(&log->mu);
-}
-
-static bool dlog_failed(struct dstore *s, struct dtx_err *err)
-{
-    struct dlog *log = (struct dlog *)s;
-    bool failed;
-
-    pthread_mutex_lock(&log->mu);
-    failed = log->failed;
-    if (failed && err)
-        *err = log->fail;
-    pthread_mutex_unlock(&log->mu);
-    return failed;
-}
-
-static int dlog_checkpoint(struct dstore *s, struct buf *records)
-{
-    struct dlog *log = (struct dlog *)s;
-    int rc = 0;
-
-    pthread_mutex_lock(&log->mu);
-    if (log->failed || log->stopping) {
-        rc = DTX_ELOGFAIL;
-    } else {
-        /* Records appended so far precede the snapshot; later ones follow it. A newer
-         * snapshot replaces one not yet written (it describes a later state). */
-        buf_append(&log->ckpt_before, buf_head(&log->pending), buf_avail(&log->pending));
-        buf_reset(&log->pending);
-        buf_release(&log->ckpt);
-        log->ckpt = *records;
-        buf_init(records);
-        log->ckpt_queued = true;
-        pthread_cond_signal(&log->work_cv);
-    }
-    pthread_mutex_unlock(&log->mu);
-    buf_release(records);
-    return rc;
-}
-
-static int dlog_flush(struct dstore *s, struct dtx_err *err)
-{
-    struct dlog *log = (struct dlog *)s;
-    int rc = 0;
-
-    pthread_mutex_lock(&log->mu);
-    if (log->pending.len > 0) {
-        log->pending_forced = true;
-        pthread_cond_signal(&log->work_cv);
-    }
-    while (!log->failed &&
-           (log->durable_lsn < log->last_lsn || log->ckpt_queued || log->ckpt_writing))
-        pthread_cond_wait(&log->done_cv, &log->mu);
-    if (log->failed) {
-        if (err)
-            *err = log->fail;
-        rc = DTX_ELOGFAIL;
-    }
-    pthread_mutex_unlock(&log->mu);
-    return rc;
+    return dsq_durable_lsn(&((struct dlog *)s)->qs.q);
 }
 
 static void dlog_close(struct dstore *s)
 {
     struct dlog *log = (struct dlog *)s;
 
-    pthread_mutex_lock(&log->mu);
-    log->stopping = true;
-    pthread_cond_signal(&log->work_cv);
-    pthread_mutex_unlock(&log->mu);
+    dsq_stop(&log->qs.q);
     pthread_join(log->thread, NULL);
-    ev_async_stop(log->opts.loop, &log->wake);
-    if (!log->failed)
+    if (!dsq_failed(&log->qs.q, NULL))
         trim_segment(log); /* a clean stop leaves no zeros to cut at the next start */
+    dsq_release(&log->qs.q);
     if (log->fd >= 0)
         close(log->fd);
     close(log->dirfd);
     close(log->lockfd); /* releases the lock: the last thing done with the log */
-    pthread_mutex_destroy(&log->mu);
-    pthread_cond_destroy(&log->work_cv);
-    pthread_cond_destroy(&log->done_cv);
-    buf_release(&log->pending);
-    buf_release(&log->ckpt);
-    buf_release(&log->ckpt_before);
     free(log);
 }
 
 uint64_t dlog_zeros_ahead(struct dstore *s)
 {
-    struct dlog *log = (struct dlog *)s;
-    uint64_t n;
-
-    pthread_mutex_lock(&log->mu);
-    n = log->zeros_ahead;
-    pthread_mutex_unlock(&log->mu);
-    return n;
+    return atomic_load(&((struct dlog *)s)->zeros_ahead);
 }
 
 /* Bytes and segment files of the log on disk, for operators. */
@@ -822,12 +523,12 @@ static void dlog_describe(struct dstore *s, cJSON *obj)
 
 static const struct dstore_ops dlog_ops = {
     .name = "file",
-    .append = dlog_append,
-    .checkpoint = dlog_checkpoint,
-    .hint_deciding = dlog_hint_deciding,
-    .failed = dlog_failed,
-    .flush = dlog_flush,
-    .stats = dlog_stats,
+    .append = dsq_op_append,
+    .checkpoint = dsq_op_checkpoint,
+    .hint_deciding = dsq_op_hint_deciding,
+    .failed = dsq_op_failed,
+    .flush = dsq_op_flush,
+    .stats = dsq_op_stats,
     .describe = dlog_describe,
     .close = dlog_close,
 };

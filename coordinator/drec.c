@@ -25,6 +25,16 @@ const char *drec_type_name(enum drec_type type)
         return "OPERATOR";
     case DREC_GAP:
         return "GAP";
+    case DREC_HEURISTIC:
+        return "HEURISTIC";
+    case DREC_PRECOMMIT:
+        return "PRECOMMIT";
+    case DREC_PROMISE:
+        return "PROMISE";
+    case DREC_ACCEPT:
+        return "ACCEPT";
+    case DREC_LEARNED:
+        return "LEARNED";
     }
     return "?";
 }
@@ -58,6 +68,7 @@ static void encode_body(struct buf *b, const struct drec *r)
         put_str16(b, r->node_id);
         break;
     case DREC_COMMIT:
+    case DREC_PRECOMMIT:
         put_str16(b, r->gtid);
         buf_put_le64(b, r->wall_us);
         buf_put_u8(b, r->protocol);
@@ -69,6 +80,8 @@ static void encode_body(struct buf *b, const struct drec *r)
             buf_put_le64(b, r->branches[i].xid);
         }
         put_str32(b, r->results);
+        for (size_t i = 0; i < r->nbranches; i++)
+            put_str16(b, r->branches[i].db);
         break;
     case DREC_END:
         put_str16(b, r->gtid);
@@ -88,6 +101,28 @@ static void encode_body(struct buf *b, const struct drec *r)
         buf_put_le64(b, r->epoch_hi);
         buf_put_le64(b, r->wall_us);
         put_str16(b, r->shard);
+        break;
+    case DREC_HEURISTIC:
+        put_str16(b, r->gtid);
+        buf_put_le64(b, r->wall_us);
+        put_str16(b, r->shard);
+        buf_put_u8(b, r->heur_kind);
+        buf_put_u8(b, r->op_commit);
+        put_str16(b, r->reason);
+        break;
+    case DREC_PROMISE:
+    case DREC_ACCEPT:
+        put_str16(b, r->gtid);
+        buf_put_le64(b, r->wall_us);
+        buf_put_le64(b, r->counter);
+        put_str16(b, r->node);
+        if (r->type == DREC_ACCEPT)
+            buf_put_u8(b, r->value);
+        break;
+    case DREC_LEARNED:
+        put_str16(b, r->gtid);
+        buf_put_le64(b, r->wall_us);
+        buf_put_u8(b, r->value);
         break;
     }
 }
@@ -187,10 +222,16 @@ static int decode_commit(struct rd *r, struct drec *out, struct drec_arena *a)
     for (size_t i = 0; i < n && !r->bad; i++) {
         a->branches[i].shard = rd_str16(r);
         a->branches[i].xid = rd_u64(r);
+        a->branches[i].db = NULL;
     }
     out->branches = a->branches;
     out->nbranches = n;
     out->results = rd_str32(r);
+    /* the databases' identities (added in 0.7: absent from older logs) */
+    if (r->n > 0) {
+        for (size_t i = 0; i < n && !r->bad; i++)
+            a->branches[i].db = rd_str16(r); /* all of them, or a malformed record */
+    }
     return r->bad ? -1 : 0;
 }
 
@@ -210,7 +251,23 @@ int drec_decode_body(uint8_t type, const unsigned char *p, size_t n, struct drec
         out->node_id = rd_str16(&r);
         break;
     case DREC_COMMIT:
+    case DREC_PRECOMMIT:
         if (decode_commit(&r, out, a) < 0)
+            return -1;
+        break;
+    case DREC_PROMISE:
+    case DREC_ACCEPT:
+        out->gtid = rd_str16(&r);
+        out->wall_us = rd_u64(&r);
+        out->counter = rd_u64(&r);
+        out->node = rd_str16(&r);
+        if (type == DREC_ACCEPT && (out->value = rd_u8(&r)) != 1 && out->value != 2)
+            return -1;
+        break;
+    case DREC_LEARNED:
+        out->gtid = rd_str16(&r);
+        out->wall_us = rd_u64(&r);
+        if ((out->value = rd_u8(&r)) != 1 && out->value != 2)
             return -1;
         break;
     case DREC_END:
@@ -236,10 +293,45 @@ int drec_decode_body(uint8_t type, const unsigned char *p, size_t n, struct drec
         if (out->epoch_hi < out->epoch)
             return -1;
         break;
+    case DREC_HEURISTIC:
+        out->gtid = rd_str16(&r);
+        out->wall_us = rd_u64(&r);
+        out->shard = rd_str16(&r);
+        out->heur_kind = rd_u8(&r);
+        out->op_commit = rd_u8(&r) != 0;
+        out->reason = rd_str16(&r);
+        if (out->heur_kind != DREC_HEUR_MIXED && out->heur_kind != DREC_HEUR_HAZARD)
+            return -1;
+        break;
     default:
         return -1;
     }
     return (r.bad || r.n != 0) ? -1 : 0;
+}
+
+int drec_replay_batch(const unsigned char *p, size_t len, struct drec_arena *a,
+                      drec_replay_fn replay, void *arg, uint64_t *nrec, struct dtx_err *err)
+{
+    size_t pos = 0;
+
+    while (pos < len) {
+        struct drec rec;
+        uint32_t blen;
+        int rc;
+
+        if (len - pos < DREC_HDR || (blen = get_le32(p + pos + 1)) > len - pos - DREC_HDR)
+            return dtx_err_set(err, DTX_ECORRUPT, "bad record framing at byte %zu", pos);
+        if (drec_decode_body(p[pos], p + pos + DREC_HDR, blen, a, &rec) < 0)
+            return dtx_err_set(err, DTX_ECORRUPT, "undecodable record of type %u at byte %zu",
+                               p[pos], pos);
+        rc = replay ? replay(arg, &rec, err) : 0;
+        if (rc < 0)
+            return rc;
+        if (nrec)
+            (*nrec)++;
+        pos += DREC_HDR + blen;
+    }
+    return 0;
 }
 
 void drec_arena_release(struct drec_arena *a)

@@ -93,8 +93,9 @@ void fanout_start(struct ev_loop *loop, const struct coord_config *cfg, struct l
     f->done = done;
     f->arg = arg;
     list_insert_tail(pending, &f->link);
-    if (cfg->peer_token[0])
-        snprintf(headers, sizeof(headers), "Authorization: Bearer %s\r\n", cfg->peer_token);
+    snprintf(headers, sizeof(headers), "%s%s%s%s", post ? "Content-Type: application/json\r\n" : "",
+             cfg->peer_token[0] ? "Authorization: Bearer " : "", cfg->peer_token,
+             cfg->peer_token[0] ? "\r\n" : "");
     f->left = 1; /* held until every request is out */
     for (size_t i = 0; i < f->nparts; i++) {
         if (!paths[i])

@@ -38,6 +38,8 @@ static enum tx_event event_of(const struct msg *m)
         return TXE_ACK;
     case MSG_EXECUTED:
         return m->err.code ? TXE_EXEC_FAILED : TXE_EXECUTED;
+    case MSG_ACCEPTED:
+        return m->ok ? TXE_ACCEPTED : TXE_REJECTED;
     default:
         return TXE_NONE;
     }
@@ -92,6 +94,11 @@ static void on_frame(void *arg, int shard, const char *data, size_t len)
                  co->shard_names[shard], m.gtid);
     } else {
         a.xid = m.xid;
+        a.db = m.db;
+        a.ack = m.type != MSG_ACK                ? TX_ACK_NONE
+                : m.outcome == OUTCOME_COMMITTED ? TX_ACK_COMMITTED
+                : m.outcome == OUTCOME_ABORTED   ? TX_ACK_ABORTED
+                                                 : TX_ACK_UNKNOWN;
         a.err = &m.err;
         snprintf(m.err.shard, sizeof(m.err.shard), "%s", co->shard_names[shard]);
         a.results = m.trailer_len ? m.trailer : NULL;

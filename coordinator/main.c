@@ -6,18 +6,32 @@
  * Globals: none. Signals arrive on a signalfd (daemon.c); the log
  * configuration lives in log.c, set once by daemon_main.
  *
+ * Roles: with the file store the process is its node's coordinator from
+ * the start. With the postgres store it first claims the node's lease
+ * (dstore_pg.h); while another process holds it, this one is a standby
+ * (api.c answers 503, /healthz says "standby"); once granted, it reads the
+ * store and becomes active. An active process that loses its lease (the
+ * store refused or failed it, or a participant saw a newer run of its node)
+ * steps down: it stops and exits with status 3, for its service manager to
+ * start it again, as a standby.
+ *
  * Exit status: 0 after a graceful stop (SIGTERM/SIGINT), 1 when the
  * coordinator cannot start (damaged decision log, address in use, ...),
- * 2 for a bad flag or a bad config file.
+ * 2 for a bad flag or a bad config file, 3 after stepping down.
  */
 #include "dtx/admin.h"
 #include "dtx/api.h"
 #include "dtx/coord.h"
 #include "dtx/coord_config.h"
 #include "dtx/daemon.h"
+#include "dtx/dstore_pg.h"
 #include "dtx/failpoint.h"
+#include "dtx/log.h"
 
+#include <inttypes.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 static const char usage[] =
     "usage: dtx-coordinator --config FILE\n"
@@ -31,10 +45,19 @@ static const char usage[] =
 
 struct coordinator {
     struct coord_config cfg;
-    struct coord *co;
+    struct ev_loop *loop;
+    struct coord *co; /* NULL while a standby */
     struct admin *admin;
     struct api_ctx api;
+    /* the postgres decision store: the lease this process waits for, then holds */
+    struct dstore_pg_claim *claim;
+    struct coord_lease lease;
+    char holder[40];
+    bool stepped_down; /* the lease was lost: exit with EXIT_STEPPED_DOWN */
 };
+
+/* Exit status of a process that lost its lease (docs/operations.md): restart it as a standby. */
+#define EXIT_STEPPED_DOWN 3
 
 static int load(const char *path, void *cfg, struct dtx_err *err)
 {
@@ -51,17 +74,77 @@ static const char *log_level(const void *cfg)
     return ((const struct coord_config *)cfg)->log_level;
 }
 
-static int start(void *arg, struct ev_loop *loop, struct httpd_opts *http, httpd_handler *handler,
-                 void **ctx, struct dtx_err *err)
+/* The store failed or another process of this node took over: decide nothing more, exit. */
+static void on_lease_lost(void *arg, const struct dtx_err *why)
 {
     struct coordinator *c = arg;
-    int rc = coord_new(&c->co, &c->cfg, loop, err);
+
+    if (c->stepped_down)
+        return;
+    c->stepped_down = true;
+    log_error("stepping down: %s; exiting with status %d so that this process comes back as a "
+              "standby",
+              why->msg, EXIT_STEPPED_DOWN);
+    kill(getpid(), SIGTERM); /* the daemon's graceful stop; idle() lets it end at once */
+}
+
+/* Takes the role of the active coordinator: replay, epoch, links. */
+static int become_active(struct coordinator *c, const struct coord_lease *lease,
+                         struct dtx_err *err)
+{
+    int rc = coord_new(&c->co, &c->cfg, c->loop, lease, err);
 
     if (rc < 0)
         return rc;
     fp_set_crash_hook(coord_flush_links, c->co);
     c->admin = admin_new(c->co);
-    c->api = (struct api_ctx){.co = c->co, .admin = c->admin};
+    c->api.co = c->co;
+    c->api.admin = c->admin;
+    return 0;
+}
+
+static void on_granted(void *arg, uint64_t term)
+{
+    struct coordinator *c = arg;
+    struct dtx_err err;
+
+    log_info("took the lease of coordinator node '%s' (term %" PRIu64 "): reading the decision "
+             "store",
+             c->cfg.node_id, term);
+    c->lease =
+        (struct coord_lease){.term = term, .holder = c->holder, .lost = on_lease_lost, .arg = c};
+    dtx_err_clear(&err);
+    if (become_active(c, &c->lease, &err) < 0) {
+        dtx_err_prefix(&err, "could not become active");
+        on_lease_lost(c, &err);
+        return;
+    }
+    log_info("active: coordinator node '%s', term %" PRIu64, c->cfg.node_id, term);
+}
+
+static int start(void *arg, struct ev_loop *loop, struct httpd_opts *http, httpd_handler *handler,
+                 void **ctx, struct dtx_err *err)
+{
+    struct coordinator *c = arg;
+    int rc = 0;
+
+    c->loop = loop;
+    c->api = (struct api_ctx){.cfg = &c->cfg};
+    if (c->cfg.store_type == COORD_STORE_POSTGRES) {
+        struct dstore_pg_opts o = {.conninfo = c->cfg.store_conninfo,
+                                   .node = c->cfg.node_id,
+                                   .holder = c->holder,
+                                   .lease_ms = c->cfg.store_lease_ms,
+                                   .loop = loop};
+
+        coord_boot_id(c->holder, sizeof(c->holder));
+        rc = dstore_pg_claim_start(&c->claim, &o, on_granted, c, err);
+        c->api.claim = c->claim;
+    } else {
+        rc = become_active(c, NULL, err);
+    }
+    if (rc < 0)
+        return rc;
     http->listen = c->cfg.listen;
     http->max_body = c->cfg.max_body_bytes;
     http->conn_limit = c->cfg.http_conn_limit;
@@ -72,12 +155,18 @@ static int start(void *arg, struct ev_loop *loop, struct httpd_opts *http, httpd
 
 static void begin_stop(void *arg)
 {
-    coord_begin_shutdown(((struct coordinator *)arg)->co);
+    struct coordinator *c = arg;
+
+    if (c->co)
+        coord_begin_shutdown(c->co);
 }
 
 static bool idle(void *arg)
 {
-    return coord_drained(((struct coordinator *)arg)->co);
+    struct coordinator *c = arg;
+
+    /* a process that stepped down has nothing it could still finish */
+    return !c->co || c->stepped_down || coord_drained(c->co);
 }
 
 static void stop(void *arg)
@@ -86,8 +175,11 @@ static void stop(void *arg)
 
     admin_free(c->admin);
     coord_free(c->co);
+    dstore_pg_claim_free(c->claim);
     c->admin = NULL;
     c->co = NULL;
+    c->claim = NULL;
+    c->api = (struct api_ctx){.cfg = &c->cfg};
 }
 
 int main(int argc, char **argv)
@@ -108,5 +200,7 @@ int main(int argc, char **argv)
         .arg = &c,
     };
 
-    return daemon_main(argc, argv, &spec);
+    int rc = daemon_main(argc, argv, &spec);
+
+    return c.stepped_down ? EXIT_STEPPED_DOWN : rc;
 }

@@ -55,6 +55,7 @@ cJSON *coord_health_json(const struct coord *co, unsigned *status)
     jsonx_add_str(root, "status", *status == 200 ? "ok" : "unavailable");
     if (*status != 200)
         jsonx_add(root, "error", jsonx_error_obj(&why));
+    jsonx_add_str(root, "role", "active");
     jsonx_add_str(root, "node_id", co->cfg->node_id);
     jsonx_add_num(root, "epoch", (double)co->epoch);
     jsonx_add_num(root, "live_transactions", (double)co->tab.nlive);
@@ -101,6 +102,14 @@ static void transactions(struct prom *p, const struct coord *co)
                  "Requests answered from an earlier transaction with the same idempotency key.",
                  (double)co->m.idem_replays);
     prom_gauge(p, "dtx_transactions_live", "Transactions in flight.", (double)co->tab.nlive);
+    prom_family(p, "dtx_heuristic_outcomes_total", "counter",
+                "Branches a shard finished otherwise than decided (mixed) or whose fate it "
+                "cannot prove (hazard), found in this run.");
+    prom_sample(p, "dtx_heuristic_outcomes_total", "kind", "mixed", (double)co->m.heuristic[0]);
+    prom_sample(p, "dtx_heuristic_outcomes_total", "kind", "hazard", (double)co->m.heuristic[1]);
+    prom_gauge(p, "dtx_heuristic_transactions",
+               "Transactions with a heuristic outcome no operator has settled yet.",
+               (double)coord_heur_unsettled(co));
     prom_counter(p, "dtx_transactions_refused_total",
                  "Transactions refused with 429 (max_active_transactions).", (double)co->m.refused);
     prom_gauge(p, "dtx_transactions_retained", "Finished transactions kept in memory.",

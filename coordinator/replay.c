@@ -37,6 +37,7 @@
 #include "coord_impl.h"
 
 #include "dtx/dlog.h"
+#include "dtx/dstore_pg.h"
 #include "dtx/log.h"
 #include "dtx/xalloc.h"
 
@@ -53,9 +54,13 @@ static int replay_commit(struct coord *co, const struct drec *rec, struct dtx_er
         .idem_key = rec->idem_key && *rec->idem_key ? rec->idem_key : NULL,
         .req_hash = rec->req_hash,
     };
-    struct txent *e;
+    struct txent *e = txtab_find(&co->tab, rec->gtid);
 
-    if (txtab_find(&co->tab, rec->gtid))
+    if (e && rec->type == DREC_COMMIT && tx_lsn(e->tx) == 0) {
+        tx_set_replayed(e->tx, rec->wall_us, rec->results); /* 3PC: pre-committed, then decided */
+        return 0;
+    }
+    if (e)
         return 0;
     for (size_t i = 0; i < rec->nbranches; i++) {
         if (coord_config_shard(co->cfg, rec->branches[i].shard) < 0)
@@ -67,8 +72,11 @@ static int replay_commit(struct coord *co, const struct drec *rec, struct dtx_er
     e = coord_new_tx(co, &p);
     for (size_t i = 0; i < rec->nbranches; i++)
         tx_add_prepared_branch(e->tx, coord_config_shard(co->cfg, rec->branches[i].shard),
-                               rec->branches[i].xid);
-    tx_set_replayed(e->tx, rec->wall_us, rec->results);
+                               rec->branches[i].xid, rec->branches[i].db);
+    if (rec->type == DREC_PRECOMMIT)
+        tx_set_precommitted(e->tx, rec->wall_us, rec->results);
+    else
+        tx_set_replayed(e->tx, rec->wall_us, rec->results);
     return 0;
 }
 
@@ -96,6 +104,21 @@ static void replay_gap(struct coord *co, const struct drec *rec)
         co->epoch = rec->epoch_hi; /* the next run starts past it */
 }
 
+static void replay_heuristic(struct coord *co, const struct drec *rec)
+{
+    struct coord_heur h = {.kind = (enum drec_heur_kind)rec->heur_kind,
+                           .commit = rec->op_commit,
+                           .what = (char *)rec->reason,
+                           .wall_us = rec->wall_us};
+    struct txent *e = txtab_find(&co->tab, rec->gtid);
+    int shard = coord_config_shard(co->cfg, rec->shard ? rec->shard : "");
+
+    snprintf(h.shard, sizeof(h.shard), "%s", rec->shard ? rec->shard : "");
+    coord_heur_add(co, rec->gtid, &h);
+    if (e && shard >= 0)
+        tx_set_heuristic(e->tx, shard, h.kind);
+}
+
 static int on_replay(void *arg, const struct drec *rec, struct dtx_err *err)
 {
     struct coord *co = arg;
@@ -107,7 +130,16 @@ static int on_replay(void *arg, const struct drec *rec, struct dtx_err *err)
             co->epoch = rec->epoch;
         return 0;
     case DREC_COMMIT:
+    case DREC_PRECOMMIT:
         return replay_commit(co, rec, err);
+    case DREC_PROMISE:
+    case DREC_ACCEPT:
+        coord_acc_replay(co, rec);
+        return 0;
+    case DREC_LEARNED:
+        if ((e = txtab_find(&co->tab, rec->gtid)))
+            e->learned = rec->value;
+        return 0;
     case DREC_END:
         if ((e = txtab_find(&co->tab, rec->gtid)))
             e->log_ended = true;
@@ -117,6 +149,9 @@ static int on_replay(void *arg, const struct drec *rec, struct dtx_err *err)
         return 0;
     case DREC_GAP:
         replay_gap(co, rec);
+        return 0;
+    case DREC_HEURISTIC:
+        replay_heuristic(co, rec);
         return 0;
     }
     return 0;
@@ -132,6 +167,15 @@ static void recover_one(void *arg, struct txent *e)
     struct recovery *r = arg;
     uint64_t now = ev_wall_us(), decided = 0;
 
+    coord_acc_apply(r->co, e);
+    if (tx_protocol(e->tx) == 3 && tx_lsn(e->tx) == 0) {
+        /* pre-committed, its decision unknown here: the participants settle it */
+        tx_step(e->tx, TXE_RECOVER_PRECOMMITTED, NULL);
+        if (e->learned)
+            tx_step(e->tx, e->learned == BV_COMMIT ? TXE_LEARNED_COMMIT : TXE_LEARNED_ABORT, NULL);
+        r->unfinished++;
+        return;
+    }
     if (e->log_ended) {
         tx_step(e->tx, TXE_RECOVER_DONE, NULL);
         decided = tx_decided_wall_us(e->tx);
@@ -167,6 +211,8 @@ static int take_checkpoint(struct coord *co)
     drec_encode(&snap, &boot);
     txtab_encode_checkpoint(&co->tab, &snap);
     coord_notes_encode(co, &snap);
+    coord_heurs_encode(co, &snap);
+    coord_acc_encode(co, &snap);
     return dstore_checkpoint(co->store, &snap);
 }
 
@@ -201,6 +247,19 @@ void coord_move_past(struct coord *co, int shard, uint64_t seen)
 
     if (seen < co->epoch || co->state == CO_FAILED)
         return;
+    if (co->lease) { /* postgres store: a newer run of this node took over */
+        dtx_err_clear(&err);
+        dtx_err_set(&err, DTX_ELOGFAIL,
+                    "the participant of shard '%s' has seen epoch %" PRIu64 " of coordinator "
+                    "'%s', newer than this run's: another process of this node took over",
+                    co->shard_names[shard], seen, co->cfg->node_id);
+        log_error("%s; stepping down", err.msg);
+        co->state = CO_FAILED;
+        co->fail = err;
+        if (co->lease->lost)
+            co->lease->lost(co->lease->arg, &err);
+        return;
+    }
     snprintf(g.shard, sizeof(g.shard), "%s", co->shard_names[shard]);
     log_error("the participant of shard '%s' has seen epoch %" PRIu64 " of coordinator '%s' "
               "from another run, but this decision log knows epochs before %" PRIu64 " only: it "
@@ -247,9 +306,34 @@ static int open_file_store(struct coord *co, struct dtx_err *err)
     return 0;
 }
 
+/* The postgres store, for the term this process's lease holds (dstore_pg.h). */
+static int open_pg_store(struct coord *co, struct dtx_err *err)
+{
+    struct dstore_pg_opts o = {
+        .conninfo = co->cfg->store_conninfo,
+        .node = co->cfg->node_id,
+        .holder = co->lease->holder,
+        .lease_ms = co->cfg->store_lease_ms,
+        .group_delay_us = co->cfg->log_group_delay_us,
+        .group_siblings = co->cfg->log_group_siblings,
+        .loop = co->loop,
+        .cbs = co->store_cbs,
+    };
+    uint64_t records = 0, started = ev_clock_us();
+    int rc = dstore_pg_open(&co->store, &o, co->lease->term, on_replay, co, &records, err);
+
+    if (rc < 0)
+        return rc;
+    log_info("decision store (postgres): node '%s', term %" PRIu64 ": %" PRIu64
+             " records read in %" PRIu64 " ms",
+             co->cfg->node_id, co->lease->term, records, (ev_clock_us() - started) / 1000);
+    return 0;
+}
+
 int coord_open_store(struct coord *co, struct dtx_err *err)
 {
-    int rc = open_file_store(co, err);
+    int rc = co->cfg->store_type == COORD_STORE_POSTGRES ? open_pg_store(co, err)
+                                                         : open_file_store(co, err);
 
     if (rc < 0)
         return rc;

@@ -101,17 +101,6 @@
 #define RETRY_MIN_MS TX_RETRY_MIN_MS
 #define RETRY_MAX_MS TX_RETRY_MAX_MS
 
-typedef enum tx_event (*tx_action)(struct tx *tx, enum tx_event ev, const struct tx_evarg *a);
-
-struct tx_transition {
-    enum tx_state from;
-    enum tx_event ev;
-    enum tx_state to;
-    bool durable; /* the action forces a record; the next step waits for DURABLE */
-    tx_action action;
-    const char *action_name;
-};
-
 static enum tx_event act_none(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_begin(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_commit(struct tx *, enum tx_event, const struct tx_evarg *);
@@ -136,11 +125,7 @@ static enum tx_event act_recovered(struct tx *, enum tx_event, const struct tx_e
 static enum tx_event act_exec(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_executed(struct tx *, enum tx_event, const struct tx_evarg *);
 
-#define T(from_, ev_, to_, durable_, action_)                                                      \
-    {                                                                                              \
-        .from = TX_##from_, .ev = TXE_##ev_, .to = TX_##to_, .durable = durable_,                  \
-        .action = action_, .action_name = #action_                                                 \
-    }
+#define T TX_T
 
 static const struct tx_transition transitions[] = {
     T(ACTIVE, COMMIT, ACTIVE, false, act_commit),
@@ -204,10 +189,19 @@ static const struct tx_transition transitions[] = {
 #define NTRANSITIONS (sizeof(transitions) / sizeof(transitions[0]))
 
 static const char *const state_names[TX_NSTATES] = {
-    [TX_ACTIVE] = "ACTIVE",         [TX_PREPARING] = "PREPARING", [TX_LOGGING] = "LOGGING",
-    [TX_COMMITTING] = "COMMITTING", [TX_COMMITTED] = "COMMITTED", [TX_ABORTING] = "ABORTING",
-    [TX_ABORTED] = "ABORTED",       [TX_ONE_PHASE] = "ONE_PHASE", [TX_IN_DOUBT] = "IN_DOUBT",
+    [TX_ACTIVE] = "ACTIVE",
+    [TX_PREPARING] = "PREPARING",
+    [TX_LOGGING] = "LOGGING",
+    [TX_COMMITTING] = "COMMITTING",
+    [TX_COMMITTED] = "COMMITTED",
+    [TX_ABORTING] = "ABORTING",
+    [TX_ABORTED] = "ABORTED",
+    [TX_ONE_PHASE] = "ONE_PHASE",
+    [TX_IN_DOUBT] = "IN_DOUBT",
     [TX_UNKNOWN] = "UNKNOWN",
+    [TX_PRECOMMITTING] = "PRECOMMITTING",
+    [TX_ACCEPTING] = "ACCEPTING",
+    [TX_LEARNING] = "LEARNING",
 };
 
 static const char *const event_names[TX_NEVENTS] = {
@@ -238,6 +232,14 @@ static const char *const event_names[TX_NEVENTS] = {
     [TXE_EXECUTED] = "EXECUTED",
     [TXE_EXEC_FAILED] = "EXEC_FAILED",
     [TXE_ABORT] = "ABORT",
+    [TXE_ACCEPTED] = "ACCEPTED",
+    [TXE_REJECTED] = "REJECTED",
+    [TXE_MAJORITY] = "MAJORITY",
+    [TXE_OUTVOTED] = "OUTVOTED",
+    [TXE_TAKEN_OVER] = "TAKEN_OVER",
+    [TXE_LEARNED_COMMIT] = "LEARNED_COMMIT",
+    [TXE_LEARNED_ABORT] = "LEARNED_ABORT",
+    [TXE_RECOVER_PRECOMMITTED] = "RECOVER_PRECOMMITTED",
 };
 
 static const char *const branch_names[BR_NSTATES] = {
@@ -271,37 +273,40 @@ const char *tx_branch_state_name(enum tx_branch_state s)
     return (unsigned)s < BR_NSTATES ? branch_names[s] : "?";
 }
 
-static const struct tx_transition *find(enum tx_state s, enum tx_event e)
+/* The row for (s, e) in protocol's tables: three-phase commit's own rows first. */
+static const struct tx_transition *find(int protocol, enum tx_state s, enum tx_event e)
 {
-    for (size_t i = 0; i < NTRANSITIONS; i++) {
+    const struct tx_transition *t = protocol == 3 ? tx3pc_find(s, e) : NULL;
+
+    for (size_t i = 0; !t && i < NTRANSITIONS; i++) {
         if (transitions[i].from == s && transitions[i].ev == e)
-            return &transitions[i];
+            t = &transitions[i];
     }
-    return NULL;
+    return t;
 }
 
-bool tx_is_defined(enum tx_state state, enum tx_event ev)
+bool tx_is_defined(int protocol, enum tx_state state, enum tx_event ev)
 {
-    return find(state, ev) != NULL;
+    return find(protocol, state, ev) != NULL;
 }
 
-enum tx_state tx_next_state(enum tx_state state, enum tx_event ev)
+enum tx_state tx_next_state(int protocol, enum tx_state state, enum tx_event ev)
 {
-    const struct tx_transition *t = find(state, ev);
+    const struct tx_transition *t = find(protocol, state, ev);
 
     return t ? t->to : state;
 }
 
-bool tx_is_durable(enum tx_state state, enum tx_event ev)
+bool tx_is_durable(int protocol, enum tx_state state, enum tx_event ev)
 {
-    const struct tx_transition *t = find(state, ev);
+    const struct tx_transition *t = find(protocol, state, ev);
 
     return t && t->durable;
 }
 
-const char *tx_action_name(enum tx_state state, enum tx_event ev)
+const char *tx_action_name(int protocol, enum tx_state state, enum tx_event ev)
 {
-    const struct tx_transition *t = find(state, ev);
+    const struct tx_transition *t = find(protocol, state, ev);
 
     return t ? t->action_name : NULL;
 }
@@ -319,13 +324,13 @@ static void check_durable(const struct tx *tx, enum tx_event next)
 {
     if (tx->sent_in_step)
         protocol_bug(tx, "a transition that forces a record sent a message");
-    if (tx->lsn == 0 && next != TXE_LOG_REFUSED)
+    if (tx->forcing == 0 && next != TXE_LOG_REFUSED && next != TXE_TAKEN_OVER)
         protocol_bug(tx, "a transition that forces a record left none queued");
 }
 
 int tx_step_one(struct tx *tx, enum tx_event ev, const struct tx_evarg *a, enum tx_event *next)
 {
-    const struct tx_transition *t = find(tx->state, ev);
+    const struct tx_transition *t = find(tx->protocol, tx->state, ev);
     enum tx_state from = tx->state;
 
     if (!t) {
@@ -551,6 +556,7 @@ static enum tx_event act_vote(struct tx *tx, enum tx_event ev, const struct tx_e
     }
     take_results(b, a);
     b->xid = a->xid;
+    snprintf(b->db, sizeof(b->db), "%s", a->db ? a->db : "");
     b->state = ev == TXE_VOTE_YES ? BR_PREPARED : BR_READONLY;
     if (--tx->pending > 0)
         return TXE_NONE;
@@ -569,24 +575,31 @@ static size_t logged_results_bytes(const struct tx *tx)
     return n;
 }
 
-static enum tx_event act_log_commit(struct tx *tx, enum tx_event ev, const struct tx_evarg *a)
+bool tx_results_over_limit(struct tx *tx)
 {
     size_t results = logged_results_bytes(tx);
     char msg[DTX_ERR_MSG_MAX];
 
+    if (!tx->results_limit || results <= tx->results_limit)
+        return false;
+    snprintf(msg, sizeof(msg),
+             "the results (%zu bytes) exceed max_logged_results_bytes (%u): a transaction "
+             "with an idempotency key keeps its results in the decision log",
+             results, tx->results_limit);
+    set_error(tx, NULL, NULL, DTX_ETOOBIG, msg);
+    return true;
+}
+
+static enum tx_event act_log_commit(struct tx *tx, enum tx_event ev, const struct tx_evarg *a)
+{
     (void)ev;
     (void)a;
-    if (tx->results_limit && results > tx->results_limit) {
-        snprintf(msg, sizeof(msg),
-                 "the results (%zu bytes) exceed max_logged_results_bytes (%u): a transaction "
-                 "with an idempotency key keeps its results in the decision log",
-                 results, tx->results_limit);
-        set_error(tx, NULL, NULL, DTX_ETOOBIG, msg);
+    if (tx_results_over_limit(tx))
         return TXE_LOG_REFUSED;
-    }
     tx->env->arm(tx, 0);
     tx->decided_wall_us = ev_wall_us();
     tx->lsn = tx->env->log_commit(tx);
+    tx->forcing = tx->lsn;
     if (tx->lsn == 0) {
         set_error(tx, NULL, NULL, DTX_ELOGFAIL,
                   "the decision log is not writable, so the commit could not be recorded");
@@ -683,6 +696,27 @@ static enum tx_event act_in_doubt(struct tx *tx, enum tx_event ev, const struct 
     return TXE_NONE;
 }
 
+/* b's participant did otherwise than decided (mixed), or cannot prove what it did (hazard). */
+static void note_heuristic(struct tx *tx, struct tx_branch *b, enum drec_heur_kind kind,
+                           const struct dtx_err *err)
+{
+    char what[DTX_ERR_MSG_MAX];
+
+    if (kind == DREC_HEUR_MIXED)
+        snprintf(what, sizeof(what),
+                 "shard '%s' %s the branch although the decision was %s%s%.300s", shard_name(tx, b),
+                 b->state == BR_COMMITTED ? "committed" : "rolled back",
+                 tx->state == TX_COMMITTING ? "commit" : "abort", err && err->code ? ": " : "",
+                 err && err->code ? err->msg : "");
+    else
+        snprintf(what, sizeof(what), "shard '%s' cannot prove what became of its branch%s%.300s",
+                 shard_name(tx, b), err && err->code ? ": " : "", err && err->code ? err->msg : "");
+    if (!b->heuristic || kind == DREC_HEUR_MIXED)
+        b->heuristic = (uint8_t)kind;
+    if (tx->env->heuristic)
+        tx->env->heuristic(tx, b->shard, kind, what);
+}
+
 static enum tx_event act_ack(struct tx *tx, enum tx_event ev, const struct tx_evarg *a)
 {
     struct tx_branch *b = a->b;
@@ -699,6 +733,12 @@ static enum tx_event act_ack(struct tx *tx, enum tx_event ev, const struct tx_ev
                           a->err->msg);
     }
     b->state = want == BR_COMMITTING ? BR_COMMITTED : BR_ABORTED;
+    if (a->ack == TX_ACK_UNKNOWN) {
+        note_heuristic(tx, b, DREC_HEUR_HAZARD, a->err);
+    } else if (a->ack != TX_ACK_NONE && (a->ack == TX_ACK_COMMITTED) != (want == BR_COMMITTING)) {
+        b->state = a->ack == TX_ACK_COMMITTED ? BR_COMMITTED : BR_ABORTED; /* what it really did */
+        note_heuristic(tx, b, DREC_HEUR_MIXED, a->err);
+    }
     return --tx->pending == 0 ? TXE_ALL_ACKED : TXE_NONE;
 }
 
@@ -928,6 +968,12 @@ struct tx *tx_new(const struct tx_params *p, const struct tx_env *env, void *own
     tx->owner = owner;
     tx->state = TX_ACTIVE;
     tx->protocol = p->protocol ? p->protocol : 2;
+    if (tx->protocol == 3) {
+        char node[DTX_NAME_MAX + 1] = "";
+
+        gid_parse_gtid(tx->gtid, node, NULL, NULL);
+        ballot_initial(&tx->promised, node);
+    }
     tx->interactive = p->interactive;
     tx->timeout_ms = p->timeout_ms;
     tx->idle_ms = p->idle_ms;
@@ -1012,9 +1058,20 @@ void tx_reset_ops(struct tx *tx)
     tx->nops = 0;
 }
 
-void tx_add_prepared_branch(struct tx *tx, int shard, uint64_t xid)
+void tx_add_prepared_branch(struct tx *tx, int shard, uint64_t xid, const char *db)
 {
-    add_branch(tx, shard)->xid = xid;
+    struct tx_branch *b = add_branch(tx, shard);
+
+    b->xid = xid;
+    snprintf(b->db, sizeof(b->db), "%s", db ? db : "");
+}
+
+void tx_set_heuristic(struct tx *tx, int shard, enum drec_heur_kind kind)
+{
+    struct tx_branch *b = tx_branch_on(tx, shard);
+
+    if (b && (!b->heuristic || kind == DREC_HEUR_MIXED))
+        b->heuristic = (uint8_t)kind;
 }
 
 void tx_set_replayed(struct tx *tx, uint64_t decided_wall_us, const char *results)
@@ -1025,6 +1082,28 @@ void tx_set_replayed(struct tx *tx, uint64_t decided_wall_us, const char *result
     tx->durable = true;
     free(tx->stored_results);
     tx->stored_results = results && *results ? xstrdup(results) : NULL;
+    tx->results_dropped = tx->idem_key && !tx->stored_results;
+}
+
+void tx_set_precommitted(struct tx *tx, uint64_t wall_us, const char *results)
+{
+    tx->replayed = true;
+    tx->decided_wall_us = wall_us;
+    tx->pre_lsn = 1; /* pre-committed, durably, in an earlier run */
+    free(tx->stored_results);
+    tx->stored_results = results && *results ? xstrdup(results) : NULL;
+}
+
+bool tx_results_dropped(const struct tx *tx)
+{
+    return tx->results_dropped;
+}
+
+void tx_drop_results(struct tx *tx)
+{
+    free(tx->stored_results);
+    tx->stored_results = NULL;
+    tx->results_dropped = true;
 }
 
 /* ---- questions ------------------------------------------------------------------- */
@@ -1059,6 +1138,26 @@ uint64_t tx_lsn(const struct tx *tx)
     return tx->lsn;
 }
 
+uint64_t tx_forcing(const struct tx *tx)
+{
+    return tx->forcing;
+}
+
+uint8_t tx_protocol(const struct tx *tx)
+{
+    return tx->protocol;
+}
+
+size_t tx_branch_count(const struct tx *tx)
+{
+    return tx->nbranches;
+}
+
+const struct tx_branch *tx_branch_at(const struct tx *tx, size_t i)
+{
+    return &tx->branches[i];
+}
+
 bool tx_is_interactive(const struct tx *tx)
 {
     return tx->interactive;
@@ -1091,7 +1190,7 @@ bool tx_answered(const struct tx *tx)
 
 bool tx_accepts(const struct tx *tx, enum tx_event ev)
 {
-    return find(tx->state, ev) != NULL;
+    return find(tx->protocol, tx->state, ev) != NULL;
 }
 
 bool tx_is_final(const struct tx *tx)
@@ -1122,6 +1221,10 @@ enum dtx_status tx_status(const struct tx *tx)
         return DTX_ST_ABORTING;
     case TX_ABORTED:
         return DTX_ST_ABORTED;
+    case TX_PRECOMMITTING:
+    case TX_ACCEPTING:
+    case TX_LEARNING:
+        return DTX_ST_PRECOMMITTED;
     case TX_UNKNOWN:
     case TX_NSTATES:
         break;
@@ -1143,6 +1246,20 @@ enum tx_outcome tx_outcome(const struct tx *tx)
     default:
         return TXO_NONE;
     }
+}
+
+const char *tx_branch_db(const struct tx *tx, int shard)
+{
+    for (size_t i = 0; i < tx->nbranches; i++) {
+        if (tx->branches[i].shard == shard)
+            return tx->branches[i].db[0] ? tx->branches[i].db : NULL;
+    }
+    return NULL;
+}
+
+bool tx_decided_commit(const struct tx *tx)
+{
+    return tx->lsn != 0;
 }
 
 enum tx_path tx_path(const struct tx *tx)
@@ -1292,9 +1409,17 @@ void tx_begin_call(struct tx *tx, enum tx_call call)
         tx->nops = 0; /* the commit's answer carries no results */
 }
 
+/* Three-phase commit: pre-committed, the decision not known to it yet. */
+static bool precommitted(const struct tx *tx)
+{
+    return tx->state == TX_PRECOMMITTING || tx->state == TX_ACCEPTING || tx->state == TX_LEARNING;
+}
+
 enum tx_keep tx_checkpoint_keep(const struct tx *tx)
 {
-    if (!tx->lsn)
+    if (tx->pre_lsn && precommitted(tx))
+        return TXK_DECIDED; /* its PRECOMMIT record */
+    if (!tx->lsn && !(tx->learned && tx->state == TX_COMMITTED))
         return TXK_NONE;
     if (tx->state == TX_LOGGING || tx->state == TX_COMMITTING)
         return TXK_DECIDED;
@@ -1313,11 +1438,12 @@ void tx_commit_record(const struct tx *tx, struct drec *rec, struct drec_branch 
         if (!tx->branches[i].xid)
             continue;
         (*branches)[n].shard = shard_name(tx, &tx->branches[i]);
+        (*branches)[n].db = tx->branches[i].db;
         (*branches)[n++].xid = tx->branches[i].xid;
     }
-    *results = tx->idem_key ? tx_render_results(tx) : NULL;
+    *results = tx->idem_key && !tx->results_dropped ? tx_render_results(tx) : NULL;
     memset(rec, 0, sizeof(*rec));
-    rec->type = DREC_COMMIT;
+    rec->type = precommitted(tx) ? DREC_PRECOMMIT : DREC_COMMIT;
     rec->wall_us = tx->decided_wall_us;
     rec->gtid = tx->gtid;
     rec->protocol = tx->protocol;
@@ -1326,4 +1452,62 @@ void tx_commit_record(const struct tx *tx, struct drec *rec, struct drec_branch 
     rec->results = *results;
     rec->nbranches = n;
     rec->branches = *branches;
+}
+
+/* ---- shared with tx3pc.c ----------------------------------------------------------- */
+
+const char *tx_shard_name(const struct tx *tx, const struct tx_branch *b)
+{
+    return shard_name(tx, b);
+}
+
+void tx_set_error(struct tx *tx, const struct tx_branch *b, const struct dtx_err *e, int code,
+                  const char *msg)
+{
+    set_error(tx, b, e, code, msg);
+}
+
+void tx_clear_error(struct tx *tx)
+{
+    clear_error(tx);
+}
+
+uint32_t tx_count_branches(const struct tx *tx, enum tx_branch_state s1, enum tx_branch_state s2)
+{
+    return count_branches(tx, s1, s2);
+}
+
+int tx_send(struct tx *tx, struct tx_branch *b, enum tx_send what)
+{
+    return send(tx, b, what);
+}
+
+void tx_answer(struct tx *tx)
+{
+    answer(tx);
+}
+
+void tx_finish(struct tx *tx)
+{
+    finish(tx);
+}
+
+enum tx_event tx_act_none(struct tx *tx, enum tx_event ev, const struct tx_evarg *a)
+{
+    return act_none(tx, ev, a);
+}
+
+enum tx_event tx_act_abort_all(struct tx *tx, enum tx_event ev, const struct tx_evarg *a)
+{
+    return act_abort_all(tx, ev, a);
+}
+
+enum tx_event tx_act_log_commit(struct tx *tx, enum tx_event ev, const struct tx_evarg *a)
+{
+    return act_log_commit(tx, ev, a);
+}
+
+enum tx_event tx_act_in_doubt(struct tx *tx, enum tx_event ev, const struct tx_evarg *a)
+{
+    return act_in_doubt(tx, ev, a);
 }

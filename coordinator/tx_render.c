@@ -60,7 +60,18 @@ cJSON *tx_message(struct tx *tx, struct tx_branch *b, enum tx_send what)
     case TX_SEND_COMMIT:
         m = msg_new(MSG_COMMIT, tx->gtid);
         msg_add_xid(m, b->xid);
+        if (b->db[0])
+            jsonx_add_str(m, "db", b->db);
         return m;
+    case TX_SEND_ACCEPT: {
+        struct ballot b0;
+
+        tx3pc_accepted(tx, &b0);
+        m = msg_new(MSG_ACCEPT, tx->gtid);
+        jsonx_add(m, "ballot", ballot_json(&b0));
+        jsonx_add_str(m, "value", "commit");
+        return m;
+    }
     case TX_SEND_ABORT:
         break;
     }
@@ -152,7 +163,14 @@ char *tx_render_answer(const struct tx *tx, unsigned *status)
     case TX_COMMITTING:
         *status = 200;
         jsonx_add_str(root, "status", "committed");
-        jsonx_add(root, "results", results_array(tx));
+        if (tx->results_dropped) {
+            jsonx_add(root, "results", cJSON_CreateNull());
+            jsonx_add_str(root, "results_dropped",
+                          "the results of this answer were dropped to keep the answers held for "
+                          "retries within retention_max_bytes; the outcome stands");
+        } else {
+            jsonx_add(root, "results", results_array(tx));
+        }
         break;
     case TX_ABORTED:
     case TX_ABORTING:
@@ -188,7 +206,7 @@ cJSON *tx_state_json(const struct tx *tx)
 
     jsonx_add_str(root, "gtid", tx->gtid);
     jsonx_add_str(root, "status", dtx_status_name(tx_status(tx)));
-    jsonx_add_str(root, "protocol", "2pc");
+    jsonx_add_str(root, "protocol", tx->protocol == 3 ? "3pc" : "2pc");
     if (tx->nbranches == 1 && tx->lsn == 0 && !tx->replayed)
         jsonx_add_bool(root, "one_phase", true);
     if (tx->state == TX_IN_DOUBT)
@@ -214,6 +232,12 @@ cJSON *tx_state_json(const struct tx *tx)
             jsonx_add_str(b, "last_error", tx->branches[i].last_error);
         if (tx->branches[i].forgotten)
             jsonx_add_bool(b, "forgotten", true);
+        if (tx->branches[i].heuristic)
+            jsonx_add_str(b, "heuristic",
+                          tx->branches[i].heuristic == DREC_HEUR_MIXED ? "mixed" : "hazard");
+        if (tx->branches[i].accept_state != TXA3_NONE) /* three-phase commit's pre-commit */
+            jsonx_add_str(b, "precommit",
+                          tx->branches[i].accept_state == TXA3_ACCEPTED ? "accepted" : "refused");
         jsonx_append(shards, b);
     }
     jsonx_add(root, "shards", shards);

@@ -117,6 +117,7 @@ void txtab_retain(struct txtab *tab, struct txent *e, uint64_t now_us)
     e->expire_us = now_us + (uint64_t)tab->lim.retention_s * 1000000u;
     list_insert_tail(&tab->retained, &e->link);
     tab->nretained++;
+    tab->nkeyed += tx_idem_key(e->tx) != NULL;
     account(tab, e, true);
 }
 
@@ -131,6 +132,7 @@ static void evict(struct txtab *tab, struct txent *e)
 {
     list_remove(&e->link);
     tab->nretained--;
+    tab->nkeyed -= tx_idem_key(e->tx) != NULL;
     tab->evicted++;
     account(tab, e, false);
     hmap_remove(&tab->by_gtid, &e->by_gtid);
@@ -139,16 +141,49 @@ static void evict(struct txtab *tab, struct txent *e)
     entry_free(e);
 }
 
+static bool over_limits(const struct txtab *tab)
+{
+    return tab->nretained > tab->lim.retention_max ||
+           tab->retained_bytes > tab->lim.retention_max_bytes;
+}
+
+/* The oldest retained entry without a key (keyed: with one whose answer has results), or NULL. */
+static struct txent *oldest(struct txtab *tab, bool keyed)
+{
+    for (struct list_node *p = tab->retained.next; p != &tab->retained; p = p->next) {
+        struct txent *e = container_of(p, struct txent, link);
+
+        if (!keyed && !tx_idem_key(e->tx))
+            return e;
+        if (keyed && tx_idem_key(e->tx) && e->retained_bytes > 0 && !tx_results_dropped(e->tx))
+            return e;
+    }
+    return NULL;
+}
+
 void txtab_expire(struct txtab *tab, uint64_t now_us)
 {
-    while (!list_empty(&tab->retained)) {
-        struct txent *e = container_of(tab->retained.next, struct txent, link);
+    struct txent *e;
 
-        if (tab->nretained <= tab->lim.retention_max &&
-            tab->retained_bytes <= tab->lim.retention_max_bytes && e->expire_us > now_us)
+    while (!list_empty(&tab->retained)) {
+        e = container_of(tab->retained.next, struct txent, link);
+        if (e->expire_us > now_us)
             break;
         evict(tab, e);
     }
+    while (over_limits(tab) && (e = oldest(tab, false)) != NULL)
+        evict(tab, e);
+    while (tab->retained_bytes > tab->lim.retention_max_bytes && (e = oldest(tab, true)) != NULL) {
+        tx_drop_results(e->tx);
+        free(e->answer_body);
+        e->answer_body = tx_render_answer(e->tx, &e->answer_status);
+        account(tab, e, true);
+    }
+}
+
+bool txtab_keys_full(const struct txtab *tab)
+{
+    return tab->nkeyed >= tab->lim.retention_max;
 }
 
 void txtab_each(const struct txtab *tab, void (*fn)(void *arg, struct txent *e), void *arg)

@@ -13,6 +13,7 @@
  * With --json the answer is printed as JSON for scripts, otherwise as text
  * for people.
  */
+#include "dtx/ballot.h"
 #include "dtx/dlog.h"
 #include "dtx/jsonx.h"
 #include "dtx/status.h"
@@ -285,6 +286,20 @@ static void print_locks(const cJSON *locks)
         printf("-");
 }
 
+/*
+ * A three-phase commit branch's own progress, as its participant reports it:
+ * waiting for the coordinator, leading a round without it, or blocked (no
+ * majority of acceptors answered) and why.
+ */
+static void print_termination(const cJSON *b)
+{
+    if (!*str(b, "termination"))
+        return;
+    printf("\n         3pc: %s", str(b, "termination"));
+    if (*str(b, "blocked"))
+        printf(": %s", str(b, "blocked"));
+}
+
 static void print_operator_notes(const cJSON *notes, const char *indent)
 {
     const cJSON *n;
@@ -309,7 +324,7 @@ static int cmd_status(const struct opts *o)
     if (!root)
         return EXIT_PROBLEM;
     co = cJSON_GetObjectItemCaseSensitive(root, "coordinator");
-    rc = strcmp(str(co, "status"), "ok") != 0 ? EXIT_PROBLEM : 0;
+    rc = strcmp(str(co, "status"), "ok") != 0 || num(root, "heuristic") > 0 ? EXIT_PROBLEM : 0;
     cJSON_ArrayForEach(s, arr(root, "shards")) rc |= flag(s, "reachable") ? 0 : EXIT_PROBLEM;
     if (o->json) {
         print_json(root);
@@ -345,8 +360,20 @@ static int cmd_status(const struct opts *o)
     }
     printf("\nin doubt: %.0f prepared branch(es), %.0f orphan(s)\n", num(root, "in_doubt"),
            num(root, "orphans"));
+    if (num(root, "heuristic") > 0)
+        printf("HEURISTIC: %.0f transaction(s) where a shard did otherwise than decided, or cannot "
+               "prove what it did (dtxctl list, then dtxctl show GTID)\n",
+               num(root, "heuristic"));
     reply_free(&r);
     return rc;
+}
+
+/* True when t's shards did otherwise than decided, or cannot prove what they did, unsettled. */
+static bool bad_heuristic(const cJSON *t)
+{
+    return (strcmp(str(t, "heuristic"), "mixed") == 0 ||
+            strcmp(str(t, "heuristic"), "hazard") == 0) &&
+           !flag(t, "heuristic_settled");
 }
 
 static void print_tx_line(const cJSON *t)
@@ -356,7 +383,21 @@ static void print_tx_line(const cJSON *t)
     printf("%-22s %-11s %-28s", str(t, "gtid"), str(t, "status"),
            *str(t, "decided_at") ? str(t, "decided_at") : str(t, "created_at"));
     cJSON_ArrayForEach(s, arr(t, "shards")) printf(" %s:%s", str(s, "name"), str(s, "state"));
-    printf("%s\n", flag(t, "heuristic") ? "  HEURISTIC" : "");
+    if (*str(t, "heuristic"))
+        printf("  HEURISTIC %s", str(t, "heuristic"));
+    printf("\n");
+}
+
+static void print_heuristics(const cJSON *list, const char *indent)
+{
+    const cJSON *h;
+
+    cJSON_ArrayForEach(h, list)
+    {
+        printf("%sHEURISTIC %s on shard %s at %s (decision %s): %s\n", indent,
+               strcmp(str(h, "kind"), "mixed") == 0 ? "MIXED" : "HAZARD", str(h, "shard"),
+               str(h, "at"), str(h, "decision"), str(h, "detail"));
+    }
 }
 
 /* "90s", "15m", "2h", "1d", "500ms", "30" (seconds) -> milliseconds; -1 when malformed. */
@@ -387,6 +428,7 @@ static int cmd_list(const struct opts *o, int argc, char **argv)
     char path[512];
     struct reply r;
     const cJSON *root, *t;
+    int rc = 0;
 
     if (argc > 1)
         return usage("list: unexpected argument '%s'", argv[1]);
@@ -400,15 +442,17 @@ static int cmd_list(const struct opts *o, int argc, char **argv)
         snprintf(path + strlen(path), sizeof(path) - strlen(path), "older_than_ms=%lld", older);
     if (!(root = must(o, "GET", path, NULL, &r)))
         return EXIT_PROBLEM;
+    cJSON_ArrayForEach(t, arr(root, "transactions")) rc |= bad_heuristic(t) ? EXIT_PROBLEM : 0;
     if (o->json) {
         print_json(root);
     } else {
         printf("%-22s %-11s %-28s %s\n", "GTID", "STATUS", "DECIDED (or created)", "SHARDS");
         cJSON_ArrayForEach(t, arr(root, "transactions")) print_tx_line(t);
-        printf("%d transaction(s)\n", cJSON_GetArraySize(arr(root, "transactions")));
+        printf("%d transaction(s)%s\n", cJSON_GetArraySize(arr(root, "transactions")),
+               rc ? "; HEURISTIC outcomes among them (dtxctl show GTID)" : "");
     }
     reply_free(&r);
-    return 0;
+    return rc;
 }
 
 static int cmd_show(const struct opts *o, int argc, char **argv)
@@ -416,19 +460,27 @@ static int cmd_show(const struct opts *o, int argc, char **argv)
     char path[512];
     struct reply r;
     const cJSON *t, *s, *e;
+    int rc;
 
     if (argc != 2)
         return usage("show needs one GTID");
     snprintf(path, sizeof(path), "/v1/transactions/%s", argv[1]);
     if (!(t = must(o, "GET", path, NULL, &r)))
         return EXIT_PROBLEM;
+    rc = bad_heuristic(t) ? EXIT_PROBLEM : 0;
     if (o->json) {
         print_json(t);
         reply_free(&r);
-        return 0;
+        return rc;
     }
-    printf("transaction %s: %s%s\n", str(t, "gtid"), str(t, "status"),
-           flag(t, "heuristic") ? " (HEURISTIC: an operator decided)" : "");
+    printf("transaction %s: %s", str(t, "gtid"), str(t, "status"));
+    if (strcmp(str(t, "heuristic"), "mixed") == 0)
+        printf(" (HEURISTIC MIXED: a shard did the opposite of the decision)");
+    else if (strcmp(str(t, "heuristic"), "hazard") == 0)
+        printf(" (HEURISTIC HAZARD: a shard cannot prove what became of its branch)");
+    else if (*str(t, "heuristic"))
+        printf(" (HEURISTIC: an operator decided %s)", str(t, "heuristic"));
+    printf(", decided by %s\n", *str(t, "decided_by") ? str(t, "decided_by") : "coordinator");
     if (*str(t, "protocol"))
         printf("  protocol %s%s\n", str(t, "protocol"), flag(t, "one_phase") ? ", one phase" : "");
     if (*str(t, "created_at"))
@@ -437,8 +489,13 @@ static int cmd_show(const struct opts *o, int argc, char **argv)
         printf("  decided %s\n", str(t, "decided_at"));
     if (*str(t, "idempotency_key"))
         printf("  idempotency key %s\n", str(t, "idempotency_key"));
-    if ((e = cJSON_GetObjectItemCaseSensitive(t, "error")))
+    if ((e = cJSON_GetObjectItemCaseSensitive(t, "error"))) {
         printf("  error %s: %s\n", str(e, "code"), str(e, "message"));
+        if (*str(e, "detail"))
+            printf("    detail: %s\n", str(e, "detail"));
+        if (*str(e, "hint"))
+            printf("    hint: %s\n", str(e, "hint"));
+    }
     cJSON_ArrayForEach(s, arr(t, "shards"))
     {
         printf("  shard %-10s %-10s", str(s, "name"), str(s, "state"));
@@ -448,13 +505,16 @@ static int cmd_show(const struct opts *o, int argc, char **argv)
             printf(" phase-2 sends %.0f", num(s, "phase2_sends"));
         if (flag(s, "forgotten"))
             printf(" FORGOTTEN");
+        if (*str(s, "heuristic"))
+            printf(" HEURISTIC %s", str(s, "heuristic"));
         printf("\n");
         if (*str(s, "last_error"))
             printf("      last error: %s\n", str(s, "last_error"));
     }
+    print_heuristics(arr(t, "heuristics"), "  ");
     print_operator_notes(arr(t, "operator"), "  ");
     reply_free(&r);
-    return 0;
+    return rc;
 }
 
 static int cmd_in_doubt(const struct opts *o)
@@ -485,6 +545,7 @@ static int cmd_in_doubt(const struct opts *o)
                : cJSON_HasObjectItem(b, "operator") ? "HEURISTIC"
                                                     : "");
         print_locks(arr(b, "locks"));
+        print_termination(b);
         printf("\n");
     }
     cJSON_ArrayForEach(s, arr(root, "shards"))
@@ -556,6 +617,7 @@ static int cmd_in_doubt_direct(const struct opts *o)
         printf("%-8s %-28s %-9s %-10s ", str(b, "shard"), str(b, "gid"),
                age(num(b, "age_ms"), a, sizeof(a)), "unknown");
         print_locks(arr(b, "locks"));
+        print_termination(b);
         printf("\n");
     }
     cJSON_ArrayForEach(b, shards)
@@ -816,15 +878,27 @@ static void print_record(const struct drec *rec)
         printf(" node %s epoch %" PRIu64 " at %s\n", rec->node_id, rec->epoch, at);
         break;
     case DREC_COMMIT:
+    case DREC_PRECOMMIT:
         printf(" %s at %s %s", rec->gtid, at, rec->protocol == 3 ? "3pc" : "2pc");
         for (size_t i = 0; i < rec->nbranches; i++)
-            printf(" %s:%" PRIu64, rec->branches[i].shard, rec->branches[i].xid);
+            printf(" %s:%" PRIu64 "%s%s", rec->branches[i].shard, rec->branches[i].xid,
+                   rec->branches[i].db ? "@" : "", rec->branches[i].db ? rec->branches[i].db : "");
         if (rec->idem_key && *rec->idem_key)
             printf(" key %s", rec->idem_key);
         printf("\n");
         break;
     case DREC_END:
         printf(" %s at %s\n", rec->gtid, at);
+        break;
+    case DREC_PROMISE:
+    case DREC_ACCEPT:
+        printf(" %s at %s ballot (%" PRIu64 ", %s)%s%s\n", rec->gtid, at, rec->counter, rec->node,
+               rec->type == DREC_ACCEPT ? " value " : "",
+               rec->type == DREC_ACCEPT ? ballot_value_name(rec->value) : "");
+        break;
+    case DREC_LEARNED:
+        printf(" %s at %s %s (decided by the participants)\n", rec->gtid, at,
+               ballot_value_name(rec->value));
         break;
     case DREC_OPERATOR:
         printf(" %s at %s %s %s%s%s by %s: %s\n", rec->gtid, at,
@@ -836,6 +910,11 @@ static void print_record(const struct drec *rec)
         printf(" epochs %" PRIu64 "..%" PRIu64 " unknown to this log (shard %s had seen %" PRIu64
                ") at %s\n",
                rec->epoch, rec->epoch_hi, rec->shard, rec->epoch_hi, at);
+        break;
+    case DREC_HEURISTIC:
+        printf(" %s at %s %s on shard %s (decision %s): %s\n", rec->gtid, at,
+               rec->heur_kind == DREC_HEUR_MIXED ? "MIXED" : "HAZARD", rec->shard,
+               rec->op_commit ? "commit" : "abort", rec->reason);
         break;
     }
 }
@@ -851,6 +930,8 @@ static cJSON *branches_json(const struct drec *rec)
         jsonx_add_str(b, "shard", rec->branches[i].shard);
         snprintf(xid, sizeof(xid), "%" PRIu64, rec->branches[i].xid);
         jsonx_add_str(b, "xid", xid);
+        if (rec->branches[i].db)
+            jsonx_add_str(b, "db", rec->branches[i].db);
         jsonx_append(br, b);
     }
     return br;
@@ -874,7 +955,21 @@ static cJSON *record_json(const struct drec *rec)
         return o;
     }
     jsonx_add_str(o, "gtid", rec->gtid);
-    if (rec->type == DREC_COMMIT) {
+    if (rec->type == DREC_HEURISTIC) {
+        jsonx_add_str(o, "kind", rec->heur_kind == DREC_HEUR_MIXED ? "mixed" : "hazard");
+        jsonx_add_str(o, "shard", rec->shard);
+        jsonx_add_str(o, "decision", rec->op_commit ? "commit" : "abort");
+        jsonx_add_str(o, "detail", rec->reason);
+    } else if (rec->type == DREC_PROMISE || rec->type == DREC_ACCEPT) {
+        struct ballot b = {.counter = rec->counter};
+
+        snprintf(b.node, sizeof(b.node), "%s", rec->node);
+        jsonx_add(o, "ballot", ballot_json(&b));
+        if (rec->type == DREC_ACCEPT)
+            jsonx_add_str(o, "value", ballot_value_name(rec->value));
+    } else if (rec->type == DREC_LEARNED) {
+        jsonx_add_str(o, "decision", ballot_value_name(rec->value));
+    } else if (rec->type == DREC_COMMIT || rec->type == DREC_PRECOMMIT) {
         jsonx_add_str(o, "protocol", rec->protocol == 3 ? "3pc" : "2pc");
         jsonx_add(o, "branches", branches_json(rec));
         if (rec->idem_key && *rec->idem_key)

@@ -119,7 +119,9 @@ static void end_interactive(struct agent *ag, struct peer *peer, const struct ms
                             struct branch *b)
 {
     bool one_phase = m->type == MSG_ONE_PHASE;
-    struct branch_evarg a = {.peer = peer, .timeout_ms = m->timeout_ms};
+    char *peers = m->three_pc && m->peers ? jsonx_print(m->peers) : NULL;
+    struct branch_evarg a = {
+        .peer = peer, .timeout_ms = m->timeout_ms, .three_pc = m->three_pc, .peers = peers};
     char why[300];
 
     if (!b || !branch_is_interactive(b) || !branch_accepts(b, BE_END_PREPARE)) {
@@ -128,14 +130,13 @@ static void end_interactive(struct agent *ag, struct peer *peer, const struct ms
                b ? "the branch is busy"
                  : "the open transaction of this branch is gone (the "
                    "participant restarted or rolled it back)");
-        return;
-    }
-    if (!one_phase && no_prepared_slot(ag, why, sizeof(why))) {
+    } else if (!one_phase && no_prepared_slot(ag, why, sizeof(why))) {
         refuse_with(ag, peer, m, DTX_EBUSY, why);
         branch_step(b, BE_NO_SLOT, NULL);
-        return;
+    } else {
+        branch_step(b, one_phase ? BE_END_COMMIT : BE_END_PREPARE, &a);
     }
-    branch_step(b, one_phase ? BE_END_COMMIT : BE_END_PREPARE, &a);
+    free(peers);
 }
 
 static void on_prepare(struct agent *ag, struct peer *peer, struct msg *m)
@@ -144,7 +145,7 @@ static void on_prepare(struct agent *ag, struct peer *peer, struct msg *m)
     bool one_phase = m->type == MSG_ONE_PHASE;
     struct branch_evarg a = {.peer = peer, .timeout_ms = m->timeout_ms};
     uint64_t epoch, seq;
-    char why[300];
+    char why[300], *peers = NULL;
 
     if (!gid_parse_gtid(m->gtid, NULL, &epoch, &seq)) {
         refuse(ag, peer, m, "malformed gtid");
@@ -168,8 +169,11 @@ static void on_prepare(struct agent *ag, struct peer *peer, struct msg *m)
         return;
     }
     a.ops = cJSON_DetachItemFromObjectCaseSensitive(m->root, "ops");
+    a.three_pc = m->three_pc && !one_phase;
+    a.peers = a.three_pc ? peers = jsonx_print(m->peers) : NULL;
     branch_step(branch_new(&ag->branches, m->gtid, peer), one_phase ? BE_ONE_PHASE : BE_PREPARE,
                 &a);
+    free(peers);
 }
 
 /* exec: run ops in the transaction's open branch here, beginning it if new. */
@@ -181,6 +185,7 @@ static void on_exec(struct agent *ag, struct peer *peer, struct msg *m)
         .timeout_ms = m->timeout_ms,
         .idle_ms = m->idle_ms,
         .open_wait_ms = ag->cfg->open_wait_ms,
+        .three_pc = m->three_pc,
     };
     char why[200];
 
@@ -205,11 +210,11 @@ static void on_exec(struct agent *ag, struct peer *peer, struct msg *m)
 }
 
 /* Commit or abort of gtid's branch here, in memory or not (idempotent by gid and xid). */
-static void finish(struct agent *ag, struct peer *peer, const char *gtid, uint64_t xid, bool commit,
-                   struct httpd_req *req)
+static void finish(struct agent *ag, struct peer *peer, const char *gtid, uint64_t xid,
+                   const char *db, bool commit, struct httpd_req *req)
 {
     struct branch *b = branch_find(&ag->branches, gtid);
-    struct branch_evarg a = {.peer = peer, .xid = xid, .req = req};
+    struct branch_evarg a = {.peer = peer, .xid = xid, .db = db, .req = req};
 
     branch_step(b ? b : branch_new(&ag->branches, gtid, peer), commit ? BE_COMMIT : BE_ABORT, &a);
 }
@@ -222,10 +227,13 @@ void agent_on_message(struct agent *ag, struct peer *peer, struct msg *m)
         on_prepare(ag, peer, m);
         break;
     case MSG_COMMIT:
-        finish(ag, peer, m->gtid, m->xid, true, NULL);
-        break;
     case MSG_ABORT:
-        finish(ag, peer, m->gtid, 0, false, NULL);
+        if (m->three_pc)
+            terminate_decided(ag->term, m->gtid, m->type == MSG_COMMIT ? BV_COMMIT : BV_ABORT);
+        finish(ag, peer, m->gtid, m->xid, m->db, m->type == MSG_COMMIT, NULL);
+        break;
+    case MSG_ACCEPT:
+        terminate_on_accept(ag->term, peer, m);
         break;
     case MSG_EXEC:
         on_exec(ag, peer, m);
@@ -245,12 +253,13 @@ void agent_on_hello(struct agent *ag, struct peer *peer)
 void agent_on_peer_lost(struct agent *ag, struct peer *peer)
 {
     branches_peer_lost(&ag->branches, peer);
+    terminate_peer_lost(ag->term, peer);
 }
 
 void agent_finish_for(struct agent *ag, const char *gtid, uint64_t xid, bool commit,
                       struct httpd_req *req)
 {
-    finish(ag, NULL, gtid, xid, commit, req);
+    finish(ag, NULL, gtid, xid, NULL, commit, req);
 }
 
 /* ---- recovery ------------------------------------------------------------------------------ */
@@ -264,9 +273,23 @@ static bool recovery_busy(void *arg, const char *gtid)
     return b && branch_is_busy(b);
 }
 
-static void recovery_finish(void *arg, const char *gtid, uint64_t xid, bool commit)
+static void recovery_finish(void *arg, const char *gtid, uint64_t xid, const char *db, bool commit)
 {
-    finish(arg, NULL, gtid, xid, commit, NULL);
+    finish(arg, NULL, gtid, xid, db, commit, NULL);
+}
+
+static void recovery_three_pc(void *arg, const char *gtid)
+{
+    struct agent *ag = arg;
+
+    terminate_watch(ag->term, gtid, NULL);
+}
+
+static void env_three_pc_prepared(void *ctx, const char *gtid, const char *peers)
+{
+    struct agent *ag = ctx;
+
+    terminate_watch(ag->term, gtid, peers);
 }
 
 /* ---- lifecycle ---------------------------------------------------------------------------- */
@@ -274,7 +297,8 @@ static void recovery_finish(void *arg, const char *gtid, uint64_t xid, bool comm
 struct agent *agent_new(const struct agent_config *cfg, struct ev_loop *loop, struct rm *rm)
 {
     struct agent *ag = xcalloc(1, sizeof(*ag));
-    struct recovery_ops rops = {.busy = recovery_busy, .finish = recovery_finish, .arg = ag};
+    struct recovery_ops rops = {
+        .busy = recovery_busy, .finish = recovery_finish, .three_pc = recovery_three_pc, .arg = ag};
 
     ag->cfg = cfg;
     ag->loop = loop;
@@ -285,11 +309,13 @@ struct agent *agent_new(const struct agent_config *cfg, struct ev_loop *loop, st
         .shard = cfg->name,
         .send = env_send,
         .finished_for = agent_http_finished,
+        .three_pc_prepared = env_three_pc_prepared,
         .ctx = ag,
     };
     branches_init(&ag->branches, &ag->env);
     list_init(&ag->peers);
     list_init(&ag->admin_calls);
+    ag->term = terminate_new(ag);
     ag->recovery = recovery_new(loop, cfg, rm, &rops);
     ev_timer_init(&ag->slots_timer, on_slots_timer, ag);
     ev_timer_start(loop, &ag->slots_timer, 0);
@@ -322,6 +348,7 @@ void agent_free(struct agent *ag)
     recovery_free(ag->recovery);
     while (!list_empty(&ag->peers))
         peer_free(container_of(ag->peers.next, struct peer, link));
+    terminate_free(ag->term); /* after the peers: a closing stream tells it */
     branches_release(&ag->branches);
     rm_free(ag->rm); /* drops its jobs without calling back */
     agent_http_release(ag);

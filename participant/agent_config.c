@@ -13,6 +13,7 @@ static const char *const top_keys[] = {"name",
                                        "listen",
                                        "conninfo",
                                        "coordinator_url",
+                                       "coordinators",
                                        "auth",
                                        "pool_size",
                                        "startup_wait_s",
@@ -24,6 +25,10 @@ static const char *const top_keys[] = {"name",
                                        "max_open_branches",
                                        "open_wait_ms",
                                        "prepared_headroom",
+                                       "allow_fsync_off",
+                                       "max_result_bytes",
+                                       "max_result_rows",
+                                       "termination_timeout_ms",
                                        NULL};
 static const char *const auth_keys[] = {"peer_token", NULL};
 
@@ -42,12 +47,68 @@ static const struct conf_u32 u32_keys[] = {
     U32_KEY(max_open_branches, 0, 0, 1000),
     U32_KEY(open_wait_ms, 500, 0, 60000),
     U32_KEY(prepared_headroom, 2, 0, 100000),
+    U32_KEY(termination_timeout_ms, 5000, 100, 3600000),
+    /* under the peer stream's frame limit (64 MiB), with room for the rest of the message */
+    U32_KEY(max_result_bytes, 16777216, 1024, 60u * 1024 * 1024),
+    U32_KEY(max_result_rows, 100000, 1, 100000000),
 };
+
+static int add_coordinator(struct agent_config *c, const char *url, const char *key,
+                           struct dtx_err *err)
+{
+    struct agent_coord *co = &c->coords[c->ncoords];
+
+    if (c->ncoords >= AGENT_COORDS_MAX)
+        return dtx_err_set(err, DTX_EINVAL, "'%s' lists more than %d coordinators", key,
+                           AGENT_COORDS_MAX);
+    if (conf_copy(co->url, sizeof(co->url), url, key, err) < 0)
+        return DTX_EINVAL;
+    if (addr_parse_url(url, &co->addr, err) < 0)
+        return dtx_err_prefix(err, "'%s'", key);
+    for (uint32_t i = 0; i < c->ncoords; i++) {
+        if (strcmp(c->coords[i].url, url) == 0)
+            return dtx_err_set(err, DTX_EINVAL, "'%s' lists '%s' twice", key, url);
+    }
+    c->ncoords++;
+    return 0;
+}
+
+/*
+ * "coordinators": every coordinator process this agent serves (each node's
+ * active and standbys), or "coordinator_url" for a single one; not both.
+ */
+static int load_coordinators(const cJSON *root, struct agent_config *c, struct dtx_err *err)
+{
+    const cJSON *list = NULL, *e;
+    const char *url = NULL;
+    int rc = jsonx_array(root, "", "coordinators", false, &list, err);
+
+    if (rc == 0)
+        rc = jsonx_str(root, "", "coordinator_url", false, &url, err);
+    if (rc < 0)
+        return rc;
+    if (list && url)
+        return dtx_err_set(err, DTX_EINVAL,
+                           "give either 'coordinators' or 'coordinator_url', not both");
+    if (url)
+        return add_coordinator(c, url, "coordinator_url", err);
+    if (!list || cJSON_GetArraySize(list) == 0)
+        return dtx_err_set(err, DTX_EINVAL,
+                           "'coordinators' (a list of coordinator URLs) is missing or empty");
+    cJSON_ArrayForEach(e, list)
+    {
+        if (!cJSON_IsString(e))
+            return dtx_err_set(err, DTX_EINVAL, "'coordinators' must list URLs (strings)");
+        if (add_coordinator(c, e->valuestring, "coordinators", err) < 0)
+            return DTX_EINVAL;
+    }
+    return 0;
+}
 
 static int load_keys(const cJSON *root, void *out, struct dtx_err *err)
 {
     struct agent_config *c = out;
-    const char *conninfo = NULL, *url = NULL;
+    const char *conninfo = NULL;
     const cJSON *auth = NULL;
     int rc = jsonx_only_keys(root, "", top_keys, err);
 
@@ -60,11 +121,7 @@ static int load_keys(const cJSON *root, void *out, struct dtx_err *err)
     if (rc == 0)
         rc = conf_copy(c->conninfo, sizeof(c->conninfo), conninfo, "conninfo", err);
     if (rc == 0)
-        rc = jsonx_str(root, "", "coordinator_url", true, &url, err);
-    if (rc == 0)
-        rc = conf_copy(c->coordinator_url, sizeof(c->coordinator_url), url, "coordinator_url", err);
-    if (rc == 0 && addr_parse_url(url, &c->coordinator, err) < 0)
-        rc = dtx_err_prefix(err, "'coordinator_url'");
+        rc = load_coordinators(root, c, err);
     if (rc == 0)
         rc = jsonx_object(root, "", "auth", false, &auth, err);
     if (rc == 0 && auth)
@@ -75,6 +132,8 @@ static int load_keys(const cJSON *root, void *out, struct dtx_err *err)
         rc = conf_log_level(root, c->log_level, err);
     if (rc == 0)
         rc = conf_u32s(root, c, u32_keys, sizeof(u32_keys) / sizeof(u32_keys[0]), err);
+    if (rc == 0)
+        rc = jsonx_bool(root, "", "allow_fsync_off", false, &c->allow_fsync_off, err);
     /* Open interactive branches each hold a connection; two stay for the rest (phase 2). */
     if (rc == 0 && c->max_open_branches == 0)
         c->max_open_branches = c->pool_size > 3 ? c->pool_size - 2 : 1;

@@ -218,6 +218,7 @@ static void on_inspected(void *arg, int rc, const struct rm_inspection *ins,
             jsonx_add_str(o, "shard", shard);
             if ((doing = agent_activity(c->ag, gtid)))
                 jsonx_add_str(o, "agent", doing);
+            terminate_describe(c->ag->term, gtid, o);
         }
         snprintf(xid, sizeof(xid), "%" PRIu64, b->p.xid);
         jsonx_add_str(o, "xid", xid);
@@ -241,7 +242,10 @@ void agent_http_finished(void *ctx, struct httpd_req *req, const char *gtid, boo
 
     gid_format(gid, sizeof(gid), gtid, shard);
     jsonx_add_str(root, "gid", gid);
-    jsonx_add_str(root, "outcome", outcome == RM_COMMITTED ? "committed" : "rolled_back");
+    jsonx_add_str(root, "outcome",
+                  outcome == RM_COMMITTED ? "committed"
+                  : outcome == RM_HAZARD  ? "unknown"
+                                          : "rolled_back");
     if (!as_asked || (err && err->code)) {
         struct dtx_err e;
 
@@ -294,7 +298,10 @@ static void on_malformed_finished(void *arg, enum rm_outcome outcome, const stru
 
     list_remove(&c->link);
     jsonx_add_str(root, "gid", c->gid);
-    jsonx_add_str(root, "outcome", outcome == RM_COMMITTED ? "committed" : "rolled_back");
+    jsonx_add_str(root, "outcome",
+                  outcome == RM_COMMITTED ? "committed"
+                  : outcome == RM_HAZARD  ? "unknown"
+                                          : "rolled_back");
     if (err && err->code)
         jsonx_add(root, "error", jsonx_error_obj(err));
     httpd_reply_json(c->req, outcome == RM_COMMITTED ? 409 : 200, jsonx_print(root));
@@ -319,7 +326,7 @@ static void on_malformed_status(void *arg, int rc, enum rm_branch_state state, u
         return;
     }
     log_warn("operator request: rolling back the malformed dtx branch '%s'", c->gid);
-    rm_finish(c->ag->rm, c->gid, 0, false, on_malformed_finished, c);
+    rm_finish(c->ag->rm, c->gid, 0, NULL, false, on_malformed_finished, c);
 }
 
 /*
@@ -474,6 +481,8 @@ void agent_handle_http(void *ctx, struct httpd_req *req)
         return;
     } else if (strncmp(path, "/v1/admin/branches", 18) == 0) {
         admin_branches(ag, req, method, path + 18);
+    } else if (strncmp(path, "/v1/peer/3pc", 12) == 0 && (path[12] == '/' || !path[12])) {
+        terminate_http(ag->term, req, method, path + 12);
     } else if (strcmp(method, "GET") != 0) {
         httpd_reply_errorf(req, DTX_EMETHOD, "method %s is not allowed on %s", method, path);
     } else if (strcmp(path, "/v1/peer/stream") == 0) {

@@ -37,6 +37,7 @@ struct agent {
     struct ev_loop *loop;
     struct rm *rm;
     struct recovery *recovery;
+    struct terminate *term;       /* terminate.c: three-phase commit without the coordinator */
     struct branch_env env;        /* agent.c */
     struct branches branches;     /* branch.c, driven by agent.c */
     struct list_node peers;       /* peer.c */
@@ -57,6 +58,25 @@ void agent_on_peer_lost(struct agent *ag, struct peer *peer);
 /* An operator finishes gtid's prepared branch (xid from the database); req gets the answer. */
 void agent_finish_for(struct agent *ag, const char *gtid, uint64_t xid, bool commit,
                       struct httpd_req *req);
+
+/* ---- terminate.c: three-phase commit, the acceptor and the recovery leader ---- */
+struct terminate *terminate_new(struct agent *ag);
+void terminate_free(struct terminate *t);
+/* A 3PC branch is prepared here (peers: its acceptors, JSON, or NULL: read them from the
+ * database): without a decision in time, this shard leads a round to finish it. */
+void terminate_watch(struct terminate *t, const char *gtid, const char *peers);
+/* The coordinator told the decision: recorded, the transaction no longer watched. */
+void terminate_decided(struct terminate *t, const char *gtid, enum ballot_value v);
+/* The coordinator's PRE-COMMIT (accept at its initial ballot): accepted or not, on its stream. */
+void terminate_on_accept(struct terminate *t, struct peer *peer, const struct msg *m);
+/* A coordinator's stream closed: answers for it are dropped. */
+void terminate_peer_lost(struct terminate *t, struct peer *peer);
+/* /v1/peer/3pc/...: rest is what follows "/v1/peer/3pc". */
+void terminate_http(struct terminate *t, struct httpd_req *req, const char *method,
+                    const char *rest);
+/* Transactions watched; and what is known of gtid's termination, added to o (operators). */
+size_t terminate_watching(const struct terminate *t);
+void terminate_describe(const struct terminate *t, const char *gtid, cJSON *o);
 
 /* ---- peer.c ---- */
 /* Sends m (deleted) and trailer on peer's stream, or the newest coordinator's (peer NULL). */

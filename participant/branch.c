@@ -17,6 +17,7 @@
  *   PREPARING --DEADLINE [act_cancel]--> CANCELLING
  *   PREPARING --PEER_LOST [act_cancel]--> CANCELLING       (its coordinator aborts it)
  *   PREPARING --COMMIT [act_too_early]--> PREPARING
+ *   PREPARING --FENCE [act_cancel]--> CANCELLING           (3PC: never to prepare here)
  *
  *   ONE_PHASE --ENDED [act_outcome]--> GONE                (committed, aborted or unknown)
  *   ONE_PHASE --ABORT [act_cancel]--> ONE_PHASE            (the outcome still goes out)
@@ -30,6 +31,7 @@
  *   CANCELLING --DEADLINE [act_none]--> CANCELLING
  *   CANCELLING --PEER_LOST [act_none]--> CANCELLING
  *   CANCELLING --COMMIT [act_too_early]--> CANCELLING
+ *   CANCELLING --FENCE [act_none]--> CANCELLING
  *
  *   EXECUTING --EXECUTED [act_executed]--> OPEN
  *   EXECUTING --EXEC_FAILED [act_exec_failed]--> GONE
@@ -37,6 +39,7 @@
  *   EXECUTING --DEADLINE [act_cancel]--> EXEC_CANCELLING
  *   EXECUTING --PEER_LOST [act_cancel]--> EXEC_CANCELLING
  *   EXECUTING --COMMIT [act_too_early]--> EXECUTING
+ *   EXECUTING --FENCE [act_cancel]--> EXEC_CANCELLING      (3PC: rolled back, never prepared)
  *
  *   EXEC_CANCELLING --EXECUTED [act_roll_back_open]--> ROLLING_BACK
  *   EXEC_CANCELLING --EXEC_FAILED [act_exec_failed]--> GONE    (and the abort acknowledged)
@@ -44,6 +47,7 @@
  *   EXEC_CANCELLING --DEADLINE [act_none]--> EXEC_CANCELLING
  *   EXEC_CANCELLING --PEER_LOST [act_none]--> EXEC_CANCELLING
  *   EXEC_CANCELLING --COMMIT [act_too_early]--> EXEC_CANCELLING
+ *   EXEC_CANCELLING --FENCE [act_none]--> EXEC_CANCELLING
  *
  *   OPEN --EXEC [act_exec]--> EXECUTING
  *   OPEN --END_PREPARE [act_end]--> PREPARING
@@ -53,12 +57,14 @@
  *   OPEN --DEADLINE [act_roll_back_open]--> ROLLING_BACK
  *   OPEN --PEER_LOST [act_roll_back_open]--> ROLLING_BACK
  *   OPEN --COMMIT [act_too_early]--> OPEN
+ *   OPEN --FENCE [act_roll_back_open]--> ROLLING_BACK
  *
  *   ROLLING_BACK --ROLLED_BACK [act_rolled_back]--> GONE
  *   ROLLING_BACK --ABORT [act_repeer]--> ROLLING_BACK      (acknowledged when rolled back)
  *   ROLLING_BACK --DEADLINE [act_none]--> ROLLING_BACK
  *   ROLLING_BACK --PEER_LOST [act_none]--> ROLLING_BACK
  *   ROLLING_BACK --COMMIT [act_too_early]--> ROLLING_BACK
+ *   ROLLING_BACK --FENCE [act_none]--> ROLLING_BACK
  *
  *   PREPARED --COMMIT [act_finish]--> FINISHING
  *   PREPARED --ABORT [act_finish]--> FINISHING
@@ -163,6 +169,7 @@ static const struct branch_transition transitions[] = {
     T(PREPARING, DEADLINE, CANCELLING, act_cancel),
     T(PREPARING, PEER_LOST, CANCELLING, act_cancel),
     T(PREPARING, COMMIT, PREPARING, act_too_early),
+    T(PREPARING, FENCE, CANCELLING, act_cancel),
 
     T(ONE_PHASE, ENDED, GONE, act_outcome),
     T(ONE_PHASE, ABORT, ONE_PHASE, act_cancel),
@@ -176,6 +183,7 @@ static const struct branch_transition transitions[] = {
     T(CANCELLING, DEADLINE, CANCELLING, act_none),
     T(CANCELLING, PEER_LOST, CANCELLING, act_none),
     T(CANCELLING, COMMIT, CANCELLING, act_too_early),
+    T(CANCELLING, FENCE, CANCELLING, act_none),
 
     T(EXECUTING, EXECUTED, OPEN, act_executed),
     T(EXECUTING, EXEC_FAILED, GONE, act_exec_failed),
@@ -183,6 +191,7 @@ static const struct branch_transition transitions[] = {
     T(EXECUTING, DEADLINE, EXEC_CANCELLING, act_cancel),
     T(EXECUTING, PEER_LOST, EXEC_CANCELLING, act_cancel),
     T(EXECUTING, COMMIT, EXECUTING, act_too_early),
+    T(EXECUTING, FENCE, EXEC_CANCELLING, act_cancel),
 
     T(EXEC_CANCELLING, EXECUTED, ROLLING_BACK, act_roll_back_open),
     T(EXEC_CANCELLING, EXEC_FAILED, GONE, act_exec_failed),
@@ -190,6 +199,7 @@ static const struct branch_transition transitions[] = {
     T(EXEC_CANCELLING, DEADLINE, EXEC_CANCELLING, act_none),
     T(EXEC_CANCELLING, PEER_LOST, EXEC_CANCELLING, act_none),
     T(EXEC_CANCELLING, COMMIT, EXEC_CANCELLING, act_too_early),
+    T(EXEC_CANCELLING, FENCE, EXEC_CANCELLING, act_none),
 
     T(OPEN, EXEC, EXECUTING, act_exec),
     T(OPEN, END_PREPARE, PREPARING, act_end),
@@ -198,6 +208,7 @@ static const struct branch_transition transitions[] = {
     T(OPEN, ABORT, ROLLING_BACK, act_roll_back_open),
     T(OPEN, DEADLINE, ROLLING_BACK, act_roll_back_open),
     T(OPEN, PEER_LOST, ROLLING_BACK, act_roll_back_open),
+    T(OPEN, FENCE, ROLLING_BACK, act_roll_back_open),
     T(OPEN, COMMIT, OPEN, act_too_early),
 
     T(ROLLING_BACK, ROLLED_BACK, GONE, act_rolled_back),
@@ -205,6 +216,7 @@ static const struct branch_transition transitions[] = {
     T(ROLLING_BACK, DEADLINE, ROLLING_BACK, act_none),
     T(ROLLING_BACK, PEER_LOST, ROLLING_BACK, act_none),
     T(ROLLING_BACK, COMMIT, ROLLING_BACK, act_too_early),
+    T(ROLLING_BACK, FENCE, ROLLING_BACK, act_none),
 
     T(PREPARED, COMMIT, FINISHING, act_finish),
     T(PREPARED, ABORT, FINISHING, act_finish),
@@ -253,6 +265,7 @@ static const char *const event_names[BE_NEVENTS] = {
     [BE_ALL_FINISHED] = "ALL_FINISHED",
     [BE_DEADLINE] = "DEADLINE",
     [BE_PEER_LOST] = "PEER_LOST",
+    [BE_FENCE] = "FENCE",
 };
 
 const char *branch_state_name(enum branch_state s)
@@ -336,6 +349,11 @@ void branch_free(struct branch *b)
         free(f);
     }
     hmap_remove(&t->by_gtid, &b->node);
+    if (b->reg)
+        b->reg->b = NULL; /* its answer finds nobody */
+    if (b->holding)
+        buf_release(&b->held.results);
+    free(b->peers);
     free(b);
 }
 
@@ -493,7 +511,9 @@ static void send_ack(struct branch *b, struct peer *peer, enum rm_outcome outcom
     cJSON *m = msg_new(MSG_ACK, b->gtid);
 
     jsonx_add_str(m, "outcome",
-                  msg_outcome_name(outcome == RM_COMMITTED ? OUTCOME_COMMITTED : OUTCOME_ABORTED));
+                  msg_outcome_name(outcome == RM_COMMITTED ? OUTCOME_COMMITTED
+                                   : outcome == RM_HAZARD  ? OUTCOME_UNKNOWN
+                                                           : OUTCOME_ABORTED));
     if (err && err->code)
         msg_add_error(m, err);
     send_to(b, peer, m, NULL);
@@ -511,8 +531,10 @@ static void send_vote(struct branch *b, const struct rm_result *res)
     m->votes_no += v == VOTE_NO;
     m->votes_readonly += v == VOTE_READONLY;
     jsonx_add_str(msg, "vote", msg_vote_name(v));
-    if (v == VOTE_YES)
+    if (v == VOTE_YES) {
         msg_add_xid(msg, res->xid);
+        jsonx_add_str(msg, "db", res->db);
+    }
     if (v == VOTE_NO)
         msg_add_error(msg, &res->err);
     send_to(b, b->peer, msg, v != VOTE_NO ? &res->results : NULL);
@@ -554,8 +576,53 @@ static void on_run_done(void *arg, struct rm_result *res)
 
     b->run = NULL;
     ev_timer_stop(b->t->env->loop, &b->deadline);
+    if (b->reg && res->outcome == RM_PREPARED) {
+        b->held = *res; /* the vote waits for the registration (on_registered) */
+        buf_init(&res->results);
+        b->holding = true;
+        return;
+    }
     branch_step(b, res->outcome == RM_PREPARED ? BE_PREPARED : BE_ENDED, &a);
     buf_release(&res->results);
+}
+
+static void on_registered(void *arg, int rc, const struct rm_acceptor *st,
+                          const struct dtx_err *err)
+{
+    struct branch_reg *reg = arg;
+    struct branch *b = reg->b;
+    struct branch_evarg a = {0};
+
+    (void)st;
+    free(reg);
+    if (!b)
+        return;
+    b->reg = NULL;
+    if (rc < 0 && err)
+        b->reg_err = *err;
+    if (!b->holding)
+        return; /* the run is not over yet */
+    b->holding = false;
+    a.res = &b->held;
+    branch_step(b, BE_PREPARED, &a);
+    buf_release(&b->held.results);
+}
+
+/* A 3PC branch starts: its acceptors are registered while it runs. */
+static void start_register(struct branch *b, const struct branch_evarg *a)
+{
+    if (!a->three_pc)
+        return;
+    b->three_pc = true;
+    if (a->peers) {
+        free(b->peers);
+        b->peers = xstrdup(a->peers);
+    }
+    dtx_err_clear(&b->reg_err);
+    b->reg = xcalloc(1, sizeof(*b->reg));
+    b->reg->b = b;
+    rm_acceptor(b->t->env->rm, RM_ACC_REGISTER, b->gtid, b->gid, b->peers, NULL, BV_NONE,
+                on_registered, b->reg);
 }
 
 static void on_exec_done(void *arg, struct rm_result *res)
@@ -596,17 +663,29 @@ static void on_deadline(struct ev_loop *loop, struct ev_timer *timer)
 }
 
 /*
- * A branch still running at twice its transaction's timeout (0: the
- * default) plus a second is cancelled; an open interactive one idle that
- * long is rolled back. The coordinator has aborted it long before, or
- * vanished without closing its stream (a host that lost power): either
- * way nobody will ask for its vote, so it must not hold its locks (and a
- * pooled connection).
+ * A branch still running at its transaction's timeout (0: the default) is
+ * cancelled then, whatever its statements did to their own timeout (SET
+ * LOCAL statement_timeout = 0): its locks and its pooled connection go
+ * free when the coordinator gives up on it, and a one-phase branch ends
+ * as an abort the coordinator still hears of (a timeout, not an unknown
+ * outcome).
  */
 static void arm_deadline(struct branch *b, uint32_t timeout_ms)
 {
     ev_timer_start(b->t->env->loop, &b->deadline,
-                   2 * (uint64_t)(timeout_ms ? timeout_ms : BRANCH_DEFAULT_TIMEOUT_MS) + 1000);
+                   timeout_ms ? timeout_ms : BRANCH_DEFAULT_TIMEOUT_MS);
+}
+
+/*
+ * An open interactive branch idle for twice its limit plus a second is
+ * rolled back. The coordinator has aborted it long before, or vanished
+ * without closing its stream (a host that lost power): either way nobody
+ * will ask for its vote, so it must not hold its locks (and a connection).
+ */
+static void arm_idle_deadline(struct branch *b, uint32_t idle_ms)
+{
+    ev_timer_start(b->t->env->loop, &b->deadline,
+                   2 * (uint64_t)(idle_ms ? idle_ms : BRANCH_DEFAULT_TIMEOUT_MS) + 1000);
 }
 
 /* ---- actions ----------------------------------------------------------------------------- */
@@ -626,7 +705,10 @@ static enum branch_event act_run(struct branch *b, enum branch_event ev,
     bool one_phase = ev == BE_ONE_PHASE;
 
     arm_deadline(b, a->timeout_ms);
-    b->run = rm_start(b->t->env->rm, b->gid, a->ops, one_phase, a->timeout_ms, on_run_done, b);
+    if (!one_phase)
+        start_register(b, a);
+    b->run = rm_start(b->t->env->rm, b->gid, a->ops, one_phase, b->three_pc, a->timeout_ms,
+                      on_run_done, b);
     return NO_EVENT;
 }
 
@@ -637,9 +719,10 @@ static enum branch_event act_exec(struct branch *b, enum branch_event ev,
     b->interactive = true;
     b->peer = a->peer;
     b->deadline_ms = a->idle_ms > a->timeout_ms ? a->idle_ms : a->timeout_ms;
-    arm_deadline(b, b->deadline_ms);
-    b->session = rm_exec(b->t->env->rm, b->session, b->gid, a->ops, a->timeout_ms, a->open_wait_ms,
-                         on_exec_done, b);
+    b->three_pc |= a->three_pc;
+    arm_deadline(b, a->timeout_ms);
+    b->session = rm_exec(b->t->env->rm, b->session, b->gid, b->three_pc, a->ops, a->timeout_ms,
+                         a->open_wait_ms, on_exec_done, b);
     b->run = b->session;
     return NO_EVENT;
 }
@@ -652,6 +735,8 @@ static enum branch_event act_end(struct branch *b, enum branch_event ev,
 
     b->peer = a->peer;
     arm_deadline(b, a->timeout_ms);
+    if (!commit)
+        start_register(b, a);
     b->run = b->session; /* rm_end ends the session, whatever the outcome */
     b->session = NULL;
     rm_end(b->t->env->rm, b->run, commit ? RM_END_COMMIT : RM_END_PREPARE, on_run_done, b);
@@ -660,7 +745,7 @@ static enum branch_event act_end(struct branch *b, enum branch_event ev,
 
 /* Starts COMMIT or ROLLBACK PREPARED of b, to be reported to peer (or req). */
 static void start_finish(struct branch *b, struct peer *peer, struct httpd_req *req, bool commit,
-                         uint64_t xid)
+                         uint64_t xid, const char *db)
 {
     struct branch_finish *f = xcalloc(1, sizeof(*f));
 
@@ -669,7 +754,7 @@ static void start_finish(struct branch *b, struct peer *peer, struct httpd_req *
     f->req = req;
     f->commit = commit;
     list_insert_tail(&b->finishes, &f->link);
-    rm_finish(b->t->env->rm, b->gid, xid, commit, on_finished, f);
+    rm_finish(b->t->env->rm, b->gid, xid, db, commit, on_finished, f);
 }
 
 static enum branch_event act_finish(struct branch *b, enum branch_event ev,
@@ -678,7 +763,8 @@ static enum branch_event act_finish(struct branch *b, enum branch_event ev,
     if (a->req)
         log_warn("operator request: %s the prepared branch of transaction %s",
                  ev == BE_COMMIT ? "committing" : "rolling back", b->gtid);
-    start_finish(b, a->peer, a->req, ev == BE_COMMIT, a->xid ? a->xid : b->xid);
+    start_finish(b, a->peer, a->req, ev == BE_COMMIT, a->xid ? a->xid : b->xid,
+                 a->db && *a->db ? a->db : b->db);
     return NO_EVENT;
 }
 
@@ -687,8 +773,19 @@ static enum branch_event act_vote_yes(struct branch *b, enum branch_event ev,
 {
     (void)ev;
     b->xid = a->res->xid;
+    snprintf(b->db, sizeof(b->db), "%s", a->res->db);
+    if (b->three_pc && b->reg_err.code) {
+        /* without its acceptors on record it could not finish alone: no */
+        struct rm_result no = {.outcome = RM_ROLLED_BACK, .err = b->reg_err};
+
+        snprintf(no.err.shard, sizeof(no.err.shard), "%s", b->t->env->shard);
+        send_vote(b, &no);
+        return BE_ABORT; /* and the prepared branch is rolled back */
+    }
     fp_hit("agent.prepared_before_vote");
     send_vote(b, a->res);
+    if (b->three_pc && b->t->env->three_pc_prepared)
+        b->t->env->three_pc_prepared(b->t->env->ctx, b->gtid, b->peers);
     return NO_EVENT;
 }
 
@@ -715,10 +812,17 @@ static enum branch_event act_cancel(struct branch *b, enum branch_event ev,
     if (ev == BE_ABORT)
         b->peer = a->peer;
     if (ev == BE_DEADLINE)
-        log_warn("transaction %s: branch still running past its deadline; cancelling it", b->gtid);
-    b->ack_rollback = true; /* when its run ends, the abort is acknowledged */
+        log_warn("transaction %s: branch still running at its deadline (timeout_ms); cancelling "
+                 "it",
+                 b->gtid);
+    if (ev == BE_FENCE)
+        log_warn("transaction %s: a recovery leader is deciding it without this branch; "
+                 "cancelling it (it will never prepare here)",
+                 b->gtid);
+    /* when its run ends, the abort is acknowledged; a fence has nobody to tell */
+    b->ack_rollback = ev != BE_FENCE;
     if (b->run)
-        rm_cancel(b->t->env->rm, b->run);
+        rm_cancel(b->t->env->rm, b->run, ev == BE_DEADLINE);
     return NO_EVENT;
 }
 
@@ -736,7 +840,7 @@ static enum branch_event act_roll_back_prepared(struct branch *b, enum branch_ev
                                                 const struct branch_evarg *a)
 {
     (void)ev;
-    start_finish(b, b->peer, NULL, false, a->res->xid);
+    start_finish(b, b->peer, NULL, false, a->res->xid, a->res->db);
     return NO_EVENT;
 }
 
@@ -765,7 +869,7 @@ static enum branch_event act_executed(struct branch *b, enum branch_event ev,
     (void)ev;
     send_executed(b, NULL, &a->res->results);
     /* the coordinator aborts it after idle_ms; this is for a coordinator that vanished */
-    arm_deadline(b, b->deadline_ms);
+    arm_idle_deadline(b, b->deadline_ms);
     return NO_EVENT;
 }
 
@@ -818,7 +922,7 @@ static enum branch_event act_finished(struct branch *b, enum branch_event ev,
     (void)ev;
     list_remove(&f->link);
     m->committed += a->outcome == RM_COMMITTED;
-    m->rolled_back += a->outcome != RM_COMMITTED;
+    m->rolled_back += a->outcome == RM_ROLLED_BACK;
     m->heuristic += a->err && a->err->code;
     if (f->req) {
         env->finished_for(env->ctx, f->req, b->gtid, f->commit, a->outcome, a->err);

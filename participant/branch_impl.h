@@ -24,6 +24,11 @@ enum branch_state {
     B_NSTATES
 };
 
+/* A 3PC branch's registration of its acceptors (rm_acceptor REGISTER) under way. */
+struct branch_reg {
+    struct branch *b; /* NULL once the branch is gone: the answer is dropped */
+};
+
 /* One COMMIT/ROLLBACK PREPARED being carried out, and who to tell. */
 struct branch_finish {
     struct list_node link; /* on b->finishes */
@@ -41,12 +46,24 @@ struct branch {
     char gid[DTX_GID_MAX + 1];
     enum branch_state state;
     bool interactive;
-    bool ack_rollback;         /* ROLLING_BACK: an abort was asked for; acknowledge it */
-    struct rm_run *run;        /* the resource manager's operation in flight, or NULL */
-    struct rm_run *session;    /* interactive: the open transaction, until it ends */
-    struct peer *peer;         /* the coordinator stream to answer (NULL: the newest) */
-    uint64_t xid;              /* once prepared */
-    uint32_t deadline_ms;      /* interactive: the transaction's idle limit */
+    bool ack_rollback;      /* ROLLING_BACK: an abort was asked for; acknowledge it */
+    struct rm_run *run;     /* the resource manager's operation in flight, or NULL */
+    struct rm_run *session; /* interactive: the open transaction, until it ends */
+    struct peer *peer;      /* the coordinator stream to answer (NULL: the newest) */
+    uint64_t xid;           /* once prepared */
+    char db[RM_DB_ID_MAX];  /* once prepared: the database's identity */
+    uint32_t deadline_ms;   /* interactive: the transaction's idle limit */
+    /*
+     * Three-phase commit: the branch's acceptors are registered (the
+     * peers, durably) while it runs; its yes vote waits for both, the
+     * run's result held meanwhile.
+     */
+    bool three_pc;
+    char *peers;
+    struct branch_reg *reg; /* registration under way */
+    struct dtx_err reg_err; /* why it failed */
+    bool holding;           /* the run's result waits for the registration */
+    struct rm_result held;
     struct list_node finishes; /* struct branch_finish, while FINISHING */
 };
 

@@ -15,6 +15,7 @@
 #include "dtx/failpoint.h"
 #include "dtx/log.h"
 #include "dtx/rm.h"
+#include "dtx/sdnotify.h"
 
 #include <stdlib.h>
 
@@ -31,6 +32,9 @@ static const char usage[] =
 struct participant {
     struct agent_config cfg;
     struct agent *ag;
+    struct rm *rm; /* the agent's, borrowed while it lives */
+    struct ev_loop *loop;
+    struct ev_timer ready; /* until the database is up: then READY=1 (sdnotify.h) */
 };
 
 static int load(const char *path, void *cfg, struct dtx_err *err)
@@ -43,17 +47,43 @@ static const char *log_level(const void *cfg)
     return ((const struct agent_config *)cfg)->log_level;
 }
 
+/*
+ * The agent serves once its connection pool has a connection up (its
+ * /healthz answers 200): then the service manager hears READY=1. Until
+ * then, checked every 20 ms.
+ */
+static void on_ready_check(struct ev_loop *loop, struct ev_timer *t)
+{
+    struct participant *p = t->data;
+    char why[300];
+
+    if (!rm_healthy(p->rm, why, sizeof(why))) {
+        ev_timer_start(loop, t, 20);
+        return;
+    }
+    sdnotify_or_warn("READY=1");
+}
+
 static int start(void *arg, struct ev_loop *loop, struct httpd_opts *http, httpd_handler *handler,
                  void **ctx, struct dtx_err *err)
 {
     struct participant *p = arg;
     struct rm *rm = NULL;
-    int rc = rm_pg_new(&rm, loop, p->cfg.conninfo, (int)p->cfg.pool_size, p->cfg.name,
-                       p->cfg.startup_wait_s, err);
+    struct rm_pg_opts o = {.conninfo = p->cfg.conninfo,
+                           .pool_size = (int)p->cfg.pool_size,
+                           .shard = p->cfg.name,
+                           .wait_s = p->cfg.startup_wait_s,
+                           .allow_fsync_off = p->cfg.allow_fsync_off,
+                           .max_result_bytes = p->cfg.max_result_bytes,
+                           .max_result_rows = p->cfg.max_result_rows};
+    int rc = rm_pg_new(&rm, loop, &o, err);
 
     if (rc < 0)
         return rc;
     p->ag = agent_new(&p->cfg, loop, rm);
+    p->rm = rm;
+    p->loop = loop;
+    ev_timer_init(&p->ready, on_ready_check, p);
     fp_set_crash_hook(agent_flush_peers, p->ag);
     http->listen = p->cfg.listen;
     http->max_body = p->cfg.max_body_bytes;
@@ -68,6 +98,7 @@ static void started(void *arg)
     struct participant *p = arg;
 
     log_info("participant of shard '%s' is listening on %s", p->cfg.name, p->cfg.listen);
+    ev_timer_start(p->loop, &p->ready, 0);
 }
 
 static void begin_stop(void *arg)
@@ -85,8 +116,10 @@ static void stop(void *arg)
 {
     struct participant *p = arg;
 
+    ev_timer_stop(p->loop, &p->ready);
     agent_free(p->ag);
     p->ag = NULL;
+    p->rm = NULL;
 }
 
 int main(int argc, char **argv)

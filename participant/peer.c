@@ -6,14 +6,17 @@
  * (msg.h) for agent.c.
  *
  * Replies go back on the stream the request came on; if that stream
- * closed, on the newest stream that said hello; if there is none, they are
- * dropped with a log line (the coordinator re-drives what it misses).
+ * closed, on the newest stream of the coordinator node that issued the
+ * transaction; if there is none, they are dropped with a log line (the
+ * coordinator re-drives what it misses). Each node may have one run
+ * connected: a newer run's hello closes its older runs' streams.
  *
  * State: ag->peers, owned here. Thread model: the participant's
  * event-loop thread only.
  */
 #include "agent_impl.h"
 
+#include "dtx/gid.h"
 #include "dtx/jsonx.h"
 #include "dtx/log.h"
 #include "dtx/xalloc.h"
@@ -23,16 +26,24 @@
 #include <stdlib.h>
 #include <string.h>
 
-static struct peer *reply_peer(struct agent *ag, struct peer *preferred)
+/*
+ * Where a message goes: the stream it answers, else the newest stream of
+ * the node that issued its gtid (only that node decides it), else nowhere.
+ */
+static struct peer *reply_peer(struct agent *ag, struct peer *preferred, const cJSON *m)
 {
+    const cJSON *g = cJSON_GetObjectItemCaseSensitive(m, "gtid");
+    char node[DTX_NAME_MAX + 1];
     struct list_node *pos;
 
     if (preferred)
         return preferred;
+    if (!cJSON_IsString(g) || !gid_parse_gtid(g->valuestring, node, NULL, NULL))
+        return NULL;
     for (pos = ag->peers.prev; pos != &ag->peers; pos = pos->prev) {
         struct peer *p = container_of(pos, struct peer, link);
 
-        if (p->hello)
+        if (p->hello && strcmp(p->node, node) == 0)
             return p;
     }
     return NULL;
@@ -40,7 +51,7 @@ static struct peer *reply_peer(struct agent *ag, struct peer *preferred)
 
 void peer_send(struct agent *ag, struct peer *preferred, cJSON *m, const struct buf *trailer)
 {
-    struct peer *p = reply_peer(ag, preferred);
+    struct peer *p = reply_peer(ag, preferred, m);
     char *s = jsonx_print(m);
 
     if (p && trailer)
@@ -62,12 +73,37 @@ size_t peers_connected(const struct agent *ag)
     return n;
 }
 
+/*
+ * A newer run of a node connected (the shard recorded it before the
+ * stream was accepted: agent_http.c): its older runs' streams are closed,
+ * so that a replaced coordinator (taken over by its standby, or cut off
+ * and replaced) can send nothing more here, phase 2 included.
+ */
+static void retire_older(struct peer *newer)
+{
+    struct list_node *pos = newer->ag->peers.next;
+
+    while (pos != &newer->ag->peers) {
+        struct peer *p = container_of(pos, struct peer, link);
+
+        pos = pos->next;
+        if (p == newer || !p->hello || strcmp(p->node, newer->node) != 0 ||
+            p->epoch >= newer->epoch)
+            continue;
+        log_warn("coordinator '%s': epoch %" PRIu64 " connected, closing the stream of its older "
+                 "run (epoch %" PRIu64 "): that run was replaced and may decide nothing more",
+                 p->node, newer->epoch, p->epoch);
+        peer_free(p);
+    }
+}
+
 static void peer_hello(struct peer *p, const struct msg *m)
 {
     snprintf(p->node, sizeof(p->node), "%s", m->name);
     p->epoch = m->epoch;
     p->hello = true;
     log_info("coordinator '%s' (epoch %" PRIu64 ") connected", p->node, p->epoch);
+    retire_older(p);
     agent_on_hello(p->ag, p);
 }
 

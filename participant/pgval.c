@@ -64,36 +64,79 @@ cJSON *pgval_json(const PGresult *res, int row, int col)
     return cJSON_CreateString(v);
 }
 
-void pgval_result(const PGresult *res, int64_t *affected, struct buf *out)
+/* Appends item's JSON text (and deletes it). */
+static void put_json(struct buf *out, cJSON *item)
 {
-    cJSON *r = jsonx_new_object();
-    cJSON *cols = jsonx_new_array();
-    cJSON *rows = jsonx_new_array();
-    const char *n = PQcmdTuples((PGresult *)res);
-    int nf = PQnfields(res), nt = PQntuples(res);
-    char *text;
+    char *text = jsonx_print(item);
 
-    *affected = *n ? strtoll(n, NULL, 10) : nt;
-    jsonx_add(r, "rows_affected", cJSON_CreateRaw(*n ? n : "0"));
-    for (int c = 0; c < nf; c++)
+    buf_puts(out, text);
+    free(text);
+    cJSON_Delete(item);
+}
+
+/* "\n{"columns":[...],"rows":[" from res's row description, once. */
+static void rows_begin(struct pgval_rows *w, const PGresult *res, struct buf *out)
+{
+    cJSON *cols;
+
+    if (w->begun)
+        return;
+    cols = jsonx_new_array();
+    w->begun = true;
+    w->rows = 0;
+    w->start = out->len;
+    for (int c = 0; c < PQnfields(res); c++)
         jsonx_append(cols, cJSON_CreateString(PQfname(res, c)));
+    buf_puts(out, "\n{\"columns\":");
+    put_json(out, cols);
+    buf_puts(out, ",\"rows\":[");
+}
+
+void pgval_rows_add(struct pgval_rows *w, const PGresult *res, struct buf *out)
+{
+    int nf = PQnfields(res), nt = PQntuples(res);
+
+    rows_begin(w, res, out);
     for (int t = 0; t < nt; t++) {
         cJSON *row = jsonx_new_array();
 
         for (int c = 0; c < nf; c++)
             jsonx_append(row, pgval_json(res, t, c));
-        jsonx_append(rows, row);
+        if (w->rows++ > 0)
+            buf_putc(out, ',');
+        put_json(out, row);
     }
-    jsonx_add(r, "columns", cols);
-    jsonx_add(r, "rows", rows);
-    text = jsonx_print(r);
-    buf_putc(out, '\n');
-    buf_puts(out, text);
-    free(text);
-    cJSON_Delete(r);
 }
 
-/* Records PostgreSQL's error for op (-1: not an op), unless an error is already recorded. */
+void pgval_rows_end(struct pgval_rows *w, const PGresult *res, int64_t *affected, struct buf *out)
+{
+    const char *n = PQcmdTuples((PGresult *)res);
+
+    pgval_rows_add(w, res, out);
+    buf_printf(out, "],\"rows_affected\":%s}", *n ? n : "0");
+    *affected = *n ? strtoll(n, NULL, 10) : w->rows;
+    w->begun = false;
+}
+
+void pgval_rows_drop(struct pgval_rows *w, struct buf *out)
+{
+    if (w->begun)
+        buf_truncate(out, w->start);
+    w->begun = false;
+}
+
+void pgval_result(const PGresult *res, int64_t *affected, struct buf *out)
+{
+    struct pgval_rows w = {0, 0, false};
+
+    pgval_rows_end(&w, res, affected, out);
+}
+
+/* Copies a field of PostgreSQL's into the n bytes at out, cut to fit; "" when absent. */
+static void put_field(char *out, size_t n, const char *v)
+{
+    snprintf(out, n, "%s", v ? v : "");
+}
 
 void pgval_diag_error(const struct pgval_diag *d, const char *fallback, bool cancelled,
                       struct dtx_err *err)
@@ -103,7 +146,12 @@ void pgval_diag_error(const struct pgval_diag *d, const char *fallback, bool can
     if (d->sqlstate && strcmp(d->sqlstate, "57014") == 0)
         code = cancelled ? DTX_EABORTED : DTX_ETIMEDOUT;
     dtx_err_set(err, code, "%s", d->primary ? d->primary : fallback);
-    snprintf(err->sqlstate, sizeof(err->sqlstate), "%s", d->sqlstate ? d->sqlstate : "");
+    put_field(err->sqlstate, sizeof(err->sqlstate), d->sqlstate);
+    put_field(err->detail, sizeof(err->detail), d->detail);
+    put_field(err->hint, sizeof(err->hint), d->hint);
+    put_field(err->constraint, sizeof(err->constraint), d->constraint);
+    put_field(err->table, sizeof(err->table), d->table);
+    put_field(err->column, sizeof(err->column), d->column);
 }
 
 void pgval_error(const PGresult *res, bool cancelled, struct dtx_err *err)
@@ -111,6 +159,11 @@ void pgval_error(const PGresult *res, bool cancelled, struct dtx_err *err)
     struct pgval_diag d = {
         .sqlstate = PQresultErrorField(res, PG_DIAG_SQLSTATE),
         .primary = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY),
+        .detail = PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL),
+        .hint = PQresultErrorField(res, PG_DIAG_MESSAGE_HINT),
+        .constraint = PQresultErrorField(res, PG_DIAG_CONSTRAINT_NAME),
+        .table = PQresultErrorField(res, PG_DIAG_TABLE_NAME),
+        .column = PQresultErrorField(res, PG_DIAG_COLUMN_NAME),
     };
 
     pgval_diag_error(&d, PQresultErrorMessage(res), cancelled, err);

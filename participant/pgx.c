@@ -10,7 +10,12 @@
  *   BUSY --job done with hold--> HELD --submit_on--> BUSY, --release--> IDLE
  *   any --connection broken--> DOWN (every job in flight: on_done(DTX_EUNAVAIL))
  * A connection that leaves BUSY inside a transaction not held by anyone is
- * sent a ROLLBACK (as an internal job) before it is IDLE again.
+ * sent a ROLLBACK (as an internal job) before it is IDLE again; one that
+ * ran a client's SQL (an untrusted job) is also sent DISCARD ALL, so that
+ * nothing of one client's session (a setting, an advisory lock, a temporary
+ * table, a WITH HOLD cursor, a LISTEN, a prepared statement) reaches the
+ * next. Notifications (a LISTEN before its DISCARD) are read and dropped
+ * as they arrive: they never pile up in libpq.
  *
  * Cancelling: a cancel request reaches the backend at some later moment,
  * and PostgreSQL cancels whatever that backend runs then. A job may have
@@ -25,6 +30,11 @@
  * can undo it; the connection remembers the value to skip the SET next
  * time (TIMEOUT_UNKNOWN after connecting or a failed SET).
  *
+ * Notices: every connection's go to the log through on_notice (never to
+ * libpq's default printer on stderr), at most PGX_NOTICES_PER_S a second
+ * for the whole pool (pool->notices), so a client's RAISE NOTICE loop
+ * cannot flood the log.
+ *
  * Result parsing (verified against PostgreSQL 15 libpq): in pipeline mode
  * each statement yields exactly one PGresult followed by NULL, skipped
  * statements included (PGRES_PIPELINE_ABORTED); each Sync yields
@@ -36,6 +46,7 @@
 #include "dtx/log.h"
 #include "dtx/xalloc.h"
 
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,8 +79,9 @@ struct pgx_conn {
     uint32_t backoff_ms;
     struct list_node inflight; /* jobs sent, in order */
     uint32_t timeout_ms;       /* the session's statement_timeout, or TIMEOUT_UNKNOWN */
-    struct pgx_job cleanup;    /* internal ROLLBACK */
+    struct pgx_job cleanup;    /* internal ROLLBACK and/or DISCARD ALL */
     bool cleaning;
+    bool dirty;  /* ran a client's SQL since its last DISCARD ALL */
     bool doomed; /* a cancel request was sent for it: closed, never reused */
     char set_timeout[64];
     struct pgx_stmt pre[1];
@@ -85,10 +97,16 @@ struct pgx_pool {
     struct ev_defer kick;
     int nqueued;
     char last_error[256];
+    struct pgx_notices notices; /* shared by every connection */
+    uint64_t notifies_dropped, notifies_logged, notifies_log_us;
 };
 
 static void conn_connect(struct pgx_conn *c);
 static void conn_after_job(struct pgx_conn *c);
+
+/* What cleans a connection up: a ROLLBACK of what is open, then a reset of the session. */
+static const struct pgx_stmt cleanup_stmts[2] = {{"ROLLBACK", 0, NULL, true},
+                                                 {"DISCARD ALL", 0, NULL, true}};
 
 static void set_error(struct pgx_pool *pool, const char *what, const char *why)
 {
@@ -102,6 +120,38 @@ static void set_error(struct pgx_pool *pool, const char *what, const char *why)
     if (strcmp(msg, pool->last_error) != 0)
         log_warn("postgresql: %s", msg);
     memcpy(pool->last_error, msg, sizeof(msg));
+}
+
+/* ---- notices ---------------------------------------------------------- */
+
+static void on_notice(void *arg, const PGresult *res)
+{
+    struct pgx_notices *n = arg;
+    const char *severity = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    uint64_t now = ev_clock_us();
+
+    if (now - n->second_us >= 1000000u) {
+        if (n->dropped)
+            log_warn("postgresql: %u notices were not logged (more than %d a second)", n->dropped,
+                     PGX_NOTICES_PER_S);
+        n->second_us = now;
+        n->logged = n->dropped = 0;
+    }
+    if (n->logged >= PGX_NOTICES_PER_S) {
+        if (n->dropped++ == 0)
+            log_warn("postgresql: more than %d notices a second; the rest are counted, not logged",
+                     PGX_NOTICES_PER_S);
+        return;
+    }
+    n->logged++;
+    /* the whole message, DETAIL and HINT lines included: log.c makes it one line */
+    log_msg(severity && strcmp(severity, "WARNING") == 0 ? LOG_WARN : LOG_INFO, "postgresql: %s",
+            PQresultErrorMessage(res));
+}
+
+void pgx_log_notices(PGconn *pg, struct pgx_notices *n)
+{
+    PQsetNoticeReceiver(pg, on_notice, n);
 }
 
 /* ---- sending ---------------------------------------------------------- */
@@ -162,9 +212,11 @@ static int conn_send(struct pgx_conn *c, struct pgx_job *job)
     job->conn_gen = c->gen;
     job->next = 0;
     job->got = false;
+    job->row_mode = false;
     job->internal = 0;
     job->syncs = 0;
     job->sent = true;
+    c->dirty |= job->untrusted;
     list_insert_tail(&c->inflight, &job->link);
     if (set) {
         c->timeout_ms = set == TIMEOUT_UNKNOWN ? 0 : set;
@@ -225,6 +277,7 @@ static void conn_down(struct pgx_conn *c, const char *why)
     c->timeout_ms = TIMEOUT_UNKNOWN;
     c->cleaning = false;
     c->doomed = false;
+    c->dirty = false;
     fail_inflight(c, reason);
     ev_timer_start(pool->loop, &c->retry, c->backoff_ms);
     c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
@@ -299,6 +352,10 @@ static void job_complete(struct pgx_conn *c, struct pgx_job *job)
     list_remove(&job->link);
     if (job == &c->cleanup) {
         c->cleaning = false;
+        if (job->stmts + job->nstmts == cleanup_stmts + 2) { /* it ended with DISCARD ALL */
+            c->dirty = false;
+            c->timeout_ms = TIMEOUT_UNKNOWN; /* DISCARD ALL reset it */
+        }
         conn_after_job(c);
         return;
     }
@@ -317,6 +374,7 @@ static void dispatch_result(struct pgx_conn *c, PGresult *res)
     if (!res) {
         if (job->got) {
             job->got = false;
+            job->row_mode = false;
             job->next++;
         }
     } else if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
@@ -337,14 +395,58 @@ static void dispatch_result(struct pgx_conn *c, PGresult *res)
         job_complete(c, job);
 }
 
+/* Reads and drops the notifications libpq has (a branch LISTENed); says so at most once a minute.
+ */
+static void drop_notifies(struct pgx_conn *c)
+{
+    struct pgx_pool *pool = c->pool;
+    PGnotify *n;
+    uint64_t now;
+
+    while ((n = PQnotifies(c->pg)) != NULL) {
+        pool->notifies_dropped++;
+        PQfreemem(n);
+    }
+    now = ev_clock_us();
+    if (pool->notifies_dropped > pool->notifies_logged && now - pool->notifies_log_us > 60000000u) {
+        log_warn("postgresql: dropped %" PRIu64 " notification(s) on the pool's connections: a "
+                 "branch ran LISTEN; dtx delivers no notifications",
+                 pool->notifies_dropped - pool->notifies_logged);
+        pool->notifies_logged = pool->notifies_dropped;
+        pool->notifies_log_us = now;
+    }
+}
+
+/*
+ * Before libpq parses anything of the next statement's result: single-row
+ * mode, when its job asks for it. libpq accepts it only while the
+ * statement is the one being processed and nothing of its result was read
+ * (before that, a Sync is, and the call is refused: it is tried again).
+ */
+static void arm_row_mode(struct pgx_conn *c)
+{
+    struct pgx_job *job = container_of(c->inflight.next, struct pgx_job, link);
+    int idx = job->next - job->internal;
+
+    if (!job->row_mode && !job->got && idx >= job->rows_first &&
+        idx < job->rows_first + job->rows_count)
+        job->row_mode = PQsetSingleRowMode(c->pg) == 1;
+}
+
 static void conn_read(struct pgx_conn *c)
 {
     if (!PQconsumeInput(c->pg)) {
         conn_down(c, PQerrorMessage(c->pg));
         return;
     }
-    while (c->state != C_DOWN && !list_empty(&c->inflight) && !PQisBusy(c->pg))
+    while (c->state != C_DOWN && !list_empty(&c->inflight)) {
+        arm_row_mode(c);
+        if (PQisBusy(c->pg))
+            break;
         dispatch_result(c, PQgetResult(c->pg));
+    }
+    if (c->state != C_DOWN)
+        drop_notifies(c);
     if (c->state != C_DOWN && PQstatus(c->pg) == CONNECTION_BAD)
         conn_down(c, PQerrorMessage(c->pg));
 }
@@ -360,6 +462,7 @@ static void conn_recycle(struct pgx_conn *c)
     c->timeout_ms = TIMEOUT_UNKNOWN;
     c->cleaning = false;
     c->doomed = false;
+    c->dirty = false;
     conn_connect(c);
 }
 
@@ -375,8 +478,12 @@ static void conn_after_job(struct pgx_conn *c)
         return;
     }
     ts = PQtransactionStatus(c->pg);
-    if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR) {
+    if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR || c->dirty) {
+        bool rollback = ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR;
+
         c->cleaning = true;
+        c->cleanup.stmts = rollback ? cleanup_stmts : &cleanup_stmts[1];
+        c->cleanup.nstmts = (rollback ? 1 : 0) + (c->dirty ? 1 : 0);
         if (conn_send(c, &c->cleanup) < 0 || flush(c) < 0)
             conn_down(c, PQerrorMessage(c->pg));
         return;
@@ -461,6 +568,7 @@ static void conn_connect(struct pgx_conn *c)
         conn_down(c, c->pg ? PQerrorMessage(c->pg) : "out of memory");
         return;
     }
+    pgx_log_notices(c->pg, &pool->notices);
     c->state = C_CONNECTING;
     ev_timer_start(pool->loop, &c->retry, CONNECT_TIMEOUT_MS);
     if (rewatch(c, EPOLLOUT) < 0) /* libpq: before the first poll, wait to write */
@@ -479,8 +587,6 @@ static void on_retry(struct ev_loop *loop, struct ev_timer *t)
 }
 
 /* ---- API -------------------------------------------------------------------------- */
-
-static const struct pgx_stmt rollback_stmt = {"ROLLBACK", 0, NULL, true};
 
 static void cleanup_result(struct pgx_job *job, int idx, PGresult *res)
 {
@@ -518,7 +624,7 @@ struct pgx_pool *pgx_pool_new(struct ev_loop *loop, const struct pgx_opts *opts)
         list_init(&c->inflight);
         ev_io_init(&c->io, on_conn_io, c);
         ev_timer_init(&c->retry, on_retry, c);
-        c->cleanup = (struct pgx_job){.stmts = &rollback_stmt,
+        c->cleanup = (struct pgx_job){.stmts = cleanup_stmts,
                                       .nstmts = 1,
                                       .phase2 = true,
                                       .on_result = cleanup_result,

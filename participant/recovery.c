@@ -4,15 +4,26 @@
  * One round:
  *   list prepared dtx branches (rm) -> keep this shard's, older than
  *   recovery_min_age_ms, not being handled by the agent -> POST them to
- *   the coordinator's /v1/peer/outcomes -> finish the definite ones.
+ *   /v1/peer/outcomes of every coordinator this agent serves -> finish the
+ *   definite ones.
  * Rounds follow each other every recovery_interval_ms; after a failure to
- * reach the coordinator, with backoff from 500 ms doubling to 30 s.
+ * reach a coordinator, with backoff from 500 ms doubling to 30 s.
+ *
+ * Several coordinators. A gtid names the node that issued it (gid.h), and
+ * only that node may decide it. Every coordinator answers with its node
+ * and the epoch of its run; an outcome counts only from the gtid's own
+ * node, and of two runs of that node answering (an active and one that
+ * was replaced but does not know it yet), from the newer. A standby
+ * answers 503 and counts as no answer. The answers also tell which URL
+ * serves which node now (recovery_coordinator_url): a round runs even when
+ * nothing is prepared, so that this stays known.
  *
  * Thread model: the participant's event-loop thread.
  */
 #include "dtx/recovery.h"
 #include "dtx/buf.h"
 #include "dtx/gid.h"
+#include "dtx/hmap.h"
 #include "dtx/httpc.h"
 #include "dtx/jsonx.h"
 #include "dtx/log.h"
@@ -28,11 +39,25 @@
 #define BACKOFF_MAX_MS   30000
 #define QUERY_TIMEOUT_MS 5000
 #define REPORT_EVERY_US  (30u * 1000000u)
+#define REPORT_NAMES_MAX 10 /* unknown branches named one per line with each report */
 
 struct asked {
     char gtid[DTX_GTID_MAX + 1];
     uint64_t xid;
     uint32_t age_ms;
+    bool unknown; /* the coordinator has no record of it */
+    bool unowned; /* no coordinator of the node that issued it answered */
+};
+
+/* One coordinator of the config, as this round and the last ones saw it. */
+struct rcoord {
+    struct recovery *r;
+    struct httpc *http;
+    cJSON *answer;               /* this round's answer (200, parsed), until the round merges */
+    char why[300];               /* this round's failure ("" when it answered) */
+    char node[DTX_NAME_MAX + 1]; /* the node it answered as, last time it did ("" never) */
+    uint64_t epoch;              /* ... and its run's epoch */
+    bool serving;                /* its last answer was a 200 */
 };
 
 struct recovery {
@@ -40,7 +65,8 @@ struct recovery {
     const struct agent_config *cfg;
     struct rm *rm;
     struct recovery_ops ops;
-    struct httpc *http;
+    struct rcoord *coords; /* cfg->ncoords */
+    uint32_t waiting;      /* answers this round still awaits */
     struct ev_timer timer;
     bool in_round;
     bool kicked;
@@ -49,7 +75,9 @@ struct recovery {
     size_t nasked;
     size_t in_doubt;
     uint64_t rounds, resolved;
-    char last_report[300];
+    /* what the last "in doubt" line was about: which branches, and why */
+    uint64_t last_digest;
+    char last_why[300];
     uint64_t last_report_us;
 };
 
@@ -65,99 +93,218 @@ static void schedule(struct recovery *r, uint32_t ms)
     ev_timer_start(r->loop, &r->timer, ms);
 }
 
-/* Logs the in-doubt situation when it changes, and every 30 s while it lasts. */
-static void report(struct recovery *r, const char *why)
+/* True when asked[i] is in doubt: every asked branch after a failed round, else the unknown. */
+static bool is_in_doubt(const struct recovery *r, size_t i, bool all)
 {
-    char line[300];
-    uint64_t now = ev_now_us(r->loop);
-    uint32_t oldest = 0;
+    return all || r->asked[i].unknown || r->asked[i].unowned;
+}
 
-    for (size_t i = 0; i < r->nasked; i++)
-        oldest = r->asked[i].age_ms > oldest ? r->asked[i].age_ms : oldest;
-    snprintf(line, sizeof(line), "%zu prepared branch(es) in doubt (oldest %u s): %s", r->in_doubt,
-             oldest / 1000, why);
-    if (strcmp(line + 2, r->last_report + 2) != 0 || now - r->last_report_us >= REPORT_EVERY_US) {
-        log_warn("%s; they stay prepared and keep their locks until the coordinator decides", line);
-        snprintf(r->last_report, sizeof(r->last_report), "%s", line);
-        r->last_report_us = now;
+/* Which branches are in doubt, as one number that does not depend on their order. */
+static uint64_t doubt_digest(const struct recovery *r, bool all)
+{
+    uint64_t sum = 0, mix = 0;
+
+    for (size_t i = 0; i < r->nasked; i++) {
+        uint64_t h = is_in_doubt(r, i, all) ? hmap_hash(r->asked[i].gtid) : 0;
+
+        sum += h;
+        mix ^= h * 0x9e3779b97f4a7c15u;
     }
+    return sum ^ mix ^ r->in_doubt;
+}
+
+/*
+ * Logs the in-doubt situation (all: every asked branch is in doubt, else
+ * the ones the coordinator does not know) when what is in doubt or why
+ * changes, and every 30 s while it lasts. Not the branches' age: it grows
+ * every round, and a line that compared it would repeat every round.
+ */
+static void report(struct recovery *r, bool all, const char *why)
+{
+    uint64_t now = ev_now_us(r->loop), digest = doubt_digest(r, all);
+    uint32_t oldest = 0;
+    size_t named = 0;
+
+    if (digest == r->last_digest && strcmp(why, r->last_why) == 0 &&
+        now - r->last_report_us < REPORT_EVERY_US)
+        return;
+    for (size_t i = 0; i < r->nasked; i++) {
+        if (is_in_doubt(r, i, all) && r->asked[i].age_ms > oldest)
+            oldest = r->asked[i].age_ms;
+    }
+    log_warn("%zu prepared branch(es) in doubt (oldest %u s): %s; they stay prepared and keep "
+             "their locks until the coordinator decides",
+             r->in_doubt, oldest / 1000, why);
+    for (size_t i = 0; i < r->nasked && !all && named < REPORT_NAMES_MAX; i++) {
+        char node[DTX_NAME_MAX + 1] = "";
+
+        if (r->asked[i].unknown)
+            log_warn("recovery: the coordinator has no record of transaction %s, whose branch is "
+                     "prepared here; it stays prepared for an operator to resolve",
+                     r->asked[i].gtid);
+        else if (r->asked[i].unowned && gid_parse_gtid(r->asked[i].gtid, node, NULL, NULL))
+            log_warn("recovery: transaction %s was issued by coordinator node '%s', and no "
+                     "coordinator of that node answered (none is configured here, or none is "
+                     "up); its branch stays prepared until one does, or an operator resolves it",
+                     r->asked[i].gtid, node);
+        else
+            continue;
+        named++;
+    }
+    r->last_digest = digest;
+    snprintf(r->last_why, sizeof(r->last_why), "%s", why);
+    r->last_report_us = now;
+}
+
+/* Nothing is in doubt any more: the next doubt is news. */
+static void report_clear(struct recovery *r)
+{
+    r->in_doubt = 0;
+    r->last_digest = 0;
+    r->last_why[0] = '\0';
 }
 
 static void round_failed(struct recovery *r, const char *why)
 {
     r->in_doubt = r->nasked;
-    report(r, why);
+    if (r->nasked) /* a round with nothing to ask only kept track of who serves which node */
+        report(r, true, why);
     schedule(r, r->backoff_ms);
     r->backoff_ms = r->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : r->backoff_ms * 2;
 }
 
-static struct asked *find_asked(struct recovery *r, const char *gtid)
+/*
+ * Acts on one answer (o: {"gtid","outcome","xid"?,"db"?}, the xid and
+ * database identity the coordinator recorded); returns true when the
+ * branch stays in doubt (a->unknown).
+ */
+static bool apply(struct recovery *r, struct asked *a, const cJSON *o)
 {
-    for (size_t i = 0; i < r->nasked; i++) {
-        if (strcmp(r->asked[i].gtid, gtid) == 0)
-            return &r->asked[i];
+    const char *outcome = NULL, *xs = NULL, *db = NULL;
+    uint64_t xid;
+
+    jsonx_str(o, "", "outcome", true, &outcome, NULL);
+    jsonx_str(o, "", "xid", false, &xs, NULL);
+    jsonx_str(o, "", "db", false, &db, NULL);
+    if (!outcome)
+        return false;
+    a->unknown = false;
+    if (strcmp(outcome, "commit") == 0 || strcmp(outcome, "abort") == 0) {
+        bool commit = outcome[0] == 'c';
+
+        log_info("recovery: transaction %s was %s: %s its prepared branch", a->gtid,
+                 commit ? "committed" : "aborted", commit ? "committing" : "rolling back");
+        r->resolved++;
+        xid = xs ? strtoull(xs, NULL, 10) : 0;
+        if (!r->ops.busy(r->ops.arg, a->gtid))
+            r->ops.finish(r->ops.arg, a->gtid, xid ? xid : a->xid, db, commit);
+        return false;
+    }
+    if (strcmp(outcome, "in_flight") == 0)
+        return false;  /* still being decided: never race it */
+    a->unknown = true; /* report() names it */
+    return true;
+}
+
+/* The coordinator whose answer decides gtids of node: the newest run of it that answered. */
+static const struct rcoord *owner_of(const struct recovery *r, const char *node)
+{
+    const struct rcoord *best = NULL;
+
+    for (uint32_t i = 0; i < r->cfg->ncoords; i++) {
+        const struct rcoord *c = &r->coords[i];
+
+        if (c->answer && strcmp(c->node, node) == 0 && (!best || c->epoch > best->epoch))
+            best = c;
+    }
+    return best;
+}
+
+/* What the owner of a->gtid said about it (NULL: not asked of it, or no entry). */
+static const cJSON *outcome_from(const struct rcoord *c, const char *gtid)
+{
+    const cJSON *outcomes = cJSON_GetObjectItemCaseSensitive(c->answer, "outcomes"), *o;
+
+    cJSON_ArrayForEach(o, outcomes)
+    {
+        const cJSON *g = cJSON_GetObjectItemCaseSensitive(o, "gtid");
+
+        if (cJSON_IsString(g) && strcmp(g->valuestring, gtid) == 0)
+            return o;
     }
     return NULL;
 }
 
-/* Acts on one answer; returns true when the branch stays in doubt. */
-static bool apply(struct recovery *r, const char *gtid, const char *outcome)
+/* Every coordinator answered or failed: act on the owners' outcomes. */
+static void merge(struct recovery *r)
 {
-    struct asked *a = find_asked(r, gtid);
+    size_t answered = 0;
+    const char *why = NULL;
 
-    if (!a || !outcome)
-        return false;
-    if (strcmp(outcome, "commit") == 0 || strcmp(outcome, "abort") == 0) {
-        bool commit = outcome[0] == 'c';
-
-        log_info("recovery: transaction %s was %s: %s its prepared branch", gtid,
-                 commit ? "committed" : "aborted", commit ? "committing" : "rolling back");
-        r->resolved++;
-        if (!r->ops.busy(r->ops.arg, gtid))
-            r->ops.finish(r->ops.arg, gtid, a->xid, commit);
-        return false;
+    r->in_doubt = 0;
+    for (uint32_t i = 0; i < r->cfg->ncoords; i++) {
+        answered += r->coords[i].answer != NULL;
+        if (!r->coords[i].answer && !why)
+            why = r->coords[i].why;
     }
-    if (strcmp(outcome, "in_flight") == 0)
-        return false; /* still being decided: never race it */
-    log_warn("recovery: the coordinator has no record of transaction %s, whose branch is "
-             "prepared here; it stays prepared for an operator to resolve",
-             gtid);
-    return true;
+    if (answered == 0) {
+        round_failed(r, why && *why ? why : "no coordinator answered");
+        return;
+    }
+    for (size_t i = 0; i < r->nasked; i++) {
+        struct asked *a = &r->asked[i];
+        char node[DTX_NAME_MAX + 1] = "";
+        const struct rcoord *c;
+        const cJSON *o;
+
+        gid_parse_gtid(a->gtid, node, NULL, NULL);
+        c = owner_of(r, node);
+        o = c ? outcome_from(c, a->gtid) : NULL;
+        a->unowned = o == NULL;
+        a->unknown = false;
+        r->in_doubt += o ? apply(r, a, o) : 1;
+    }
+    for (uint32_t i = 0; i < r->cfg->ncoords; i++) {
+        cJSON_Delete(r->coords[i].answer);
+        r->coords[i].answer = NULL;
+    }
+    r->backoff_ms = BACKOFF_MIN_MS;
+    if (r->in_doubt)
+        report(r, false, "the coordinator that issued them does not know them, or did not answer");
+    else
+        report_clear(r);
+    schedule(r, r->cfg->recovery_interval_ms);
 }
 
 static void on_answer(void *arg, int rc, const struct httpc_resp *resp, const struct dtx_err *err)
 {
-    struct recovery *r = arg;
-    const cJSON *outcomes = NULL, *o;
+    struct rcoord *c = arg;
+    struct recovery *r = c->r;
+    const char *node = NULL;
+    int64_t epoch = 0;
     cJSON *root = NULL;
-    char why[300];
 
+    c->why[0] = '\0';
     if (rc < 0) {
-        round_failed(r, err ? err->msg : "the coordinator did not answer");
-        return;
-    }
-    if (resp->status != 200 || jsonx_parse(resp->body, resp->body_len, &root, NULL) < 0 ||
-        jsonx_array(root, "", "outcomes", true, &outcomes, NULL) < 0) {
-        snprintf(why, sizeof(why), "the coordinator answered HTTP %d: %.200s", resp->status,
-                 resp->body);
+        snprintf(c->why, sizeof(c->why), "%.190s",
+                 err ? err->msg : "the coordinator did not answer");
+    } else if (resp->status != 200 || jsonx_parse(resp->body, resp->body_len, &root, NULL) < 0 ||
+               jsonx_str(root, "", "node", true, &node, NULL) < 0 || !gid_name_ok(node) ||
+               jsonx_int(root, "", "epoch", true, 0, INT64_MAX, &epoch, NULL) < 0 ||
+               !cJSON_IsArray(cJSON_GetObjectItemCaseSensitive(root, "outcomes"))) {
+        snprintf(c->why, sizeof(c->why), "the coordinator at %s answered HTTP %d: %.100s",
+                 r->cfg->coords[c - r->coords].url, resp->status, resp->body);
         cJSON_Delete(root);
-        round_failed(r, why);
-        return;
+        root = NULL;
     }
-    r->in_doubt = 0;
-    cJSON_ArrayForEach(o, outcomes)
-    {
-        const char *g = NULL, *out = NULL;
-
-        jsonx_str(o, "", "gtid", true, &g, NULL);
-        jsonx_str(o, "", "outcome", true, &out, NULL);
-        r->in_doubt += g && apply(r, g, out);
+    c->serving = root != NULL;
+    if (root) {
+        snprintf(c->node, sizeof(c->node), "%s", node);
+        c->epoch = (uint64_t)epoch;
+        c->answer = root;
     }
-    cJSON_Delete(root);
-    r->backoff_ms = BACKOFF_MIN_MS;
-    if (r->in_doubt)
-        report(r, "the coordinator does not know them");
-    schedule(r, r->cfg->recovery_interval_ms);
+    if (--r->waiting == 0)
+        merge(r);
 }
 
 static void ask(struct recovery *r)
@@ -175,8 +322,10 @@ static void ask(struct recovery *r)
     buf_puts(&headers, "Content-Type: application/json\r\n");
     if (r->cfg->peer_token[0])
         buf_printf(&headers, "Authorization: Bearer %s\r\n", r->cfg->peer_token);
-    httpc_request(r->http, "POST", "/v1/peer/outcomes", headers.data, s, strlen(s),
-                  QUERY_TIMEOUT_MS, on_answer, r);
+    r->waiting = r->cfg->ncoords;
+    for (uint32_t i = 0; i < r->cfg->ncoords; i++)
+        httpc_request(r->coords[i].http, "POST", "/v1/peer/outcomes", headers.data, s, strlen(s),
+                      QUERY_TIMEOUT_MS, on_answer, &r->coords[i]);
     buf_release(&headers);
     free(s);
     cJSON_Delete(body);
@@ -202,17 +351,18 @@ static void on_listed(void *arg, int rc, const struct rm_prepared *items, size_t
         if (!gid_parse(items[i].gid, gtid, shard) || strcmp(shard, r->cfg->name) != 0 ||
             items[i].age_ms < r->cfg->recovery_min_age_ms || r->ops.busy(r->ops.arg, gtid))
             continue;
+        if (items[i].three_pc) {
+            r->ops.three_pc(r->ops.arg, gtid);
+            continue;
+        }
         snprintf(a->gtid, sizeof(a->gtid), "%s", gtid);
         a->xid = items[i].xid;
         a->age_ms = items[i].age_ms;
         r->nasked++;
     }
-    if (r->nasked == 0) {
-        r->in_doubt = 0;
-        schedule(r, r->cfg->recovery_interval_ms);
-        return;
-    }
-    ask(r);
+    if (r->nasked == 0)
+        report_clear(r);
+    ask(r); /* with nothing to ask too: who serves which node stays known */
 }
 
 static void round_start(struct recovery *r)
@@ -237,7 +387,11 @@ struct recovery *recovery_new(struct ev_loop *loop, const struct agent_config *c
     r->rm = rm;
     r->ops = *ops;
     r->backoff_ms = BACKOFF_MIN_MS;
-    r->http = httpc_new(loop, &cfg->coordinator);
+    r->coords = xcalloc(cfg->ncoords, sizeof(*r->coords));
+    for (uint32_t i = 0; i < cfg->ncoords; i++) {
+        r->coords[i].r = r;
+        r->coords[i].http = httpc_new(loop, &cfg->coords[i].addr);
+    }
     ev_timer_init(&r->timer, on_timer, r);
     ev_timer_start(loop, &r->timer, 0);
     return r;
@@ -248,9 +402,28 @@ void recovery_free(struct recovery *r)
     if (!r)
         return;
     ev_timer_stop(r->loop, &r->timer);
-    httpc_free(r->http);
+    for (uint32_t i = 0; i < r->cfg->ncoords; i++) {
+        httpc_free(r->coords[i].http);
+        cJSON_Delete(r->coords[i].answer);
+    }
+    free(r->coords);
     free(r->asked);
     free(r);
+}
+
+const char *recovery_coordinator_url(const struct recovery *r, const char *node)
+{
+    const struct rcoord *best = NULL;
+
+    for (uint32_t i = 0; i < r->cfg->ncoords; i++) {
+        const struct rcoord *c = &r->coords[i];
+
+        if (c->serving && strcmp(c->node, node) == 0 && (!best || c->epoch > best->epoch))
+            best = c;
+    }
+    if (best)
+        return r->cfg->coords[best - r->coords].url;
+    return r->cfg->ncoords == 1 ? r->cfg->coords[0].url : NULL;
 }
 
 void recovery_kick(struct recovery *r)

@@ -53,6 +53,7 @@ static void pg_free(struct rm *base)
     rm_pg_finishes_free(rm);
     rm_pg_lists_free(rm);
     rm_pg_states_free(rm);
+    rm_pg_accepts_free(rm);
     free(rm);
 }
 
@@ -68,15 +69,16 @@ static const struct rm_ops pg_ops = {
     .inspect = rm_pg_inspect,
     .healthy = pg_healthy,
     .see_coordinator = rm_pg_see_coordinator,
+    .acceptor = rm_pg_acceptor,
     .free = pg_free,
 };
 
-int rm_pg_new(struct rm **out, struct ev_loop *loop, const char *conninfo, int pool_size,
-              const char *shard, unsigned wait_s, struct dtx_err *err)
+int rm_pg_new(struct rm **out, struct ev_loop *loop, const struct rm_pg_opts *o,
+              struct dtx_err *err)
 {
-    struct pgx_opts po = {.conninfo = conninfo, .size = pool_size};
+    struct pgx_opts po = {.conninfo = o->conninfo, .size = o->pool_size};
     struct pg_rm *rm;
-    int rc = rm_pg_setup(conninfo, shard, wait_s, err);
+    int rc = rm_pg_setup(o, err);
 
     if (rc < 0)
         return rc;
@@ -88,7 +90,10 @@ int rm_pg_new(struct rm **out, struct ev_loop *loop, const char *conninfo, int p
     list_init(&rm->statuses);
     list_init(&rm->lists);
     list_init(&rm->states);
-    snprintf(rm->shard, sizeof(rm->shard), "%s", shard);
+    list_init(&rm->accepts);
+    snprintf(rm->shard, sizeof(rm->shard), "%s", o->shard);
+    rm->max_result_bytes = o->max_result_bytes;
+    rm->max_result_rows = o->max_result_rows;
     rm->pool = pgx_pool_new(loop, &po);
     *out = &rm->base;
     return 0;

@@ -4,8 +4,13 @@
  *
  * A finish is retried with backoff until its outcome is known: a lost
  * connection is "unknown, ask again", never "failed". SQLSTATE 42704 (no
- * such prepared transaction) is resolved through pg_xact_status(xid):
- * committed or aborted; a NULL there means too old to tell.
+ * such prepared transaction) is resolved through pg_xact_status(xid), and
+ * only in the database the branch was prepared in: the database's identity
+ * (system identifier and timeline) is read in the same pipeline and
+ * compared with the one recorded at the vote. A branch to commit that is
+ * gone from a changed database, or whose xid PostgreSQL cannot tell about
+ * (NULL: too old; "in the future": the database lost the WAL that held it),
+ * is a hazard, never a success.
  *
  * State: rm->finishes and rm->statuses (every one not yet delivered).
  * Thread model: the participant's event-loop thread.
@@ -31,9 +36,11 @@ struct pg_finish {
     struct pg_rm *rm;
     char gid[RM_GID_MAX];
     uint64_t xid;
+    char db[RM_DB_ID_MAX];     /* the database it was prepared in ("": not known) */
+    char db_now[RM_DB_ID_MAX]; /* FS_CHECK: the database asked now */
     bool commit;
     enum finish_stage stage;
-    struct pgx_stmt stmt;
+    struct pgx_stmt stmts[2];
     char sql[2 * RM_GID_MAX + 32];
     char xidbuf[24];
     const char *values[1];
@@ -77,7 +84,7 @@ static void finish_known(struct pg_finish *f, enum rm_outcome outcome)
 
     f->known = true;
     f->outcome = outcome;
-    if (outcome != want && !f->check_only) {
+    if (outcome != want && outcome != RM_HAZARD && outcome != RM_UNKNOWN && !f->check_only) {
         dtx_err_set(&f->err, DTX_ESTATE,
                     "heuristic outcome: prepared transaction '%s' was %s, but %s was asked", f->gid,
                     outcome == RM_COMMITTED ? "committed" : "rolled back",
@@ -86,13 +93,72 @@ static void finish_known(struct pg_finish *f, enum rm_outcome outcome)
     }
 }
 
+/*
+ * The branch is gone and its fate cannot be proven (why): a hazard for a
+ * branch to commit (unknown, for a status check); for one to roll back,
+ * nothing of it is in this database, which is what was asked.
+ */
+static void finish_unproven(struct pg_finish *f, const char *why)
+{
+    if (!f->commit && !f->check_only) {
+        finish_known(f, RM_ROLLED_BACK);
+        return;
+    }
+    dtx_err_set(&f->err, DTX_EUNKNOWN, "%s%s: %s",
+                f->check_only ? "" : "heuristic hazard: ", f->gid, why);
+    log_error("%s", f->err.msg);
+    finish_known(f, f->check_only ? RM_UNKNOWN : RM_HAZARD);
+}
+
+/* pg_xact_status's answer s (NULL: SQL NULL) about the xid of a branch no longer prepared. */
+static void finish_checked(struct pg_finish *f, const char *s)
+{
+    char why[300];
+
+    if (f->db[0] && strcmp(f->db, f->db_now) != 0) {
+        snprintf(why, sizeof(why),
+                 "it is gone from a database that changed since it was prepared (system:timeline "
+                 "%s then, %s now: restored from a backup, or a standby promoted)",
+                 f->db, f->db_now[0] ? f->db_now : "unknown");
+        finish_unproven(f, why);
+    } else if (!s) {
+        snprintf(why, sizeof(why),
+                 "it is gone and PostgreSQL can no longer tell what became of its xid %" PRIu64
+                 " (too old)",
+                 f->xid);
+        finish_unproven(f, why);
+    } else if (strcmp(s, "committed") == 0) {
+        finish_known(f, RM_COMMITTED);
+    } else if (strcmp(s, "aborted") == 0) {
+        finish_known(f, RM_ROLLED_BACK);
+    } else {
+        f->retry = true; /* in progress: ask again */
+    }
+}
+
+/* "transaction ID is in the future": this database never durably assigned the xid. */
+static void finish_xid_unknown(struct pg_finish *f)
+{
+    char why[300];
+
+    if (f->check_only && (!f->db[0] || strcmp(f->db, f->db_now) == 0)) {
+        finish_known(f, RM_ROLLED_BACK); /* the COMMIT cannot have happened here */
+        return;
+    }
+    snprintf(why, sizeof(why),
+             "it is gone and this database never durably had its xid %" PRIu64
+             " (it lost WAL in a crash, or it is not the database the branch was prepared in)",
+             f->xid);
+    finish_unproven(f, why);
+}
+
 static void finish_result(struct pgx_job *job, int idx, PGresult *res)
 {
     struct pg_finish *f = job->data;
     const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
     ExecStatusType st = PQresultStatus(res);
+    bool row = st == PGRES_TUPLES_OK && PQntuples(res) == 1;
 
-    (void)idx;
     if (f->stage == FS_MAIN && st == PGRES_COMMAND_OK && f->commit &&
         fp_hit("pg.lose_commit_answer")) {
         f->retry = true; /* as if the connection broke before the answer arrived */
@@ -102,27 +168,14 @@ static void finish_result(struct pgx_job *job, int idx, PGresult *res)
         if (f->xid)
             f->stage = FS_CHECK; /* gone: ask what became of its xid */
         else
-            finish_known(f, f->commit ? RM_COMMITTED : RM_ROLLED_BACK);
-    } else if (f->stage == FS_CHECK && st == PGRES_TUPLES_OK && PQntuples(res) == 1) {
-        const char *s = PQgetisnull(res, 0, 0) ? "" : PQgetvalue(res, 0, 0);
-
-        if (strcmp(s, "committed") == 0)
-            finish_known(f, RM_COMMITTED);
-        else if (strcmp(s, "aborted") == 0)
-            finish_known(f, RM_ROLLED_BACK);
-        else if (*s == '\0')
-            finish_known(f, f->commit ? RM_COMMITTED : RM_ROLLED_BACK); /* too old to tell */
-        else
-            f->retry = true; /* in progress: ask again */
-    } else if (f->stage == FS_CHECK && state && strcmp(state, "22023") == 0) {
-        /*
-         * "transaction ID is in the future": PostgreSQL crashed and lost the
-         * WAL that assigned this xid, so no commit of it can be durable.
-         */
-        log_warn("'%s': PostgreSQL no longer knows xid %" PRIu64 " (lost in a crash): it never "
-                 "committed",
-                 f->gid, f->xid);
-        finish_known(f, RM_ROLLED_BACK);
+            finish_unproven(f, "it is gone, and its xid is not known");
+    } else if (f->stage == FS_CHECK && idx == 0 && row) {
+        snprintf(f->db_now, sizeof(f->db_now), "%s", PQgetvalue(res, 0, 0));
+    } else if (f->stage == FS_CHECK && idx == 1 && row && f->db_now[0]) {
+        finish_checked(f, PQgetisnull(res, 0, 0) ? NULL : PQgetvalue(res, 0, 0));
+    } else if (f->stage == FS_CHECK && idx == 1 && state && strcmp(state, "22023") == 0 &&
+               f->db_now[0]) {
+        finish_xid_unknown(f);
     } else {
         f->retry = true;
         if (f->attempts % 10 == 0)
@@ -160,18 +213,23 @@ static void finish_done(struct pgx_job *job, int rc, int answered, const char *w
 
 static void finish_send(struct pg_finish *f)
 {
+    int n = 1;
+
     f->attempts++;
     if (f->stage == FS_MAIN) {
         rm_pg_gid_sql(f->sql, sizeof(f->sql), f->commit ? "COMMIT PREPARED" : "ROLLBACK PREPARED",
                       f->gid);
-        f->stmt = (struct pgx_stmt){f->sql, 0, NULL, true};
+        f->stmts[0] = (struct pgx_stmt){f->sql, 0, NULL, true};
     } else {
         snprintf(f->xidbuf, sizeof(f->xidbuf), "%" PRIu64, f->xid);
         f->values[0] = f->xidbuf;
-        f->stmt = (struct pgx_stmt){"SELECT pg_xact_status($1::xid8)", 1, f->values, true};
+        f->db_now[0] = '\0';
+        f->stmts[0] = (struct pgx_stmt){"SELECT " RM_PG_IDENTITY_SQL, 0, NULL, true};
+        f->stmts[1] = (struct pgx_stmt){"SELECT pg_xact_status($1::xid8)", 1, f->values, true};
+        n = 2;
     }
-    f->job = (struct pgx_job){.stmts = &f->stmt,
-                              .nstmts = 1,
+    f->job = (struct pgx_job){.stmts = f->stmts,
+                              .nstmts = n,
                               .phase2 = true,
                               .on_result = finish_result,
                               .on_done = finish_done,
@@ -179,12 +237,13 @@ static void finish_send(struct pg_finish *f)
     pgx_submit(f->rm->pool, &f->job);
 }
 
-static struct pg_finish *finish_new(struct pg_rm *rm, const char *gid, uint64_t xid, bool commit,
-                                    rm_finish_fn done, void *arg)
+static struct pg_finish *finish_new(struct pg_rm *rm, const char *gid, uint64_t xid, const char *db,
+                                    bool commit, rm_finish_fn done, void *arg)
 {
     struct pg_finish *f = xcalloc(1, sizeof(*f));
     f->rm = rm;
     snprintf(f->gid, sizeof(f->gid), "%s", gid);
+    snprintf(f->db, sizeof(f->db), "%s", db ? db : "");
     f->xid = xid;
     f->commit = commit;
     f->done = done;
@@ -197,15 +256,16 @@ static struct pg_finish *finish_new(struct pg_rm *rm, const char *gid, uint64_t 
     return f;
 }
 
-void rm_pg_finish_start(struct pg_rm *rm, const char *gid, uint64_t xid, bool commit,
-                        rm_finish_fn done, void *arg)
+void rm_pg_finish_start(struct pg_rm *rm, const char *gid, uint64_t xid, const char *db,
+                        bool commit, rm_finish_fn done, void *arg)
 {
-    finish_send(finish_new(rm, gid, xid, commit, done, arg));
+    finish_send(finish_new(rm, gid, xid, db, commit, done, arg));
 }
 
-void rm_pg_status_start(struct pg_rm *rm, uint64_t xid, rm_finish_fn done, void *arg)
+void rm_pg_status_start(struct pg_rm *rm, uint64_t xid, const char *db, rm_finish_fn done,
+                        void *arg)
 {
-    struct pg_finish *f = finish_new(rm, "", xid, true, done, arg);
+    struct pg_finish *f = finish_new(rm, "", xid, db, true, done, arg);
 
     snprintf(f->gid, sizeof(f->gid), "xid %" PRIu64, xid);
     f->check_only = true;
@@ -213,10 +273,10 @@ void rm_pg_status_start(struct pg_rm *rm, uint64_t xid, rm_finish_fn done, void 
     finish_send(f);
 }
 
-void rm_pg_finish(struct rm *base, const char *gid, uint64_t xid, bool commit, rm_finish_fn done,
-                  void *arg)
+void rm_pg_finish(struct rm *base, const char *gid, uint64_t xid, const char *db, bool commit,
+                  rm_finish_fn done, void *arg)
 {
-    rm_pg_finish_start((struct pg_rm *)base, gid, xid, commit, done, arg);
+    rm_pg_finish_start((struct pg_rm *)base, gid, xid, db, commit, done, arg);
 }
 
 /* ---- what became of a branch ---------------------------------------------------- */
@@ -303,7 +363,7 @@ void rm_pg_status(struct rm *base, const char *gid, uint64_t xid, rm_status_fn d
     st->values[0] = st->gid;
     st->values[1] = st->xidbuf;
     /* Only this database's prepared transactions: one PostgreSQL server may hold several shards. */
-    st->stmts[0] = (struct pgx_stmt){"SELECT transaction::text FROM pg_prepared_xacts "
+    st->stmts[0] = (struct pgx_stmt){"SELECT " RM_PG_PREPARED_XID8_SQL " FROM pg_prepared_xacts p "
                                      "WHERE gid = $1 AND database = current_database()",
                                      1, &st->values[0], true};
     st->stmts[1] = (struct pgx_stmt){"SELECT pg_xact_status($1::xid8)", 1, &st->values[1], true};

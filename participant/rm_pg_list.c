@@ -77,8 +77,9 @@ static void list_rows(struct pg_list *l, const PGresult *res)
         snprintf(b->p.gid, sizeof(b->p.gid), "%s", PQgetvalue(res, i, 0));
         b->p.xid = strtoull(PQgetvalue(res, i, 1), NULL, 10);
         b->p.age_ms = (uint32_t)strtoul(PQgetvalue(res, i, 2), NULL, 10);
-        if (PQnfields(res) > 3)
-            b->locks = xstrdup(PQgetvalue(res, i, 3));
+        b->p.three_pc = PQgetvalue(res, i, 3)[0] == 't';
+        if (PQnfields(res) > 4)
+            b->locks = xstrdup(PQgetvalue(res, i, 4));
         l->n++;
     }
 }
@@ -112,7 +113,9 @@ static void list_done(struct pgx_job *job, int rc, int answered, const char *why
 
 /* This database only (one server may hold several shards), dtx gids only. */
 #define LIST_SQL(extra)                                                                            \
-    "SELECT gid, transaction::text, (extract(epoch FROM now() - prepared) * 1000)::bigint" extra   \
+    "SELECT gid, " RM_PG_PREPARED_XID8_SQL                                                         \
+    ", (extract(epoch FROM now() - prepared) * 1000)::bigint, EXISTS (SELECT 1 FROM "              \
+    "dtx.acceptors a WHERE a.gtid = split_part(p.gid, ':', 2))" extra                              \
     " FROM pg_prepared_xacts p WHERE database = current_database() AND starts_with(gid, 'dtx:')"   \
     " ORDER BY prepared"
 

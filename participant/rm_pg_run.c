@@ -2,7 +2,8 @@
  * rm_pg_run.c - running a branch in PostgreSQL: one pipeline on one pooled
  * connection (one round trip):
  *
- *   BEGIN; <ops with bind parameters>; SELECT pg_current_xact_id_if_assigned();
+ *   BEGIN; <ops with bind parameters>;
+ *   SELECT pg_current_xact_id_if_assigned(), <the database's identity>;
  *   PREPARE TRANSACTION '<gid>'                          (or COMMIT for one phase)
  *
  * What PostgreSQL really did is read from each result, never assumed:
@@ -12,18 +13,25 @@
  *     is read-only, and its (empty) prepared transaction is committed at
  *     once, so it takes no part in phase 2;
  *   - expect_rows is checked as results arrive; a mismatch after the
- *     PREPARE ran rolls the prepared branch back before the no vote.
+ *     PREPARE ran rolls the prepared branch back before the no vote;
+ *   - so are the limits on a branch's results (max_result_bytes, rows),
+ *     read row by row (pgx single-row mode): the statement that goes over
+ *     is cancelled and the branch fails with DTX_ERESULT.
  * Two variants cost one more round trip: a branch whose ops all start with
  * SELECT/VALUES/TABLE/SHOW runs its ops first and then prepares only if it
  * wrote something (read-only branches then commit without PREPARE), and a
- * one-phase branch with expect_rows checks the counts before COMMIT.
+ * one-phase branch runs its ops first and commits only once their results
+ * are checked (expect_rows, the limits): a COMMIT in the same pipeline
+ * would have run before a result over the limit could stop it.
  *
  * Interactive branches (rm exec/end) keep their transaction open on a held
  * connection between calls; each call is one more pipeline into it.
  *
- * The branch's xid (pg_current_xact_id_if_assigned) goes into the yes vote
- * and the coordinator's COMMIT record. With it, pg_xact_status() tells
- * what became of a branch that is no longer prepared (rm_pg_finish.c).
+ * The branch's xid (pg_current_xact_id_if_assigned) and the database's
+ * identity (system identifier, timeline) go into the yes vote and the
+ * coordinator's COMMIT record. With them, pg_xact_status() tells what
+ * became of a branch that is no longer prepared, in that database only
+ * (rm_pg_finish.c).
  *
  * State: rm->runs (every run not yet delivered). Thread model: the
  * participant's event-loop thread.
@@ -48,9 +56,12 @@ struct pg_run {
     struct list_node link; /* on rm->runs */
     struct pg_rm *rm;
     char gid[DTX_GID_MAX + 1];
+    char gtid[DTX_GTID_MAX + 1]; /* three_pc: dtx.branch_begin's argument */
+    const char *gtid_value[1];
     cJSON *ops;
     bool one_phase;
-    bool split; /* ops first, then the ending in a second round trip */
+    bool three_pc; /* BEGIN is followed by dtx.branch_begin(gtid) (sql/003_acceptors.sql) */
+    bool split;    /* ops first, then the ending in a second round trip */
     /*
      * Interactive: a session whose transaction stays open between calls
      * (rm exec/end). Its ops start at statement first_op: 1 when this call
@@ -69,12 +80,15 @@ struct pg_run {
     const char ***values;
     int64_t *expect;
     int *op_index;
-    struct buf results; /* "\n" + JSON text per op */
+    struct buf results;     /* "\n" + JSON text per op */
+    struct pgval_rows rows; /* the op whose result is arriving */
+    uint64_t nrows;         /* rows the ops returned so far */
     struct dtx_err err;
     bool have_xid, xid_null;
     uint64_t xid;
-    bool end_ok;   /* PREPARE / COMMIT answered with its own tag */
-    bool end_sent; /* the ending statement was sent */
+    char db[RM_DB_ID_MAX]; /* the database's identity, read with the xid */
+    bool end_ok;           /* PREPARE / COMMIT answered with its own tag */
+    bool end_sent;         /* the ending statement was sent */
     bool cancelled;
     enum run_stage stage;
     struct pgx_stmt end_stmt;
@@ -147,6 +161,7 @@ static void run_finish(struct pg_run *r, enum rm_outcome outcome)
 {
     r->result.outcome = outcome;
     r->result.xid = r->xid;
+    snprintf(r->result.db, sizeof(r->result.db), "%s", r->db);
     r->result.err = r->err;
     if (outcome == RM_PREPARED || outcome == RM_READONLY || outcome == RM_COMMITTED ||
         outcome == RM_ACTIVE) {
@@ -166,18 +181,72 @@ static void run_fail(struct pg_run *r, int code, const char *msg)
     run_finish(r, RM_ROLLED_BACK);
 }
 
+/*
+ * Op k's result went over max_result_bytes or max_result_rows: the branch
+ * fails with DTX_ERESULT, and its statement is cancelled, so that
+ * PostgreSQL stops sending what nobody will read.
+ */
+static void result_too_large(struct pg_run *r, int k)
+{
+    struct pg_rm *rm = r->rm;
+
+    pgval_rows_drop(&r->rows, &r->results);
+    if (!r->err.code) {
+        dtx_err_set(&r->err, DTX_ERESULT,
+                    "op %d's result is over the limit of shard '%s' (max_result_bytes %" PRIu64
+                    ", max_result_rows %" PRIu64 " for a branch's results): the transaction is "
+                    "aborted; select fewer rows, or page through them",
+                    r->op_index[k], rm->shard, rm->max_result_bytes, rm->max_result_rows);
+        snprintf(r->err.shard, sizeof(r->err.shard), "%s", rm->shard);
+        r->err.op = r->op_index[k];
+    }
+    if (!r->cancelled) {
+        r->cancelled = true;
+        pgx_cancel(rm->pool, &r->job);
+    }
+}
+
+static bool over_limits(const struct pg_run *r)
+{
+    return r->results.len > r->rm->max_result_bytes || r->nrows > r->rm->max_result_rows;
+}
+
 static void op_result(struct pg_run *r, int k, const PGresult *res)
 {
     ExecStatusType st = PQresultStatus(res);
     int64_t affected;
+    size_t start;
 
+    if (st == PGRES_SINGLE_TUPLE) { /* one row of many: the statement goes on */
+        if (r->err.code)
+            return; /* the branch has failed already: its results are not sent */
+        pgval_rows_add(&r->rows, res, &r->results);
+        r->nrows++;
+        if (over_limits(r))
+            result_too_large(r, k);
+        return;
+    }
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+        pgval_rows_drop(&r->rows, &r->results);
         if (st != PGRES_PIPELINE_ABORTED)
             note_pg_error(r, res, r->op_index[k]);
         buf_puts(&r->results, "\nnull");
         return;
     }
-    pgval_result(res, &affected, &r->results);
+    if (r->err.code) {
+        pgval_rows_drop(&r->rows, &r->results);
+        buf_puts(&r->results, "\nnull");
+        return;
+    }
+    start = r->rows.begun ? r->rows.start : r->results.len;
+    r->nrows += (uint64_t)PQntuples(res);
+    pgval_rows_end(&r->rows, res, &affected, &r->results);
+    if (over_limits(r)) {
+        buf_truncate(&r->results, start);
+        buf_puts(&r->results, "\nnull");
+        result_too_large(r, k);
+        return;
+    }
     if (r->expect[k] >= 0 && affected != r->expect[k] && !r->err.code) {
         dtx_err_set(&r->err, DTX_EROWS, "op %d affected %" PRId64 " rows; expected %" PRId64,
                     r->op_index[k], affected, r->expect[k]);
@@ -211,8 +280,8 @@ static void run_result(struct pgx_job *job, int idx, PGresult *res)
     if (r->stage == RS_END) {
         if (strcmp(r->end_stmt.sql, "ROLLBACK") != 0)
             end_result(r, res);
-    } else if (idx < r->first_op) {
-        if (PQresultStatus(res) != PGRES_COMMAND_OK)
+    } else if (idx < r->first_op) { /* BEGIN, and a 3PC branch's dtx.branch_begin */
+        if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
             note_pg_error(r, res, -1);
     } else if (idx < r->first_op + r->nops) {
         op_result(r, idx - r->first_op, res);
@@ -221,6 +290,7 @@ static void run_result(struct pgx_job *job, int idx, PGresult *res)
             r->have_xid = true;
             r->xid_null = PQgetisnull(res, 0, 0);
             r->xid = r->xid_null ? 0 : strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+            snprintf(r->db, sizeof(r->db), "%s", PQgetvalue(res, 0, 1));
         }
     } else {
         end_result(r, res);
@@ -243,7 +313,7 @@ static void after_cleanup(void *arg, enum rm_outcome outcome, const struct dtx_e
 static void finish_prepared_then(struct pg_run *r, bool commit, enum rm_outcome outcome)
 {
     r->result.outcome = outcome;
-    rm_pg_finish_start(r->rm, r->gid, r->xid, commit, after_cleanup, r);
+    rm_pg_finish_start(r->rm, r->gid, r->xid, r->db, commit, after_cleanup, r);
 }
 
 #define CONN_LOST_OPEN                                                                             \
@@ -257,6 +327,7 @@ static void run_send_end(struct pg_run *r, const char *sql)
     r->stage = RS_END;
     r->job.stmts = &r->end_stmt;
     r->job.nstmts = 1;
+    r->job.rows_count = 0;
     r->job.hold = false;
     r->job.timeout_ms = 0;
     if (pgx_submit_on(r->job.conn, r->job.conn_gen, &r->job) < 0) {
@@ -327,7 +398,15 @@ static void on_status_known(void *arg, enum rm_outcome outcome, const struct dtx
 {
     struct pg_run *r = arg;
 
-    (void)err;
+    if (outcome == RM_UNKNOWN) {
+        char lost[sizeof(r->err.msg)];
+
+        snprintf(lost, sizeof(lost), "%s", r->err.msg);
+        dtx_err_set(&r->err, DTX_EUNKNOWN, "%s; the commit's outcome cannot be determined: %s",
+                    lost, err ? err->msg : "");
+        run_finish(r, RM_UNKNOWN);
+        return;
+    }
     run_finish(r, outcome == RM_COMMITTED ? RM_COMMITTED : RM_ROLLED_BACK);
 }
 
@@ -346,11 +425,11 @@ static void run_lost(struct pg_run *r, int answered, const char *why)
     snprintf(msg, sizeof(msg), "lost the connection to PostgreSQL: %.200s", why ? why : "");
     if (end_unanswered && !r->one_phase && strcmp(r->end_sql, "COMMIT") != 0) {
         /* PREPARE may have run: roll it back in the background, vote no now. */
-        rm_pg_finish_start(r->rm, r->gid, 0, false, NULL, NULL);
+        rm_pg_finish_start(r->rm, r->gid, 0, NULL, false, NULL, NULL);
         run_fail(r, DTX_EUNAVAIL, msg);
     } else if (end_unanswered && r->have_xid && !r->xid_null) {
         dtx_err_set(&r->err, DTX_EUNAVAIL, "%s", msg);
-        rm_pg_status_start(r->rm, r->xid, on_status_known, r); /* did the COMMIT happen? */
+        rm_pg_status_start(r->rm, r->xid, r->db, on_status_known, r); /* did COMMIT happen? */
     } else if (end_unanswered) {
         dtx_err_set(&r->err, DTX_EUNKNOWN, "%s; the commit's outcome cannot be determined", msg);
         run_finish(r, RM_UNKNOWN);
@@ -397,19 +476,27 @@ static int run_build(struct pg_run *r)
     const cJSON *op;
     bool all_reads = true;
     int total = 0, k = 0;
+    char shard[DTX_NAME_MAX + 1];
 
     cJSON_ArrayForEach(op, r->ops)
     {
         total += cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(op, "params"));
     }
     r->nops = cJSON_GetArraySize(r->ops);
-    r->first_op = r->began ? 0 : 1;
-    r->stmts = xcalloc((size_t)r->nops + 3, sizeof(*r->stmts));
+    r->first_op = r->began ? 0 : r->three_pc ? 2 : 1;
+    r->nrows = 0; /* the limits hold for each call's results */
+    r->rows = (struct pgval_rows){0, 0, false};
+    r->stmts = xcalloc((size_t)r->nops + 4, sizeof(*r->stmts));
     r->values = xcalloc((size_t)r->nops + 1, sizeof(*r->values));
     r->params = xcalloc((size_t)total + 1, sizeof(*r->params));
     r->expect = xcalloc((size_t)r->nops + 1, sizeof(*r->expect));
     r->op_index = xcalloc((size_t)r->nops + 1, sizeof(*r->op_index));
     r->stmts[0] = (struct pgx_stmt){"BEGIN", 0, NULL, false}; /* overwritten when began */
+    if (r->first_op == 2) {
+        gid_parse(r->gid, r->gtid, shard);
+        r->gtid_value[0] = r->gtid;
+        r->stmts[1] = (struct pgx_stmt){"SELECT dtx.branch_begin($1)", 1, r->gtid_value, false};
+    }
     cJSON_ArrayForEach(op, r->ops)
     {
         const cJSON *sql = cJSON_GetObjectItemCaseSensitive(op, "sql");
@@ -430,14 +517,12 @@ static int run_build(struct pg_run *r)
         r->stmts[r->first_op + k].nparams =
             op_params(r, cJSON_GetObjectItemCaseSensitive(op, "params"), k);
         r->stmts[r->first_op + k].values = r->values[k];
-        if (r->one_phase && r->expect[k] >= 0)
-            r->split = true;
         k++;
     }
-    if ((!r->one_phase && all_reads) || r->interactive)
+    if (r->one_phase || all_reads || r->interactive)
         r->split = true;
-    r->stmts[r->first_op + r->nops] =
-        (struct pgx_stmt){"SELECT pg_current_xact_id_if_assigned()", 0, NULL, r->split};
+    r->stmts[r->first_op + r->nops] = (struct pgx_stmt){
+        "SELECT pg_current_xact_id_if_assigned(), " RM_PG_IDENTITY_SQL, 0, NULL, r->split};
     r->nstmts = r->first_op + r->nops + 1;
     if (!r->split) {
         if (r->one_phase)
@@ -475,6 +560,9 @@ static void run_job(struct pg_run *r, bool hold, uint32_t timeout_ms)
                               .nstmts = r->nstmts,
                               .phase2 = false,
                               .hold = hold,
+                              .untrusted = true, /* a client's SQL: reset the session after */
+                              .rows_first = r->first_op, /* the ops, read row by row */
+                              .rows_count = r->nops,
                               .timeout_ms = timeout_ms,
                               .on_result = run_result,
                               .on_done = run_done,
@@ -482,13 +570,14 @@ static void run_job(struct pg_run *r, bool hold, uint32_t timeout_ms)
 }
 
 struct rm_run *rm_pg_run(struct rm *base, const char *gid, cJSON *ops, bool one_phase,
-                         uint32_t timeout_ms, rm_run_fn done, void *arg)
+                         bool three_pc, uint32_t timeout_ms, rm_run_fn done, void *arg)
 {
     struct pg_rm *rm = (struct pg_rm *)base;
     struct pg_run *r = run_new(rm, gid);
 
     r->ops = ops;
     r->one_phase = one_phase;
+    r->three_pc = three_pc;
     r->done = done;
     r->arg = arg;
     if (!cJSON_IsArray(ops) || run_build(r) < 0) {
@@ -517,8 +606,9 @@ static void on_wait_timeout(struct ev_loop *loop, struct ev_timer *t)
     pgx_cancel(r->rm->pool, &r->job);
 }
 
-struct rm_run *rm_pg_exec(struct rm *base, struct rm_run *session, const char *gid, cJSON *ops,
-                          uint32_t timeout_ms, uint32_t wait_ms, rm_run_fn done, void *arg)
+struct rm_run *rm_pg_exec(struct rm *base, struct rm_run *session, const char *gid, bool three_pc,
+                          cJSON *ops, uint32_t timeout_ms, uint32_t wait_ms, rm_run_fn done,
+                          void *arg)
 {
     struct pg_rm *rm = (struct pg_rm *)base;
     struct pg_run *r = (struct pg_run *)session;
@@ -528,6 +618,7 @@ struct rm_run *rm_pg_exec(struct rm *base, struct rm_run *session, const char *g
     if (!r) {
         r = run_new(rm, gid);
         r->interactive = true;
+        r->three_pc = three_pc;
     }
     run_free_ops(r);
     r->ops = ops;
@@ -578,7 +669,7 @@ void rm_pg_end(struct rm *base, struct rm_run *session, enum rm_end how, rm_run_
     }
 }
 
-void rm_pg_cancel(struct rm *base, struct rm_run *run)
+void rm_pg_cancel(struct rm *base, struct rm_run *run, bool deadline)
 {
     struct pg_rm *rm = (struct pg_rm *)base;
     struct pg_run *r = (struct pg_run *)run;
@@ -586,6 +677,13 @@ void rm_pg_cancel(struct rm *base, struct rm_run *run)
     if (r->cancelled || r->deliver.queued)
         return;
     r->cancelled = true;
+    if (deadline && !r->err.code) {
+        dtx_err_set(&r->err, DTX_ETIMEDOUT,
+                    "shard '%s': the branch was still running at its transaction's deadline "
+                    "(timeout_ms) and was cancelled",
+                    rm->shard);
+        snprintf(r->err.shard, sizeof(r->err.shard), "%s", rm->shard);
+    }
     pgx_cancel(rm->pool, &r->job);
 }
 

@@ -1,7 +1,8 @@
 /*
  * rm_pg_setup.c - preparing a shard's database before the agent serves
  * it: connect (waiting up to startup_wait_s for PostgreSQL to come up),
- * check the server (version, max_prepared_transactions), install the
+ * check the server (version, max_prepared_transactions, durability:
+ * fsync off is refused, synchronous_commit off warned about), install the
  * agent's schema (sql/, embedded at build time), and make sure this
  * database belongs to this shard (table dtx.agent).
  *
@@ -10,6 +11,7 @@
 #include "rm_pg_impl.h"
 
 #include "dtx/ev.h"
+#include "dtx/log.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,8 +60,45 @@ static int setup_exec(PGconn *c, const char *sql, int nparams, const char *const
     return 0;
 }
 
-static int setup_check(PGconn *c, const char *shard, struct dtx_err *err)
+/*
+ * A prepared branch, or a COMMIT PREPARED acknowledged, must survive a crash
+ * of the server: with fsync off a power failure can lose both (refused
+ * unless allowed, for tests), with synchronous_commit off a crash can lose
+ * an acknowledged COMMIT PREPARED (warned).
+ */
+static int setup_durability(PGconn *c, const struct rm_pg_opts *o, struct dtx_err *err)
 {
+    PGresult *res = NULL;
+    int rc = setup_exec(c, "SELECT current_setting('fsync'), current_setting('synchronous_commit')",
+                        0, NULL, &res, err);
+
+    if (rc < 0)
+        return rc;
+    if (strcmp(PQgetvalue(res, 0, 0), "off") == 0 && !o->allow_fsync_off) {
+        PQclear(res);
+        return dtx_err_set(err, DTX_EINVAL,
+                           "PostgreSQL (database '%s') runs with fsync = off: a crash of its "
+                           "machine can lose prepared branches and committed ones, and dtx "
+                           "could not keep its promise; set fsync = on (or, for a throwaway test "
+                           "database only, allow_fsync_off in the participant's config)",
+                           PQdb(c));
+    }
+    if (strcmp(PQgetvalue(res, 0, 0), "off") == 0)
+        log_warn("PostgreSQL (database '%s') runs with fsync = off, allowed by allow_fsync_off: "
+                 "a machine crash can lose prepared and committed branches: for tests only",
+                 PQdb(c));
+    if (strcmp(PQgetvalue(res, 0, 1), "off") == 0)
+        log_warn("PostgreSQL (database '%s') runs with synchronous_commit = off: a crash of the "
+                 "server can lose a COMMIT PREPARED it acknowledged, and a branch reported "
+                 "committed may come back prepared or be lost; set synchronous_commit = on",
+                 PQdb(c));
+    PQclear(res);
+    return 0;
+}
+
+static int setup_check(PGconn *c, const struct rm_pg_opts *o, struct dtx_err *err)
+{
+    const char *shard = o->shard;
     const char *values[1] = {shard};
     PGresult *res = NULL;
     int rc;
@@ -81,7 +120,12 @@ static int setup_check(PGconn *c, const char *shard, struct dtx_err *err)
                            PQdb(c));
     }
     PQclear(res);
-    rc = setup_exec(c, rm_pg_schema_sql, 0, NULL, NULL, err);
+    rc = setup_durability(c, o, err);
+    /* the schema's "already exists, skipping" notices at every start are not news */
+    if (rc == 0)
+        rc = setup_exec(c, "SET client_min_messages = warning", 0, NULL, NULL, err);
+    if (rc == 0)
+        rc = setup_exec(c, rm_pg_schema_sql, 0, NULL, NULL, err);
     if (rc == 0)
         rc = setup_exec(c, "INSERT INTO dtx.agent (shard) VALUES ($1) ON CONFLICT DO NOTHING", 1,
                         values, NULL, err);
@@ -99,14 +143,16 @@ static int setup_check(PGconn *c, const char *shard, struct dtx_err *err)
     return rc;
 }
 
-int rm_pg_setup(const char *conninfo, const char *shard, unsigned wait_s, struct dtx_err *err)
+int rm_pg_setup(const struct rm_pg_opts *o, struct dtx_err *err)
 {
-    PGconn *c = setup_connect(conninfo, wait_s, err);
+    PGconn *c = setup_connect(o->conninfo, o->wait_s, err);
+    struct pgx_notices notices = {0};
     int rc;
 
     if (!c)
         return DTX_EUNAVAIL;
-    rc = setup_check(c, shard, err);
+    pgx_log_notices(c, &notices);
+    rc = setup_check(c, o, err);
     PQfinish(c);
     return rc;
 }

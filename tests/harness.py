@@ -26,15 +26,27 @@ class ClusterTest(unittest.TestCase):
     COORD = {}
     AGENT = {}
     PG = LOG_STATEMENTS
+    XID_EPOCH = None
+    HOSTS = False  # True: every daemon on a host of its own (dtx_cluster.Cluster, hosts)
+    COORDINATORS = None  # node_id of each coordinator process (dtx_cluster.Cluster)
+    STORE = None  # "postgres": the coordinators' decisions in a PostgreSQL server
+    STORE_LEASE_MS = 2000
 
     @classmethod
     def setUpClass(cls):
+        missing = [t for t in ("ip", "nft") if cls.HOSTS and not shutil.which(t)]
+        if missing:
+            raise RuntimeError("hosts of their own need %s (iproute2, nftables: tools/install-deps "
+                               "installs them)" % " and ".join(missing))
         os.makedirs(WORK, exist_ok=True)
         os.chmod(WORK, 0o755)
         d = os.path.join(WORK, "%s-%d" % (cls.__name__, os.getpid()))
         shutil.rmtree(d, ignore_errors=True)
         cls.c = dtx_cluster.Cluster(d, shards=cls.SHARDS, coord=dict(cls.COORD),
-                                    agent=dict(cls.AGENT), pg=list(cls.PG))
+                                    agent=dict(cls.AGENT), pg=list(cls.PG),
+                                    xid_epoch=cls.XID_EPOCH, hosts=cls.HOSTS,
+                                    coordinators=cls.COORDINATORS, store=cls.STORE,
+                                    store_lease_ms=cls.STORE_LEASE_MS)
         cls.c.start()
         cls.failed = False
         for sh in cls.c.shards:
@@ -62,7 +74,8 @@ class ClusterTest(unittest.TestCase):
         return r
 
     def dump_logs(self):
-        logs = [self.c.coordinator.log] + [sh.agent.log for sh in self.c.shards if sh.agent]
+        logs = [co.proc.log for co in self.c.coords if co.proc] + \
+            [sh.agent.log for sh in self.c.shards if sh.agent]
         for path in logs:
             sys.stdout.write("\n--- last lines of %s ---\n%s" % (path, dtx_cluster.tail(path, 25)))
 
@@ -108,7 +121,7 @@ class ClusterTest(unittest.TestCase):
 def sanitizer_reports(c):
     """Sanitizer findings in any daemon log of the cluster (the tests run sanitized builds)."""
     found = []
-    logs = [os.path.join(c.coord_dir, "coordinator.log")] + \
+    logs = [os.path.join(co.dir, "coordinator.log") for co in c.coords] + \
         [os.path.join(sh.dir, "participant.log") for sh in c.shards]
     for path in logs:
         try:

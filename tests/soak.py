@@ -2,7 +2,8 @@
 """tests/soak.py - randomized soak: a bank workload over 3 shards while the
 coordinator, participants and PostgreSQL shards are killed at random.
 
-  tests/soak.py [--seconds 60] [--workers 6]      (make check: 60 s; make soak SECS=N)
+  tests/soak.py [--seconds 60] [--workers 6] [--protocol 2pc|3pc] [--ha]
+                              (make check: 45 s of 2pc, 30 s of 3pc, 30 s --ha; make soak SECS=N ...)
 
 Each transfer moves money between accounts on two shards and writes one
 ledger row per leg, all in one dtx transaction with an idempotency key; a
@@ -11,6 +12,13 @@ One worker in three runs its transfers as interactive transactions
 instead (begin, one call per shard, commit): those cannot be retried, so
 one that loses its answer is left out of the answered-outcome check, but
 not out of the others.
+With --ha there are two coordinator nodes on a postgres decision store, c1
+with a standby and c2 alone; each worker uses one node (any of its
+processes, moving on after no answer or a 503), and the chaos kills any
+coordinator process: c1's standby takes over, c2 is down until restarted.
+With --protocol 3pc every transaction commits by three-phase commit and
+the participants' termination timeout is short (1 s), so that they often
+finish transactions on their own while the coordinator is down.
 Meanwhile a chaos thread kill -9s the coordinator or a participant, or
 stops a PostgreSQL shard with -m immediate, and restarts it.
 
@@ -44,8 +52,10 @@ START = 1000
 
 
 class Soak:
-    def __init__(self, c, seconds, workers, seed):
+    def __init__(self, c, seconds, workers, seed, protocol="2pc"):
         self.c = c
+        self.protocol = protocol
+        self.nodes = sorted({co.node for co in c.coords})
         self.seconds = seconds
         self.workers = workers
         self.rng = random.Random(seed)
@@ -64,7 +74,7 @@ class Soak:
         a, b = rng.sample(SHARDS, 2)
         x, y = rng.randint(1, ACCOUNTS), rng.randint(1, ACCOUNTS)
         amt = rng.randint(1, 50)
-        return {"idempotency_key": tid, "timeout_ms": 3000, "ops": [
+        return {"idempotency_key": tid, "timeout_ms": 3000, "protocol": self.protocol, "ops": [
             {"shard": a, "sql": "UPDATE accounts SET balance = balance - $1 WHERE id = $2 AND "
                                 "balance >= $1", "params": [amt, x], "expect_rows": 1},
             {"shard": a, "sql": "INSERT INTO ledger VALUES ($1, 0, $2, $3)",
@@ -74,12 +84,21 @@ class Soak:
             {"shard": b, "sql": "INSERT INTO ledger VALUES ($1, 1, $2, $3)",
              "params": [tid, y, amt]}]}
 
-    def run_transfer(self, body):
+    def processes(self, n):
+        """Worker n's coordinator processes: every process of its node."""
+        node = self.nodes[n % len(self.nodes)]
+        return [co.i for co in self.c.coords if co.node == node]
+
+    def run_transfer(self, body, n=0):
         """Sends until a definite answer; returns 'committed', 'aborted' or None (gave up)."""
         deadline = time.time() + self.seconds + 120
+        procs, k = self.processes(n), 0
         while time.time() < deadline:
+            coord = procs[k % len(procs)]
+            k += 1
             try:
-                status, ans = self.c.request("POST", "/v1/transactions", body, timeout=15)
+                status, ans = self.c.request("POST", "/v1/transactions", body, timeout=15,
+                                             coord=coord)
             except OSError:
                 status, ans = None, None
             if status == 200:
@@ -96,26 +115,29 @@ class Soak:
         self.failures.append("transfer %s never got an answer" % body["idempotency_key"])
         return None
 
-    def call(self, path, body):
+    def call(self, path, body, coord=0):
         try:
-            return self.c.request("POST", path, body, timeout=15)
+            return self.c.request("POST", path, body, timeout=15, coord=coord)
         except OSError:
             return None, None
 
-    def run_interactive(self, body):
+    def run_interactive(self, body, n=0):
         """The transfer as an interactive transaction: 'committed', 'aborted', or None when
         its outcome is not known to the client (no answer, or never begun)."""
-        status, ans = self.call("/v1/transactions", {"interactive": True, "timeout_ms": 3000})
+        procs = self.processes(n)
+        coord = procs[random.randrange(len(procs))]  # a standby refuses the begin: no harm
+        status, ans = self.call("/v1/transactions", {"interactive": True, "timeout_ms": 3000,
+                                                     "protocol": self.protocol}, coord)
         if status != 201:
             return None
         gtid, ops = ans["gtid"], body["ops"]
         for part in (ops[:2], ops[2:]):
-            status, ans = self.call("/v1/transactions/%s/ops" % gtid, {"ops": part})
+            status, ans = self.call("/v1/transactions/%s/ops" % gtid, {"ops": part}, coord)
             if status == 409:
                 return "aborted"
             if status != 200:
                 return None
-        status, ans = self.call("/v1/transactions/%s/commit" % gtid, {})
+        status, ans = self.call("/v1/transactions/%s/commit" % gtid, {}, coord)
         with self.lock:
             self.interactive[status] = self.interactive.get(status, 0) + 1
         return {200: "committed", 409: "aborted"}.get(status)
@@ -126,11 +148,11 @@ class Soak:
             tid = "t-%d-%s" % (n, uuid.uuid4().hex[:12])
             body = self.transfer_body(rng, tid)
             if n % 3 == 2:
-                outcome = self.run_interactive(body)
+                outcome = self.run_interactive(body, n)
                 if not outcome:
                     time.sleep(0.2)  # no answer (the coordinator is down): do not spin
             else:
-                outcome = self.run_transfer(body)
+                outcome = self.run_transfer(body, n)
             if outcome:
                 with self.lock:
                     self.answers[tid] = outcome
@@ -144,9 +166,11 @@ class Soak:
             i = rng.randrange(len(SHARDS))
             try:
                 if what == "coordinator":
-                    self.c.kill_coordinator()
+                    k = rng.randrange(len(self.c.coords))
+                    self.c.kill_coordinator(k)
                     time.sleep(rng.uniform(0.2, 1.5))
-                    self.c.start_coordinator(wait=False)
+                    self.c.start_coordinator(wait=False, i=k)
+                    what = self.c.coords[k].name
                 elif what == "participant":
                     self.c.kill_participant(i)
                     time.sleep(rng.uniform(0.2, 1.5))
@@ -155,7 +179,8 @@ class Soak:
                     self.c.pg_stop(i, mode="immediate")
                     time.sleep(rng.uniform(0.2, 1.0))
                     self.c.pg_start(i)
-                self.kills.append(what if what == "coordinator" else "%s %s" % (what, SHARDS[i]))
+                self.kills.append(what if what.startswith("coordinator") else
+                                  "%s %s" % (what, SHARDS[i]))
             except Exception as e:  # noqa: BLE001 - reported, not fatal to the run
                 self.failures.append("chaos %s failed: %s" % (what, e))
 
@@ -165,11 +190,16 @@ class Soak:
                 self.c.pg_start(i)
             if not self.c.shards[i].agent.alive():
                 self.c.start_participant(i, wait=False)
-        if not self.c.coordinator.alive():
-            self.c.start_coordinator(wait=False)
+        for co in self.c.coords:
+            if not co.proc.alive():
+                self.c.start_coordinator(wait=False, i=co.i)
         for i in range(len(SHARDS)):
             self.c.wait_agent(i, timeout=60)
-        self.c.wait_healthy(timeout=60)
+        if len(self.c.coords) == 1:
+            self.c.wait_healthy(timeout=60)
+        for node in self.nodes:
+            if len(self.c.coords) > 1:
+                self.c.wait_active(node, timeout=60)
 
     # ---- checks ---------------------------------------------------------------
 
@@ -224,18 +254,39 @@ class Soak:
         return self.check()
 
 
+def terminated(c):
+    """How many times a participant led a 3PC transaction to its decision (agent logs)."""
+    n = 0
+    for sh in c.shards:
+        try:
+            with open(sh.agent.log, errors="replace") as f:
+                n += sum("without the coordinator; telling every acceptor" in line for line in f)
+        except OSError:
+            pass
+    return n
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--workers", type=int, default=6)
     ap.add_argument("--seed", type=int, default=int(time.time()))
+    ap.add_argument("--protocol", choices=["2pc", "3pc"], default="2pc")
+    ap.add_argument("--ha", action="store_true",
+                    help="coordinators c1 (with a standby) and c2 on a postgres store")
     a = ap.parse_args()
     root = dtx_cluster.make_temp_dir("dtx-soak-")
-    c = dtx_cluster.Cluster(os.path.join(root, "c"), shards=len(SHARDS),
-                            agent={"recovery_interval_ms": 500, "recovery_min_age_ms": 300},
-                            coord={"commit_wait_ms": 2000})
-    print("soak: seed %d, %g s, %d workers, 3 shards; binaries in %s" %
-          (a.seed, a.seconds, a.workers, c.bindir), flush=True)
+    agent = {"recovery_interval_ms": 500, "recovery_min_age_ms": 300}
+    if a.protocol == "3pc":
+        agent["termination_timeout_ms"] = 1000
+    ha = {"coordinators": ["c1", "c1", "c2"], "store": "postgres",
+          "store_lease_ms": 1500} if a.ha else {}
+    c = dtx_cluster.Cluster(os.path.join(root, "c"), shards=len(SHARDS), agent=agent,
+                            coord={"commit_wait_ms": 2000}, **ha)
+    print("soak: seed %d, %g s, %d workers, 3 shards, %s%s; binaries in %s" %
+          (a.seed, a.seconds, a.workers, a.protocol,
+           ", coordinators c1 (and a standby), c2 on a postgres store" if a.ha else "",
+           c.bindir), flush=True)
     start = time.time()
     c.start()
     try:
@@ -245,7 +296,7 @@ def main():
                       "account int NOT NULL, amount bigint NOT NULL, PRIMARY KEY (transfer_id, leg));"
                       "INSERT INTO accounts SELECT g, %d FROM generate_series(1, %d) g"
                       % (START, ACCOUNTS))
-        soak = Soak(c, a.seconds, a.workers, a.seed)
+        soak = Soak(c, a.seconds, a.workers, a.seed, a.protocol)
         problems = soak.run()
     finally:
         codes = c.stop()  # an exception above leaves through here, with the cluster stopped
@@ -256,6 +307,9 @@ def main():
     print("soak: %d transfers answered (%d committed, %d aborted), %d retries after no answer, "
           "%d kills (%s) in %.0f s" % (committed + aborted, committed, aborted, soak.retries,
                                       len(soak.kills), ", ".join(soak.kills), time.time() - start))
+    if a.protocol == "3pc":
+        print("soak: transactions the participants decided without the coordinator: %d" %
+              terminated(c))
     print("soak: interactive transfers' commit answers by HTTP status: %s" %
           dict(sorted(soak.interactive.items(), key=lambda kv: str(kv[0]))))
     if committed < 50:

@@ -8,6 +8,7 @@ Used by `make demo`, the integration and fault tests, and the benchmark.
   tools/dtx_cluster.py stop --dir DIR
   tools/dtx_cluster.py status --dir DIR
   tools/dtx_cluster.py restart --dir DIR --daemon coordinator|s1|s2|...
+  tools/dtx_cluster.py clean-hosts
 
 PostgreSQL refuses to run as root, so when this runs as root every
 PostgreSQL command runs as the unprivileged `postgres` user (runuser), in
@@ -26,10 +27,28 @@ Everything started is recorded in DIR/cluster.json with its pid, start time
 and command line, and stopped by pid after checking that the pid still is
 that process; nothing is ever killed by name and no system-wide cluster is
 touched.
+
+Cluster(..., hosts=True), for the partition tests (root only): every daemon
+runs on its own "host", a Linux network namespace (`ip netns`): one for the
+coordinator, one per shard for its participant and its PostgreSQL. Each
+namespace has a veth pair to a bridge in the root namespace, which has an
+address there too, so that the process driving the cluster reaches every
+daemon. The addresses are a /24 of 198.18.0.0/15 (the benchmarking range,
+RFC 2544) that no interface of this machine uses. cut(host) takes the host's
+link down (cut from everyone, the driving process included; run_in() and
+request_in() look from inside the host), cut_between(a, b) drops what a and b
+send each other (nftables, inside both namespaces), heal() undoes them.
+Namespaces are named dtxnet-<pid>.<start time>-<n>-<host> and every link the
+tool makes carries the alias "dtx_cluster <pid>.<start time>" of the process
+that made it: stop() removes them, and so does the next hosts cluster (or
+`clean-hosts`) once that process is gone, stopping what still runs inside.
 """
 
 import argparse
+import atexit
+import fcntl
 import http.client
+import ipaddress
 import json
 import os
 import pwd
@@ -180,11 +199,12 @@ def describe_pid(pid):
     return "pid %d (%s)" % (pid, " ".join(args) if args else "command line unknown")
 
 
-def listening_inodes(port):
-    """Inodes of the TCP sockets listening on port (any address), or None if /proc
-    cannot tell."""
+def listening_inodes(port, net_pid=None):
+    """Inodes of the TCP sockets listening on port (any address) in our network namespace,
+    or in net_pid's when given, or None if /proc cannot tell."""
     inodes, readable = set(), False
-    for path in ("/proc/net/tcp", "/proc/net/tcp6"):
+    net = "/proc/%d/net" % net_pid if net_pid else "/proc/net"
+    for path in (net + "/tcp", net + "/tcp6"):
         try:
             with open(path) as f:
                 lines = f.read().splitlines()[1:]
@@ -212,12 +232,12 @@ def holds_socket(pid, inodes):
     return False
 
 
-def port_listeners(port, first=None):
-    """pids holding a socket that listens on port: [first] alone when pid first holds
-    one (the usual answer, found without looking at other processes); else every such
-    pid found in /proc (processes we may not look into are left out). None if /proc
-    cannot tell."""
-    inodes = listening_inodes(port)
+def port_listeners(port, first=None, net_pid=None):
+    """pids holding a socket that listens on port (in net_pid's network namespace when
+    given, else ours): [first] alone when pid first holds one (the usual answer, found
+    without looking at other processes); else every such pid found in /proc (processes we
+    may not look into are left out). None if /proc cannot tell."""
+    inodes = listening_inodes(port, net_pid)
     if inodes is None:
         return None
     if not inodes:
@@ -265,7 +285,6 @@ def work_dir(name, env):
     d = os.path.join(ROOT, "build", name)
     if not blocking_dir(d):
         return d
-    import atexit
     tmp = make_temp_dir("dtx-%s-" % name)
     atexit.register(shutil.rmtree, tmp, True)
     return tmp
@@ -304,20 +323,27 @@ class Proc:
 
     A Proc read back from cluster.json (no Popen) is the process at pid only while
     that process started when recorded and runs the recorded command: a pid is
-    reused once its process has exited, and what now has it is never signalled."""
+    reused once its process has exited, and what now has it is never signalled.
 
-    def __init__(self, name, cmd, log, pid=None, start_time=None):
+    prefix, when given, is run in front of cmd and must exec it (`ip netns exec NS`):
+    pid and cmd stay the daemon's own."""
+
+    def __init__(self, name, cmd, log, pid=None, start_time=None, prefix=None):
         self.name, self.cmd, self.log, self.pid = name, cmd, log, pid
         self.start_time = start_time
+        self.prefix = list(prefix or [])
         self.popen = None
 
     def start(self, env=None):
         """Starts the daemon; env holds extra environment variables (e.g. DTX_FAILPOINTS)."""
         full = dict(os.environ)
         full.pop("DTX_FAILPOINTS", None)
+        # A sanitized build keeps freed memory aside to catch use after free; 16 MB of it
+        # (not 256) keeps a daemon's size meaningful for the tests that bound it.
+        full.setdefault("ASAN_OPTIONS", "quarantine_size_mb=16")
         full.update(env or {})
         logf = open(self.log, "ab")
-        self.popen = subprocess.Popen(self.cmd, stdout=logf, stderr=subprocess.STDOUT,
+        self.popen = subprocess.Popen(self.prefix + self.cmd, stdout=logf, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, env=full, start_new_session=True)
         logf.close()
         self.pid = self.popen.pid
@@ -393,7 +419,262 @@ class Proc:
         self.wait(5)
 
     def state(self):
-        return {"pid": self.pid, "start_time": self.start_time, "cmd": self.cmd, "log": self.log}
+        st = {"pid": self.pid, "start_time": self.start_time, "cmd": self.cmd, "log": self.log}
+        if self.prefix:
+            st["prefix"] = self.prefix
+        return st
+
+
+# ---- hosts: one network namespace per daemon (Cluster(hosts=True)) ------------------------
+
+NET_PREFIX = "dtxnet-"  # network namespaces: dtxnet-<owner>-<n>-<host>
+LINK_ALIAS = "dtx_cluster "  # alias of every link made: "dtx_cluster <owner>"
+NET_POOL = ipaddress.ip_network("198.18.0.0/15")  # RFC 2544: for benchmarking networks
+NET_LOCK = "/run/lock/dtx_cluster-hosts.lock"
+NET_CUT_TABLE = "dtx_cluster_cut"
+
+
+def owner_token(pid):
+    """'<pid>.<start time>': a process, told apart from a later one given the same pid."""
+    st = proc_stat(pid)
+    return "%d.%d" % (pid, st[1] if st else 0)
+
+
+def owner_alive(token):
+    try:
+        pid, start = (int(x) for x in token.split("."))
+    except ValueError:
+        return False
+    st = proc_stat(pid)
+    return st is not None and st[0] != "Z" and st[1] == start
+
+
+def netns_names():
+    out = run(["ip", "netns", "list"])
+    return [line.split()[0] for line in out.splitlines() if line.strip()]
+
+
+def netns_owner(name):
+    """The owner token in one of our namespace names, or None for another's namespace."""
+    if not name.startswith(NET_PREFIX):
+        return None
+    return name[len(NET_PREFIX):].split("-", 1)[0]
+
+
+def our_links():
+    """{link name: owner token} of the links in the root namespace this tool made."""
+    links = json.loads(run(["ip", "-j", "link", "show"]) or "[]")
+    return {ln["ifname"]: ln["ifalias"][len(LINK_ALIAS):] for ln in links
+            if ln.get("ifalias", "").startswith(LINK_ALIAS)}
+
+
+def stop_pids(pids, what):
+    """SIGTERM to each pid, SIGKILL to those still there after 10 s."""
+    for sig, grace in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        live = [p for p in pids if proc_stat(p) and proc_stat(p)[0] != "Z"]
+        if not live:
+            return
+        sys.stderr.write("dtx_cluster: %s: %s %s\n" %
+                         (what, signal.Signals(sig).name, ", ".join(describe_pid(p) for p in live)))
+        for p in live:
+            try:
+                os.kill(p, sig)
+            except OSError:
+                pass
+        end = time.time() + grace
+        while time.time() < end and any(proc_stat(p) and proc_stat(p)[0] != "Z" for p in live):
+            time.sleep(0.1)
+
+
+def remove_stale_hosts():
+    """Removes the namespaces and links of hosts clusters whose process is gone (a test run
+    killed before its clean-up), stopping what still runs in those namespaces first.
+    Returns what it removed."""
+    removed = []
+    for name in netns_names():
+        owner = netns_owner(name)
+        if owner is None or owner_alive(owner):
+            continue
+        pids = [int(p) for p in run(["ip", "netns", "pids", name]).split()]
+        stop_pids(pids, "stale namespace %s" % name)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        removed.append("namespace " + name)
+    for link, owner in our_links().items():
+        if not owner_alive(owner):
+            subprocess.run(["ip", "link", "del", link], capture_output=True)
+            removed.append("link " + link)
+    return removed
+
+
+def used_subnets():
+    """The /24s of NET_POOL that an address or route of the root namespace touches."""
+    used = set()
+    for cmd in (["ip", "-4", "-o", "addr", "show"], ["ip", "-4", "route", "show", "table", "all"]):
+        for word in run(cmd).split():
+            try:
+                net = ipaddress.ip_network(word, strict=False)
+            except ValueError:
+                continue
+            if net.version == 4 and net.overlaps(NET_POOL):
+                for sub in NET_POOL.subnets(new_prefix=24):
+                    if sub.overlaps(net):
+                        used.add(sub)
+    return used
+
+
+class Network:
+    """The hosts of a Cluster(hosts=True): a network namespace per host, each with a veth
+    pair to a bridge in the root namespace, on a /24 of NET_POOL that nothing uses. Host j
+    has address .(j+1); the root namespace (the process driving the cluster) has .254."""
+
+    _made = 0  # Networks made by this process, so that each has its own names
+
+    def __init__(self, hosts, state=None):
+        self.hosts = list(hosts)
+        self.cut_hosts = set()  # hosts whose link is down
+        self.cut_pairs = set()  # frozensets {a, b}: a and b drop what the other sends
+        if state:
+            self.owner, self.bridge = state["owner"], state["bridge"]
+            self.ns, self.veth = state["ns"], state["veth"]
+            self.addr, self.observer = state["addr"], state["observer"]
+            return
+        Network._made += 1
+        n = Network._made
+        self.owner = owner_token(os.getpid())
+        tag = "dtx%x-%d" % (os.getpid(), n % 100)  # link names have at most 15 characters
+        self.bridge = tag + "b"
+        self.ns = {h: "%s%s-%d-%s" % (NET_PREFIX, self.owner, n, h) for h in self.hosts}
+        self.veth = {h: "%sv%d" % (tag, j) for j, h in enumerate(self.hosts)}
+        self.addr, self.observer = {}, None
+
+    def state(self):
+        return {"owner": self.owner, "bridge": self.bridge, "ns": self.ns, "veth": self.veth,
+                "addr": self.addr, "observer": self.observer}
+
+    def setup(self):
+        """Makes the bridge, the namespaces and their links; on error, removes what it made."""
+        for what in remove_stale_hosts():
+            sys.stderr.write("dtx_cluster: removed the stale %s\n" % what)
+        try:
+            self._make_bridge()
+            for j, h in enumerate(self.hosts):
+                self._make_host(j, h)
+        except Exception:
+            self.teardown()
+            raise
+
+    def _make_bridge(self):
+        os.makedirs(os.path.dirname(NET_LOCK), exist_ok=True)
+        with open(NET_LOCK, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another cluster picks its /24 after we took ours
+            free = [s for s in NET_POOL.subnets(new_prefix=24) if s not in used_subnets()]
+            if not free:
+                raise RuntimeError("no /24 of %s is free for a hosts cluster" % NET_POOL)
+            net = random.choice(free)
+            self.observer = str(net[254])
+            self.addr = {h: str(net[j + 1]) for j, h in enumerate(self.hosts)}
+            run(["ip", "link", "add", "name", self.bridge, "type", "bridge", "nf_call_iptables",
+                 "0", "nf_call_ip6tables", "0", "nf_call_arptables", "0"])
+            run(["ip", "link", "set", self.bridge, "alias", LINK_ALIAS + self.owner])
+            run(["ip", "addr", "add", "%s/24" % self.observer, "dev", self.bridge])
+            run(["ip", "link", "set", self.bridge, "up"])
+
+    def _make_host(self, j, h):
+        ns, veth = self.ns[h], self.veth[h]
+        run(["ip", "netns", "add", ns])
+        run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns])
+        run(["ip", "link", "set", veth, "alias", LINK_ALIAS + self.owner])
+        run(["ip", "link", "set", veth, "master", self.bridge])
+        run(["ip", "link", "set", veth, "up"])
+        run(["ip", "-n", ns, "addr", "add", "%s/24" % self.addr[h], "dev", "eth0"])
+        run(["ip", "-n", ns, "link", "set", "lo", "up"])
+        run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+
+    def teardown(self):
+        """Removes every link and namespace of this network (what is already gone is fine).
+        Processes still inside a namespace keep it alive, unnamed: stop them first."""
+        for h in self.hosts:
+            subprocess.run(["ip", "link", "del", self.veth[h]], capture_output=True)
+            subprocess.run(["ip", "netns", "del", self.ns[h]], capture_output=True)
+        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
+        left = [n for n in netns_names() if n in self.ns.values()] + \
+            [ln for ln in our_links() if ln == self.bridge or ln in self.veth.values()]
+        if left:
+            sys.stderr.write("dtx_cluster: could not remove %s\n" % ", ".join(left))
+
+    def prefix(self, h):
+        """The command prefix that runs a command on host h."""
+        return ["ip", "netns", "exec", self.ns[h]]
+
+    # ---- partitions -----------------------------------------------------------------------
+
+    def cut(self, h):
+        """Host h's link down: it reaches nobody and nobody reaches it (a pulled cable)."""
+        run(["ip", "link", "set", self.veth[h], "down"])
+        self.cut_hosts.add(h)
+
+    def cut_between(self, a, b):
+        """a and b drop every packet the other sends them; both still reach everyone else."""
+        self.cut_pairs.add(frozenset((a, b)))
+        self._apply_rules(a)
+        self._apply_rules(b)
+
+    def heal(self, h=None, other=None):
+        """Undoes cut(h) and every cut_between(h, ...) (only cut_between(h, other) when other
+        is given); with no host, every cut."""
+        for x in ([h] if h else list(self.hosts)):
+            if other is None and x in self.cut_hosts:
+                run(["ip", "link", "set", self.veth[x], "up"])
+                self.cut_hosts.discard(x)
+            pairs = [p for p in self.cut_pairs if x in p and (other is None or other in p)]
+            for p in pairs:
+                self.cut_pairs.discard(p)
+                for y in p:
+                    self._apply_rules(y)
+
+    def _apply_rules(self, h):
+        """Replaces host h's cut table: drop what arrives from each host it is cut from. Input
+        only, in both namespaces: a dropped SYN is silence, as in a real partition (a drop at
+        output would fail the sender's connect at once)."""
+        peers = sorted(self.addr[x] for p in self.cut_pairs if h in p for x in p if x != h)
+        script = "table inet %s\ndelete table inet %s\n" % (NET_CUT_TABLE, NET_CUT_TABLE)
+        if peers:
+            script += ("table inet %s {\n chain input {\n  type filter hook input priority 0; "
+                       "policy accept;\n  ip saddr { %s } drop\n }\n}\n" %
+                       (NET_CUT_TABLE, ", ".join(peers)))
+        run(self.prefix(h) + ["nft", "-f", "-"], input=script)
+
+
+class Coord:
+    """One coordinator process: node (its node_id; several processes of one node share a
+    postgres store, one active and the others standbys), its directory and port."""
+
+    def __init__(self, cluster, i, node):
+        self.i = i
+        self.node = node
+        self.name = "coordinator" if i == 0 else "coordinator%d" % (i + 1)
+        self.dir = os.path.join(cluster.dir, "coord" if i == 0 else "coord%d" % (i + 1))
+        self.log_dir = os.path.join(self.dir, "log")
+        self.port = None
+        self.proc = None
+
+
+class StoreDB:
+    """The PostgreSQL of the coordinators' decision store (store="postgres"): a server of
+    its own, reached over TCP on a hosts cluster so that its link can be cut."""
+
+    def __init__(self, cluster):
+        self.i = "store"
+        self.name = "store"
+        self.dir = os.path.join(cluster.dir, "store")
+        self.data = os.path.join(self.dir, "data")
+        self.sock = self.dir
+        self.pg_port = None
+        self.host = None  # hosts=True: its address
+
+    def conninfo(self, db="dtx"):
+        return "host=%s port=%d dbname=%s user=postgres" % (self.host or self.sock, self.pg_port,
+                                                             db)
 
 
 class Shard:
@@ -420,10 +701,25 @@ class Cluster:
     coord        extra coordinator config keys
     agent        extra participant config keys
     pg           extra postgresql.conf lines
+    xid_epoch    start each shard's xids at this epoch (pg_resetwal -e): xids past 2^32,
+                 where a 32-bit xid taken for a 64-bit one points at the wrong transaction
+    hosts        every daemon on a host of its own, a network namespace (root only; see
+                 the top of this file): the coordinator on one, each shard's participant
+                 and PostgreSQL on another; cut(), cut_between() and heal() partition them
+    coordinators the node_id of each coordinator process (default ["c1"]): ["c1", "c1"] is
+                 an active and a standby of one node (needs store="postgres"), ["c1", "c2"]
+                 two active nodes; every participant serves them all. The first is
+                 "coordinator" (self.coordinator, coord_port, ...), the others
+                 "coordinator2", ...: see coord(), start_coordinator(i), wait_active(node)
+    store        "postgres": the coordinators keep their decisions in a PostgreSQL server
+                 of the cluster's own ("store"; store_psql), with leases of store_lease_ms
     """
 
+    HOST_PORTS = {"coord": 7000, "agent": 7100, "pg": 5432}  # hosts=True: each host its own
+
     def __init__(self, root_dir, shards=3, fsync=False, bindir=None, coord=None, agent=None,
-                 pg=None):
+                 pg=None, xid_epoch=None, hosts=False, coordinators=None, store=None,
+                 store_lease_ms=2000):
         self.dir = os.path.abspath(root_dir)
         self.nshards = shards
         self.fsync = fsync
@@ -431,19 +727,43 @@ class Cluster:
         self.coord_extra = coord or {}
         self.agent_extra = agent or {}
         self.pg_extra = pg or []
+        self.xid_epoch = xid_epoch
         self.shards = [Shard(self, i) for i in range(shards)]
-        self.coord_port = None
-        self.coordinator = None
-        self.coord_dir = os.path.join(self.dir, "coord")
-        self.log_dir = os.path.join(self.coord_dir, "log")
+        self.coords = [Coord(self, i, n) for i, n in enumerate(coordinators or ["c1"])]
+        if store not in (None, "file", "postgres"):
+            raise ValueError("store must be \"file\" or \"postgres\"")
+        nodes = [c.node for c in self.coords]
+        if len(set(nodes)) != len(nodes) and store != "postgres":
+            raise ValueError("several processes of one node need store=\"postgres\"")
+        self.store = StoreDB(self) if store == "postgres" else None
+        self.store_lease_ms = store_lease_ms
         self.held = {}  # port -> the socket reserving it (reserve_port) until stop()
+        self.hosts = hosts
+        self.net = None  # hosts=True: the Network, from start() until stop()
+
+    # the first coordinator, as every cluster has one
+    coordinator = property(lambda self: self.coords[0].proc,
+                           lambda self, p: setattr(self.coords[0], "proc", p))
+    coord_port = property(lambda self: self.coords[0].port,
+                          lambda self, v: setattr(self.coords[0], "port", v))
+    coord_dir = property(lambda self: self.coords[0].dir)
+    log_dir = property(lambda self: self.coords[0].log_dir)
+
+    def coord(self, c):
+        """A coordinator by index or name ("coordinator", "coordinator2", ...)."""
+        if isinstance(c, int):
+            return self.coords[c]
+        for co in self.coords:
+            if co.name == c:
+                return co
+        raise KeyError(c)
 
     # ---- set-up ---------------------------------------------------------
 
     def _pg_conf(self, sh):
         lines = [
             "port = %d" % sh.pg_port,
-            "listen_addresses = ''",
+            "listen_addresses = '%s'" % (sh.host if getattr(sh, "host", None) else ""),
             "unix_socket_directories = '%s'" % sh.sock,
             "max_connections = 100",
             "max_prepared_transactions = 100",
@@ -464,21 +784,50 @@ class Cluster:
         os.chmod(sh.dir, 0o755)
         run(as_pg(["cp", "-a", template, sh.data]))
         self._pg_conf(sh)
+        if self.xid_epoch:
+            run(as_pg([os.path.join(PGBIN, "pg_resetwal"), "-e", str(self.xid_epoch), "-D",
+                       sh.data]))
+
+    def _pg_of(self, i):
+        return self.store if i == "store" else self.shards[i]
 
     def pg_start(self, i):
-        sh = self.shards[i]
-        run(as_pg([os.path.join(PGBIN, "pg_ctl"), "-D", sh.data, "-l",
-                   os.path.join(sh.dir, "postgres.log"), "-w", "-t", "60", "start"]))
+        """Starts shard i's PostgreSQL (i == "store": the decision store's)."""
+        sh = self._pg_of(i)
+        run(self.prefix(sh.name) + as_pg([os.path.join(PGBIN, "pg_ctl"), "-D", sh.data, "-l",
+                                          os.path.join(sh.dir, "postgres.log"), "-w", "-t",
+                                          "60", "start"]))
 
     def pg_stop(self, i, mode="fast"):
-        sh = self.shards[i]
+        sh = self._pg_of(i)
         if os.path.exists(os.path.join(sh.data, "postmaster.pid")):
             subprocess.run(as_pg([os.path.join(PGBIN, "pg_ctl"), "-D", sh.data, "-m", mode, "-w",
                                   "-t", "60", "stop"]), capture_output=True)
 
+    def pg_copy(self, i, to):
+        """Copies shard i's stopped data directory to `to` (a cold backup), a path the
+        postgres user can create (e.g. under the shard's own directory)."""
+        sh = self.shards[i]
+        if self.pg_pid(i):
+            raise RuntimeError("stop shard %s's PostgreSQL before copying it" % sh.name)
+        run(as_pg(["cp", "-a", sh.data, to]))
+
+    def pg_restore(self, i, copy):
+        """Puts a copy made by pg_copy back as shard i's data directory, restored the way a
+        backup is: archive recovery, which ends on a new timeline. PostgreSQL is stopped
+        first and started again."""
+        sh = self.shards[i]
+        self.pg_stop(i)
+        run(as_pg(["rm", "-rf", sh.data]))
+        run(as_pg(["cp", "-a", copy, sh.data]))
+        run(as_pg(["touch", os.path.join(sh.data, "recovery.signal")]))
+        run(as_pg(["sh", "-c", "echo \"restore_command = 'false'\" >> %s" %
+                   os.path.join(sh.data, "postgresql.conf")]))
+        self.pg_start(i)
+
     def pg_pid(self, i):
         try:
-            with open(os.path.join(self.shards[i].data, "postmaster.pid")) as f:
+            with open(os.path.join(self._pg_of(i).data, "postmaster.pid")) as f:
                 return int(f.readline())
         except (OSError, ValueError):
             return None
@@ -487,36 +836,65 @@ class Cluster:
         self.psql(sh.i, "CREATE DATABASE app", db="postgres")
 
     def _agent_proc(self, sh):
-        cfg = {"name": sh.name, "listen": "127.0.0.1:%d" % sh.agent_port,
-               "conninfo": sh.conninfo(), "coordinator_url": "http://127.0.0.1:%d" % self.coord_port,
-               "pool_size": 8}
+        cfg = {"name": sh.name, "listen": "%s:%d" % (self.addr(sh.name), sh.agent_port),
+               "conninfo": sh.conninfo(), "pool_size": 8}
+        if len(self.coords) == 1:
+            cfg["coordinator_url"] = self.url()
+        else:
+            cfg["coordinators"] = [self.url(co.i) for co in self.coords]
+        if not self.fsync:
+            cfg["allow_fsync_off"] = True  # a throwaway test database; the agent warns
         cfg.update(self.agent_extra)
         cmd = self._agent_cmd(sh)
         with open(cmd[-1], "w") as f:
             json.dump(cfg, f, indent=2)
-        return Proc(sh.name, cmd, os.path.join(sh.dir, "participant.log"))
+        return Proc(sh.name, cmd, os.path.join(sh.dir, "participant.log"),
+                    prefix=self.prefix(sh.name))
 
     def _agent_cmd(self, sh):
         """The participant's command line; its last argument is its config file."""
         return [os.path.join(self.bindir, "dtx-participant"), "--config",
                 os.path.join(sh.dir, "participant.json")]
 
-    def _coord_proc(self):
-        os.makedirs(self.coord_dir, exist_ok=True)
-        cfg = {"node_id": "c1", "listen": "127.0.0.1:%d" % self.coord_port,
-               "log_dir": self.log_dir,
-               "shards": [{"name": s.name, "url": "http://127.0.0.1:%d" % s.agent_port}
-                          for s in self.shards]}
+    def _coord_proc(self, i=0):
+        co = self.coords[i]
+        os.makedirs(co.dir, exist_ok=True)
+        cfg = {"node_id": co.node, "listen": "%s:%d" % (self.addr(co.name), co.port),
+               "shards": [{"name": s.name, "url": self.agent_url(s.i)} for s in self.shards]}
+        if self.store:
+            cfg["decision_store"] = {"type": "postgres", "conninfo": self.store.conninfo(),
+                                     "lease_ms": self.store_lease_ms}
+        else:
+            cfg["log_dir"] = co.log_dir
         cfg.update(self.coord_extra)
-        cmd = self._coord_cmd()
+        cmd = self._coord_cmd(i)
         with open(cmd[-1], "w") as f:
             json.dump(cfg, f, indent=2)
-        return Proc("coordinator", cmd, os.path.join(self.coord_dir, "coordinator.log"))
+        return Proc(co.name, cmd, os.path.join(co.dir, "coordinator.log"),
+                    prefix=self.prefix(co.name))
 
-    def _coord_cmd(self):
-        """The coordinator's command line; its last argument is its config file."""
+    def _coord_cmd(self, i=0):
+        """A coordinator's command line; its last argument is its config file."""
         return [os.path.join(self.bindir, "dtx-coordinator"), "--config",
-                os.path.join(self.coord_dir, "coordinator.json")]
+                os.path.join(self.coords[i].dir, "coordinator.json")]
+
+    def _make_store(self, template):
+        st = self.store
+        os.makedirs(st.dir, exist_ok=True)
+        chown_pg(st.dir)
+        os.chmod(st.dir, 0o755)
+        run(as_pg(["cp", "-a", template, st.data]))
+        if self.hosts:  # reached over the network, so that cutting its host cuts it off
+            st.host = self.addr("store")
+            with open(os.path.join(st.data, "pg_hba.conf"), "a") as f:
+                f.write("host all all 198.18.0.0/15 trust\n")
+        self._pg_conf(st)
+        self.pg_start("store")
+        self.store_psql("CREATE DATABASE dtx", db="postgres")
+
+    def store_psql(self, sql, db="dtx"):
+        """Runs sql on the decision store's PostgreSQL; rows as lists of strings."""
+        return self.psql("store", sql, db=db)
 
     def start(self):
         if os.path.exists(self.dir) and os.listdir(self.dir):
@@ -525,13 +903,22 @@ class Cluster:
         os.makedirs(self.dir, exist_ok=True)
         os.chmod(self.dir, 0o755)
         template = template_dir()
-        self.held = reserve_ports(2 * self.nshards + 1)
-        ports = list(self.held)
-        self.coord_port = ports[-1]
-        for sh in self.shards:
-            sh.pg_port, sh.agent_port = ports[2 * sh.i], ports[2 * sh.i + 1]
+        if self.hosts:
+            self._start_hosts()
+        else:
+            n = 2 * self.nshards + len(self.coords) + (1 if self.store else 0)
+            self.held = reserve_ports(n)
+            ports = list(self.held)
+            for sh in self.shards:
+                sh.pg_port, sh.agent_port = ports[2 * sh.i], ports[2 * sh.i + 1]
+            for co in self.coords:
+                co.port = ports[2 * self.nshards + co.i]
+            if self.store:
+                self.store.pg_port = ports[-1]
         self.save()
         try:
+            if self.store:
+                self._make_store(template)
             for sh in self.shards:
                 self._make_shard(sh, template)
                 self.pg_start(sh.i)
@@ -542,14 +929,41 @@ class Cluster:
                 self.save()
             for sh in self.shards:
                 self.wait_agent(sh.i)
-            self.coordinator = self._coord_proc()
-            self.coordinator.start()
-            self.save()
-            self.wait_healthy()
+            for co in self.coords:
+                co.proc = self._coord_proc(co.i)
+                co.proc.start()
+                self.save()
+                if len(self.coords) == 1:
+                    self.wait_healthy()
+                else:  # one at a time: the first of a node takes its lease
+                    self.wait_coordinator_up(co.i)
+            for node in sorted({co.node for co in self.coords}):
+                if len(self.coords) > 1:
+                    self.wait_active(node)
         except Exception:
             self.stop()
             raise
         return self
+
+    def _start_hosts(self):
+        """hosts=True: the network, and ports that no other cluster shares (each host has
+        its own addresses), below the ephemeral range, so no TCP self-connect takes them."""
+        if not AS_ROOT:
+            raise RuntimeError("a hosts cluster needs root (network namespaces)")
+        for co in self.coords:  # distinct ports too: a port names its daemon (_addr_of_port)
+            co.port = self.HOST_PORTS["coord"] + co.i
+        if self.store:
+            self.store.pg_port = self.HOST_PORTS["pg"]
+        for sh in self.shards:
+            sh.pg_port = self.HOST_PORTS["pg"]
+            sh.agent_port = self.HOST_PORTS["agent"] + sh.i + 1
+        self.net = Network(self.daemons())
+        self.net.setup()
+        atexit.register(self._stop_at_exit)  # an interrupted run leaves no namespace behind
+
+    def _stop_at_exit(self):
+        if self.net is not None:
+            self.stop()
 
     # ---- state file -------------------------------------------------------
 
@@ -558,10 +972,18 @@ class Cluster:
         state = {"dir": self.dir, "coord_port": self.coord_port, "bindir": self.bindir,
                  "coordinator_pid": coord.pid if coord else None,
                  "coordinator": coord.state() if coord else None,
+                 "coordinators": [{"node": co.node, "port": co.port,
+                                   "proc": co.proc.state() if co.proc else None}
+                                  for co in self.coords],
+                 "store": {"pg_port": self.store.pg_port, "host": self.store.host}
+                 if self.store else None,
+                 "store_lease_ms": self.store_lease_ms,
                  "shards": [{"name": s.name, "pg_port": s.pg_port, "agent_port": s.agent_port,
                              "agent_pid": s.agent.pid if s.agent else None,
                              "agent": s.agent.state() if s.agent else None, "data": s.data}
                             for s in self.shards]}
+        if self.net is not None:
+            state["hosts"] = self.net.state()
         with open(os.path.join(self.dir, "cluster.json"), "w") as f:
             json.dump(state, f, indent=2)
 
@@ -571,7 +993,20 @@ class Cluster:
         (its ports are not held: the process that started it held them)."""
         with open(os.path.join(root_dir, "cluster.json")) as f:
             st = json.load(f)
-        c = cls(root_dir, shards=len(st["shards"]), bindir=st["bindir"])
+        coords = st.get("coordinators") or [{"node": "c1", "port": st["coord_port"]}]
+        c = cls(root_dir, shards=len(st["shards"]), bindir=st["bindir"],
+                hosts="hosts" in st, coordinators=[co["node"] for co in coords],
+                store="postgres" if st.get("store") else None,
+                store_lease_ms=st.get("store_lease_ms", 2000))
+        for co, rec in zip(c.coords, coords):
+            co.port = rec["port"]
+            if co.i > 0:
+                co.proc = c._recorded(rec.get("proc"), None, c._coord_cmd(co.i), co.name,
+                                      os.path.join(co.dir, "coordinator.log"))
+        if c.store:
+            c.store.pg_port, c.store.host = st["store"]["pg_port"], st["store"]["host"]
+        if c.hosts:
+            c.net = Network(c.daemons(), state=st["hosts"])
         c.coord_port = st["coord_port"]
         for sh, s in zip(c.shards, st["shards"]):
             sh.pg_port, sh.agent_port = s["pg_port"], s["agent_port"]
@@ -588,29 +1023,63 @@ class Cluster:
         command line is what this tool runs)."""
         rec = rec or {}
         return Proc(name, rec.get("cmd") or cmd, rec.get("log") or log,
-                    pid=rec.get("pid", pid), start_time=rec.get("start_time"))
+                    pid=rec.get("pid", pid), start_time=rec.get("start_time"),
+                    prefix=rec.get("prefix"))
 
     # ---- tear-down -------------------------------------------------------
 
     def stop(self):
         """Stops everything and gives up the ports; returns {daemon: exit status} for the
         dtx daemons stopped now. A recorded pid that now belongs to another process is
-        left alone (and said so on stderr)."""
+        left alone (and said so on stderr). A hosts cluster's partitions are healed first
+        (daemons stop as they would in service), and its network is removed last."""
         codes = {}
-        for p in [self.coordinator] + [sh.agent for sh in self.shards]:
+        if self.net is not None:
+            self.net.heal()
+        for p in [co.proc for co in self.coords] + [sh.agent for sh in self.shards]:
             if p is not None and p.ours() and p.alive():
                 codes[p.name] = p.stop()
         for sh in self.shards:
             self.pg_stop(sh.i)
+        if self.store:
+            self.pg_stop("store")
         for sock in self.held.values():
             sock.close()
         self.held = {}
+        if self.net is not None:
+            self.net.teardown()
+            self.net = None
         return codes
 
     # ---- daemons -----------------------------------------------------------
 
-    def url(self):
-        return "http://127.0.0.1:%d" % self.coord_port
+    def url(self, i=0):
+        """A coordinator's URL (the first one's by default)."""
+        co = self.coords[i]
+        return "http://%s:%d" % (self.addr(co.name), co.port)
+
+    def agent_url(self, i):
+        sh = self.shard(i)
+        return "http://%s:%d" % (self.addr(sh.name), sh.agent_port)
+
+    def addr(self, daemon):
+        """The address daemon ("coordinator" or a shard's name) listens on."""
+        return self.net.addr[daemon] if self.hosts else "127.0.0.1"
+
+    def prefix(self, daemon):
+        """What runs a command on daemon's host: [] unless hosts=True."""
+        return self.net.prefix(daemon) if self.hosts else []
+
+    def _addr_of_port(self, port):
+        if not self.hosts:
+            return "127.0.0.1"
+        for co in self.coords:
+            if co.port == port:
+                return self.addr(co.name)
+        for sh in self.shards:
+            if sh.agent_port == port:
+                return self.addr(sh.name)
+        raise KeyError("no daemon of this cluster listens on port %d" % port)
 
     def wait_agent(self, i, timeout=30):
         """Waits until shard i's participant, the process we started, answers 200 on its
@@ -663,11 +1132,13 @@ class Cluster:
                 raise RuntimeError("%s exited (status %s); see %s:\n%s" %
                                    (what, proc.exit_status(), proc.log, tail(proc.log)))
             try:
-                status, body = http_request("127.0.0.1", port, "GET", "/healthz", timeout=2)
+                status, body = http_request(self._addr_of_port(port), port, "GET", "/healthz",
+                                            timeout=2)
             except OSError:
                 time.sleep(0.05)
                 continue
-            owners = port_listeners(port, first=proc.pid)
+            owners = port_listeners(port, first=proc.pid,
+                                    net_pid=proc.pid if self.hosts else None)
             if owners and proc.pid not in owners:
                 self._foreign(proc, port, what, "the port is held by %s" %
                               ", ".join(describe_pid(p) for p in owners))
@@ -693,18 +1164,66 @@ class Cluster:
         raise RuntimeError("%s on port %d: %s; it is not the %s this cluster started (%s)" %
                            (what, port, who, what, mine))
 
-    def start_coordinator(self, wait=True, env=None):
-        self.coordinator = self._coord_proc()
-        self.coordinator.start(env)
+    def start_coordinator(self, wait=True, env=None, i=0):
+        """Starts coordinator i; with wait, waits until it is healthy (the first of a
+        single-coordinator cluster: active, every shard up) or answers at all."""
+        co = self.coords[i]
+        co.proc = self._coord_proc(i)
+        co.proc.start(env)
         self.save()
-        if wait:
+        if wait and len(self.coords) == 1:
             self.wait_healthy()
+        elif wait:
+            self.wait_coordinator_up(i)
 
-    def kill_coordinator(self):
-        self.coordinator.kill()
+    def kill_coordinator(self, i=0):
+        self.coords[i].proc.kill()
 
-    def stop_coordinator(self):
-        return self.coordinator.stop()
+    def stop_coordinator(self, i=0):
+        return self.coords[i].proc.stop()
+
+    def health(self, i=0, timeout=2):
+        """Coordinator i's /healthz: (status, body), or (None, why) without an answer."""
+        co = self.coords[i]
+        try:
+            return http_request(self._addr_of_port(co.port), co.port, "GET", "/healthz",
+                                timeout=timeout)
+        except OSError as e:
+            return None, str(e)
+
+    def wait_coordinator_up(self, i, timeout=30):
+        """Waits until coordinator i, the process we started, answers /healthz at all
+        (active or standby)."""
+        co = self.coords[i]
+        end = time.time() + timeout
+        while time.time() < end:
+            if not co.proc.alive():
+                raise RuntimeError("%s exited (status %s); see %s:\n%s" %
+                                   (co.name, co.proc.exit_status(), co.proc.log,
+                                    tail(co.proc.log)))
+            status, body = self.health(i)
+            if status is not None and isinstance(body, dict) and body.get("node_id") == co.node:
+                return body
+            time.sleep(0.05)
+        raise RuntimeError("%s did not answer /healthz within %d s" % (co.name, timeout))
+
+    def wait_active(self, node="c1", timeout=30, shards_up=True):
+        """Waits until a coordinator process of node is active (with shards_up, seeing every
+        shard up); returns its index."""
+        end = time.time() + timeout
+        seen = {}
+        while time.time() < end:
+            for co in self.coords:
+                if co.node != node or co.proc is None or not co.proc.alive():
+                    continue
+                status, body = self.health(co.i)
+                seen[co.name] = body
+                if status == 200 and body.get("role") == "active" and (
+                        not shards_up or all(v == "up" for v in body["shards"].values())):
+                    return co.i
+            time.sleep(0.05)
+        raise RuntimeError("no coordinator of node %s became active within %d s: %s" %
+                           (node, timeout, json.dumps(seen)))
 
     def start_participant(self, i, wait=True, env=None):
         sh = self.shards[i]
@@ -721,7 +1240,8 @@ class Cluster:
         return self.shards[i].agent.stop()
 
     def daemons(self):
-        return ["coordinator"] + [sh.name for sh in self.shards]
+        return [co.name for co in self.coords] + [sh.name for sh in self.shards] + \
+            (["store"] if self.store else [])
 
     def restart(self, daemon, wait=True, env=None):
         """Restarts one daemon ("coordinator" or a shard's name) with the command and config
@@ -731,27 +1251,78 @@ class Cluster:
         if daemon not in self.daemons():
             raise ValueError("no daemon '%s' in this cluster (its daemons: %s)" %
                              (daemon, ", ".join(self.daemons())))
-        sh = None if daemon == "coordinator" else self.shard(daemon)
-        old = self.coordinator if sh is None else sh.agent
+        if daemon == "store":
+            raise ValueError("the store is PostgreSQL: pg_stop(\"store\") and pg_start(\"store\")")
+        co = self.coord(daemon) if daemon.startswith("coordinator") else None
+        sh = None if co else self.shard(daemon)
+        old = co.proc if co else sh.agent
         code = old.stop() if old.ours() and old.alive() else old.exit_status()
-        new = Proc(old.name, old.cmd, old.log)
+        new = Proc(old.name, old.cmd, old.log, prefix=old.prefix)
         new.start(env)
-        if sh is None:
-            self.coordinator = new
+        if co:
+            co.proc = new
         else:
             sh.agent = new
         self.save()
         if wait:
-            if sh is None:
+            if co and len(self.coords) == 1:
                 self.wait_healthy()
+            elif co:
+                self.wait_coordinator_up(co.i)
             else:
                 self.wait_agent(sh.i)
         return code
 
+    # ---- partitions (hosts=True) ---------------------------------------------------
+
+    def cut(self, daemon):
+        """Takes daemon's host off the network ("coordinator" or a shard's name: its
+        participant and PostgreSQL): nobody reaches it, the driving process included (see
+        run_in and request_in), until heal(daemon)."""
+        self.net.cut(daemon)
+
+    def cut_between(self, a, b):
+        """a's and b's hosts drop what the other sends; both still reach everyone else."""
+        self.net.cut_between(a, b)
+
+    def heal(self, daemon=None, other=None):
+        """Undoes cut(daemon) and every cut_between(daemon, ...) (only the one with other
+        when given); with no daemon, every partition."""
+        self.net.heal(daemon, other)
+
+    def run_in(self, daemon, cmd, timeout=60):
+        """Runs cmd on daemon's host (an operator logged in there); returns the
+        CompletedProcess (text output)."""
+        return subprocess.run(self.prefix(daemon) + cmd, capture_output=True, text=True,
+                              timeout=timeout)
+
+    def request_in(self, daemon, method, path, body=None, timeout=10):
+        """An HTTP request to daemon made on its own host, so that it works while the host
+        is cut off: returns (status, parsed JSON body or text), status None when there was
+        no answer."""
+        port = self.coord(daemon).port if daemon.startswith("coordinator") else \
+            self.shard(daemon).agent_port
+        cmd = ["curl", "-s", "-m", str(timeout), "-X", method, "-H",
+               "Content-Type: application/json", "-w", "\n%{http_code}",
+               "http://%s:%d%s" % (self.addr(daemon), port, path)]
+        if body is not None:
+            cmd += ["--data-binary", json.dumps(body)]
+        r = self.run_in(daemon, cmd, timeout=timeout + 5)
+        text, _, code = r.stdout.rpartition("\n")
+        if r.returncode != 0 or not code.isdigit() or code == "000":
+            return None, r.stderr or text
+        try:
+            return int(code), json.loads(text)
+        except ValueError:
+            return int(code), text
+
     # ---- talking to it ---------------------------------------------------------
 
-    def request(self, method, path, body=None, headers=None, timeout=30, port=None):
-        return http_request("127.0.0.1", port or self.coord_port, method, path, body, headers,
+    def request(self, method, path, body=None, headers=None, timeout=30, port=None, coord=None):
+        """An HTTP request to the (first) coordinator, to coordinator coord (an index), or to
+        the daemon listening on port."""
+        port = port or (self.coords[coord].port if coord is not None else self.coord_port)
+        return http_request(self._addr_of_port(port), port, method, path, body, headers,
                             timeout)
 
     def tx(self, ops, **kw):
@@ -761,8 +1332,9 @@ class Cluster:
         return self.request("POST", "/v1/transactions", body)
 
     def psql(self, shard, sql, db="app"):
-        """Runs sql on a shard (index or name); returns rows as lists of strings."""
-        sh = self.shard(shard)
+        """Runs sql on a shard (index or name; "store": the decision store's server);
+        returns rows as lists of strings."""
+        sh = self.store if shard == "store" else self.shard(shard)
         out = run([os.path.join(PGBIN, "psql"), "-X", "-q", "-At", "-F", "\t", "-v",
                    "ON_ERROR_STOP=1", "-h", sh.sock, "-p", str(sh.pg_port), "-U", "postgres",
                    "-d", db, "-c", sql])
@@ -810,17 +1382,23 @@ def http_request(host, port, method, path, body=None, headers=None, timeout=30):
 
 def main():
     ap = argparse.ArgumentParser(description="a throwaway local dtx cluster")
-    ap.add_argument("command", choices=["start", "stop", "status", "restart"])
-    ap.add_argument("--dir", required=True)
+    ap.add_argument("command", choices=["start", "stop", "status", "restart", "clean-hosts"])
+    ap.add_argument("--dir", help="the cluster's directory (every command but clean-hosts)")
     ap.add_argument("--shards", type=int, default=3)
     ap.add_argument("--fsync", action="store_true", help="PostgreSQL with fsync=on")
     ap.add_argument("--bin", default=None, help="directory of the dtx binaries")
     ap.add_argument("--daemon", help="restart: coordinator, or a shard's name (s1, s2, ...)")
     a = ap.parse_args()
+    if a.command == "clean-hosts":
+        for what in remove_stale_hosts():
+            print("removed the stale %s" % what)
+        return
+    if not a.dir:
+        ap.error("--dir is required")
     if a.command == "start":
         c = Cluster(a.dir, shards=a.shards, fsync=a.fsync, bindir=a.bin).start()
         print(json.dumps({"coordinator": c.url(),
-                          "shards": {s.name: {"participant": "http://127.0.0.1:%d" % s.agent_port,
+                          "shards": {s.name: {"participant": c.agent_url(s.i),
                                               "postgres": s.conninfo()} for s in c.shards}},
                          indent=2))
     elif a.command == "stop":

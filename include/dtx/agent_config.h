@@ -1,14 +1,16 @@
 /*
  * agent_config.h - the participant's configuration file.
  *
- * Keys: name, listen, conninfo, coordinator_url, auth{peer_token},
+ * Keys: name, listen, conninfo, coordinators (or coordinator_url, for one), auth{peer_token},
  * pool_size, startup_wait_s, max_body_bytes, http_conn_limit, recovery_interval_ms,
- * recovery_min_age_ms, log_level.
+ * recovery_min_age_ms, max_open_branches, open_wait_ms, prepared_headroom, allow_fsync_off,
+ * max_result_bytes, max_result_rows, termination_timeout_ms, log_level.
  * Unknown keys are refused.
  */
 #ifndef DTX_AGENT_CONFIG_H
 #define DTX_AGENT_CONFIG_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "dtx/addr.h"
@@ -16,13 +18,21 @@
 #include "dtx/err.h"
 #include "dtx/gid.h"
 
+#define AGENT_COORDS_MAX 16
+
+/* A coordinator this agent serves: any process of any node, active or standby. */
+struct agent_coord {
+    char url[256];
+    struct addr addr;
+};
+
 struct agent_config {
     char path[4096];
     char name[DTX_NAME_MAX + 1]; /* the shard this agent serves */
     char listen[256];
     char conninfo[4096];
-    char coordinator_url[256];
-    struct addr coordinator;
+    struct agent_coord coords[AGENT_COORDS_MAX]; /* "coordinators", in config order */
+    uint32_t ncoords;                            /* at least 1 */
     char peer_token[CONF_TOKEN_MAX];
     uint32_t pool_size;      /* PostgreSQL connections */
     uint32_t startup_wait_s; /* how long to wait for PostgreSQL at start */
@@ -33,6 +43,10 @@ struct agent_config {
     uint32_t max_open_branches;    /* interactive branches open at once (each holds a connection) */
     uint32_t open_wait_ms;         /* how long a new one may wait for a free connection */
     uint32_t prepared_headroom;    /* prepared-transaction slots never used, per server */
+    bool allow_fsync_off;          /* serve a database with fsync = off (tests only; warned) */
+    uint32_t max_result_bytes;     /* a branch's results (JSON) at most; more aborts it */
+    uint32_t max_result_rows;      /* rows a branch's ops return at most */
+    uint32_t termination_timeout_ms; /* 3PC: no decision this long after the vote: lead a round */
     char log_level[16];
 };
 

@@ -17,7 +17,7 @@
 /*
  * Parses and validates a transaction request against the config (shard
  * names, key routing, limits, SQL checks). Returns 0 and *out (release
- * with api_txreq_release), or DTX_EINVAL / DTX_EUNSUPPORTED with a message
+ * with api_txreq_release), or DTX_EINVAL with a message
  * naming the offending field; nothing is executed either way and *out is
  * then empty.
  */
@@ -31,10 +31,18 @@ void api_txreq_release(struct txreq *r);
 struct coord;
 struct admin;
 
-/* What the HTTP handler serves: the engine and the operators' endpoints. */
+struct dstore_pg_claim;
+
+/*
+ * What the HTTP handler serves: the engine and the operators' endpoints;
+ * or, while co is NULL, a standby waiting for its node's lease (claim):
+ * /healthz and /metrics say so, everything else answers 503.
+ */
 struct api_ctx {
     struct coord *co;
     struct admin *admin;
+    const struct coord_config *cfg;
+    struct dstore_pg_claim *claim;
 };
 
 /* The httpd handler; ctx is a struct api_ctx. */

@@ -56,6 +56,7 @@ enum branch_event {
     BE_ALL_FINISHED, /* (internal) every finish of the branch is done */
     BE_DEADLINE,     /* the branch outlived its transaction's deadline */
     BE_PEER_LOST,    /* the coordinator stream it answers on closed */
+    BE_FENCE,        /* 3PC: a recovery leader decides without it: it must never prepare */
     BE_NEVENTS
 };
 
@@ -73,6 +74,8 @@ struct branch_env {
     /* Answers an operator who asked to finish the branch (agent_http.c). */
     void (*finished_for)(void *ctx, struct httpd_req *req, const char *gtid, bool commit,
                          enum rm_outcome outcome, const struct dtx_err *err);
+    /* A three-phase commit branch voted yes: it may have to finish without its coordinator. */
+    void (*three_pc_prepared)(void *ctx, const char *gtid, const char *peers);
     void *ctx;
 };
 
@@ -108,10 +111,13 @@ struct branch *branch_new(struct branches *t, const char *gtid, struct peer *pee
 struct branch_evarg {
     struct peer *peer;       /* who sent it; NULL: recovery, an operator, the agent */
     cJSON *ops;              /* PREPARE, ONE_PHASE, EXEC: the ops (taken) */
+    bool three_pc;           /* PREPARE, EXEC, END_PREPARE: a three-phase commit transaction */
+    const char *peers;       /* PREPARE, END_PREPARE (3PC): its acceptors, JSON (copied) */
     uint32_t timeout_ms;     /* PREPARE, ONE_PHASE, EXEC, END_*: the transaction's timeout */
     uint32_t idle_ms;        /* EXEC: the transaction's idle limit */
     uint32_t open_wait_ms;   /* EXEC: how long a new session may wait for a connection */
     uint64_t xid;            /* COMMIT, ABORT: the branch's xid if known (0: not) */
+    const char *db;          /* COMMIT: the database it was prepared in, if known (NULL: not) */
     struct httpd_req *req;   /* COMMIT, ABORT: an operator's request, answered instead of an ack */
     struct rm_result *res;   /* PREPARED, ENDED, EXECUTED, EXEC_FAILED, ROLLED_BACK */
     void *finish;            /* FINISHED: which finish */

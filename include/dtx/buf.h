@@ -58,6 +58,8 @@ static inline size_t buf_avail(const struct buf *b)
 void buf_consume(struct buf *b, size_t n);
 /* Moves unconsumed bytes to the front so that off is 0. */
 void buf_compact(struct buf *b);
+/* Drops everything after the first len bytes (len <= the length in use). */
+void buf_truncate(struct buf *b, size_t len);
 /* Takes the memory out of the buffer (NUL-terminated); the buffer is left empty. */
 char *buf_detach(struct buf *b, size_t *len);
 

@@ -24,13 +24,29 @@
 struct coord;
 
 /*
+ * With the postgres decision store, the lease this process took (its
+ * claim: dstore_pg.h) and whom to tell when it is lost: the store failed,
+ * or another run of this node was seen by a participant. The process must
+ * then step down; nothing more is decided (the store refuses it).
+ */
+struct coord_lease {
+    uint64_t term;
+    const char *holder; /* this process's id in the lease; also this run's boot id */
+    void (*lost)(void *arg, const struct dtx_err *why);
+    void *arg;
+};
+
+/*
  * Opens the decision store (replaying it), makes this run's epoch
- * durable, and starts dialling every participant. Returns 0 and *out, or
- * an error (DTX_ECORRUPT for a damaged log, DTX_EIO) with a message; on
- * error nothing is left running. cfg must outlive the coordinator.
+ * durable, and starts dialling every participant. lease: the postgres
+ * store's (NULL for the file store). Returns 0 and *out, or an error
+ * (DTX_ECORRUPT for a damaged log, DTX_EIO) with a message; on error
+ * nothing is left running. cfg and lease must outlive the coordinator.
  */
 int coord_new(struct coord **out, const struct coord_config *cfg, struct ev_loop *loop,
-              struct dtx_err *err);
+              const struct coord_lease *lease, struct dtx_err *err);
+/* A random id for a run of the coordinator (16 hex digits), as coord_new makes for itself. */
+void coord_boot_id(char *out, size_t n);
 /* Stops everything and frees the coordinator. NULL is a no-op. */
 void coord_free(struct coord *co);
 
@@ -100,9 +116,18 @@ bool coord_gtid_in_gap(const struct coord *co, const char *gtid);
 /* Adds "epoch_gaps": [{"from","to","shard","found_at"}] to obj when there are any. */
 void coord_gaps_json(const struct coord *co, cJSON *obj);
 
+/*
+ * Three-phase commit: the endpoints where this coordinator is an acceptor
+ * for participants' recovery leaders (acceptor.c); rest is what follows
+ * "/v1/peer/3pc" in the path. The peer token was checked.
+ */
+void coord_acc_http(struct coord *co, struct httpd_req *req, const char *method, const char *rest);
+
 /* The transaction with this gtid, live or retained, or NULL. */
 const struct tx *coord_find(const struct coord *co, const char *gtid);
 const struct coord_config *coord_config(const struct coord *co);
+/* The epoch of the gtids this run issues now. */
+uint64_t coord_epoch(const struct coord *co);
 struct ev_loop *coord_loop(const struct coord *co);
 
 /* ---- operators (dtxctl; the HTTP side is admin.c) ---- */
@@ -136,6 +161,32 @@ void coord_each_noted(const struct coord *co,
 typedef void (*coord_done_fn)(void *arg, int rc, const struct dtx_err *err);
 void coord_record_operator(struct coord *co, const char *gtid, const struct coord_opnote *note,
                            coord_done_fn done, void *arg);
+
+/* What a shard did against the decision (heuristic.c), kept for operators. */
+struct coord_heur {
+    struct coord_heur *next;      /* the transaction's next one, oldest first */
+    enum drec_heur_kind kind;     /* mixed or hazard */
+    bool commit;                  /* the decision was commit (else abort) */
+    bool counted;                 /* found in this run (counted in /metrics) */
+    char shard[DTX_NAME_MAX + 1]; /* the shard that reported it */
+    char *what;                   /* what it said */
+    uint64_t wall_us;
+};
+
+/* The heuristic outcomes of gtid, oldest first, or NULL. */
+const struct coord_heur *coord_heurs(const struct coord *co, const char *gtid);
+/* "mixed" when any shard did the opposite of the decision, else "hazard"; NULL for none. */
+const char *coord_heur_word(const struct coord_heur *h);
+/*
+ * Transactions with a heuristic outcome that no operator has settled yet:
+ * none of their operator notes (dtxctl resolve, after checking the shard)
+ * is newer than their latest heuristic outcome.
+ */
+size_t coord_heur_unsettled(const struct coord *co);
+/* Calls fn for every gtid with heuristic outcomes. */
+void coord_each_heured(const struct coord *co,
+                       void (*fn)(void *arg, const char *gtid, const struct coord_heur *list),
+                       void *arg);
 
 /* Calls fn for every transaction in memory (live first, then retained, oldest first). */
 void coord_each_tx(const struct coord *co, void (*fn)(void *arg, const struct tx *tx), void *arg);

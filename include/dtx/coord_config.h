@@ -7,7 +7,8 @@
  *   max_ops, max_params, max_sql_bytes, max_logged_results_bytes,
  *   retention_s, retention_max, retention_max_bytes, log_segment_bytes,
  *   log_group_delay_us, log_group_siblings, http_conn_limit, log_level,
- *   auth{client_token, admin_token, peer_token}
+ *   auth{client_token, admin_token, peer_token},
+ *   decision_store{type: "file" | "postgres", conninfo, lease_ms}
  * Unknown keys are refused, so a misspelt key never silently falls back to
  * a default.
  */
@@ -32,11 +33,20 @@ struct shard_config {
     struct route_range slots;
 };
 
+/* Where decisions are kept (dstore.h). */
+enum coord_store_type {
+    COORD_STORE_FILE = 0, /* the local decision log in log_dir (dlog.h), the default */
+    COORD_STORE_POSTGRES, /* a PostgreSQL database the operator replicates (dstore_pg.h) */
+};
+
 struct coord_config {
     char path[4096]; /* the file it came from */
     char node_id[DTX_NAME_MAX + 1];
     char listen[256];
-    char log_dir[4096];
+    char log_dir[4096]; /* file store only */
+    enum coord_store_type store_type;
+    char store_conninfo[4096]; /* postgres store */
+    uint32_t store_lease_ms;   /* postgres store: a lease not renewed this long may be taken */
     struct shard_config *shards;
     size_t nshards;
     struct route route;

@@ -3,8 +3,9 @@
  * (--config FILE, --help, --version), loading the config, the log level,
  * the file-descriptor limit, the event loop and HTTP server, and a
  * graceful stop on SIGTERM/SIGINT, read from a signalfd on the event loop
- * (so no signal handler and no global flag). Each daemon describes itself
- * in a struct daemon_spec and calls daemon_main().
+ * (so no signal handler and no global flag), which tells the service
+ * manager STOPPING=1 (sdnotify.h). Each daemon describes itself in a
+ * struct daemon_spec and calls daemon_main().
  */
 #ifndef DTX_DAEMON_H
 #define DTX_DAEMON_H
@@ -35,7 +36,12 @@ struct daemon_spec {
      */
     int (*start)(void *arg, struct ev_loop *loop, struct httpd_opts *http, httpd_handler *handler,
                  void **ctx, struct dtx_err *err);
-    /* After the HTTP server is up (may be NULL). */
+    /*
+     * After the HTTP server is up (may be NULL). The core tells the service
+     * manager READY=1 (sdnotify.h) itself once it takes work: the
+     * coordinator once it has tried every shard's link, the participant
+     * once its database is up.
+     */
     void (*started)(void *arg);
     /* A stop was asked for: take no new work (the HTTP server stops accepting). */
     void (*begin_stop)(void *arg);
@@ -70,9 +76,9 @@ int daemon_parse_args(int argc, char **argv, const char *prog, const char *usage
 void daemon_tune_process(void);
 
 /*
- * Graceful stop: on the first SIGTERM/SIGINT, begin(arg) is called (stop
- * taking work), then the loop stops once idle(arg) is true or after
- * max_ms, whichever comes first.
+ * Graceful stop: on the first SIGTERM/SIGINT, the service manager is told
+ * STOPPING=1 and begin(arg) is called (stop taking work), then the loop
+ * stops once idle(arg) is true or after max_ms, whichever comes first.
  */
 struct daemon_stop {
     struct ev_loop *loop;

@@ -38,7 +38,9 @@
     X(DTX_EABORTED, -21, 409, "aborted")                                                           \
     X(DTX_EUNSUPPORTED, -22, 400, "unsupported")                                                   \
     X(DTX_ECONFLICT, -23, 409, "conflict")                                                         \
-    X(DTX_EBUSY, -24, 429, "overloaded")
+    X(DTX_EBUSY, -24, 429, "overloaded")                                                           \
+    X(DTX_EMEDIATYPE, -25, 415, "unsupported_media_type")                                          \
+    X(DTX_ERESULT, -26, 409, "result_too_large")
 
 enum dtx_errcode {
     DTX_OK = 0,
@@ -47,19 +49,27 @@ enum dtx_errcode {
 #undef DTX_X_ENUM
 };
 
-#define DTX_ERR_MSG_MAX 512
+#define DTX_ERR_MSG_MAX  512
+#define DTX_ERR_NAME_MAX 64 /* PostgreSQL's identifiers are at most 63 bytes (NAMEDATALEN) */
 
 /*
  * Detail of one failure. Every field is a plain array so that a struct
  * dtx_err can live on the stack and be copied; an empty string means "not
  * known". op is the index of the client's op the error concerns, or -1.
+ * The fields from sqlstate to column are PostgreSQL's own (PQresultErrorField),
+ * cut to fit when longer.
  */
 struct dtx_err {
-    int code;                  /* DTX_E* or 0 */
-    char msg[DTX_ERR_MSG_MAX]; /* lowercase, failure first, cause last */
-    char sqlstate[6];          /* five characters from PostgreSQL, or "" */
-    char shard[64];            /* shard the failure happened on, or "" */
-    int op;                    /* index of the op in the client's request, or -1 */
+    int code;                          /* DTX_E* or 0 */
+    char msg[DTX_ERR_MSG_MAX];         /* lowercase, failure first, cause last */
+    char sqlstate[6];                  /* five characters from PostgreSQL, or "" */
+    char detail[DTX_ERR_MSG_MAX];      /* PostgreSQL's DETAIL ("Key (id)=(7) already exists.") */
+    char hint[DTX_ERR_MSG_MAX];        /* PostgreSQL's HINT */
+    char constraint[DTX_ERR_NAME_MAX]; /* the constraint that was violated */
+    char table[DTX_ERR_NAME_MAX];      /* the table (without its schema) */
+    char column[DTX_ERR_NAME_MAX];     /* the column */
+    char shard[64];                    /* shard the failure happened on, or "" */
+    int op;                            /* index of the op in the client's request, or -1 */
 };
 
 /* Resets *err to "no error". err may be NULL. */
@@ -68,7 +78,7 @@ void dtx_err_clear(struct dtx_err *err);
 /*
  * Records code and a printf-style message in *err (if err is not NULL) and
  * returns code, so that a caller can write `return dtx_err_set(err, ...)`.
- * The sqlstate, shard and op fields are left as they were.
+ * PostgreSQL's fields, shard and op are left as they were.
  */
 int dtx_err_set(struct dtx_err *err, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -18,9 +18,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define DTX_NAME_MAX   48
-#define DTX_GTID_MAX   (DTX_NAME_MAX + 44)
-#define DTX_GID_MAX    (DTX_GTID_MAX + DTX_NAME_MAX + 8)
+#define DTX_NAME_MAX 48
+#define DTX_GTID_MAX (DTX_NAME_MAX + 44)
+#define DTX_GID_MAX  (DTX_GTID_MAX + DTX_NAME_MAX + 8)
+/* A database's identity, "<system identifier>:<timeline>" (rm.h), with its NUL. */
+#define DTX_DB_ID_MAX  48
 #define DTX_GID_PREFIX "dtx:"
 
 /* True when s is a valid node or shard name. */
@@ -30,7 +32,7 @@ bool gid_name_ok(const char *s);
 void gid_format_gtid(char *out, size_t outsz, const char *node, uint64_t epoch, uint64_t seq);
 
 /*
- * Splits a gtid into its parts. node (DTX_NAME_MAX + 1 bytes) may be NULL.
+ * Splits a gtid into its parts. node (DTX_NAME_MAX + 1 bytes), epoch and seq may be NULL.
  * Returns true when gtid is well-formed; on false the outputs are untouched.
  */
 bool gid_parse_gtid(const char *gtid, char *node, uint64_t *epoch, uint64_t *seq);

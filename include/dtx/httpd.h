@@ -64,6 +64,16 @@ const char *httpd_req_path(const struct httpd_req *req);
 const char *httpd_req_arg(const struct httpd_req *req, const char *name);
 const char *httpd_req_header(const struct httpd_req *req, const char *name);
 const char *httpd_req_body(const struct httpd_req *req, size_t *len);
+/*
+ * The body of a request that takes JSON. Returns 0 with *body and *len
+ * (len 0 when there is no body), or DTX_EMEDIATYPE (415) when the body is
+ * labelled as something else: a Content-Type other than application/json
+ * (any case, parameters allowed, a charset must be UTF-8). A body without
+ * a Content-Type is taken as JSON, as the API has no other kind. On error
+ * *body and *len are not modified.
+ */
+int httpd_req_json_body(const struct httpd_req *req, const char **body, size_t *len,
+                        struct dtx_err *err);
 /* True when the request carries "Authorization: Bearer <token>" (constant-time compare). */
 bool httpd_req_has_token(const struct httpd_req *req, const char *token);
 

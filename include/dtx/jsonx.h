@@ -17,9 +17,12 @@
 #include "dtx/err.h"
 
 /*
- * Parses len bytes of JSON text. On success returns 0 and *out owns the
- * tree (free with cJSON_Delete). On failure returns DTX_EINVAL with the
- * byte offset of the error in err; *out is not modified.
+ * Parses len bytes of JSON text: exactly one document, with nothing but
+ * whitespace after it, and no NUL character anywhere (neither a raw 0
+ * byte nor a \u0000 escape: every string is a C string). On success
+ * returns 0 and *out owns the tree (free with cJSON_Delete). On failure
+ * returns DTX_EINVAL with the byte offset of the error in err; *out is not
+ * modified.
  */
 int jsonx_parse(const char *text, size_t len, cJSON **out, struct dtx_err *err);
 
@@ -61,7 +64,8 @@ char *jsonx_print(const cJSON *item);
 
 /*
  * Builds the contract's error object {"code":..,"message":..} plus
- * "sqlstate", "shard" and "op" when err has them. Returns a new tree.
+ * "shard", "op" and PostgreSQL's "sqlstate", "detail", "hint",
+ * "constraint", "table" and "column" when err has them. Returns a new tree.
  */
 cJSON *jsonx_error_obj(const struct dtx_err *err);
 /* Builds the whole error body {"error":{...}} as a malloc'd string. */

@@ -6,20 +6,30 @@
  *     hello      {"t":"hello","node":N,"epoch":E}
  *     prepare    {"t":"prepare","gtid":G,"ops":[OP..],"timeout_ms":T,"interactive":B}
  *     one_phase  {"t":"one_phase","gtid":G,"ops":[OP..],"timeout_ms":T}
- *     commit     {"t":"commit","gtid":G,"xid":"X"}
+ *     commit     {"t":"commit","gtid":G,"xid":"X","db":D}
  *     abort      {"t":"abort","gtid":G}
- *     exec       {"t":"exec","gtid":G,"ops":[OP..],"timeout_ms":T,"idle_ms":I}
+ *     exec       {"t":"exec","gtid":G,"ops":[OP..],"timeout_ms":T,"idle_ms":I,"protocol":3?}
  *                (interactive: run ops in the branch's open transaction, beginning
  *                it if new; roll it back if no message about it comes for I ms.
  *                A later prepare / one_phase with "ops":[] ends that transaction,
  *                an abort rolls it back)
+ *     three-phase commit ("protocol":3 on prepare and exec; prepare also carries
+ *     "peers":PEERS, the transaction's acceptors):
+ *     accept     {"t":"accept","gtid":G,"ballot":B,"value":"commit"}
+ *                (PRE-COMMIT: the coordinator's proposal at its initial ballot)
  *   participant -> coordinator
  *     hello      {"t":"hello","shard":S}
- *     vote       {"t":"vote","gtid":G,"vote":"yes|no|readonly","xid":"X","error":E} RESULTS
+ *     vote       {"t":"vote","gtid":G,"vote":"yes|no|readonly","xid":"X","db":D,"error":E}
+ *                RESULTS
  *     outcome    {"t":"outcome","gtid":G,"outcome":"committed|aborted|unknown","error":E}
  *                RESULTS
- *     ack        {"t":"ack","gtid":G,"outcome":"committed|aborted","error":E}
+ *     ack        {"t":"ack","gtid":G,"outcome":"committed|aborted|unknown","error":E}
+ *                (unknown: the branch is gone and its fate cannot be proven, a
+ *                heuristic hazard; committed/aborted against the decision is a
+ *                heuristic outcome, with E saying so)
  *     executed   {"t":"executed","gtid":G,"error":E} RESULTS
+ *     accepted   {"t":"accepted","gtid":G,"ok":true|false,"promised":B}
+ *                (false: the branch promised a higher ballot to a recovery leader)
  *                (the exec's ops ran, or with E they failed and the branch was
  *                rolled back)
  *
@@ -29,8 +39,13 @@
  *        JSON text that the coordinator splices into the client's answer
  *        without parsing it, so values (bigints, floats) reach the client
  *        exactly as PostgreSQL printed them
- *   E  = the contract's error object {"code","message","sqlstate"?,"op"?}
+ *   E  = the contract's error object {"code","message","op"?,"sqlstate"?,"detail"?,
+ *        "hint"?,"constraint"?,"table"?,"column"?} (jsonx_error_obj)
  *   X  = a PostgreSQL xid8 as a decimal string (JSON numbers lose digits)
+ *   D  = the database's identity where the branch prepared: "<system id>:<timeline>"
+ *        (rm.h); an xid means something only there
+ *   B  = a ballot {"counter":n,"node":"c:<node>"|"p:<shard>"} (ballot.h)
+ *   PEERS = {"coordinator":{"node","url"},"shards":[{"name","url"}..]}
  *
  * Every message about a transaction is idempotent for its receiver: a
  * second commit of a committed branch is acknowledged again, an abort of an
@@ -44,6 +59,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dtx/ballot.h"
 #include "dtx/err.h"
 
 enum msg_type {
@@ -57,6 +73,8 @@ enum msg_type {
     MSG_ACK,
     MSG_EXEC,
     MSG_EXECUTED,
+    MSG_ACCEPT,
+    MSG_ACCEPTED,
 };
 
 enum msg_vote { VOTE_NONE = 0, VOTE_YES, VOTE_NO, VOTE_READONLY };
@@ -72,8 +90,14 @@ struct msg {
     const cJSON *ops;
     uint32_t timeout_ms;
     uint32_t idle_ms;
-    bool interactive; /* prepare / one_phase: end the branch's open transaction */
-    uint64_t xid;     /* 0: none */
+    bool interactive;     /* prepare / one_phase: end the branch's open transaction */
+    uint64_t xid;         /* 0: none */
+    const char *db;       /* vote, commit: the database's identity (NULL: none) */
+    bool three_pc;        /* prepare, exec: "protocol": 3 */
+    const cJSON *peers;   /* prepare (3PC): the transaction's acceptors */
+    struct ballot ballot; /* accept: the ballot; accepted: the promise it holds */
+    const char *value;    /* accept: "commit" */
+    bool ok;              /* accepted */
     enum msg_vote vote;
     enum msg_outcome outcome;
     const char *trailer; /* RESULTS: "\n" R per op; points into the frame */

@@ -13,7 +13,9 @@
  * connection then stays with the job's owner, transaction open, until the
  * owner sends a follow-up job on it or releases it. A connection released
  * (or finishing a job) inside a transaction is rolled back before anyone
- * else gets it.
+ * else gets it; one that ran a client's SQL (untrusted) has its session
+ * reset (DISCARD ALL: settings, advisory locks, temporary tables, cursors,
+ * LISTEN, prepared statements) before anyone else gets it.
  */
 #ifndef DTX_PGX_H
 #define DTX_PGX_H
@@ -57,8 +59,16 @@ struct pgx_job {
     /* set by the owner */
     const struct pgx_stmt *stmts;
     int nstmts;
-    bool phase2; /* may share a pipeline; served first */
-    bool hold;   /* keep the connection when done (see above) */
+    bool phase2;    /* may share a pipeline; served first */
+    bool hold;      /* keep the connection when done (see above) */
+    bool untrusted; /* runs a client's SQL: the session is reset before it serves another job */
+    /*
+     * Statements [rows_first, rows_first + rows_count) are read row by row
+     * (libpq's single-row mode), so a big result never sits whole in
+     * memory: on_result gets each row as a PGRES_SINGLE_TUPLE result, then
+     * a PGRES_TUPLES_OK with none (or an error), as the statement's last.
+     */
+    int rows_first, rows_count;
     /*
      * statement_timeout for this job. 0: none, or any of at least
      * PGX_RELAXED_TIMEOUT_MS (for short bookkeeping statements such as
@@ -77,6 +87,7 @@ struct pgx_job {
     int internal;      /* statements pgx added in front */
     int next;          /* statement whose result comes next */
     bool got;          /* its result arrived (its NULL is next) */
+    bool row_mode;     /* single-row mode is set for it */
     int syncs;         /* Syncs still to be seen */
     bool sent;
 };
@@ -109,6 +120,24 @@ int pgx_submit_on(struct pgx_conn *conn, uint64_t gen, struct pgx_job *job);
  * statement then fails with SQLSTATE 57014). Returns 0.
  */
 int pgx_cancel(struct pgx_pool *pool, struct pgx_job *job);
+
+/*
+ * Notices (NOTICE, WARNING, ... that PostgreSQL sends a session, e.g. from a
+ * client's RAISE NOTICE) go to the daemon's log instead of libpq's default
+ * printer on stderr: one log line each (a multi-line notice included), at
+ * most PGX_NOTICES_PER_S a second per struct pgx_notices; how many were
+ * left out is logged too. Every connection of a pool shares the pool's.
+ */
+#define PGX_NOTICES_PER_S 10
+
+struct pgx_notices {
+    uint64_t second_us; /* when the current second began (ev_clock_us) */
+    unsigned logged;    /* notices logged in it */
+    unsigned dropped;   /* notices left out and not yet reported */
+};
+
+/* Sends pg's notices to the log, counted against *n, which must outlive pg. */
+void pgx_log_notices(PGconn *pg, struct pgx_notices *n);
 
 /* Connections currently usable, and the last connection error ("" if none). */
 int pgx_pool_up(const struct pgx_pool *pool);

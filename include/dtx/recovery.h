@@ -27,7 +27,14 @@ struct recovery_ops {
     /* True while the agent itself is carrying out this transaction's branch. */
     bool (*busy)(void *arg, const char *gtid);
     /* Commits or rolls back the branch as the coordinator decided. */
-    void (*finish)(void *arg, const char *gtid, uint64_t xid, bool commit);
+    /* xid and db: the branch's, as the coordinator recorded them (db NULL when not given) */
+    void (*finish)(void *arg, const char *gtid, uint64_t xid, const char *db, bool commit);
+    /*
+     * A three-phase commit branch is prepared here: it is never asked
+     * about (its coordinator does not decide it alone); the agent's
+     * termination finishes it (terminate.c).
+     */
+    void (*three_pc)(void *arg, const char *gtid);
     void *arg;
 };
 
@@ -35,6 +42,13 @@ struct recovery_ops {
 struct recovery *recovery_new(struct ev_loop *loop, const struct agent_config *cfg, struct rm *rm,
                               const struct recovery_ops *ops);
 void recovery_free(struct recovery *r);
+
+/*
+ * The URL of the coordinator serving node now (the newest run that
+ * answered a round), or, with a single coordinator configured, its URL;
+ * NULL when no coordinator of node answered yet.
+ */
+const char *recovery_coordinator_url(const struct recovery *r, const char *node);
 
 /* Asks for a round as soon as the current one (if any) is over. */
 void recovery_kick(struct recovery *r);

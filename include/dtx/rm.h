@@ -21,9 +21,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dtx/ballot.h"
 #include "dtx/buf.h"
 #include "dtx/err.h"
 #include "dtx/ev.h"
+#include "dtx/gid.h"
 
 struct rm;
 
@@ -39,14 +41,24 @@ enum rm_outcome {
     RM_ROLLED_BACK, /* rolled back; nothing of it remains */
     RM_UNKNOWN,     /* one phase: the commit's outcome cannot be determined */
     RM_ACTIVE,      /* interactive: the ops ran, the transaction stays open */
+    RM_HAZARD,      /* finish: the branch is gone and what became of it cannot be proven */
 };
+
+/*
+ * A database's identity, "<system identifier>:<timeline>": a branch's xid
+ * means something only in the database, and on the timeline, where it was
+ * prepared. A restore from a backup or a promoted standby has another
+ * timeline (or system), where the same xid may be an unrelated transaction.
+ */
+#define RM_DB_ID_MAX DTX_DB_ID_MAX
 
 /* How an interactive branch ends. */
 enum rm_end { RM_END_PREPARE, RM_END_COMMIT, RM_END_ROLLBACK };
 
 struct rm_result {
     enum rm_outcome outcome;
-    uint64_t xid; /* RM_PREPARED: the branch's transaction id */
+    uint64_t xid;          /* RM_PREPARED: the branch's transaction id (xid8) */
+    char db[RM_DB_ID_MAX]; /* RM_PREPARED: the identity of the database it is prepared in */
     /*
      * One result per op, each as "\n" followed by its JSON text (msg.h's
      * RESULTS trailer), numbers exactly as the database printed them. The
@@ -72,6 +84,31 @@ struct rm_prepared {
     char gid[RM_GID_MAX];
     uint64_t xid;
     uint32_t age_ms; /* since it was prepared */
+    bool three_pc;   /* a three-phase commit branch: it has acceptor state (see acceptor) */
+};
+
+/* Three-phase commit: what is asked of this shard's acceptor state (sql/003_acceptors.sql). */
+enum rm_acc_op {
+    RM_ACC_REGISTER, /* a branch prepared: keep the transaction's acceptors (peers) */
+    RM_ACC_PROMISE,  /* PROMISE-REQ(ballot); fences a branch that has not prepared */
+    RM_ACC_ACCEPT,   /* ACCEPT(ballot, value) */
+    RM_ACC_DECIDED,  /* the decision is known: value */
+    RM_ACC_STATE,    /* read it */
+};
+
+/* This shard's acceptor state of one transaction, after an operation. */
+struct rm_acceptor {
+    bool exists;   /* there is a row (RM_ACC_STATE) */
+    bool granted;  /* PROMISE: granted (or already promised this very ballot) */
+    bool busy;     /* PROMISE: the branch's transaction runs; cancel it, then ask again */
+    bool accepted; /* ACCEPT: accepted */
+    bool prepared; /* the branch is prepared here */
+    bool fenced;   /* the branch may never prepare here */
+    struct ballot promised;
+    struct ballot accepted_ballot; /* valid when accepted_value is not BV_NONE */
+    enum ballot_value accepted_value;
+    enum ballot_value decided;
+    char peers[4096]; /* the acceptors, as registered (JSON), "" if unknown */
 };
 
 /* What an operator needs to see about the database's prepared dtx branches. */
@@ -98,6 +135,9 @@ struct rm_coord_seen {
 };
 
 typedef void (*rm_run_fn)(void *arg, struct rm_result *res);
+/* rc 0 with st (valid during the call), or an error with err. */
+typedef void (*rm_acceptor_fn)(void *arg, int rc, const struct rm_acceptor *st,
+                               const struct dtx_err *err);
 typedef void (*rm_seen_fn)(void *arg, int rc, const struct rm_coord_seen *seen,
                            const struct dtx_err *err);
 /* rc 0 with n items (valid during the call), or an error with err. */
@@ -116,14 +156,19 @@ struct rm_ops {
     /*
      * Runs ops ([{"i","sql","params","expect_rows"}], taken over by the
      * resource manager) in a new transaction and prepares it as gid, or
-     * commits it when one_phase. Returns a handle for rm_cancel, valid
+     * commits it when one_phase. A three_pc branch first makes sure its
+     * transaction was not fenced or decided here (see acceptor), and holds
+     * that off until it ends. Returns a handle for rm_cancel, valid
      * until done is called. Callbacks never run inside the call that
      * started or cancelled the operation.
      */
-    struct rm_run *(*run)(struct rm *rm, const char *gid, cJSON *ops, bool one_phase,
+    struct rm_run *(*run)(struct rm *rm, const char *gid, cJSON *ops, bool one_phase, bool three_pc,
                           uint32_t timeout_ms, rm_run_fn done, void *arg);
-    /* Asks a running branch to stop; its done callback still comes. */
-    void (*cancel)(struct rm *rm, struct rm_run *run);
+    /*
+     * Asks a running branch to stop; its done callback still comes. With
+     * deadline, it fails as a timeout (DTX_ETIMEDOUT), else as an abort.
+     */
+    void (*cancel)(struct rm *rm, struct rm_run *run, bool deadline);
     /*
      * Interactive branches: a transaction left open between calls, on a
      * connection of its own. exec runs ops in session's transaction, or,
@@ -133,8 +178,9 @@ struct rm_ops {
      * err (an op failed; no connection was free: DTX_EBUSY), after which
      * the session is gone. One call at a time per session.
      */
-    struct rm_run *(*exec)(struct rm *rm, struct rm_run *session, const char *gid, cJSON *ops,
-                           uint32_t timeout_ms, uint32_t wait_ms, rm_run_fn done, void *arg);
+    struct rm_run *(*exec)(struct rm *rm, struct rm_run *session, const char *gid, bool three_pc,
+                           cJSON *ops, uint32_t timeout_ms, uint32_t wait_ms, rm_run_fn done,
+                           void *arg);
     /*
      * Ends an open session (no exec running): PREPARE (RM_PREPARED, or
      * RM_READONLY when it wrote nothing), COMMIT (RM_COMMITTED, RM_UNKNOWN)
@@ -142,13 +188,19 @@ struct rm_ops {
      */
     void (*end)(struct rm *rm, struct rm_run *session, enum rm_end how, rm_run_fn done, void *arg);
     /*
-     * Commits (commit) or rolls back the prepared branch gid; xid (0 if not
-     * known) lets it tell what happened to a branch that is no longer
-     * prepared. Calls done with RM_COMMITTED or RM_ROLLED_BACK; err is set
-     * when that is not what was asked (a heuristic outcome).
+     * Commits (commit) or rolls back the prepared branch gid. For a branch
+     * that is no longer prepared, xid and db (the database it was prepared
+     * in; 0 and NULL when not known) tell what became of it: its xid's fate
+     * counts only in that same database. Calls done with RM_COMMITTED or
+     * RM_ROLLED_BACK, err set when that is not what was asked (a heuristic
+     * outcome); or RM_HAZARD, err saying why, when a branch to commit is
+     * gone and its fate cannot be proven (the database changed, its xid is
+     * unknown or too old to tell). A branch to roll back that is gone is
+     * rolled back as far as this database is concerned, unless its xid
+     * shows it committed here.
      */
-    void (*finish)(struct rm *rm, const char *gid, uint64_t xid, bool commit, rm_finish_fn done,
-                   void *arg);
+    void (*finish)(struct rm *rm, const char *gid, uint64_t xid, const char *db, bool commit,
+                   rm_finish_fn done, void *arg);
     /*
      * Tells what became of branch gid: prepared, or (given its xid)
      * committed or rolled back. Works after any crash of the agent.
@@ -176,6 +228,15 @@ struct rm_ops {
      */
     void (*see_coordinator)(struct rm *rm, const char *node, uint64_t epoch, const char *boot,
                             rm_seen_fn done, void *arg);
+    /*
+     * Three-phase commit: op on this shard's acceptor state of gtid (its
+     * branch is gid), each change committed before done is called. peers
+     * (JSON, may be NULL) is kept when the state is new; b and v as op
+     * needs them.
+     */
+    void (*acceptor)(struct rm *rm, enum rm_acc_op op, const char *gtid, const char *gid,
+                     const char *peers, const struct ballot *b, enum ballot_value v,
+                     rm_acceptor_fn done, void *arg);
     void (*free)(struct rm *rm);
 };
 
@@ -184,21 +245,21 @@ struct rm {
 };
 
 static inline struct rm_run *rm_start(struct rm *rm, const char *gid, cJSON *ops, bool one_phase,
-                                      uint32_t timeout_ms, rm_run_fn done, void *arg)
+                                      bool three_pc, uint32_t timeout_ms, rm_run_fn done, void *arg)
 {
-    return rm->ops->run(rm, gid, ops, one_phase, timeout_ms, done, arg);
+    return rm->ops->run(rm, gid, ops, one_phase, three_pc, timeout_ms, done, arg);
 }
 
-static inline void rm_cancel(struct rm *rm, struct rm_run *run)
+static inline void rm_cancel(struct rm *rm, struct rm_run *run, bool deadline)
 {
-    rm->ops->cancel(rm, run);
+    rm->ops->cancel(rm, run, deadline);
 }
 
 static inline struct rm_run *rm_exec(struct rm *rm, struct rm_run *session, const char *gid,
-                                     cJSON *ops, uint32_t timeout_ms, uint32_t wait_ms,
-                                     rm_run_fn done, void *arg)
+                                     bool three_pc, cJSON *ops, uint32_t timeout_ms,
+                                     uint32_t wait_ms, rm_run_fn done, void *arg)
 {
-    return rm->ops->exec(rm, session, gid, ops, timeout_ms, wait_ms, done, arg);
+    return rm->ops->exec(rm, session, gid, three_pc, ops, timeout_ms, wait_ms, done, arg);
 }
 
 static inline void rm_end(struct rm *rm, struct rm_run *session, enum rm_end how, rm_run_fn done,
@@ -207,10 +268,10 @@ static inline void rm_end(struct rm *rm, struct rm_run *session, enum rm_end how
     rm->ops->end(rm, session, how, done, arg);
 }
 
-static inline void rm_finish(struct rm *rm, const char *gid, uint64_t xid, bool commit,
-                             rm_finish_fn done, void *arg)
+static inline void rm_finish(struct rm *rm, const char *gid, uint64_t xid, const char *db,
+                             bool commit, rm_finish_fn done, void *arg)
 {
-    rm->ops->finish(rm, gid, xid, commit, done, arg);
+    rm->ops->finish(rm, gid, xid, db, commit, done, arg);
 }
 
 static inline void rm_status(struct rm *rm, const char *gid, uint64_t xid, rm_status_fn done,
@@ -240,21 +301,39 @@ static inline void rm_see_coordinator(struct rm *rm, const char *node, uint64_t 
     rm->ops->see_coordinator(rm, node, epoch, boot, done, arg);
 }
 
+static inline void rm_acceptor(struct rm *rm, enum rm_acc_op op, const char *gtid, const char *gid,
+                               const char *peers, const struct ballot *b, enum ballot_value v,
+                               rm_acceptor_fn done, void *arg)
+{
+    rm->ops->acceptor(rm, op, gtid, gid, peers, b, v, done, arg);
+}
+
 static inline void rm_free(struct rm *rm)
 {
     if (rm)
         rm->ops->free(rm);
 }
 
+/* How the PostgreSQL resource manager is set up. */
+struct rm_pg_opts {
+    const char *conninfo;
+    int pool_size;             /* connections */
+    const char *shard;         /* the shard this database belongs to */
+    unsigned wait_s;           /* how long to wait for PostgreSQL to come up */
+    bool allow_fsync_off;      /* serve a database running with fsync = off (warned) */
+    uint64_t max_result_bytes; /* a branch's results, as JSON: more fails as DTX_ERESULT */
+    uint64_t max_result_rows;  /* rows a branch's ops return, all together */
+};
+
 /*
  * The PostgreSQL resource manager: prepares the database (schema in sql/,
  * identity and settings checks; waits up to wait_s for it to come up),
  * then opens a pool of pool_size connections. Returns 0 and *out, or an
  * error that says what to fix (DTX_EUNAVAIL: unreachable; DTX_EINVAL:
- * max_prepared_transactions is 0, the database belongs to another shard,
- * the server is too old).
+ * max_prepared_transactions is 0, fsync is off, the database belongs to
+ * another shard, the server is too old).
  */
-int rm_pg_new(struct rm **out, struct ev_loop *loop, const char *conninfo, int pool_size,
-              const char *shard, unsigned wait_s, struct dtx_err *err);
+int rm_pg_new(struct rm **out, struct ev_loop *loop, const struct rm_pg_opts *o,
+              struct dtx_err *err);
 
 #endif

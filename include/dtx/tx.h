@@ -28,6 +28,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "dtx/ballot.h"
 #include "dtx/drec.h"
 #include "dtx/err.h"
 #include "dtx/status.h"
@@ -64,11 +65,27 @@ enum tx_event {
     TXE_EXECUTED,      /* interactive: a branch ran its part of the call */
     TXE_EXEC_FAILED,   /* interactive: a branch's ops failed (it rolled back) */
     TXE_ABORT,         /* interactive: the client (or a shutdown) asked to abort */
+    /* three-phase commit (tx3pc.c) */
+    TXE_ACCEPTED,   /* an acceptor accepted the pre-commit */
+    TXE_REJECTED,   /* an acceptor refused it: it promised a recovery leader's ballot */
+    TXE_MAJORITY,   /* (internal) a majority accepted the pre-commit: commit is chosen */
+    TXE_OUTVOTED,   /* (internal) no majority can accept it any more */
+    TXE_TAKEN_OVER, /* (internal) a recovery leader's ballot was promised before the pre-commit */
+    TXE_LEARNED_COMMIT,       /* the participants decided commit without the coordinator */
+    TXE_LEARNED_ABORT,        /* ... abort */
+    TXE_RECOVER_PRECOMMITTED, /* replay found a PRECOMMIT record without COMMIT */
     TX_NEVENTS
 };
 
 /* What the protocol asks the coordinator to send to a branch's participant. */
-enum tx_send { TX_SEND_PREPARE, TX_SEND_ONE_PHASE, TX_SEND_COMMIT, TX_SEND_ABORT, TX_SEND_EXEC };
+enum tx_send {
+    TX_SEND_PREPARE,
+    TX_SEND_ONE_PHASE,
+    TX_SEND_COMMIT,
+    TX_SEND_ABORT,
+    TX_SEND_EXEC,
+    TX_SEND_ACCEPT /* three-phase commit: the pre-commit, ACCEPT at the initial ballot */
+};
 
 /* The client request an interactive transaction is serving. */
 enum tx_call { TX_CALL_NONE, TX_CALL_OPS, TX_CALL_COMMIT, TX_CALL_ABORT };
@@ -85,6 +102,12 @@ struct tx_env {
     int (*send)(struct tx *tx, struct tx_branch *b, enum tx_send what);
     /* Queues tx's COMMIT record (tx_commit_record), forced; its position, or 0 if refused. */
     uint64_t (*log_commit)(struct tx *tx);
+    /* Three-phase commit: queues tx's PRECOMMIT record, forced; its position, or 0. */
+    uint64_t (*log_precommit)(struct tx *tx);
+    /* Three-phase commit: queues a LEARNED record (the participants' outcome), not forced. */
+    void (*log_learned)(struct tx *tx);
+    /* Three-phase commit: asks the participants what they decided (answers come as events). */
+    void (*poll)(struct tx *tx);
     /* Queues tx's END record (not forced). */
     void (*log_end)(struct tx *tx);
     /* Tells whoever waits for this transaction how it stands (tx_render_reply). */
@@ -93,6 +116,12 @@ struct tx_env {
     void (*arm)(struct tx *tx, uint32_t ms);
     /* The transaction reached a final state (or a terminal unknown one). */
     void (*finished)(struct tx *tx);
+    /*
+     * A participant acknowledged a phase-2 message with an outcome other
+     * than the decision (DREC_HEUR_MIXED), or could not prove what became
+     * of its branch (DREC_HEUR_HAZARD); what says so. May be NULL.
+     */
+    void (*heuristic)(struct tx *tx, int shard, enum drec_heur_kind kind, const char *what);
     /* The number of transactions awaiting votes changed by delta (a group-commit hint). */
     void (*deciding)(struct tx *tx, int delta);
     const char *const *shard_names; /* index -> name, for messages */
@@ -129,15 +158,33 @@ void tx_free(struct tx *tx);
  */
 void tx_add_op(struct tx *tx, int shard, cJSON *op, size_t i);
 void tx_reset_ops(struct tx *tx);
-/* A branch rebuilt from a COMMIT record: prepared on shard with xid. */
-void tx_add_prepared_branch(struct tx *tx, int shard, uint64_t xid);
-/* Marks a transaction rebuilt from the decision store: decided at wall_us; results may be NULL. */
+/* A branch rebuilt from a COMMIT record: prepared on shard with xid, in database db (or NULL). */
+void tx_add_prepared_branch(struct tx *tx, int shard, uint64_t xid, const char *db);
+/* Marks the branch on shard with a heuristic outcome (a HEURISTIC record, replayed). */
+void tx_set_heuristic(struct tx *tx, int shard, enum drec_heur_kind kind);
+/*
+ * Marks a transaction rebuilt from the decision store: decided at wall_us;
+ * results may be NULL (for one with an idempotency key: they were dropped).
+ */
 void tx_set_replayed(struct tx *tx, uint64_t decided_wall_us, const char *results);
+/*
+ * A finished transaction's answer keeps its outcome but no longer its
+ * results (memory: retention_max_bytes); its answer says so from now on.
+ */
+void tx_drop_results(struct tx *tx);
+/* Three-phase commit: a transaction rebuilt from a PRECOMMIT record (its decision not known). */
+void tx_set_precommitted(struct tx *tx, uint64_t wall_us, const char *results);
+bool tx_results_dropped(const struct tx *tx);
+
+/* What a participant says a phase-2 message did (an ack's outcome). */
+enum tx_ack { TX_ACK_NONE = 0, TX_ACK_COMMITTED, TX_ACK_ABORTED, TX_ACK_UNKNOWN };
 
 /* One event's details: the branch it concerns and what its message carried. */
 struct tx_evarg {
     struct tx_branch *b;
     uint64_t xid;
+    const char *db;      /* VOTE_YES: the database's identity */
+    enum tx_ack ack;     /* ACK */
     const char *results; /* RESULTS trailer (copied when kept), or NULL */
     size_t results_len;
     const struct dtx_err *err;
@@ -160,6 +207,24 @@ void *tx_owner(const struct tx *tx);
 void *tx_ctx(const struct tx *tx);
 /* The position of the COMMIT record in the decision store (0: none yet). */
 uint64_t tx_lsn(const struct tx *tx);
+/* The position of the record being forced (COMMIT, or 3PC's PRECOMMIT), 0 when none. */
+uint64_t tx_forcing(const struct tx *tx);
+
+/*
+ * Three-phase commit: this coordinator as an acceptor of tx (tx3pc.c).
+ * promise grants ballot b when it is above every ballot promised (or is
+ * the one promised: asked again); accepted says whether it accepted
+ * (b0, commit), its PRECOMMIT record, and gives b0.
+ */
+bool tx3pc_promise(struct tx *tx, const struct ballot *b);
+bool tx3pc_accepted(const struct tx *tx, struct ballot *b);
+const struct ballot *tx3pc_promised(const struct tx *tx);
+/* True when the participants decided tx without the coordinator ("decided_by"). */
+bool tx_is_learned(const struct tx *tx);
+uint8_t tx_protocol(const struct tx *tx);
+/* The transaction's branches, in the order they were added. */
+size_t tx_branch_count(const struct tx *tx);
+const struct tx_branch *tx_branch_at(const struct tx *tx, size_t i);
 enum dtx_status tx_status(const struct tx *tx);
 bool tx_is_interactive(const struct tx *tx);
 /* When it was decided (0: not yet), and when it began (or, rebuilt from the store, was decided). */
@@ -184,6 +249,10 @@ bool tx_is_running(const struct tx *tx);
 /* How a final transaction ended, for the metrics. */
 enum tx_outcome { TXO_NONE, TXO_COMMITTED, TXO_ABORTED, TXO_UNKNOWN, TXO_IN_DOUBT };
 enum tx_outcome tx_outcome(const struct tx *tx);
+/* The identity of the database tx's branch on shard prepared in, or NULL when not known. */
+const char *tx_branch_db(const struct tx *tx, int shard);
+/* True when the transaction is decided commit (its COMMIT record exists, or is being forced). */
+bool tx_decided_commit(const struct tx *tx);
 /* How it committed: one phase, read-only (nothing to prepare), or two phases. */
 enum tx_path { TXP_TWO_PHASE, TXP_ONE_PHASE, TXP_READONLY };
 enum tx_path tx_path(const struct tx *tx);

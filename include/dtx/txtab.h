@@ -5,10 +5,14 @@
  *
  * A transaction is live (on tab->live) until the protocol says it is
  * finished; it is then retained (on tab->retained, oldest first) for
- * retention_s seconds, at most retention_max of them holding at most
- * retention_max_bytes of kept answers, to answer GET and idempotent
- * retries; then it is evicted and freed. The table owns its entries and
- * their transactions.
+ * retention_s seconds, to answer GET and idempotent retries; then it is
+ * evicted and freed. Over the limits (retention_max entries,
+ * retention_max_bytes of kept answers) the oldest without an idempotency
+ * key go first; one with a key is never evicted before its time (a retry
+ * would run it again): the oldest such answers lose their results instead
+ * (tx_drop_results), and new keyed transactions are refused while
+ * retention_max keyed ones are held (txtab_keys_full). The table owns its
+ * entries and their transactions.
  *
  * The table decides nothing about the protocol: it keeps, finds, counts
  * and forgets (struct tx is opaque here).
@@ -50,6 +54,7 @@ struct txent {
     bool retained;
     bool counted;          /* in the metrics (once, even if an unknown outcome resolves later) */
     bool log_ended;        /* replay saw its END record */
+    uint8_t learned;       /* replay saw a LEARNED record: enum ballot_value (3PC) */
     size_t retained_bytes; /* its share of tab->retained_bytes */
     uint64_t expire_us;    /* retained: evicted after this (loop clock) */
 };
@@ -68,6 +73,7 @@ struct txtab {
     struct list_node retained;
     size_t nlive;
     size_t nretained;
+    size_t nkeyed;         /* retained ones with an idempotency key */
     size_t retained_bytes; /* answers and results kept for idempotent retries */
     uint64_t evicted;      /* final transactions dropped from memory since start */
 };
@@ -95,8 +101,14 @@ struct txent *txtab_find_idem(const struct txtab *tab, const char *key);
 void txtab_retain(struct txtab *tab, struct txent *e, uint64_t now_us);
 /* A retained transaction decided age_us ago (found by replay) keeps only what is left. */
 void txtab_backdate(struct txtab *tab, struct txent *e, uint64_t now_us, uint64_t age_us);
-/* Evicts what is past its retention, and the oldest beyond the count and byte limits. */
+/*
+ * Evicts what is past its retention; beyond the count and byte limits,
+ * evicts the oldest without a key, then drops the results of the oldest
+ * with one (see the top).
+ */
 void txtab_expire(struct txtab *tab, uint64_t now_us);
+/* True when retention_max transactions with a key are held: a new one must wait. */
+bool txtab_keys_full(const struct txtab *tab);
 
 /* Calls fn for every entry, live first (oldest first), then retained; fn may retain its entry. */
 void txtab_each(const struct txtab *tab, void (*fn)(void *arg, struct txent *e), void *arg);

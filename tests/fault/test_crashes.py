@@ -182,7 +182,7 @@ class FaultTest(InteractiveMixin, ClusterTest):
         # The coordinator stops without closing its streams (like a host losing power).
         os.kill(self.c.coordinator.pid, signal.SIGSTOP)
         try:
-            self.wait_for(lambda: "still running past its deadline; cancelling it" in
+            self.wait_for(lambda: "still running at its deadline (timeout_ms); cancelling it" in
                           read_from(log, start),
                           timeout=10, what="the queued branch to be cancelled at its deadline")
         finally:

@@ -62,10 +62,18 @@ class ApiTest(ClusterTest):
         self.refused(status, body, 413, "payload_too_large", "65536")
         self.assert_nothing_ran()
 
-    def test_three_phase_commit_is_refused_until_it_exists(self):
-        status, body = self.c.tx([TOUCH, {"shard": "s2", "sql": "SELECT 1"}], protocol="3pc")
-        self.refused(status, body, 400, "unsupported", "three-phase commit")
+    def test_an_unknown_protocol_is_400(self):
+        status, body = self.c.tx([TOUCH, {"shard": "s2", "sql": "SELECT 1"}], protocol="4pc")
+        self.refused(status, body, 400, "bad_request", "'protocol' must be \"2pc\" or \"3pc\"")
         self.assert_nothing_ran()
+
+    def test_three_phase_commit_is_accepted(self):
+        status, body = self.c.tx([{"shard": "s1", "sql": "SELECT 1"},
+                                  {"shard": "s2", "sql": "SELECT 2"}], protocol="3pc")
+        self.assertEqual((status, body["status"]), (200, "committed"), body)
+        self.assertEqual([r["rows"] for r in body["results"]], [[[1]], [[2]]], body)
+        status, t = self.c.request("GET", "/v1/transactions/" + body["gtid"])
+        self.assertEqual((status, t["protocol"]), (200, "3pc"), t)
 
     def test_interactive_begin_with_ops_is_refused(self):
         status, body = self.c.request("POST", "/v1/transactions",

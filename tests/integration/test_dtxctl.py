@@ -382,7 +382,8 @@ class DtxctlTest(ClusterTest):
         self.restart_coordinator()  # the decision is in the log, not just in memory
         rc, show, _ = self.ctl("show", gtid, json_out=True)
         self.assertEqual(rc, 0)
-        self.assertEqual((show["status"], show["heuristic"]), ("committed", True))
+        self.assertEqual((show["status"], show["heuristic"], show["decided_by"]),
+                         ("committed", "commit", "operator"))
         [note] = show["operator"]
         self.assertEqual((note["action"], note["decision"], note["operator"]),
                          ("resolve", "commit", "alice"))

@@ -99,23 +99,61 @@ class IdempotencyLimitsTest(ClusterTest):
         self.assertEqual(status, 200, body)
         self.assertEqual(self.balance(0, 30), 1001)
 
-    def test_answers_beyond_the_retention_budget_are_forgotten_oldest_first(self):
+    def test_over_the_retention_budget_results_go_first_and_keys_are_kept(self):
         ops = [{"shard": "s1", "sql": "SELECT repeat('y', 600)"},
                {"shard": "s2", "sql": "SELECT 1"}]
         gtids = []
-        for i in range(4):  # ~1.3 KB answer each (results and answer): the budget keeps two
+        for i in range(4):  # ~1.3 KB answer each (results and answer): the budget holds two
             status, body = self.c.tx(ops, idempotency_key="ret-%d" % i)
             self.assertEqual(status, 200, body)
             gtids.append(body["gtid"])
-        self.wait_for(lambda: self.c.request("GET", "/v1/transactions/" + gtids[0])[0] == 404,
-                      what="the expiry tick (each second) to forget the oldest answer")
-        self.assertEqual(self.c.request("GET", "/v1/transactions/" + gtids[3])[0], 200)
+        self.wait_for(lambda: self.c.tx(ops, idempotency_key="ret-0")[1].get("results_dropped"),
+                      what="the expiry tick (each second) to drop the oldest answer's results")
+        status, again = self.c.tx(ops, idempotency_key="ret-0")
+        self.assertEqual((status, again["gtid"], again["status"], again["results"]),
+                         (200, gtids[0], "committed", None))  # the key is kept: not run again
+        self.assertIn("retention_max_bytes", again["results_dropped"])
         status, again = self.c.tx(ops, idempotency_key="ret-3")
-        self.assertEqual(again["gtid"], gtids[3])  # still remembered
+        self.assertEqual(again["gtid"], gtids[3])  # the newest keeps its results
+        self.assertEqual(again["results"][0]["rows"], [["y" * 600]])
+        self.assertEqual(self.c.request("GET", "/v1/transactions/" + gtids[0])[0], 200)
         _, metrics = self.c.request("GET", "/metrics")
         held = [int(line.split()[1]) for line in metrics.splitlines()
                 if line.startswith("dtx_retained_bytes ")]
         self.assertEqual(len(held), 1, metrics)
         self.assertTrue(0 < held[0] <= 3000, held)
-        status, again = self.c.tx(ops, idempotency_key="ret-0")
-        self.assertNotEqual(again["gtid"], gtids[0])  # forgotten: ran again
+
+
+
+class IdempotencyBudgetTest(ClusterTest):
+    """Its own cluster: the answers of the class above fill the same budget."""
+    SHARDS = 2
+    COORD = {"retention_max_bytes": 3000}
+
+    def test_no_key_runs_twice_however_big_the_other_answers_are(self):
+        """The issue's scenario: many answers of ~1 KB exceed retention_max_bytes many times
+        over; a retry of the first key still gets its outcome, never a second run."""
+        def ops(n):
+            return [{"shard": "s1", "sql": "UPDATE accounts SET balance = balance + 1 WHERE id "
+                                           "= 31 RETURNING repeat('z', 1000)"},
+                    {"shard": "s2", "sql": "SELECT %d" % n}]
+        status, first = self.c.tx(ops(0), idempotency_key="big-key-0")
+        self.assertEqual(status, 200, first)
+        for i in range(1, 30):
+            status, body = self.c.tx(ops(i), idempotency_key="big-key-%d" % i)
+            self.assertEqual(status, 200, body)
+        self.assertEqual(self.balance(0, 31), 1030)
+        for restart in (False, True):
+            if restart:
+                self.c.stop_coordinator()
+                self.c.start_coordinator()
+            status, again = self.c.tx(ops(0), idempotency_key="big-key-0")
+            self.assertEqual((status, again["gtid"]), (200, first["gtid"]), again)
+            self.assertEqual(self.balance(0, 31), 1030, "the retry ran again")
+        _, dump = self.c.request("GET", "/metrics")
+        r = __import__("subprocess").run(
+            [__import__("os").path.join(self.c.bindir, "dtxctl"), "log", "dump", "--log-dir",
+             self.c.log_dir, "--json"], capture_output=True, text=True, timeout=60)
+        commits = [e for e in __import__("json").loads(r.stdout)["entries"]
+                   if e["type"] == "COMMIT" and e.get("idempotency_key") == "big-key-0"]
+        self.assertEqual({e["gtid"] for e in commits}, {first["gtid"]})

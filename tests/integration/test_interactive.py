@@ -208,10 +208,27 @@ class InteractiveTest(InteractiveMixin, ClusterTest):
         gtid = self.begin()
         self.assertEqual(self.commit(gtid)[0], 200)
 
-    def test_three_phase_commit_and_bad_calls_are_refused(self):
-        status, ans = self.c.request("POST", "/v1/transactions",
-                                     {"interactive": True, "protocol": "3pc"})
-        self.assertEqual((status, ans["error"]["code"]), (400, "unsupported"))
+    def test_an_interactive_transaction_commits_by_three_phase_commit(self):
+        a = self.acct
+        gtid = self.begin(protocol="3pc")
+        status, ans = self.ops(gtid, sql("s1", "UPDATE accounts SET balance = balance - 9 "
+                                               "WHERE id = $1", a, expect_rows=1))
+        self.assertEqual(status, 200, ans)
+        status, ans = self.ops(gtid, sql("s3", "UPDATE accounts SET balance = balance + 9 "
+                                               "WHERE id = $1", a, expect_rows=1))
+        self.assertEqual(status, 200, ans)
+        status, ans = self.commit(gtid)
+        self.assertEqual((status, ans["status"]), (200, "committed"), ans)
+        self.assertEqual((self.balance(0, a), self.balance(2, a)), (991, 1009))
+        status, t = self.c.request("GET", "/v1/transactions/" + gtid)
+        self.assertEqual((t["protocol"], t["decided_by"]), ("3pc", "coordinator"), t)
+        for shard in (0, 2):  # each shard's acceptor accepted the coordinator's commit ballot
+            rows = self.c.psql(shard, "SELECT accepted_value, decided FROM dtx.acceptors "
+                                      "WHERE gtid = '%s'" % gtid)
+            self.assertEqual(rows, [["commit", "commit"]], rows)
+        self.assert_no_prepared()
+
+    def test_bad_calls_are_refused(self):
         gtid = self.begin()
         status, ans = self.c.request("POST", "/v1/transactions/%s/ops" % gtid, {"ops": []})
         self.assertEqual(status, 400, ans)

@@ -26,7 +26,8 @@ class StartupTest(ClusterTest):
     def agent_config(self, name, shard_index, **extra):
         sh = self.c.shards[shard_index]
         cfg = {"name": name, "listen": "127.0.0.1:1", "conninfo": sh.conninfo(),
-               "coordinator_url": self.c.url(), "startup_wait_s": 0}
+               "coordinator_url": self.c.url(), "startup_wait_s": 0,
+               "allow_fsync_off": not self.c.fsync}
         cfg.update(extra)
         return self.write_json("agent-%s.json" % name, cfg)
 
@@ -62,6 +63,24 @@ class StartupTest(ClusterTest):
         self.assertEqual(r.returncode, 1, r.stderr)
         self.assertIn("belongs to shard 's2'", r.stderr)
         self.assertIn("not 's1'", r.stderr)
+
+    def test_participant_refuses_fsync_off_and_warns_about_synchronous_commit_off(self):
+        self.assertEqual(self.c.psql(0, "SHOW fsync"), [["off"]])  # the test cluster's
+        r = self.run_bin("dtx-participant", "--config",
+                         self.agent_config("s1", 0, allow_fsync_off=False))
+        self.assertEqual(r.returncode, 1, r.stderr)
+        self.assertIn("runs with fsync = off", r.stderr)
+        self.assertIn("set fsync = on", r.stderr)
+        # allowed (a throwaway database), it is still warned about; so is synchronous_commit
+        sh = self.c.shards[1]
+        r = self.run_bin("dtx-participant", "--config", self.agent_config(
+            "s1", 1, allow_fsync_off=True,
+            conninfo=sh.conninfo() + " options='-c synchronous_commit=off'"))
+        self.assertEqual(r.returncode, 1, r.stderr)  # s2's database: refused after the checks
+        self.assertIn("belongs to shard 's2'", r.stderr)
+        self.assertRegex(r.stderr, r"WARN .*fsync = off, allowed by allow_fsync_off")
+        self.assertRegex(r.stderr, r"WARN .*synchronous_commit = off: a crash of the server can "
+                                   r"lose a COMMIT PREPARED it acknowledged")
 
     def test_participant_refuses_an_unreachable_database_after_waiting(self):
         cfg = self.agent_config("s1", 0, conninfo="host=/nonexistent port=1 dbname=app")

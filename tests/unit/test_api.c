@@ -91,6 +91,59 @@ static void malformed_json_is_refused_with_its_position(void)
     refused("[1,2]", DTX_EINVAL, "must be a JSON object");
 }
 
+static void data_after_the_document_is_refused(void)
+{
+    const char *one = "{\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT 1\"}]}";
+    char body[200];
+    struct dtx_err err;
+
+    snprintf(body, sizeof(body), "%s x", one);
+    refused(body, DTX_EINVAL, "data after the document at byte 42");
+    snprintf(body, sizeof(body), "%s%s", one, one);
+    refused(body, DTX_EINVAL, "data after the document");
+    snprintf(body, sizeof(body), "%s \r\n\t", one);
+    CU_ASSERT_EQUAL(parse(body, &err), 0); /* whitespace is fine */
+}
+
+/* Refused with DTX_EINVAL naming the NUL, given len bytes (which may hold a raw 0). */
+static void refused_nul(const char *body, size_t len)
+{
+    struct dtx_err err;
+    struct txreq r;
+
+    dtx_err_clear(&err);
+    CU_ASSERT_EQUAL(api_parse_tx(body, len, &CFG, &r, &err), DTX_EINVAL);
+    if (!strstr(err.msg, "NUL"))
+        fprintf(stderr, "\n  body %.*s\n  message '%s' lacks 'NUL'\n", (int)len, body, err.msg);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "NUL"));
+}
+
+static void nul_characters_are_refused_wherever_they_are(void)
+{
+    static const char *const bodies[] = {
+        "{\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT 1\\u0000; x\"}]}",
+        "{\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT $1\",\"params\":[\"7\\u0000x\"]}]}",
+        "{\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT $1\",\"params\":[[\"\\u0000\"]]}]}",
+        "{\"idempotency_key\":\"k\\u0000a\",\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT 1\"}]}",
+        "{\"ops\\u0000x\":[{\"shard\":\"s1\",\"sql\":\"SELECT 1\"}]}",
+        "{\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT '\\\\\\u0000'\"}]}", /* \\ then \u0000 */
+    };
+    const char raw[] = "{\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT 1\0 x\"}]}";
+    const char between[] = "{\"ops\":\0[{\"shard\":\"s1\",\"sql\":\"SELECT 1\"}]}";
+    struct dtx_err err;
+
+    for (size_t i = 0; i < sizeof(bodies) / sizeof(bodies[0]); i++)
+        refused_nul(bodies[i], strlen(bodies[i]));
+    refused_nul(raw, sizeof(raw) - 1);
+    refused_nul(between, sizeof(between) - 1);
+    /* an escaped backslash followed by "u0000" is six characters of text */
+    CU_ASSERT_EQUAL(parse("{\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT '\\\\u0000'\"}]}", &err),
+                    0);
+    /* so are other escapes, and an escaped quote does not end the string */
+    CU_ASSERT_EQUAL(parse("{\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT '\\\"\\u0001'\"}]}", &err),
+                    0);
+}
+
 static void missing_or_empty_ops_are_refused(void)
 {
     refused("{}", DTX_EINVAL, "'ops' is missing");
@@ -179,10 +232,26 @@ static void unknown_keys_are_refused(void)
             "'ops[0].param' is not a known key");
 }
 
-static void three_phase_commit_is_refused_until_it_exists(void)
+static void the_protocol_is_2pc_by_default_or_3pc_when_asked(void)
 {
-    refused("{\"protocol\":\"3pc\",\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT 1\"}]}",
-            DTX_EUNSUPPORTED, "three-phase commit) is not available");
+    static const char two[] = "{\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT 1\"}]}";
+    static const char three[] = "{\"protocol\":\"3pc\",\"ops\":[{\"shard\":\"s1\",\"sql\":"
+                                "\"SELECT 1\"}]}";
+    static const char begin3[] = "{\"interactive\":true,\"protocol\":\"3pc\"}";
+    struct txreq r;
+    struct dtx_err err;
+
+    dtx_err_clear(&err);
+    CU_ASSERT_EQUAL_FATAL(api_parse_tx(two, strlen(two), &CFG, &r, &err), 0);
+    CU_ASSERT_EQUAL(r.protocol, 2);
+    api_txreq_release(&r);
+    CU_ASSERT_EQUAL_FATAL(api_parse_tx(three, strlen(three), &CFG, &r, &err), 0);
+    CU_ASSERT_EQUAL(r.protocol, 3);
+    api_txreq_release(&r);
+    CU_ASSERT_EQUAL_FATAL(api_parse_tx(begin3, strlen(begin3), &CFG, &r, &err), 0);
+    CU_ASSERT_TRUE(r.interactive);
+    CU_ASSERT_EQUAL(r.protocol, 3);
+    api_txreq_release(&r);
     refused("{\"protocol\":\"4pc\",\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT 1\"}]}", DTX_EINVAL,
             "'protocol' must be \"2pc\" or \"3pc\"");
 }
@@ -197,8 +266,6 @@ static void interactive_begin_takes_no_ops_and_no_idempotency_key(void)
             "takes its ops with POST /v1/transactions/{gtid}/ops");
     refused("{\"interactive\":true,\"idempotency_key\":\"k\"}", DTX_EINVAL,
             "'idempotency_key' is for one-shot transactions");
-    refused("{\"interactive\":true,\"protocol\":\"3pc\"}", DTX_EUNSUPPORTED,
-            "three-phase commit) is not available");
     dtx_err_clear(&err);
     CU_ASSERT_EQUAL_FATAL(api_parse_tx(begin, strlen(begin), &CFG, &r, &err), 0);
     CU_ASSERT_TRUE(r.interactive);
@@ -291,6 +358,8 @@ int main(void)
         UNIT_TEST(a_valid_request_is_accepted),
         UNIT_TEST(defaults_apply_when_optional_keys_are_missing),
         UNIT_TEST(malformed_json_is_refused_with_its_position),
+        UNIT_TEST(data_after_the_document_is_refused),
+        UNIT_TEST(nul_characters_are_refused_wherever_they_are),
         UNIT_TEST(missing_or_empty_ops_are_refused),
         UNIT_TEST(too_many_ops_are_refused),
         UNIT_TEST(unknown_shard_is_refused),
@@ -300,7 +369,7 @@ int main(void)
         UNIT_TEST(bad_params_are_refused),
         UNIT_TEST(bad_expect_rows_is_refused),
         UNIT_TEST(unknown_keys_are_refused),
-        UNIT_TEST(three_phase_commit_is_refused_until_it_exists),
+        UNIT_TEST(the_protocol_is_2pc_by_default_or_3pc_when_asked),
         UNIT_TEST(interactive_begin_takes_no_ops_and_no_idempotency_key),
         UNIT_TEST(ops_call_takes_only_ops),
         UNIT_TEST(bad_timeout_and_idempotency_key_are_refused),

@@ -32,10 +32,11 @@ struct fake_rm {
 static struct fake_rm RM;
 
 static struct rm_run *fake_run(struct rm *rm, const char *gid, cJSON *ops, bool one_phase,
-                               uint32_t timeout_ms, rm_run_fn done, void *arg)
+                               bool three_pc, uint32_t timeout_ms, rm_run_fn done, void *arg)
 {
     (void)rm;
     (void)gid;
+    (void)three_pc;
     (void)timeout_ms;
     cJSON_Delete(ops);
     RM.runs++;
@@ -45,19 +46,22 @@ static struct rm_run *fake_run(struct rm *rm, const char *gid, cJSON *ops, bool 
     return &RM.run;
 }
 
-static void fake_cancel(struct rm *rm, struct rm_run *run)
+static void fake_cancel(struct rm *rm, struct rm_run *run, bool deadline)
 {
     (void)rm;
     (void)run;
+    (void)deadline;
     RM.cancels++;
 }
 
-static struct rm_run *fake_exec(struct rm *rm, struct rm_run *session, const char *gid, cJSON *ops,
-                                uint32_t timeout_ms, uint32_t wait_ms, rm_run_fn done, void *arg)
+static struct rm_run *fake_exec(struct rm *rm, struct rm_run *session, const char *gid,
+                                bool three_pc, cJSON *ops, uint32_t timeout_ms, uint32_t wait_ms,
+                                rm_run_fn done, void *arg)
 {
     (void)rm;
     (void)session;
     (void)gid;
+    (void)three_pc;
     (void)timeout_ms;
     (void)wait_ms;
     cJSON_Delete(ops);
@@ -78,11 +82,12 @@ static void fake_end(struct rm *rm, struct rm_run *session, enum rm_end how, rm_
     RM.run_arg = arg;
 }
 
-static void fake_finish(struct rm *rm, const char *gid, uint64_t xid, bool commit,
+static void fake_finish(struct rm *rm, const char *gid, uint64_t xid, const char *db, bool commit,
                         rm_finish_fn done, void *arg)
 {
     (void)rm;
     (void)gid;
+    (void)db;
     RM.finishes++;
     RM.last_commit = commit;
     RM.last_xid = xid;

@@ -78,7 +78,7 @@ static struct dstore *open_log(struct ev_loop *loop, const char *dir, struct dlo
 
 static struct drec commit_rec(int i, char *gtid, size_t n)
 {
-    static const struct drec_branch br[2] = {{"s1", 1000}, {"s2", 2000}};
+    static const struct drec_branch br[2] = {{"s1", 1000, "7312:1"}, {"s2", 2000, "7313:2"}};
     struct drec r;
 
     snprintf(gtid, n, "c1-1-%d", i);
@@ -271,6 +271,78 @@ static void operator_record_round_trips_with_every_field(void)
     CU_ASSERT_STRING_EQUAL(drec_type_name(DREC_OPERATOR), "OPERATOR");
     ev_loop_release(&loop);
     remove_dir(dir);
+}
+
+/* Decodes the one record in b (header and body). */
+static int decode_one(const struct buf *b, struct drec_arena *a, struct drec *out)
+{
+    const unsigned char *p = (const unsigned char *)b->data;
+
+    CU_ASSERT_FATAL(b->len >= DREC_HDR);
+    return drec_decode_body(p[0], p + DREC_HDR, b->len - DREC_HDR, a, out);
+}
+
+static void a_commit_record_keeps_each_branchs_database_and_reads_older_ones_without(void)
+{
+    char gtid[32];
+    struct drec r = commit_rec(2, gtid, sizeof(gtid)), out;
+    struct drec_arena a = {BUF_INIT, NULL, 0};
+    struct buf b = BUF_INIT;
+    uint32_t len;
+
+    drec_encode(&b, &r);
+    CU_ASSERT_EQUAL_FATAL(decode_one(&b, &a, &out), 0);
+    CU_ASSERT_EQUAL_FATAL(out.nbranches, 2);
+    CU_ASSERT_STRING_EQUAL(out.branches[0].db, "7312:1");
+    CU_ASSERT_STRING_EQUAL(out.branches[1].db, "7313:2");
+    CU_ASSERT_EQUAL(out.branches[1].xid, 2000);
+    /* a record written before 0.7: the same without the identities (two str16 at the end) */
+    b.len -= 2 * (2 + 6);
+    len = (uint32_t)(b.len - DREC_HDR);
+    memcpy(b.data + 1, (unsigned char[4]){len, len >> 8, len >> 16, len >> 24}, 4);
+    CU_ASSERT_EQUAL_FATAL(decode_one(&b, &a, &out), 0);
+    CU_ASSERT_EQUAL(out.nbranches, 2);
+    CU_ASSERT_PTR_NULL(out.branches[0].db);
+    CU_ASSERT_PTR_NULL(out.branches[1].db);
+    CU_ASSERT_STRING_EQUAL(out.results, r.results);
+    /* one identity too few is a malformed record, not a shorter one */
+    b.len += 2 + 6;
+    len = (uint32_t)(b.len - DREC_HDR);
+    memcpy(b.data + 1, (unsigned char[4]){len, len >> 8, len >> 16, len >> 24}, 4);
+    CU_ASSERT_EQUAL(decode_one(&b, &a, &out), -1);
+    buf_release(&b);
+    drec_arena_release(&a);
+}
+
+static void a_heuristic_record_round_trips_and_an_unknown_kind_is_refused(void)
+{
+    struct drec r = {.type = DREC_HEURISTIC,
+                     .gtid = "c1-3-9",
+                     .wall_us = 1700000000000001ull,
+                     .shard = "s2",
+                     .heur_kind = DREC_HEUR_HAZARD,
+                     .op_commit = true,
+                     .reason = "gone from a database that changed"},
+                out;
+    struct drec_arena a = {BUF_INIT, NULL, 0};
+    struct buf b = BUF_INIT;
+
+    drec_encode(&b, &r);
+    CU_ASSERT_EQUAL_FATAL(decode_one(&b, &a, &out), 0);
+    CU_ASSERT_EQUAL(out.type, DREC_HEURISTIC);
+    CU_ASSERT_STRING_EQUAL(out.gtid, "c1-3-9");
+    CU_ASSERT_EQUAL(out.wall_us, 1700000000000001ull);
+    CU_ASSERT_STRING_EQUAL(out.shard, "s2");
+    CU_ASSERT_EQUAL(out.heur_kind, DREC_HEUR_HAZARD);
+    CU_ASSERT_TRUE(out.op_commit);
+    CU_ASSERT_STRING_EQUAL(out.reason, "gone from a database that changed");
+    CU_ASSERT_STRING_EQUAL(drec_type_name(DREC_HEURISTIC), "HEURISTIC");
+    buf_reset(&b);
+    r.heur_kind = 7;
+    drec_encode(&b, &r);
+    CU_ASSERT_EQUAL(decode_one(&b, &a, &out), -1);
+    buf_release(&b);
+    drec_arena_release(&a);
 }
 
 #define SEG_HDR_BYTES   32
@@ -641,13 +713,13 @@ static void batch_over_the_frame_limit_is_split_into_frames(void)
     o = (struct dlog_opts){.dir = dir, .segment_bytes = 1u << 20, .max_frame = 300, .loop = &loop};
     CU_ASSERT_EQUAL_FATAL(dlog_open(&log, &o, NULL, NULL, &scan, NULL), 0);
     for (int i = 1; i <= 10; i++) {
-        struct drec r = commit_rec(i, gtid, sizeof(gtid)); /* ~130 bytes each */
+        struct drec r = commit_rec(i, gtid, sizeof(gtid)); /* 111..115 bytes each */
 
         CU_ASSERT(dstore_append(log, &r, i == 10) > 0);
     }
     CU_ASSERT_EQUAL(dstore_flush(log, NULL), 0);
     dstore_stats(log, &st);
-    CU_ASSERT_EQUAL(st.syncs, 4); /* records of 95..99 bytes: three to a frame of <= 300 */
+    CU_ASSERT_EQUAL(st.syncs, 5); /* two records to a frame of <= 300 bytes */
     /* A single record over the limit cannot be split: the log fails, clearly. */
     memset(results, 'x', sizeof(results) - 1);
     results[sizeof(results) - 1] = '\0';
@@ -1060,6 +1132,8 @@ int main(void)
     static const struct unit_test tests[] = {
         UNIT_TEST(records_round_trip_through_the_log),
         UNIT_TEST(operator_record_round_trips_with_every_field),
+        UNIT_TEST(a_commit_record_keeps_each_branchs_database_and_reads_older_ones_without),
+        UNIT_TEST(a_heuristic_record_round_trips_and_an_unknown_kind_is_refused),
         UNIT_TEST(preallocated_zeros_are_the_end_of_the_log_and_are_trimmed),
         UNIT_TEST(torn_tail_at_every_byte_offset_is_end_of_log),
         UNIT_TEST(open_cuts_a_torn_tail_and_starts_a_new_segment),

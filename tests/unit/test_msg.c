@@ -3,6 +3,7 @@
  * (msg.c): what parses, what is refused as malformed, and the RESULTS
  * trailer that follows a message's JSON.
  */
+#include "dtx/jsonx.h"
 #include "dtx/msg.h"
 #include "unit.h"
 
@@ -57,6 +58,41 @@ static void unknown_vote_or_type_is_malformed(void)
     CU_ASSERT_EQUAL(parse("not json", &m, &err), DTX_EPROTO);
 }
 
+/* A no vote's error crosses the stream with every field PostgreSQL gave (jsonx_error_obj). */
+static void a_no_vote_carries_postgresqls_error_fields(void)
+{
+    struct dtx_err sent, err;
+    struct msg m;
+    cJSON *v = msg_new(MSG_VOTE, "c1-1-1");
+    char *text;
+
+    dtx_err_clear(&sent);
+    dtx_err_set(&sent, DTX_ESQL, "duplicate key value violates unique constraint \"t_pkey\"");
+    snprintf(sent.sqlstate, sizeof(sent.sqlstate), "23505");
+    snprintf(sent.detail, sizeof(sent.detail), "Key (id)=(7) already exists.");
+    snprintf(sent.hint, sizeof(sent.hint), "a hint");
+    snprintf(sent.constraint, sizeof(sent.constraint), "t_pkey");
+    snprintf(sent.table, sizeof(sent.table), "t");
+    snprintf(sent.column, sizeof(sent.column), "id");
+    sent.op = 3;
+    jsonx_add_str(v, "vote", "no");
+    msg_add_error(v, &sent);
+    text = jsonx_print(v);
+    CU_ASSERT_EQUAL_FATAL(parse(text, &m, &err), 0);
+    CU_ASSERT_EQUAL(m.err.code, DTX_ESQL);
+    CU_ASSERT_STRING_EQUAL(m.err.msg, sent.msg);
+    CU_ASSERT_STRING_EQUAL(m.err.sqlstate, "23505");
+    CU_ASSERT_STRING_EQUAL(m.err.detail, "Key (id)=(7) already exists.");
+    CU_ASSERT_STRING_EQUAL(m.err.hint, "a hint");
+    CU_ASSERT_STRING_EQUAL(m.err.constraint, "t_pkey");
+    CU_ASSERT_STRING_EQUAL(m.err.table, "t");
+    CU_ASSERT_STRING_EQUAL(m.err.column, "id");
+    CU_ASSERT_EQUAL(m.err.op, 3);
+    msg_release(&m);
+    free(text);
+    cJSON_Delete(v);
+}
+
 static void results_trailer_follows_the_json(void)
 {
     static const char frame[] = "{\"t\":\"vote\",\"gtid\":\"c1-1-2\",\"vote\":\"readonly\"}"
@@ -86,6 +122,7 @@ int main(void)
         UNIT_TEST(yes_vote_carries_its_xid),
         UNIT_TEST(yes_vote_without_an_xid_is_malformed),
         UNIT_TEST(unknown_vote_or_type_is_malformed),
+        UNIT_TEST(a_no_vote_carries_postgresqls_error_fields),
         UNIT_TEST(results_trailer_follows_the_json),
     };
 

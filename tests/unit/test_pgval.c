@@ -108,10 +108,40 @@ static void a_result_lists_columns_rows_and_what_it_affected(void)
     pgval_result(res, &affected, &out);
     CU_ASSERT_EQUAL(affected, 1); /* a SELECT affects what it returned */
     CU_ASSERT_STRING_EQUAL(buf_head(&out),
-                           "\n{\"rows_affected\":0,\"columns\":[\"c0\",\"c1\"],\"rows\":[[7,"
-                           "\"seven\"]]}");
+                           "\n{\"columns\":[\"c0\",\"c1\"],\"rows\":[[7,\"seven\"]],"
+                           "\"rows_affected\":0}");
     buf_release(&out);
     PQclear(res);
+}
+
+static void a_result_written_row_by_row_is_the_same_and_can_be_taken_back(void)
+{
+    static const Oid types[2] = {INT4, TEXT};
+    static const char *const one[2] = {"7", "seven"}, *const two[2] = {"8", "eight"};
+    PGresult *r1 = row(2, types, one), *r2 = row(2, types, two);
+    PGresult *last = PQmakeEmptyPGresult(NULL, PGRES_TUPLES_OK);
+    struct pgval_rows w = {0, 0, false};
+    struct buf out = BUF_INIT;
+    int64_t affected = -1;
+
+    buf_puts(&out, "\nnull"); /* an earlier op's */
+    CU_ASSERT_FATAL(last != NULL);
+    PQsetResultAttrs(last, 0, NULL);
+    pgval_rows_add(&w, r1, &out);
+    pgval_rows_add(&w, r2, &out);
+    pgval_rows_end(&w, last, &affected, &out);
+    CU_ASSERT_EQUAL(affected, 2);
+    CU_ASSERT_STRING_EQUAL(buf_head(&out), "\nnull\n{\"columns\":[\"c0\",\"c1\"],\"rows\":[[7,"
+                                           "\"seven\"],[8,\"eight\"]],\"rows_affected\":0}");
+    /* a statement that fails half-way: what was written of it is taken back */
+    pgval_rows_add(&w, r1, &out);
+    pgval_rows_drop(&w, &out);
+    CU_ASSERT_EQUAL(strlen(buf_head(&out)), out.len);
+    CU_ASSERT_STRING_EQUAL(buf_head(&out) + out.len - 18, "\"rows_affected\":0}");
+    buf_release(&out);
+    PQclear(r1);
+    PQclear(r2);
+    PQclear(last);
 }
 
 static void errors_carry_postgresqls_message_and_sqlstate(void)
@@ -131,6 +161,35 @@ static void errors_carry_postgresqls_message_and_sqlstate(void)
     pgval_diag_error(&d, "server closed the connection", false, &err);
     CU_ASSERT_STRING_EQUAL(err.msg, "server closed the connection");
     CU_ASSERT_STRING_EQUAL(err.sqlstate, "");
+    CU_ASSERT_STRING_EQUAL(err.detail, "");
+}
+
+static void errors_carry_postgresqls_detail_hint_and_names(void)
+{
+    char long_detail[2000];
+    struct pgval_diag d = {.sqlstate = "23505",
+                           .primary = "duplicate key value violates unique constraint",
+                           .detail = "Key (id)=(7) already exists.",
+                           .hint = "Drop the row first.",
+                           .constraint = "accounts_pkey",
+                           .table = "accounts",
+                           .column = "id"};
+    struct dtx_err err;
+
+    dtx_err_clear(&err);
+    pgval_diag_error(&d, "fallback", false, &err);
+    CU_ASSERT_STRING_EQUAL(err.detail, "Key (id)=(7) already exists.");
+    CU_ASSERT_STRING_EQUAL(err.hint, "Drop the row first.");
+    CU_ASSERT_STRING_EQUAL(err.constraint, "accounts_pkey");
+    CU_ASSERT_STRING_EQUAL(err.table, "accounts");
+    CU_ASSERT_STRING_EQUAL(err.column, "id");
+    /* a detail longer than the field is cut, never overflows */
+    memset(long_detail, 'k', sizeof(long_detail) - 1);
+    long_detail[sizeof(long_detail) - 1] = '\0';
+    d.detail = long_detail;
+    dtx_err_clear(&err);
+    pgval_diag_error(&d, "fallback", false, &err);
+    CU_ASSERT_EQUAL(strlen(err.detail), sizeof(err.detail) - 1);
 }
 
 static void a_cancelled_statement_is_an_abort_or_a_timeout(void)
@@ -154,7 +213,9 @@ int main(void)
         UNIT_TEST(numeric_text_and_null_keep_their_meaning),
         UNIT_TEST(json_values_are_embedded_and_bad_json_stays_a_string),
         UNIT_TEST(a_result_lists_columns_rows_and_what_it_affected),
+        UNIT_TEST(a_result_written_row_by_row_is_the_same_and_can_be_taken_back),
         UNIT_TEST(errors_carry_postgresqls_message_and_sqlstate),
+        UNIT_TEST(errors_carry_postgresqls_detail_hint_and_names),
         UNIT_TEST(a_cancelled_statement_is_an_abort_or_a_timeout),
     };
 

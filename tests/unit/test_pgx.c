@@ -46,6 +46,8 @@ struct probe {
     ExecStatusType status[MAX_STMTS];
     char sqlstate[MAX_STMTS][6];
     char value[MAX_STMTS][64]; /* first column of the first row, per statement */
+    int singles[MAX_STMTS];    /* PGRES_SINGLE_TUPLE results, per statement */
+    int sum[MAX_STMTS];        /* the first column of every one of them, summed */
     int done;                  /* on_done calls */
     int rc, nanswered;
     char why[256];
@@ -168,6 +170,11 @@ static void on_result(struct pgx_job *job, int idx, PGresult *res)
         snprintf(p->sqlstate[idx], sizeof(p->sqlstate[idx]), "%s", state ? state : "");
         if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) > 0)
             snprintf(p->value[idx], sizeof(p->value[idx]), "%s", PQgetvalue(res, 0, 0));
+        if (PQresultStatus(res) == PGRES_SINGLE_TUPLE) {
+            CU_ASSERT_EQUAL(PQntuples(res), 1);
+            p->singles[idx]++;
+            p->sum[idx] += atoi(PQgetvalue(res, 0, 0));
+        }
     }
     PQclear(res);
 }
@@ -717,6 +724,61 @@ static void phase1_jobs_run_on_connections_of_their_own(void)
     rig_close(&r);
 }
 
+static void statements_asked_for_are_read_row_by_row_also_deep_in_a_pipeline(void)
+{
+    struct probe first, p;
+    struct rig r;
+
+    rig_open(&r, 1);
+    probe_sql(&first, &r, 0, "SELECT 1"); /* ahead in the same pipeline */
+    first.job.phase2 = true;
+    probe_init(&p, &r, 1);
+    p.job.phase2 = true;
+    probe_add(&p, "SELECT 0", NULL, true);
+    probe_add(&p, "SELECT g FROM generate_series(1, 5) g", NULL, false);
+    probe_add(&p, "SELECT g FROM generate_series(1, 3) g", NULL, false);
+    probe_add(&p, "SELECT 'after'", NULL, true);
+    p.job.rows_first = 1;
+    p.job.rows_count = 1;
+    pgx_submit(r.pool, &first.job);
+    pgx_submit(r.pool, &p.job);
+    CU_ASSERT_TRUE(run_until(&r, &r.nfinished, 2));
+    CU_ASSERT_EQUAL(p.rc, 0);
+    CU_ASSERT_EQUAL(p.singles[1], 5); /* one row at a time */
+    CU_ASSERT_EQUAL(p.sum[1], 15);
+    CU_ASSERT_EQUAL(p.status[1], PGRES_TUPLES_OK); /* the statement's last: no rows */
+    CU_ASSERT_EQUAL(p.singles[2], 0);              /* not asked for: whole */
+    CU_ASSERT_EQUAL(p.status[2], PGRES_TUPLES_OK);
+    CU_ASSERT_STRING_EQUAL(p.value[3], "after");
+    CU_ASSERT_EQUAL(p.results, 1 + 6 + 1 + 1);
+    rig_close(&r);
+}
+
+static void an_untrusted_jobs_session_is_reset_before_the_next_job(void)
+{
+    struct probe dirty, clean, trusted, after;
+    struct rig r;
+
+    rig_open(&r, 1);
+    probe_sql(&dirty, &r, 0, "SELECT set_config('search_path', 'nowhere', false)");
+    dirty.job.untrusted = true;
+    pgx_submit(r.pool, &dirty.job);
+    CU_ASSERT_TRUE(run_until(&r, &r.nfinished, 1));
+    probe_sql(&clean, &r, 1, "SHOW search_path");
+    pgx_submit(r.pool, &clean.job);
+    CU_ASSERT_TRUE(run_until(&r, &r.nfinished, 2));
+    CU_ASSERT_STRING_EQUAL(clean.value[0], "\"$user\", public");
+    /* a trusted job's session is left as it is (dtx's own statements) */
+    probe_sql(&trusted, &r, 2, "SELECT set_config('search_path', 'kept', false)");
+    pgx_submit(r.pool, &trusted.job);
+    CU_ASSERT_TRUE(run_until(&r, &r.nfinished, 3));
+    probe_sql(&after, &r, 3, "SHOW search_path");
+    pgx_submit(r.pool, &after.job);
+    CU_ASSERT_TRUE(run_until(&r, &r.nfinished, 4));
+    CU_ASSERT_STRING_EQUAL(after.value[0], "kept");
+    rig_close(&r);
+}
+
 int main(void)
 {
     static const struct unit_test tests[] = {
@@ -735,6 +797,8 @@ int main(void)
         UNIT_TEST(each_job_runs_under_its_own_statement_timeout),
         UNIT_TEST(a_job_sent_into_a_held_transaction_keeps_the_transactions_timeout),
         UNIT_TEST(phase1_jobs_run_on_connections_of_their_own),
+        UNIT_TEST(statements_asked_for_are_read_row_by_row_also_deep_in_a_pipeline),
+        UNIT_TEST(an_untrusted_jobs_session_is_reset_before_the_next_job),
         UNIT_TEST(cancelling_a_finished_job_never_cancels_the_next_one),
     };
 

@@ -33,7 +33,8 @@ static void record(const char *what)
 
 static int stub_send(struct tx *tx, struct tx_branch *b, enum tx_send what)
 {
-    static const char *const names[] = {"prepare", "one_phase", "commit", "abort", "exec"};
+    static const char *const names[] = {"prepare", "one_phase", "commit",
+                                        "abort",   "exec",      "accept"};
     char s[24];
 
     (void)tx;
@@ -57,6 +58,25 @@ static uint64_t stub_log_commit(struct tx *tx)
     (void)tx;
     record("log_commit");
     return W.log_failed ? 0 : ++W.next_lsn;
+}
+
+static uint64_t stub_log_precommit(struct tx *tx)
+{
+    (void)tx;
+    record("log_precommit");
+    return W.log_failed ? 0 : ++W.next_lsn;
+}
+
+static void stub_log_learned(struct tx *tx)
+{
+    (void)tx;
+    record("log_learned");
+}
+
+static void stub_poll(struct tx *tx)
+{
+    (void)tx;
+    record("poll");
 }
 
 static void stub_log_end(struct tx *tx)
@@ -89,6 +109,9 @@ static const struct tx_env env = {
     .send = stub_send,
     .log_commit = stub_log_commit,
     .log_end = stub_log_end,
+    .log_precommit = stub_log_precommit,
+    .log_learned = stub_log_learned,
+    .poll = stub_poll,
     .answer = stub_answer,
     .arm = stub_arm,
     .finished = stub_finished,
@@ -154,19 +177,19 @@ static void every_defined_pair_moves_to_its_next_state(void)
             struct tx_evarg a = {.xid = 42};
             enum tx_event next = TXE_NONE;
 
-            if (!tx_is_defined((enum tx_state)s, (enum tx_event)e))
+            if (!tx_is_defined(2, (enum tx_state)s, (enum tx_event)e))
                 continue;
             defined++;
             tx = tx_in((enum tx_state)s);
             a.b = &tx->branches[0];
             CU_ASSERT_EQUAL(tx_step_one(tx, (enum tx_event)e, &a, &next), 0);
-            if (tx->state != tx_next_state((enum tx_state)s, (enum tx_event)e))
+            if (tx->state != tx_next_state(2, (enum tx_state)s, (enum tx_event)e))
                 fprintf(stderr, "\n  %s --%s--> %s, table says %s\n", tx_state_name(s),
                         tx_event_name(e), tx_state_name(tx->state),
-                        tx_state_name(tx_next_state(s, e)));
-            CU_ASSERT_EQUAL(tx->state, tx_next_state((enum tx_state)s, (enum tx_event)e));
+                        tx_state_name(tx_next_state(2, s, e)));
+            CU_ASSERT_EQUAL(tx->state, tx_next_state(2, (enum tx_state)s, (enum tx_event)e));
             /* a follow-up event is defined where the transition left the transaction */
-            CU_ASSERT(next == TXE_NONE || tx_is_defined(tx->state, next));
+            CU_ASSERT(next == TXE_NONE || tx_is_defined(2, tx->state, next));
             tx_free(tx);
         }
     }
@@ -178,10 +201,10 @@ static void every_undefined_pair_is_rejected_and_changes_nothing(void)
     for (int s = 0; s < TX_NSTATES; s++) {
         for (int e = 0; e < TX_NEVENTS; e++) {
             struct tx *tx;
-            struct tx_evarg a = {NULL, 42, NULL, 0, NULL};
+            struct tx_evarg a = {.xid = 42};
             enum tx_branch_state b0;
 
-            if (tx_is_defined((enum tx_state)s, (enum tx_event)e))
+            if (tx_is_defined(2, (enum tx_state)s, (enum tx_event)e))
                 continue;
             tx = tx_in((enum tx_state)s);
             a.b = &tx->branches[0];
@@ -201,7 +224,7 @@ static void only_the_commit_decision_is_forced_to_disk(void)
 {
     for (int s = 0; s < TX_NSTATES; s++) {
         for (int e = 0; e < TX_NEVENTS; e++) {
-            bool durable = tx_is_durable((enum tx_state)s, (enum tx_event)e);
+            bool durable = tx_is_durable(2, (enum tx_state)s, (enum tx_event)e);
 
             CU_ASSERT_EQUAL(durable, s == TX_PREPARING && e == TXE_ALL_VOTED);
         }
@@ -211,7 +234,7 @@ static void only_the_commit_decision_is_forced_to_disk(void)
 static void commit_is_durable_before_any_commit_is_sent(void)
 {
     struct tx *tx = new_tx(3);
-    struct tx_evarg a = {NULL, 7, NULL, 0, NULL};
+    struct tx_evarg a = {.xid = 7};
 
     CU_ASSERT_EQUAL(tx_step(tx, TXE_START_2PC, NULL), 0);
     for (int i = 0; i < 3; i++) {
@@ -242,7 +265,7 @@ static void vote_no_aborts_every_other_shard_without_a_log_record(void)
 {
     struct tx *tx = new_tx(3);
     struct dtx_err e;
-    struct tx_evarg a = {NULL, 0, NULL, 0, &e};
+    struct tx_evarg a = {.err = &e};
 
     dtx_err_clear(&e);
     dtx_err_set(&e, DTX_ESQL, "boom");
@@ -270,7 +293,7 @@ static void vote_no_aborts_every_other_shard_without_a_log_record(void)
 static void unreachable_participant_aborts_the_transaction(void)
 {
     struct tx *tx = new_tx(2);
-    struct tx_evarg a = {NULL, 0, NULL, 0, NULL};
+    struct tx_evarg a = {};
 
     W.link_down[1] = true;
     CU_ASSERT_EQUAL(tx_step(tx, TXE_START_2PC, NULL), 0);
@@ -287,7 +310,7 @@ static void unreachable_participant_aborts_the_transaction(void)
 static void all_readonly_votes_commit_without_log_or_phase_two(void)
 {
     struct tx *tx = new_tx(2);
-    struct tx_evarg a = {NULL, 0, NULL, 0, NULL};
+    struct tx_evarg a = {};
 
     CU_ASSERT_EQUAL(tx_step(tx, TXE_START_2PC, NULL), 0);
     for (int i = 0; i < 2; i++) {
@@ -304,7 +327,7 @@ static void all_readonly_votes_commit_without_log_or_phase_two(void)
 static void readonly_branch_takes_no_part_in_phase_two(void)
 {
     struct tx *tx = new_tx(2);
-    struct tx_evarg a = {NULL, 9, NULL, 0, NULL};
+    struct tx_evarg a = {.xid = 9};
 
     CU_ASSERT_EQUAL(tx_step(tx, TXE_START_2PC, NULL), 0);
     a.b = &tx->branches[0];
@@ -321,7 +344,7 @@ static void readonly_branch_takes_no_part_in_phase_two(void)
 static void failed_log_write_leaves_the_transaction_in_doubt(void)
 {
     struct tx *tx = new_tx(2);
-    struct tx_evarg a = {NULL, 1, NULL, 0, NULL};
+    struct tx_evarg a = {.xid = 1};
 
     CU_ASSERT_EQUAL(tx_step(tx, TXE_START_2PC, NULL), 0);
     for (int i = 0; i < 2; i++) {
@@ -340,7 +363,7 @@ static void failed_log_write_leaves_the_transaction_in_doubt(void)
 static void log_that_refuses_the_record_aborts_the_transaction(void)
 {
     struct tx *tx = new_tx(2);
-    struct tx_evarg a = {NULL, 1, NULL, 0, NULL};
+    struct tx_evarg a = {.xid = 1};
 
     CU_ASSERT_EQUAL(tx_step(tx, TXE_START_2PC, NULL), 0);
     W.log_failed = true;
@@ -359,7 +382,7 @@ static void results_too_big_for_the_log_abort_an_idempotent_transaction(void)
 {
     static const char results[] = "\n[{\"rows\":[[\"0123456789\"]]}]";
     struct tx *tx = new_tx(2);
-    struct tx_evarg a = {NULL, 1, results, sizeof(results) - 1, NULL};
+    struct tx_evarg a = {.xid = 1, .results = results, .results_len = sizeof(results) - 1};
 
     tx->idem_key = strdup("k");
     tx->results_limit = sizeof(results); /* one branch's results fit, two do not */
@@ -391,7 +414,7 @@ static void results_too_big_for_the_log_abort_an_idempotent_transaction(void)
 static void lost_commit_is_resent_when_the_participant_returns(void)
 {
     struct tx *tx = new_tx(2);
-    struct tx_evarg a = {NULL, 1, NULL, 0, NULL};
+    struct tx_evarg a = {.xid = 1};
 
     CU_ASSERT_EQUAL(tx_step(tx, TXE_START_2PC, NULL), 0);
     for (int i = 0; i < 2; i++) {
@@ -414,7 +437,7 @@ static void lost_commit_is_resent_when_the_participant_returns(void)
 static void prepare_timeout_aborts_and_names_the_late_shard(void)
 {
     struct tx *tx = new_tx(2);
-    struct tx_evarg a = {NULL, 1, NULL, 0, NULL};
+    struct tx_evarg a = {.xid = 1};
 
     CU_ASSERT_EQUAL(tx_step(tx, TXE_START_2PC, NULL), 0);
     a.b = &tx->branches[0];
@@ -432,7 +455,7 @@ static void prepare_timeout_aborts_and_names_the_late_shard(void)
 static void one_phase_commit_sends_one_message_and_no_log_record(void)
 {
     struct tx *tx = new_tx(1);
-    struct tx_evarg a = {NULL, 0, NULL, 0, NULL};
+    struct tx_evarg a = {};
 
     CU_ASSERT_EQUAL(tx_step(tx, TXE_START_1PC, NULL), 0);
     CU_ASSERT_EQUAL(tx->state, TX_ONE_PHASE);
@@ -474,20 +497,20 @@ static void the_diagram_in_tx_c_is_the_table(void)
             to = find_state(rows[i].to);
         const char *action;
 
-        if (from < 0 || ev < 0 || to < 0 || !tx_is_defined(from, ev)) {
+        if (from < 0 || ev < 0 || to < 0 || !tx_is_defined(2, from, ev)) {
             fprintf(stderr, "\n  diagram line %s --%s--> %s is not in the table\n", rows[i].from,
                     rows[i].ev, rows[i].to);
             CU_FAIL("a diagram line is not in the table");
             continue;
         }
-        action = tx_action_name(from, ev);
-        CU_ASSERT_EQUAL(tx_next_state(from, ev), to);
+        action = tx_action_name(2, from, ev);
+        CU_ASSERT_EQUAL(tx_next_state(2, from, ev), to);
         CU_ASSERT_STRING_EQUAL(action, rows[i].action);
-        CU_ASSERT_EQUAL(tx_is_durable(from, ev), rows[i].durable);
+        CU_ASSERT_EQUAL(tx_is_durable(2, from, ev), rows[i].durable);
     }
     for (int st = 0; st < TX_NSTATES; st++) {
         for (int e = 0; e < TX_NEVENTS; e++)
-            defined += tx_is_defined(st, e);
+            defined += tx_is_defined(2, st, e);
     }
     CU_ASSERT_EQUAL(defined, n); /* no row the diagram leaves out */
 }
@@ -665,6 +688,143 @@ static void the_store_hears_how_many_transactions_await_votes(void)
     tx_free(tx);
 }
 
+/* ---- three-phase commit (tx3pc.c) ----------------------------------------------------- */
+
+/* A 3PC transaction (gtid c1-1-1) with one op on each of n shards. */
+static struct tx *new_tx3(size_t n)
+{
+    struct tx_params p = {
+        .gtid = "c1-1-1", .protocol = 3, .timeout_ms = 1000, .commit_wait_ms = 1000};
+    struct tx *tx = tx_new(&p, &env, NULL);
+
+    memset(&W, 0, sizeof(W));
+    for (size_t i = 0; i < n; i++) {
+        cJSON *op = cJSON_CreateObject();
+
+        cJSON_AddStringToObject(op, "sql", "SELECT 1");
+        tx_add_op(tx, (int)i, op, i);
+        cJSON_Delete(op);
+    }
+    return tx;
+}
+
+static void all_vote_yes(struct tx *tx)
+{
+    struct tx_evarg a = {.xid = 7};
+
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_COMMIT, NULL), 0);
+    for (size_t i = 0; i < tx->nbranches; i++) {
+        a.b = &tx->branches[i];
+        CU_ASSERT_EQUAL(tx_step(tx, TXE_VOTE_YES, &a), 0);
+    }
+}
+
+/* Every line of the diagram in tx3pc.c is a row of its table, and every row is a line. */
+static void the_diagram_in_tx3pc_c_is_its_table(void)
+{
+    struct diagram_row rows[128];
+    int n = diagram_read(DTX_SRC_DIR "/coordinator/tx3pc.c", rows, 128);
+
+    CU_ASSERT_FATAL(n > 0);
+    for (int i = 0; i < n; i++) {
+        int from = find_state(rows[i].from), ev = find_event(rows[i].ev),
+            to = find_state(rows[i].to);
+        const struct tx_transition *t =
+            from < 0 || ev < 0 ? NULL : tx3pc_find((enum tx_state)from, (enum tx_event)ev);
+
+        if (!t || to < 0) {
+            fprintf(stderr, "\n  diagram line %s --%s--> %s is not in the table\n", rows[i].from,
+                    rows[i].ev, rows[i].to);
+            CU_FAIL("a diagram line is not in the table");
+            continue;
+        }
+        CU_ASSERT_EQUAL((int)t->to, to);
+        CU_ASSERT_STRING_EQUAL(t->action_name, rows[i].action);
+        CU_ASSERT_EQUAL(t->durable, rows[i].durable);
+    }
+    CU_ASSERT_EQUAL((size_t)n, tx3pc_ntransitions); /* no row the diagram leaves out */
+}
+
+static void three_pc_commits_once_a_majority_accepted_the_precommit(void)
+{
+    struct tx *tx = new_tx3(3); /* 4 acceptors with the coordinator: a majority is 3 */
+    struct tx_evarg a = {0};
+
+    all_vote_yes(tx);
+    CU_ASSERT_EQUAL(tx->state, TX_PRECOMMITTING);
+    CU_ASSERT(find_call("log_precommit") >= 0);
+    CU_ASSERT_EQUAL(find_call("accept:0"), -1); /* nothing sent before it is durable */
+    CU_ASSERT_EQUAL(tx_status(tx), DTX_ST_PRECOMMITTED);
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_DURABLE, NULL), 0);
+    CU_ASSERT_EQUAL(tx->state, TX_ACCEPTING);
+    CU_ASSERT(find_call("accept:0") > find_call("log_precommit"));
+    CU_ASSERT(find_call("accept:2") > find_call("log_precommit"));
+    a.b = &tx->branches[0];
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_ACCEPTED, &a), 0);
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_ACCEPTED, &a), 0); /* a duplicate counts once */
+    CU_ASSERT_EQUAL(tx->state, TX_ACCEPTING);          /* 2 of 4 */
+    CU_ASSERT_EQUAL(find_call("log_commit"), -1);
+    a.b = &tx->branches[1];
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_ACCEPTED, &a), 0); /* 3 of 4: commit is chosen */
+    CU_ASSERT_EQUAL(tx->state, TX_LOGGING);
+    CU_ASSERT(find_call("log_commit") >= 0);
+    CU_ASSERT_EQUAL(find_call("commit:0"), -1);
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_DURABLE, NULL), 0);
+    CU_ASSERT_EQUAL(tx->state, TX_COMMITTING);
+    CU_ASSERT(find_call("commit:2") > find_call("log_commit"));
+    tx_free(tx);
+}
+
+static void three_pc_that_cannot_reach_a_majority_learns_the_participants_decision(void)
+{
+    struct tx *tx = new_tx3(2); /* 3 acceptors: a majority is 2 */
+    struct tx_evarg a = {0};
+
+    all_vote_yes(tx);
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_DURABLE, NULL), 0);
+    a.b = &tx->branches[0];
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_REJECTED, &a), 0);
+    CU_ASSERT_EQUAL(tx->state, TX_ACCEPTING); /* itself and s1 could still make 2 */
+    a.b = &tx->branches[1];
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_REJECTED, &a), 0);
+    CU_ASSERT_EQUAL(tx->state, TX_LEARNING); /* never aborts on its own once pre-committed */
+    CU_ASSERT_EQUAL(find_call("abort:0"), -1);
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_TIMEOUT, NULL), 0);
+    CU_ASSERT(find_call("poll") >= 0);
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_LEARNED_ABORT, NULL), 0);
+    CU_ASSERT_EQUAL(tx->state, TX_ABORTED);
+    CU_ASSERT(tx_is_learned(tx));
+    CU_ASSERT(find_call("log_learned") >= 0);
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_LEARNED_COMMIT, NULL), DTX_ESTATE); /* one outcome */
+    tx_free(tx);
+}
+
+static void three_pc_never_precommits_after_promising_a_recovery_leader(void)
+{
+    struct tx *tx = new_tx3(2);
+    struct ballot b = {.counter = 1, .node = "p:s1"};
+
+    CU_ASSERT_TRUE(tx3pc_promise(tx, &b));
+    CU_ASSERT_TRUE(tx3pc_promise(tx, &b)); /* asked again: the same promise */
+    b.counter = 0;
+    CU_ASSERT_FALSE(tx3pc_promise(tx, &b));
+    all_vote_yes(tx);
+    CU_ASSERT_EQUAL(tx->state, TX_ABORTING);
+    CU_ASSERT_EQUAL(find_call("log_precommit"), -1);
+    CU_ASSERT(find_call("abort:0") >= 0);
+    tx_free(tx);
+}
+
+static void only_the_precommit_and_the_commit_decision_are_forced_in_three_pc(void)
+{
+    for (size_t i = 0; i < tx3pc_ntransitions; i++) {
+        const struct tx_transition *t = &tx3pc_transitions[i];
+
+        CU_ASSERT_EQUAL(t->durable, (t->from == TX_PREPARING && t->ev == TXE_ALL_VOTED) ||
+                                        (t->from == TX_ACCEPTING && t->ev == TXE_MAJORITY));
+    }
+}
+
 int main(void)
 {
     static const struct unit_test tests[] = {
@@ -692,6 +852,11 @@ int main(void)
         UNIT_TEST(a_checkpoint_keeps_decided_commits_and_retained_idempotent_ones),
         UNIT_TEST(interactive_calls_are_admitted_by_state),
         UNIT_TEST(the_store_hears_how_many_transactions_await_votes),
+        UNIT_TEST(the_diagram_in_tx3pc_c_is_its_table),
+        UNIT_TEST(three_pc_commits_once_a_majority_accepted_the_precommit),
+        UNIT_TEST(three_pc_that_cannot_reach_a_majority_learns_the_participants_decision),
+        UNIT_TEST(three_pc_never_precommits_after_promising_a_recovery_leader),
+        UNIT_TEST(only_the_precommit_and_the_commit_decision_are_forced_in_three_pc),
     };
 
     return unit_run("tx", tests, sizeof(tests) / sizeof(tests[0]));

@@ -182,7 +182,7 @@ static void kept_answers_count_against_the_byte_limit(void)
     char gtid[32], key[32];
     struct txent *e;
 
-    start(600, 100, 2000);
+    start(600, 100, 2500); /* each answer holds ~1.6 KB; without results ~0.2 KB */
     for (int i = 1; i <= 4; i++) {
         snprintf(gtid, sizeof(gtid), "c1-1-%d", i);
         snprintf(key, sizeof(key), "key-%d", i);
@@ -197,11 +197,44 @@ static void kept_answers_count_against_the_byte_limit(void)
         CU_ASSERT(e->retained_bytes > 500);
         CU_ASSERT_PTR_NOT_NULL(e->answer_body); /* an idempotent one keeps its answer */
     }
-    CU_ASSERT(tab.retained_bytes > 2000);
+    CU_ASSERT(tab.retained_bytes > 2500);
     txtab_expire(&tab, now_us);
-    CU_ASSERT(tab.retained_bytes <= 2000);
-    CU_ASSERT_PTR_NULL(txtab_find_idem(&tab, "key-1"));
-    CU_ASSERT_PTR_NOT_NULL(txtab_find_idem(&tab, "key-4"));
+    CU_ASSERT(tab.retained_bytes <= 2500);
+    /* the oldest keep their key and outcome, without results; the newest keep everything */
+    e = txtab_find_idem(&tab, "key-1");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(e);
+    CU_ASSERT_TRUE(tx_results_dropped(e->tx));
+    CU_ASSERT_PTR_NOT_NULL(strstr(e->answer_body, "\"results\":null"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(e->answer_body, "\"status\":\"committed\""));
+    e = txtab_find_idem(&tab, "key-4");
+    CU_ASSERT_PTR_NOT_NULL_FATAL(e);
+    CU_ASSERT_FALSE(tx_results_dropped(e->tx));
+    CU_ASSERT_EQUAL(tab.nretained, 4);
+    txtab_release(&tab);
+}
+
+static void keys_are_never_evicted_before_their_time_new_ones_wait_instead(void)
+{
+    char gtid[32], key[32];
+
+    start(600, 3, 1 << 20);
+    for (int i = 1; i <= 5; i++) {
+        snprintf(gtid, sizeof(gtid), "c1-1-%d", i);
+        snprintf(key, sizeof(key), "key-%d", i);
+        commit(add(gtid, key, 1, 2), "\n{}\n{}");
+        CU_ASSERT_EQUAL(txtab_keys_full(&tab), i >= 3);
+    }
+    abort_it(add("c1-1-6", NULL, 0, 2)); /* without a key: it goes first */
+    txtab_expire(&tab, now_us);
+    CU_ASSERT_PTR_NULL(txtab_find(&tab, "c1-1-6"));
+    for (int i = 1; i <= 5; i++) {
+        snprintf(key, sizeof(key), "key-%d", i);
+        CU_ASSERT_PTR_NOT_NULL(txtab_find_idem(&tab, key));
+    }
+    txtab_expire(&tab, now_us + 600 * 1000000u); /* their time is up */
+    CU_ASSERT_EQUAL(tab.nretained, 0);
+    CU_ASSERT_EQUAL(tab.nkeyed, 0);
+    CU_ASSERT_FALSE(txtab_keys_full(&tab));
     txtab_release(&tab);
 }
 
@@ -303,6 +336,7 @@ int main(void)
         UNIT_TEST(a_transaction_is_found_by_gtid_and_by_idempotency_key),
         UNIT_TEST(a_finished_transaction_is_retained_for_its_time_then_evicted),
         UNIT_TEST(beyond_the_count_limit_the_oldest_are_evicted_first),
+        UNIT_TEST(keys_are_never_evicted_before_their_time_new_ones_wait_instead),
         UNIT_TEST(kept_answers_count_against_the_byte_limit),
         UNIT_TEST(a_reused_key_gets_the_first_outcome_or_waits_for_it),
         UNIT_TEST(waiters_are_taken_all_at_once),

@@ -1,0 +1,606 @@
+/*
+ * dstore_pg.c - the decision store on PostgreSQL (dstore_pg.h): the lease
+ * a node's active process holds, its claim by a process that waits, and
+ * the store itself.
+ *
+ * Group commit: the queue (dstore_queue.h) is the file log's; the writer
+ * thread writes each batch with one statement, which is one round trip
+ * and one commit (made durable, and replicated, as the store's database is
+ * configured to do):
+ *
+ *   SELECT dtx_store.append(node, term, pos, before, snapshot, records)
+ *
+ * Each non-NULL part becomes one row of dtx_store.records at the next
+ * position; a snapshot's row deletes every older row of the node (the
+ * checkpoint). The function first takes a share lock on the node's lease
+ * row and refuses (DX002) unless the row still names this term: a
+ * takeover updates that row, so it waits for any write in flight, and
+ * every write after it is refused. A process cut off from the store can
+ * therefore never write a decision once another process has taken over
+ * and read the records.
+ *
+ * The lease: renewed every lease_ms / 3 by the writer, between batches.
+ * A renewal that finds another term fails the store at once; one that
+ * cannot reach the store is retried (reconnecting) until a quarter of the
+ * lease is left, then fails the store. A write whose answer is lost (the
+ * connection broke) fails the store too: it may or may not have
+ * committed, and only a new run's replay can tell. Every call is bounded
+ * by libpq's tcp_user_timeout and keepalives, set from the lease (the
+ * conninfo may override them), so a partition fails calls, never hangs
+ * them.
+ *
+ * Thread model: the claim has a thread of its own until it is granted; the
+ * store, a writer thread that owns its connection after open; both report
+ * to the loop through an ev_async. Replay runs on the loop thread inside
+ * dstore_pg_open, before the writer starts.
+ */
+#include "dtx/dstore_pg.h"
+
+#include "dstore_queue.h"
+
+#include "dtx/jsonx.h"
+#include "dtx/log.h"
+#include "dtx/xalloc.h"
+
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define BYTEAOID           17
+#define CKPT_BYTES         (16u * 1024 * 1024) /* a checkpoint after this much was written */
+#define RECONNECT_PAUSE_MS 200
+
+extern const char dstore_pg_schema_sql[]; /* sql/store/, embedded by the Makefile */
+
+/* ---- connections ------------------------------------------------------------------- */
+
+static void quiet_notices(void *arg, const char *msg)
+{
+    (void)arg;
+    (void)msg;
+}
+
+/*
+ * Connects with timeouts derived from the lease (the conninfo's own
+ * settings win: they come after), and makes sure the schema exists.
+ */
+static PGconn *store_connect(const char *conninfo, uint32_t lease_ms, struct dtx_err *err)
+{
+    char user_timeout[16], idle[16], connect[16];
+    const char *keys[] = {"application_name", "connect_timeout", "tcp_user_timeout",
+                          "keepalives",       "keepalives_idle", "keepalives_interval",
+                          "keepalives_count", "dbname",          NULL};
+    const char *vals[] = {"dtx-coordinator", connect, user_timeout, "1", idle, "1", "2",
+                          conninfo,          NULL};
+    PGconn *c;
+    PGresult *res;
+
+    snprintf(user_timeout, sizeof(user_timeout), "%u", lease_ms / 3);
+    snprintf(idle, sizeof(idle), "%u", lease_ms / 3000 > 0 ? lease_ms / 3000 : 1);
+    snprintf(connect, sizeof(connect), "%u", lease_ms / 2000 > 2 ? lease_ms / 2000 : 2);
+    c = PQconnectdbParams(keys, vals, 1);
+    if (!c || PQstatus(c) != CONNECTION_OK) {
+        dtx_err_set(err, DTX_EIO, "could not connect to the decision store: %s",
+                    c ? PQerrorMessage(c) : "out of memory");
+        PQfinish(c);
+        return NULL;
+    }
+    PQsetNoticeProcessor(c, quiet_notices, NULL);
+    /* in one transaction, under a lock: coordinators starting together do not race */
+    res = PQexec(c, "BEGIN; SELECT pg_advisory_xact_lock(hashtext('dtx_store schema'))");
+    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+        PQclear(res);
+        res = PQexec(c, dstore_pg_schema_sql);
+    }
+    if (PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK) {
+        PQclear(res);
+        res = PQexec(c, "COMMIT");
+    }
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        dtx_err_set(err, DTX_EIO, "could not create the decision store's schema (dtx_store): %s",
+                    PQresultErrorMessage(res));
+        PQclear(res);
+        PQfinish(c);
+        return NULL;
+    }
+    PQclear(res);
+    return c;
+}
+
+/* The error of a failed statement, as one line: its SQLSTATE and message. */
+static void statement_error(struct dtx_err *err, int code, const char *what, PGconn *c,
+                            const PGresult *res)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    const char *msg =
+        res && *PQresultErrorMessage(res) ? PQresultErrorMessage(res) : PQerrorMessage(c);
+    size_t n = strcspn(msg, "\n");
+
+    dtx_err_set(err, code, "%s: %.*s%s%s%s", what, (int)n, msg, state ? " (SQLSTATE " : "",
+                state ? state : "", state ? ")" : "");
+}
+
+static bool is_fenced(const PGresult *res)
+{
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+
+    return state && strcmp(state, "DX002") == 0;
+}
+
+/* ---- the claim ----------------------------------------------------------------- */
+
+struct dstore_pg_claim {
+    char *conninfo, *node, *holder;
+    uint32_t lease_ms;
+    struct ev_loop *loop;
+    dstore_pg_granted_fn granted;
+    void *arg;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    bool stopping;               /* (mu) */
+    bool got;                    /* (mu) the lease is this process's ... */
+    uint64_t term;               /* (mu) ... under this term (or the holder's) */
+    char seen_holder[64];        /* (mu) */
+    int64_t expires_in_ms;       /* (mu) */
+    char error[DTX_ERR_MSG_MAX]; /* (mu) the last failure to reach the store ("" none) */
+    struct ev_async wake;
+    bool told;
+};
+
+static void claim_wait(struct dstore_pg_claim *c, uint32_t ms)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    pthread_mutex_lock(&c->mu);
+    if (!c->stopping)
+        pthread_cond_timedwait(&c->cv, &c->mu, &ts);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static void claim_error(struct dstore_pg_claim *c, const struct dtx_err *err)
+{
+    pthread_mutex_lock(&c->mu);
+    if (strcmp(c->error, err->msg) != 0)
+        log_warn("decision store: %s; trying again", err->msg);
+    snprintf(c->error, sizeof(c->error), "%s", err->msg);
+    pthread_mutex_unlock(&c->mu);
+}
+
+/* One attempt: true once the lease is this process's. */
+static bool claim_try(struct dstore_pg_claim *c, PGconn *conn, uint32_t *wait_ms)
+{
+    char lease[16];
+    const char *vals[] = {c->node, c->holder, lease};
+    PGresult *res;
+    struct dtx_err err;
+    bool got;
+
+    snprintf(lease, sizeof(lease), "%u", c->lease_ms);
+    res = PQexecParams(conn, "SELECT * FROM dtx_store.acquire($1, $2, $3::integer)", 3, NULL, vals,
+                       NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        dtx_err_clear(&err);
+        statement_error(&err, DTX_EIO, "could not ask for the lease", conn, res);
+        claim_error(c, &err);
+        PQclear(res);
+        *wait_ms = 0; /* reconnect */
+        return false;
+    }
+    got = PQgetvalue(res, 0, 0)[0] == 't';
+    pthread_mutex_lock(&c->mu);
+    c->got = got;
+    c->term = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
+    snprintf(c->seen_holder, sizeof(c->seen_holder), "%s", PQgetvalue(res, 0, 2));
+    c->expires_in_ms = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
+    c->error[0] = '\0';
+    *wait_ms =
+        (uint32_t)(c->expires_in_ms < c->lease_ms / 4 ? c->expires_in_ms + 20 : c->lease_ms / 4);
+    pthread_mutex_unlock(&c->mu);
+    PQclear(res);
+    return got;
+}
+
+static void *claim_main(void *arg)
+{
+    struct dstore_pg_claim *c = arg;
+    PGconn *conn = NULL;
+    bool logged_wait = false;
+
+    for (;;) {
+        struct dtx_err err;
+        uint32_t wait_ms = c->lease_ms / 4;
+
+        pthread_mutex_lock(&c->mu);
+        if (c->stopping) {
+            pthread_mutex_unlock(&c->mu);
+            break;
+        }
+        pthread_mutex_unlock(&c->mu);
+        dtx_err_clear(&err);
+        if (!conn && !(conn = store_connect(c->conninfo, c->lease_ms, &err))) {
+            claim_error(c, &err);
+        } else if (claim_try(c, conn, &wait_ms)) {
+            ev_async_send(&c->wake);
+            break;
+        } else if (wait_ms == 0) {
+            PQfinish(conn);
+            conn = NULL;
+            wait_ms = RECONNECT_PAUSE_MS * 5;
+        } else if (!logged_wait) {
+            log_info("standby: coordinator node '%s' is active elsewhere (%s, term %" PRIu64
+                     "); taking over when its lease expires",
+                     c->node, c->seen_holder, c->term);
+            logged_wait = true;
+        }
+        claim_wait(c, wait_ms ? wait_ms : RECONNECT_PAUSE_MS);
+    }
+    PQfinish(conn);
+    return NULL;
+}
+
+static void on_claim_wake(struct ev_loop *loop, struct ev_async *a)
+{
+    struct dstore_pg_claim *c = a->data;
+    uint64_t term;
+    bool got;
+
+    (void)loop;
+    pthread_mutex_lock(&c->mu);
+    got = c->got;
+    term = c->term;
+    pthread_mutex_unlock(&c->mu);
+    if (got && !c->told) {
+        c->told = true;
+        c->granted(c->arg, term);
+    }
+}
+
+int dstore_pg_claim_start(struct dstore_pg_claim **out, const struct dstore_pg_opts *opts,
+                          dstore_pg_granted_fn granted, void *arg, struct dtx_err *err)
+{
+    struct dstore_pg_claim *c = xcalloc(1, sizeof(*c));
+
+    c->conninfo = xstrdup(opts->conninfo);
+    c->node = xstrdup(opts->node);
+    c->holder = xstrdup(opts->holder);
+    c->lease_ms = opts->lease_ms;
+    c->loop = opts->loop;
+    c->granted = granted;
+    c->arg = arg;
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_cond_init(&c->cv, NULL);
+    if (ev_async_start(c->loop, &c->wake, on_claim_wake, c) < 0) {
+        dstore_pg_claim_free(c);
+        return dtx_err_set(err, DTX_EIO, "could not create the lease claim's wake-up eventfd");
+    }
+    if (pthread_create(&c->thread, NULL, claim_main, c) != 0) {
+        ev_async_stop(c->loop, &c->wake);
+        dstore_pg_claim_free(c);
+        return dtx_err_set(err, DTX_EIO, "could not start the lease claim's thread");
+    }
+    *out = c;
+    return 0;
+}
+
+void dstore_pg_claim_describe(struct dstore_pg_claim *c, cJSON *obj)
+{
+    pthread_mutex_lock(&c->mu);
+    if (c->seen_holder[0]) {
+        jsonx_add_str(obj, "holder", c->seen_holder);
+        jsonx_add_num(obj, "term", (double)c->term);
+        jsonx_add_num(obj, "expires_in_ms", (double)c->expires_in_ms);
+    }
+    if (c->error[0])
+        jsonx_add_str(obj, "error", c->error);
+    pthread_mutex_unlock(&c->mu);
+}
+
+void dstore_pg_claim_free(struct dstore_pg_claim *c)
+{
+    if (!c)
+        return;
+    if (c->thread) {
+        pthread_mutex_lock(&c->mu);
+        c->stopping = true;
+        pthread_cond_signal(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+        pthread_join(c->thread, NULL);
+        ev_async_stop(c->loop, &c->wake);
+    }
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+    free(c->conninfo);
+    free(c->node);
+    free(c->holder);
+    free(c);
+}
+
+/* ---- the store ------------------------------------------------------------------- */
+
+static const struct dstore_ops pg_ops;
+
+struct pgs {
+    struct dsq_store qs; /* first: a struct pgs is a struct dstore, with its queue */
+    char *conninfo, *node, *holder;
+    uint32_t lease_ms;
+    uint64_t term;
+    pthread_t thread;
+    /* writer thread only (the loop's until the writer starts) */
+    PGconn *conn;
+    uint64_t next_pos;
+    uint64_t renewed_us; /* monotonic time of the last successful renewal */
+    uint64_t since_ckpt; /* bytes written since the last checkpoint */
+};
+
+static uint64_t get_be64(const char *p)
+{
+    uint64_t v = 0;
+
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | (unsigned char)p[i];
+    return v;
+}
+
+/* Reads every record from the node's last checkpoint on into replay; sets next_pos. */
+static int replay_all(struct pgs *s, drec_replay_fn replay, void *arg, uint64_t *nrecords,
+                      struct dtx_err *err)
+{
+    const char *vals[] = {s->node};
+    struct drec_arena arena = {BUF_INIT, NULL, 0};
+    PGresult *res;
+    int rc = 0, rows;
+
+    res = PQexecParams(s->conn,
+                       "SELECT pos, data FROM dtx_store.records WHERE node = $1 AND pos >= "
+                       "coalesce((SELECT max(pos) FROM dtx_store.records WHERE node = $1 AND "
+                       "checkpoint), 0) ORDER BY pos",
+                       1, NULL, vals, NULL, NULL, 1);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        statement_error(err, DTX_EIO, "could not read the decision store", s->conn, res);
+        PQclear(res);
+        return DTX_EIO;
+    }
+    rows = PQntuples(res);
+    s->next_pos = 1;
+    for (int i = 0; i < rows && rc == 0; i++) {
+        uint64_t pos = PQgetlength(res, i, 0) == 8 ? get_be64(PQgetvalue(res, i, 0)) : 0;
+
+        rc = drec_replay_batch((const unsigned char *)PQgetvalue(res, i, 1),
+                               (size_t)PQgetlength(res, i, 1), &arena, replay, arg, nrecords, err);
+        if (rc == DTX_ECORRUPT)
+            dtx_err_prefix(err, "decision store: node '%s', row at position %" PRIu64, s->node,
+                           pos);
+        s->next_pos = pos + 1;
+    }
+    PQclear(res);
+    drec_arena_release(&arena);
+    if (rc == 0 && rows == 0) { /* everything was checkpointed away, or never written */
+        res = PQexecParams(
+            s->conn, "SELECT coalesce(max(pos), 0) + 1 FROM dtx_store.records WHERE node = $1", 1,
+            NULL, vals, NULL, NULL, 0);
+        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+            s->next_pos = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+        PQclear(res);
+    }
+    return rc;
+}
+
+/* Renews the lease: 0; DTX_ELOGFAIL when another term holds it; DTX_EIO when unreachable. */
+static int renew(struct pgs *s, struct dtx_err *err)
+{
+    char term[24], lease[16];
+    const char *vals[] = {s->node, term, s->holder, lease};
+    PGresult *res;
+    int rc = 0;
+
+    snprintf(term, sizeof(term), "%" PRIu64, s->term);
+    snprintf(lease, sizeof(lease), "%u", s->lease_ms);
+    res = PQexecParams(s->conn, "SELECT dtx_store.renew($1, $2::bigint, $3, $4::integer)", 4, NULL,
+                       vals, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+        rc = (statement_error(err, DTX_EIO, "could not renew the lease", s->conn, res), DTX_EIO);
+    else if (PQgetvalue(res, 0, 0)[0] != 't')
+        rc = dtx_err_set(err, DTX_ELOGFAIL,
+                         "coordinator node '%s' lost its lease (term %" PRIu64
+                         "): another process of it took over; this one decides nothing more",
+                         s->node, s->term);
+    else
+        s->renewed_us = ev_clock_us();
+    PQclear(res);
+    return rc;
+}
+
+/*
+ * Renews, reconnecting after a failure to reach the store, until a
+ * quarter of the lease is left; 0 or the failure that ends the store.
+ */
+static int keep_lease(struct pgs *s, struct dtx_err *err)
+{
+    uint64_t give_up = s->renewed_us + (uint64_t)s->lease_ms * 750u;
+    int rc;
+
+    for (;;) {
+        rc = s->conn ? renew(s, err) : DTX_EIO;
+        if (rc != DTX_EIO)
+            return rc;
+        if (ev_clock_us() >= give_up)
+            return dtx_err_prefix(err,
+                                  "the lease of node '%s' runs out (the decision store "
+                                  "cannot be reached); stepping down",
+                                  s->node);
+        PQfinish(s->conn);
+        s->conn = store_connect(s->conninfo, s->lease_ms, err);
+        if (!s->conn) {
+            struct timespec ts = {0, RECONNECT_PAUSE_MS * 1000000L};
+
+            nanosleep(&ts, NULL);
+        }
+    }
+}
+
+static void set_part(const struct buf *b, bool present, const char **val, int *len)
+{
+    *val = present ? buf_head(b) : NULL;
+    *len = present ? (int)buf_avail(b) : 0;
+}
+
+/* Writes one batch as one statement; 0, or the failure that ends the store. */
+static int write_batch(struct pgs *s, const struct dsq_batch *b, struct dtx_err *err)
+{
+    char term[24], pos[24];
+    const char *vals[6] = {s->node, term, pos};
+    int lens[6] = {0}, fmts[6] = {0, 0, 0, 1, 1, 1};
+    const Oid types[6] = {0, 0, 0, BYTEAOID, BYTEAOID, BYTEAOID};
+    PGresult *res;
+    int rc = 0;
+
+    if (!s->conn)
+        return dtx_err_set(err, DTX_ELOGFAIL, "the decision store's connection is gone");
+    snprintf(term, sizeof(term), "%" PRIu64, s->term);
+    snprintf(pos, sizeof(pos), "%" PRIu64, s->next_pos);
+    set_part(&b->before, b->before.len > 0, &vals[3], &lens[3]);
+    set_part(&b->snap, b->ckpt, &vals[4], &lens[4]);
+    set_part(&b->work, b->work.len > 0, &vals[5], &lens[5]);
+    res = PQexecParams(s->conn, "SELECT dtx_store.append($1, $2::bigint, $3::bigint, $4, $5, $6)",
+                       6, types, vals, lens, fmts, 0);
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+        s->next_pos = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+    else if (is_fenced(res))
+        rc =
+            (statement_error(err, DTX_ELOGFAIL, "the decision store refused a write", s->conn, res),
+             DTX_ELOGFAIL);
+    else
+        rc = (statement_error(err, DTX_ELOGFAIL,
+                              "a write to the decision store failed, and whether it committed is "
+                              "unknown until the next run reads the store",
+                              s->conn, res),
+              DTX_ELOGFAIL);
+    PQclear(res);
+    return rc;
+}
+
+static void *writer_main(void *arg)
+{
+    struct pgs *s = arg;
+    struct dsq_batch b = {BUF_INIT, BUF_INIT, BUF_INIT, false, 0};
+    uint64_t every = (uint64_t)s->lease_ms * 1000u / 3, renew_at = s->renewed_us + every;
+    struct dtx_err err;
+
+    dtx_err_clear(&err);
+    while (dsq_take(&s->qs.q, &b, renew_at)) {
+        uint64_t bytes = b.before.len + b.snap.len + b.work.len, started = ev_clock_us();
+
+        if (bytes || b.ckpt) {
+            if (write_batch(s, &b, &err) < 0) {
+                dsq_fail(&s->qs.q, &err);
+                break;
+            }
+            dsq_done(&s->qs.q, &b, 1, bytes, ev_clock_us() - started);
+            s->since_ckpt = b.ckpt ? b.work.len : s->since_ckpt + bytes;
+            if (s->since_ckpt >= CKPT_BYTES)
+                dsq_want_checkpoint(&s->qs.q);
+        }
+        if (ev_clock_us() >= renew_at) {
+            if (keep_lease(s, &err) < 0) {
+                dsq_fail(&s->qs.q, &err);
+                break;
+            }
+            renew_at = s->renewed_us + every;
+        }
+    }
+    dsq_batch_release(&b);
+    return NULL;
+}
+
+static void pgs_free(struct pgs *s)
+{
+    PQfinish(s->conn);
+    free(s->conninfo);
+    free(s->node);
+    free(s->holder);
+    free(s);
+}
+
+int dstore_pg_open(struct dstore **out, const struct dstore_pg_opts *opts, uint64_t term,
+                   drec_replay_fn replay, void *arg, uint64_t *nrecords, struct dtx_err *err)
+{
+    struct pgs *s = xcalloc(1, sizeof(*s));
+    int rc;
+
+    s->qs.base.ops = &pg_ops;
+    s->conninfo = xstrdup(opts->conninfo);
+    s->node = xstrdup(opts->node);
+    s->holder = xstrdup(opts->holder);
+    s->lease_ms = opts->lease_ms;
+    s->term = term;
+    s->conn = store_connect(s->conninfo, s->lease_ms, err);
+    if (!s->conn) {
+        pgs_free(s);
+        return DTX_EIO;
+    }
+    rc = replay_all(s, replay, arg, nrecords, err);
+    if (rc == 0)
+        rc = renew(s, err);
+    if (rc < 0) {
+        pgs_free(s);
+        return rc;
+    }
+    dsq_init(&s->qs.q, &(struct dsq_opts){.group_delay_us = opts->group_delay_us,
+                                          .group_siblings = opts->group_siblings,
+                                          .loop = opts->loop,
+                                          .cbs = opts->cbs});
+    rc = dsq_start(&s->qs.q, err);
+    if (rc == 0 && pthread_create(&s->thread, NULL, writer_main, s) != 0)
+        rc = dtx_err_set(err, DTX_EIO, "could not start the decision store's writer thread");
+    if (rc < 0) {
+        dsq_release(&s->qs.q);
+        pgs_free(s);
+        return rc;
+    }
+    *out = &s->qs.base;
+    return 0;
+}
+
+static void pg_describe(struct dstore *st, cJSON *obj)
+{
+    struct pgs *s = (struct pgs *)st;
+
+    jsonx_add_str(obj, "type", "postgres");
+    jsonx_add_str(obj, "node", s->node);
+    jsonx_add_num(obj, "term", (double)s->term);
+    jsonx_add_num(obj, "lease_ms", s->lease_ms);
+}
+
+static void pg_close(struct dstore *st)
+{
+    struct pgs *s = (struct pgs *)st;
+
+    dsq_stop(&s->qs.q);
+    pthread_join(s->thread, NULL);
+    dsq_release(&s->qs.q);
+    pgs_free(s);
+}
+
+static const struct dstore_ops pg_ops = {
+    .name = "postgres",
+    .append = dsq_op_append,
+    .checkpoint = dsq_op_checkpoint,
+    .hint_deciding = dsq_op_hint_deciding,
+    .failed = dsq_op_failed,
+    .flush = dsq_op_flush,
+    .stats = dsq_op_stats,
+    .describe = pg_describe,
+    .close = pg_close,
+};

@@ -1,0 +1,220 @@
+"""Decisions on a PostgreSQL store, and a node's standby taking over (docs/operations.md,
+"Several coordinators"): the store keeps every decision; one process of a node is active
+and holds its lease; a standby takes over when the active dies, and finishes what it
+decided; an active that is only frozen or cut off is fenced by the store itself and steps
+down without writing anything."""
+
+import signal
+import subprocess
+import threading
+import time
+import uuid
+
+from harness import ClusterTest
+
+LEASE_MS = 2000
+TAKEOVER_S = 10  # the issue's target; the lease (2 s here) plus replay and reconnecting
+
+
+def transfer_ops(acct, amount=1):
+    return [{"shard": "s1", "sql": "UPDATE accounts SET balance = balance - $1 WHERE id = $2",
+             "params": [amount, acct], "expect_rows": 1},
+            {"shard": "s2", "sql": "UPDATE accounts SET balance = balance + $1 WHERE id = $2",
+             "params": [amount, acct], "expect_rows": 1}]
+
+
+class StoreTest(ClusterTest):
+    """One coordinator, its decisions in PostgreSQL."""
+
+    SHARDS = 2
+    STORE = "postgres"
+    STORE_LEASE_MS = LEASE_MS
+    ACCT = iter(range(1, 50))
+
+    def setUp(self):
+        self.acct = next(StoreTest.ACCT)
+        if not self.c.coordinator.alive():
+            self.c.start_coordinator()
+
+    def test_a_decision_is_a_row_of_the_store_before_the_client_hears_of_it(self):
+        status, body = self.c.request("POST", "/v1/transactions",
+                                      {"ops": transfer_ops(self.acct), "idempotency_key":
+                                       "row-%d" % self.acct})
+        self.assertEqual((status, body["status"]), (200, "committed"), body)
+        rows = self.c.store_psql("SELECT count(*) FROM dtx_store.records WHERE node = 'c1' "
+                                 "AND position('%s' in encode(data, 'escape')) > 0"
+                                 % body["gtid"])
+        self.assertGreaterEqual(int(rows[0][0]), 1, "its COMMIT record is in the store")
+        _, st = self.c.request("GET", "/v1/admin/status")
+        self.assertEqual((st["coordinator"]["log"]["type"], st["coordinator"]["role"]),
+                         ("postgres", "active"), st)
+
+    def test_a_restart_reads_the_store_and_answers_a_retry_the_same(self):
+        body = {"ops": transfer_ops(self.acct), "idempotency_key": "restart-%d" % self.acct}
+        status, first = self.c.request("POST", "/v1/transactions", body)
+        self.assertEqual(status, 200, first)
+        self.c.kill_coordinator()
+        t0 = time.time()
+        self.c.start_coordinator(wait=False)
+        self.c.wait_active("c1", timeout=TAKEOVER_S + 5)
+        # a new process is a new holder: it waits for the killed one's lease to expire
+        self.assertGreaterEqual(time.time() - t0, LEASE_MS / 1000 * 0.5)
+        status, again = self.c.request("POST", "/v1/transactions", body)
+        self.assertEqual((status, again), (200, first))
+        self.assertEqual((self.balance(0, self.acct), self.balance(1, self.acct)), (999, 1001))
+
+    def test_the_store_refuses_a_write_under_a_term_that_lost_the_lease(self):
+        term = int(self.c.store_psql("SELECT term FROM dtx_store.leases WHERE node = 'c1'")[0][0])
+        r = subprocess.run(
+            ["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-At", "-h",
+             self.c.store.sock, "-p", str(self.c.store.pg_port), "-d", "dtx", "-c",
+             "SELECT dtx_store.append('c1', %d, 999999, NULL, NULL, '\\x00'::bytea)" % (term - 1)],
+            capture_output=True, text=True, timeout=30)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("lost its lease", r.stderr)
+        self.assertEqual(self.c.store_psql("SELECT count(*) FROM dtx_store.records WHERE pos = "
+                                           "999999"), [["0"]])
+
+
+class TakeoverTest(ClusterTest):
+    """An active and a standby of node c1 on one postgres store."""
+
+    SHARDS = 2
+    COORDINATORS = ["c1", "c1"]
+    STORE = "postgres"
+    STORE_LEASE_MS = LEASE_MS
+    COORD = {"commit_wait_ms": 1000}
+    ACCT = iter(range(1, 90))
+
+    def setUp(self):
+        self.acct = next(TakeoverTest.ACCT)
+        for co in self.c.coords:  # both processes up, whichever is active
+            if not co.proc.alive():
+                self.c.start_coordinator(i=co.i)
+        self.active = self.c.wait_active("c1")
+        self.standby = 1 - self.active
+
+    def post(self, body, coord=None, timeout=20):
+        try:
+            return self.c.request("POST", "/v1/transactions", body, timeout=timeout,
+                                  coord=self.active if coord is None else coord)
+        except OSError as e:
+            return None, str(e)
+
+    def take_over(self):
+        """Waits for the standby to become active; returns the seconds it took."""
+        t0 = time.time()
+        i = self.c.wait_active("c1", timeout=TAKEOVER_S + 10)
+        took = time.time() - t0
+        self.assertEqual(i, self.standby)
+        self.assertLess(took, TAKEOVER_S, "takeover took %.1f s" % took)
+        return took
+
+    def test_the_standby_says_so_and_refuses_clients(self):
+        status, h = self.c.health(self.standby)
+        self.assertEqual((status, h["role"], h["node_id"]), (503, "standby", "c1"), h)
+        self.assertGreaterEqual(h["lease"]["term"], 1)
+        status, body = self.post({"ops": transfer_ops(self.acct)}, coord=self.standby)
+        self.assertEqual((status, body["error"]["code"]), (503, "unavailable"), body)
+        self.assertIn("standby", body["error"]["message"])
+        status, h = self.c.health(self.active)
+        self.assertEqual((status, h["role"]), (200, "active"))
+
+    def test_acknowledged_commits_survive_the_active_dying(self):
+        keys = ["ack-%d-%d" % (self.acct, n) for n in range(5)]
+        answers = {}
+        for k in keys:
+            status, body = self.post({"ops": transfer_ops(self.acct), "idempotency_key": k})
+            self.assertEqual(status, 200, body)
+            answers[k] = body
+        self.c.kill_coordinator(self.active)
+        took = self.take_over()
+        print("takeover after kill -9: %.2f s (lease %d ms)" % (took, LEASE_MS))
+        for k in keys:  # the new active knows every one, with the same answer
+            status, body = self.post({"ops": transfer_ops(self.acct), "idempotency_key": k},
+                                     coord=self.standby)
+            self.assertEqual((status, body), (200, answers[k]))
+        self.assertEqual((self.balance(0, self.acct), self.balance(1, self.acct)), (995, 1005))
+
+    def test_what_the_dead_active_decided_is_finished_by_the_new_one(self):
+        self.c.stop_coordinator(self.active)
+        self.c.start_coordinator(i=self.active, wait=False,
+                                 env={"DTX_FAILPOINTS": "coord.after_durable=crash"})
+        self.active = self.c.wait_active("c1")
+        self.standby = 1 - self.active
+        status, _ = self.post({"ops": transfer_ops(self.acct)})
+        self.assertIsNone(status, "the active died after its COMMIT record, before answering")
+        self.assertEqual((len(self.c.prepared(0)), len(self.c.prepared(1))), (1, 1))
+        self.take_over()
+        self.assert_no_prepared(timeout=15)
+        self.assertEqual((self.balance(0, self.acct), self.balance(1, self.acct)), (999, 1001))
+
+    def test_a_frozen_active_is_fenced_by_the_store_and_steps_down(self):
+        old = self.c.coords[self.active].proc
+        term = int(self.c.store_psql("SELECT term FROM dtx_store.leases WHERE node = 'c1'")[0][0])
+        old.signal(signal.SIGSTOP)  # alive, holding its lease and its links, deciding nothing
+        try:
+            self.take_over()
+            status, body = self.post({"ops": transfer_ops(self.acct)}, coord=self.standby)
+            self.assertEqual(status, 200, body)
+            rows_before = self.c.store_psql("SELECT pos, term FROM dtx_store.records ORDER BY pos")
+        finally:
+            old.signal(signal.SIGCONT)  # it wakes up believing it is active
+        self.assertTrue(old.wait(15), "the old active stepped down")
+        self.assertEqual(old.exit_status(), 3, "exit status 3: stepped down")
+        self.assertIn("stepping down", open(old.log).read())
+        new_term = int(self.c.store_psql("SELECT term FROM dtx_store.leases WHERE node = 'c1'")
+                       [0][0])
+        self.assertEqual(new_term, term + 1)
+        rows_after = self.c.store_psql("SELECT pos, term FROM dtx_store.records ORDER BY pos")
+        written_by_old = [r for r in rows_after if int(r[1]) != new_term]
+        self.assertEqual(written_by_old, [], "the old active wrote nothing after the takeover "
+                                             "(the new one's checkpoint dropped every older row)")
+        self.assertTrue(set(map(tuple, rows_before)) <= set(map(tuple, rows_after)))
+        status, body = self.post({"ops": transfer_ops(self.acct)}, coord=self.standby)
+        self.assertEqual(status, 200, body)
+        self.assertEqual((self.balance(0, self.acct), self.balance(1, self.acct)), (998, 1002))
+        self.assert_no_prepared(timeout=15)
+
+    def test_the_store_killed_under_load_loses_no_answered_decision(self):
+        answers, lock, stop = {}, threading.Lock(), threading.Event()
+
+        def worker(n):
+            while not stop.is_set():
+                key = "load-%s" % uuid.uuid4().hex[:10]
+                for coord in (self.active, self.standby):
+                    status, body = self.post({"ops": transfer_ops(self.acct),
+                                              "idempotency_key": key}, coord=coord, timeout=10)
+                    if status in (200, 409):
+                        with lock:
+                            answers[key] = status
+                        break
+                time.sleep(0.02)
+
+        before = (self.balance(0, self.acct), self.balance(1, self.acct))
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(1.5)
+        self.c.pg_stop("store", mode="immediate")  # kill -9 of the store's PostgreSQL
+        time.sleep(1.0)
+        self.c.pg_start("store")
+        time.sleep(LEASE_MS / 1000 * 3)
+        stop.set()
+        for t in threads:
+            t.join()
+        for co in self.c.coords:  # whoever stepped down comes back, as its service would
+            if not co.proc.alive():
+                self.c.start_coordinator(i=co.i, wait=False)
+        active = self.c.wait_active("c1", timeout=TAKEOVER_S + 10)
+        self.assert_no_prepared(timeout=20)
+        committed = [k for k, s in answers.items() if s == 200]
+        self.assertGreater(len(committed), 5, answers)
+        moved = before[0] - self.balance(0, self.acct)
+        self.assertEqual(before[1] + moved, self.balance(1, self.acct), "both legs or neither")
+        # every transfer answered 200 is committed: a retry with its key says so
+        for k in committed:
+            status, body = self.post({"ops": transfer_ops(self.acct), "idempotency_key": k},
+                                     coord=active)
+            self.assertEqual((status, body.get("status")), (200, "committed"), (k, body))
+        self.assertGreaterEqual(moved, len(committed))
