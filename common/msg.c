@@ -6,6 +6,7 @@
 
 #include <ctype.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -84,7 +85,8 @@ static void parse_error(const cJSON *root, struct dtx_err *e)
     copy_str(obj, "table", e->table, sizeof(e->table));
     copy_str(obj, "column", e->column, sizeof(e->column));
     v = cJSON_GetObjectItemCaseSensitive(obj, "op");
-    if (jsonx_is_safe_int(v))
+    /* an index into the request; any other number is no op (converting it to int is undefined) */
+    if (jsonx_is_safe_int(v) && v->valuedouble >= 0 && v->valuedouble <= INT_MAX)
         e->op = (int)v->valuedouble;
 }
 
