@@ -57,7 +57,7 @@ ifeq ($(VARIANT),fuzz)
 CFLAGS  += -Wno-format-nonliteral
 endif
 LDOPT   += $(EXTRA_LDFLAGS)
-LDLIBS_HTTP := -lmicrohttpd -lcjson -lnettle -lpthread
+LDLIBS_HTTP := -lmicrohttpd -lgnutls -lcjson -lnettle -lpthread
 
 COMMON_SRC := $(wildcard common/*.c)
 COORD_SRC  := $(filter-out coordinator/main.c,$(wildcard coordinator/*.c))

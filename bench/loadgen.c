@@ -52,6 +52,7 @@ struct run {
     struct opts o;
     struct ev_loop loop;
     struct addr addr;
+    struct dialer dialer;
     struct client *clients;
     uint64_t start_us, measure_us, end_us;
     long sent, done;
@@ -254,10 +255,12 @@ int main(int argc, char **argv)
         return 2;
     }
     dtx_err_clear(&err);
-    if (addr_parse_url(r.o.url, &r.addr, &err) < 0 || ev_loop_init(&r.loop) < 0) {
+    if (addr_parse_url(r.o.url, &r.addr, &err) < 0 || ev_loop_init(&r.loop) < 0 ||
+        resolver_new(&r.dialer.resolver, &r.loop, &err) < 0) {
         fprintf(stderr, "dtx-loadgen: %s\n", err.msg);
         return 2;
     }
+    r.dialer.loop = &r.loop; /* plain HTTP: loadgen measures dtx, not TLS */
     r.seed = (unsigned)getpid() ^ (unsigned)ev_wall_us();
     r.start_us = ev_clock_us();
     r.measure_us = r.start_us + (uint64_t)(r.o.warmup * 1e6);
@@ -266,7 +269,7 @@ int main(int argc, char **argv)
     cpu0 = process_cpu_seconds();
     for (int i = 0; i < r.o.concurrency; i++) {
         r.clients[i].r = &r;
-        r.clients[i].c = httpc_new(&r.loop, &r.addr);
+        r.clients[i].c = httpc_new(&r.dialer, &r.addr);
         send_next(&r.clients[i]);
     }
     ev_loop_run(&r.loop);

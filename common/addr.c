@@ -159,15 +159,15 @@ int addr_parse_url(const char *url, struct addr *out, struct dtx_err *err)
     if (n > 0 && url[skip + n - 1] == '/')
         n--;
     if (n == 0 || n >= sizeof(hostport))
-        return dtx_err_set(err, DTX_EINVAL, "'%s' is not of the form %.*shost:port", url,
-                           (int)skip, url);
+        return dtx_err_set(err, DTX_EINVAL, "'%s' is not of the form %.*shost:port", url, (int)skip,
+                           url);
     memcpy(hostport, url + skip, n);
     hostport[n] = '\0';
     if (strchr(hostport, '/'))
         return dtx_err_set(err, DTX_EINVAL, "'%s' must not have a path", url);
     if (split_host_port(hostport, a.host, sizeof(a.host), &port) < 0 || !host_ok(a.host))
-        return dtx_err_set(err, DTX_EINVAL, "'%s' is not of the form %.*shost:port", url,
-                           (int)skip, url);
+        return dtx_err_set(err, DTX_EINVAL, "'%s' is not of the form %.*shost:port", url, (int)skip,
+                           url);
     a.port = (uint16_t)port;
     set_numeric(&a);
     *out = a;

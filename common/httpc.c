@@ -4,18 +4,26 @@
  * Thread model: a struct httpc belongs to its loop's thread.
  *
  * States:
- *   CLOSED --request--> CONNECTING --connected--> SENDING --sent--> RECEIVING
+ *   CLOSED --request--> RESOLVING --address--> CONNECTING --connected-->
+ *     HANDSHAKING (https:// only) --verified--> SENDING --sent--> RECEIVING
  *   RECEIVING --complete, keep-alive--> IDLE --request--> SENDING
  *   RECEIVING --complete, close / 101--> CLOSED (101: socket kept for detach)
  *   any --error or timeout--> CLOSED
  * An IDLE connection that becomes readable was closed by the server (or
  * sent garbage) and is dropped, so the next request connects afresh.
  *
+ * The host is looked up at every connect (resolve.h; an IP address needs
+ * no lookup): a name that does not resolve fails that request like a
+ * refused connection. With TLS, every read and write goes through the
+ * session (tls.h), which verified the server's certificate and the URL's
+ * host during the handshake, before the request's first byte.
+ *
  * Re-entrancy: the completion callback may free c or start a new request.
  * While it runs, in_cb is set; httpc_free() then only marks c dead and the
  * dispatcher frees it when the callback returns.
  */
 #include "dtx/httpc.h"
+#include "dtx/addr.h"
 #include "dtx/xalloc.h"
 
 #include <ctype.h>
@@ -27,7 +35,16 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-enum hc_state { HC_CLOSED, HC_CONNECTING, HC_SENDING, HC_RECEIVING, HC_IDLE, HC_UPGRADED };
+enum hc_state {
+    HC_CLOSED,
+    HC_RESOLVING,
+    HC_CONNECTING,
+    HC_HANDSHAKING,
+    HC_SENDING,
+    HC_RECEIVING,
+    HC_IDLE,
+    HC_UPGRADED
+};
 enum hc_body { BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_UNTIL_CLOSE };
 
 #define HC_MAX_HEAD (64 * 1024)
@@ -35,7 +52,10 @@ enum hc_body { BODY_NONE, BODY_LENGTH, BODY_CHUNKED, BODY_UNTIL_CLOSE };
 
 struct httpc {
     struct ev_loop *loop;
+    const struct dialer *d;
     struct addr addr;
+    struct resolve_req *rq;  /* while RESOLVING */
+    struct tls_session *tls; /* https://, from CONNECTING on */
     enum hc_state state;
     int fd;
     struct ev_io io;
@@ -63,7 +83,12 @@ struct httpc {
 
 static void hc_close_fd(struct httpc *c)
 {
+    if (c->rq)
+        resolve_cancel(c->rq);
+    c->rq = NULL;
     ev_io_stop(c->loop, &c->io);
+    tls_session_free(c->tls);
+    c->tls = NULL;
     if (c->fd >= 0)
         close(c->fd);
     c->fd = -1;
@@ -321,13 +346,29 @@ static void hc_parse(struct httpc *c, bool eof)
 
 /* ---- I/O ---------------------------------------------------------------------------- */
 
+/* read(2) or the TLS session's; -1 with errno EPROTO for a TLS failure (hc_io_error says it). */
+static ssize_t hc_recv(struct httpc *c, void *buf, size_t n)
+{
+    return c->tls ? tls_session_recv(c->tls, buf, n) : read(c->fd, buf, n);
+}
+
+static ssize_t hc_send(struct httpc *c, const void *buf, size_t n)
+{
+    return c->tls ? tls_session_send(c->tls, buf, n) : send(c->fd, buf, n, MSG_NOSIGNAL);
+}
+
+static const char *hc_io_error(const struct httpc *c, int e)
+{
+    return c->tls && e == EPROTO ? tls_session_error(c->tls) : strerror(e);
+}
+
 static void hc_read(struct httpc *c)
 {
     for (;;) {
         ssize_t n;
 
         buf_reserve(&c->in, 16384);
-        n = read(c->fd, c->in.data + c->in.len, c->in.cap - c->in.len - 1);
+        n = hc_recv(c, c->in.data + c->in.len, c->in.cap - c->in.len - 1);
         if (n > 0) {
             c->in.len += (size_t)n;
             c->in.data[c->in.len] = '\0';
@@ -340,7 +381,7 @@ static void hc_read(struct httpc *c)
             return;
         }
         if (n < 0) {
-            hc_fail(c, DTX_EIO, "could not read from", strerror(errno));
+            hc_fail(c, DTX_EIO, "could not read from", hc_io_error(c, errno));
             return;
         }
         hc_parse(c, true);
@@ -351,7 +392,7 @@ static void hc_read(struct httpc *c)
 static void hc_write(struct httpc *c)
 {
     while (buf_avail(&c->out) > 0) {
-        ssize_t n = send(c->fd, buf_head(&c->out), buf_avail(&c->out), MSG_NOSIGNAL);
+        ssize_t n = hc_send(c, buf_head(&c->out), buf_avail(&c->out));
 
         if (n < 0 && errno == EINTR)
             continue;
@@ -360,13 +401,33 @@ static void hc_write(struct httpc *c)
             return;
         }
         if (n < 0) {
-            hc_fail(c, DTX_EIO, "could not send to", strerror(errno));
+            hc_fail(c, DTX_EIO, "could not send to", hc_io_error(c, errno));
             return;
         }
         buf_consume(&c->out, (size_t)n);
     }
     c->state = HC_RECEIVING;
     ev_io_modify(c->loop, &c->io, EPOLLIN);
+}
+
+/* The TLS handshake, verifying the server, then the request. */
+static void hc_handshake(struct httpc *c)
+{
+    struct dtx_err err;
+    int rc;
+
+    dtx_err_clear(&err);
+    rc = tls_session_handshake(c->tls, &err);
+    if (rc < 0) {
+        hc_fail(c, DTX_EIO, "TLS handshake failed with", err.msg);
+        return;
+    }
+    if (rc == 0) {
+        ev_io_modify(c->loop, &c->io, tls_session_wants_write(c->tls) ? EPOLLOUT : EPOLLIN);
+        return;
+    }
+    c->state = HC_SENDING;
+    hc_write(c);
 }
 
 static void hc_connected(struct httpc *c)
@@ -378,6 +439,18 @@ static void hc_connected(struct httpc *c)
         soerr = errno;
     if (soerr) {
         hc_fail(c, DTX_EIO, "could not connect to", strerror(soerr));
+        return;
+    }
+    if (c->addr.tls) {
+        struct dtx_err err;
+
+        dtx_err_clear(&err);
+        if (tls_session_client(c->d->tls, c->fd, c->addr.host, &c->tls, &err) < 0) {
+            hc_fail(c, DTX_EINVAL, "could not talk TLS to", err.msg);
+            return;
+        }
+        c->state = HC_HANDSHAKING;
+        hc_handshake(c);
         return;
     }
     c->state = HC_SENDING;
@@ -392,6 +465,9 @@ static void on_hc_io(struct ev_loop *loop, struct ev_io *io, uint32_t revents)
     switch (c->state) {
     case HC_CONNECTING:
         hc_connected(c);
+        break;
+    case HC_HANDSHAKING:
+        hc_handshake(c);
         break;
     case HC_SENDING:
         if (revents & EPOLLOUT)
@@ -429,10 +505,11 @@ static void on_hc_timeout(struct ev_loop *loop, struct ev_timer *t)
 
 /* ---- API ------------------------------------------------------------------------------ */
 
-struct httpc *httpc_new(struct ev_loop *loop, const struct addr *a)
+struct httpc *httpc_new(const struct dialer *d, const struct addr *a)
 {
     struct httpc *c = xcalloc(1, sizeof(*c));
-    c->loop = loop;
+    c->loop = d->loop;
+    c->d = d;
     c->addr = *a;
     c->fd = -1;
     ev_io_init(&c->io, on_hc_io, c);
@@ -461,12 +538,15 @@ void httpc_free(struct httpc *c)
     free(c);
 }
 
-static int hc_open(struct httpc *c, struct dtx_err *err)
+static int hc_connect(struct httpc *c, const struct sockaddr *sa, socklen_t salen,
+                      struct dtx_err *err)
 {
-    int fd = addr_connect(&c->addr, err);
+    int fd = addr_connect(sa, salen, err);
 
-    if (fd < 0)
+    if (fd < 0) {
+        dtx_err_prefix(err, "could not connect to '%s:%u'", c->addr.host, (unsigned)c->addr.port);
         return fd;
+    }
     c->fd = fd;
     if (ev_io_start(c->loop, &c->io, fd, EPOLLOUT) < 0) {
         close(fd);
@@ -474,6 +554,37 @@ static int hc_open(struct httpc *c, struct dtx_err *err)
         return dtx_err_set(err, DTX_EIO, "could not watch socket");
     }
     c->state = HC_CONNECTING;
+    return 0;
+}
+
+static void on_hc_resolved(void *arg, const struct sockaddr *sa, socklen_t salen,
+                           const struct dtx_err *rerr)
+{
+    struct httpc *c = arg;
+    struct dtx_err err;
+
+    c->rq = NULL;
+    if (rerr) {
+        hc_close_fd(c);
+        hc_finish(c, DTX_EIO, NULL, rerr);
+        return;
+    }
+    dtx_err_clear(&err);
+    if (hc_connect(c, sa, salen, &err) < 0) {
+        hc_close_fd(c);
+        hc_finish(c, err.code, NULL, &err);
+    }
+}
+
+/* Connects to an IP address at once, or looks the name up first (RESOLVING). */
+static int hc_open(struct httpc *c, struct dtx_err *err)
+{
+    if (c->addr.salen > 0)
+        return hc_connect(c, (const struct sockaddr *)&c->addr.sa, c->addr.salen, err);
+    if (!c->d->resolver)
+        return dtx_err_set(err, DTX_EINVAL, "could not look up '%s': no resolver", c->addr.host);
+    c->state = HC_RESOLVING;
+    c->rq = resolve_start(c->d->resolver, c->addr.host, c->addr.port, on_hc_resolved, c);
     return 0;
 }
 
@@ -512,7 +623,7 @@ int httpc_request(struct httpc *c, const char *method, const char *path, const c
     return 0;
 }
 
-int httpc_detach(struct httpc *c, struct buf *leftover)
+int httpc_detach(struct httpc *c, struct buf *leftover, struct tls_session **tls)
 {
     int fd;
 
@@ -523,6 +634,8 @@ int httpc_detach(struct httpc *c, struct buf *leftover)
     buf_reset(&c->in);
     fd = c->fd;
     c->fd = -1;
+    *tls = c->tls;
+    c->tls = NULL;
     c->state = HC_CLOSED;
     return fd;
 }

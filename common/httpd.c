@@ -43,6 +43,16 @@
  * connections more than the limits allow, and theirs are never pushed
  * out for others', so a coordinator can always reach its participant.
  *
+ * HTTPS (opts.tls on): MHD makes a GnuTLS session for each connection;
+ * before its handshake (the connection notification) tls_server_attach
+ * gives it the credentials in use at that moment (tls.h), so that
+ * certificates replaced on SIGHUP serve every handshake from then on while
+ * open connections go on with the ones they started with. MHD's own
+ * certificate callback is never used: a session that could not be
+ * attached fails its handshake. An upgraded connection (a peer stream)
+ * reaches the handler as one end of a socket pair; MHD encrypts what
+ * passes through it, and TCP keep-alive is set on the real socket here.
+ *
  * Thread model: the loop's thread, like everything in this file.
  */
 #include "dtx/httpd.h"
@@ -52,7 +62,12 @@
 #include "dtx/jsonx.h"
 #include "dtx/list.h"
 #include "dtx/log.h"
+#include "dtx/stream.h"
+#include "dtx/tls.h"
 #include "dtx/xalloc.h"
+
+#include <gnutls/abstract.h>
+#include <gnutls/gnutls.h>
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
@@ -79,6 +94,7 @@ enum httpd_note {
     NOTE_REFUSED,      /* a request answered 400, 405, 413 or 415 */
     NOTE_UNAUTHORIZED, /* a request answered 401 or 403 */
     NOTE_MHD,          /* libmicrohttpd's own messages */
+    NOTE_TLS,          /* a TLS client refused (plain HTTP, its certificate) */
     NOTE_KINDS
 };
 
@@ -104,6 +120,7 @@ struct httpd {
     size_t max_open; /* no client has more open; by_open[max_open] may be empty */
     char (*peer_keys)[ADDR_KEY];
     size_t npeers;
+    const struct tls_config *tls; /* the daemon's (NULL: plain HTTP) */
     struct log_rate notes[NOTE_KINDS];
 };
 
@@ -128,6 +145,7 @@ struct httpd_conn {
     struct list_node addr_link; /* on client->waiting while waiting */
     bool closing;               /* shut down by us; MHD has not closed it yet */
     bool upgraded;              /* handed to another protocol: never waits again */
+    struct tls_server_conn tls; /* HTTPS: the credentials its session holds */
 };
 
 struct httpd_req {
@@ -470,11 +488,31 @@ static struct httpd_conn *conn_new(struct httpd *srv, struct MHD_Connection *con
     return c;
 }
 
+static void on_tls_refused(void *arg, const char *why)
+{
+    struct httpd_conn *c = arg;
+
+    note(c->srv, NOTE_TLS, "refused a TLS connection from %s: %s", c->client->key, why);
+}
+
+/* HTTPS: the connection's GnuTLS session gets the credentials in use now (tls.h). */
+static void conn_attach_tls(struct httpd *srv, struct httpd_conn *c, struct MHD_Connection *con)
+{
+    const union MHD_ConnectionInfo *i =
+        MHD_get_connection_info(con, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+
+    c->tls = (struct tls_server_conn){.fd = c->fd, .refused = on_tls_refused, .arg = c};
+    if (!i || tls_server_attach(srv->tls, i->tls_session, &c->tls) < 0)
+        note(srv, NOTE_TLS, "could not set up TLS for a connection from %s: refused",
+             c->client->key);
+}
+
 static void conn_free(struct httpd_conn *c)
 {
     struct httpd *srv = c->srv;
     struct httpd_client *cl = c->client;
 
+    tls_server_detach(&c->tls);
     conn_served(c);
     if (!c->closing) {
         client_count(srv, cl, -1);
@@ -495,6 +533,8 @@ static void on_connection(void *cls, struct MHD_Connection *con, void **socket_c
     if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
         c = conn_new(srv, con);
         *socket_context = c;
+        if (c && srv->tls)
+            conn_attach_tls(srv, c, con);
         if (c) {
             conn_wait(c);
             conn_enforce(srv, c);
@@ -599,9 +639,11 @@ static void on_upgraded(void *cls, struct MHD_Connection *con, void *con_cls, co
                         size_t extra_len, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
 {
     struct httpd_upgraded *up = cls;
+    struct httpd_conn *c = conn_of(con);
 
-    (void)con;
     (void)con_cls;
+    if (c && up->srv->tls)
+        stream_keep_alive(c->fd); /* the stream's end is a socket pair; the TCP socket is MHD's */
     up->urh = urh;
     MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CORK_OFF); /* MHD corks while it answers */
     up->cb(up->arg, sock, extra, extra_len, up);
@@ -743,6 +785,22 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 
 /* ---- lifecycle ------------------------------------------------------------------ */
 
+/* MHD's certificate callback: never reached while tls_server_attach gave the session ours. */
+static int no_certificate(gnutls_session_t s, const gnutls_datum_t *req_ca_dn, int nreqs,
+                          const gnutls_pk_algorithm_t *algos, int nalgos, gnutls_pcert_st **pcert,
+                          unsigned int *pcert_length, gnutls_privkey_t *key)
+{
+    (void)s;
+    (void)req_ca_dn;
+    (void)nreqs;
+    (void)algos;
+    (void)nalgos;
+    (void)pcert;
+    (void)key;
+    *pcert_length = 0;
+    return -1;
+}
+
 static int httpd_attach(struct httpd *srv, struct dtx_err *err)
 {
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(srv->d, MHD_DAEMON_INFO_EPOLL_FD);
@@ -766,8 +824,10 @@ static void httpd_init_limits(struct httpd *srv, const struct httpd_opts *opts)
     hmap_init(&srv->clients);
     srv->npeers = opts->npeers;
     srv->peer_keys = xcalloc(opts->npeers + 1, sizeof(*srv->peer_keys));
-    for (size_t i = 0; i < opts->npeers; i++)
-        addr_key((const struct sockaddr *)&opts->peers[i].sa, srv->peer_keys[i]);
+    for (size_t i = 0; i < opts->npeers; i++) {
+        if (opts->peers[i].salen > 0) /* a name: not known here (it may move) */
+            addr_key((const struct sockaddr *)&opts->peers[i].sa, srv->peer_keys[i]);
+    }
 }
 
 /* After MHD_stop_daemon, which closed every connection (on_connection freed them). */
@@ -785,6 +845,7 @@ int httpd_start(struct httpd **out, struct ev_loop *loop, const struct httpd_opt
                 httpd_handler handler, void *ctx, struct dtx_err *err)
 {
     struct httpd *srv = NULL;
+    struct MHD_OptionItem tls_opts[] = {{MHD_OPTION_END, 0, NULL}, {MHD_OPTION_END, 0, NULL}};
     struct addr a;
     int fd = -1;
     int rc;
@@ -804,12 +865,17 @@ int httpd_start(struct httpd **out, struct ev_loop *loop, const struct httpd_opt
     ev_timer_init(&srv->timer, on_mhd_timer, srv);
     ev_defer_init(&srv->rerun, on_mhd_rerun, srv);
     httpd_init_limits(srv, opts);
+    srv->tls = opts->tls && opts->tls->on ? opts->tls : NULL;
+    if (srv->tls)
+        tls_opts[0] =
+            (struct MHD_OptionItem){MHD_OPTION_HTTPS_CERT_CALLBACK, 0, (void *)no_certificate};
     /* The logger first: MHD warns at every start otherwise, and logs earlier options itself. */
     srv->d = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE |
-                                  MHD_USE_ERROR_LOG | MHD_USE_TURBO,
+                                  MHD_USE_ERROR_LOG | MHD_USE_TURBO | (srv->tls ? MHD_USE_TLS : 0),
                               0, NULL, NULL, on_access, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
-                              srv, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED,
-                              on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
+                              srv, MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_LISTEN_SOCKET, fd,
+                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
+                              MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
                               MHD_OPTION_CONNECTION_LIMIT,
                               (unsigned)(opts->conn_limit + srv->npeers * HTTPD_PEER_RESERVE +
                                          HTTPD_BACKLOG + HTTPD_SPARE),

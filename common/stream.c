@@ -8,6 +8,11 @@
  * for the rest. Input: everything readable is read into in, then each
  * complete frame is handed to on_frame in order.
  *
+ * A stream that a client dialled over https:// reads and writes through
+ * its TLS session (tls.h), which it owns from stream_new_tls on; a
+ * server's upgraded connection is a plain socket (libmicrohttpd keeps the
+ * TLS side of it).
+ *
  * Re-entrancy: callbacks may free the stream (in_cb / dead, as in
  * httpc.c), and on_close is never called from inside stream_send(): write
  * errors surface from the flush defer.
@@ -15,6 +20,7 @@
 #include "dtx/stream.h"
 #include "dtx/buf.h"
 #include "dtx/err.h"
+#include "dtx/tls.h"
 #include "dtx/xalloc.h"
 
 #include <errno.h>
@@ -35,6 +41,7 @@
 struct stream {
     struct ev_loop *loop;
     int fd;
+    struct tls_session *tls; /* NULL: plain TCP */
     struct ev_io io;
     struct ev_defer flush;
     struct buf in;
@@ -55,6 +62,22 @@ static void stream_break(struct stream *s, int err, const char *why)
     s->in_cb = true;
     s->cbs.on_close(s->cbs.arg, err, why);
     s->in_cb = false;
+}
+
+/* read(2) or send(2), or the TLS session's (-1 and EPROTO for a TLS failure: io_error). */
+static ssize_t io_recv(struct stream *s, void *buf, size_t n)
+{
+    return s->tls ? tls_session_recv(s->tls, buf, n) : read(s->fd, buf, n);
+}
+
+static ssize_t io_send(struct stream *s, const void *buf, size_t n)
+{
+    return s->tls ? tls_session_send(s->tls, buf, n) : send(s->fd, buf, n, MSG_NOSIGNAL);
+}
+
+static const char *io_error(const struct stream *s, int e)
+{
+    return s->tls && e == EPROTO ? tls_session_error(s->tls) : strerror(e);
 }
 
 static void stream_dispatch(struct stream *s)
@@ -84,7 +107,7 @@ static void stream_read(struct stream *s)
         int e;
 
         buf_reserve(&s->in, 65536);
-        n = read(s->fd, s->in.data + s->in.len, s->in.cap - s->in.len - 1);
+        n = io_recv(s, s->in.data + s->in.len, s->in.cap - s->in.len - 1);
         e = errno; /* the frame callbacks below may change errno */
         if (n > 0) {
             s->in.len += (size_t)n;
@@ -98,7 +121,7 @@ static void stream_read(struct stream *s)
         if (n == 0)
             stream_break(s, DTX_EIO, "peer closed the stream");
         else if (e != EAGAIN && e != EWOULDBLOCK)
-            stream_break(s, DTX_EIO, strerror(e));
+            stream_break(s, DTX_EIO, io_error(s, e));
         return;
     }
 }
@@ -106,7 +129,7 @@ static void stream_read(struct stream *s)
 static void stream_write(struct stream *s)
 {
     while (buf_avail(&s->out) > 0) {
-        ssize_t n = send(s->fd, buf_head(&s->out), buf_avail(&s->out), MSG_NOSIGNAL);
+        ssize_t n = io_send(s, buf_head(&s->out), buf_avail(&s->out));
 
         if (n < 0 && errno == EINTR)
             continue;
@@ -115,7 +138,7 @@ static void stream_write(struct stream *s)
             return;
         }
         if (n < 0) {
-            stream_break(s, DTX_EIO, strerror(errno));
+            stream_break(s, DTX_EIO, io_error(s, errno));
             return;
         }
         buf_consume(&s->out, (size_t)n);
@@ -156,7 +179,7 @@ static void on_stream_flush(struct ev_loop *loop, struct ev_defer *d)
  * after STREAM_IDLE_S seconds of silence, and a limit on unacknowledged
  * data, close such a stream within about STREAM_DEAD_S seconds.
  */
-static void keep_alive(int fd)
+void stream_keep_alive(int fd)
 {
     int one = 1, idle = STREAM_IDLE_S, intvl = 2, cnt = 3;
     unsigned int user_timeout_ms = STREAM_DEAD_S * 1000;
@@ -171,12 +194,19 @@ static void keep_alive(int fd)
 struct stream *stream_new(struct ev_loop *loop, int fd, const char *pre, size_t prelen,
                           const struct stream_cbs *cbs)
 {
+    return stream_new_tls(loop, fd, NULL, pre, prelen, cbs);
+}
+
+struct stream *stream_new_tls(struct ev_loop *loop, int fd, struct tls_session *tls,
+                              const char *pre, size_t prelen, const struct stream_cbs *cbs)
+{
     struct stream *s = xcalloc(1, sizeof(*s));
     int flags = fcntl(fd, F_GETFL);
     int one = 1;
 
     s->loop = loop;
     s->fd = fd;
+    s->tls = tls;
     s->cbs = *cbs;
     buf_init(&s->in);
     buf_init(&s->out);
@@ -186,9 +216,10 @@ struct stream *stream_new(struct ev_loop *loop, int fd, const char *pre, size_t 
         fcntl(fd, F_SETFL, flags | O_NONBLOCK);
     /* Frames are small and latency-bound: never let Nagle hold one back. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    keep_alive(fd);
+    stream_keep_alive(fd);
     if (ev_io_start(loop, &s->io, fd, EPOLLIN) < 0) {
         s->fd = -1;
+        tls_session_free(tls);
         if (cbs->closefd)
             cbs->closefd(cbs->closefd_ctx, fd);
         else
@@ -213,6 +244,7 @@ void stream_free(struct stream *s)
     }
     ev_io_stop(s->loop, &s->io);
     ev_defer_cancel(s->loop, &s->flush);
+    tls_session_free(s->tls);
     if (s->fd >= 0) {
         if (s->cbs.closefd)
             s->cbs.closefd(s->cbs.closefd_ctx, s->fd);
@@ -245,7 +277,7 @@ void stream_flush_sync(struct stream *s, int timeout_ms)
 
     while (!s->broken && !s->dead && buf_avail(&s->out) > 0 && ev_clock_us() < until) {
         struct pollfd p = {s->fd, POLLOUT, 0};
-        ssize_t n = send(s->fd, buf_head(&s->out), buf_avail(&s->out), MSG_NOSIGNAL);
+        ssize_t n = io_send(s, buf_head(&s->out), buf_avail(&s->out));
 
         if (n > 0)
             buf_consume(&s->out, (size_t)n);

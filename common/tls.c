@@ -31,6 +31,7 @@
  * the loop thread only.
  */
 #include "dtx/tls.h"
+#include "dtx/addr.h"
 #include "dtx/jsonx.h"
 #include "dtx/xalloc.h"
 
@@ -49,8 +50,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define TLS_FILE_MAX   (1024 * 1024) /* a PEM file larger than this is not a certificate */
-#define TLS_SEND_CHUNK 16384         /* one record */
+#define TLS_FILE_MAX         (1024 * 1024) /* a PEM file larger than this is not a certificate */
+#define TLS_SEND_CHUNK       16384         /* one record */
 #define TLS_HANDSHAKE_RECORD 22
 
 struct tls_creds {
@@ -100,8 +101,9 @@ static int read_file(const char *path, const char *key, gnutls_datum_t *out, str
                            strerror(errno));
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > TLS_FILE_MAX) {
         close(fd);
-        return dtx_err_set(err, DTX_EINVAL, "'tls.%s': '%s' is not a regular file of at most %d bytes",
-                           key, path, TLS_FILE_MAX);
+        return dtx_err_set(err, DTX_EINVAL,
+                           "'tls.%s': '%s' is not a regular file of at most %d bytes", key, path,
+                           TLS_FILE_MAX);
     }
     data = gnutls_malloc((size_t)st.st_size + 1);
     xnonnull(data);
@@ -203,8 +205,8 @@ static int load_trust(const struct tls_config *cfg, struct tls_creds *c, struct 
     rc = gnutls_certificate_set_x509_trust_mem(c->cred, &ca, GNUTLS_X509_FMT_PEM);
     gnutls_free(ca.data);
     if (rc < 0)
-        return dtx_err_set(err, DTX_EINVAL, "'tls.ca_file': could not load '%s': %s",
-                           cfg->ca_file, gnutls_strerror(rc));
+        return dtx_err_set(err, DTX_EINVAL, "'tls.ca_file': could not load '%s': %s", cfg->ca_file,
+                           gnutls_strerror(rc));
     if (rc == 0)
         return dtx_err_set(err, DTX_EINVAL, "'tls.ca_file': '%s' holds no PEM certificate",
                            cfg->ca_file);
@@ -278,19 +280,31 @@ static int tls_path(const cJSON *tls, const char *key, bool required, const char
         return dtx_err_set(err, DTX_EINVAL, "'tls.%s' is empty", key);
     if (strlen(v) + strlen(config_dir) + 2 > TLS_PATH_MAX)
         return dtx_err_set(err, DTX_EINVAL, "'tls.%s' is too long", key);
-    if (v[0] == '/')
-        snprintf(dst, TLS_PATH_MAX, "%s", v);
-    else
-        snprintf(dst, TLS_PATH_MAX, "%s/%s", config_dir, v);
+    if (v[0] == '/') {
+        memcpy(dst, v, strlen(v) + 1);
+        return 0;
+    }
+    memcpy(dst, config_dir, strlen(config_dir));
+    dst[strlen(config_dir)] = '/';
+    memcpy(dst + strlen(config_dir) + 1, v, strlen(v) + 1);
     return 0;
 }
 
-int tls_config_load(const cJSON *root, const char *config_dir, struct tls_config *out,
+int tls_config_load(const cJSON *root, const char *config_path, struct tls_config *out,
                     struct dtx_err *err)
 {
     struct tls_config c;
     const cJSON *tls = NULL;
+    char config_dir[TLS_PATH_MAX];
+    const char *slash = strrchr(config_path, '/');
     int rc = jsonx_object(root, "", "tls", false, &tls, err);
+
+    if (!slash)
+        snprintf(config_dir, sizeof(config_dir), ".");
+    else if (slash == config_path)
+        snprintf(config_dir, sizeof(config_dir), "/");
+    else
+        snprintf(config_dir, sizeof(config_dir), "%.*s", (int)(slash - config_path), config_path);
 
     memset(&c, 0, sizeof(c));
     if (rc < 0 || !tls) {
@@ -317,6 +331,28 @@ int tls_config_load(const cJSON *root, const char *config_dir, struct tls_config
     if (rc == 0)
         *out = c;
     return rc;
+}
+
+int tls_check_url(const struct tls_config *c, const struct addr *a, const char *key,
+                  struct dtx_err *err)
+{
+    if (a->tls && !c->on)
+        return dtx_err_set(err, DTX_EINVAL,
+                           "'%s' is an https:// URL, but the config has no 'tls' key "
+                           "(cert_file, key_file, ca_file) to talk TLS with",
+                           key);
+    return 0;
+}
+
+int tls_config_can_take(const struct tls_config *to, const struct tls_config *from,
+                        struct dtx_err *err)
+{
+    if (to->on != from->on)
+        return dtx_err_set(err, DTX_EINVAL,
+                           "the 'tls' key was %s: that takes a restart (the listener serves "
+                           "HTTPS or not)",
+                           from->on ? "added" : "removed");
+    return 0;
 }
 
 void tls_config_release(struct tls_config *c)
@@ -385,8 +421,7 @@ int tls_session_client(const struct tls_config *c, int fd, const char *host,
         if (t->s)
             gnutls_deinit(t->s);
         free(t);
-        return dtx_err_set(err, DTX_EIO, "could not set up a TLS session: %s",
-                           gnutls_strerror(rc));
+        return dtx_err_set(err, DTX_EIO, "could not set up a TLS session: %s", gnutls_strerror(rc));
     }
     gnutls_session_set_verify_cert(t->s, t->host, 0);
     gnutls_transport_set_int(t->s, fd);
@@ -515,7 +550,8 @@ static void answer_plain_http(int fd)
                      "HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\n"
                      "Connection: close\r\nContent-Length: %zu\r\n\r\n",
                      sizeof(plain_http_body) - 1);
-    struct iovec iov[2] = {{head, (size_t)n}, {(void *)plain_http_body, sizeof(plain_http_body) - 1}};
+    struct iovec iov[2] = {{head, (size_t)n},
+                           {(void *)plain_http_body, sizeof(plain_http_body) - 1}};
     struct msghdr m;
 
     memset(&m, 0, sizeof(m));
@@ -583,8 +619,8 @@ static int server_verify(gnutls_session_t s)
     }
     if (rc == 0 && status == 0)
         return 0;
-    if (rc == 0 && gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &out,
-                                                                0) == 0) {
+    if (rc == 0 &&
+        gnutls_certificate_verification_status_print(status, GNUTLS_CRT_X509, &out, 0) == 0) {
         snprintf(why, sizeof(why), "its client certificate was refused: %s",
                  (const char *)out.data);
         gnutls_free(out.data);

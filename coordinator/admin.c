@@ -96,7 +96,7 @@ static void ask_branches(struct ask *a, fanout_done_fn done)
 
     for (size_t i = 0; i < cfg->nshards; i++)
         paths[i] = "/v1/admin/branches";
-    fanout_start(coord_loop(a->ad->co), cfg, &a->ad->pending, "GET", paths, done, a);
+    fanout_start(coord_dialer(a->ad->co), cfg, &a->ad->pending, "GET", paths, done, a);
     free(paths);
 }
 
@@ -113,7 +113,7 @@ static void ask_finish(struct ask *a, fanout_done_fn done)
         gid_format(gid, sizeof(gid), a->gtid, cfg->shards[i].name);
         paths[i] = xasprintf("/v1/admin/branches/%s/%s", gid, a->commit ? "commit" : "rollback");
     }
-    fanout_start(coord_loop(a->ad->co), cfg, &a->ad->pending, "POST", paths, done, a);
+    fanout_start(coord_dialer(a->ad->co), cfg, &a->ad->pending, "POST", paths, done, a);
     for (size_t i = 0; i < cfg->nshards; i++)
         free(paths[i]);
     free(paths);
@@ -774,7 +774,7 @@ static void recover_malformed(struct admin *ad, struct httpd_req *req, const cJS
     snprintf(a->gid, sizeof(a->gid), "%s", gid);
     paths = xcalloc(cfg->nshards, sizeof(*paths));
     paths[shard] = branch_path(gid, "rollback?malformed=1");
-    fanout_start(coord_loop(ad->co), cfg, &ad->pending, "POST", paths, malformed_done, a);
+    fanout_start(coord_dialer(ad->co), cfg, &ad->pending, "POST", paths, malformed_done, a);
     free(paths[shard]);
     free(paths);
 }

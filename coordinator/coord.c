@@ -195,7 +195,7 @@ static void env_poll(struct tx *tx)
         free(paths[shard]);
         paths[shard] = xasprintf("/v1/peer/3pc/%s", p->gtid);
     }
-    fanout_start(co->loop, co->cfg, &co->polls, "GET", paths, poll_done, p);
+    fanout_start(&co->dialer, co->cfg, &co->polls, "GET", paths, poll_done, p);
     for (size_t i = 0; i < co->cfg->nshards; i++)
         free(paths[i]);
     free(paths);
@@ -463,6 +463,7 @@ static void init_coord(struct coord *co, const struct coord_config *cfg, struct 
 
     co->cfg = cfg;
     co->loop = loop;
+    co->dialer = (struct dialer){.loop = loop, .tls = &cfg->tls};
     txtab_init(&co->tab, &lim);
     list_init(&co->log_wait);
     coord_notes_init(&co->notes);
@@ -507,6 +508,11 @@ int coord_new(struct coord **out, const struct coord_config *cfg, struct ev_loop
     int rc;
 
     init_coord(co, cfg, loop);
+    rc = resolver_new(&co->dialer.resolver, loop, err);
+    if (rc < 0) {
+        coord_free(co);
+        return rc;
+    }
     co->lease = lease;
     if (lease)
         snprintf(co->boot, sizeof(co->boot), "%s", lease->holder);
@@ -545,6 +551,7 @@ void coord_free(struct coord *co)
     dstore_close(co->store);
     free(co->gaps);
     free(co->shard_names);
+    resolver_free(co->dialer.resolver);
     free(co);
 }
 
@@ -677,6 +684,11 @@ void coord_describe_store(const struct coord *co, cJSON *obj)
 uint64_t coord_epoch(const struct coord *co)
 {
     return co->epoch;
+}
+
+const struct dialer *coord_dialer(const struct coord *co)
+{
+    return &co->dialer;
 }
 
 struct ev_loop *coord_loop(const struct coord *co)

@@ -13,6 +13,7 @@
 #include <string.h>
 
 static const char *const top_keys[] = {"node_id",
+                                       "tls",
                                        "listen",
                                        "log_dir",
                                        "shards",
@@ -124,6 +125,10 @@ static int load_shard(const cJSON *s, size_t i, struct coord_config *c, bool *ex
         rc = addr_parse_url(url, &sh->addr, err);
     if (rc < 0)
         return dtx_err_prefix(err, "'%s.url'", where);
+    snprintf(where, sizeof(where), "shards[%zu].url", i);
+    rc = tls_check_url(&c->tls, &sh->addr, where, err);
+    if (rc < 0)
+        return rc;
     *explicit_slots = cJSON_GetObjectItemCaseSensitive(s, "slots") != NULL;
     return *explicit_slots ? load_slots(s, where, sh, err) : 0;
 }
@@ -256,6 +261,8 @@ static int load_all(const cJSON *root, void *out, struct dtx_err *err)
     if (rc == 0)
         rc = conf_u32s(root, c, u32_keys, sizeof(u32_keys) / sizeof(u32_keys[0]), err);
     if (rc == 0)
+        rc = tls_config_load(root, c->path, &c->tls, err);
+    if (rc == 0)
         rc = load_shards(root, c, err);
     if (rc == 0)
         rc = load_auth(root, c, err);
@@ -276,6 +283,7 @@ int coord_config_load(const char *path, struct coord_config *out, struct dtx_err
 
 void coord_config_release(struct coord_config *c)
 {
+    tls_config_release(&c->tls);
     free(c->shards);
     c->shards = NULL;
     c->nshards = 0;
@@ -286,7 +294,10 @@ int coord_config_reload_auth(struct coord_config *c, struct dtx_err *err)
     struct coord_config *fresh = xcalloc(1, sizeof(*fresh));
     int rc = coord_config_load(c->path, fresh, err);
 
+    if (rc == 0)
+        rc = tls_config_can_take(&c->tls, &fresh->tls, err);
     if (rc == 0) {
+        tls_config_take(&c->tls, &fresh->tls);
         c->client_token = fresh->client_token;
         c->admin_token = fresh->admin_token;
         c->peer_token = fresh->peer_token;

@@ -19,6 +19,7 @@
 
 #include "dtx/coord.h"
 #include "dtx/fanout.h"
+#include "dtx/httpc.h"
 #include "dtx/dstore.h"
 #include "dtx/pc.h"
 #include "dtx/prom.h"
@@ -71,6 +72,7 @@ struct coord_notes {
 struct coord {
     const struct coord_config *cfg;
     struct ev_loop *loop;
+    struct dialer dialer; /* coord.c: the loop, a resolver and cfg->tls, for every link and call */
     const char **shard_names;    /* coord.c: index -> name */
     struct tx_env env;           /* coord.c */
     struct dstore *store;        /* replay.c opens it, coord.c closes it */

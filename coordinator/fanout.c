@@ -79,7 +79,7 @@ static void on_answer(void *arg, int rc, const struct httpc_resp *resp, const st
     release(r->f);
 }
 
-void fanout_start(struct ev_loop *loop, const struct coord_config *cfg, struct list_node *pending,
+void fanout_start(const struct dialer *d, const struct coord_config *cfg, struct list_node *pending,
                   const char *method, char *const *paths, fanout_done_fn done, void *arg)
 {
     struct fanout *f = xcalloc(1, sizeof(*f));
@@ -103,7 +103,7 @@ void fanout_start(struct ev_loop *loop, const struct coord_config *cfg, struct l
         f->parts[i].asked = true;
         f->refs[i] = (struct ref){.f = f, .i = i};
         f->left++;
-        f->conns[i] = httpc_new(loop, &cfg->shards[i].addr);
+        f->conns[i] = httpc_new(d, &cfg->shards[i].addr);
         if (httpc_request(f->conns[i], method, paths[i], headers, post ? "{}" : NULL, post ? 2 : 0,
                           FANOUT_TIMEOUT_MS, on_answer, &f->refs[i]) < 0) {
             httpc_free(f->conns[i]);

@@ -175,7 +175,7 @@ void coord_links_start(struct coord *co)
     co->links = xcalloc(cfg->nshards, sizeof(*co->links));
     co->accepted_from = xcalloc(cfg->nshards, sizeof(*co->accepted_from));
     for (size_t i = 0; i < cfg->nshards; i++)
-        co->links[i] = pc_new(co->loop, (int)i, &cfg->shards[i], &run, &cbs);
+        co->links[i] = pc_new(&co->dialer, (int)i, &cfg->shards[i], &run, &cbs);
 }
 
 void coord_links_set_epoch(struct coord *co)

@@ -167,6 +167,7 @@ static int start(void *arg, struct ev_loop *loop, struct httpd_opts *http, httpd
     http->request_timeout_ms = c->cfg.http_request_timeout_ms;
     http->peers = c->shard_addrs; /* participants reach it too: they have their own reserve */
     http->npeers = c->cfg.nshards;
+    http->tls = &c->cfg.tls;
     *handler = api_handle;
     *ctx = &c->api;
     return 0;

@@ -152,6 +152,7 @@ static void on_upgraded(void *arg, int rc, const struct httpc_resp *resp, const 
     struct pc *pc = arg;
     struct stream_cbs cbs = {on_frame, on_close, pc, NULL, NULL};
     struct buf extra = BUF_INIT;
+    struct tls_session *tls = NULL;
     char why[300];
     int fd;
 
@@ -167,16 +168,17 @@ static void on_upgraded(void *arg, int rc, const struct httpc_resp *resp, const 
             check_behind(pc, resp);
         return;
     }
-    fd = httpc_detach(pc->http, &extra);
+    fd = httpc_detach(pc->http, &extra, &tls);
     if (pc->dial_epoch != pc->epoch) {
         /* accepted at the epoch this run has since moved past: announce the new one first */
+        tls_session_free(tls);
         if (fd >= 0)
             close(fd);
         buf_release(&extra);
         pc_down(pc, "this coordinator moved to a new epoch while dialling; dialling again");
         return;
     }
-    pc->st = fd >= 0 ? stream_new(pc->loop, fd, extra.data, extra.len, &cbs) : NULL;
+    pc->st = fd >= 0 ? stream_new_tls(pc->loop, fd, tls, extra.data, extra.len, &cbs) : NULL;
     buf_release(&extra);
     if (!pc->st) {
         pc_down(pc, "could not set up the peer stream");
@@ -213,12 +215,12 @@ static void set_headers(struct pc *pc)
                  pc->peer_token);
 }
 
-struct pc *pc_new(struct ev_loop *loop, int shard, const struct shard_config *sc,
+struct pc *pc_new(const struct dialer *d, int shard, const struct shard_config *sc,
                   const struct pc_run *run, const struct pc_cbs *cbs)
 {
     struct pc *pc = xcalloc(1, sizeof(*pc));
 
-    pc->loop = loop;
+    pc->loop = d->loop;
     pc->shard = shard;
     pc->sc = sc;
     snprintf(pc->node_id, sizeof(pc->node_id), "%s", run->node_id);
@@ -228,7 +230,7 @@ struct pc *pc_new(struct ev_loop *loop, int shard, const struct shard_config *sc
     pc->cbs = *cbs;
     pc->backoff_ms = BACKOFF_MIN_MS;
     set_headers(pc);
-    pc->http = httpc_new(loop, &sc->addr);
+    pc->http = httpc_new(d, &sc->addr);
     ev_timer_init(&pc->retry, on_retry, pc);
     pc_dial(pc);
     return pc;

@@ -1,7 +1,7 @@
 /*
  * dtxctl - the operator's tool: see what is in doubt and resolve it.
  *
- *   dtxctl [--coordinator URL] [--token T | --token-file F] [--json] COMMAND ...
+ *   dtxctl [--coordinator URL] [--token T | --token-file F] [--ca-file F] [--json] COMMAND ...
  *
  * Every command but `log` talks to the coordinator's admin API (admin.c),
  * which asks the participants itself, so an operator needs one URL and
@@ -23,6 +23,7 @@
 
 #include <cjson/cJSON.h>
 #include <curl/curl.h>
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <pwd.h>
@@ -62,6 +63,10 @@ static const char usage_text[] =
     "options: --coordinator URL (default $DTX_COORDINATOR or http://127.0.0.1:7000),\n"
     "  --token T or --token-file FILE (the admin token; default $DTX_TOKEN, then\n"
     "  $DTX_ADMIN_TOKEN; a file keeps it out of ps), --json, --help, --version.\n"
+    "https:// URLs: the server's certificate is verified against --ca-file FILE (default\n"
+    "  $DTX_CA_FILE, else the system's CAs) and must name the URL's host; --cert-file and\n"
+    "  --key-file (default $DTX_CERT_FILE, $DTX_KEY_FILE) show a client certificate to a\n"
+    "  participant that requires one.\n"
     "--operator defaults to the OS user at this host. DURATION: 90s, 15m, 2h, 1d (a bare\n"
     "number is seconds). Exit status: 0 ok, 1 a problem was found and reported, 2 usage error.\n";
 
@@ -72,6 +77,9 @@ struct opts {
     const char *peer_token;      /* in-doubt --participant: the participants' token */
     const char *token_file;      /* --token-file */
     const char *peer_token_file; /* --peer-token-file */
+    const char *ca_file;         /* --ca-file: https:// servers are verified against it */
+    const char *cert_file;       /* --cert-file, --key-file: a client certificate */
+    const char *key_file;
     struct auth_token from_file; /* what the files held */
     struct auth_token peer_from_file;
     bool json;
@@ -172,6 +180,14 @@ static int call_at(const struct opts *o, const char *base, const char *token, co
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, 5L);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, timeout_s);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    /* verification stays on (libcurl's default): the chain and the URL's host */
+    if (o->ca_file)
+        curl_easy_setopt(c, CURLOPT_CAINFO, o->ca_file);
+    if (o->cert_file)
+        curl_easy_setopt(c, CURLOPT_SSLCERT, o->cert_file);
+    if (o->key_file)
+        curl_easy_setopt(c, CURLOPT_SSLKEY, o->key_file);
     if (body) {
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
         curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE, (long)strlen(body));
@@ -1098,6 +1114,9 @@ static int parse_opts(struct opts *o, int argc, char **argv)
                                        {"peer-token", required_argument, NULL, 'p'},
                                        {"token-file", required_argument, NULL, 'T'},
                                        {"peer-token-file", required_argument, NULL, 'F'},
+                                       {"ca-file", required_argument, NULL, 'a'},
+                                       {"cert-file", required_argument, NULL, 'e'},
+                                       {"key-file", required_argument, NULL, 'k'},
                                        {"json", no_argument, NULL, 'j'},
                                        {"help", no_argument, NULL, 'h'},
                                        {"version", no_argument, NULL, 'V'},
@@ -1131,6 +1150,15 @@ static int parse_opts(struct opts *o, int argc, char **argv)
             break;
         case 'F':
             o->peer_token_file = optarg;
+            break;
+        case 'a':
+            o->ca_file = optarg;
+            break;
+        case 'e':
+            o->cert_file = optarg;
+            break;
+        case 'k':
+            o->key_file = optarg;
             break;
         case 'j':
             o->json = true;
@@ -1225,9 +1253,28 @@ static int pick_token(const char **token, const char *file, struct auth_token *h
     return 0;
 }
 
+/* --ca-file, --cert-file, --key-file: a file that cannot be read is a usage error, said now. */
+static int check_tls_files(const struct opts *o)
+{
+    const char *files[] = {o->ca_file, o->cert_file, o->key_file};
+    const char *names[] = {"ca-file", "cert-file", "key-file"};
+
+    for (size_t i = 0; i < 3; i++) {
+        if (files[i] && access(files[i], R_OK) != 0)
+            return usage("--%s: could not read '%s': %s", names[i], files[i], strerror(errno));
+    }
+    if (!o->cert_file != !o->key_file)
+        return usage("--cert-file and --key-file go together");
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    struct opts o = {.url = getenv("DTX_COORDINATOR"), .older_ms = -1};
+    struct opts o = {.url = getenv("DTX_COORDINATOR"),
+                     .ca_file = getenv("DTX_CA_FILE"),
+                     .cert_file = getenv("DTX_CERT_FILE"),
+                     .key_file = getenv("DTX_KEY_FILE"),
+                     .older_ms = -1};
     const struct command *cmd = NULL;
     unsigned extra;
     int rc;
@@ -1239,7 +1286,8 @@ int main(int argc, char **argv)
         pick_token(&o.token, o.token_file, &o.from_file, "token", "DTX_TOKEN", "DTX_ADMIN_TOKEN") !=
             0 ||
         pick_token(&o.peer_token, o.peer_token_file, &o.peer_from_file, "peer-token",
-                   "DTX_PEER_TOKEN", NULL) != 0)
+                   "DTX_PEER_TOKEN", NULL) != 0 ||
+        check_tls_files(&o) != 0)
         return EXIT_USAGE;
     if (optind >= argc)
         return usage("no command given");

@@ -304,10 +304,15 @@ struct agent *agent_new(const struct agent_config *cfg, struct ev_loop *loop, st
     struct agent *ag = xcalloc(1, sizeof(*ag));
     struct recovery_ops rops = {
         .busy = recovery_busy, .finish = recovery_finish, .three_pc = recovery_three_pc, .arg = ag};
+    struct dtx_err err;
 
     ag->cfg = cfg;
     ag->loop = loop;
     ag->rm = rm;
+    ag->dialer = (struct dialer){.loop = loop, .tls = &cfg->tls};
+    dtx_err_clear(&err);
+    if (resolver_new(&ag->dialer.resolver, loop, &err) < 0)
+        log_error("%s: coordinators named by a host name cannot be reached", err.msg);
     ag->env = (struct branch_env){
         .loop = loop,
         .rm = rm,
@@ -321,7 +326,7 @@ struct agent *agent_new(const struct agent_config *cfg, struct ev_loop *loop, st
     list_init(&ag->peers);
     list_init(&ag->admin_calls);
     ag->term = terminate_new(ag);
-    ag->recovery = recovery_new(loop, cfg, rm, &rops);
+    ag->recovery = recovery_new(&ag->dialer, cfg, rm, &rops);
     ev_timer_init(&ag->slots_timer, on_slots_timer, ag);
     ev_timer_start(loop, &ag->slots_timer, 0);
     return ag;
@@ -357,5 +362,6 @@ void agent_free(struct agent *ag)
     branches_release(&ag->branches);
     rm_free(ag->rm); /* drops its jobs without calling back */
     agent_http_release(ag);
+    resolver_free(ag->dialer.resolver);
     free(ag);
 }

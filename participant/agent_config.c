@@ -12,6 +12,7 @@
 #include <string.h>
 
 static const char *const top_keys[] = {"name",
+                                       "tls",
                                        "listen",
                                        "conninfo",
                                        "coordinator_url",
@@ -71,6 +72,8 @@ static int add_coordinator(struct agent_config *c, const char *url, const char *
         return DTX_EINVAL;
     if (addr_parse_url(url, &co->addr, err) < 0)
         return dtx_err_prefix(err, "'%s'", key);
+    if (tls_check_url(&c->tls, &co->addr, key, err) < 0)
+        return DTX_EINVAL;
     for (uint32_t i = 0; i < c->ncoords; i++) {
         if (strcmp(c->coords[i].url, url) == 0)
             return dtx_err_set(err, DTX_EINVAL, "'%s' lists '%s' twice", key, url);
@@ -155,6 +158,8 @@ static int load_keys(const cJSON *root, void *out, struct dtx_err *err)
     if (rc == 0)
         rc = conf_copy(c->conninfo, sizeof(c->conninfo), conninfo, "conninfo", err);
     if (rc == 0)
+        rc = tls_config_load(root, c->path, &c->tls, err);
+    if (rc == 0)
         rc = load_coordinators(root, c, err);
     if (rc == 0)
         rc = load_auth(root, c, err);
@@ -179,9 +184,19 @@ static int load_keys(const cJSON *root, void *out, struct dtx_err *err)
 
 int agent_config_load(const char *path, struct agent_config *out, struct dtx_err *err)
 {
+    int rc;
+
     memset(out, 0, sizeof(*out));
     snprintf(out->path, sizeof(out->path), "%s", path);
-    return conf_load(path, load_keys, out, err);
+    rc = conf_load(path, load_keys, out, err);
+    if (rc < 0)
+        agent_config_release(out);
+    return rc;
+}
+
+void agent_config_release(struct agent_config *c)
+{
+    tls_config_release(&c->tls);
 }
 
 int agent_config_reload_auth(struct agent_config *c, struct dtx_err *err)
@@ -189,10 +204,14 @@ int agent_config_reload_auth(struct agent_config *c, struct dtx_err *err)
     struct agent_config *fresh = xcalloc(1, sizeof(*fresh));
     int rc = agent_config_load(c->path, fresh, err);
 
+    if (rc == 0)
+        rc = tls_config_can_take(&c->tls, &fresh->tls, err);
     if (rc == 0) {
+        tls_config_take(&c->tls, &fresh->tls);
         c->peer_token = fresh->peer_token;
         c->auth = fresh->auth;
     }
+    agent_config_release(fresh);
     free(fresh);
     return rc;
 }

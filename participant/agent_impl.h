@@ -17,6 +17,7 @@
 
 #include "dtx/agent.h"
 #include "dtx/branch.h"
+#include "dtx/httpc.h"
 #include "dtx/list.h"
 #include "dtx/msg.h"
 #include "dtx/recovery.h"
@@ -36,6 +37,7 @@ struct peer {
 struct agent {
     const struct agent_config *cfg;
     struct ev_loop *loop;
+    struct dialer dialer; /* agent.c: the loop, a resolver and cfg->tls, for every call it makes */
     struct rm *rm;
     struct recovery *recovery;
     struct terminate *term;       /* terminate.c: three-phase commit without the coordinator */

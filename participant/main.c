@@ -43,6 +43,11 @@ static int load(const char *path, void *cfg, struct dtx_err *err)
     return agent_config_load(path, cfg, err);
 }
 
+static void release(void *cfg)
+{
+    agent_config_release(cfg);
+}
+
 static const char *log_level(const void *cfg)
 {
     return ((const struct agent_config *)cfg)->log_level;
@@ -105,6 +110,7 @@ static int start(void *arg, struct ev_loop *loop, struct httpd_opts *http, httpd
         p->coord_addrs[i] = p->cfg.coords[i].addr;
     http->peers = p->coord_addrs; /* its coordinators always find room to dial it */
     http->npeers = p->cfg.ncoords;
+    http->tls = &p->cfg.tls;
     *handler = agent_handle_http;
     *ctx = p->ag;
     return 0;
@@ -153,6 +159,7 @@ int main(int argc, char **argv)
         .usage = usage,
         .cfg = &p.cfg,
         .load = load,
+        .release = release,
         .log_level = log_level,
         .log_format = log_format,
         .start = start,

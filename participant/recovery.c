@@ -395,11 +395,11 @@ static void on_timer(struct ev_loop *loop, struct ev_timer *t)
     round_start(t->data);
 }
 
-struct recovery *recovery_new(struct ev_loop *loop, const struct agent_config *cfg, struct rm *rm,
+struct recovery *recovery_new(const struct dialer *d, const struct agent_config *cfg, struct rm *rm,
                               const struct recovery_ops *ops)
 {
     struct recovery *r = xcalloc(1, sizeof(*r));
-    r->loop = loop;
+    r->loop = d->loop;
     r->cfg = cfg;
     r->rm = rm;
     r->ops = *ops;
@@ -407,10 +407,10 @@ struct recovery *recovery_new(struct ev_loop *loop, const struct agent_config *c
     r->coords = xcalloc(cfg->ncoords, sizeof(*r->coords));
     for (uint32_t i = 0; i < cfg->ncoords; i++) {
         r->coords[i].r = r;
-        r->coords[i].http = httpc_new(loop, &cfg->coords[i].addr);
+        r->coords[i].http = httpc_new(d, &cfg->coords[i].addr);
     }
     ev_timer_init(&r->timer, on_timer, r);
-    ev_timer_start(loop, &r->timer, 0);
+    ev_timer_start(d->loop, &r->timer, 0);
     return r;
 }
 

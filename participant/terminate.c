@@ -517,7 +517,7 @@ static void send_call(struct terminate *t, struct watched *w, const char *url, c
         ev_defer(t->ag->loop, &c->failing);
         return;
     }
-    c->http = httpc_new(t->ag->loop, &a);
+    c->http = httpc_new(&t->ag->dialer, &a);
     buf_puts(&headers, "Content-Type: application/json\r\n");
     if (auth_token_is_set(&cfg->peer_token))
         buf_printf(&headers, "Authorization: Bearer %s\r\n", cfg->peer_token.value);

@@ -42,6 +42,18 @@ Namespaces are named dtxnet-<pid>.<start time>-<n>-<host> and every link the
 tool makes carries the alias "dtx_cluster <pid>.<start time>" of the process
 that made it: stop() removes them, and so does the next hosts cluster (or
 `clean-hosts`) once that process is gone, stopping what still runs inside.
+With names=True every host also has a name, <host>.dtx.test, known to every
+host through its own hosts file (/etc/netns/<namespace>/hosts, which `ip
+netns exec` mounts over /etc/hosts; written in place, so a name added or
+removed later is seen at the next lookup: set_resolvable()), and the
+configs name the daemons by it.
+
+Cluster(..., tls=True): a test CA and a certificate for every daemon (its
+address and name as subjectAltName), made with openssl in DIR/tls at start;
+every config gets the "tls" key, every URL is https://, and the tool's own
+requests verify the daemons against that CA (and show a client certificate
+of their own, for a participant that requires one). issue_cert() makes a
+daemon a new certificate (for reload tests).
 """
 
 import argparse
@@ -56,6 +68,7 @@ import random
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -77,6 +90,7 @@ def pg_bindir():
 
 PGBIN = pg_bindir()
 AS_ROOT = os.geteuid() == 0
+NETNS_ETC = "/etc/netns"  # ip netns exec NAME mounts NETNS_ETC/NAME/* over /etc/*
 
 
 def pg_user():
@@ -501,6 +515,7 @@ def remove_stale_hosts():
         pids = [int(p) for p in run(["ip", "netns", "pids", name]).split()]
         stop_pids(pids, "stale namespace %s" % name)
         subprocess.run(["ip", "netns", "del", name], capture_output=True)
+        shutil.rmtree(os.path.join(NETNS_ETC, name), ignore_errors=True)
         removed.append("namespace " + name)
     for link, owner in our_links().items():
         if not owner_alive(owner):
@@ -549,10 +564,33 @@ class Network:
         self.ns = {h: "%s%s-%d-%s" % (NET_PREFIX, self.owner, n, h) for h in self.hosts}
         self.veth = {h: "%sv%d" % (tag, j) for j, h in enumerate(self.hosts)}
         self.addr, self.observer = {}, None
+        self.unresolvable = set()  # names=True: hosts whose name the hosts files leave out
 
     def state(self):
         return {"owner": self.owner, "bridge": self.bridge, "ns": self.ns, "veth": self.veth,
                 "addr": self.addr, "observer": self.observer}
+
+    @staticmethod
+    def name(h):
+        """Host h's name (names=True), in every host's hosts file."""
+        return "%s.dtx.test" % h
+
+    def write_hosts_files(self):
+        """Every host's /etc/netns/<ns>/hosts: localhost and every resolvable host's name.
+        Rewritten in place (same inode), as `ip netns exec` bind-mounts the file."""
+        lines = ["127.0.0.1 localhost", "::1 localhost"] + \
+            ["%s %s" % (self.addr[h], self.name(h)) for h in self.hosts
+             if h not in self.unresolvable]
+        for h in self.hosts:
+            d = os.path.join(NETNS_ETC, self.ns[h])
+            os.makedirs(d, exist_ok=True)
+            with open(os.path.join(d, "hosts"), "w") as f:
+                f.write("\n".join(lines) + "\n")
+
+    def set_resolvable(self, h, yes):
+        """Adds host h's name to every hosts file, or takes it out."""
+        (self.unresolvable.discard if yes else self.unresolvable.add)(h)
+        self.write_hosts_files()
 
     def setup(self):
         """Makes the bridge, the namespaces and their links; on error, removes what it made."""
@@ -599,6 +637,7 @@ class Network:
         for h in self.hosts:
             subprocess.run(["ip", "link", "del", self.veth[h]], capture_output=True)
             subprocess.run(["ip", "netns", "del", self.ns[h]], capture_output=True)
+            shutil.rmtree(os.path.join(NETNS_ETC, self.ns[h]), ignore_errors=True)
         subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
         left = [n for n in netns_names() if n in self.ns.values()] + \
             [ln for ln in our_links() if ln == self.bridge or ln in self.veth.values()]
@@ -716,13 +755,17 @@ class Cluster:
                  "coordinator2", ...: see coord(), start_coordinator(i), wait_active(node)
     store        "postgres": the coordinators keep their decisions in a PostgreSQL server
                  of the cluster's own ("store"; store_psql), with leases of store_lease_ms
+    names        (hosts only) the configs name every daemon by its host's name (Network.name),
+                 resolved through per-host hosts files; set_resolvable() edits them
+    tls          a test CA, a certificate per daemon, the "tls" key in every config and
+                 https:// URLs everywhere (see the top of this file)
     """
 
     HOST_PORTS = {"coord": 7000, "agent": 7100, "pg": 5432}  # hosts=True: each host its own
 
     def __init__(self, root_dir, shards=3, fsync=False, bindir=None, coord=None, agent=None,
                  pg=None, xid_epoch=None, hosts=False, coordinators=None, store=None,
-                 store_lease_ms=2000):
+                 store_lease_ms=2000, names=False, tls=False):
         self.dir = os.path.abspath(root_dir)
         self.nshards = shards
         self.fsync = fsync
@@ -744,6 +787,12 @@ class Cluster:
         self.token = None  # the bearer token request() sends the coordinator unless told otherwise
         self.hosts = hosts
         self.net = None  # hosts=True: the Network, from start() until stop()
+        if names and not hosts:
+            raise ValueError("names need hosts=True (a hosts file per host)")
+        self.names = names
+        self.tls = tls
+        self.tls_dir = os.path.join(self.dir, "tls")
+        self.ssl_ctx = None  # tls: how this tool verifies the daemons
 
     # the first coordinator, as every cluster has one
     coordinator = property(lambda self: self.coords[0].proc,
@@ -849,6 +898,8 @@ class Cluster:
         if not self.fsync:
             cfg["allow_fsync_off"] = True  # a throwaway test database; the agent warns
         self._open_hosts_auth(cfg)
+        if self.tls:
+            cfg["tls"] = self.tls_config(sh.name)
         cfg.update(self.agent_extra)
         cmd = self._agent_cmd(sh)
         with open(cmd[-1], "w") as f:
@@ -879,6 +930,8 @@ class Cluster:
         else:
             cfg["log_dir"] = co.log_dir
         self._open_hosts_auth(cfg)
+        if self.tls:
+            cfg["tls"] = self.tls_config(co.name)
         cfg.update(self.coord_extra)
         cmd = self._coord_cmd(i)
         with open(cmd[-1], "w") as f:
@@ -909,6 +962,72 @@ class Cluster:
         """Runs sql on the decision store's PostgreSQL; rows as lists of strings."""
         return self.psql("store", sql, db=db)
 
+    # ---- TLS (tls=True) ----------------------------------------------------
+
+    def _openssl(self, *args):
+        run(["openssl"] + list(args))
+
+    def _make_ca(self):
+        os.makedirs(self.tls_dir, exist_ok=True)
+        key, pem = self.tls_path("ca.key"), self.tls_path("ca.pem")
+        self._openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                      "-nodes", "-keyout", key, "-out", pem, "-days", "3", "-subj",
+                      "/CN=dtx test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+                      "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        os.chmod(key, 0o600)
+
+    def tls_path(self, name):
+        return os.path.join(self.tls_dir, name)
+
+    def issue_cert(self, who, cn=None, san=None, ca=None, days=3):
+        """Makes who (a daemon, or any name) a key and a certificate signed by the test CA
+        (or by ca, a (cert, key) pair), written in place of the old ones; its
+        subjectAltName: san, else who's address, its name when names=True, localhost and
+        127.0.0.1. Returns (cert file, key file)."""
+        key, pem = self.tls_path(who + ".key"), self.tls_path(who + ".pem")
+        csr, ext = self.tls_path(who + ".csr"), self.tls_path(who + ".ext")
+        if san is None:
+            san = ["DNS:localhost", "IP:127.0.0.1"]
+            if who in self.daemons():
+                san.append("IP:" + self.addr(who))
+                if self.names:
+                    san.append("DNS:" + self.hostname(who))
+        with open(ext, "w") as f:
+            f.write("subjectAltName=%s\nextendedKeyUsage=serverAuth,clientAuth\n"
+                    "basicConstraints=CA:FALSE\n" % ",".join(sorted(set(san))))
+        ca_pem, ca_key = ca or (self.tls_path("ca.pem"), self.tls_path("ca.key"))
+        tmp_key, tmp_pem = key + ".new", pem + ".new"
+        self._openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                      "-nodes", "-keyout", tmp_key, "-out", csr, "-subj", "/CN=%s" % (cn or who))
+        os.chmod(tmp_key, 0o600)
+        self._openssl("x509", "-req", "-in", csr, "-CA", ca_pem, "-CAkey", ca_key,
+                      "-set_serial", str(random.randrange(1, 2 ** 62)), "-days", str(days),
+                      "-out", tmp_pem, "-extfile", ext)
+        os.replace(tmp_key, key)  # the key first: a reload between the two fails, and says so
+        os.replace(tmp_pem, pem)
+        return pem, key
+
+    def tls_config(self, who):
+        """The "tls" key of daemon who's config."""
+        return {"cert_file": self.tls_path(who + ".pem"), "key_file": self.tls_path(who + ".key"),
+                "ca_file": self.tls_path("ca.pem")}
+
+    def _make_tls(self):
+        self._make_ca()
+        for d in self.daemons():
+            self.issue_cert(d)
+        cert, key = self.issue_cert("client")  # the tool's own, for require_client_cert
+        self.ssl_ctx = ssl.create_default_context(cafile=self.tls_path("ca.pem"))
+        self.ssl_ctx.load_cert_chain(cert, key)
+
+    def hostname(self, daemon):
+        """What the configs call daemon's host: its name with names=True, else its address."""
+        return Network.name(daemon) if self.names else self.addr(daemon)
+
+    def set_resolvable(self, daemon, yes):
+        """names=True: daemon's name in every host's hosts file (yes) or not."""
+        self.net.set_resolvable(daemon, yes)
+
     def start(self):
         if os.path.exists(self.dir) and os.listdir(self.dir):
             raise RuntimeError("%s is not empty" % self.dir)
@@ -928,6 +1047,8 @@ class Cluster:
                 co.port = ports[2 * self.nshards + co.i]
             if self.store:
                 self.store.pg_port = ports[-1]
+        if self.tls:
+            self._make_tls()
         self.save()
         try:
             if self.store:
@@ -972,6 +1093,8 @@ class Cluster:
             sh.agent_port = self.HOST_PORTS["agent"] + sh.i + 1
         self.net = Network(self.daemons())
         self.net.setup()
+        if self.names:
+            self.net.write_hosts_files()
         atexit.register(self._stop_at_exit)  # an interrupted run leaves no namespace behind
 
     def _stop_at_exit(self):
@@ -990,7 +1113,7 @@ class Cluster:
                                   for co in self.coords],
                  "store": {"pg_port": self.store.pg_port, "host": self.store.host}
                  if self.store else None,
-                 "store_lease_ms": self.store_lease_ms,
+                 "store_lease_ms": self.store_lease_ms, "tls": self.tls, "names": self.names,
                  "shards": [{"name": s.name, "pg_port": s.pg_port, "agent_port": s.agent_port,
                              "agent_pid": s.agent.pid if s.agent else None,
                              "agent": s.agent.state() if s.agent else None, "data": s.data}
@@ -1010,7 +1133,11 @@ class Cluster:
         c = cls(root_dir, shards=len(st["shards"]), bindir=st["bindir"],
                 hosts="hosts" in st, coordinators=[co["node"] for co in coords],
                 store="postgres" if st.get("store") else None,
-                store_lease_ms=st.get("store_lease_ms", 2000))
+                store_lease_ms=st.get("store_lease_ms", 2000), names=st.get("names", False),
+                tls=st.get("tls", False))
+        if c.tls:
+            c.ssl_ctx = ssl.create_default_context(cafile=c.tls_path("ca.pem"))
+            c.ssl_ctx.load_cert_chain(c.tls_path("client.pem"), c.tls_path("client.key"))
         for co, rec in zip(c.coords, coords):
             co.port = rec["port"]
             if co.i > 0:
@@ -1066,14 +1193,17 @@ class Cluster:
 
     # ---- daemons -----------------------------------------------------------
 
+    def scheme(self):
+        return "https" if self.tls else "http"
+
     def url(self, i=0):
         """A coordinator's URL (the first one's by default)."""
         co = self.coords[i]
-        return "http://%s:%d" % (self.addr(co.name), co.port)
+        return "%s://%s:%d" % (self.scheme(), self.hostname(co.name), co.port)
 
     def agent_url(self, i):
         sh = self.shard(i)
-        return "http://%s:%d" % (self.addr(sh.name), sh.agent_port)
+        return "%s://%s:%d" % (self.scheme(), self.hostname(sh.name), sh.agent_port)
 
     def addr(self, daemon):
         """The address daemon ("coordinator" or a shard's name) listens on."""
@@ -1146,7 +1276,7 @@ class Cluster:
                                    (what, proc.exit_status(), proc.log, tail(proc.log)))
             try:
                 status, body = http_request(self._addr_of_port(port), port, "GET", "/healthz",
-                                            timeout=2)
+                                            timeout=2, ssl_ctx=self.ssl_ctx)
             except OSError:
                 time.sleep(0.05)
                 continue
@@ -1200,7 +1330,7 @@ class Cluster:
         co = self.coords[i]
         try:
             return http_request(self._addr_of_port(co.port), co.port, "GET", "/healthz",
-                                timeout=timeout)
+                                timeout=timeout, ssl_ctx=self.ssl_ctx)
         except OSError as e:
             return None, str(e)
 
@@ -1317,7 +1447,10 @@ class Cluster:
             self.shard(daemon).agent_port
         cmd = ["curl", "-s", "-m", str(timeout), "-X", method, "-H",
                "Content-Type: application/json", "-w", "\n%{http_code}",
-               "http://%s:%d%s" % (self.addr(daemon), port, path)]
+               "%s://%s:%d%s" % (self.scheme(), self.addr(daemon), port, path)]
+        if self.tls:
+            cmd += ["--cacert", self.tls_path("ca.pem"), "--cert", self.tls_path("client.pem"),
+                    "--key", self.tls_path("client.key")]
         if body is not None:
             cmd += ["--data-binary", json.dumps(body)]
         r = self.run_in(daemon, cmd, timeout=timeout + 5)
@@ -1343,7 +1476,7 @@ class Cluster:
         hdrs = {k: v for k, v in hdrs.items() if v is not None}
         port = port or (self.coords[coord].port if coord is not None else self.coord_port)
         return http_request(self._addr_of_port(port), port, method, path, body, hdrs,
-                            timeout)
+                            timeout, ssl_ctx=self.ssl_ctx)
 
     def tx(self, ops, **kw):
         """POST /v1/transactions with ops and any other top-level keys."""
@@ -1382,9 +1515,12 @@ def tail(path, n=30):
         return ""
 
 
-def http_request(host, port, method, path, body=None, headers=None, timeout=30):
-    """One HTTP request; returns (status, parsed JSON body or text)."""
-    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+def http_request(host, port, method, path, body=None, headers=None, timeout=30, ssl_ctx=None):
+    """One HTTP request (HTTPS with ssl_ctx); returns (status, parsed JSON body or text)."""
+    if ssl_ctx is not None:
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout, context=ssl_ctx)
+    else:
+        conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         data = body if isinstance(body, (bytes, str)) or body is None else json.dumps(body)
         hdrs = {"Content-Type": "application/json"}

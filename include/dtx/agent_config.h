@@ -20,6 +20,7 @@
 #include "dtx/conf.h"
 #include "dtx/err.h"
 #include "dtx/gid.h"
+#include "dtx/tls.h"
 
 #define AGENT_COORDS_MAX 16
 
@@ -58,15 +59,20 @@ struct agent_config {
     uint32_t termination_timeout_ms; /* 3PC: no decision this long after the vote: lead a round */
     char log_level[16];
     char log_format[8];
+    /* "tls"; its credentials are replaced on SIGHUP (agent_config_reload_auth), loop thread. */
+    struct tls_config tls;
 };
 
 /* Loads and validates path. Returns 0, or DTX_EIO / DTX_EINVAL with one line naming file and key.
  */
 int agent_config_load(const char *path, struct agent_config *out, struct dtx_err *err);
+/* Frees what a load holds (the TLS credentials). */
+void agent_config_release(struct agent_config *c);
 
 /*
  * SIGHUP: loads c->path again and, when the whole file is still valid,
- * takes its peer token into c. Returns 0, or the error with c untouched.
+ * takes its peer token and its TLS credentials (open connections keep
+ * the old ones) into c. Returns 0, or the error with c untouched.
  */
 int agent_config_reload_auth(struct agent_config *c, struct dtx_err *err);
 

@@ -131,6 +131,9 @@ const struct coord_config *coord_config(const struct coord *co);
 /* The epoch of the gtids this run issues now. */
 uint64_t coord_epoch(const struct coord *co);
 struct ev_loop *coord_loop(const struct coord *co);
+/* How co dials its participants (httpc.h): its loop, resolver and TLS config. */
+struct dialer;
+const struct dialer *coord_dialer(const struct coord *co);
 
 /* ---- operators (dtxctl; the HTTP side is admin.c) ---- */
 

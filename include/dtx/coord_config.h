@@ -27,6 +27,7 @@
 #include "dtx/err.h"
 #include "dtx/gid.h"
 #include "dtx/route.h"
+#include "dtx/tls.h"
 
 #define CONF_MAX_SHARDS 256
 
@@ -81,6 +82,8 @@ struct coord_config {
     struct auth_token admin_token;
     struct auth_token peer_token;
     struct auth_policy auth;
+    /* "tls"; its credentials are replaced on SIGHUP (coord_config_reload_auth), loop thread. */
+    struct tls_config tls;
 };
 
 /*
@@ -93,7 +96,8 @@ void coord_config_release(struct coord_config *c);
 
 /*
  * SIGHUP: loads c->path again and, when the whole file is still valid,
- * takes its tokens (the config's, their files', the environment's) into c.
+ * takes its tokens (the config's, their files', the environment's) and its
+ * TLS credentials (tls.h: open connections keep the old ones) into c.
  * Returns 0, or the error of the new file with c untouched. Other keys
  * take effect at the next start only.
  */

@@ -39,7 +39,8 @@ typedef void (*fanout_done_fn)(void *arg, const struct fanout_part *parts, size_
  * asked); POSTs send "{}". The fan-out waits on pending (a list head of
  * its owner's) until done, so that fanout_abandon can drop it.
  */
-void fanout_start(struct ev_loop *loop, const struct coord_config *cfg, struct list_node *pending,
+struct dialer;
+void fanout_start(const struct dialer *d, const struct coord_config *cfg, struct list_node *pending,
                   const char *method, char *const *paths, fanout_done_fn done, void *arg);
 
 /* Drops every fan-out waiting on pending without calling done; release(arg) frees each arg. */

@@ -40,6 +40,7 @@
 #include "dtx/ev.h"
 
 struct httpd;
+struct tls_config;
 struct httpd_req;
 struct httpd_upgraded;
 
@@ -47,13 +48,14 @@ struct httpd_upgraded;
 #define HTTPD_PEER_RESERVE 64
 
 struct httpd_opts {
-    const char *listen;          /* "host:port" */
-    size_t max_body;             /* larger bodies are answered 413 */
-    unsigned conn_limit;         /* simultaneous connections */
-    unsigned per_ip_limit;       /* ... from one client address (0: no limit of its own) */
-    unsigned request_timeout_ms; /* a complete request must come within this (0: no deadline) */
-    unsigned idle_timeout_s;     /* a connection with no traffic at all is closed after this */
-    const struct addr *peers;    /* addresses with a reserve of their own (may be NULL) */
+    const char *listen;           /* "host:port" */
+    size_t max_body;              /* larger bodies are answered 413 */
+    unsigned conn_limit;          /* simultaneous connections */
+    unsigned per_ip_limit;        /* ... from one client address (0: no limit of its own) */
+    unsigned request_timeout_ms;  /* a complete request must come within this (0: no deadline) */
+    unsigned idle_timeout_s;      /* a connection with no traffic at all is closed after this */
+    const struct addr *peers;     /* addresses with a reserve of their own (may be NULL) */
+    const struct tls_config *tls; /* on: HTTPS (NULL or off: HTTP); read at every handshake */
     size_t npeers;
 };
 

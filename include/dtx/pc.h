@@ -46,7 +46,8 @@ struct pc_run {
 };
 
 /* Creates the link and starts dialling. Never fails (xalloc.h). */
-struct pc *pc_new(struct ev_loop *loop, int shard, const struct shard_config *sc,
+struct dialer;
+struct pc *pc_new(const struct dialer *d, int shard, const struct shard_config *sc,
                   const struct pc_run *run, const struct pc_cbs *cbs);
 /* The run moved to a new epoch: the link is dropped (if up) and dialled anew with it. */
 void pc_set_epoch(struct pc *pc, uint64_t epoch);

@@ -39,7 +39,8 @@ struct recovery_ops {
 };
 
 /* Creates the recovery loop; its first round runs at once. Aborts on allocation failure. */
-struct recovery *recovery_new(struct ev_loop *loop, const struct agent_config *cfg, struct rm *rm,
+struct dialer;
+struct recovery *recovery_new(const struct dialer *d, const struct agent_config *cfg, struct rm *rm,
                               const struct recovery_ops *ops);
 void recovery_free(struct recovery *r);
 

@@ -50,8 +50,24 @@ struct stream_cbs {
  */
 struct stream *stream_new(struct ev_loop *loop, int fd, const char *pre, size_t prelen,
                           const struct stream_cbs *cbs);
+/*
+ * The same over the TLS session tls of a dialled https:// connection
+ * (httpc_detach): the stream owns tls and frees it with itself, also when
+ * it returns NULL.
+ */
+struct tls_session;
+struct stream *stream_new_tls(struct ev_loop *loop, int fd, struct tls_session *tls,
+                              const char *pre, size_t prelen, const struct stream_cbs *cbs);
 /* Closes the socket and frees the stream; safe inside its own callbacks. NULL is a no-op. */
 void stream_free(struct stream *s);
+
+/*
+ * Sets fd's TCP keep-alive and user timeout so that a vanished peer ends
+ * its stream within seconds (done by stream_new; httpd.c does it for the
+ * TCP socket under an upgraded HTTPS connection, whose stream is on a
+ * socket pair).
+ */
+void stream_keep_alive(int fd);
 
 /* Queues one frame (copied); it is sent at the end of this loop iteration. */
 void stream_send(struct stream *s, const char *data, size_t len);

@@ -53,7 +53,8 @@ struct tls_config {
 
 /*
  * Reads root's optional "tls" object into *out and loads its files; a
- * relative path is relative to config_dir. Refused with DTX_EINVAL or
+ * relative path is relative to the directory of config_path (the file
+ * root came from). Refused with DTX_EINVAL or
  * DTX_EIO and a message naming the key, the file and GnuTLS's reason: an
  * unknown key, a missing cert_file or key_file, a file that cannot be read
  * or parsed, a key that is not the certificate's, a key file readable by
@@ -61,8 +62,23 @@ struct tls_config {
  * require_client_cert without ca_file. On error *out holds nothing to
  * release.
  */
-int tls_config_load(const cJSON *root, const char *config_dir, struct tls_config *out,
+int tls_config_load(const cJSON *root, const char *config_path, struct tls_config *out,
                     struct dtx_err *err);
+/*
+ * A peer's URL against the config: an https:// URL without the "tls" key
+ * is refused (DTX_EINVAL, "'<key>' is an https:// URL, but ..."); 0
+ * otherwise.
+ */
+struct addr;
+int tls_check_url(const struct tls_config *c, const struct addr *a, const char *key,
+                  struct dtx_err *err);
+/*
+ * SIGHUP: from (a config just loaded) may replace to unless it turns TLS
+ * on or off, which needs a restart (the listener is HTTPS or not):
+ * DTX_EINVAL saying so.
+ */
+int tls_config_can_take(const struct tls_config *to, const struct tls_config *from,
+                        struct dtx_err *err);
 /* Drops c's reference to its credentials. */
 void tls_config_release(struct tls_config *c);
 /* SIGHUP: to takes from's settings and credentials (from is left empty); to's old are released. */
@@ -124,7 +140,7 @@ struct tls_server_conn {
  * HTTPS" instead of a broken handshake. Returns 0 or DTX_EIO.
  */
 int tls_server_attach(const struct tls_config *c, void *session, struct tls_server_conn *conn);
-/* After libmicrohttpd freed the session: drops its credentials. */
+/* After libmicrohttpd freed the session: drops its credentials. Twice is a no-op. */
 void tls_server_detach(struct tls_server_conn *conn);
 
 #endif

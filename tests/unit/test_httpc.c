@@ -48,6 +48,7 @@ static struct answer exchange(const char *reply, bool free_in_cb)
     struct answer a;
     struct ev_loop loop;
     struct httpc *c;
+    struct dialer dialer;
     struct addr addr;
     char text[64], req[1024] = "";
     int lfd, sfd = -1;
@@ -62,7 +63,8 @@ static struct answer exchange(const char *reply, bool free_in_cb)
     snprintf(text, sizeof(text), "127.0.0.1:%u", (unsigned)ntohs(sin.sin_port));
     CU_ASSERT_FATAL(addr_parse(text, &addr, NULL) == 0);
     CU_ASSERT_FATAL(ev_loop_init(&loop) == 0);
-    c = httpc_new(&loop, &addr);
+    dialer = (struct dialer){.loop = &loop};
+    c = httpc_new(&dialer, &addr);
     a.free_me = free_in_cb ? c : NULL;
     CU_ASSERT_FATAL(httpc_request(c, "GET", "/x", NULL, NULL, 0, 2000, on_answer, &a) == 0);
     for (int i = 0; i < 200 && !a.done; i++) {
