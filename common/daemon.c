@@ -189,7 +189,7 @@ static bool idle(void *arg)
     return r->spec->idle(r->spec->arg);
 }
 
-/* SIGHUP: the daemon reloads its tokens; a failure keeps the ones in use. */
+/* SIGHUP: the daemon reloads its tokens and TLS credentials; a failure keeps the ones in use. */
 static void reload(void *arg)
 {
     struct running *r = arg;
@@ -200,11 +200,13 @@ static void reload(void *arg)
         log_info("received SIGHUP: nothing to reload");
         return;
     }
-    log_info("received SIGHUP: reloading the tokens");
+    log_info("received SIGHUP: reloading the tokens and the TLS certificates");
     if (r->spec->reload(r->spec->arg, &err) < 0)
-        log_error("could not reload the tokens: %s; the tokens in use are kept", err.msg);
+        log_error("could not reload the tokens or the certificates: %s; the tokens in use are "
+                  "kept, and so are the certificates",
+                  err.msg);
     else
-        log_info("tokens reloaded");
+        log_info("tokens reloaded, and the TLS certificates if any");
 }
 
 static int run(struct running *r)

@@ -650,7 +650,9 @@ int tls_server_attach(const struct tls_config *c, void *session, struct tls_serv
     gnutls_transport_set_push_function(s, server_push);
     gnutls_transport_set_vec_push_function(s, server_vec_push);
     if (conn->creds->require_client_cert) {
-        gnutls_certificate_server_set_request(s, GNUTLS_CERT_REQUIRE);
+        /* REQUEST, not REQUIRE: server_verify then runs for a client that sends none too,
+         * refuses it and says why (REQUIRE fails the handshake before, silently) */
+        gnutls_certificate_server_set_request(s, GNUTLS_CERT_REQUEST);
         gnutls_session_set_verify_function(s, server_verify);
     } else {
         gnutls_certificate_server_set_request(s, GNUTLS_CERT_IGNORE);

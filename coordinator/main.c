@@ -130,6 +130,16 @@ static void on_granted(void *arg, uint64_t term)
     log_info("active: coordinator node '%s', term %" PRIu64, c->cfg.node_id, term);
 }
 
+static void log_tls(const struct tls_config *t, const char *listen)
+{
+    char what[1024];
+
+    if (!t->on)
+        return;
+    tls_config_describe(t, what, sizeof(what));
+    log_info("serving HTTPS on %s: %s", listen, what);
+}
+
 static int start(void *arg, struct ev_loop *loop, struct httpd_opts *http, httpd_handler *handler,
                  void **ctx, struct dtx_err *err)
 {
@@ -168,6 +178,7 @@ static int start(void *arg, struct ev_loop *loop, struct httpd_opts *http, httpd
     http->peers = c->shard_addrs; /* participants reach it too: they have their own reserve */
     http->npeers = c->cfg.nshards;
     http->tls = &c->cfg.tls;
+    log_tls(&c->cfg.tls, c->cfg.listen);
     *handler = api_handle;
     *ctx = &c->api;
     return 0;
@@ -194,9 +205,14 @@ static int reload(void *arg, struct dtx_err *err)
 {
     struct coordinator *c = arg;
     int rc = coord_config_reload_auth(&c->cfg, err);
+    char tls[1024];
 
     if (rc == 0 && c->co)
         coord_auth_reloaded(c->co);
+    if (rc == 0 && c->cfg.tls.on) {
+        tls_config_describe(&c->cfg.tls, tls, sizeof(tls));
+        log_info("TLS from now on: %s", tls);
+    }
     return rc;
 }
 

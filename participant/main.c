@@ -111,6 +111,12 @@ static int start(void *arg, struct ev_loop *loop, struct httpd_opts *http, httpd
     http->peers = p->coord_addrs; /* its coordinators always find room to dial it */
     http->npeers = p->cfg.ncoords;
     http->tls = &p->cfg.tls;
+    if (p->cfg.tls.on) {
+        char what[1024];
+
+        tls_config_describe(&p->cfg.tls, what, sizeof(what));
+        log_info("serving HTTPS on %s: %s", p->cfg.listen, what);
+    }
     *handler = agent_handle_http;
     *ctx = p->ag;
     return 0;
@@ -138,7 +144,15 @@ static bool idle(void *arg)
 /* SIGHUP: the peer token again from the config, its file or the environment. */
 static int reload(void *arg, struct dtx_err *err)
 {
-    return agent_config_reload_auth(&((struct participant *)arg)->cfg, err);
+    struct participant *p = arg;
+    int rc = agent_config_reload_auth(&p->cfg, err);
+    char tls[1024];
+
+    if (rc == 0 && p->cfg.tls.on) {
+        tls_config_describe(&p->cfg.tls, tls, sizeof(tls));
+        log_info("TLS from now on: %s", tls);
+    }
+    return rc;
 }
 
 static void stop(void *arg)

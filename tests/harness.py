@@ -31,6 +31,8 @@ class ClusterTest(unittest.TestCase):
     COORDINATORS = None  # node_id of each coordinator process (dtx_cluster.Cluster)
     STORE = None  # "postgres": the coordinators' decisions in a PostgreSQL server
     STORE_LEASE_MS = 2000
+    TLS = False  # HTTPS on every link, with test certificates (dtx_cluster.Cluster, tls)
+    NAMES = False  # hosts only: daemons named by host names (dtx_cluster.Cluster, names)
 
     @classmethod
     def setUpClass(cls):
@@ -46,7 +48,8 @@ class ClusterTest(unittest.TestCase):
                                     agent=dict(cls.AGENT), pg=list(cls.PG),
                                     xid_epoch=cls.XID_EPOCH, hosts=cls.HOSTS,
                                     coordinators=cls.COORDINATORS, store=cls.STORE,
-                                    store_lease_ms=cls.STORE_LEASE_MS)
+                                    store_lease_ms=cls.STORE_LEASE_MS, tls=cls.TLS,
+                                    names=cls.NAMES)
         cls.c.start()
         cls.failed = False
         for sh in cls.c.shards:

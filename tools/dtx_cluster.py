@@ -967,14 +967,16 @@ class Cluster:
     def _openssl(self, *args):
         run(["openssl"] + list(args))
 
-    def _make_ca(self):
+    def make_ca(self, name="ca"):
+        """A new test CA in the tls directory: returns (its certificate, its key)."""
         os.makedirs(self.tls_dir, exist_ok=True)
-        key, pem = self.tls_path("ca.key"), self.tls_path("ca.pem")
+        key, pem = self.tls_path(name + ".key"), self.tls_path(name + ".pem")
         self._openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
                       "-nodes", "-keyout", key, "-out", pem, "-days", "3", "-subj",
-                      "/CN=dtx test CA", "-addext", "basicConstraints=critical,CA:TRUE",
+                      "/CN=dtx test CA %s" % name, "-addext", "basicConstraints=critical,CA:TRUE",
                       "-addext", "keyUsage=critical,keyCertSign,cRLSign")
         os.chmod(key, 0o600)
+        return pem, key
 
     def tls_path(self, name):
         return os.path.join(self.tls_dir, name)
@@ -1013,7 +1015,7 @@ class Cluster:
                 "ca_file": self.tls_path("ca.pem")}
 
     def _make_tls(self):
-        self._make_ca()
+        self.make_ca()
         for d in self.daemons():
             self.issue_cert(d)
         cert, key = self.issue_cert("client")  # the tool's own, for require_client_cert
