@@ -334,7 +334,13 @@ static void config_errors_name_file_key_and_problem(void)
                     DTX_EINVAL);
     CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "config '/tmp/dtx-unit-conf-"));
     CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "'shards[0].url'"));
-    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "is not an http:// URL"));
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "is not an http:// or https:// URL"));
+    CU_ASSERT_EQUAL(load_config("{\"node_id\":\"c1\",\"listen\":\"127.0.0.1:1\",\"log_dir\":\"/x\","
+                                "\"shards\":[{\"name\":\"s1\",\"url\":\"https://h:1\"}]}",
+                                &c, &err),
+                    DTX_EINVAL);
+    CU_ASSERT_PTR_NOT_NULL(
+        strstr(err.msg, "'shards[0].url' is an https:// URL, but the config has no 'tls' key"));
     CU_ASSERT_EQUAL(load_config("{\"node_id\":\"c1\",\"listen\":\"127.0.0.1:1\",\"log_dir\":\"/x\","
                                 "\"shards\":[{\"name\":\"s1\",\"url\":\"http://h:1\"}],"
                                 "\"prepare_timeout\":5}",
