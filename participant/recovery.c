@@ -58,6 +58,7 @@ struct rcoord {
     char node[DTX_NAME_MAX + 1]; /* the node it answered as, last time it did ("" never) */
     uint64_t epoch;              /* ... and its run's epoch */
     bool serving;                /* its last answer was a 200 */
+    char said[300];              /* the failure last logged ("" after an answer) */
 };
 
 struct recovery {
@@ -278,6 +279,25 @@ static void merge(struct recovery *r)
     schedule(r, r->cfg->recovery_interval_ms);
 }
 
+/*
+ * Says when a coordinator stops answering (its name does not resolve, its
+ * certificate is refused, it is down) and when it answers again: one line
+ * each time the reason changes, not one a round.
+ */
+static void say_reachable(struct recovery *r, struct rcoord *c)
+{
+    const char *url = r->cfg->coords[c - r->coords].url;
+
+    if (strcmp(c->why, c->said) == 0)
+        return;
+    if (c->why[0])
+        log_warn("recovery: cannot ask the coordinator at %s (retried every round): %s", url,
+                 c->why);
+    else
+        log_info("recovery: the coordinator at %s answers again", url);
+    snprintf(c->said, sizeof(c->said), "%s", c->why);
+}
+
 static void on_answer(void *arg, int rc, const struct httpc_resp *resp, const struct dtx_err *err)
 {
     struct rcoord *c = arg;
@@ -300,6 +320,7 @@ static void on_answer(void *arg, int rc, const struct httpc_resp *resp, const st
         root = NULL;
     }
     c->serving = root != NULL;
+    say_reachable(r, c);
     if (root) {
         snprintf(c->node, sizeof(c->node), "%s", node);
         c->epoch = (uint64_t)epoch;
