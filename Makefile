@@ -283,6 +283,7 @@ install: all
 	install -m 0644 $(BUILD)/inst/dtx-coordinator.8 $(BUILD)/inst/dtx-participant.8 \
 		$(DESTDIR)$(mandir)/man8/
 	install -m 0644 packaging/examples/coordinator.json packaging/examples/participant-s1.json \
+		packaging/examples/coordinator-tls.json packaging/examples/participant-s1-tls.json \
 		$(DESTDIR)$(docdir)/examples/
 	install -m 0644 README.md docs/operations.md docs/api.md docs/recovery.md $(DESTDIR)$(docdir)/
 	install -d $(DESTDIR)$(docdir)/grafana

@@ -24,7 +24,9 @@ MAN_PAGES = ["usr/share/man/man1/dtxctl.1", "usr/share/man/man8/dtx-coordinator.
 UNIT_DIR = "usr/lib/systemd/system"
 UNITS = ["dtx-coordinator.service", "dtx-participant@.service"]
 EXAMPLES = ["usr/share/doc/dtx/examples/coordinator.json",
-            "usr/share/doc/dtx/examples/participant-s1.json"]
+            "usr/share/doc/dtx/examples/participant-s1.json",
+            "usr/share/doc/dtx/examples/coordinator-tls.json",
+            "usr/share/doc/dtx/examples/participant-s1-tls.json"]
 
 
 def version():
