@@ -42,6 +42,8 @@
  * one). The configured peers' addresses have HTTPD_PEER_RESERVE
  * connections more than the limits allow, and theirs are never pushed
  * out for others', so a coordinator can always reach its participant.
+ * A peer configured by host name is looked up every HTTPD_PEER_LOOKUP_MS
+ * (resolve.h), and its reserve goes to the address the name has.
  *
  * HTTPS (opts.tls on): MHD makes a GnuTLS session for each connection;
  * before its handshake (the connection notification) tls_server_attach
@@ -62,6 +64,7 @@
 #include "dtx/jsonx.h"
 #include "dtx/list.h"
 #include "dtx/log.h"
+#include "dtx/resolve.h"
 #include "dtx/stream.h"
 #include "dtx/tls.h"
 #include "dtx/xalloc.h"
@@ -85,6 +88,8 @@
 /* The kernel's queue of connections not yet accepted (MHD accepts what is queued in one go). */
 #define HTTPD_BACKLOG 1024
 #define ADDR_KEY      INET6_ADDRSTRLEN
+/* A peer named by a host name: looked up again this often (it may move, or resolve only later). */
+#define HTTPD_PEER_LOOKUP_MS 10000
 
 /* The kinds of log line a client can cause, each at most once a second. */
 enum httpd_note {
@@ -120,8 +125,19 @@ struct httpd {
     size_t max_open; /* no client has more open; by_open[max_open] may be empty */
     char (*peer_keys)[ADDR_KEY];
     size_t npeers;
+    struct httpd_peer *peers;     /* [npeers]: where each peer's key comes from */
+    struct resolver *resolver;    /* for the peers named by a host name (NULL: none is) */
+    struct ev_timer peer_lookup;  /* ... looked up every HTTPD_PEER_LOOKUP_MS */
     const struct tls_config *tls; /* the daemon's (NULL: plain HTTP) */
     struct log_rate notes[NOTE_KINDS];
+};
+
+/* A configured peer (opts.peers[i]); one named by a host name is looked up again and again. */
+struct httpd_peer {
+    struct httpd *srv;
+    size_t i;
+    struct addr addr;
+    struct resolve_req *rq; /* a lookup in progress */
 };
 
 /* One client address: its connections. */
@@ -824,10 +840,71 @@ static void httpd_init_limits(struct httpd *srv, const struct httpd_opts *opts)
     hmap_init(&srv->clients);
     srv->npeers = opts->npeers;
     srv->peer_keys = xcalloc(opts->npeers + 1, sizeof(*srv->peer_keys));
+    srv->peers = xcalloc(opts->npeers + 1, sizeof(*srv->peers));
     for (size_t i = 0; i < opts->npeers; i++) {
-        if (opts->peers[i].salen > 0) /* a name: not known here (it may move) */
+        srv->peers[i] = (struct httpd_peer){.srv = srv, .i = i, .addr = opts->peers[i]};
+        if (opts->peers[i].salen > 0) /* a name: its key once looked up (peers_lookup) */
             addr_key((const struct sockaddr *)&opts->peers[i].sa, srv->peer_keys[i]);
     }
+}
+
+static void on_peer_found(void *arg, const struct sockaddr *sa, socklen_t salen,
+                          const struct dtx_err *err)
+{
+    struct httpd_peer *p = arg;
+
+    char key[ADDR_KEY];
+
+    (void)salen;
+    p->rq = NULL;
+    if (err) /* the link's to report; the reserve waits for the name */
+        return;
+    addr_key(sa, key);
+    if (strcmp(key, p->srv->peer_keys[p->i]) == 0)
+        return;
+    memcpy(p->srv->peer_keys[p->i], key, sizeof(key));
+    log_info("peer '%s' is at %s now: its connections have a reserve of %d", p->addr.host, key,
+             HTTPD_PEER_RESERVE);
+}
+
+/*
+ * The peers named by a host name, looked up now and every
+ * HTTPD_PEER_LOOKUP_MS: their reserve follows the address the name has.
+ * A client address already known keeps what it was (peer or not) until
+ * its last connection closes.
+ */
+static void on_peer_lookup(struct ev_loop *loop, struct ev_timer *t)
+{
+    struct httpd *srv = t->data;
+
+    for (size_t i = 0; i < srv->npeers; i++) {
+        struct httpd_peer *p = &srv->peers[i];
+
+        if (p->addr.salen == 0 && !p->rq)
+            p->rq = resolve_start(srv->resolver, p->addr.host, p->addr.port, on_peer_found, p);
+    }
+    ev_timer_start(loop, t, HTTPD_PEER_LOOKUP_MS);
+}
+
+static void peers_lookup_start(struct httpd *srv)
+{
+    bool named = false;
+
+    for (size_t i = 0; i < srv->npeers; i++)
+        named = named || srv->peers[i].addr.salen == 0;
+    ev_timer_init(&srv->peer_lookup, on_peer_lookup, srv);
+    if (!named || resolver_new(&srv->resolver, srv->loop, NULL) < 0)
+        return;
+    ev_timer_start(srv->loop, &srv->peer_lookup, 0);
+}
+
+static void peers_lookup_stop(struct httpd *srv)
+{
+    ev_timer_stop(srv->loop, &srv->peer_lookup);
+    for (size_t i = 0; i < srv->npeers; i++)
+        resolve_cancel(srv->peers[i].rq);
+    resolver_free(srv->resolver);
+    srv->resolver = NULL;
 }
 
 /* After MHD_stop_daemon, which closed every connection (on_connection freed them). */
@@ -839,6 +916,7 @@ static void httpd_release_limits(struct httpd *srv)
         free(srv->by_open[i]);
     free(srv->by_open);
     free(srv->peer_keys);
+    free(srv->peers);
 }
 
 int httpd_start(struct httpd **out, struct ev_loop *loop, const struct httpd_opts *opts,
@@ -887,6 +965,7 @@ int httpd_start(struct httpd **out, struct ev_loop *loop, const struct httpd_opt
     rc = httpd_attach(srv, err);
     if (rc < 0)
         goto out_stop;
+    peers_lookup_start(srv);
     *out = srv;
     return 0;
 
@@ -926,6 +1005,7 @@ void httpd_free(struct httpd *srv)
     ev_io_stop(srv->loop, &srv->io);
     ev_timer_stop(srv->loop, &srv->timer);
     ev_defer_cancel(srv->loop, &srv->rerun);
+    peers_lookup_stop(srv);
     MHD_stop_daemon(srv->d);
     httpd_release_limits(srv);
     free(srv);

@@ -200,6 +200,12 @@ class SeparateMachinesTest(ClusterTest):
         for p in [self.c.coordinator] + [sh.agent for sh in self.c.shards]:
             self.assertTrue(p.alive(), p.name)
         self.assertIn("serving HTTPS", self.c.coordinator.log_text())
+        # the peers' connection reserve follows their names (docs/security.md)
+        for sh in self.c.shards:
+            self.assertIn("peer 'coordinator.dtx.test' is at %s now" % self.c.addr("coordinator"),
+                          sh.agent.log_text())
+        self.assertIn("peer 's1.dtx.test' is at %s now" % self.c.addr("s1"),
+                      self.c.coordinator.log_text())
 
     def test_a_name_that_does_not_resolve_yet_is_retried_and_followed_once_it_does(self):
         co = self.c.coordinator
