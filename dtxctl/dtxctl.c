@@ -16,6 +16,7 @@
 #include "dtx/auth.h"
 #include "dtx/ballot.h"
 #include "dtx/dlog.h"
+#include "dtx/gid.h"
 #include "dtx/jsonx.h"
 #include "dtx/status.h"
 #include "dtx/version.h"
@@ -34,6 +35,7 @@
 
 #define EXIT_PROBLEM 1
 #define EXIT_USAGE   2
+#define MAX_COORDS   32
 
 static const char usage_text[] =
     "usage: dtxctl [OPTIONS] COMMAND [ARGS] [OPTIONS]   (options may stand anywhere)\n"
@@ -65,9 +67,23 @@ static const char usage_text[] =
     "--operator defaults to the OS user at this host. DURATION: 90s, 15m, 2h, 1d (a bare\n"
     "number is seconds). Exit status: 0 ok, 1 a problem was found and reported, 2 usage error.\n";
 
+/*
+ * The coordinator processes to ask: every --coordinator, else the
+ * comma-separated $DTX_COORDINATOR, else the default. Each may say which
+ * node it is ("c2=http://..."), for when it does not answer.
+ */
+struct targets {
+    size_t n;
+    const char *url[MAX_COORDS];
+    const char *label[MAX_COORDS]; /* the NODE= given before the URL; "" for none */
+    char text[8192];               /* the strings above */
+    size_t used;
+};
+
 /* Every option, wherever it stands on the command line (before or after the command). */
 struct opts {
-    const char *url;
+    const char *url;          /* the (first) coordinator */
+    struct targets *targets; /* every coordinator given */
     const char *token;
     const char *peer_token;      /* in-doubt --participant: the participants' token */
     const char *token_file;      /* --token-file */
@@ -383,11 +399,15 @@ static bool bad_heuristic(const cJSON *t)
            !flag(t, "heuristic_settled");
 }
 
-static void print_tx_line(const cJSON *t)
+/* One transaction of list; owner: its node, in a column of its own (NULL: no such column). */
+static void print_tx_line(const cJSON *t, const char *owner)
 {
     const cJSON *s;
 
-    printf("%-22s %-11s %-28s", str(t, "gtid"), str(t, "status"),
+    printf("%-22s ", str(t, "gtid"));
+    if (owner)
+        printf("%-8s ", owner);
+    printf("%-11s %-28s", str(t, "status"),
            *str(t, "decided_at") ? str(t, "decided_at") : str(t, "created_at"));
     cJSON_ArrayForEach(s, arr(t, "shards")) printf(" %s:%s", str(s, "name"), str(s, "state"));
     if (*str(t, "heuristic"))
@@ -428,25 +448,34 @@ static long long parse_duration(const char *s)
     return -1;
 }
 
-static int cmd_list(const struct opts *o, int argc, char **argv)
+/* The path list asks a coordinator for (n bytes at path); EXIT_USAGE after saying why not. */
+static int list_path(const struct opts *o, int argc, char **argv, char *path, size_t n)
 {
     const char *status = o->status;
     long long older = o->older_ms;
+
+    if (argc > 1)
+        return usage("list: unexpected argument '%s'", argv[1]);
+    if (status && dtx_status_parse(status) < 0) {
+        dtx_status_list(path, n);
+        return usage("--status: '%s' is not a status (%s)", status, path);
+    }
+    snprintf(path, n, "/v1/transactions?%s%s%s", status ? "status=" : "", status ? status : "",
+             status && older >= 0 ? "&" : "");
+    if (older >= 0)
+        snprintf(path + strlen(path), n - strlen(path), "older_than_ms=%lld", older);
+    return 0;
+}
+
+static int cmd_list(const struct opts *o, int argc, char **argv)
+{
     char path[512];
     struct reply r;
     const cJSON *root, *t;
     int rc = 0;
 
-    if (argc > 1)
-        return usage("list: unexpected argument '%s'", argv[1]);
-    if (status && dtx_status_parse(status) < 0) {
-        dtx_status_list(path, sizeof(path));
-        return usage("--status: '%s' is not a status (%s)", status, path);
-    }
-    snprintf(path, sizeof(path), "/v1/transactions?%s%s%s", status ? "status=" : "",
-             status ? status : "", status && older >= 0 ? "&" : "");
-    if (older >= 0)
-        snprintf(path + strlen(path), sizeof(path) - strlen(path), "older_than_ms=%lld", older);
+    if ((rc = list_path(o, argc, argv, path, sizeof(path))) != 0)
+        return rc;
     if (!(root = must(o, "GET", path, NULL, &r)))
         return EXIT_PROBLEM;
     cJSON_ArrayForEach(t, arr(root, "transactions")) rc |= bad_heuristic(t) ? EXIT_PROBLEM : 0;
@@ -454,7 +483,7 @@ static int cmd_list(const struct opts *o, int argc, char **argv)
         print_json(root);
     } else {
         printf("%-22s %-11s %-28s %s\n", "GTID", "STATUS", "DECIDED (or created)", "SHARDS");
-        cJSON_ArrayForEach(t, arr(root, "transactions")) print_tx_line(t);
+        cJSON_ArrayForEach(t, arr(root, "transactions")) print_tx_line(t, NULL);
         printf("%d transaction(s)%s\n", cJSON_GetArraySize(arr(root, "transactions")),
                rc ? "; HEURISTIC outcomes among them (dtxctl show GTID)" : "");
     }
@@ -524,6 +553,17 @@ static int cmd_show(const struct opts *o, int argc, char **argv)
     return rc;
 }
 
+/* Why in-doubt's branch b has no decision, or that an operator decided it; "" for neither. */
+static const char *branch_mark(const cJSON *b)
+{
+    return flag(b, "malformed")                 ? "MALFORMED"
+           : flag(b, "foreign")                 ? "FOREIGN"
+           : flag(b, "epoch_gap")               ? "LOG-GAP"
+           : flag(b, "orphan")                  ? "ORPHAN"
+           : cJSON_HasObjectItem(b, "operator") ? "HEURISTIC"
+                                                : "";
+}
+
 static int cmd_in_doubt(const struct opts *o)
 {
     struct reply r;
@@ -544,13 +584,7 @@ static int cmd_in_doubt(const struct opts *o)
     cJSON_ArrayForEach(b, arr(root, "branches"))
     {
         printf("%-8s %-28s %-9s %-10s %-9s ", str(b, "shard"), str(b, "gid"),
-               age(num(b, "age_ms"), a, sizeof(a)), str(b, "decision"),
-               flag(b, "malformed")                 ? "MALFORMED"
-               : flag(b, "foreign")                 ? "FOREIGN"
-               : flag(b, "epoch_gap")               ? "LOG-GAP"
-               : flag(b, "orphan")                  ? "ORPHAN"
-               : cJSON_HasObjectItem(b, "operator") ? "HEURISTIC"
-                                                    : "");
+               age(num(b, "age_ms"), a, sizeof(a)), str(b, "decision"), branch_mark(b));
         print_locks(arr(b, "locks"));
         print_termination(b);
         printf("\n");
@@ -841,10 +875,9 @@ static int post_operator(const struct opts *o, const char *gtid, const char *act
     return 0;
 }
 
-static int cmd_resolve(const struct opts *o, int argc, char **argv, bool forget)
+/* The usage errors of resolve and forget, found before anything is sent: EXIT_USAGE, or 0. */
+static int check_resolve(const struct opts *o, int argc, char **argv, bool forget)
 {
-    cJSON *req;
-
     if (argc != 2)
         return usage("%s needs one GTID", argv[0]);
     if (forget && o->decision)
@@ -855,6 +888,16 @@ static int cmd_resolve(const struct opts *o, int argc, char **argv, bool forget)
         return usage("forget needs --shard NAME");
     if (!o->reason || !*o->reason)
         return usage("%s needs --reason TEXT (it is kept in the decision log)", argv[0]);
+    return 0;
+}
+
+static int cmd_resolve(const struct opts *o, int argc, char **argv, bool forget)
+{
+    cJSON *req;
+    int rc;
+
+    if ((rc = check_resolve(o, argc, argv, forget)) != 0)
+        return rc;
     req = jsonx_new_object();
     if (o->decision)
         jsonx_add_str(req, "decision", o->decision);
@@ -1090,6 +1133,77 @@ static const char *opt_name(unsigned bit)
     return "?";
 }
 
+/* Keeps a copy of the n bytes at s in t->text; NULL when there is no room. */
+static const char *keep(struct targets *t, const char *s, size_t n)
+{
+    char *c = t->text + t->used;
+
+    if (n >= sizeof(t->text) - t->used)
+        return NULL;
+    memcpy(c, s, n);
+    c[n] = '\0';
+    t->used += n + 1;
+    return c;
+}
+
+/*
+ * Adds the coordinators of list ("URL", "NODE=URL", comma-separated, blanks
+ * around each ignored) to t, each once; what names the option or variable
+ * for a usage error. Returns 0, or EXIT_USAGE after saying why.
+ */
+static int add_targets(struct targets *t, const char *list, const char *what)
+{
+    const char *p = list, *end, *eq, *scheme;
+    size_t n, i;
+
+    for (; *p; p = *end ? end + 1 : end) {
+        const char *url, *label = "";
+
+        end = p + strcspn(p, ",");
+        while (p < end && (*p == ' ' || *p == '\t'))
+            p++;
+        for (n = (size_t)(end - p); n && (p[n - 1] == ' ' || p[n - 1] == '\t'); n--)
+            ;
+        if (!n)
+            continue;
+        eq = memchr(p, '=', n);
+        scheme = strstr(p, "://");
+        if (eq && (!scheme || eq < scheme)) {
+            if (!(label = keep(t, p, (size_t)(eq - p))) || !gid_name_ok(label))
+                return usage("%s: '%.*s' is not a node name (NODE=URL)", what, (int)(eq - p), p);
+            n -= (size_t)(eq + 1 - p);
+            p = eq + 1;
+        }
+        if (!n || !(url = keep(t, p, n)))
+            return usage("%s: a coordinator's URL is missing or too long", what);
+        for (i = 0; i < t->n && strcmp(t->url[i], url) != 0; i++)
+            ;
+        if (i < t->n)
+            continue; /* given twice */
+        if (t->n == MAX_COORDS)
+            return usage("%s: at most %d coordinators", what, MAX_COORDS);
+        t->label[t->n] = label;
+        t->url[t->n++] = url;
+    }
+    return 0;
+}
+
+/*
+ * The coordinators when no --coordinator was given: $DTX_COORDINATOR's, else
+ * the default. Sets o->url to the first. Returns 0 or EXIT_USAGE.
+ */
+static int pick_coordinators(struct opts *o)
+{
+    const char *env = getenv("DTX_COORDINATOR");
+
+    if (!o->targets->n && env && add_targets(o->targets, env, "$DTX_COORDINATOR") != 0)
+        return EXIT_USAGE;
+    if (!o->targets->n && add_targets(o->targets, "http://127.0.0.1:7000", "default") != 0)
+        return EXIT_USAGE;
+    o->url = o->targets->url[0];
+    return 0;
+}
+
 /* Reads every option, before or after the command; returns EXIT_USAGE after saying why. */
 static int parse_opts(struct opts *o, int argc, char **argv)
 {
@@ -1118,7 +1232,10 @@ static int parse_opts(struct opts *o, int argc, char **argv)
     while ((c = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
         switch (c) {
         case 'c':
-            o->url = optarg;
+            if (!optarg[strspn(optarg, " \t,")])
+                return usage("--coordinator needs a URL");
+            if (add_targets(o->targets, optarg, "--coordinator") != 0)
+                return EXIT_USAGE;
             break;
         case 't':
             o->token = optarg;
@@ -1227,15 +1344,14 @@ static int pick_token(const char **token, const char *file, struct auth_token *h
 
 int main(int argc, char **argv)
 {
-    struct opts o = {.url = getenv("DTX_COORDINATOR"), .older_ms = -1};
+    struct targets targets = {.n = 0};
+    struct opts o = {.targets = &targets, .older_ms = -1};
     const struct command *cmd = NULL;
     unsigned extra;
     int rc;
 
     xalloc_init();
-    if (!o.url || !*o.url)
-        o.url = "http://127.0.0.1:7000";
-    if (parse_opts(&o, argc, argv) != 0 ||
+    if (parse_opts(&o, argc, argv) != 0 || pick_coordinators(&o) != 0 ||
         pick_token(&o.token, o.token_file, &o.from_file, "token", "DTX_TOKEN", "DTX_ADMIN_TOKEN") !=
             0 ||
         pick_token(&o.peer_token, o.peer_token_file, &o.peer_from_file, "peer-token",
