@@ -1267,11 +1267,26 @@ static bool answered(const struct cluster *cl, size_t i)
     return cl->m[i].asked && !cl->m[i].failed;
 }
 
-/* EXIT_PROBLEM when a coordinator given did not answer (a standby is no problem), else 0. */
+/* True when an asked process of node answered. */
+static bool node_heard(const struct cluster *cl, const char *node)
+{
+    for (size_t i = 0; i < cl->n; i++) {
+        if (answered(cl, i) && *node && strcmp(cl->m[i].node, node) == 0)
+            return true;
+    }
+    return false;
+}
+
+/*
+ * EXIT_PROBLEM when a coordinator given did not answer, or a node has no
+ * active process that answered (a standby beside an active one is no
+ * problem); else 0. Call it after the cluster was asked.
+ */
 static int cluster_rc(const struct cluster *cl)
 {
     for (size_t i = 0; i < cl->n; i++) {
-        if (strcmp(cl->m[i].role, "unreachable") == 0 || cl->m[i].failed)
+        if (strcmp(cl->m[i].role, "unreachable") == 0 || cl->m[i].failed ||
+            !node_heard(cl, cl->m[i].node))
             return EXIT_PROBLEM;
     }
     return 0;
@@ -1294,16 +1309,6 @@ static cJSON *members_json(const struct cluster *cl)
         jsonx_append(a, j);
     }
     return a;
-}
-
-/* True when an asked process of node answered. */
-static bool node_heard(const struct cluster *cl, const char *node)
-{
-    for (size_t i = 0; i < cl->n; i++) {
-        if (answered(cl, i) && *node && strcmp(cl->m[i].node, node) == 0)
-            return true;
-    }
-    return false;
 }
 
 /* Says, after a merged listing of what, which coordinators were not heard and what is missing. */
@@ -1439,12 +1444,13 @@ static int cluster_in_doubt(const struct opts *o, struct cluster *cl)
 {
     cJSON *root, *branches, *shards;
     const cJSON *b, *s;
-    int rc = cluster_rc(cl);
+    int rc;
     double orphans = 0;
     char a[32];
 
     if (!cluster_ask(o, cl, "GET", "/v1/admin/in-doubt", NULL))
         return EXIT_PROBLEM;
+    rc = cluster_rc(cl);
     branches = merge_branches(cl);
     shards = merge_shards(cl);
     cJSON_ArrayForEach(b, branches) orphans += flag(b, "orphan");
@@ -1489,13 +1495,14 @@ static int cluster_list(const struct opts *o, struct cluster *cl, const char *pa
 {
     cJSON *root, *all = jsonx_new_array();
     const cJSON *t;
-    int rc = cluster_rc(cl), heur = 0;
+    int rc, heur = 0;
     char node[DTX_NAME_MAX + 1];
 
     if (!cluster_ask(o, cl, "GET", path, NULL)) {
         cJSON_Delete(all);
         return EXIT_PROBLEM;
     }
+    rc = cluster_rc(cl);
     for (size_t i = 0; i < cl->n; i++) {
         if (!answered(cl, i))
             continue;
@@ -1593,10 +1600,11 @@ static int cluster_status(const struct opts *o, struct cluster *cl)
 {
     cJSON *root, *members, *shards, *sum;
     const cJSON *s;
-    int rc = cluster_rc(cl);
+    int rc;
 
     if (!cluster_ask(o, cl, "GET", "/v1/admin/status", NULL))
         return EXIT_PROBLEM;
+    rc = cluster_rc(cl);
     members = members_json(cl);
     for (size_t i = 0; i < cl->n; i++) {
         const cJSON *co = cJSON_GetObjectItemCaseSensitive(cl->r[i].json, "coordinator");
