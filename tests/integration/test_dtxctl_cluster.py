@@ -152,6 +152,34 @@ class DtxctlClusterTest(ClusterTest):
         self.assertIn("c2-1-1 belongs to node 'c2', and no coordinator given is an active "
                       "one of it", err)
 
+    def test_a_standby_that_took_over_is_the_one_asked_for_its_node(self):
+        g1 = self.aborted_gtid(C1)
+        gid = self.prepare_by_hand(1, g1)
+        self.c.kill_coordinator(C1)
+        self.addCleanup(self.give_c1_back)
+        self.assertEqual(self.c.wait_active("c1", timeout=20), C1_STANDBY)
+        rc, doubt, _ = self.ctl("in-doubt", json_out=True)
+        self.assertEqual(rc, 1)
+        self.assertEqual([(c["node"], c["role"], c["asked"]) for c in doubt["coordinators"]],
+                         [("", "unreachable", False), ("c2", "active", True),
+                          ("c1", "active", True)])
+        [b] = [b for b in doubt["branches"] if b["gid"] == gid]
+        self.assertEqual((b["node"], b["decision"], "foreign" in b), ("c1", "abort", False),
+                         "the new active of c1 reads c1's decisions from the store")
+        rc, text, _ = self.ctl("in-doubt")
+        self.assertIn("coordinator %s (node ?) did not answer" % self.c.url(C1), text)
+        rc, text, err = self.ctl("resolve", g1, "--abort", "--reason", "after the takeover")
+        self.assertEqual(rc, 0, err)
+        self.assertNotIn(gid, self.c.prepared(1))
+
+    def give_c1_back(self):
+        """Makes process C1 node c1's active again and C1_STANDBY its standby."""
+        if not self.c.coords[C1].proc.alive():
+            self.c.start_coordinator(i=C1)
+        self.c.kill_coordinator(C1_STANDBY)
+        self.assertEqual(self.c.wait_active("c1", timeout=20), C1)
+        self.c.start_coordinator(i=C1_STANDBY)
+
     def test_in_doubt_merges_both_nodes_with_the_owner_and_its_decision(self):
         g1, g2 = self.aborted_gtid(C1), self.aborted_gtid(C2)
         gid1, gid2 = self.prepare_by_hand(0, g1), self.prepare_by_hand(1, g2)
