@@ -1190,9 +1190,13 @@ static void cluster_probe(const struct opts *o, struct cluster *cl)
         m->url = t->url[i];
         snprintf(m->node, sizeof(m->node), "%s", t->label[i]);
         m->role = "unreachable";
-        if (call_at(o, m->url, o->token, "GET", "/healthz", NULL, 10, &h) != 0 || !h.json ||
-            !gid_name_ok(str(h.json, "node_id"))) {
+        if (call_at(o, m->url, o->token, "GET", "/healthz", NULL, 10, &h) != 0) {
             snprintf(m->error, sizeof(m->error), "%s", reply_error(&h));
+        } else if (!h.json || !gid_name_ok(str(h.json, "node_id"))) {
+            snprintf(m->error, sizeof(m->error),
+                     "%s answers /healthz with HTTP %ld but names no node_id: not a dtx "
+                     "coordinator",
+                     m->url, h.status);
         } else {
             snprintf(m->node, sizeof(m->node), "%s", str(h.json, "node_id"));
             m->role = strcmp(str(h.json, "role"), "standby") == 0 ? "standby" : "active";

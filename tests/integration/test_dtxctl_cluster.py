@@ -267,6 +267,12 @@ class DtxctlClusterTest(ClusterTest):
         rc, _, err = self.ctl("status", coordinators=["c1=http://127.0.0.1:1,"])
         self.assertEqual(rc, 1, "one URL: the single-coordinator status, as before")
         self.assertIn("cannot reach the coordinator at http://127.0.0.1:1", err)
+        # a participant's URL given by mistake is no coordinator
+        rc, st, _ = self.ctl("status", json_out=True,
+                             coordinators=[self.c.url(C1), self.c.agent_url(0)])
+        self.assertEqual(rc, 1)
+        self.assertEqual(st["coordinators"][1]["role"], "unreachable")
+        self.assertIn("names no node_id: not a dtx coordinator", st["coordinators"][1]["error"])
         rc, _, err = self.ctl("status", coordinators=["9 x=http://127.0.0.1:1"])
         self.assertEqual(rc, 2)
         self.assertIn("is not a node name", err)
