@@ -239,5 +239,8 @@ class SeparateMachinesTest(ClusterTest):
         self.assertTrue(agent.alive())
         self.c.set_resolvable("coordinator", True)
         self.wait_all_up()
+        # and its own calls reach the coordinator by name again (recovery asks every round)
+        self.wait_for(lambda: "recovery: the coordinator at %s answers again" % self.c.url()
+                      in agent.log_text(), 15, "s2 to reach its coordinator by name")
         ops[1]["shard"] = "s2"
         self.assertEqual(self.c.tx(ops)[0], 200)
