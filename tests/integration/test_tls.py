@@ -168,6 +168,16 @@ class TlsTest(ClusterTest):
             self.c.wait_healthy(timeout=30)  # so does the coordinator
             status, body = self.c.tx(transfer(5, 6))
             self.assertEqual(status, 200, body)
+            # an operator asks it directly: with a client certificate of the CA, and without
+            ca = ["--ca-file", self.c.tls_path("ca.pem"), "--participant", self.c.agent_url(0)]
+            r = self.dtxctl("in-doubt", "--json", *ca, "--cert-file",
+                            self.c.tls_path("client.pem"), "--key-file",
+                            self.c.tls_path("client.key"))
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.assertEqual(json.loads(r.stdout)["branches"], [])
+            r = self.dtxctl("in-doubt", "--json", *ca)
+            self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+            self.assertEqual([sh["reachable"] for sh in json.loads(r.stdout)["shards"]], [False])
             # no client certificate, or one of another CA: refused in the handshake
             bare = ssl.create_default_context(cafile=self.c.tls_path("ca.pem"))
             with self.assertRaises((ssl.SSLError, ConnectionError)):
