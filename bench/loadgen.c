@@ -6,7 +6,10 @@
  *   dtx-loadgen --url http://127.0.0.1:7000 --shards s1,s2 --accounts 10000
  *               --concurrency 32 (--seconds 10 | --count 100000)
  *               [--warmup 2] [--idempotency] [--protocol 2pc|3pc] [--json FILE]
+ *               [--ca-file FILE]
  *
+ * An https:// URL is dialled with TLS, the coordinator verified against
+ * --ca-file (else the system's CAs), as the daemons verify each other.
  * Each of the --concurrency connections sends a transfer, waits for the
  * answer, sends the next (keep-alive). Accounts 1..N exist on every shard
  * with a balance; a transfer moves 1 from a random account on one shard to
@@ -44,6 +47,7 @@ struct opts {
     int idempotency;
     const char *protocol; /* NULL: the coordinator's default (2pc) */
     const char *json;
+    const char *ca_file; /* https://: the CAs the coordinator is verified against */
 };
 
 struct client;
@@ -53,6 +57,7 @@ struct run {
     struct ev_loop loop;
     struct addr addr;
     struct dialer dialer;
+    struct tls_config tls; /* https:// only */
     struct client *clients;
     uint64_t start_us, measure_us, end_us;
     long sent, done;
@@ -180,11 +185,19 @@ static int parse_shards(struct opts *o, const char *list)
 
 static int parse_args(int argc, char **argv, struct opts *o)
 {
-    static const struct option lo[] = {
-        {"url", 1, NULL, 'u'},         {"shards", 1, NULL, 's'},        {"accounts", 1, NULL, 'a'},
-        {"concurrency", 1, NULL, 'c'}, {"seconds", 1, NULL, 't'},       {"count", 1, NULL, 'n'},
-        {"warmup", 1, NULL, 'w'},      {"idempotency", 0, NULL, 'i'},   {"json", 1, NULL, 'j'},
-        {"protocol", 1, NULL, 'p'},    {"shards-per-tx", 1, NULL, 'k'}, {0, 0, 0, 0}};
+    static const struct option lo[] = {{"url", 1, NULL, 'u'},
+                                       {"shards", 1, NULL, 's'},
+                                       {"accounts", 1, NULL, 'a'},
+                                       {"concurrency", 1, NULL, 'c'},
+                                       {"seconds", 1, NULL, 't'},
+                                       {"count", 1, NULL, 'n'},
+                                       {"warmup", 1, NULL, 'w'},
+                                       {"idempotency", 0, NULL, 'i'},
+                                       {"json", 1, NULL, 'j'},
+                                       {"protocol", 1, NULL, 'p'},
+                                       {"shards-per-tx", 1, NULL, 'k'},
+                                       {"ca-file", 1, NULL, 'C'},
+                                       {0, 0, 0, 0}};
     int ch;
 
     *o = (struct opts){.url = "http://127.0.0.1:7000",
@@ -230,6 +243,9 @@ static int parse_args(int argc, char **argv, struct opts *o)
         case 'k':
             o->per_tx = atoi(optarg);
             break;
+        case 'C':
+            o->ca_file = optarg;
+            break;
         default:
             return -1;
         }
@@ -251,7 +267,7 @@ int main(int argc, char **argv)
     if (parse_args(argc, argv, &r.o) < 0) {
         fprintf(stderr, "usage: dtx-loadgen --url URL --shards s1,s2 --accounts N --concurrency C "
                         "(--seconds S | --count N) [--warmup S] [--idempotency] "
-                        "[--protocol 2pc|3pc] [--json FILE]\n");
+                        "[--protocol 2pc|3pc] [--json FILE] [--ca-file FILE]\n");
         return 2;
     }
     dtx_err_clear(&err);
@@ -260,7 +276,14 @@ int main(int argc, char **argv)
         fprintf(stderr, "dtx-loadgen: %s\n", err.msg);
         return 2;
     }
-    r.dialer.loop = &r.loop; /* plain HTTP: loadgen measures dtx, not TLS */
+    r.dialer.loop = &r.loop;
+    if (r.addr.tls) {
+        if (tls_config_client(r.o.ca_file, &r.tls, &err) < 0) {
+            fprintf(stderr, "dtx-loadgen: %s\n", err.msg);
+            return 2;
+        }
+        r.dialer.tls = &r.tls;
+    }
     r.seed = (unsigned)getpid() ^ (unsigned)ev_wall_us();
     r.start_us = ev_clock_us();
     r.measure_us = r.start_us + (uint64_t)(r.o.warmup * 1e6);
@@ -282,6 +305,8 @@ int main(int argc, char **argv)
     }
     free(r.clients);
     lat_release(&r.lat);
+    resolver_free(r.dialer.resolver);
+    tls_config_release(&r.tls);
     ev_loop_release(&r.loop);
     return r.status[5] || r.status[4] ? 1 : 0;
 }

@@ -79,6 +79,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -658,8 +660,14 @@ static void on_upgraded(void *cls, struct MHD_Connection *con, void *con_cls, co
     struct httpd_conn *c = conn_of(con);
 
     (void)con_cls;
-    if (c && up->srv->tls)
-        stream_keep_alive(c->fd); /* the stream's end is a socket pair; the TCP socket is MHD's */
+    if (c && up->srv->tls) {
+        /* the stream's end is a socket pair; the TCP socket under it is MHD's: no Nagle on it
+         * (a frame held back for a delayed ACK costs 40 ms a round trip), and keep-alive */
+        int one = 1;
+
+        setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        stream_keep_alive(c->fd);
+    }
     up->urh = urh;
     MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CORK_OFF); /* MHD corks while it answers */
     up->cb(up->arg, sock, extra, extra_len, up);

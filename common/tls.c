@@ -252,7 +252,9 @@ static int creds_load(const struct tls_config *cfg, struct tls_creds **out, stru
     }
     c->refs = 1;
     c->require_client_cert = cfg->require_client_cert;
-    rc = load_key_pair(cfg, c, err);
+    c->expires = (time_t)-1;
+    snprintf(c->subject, sizeof(c->subject), "none (a client only)");
+    rc = cfg->cert_file[0] ? load_key_pair(cfg, c, err) : 0;
     if (rc == 0)
         rc = load_trust(cfg, c, err);
     if (rc < 0) {
@@ -328,6 +330,23 @@ int tls_config_load(const cJSON *root, const char *config_path, struct tls_confi
                          "certificates clients must show");
     if (rc == 0)
         rc = creds_load(&c, &c.creds, err);
+    if (rc == 0)
+        *out = c;
+    return rc;
+}
+
+int tls_config_client(const char *ca_file, struct tls_config *out, struct dtx_err *err)
+{
+    struct tls_config c;
+    int rc;
+
+    memset(&c, 0, sizeof(c));
+    c.on = true;
+    if (ca_file && strlen(ca_file) >= sizeof(c.ca_file))
+        return dtx_err_set(err, DTX_EINVAL, "'%s' is too long a path", ca_file);
+    if (ca_file)
+        snprintf(c.ca_file, sizeof(c.ca_file), "%s", ca_file);
+    rc = creds_load(&c, &c.creds, err);
     if (rc == 0)
         *out = c;
     return rc;

@@ -65,6 +65,13 @@ struct tls_config {
 int tls_config_load(const cJSON *root, const char *config_path, struct tls_config *out,
                     struct dtx_err *err);
 /*
+ * A client's TLS without a certificate of its own (dtx-loadgen): servers
+ * are verified against ca_file (NULL: the system's trusted CAs) as by the
+ * daemons. Returns 0 and *out (tls_config_release it), or the error of
+ * loading ca_file; on error *out is not modified.
+ */
+int tls_config_client(const char *ca_file, struct tls_config *out, struct dtx_err *err);
+/*
  * A peer's URL against the config: an https:// URL without the "tls" key
  * is refused (DTX_EINVAL, "'<key>' is an https:// URL, but ..."); 0
  * otherwise.
