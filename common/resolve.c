@@ -40,8 +40,6 @@ struct resolver {
     struct list_node done;
     unsigned threads;
     bool closed;
-    resolve_seen_fn seen; /* loop thread only */
-    void *seen_arg;
 };
 
 struct resolve_req {
@@ -187,8 +185,6 @@ static void on_wake(struct ev_loop *loop, struct ev_async *a)
                         q->gai == EAI_SYSTEM ? strerror(q->sys_errno) : gai_strerror(q->gai));
             q->cb(q->arg, NULL, 0, &err);
         } else {
-            if (r->seen)
-                r->seen(r->seen_arg, q->host, (const struct sockaddr *)&q->sa);
             q->cb(q->arg, (const struct sockaddr *)&q->sa, q->salen, NULL);
         }
         free(q);
@@ -209,12 +205,6 @@ int resolver_new(struct resolver **out, struct ev_loop *loop, struct dtx_err *er
     }
     *out = r;
     return 0;
-}
-
-void resolver_set_observer(struct resolver *r, resolve_seen_fn fn, void *arg)
-{
-    r->seen = fn;
-    r->seen_arg = arg;
 }
 
 static void free_list(struct list_node *head)

@@ -35,12 +35,9 @@ struct resolve_req;
  */
 typedef void (*resolve_cb)(void *arg, const struct sockaddr *sa, socklen_t salen,
                            const struct dtx_err *err);
-/* Told of every successful lookup (the daemon's HTTP server keeps its peers' addresses). */
-typedef void (*resolve_seen_fn)(void *arg, const char *host, const struct sockaddr *sa);
 
 /* Creates the resolver of loop. Returns 0 and *out, or DTX_EIO (no eventfd). */
 int resolver_new(struct resolver **out, struct ev_loop *loop, struct dtx_err *err);
-void resolver_set_observer(struct resolver *r, resolve_seen_fn fn, void *arg);
 /*
  * Frees r on the loop thread; no callback is called after. Lookups still
  * running in a thread finish there, and their thread frees what is left.
