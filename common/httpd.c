@@ -90,6 +90,9 @@
 /* The kernel's queue of connections not yet accepted (MHD accepts what is queued in one go). */
 #define HTTPD_BACKLOG 1024
 #define ADDR_KEY      INET6_ADDRSTRLEN
+/* At most this many immediate re-runs of MHD in a row, then a pause (httpd_schedule). */
+#define HTTPD_RERUN_MAX      16
+#define HTTPD_RERUN_PAUSE_MS 5
 /* A peer named by a host name: looked up again this often (it may move, or resolve only later). */
 #define HTTPD_PEER_LOOKUP_MS 10000
 
@@ -111,6 +114,9 @@ struct httpd {
     struct ev_io io;       /* MHD's epoll fd */
     struct ev_timer timer; /* MHD's own timeout */
     struct ev_defer rerun; /* MHD_run at the end of this iteration */
+    unsigned reruns;       /* MHD said "run again at once" this many times in a row ... */
+    uint64_t moved;        /* ... with no byte moved through a TLS connection (tls.h) */
+    uint64_t moved_seen;
     httpd_handler handler;
     void *ctx;
     size_t max_body;
@@ -196,18 +202,39 @@ static void httpd_run(struct httpd *srv);
 
 /* ---- driving MHD from the loop ------------------------------------------ */
 
+/*
+ * MHD says when to run it again. "At once" is a deferred run in this loop
+ * iteration, but not forever: a TLS connection in the middle of its
+ * handshake stays on MHD's ready list until the handshake moves on
+ * (libmicrohttpd 0.9.75 clears a connection's read-ready state on EAGAIN
+ * from its record layer only, never from gnutls_handshake), so a client
+ * that sends part of its handshake and waits made MHD say "at once" on
+ * every run: the loop re-ran MHD without end, hashing (measured: a
+ * coordinator spinning in gnutls_handshake, deaf to SIGTERM). So with
+ * TLS, after HTTPD_RERUN_MAX such runs in a row that moved no byte
+ * through any TLS connection (tls_server_conn.moved), it waits
+ * HTTPD_RERUN_PAUSE_MS (real I/O still runs MHD at once, through its
+ * epoll descriptor) until MHD names a real timeout or bytes move again.
+ */
 static void httpd_schedule(struct httpd *srv)
 {
     MHD_UNSIGNED_LONG_LONG ms;
 
     if (MHD_get_timeout(srv->d, &ms) != MHD_YES) {
+        srv->reruns = 0;
         ev_timer_stop(srv->loop, &srv->timer);
         return;
     }
-    if (ms == 0)
+    if (ms > 0 || srv->moved != srv->moved_seen) {
+        srv->reruns = 0;
+        srv->moved_seen = srv->moved;
+    }
+    if (ms > 0)
+        ev_timer_start(srv->loop, &srv->timer, ms);
+    else if (!srv->tls || ++srv->reruns <= HTTPD_RERUN_MAX)
         ev_defer(srv->loop, &srv->rerun);
     else
-        ev_timer_start(srv->loop, &srv->timer, ms);
+        ev_timer_start(srv->loop, &srv->timer, HTTPD_RERUN_PAUSE_MS);
 }
 
 static void httpd_run(struct httpd *srv)
@@ -519,7 +546,8 @@ static void conn_attach_tls(struct httpd *srv, struct httpd_conn *c, struct MHD_
     const union MHD_ConnectionInfo *i =
         MHD_get_connection_info(con, MHD_CONNECTION_INFO_GNUTLS_SESSION);
 
-    c->tls = (struct tls_server_conn){.fd = c->fd, .refused = on_tls_refused, .arg = c};
+    c->tls = (struct tls_server_conn){
+        .fd = c->fd, .refused = on_tls_refused, .arg = c, .moved = &srv->moved};
     if (!i || tls_server_attach(srv->tls, i->tls_session, &c->tls) < 0)
         note(srv, NOTE_TLS, "could not set up TLS for a connection from %s: refused",
              c->client->key);

@@ -41,6 +41,7 @@
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
 #include <poll.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -415,6 +416,25 @@ static bool is_ip_literal(const char *host)
     return inet_pton(AF_INET, host, buf) == 1 || inet_pton(AF_INET6, host, buf) == 1;
 }
 
+/*
+ * Whether the connection has bytes to read, never waiting: the session is
+ * non-blocking and runs on the event loop, which must never sleep inside
+ * GnuTLS (whatever ms asks; a wait would stall every connection of the
+ * daemon). GnuTLS then answers GNUTLS_E_AGAIN and the loop calls again.
+ */
+static int poll_now(int fd)
+{
+    struct pollfd p = {fd, POLLIN, 0};
+
+    return poll(&p, 1, 0);
+}
+
+static int client_pull_timeout(gnutls_transport_ptr_t ptr, unsigned ms)
+{
+    (void)ms;
+    return poll_now((int)(intptr_t)ptr);
+}
+
 int tls_session_client(const struct tls_config *c, int fd, const char *host,
                        struct tls_session **out, struct dtx_err *err)
 {
@@ -444,6 +464,8 @@ int tls_session_client(const struct tls_config *c, int fd, const char *host,
     }
     gnutls_session_set_verify_cert(t->s, t->host, 0);
     gnutls_transport_set_int(t->s, fd);
+    gnutls_transport_set_pull_timeout_function(t->s, client_pull_timeout);
+    gnutls_handshake_set_timeout(t->s, 0); /* the request's own timer bounds it (httpc.c) */
     t->creds = creds_ref(c->creds);
     *out = t;
     return 0;
@@ -584,8 +606,10 @@ static void answer_plain_http(int fd)
 static ssize_t server_pull(gnutls_transport_ptr_t ptr, void *buf, size_t n)
 {
     struct tls_server_conn *conn = ptr;
-    ssize_t r = recv(conn->fd, buf, n, 0);
+    ssize_t r = recv(conn->fd, buf, n, MSG_DONTWAIT);
 
+    if (r > 0 && conn->moved)
+        *conn->moved += (uint64_t)r;
     if (r <= 0 || conn->started)
         return r;
     conn->started = true;
@@ -600,27 +624,34 @@ static ssize_t server_pull(gnutls_transport_ptr_t ptr, void *buf, size_t n)
 static ssize_t server_push(gnutls_transport_ptr_t ptr, const void *buf, size_t n)
 {
     const struct tls_server_conn *conn = ptr;
+    ssize_t r = send(conn->fd, buf, n, MSG_NOSIGNAL | MSG_DONTWAIT);
 
-    return send(conn->fd, buf, n, MSG_NOSIGNAL);
+    if (r > 0 && conn->moved)
+        *conn->moved += (uint64_t)r;
+    return r;
 }
 
 static ssize_t server_vec_push(gnutls_transport_ptr_t ptr, const giovec_t *iov, int iovcnt)
 {
     const struct tls_server_conn *conn = ptr;
     struct msghdr m;
+    ssize_t r;
 
     memset(&m, 0, sizeof(m));
     m.msg_iov = (struct iovec *)(void *)iov;
     m.msg_iovlen = (size_t)iovcnt;
-    return sendmsg(conn->fd, &m, MSG_NOSIGNAL);
+    r = sendmsg(conn->fd, &m, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (r > 0 && conn->moved)
+        *conn->moved += (uint64_t)r;
+    return r;
 }
 
 static int server_pull_timeout(gnutls_transport_ptr_t ptr, unsigned ms)
 {
     const struct tls_server_conn *conn = ptr;
-    struct pollfd p = {conn->fd, POLLIN, 0};
 
-    return poll(&p, 1, ms == GNUTLS_INDEFINITE_TIMEOUT ? -1 : (int)ms);
+    (void)ms;
+    return poll_now(conn->fd);
 }
 
 /* require_client_cert: the client's certificate must chain to ca_file (any name). */
@@ -668,6 +699,7 @@ int tls_server_attach(const struct tls_config *c, void *session, struct tls_serv
     gnutls_transport_set_pull_timeout_function(s, server_pull_timeout);
     gnutls_transport_set_push_function(s, server_push);
     gnutls_transport_set_vec_push_function(s, server_vec_push);
+    gnutls_handshake_set_timeout(s, 0); /* the HTTP server's request deadline bounds it */
     if (conn->creds->require_client_cert) {
         /* REQUEST, not REQUIRE: server_verify then runs for a client that sends none too,
          * refuses it and says why (REQUIRE fails the handshake before, silently) */

@@ -33,6 +33,7 @@
 #include <cjson/cJSON.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 
 #include "dtx/err.h"
@@ -137,6 +138,7 @@ struct tls_server_conn {
     /* A client was refused (plain HTTP, a client certificate): why, for a rate-limited log. */
     void (*refused)(void *arg, const char *why);
     void *arg;
+    uint64_t *moved; /* counts the bytes read and sent (the HTTP server's progress; may be NULL) */
 };
 
 /*
