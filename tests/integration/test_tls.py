@@ -256,6 +256,36 @@ class TlsTest(ClusterTest):
         self.start_refused("dtx-coordinator", coord,
                            "'shards[0].url' is an https:// URL, but the config has no 'tls' key")
 
+    def test_a_reload_that_fails_keeps_the_certificates_in_use_and_says_why(self):
+        s2 = self.c.shards[1]
+        path = self.c._agent_cmd(s2)[-1]
+        with open(path) as f:
+            cfg = json.load(f)
+        served = self.served_cert(s2.agent_port)
+        try:
+            # TLS off by SIGHUP: the listener serves HTTPS until a restart, so refused
+            plain = {k: v for k, v in cfg.items() if k != "tls"}
+            plain["coordinator_url"] = cfg["coordinator_url"].replace("https://", "http://")
+            with open(path, "w") as f:
+                json.dump(plain, f)
+            line = self.hup(s2.agent)
+            self.assertIn("could not reload the tokens or the certificates", line)
+            self.assertIn("the 'tls' key was removed: that takes a restart", line)
+            # a certificate file that is not there: refused, naming key and file
+            with open(path, "w") as f:
+                json.dump(dict(cfg, tls=dict(cfg["tls"], cert_file=self.c.tls_path("gone.pem"))),
+                          f)
+            line = self.hup(s2.agent)
+            self.assertIn("'tls.cert_file': could not open '%s'" % self.c.tls_path("gone.pem"),
+                          line)
+            self.assertIn("the tokens in use are kept, and so are the certificates", line)
+            self.assertEqual(self.served_cert(s2.agent_port), served)
+            self.assertEqual(self.c.tx(transfer(7, 8))[0], 200)
+        finally:
+            with open(path, "w") as f:
+                json.dump(cfg, f)
+            self.assertIn("tokens reloaded", self.hup(s2.agent))
+
     # ---- reload under load ----------------------------------------------------------
 
     def test_sighup_replaces_certificates_and_ca_under_load_without_failing_a_transaction(self):
