@@ -504,12 +504,8 @@ static void standby_handle(struct api_ctx *ctx, struct httpd_req *req, const cha
         httpd_reply_json(req, 503, jsonx_print(root));
         cJSON_Delete(root);
     } else if (strcmp(path, "/metrics") == 0 && strcmp(method, "GET") == 0) {
-        body = xasprintf("# HELP dtx_coordinator_active 1 when this process is its node's active "
-                         "coordinator, 0 for a standby.\n"
-                         "# TYPE dtx_coordinator_active gauge\n"
-                         "dtx_coordinator_active 0\n");
-        httpd_reply(req, 200, "text/plain; version=0.0.4", body, strlen(body));
-        free(body);
+        body = coord_render_standby_metrics(cfg->node_id);
+        httpd_reply(req, 200, "text/plain; version=0.0.4", body, strlen(body)); /* owns body */
     } else {
         httpd_reply_errorf(req, DTX_ESHUTDOWN,
                            "this coordinator is a standby of node '%s': another process of it "

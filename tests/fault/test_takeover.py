@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 
+import promtext
 from harness import ClusterTest
 from integration.test_install import NotifyListener
 
@@ -141,6 +142,11 @@ class TakeoverTest(ClusterTest):
         self.assertIn("standby", body["error"]["message"])
         status, h = self.c.health(self.active)
         self.assertEqual((status, h["role"]), (200, "active"))
+        for i, want in ((self.standby, 0.0), (self.active, 1.0)):  # exactly one active per node
+            status, text = self.c.request("GET", "/metrics", coord=i)
+            self.assertEqual(status, 200, text)
+            fam = promtext.parse(text)["dtx_coordinator_active"]
+            self.assertEqual((fam.type, fam.series()), ("gauge", [({"node": "c1"}, want)]))
 
     def test_a_standby_tells_its_service_manager_it_is_ready_and_which_role_it_has(self):
         # Under a Type=notify unit a standby that never said READY=1 would be killed as a
