@@ -182,6 +182,7 @@ static int start(void *arg, struct ev_loop *loop, struct httpd_opts *http, httpd
                                    .node = c->cfg.node_id,
                                    .holder = c->holder,
                                    .lease_ms = c->cfg.store_lease_ms,
+                                   .allow_fsync_off = c->cfg.store_allow_fsync_off,
                                    .loop = loop};
 
         coord_boot_id(c->holder, sizeof(c->holder));

@@ -98,6 +98,63 @@ class StoreTest(ClusterTest):
                               "WHERE node = 'c1' AND pos = %s" % (data, pos))
         self.c.start_coordinator()
 
+    def test_a_store_server_running_without_fsync_is_refused_unless_allowed(self):
+        self.c.stop_coordinator()
+        self.c.store_allow_fsync_off = False  # the test store runs with fsync = off
+        try:
+            self.c.start_coordinator(wait=False)
+
+            def claim_error():
+                status, h = self.c.health()
+                return h.get("lease", {}).get("error", "") if status == 503 else ""
+            self.wait_for(lambda: "fsync" in claim_error(), timeout=20,
+                          what="the claim to name fsync")
+            status, h = self.c.health()
+            self.assertEqual((status, h["role"]), (503, "standby"), h)
+            self.assertIn("allow_fsync_off", h["lease"]["error"])
+        finally:
+            self.c.store_allow_fsync_off = True
+            self.c.stop_coordinator()
+        self.c.start_coordinator()
+        self.assertIn("fsync = off", open(self.c.coordinator.log).read())  # allowed: warned
+
+    def test_a_store_that_warns_while_committing_a_decision_is_never_answered_200(self):
+        # A cancelled wait for the synchronous standby commits locally and only warns: the
+        # decision may not be on the standby. Any WARNING while a write commits is that
+        # doubt, so the process steps down rather than answer; here a trigger raises one.
+        self.c.store_psql("CREATE FUNCTION public.dtx_test_warn() RETURNS trigger LANGUAGE plpgsql"
+                          " AS $$BEGIN RAISE WARNING 'canceling wait for synchronous replication "
+                          "(a test)'; RETURN NEW; END$$; CREATE TRIGGER dtx_test_warn AFTER INSERT"
+                          " ON dtx_store.records FOR EACH ROW EXECUTE FUNCTION "
+                          "public.dtx_test_warn()")
+        try:
+            try:
+                status, body = self.c.request("POST", "/v1/transactions",
+                                              {"ops": transfer_ops(self.acct)}, timeout=20)
+            except OSError as e:
+                status, body = None, str(e)
+            self.assertNotEqual(status, 200, body)
+            self.assertTrue(self.c.coordinator.wait(15), "it steps down")
+            self.assertEqual(self.c.coordinator.exit_status(), 3)
+            self.assertIn("canceling wait", open(self.c.coordinator.log).read())
+        finally:
+            self.c.store_psql("DROP TRIGGER dtx_test_warn ON dtx_store.records; "
+                              "DROP FUNCTION public.dtx_test_warn()")
+        self.c.start_coordinator()
+        self.c.wait_active("c1")
+
+    def test_synchronous_commit_off_in_the_stores_database_is_put_back_on(self):
+        self.c.store_psql("ALTER DATABASE dtx SET synchronous_commit = off")
+        try:
+            self.c.stop_coordinator()
+            self.c.start_coordinator()
+            self.assertIn("synchronous_commit = off", open(self.c.coordinator.log).read())
+            status, body = self.c.request("POST", "/v1/transactions",
+                                          {"ops": transfer_ops(self.acct)})
+            self.assertEqual(status, 200, body)
+        finally:
+            self.c.store_psql("ALTER DATABASE dtx RESET synchronous_commit")
+
 
 class TakeoverTest(ClusterTest):
     """An active and a standby of node c1 on one postgres store."""
