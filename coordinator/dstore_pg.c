@@ -674,6 +674,27 @@ static void pg_describe(struct dstore *st, cJSON *obj)
     jsonx_add_num(obj, "lease_ms", s->lease_ms);
 }
 
+/*
+ * Gives the lease up once the writer is gone (nothing more is written under this term), so
+ * that a standby takes over at its next try. A term that lost the lease matches no row.
+ */
+static void release_lease(struct pgs *s)
+{
+    char term[24];
+    const char *vals[3] = {s->node, term, s->holder};
+    PGresult *res;
+
+    if (!s->conn)
+        return;
+    snprintf(term, sizeof(term), "%" PRIu64, s->term);
+    res = PQexecParams(s->conn, "SELECT dtx_store.release($1, $2::bigint, $3)", 3, NULL, vals, NULL,
+                       NULL, 0);
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+        strcmp(PQgetvalue(res, 0, 0), "t") == 0)
+        log_info("gave up the lease of coordinator node '%s' (term %" PRIu64 ")", s->node, s->term);
+    PQclear(res);
+}
+
 static void pg_close(struct dstore *st)
 {
     struct pgs *s = (struct pgs *)st;
@@ -681,6 +702,7 @@ static void pg_close(struct dstore *st)
     dsq_stop(&s->qs.q);
     pthread_join(s->thread, NULL);
     dsq_release(&s->qs.q);
+    release_lease(s);
     pgs_free(s);
 }
 

@@ -71,6 +71,16 @@ RETURNS boolean LANGUAGE sql AS $$
     SELECT EXISTS (SELECT 1 FROM r)
 $$;
 
+-- Gives up the lease of term t held by h (a graceful stop, after its last
+-- write): a standby takes over at its next try, not when the lease runs out.
+CREATE OR REPLACE FUNCTION dtx_store.release(n text, t bigint, h text)
+RETURNS boolean LANGUAGE sql AS $$
+    WITH r AS (
+        UPDATE dtx_store.leases x SET expires_at = '-infinity'
+            WHERE x.node = n AND x.term = t AND x.holder = h RETURNING 1)
+    SELECT EXISTS (SELECT 1 FROM r)
+$$;
+
 -- One group commit of term t, written from position p on: the records
 -- queued before a checkpoint, the checkpoint (which drops every older row),
 -- the records queued after it; each may be NULL. Refused (DX002) unless t
