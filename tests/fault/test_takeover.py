@@ -192,8 +192,10 @@ class TakeoverTest(ClusterTest):
 
     def test_the_standby_says_so_and_refuses_clients(self):
         # a standby just started answers before its first look at the lease: then it names none
-        self.wait_for(lambda: "term" in self.c.health(self.standby)[1].get("lease", {}),
-                      what="the standby to have looked at the lease")
+        def lease():
+            h = self.c.health(self.standby)[1]
+            return h.get("lease", {}) if isinstance(h, dict) else {}
+        self.wait_for(lambda: "term" in lease(), what="the standby to have looked at the lease")
         status, h = self.c.health(self.standby)
         self.assertEqual((status, h["role"], h["node_id"]), (503, "standby", "c1"), h)
         self.assertGreaterEqual(h["lease"]["term"], 1)
