@@ -121,6 +121,28 @@ static int check_settings(PGconn *c, bool allow_fsync_off, struct store_settings
 }
 
 /*
+ * No statement of the store may wait longer than three quarters of a lease (a lock held on
+ * its rows, a server that stopped answering over a healthy connection): by then the lease
+ * may be another process's, so the statement fails, and with it the store, and this process
+ * steps down instead of hanging while it still looks active.
+ */
+static int bound_statements(PGconn *c, uint32_t lease_ms, struct dtx_err *err)
+{
+    char sql[128];
+    PGresult *res;
+    int rc = 0;
+
+    snprintf(sql, sizeof(sql), "SET statement_timeout = %u; SET lock_timeout = %u",
+             lease_ms * 3 / 4, lease_ms * 3 / 4);
+    res = PQexec(c, sql);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        rc = dtx_err_set(err, DTX_EIO, "could not bound the decision store's statements: %s",
+                         PQresultErrorMessage(res));
+    PQclear(res);
+    return rc;
+}
+
+/*
  * Connects with timeouts derived from the lease (the conninfo's own
  * settings win: they come after), checks the server's durability
  * settings (check_settings; st may be NULL), keeps warnings in warning
@@ -150,7 +172,8 @@ static PGconn *store_connect(const char *conninfo, uint32_t lease_ms, bool allow
         return NULL;
     }
     PQsetNoticeReceiver(c, on_notice, warning);
-    if (check_settings(c, allow_fsync_off, st ? st : &unused, err) < 0) {
+    if (bound_statements(c, lease_ms, err) < 0 ||
+        check_settings(c, allow_fsync_off, st ? st : &unused, err) < 0) {
         PQfinish(c);
         return NULL;
     }

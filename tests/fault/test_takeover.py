@@ -143,6 +143,40 @@ class StoreTest(ClusterTest):
         self.c.start_coordinator()
         self.c.wait_active("c1")
 
+    def test_an_active_whose_store_hangs_steps_down_instead_of_hanging_with_it(self):
+        # The store answers nothing (a lock held on its lease row; a synchronous standby gone
+        # behaves alike) while the TCP connection stays healthy: no statement may wait past
+        # the lease, which a standby could take meanwhile.
+        locker = subprocess.Popen(
+            ["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-h", self.c.store.sock,
+             "-p", str(self.c.store.pg_port), "-d", "dtx"], stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+        try:
+            locker.stdin.write("BEGIN; LOCK TABLE dtx_store.leases; SELECT pg_sleep(60);\n")
+            locker.stdin.flush()
+            self.wait_for(lambda: self.c.store_psql(
+                "SELECT count(*) FROM pg_locks WHERE relation = 'dtx_store.leases'::regclass "
+                "AND mode = 'AccessExclusiveLock' AND granted")[0][0] == "1",
+                what="the lock to be held")
+            t0 = time.time()
+            try:
+                status, body = self.c.request("POST", "/v1/transactions",
+                                              {"ops": transfer_ops(self.acct)}, timeout=30)
+            except OSError as e:
+                status, body = None, str(e)
+            self.assertNotEqual(status, 200, body)
+            self.assertTrue(self.c.coordinator.wait(LEASE_MS / 1000 * 3), "it stepped down")
+            self.assertEqual(self.c.coordinator.exit_status(), 3)
+            print("stepped down %.1f s after its store hung (lease %d ms)" %
+                  (time.time() - t0, LEASE_MS))
+        finally:
+            locker.kill()  # its server process sleeps on, holding the lock: end it too
+            locker.wait()
+            self.c.store_psql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE relation = "
+                              "'dtx_store.leases'::regclass AND mode = 'AccessExclusiveLock'")
+        self.c.start_coordinator(wait=False)
+        self.c.wait_active("c1", timeout=TAKEOVER_S + 5)
+
     def test_synchronous_commit_off_in_the_stores_database_is_put_back_on(self):
         self.c.store_psql("ALTER DATABASE dtx SET synchronous_commit = off")
         try:
