@@ -53,6 +53,8 @@
 #define BYTEAOID           17
 #define CKPT_BYTES         (16u * 1024 * 1024) /* a checkpoint after this much was written */
 #define RECONNECT_PAUSE_MS 200
+/* sql/store/'s version: raise it with every change there (dtx_store.schema_version). */
+#define STORE_SCHEMA_VERSION 1
 
 extern const char dstore_pg_schema_sql[]; /* sql/store/, embedded by the Makefile */
 
@@ -142,6 +144,75 @@ static int bound_statements(PGconn *c, uint32_t lease_ms, struct dtx_err *err)
     return rc;
 }
 
+/* The store's schema version (0: none yet), inside ensure_schema's transaction; -1 on error. */
+static int schema_version(PGconn *c, struct dtx_err *err)
+{
+    PGresult *res = PQexec(c, "SELECT to_regclass('dtx_store.schema_version') IS NOT NULL");
+    int v = -1;
+
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+        strcmp(PQgetvalue(res, 0, 0), "f") == 0) {
+        v = 0;
+    } else if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+        PQclear(res);
+        res = PQexec(c, "SELECT coalesce(max(version), 0) FROM dtx_store.schema_version");
+        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+            v = atoi(PQgetvalue(res, 0, 0));
+    }
+    if (v < 0)
+        dtx_err_set(err, DTX_EIO, "could not read the decision store's schema version: %s",
+                    PQresultErrorMessage(res));
+    PQclear(res);
+    return v;
+}
+
+/*
+ * Creates the schema (sql/store/) when the store has none or an older version, in one
+ * transaction under a lock (coordinators starting together do not race); a store of a newer
+ * version is refused: this coordinator does not know its functions.
+ */
+static int ensure_schema(PGconn *c, struct dtx_err *err)
+{
+    char upsert[160];
+    PGresult *res = PQexec(c, "BEGIN; SELECT pg_advisory_xact_lock(hashtext('dtx_store schema'))");
+    int rc = 0, v;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = dtx_err_set(err, DTX_EIO, "could not lock the decision store's schema: %s",
+                         PQresultErrorMessage(res));
+        PQclear(res);
+        return rc;
+    }
+    PQclear(res);
+    v = schema_version(c, err);
+    if (v < 0)
+        return DTX_EIO;
+    if (v > STORE_SCHEMA_VERSION)
+        return dtx_err_set(err, DTX_EIO,
+                           "the decision store's schema (dtx_store) is version %d, newer than "
+                           "this coordinator's (%d): run the newer coordinator",
+                           v, STORE_SCHEMA_VERSION);
+    res = PQexec(c, v == STORE_SCHEMA_VERSION ? "SELECT 1" : dstore_pg_schema_sql);
+    if (PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK) {
+        PQclear(res);
+        snprintf(upsert, sizeof(upsert),
+                 "INSERT INTO dtx_store.schema_version VALUES (true, %d) ON CONFLICT (one) DO "
+                 "UPDATE SET version = excluded.version",
+                 STORE_SCHEMA_VERSION);
+        res = PQexec(c, v == STORE_SCHEMA_VERSION ? "SELECT 1" : upsert);
+    }
+    if (PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK) {
+        PQclear(res);
+        res = PQexec(c, "COMMIT");
+    }
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        rc = dtx_err_set(err, DTX_EIO,
+                         "could not create the decision store's schema (dtx_store): %s",
+                         PQresultErrorMessage(res));
+    PQclear(res);
+    return rc;
+}
+
 /*
  * Connects with timeouts derived from the lease (the conninfo's own
  * settings win: they come after), checks the server's durability
@@ -159,7 +230,6 @@ static PGconn *store_connect(const char *conninfo, uint32_t lease_ms, bool allow
     const char *vals[] = {"dtx-coordinator", connect, user_timeout, "1", idle, "1", "2",
                           conninfo,          NULL};
     PGconn *c;
-    PGresult *res;
 
     snprintf(user_timeout, sizeof(user_timeout), "%u", lease_ms / 3);
     snprintf(idle, sizeof(idle), "%u", lease_ms / 3000 > 0 ? lease_ms / 3000 : 1);
@@ -177,24 +247,10 @@ static PGconn *store_connect(const char *conninfo, uint32_t lease_ms, bool allow
         PQfinish(c);
         return NULL;
     }
-    /* in one transaction, under a lock: coordinators starting together do not race */
-    res = PQexec(c, "BEGIN; SELECT pg_advisory_xact_lock(hashtext('dtx_store schema'))");
-    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
-        PQclear(res);
-        res = PQexec(c, dstore_pg_schema_sql);
-    }
-    if (PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK) {
-        PQclear(res);
-        res = PQexec(c, "COMMIT");
-    }
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        dtx_err_set(err, DTX_EIO, "could not create the decision store's schema (dtx_store): %s",
-                    PQresultErrorMessage(res));
-        PQclear(res);
+    if (ensure_schema(c, err) < 0) {
         PQfinish(c);
         return NULL;
     }
-    PQclear(res);
     return c;
 }
 

@@ -112,3 +112,14 @@ BEGIN
     END IF;
     RETURN p;
 END $$;
+
+-- schema_version: the version of this schema that made the store
+-- (coordinator/dstore_pg.c, STORE_SCHEMA_VERSION). A coordinator runs this
+-- file only when the store's version is older than its own, and refuses a
+-- store of a newer version: the functions are not replaced at every
+-- connect, under an active that calls them, and the role a coordinator
+-- connects as needs no right to change them once they exist.
+CREATE TABLE IF NOT EXISTS dtx_store.schema_version (
+    one     boolean PRIMARY KEY DEFAULT true CHECK (one),
+    version integer NOT NULL
+);

@@ -177,6 +177,30 @@ class StoreTest(ClusterTest):
         self.c.start_coordinator(wait=False)
         self.c.wait_active("c1", timeout=TAKEOVER_S + 5)
 
+    def test_a_store_of_a_newer_schema_version_is_refused_and_one_as_new_is_left_alone(self):
+        [[v]] = self.c.store_psql("SELECT version FROM dtx_store.schema_version")
+        self.assertGreaterEqual(int(v), 1)
+        # the same version: the functions are not made again at every connect
+        self.c.store_psql("COMMENT ON FUNCTION dtx_store.renew(text, bigint, text, integer) IS "
+                          "'left alone'")
+        self.c.stop_coordinator()
+        self.c.store_psql("UPDATE dtx_store.schema_version SET version = version + 1")
+        try:
+            self.c.start_coordinator(wait=False)
+
+            def claim_error():
+                status, h = self.c.health()
+                return h.get("lease", {}).get("error", "") if status == 503 else ""
+            self.wait_for(lambda: "newer than this coordinator" in claim_error(), timeout=20,
+                          what="the claim to refuse the newer schema")
+        finally:
+            self.c.store_psql("UPDATE dtx_store.schema_version SET version = %s" % v)
+            self.c.stop_coordinator()
+        self.c.start_coordinator()
+        self.assertEqual(self.c.store_psql(
+            "SELECT obj_description('dtx_store.renew(text, bigint, text, integer)'::regprocedure)"),
+            [["left alone"]])
+
     def test_synchronous_commit_off_in_the_stores_database_is_put_back_on(self):
         self.c.store_psql("ALTER DATABASE dtx SET synchronous_commit = off")
         try:
