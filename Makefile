@@ -3,6 +3,8 @@
 #   make              build bin/dtx-coordinator, bin/dtx-participant, bin/dtxctl
 #   make demo         install what is missing, build, run a 3-shard demo
 #   make check        install what is missing, build, run every test
+#   make fuzz FUZZ_SECS=N
+#                     run each libFuzzer target (tests/fuzz) for N seconds (default 60)
 #   make bench        install what is missing, build, run the benchmark
 #   make model        model-check three-phase commit in depth (SPIN; 15-20 min, ~10 GB)
 #   make bench-compare BASE=DIR
@@ -12,9 +14,10 @@
 #                     units under PREFIX (default /usr/local), into DESTDIR if set
 #   make deb          build a Debian package of HEAD into build/deb/ (tools/make-deb)
 #
-# Two build variants share the sources: the release build (build/release,
-# binaries in bin/) and the sanitizer build (build/san, binaries in
-# build/san/bin), which `make check` uses for the unit and integration tests.
+# Three build variants share the sources: the release build (build/release,
+# binaries in bin/), the sanitizer build (build/san, binaries in
+# build/san/bin), which `make check` uses for the unit and integration tests,
+# and the fuzz build (build/fuzz, clang and libFuzzer) for tests/fuzz.
 
 VARIANT ?= release
 BUILD   := build/$(VARIANT)
@@ -23,6 +26,14 @@ ifeq ($(VARIANT),san)
 BINDIR  := $(BUILD)/bin
 OPT     := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 LDOPT   := -fsanitize=address,undefined
+else ifeq ($(VARIANT),fuzz)
+# libFuzzer (tests/fuzz, tools/run-fuzz): clang only; every module object carries coverage
+# instrumentation.
+CC      := clang
+BINDIR  := $(BUILD)/bin
+OPT     := -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer-no-link,address,undefined \
+           -fno-sanitize-recover=undefined
+LDOPT   := -fsanitize=fuzzer,address,undefined
 else
 BINDIR  := bin
 OPT     := -O2 -g
@@ -38,6 +49,11 @@ CPPFLAGS := -D_GNU_SOURCE -Iinclude -I$(shell pg_config --includedir 2>/dev/null
 EXTRA_CFLAGS  ?=
 EXTRA_LDFLAGS ?=
 CFLAGS  := -std=c11 $(OPT) $(WARN) -MMD -MP $(EXTRA_CFLAGS)
+ifeq ($(VARIANT),fuzz)
+# clang's -Wformat=2 also flags the vsnprintf in libmicrohttpd's log callback (common/httpd.c),
+# whose format comes from the library.
+CFLAGS  += -Wno-format-nonliteral
+endif
 LDOPT   += $(EXTRA_LDFLAGS)
 LDLIBS_HTTP := -lmicrohttpd -lcjson -lnettle -lpthread
 
@@ -58,7 +74,7 @@ PROGS := $(BINDIR)/dtx-coordinator $(BINDIR)/dtx-participant $(BINDIR)/dtxctl \
          $(BINDIR)/dtx-loadgen $(BINDIR)/dtx-handrolled
 
 .PHONY: all deps demo check unit unit-bin integration fault soak model bench bench-compare format format-check clean san \
-        install uninstall deb
+        install uninstall deb fuzz fuzz-bin fuzz-short
 
 all: $(PROGS)
 
@@ -132,6 +148,20 @@ $(BUILD)/tests/test_%: tests/unit/test_%.c $(COORD_OBJ) $(PART_OBJ) $(BUILD)/lib
 
 unit-bin: $(UNIT_BIN)
 
+# libFuzzer targets (VARIANT=fuzz): each tests/fuzz/fuzz_NAME.c with every module object, as
+# the unit tests; tools/run-fuzz runs them on their seed corpora (tests/fuzz/corpus/NAME).
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/tests/%)
+
+# (clang's -MMD names the headers too, as prerequisites of the program: they are no inputs.)
+$(BUILD)/tests/fuzz_%: tests/fuzz/fuzz_%.c $(COORD_OBJ) $(PART_OBJ) $(BUILD)/libdtxcommon.a
+	@mkdir -p $(dir $@)
+	@echo "  LINK    $@"
+	@$(CC) $(CPPFLAGS) -Icoordinator -Iparticipant $(CFLAGS) $(LDOPT) \
+		-o $@ $(filter-out %.h,$^) $(LDLIBS_HTTP) -lz -lpq
+
+fuzz-bin: $(FUZZ_BIN)
+
 deps:
 	@./tools/install-deps
 
@@ -153,6 +183,7 @@ check: deps
 	@$(MAKE) --no-print-directory VARIANT=san all unit-bin
 	@./tools/run-unit build/san/tests
 	@./tools/run-model quick
+	@$(MAKE) --no-print-directory fuzz-short
 	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/run.py integration fault
 	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/soak.py --seconds 45
 	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/soak.py --seconds 30 --protocol 3pc
@@ -170,6 +201,17 @@ SOAK_ARGS ?=
 soak: deps san
 	@DTX_BIN=$(CURDIR)/build/san/bin /usr/bin/python3 tests/soak.py --seconds $(SECS) \
 		--protocol $(PROTOCOL) $(SOAK_ARGS)
+
+# Every fuzz target for FUZZ_SECS seconds (tools/run-fuzz says how to keep what it found);
+# fuzz-short (in make check) runs each for a few seconds.
+FUZZ_SECS ?= 60
+fuzz: deps
+	@$(MAKE) --no-print-directory VARIANT=fuzz fuzz-bin
+	@./tools/run-fuzz --seconds $(FUZZ_SECS) build/fuzz
+
+fuzz-short: deps
+	@$(MAKE) --no-print-directory VARIANT=fuzz fuzz-bin
+	@./tools/run-fuzz --seconds 8 build/fuzz
 
 demo: deps
 	@$(MAKE) --no-print-directory all

@@ -142,6 +142,11 @@ struct httpd_req {
     bool suspended;
     bool answered;
     struct list_node link; /* on srv->pending while suspended */
+    struct {
+        char name[32];
+        char value[160];
+    } extra[HTTPD_REPLY_HEADERS_MAX]; /* added to the reply (httpd_req_add_reply_header) */
+    int nextra;
 };
 
 struct httpd_upgraded {
@@ -518,6 +523,8 @@ static void req_queue(struct httpd_req *req, unsigned status, struct MHD_Respons
     xnonnull(resp);
     if (status == 429)
         MHD_add_response_header(resp, "Retry-After", "1"); /* every "too busy" says when again */
+    for (int i = 0; i < req->nextra; i++)
+        MHD_add_response_header(resp, req->extra[i].name, req->extra[i].value);
     req->answered = true;
     conn_served(req->conn);
     if (MHD_queue_response(req->con, status, resp) != MHD_YES)
@@ -529,6 +536,16 @@ static void req_queue(struct httpd_req *req, unsigned status, struct MHD_Respons
         MHD_resume_connection(req->con);
         ev_defer(srv->loop, &srv->rerun);
     }
+}
+
+void httpd_req_add_reply_header(struct httpd_req *req, const char *name, const char *value)
+{
+    if (req->nextra >= HTTPD_REPLY_HEADERS_MAX || strlen(name) >= sizeof(req->extra[0].name) ||
+        strlen(value) >= sizeof(req->extra[0].value))
+        return;
+    strcpy(req->extra[req->nextra].name, name);
+    strcpy(req->extra[req->nextra].value, value);
+    req->nextra++;
 }
 
 void httpd_reply(struct httpd_req *req, unsigned status, const char *content_type, char *body,

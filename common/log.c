@@ -60,6 +60,11 @@ struct log_ctx log_ctx_set(struct log_ctx ctx)
     return prev;
 }
 
+struct log_ctx log_ctx_get(void)
+{
+    return log_context;
+}
+
 struct log_ctx log_ctx_gtid(const char *gtid)
 {
     struct log_ctx prev = log_context;

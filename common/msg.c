@@ -4,7 +4,9 @@
 #include "dtx/msg.h"
 #include "dtx/jsonx.h"
 
+#include <ctype.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -83,7 +85,8 @@ static void parse_error(const cJSON *root, struct dtx_err *e)
     copy_str(obj, "table", e->table, sizeof(e->table));
     copy_str(obj, "column", e->column, sizeof(e->column));
     v = cJSON_GetObjectItemCaseSensitive(obj, "op");
-    if (jsonx_is_safe_int(v))
+    /* an index into the request; any other number is no op (converting it to int is undefined) */
+    if (jsonx_is_safe_int(v) && v->valuedouble >= 0 && v->valuedouble <= INT_MAX)
         e->op = (int)v->valuedouble;
 }
 
@@ -110,6 +113,20 @@ static int parse_3pc(struct msg *m, struct dtx_err *err)
     return 0;
 }
 
+/* A request id or trace context safe to log and pass on: 1..max of [A-Za-z0-9._:-]. */
+static bool trace_field_ok(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+
+    if (n == 0 || n > max)
+        return false;
+    for (; *s; s++) {
+        if (!isalnum((unsigned char)*s) && !strchr("._:-", *s))
+            return false;
+    }
+    return true;
+}
+
 static int parse_fields(struct msg *m, struct dtx_err *err)
 {
     const cJSON *root = m->root;
@@ -117,6 +134,13 @@ static int parse_fields(struct msg *m, struct dtx_err *err)
     int64_t n = 0;
     int rc = 0;
 
+    if (jsonx_str(root, "", "request_id", false, &m->request_id, err) < 0 ||
+        jsonx_str(root, "", "traceparent", false, &m->traceparent, err) < 0)
+        return DTX_EPROTO;
+    if (m->request_id && !trace_field_ok(m->request_id, 128))
+        m->request_id = NULL; /* only for the logs: never worth refusing a message for */
+    if (m->traceparent && !trace_field_ok(m->traceparent, 55))
+        m->traceparent = NULL;
     if (jsonx_str(root, "", "gtid", false, &m->gtid, err) < 0 ||
         jsonx_int(root, "", "timeout_ms", false, 0, UINT32_MAX, &n, err) < 0 ||
         jsonx_int(root, "", "epoch", false, 0, INT64_MAX, (int64_t *)&m->epoch, err) < 0)

@@ -20,6 +20,7 @@
 #include "dtx/admin.h"
 #include "dtx/coord.h"
 #include "dtx/dstore_pg.h"
+#include "dtx/ev.h"
 #include "dtx/hmap.h"
 #include "dtx/jsonx.h"
 #include "dtx/log.h"
@@ -27,6 +28,8 @@
 #include "dtx/sqlcheck.h"
 #include "dtx/xalloc.h"
 
+#include <ctype.h>
+#include <sys/random.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -515,9 +518,105 @@ static void standby_handle(struct api_ctx *ctx, struct httpd_req *req, const cha
     }
 }
 
+/* ---- request ids and trace context --------------------------------------------- */
+
+/* A request's id and W3C trace context, as logged, passed on and answered. */
+struct api_trace {
+    char id[129];
+    char parent[56];
+};
+
+static bool id_ok(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+
+    if (n == 0 || n > 128)
+        return false;
+    for (; *s; s++) {
+        if (!isalnum((unsigned char)*s) && !strchr("._:-", *s))
+            return false;
+    }
+    return true;
+}
+
+/* n lowercase hex digits, not all zero. */
+static bool hex_ok(const char *s, size_t n)
+{
+    bool nonzero = false;
+
+    for (size_t i = 0; i < n; i++) {
+        if (!isxdigit((unsigned char)s[i]) || isupper((unsigned char)s[i]))
+            return false;
+        nonzero |= s[i] != '0';
+    }
+    return nonzero;
+}
+
+/* "00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>" (version 00, W3C Trace Context). */
+static bool traceparent_ok(const char *s)
+{
+    return s && strlen(s) == 55 && strncmp(s, "00-", 3) == 0 && hex_ok(s + 3, 32) && s[35] == '-' &&
+           hex_ok(s + 36, 16) && s[52] == '-' && isxdigit((unsigned char)s[53]) &&
+           isxdigit((unsigned char)s[54]) && !isupper((unsigned char)s[53]) &&
+           !isupper((unsigned char)s[54]);
+}
+
+static void random_hex(char *out, size_t ndigits)
+{
+    unsigned char r[32];
+    size_t n = (ndigits + 1) / 2;
+
+    if (getrandom(r, n, 0) != (ssize_t)n)
+        for (size_t i = 0; i < n; i++)
+            r[i] = (unsigned char)(ev_clock_us() >> (i % 8));
+    for (size_t i = 0; i < ndigits; i++)
+        out[i] = "0123456789abcdef"[(r[i / 2] >> (i % 2 ? 0 : 4)) & 0xf];
+    out[ndigits] = '\0';
+}
+
+/*
+ * The client's X-Request-Id when it is 1-128 of [A-Za-z0-9._:-], else a new
+ * one; its traceparent when well-formed, else a new trace (a malformed one
+ * is dropped, as W3C Trace Context says). Both are answered in the reply's
+ * headers.
+ */
+static void trace_of(struct httpd_req *req, struct api_trace *t)
+{
+    const char *id = httpd_req_header(req, "X-Request-Id");
+    const char *tp = httpd_req_header(req, "traceparent");
+
+    if (id_ok(id))
+        snprintf(t->id, sizeof(t->id), "%s", id);
+    else
+        random_hex(t->id, 16);
+    if (traceparent_ok(tp)) {
+        snprintf(t->parent, sizeof(t->parent), "%s", tp);
+    } else {
+        char trace[33], span[17];
+
+        random_hex(trace, 32);
+        random_hex(span, 16);
+        snprintf(t->parent, sizeof(t->parent), "00-%s-%s-00", trace, span);
+    }
+    httpd_req_add_reply_header(req, "X-Request-Id", t->id);
+    httpd_req_add_reply_header(req, "traceparent", t->parent);
+}
+
+static void route(struct api_ctx *ctx, struct httpd_req *req);
+
 void api_handle(void *arg, struct httpd_req *req)
 {
-    struct api_ctx *ctx = arg;
+    struct api_trace t;
+    struct log_ctx prev;
+
+    trace_of(req, &t);
+    prev = log_ctx_set((struct log_ctx){.request_id = t.id, .traceparent = t.parent});
+    route(arg, req);
+    log_ctx_set(prev);
+}
+
+static void route(struct api_ctx *ctx, struct httpd_req *req)
+{
     struct coord *co = ctx->co;
     const char *path = httpd_req_path(req);
     const char *method = httpd_req_method(req);

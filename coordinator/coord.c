@@ -76,6 +76,17 @@ static void add_3pc(struct coord *co, const struct tx *tx, enum tx_send what, cJ
     jsonx_add(m, "peers", peers);
 }
 
+/* The request a message serves (tx_step set it: log.h), for the participant's logs. */
+static void add_trace(cJSON *m)
+{
+    struct log_ctx c = log_ctx_get();
+
+    if (c.request_id)
+        jsonx_add_str(m, "request_id", c.request_id);
+    if (c.traceparent)
+        jsonx_add_str(m, "traceparent", c.traceparent);
+}
+
 static int env_send(struct tx *tx, struct tx_branch *b, enum tx_send what)
 {
     struct coord *co = coord_of(tx);
@@ -93,6 +104,7 @@ static int env_send(struct tx *tx, struct tx_branch *b, enum tx_send what)
     m = tx_message(tx, b, what);
     if (tx_protocol(tx) == 3 && what != TX_SEND_ACCEPT)
         add_3pc(co, tx, what, m);
+    add_trace(m);
     s = jsonx_print(m);
     rc = coord_link_send(co, shard, s, strlen(s));
     free(s);
@@ -287,6 +299,8 @@ static struct txent *build_tx(struct coord *co, struct txreq *req)
         .idem_key = req->idem_key,
         .req_hash = req->hash,
         .created_wall_us = ev_wall_us(),
+        .request_id = log_ctx_get().request_id, /* api.c: the request being served */
+        .traceparent = log_ctx_get().traceparent,
     };
     struct txent *e;
 

@@ -418,8 +418,16 @@ int tx_step(struct tx *tx, enum tx_event ev, const struct tx_evarg *arg)
     static const struct tx_evarg none = {0};
     const struct tx_evarg *a = arg ? arg : &none;
     bool deciding = tx->state == TX_PREPARING;
-    struct log_ctx prev = log_ctx_gtid(tx->gtid); /* every line of the step names it */
+    struct log_ctx prev = log_ctx_get();
     int rc = 0;
+
+    /* every line of the step names it, and the request being served (else the one that began
+     * it) */
+    log_ctx_set((struct log_ctx){
+        .gtid = tx->gtid,
+        .request_id = prev.request_id ? prev.request_id : tx->request_id,
+        .traceparent = prev.request_id ? prev.traceparent : tx->traceparent,
+    });
 
     while (ev != TXE_NONE && (rc = tx_step_one(tx, ev, a, &ev)) == 0)
         a = &none;
@@ -1047,6 +1055,8 @@ struct tx *tx_new(const struct tx_params *p, const struct tx_env *env, void *own
     tx->commit_wait_ms = p->commit_wait_ms;
     tx->results_limit = p->results_limit;
     tx->idem_key = p->idem_key ? xstrdup(p->idem_key) : NULL;
+    tx->request_id = p->request_id ? xstrdup(p->request_id) : NULL;
+    tx->traceparent = p->traceparent ? xstrdup(p->traceparent) : NULL;
     tx->req_hash = p->req_hash;
     tx->created_wall_us = p->created_wall_us;
     tx->born_us = tx->state_since_us = ev_clock_us();
@@ -1065,6 +1075,8 @@ void tx_free(struct tx *tx)
     free(tx->branches);
     free(tx->ops);
     free(tx->idem_key);
+    free(tx->request_id);
+    free(tx->traceparent);
     free(tx->stored_results);
     free(tx->error);
     free(tx);

@@ -82,6 +82,8 @@ struct tx {
     enum tx_call call; /* interactive: the request being served */
     uint32_t idle_ms;  /* interactive: aborted when idle this long */
     char *idem_key;    /* may be NULL */
+    char *request_id;  /* the request that began it, for the logs and participants (or NULL) */
+    char *traceparent; /* its trace context (or NULL) */
     uint64_t req_hash;
     uint64_t created_wall_us;
     uint64_t decided_wall_us;

@@ -221,6 +221,10 @@ static void finish(struct agent *ag, struct peer *peer, const char *gtid, uint64
 
 void agent_on_message(struct agent *ag, struct peer *peer, struct msg *m)
 {
+    /* what this message's lines are about, and what a branch it begins remembers */
+    struct log_ctx prev = log_ctx_set((struct log_ctx){
+        .gtid = m->gtid, .request_id = m->request_id, .traceparent = m->traceparent});
+
     switch (m->type) {
     case MSG_PREPARE:
     case MSG_ONE_PHASE:
@@ -242,6 +246,7 @@ void agent_on_message(struct agent *ag, struct peer *peer, struct msg *m)
         log_warn("coordinator sent an unexpected message");
         break;
     }
+    log_ctx_set(prev);
 }
 
 void agent_on_hello(struct agent *ag, struct peer *peer)

@@ -396,6 +396,11 @@ struct branch *branch_new(struct branches *t, const char *gtid, struct peer *pee
     b->state = B_NEW;
     snprintf(b->gtid, sizeof(b->gtid), "%s", gtid);
     gid_format(b->gid, sizeof(b->gid), gtid, t->env->shard);
+    /* the request its first message serves (agent_on_message set it), for every later line */
+    snprintf(b->request_id, sizeof(b->request_id), "%s",
+             log_ctx_get().request_id ? log_ctx_get().request_id : "");
+    snprintf(b->traceparent, sizeof(b->traceparent), "%s",
+             log_ctx_get().traceparent ? log_ctx_get().traceparent : "");
     list_init(&b->finishes);
     ev_timer_init(&b->deadline, on_deadline, b);
     hmap_put(&t->by_gtid, &b->node, b->gtid);
@@ -428,12 +433,21 @@ int branch_step(struct branch *b, enum branch_event ev, const struct branch_evar
 {
     static const struct branch_evarg none = {0};
     const struct branch_evarg *a = arg ? arg : &none;
-    char gtid[DTX_GTID_MAX + 1];
-    struct log_ctx prev;
+    char gtid[DTX_GTID_MAX + 1], req[sizeof(b->request_id)], tp[sizeof(b->traceparent)];
+    struct log_ctx prev = log_ctx_get();
     int rc = 0;
 
-    snprintf(gtid, sizeof(gtid), "%s", b->gtid); /* b may be freed below */
-    prev = log_ctx_gtid(gtid);
+    /* b may be freed below: copies */
+    snprintf(gtid, sizeof(gtid), "%s", b->gtid);
+    snprintf(req, sizeof(req), "%s", b->request_id);
+    snprintf(tp, sizeof(tp), "%s", b->traceparent);
+    log_ctx_set((struct log_ctx){.gtid = gtid,
+                                 .request_id = prev.request_id ? prev.request_id
+                                               : req[0]        ? req
+                                                               : NULL,
+                                 .traceparent = prev.request_id ? prev.traceparent
+                                                : tp[0]         ? tp
+                                                                : NULL});
     while (ev != NO_EVENT && (rc = branch_step_one(b, ev, a, &ev)) == 0)
         a = &none;
     if (b->state == B_GONE)

@@ -45,6 +45,8 @@ struct branch {
     struct ev_timer deadline; /* a running branch past this is cancelled, an open one rolled back */
     char gtid[DTX_GTID_MAX + 1];
     char gid[DTX_GID_MAX + 1];
+    char request_id[129]; /* the client request it serves (log.h), "" when none */
+    char traceparent[56];
     enum branch_state state;
     bool interactive;
     bool ack_rollback;      /* ROLLING_BACK: an abort was asked for; acknowledge it */

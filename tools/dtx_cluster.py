@@ -848,12 +848,20 @@ class Cluster:
             cfg["coordinators"] = [self.url(co.i) for co in self.coords]
         if not self.fsync:
             cfg["allow_fsync_off"] = True  # a throwaway test database; the agent warns
+        self._open_hosts_auth(cfg)
         cfg.update(self.agent_extra)
         cmd = self._agent_cmd(sh)
         with open(cmd[-1], "w") as f:
             json.dump(cfg, f, indent=2)
         return Proc(sh.name, cmd, os.path.join(sh.dir, "participant.log"),
                     prefix=self.prefix(sh.name))
+
+    def _open_hosts_auth(self, cfg):
+        """A daemon on a test host listens on a 198.18/15 address, not loopback, and so
+        refuses to start without tokens unless told it may: the hosts are namespaces this
+        tool made and nothing else can reach. A test that wants tokens gives its own 'auth'."""
+        if self.hosts:
+            cfg["auth"] = {"allow_unauthenticated": True}
 
     def _agent_cmd(self, sh):
         """The participant's command line; its last argument is its config file."""
@@ -870,6 +878,7 @@ class Cluster:
                                      "lease_ms": self.store_lease_ms}
         else:
             cfg["log_dir"] = co.log_dir
+        self._open_hosts_auth(cfg)
         cfg.update(self.coord_extra)
         cmd = self._coord_cmd(i)
         with open(cmd[-1], "w") as f:

@@ -105,6 +105,16 @@ int httpd_req_json_body(const struct httpd_req *req, const char **body, size_t *
  */
 bool httpd_req_has_token(const struct httpd_req *req, const struct auth_token *t);
 
+#define HTTPD_REPLY_HEADERS_MAX 4
+
+/*
+ * A header the reply will carry, whenever and however it is sent (names
+ * under 32 bytes, values under 160; beyond HTTPD_REPLY_HEADERS_MAX, or
+ * longer, it is dropped). The caller checks that value is a valid header
+ * value (no CR, LF).
+ */
+void httpd_req_add_reply_header(struct httpd_req *req, const char *name, const char *value);
+
 /*
  * Sends the reply. body is malloc'd and owned by the server from here on
  * (NULL with len 0 for an empty body). After this call req is gone.

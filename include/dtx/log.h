@@ -46,6 +46,8 @@ struct log_ctx {
 struct log_ctx log_ctx_set(struct log_ctx ctx);
 /* Like log_ctx_set, changing the gtid only. */
 struct log_ctx log_ctx_gtid(const char *gtid);
+/* What this thread's lines are about now. */
+struct log_ctx log_ctx_get(void);
 
 /* True when messages at this level are printed; lets callers skip building them. */
 bool log_enabled(enum log_level level);

@@ -90,14 +90,17 @@ struct msg {
     const cJSON *ops;
     uint32_t timeout_ms;
     uint32_t idle_ms;
-    bool interactive;     /* prepare / one_phase: end the branch's open transaction */
-    uint64_t xid;         /* 0: none */
-    const char *db;       /* vote, commit: the database's identity (NULL: none) */
-    bool three_pc;        /* prepare, exec: "protocol": 3 */
-    const cJSON *peers;   /* prepare (3PC): the transaction's acceptors */
-    struct ballot ballot; /* accept: the ballot; accepted: the promise it holds */
-    const char *value;    /* accept: "commit" */
-    bool ok;              /* accepted */
+    bool interactive;        /* prepare / one_phase: end the branch's open transaction */
+    uint64_t xid;            /* 0: none */
+    const char *db;          /* vote, commit: the database's identity (NULL: none) */
+    bool three_pc;           /* prepare, exec: "protocol": 3 */
+    const cJSON *peers;      /* prepare (3PC): the transaction's acceptors */
+    struct ballot ballot;    /* accept: the ballot; accepted: the promise it holds */
+    const char *value;       /* accept: "commit" */
+    bool ok;                 /* accepted */
+    const char *request_id;  /* prepare, one_phase, exec, commit, abort: the client request it
+                                serves (NULL: none), for the logs */
+    const char *traceparent; /* ... and its W3C trace context */
     enum msg_vote vote;
     enum msg_outcome outcome;
     const char *trailer; /* RESULTS: "\n" R per op; points into the frame */

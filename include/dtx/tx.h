@@ -167,6 +167,8 @@ struct tx_params {
     const char *idem_key;     /* copied; NULL for none */
     uint64_t req_hash;        /* of the request, to refuse a reused idempotency key */
     uint64_t created_wall_us; /* 0 for a transaction rebuilt from the decision store */
+    const char *request_id;   /* copied: the client request that began it (NULL: none) */
+    const char *traceparent;  /* copied: its W3C trace context (NULL: none) */
 };
 
 /*

@@ -4,6 +4,8 @@ notices as one log line each, at a bounded rate; no libmicrohttpd warning
 at start; and a participant's "in doubt" line once per change (or 30 s),
 not once per recovery round."""
 
+import http.client
+import json
 import os
 import re
 import subprocess
@@ -168,3 +170,54 @@ class InDoubtWhileDownLogTest(InDoubtLog, ClusterTest):
         lines = self.lines_with("in doubt")[before:]
         self.assertEqual(len(lines), 1, lines)
         self.assertIn("could not connect", lines[0])
+
+
+class TracingTest(ClusterTest):
+    """Structured logs, request ids and W3C trace context (docs/api.md, "Request ids and
+    tracing"): a client's X-Request-Id and traceparent are answered, logged with the gtid on
+    the coordinator and on every participant the transaction reaches."""
+
+    SHARDS = 2
+    COORD = {"log_format": "logfmt"}
+    AGENT = {"log_format": "json", "log_level": "debug"}
+    TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+    def post(self, body, headers):
+        conn = http.client.HTTPConnection("127.0.0.1", self.c.coord_port, timeout=20)
+        try:
+            conn.request("POST", "/v1/transactions", json.dumps(body),
+                         dict({"Content-Type": "application/json"}, **headers))
+            resp = conn.getresponse()
+            return resp.status, dict(resp.getheaders()), json.loads(resp.read())
+        finally:
+            conn.close()
+
+    def test_a_request_id_and_trace_reach_every_log_line_of_the_transaction(self):
+        ops = [{"shard": "s1", "sql": "UPDATE accounts SET balance = balance WHERE id = 1"},
+               {"shard": "s2", "sql": "UPDATE accounts SET balance = balance WHERE id = 1"}]
+        status, hdrs, body = self.post({"ops": ops}, {"X-Request-Id": "order-7:retry.1",
+                                                      "traceparent": self.TRACE})
+        self.assertEqual(status, 200, body)
+        self.assertEqual((hdrs["X-Request-Id"], hdrs["traceparent"]),
+                         ("order-7:retry.1", self.TRACE))
+        gtid = body["gtid"]
+        for sh in self.c.shards:  # the participants log it, as JSON lines
+            lines = [json.loads(x) for x in read(sh.agent.log).splitlines()
+                     if x.startswith("{")]
+            mine = [x for x in lines if x.get("gtid") == gtid]
+            self.assertTrue(mine, "%s logged nothing about %s" % (sh.name, gtid))
+            self.assertEqual({(x.get("request_id"), x.get("traceparent")) for x in mine},
+                             {("order-7:retry.1", self.TRACE)}, mine)
+        coord = [x for x in read(self.c.coordinator.log).splitlines() if x.startswith("ts=")]
+        self.assertTrue(coord and all(" level=" in x and " msg=" in x for x in coord))
+
+    def test_a_bad_request_id_or_trace_is_replaced_by_a_new_one(self):
+        ops = [{"shard": "s1", "sql": "SELECT 1"}]
+        status, hdrs, _ = self.post({"ops": ops}, {"X-Request-Id": "has space",
+                                                   "traceparent": "00-" + "0" * 32 + "-x-01"})
+        self.assertEqual(status, 200)
+        self.assertRegex(hdrs["X-Request-Id"], r"^[0-9a-f]{16}$")
+        self.assertRegex(hdrs["traceparent"], r"^00-[0-9a-f]{32}-[0-9a-f]{16}-00$")
+        self.assertNotIn("0" * 32, hdrs["traceparent"])
+        status, hdrs2, _ = self.post({"ops": ops}, {})
+        self.assertNotEqual(hdrs2["X-Request-Id"], hdrs["X-Request-Id"])

@@ -93,6 +93,33 @@ static void a_no_vote_carries_postgresqls_error_fields(void)
     cJSON_Delete(v);
 }
 
+/* An error's op is an index into the request: any other number is no op, never a wrapped int. */
+static void an_error_op_that_is_no_index_is_no_op(void)
+{
+    static const char *const ops[] = {"10000000000", "2147483648", "-2", "-1e15", "1.5"};
+    char text[256];
+    struct dtx_err err;
+    struct msg m;
+
+    for (size_t i = 0; i < sizeof(ops) / sizeof(ops[0]); i++) {
+        snprintf(text, sizeof(text),
+                 "{\"t\":\"vote\",\"gtid\":\"c1-1-1\",\"vote\":\"no\",\"error\":"
+                 "{\"code\":\"sql_error\",\"message\":\"m\",\"op\":%s}}",
+                 ops[i]);
+        CU_ASSERT_EQUAL_FATAL(parse(text, &m, &err), 0);
+        if (m.err.op != -1)
+            fprintf(stderr, "\n  op %s parsed as %d\n", ops[i], m.err.op);
+        CU_ASSERT_EQUAL(m.err.op, -1);
+        msg_release(&m);
+    }
+    CU_ASSERT_EQUAL_FATAL(parse("{\"t\":\"vote\",\"gtid\":\"c1-1-1\",\"vote\":\"no\",\"error\":"
+                                "{\"code\":\"sql_error\",\"op\":2147483647}}",
+                                &m, &err),
+                          0);
+    CU_ASSERT_EQUAL(m.err.op, 2147483647);
+    msg_release(&m);
+}
+
 static void results_trailer_follows_the_json(void)
 {
     static const char frame[] = "{\"t\":\"vote\",\"gtid\":\"c1-1-2\",\"vote\":\"readonly\"}"
@@ -124,6 +151,7 @@ int main(void)
         UNIT_TEST(unknown_vote_or_type_is_malformed),
         UNIT_TEST(a_no_vote_carries_postgresqls_error_fields),
         UNIT_TEST(results_trailer_follows_the_json),
+        UNIT_TEST(an_error_op_that_is_no_index_is_no_op),
     };
 
     return unit_run("msg", tests, sizeof(tests) / sizeof(tests[0]));
