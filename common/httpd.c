@@ -882,6 +882,23 @@ const char *httpd_req_arg(const struct httpd_req *req, const char *name)
     return MHD_lookup_connection_value(req->con, MHD_GET_ARGUMENT_KIND, name);
 }
 
+bool httpd_parse_u64(const char *s, uint64_t max, uint64_t *out)
+{
+    uint64_t v = 0;
+
+    if (!s || !*s || strlen(s) > 20)
+        return false;
+    for (const char *p = s; *p; p++) {
+        unsigned d = (unsigned)(*p - '0');
+
+        if (*p < '0' || *p > '9' || d > max || v > (max - d) / 10)
+            return false; /* not a digit, or v * 10 + d > max */
+        v = v * 10 + d;
+    }
+    *out = v;
+    return true;
+}
+
 const char *httpd_req_header(const struct httpd_req *req, const char *name)
 {
     return MHD_lookup_connection_value(req->con, MHD_HEADER_KIND, name);
