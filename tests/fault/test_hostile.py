@@ -66,6 +66,7 @@ import subprocess
 import sys
 import threading
 import time
+import traceback
 import uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -91,6 +92,13 @@ ACCOUNTS = 30  # accounts 1..30 of every shard carry the bank; the attack names 
 START = 1000
 CALM_S, ATTACK_S = 5.0, 15.0
 WORKERS = 5  # the last one runs interactive transactions
+PER_WORKER = ACCOUNTS // WORKERS
+
+# Each flood opens again what the daemon closes, at most this many a second: an attacker
+# keeping thousands of connections open. A flood of new connections as fast as one can open
+# them is a firewall's job (docs/security.md, "What this does not stop"): the daemon then
+# spends its time accepting, and pushes out honest clients that are slow to send.
+REOPEN_RATE = 100
 
 # How late an answer (or the close of a connection that sent no complete request) may come,
 # beyond the deadline: the machine is loaded by sanitized daemons, three PostgreSQL servers,
@@ -143,6 +151,9 @@ def client_cases():
     c = []
 
     def add(name, data, *allowed):
+        """data: the request's bytes, or (as text) a body to POST to /v1/transactions."""
+        if isinstance(data, str):
+            data = tx(data)
         c.append(("client: " + name, data, set(allowed or [BAD])))
 
     # wrong content types
@@ -390,7 +401,9 @@ def http_cases():
         ("5000 headers", (hc + "".join("X-%d: y\r\n" % i for i in range(5000)) + "\r\n").encode(),
          {"431 mhd"}),
         ("a header without a colon", (hc + "Broken\r\n\r\n").encode(), {MHD_400}),
-        ("a header line folded", (hc + "X-A: b\r\n c\r\n\r\n").encode(), {MHD_400}),
+        # RFC 9112 5.2: a server either refuses an obs-fold (400) or reads it as a space
+        # (libmicrohttpd 0.9.75 does): the request is then the good GET /healthz it is
+        ("a header line folded", (hc + "X-A: b\r\n c\r\n\r\n").encode(), {MHD_400, "200 json"}),
         ("Content-Length -1", (hc + "Content-Length: -1\r\n\r\n").encode(), {MHD_400}),
         ("Content-Length 2^70", (hc + "Content-Length: 1180591620717411303424\r\n\r\n").encode(),
          {"413 mhd"}),
@@ -525,6 +538,7 @@ class Attacker:
         self.counts = collections.defaultdict(collections.Counter)  # case -> outcome -> n
         self.slowest = collections.defaultdict(float)  # case -> seconds
         self.sent = 0
+        self.crashed = []  # tracebacks of attacking threads that died
 
     def port(self, target, rng):
         return self.coord if target == "coord" else rng.choice(self.agents)
@@ -572,6 +586,8 @@ class Attacker:
         except (OSError, ValueError, IndexError) as e:
             got.append("error: %r" % e)
         want = [w for _, w in PIPELINE]
+        if got == [GONE]:
+            return GONE, time.time() - start  # closed before the first answer: pushed out?
         return ("every answer, in order" if got == want else "answers %s" % got), \
             time.time() - start
 
@@ -582,6 +598,14 @@ class Attacker:
             self.sent += 1
 
     def worker(self, seed, end):
+        try:
+            self.attack(seed, end)
+        except BaseException:  # an attacker that stops early must not pass for one that ran
+            with self.lock:
+                self.crashed.append(traceback.format_exc())
+            raise
+
+    def attack(self, seed, end):
         rng = random.Random(seed)
         while time.time() < end:
             order = list(self.cases) + [None]
@@ -596,17 +620,21 @@ class Attacker:
 
     def run(self):
         raise_fd_limit(8192)
+        rate = REOPEN_RATE
         srcs = ["127.0.%d.%d" % (b, i) for b in (1, 2) for i in range(1, 101)]
         floods = {
-            "coordinator: 1500 idle connections": Flood(self.coord, 1500, srcs[:100]),
+            "coordinator: 1500 idle connections": Flood(self.coord, 1500, srcs[:100], rate=rate),
             "coordinator: 40 connections dripping a header byte every 200 ms":
-                Flood(self.coord, 40, ["127.0.3.%d" % i for i in range(1, 11)], drip=0.2),
+                Flood(self.coord, 40, ["127.0.3.%d" % i for i in range(1, 11)], drip=0.2,
+                      rate=rate),
         }
         for i, port in enumerate(self.agents):
             floods["participant %d: 400 idle connections" % (i + 1)] = \
-                Flood(port, 400, ["127.0.4.%d" % j for j in range(1 + 50 * i, 51 + 50 * i)])
+                Flood(port, 400, ["127.0.4.%d" % j for j in range(1 + 50 * i, 51 + 50 * i)],
+                      rate=rate)
         floods["participant 1: 20 dripping connections"] = \
-            Flood(self.agents[0], 20, ["127.0.6.%d" % i for i in range(1, 6)], drip=0.2)
+            Flood(self.agents[0], 20, ["127.0.6.%d" % i for i in range(1, 6)], drip=0.2,
+                  rate=rate)
         for f in floods.values():
             f.thread.start()
         end = time.time() + self.seconds
@@ -618,6 +646,7 @@ class Attacker:
         for f in floods.values():
             f.stop()
         return {
+            "crashed": self.crashed,
             "sent": self.sent,
             "cases": {c[0]: {"allowed": sorted(c[3]), "outcomes": dict(self.counts[c[0]]),
                              "slowest": self.slowest[c[0]], "how": c[4]} for c in self.cases},
@@ -636,6 +665,13 @@ def attack_main(arg):
 # ---- the good clients -------------------------------------------------------------------------
 
 
+class PushedOut(Exception):
+    """The daemon closed a good client's connection before answering: when every connection
+    slot is full, it pushes out the one that waited longest for a request, and a new one
+    whose bytes have not arrived yet may be it (docs/security.md, "What this does not
+    stop"). A client sends again (with its idempotency key); the test bounds how often."""
+
+
 class Bank:
     """Transfers between accounts on two shards, each with its ledger rows, as tests/soak.py
     does; the last worker runs them as interactive transactions."""
@@ -647,17 +683,26 @@ class Bank:
         self.answers = {}  # transfer id -> "committed" / "aborted"
         self.failures = []  # requests of good clients that did not get a proper answer
         self.retries = 0
+        self.requests = 0
+        self.pushed = []  # requests whose connection the daemon closed before answering
         self.stopping = threading.Event()
 
     def post(self, n, path, body):
-        """One request from worker n's address, on a connection of its own: (status, body)."""
+        """One request from worker n's address, on a connection of its own: (status, body).
+        PushedOut when the daemon closed the connection before it answered."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=15,
                                           source_address=("127.0.5.%d" % (n + 1), 0))
+        with self.lock:
+            self.requests += 1
         try:
             conn.request("POST", path, body=json.dumps(body),
                          headers={"Content-Type": JSON, "Authorization": "Bearer " + CLIENT})
             resp = conn.getresponse()
             return resp.status, json.loads(resp.read() or b"null")
+        except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected) as e:
+            with self.lock:
+                self.pushed.append("%s %s: %r" % (path, body.get("idempotency_key", ""), e))
+            raise PushedOut() from e
         finally:
             conn.close()
 
@@ -665,9 +710,15 @@ class Bank:
         with self.lock:
             self.failures.append(what)
 
-    def transfer_ops(self, rng, tid):
+    def transfer_ops(self, rng, n, tid):
+        """Worker n moves money among accounts of its own (PER_WORKER of them on every shard):
+        two transfers that lock the same rows on two shards in opposite orders wait for each
+        other until timeout_ms, a deadlock no shard can see, which would abort good transfers
+        for reasons that have nothing to do with the attack."""
         a, b = rng.sample(SHARDS, 2)
-        x, y, amt = rng.randint(1, ACCOUNTS), rng.randint(1, ACCOUNTS), rng.randint(1, 50)
+        base = n * PER_WORKER
+        x, y = base + rng.randint(1, PER_WORKER), base + rng.randint(1, PER_WORKER)
+        amt = rng.randint(1, 50)
         return [
             {"shard": a, "sql": "UPDATE accounts SET balance = balance - $1 WHERE id = $2 AND "
                                 "balance >= $1", "params": [amt, x], "expect_rows": 1},
@@ -684,6 +735,10 @@ class Bank:
         for _ in range(20):
             try:
                 status, ans = self.post(n, "/v1/transactions", body)
+            except PushedOut:
+                with self.lock:
+                    self.retries += 1
+                continue  # the same key again: it never runs twice
             except (OSError, ValueError) as e:
                 status, ans = None, repr(e)
             if status == 200 and ans.get("status") == "committed":
@@ -691,6 +746,8 @@ class Bank:
             if status == 409 and ans["error"]["code"] == "expect_rows_mismatch":
                 return "aborted"  # the account had too little: the bank's own refusal
             self.fail("transfer %s: %s %s" % (tid, status, ans))
+            if status == 409:
+                return "aborted"  # decided (a retry with the key would hear it again)
             with self.lock:
                 self.retries += 1
             time.sleep(0.2)
@@ -698,6 +755,7 @@ class Bank:
 
     def interactive(self, n, tid, o):
         """'committed', 'aborted' or None (its outcome is not known)."""
+        gtid = None
         try:
             status, ans = self.post(n, "/v1/transactions", {"interactive": True,
                                                              "timeout_ms": 3000})
@@ -713,6 +771,13 @@ class Bank:
                     self.fail("interactive %s ops: %s %s" % (gtid, status, ans))
                     return "aborted" if status == 409 else None
             status, ans = self.post(n, "/v1/transactions/%s/commit" % gtid, {})
+        except PushedOut:
+            if gtid:  # its outcome is not known; abort it rather than hold its rows until idle
+                try:
+                    self.post(n, "/v1/transactions/%s/abort" % gtid, {})
+                except (OSError, ValueError, PushedOut):
+                    pass
+            return None
         except (OSError, ValueError) as e:
             self.fail("interactive transfer %s: %r" % (tid, e))
             return None
@@ -726,7 +791,7 @@ class Bank:
         while not self.stopping.is_set():
             tid = "t-%d-%s" % (n, uuid.uuid4().hex[:12])
             start = time.time()
-            o = self.transfer_ops(rng, tid)
+            o = self.transfer_ops(rng, n, tid)
             outcome = self.interactive(n, tid, o) if interactive else self.one_shot(n, tid, o)
             with self.lock:
                 self.done.append((start, time.time(), outcome, interactive))
@@ -777,6 +842,16 @@ class Watch:
             self.polls += 1
 
 
+def pushed_out_bound(outcomes):
+    """How many attempts of a case that must be answered may end closed without an answer:
+    a flood keeps every connection slot full, so the daemon pushes out the connection that
+    has waited longest for a request (docs/security.md), and a new one is briefly that
+    connection when its bytes have not arrived yet. That is rare, and never the fate of most
+    attempts of a case: a daemon that closes on some input without answering closes every
+    attempt of it."""
+    return max(1, sum(outcomes.values()) // 20)
+
+
 def log_lines(path):
     with open(path, errors="replace") as f:
         return f.read().splitlines()
@@ -787,6 +862,7 @@ class HostileInputTest(ClusterTest):
     COORD = COORD
     AGENT = AGENT
     PG = []  # no statement log: the bank is busy
+    maxDiff = None
 
     @classmethod
     def setUpClass(cls):
@@ -833,6 +909,7 @@ class HostileInputTest(ClusterTest):
             watch.thread.join()
         self.assertEqual(attacker.returncode, 0, "the attacker failed")
         report = json.loads(out)
+        self.assertEqual(report["crashed"], [], "attacking threads that died")
         self.print_report(report, bank, calm0, attack0, attack1, before, after)
         self.check_every_answer(report)
         self.check_daemons(pids, before, after, attack1 - attack0)
@@ -849,13 +926,17 @@ class HostileInputTest(ClusterTest):
             if not r["outcomes"]:
                 never.append(name)
             bad = {o: n for o, n in r["outcomes"].items() if o not in r["allowed"]}
-            if bad:
-                wrong.append("%s: %s (allowed: %s)" % (name, bad, r["allowed"]))
+            if r["how"] == "answer" and bad.get(GONE, 0) <= pushed_out_bound(r["outcomes"]):
+                bad.pop(GONE, None)
+            if bad or not set(r["outcomes"]) & set(r["allowed"]):
+                wrong.append("%s: %s (allowed: %s)" % (name, r["outcomes"], r["allowed"]))
             if r["slowest"] > ANSWER_BOUND_S:
                 slow.append("%s: %.2f s" % (name, r["slowest"]))
-        p = report["pipeline"]
-        if set(p["outcomes"]) != {"every answer, in order"}:
-            wrong.append("pipelined requests: %s" % p["outcomes"])
+        p = dict(report["pipeline"]["outcomes"])
+        if p.get(GONE, 0) <= pushed_out_bound(p):
+            p.pop(GONE, None)
+        if set(p) != {"every answer, in order"}:
+            wrong.append("pipelined requests: %s" % report["pipeline"]["outcomes"])
         self.assertEqual(never, [], "cases the attacker never got to")
         self.assertEqual(wrong, [], "bad requests answered otherwise than they must be")
         self.assertEqual(slow, [], "answered or closed later than the deadline allows")
@@ -883,6 +964,9 @@ class HostileInputTest(ClusterTest):
         calm_rate, calm_p99 = bank.window(calm0, attack0)
         rate, p99 = bank.window(attack0, attack1)
         self.assertEqual(bank.failures, [], "good clients' requests that failed")
+        self.assertLessEqual(len(bank.pushed), max(3, bank.requests // 500),
+                             "good clients' connections closed before an answer: %s" %
+                             bank.pushed[:10])
         self.assertGreater(calm_rate, 2, "the bank hardly ran in the calm period")
         self.assertGreaterEqual(rate, 0.3 * calm_rate, "commits a second under attack")
         self.assertLess(p99, 2.0, "p99 latency of a transfer under attack (s)")
@@ -926,7 +1010,11 @@ class HostileInputTest(ClusterTest):
         print("  good clients: calm %.1f commits/s (p99 %.0f ms), under attack %.1f commits/s "
               "(p99 %.0f ms); %d transfers answered, %d retries" %
               (calm_rate, 1000 * calm_p99, rate, 1000 * p99, len(bank.answers), bank.retries))
+        print("  good requests: %d, of which %d pushed out before an answer (sent again)" %
+              (bank.requests, len(bank.pushed)))
         print("  log lines during the attack: %s" % {k: after[k] - before[k] for k in after})
+        for f in bank.failures[:10]:
+            print("  a good request that failed: %s" % f)
 
 
 if __name__ == "__main__":
