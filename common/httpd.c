@@ -347,15 +347,18 @@ static bool conn_sending(const struct httpd_conn *c)
     return recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
 }
 
-/* The oldest of cl's waiting connections that is not sending, or NULL. */
-static struct httpd_conn *idle_of(struct httpd_client *cl)
+/*
+ * The oldest of cl's waiting connections that is not sending, other than
+ * spare (the newcomer, which has had no time to send yet), or NULL.
+ */
+static struct httpd_conn *idle_of(struct httpd_client *cl, const struct httpd_conn *spare)
 {
     struct list_node *p;
 
     for (p = cl->waiting.next; p != &cl->waiting; p = p->next) {
         struct httpd_conn *c = container_of(p, struct httpd_conn, addr_link);
 
-        if (!conn_sending(c))
+        if (c != spare && !conn_sending(c))
             return c;
     }
     return NULL;
@@ -364,9 +367,13 @@ static struct httpd_conn *idle_of(struct httpd_client *cl)
 /*
  * The connection to push out when all are in use: the oldest idle waiting
  * one of the addresses that hold the most connections (a flood's, not a
- * client's with one), never a peer's. NULL when there is none.
+ * client's with one), never a peer's, never spare (the newcomer). NULL
+ * when there is none. A client that closes its connection after each
+ * answer and opens the next at once holds two for a moment (the server
+ * has not seen the first one's end yet): its new connection, with no
+ * bytes read yet, must not be the one pushed out for that.
  */
-static struct httpd_conn *victim_of_most(struct httpd *srv)
+static struct httpd_conn *victim_of_most(struct httpd *srv, const struct httpd_conn *spare)
 {
     for (size_t n = srv->max_open; n > 0; n--) {
         struct list_node *head = srv->by_open[n], *p;
@@ -377,7 +384,7 @@ static struct httpd_conn *victim_of_most(struct httpd *srv)
             continue;
         }
         for (p = head->next; p != head; p = p->next) {
-            struct httpd_conn *c = idle_of(container_of(p, struct httpd_client, by_open));
+            struct httpd_conn *c = idle_of(container_of(p, struct httpd_client, by_open), spare);
 
             if (c && (!oldest || c->deadline_us < oldest->deadline_us))
                 oldest = c;
@@ -404,7 +411,7 @@ static void conn_enforce(struct httpd *srv, struct httpd_conn *c)
     struct httpd_conn *victim;
 
     if (limit && cl->open > limit) {
-        victim = idle_of(cl);
+        victim = idle_of(cl, c);
         if (!victim)
             victim = c;
         note(srv, NOTE_PER_IP,
@@ -418,7 +425,7 @@ static void conn_enforce(struct httpd *srv, struct httpd_conn *c)
     if (c->closing || srv->open <= srv->conn_limit ||
         (cl->peer && srv->open <= srv->conn_limit + srv->npeers * HTTPD_PEER_RESERVE))
         return;
-    victim = victim_of_most(srv);
+    victim = victim_of_most(srv, c);
     if (!victim)
         victim = c; /* a peer beyond the reserve, and nothing else waits */
     note(srv, NOTE_FULL,
