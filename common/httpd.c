@@ -67,6 +67,8 @@
 /* MHD's limit is ours plus the peers' reserve, HTTPD_BACKLOG (connections accepted in one go,
  * each pushing out one that MHD closes later) and this. */
 #define HTTPD_SPARE 32
+/* How long a new connection may be idle before it is pushed out first (victim_of_most). */
+#define HTTPD_GRACE_US 100000u
 /* The kernel's queue of connections not yet accepted (MHD accepts what is queued in one go). */
 #define HTTPD_BACKLOG 1024
 #define ADDR_KEY      INET6_ADDRSTRLEN
@@ -349,15 +351,20 @@ static bool conn_sending(const struct httpd_conn *c)
 
 /*
  * The oldest of cl's waiting connections that is not sending, other than
- * spare (the newcomer, which has had no time to send yet), or NULL.
+ * spare (the newcomer, which has had no time to send yet), and that began
+ * to wait at started_by (ev_clock_us) or before; NULL when there is none.
+ * cl->waiting is in the order the connections began to wait.
  */
-static struct httpd_conn *idle_of(struct httpd_client *cl, const struct httpd_conn *spare)
+static struct httpd_conn *idle_of(struct httpd_client *cl, const struct httpd_conn *spare,
+                                  uint64_t started_by)
 {
     struct list_node *p;
 
     for (p = cl->waiting.next; p != &cl->waiting; p = p->next) {
         struct httpd_conn *c = container_of(p, struct httpd_conn, addr_link);
 
+        if (c->deadline_us - c->srv->request_timeout_us > started_by)
+            return NULL; /* this one and those after it began to wait later */
         if (c != spare && !conn_sending(c))
             return c;
     }
@@ -373,7 +380,8 @@ static struct httpd_conn *idle_of(struct httpd_client *cl, const struct httpd_co
  * has not seen the first one's end yet): its new connection, with no
  * bytes read yet, must not be the one pushed out for that.
  */
-static struct httpd_conn *victim_of_most(struct httpd *srv, const struct httpd_conn *spare)
+static struct httpd_conn *oldest_of_most(struct httpd *srv, const struct httpd_conn *spare,
+                                         uint64_t started_by)
 {
     for (size_t n = srv->max_open; n > 0; n--) {
         struct list_node *head = srv->by_open[n], *p;
@@ -384,7 +392,8 @@ static struct httpd_conn *victim_of_most(struct httpd *srv, const struct httpd_c
             continue;
         }
         for (p = head->next; p != head; p = p->next) {
-            struct httpd_conn *c = idle_of(container_of(p, struct httpd_client, by_open), spare);
+            struct httpd_conn *c =
+                idle_of(container_of(p, struct httpd_client, by_open), spare, started_by);
 
             if (c && (!oldest || c->deadline_us < oldest->deadline_us))
                 oldest = c;
@@ -393,6 +402,23 @@ static struct httpd_conn *victim_of_most(struct httpd *srv, const struct httpd_c
             return oldest;
     }
     return NULL;
+}
+
+/*
+ * The connection to push out when all are in use (see oldest_of_most):
+ * first among those that have waited HTTPD_GRACE_US or more, so that a
+ * client connected a moment ago, whose bytes are on their way, is not
+ * taken while connections that have idled longer are there; then among
+ * all.
+ */
+static struct httpd_conn *victim_of_most(struct httpd *srv, const struct httpd_conn *spare)
+{
+    uint64_t now = ev_clock_us();
+    struct httpd_conn *c = NULL;
+
+    if (now > HTTPD_GRACE_US)
+        c = oldest_of_most(srv, spare, now - HTTPD_GRACE_US);
+    return c ? c : oldest_of_most(srv, spare, UINT64_MAX);
 }
 
 /*
@@ -411,7 +437,7 @@ static void conn_enforce(struct httpd *srv, struct httpd_conn *c)
     struct httpd_conn *victim;
 
     if (limit && cl->open > limit) {
-        victim = idle_of(cl, c);
+        victim = idle_of(cl, c, UINT64_MAX);
         if (!victim)
             victim = c;
         note(srv, NOTE_PER_IP,
