@@ -808,6 +808,16 @@ class Bank:
             return 0.0, float("inf")
         return len(took) / (t1 - t0), took[min(len(took) - 1, int(0.99 * len(took)))]
 
+    def median(self, t0, t1):
+        """The median latency of the commits of transfers started in [t0, t1)."""
+        took = sorted(e - s for s, e, o, _ in self.done if t0 <= s < t1 and o == "committed")
+        return took[len(took) // 2] if took else float("inf")
+
+    def longest_gap(self, t0, t1):
+        """The longest time in [t0, t1] in which no good transfer committed (s): a stall."""
+        ends = sorted(e for _, e, o, _ in self.done if o == "committed" and t0 <= e <= t1)
+        return max(b - a for a, b in zip([t0] + ends, ends + [t1]))
+
 
 class Watch:
     """Polls the coordinator's /healthz and every participant's throughout, from a good
@@ -956,6 +966,8 @@ class HostileInputTest(ClusterTest):
         self.assertGreater(calm_rate, 2, "the bank hardly ran in the calm period")
         self.assertGreaterEqual(rate, 0.3 * calm_rate, "commits a second under attack")
         self.assertLess(p99, 2.0, "p99 latency of a transfer under attack (s)")
+        self.assertLess(bank.longest_gap(attack0, attack1), 1.0,
+                        "the longest time under attack without a good commit (s)")
         interactive = sum(1 for s, _, o, i in bank.done if i and o == "committed" and s >= attack0)
         self.assertGreater(interactive, 0, "no interactive transfer committed under attack")
 
@@ -993,9 +1005,12 @@ class HostileInputTest(ClusterTest):
         for name, f in report["floods"].items():
             print("    %s: %d opened, %d closed by the server (the longest lived %.2f s)" %
                   (name, f["opened"], f["closed"], f["longest"]))
-        print("  good clients: calm %.1f commits/s (p99 %.0f ms), under attack %.1f commits/s "
-              "(p99 %.0f ms); %d transfers answered, %d retries" %
-              (calm_rate, 1000 * calm_p99, rate, 1000 * p99, len(bank.answers), bank.retries))
+        print("  good clients: calm %.1f commits/s (p50 %.0f ms, p99 %.0f ms), under attack %.1f "
+              "commits/s (p50 %.0f ms, p99 %.0f ms, longest without a commit %.0f ms); %d "
+              "transfers answered, %d retries" %
+              (calm_rate, 1000 * bank.median(calm0, attack0), 1000 * calm_p99, rate,
+               1000 * bank.median(attack0, attack1), 1000 * p99,
+               1000 * bank.longest_gap(attack0, attack1), len(bank.answers), bank.retries))
         print("  good requests: %d, of which %d pushed out before an answer (sent again)%s" %
               (bank.requests, len(bank.pushed),
                "".join("\n    " + p for p in bank.pushed[:3])))
