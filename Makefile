@@ -13,6 +13,8 @@
 #   make install      install programs, man pages, example configs and systemd
 #                     units under PREFIX (default /usr/local), into DESTDIR if set
 #   make deb          build a Debian package of HEAD into build/deb/ (tools/make-deb)
+#   make check-fresh [RUNS=N]
+#                     make check on a new debootstrapped Debian 12 root, N times (tools/fresh-root)
 #
 # Three build variants share the sources: the release build (build/release,
 # binaries in bin/), the sanitizer build (build/san, binaries in
@@ -73,7 +75,7 @@ UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 PROGS := $(BINDIR)/dtx-coordinator $(BINDIR)/dtx-participant $(BINDIR)/dtxctl \
          $(BINDIR)/dtx-loadgen $(BINDIR)/dtx-handrolled
 
-.PHONY: all deps demo check unit unit-bin integration fault soak model bench bench-compare format format-check clean san \
+.PHONY: all deps demo check check-fresh unit unit-bin integration fault soak model bench bench-compare format format-check clean san \
         install uninstall deb fuzz fuzz-bin fuzz-short
 
 all: $(PROGS)
@@ -194,6 +196,15 @@ check: deps
 model: deps
 	@./tools/run-model full
 
+# make check as a user would run it on a fresh Debian 12 machine: tools/fresh-root
+# debootstraps a root in $(FRESH_DIR), unpacks this checkout's HEAD into it (committed files
+# only) and runs make check there RUNS times (about 5 minutes each; needs root and
+# debootstrap). FRESH_ARGS passes options, e.g. FRESH_ARGS="--reuse --rev main".
+RUNS ?= 1
+FRESH_DIR ?= /work/fresh-root
+check-fresh:
+	@./tools/fresh-root --runs $(RUNS) $(FRESH_ARGS) $(FRESH_DIR)
+
 # The randomized soak test alone, for longer: make soak SECS=600 [PROTOCOL=3pc] [SOAK_ARGS=--ha]
 SECS ?= 300
 PROTOCOL ?= 2pc
@@ -291,11 +302,17 @@ uninstall:
 deb: deps
 	@./tools/make-deb $(DEB_ARGS)
 
+# The sources clang-format owns, found without git: a tree unpacked from a tarball or
+# `git archive`, or a machine without git, checks the same files as a clone.
+FMT_SRC := $(sort $(shell find common coordinator participant dtxctl include bench tests \
+                        -name '*.[ch]' 2>/dev/null))
+
 format:
-	clang-format -i $(shell git ls-files '*.c' '*.h')
+	clang-format -i $(FMT_SRC)
 
 format-check:
-	@clang-format --dry-run -Werror $(shell git ls-files '*.c' '*.h') && echo "format-check: ok"
+	@test -n "$(FMT_SRC)" || { echo "format-check: no sources found" >&2; exit 1; }
+	@clang-format --dry-run -Werror $(FMT_SRC) && echo "format-check: $(words $(FMT_SRC)) files ok"
 
 clean:
 	rm -rf build bin

@@ -57,6 +57,23 @@ const char *ballot_value_name(enum ballot_value v)
     return v == BV_COMMIT ? "commit" : v == BV_ABORT ? "abort" : "none";
 }
 
+void ballot_add_state(cJSON *o, const struct ballot *promised, const struct ballot *accepted,
+                      enum ballot_value value, enum ballot_value decided)
+{
+    jsonx_add(o, "promised", ballot_json(promised));
+    if (value != BV_NONE) {
+        cJSON *acc = jsonx_new_object();
+
+        jsonx_add(acc, "ballot", ballot_json(accepted));
+        jsonx_add_str(acc, "value", ballot_value_name(value));
+        jsonx_add(o, "accepted", acc);
+    } else {
+        jsonx_add(o, "accepted", cJSON_CreateNull());
+    }
+    if (decided != BV_NONE)
+        jsonx_add_str(o, "decided", ballot_value_name(decided));
+}
+
 enum ballot_value ballot_value_parse(const char *name)
 {
     if (name && strcmp(name, "commit") == 0)

@@ -149,18 +149,7 @@ static cJSON *state_json(const struct acc_state *st)
 {
     cJSON *o = jsonx_new_object();
 
-    jsonx_add(o, "promised", ballot_json(&st->promised));
-    if (st->value != BV_NONE) {
-        cJSON *acc = jsonx_new_object();
-
-        jsonx_add(acc, "ballot", ballot_json(&st->accepted));
-        jsonx_add_str(acc, "value", ballot_value_name(st->value));
-        jsonx_add(o, "accepted", acc);
-    } else {
-        jsonx_add(o, "accepted", cJSON_CreateNull());
-    }
-    if (st->decided != BV_NONE)
-        jsonx_add_str(o, "decided", ballot_value_name(st->decided));
+    ballot_add_state(o, &st->promised, &st->accepted, st->value, st->decided);
     return o;
 }
 

@@ -112,7 +112,8 @@ static int env_send(struct tx *tx, struct tx_branch *b, enum tx_send what)
     return rc;
 }
 
-static uint64_t env_log_commit(struct tx *tx)
+/* Forces the record tx_commit_record gives (COMMIT, or PRECOMMIT under 3PC) after failpoint. */
+static uint64_t log_decision(struct tx *tx, const char *failpoint)
 {
     struct coord *co = coord_of(tx);
     struct drec_branch *br;
@@ -120,7 +121,7 @@ static uint64_t env_log_commit(struct tx *tx)
     char *results;
     uint64_t lsn;
 
-    fp_hit("coord.before_log"); /* every vote is in; the decision is not durable */
+    fp_hit(failpoint);
     tx_commit_record(tx, &rec, &br, &results);
     lsn = dstore_append(co->store, &rec, true);
     if (lsn)
@@ -130,23 +131,15 @@ static uint64_t env_log_commit(struct tx *tx)
     return lsn;
 }
 
-/* Three-phase commit: the PRECOMMIT record, forced (tx_commit_record gives its type). */
+static uint64_t env_log_commit(struct tx *tx)
+{
+    return log_decision(tx, "coord.before_log"); /* every vote is in; the decision is not durable */
+}
+
+/* Three-phase commit: the PRECOMMIT record. */
 static uint64_t env_log_precommit(struct tx *tx)
 {
-    struct coord *co = coord_of(tx);
-    struct drec_branch *br;
-    struct drec rec;
-    char *results;
-    uint64_t lsn;
-
-    fp_hit("coord.before_precommit"); /* every vote is in; nothing pre-committed yet */
-    tx_commit_record(tx, &rec, &br, &results);
-    lsn = dstore_append(co->store, &rec, true);
-    if (lsn)
-        list_insert_tail(&co->log_wait, &entry_of(tx)->wait_link);
-    free(results);
-    free(br);
-    return lsn;
+    return log_decision(tx, "coord.before_precommit"); /* every vote is in; nothing pre-committed */
 }
 
 static void env_log_learned(struct tx *tx)

@@ -61,13 +61,44 @@ struct reader {
     struct drec_arena arena;
 };
 
+/*
+ * True when a valid frame starts anywhere after off. Any byte may start one, and each
+ * candidate's checksum may cover up to DLOG_MAX_FRAME bytes: checked one by one, damaged
+ * megabytes of plausible headers took hours. So the CRC registers of every prefix after off
+ * are computed once (four bytes of memory per byte, on this path only) and each
+ * candidate's checksum is two of them and one shift (crc32c.h): time in proportion to
+ * the segment.
+ */
 static bool valid_frame_after(const unsigned char *data, size_t size, size_t off, uint32_t salt)
 {
-    for (size_t at = off + 1; at + DLOG_FRAME_HDR <= size; at++) {
-        if (dlog_frame_valid_at(data, size, at, salt))
-            return true;
+    size_t from = off + 1, n;
+    unsigned char s[4];
+    uint32_t *reg, salted, op = 0, op_len = 0;
+    bool found = false;
+
+    if (from + DLOG_FRAME_HDR > size)
+        return false;
+    n = size - from;
+    reg = xmalloc((n + 1) * sizeof(*reg)); /* reg[i]: over data[from .. from + i) */
+    crc32c_prefixes(data + from, n, reg);
+    put_le32(s, salt);
+    salted = ~crc32c(0, s, 4); /* the register once the salt is in */
+    for (size_t at = from; at + DLOG_FRAME_HDR <= size && !found; at++) {
+        uint32_t len = get_le32(data + at + 4);
+        size_t a = at + 4 - from, b;
+
+        if ((data[at + 8] != DLOG_FRAME_BATCH && data[at + 8] != DLOG_FRAME_CHECKPOINT) ||
+            len == 0 || len > DLOG_MAX_FRAME || len > size - at - DLOG_FRAME_HDR)
+            continue;
+        b = a + 5 + len; /* the checksum covers the length, the type and the payload */
+        if (len != op_len) {
+            op = crc32c_zeros((uint64_t)len + 5);
+            op_len = len;
+        }
+        found = ~(crc32c_apply(op, salted ^ reg[a]) ^ reg[b]) == get_le32(data + at);
     }
-    return false;
+    free(reg);
+    return found;
 }
 
 static int replay_frame(struct reader *rd, const char *path, uint64_t off,

@@ -237,6 +237,14 @@ static int write_boot(struct coord *co, struct dtx_err *err)
  * A participant saw epoch `seen` of this node from another run: the store is
  * behind. Gtids of the epochs from the store's last run (a copy taken while
  * it ran lacks its end) to `seen` become unknown; this run takes seen + 1.
+ *
+ * With the postgres store the same holds: its database was restored from a
+ * copy, or failed over to a standby that lacked its last rows. Another
+ * process of this node that took over would also show a newer epoch, but
+ * then this run's lease is gone and the GAP record below is refused by the
+ * store's fence: the store fails and this process steps down, having written
+ * nothing. Stepping down at once instead would leave the gap unrecorded, and
+ * the next run would presume its gtids aborted.
  */
 void coord_move_past(struct coord *co, int shard, uint64_t seen)
 {
@@ -247,27 +255,19 @@ void coord_move_past(struct coord *co, int shard, uint64_t seen)
 
     if (seen < co->epoch || co->state == CO_FAILED)
         return;
-    if (co->lease) { /* postgres store: a newer run of this node took over */
-        dtx_err_clear(&err);
-        dtx_err_set(&err, DTX_ELOGFAIL,
-                    "the participant of shard '%s' has seen epoch %" PRIu64 " of coordinator "
-                    "'%s', newer than this run's: another process of this node took over",
-                    co->shard_names[shard], seen, co->cfg->node_id);
-        log_error("%s; stepping down", err.msg);
-        co->state = CO_FAILED;
-        co->fail = err;
-        if (co->lease->lost)
-            co->lease->lost(co->lease->arg, &err);
-        return;
-    }
     snprintf(g.shard, sizeof(g.shard), "%s", co->shard_names[shard]);
     log_error("the participant of shard '%s' has seen epoch %" PRIu64 " of coordinator '%s' "
-              "from another run, but this decision log knows epochs before %" PRIu64 " only: it "
-              "was restored from an older copy, or lost. Gtids of epochs %" PRIu64 "..%" PRIu64
+              "from another run, but this decision %s knows epochs before %" PRIu64 " only: it "
+              "was restored from an older copy, or lost%s. Gtids of epochs %" PRIu64 "..%" PRIu64
               " (the log's last run too: a copy may lack its end) without a record here are "
               "unknown and never presumed aborted: see docs/operations.md, \"The decision log "
               "was restored or lost\". Moving to epoch %" PRIu64,
-              co->shard_names[shard], seen, co->cfg->node_id, co->epoch, g.lo, g.hi, seen + 1);
+              co->shard_names[shard], seen, co->cfg->node_id, co->lease ? "store" : "log",
+              co->epoch,
+              co->lease ? " (or another process of this node took over: then the store refuses "
+                          "this run's write and it steps down)"
+                        : "",
+              g.lo, g.hi, seen + 1);
     rec = (struct drec){
         .type = DREC_GAP, .epoch = g.lo, .epoch_hi = g.hi, .wall_us = g.wall_us, .shard = g.shard};
     coord_gap_add(co, &g);

@@ -1,12 +1,16 @@
 /*
  * dtxctl - the operator's tool: see what is in doubt and resolve it.
  *
- *   dtxctl [--coordinator URL] [--token T | --token-file F] [--json] COMMAND ...
+ *   dtxctl [--coordinator [NODE=]URL[,...]]... [--token T | --token-file F] [--json] COMMAND ...
  *
  * Every command but `log` talks to the coordinator's admin API (admin.c),
  * which asks the participants itself, so an operator needs one URL and
  * one token. `log dump|verify` reads a decision log offline, with the
  * coordinator's own reader (drec.c, dlog_reader.c), and never writes to it.
+ *
+ * Given several coordinators (several nodes, each maybe with standbys),
+ * dtxctl shows the whole cluster: see "several coordinators" below. With
+ * one, every command and every answer is exactly as with one coordinator.
  *
  * Exit status: 0 success; 1 the command worked and reports a problem (a
  * shard unreachable, branches in doubt, a refusal, corruption); 2 usage.
@@ -16,6 +20,7 @@
 #include "dtx/auth.h"
 #include "dtx/ballot.h"
 #include "dtx/dlog.h"
+#include "dtx/gid.h"
 #include "dtx/jsonx.h"
 #include "dtx/status.h"
 #include "dtx/version.h"
@@ -34,6 +39,7 @@
 
 #define EXIT_PROBLEM 1
 #define EXIT_USAGE   2
+#define MAX_COORDS   32
 
 static const char usage_text[] =
     "usage: dtxctl [OPTIONS] COMMAND [ARGS] [OPTIONS]   (options may stand anywhere)\n"
@@ -60,14 +66,34 @@ static const char usage_text[] =
     "  log dump|verify --log-dir DIR   read a decision log offline\n"
     "\n"
     "options: --coordinator URL (default $DTX_COORDINATOR or http://127.0.0.1:7000),\n"
+    "  repeated or comma-separated for several coordinators (each URL may be written\n"
+    "  NODE=URL, naming its node for when it does not answer): status, list, in-doubt and\n"
+    "  recover then ask an active process of every node and merge the answers, with the\n"
+    "  owning node beside each transaction; show, resolve and forget go to an active\n"
+    "  process of the node that issued the GTID (its prefix). A coordinator that is down\n"
+    "  is reported (exit 1), not fatal, unless none answers.\n"
     "  --token T or --token-file FILE (the admin token; default $DTX_TOKEN, then\n"
     "  $DTX_ADMIN_TOKEN; a file keeps it out of ps), --json, --help, --version.\n"
     "--operator defaults to the OS user at this host. DURATION: 90s, 15m, 2h, 1d (a bare\n"
     "number is seconds). Exit status: 0 ok, 1 a problem was found and reported, 2 usage error.\n";
 
+/*
+ * The coordinator processes to ask: every --coordinator, else the
+ * comma-separated $DTX_COORDINATOR, else the default. Each may say which
+ * node it is ("c2=http://..."), for when it does not answer.
+ */
+struct targets {
+    size_t n;
+    const char *url[MAX_COORDS];
+    const char *label[MAX_COORDS]; /* the NODE= given before the URL; "" for none */
+    char text[8192];               /* the strings above */
+    size_t used;
+};
+
 /* Every option, wherever it stands on the command line (before or after the command). */
 struct opts {
-    const char *url;
+    const char *url;         /* the (first) coordinator */
+    struct targets *targets; /* every coordinator given */
     const char *token;
     const char *peer_token;      /* in-doubt --participant: the participants' token */
     const char *token_file;      /* --token-file */
@@ -143,6 +169,16 @@ static size_t on_data(char *p, size_t size, size_t n, void *arg)
     return size * n;
 }
 
+/* True when base is one of the coordinators given (not a participant's URL). */
+static bool is_coordinator(const struct opts *o, const char *base)
+{
+    for (size_t i = 0; i < o->targets->n; i++) {
+        if (base == o->targets->url[i])
+            return true;
+    }
+    return base == o->url;
+}
+
 /* One request to base (a coordinator's or participant's URL); body NULL for GET. */
 static int call_at(const struct opts *o, const char *base, const char *token, const char *method,
                    const char *path, const char *body, long timeout_s, struct reply *r)
@@ -182,7 +218,7 @@ static int call_at(const struct opts *o, const char *base, const char *token, co
         r->json = r->body ? cJSON_Parse(r->body) : NULL;
     } else {
         snprintf(r->error, sizeof(r->error), "cannot reach %s %s: %s",
-                 base == o->url ? "the coordinator at" : "the participant at", base,
+                 is_coordinator(o, base) ? "the coordinator at" : "the participant at", base,
                  *cerr ? cerr : curl_easy_strerror(rc));
     }
     curl_slist_free_all(h);
@@ -321,12 +357,45 @@ static void print_operator_notes(const cJSON *notes, const char *indent)
 
 /* ---- commands --------------------------------------------------------------------- */
 
+/*
+ * status's table of shards; with seen_by (several coordinators), the nodes
+ * whose coordinator reached each shard.
+ */
+static void print_shard_table(const cJSON *shards, bool seen_by)
+{
+    const cJSON *s, *n;
+    char a[32];
+
+    printf("\n%-12s %-10s %-9s %-8s %-10s %-8s %s\n", "SHARD", "REACHABLE", "LINK", "PREPARED",
+           "OLDEST", "HEADROOM", seen_by ? "MAX_PREPARED REACHED BY" : "MAX_PREPARED");
+    cJSON_ArrayForEach(s, shards)
+    {
+        if (!flag(s, "reachable")) {
+            printf("%-12s %-10s %-9s %s\n", str(s, "name"), "no", str(s, "link"), str(s, "error"));
+            continue;
+        }
+        printf("%-12s %-10s %-9s %-8.0f %-10s %-8.0f %*.0f", str(s, "name"), "yes", str(s, "link"),
+               num(s, "prepared"),
+               num(s, "prepared") ? age(num(s, "oldest_prepared_age_ms"), a, sizeof(a)) : "-",
+               num(s, "headroom"), seen_by ? -12 : 0, num(s, "max_prepared_transactions"));
+        cJSON_ArrayForEach(n, arr(s, "seen_by")) printf(" %s", n->valuestring);
+        printf("\n");
+    }
+}
+
+static void print_heuristic_total(double n)
+{
+    if (n > 0)
+        printf("HEURISTIC: %.0f transaction(s) where a shard did otherwise than decided, or cannot "
+               "prove what it did (dtxctl list, then dtxctl show GTID)\n",
+               n);
+}
+
 static int cmd_status(const struct opts *o)
 {
     struct reply r;
     const cJSON *root = must(o, "GET", "/v1/admin/status", NULL, &r), *co, *s, *t;
     int rc = 0;
-    char a[32];
 
     if (!root)
         return EXIT_PROBLEM;
@@ -352,25 +421,11 @@ static int cmd_status(const struct opts *o)
     {
         printf(" %s %.0f", t->string, t->valuedouble);
     }
-    printf("\n\n%-12s %-10s %-9s %-8s %-10s %-8s %s\n", "SHARD", "REACHABLE", "LINK", "PREPARED",
-           "OLDEST", "HEADROOM", "MAX_PREPARED");
-    cJSON_ArrayForEach(s, arr(root, "shards"))
-    {
-        if (!flag(s, "reachable")) {
-            printf("%-12s %-10s %-9s %s\n", str(s, "name"), "no", str(s, "link"), str(s, "error"));
-            continue;
-        }
-        printf("%-12s %-10s %-9s %-8.0f %-10s %-8.0f %.0f\n", str(s, "name"), "yes", str(s, "link"),
-               num(s, "prepared"),
-               num(s, "prepared") ? age(num(s, "oldest_prepared_age_ms"), a, sizeof(a)) : "-",
-               num(s, "headroom"), num(s, "max_prepared_transactions"));
-    }
+    printf("\n");
+    print_shard_table(arr(root, "shards"), false);
     printf("\nin doubt: %.0f prepared branch(es), %.0f orphan(s)\n", num(root, "in_doubt"),
            num(root, "orphans"));
-    if (num(root, "heuristic") > 0)
-        printf("HEURISTIC: %.0f transaction(s) where a shard did otherwise than decided, or cannot "
-               "prove what it did (dtxctl list, then dtxctl show GTID)\n",
-               num(root, "heuristic"));
+    print_heuristic_total(num(root, "heuristic"));
     reply_free(&r);
     return rc;
 }
@@ -383,11 +438,15 @@ static bool bad_heuristic(const cJSON *t)
            !flag(t, "heuristic_settled");
 }
 
-static void print_tx_line(const cJSON *t)
+/* One transaction of list; owner: its node, in a column of its own (NULL: no such column). */
+static void print_tx_line(const cJSON *t, const char *owner)
 {
     const cJSON *s;
 
-    printf("%-22s %-11s %-28s", str(t, "gtid"), str(t, "status"),
+    printf("%-22s ", str(t, "gtid"));
+    if (owner)
+        printf("%-8s ", owner);
+    printf("%-11s %-28s", str(t, "status"),
            *str(t, "decided_at") ? str(t, "decided_at") : str(t, "created_at"));
     cJSON_ArrayForEach(s, arr(t, "shards")) printf(" %s:%s", str(s, "name"), str(s, "state"));
     if (*str(t, "heuristic"))
@@ -428,25 +487,34 @@ static long long parse_duration(const char *s)
     return -1;
 }
 
-static int cmd_list(const struct opts *o, int argc, char **argv)
+/* The path list asks a coordinator for (n bytes at path); EXIT_USAGE after saying why not. */
+static int list_path(const struct opts *o, int argc, char **argv, char *path, size_t n)
 {
     const char *status = o->status;
     long long older = o->older_ms;
+
+    if (argc > 1)
+        return usage("list: unexpected argument '%s'", argv[1]);
+    if (status && dtx_status_parse(status) < 0) {
+        dtx_status_list(path, n);
+        return usage("--status: '%s' is not a status (%s)", status, path);
+    }
+    snprintf(path, n, "/v1/transactions?%s%s%s", status ? "status=" : "", status ? status : "",
+             status && older >= 0 ? "&" : "");
+    if (older >= 0)
+        snprintf(path + strlen(path), n - strlen(path), "older_than_ms=%lld", older);
+    return 0;
+}
+
+static int cmd_list(const struct opts *o, int argc, char **argv)
+{
     char path[512];
     struct reply r;
     const cJSON *root, *t;
     int rc = 0;
 
-    if (argc > 1)
-        return usage("list: unexpected argument '%s'", argv[1]);
-    if (status && dtx_status_parse(status) < 0) {
-        dtx_status_list(path, sizeof(path));
-        return usage("--status: '%s' is not a status (%s)", status, path);
-    }
-    snprintf(path, sizeof(path), "/v1/transactions?%s%s%s", status ? "status=" : "",
-             status ? status : "", status && older >= 0 ? "&" : "");
-    if (older >= 0)
-        snprintf(path + strlen(path), sizeof(path) - strlen(path), "older_than_ms=%lld", older);
+    if ((rc = list_path(o, argc, argv, path, sizeof(path))) != 0)
+        return rc;
     if (!(root = must(o, "GET", path, NULL, &r)))
         return EXIT_PROBLEM;
     cJSON_ArrayForEach(t, arr(root, "transactions")) rc |= bad_heuristic(t) ? EXIT_PROBLEM : 0;
@@ -454,7 +522,7 @@ static int cmd_list(const struct opts *o, int argc, char **argv)
         print_json(root);
     } else {
         printf("%-22s %-11s %-28s %s\n", "GTID", "STATUS", "DECIDED (or created)", "SHARDS");
-        cJSON_ArrayForEach(t, arr(root, "transactions")) print_tx_line(t);
+        cJSON_ArrayForEach(t, arr(root, "transactions")) print_tx_line(t, NULL);
         printf("%d transaction(s)%s\n", cJSON_GetArraySize(arr(root, "transactions")),
                rc ? "; HEURISTIC outcomes among them (dtxctl show GTID)" : "");
     }
@@ -524,6 +592,17 @@ static int cmd_show(const struct opts *o, int argc, char **argv)
     return rc;
 }
 
+/* Why in-doubt's branch b has no decision, or that an operator decided it; "" for neither. */
+static const char *branch_mark(const cJSON *b)
+{
+    return flag(b, "malformed")                 ? "MALFORMED"
+           : flag(b, "foreign")                 ? "FOREIGN"
+           : flag(b, "epoch_gap")               ? "LOG-GAP"
+           : flag(b, "orphan")                  ? "ORPHAN"
+           : cJSON_HasObjectItem(b, "operator") ? "HEURISTIC"
+                                                : "";
+}
+
 static int cmd_in_doubt(const struct opts *o)
 {
     struct reply r;
@@ -544,13 +623,7 @@ static int cmd_in_doubt(const struct opts *o)
     cJSON_ArrayForEach(b, arr(root, "branches"))
     {
         printf("%-8s %-28s %-9s %-10s %-9s ", str(b, "shard"), str(b, "gid"),
-               age(num(b, "age_ms"), a, sizeof(a)), str(b, "decision"),
-               flag(b, "malformed")                 ? "MALFORMED"
-               : flag(b, "foreign")                 ? "FOREIGN"
-               : flag(b, "epoch_gap")               ? "LOG-GAP"
-               : flag(b, "orphan")                  ? "ORPHAN"
-               : cJSON_HasObjectItem(b, "operator") ? "HEURISTIC"
-                                                    : "");
+               age(num(b, "age_ms"), a, sizeof(a)), str(b, "decision"), branch_mark(b));
         print_locks(arr(b, "locks"));
         print_termination(b);
         printf("\n");
@@ -726,7 +799,9 @@ static void recover_one(const struct opts *o, const cJSON *b, char *result, size
     reply_free(&one);
 }
 
-static void print_recover_summary(const struct opts *o, cJSON *items, const struct tally *t)
+/* Prints recover's outcome; takes items and coordinators (NULL with one coordinator). */
+static void print_recover_summary(const struct opts *o, cJSON *items, const struct tally *t,
+                                  cJSON *coordinators)
 {
     cJSON *sum;
 
@@ -735,9 +810,12 @@ static void print_recover_summary(const struct opts *o, cJSON *items, const stru
                "failed\n",
                t->done, t->skipped, t->undecided, t->failed);
         cJSON_Delete(items);
+        cJSON_Delete(coordinators);
         return;
     }
     sum = jsonx_new_object();
+    if (coordinators)
+        jsonx_add(sum, "coordinators", coordinators);
     jsonx_add(sum, "branches", items);
     jsonx_add_num(sum, "finished", (double)t->done);
     jsonx_add_num(sum, "skipped", (double)t->skipped);
@@ -787,7 +865,7 @@ static int cmd_recover(const struct opts *o)
             printf("shard %s is unreachable: its branches wait until it is back: %s\n",
                    str(s, "name"), str(s, "error"));
     }
-    print_recover_summary(o, items, &t);
+    print_recover_summary(o, items, &t, NULL);
     reply_free(&r);
     return t.failed || t.undecided ? EXIT_PROBLEM : 0;
 }
@@ -841,10 +919,9 @@ static int post_operator(const struct opts *o, const char *gtid, const char *act
     return 0;
 }
 
-static int cmd_resolve(const struct opts *o, int argc, char **argv, bool forget)
+/* The usage errors of resolve and forget, found before anything is sent: EXIT_USAGE, or 0. */
+static int check_resolve(const struct opts *o, int argc, char **argv, bool forget)
 {
-    cJSON *req;
-
     if (argc != 2)
         return usage("%s needs one GTID", argv[0]);
     if (forget && o->decision)
@@ -855,6 +932,16 @@ static int cmd_resolve(const struct opts *o, int argc, char **argv, bool forget)
         return usage("forget needs --shard NAME");
     if (!o->reason || !*o->reason)
         return usage("%s needs --reason TEXT (it is kept in the decision log)", argv[0]);
+    return 0;
+}
+
+static int cmd_resolve(const struct opts *o, int argc, char **argv, bool forget)
+{
+    cJSON *req;
+    int rc;
+
+    if ((rc = check_resolve(o, argc, argv, forget)) != 0)
+        return rc;
     req = jsonx_new_object();
     if (o->decision)
         jsonx_add_str(req, "decision", o->decision);
@@ -1061,6 +1148,643 @@ static int cmd_log(const struct opts *o, int argc, char **argv)
     return rc < 0 ? EXIT_PROBLEM : 0;
 }
 
+/* ---- several coordinators: the whole cluster -------------------------------------- */
+
+/*
+ * With more than one --coordinator, dtxctl first asks every one its
+ * /healthz: its node and whether it is that node's active process or a
+ * standby. The cluster commands (status, list, in-doubt, recover) then ask
+ * one active process of every node and merge the answers; the commands on
+ * one transaction (show, resolve, forget) go to an active process of the
+ * node that issued the gtid (its prefix). A coordinator that does not
+ * answer is reported, not fatal, unless no node answers at all.
+ */
+
+/* One coordinator process given on the command line, as its /healthz describes it. */
+struct member {
+    const char *url;
+    char node[DTX_NAME_MAX + 1]; /* from /healthz, else the NODE= given; "" when unknown */
+    const char *role;            /* "active", "standby" or "unreachable" */
+    bool asked;                  /* the one active process of its node the cluster asks */
+    bool failed;                 /* asked, and its answer did not come */
+    char error[CURL_ERROR_SIZE + 200];
+};
+
+struct cluster {
+    size_t n;
+    struct member m[MAX_COORDS];
+    struct reply r[MAX_COORDS]; /* each asked member's answer */
+};
+
+/* Asks every coordinator given its /healthz and picks one active process per node. */
+static void cluster_probe(const struct opts *o, struct cluster *cl)
+{
+    const struct targets *t = o->targets;
+    struct reply h;
+
+    memset(cl, 0, sizeof(*cl));
+    cl->n = t->n;
+    for (size_t i = 0; i < t->n; i++) {
+        struct member *m = &cl->m[i];
+
+        m->url = t->url[i];
+        snprintf(m->node, sizeof(m->node), "%s", t->label[i]);
+        m->role = "unreachable";
+        if (call_at(o, m->url, o->token, "GET", "/healthz", NULL, 10, &h) != 0) {
+            snprintf(m->error, sizeof(m->error), "%s", reply_error(&h));
+        } else if (!h.json || !gid_name_ok(str(h.json, "node_id"))) {
+            snprintf(m->error, sizeof(m->error),
+                     "%s answers /healthz with HTTP %ld but names no node_id: not a dtx "
+                     "coordinator",
+                     m->url, h.status);
+        } else {
+            snprintf(m->node, sizeof(m->node), "%s", str(h.json, "node_id"));
+            m->role = strcmp(str(h.json, "role"), "standby") == 0 ? "standby" : "active";
+        }
+        reply_free(&h);
+    }
+    for (size_t i = 0; i < cl->n; i++) {
+        size_t j = 0;
+
+        for (; j < i && !(cl->m[j].asked && strcmp(cl->m[j].node, cl->m[i].node) == 0); j++)
+            ;
+        cl->m[i].asked = j == i && strcmp(cl->m[i].role, "active") == 0;
+    }
+}
+
+static void cluster_release(struct cluster *cl)
+{
+    for (size_t i = 0; i < cl->n; i++)
+        reply_free(&cl->r[i]);
+}
+
+/* The active process of node that the cluster asks; NULL when there is none. */
+static struct member *node_member(struct cluster *cl, const char *node)
+{
+    for (size_t i = 0; i < cl->n; i++) {
+        if (cl->m[i].asked && strcmp(cl->m[i].node, node) == 0)
+            return &cl->m[i];
+    }
+    return NULL;
+}
+
+/*
+ * Sends method path (body NULL for none) to every member asked, their
+ * answers in cl->r. Returns how many answered 2xx with JSON; a member that
+ * did not is marked failed, with why. When none answered, says so on
+ * stderr (with every member's state) and returns 0.
+ */
+static size_t cluster_ask(const struct opts *o, struct cluster *cl, const char *method,
+                          const char *path, const char *body)
+{
+    size_t ok = 0;
+
+    for (size_t i = 0; i < cl->n; i++) {
+        struct member *m = &cl->m[i];
+        struct reply *r = &cl->r[i];
+
+        if (!m->asked)
+            continue;
+        reply_free(r);
+        m->failed = false;
+        m->error[0] = '\0';
+        if (call_at(o, m->url, o->token, method, path, body, 60, r) == 0 && r->status / 100 == 2 &&
+            r->json) {
+            ok++;
+            continue;
+        }
+        m->failed = true;
+        snprintf(m->error, sizeof(m->error), "%s", reply_error(r));
+    }
+    if (ok)
+        return ok;
+    fprintf(stderr, "dtxctl: no coordinator answered:\n");
+    for (size_t i = 0; i < cl->n; i++)
+        fprintf(stderr, "  %s (%s): %s\n", cl->m[i].url, *cl->m[i].node ? cl->m[i].node : "?",
+                *cl->m[i].error ? cl->m[i].error : cl->m[i].role);
+    return 0;
+}
+
+/* True when member i was asked and answered. */
+static bool answered(const struct cluster *cl, size_t i)
+{
+    return cl->m[i].asked && !cl->m[i].failed;
+}
+
+/* True when an asked process of node answered. */
+static bool node_heard(const struct cluster *cl, const char *node)
+{
+    for (size_t i = 0; i < cl->n; i++) {
+        if (answered(cl, i) && *node && strcmp(cl->m[i].node, node) == 0)
+            return true;
+    }
+    return false;
+}
+
+/*
+ * EXIT_PROBLEM when a coordinator given did not answer, or a node has no
+ * active process that answered (a standby beside an active one is no
+ * problem); else 0. Call it after the cluster was asked.
+ */
+static int cluster_rc(const struct cluster *cl)
+{
+    for (size_t i = 0; i < cl->n; i++) {
+        if (strcmp(cl->m[i].role, "unreachable") == 0 || cl->m[i].failed ||
+            !node_heard(cl, cl->m[i].node))
+            return EXIT_PROBLEM;
+    }
+    return 0;
+}
+
+static cJSON *members_json(const struct cluster *cl)
+{
+    cJSON *a = jsonx_new_array();
+
+    for (size_t i = 0; i < cl->n; i++) {
+        const struct member *m = &cl->m[i];
+        cJSON *j = jsonx_new_object();
+
+        jsonx_add_str(j, "url", m->url);
+        jsonx_add_str(j, "node", m->node);
+        jsonx_add_str(j, "role", m->role);
+        jsonx_add_bool(j, "asked", m->asked);
+        if (*m->error)
+            jsonx_add_str(j, "error", m->error);
+        jsonx_append(a, j);
+    }
+    return a;
+}
+
+/* Says, after a merged listing of what, which coordinators were not heard and what is missing. */
+static void print_unheard(const struct cluster *cl, const char *what)
+{
+    for (size_t i = 0; i < cl->n; i++) {
+        const struct member *m = &cl->m[i];
+        const char *node = *m->node ? m->node : "?";
+
+        if (answered(cl, i) || (strcmp(m->role, "active") == 0 && !m->asked))
+            continue;
+        if (node_heard(cl, m->node) && strcmp(m->role, "standby") != 0)
+            printf("coordinator %s (node %s) did not answer: %s\n", m->url, node, m->error);
+        else if (node_heard(cl, m->node))
+            continue;
+        else if (strcmp(m->role, "standby") == 0)
+            printf("coordinator %s (node %s) is a standby and no active process of its node "
+                   "answered: the %s of node %s are not listed\n",
+                   m->url, node, what, node);
+        else
+            printf("coordinator %s (node %s) did not answer, the %s of its node are not "
+                   "listed: %s\n",
+                   m->url, node, what, m->error);
+    }
+}
+
+/* The node that issued gtid (its prefix) into node (DTX_NAME_MAX + 1); "" when malformed. */
+static const char *gtid_node(const char *gtid, char *node)
+{
+    if (!gid_parse_gtid(gtid, node, NULL, NULL))
+        node[0] = '\0';
+    return node;
+}
+
+/* The item of list whose key is v (and, with key2, whose key2 is v2); NULL when none. */
+static cJSON *find_item(const cJSON *list, const char *key, const char *v, const char *key2,
+                        const char *v2)
+{
+    cJSON *it;
+
+    cJSON_ArrayForEach(it, list)
+    {
+        if (strcmp(str(it, key), v) == 0 && (!key2 || strcmp(str(it, key2), v2) == 0))
+            return it;
+    }
+    return NULL;
+}
+
+/* Adds name to item's array key (made when missing), once. */
+static void add_name(cJSON *item, const char *key, const char *name)
+{
+    cJSON *list = cJSON_GetObjectItemCaseSensitive(item, key);
+    const cJSON *s;
+
+    if (!list) {
+        list = jsonx_new_array();
+        jsonx_add(item, key, list);
+    }
+    cJSON_ArrayForEach(s, list)
+    {
+        if (cJSON_IsString(s) && strcmp(s->valuestring, name) == 0)
+            return;
+    }
+    jsonx_append(list, cJSON_CreateString(name));
+}
+
+/*
+ * Every prepared branch the asked coordinators listed, once (by shard and
+ * gid), each with "node" (its owner, the gtid's prefix) and "seen_by".
+ * A branch's decision is its owner's answer when the owner answered,
+ * else another coordinator's (which says "foreign": it cannot decide).
+ */
+static cJSON *merge_branches(const struct cluster *cl)
+{
+    cJSON *all = jsonx_new_array();
+    const cJSON *b;
+    char node[DTX_NAME_MAX + 1];
+
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < cl->n; i++) {
+            if (!answered(cl, i))
+                continue;
+            cJSON_ArrayForEach(b, arr(cl->r[i].json, "branches"))
+            {
+                bool own = strcmp(gtid_node(str(b, "gtid"), node), cl->m[i].node) == 0;
+                cJSON *have = find_item(all, "shard", str(b, "shard"), "gid", str(b, "gid"));
+
+                if (own != (pass == 0))
+                    continue;
+                if (!have) {
+                    have = cJSON_Duplicate(b, true);
+                    jsonx_add_str(have, "node", node);
+                    jsonx_append(all, have);
+                }
+                add_name(have, "seen_by", cl->m[i].node);
+            }
+        }
+    }
+    return all;
+}
+
+/* Every shard, once: as a coordinator that reached it saw it, else unreachable from all. */
+static cJSON *merge_shards(const struct cluster *cl)
+{
+    cJSON *all = jsonx_new_array();
+    const cJSON *s;
+
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < cl->n; i++) {
+            if (!answered(cl, i))
+                continue;
+            cJSON_ArrayForEach(s, arr(cl->r[i].json, "shards"))
+            {
+                cJSON *have = find_item(all, "name", str(s, "name"), NULL, NULL);
+
+                if (flag(s, "reachable") != (pass == 0))
+                    continue;
+                if (!have) {
+                    have = cJSON_Duplicate(s, true);
+                    cJSON_DeleteItemFromObjectCaseSensitive(have, "seen_by");
+                    jsonx_append(all, have);
+                }
+                if (pass == 0)
+                    add_name(have, "seen_by", cl->m[i].node);
+            }
+        }
+    }
+    return all;
+}
+
+/* in-doubt with several coordinators: every node's branches, merged, with the owning node. */
+static int cluster_in_doubt(const struct opts *o, struct cluster *cl)
+{
+    cJSON *root, *branches, *shards;
+    const cJSON *b, *s;
+    int rc;
+    double orphans = 0;
+    char a[32];
+
+    if (!cluster_ask(o, cl, "GET", "/v1/admin/in-doubt", NULL))
+        return EXIT_PROBLEM;
+    rc = cluster_rc(cl);
+    branches = merge_branches(cl);
+    shards = merge_shards(cl);
+    cJSON_ArrayForEach(b, branches) orphans += flag(b, "orphan");
+    rc |= cJSON_GetArraySize(branches) ? EXIT_PROBLEM : 0;
+    cJSON_ArrayForEach(s, shards) rc |= flag(s, "reachable") ? 0 : EXIT_PROBLEM;
+    root = jsonx_new_object();
+    jsonx_add(root, "coordinators", members_json(cl));
+    jsonx_add(root, "branches", branches);
+    jsonx_add(root, "shards", shards);
+    jsonx_add_num(root, "orphans", orphans);
+    if (o->json) {
+        print_json(root);
+        cJSON_Delete(root);
+        return rc;
+    }
+    printf("%-8s %-28s %-8s %-9s %-10s %-9s %s\n", "SHARD", "GID", "NODE", "AGE", "DECISION", "",
+           "LOCKS");
+    cJSON_ArrayForEach(b, branches)
+    {
+        printf("%-8s %-28s %-8s %-9s %-10s %-9s ", str(b, "shard"), str(b, "gid"),
+               *str(b, "node") ? str(b, "node") : "-", age(num(b, "age_ms"), a, sizeof(a)),
+               str(b, "decision"), branch_mark(b));
+        print_locks(arr(b, "locks"));
+        print_termination(b);
+        printf("\n");
+    }
+    cJSON_ArrayForEach(s, shards)
+    {
+        if (!flag(s, "reachable"))
+            printf("shard %s is unreachable, its branches are not listed: %s\n", str(s, "name"),
+                   str(s, "error"));
+    }
+    print_unheard(cl, "decisions");
+    printf("%d prepared branch(es) in doubt, %.0f orphan(s)\n", cJSON_GetArraySize(branches),
+           orphans);
+    cJSON_Delete(root);
+    return rc;
+}
+
+/* list with several coordinators: every node's transactions, each once, with its node. */
+static int cluster_list(const struct opts *o, struct cluster *cl, const char *path)
+{
+    cJSON *root, *all = jsonx_new_array();
+    const cJSON *t;
+    int rc, heur = 0;
+    char node[DTX_NAME_MAX + 1];
+
+    if (!cluster_ask(o, cl, "GET", path, NULL)) {
+        cJSON_Delete(all);
+        return EXIT_PROBLEM;
+    }
+    rc = cluster_rc(cl);
+    for (size_t i = 0; i < cl->n; i++) {
+        if (!answered(cl, i))
+            continue;
+        cJSON_ArrayForEach(t, arr(cl->r[i].json, "transactions"))
+        {
+            cJSON *c;
+
+            if (find_item(all, "gtid", str(t, "gtid"), NULL, NULL))
+                continue;
+            c = cJSON_Duplicate(t, true);
+            jsonx_add_str(c, "node", gtid_node(str(t, "gtid"), node));
+            jsonx_append(all, c);
+            heur |= bad_heuristic(t);
+        }
+    }
+    rc |= heur ? EXIT_PROBLEM : 0;
+    root = jsonx_new_object();
+    jsonx_add(root, "coordinators", members_json(cl));
+    jsonx_add(root, "transactions", all);
+    if (o->json) {
+        print_json(root);
+        cJSON_Delete(root);
+        return rc;
+    }
+    printf("%-22s %-8s %-11s %-28s %s\n", "GTID", "NODE", "STATUS", "DECIDED (or created)",
+           "SHARDS");
+    cJSON_ArrayForEach(t, all) print_tx_line(t, str(t, "node"));
+    print_unheard(cl, "transactions");
+    printf("%d transaction(s)%s\n", cJSON_GetArraySize(all),
+           heur ? "; HEURISTIC outcomes among them (dtxctl show GTID)" : "");
+    cJSON_Delete(root);
+    return rc;
+}
+
+/* One line of cluster status per coordinator process: its role and, if asked, its summary. */
+static void print_member_status(const struct cluster *cl, size_t i)
+{
+    const struct member *m = &cl->m[i];
+    const cJSON *co = cJSON_GetObjectItemCaseSensitive(cl->r[i].json, "coordinator"), *t;
+
+    printf("%-8s %-12s %s", *m->node ? m->node : "?", m->role, m->url);
+    if (!answered(cl, i)) {
+        if (*m->error)
+            printf(": %s", m->error);
+        else if (strcmp(m->role, "active") == 0)
+            printf(" (another active process of node %s was asked)", m->node);
+        printf("\n");
+        return;
+    }
+    printf(" (epoch %.0f): %s\n", num(co, "epoch"), str(co, "status"));
+    if (cJSON_HasObjectItem(co, "error"))
+        printf("  %s\n", str(cJSON_GetObjectItemCaseSensitive(co, "error"), "message"));
+    t = cJSON_GetObjectItemCaseSensitive(co, "log");
+    printf("  decisions: %s store%s%s, last checkpoint %s\n",
+           *str(t, "type") ? str(t, "type") : "file", *str(t, "dir") ? " " : "", str(t, "dir"),
+           *str(t, "last_checkpoint_at") ? str(t, "last_checkpoint_at") : "none");
+    printf("  transactions:");
+    cJSON_ArrayForEach(t, cJSON_GetObjectItemCaseSensitive(co, "transactions"))
+    {
+        printf(" %s %.0f", t->string, t->valuedouble);
+    }
+    printf("\n");
+}
+
+/* The cluster's totals for status: processes by role, prepared branches, heuristics. */
+static cJSON *cluster_summary(const struct cluster *cl, const cJSON *shards)
+{
+    cJSON *sum = jsonx_new_object();
+    double active = 0, standby = 0, down = 0, prepared = 0, heur = 0;
+    const cJSON *s;
+
+    for (size_t i = 0; i < cl->n; i++) {
+        const struct member *m = &cl->m[i];
+
+        active += strcmp(m->role, "active") == 0;
+        standby += strcmp(m->role, "standby") == 0;
+        down += strcmp(m->role, "unreachable") == 0;
+        if (*m->node)
+            add_name(sum, "nodes", m->node);
+        if (answered(cl, i))
+            heur += num(cl->r[i].json, "heuristic");
+    }
+    cJSON_ArrayForEach(s, shards) prepared += num(s, "prepared");
+    jsonx_add_num(sum, "active", active);
+    jsonx_add_num(sum, "standby", standby);
+    jsonx_add_num(sum, "unreachable", down);
+    jsonx_add_num(sum, "in_doubt", prepared);
+    jsonx_add_num(sum, "heuristic", heur);
+    return sum;
+}
+
+/* status with several coordinators: each process (its role, its summary), the shards, the cluster.
+ */
+static int cluster_status(const struct opts *o, struct cluster *cl)
+{
+    cJSON *root, *members, *shards, *sum;
+    const cJSON *s;
+    int rc;
+
+    if (!cluster_ask(o, cl, "GET", "/v1/admin/status", NULL))
+        return EXIT_PROBLEM;
+    rc = cluster_rc(cl);
+    members = members_json(cl);
+    for (size_t i = 0; i < cl->n; i++) {
+        const cJSON *co = cJSON_GetObjectItemCaseSensitive(cl->r[i].json, "coordinator");
+
+        if (!answered(cl, i))
+            continue;
+        rc |= strcmp(str(co, "status"), "ok") != 0 ? EXIT_PROBLEM : 0;
+        jsonx_add(cJSON_GetArrayItem(members, (int)i), "status",
+                  cJSON_Duplicate(cl->r[i].json, true));
+    }
+    shards = merge_shards(cl);
+    sum = cluster_summary(cl, shards);
+    rc |= num(sum, "heuristic") > 0 ? EXIT_PROBLEM : 0;
+    cJSON_ArrayForEach(s, shards) rc |= flag(s, "reachable") ? 0 : EXIT_PROBLEM;
+    root = jsonx_new_object();
+    jsonx_add(root, "coordinators", members);
+    jsonx_add(root, "shards", shards);
+    jsonx_add(root, "cluster", sum);
+    if (o->json) {
+        print_json(root);
+        cJSON_Delete(root);
+        return rc;
+    }
+    printf("%-8s %-12s %s\n", "NODE", "ROLE", "COORDINATOR");
+    for (size_t i = 0; i < cl->n; i++)
+        print_member_status(cl, i);
+    print_shard_table(shards, true);
+    printf("\ncluster: %d node(s), coordinator processes: %.0f active, %.0f standby, %.0f "
+           "unreachable\n",
+           cJSON_GetArraySize(arr(sum, "nodes")), num(sum, "active"), num(sum, "standby"),
+           num(sum, "unreachable"));
+    printf("in doubt: %.0f prepared branch(es) (dtxctl in-doubt shows whose)\n",
+           num(sum, "in_doubt"));
+    print_heuristic_total(num(sum, "heuristic"));
+    cJSON_Delete(root);
+    return rc;
+}
+
+/* recover with several coordinators: each node kicked, then each branch sent to its owner. */
+static int cluster_recover(const struct opts *o, struct cluster *cl)
+{
+    struct tally t = {0, 0, 0, 0};
+    cJSON *branches, *shards, *items;
+    const cJSON *b, *s;
+    size_t total, k = 0;
+    char result[700];
+
+    if (!cluster_ask(o, cl, "POST", "/v1/admin/recover", "{}"))
+        return EXIT_PROBLEM;
+    for (size_t i = 0; i < cl->n && !o->json; i++) {
+        if (answered(cl, i))
+            printf("node %s: phase 2 resent now for %.0f decided transaction(s)\n", cl->m[i].node,
+                   num(cl->r[i].json, "kicked"));
+    }
+    if (!cluster_ask(o, cl, "GET", "/v1/admin/in-doubt", NULL))
+        return EXIT_PROBLEM;
+    branches = merge_branches(cl);
+    shards = merge_shards(cl);
+    items = jsonx_new_array();
+    total = (size_t)cJSON_GetArraySize(branches);
+    cJSON_ArrayForEach(b, branches)
+    {
+        const struct member *m = node_member(cl, str(b, "node"));
+        struct opts one = *o;
+        cJSON *item = jsonx_new_object();
+
+        for (size_t i = 0; (!m || m->failed) && i < cl->n; i++)
+            m = answered(cl, i) ? &cl->m[i] : m; /* not its owner: says whose it is */
+        one.url = m->url;
+        recover_one(&one, b, result, sizeof(result), &t);
+        jsonx_add_str(item, "gid", str(b, "gid"));
+        jsonx_add_str(item, "shard", str(b, "shard"));
+        jsonx_add_str(item, "node", str(b, "node"));
+        jsonx_add_str(item, "result", result);
+        jsonx_append(items, item);
+        if (!o->json)
+            printf("[%zu/%zu] %-28s %-8s %s\n", ++k, total, str(b, "gid"), str(b, "shard"), result);
+        fflush(stdout);
+    }
+    cJSON_ArrayForEach(s, shards)
+    {
+        if (flag(s, "reachable"))
+            continue;
+        t.failed++;
+        if (!o->json)
+            printf("shard %s is unreachable: its branches wait until it is back: %s\n",
+                   str(s, "name"), str(s, "error"));
+    }
+    if (!o->json)
+        print_unheard(cl, "decided transactions");
+    print_recover_summary(o, items, &t, members_json(cl));
+    cJSON_Delete(branches);
+    cJSON_Delete(shards);
+    return t.failed || t.undecided || cluster_rc(cl) ? EXIT_PROBLEM : 0;
+}
+
+/*
+ * With several coordinators, points o->url at an active process of the node
+ * that issued gtid (its prefix). Returns 0; EXIT_USAGE for a malformed gtid;
+ * EXIT_PROBLEM after saying which coordinators of that node were given and
+ * why none of them can take it (o->url is then untouched).
+ */
+static int route_to_owner(struct opts *o, struct cluster *cl, const char *gtid)
+{
+    char node[DTX_NAME_MAX + 1];
+    const struct member *m;
+    bool any = false;
+
+    if (!gid_parse_gtid(gtid, node, NULL, NULL))
+        return usage("'%s' is not a gtid (NODE-EPOCH-SEQ); with several coordinators its node "
+                     "says which one to ask",
+                     gtid);
+    cluster_probe(o, cl);
+    if ((m = node_member(cl, node))) {
+        o->url = m->url;
+        return 0;
+    }
+    fprintf(stderr,
+            "dtxctl: %s belongs to node '%s', and no coordinator given is an active one "
+            "of it",
+            gtid, node);
+    for (size_t i = 0; i < cl->n; i++) {
+        if (strcmp(cl->m[i].node, node) != 0)
+            continue;
+        fprintf(stderr, "%s %s: %s", any ? ";" : ":", cl->m[i].url,
+                *cl->m[i].error ? cl->m[i].error : cl->m[i].role);
+        any = true;
+    }
+    if (!any)
+        fprintf(stderr, " (give its URL with --coordinator, or NODE=URL for one that is down)");
+    fprintf(stderr, "\n");
+    return EXIT_PROBLEM;
+}
+
+/* Runs an HTTP command against several coordinators (more than one --coordinator). */
+static int run_cluster(struct opts *o, const char *cmd, int argc, char **argv)
+{
+    struct cluster *cl = xcalloc(1, sizeof(*cl));
+    bool one_tx =
+        strcmp(cmd, "show") == 0 || strcmp(cmd, "resolve") == 0 || strcmp(cmd, "forget") == 0;
+    char path[512];
+    int rc = 0;
+
+    if (strcmp(cmd, "show") == 0 && argc != 2)
+        rc = usage("show needs one GTID");
+    else if (one_tx && strcmp(cmd, "show") != 0)
+        rc = check_resolve(o, argc, argv, strcmp(cmd, "forget") == 0);
+    else if (strcmp(cmd, "list") == 0)
+        rc = list_path(o, argc, argv, path, sizeof(path));
+    if (rc != 0)
+        goto out;
+    if (one_tx) {
+        if ((rc = route_to_owner(o, cl, argv[1])) == 0)
+            rc = strcmp(cmd, "show") == 0 ? cmd_show(o, argc, argv)
+                                          : cmd_resolve(o, argc, argv, strcmp(cmd, "forget") == 0);
+        goto out;
+    }
+    if (strcmp(cmd, "in-doubt") == 0 && o->nparts) {
+        rc = cmd_in_doubt_direct(o); /* the participants, not the coordinators */
+        goto out;
+    }
+    cluster_probe(o, cl);
+    if (strcmp(cmd, "status") == 0)
+        rc = cluster_status(o, cl);
+    else if (strcmp(cmd, "list") == 0)
+        rc = cluster_list(o, cl, path);
+    else if (strcmp(cmd, "in-doubt") == 0)
+        rc = cluster_in_doubt(o, cl);
+    else
+        rc = cluster_recover(o, cl);
+out:
+    cluster_release(cl);
+    free(cl);
+    return rc;
+}
+
 /* The options each command takes, beyond the global ones (OPT_* bits). */
 static const struct command {
     const char *name;
@@ -1088,6 +1812,77 @@ static const char *opt_name(unsigned bit)
             return names[i];
     }
     return "?";
+}
+
+/* Keeps a copy of the n bytes at s in t->text; NULL when there is no room. */
+static const char *keep(struct targets *t, const char *s, size_t n)
+{
+    char *c = t->text + t->used;
+
+    if (n >= sizeof(t->text) - t->used)
+        return NULL;
+    memcpy(c, s, n);
+    c[n] = '\0';
+    t->used += n + 1;
+    return c;
+}
+
+/*
+ * Adds the coordinators of list ("URL", "NODE=URL", comma-separated, blanks
+ * around each ignored) to t, each once; what names the option or variable
+ * for a usage error. Returns 0, or EXIT_USAGE after saying why.
+ */
+static int add_targets(struct targets *t, const char *list, const char *what)
+{
+    const char *p = list, *end, *eq, *scheme;
+    size_t n, i;
+
+    for (; *p; p = *end ? end + 1 : end) {
+        const char *url, *label = "";
+
+        end = p + strcspn(p, ",");
+        while (p < end && (*p == ' ' || *p == '\t'))
+            p++;
+        for (n = (size_t)(end - p); n && (p[n - 1] == ' ' || p[n - 1] == '\t'); n--)
+            ;
+        if (!n)
+            continue;
+        eq = memchr(p, '=', n);
+        scheme = strstr(p, "://");
+        if (eq && (!scheme || eq < scheme)) {
+            if (!(label = keep(t, p, (size_t)(eq - p))) || !gid_name_ok(label))
+                return usage("%s: '%.*s' is not a node name (NODE=URL)", what, (int)(eq - p), p);
+            n -= (size_t)(eq + 1 - p);
+            p = eq + 1;
+        }
+        if (!n || !(url = keep(t, p, n)))
+            return usage("%s: a coordinator's URL is missing or too long", what);
+        for (i = 0; i < t->n && strcmp(t->url[i], url) != 0; i++)
+            ;
+        if (i < t->n)
+            continue; /* given twice */
+        if (t->n == MAX_COORDS)
+            return usage("%s: at most %d coordinators", what, MAX_COORDS);
+        t->label[t->n] = label;
+        t->url[t->n++] = url;
+    }
+    return 0;
+}
+
+/*
+ * The coordinators when no --coordinator was given: $DTX_COORDINATOR's, else
+ * the default. Sets o->url to the first. Returns 0 or EXIT_USAGE.
+ */
+static int pick_coordinators(struct opts *o)
+{
+    const char *env = getenv("DTX_COORDINATOR");
+
+    if (!o->targets->n && env && add_targets(o->targets, env, "$DTX_COORDINATOR") != 0)
+        return EXIT_USAGE;
+    if (!o->targets->n && add_targets(o->targets, "http://127.0.0.1:7000", "default") != 0)
+        return EXIT_USAGE;
+    o->url = o->targets->url[0];
+    return 0;
 }
 
 /* Reads every option, before or after the command; returns EXIT_USAGE after saying why. */
@@ -1118,7 +1913,10 @@ static int parse_opts(struct opts *o, int argc, char **argv)
     while ((c = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
         switch (c) {
         case 'c':
-            o->url = optarg;
+            if (!optarg[strspn(optarg, " \t,")])
+                return usage("--coordinator needs a URL");
+            if (add_targets(o->targets, optarg, "--coordinator") != 0)
+                return EXIT_USAGE;
             break;
         case 't':
             o->token = optarg;
@@ -1227,15 +2025,14 @@ static int pick_token(const char **token, const char *file, struct auth_token *h
 
 int main(int argc, char **argv)
 {
-    struct opts o = {.url = getenv("DTX_COORDINATOR"), .older_ms = -1};
+    struct targets targets = {.n = 0};
+    struct opts o = {.targets = &targets, .older_ms = -1};
     const struct command *cmd = NULL;
     unsigned extra;
     int rc;
 
     xalloc_init();
-    if (!o.url || !*o.url)
-        o.url = "http://127.0.0.1:7000";
-    if (parse_opts(&o, argc, argv) != 0 ||
+    if (parse_opts(&o, argc, argv) != 0 || pick_coordinators(&o) != 0 ||
         pick_token(&o.token, o.token_file, &o.from_file, "token", "DTX_TOKEN", "DTX_ADMIN_TOKEN") !=
             0 ||
         pick_token(&o.peer_token, o.peer_token_file, &o.peer_from_file, "peer-token",
@@ -1261,7 +2058,9 @@ int main(int argc, char **argv)
         strcmp(cmd->name, "forget") != 0)
         return usage("%s: unexpected argument '%s'", cmd->name, argv[1]);
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    if (strcmp(cmd->name, "status") == 0)
+    if (o.targets->n > 1)
+        rc = run_cluster(&o, cmd->name, argc, argv);
+    else if (strcmp(cmd->name, "status") == 0)
         rc = cmd_status(&o);
     else if (strcmp(cmd->name, "list") == 0)
         rc = cmd_list(&o, argc, argv);

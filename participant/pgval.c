@@ -56,9 +56,15 @@ cJSON *pgval_json(const PGresult *res, int row, int col)
         return *end == '\0' && isfinite(d) ? cJSON_CreateRaw(v) : cJSON_CreateString(v);
     case OID_JSON:
     case OID_JSONB: {
+        /* PostgreSQL's own text, never re-encoded: cJSON would pass its numbers through a
+         * double (2^53 + 1 rounded, 1e400 printed as null). Parsed only to be sure it is
+         * JSON that readers take (cJSON's nesting limit too); otherwise a string. */
         cJSON *j = cJSON_Parse(v);
 
-        return j ? j : cJSON_CreateString(v);
+        if (!j)
+            return cJSON_CreateString(v);
+        cJSON_Delete(j);
+        return cJSON_CreateRaw(v);
     }
     }
     return cJSON_CreateString(v);

@@ -261,14 +261,10 @@ static void fail_inflight(struct pgx_conn *c, const char *why)
     }
 }
 
-static void conn_down(struct pgx_conn *c, const char *why)
+/* Closes c's connection, if any, and forgets its session: the next one starts afresh. */
+static void conn_close(struct pgx_conn *c)
 {
-    struct pgx_pool *pool = c->pool;
-    char reason[256];
-
-    snprintf(reason, sizeof(reason), "%s", why);
-    set_error(pool, "connection lost", reason);
-    ev_io_stop(pool->loop, &c->io);
+    ev_io_stop(c->pool->loop, &c->io);
     if (c->pg)
         PQfinish(c->pg);
     c->pg = NULL;
@@ -278,6 +274,16 @@ static void conn_down(struct pgx_conn *c, const char *why)
     c->cleaning = false;
     c->doomed = false;
     c->dirty = false;
+}
+
+static void conn_down(struct pgx_conn *c, const char *why)
+{
+    struct pgx_pool *pool = c->pool;
+    char reason[256];
+
+    snprintf(reason, sizeof(reason), "%s", why);
+    set_error(pool, "connection lost", reason);
+    conn_close(c);
     fail_inflight(c, reason);
     ev_timer_start(pool->loop, &c->retry, c->backoff_ms);
     c->backoff_ms = c->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : c->backoff_ms * 2;
@@ -454,15 +460,7 @@ static void conn_read(struct pgx_conn *c)
 /* Closes a doomed connection (nothing in flight) and opens a new one in its place. */
 static void conn_recycle(struct pgx_conn *c)
 {
-    ev_io_stop(c->pool->loop, &c->io);
-    PQfinish(c->pg);
-    c->pg = NULL;
-    c->state = C_DOWN;
-    c->gen++;
-    c->timeout_ms = TIMEOUT_UNKNOWN;
-    c->cleaning = false;
-    c->doomed = false;
-    c->dirty = false;
+    conn_close(c);
     conn_connect(c);
 }
 

@@ -45,6 +45,7 @@
 #include "dtx/xalloc.h"
 
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -504,7 +505,10 @@ static int run_build(struct pg_run *r)
         const cJSON *e = cJSON_GetObjectItemCaseSensitive(op, "expect_rows");
         bool reads = false;
 
-        r->op_index[k] = jsonx_is_safe_int(i) ? (int)i->valuedouble : k;
+        /* an index an int cannot hold is none (converting it would be undefined) */
+        r->op_index[k] = jsonx_is_safe_int(i) && i->valuedouble >= 0 && i->valuedouble <= INT_MAX
+                             ? (int)i->valuedouble
+                             : k;
         r->expect[k] = jsonx_is_safe_int(e) ? (int64_t)e->valuedouble : -1;
         if (!cJSON_IsString(sql) || sqlcheck(sql->valuestring, &reads, &r->err) < 0) {
             if (!r->err.code)

@@ -739,18 +739,7 @@ static struct answer *answer_new(struct terminate *t, struct httpd_req *req, con
 
 static void add_state(cJSON *o, const struct rm_acceptor *st)
 {
-    jsonx_add(o, "promised", ballot_json(&st->promised));
-    if (st->accepted_value != BV_NONE) {
-        cJSON *acc = jsonx_new_object();
-
-        jsonx_add(acc, "ballot", ballot_json(&st->accepted_ballot));
-        jsonx_add_str(acc, "value", ballot_value_name(st->accepted_value));
-        jsonx_add(o, "accepted", acc);
-    } else {
-        jsonx_add(o, "accepted", cJSON_CreateNull());
-    }
-    if (st->decided != BV_NONE)
-        jsonx_add_str(o, "decided", ballot_value_name(st->decided));
+    ballot_add_state(o, &st->promised, &st->accepted_ballot, st->accepted_value, st->decided);
     jsonx_add_str(o, "branch", st->prepared ? "prepared" : st->fenced ? "fenced" : "none");
 }
 

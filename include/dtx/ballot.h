@@ -43,6 +43,12 @@ cJSON *ballot_json(const struct ballot *b);
 int ballot_from_json(const cJSON *obj, const char *key, struct ballot *b, struct dtx_err *err);
 
 const char *ballot_value_name(enum ballot_value v);
+/*
+ * Adds an acceptor's state to o as both sides answer it: "promised", "accepted"
+ * ({"ballot", "value"}, or null before any), and "decided" once known.
+ */
+void ballot_add_state(cJSON *o, const struct ballot *promised, const struct ballot *accepted,
+                      enum ballot_value value, enum ballot_value decided);
 /* The value called name ("commit", "abort"), or BV_NONE. */
 enum ballot_value ballot_value_parse(const char *name);
 

@@ -16,10 +16,8 @@ from harness import ClusterTest
 FAST_RECOVERY = {"recovery_interval_ms": 300, "recovery_min_age_ms": 100}
 
 
-class RestoredLogTest(ClusterTest):
-    SHARDS = 2
-    AGENT = dict(FAST_RECOVERY)
-    ACCT = iter(range(60, 100))  # accounts 1..100 exist on every shard
+class Restored:
+    """What both tests below use."""
 
     def ctl(self, *args, json_out=False):
         cmd = [os.path.join(self.c.bindir, "dtxctl"), "--coordinator", self.c.url()]
@@ -41,6 +39,12 @@ class RestoredLogTest(ClusterTest):
 
     def epoch(self):
         return self.c.request("GET", "/healthz")[1]["epoch"]
+
+
+class RestoredLogTest(Restored, ClusterTest):
+    SHARDS = 2
+    AGENT = dict(FAST_RECOVERY)
+    ACCT = iter(range(60, 100))  # accounts 1..100 exist on every shard
 
     def test_a_restored_log_never_reissues_a_gtid_nor_splits_a_transaction(self):
         acct, later = next(self.ACCT), next(self.ACCT)
@@ -162,3 +166,58 @@ class RestoredLogTest(ClusterTest):
         err = json.loads(body)["error"]
         self.assertEqual(err["epoch_seen"], epoch)
         self.assertIn("epoch", err["message"])
+
+
+class RestoredStoreTest(Restored, ClusterTest):
+    """The same promise with the decisions in a PostgreSQL store: a store restored from an
+    older copy (or failed over to a standby that lacked its last rows) is behind in just
+    the same way. The participants' refusal of the run's epoch is then no sign that another
+    process of the node took over (that one would hold the lease, and this run's writes
+    would be refused): the gap is recorded and never presumed aborted."""
+    SHARDS = 2
+    AGENT = dict(FAST_RECOVERY)
+    ACCT = iter(range(60, 100))
+    STORE = "postgres"
+    STORE_LEASE_MS = 1000
+
+    def test_a_store_restored_from_an_older_copy_never_splits_a_transaction(self):
+        acct, later = next(self.ACCT), next(self.ACCT)
+        before = (self.balance(0, acct), self.balance(1, acct))
+        self.c.store_psql("DROP TABLE IF EXISTS public.records_copy, public.leases_copy; "
+                          "CREATE TABLE public.records_copy AS SELECT * FROM dtx_store.records; "
+                          "CREATE TABLE public.leases_copy AS SELECT * FROM dtx_store.leases")
+        self.assertEqual(self.c.stop_coordinator(), 0)
+
+        # Phase 2 reaches s1 only: s1 commits, s2 stays prepared, the coordinator dies.
+        self.c.start_coordinator(env={"DTX_FAILPOINTS": "coord.phase2_send=crash@2"})
+        lost_epoch = self.epoch()
+        self.assertIsNone(self.transfer(acct)[0])
+        self.assertTrue(self.c.coordinator.wait(10))
+        self.wait_for(lambda: self.balance(0, acct) == before[0] - 5, what="s1 to commit")
+        [gid] = self.c.prepared(1)
+        old_gtid = gid.split(":")[1]
+
+        # The store's database is put back as the copy had it; the coordinator starts.
+        self.c.store_psql("DELETE FROM dtx_store.records; DELETE FROM dtx_store.leases; "
+                          "INSERT INTO dtx_store.records SELECT * FROM public.records_copy; "
+                          "INSERT INTO dtx_store.leases SELECT * FROM public.leases_copy")
+        self.c.start_coordinator(wait=False)
+        self.wait_for(lambda: self.c.health()[0] == 200 and
+                      self.c.health()[1].get("epoch", 0) > lost_epoch, timeout=20,
+                      what="the coordinator to move past the epoch its store lost")
+        self.assertTrue(self.c.coordinator.alive(), "it stays active: its term holds the lease")
+        self.c.wait_active("c1", timeout=20)  # every shard linked again, at the new epoch
+
+        status, body = self.transfer(later)
+        self.assertEqual(status, 200, body)
+        self.assertGreater(int(body["gtid"].split("-")[1]), lost_epoch)
+        time.sleep(2)  # several recovery rounds: nobody may presume the old one aborted
+        self.assertEqual(self.c.prepared(1), [gid], "the old branch must not be rolled back")
+        rc, doubt, _ = self.ctl("in-doubt", json_out=True)
+        [b] = [b for b in doubt["branches"] if b["gid"] == gid]
+        self.assertEqual((b["decision"], b.get("epoch_gap")), ("none", True), b)
+        rc, _, err = self.ctl("resolve", old_gtid, "--commit", "--reason", "s1 committed it")
+        self.assertEqual(rc, 0, err)
+        self.assert_no_prepared(timeout=10)
+        self.assertEqual((self.balance(0, acct), self.balance(1, acct)),
+                         (before[0] - 5, before[1] + 5))

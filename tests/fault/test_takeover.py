@@ -11,6 +11,7 @@ import time
 import uuid
 
 from harness import ClusterTest
+from integration.test_install import NotifyListener
 
 LEASE_MS = 2000
 TAKEOVER_S = 10  # the issue's target; the lease (2 s here) plus replay and reconnecting
@@ -75,6 +76,27 @@ class StoreTest(ClusterTest):
         self.assertEqual(self.c.store_psql("SELECT count(*) FROM dtx_store.records WHERE pos = "
                                            "999999"), [["0"]])
 
+    def test_a_damaged_record_in_the_store_stops_the_start_with_status_1_naming_its_row(self):
+        # as a damaged decision log does: no process of the node could read it better, so
+        # this is no step-down (status 3) for a service manager to restart over and over
+        status, _ = self.c.request("POST", "/v1/transactions", {"ops": transfer_ops(self.acct)})
+        self.assertEqual(status, 200)
+        self.assertEqual(self.c.stop_coordinator(), 0)
+        [[pos, data]] = self.c.store_psql("SELECT pos, encode(data, 'hex') FROM dtx_store.records"
+                                          " WHERE node = 'c1' ORDER BY pos DESC LIMIT 1")
+        self.c.store_psql("UPDATE dtx_store.records SET data = '\\xff01'::bytea "
+                          "WHERE node = 'c1' AND pos = %s" % pos)
+        try:
+            self.c.start_coordinator(wait=False)
+            self.assertTrue(self.c.coordinator.wait(30), "it must not run on a damaged store")
+            self.assertEqual(self.c.coordinator.exit_status(), 1)
+            log = open(self.c.coordinator.log).read()
+            self.assertIn("row at position %s" % pos, log)
+        finally:
+            self.c.store_psql("UPDATE dtx_store.records SET data = '\\x%s'::bytea "
+                              "WHERE node = 'c1' AND pos = %s" % (data, pos))
+        self.c.start_coordinator()
+
 
 class TakeoverTest(ClusterTest):
     """An active and a standby of node c1 on one postgres store."""
@@ -119,6 +141,25 @@ class TakeoverTest(ClusterTest):
         self.assertIn("standby", body["error"]["message"])
         status, h = self.c.health(self.active)
         self.assertEqual((status, h["role"]), (200, "active"))
+
+    def test_a_standby_tells_its_service_manager_it_is_ready_and_which_role_it_has(self):
+        # Under a Type=notify unit a standby that never said READY=1 would be killed as a
+        # failed start after TimeoutStartSec, and restarted, over and over.
+        n = NotifyListener(abstract=True)
+        self.addCleanup(n.close)
+        self.c.stop_coordinator(self.standby)
+        self.c.start_coordinator(i=self.standby, wait=False, env={"NOTIFY_SOCKET": n.env})
+        msg, pid = n.recv(30)
+        self.assertIsNotNone(msg, "the standby never said it was ready")
+        self.assertIn("READY=1", msg.split("\n"))
+        self.assertIn("STATUS=standby", msg)
+        self.assertEqual(pid, self.c.coords[self.standby].proc.pid)
+        self.assertEqual(self.c.health(self.standby)[1]["role"], "standby")
+        self.c.kill_coordinator(self.active)
+        self.take_over()
+        msg, _ = n.recv(30)
+        self.assertIsNotNone(msg, "taking over is told too")
+        self.assertIn("STATUS=active", msg)
 
     def test_acknowledged_commits_survive_the_active_dying(self):
         keys = ["ack-%d-%d" % (self.acct, n) for n in range(5)]

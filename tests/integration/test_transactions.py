@@ -155,6 +155,18 @@ class TransactionsTest(ClusterTest):
         self.assertEqual(r2["rows"], [[100]])
         self.assertEqual(self.c.psql(0, "SELECT count(*) FROM accounts"), [["100"]])
 
+    def test_json_values_keep_the_numbers_postgresql_printed(self):
+        # A json or jsonb value is PostgreSQL's own JSON text: a number in it that a double
+        # cannot hold (2^53 + 1, 1e400, 23 digits) is not rounded or turned into null.
+        status, body = self.c.tx([
+            {"shard": "s1", "sql": "SELECT '{\"n\": 9007199254740993, \"huge\": 1e400}'::json"
+                                   " AS j, '[12345678901234567890123]'::jsonb AS b"}])
+        self.assertEqual(status, 200, body)
+        j, b = body["results"][0]["rows"][0]
+        self.assertEqual(j["n"], 9007199254740993)
+        self.assertEqual(j["huge"], float("inf"))  # Python reads 1e400 so; a double printed null
+        self.assertEqual(b, [12345678901234567890123])
+
     def test_concurrent_transfers_keep_the_total(self):
         before = self.total()
         rng = random.Random(7)

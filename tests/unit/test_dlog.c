@@ -3,14 +3,17 @@
  * round-trip, a torn tail at every byte offset is the end of the log,
  * damage followed by valid data is corruption naming file and offset.
  */
+#include "dtx/crc32c.h"
 #include "dtx/dlog.h"
 #include "dtx/failpoint.h"
+#include "dtx/xalloc.h"
 #include "unit.h"
 
 #include <fcntl.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define NFRAMES 5
@@ -618,6 +621,74 @@ static void a_damaged_frame_with_a_later_write_after_it_is_corruption(void)
     remove_dir(dir);
 }
 
+/*
+ * After a damaged frame the reader looks for any valid frame further on (a later write), at
+ * every byte. Garbage in which every fourth byte starts a plausible 4 MiB frame once made
+ * that one checksum of 4 MiB per candidate: 12 TB for these 16 MiB, hours. It must take
+ * time in proportion to the segment, and still find the damage.
+ */
+static void damage_followed_by_megabytes_of_plausible_frames_is_judged_quickly(void)
+{
+    static const unsigned char unit[4] = {1 /* a batch frame */, 0x00, 0x40, 0x00};
+    const size_t garbage = 16u << 20;
+    off_t bounds[NFRAMES + 1];
+    struct dlog_scan scan;
+    struct dtx_err err;
+    struct timespec t0, t1;
+    char dir[64], path[512];
+    unsigned char *g = xmalloc(garbage);
+    int fd;
+
+    temp_dir(dir, sizeof(dir));
+    write_frames(dir, bounds);
+    seg(path, sizeof(path), dir, 1);
+    poke(path, bounds[NFRAMES - 1] + 12, 0x01); /* the last frame's payload */
+    for (size_t i = 0; i < garbage; i++)
+        g[i] = unit[i % 4];
+    fd = open(path, O_WRONLY | O_APPEND);
+    CU_ASSERT_FATAL(fd >= 0);
+    CU_ASSERT_FATAL(write(fd, g, garbage) == (ssize_t)garbage);
+    close(fd);
+    free(g);
+    alarm(120); /* the old search never ends: fail, do not hang the suite */
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    dtx_err_clear(&err);
+    CU_ASSERT_EQUAL(dlog_read(dir, NULL, NULL, &scan, &err), DTX_ECORRUPT);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    alarm(0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "is corrupt"));
+    CU_ASSERT(t1.tv_sec - t0.tv_sec < 30);
+    remove_dir(dir);
+}
+
+/* The range arithmetic that search rests on agrees with crc32c itself, for any start value. */
+static void a_ranges_checksum_from_prefix_registers_is_its_crc32c(void)
+{
+    enum { N = 5000 };
+    static unsigned char d[N];
+    static uint32_t reg[N + 1];
+    uint32_t x = 12345;
+
+    for (size_t i = 0; i < N; i++) {
+        x = x * 1103515245u + 12345u;
+        d[i] = (unsigned char)(x >> 16);
+    }
+    crc32c_prefixes(d, N, reg);
+    CU_ASSERT_EQUAL(~reg[9], crc32c(0xFFFFFFFFu, d, 9)); /* from 0, without the inversions */
+    for (int k = 0; k < 2000; k++) {
+        size_t a, b;
+        uint32_t c;
+
+        x = x * 1103515245u + 12345u;
+        a = (x >> 8) % N;
+        x = x * 1103515245u + 12345u;
+        b = a + (x >> 8) % (N - a + 1);
+        c = k % 3 == 0 ? 0 : x;
+        CU_ASSERT_EQUAL(~(crc32c_apply(crc32c_zeros(b - a), ~c ^ reg[a]) ^ reg[b]),
+                        crc32c(c, d + a, b - a));
+    }
+}
+
 static void zero_filled_tail_is_end_of_log(void)
 {
     off_t bounds[NFRAMES + 1];
@@ -1150,6 +1221,8 @@ int main(void)
         UNIT_TEST(flipped_bit_in_a_middle_frame_is_corruption_naming_file_and_offset),
         UNIT_TEST(a_flipped_bit_in_the_last_frame_is_corruption_not_a_torn_write),
         UNIT_TEST(a_damaged_frame_with_a_later_write_after_it_is_corruption),
+        UNIT_TEST(damage_followed_by_megabytes_of_plausible_frames_is_judged_quickly),
+        UNIT_TEST(a_ranges_checksum_from_prefix_registers_is_its_crc32c),
         UNIT_TEST(zero_filled_tail_is_end_of_log),
         UNIT_TEST(wrong_magic_is_corruption),
         UNIT_TEST(damage_at_the_end_of_an_older_segment_is_corruption),

@@ -93,7 +93,9 @@ static void numeric_text_and_null_keep_their_meaning(void)
 static void json_values_are_embedded_and_bad_json_stays_a_string(void)
 {
     check(JSON, "{\"a\":[1,2]}", "{\"a\":[1,2]}");
-    check(JSONB, "[true, null]", "[true,null]");
+    check(JSONB, "[true, null]", "[true, null]"); /* PostgreSQL's text, as it printed it */
+    check(JSONB, "{\"n\": 9007199254740993, \"huge\": 1e400}",
+          "{\"n\": 9007199254740993, \"huge\": 1e400}");
     check(JSON, "{broken", "\"{broken\"");
 }
 
