@@ -55,6 +55,7 @@
 #include "dtx/xalloc.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -337,38 +338,54 @@ static void on_deadline(struct ev_loop *loop, struct ev_timer *t)
     deadline_arm(srv);
 }
 
-/*
- * True when c has sent bytes MHD has not read yet: a client that is
- * sending its request (MHD reads what arrives at once, but a burst of
- * accepts can come first). Such a connection is not pushed out.
- */
-static bool conn_sending(const struct httpd_conn *c)
+/* What the client of a waiting connection is doing, as far as its socket tells (conn_peek). */
+enum conn_peek {
+    CONN_IDLE,    /* nothing to read: it may be pushed out */
+    CONN_SENDING, /* bytes MHD has not read yet (a burst of accepts can come first): spared */
+    CONN_GONE,    /* its client has closed it (MHD has not noticed yet): the first to go */
+};
+
+static enum conn_peek conn_peek(const struct httpd_conn *c)
 {
     char b;
+    ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
 
-    return recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+    if (n > 0)
+        return CONN_SENDING;
+    if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+        return CONN_GONE;
+    return CONN_IDLE;
 }
 
 /*
- * The oldest of cl's waiting connections that is not sending, other than
- * spare (the newcomer, which has had no time to send yet), and that began
- * to wait at started_by (ev_clock_us) or before; NULL when there is none.
- * cl->waiting is in the order the connections began to wait.
+ * The connection of cl to push out, other than spare (the newcomer, which
+ * has had no time to send yet): one whose client has closed it, whenever
+ * it began to wait; else the oldest idle one that began to wait at
+ * started_by (ev_clock_us) or before; NULL when there is none. A client
+ * that closes its connection after each answer and connects again at once
+ * has the old one still counted here for a moment, and that one is gone,
+ * not the new one. cl->waiting is in the order the connections began to
+ * wait.
  */
 static struct httpd_conn *idle_of(struct httpd_client *cl, const struct httpd_conn *spare,
                                   uint64_t started_by)
 {
+    struct httpd_conn *first = NULL;
     struct list_node *p;
 
     for (p = cl->waiting.next; p != &cl->waiting; p = p->next) {
         struct httpd_conn *c = container_of(p, struct httpd_conn, addr_link);
+        enum conn_peek st;
 
-        if (c->deadline_us - c->srv->request_timeout_us > started_by)
-            return NULL; /* this one and those after it began to wait later */
-        if (c != spare && !conn_sending(c))
+        if (c == spare)
+            continue;
+        st = conn_peek(c);
+        if (st == CONN_GONE)
             return c;
+        if (st == CONN_IDLE && !first && c->deadline_us - c->srv->request_timeout_us <= started_by)
+            first = c;
     }
-    return NULL;
+    return first;
 }
 
 /*
