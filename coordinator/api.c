@@ -26,6 +26,7 @@
 #include "dtx/log.h"
 #include "dtx/route.h"
 #include "dtx/sqlcheck.h"
+#include "dtx/utf8.h"
 #include "dtx/xalloc.h"
 
 #include <ctype.h>
@@ -401,6 +402,10 @@ static void get_route(struct coord *co, struct httpd_req *req)
 
     if (!key) {
         httpd_reply_errorf(req, DTX_EINVAL, "missing query parameter 'key'");
+        return;
+    }
+    if (utf8_invalid_at(key, strlen(key)) < strlen(key)) { /* no op could name it: JSON is UTF-8 */
+        httpd_reply_errorf(req, DTX_EINVAL, "the key is not valid UTF-8");
         return;
     }
     slot = route_slot(key, strlen(key));
