@@ -73,6 +73,7 @@
 #include <gnutls/gnutls.h>
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <microhttpd.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -87,6 +88,8 @@
 /* MHD's limit is ours plus the peers' reserve, HTTPD_BACKLOG (connections accepted in one go,
  * each pushing out one that MHD closes later) and this. */
 #define HTTPD_SPARE 32
+/* How long a new connection may be idle before it is pushed out first (victim_of_most). */
+#define HTTPD_GRACE_US 100000u
 /* The kernel's queue of connections not yet accepted (MHD accepts what is queued in one go). */
 #define HTTPD_BACKLOG 1024
 #define ADDR_KEY      INET6_ADDRSTRLEN
@@ -398,38 +401,67 @@ static void on_deadline(struct ev_loop *loop, struct ev_timer *t)
     deadline_arm(srv);
 }
 
-/*
- * True when c has sent bytes MHD has not read yet: a client that is
- * sending its request (MHD reads what arrives at once, but a burst of
- * accepts can come first). Such a connection is not pushed out.
- */
-static bool conn_sending(const struct httpd_conn *c)
+/* What the client of a waiting connection is doing, as far as its socket tells (conn_peek). */
+enum conn_peek {
+    CONN_IDLE,    /* nothing to read: it may be pushed out */
+    CONN_SENDING, /* bytes MHD has not read yet (a burst of accepts can come first): spared */
+    CONN_GONE,    /* its client has closed it (MHD has not noticed yet): the first to go */
+};
+
+static enum conn_peek conn_peek(const struct httpd_conn *c)
 {
     char b;
+    ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
 
-    return recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+    if (n > 0)
+        return CONN_SENDING;
+    if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR))
+        return CONN_GONE;
+    return CONN_IDLE;
 }
 
-/* The oldest of cl's waiting connections that is not sending, or NULL. */
-static struct httpd_conn *idle_of(struct httpd_client *cl)
+/*
+ * The connection of cl to push out, other than spare (the newcomer, which
+ * has had no time to send yet): one whose client has closed it, whenever
+ * it began to wait; else the oldest idle one that began to wait at
+ * started_by (ev_clock_us) or before; NULL when there is none. A client
+ * that closes its connection after each answer and connects again at once
+ * has the old one still counted here for a moment, and that one is gone,
+ * not the new one. cl->waiting is in the order the connections began to
+ * wait.
+ */
+static struct httpd_conn *idle_of(struct httpd_client *cl, const struct httpd_conn *spare,
+                                  uint64_t started_by)
 {
+    struct httpd_conn *first = NULL;
     struct list_node *p;
 
     for (p = cl->waiting.next; p != &cl->waiting; p = p->next) {
         struct httpd_conn *c = container_of(p, struct httpd_conn, addr_link);
+        enum conn_peek st;
 
-        if (!conn_sending(c))
+        if (c == spare)
+            continue;
+        st = conn_peek(c);
+        if (st == CONN_GONE)
             return c;
+        if (st == CONN_IDLE && !first && c->deadline_us - c->srv->request_timeout_us <= started_by)
+            first = c;
     }
-    return NULL;
+    return first;
 }
 
 /*
  * The connection to push out when all are in use: the oldest idle waiting
  * one of the addresses that hold the most connections (a flood's, not a
- * client's with one), never a peer's. NULL when there is none.
+ * client's with one), never a peer's, never spare (the newcomer). NULL
+ * when there is none. A client that closes its connection after each
+ * answer and opens the next at once holds two for a moment (the server
+ * has not seen the first one's end yet): its new connection, with no
+ * bytes read yet, must not be the one pushed out for that.
  */
-static struct httpd_conn *victim_of_most(struct httpd *srv)
+static struct httpd_conn *oldest_of_most(struct httpd *srv, const struct httpd_conn *spare,
+                                         uint64_t started_by)
 {
     for (size_t n = srv->max_open; n > 0; n--) {
         struct list_node *head = srv->by_open[n], *p;
@@ -440,7 +472,8 @@ static struct httpd_conn *victim_of_most(struct httpd *srv)
             continue;
         }
         for (p = head->next; p != head; p = p->next) {
-            struct httpd_conn *c = idle_of(container_of(p, struct httpd_client, by_open));
+            struct httpd_conn *c =
+                idle_of(container_of(p, struct httpd_client, by_open), spare, started_by);
 
             if (c && (!oldest || c->deadline_us < oldest->deadline_us))
                 oldest = c;
@@ -449,6 +482,23 @@ static struct httpd_conn *victim_of_most(struct httpd *srv)
             return oldest;
     }
     return NULL;
+}
+
+/*
+ * The connection to push out when all are in use (see oldest_of_most):
+ * first among those that have waited HTTPD_GRACE_US or more, so that a
+ * client connected a moment ago, whose bytes are on their way, is not
+ * taken while connections that have idled longer are there; then among
+ * all.
+ */
+static struct httpd_conn *victim_of_most(struct httpd *srv, const struct httpd_conn *spare)
+{
+    uint64_t now = ev_clock_us();
+    struct httpd_conn *c = NULL;
+
+    if (now > HTTPD_GRACE_US)
+        c = oldest_of_most(srv, spare, now - HTTPD_GRACE_US);
+    return c ? c : oldest_of_most(srv, spare, UINT64_MAX);
 }
 
 /*
@@ -467,7 +517,7 @@ static void conn_enforce(struct httpd *srv, struct httpd_conn *c)
     struct httpd_conn *victim;
 
     if (limit && cl->open > limit) {
-        victim = idle_of(cl);
+        victim = idle_of(cl, c, UINT64_MAX);
         if (!victim)
             victim = c;
         note(srv, NOTE_PER_IP,
@@ -481,7 +531,7 @@ static void conn_enforce(struct httpd *srv, struct httpd_conn *c)
     if (c->closing || srv->open <= srv->conn_limit ||
         (cl->peer && srv->open <= srv->conn_limit + srv->npeers * HTTPD_PEER_RESERVE))
         return;
-    victim = victim_of_most(srv);
+    victim = victim_of_most(srv, c);
     if (!victim)
         victim = c; /* a peer beyond the reserve, and nothing else waits */
     note(srv, NOTE_FULL,
@@ -1062,6 +1112,23 @@ const char *httpd_req_path(const struct httpd_req *req)
 const char *httpd_req_arg(const struct httpd_req *req, const char *name)
 {
     return MHD_lookup_connection_value(req->con, MHD_GET_ARGUMENT_KIND, name);
+}
+
+bool httpd_parse_u64(const char *s, uint64_t max, uint64_t *out)
+{
+    uint64_t v = 0;
+
+    if (!s || !*s || strlen(s) > 20)
+        return false;
+    for (const char *p = s; *p; p++) {
+        unsigned d = (unsigned)(*p - '0');
+
+        if (*p < '0' || *p > '9' || d > max || v > (max - d) / 10)
+            return false; /* not a digit, or v * 10 + d > max */
+        v = v * 10 + d;
+    }
+    *out = v;
+    return true;
 }
 
 const char *httpd_req_header(const struct httpd_req *req, const char *name)

@@ -5,6 +5,7 @@
  * cJSON_ParseWithLengthOpts, never cJSON_GetErrorPtr).
  */
 #include "dtx/jsonx.h"
+#include "dtx/utf8.h"
 #include "dtx/xalloc.h"
 
 #include <inttypes.h>
@@ -49,14 +50,75 @@ static const char *skip_space(const char *p, const char *end)
     return p;
 }
 
+static int cmp_keys(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/*
+ * The first key that some object of the tree at item holds twice, or NULL.
+ * cJSON keeps both and its lookups find the first, while other readers
+ * take the last: a request must not mean one thing to dtx and another to
+ * whoever checked it on the way. Recursion is bounded by cJSON's nesting
+ * limit (CJSON_NESTING_LIMIT, 1000).
+ */
+static const char *duplicate_key(const cJSON *item)
+{
+    const cJSON *c;
+    const char *dup = NULL;
+    size_t n = 0;
+
+    cJSON_ArrayForEach(c, item)
+    {
+        if ((dup = duplicate_key(c)) != NULL)
+            return dup;
+        n++;
+    }
+    if (!cJSON_IsObject(item) || n < 2)
+        return NULL;
+    {
+        const char **keys = xmalloc(n * sizeof(*keys));
+        size_t i = 0;
+
+        cJSON_ArrayForEach(c, item) keys[i++] = c->string;
+        qsort(keys, n, sizeof(*keys), cmp_keys);
+        for (i = 1; i < n && !dup; i++) {
+            if (strcmp(keys[i - 1], keys[i]) == 0)
+                dup = keys[i];
+        }
+        free(keys);
+    }
+    return dup;
+}
+
+/* Refuses text that is not UTF-8 (RFC 8259 8.1), or that starts with a byte order mark. */
+static int check_utf8(const char *text, size_t len, struct dtx_err *err)
+{
+    size_t bad = utf8_invalid_at(text, len);
+
+    if (len >= 3 && memcmp(text, "\xef\xbb\xbf", 3) == 0)
+        return dtx_err_set(err, DTX_EINVAL,
+                           "malformed JSON: a byte order mark at byte 0 is not "
+                           "accepted (RFC 8259 8.1)");
+    if (bad < len)
+        return dtx_err_set(err, DTX_EINVAL,
+                           "malformed JSON: byte %zu (0x%02x) is not valid UTF-8, which JSON text "
+                           "must be (RFC 8259 8.1)",
+                           bad, (unsigned char)text[bad]);
+    return 0;
+}
+
 int jsonx_parse(const char *text, size_t len, cJSON **out, struct dtx_err *err)
 {
     const char *end = NULL;
+    const char *dup;
     cJSON *root;
     size_t nul;
 
     if (len == 0)
         return dtx_err_set(err, DTX_EINVAL, "request body is empty; expected a JSON object");
+    if (check_utf8(text, len, err) < 0)
+        return DTX_EINVAL;
     root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
     if (!root) {
         size_t at = end && end >= text ? (size_t)(end - text) : 0;
@@ -76,6 +138,13 @@ int jsonx_parse(const char *text, size_t len, cJSON **out, struct dtx_err *err)
                            "a NUL character (\\u0000) at byte %zu is not accepted: it would cut "
                            "its string short",
                            nul);
+    }
+    dup = duplicate_key(root);
+    if (dup) {
+        dtx_err_set(err, DTX_EINVAL, "malformed JSON: the key '%s' appears twice in one object",
+                    dup);
+        cJSON_Delete(root);
+        return DTX_EINVAL;
     }
     *out = root;
     return 0;
@@ -276,7 +345,15 @@ void jsonx_append(cJSON *array, cJSON *item)
 
 void jsonx_add_str(cJSON *obj, const char *key, const char *value)
 {
-    jsonx_add(obj, key, cJSON_CreateString(value));
+    char *clean;
+
+    if (utf8_invalid_at(value, strlen(value)) == strlen(value)) {
+        jsonx_add(obj, key, cJSON_CreateString(value));
+        return;
+    }
+    clean = utf8_sanitized(value); /* a path or a key echoed in a message, say */
+    jsonx_add(obj, key, cJSON_CreateString(clean));
+    free(clean);
 }
 
 void jsonx_add_num(cJSON *obj, const char *key, double value)

@@ -13,6 +13,7 @@
  * sends can forge or split a line.
  */
 #include "dtx/log.h"
+#include "dtx/utf8.h"
 
 #include <stdarg.h>
 #include <stdbool.h>
@@ -111,23 +112,6 @@ static size_t put_escaped(char *line, size_t n, size_t cap, const char *msg)
     return n;
 }
 
-/* The length of the well-formed UTF-8 sequence at p (at most n bytes), or 0. */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-    size_t k = p[0] >= 0xf0 && p[0] <= 0xf4 ? 4 : p[0] >= 0xe0 ? 3 : p[0] >= 0xc2 ? 2 : 0;
-
-    if (k == 0 || k > n)
-        return 0;
-    for (size_t i = 1; i < k; i++) {
-        if ((p[i] & 0xc0) != 0x80)
-            return 0;
-    }
-    if ((k == 3 && p[0] == 0xe0 && p[1] < 0xa0) || (k == 3 && p[0] == 0xed && p[1] >= 0xa0) ||
-        (k == 4 && p[0] == 0xf0 && p[1] < 0x90) || (k == 4 && p[0] == 0xf4 && p[1] >= 0x90))
-        return 0; /* overlong, a surrogate, or past U+10FFFF */
-    return k;
-}
-
 /*
  * Appends msg to line[n..cap) as a quoted string of the structured formats:
  * for logfmt and json alike, " and \\ escaped, control characters as \\n,
@@ -155,7 +139,7 @@ static size_t put_quoted(char *line, size_t n, size_t cap, const char *msg)
         } else if (c < 0x80) {
             line[n++] = (char)c;
         } else {
-            size_t k = utf8_len((const unsigned char *)msg + i, len - i);
+            size_t k = utf8_seq_len((const unsigned char *)msg + i, len - i);
 
             if (k == 0) { /* not UTF-8: a JSON reader would refuse the whole line */
                 n += (size_t)snprintf(line + n, cap - n, "\\ufffd");

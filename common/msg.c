@@ -127,6 +127,14 @@ static bool trace_field_ok(const char *s, size_t max)
     return true;
 }
 
+/* obj's string key when trace_field_ok, else NULL. */
+static const char *trace_field(const cJSON *obj, const char *key, size_t max)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, key);
+
+    return cJSON_IsString(v) && trace_field_ok(v->valuestring, max) ? v->valuestring : NULL;
+}
+
 static int parse_fields(struct msg *m, struct dtx_err *err)
 {
     const cJSON *root = m->root;
@@ -134,13 +142,10 @@ static int parse_fields(struct msg *m, struct dtx_err *err)
     int64_t n = 0;
     int rc = 0;
 
-    if (jsonx_str(root, "", "request_id", false, &m->request_id, err) < 0 ||
-        jsonx_str(root, "", "traceparent", false, &m->traceparent, err) < 0)
-        return DTX_EPROTO;
-    if (m->request_id && !trace_field_ok(m->request_id, 128))
-        m->request_id = NULL; /* only for the logs: never worth refusing a message for */
-    if (m->traceparent && !trace_field_ok(m->traceparent, 55))
-        m->traceparent = NULL;
+    /* only for the logs: a bad one (not a string, too long, odd bytes) is dropped, never
+     * worth refusing a message for */
+    m->request_id = trace_field(root, "request_id", 128);
+    m->traceparent = trace_field(root, "traceparent", 55);
     if (jsonx_str(root, "", "gtid", false, &m->gtid, err) < 0 ||
         jsonx_int(root, "", "timeout_ms", false, 0, UINT32_MAX, &n, err) < 0 ||
         jsonx_int(root, "", "epoch", false, 0, INT64_MAX, (int64_t *)&m->epoch, err) < 0)

@@ -329,7 +329,6 @@ void admin_list_transactions(struct admin *ad, struct httpd_req *req)
     struct list_ctx l = {.co = ad->co, .status = -1, .now_us = ev_wall_us()};
     char names[160];
     cJSON *root;
-    char *end = NULL;
 
     if (status && (l.status = dtx_status_parse(status)) < 0) {
         dtx_status_list(names, sizeof(names));
@@ -337,14 +336,16 @@ void admin_list_transactions(struct admin *ad, struct httpd_req *req)
         return;
     }
     if (older) {
-        unsigned long long ms = strtoull(older, &end, 10);
+        uint64_t ms = 0;
 
-        if (!*older || *end || older[0] == '-') {
+        if (!httpd_parse_u64(older, UINT64_MAX / 1000u, &ms)) { /* in microseconds, it must fit */
             httpd_reply_errorf(req, DTX_EINVAL,
-                               "'older_than_ms' must be a number of milliseconds, not '%s'", older);
+                               "'older_than_ms' must be a number of milliseconds up to %" PRIu64
+                               ", not '%s'",
+                               UINT64_MAX / 1000u, older);
             return;
         }
-        l.older_than_us = (uint64_t)ms * 1000u;
+        l.older_than_us = ms * 1000u;
     }
     root = jsonx_new_object();
     l.arr = jsonx_new_array();

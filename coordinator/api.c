@@ -26,6 +26,7 @@
 #include "dtx/log.h"
 #include "dtx/route.h"
 #include "dtx/sqlcheck.h"
+#include "dtx/utf8.h"
 #include "dtx/xalloc.h"
 
 #include <ctype.h>
@@ -403,6 +404,10 @@ static void get_route(struct coord *co, struct httpd_req *req)
         httpd_reply_errorf(req, DTX_EINVAL, "missing query parameter 'key'");
         return;
     }
+    if (utf8_invalid_at(key, strlen(key)) < strlen(key)) { /* no op could name it: JSON is UTF-8 */
+        httpd_reply_errorf(req, DTX_EINVAL, "the key is not valid UTF-8");
+        return;
+    }
     slot = route_slot(key, strlen(key));
     root = jsonx_new_object();
     jsonx_add_str(root, "key", key);
@@ -504,12 +509,8 @@ static void standby_handle(struct api_ctx *ctx, struct httpd_req *req, const cha
         httpd_reply_json(req, 503, jsonx_print(root));
         cJSON_Delete(root);
     } else if (strcmp(path, "/metrics") == 0 && strcmp(method, "GET") == 0) {
-        body = xasprintf("# HELP dtx_coordinator_active 1 when this process is its node's active "
-                         "coordinator, 0 for a standby.\n"
-                         "# TYPE dtx_coordinator_active gauge\n"
-                         "dtx_coordinator_active 0\n");
-        httpd_reply(req, 200, "text/plain; version=0.0.4", body, strlen(body));
-        free(body);
+        body = coord_render_standby_metrics(cfg->node_id);
+        httpd_reply(req, 200, "text/plain; version=0.0.4", body, strlen(body)); /* owns body */
     } else {
         httpd_reply_errorf(req, DTX_ESHUTDOWN,
                            "this coordinator is a standby of node '%s': another process of it "
@@ -552,13 +553,28 @@ static bool hex_ok(const char *s, size_t n)
     return nonzero;
 }
 
-/* "00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>" (version 00, W3C Trace Context). */
+/* Two lowercase hex digits (a version or the flags; zero is fine). */
+static bool hex2_ok(const char *s)
+{
+    return isxdigit((unsigned char)s[0]) && isxdigit((unsigned char)s[1]) &&
+           !isupper((unsigned char)s[0]) && !isupper((unsigned char)s[1]);
+}
+
+/*
+ * "<2 hex version>-<32 hex trace id>-<16 hex parent id>-<2 hex flags>" (W3C Trace
+ * Context): version 00 exactly so; a later version (not ff) is read the same way, with
+ * whatever follows its first 55 characters after a '-' ignored, as the spec asks.
+ */
 static bool traceparent_ok(const char *s)
 {
-    return s && strlen(s) == 55 && strncmp(s, "00-", 3) == 0 && hex_ok(s + 3, 32) && s[35] == '-' &&
-           hex_ok(s + 36, 16) && s[52] == '-' && isxdigit((unsigned char)s[53]) &&
-           isxdigit((unsigned char)s[54]) && !isupper((unsigned char)s[53]) &&
-           !isupper((unsigned char)s[54]);
+    size_t n = s ? strlen(s) : 0;
+
+    if (n < 55 || !hex2_ok(s) || strncmp(s, "ff", 2) == 0 || s[2] != '-' || s[35] != '-' ||
+        s[52] != '-')
+        return false;
+    if (strncmp(s, "00", 2) == 0 ? n != 55 : n > 55 && s[55] != '-')
+        return false;
+    return hex_ok(s + 3, 32) && hex_ok(s + 36, 16) && hex2_ok(s + 53);
 }
 
 static void random_hex(char *out, size_t ndigits)
@@ -576,9 +592,11 @@ static void random_hex(char *out, size_t ndigits)
 
 /*
  * The client's X-Request-Id when it is 1-128 of [A-Za-z0-9._:-], else a new
- * one; its traceparent when well-formed, else a new trace (a malformed one
- * is dropped, as W3C Trace Context says). Both are answered in the reply's
- * headers.
+ * one. The coordinator's span in the client's trace: its trace id and flags
+ * with a new parent id (this span's), as W3C Trace Context asks of whoever
+ * passes a trace on; a new trace when the client's is missing or malformed
+ * (dropped, as the spec says). Both are answered in the reply's headers and
+ * passed to the participants.
  */
 static void trace_of(struct httpd_req *req, struct api_trace *t)
 {
@@ -589,15 +607,17 @@ static void trace_of(struct httpd_req *req, struct api_trace *t)
         snprintf(t->id, sizeof(t->id), "%s", id);
     else
         random_hex(t->id, 16);
-    if (traceparent_ok(tp)) {
-        snprintf(t->parent, sizeof(t->parent), "%s", tp);
-    } else {
-        char trace[33], span[17];
+    char trace[33], span[17], flags[3] = "00";
 
+    if (traceparent_ok(tp)) {
+        memcpy(trace, tp + 3, 32);
+        trace[32] = '\0';
+        memcpy(flags, tp + 53, 2);
+    } else {
         random_hex(trace, 32);
-        random_hex(span, 16);
-        snprintf(t->parent, sizeof(t->parent), "00-%s-%s-00", trace, span);
     }
+    random_hex(span, 16);
+    snprintf(t->parent, sizeof(t->parent), "00-%s-%s-%s", trace, span, flags);
     httpd_req_add_reply_header(req, "X-Request-Id", t->id);
     httpd_req_add_reply_header(req, "traceparent", t->parent);
 }

@@ -43,7 +43,7 @@ static const char *const top_keys[] = {"node_id",
                                        "decision_store",
                                        NULL};
 static const char *const shard_keys[] = {"name", "url", "slots", NULL};
-static const char *const store_keys[] = {"type", "conninfo", "lease_ms", NULL};
+static const char *const store_keys[] = {"type", "conninfo", "lease_ms", "allow_fsync_off", NULL};
 
 #define U32_KEY(k, d, lo, hi)                                                                      \
     {                                                                                              \
@@ -208,7 +208,7 @@ static int load_names(const cJSON *root, struct coord_config *c, struct dtx_err 
 
 /*
  * "decision_store": {"type": "file"} (the default: the log in log_dir) or
- * {"type": "postgres", "conninfo": "...", "lease_ms": N}.
+ * {"type": "postgres", "conninfo": "...", "lease_ms": N, "allow_fsync_off": false}.
  */
 static int load_store(const cJSON *root, struct coord_config *c, struct dtx_err *err)
 {
@@ -228,10 +228,12 @@ static int load_store(const cJSON *root, struct coord_config *c, struct dtx_err 
         return rc;
     if (strcmp(type, "file") == 0) {
         if (cJSON_GetObjectItemCaseSensitive(st, "conninfo") ||
-            cJSON_GetObjectItemCaseSensitive(st, "lease_ms"))
+            cJSON_GetObjectItemCaseSensitive(st, "lease_ms") ||
+            cJSON_GetObjectItemCaseSensitive(st, "allow_fsync_off"))
             return dtx_err_set(err, DTX_EINVAL,
-                               "'decision_store': \"conninfo\" and \"lease_ms\" belong to the "
-                               "\"postgres\" store; the \"file\" store is log_dir");
+                               "'decision_store': \"conninfo\", \"lease_ms\" and "
+                               "\"allow_fsync_off\" belong to the \"postgres\" store; the "
+                               "\"file\" store is log_dir");
         return 0;
     }
     if (strcmp(type, "postgres") != 0)
@@ -247,6 +249,9 @@ static int load_store(const cJSON *root, struct coord_config *c, struct dtx_err 
         rc = jsonx_int(st, "decision_store", "lease_ms", false, 1000, 600000, &lease, err);
     if (rc == 0)
         c->store_lease_ms = (uint32_t)lease;
+    if (rc == 0)
+        rc = jsonx_bool(st, "decision_store", "allow_fsync_off", false, &c->store_allow_fsync_off,
+                        err);
     return rc;
 }
 

@@ -53,23 +53,176 @@
 #define BYTEAOID           17
 #define CKPT_BYTES         (16u * 1024 * 1024) /* a checkpoint after this much was written */
 #define RECONNECT_PAUSE_MS 200
+/* sql/store/'s version: raise it with every change there (dtx_store.schema_version). */
+#define STORE_SCHEMA_VERSION 1
 
 extern const char dstore_pg_schema_sql[]; /* sql/store/, embedded by the Makefile */
 
 /* ---- connections ------------------------------------------------------------------- */
 
-static void quiet_notices(void *arg, const char *msg)
+/* What a connection's server is set to, for the warnings of the process that becomes active. */
+struct store_settings {
+    bool fsync_off;       /* allowed (allow_fsync_off), or the connection was refused */
+    bool sync_commit_off; /* the database said synchronous_commit = off: set on for dtx */
+    bool no_sync_standby; /* synchronous_standby_names is empty */
+};
+
+/*
+ * The server's notices. A WARNING while a write commits is kept (warning, when not NULL,
+ * holds DTX_ERR_MSG_MAX bytes): a cancelled wait for the synchronous standby commits
+ * locally with only a warning, and then the record may be missing on the standby that a
+ * failover promotes. Everything else is left unsaid.
+ */
+static void on_notice(void *arg, const PGresult *res)
 {
-    (void)arg;
-    (void)msg;
+    char *warning = arg;
+    const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+
+    if (warning && !warning[0] && sev && strcmp(sev, "WARNING") == 0)
+        snprintf(warning, DTX_ERR_MSG_MAX, "%s", msg ? msg : "(no message)");
+}
+
+/*
+ * Refuses a server that runs with fsync = off unless allowed: a crash of it can lose
+ * decisions clients were told of, and presumed abort would then split them. A database
+ * set to synchronous_commit = off gets it on for this session: a decision is acknowledged
+ * only once it is durable (and on the synchronous standby, when the server has one).
+ */
+static int check_settings(PGconn *c, bool allow_fsync_off, struct store_settings *st,
+                          struct dtx_err *err)
+{
+    PGresult *res = PQexec(c, "SELECT current_setting('fsync'), "
+                              "current_setting('synchronous_commit'), "
+                              "current_setting('synchronous_standby_names')");
+    int rc = 0;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        rc = dtx_err_set(err, DTX_EIO, "could not read the decision store's settings: %s",
+                         PQresultErrorMessage(res));
+        PQclear(res);
+        return rc;
+    }
+    st->fsync_off = strcmp(PQgetvalue(res, 0, 0), "off") == 0;
+    st->sync_commit_off = strcmp(PQgetvalue(res, 0, 1), "off") == 0;
+    st->no_sync_standby = PQgetvalue(res, 0, 2)[0] == '\0';
+    PQclear(res);
+    if (st->fsync_off && !allow_fsync_off)
+        return dtx_err_set(err, DTX_EIO,
+                           "the decision store's PostgreSQL runs with fsync = off: a crash of it "
+                           "could lose decisions already answered; set fsync = on (or, for a "
+                           "throwaway test store only, 'decision_store.allow_fsync_off')");
+    if (st->sync_commit_off) {
+        res = PQexec(c, "SET synchronous_commit = on");
+        if (PQresultStatus(res) != PGRES_COMMAND_OK)
+            rc = dtx_err_set(err, DTX_EIO, "could not set synchronous_commit = on: %s",
+                             PQresultErrorMessage(res));
+        PQclear(res);
+    }
+    return rc;
+}
+
+/*
+ * No statement of the store may wait longer than three quarters of a lease (a lock held on
+ * its rows, a server that stopped answering over a healthy connection): by then the lease
+ * may be another process's, so the statement fails, and with it the store, and this process
+ * steps down instead of hanging while it still looks active.
+ */
+static int bound_statements(PGconn *c, uint32_t lease_ms, struct dtx_err *err)
+{
+    char sql[128];
+    PGresult *res;
+    int rc = 0;
+
+    snprintf(sql, sizeof(sql), "SET statement_timeout = %u; SET lock_timeout = %u",
+             lease_ms * 3 / 4, lease_ms * 3 / 4);
+    res = PQexec(c, sql);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        rc = dtx_err_set(err, DTX_EIO, "could not bound the decision store's statements: %s",
+                         PQresultErrorMessage(res));
+    PQclear(res);
+    return rc;
+}
+
+/* The store's schema version (0: none yet), inside ensure_schema's transaction; -1 on error. */
+static int schema_version(PGconn *c, struct dtx_err *err)
+{
+    PGresult *res = PQexec(c, "SELECT to_regclass('dtx_store.schema_version') IS NOT NULL");
+    int v = -1;
+
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+        strcmp(PQgetvalue(res, 0, 0), "f") == 0) {
+        v = 0;
+    } else if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+        PQclear(res);
+        res = PQexec(c, "SELECT coalesce(max(version), 0) FROM dtx_store.schema_version");
+        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+            v = atoi(PQgetvalue(res, 0, 0));
+    }
+    if (v < 0)
+        dtx_err_set(err, DTX_EIO, "could not read the decision store's schema version: %s",
+                    PQresultErrorMessage(res));
+    PQclear(res);
+    return v;
+}
+
+/*
+ * Creates the schema (sql/store/) when the store has none or an older version, in one
+ * transaction under a lock (coordinators starting together do not race); a store of a newer
+ * version is refused: this coordinator does not know its functions.
+ */
+static int ensure_schema(PGconn *c, struct dtx_err *err)
+{
+    char upsert[160];
+    PGresult *res = PQexec(c, "BEGIN; SELECT pg_advisory_xact_lock(hashtext('dtx_store schema'))");
+    int rc = 0, v;
+
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        rc = dtx_err_set(err, DTX_EIO, "could not lock the decision store's schema: %s",
+                         PQresultErrorMessage(res));
+        PQclear(res);
+        return rc;
+    }
+    PQclear(res);
+    v = schema_version(c, err);
+    if (v < 0)
+        return DTX_EIO;
+    if (v > STORE_SCHEMA_VERSION)
+        return dtx_err_set(err, DTX_EIO,
+                           "the decision store's schema (dtx_store) is version %d, newer than "
+                           "this coordinator's (%d): run the newer coordinator",
+                           v, STORE_SCHEMA_VERSION);
+    res = PQexec(c, v == STORE_SCHEMA_VERSION ? "SELECT 1" : dstore_pg_schema_sql);
+    if (PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK) {
+        PQclear(res);
+        snprintf(upsert, sizeof(upsert),
+                 "INSERT INTO dtx_store.schema_version VALUES (true, %d) ON CONFLICT (one) DO "
+                 "UPDATE SET version = excluded.version",
+                 STORE_SCHEMA_VERSION);
+        res = PQexec(c, v == STORE_SCHEMA_VERSION ? "SELECT 1" : upsert);
+    }
+    if (PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK) {
+        PQclear(res);
+        res = PQexec(c, "COMMIT");
+    }
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        rc = dtx_err_set(err, DTX_EIO,
+                         "could not create the decision store's schema (dtx_store): %s",
+                         PQresultErrorMessage(res));
+    PQclear(res);
+    return rc;
 }
 
 /*
  * Connects with timeouts derived from the lease (the conninfo's own
- * settings win: they come after), and makes sure the schema exists.
+ * settings win: they come after), checks the server's durability
+ * settings (check_settings; st may be NULL), keeps warnings in warning
+ * (on_notice; NULL: none kept), and makes sure the schema exists.
  */
-static PGconn *store_connect(const char *conninfo, uint32_t lease_ms, struct dtx_err *err)
+static PGconn *store_connect(const char *conninfo, uint32_t lease_ms, bool allow_fsync_off,
+                             char *warning, struct store_settings *st, struct dtx_err *err)
 {
+    struct store_settings unused;
     char user_timeout[16], idle[16], connect[16];
     const char *keys[] = {"application_name", "connect_timeout", "tcp_user_timeout",
                           "keepalives",       "keepalives_idle", "keepalives_interval",
@@ -77,7 +230,6 @@ static PGconn *store_connect(const char *conninfo, uint32_t lease_ms, struct dtx
     const char *vals[] = {"dtx-coordinator", connect, user_timeout, "1", idle, "1", "2",
                           conninfo,          NULL};
     PGconn *c;
-    PGresult *res;
 
     snprintf(user_timeout, sizeof(user_timeout), "%u", lease_ms / 3);
     snprintf(idle, sizeof(idle), "%u", lease_ms / 3000 > 0 ? lease_ms / 3000 : 1);
@@ -89,25 +241,16 @@ static PGconn *store_connect(const char *conninfo, uint32_t lease_ms, struct dtx
         PQfinish(c);
         return NULL;
     }
-    PQsetNoticeProcessor(c, quiet_notices, NULL);
-    /* in one transaction, under a lock: coordinators starting together do not race */
-    res = PQexec(c, "BEGIN; SELECT pg_advisory_xact_lock(hashtext('dtx_store schema'))");
-    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
-        PQclear(res);
-        res = PQexec(c, dstore_pg_schema_sql);
-    }
-    if (PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK) {
-        PQclear(res);
-        res = PQexec(c, "COMMIT");
-    }
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        dtx_err_set(err, DTX_EIO, "could not create the decision store's schema (dtx_store): %s",
-                    PQresultErrorMessage(res));
-        PQclear(res);
+    PQsetNoticeReceiver(c, on_notice, warning);
+    if (bound_statements(c, lease_ms, err) < 0 ||
+        check_settings(c, allow_fsync_off, st ? st : &unused, err) < 0) {
         PQfinish(c);
         return NULL;
     }
-    PQclear(res);
+    if (ensure_schema(c, err) < 0) {
+        PQfinish(c);
+        return NULL;
+    }
     return c;
 }
 
@@ -142,6 +285,7 @@ struct dstore_pg_claim {
     pthread_t thread;
     pthread_mutex_t mu;
     pthread_cond_t cv;
+    bool allow_fsync_off;
     bool stopping;               /* (mu) */
     bool got;                    /* (mu) the lease is this process's ... */
     uint64_t term;               /* (mu) ... under this term (or the holder's) */
@@ -229,7 +373,8 @@ static void *claim_main(void *arg)
         }
         pthread_mutex_unlock(&c->mu);
         dtx_err_clear(&err);
-        if (!conn && !(conn = store_connect(c->conninfo, c->lease_ms, &err))) {
+        if (!conn && !(conn = store_connect(c->conninfo, c->lease_ms, c->allow_fsync_off, NULL,
+                                            NULL, &err))) {
             claim_error(c, &err);
         } else if (claim_try(c, conn, &wait_ms)) {
             ev_async_send(&c->wake);
@@ -276,6 +421,7 @@ int dstore_pg_claim_start(struct dstore_pg_claim **out, const struct dstore_pg_o
     c->node = xstrdup(opts->node);
     c->holder = xstrdup(opts->holder);
     c->lease_ms = opts->lease_ms;
+    c->allow_fsync_off = opts->allow_fsync_off;
     c->loop = opts->loop;
     c->granted = granted;
     c->arg = arg;
@@ -335,8 +481,10 @@ struct pgs {
     struct dsq_store qs; /* first: a struct pgs is a struct dstore, with its queue */
     char *conninfo, *node, *holder;
     uint32_t lease_ms;
+    bool allow_fsync_off;
     uint64_t term;
     pthread_t thread;
+    char warning[DTX_ERR_MSG_MAX]; /* a WARNING the server sent while a write ran (on_notice) */
     /* writer thread only (the loop's until the writer starts) */
     PGconn *conn;
     uint64_t next_pos;
@@ -441,7 +589,8 @@ static int keep_lease(struct pgs *s, struct dtx_err *err)
                                   "cannot be reached); stepping down",
                                   s->node);
         PQfinish(s->conn);
-        s->conn = store_connect(s->conninfo, s->lease_ms, err);
+        s->conn =
+            store_connect(s->conninfo, s->lease_ms, s->allow_fsync_off, s->warning, NULL, err);
         if (!s->conn) {
             struct timespec ts = {0, RECONNECT_PAUSE_MS * 1000000L};
 
@@ -473,9 +622,15 @@ static int write_batch(struct pgs *s, const struct dsq_batch *b, struct dtx_err 
     set_part(&b->before, b->before.len > 0, &vals[3], &lens[3]);
     set_part(&b->snap, b->ckpt, &vals[4], &lens[4]);
     set_part(&b->work, b->work.len > 0, &vals[5], &lens[5]);
+    s->warning[0] = '\0';
     res = PQexecParams(s->conn, "SELECT dtx_store.append($1, $2::bigint, $3::bigint, $4, $5, $6)",
                        6, types, vals, lens, fmts, 0);
-    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && s->warning[0])
+        rc = dtx_err_set(err, DTX_ELOGFAIL,
+                         "the decision store warned while a write committed (\"%s\"): it may be "
+                         "missing on the synchronous standby, so it is not answered",
+                         s->warning);
+    else if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
         s->next_pos = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
     else if (is_fenced(res))
         rc =
@@ -538,6 +693,7 @@ int dstore_pg_open(struct dstore **out, const struct dstore_pg_opts *opts, uint6
                    drec_replay_fn replay, void *arg, uint64_t *nrecords, struct dtx_err *err)
 {
     struct pgs *s = xcalloc(1, sizeof(*s));
+    struct store_settings set;
     int rc;
 
     s->qs.base.ops = &pg_ops;
@@ -545,12 +701,25 @@ int dstore_pg_open(struct dstore **out, const struct dstore_pg_opts *opts, uint6
     s->node = xstrdup(opts->node);
     s->holder = xstrdup(opts->holder);
     s->lease_ms = opts->lease_ms;
+    s->allow_fsync_off = opts->allow_fsync_off;
     s->term = term;
-    s->conn = store_connect(s->conninfo, s->lease_ms, err);
+    s->conn = store_connect(s->conninfo, s->lease_ms, s->allow_fsync_off, s->warning, &set, err);
     if (!s->conn) {
         pgs_free(s);
         return DTX_EIO;
     }
+    if (set.fsync_off)
+        log_warn("the decision store's PostgreSQL runs with fsync = off, allowed by "
+                 "'decision_store.allow_fsync_off': a crash of it can lose decisions; for "
+                 "throwaway test stores only");
+    if (set.sync_commit_off)
+        log_warn("the decision store's database is set to synchronous_commit = off: this "
+                 "coordinator's sessions set it on, so that a decision is durable before it is "
+                 "answered");
+    if (set.no_sync_standby)
+        log_warn("the decision store's PostgreSQL has no synchronous standby "
+                 "(synchronous_standby_names is empty): decisions survive its crash, not the "
+                 "loss of its disk (docs/operations.md, \"Several coordinators\")");
     rc = replay_all(s, replay, arg, nrecords, err);
     if (rc == 0)
         rc = renew(s, err);
@@ -584,6 +753,27 @@ static void pg_describe(struct dstore *st, cJSON *obj)
     jsonx_add_num(obj, "lease_ms", s->lease_ms);
 }
 
+/*
+ * Gives the lease up once the writer is gone (nothing more is written under this term), so
+ * that a standby takes over at its next try. A term that lost the lease matches no row.
+ */
+static void release_lease(struct pgs *s)
+{
+    char term[24];
+    const char *vals[3] = {s->node, term, s->holder};
+    PGresult *res;
+
+    if (!s->conn)
+        return;
+    snprintf(term, sizeof(term), "%" PRIu64, s->term);
+    res = PQexecParams(s->conn, "SELECT dtx_store.release($1, $2::bigint, $3)", 3, NULL, vals, NULL,
+                       NULL, 0);
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+        strcmp(PQgetvalue(res, 0, 0), "t") == 0)
+        log_info("gave up the lease of coordinator node '%s' (term %" PRIu64 ")", s->node, s->term);
+    PQclear(res);
+}
+
 static void pg_close(struct dstore *st)
 {
     struct pgs *s = (struct pgs *)st;
@@ -591,6 +781,7 @@ static void pg_close(struct dstore *st)
     dsq_stop(&s->qs.q);
     pthread_join(s->thread, NULL);
     dsq_release(&s->qs.q);
+    release_lease(s);
     pgs_free(s);
 }
 

@@ -28,10 +28,12 @@
 #include "dtx/dstore_pg.h"
 #include "dtx/failpoint.h"
 #include "dtx/log.h"
+#include "dtx/sdnotify.h"
 #include "dtx/xalloc.h"
 
 #include <inttypes.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -57,6 +59,7 @@ struct coordinator {
     struct coord_lease lease;
     char holder[40];
     bool stepped_down; /* the lease was lost: exit with EXIT_STEPPED_DOWN */
+    bool damaged;      /* the store could not be read: exit 1, as a damaged log does */
 };
 
 /* Exit status of a process that lost its lease (docs/operations.md): restart it as a standby. */
@@ -115,6 +118,7 @@ static void on_granted(void *arg, uint64_t term)
 {
     struct coordinator *c = arg;
     struct dtx_err err;
+    char status[160];
 
     log_info("took the lease of coordinator node '%s' (term %" PRIu64 "): reading the decision "
              "store",
@@ -124,10 +128,38 @@ static void on_granted(void *arg, uint64_t term)
     dtx_err_clear(&err);
     if (become_active(c, &c->lease, &err) < 0) {
         dtx_err_prefix(&err, "could not become active");
+        if (err.code == DTX_ECORRUPT) { /* no other process would read it better: exit 1 */
+            log_error("%s", err.msg);
+            c->damaged = true;
+            kill(getpid(), SIGTERM);
+            return;
+        }
         on_lease_lost(c, &err);
         return;
     }
     log_info("active: coordinator node '%s', term %" PRIu64, c->cfg.node_id, term);
+    snprintf(status, sizeof(status), "STATUS=active: coordinator node '%s', term %" PRIu64,
+             c->cfg.node_id, term);
+    sdnotify_or_warn(status);
+}
+
+/*
+ * After the HTTP server is up. A process waiting for the lease serves too (its /healthz
+ * says standby), so a Type=notify unit must count it as started: without READY=1 systemd
+ * would stop it as a failed start and restart it, over and over. The active coordinator
+ * says READY=1 itself once it takes transactions (coord.c).
+ */
+static void started(void *arg)
+{
+    struct coordinator *c = arg;
+    char msg[160];
+
+    if (c->co)
+        return;
+    snprintf(msg, sizeof(msg),
+             "READY=1\nSTATUS=standby: waiting for the lease of coordinator node '%s'",
+             c->cfg.node_id);
+    sdnotify_or_warn(msg);
 }
 
 static void log_tls(const struct tls_config *t, const char *listen)
@@ -160,6 +192,7 @@ static int start(void *arg, struct ev_loop *loop, struct httpd_opts *http, httpd
                                    .node = c->cfg.node_id,
                                    .holder = c->holder,
                                    .lease_ms = c->cfg.store_lease_ms,
+                                   .allow_fsync_off = c->cfg.store_allow_fsync_off,
                                    .loop = loop};
 
         coord_boot_id(c->holder, sizeof(c->holder));
@@ -243,6 +276,7 @@ int main(int argc, char **argv)
         .log_level = log_level,
         .log_format = log_format,
         .start = start,
+        .started = started,
         .begin_stop = begin_stop,
         .idle = idle,
         .stop = stop,
@@ -253,5 +287,5 @@ int main(int argc, char **argv)
 
     int rc = daemon_main(argc, argv, &spec);
 
-    return c.stepped_down ? EXIT_STEPPED_DOWN : rc;
+    return c.damaged ? 1 : c.stepped_down ? EXIT_STEPPED_DOWN : rc;
 }

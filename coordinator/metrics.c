@@ -292,15 +292,34 @@ static void links(struct prom *p, const struct coord *co)
     }
 }
 
-char *coord_render_metrics(const struct coord *co)
+/* Who this process is, and whether it is its node's active one (exactly one per node). */
+static void identity(struct prom *p, const char *node_id, bool active)
 {
-    struct prom_label info[] = {{"node", co->cfg->node_id}, {"version", DTX_VERSION}};
+    struct prom_label info[] = {{"node", node_id}, {"version", DTX_VERSION}};
+
+    prom_family(p, "dtx_coordinator_info", "gauge",
+                "1, labelled with this coordinator's node id and version.");
+    prom_sample_labels(p, "dtx_coordinator_info", info, 2, 1);
+    prom_family(p, "dtx_coordinator_active", "gauge",
+                "1 when this process is its node's active coordinator, 0 for a standby.");
+    prom_sample(p, "dtx_coordinator_active", "node", node_id, active ? 1 : 0);
+}
+
+char *coord_render_standby_metrics(const char *node_id)
+{
     struct prom p;
 
     prom_init(&p);
-    prom_family(&p, "dtx_coordinator_info", "gauge",
-                "1, labelled with this coordinator's node id and version.");
-    prom_sample_labels(&p, "dtx_coordinator_info", info, 2, 1);
+    identity(&p, node_id, false);
+    return prom_finish(&p);
+}
+
+char *coord_render_metrics(const struct coord *co)
+{
+    struct prom p;
+
+    prom_init(&p);
+    identity(&p, co->cfg->node_id, true);
     transactions(&p, co);
     histograms(&p, co);
     live(&p, co);

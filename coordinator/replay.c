@@ -314,6 +314,7 @@ static int open_pg_store(struct coord *co, struct dtx_err *err)
         .node = co->cfg->node_id,
         .holder = co->lease->holder,
         .lease_ms = co->cfg->store_lease_ms,
+        .allow_fsync_off = co->cfg->store_allow_fsync_off,
         .group_delay_us = co->cfg->log_group_delay_us,
         .group_siblings = co->cfg->log_group_siblings,
         .loop = co->loop,

@@ -20,6 +20,8 @@
 #include "dtx/log.h"
 #include "dtx/xalloc.h"
 
+#include <stdint.h>
+
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,15 +114,14 @@ static void accept_stream(struct agent *ag, struct httpd_req *req)
     const char *epoch = httpd_req_header(req, "X-Dtx-Epoch");
     const char *boot = httpd_req_header(req, "X-Dtx-Boot");
     struct admin_call *c;
-    char *end = NULL;
-    uint64_t e = epoch ? strtoull(epoch, &end, 10) : 0;
+    uint64_t e = 0;
 
     if (!upgrade || strcmp(upgrade, STREAM_PROTO) != 0) {
         httpd_reply_errorf(req, DTX_EINVAL, "this endpoint needs \"Upgrade: %s\"", STREAM_PROTO);
         return;
     }
-    if (!node || !gid_name_ok(node) || !epoch || !*epoch || *end || e == 0 || !boot || !*boot ||
-        strlen(boot) >= sizeof(((struct rm_coord_seen *)0)->boot_seen)) {
+    if (!node || !gid_name_ok(node) || !httpd_parse_u64(epoch, INT64_MAX, &e) || e == 0 || !boot ||
+        !*boot || strlen(boot) >= sizeof(((struct rm_coord_seen *)0)->boot_seen)) {
         httpd_reply_errorf(req, DTX_EINVAL,
                            "a coordinator's stream needs X-Dtx-Node (a name), X-Dtx-Epoch (a "
                            "positive number) and X-Dtx-Boot (its run's id)");
@@ -164,11 +165,11 @@ static void branch_status(struct agent *ag, struct httpd_req *req, const char *g
 {
     char gtid[DTX_GTID_MAX + 1], shard[DTX_NAME_MAX + 1];
     const char *xs = httpd_req_arg(req, "xid");
-    char *end = NULL;
-    uint64_t xid = xs ? strtoull(xs, &end, 10) : 0;
+    uint64_t xid = 0;
 
-    if (xs && (!*xs || *end)) {
-        httpd_reply_errorf(req, DTX_EINVAL, "'xid' must be a transaction id (a decimal number)");
+    if (xs && !httpd_parse_u64(xs, INT64_MAX, &xid)) { /* PostgreSQL's xid8 is a bigint */
+        httpd_reply_errorf(req, DTX_EINVAL,
+                           "'xid' must be a transaction id (a decimal number up to 2^63 - 1)");
     } else if (!gid_parse(gid, gtid, shard) || strcmp(shard, ag->cfg->name) != 0) {
         httpd_reply_errorf(req, DTX_ENOTFOUND, "'%s' is not a dtx branch of shard '%s'", gid,
                            ag->cfg->name);

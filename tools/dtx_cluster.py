@@ -783,6 +783,9 @@ class Cluster:
             raise ValueError("several processes of one node need store=\"postgres\"")
         self.store = StoreDB(self) if store == "postgres" else None
         self.store_lease_ms = store_lease_ms
+        # the store's PostgreSQL runs with the cluster's fsync setting: off, the coordinator
+        # must be told it may use it (as the agents are)
+        self.store_allow_fsync_off = not fsync
         self.held = {}  # port -> the socket reserving it (reserve_port) until stop()
         self.token = None  # the bearer token request() sends the coordinator unless told otherwise
         self.hosts = hosts
@@ -927,6 +930,8 @@ class Cluster:
         if self.store:
             cfg["decision_store"] = {"type": "postgres", "conninfo": self.store.conninfo(),
                                      "lease_ms": self.store_lease_ms}
+            if self.store_allow_fsync_off:
+                cfg["decision_store"]["allow_fsync_off"] = True
         else:
             cfg["log_dir"] = co.log_dir
         self._open_hosts_auth(cfg)

@@ -219,5 +219,7 @@ void coord_describe_store(const struct coord *co, cJSON *obj);
 cJSON *coord_health_json(const struct coord *co, unsigned *status);
 char *coord_render_health(const struct coord *co, unsigned *status);
 char *coord_render_metrics(const struct coord *co);
+/* /metrics of a process that is no node's active coordinator (yet): a standby. */
+char *coord_render_standby_metrics(const char *node_id);
 
 #endif

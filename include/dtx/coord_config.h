@@ -50,8 +50,9 @@ struct coord_config {
     char listen[256];
     char log_dir[4096]; /* file store only */
     enum coord_store_type store_type;
-    char store_conninfo[4096]; /* postgres store */
-    uint32_t store_lease_ms;   /* postgres store: a lease not renewed this long may be taken */
+    char store_conninfo[4096];  /* postgres store */
+    uint32_t store_lease_ms;    /* postgres store: a lease not renewed this long may be taken */
+    bool store_allow_fsync_off; /* postgres store: its server may run with fsync = off (tests) */
     struct shard_config *shards;
     size_t nshards;
     struct route route;

@@ -32,6 +32,7 @@ struct dstore_pg_opts {
     const char *node;     /* the coordinator's node_id */
     const char *holder;   /* this process, as the lease names it (its boot id) */
     uint32_t lease_ms;    /* a lease not renewed for this long may be taken */
+    bool allow_fsync_off; /* a server with fsync = off is refused unless this (tests only) */
     uint32_t group_delay_us;
     uint32_t group_siblings;
     struct ev_loop *loop;

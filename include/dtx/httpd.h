@@ -91,6 +91,13 @@ const char *httpd_req_arg(const struct httpd_req *req, const char *name);
 const char *httpd_req_header(const struct httpd_req *req, const char *name);
 const char *httpd_req_body(const struct httpd_req *req, size_t *len);
 /*
+ * A number from a query argument or a header: true with *out when s is 1
+ * to 20 decimal digits (no sign, no space, nothing else) of a value at
+ * most max; false otherwise (NULL included), with *out not modified.
+ * strtoull alone takes "-1" as 2^64 - 1 and saturates silently.
+ */
+bool httpd_parse_u64(const char *s, uint64_t max, uint64_t *out);
+/*
  * The body of a request that takes JSON. Returns 0 with *body and *len
  * (len 0 when there is no body), or DTX_EMEDIATYPE (415) when the body is
  * labelled as something else: a Content-Type other than application/json

@@ -19,7 +19,10 @@
 /*
  * Parses len bytes of JSON text: exactly one document, with nothing but
  * whitespace after it, and no NUL character anywhere (neither a raw 0
- * byte nor a \u0000 escape: every string is a C string). On success
+ * byte nor a \u0000 escape: every string is a C string). The text must be
+ * well-formed UTF-8 without a byte order mark (RFC 8259 8.1), and no
+ * object may hold a key twice (cJSON would take the first, other readers
+ * the last). On success
  * returns 0 and *out owns the tree (free with cJSON_Delete). On failure
  * returns DTX_EINVAL with the byte offset of the error in err; *out is not
  * modified.
@@ -71,7 +74,11 @@ cJSON *jsonx_error_obj(const struct dtx_err *err);
 /* Builds the whole error body {"error":{...}} as a malloc'd string. */
 char *jsonx_error_body(const struct dtx_err *err);
 
-/* Shorthand constructors that abort on allocation failure. */
+/*
+ * Shorthand constructors that abort on allocation failure. jsonx_add_str
+ * puts U+FFFD for every byte of value that is not well-formed UTF-8, so
+ * that an answer echoing what a client sent (a path, a key) stays JSON.
+ */
 cJSON *jsonx_new_object(void);
 cJSON *jsonx_new_array(void);
 void jsonx_add_str(cJSON *obj, const char *key, const char *value);

@@ -71,6 +71,16 @@ RETURNS boolean LANGUAGE sql AS $$
     SELECT EXISTS (SELECT 1 FROM r)
 $$;
 
+-- Gives up the lease of term t held by h (a graceful stop, after its last
+-- write): a standby takes over at its next try, not when the lease runs out.
+CREATE OR REPLACE FUNCTION dtx_store.release(n text, t bigint, h text)
+RETURNS boolean LANGUAGE sql AS $$
+    WITH r AS (
+        UPDATE dtx_store.leases x SET expires_at = '-infinity'
+            WHERE x.node = n AND x.term = t AND x.holder = h RETURNING 1)
+    SELECT EXISTS (SELECT 1 FROM r)
+$$;
+
 -- One group commit of term t, written from position p on: the records
 -- queued before a checkpoint, the checkpoint (which drops every older row),
 -- the records queued after it; each may be NULL. Refused (DX002) unless t
@@ -102,3 +112,14 @@ BEGIN
     END IF;
     RETURN p;
 END $$;
+
+-- schema_version: the version of this schema that made the store
+-- (coordinator/dstore_pg.c, STORE_SCHEMA_VERSION). A coordinator runs this
+-- file only when the store's version is older than its own, and refuses a
+-- store of a newer version: the functions are not replaced at every
+-- connect, under an active that calls them, and the role a coordinator
+-- connects as needs no right to change them once they exist.
+CREATE TABLE IF NOT EXISTS dtx_store.schema_version (
+    one     boolean PRIMARY KEY DEFAULT true CHECK (one),
+    version integer NOT NULL
+);

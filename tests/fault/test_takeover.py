@@ -10,7 +10,9 @@ import threading
 import time
 import uuid
 
+import promtext
 from harness import ClusterTest
+from integration.test_install import NotifyListener
 
 LEASE_MS = 2000
 TAKEOVER_S = 10  # the issue's target; the lease (2 s here) plus replay and reconnecting
@@ -75,6 +77,142 @@ class StoreTest(ClusterTest):
         self.assertEqual(self.c.store_psql("SELECT count(*) FROM dtx_store.records WHERE pos = "
                                            "999999"), [["0"]])
 
+    def test_a_damaged_record_in_the_store_stops_the_start_with_status_1_naming_its_row(self):
+        # as a damaged decision log does: no process of the node could read it better, so
+        # this is no step-down (status 3) for a service manager to restart over and over
+        status, _ = self.c.request("POST", "/v1/transactions", {"ops": transfer_ops(self.acct)})
+        self.assertEqual(status, 200)
+        self.assertEqual(self.c.stop_coordinator(), 0)
+        [[pos, data]] = self.c.store_psql("SELECT pos, encode(data, 'hex') FROM dtx_store.records"
+                                          " WHERE node = 'c1' ORDER BY pos DESC LIMIT 1")
+        self.c.store_psql("UPDATE dtx_store.records SET data = '\\xff01'::bytea "
+                          "WHERE node = 'c1' AND pos = %s" % pos)
+        try:
+            self.c.start_coordinator(wait=False)
+            self.assertTrue(self.c.coordinator.wait(30), "it must not run on a damaged store")
+            self.assertEqual(self.c.coordinator.exit_status(), 1)
+            log = open(self.c.coordinator.log).read()
+            self.assertIn("row at position %s" % pos, log)
+        finally:
+            self.c.store_psql("UPDATE dtx_store.records SET data = '\\x%s'::bytea "
+                              "WHERE node = 'c1' AND pos = %s" % (data, pos))
+        self.c.start_coordinator()
+
+    def test_a_store_server_running_without_fsync_is_refused_unless_allowed(self):
+        self.c.stop_coordinator()
+        self.c.store_allow_fsync_off = False  # the test store runs with fsync = off
+        try:
+            self.c.start_coordinator(wait=False)
+
+            def claim_error():
+                status, h = self.c.health()
+                return h.get("lease", {}).get("error", "") if status == 503 else ""
+            self.wait_for(lambda: "fsync" in claim_error(), timeout=20,
+                          what="the claim to name fsync")
+            status, h = self.c.health()
+            self.assertEqual((status, h["role"]), (503, "standby"), h)
+            self.assertIn("allow_fsync_off", h["lease"]["error"])
+        finally:
+            self.c.store_allow_fsync_off = True
+            self.c.stop_coordinator()
+        self.c.start_coordinator()
+        self.assertIn("fsync = off", open(self.c.coordinator.log).read())  # allowed: warned
+
+    def test_a_store_that_warns_while_committing_a_decision_is_never_answered_200(self):
+        # A cancelled wait for the synchronous standby commits locally and only warns: the
+        # decision may not be on the standby. Any WARNING while a write commits is that
+        # doubt, so the process steps down rather than answer; here a trigger raises one.
+        self.c.store_psql("CREATE FUNCTION public.dtx_test_warn() RETURNS trigger LANGUAGE plpgsql"
+                          " AS $$BEGIN RAISE WARNING 'canceling wait for synchronous replication "
+                          "(a test)'; RETURN NEW; END$$; CREATE TRIGGER dtx_test_warn AFTER INSERT"
+                          " ON dtx_store.records FOR EACH ROW EXECUTE FUNCTION "
+                          "public.dtx_test_warn()")
+        try:
+            try:
+                status, body = self.c.request("POST", "/v1/transactions",
+                                              {"ops": transfer_ops(self.acct)}, timeout=20)
+            except OSError as e:
+                status, body = None, str(e)
+            self.assertNotEqual(status, 200, body)
+            self.assertTrue(self.c.coordinator.wait(15), "it steps down")
+            self.assertEqual(self.c.coordinator.exit_status(), 3)
+            self.assertIn("canceling wait", open(self.c.coordinator.log).read())
+        finally:
+            self.c.store_psql("DROP TRIGGER dtx_test_warn ON dtx_store.records; "
+                              "DROP FUNCTION public.dtx_test_warn()")
+        self.c.start_coordinator()
+        self.c.wait_active("c1")
+
+    def test_an_active_whose_store_hangs_steps_down_instead_of_hanging_with_it(self):
+        # The store answers nothing (a lock held on its lease row; a synchronous standby gone
+        # behaves alike) while the TCP connection stays healthy: no statement may wait past
+        # the lease, which a standby could take meanwhile.
+        locker = subprocess.Popen(
+            ["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-h", self.c.store.sock,
+             "-p", str(self.c.store.pg_port), "-d", "dtx"], stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True)
+        try:
+            locker.stdin.write("BEGIN; LOCK TABLE dtx_store.leases; SELECT pg_sleep(60);\n")
+            locker.stdin.flush()
+            self.wait_for(lambda: self.c.store_psql(
+                "SELECT count(*) FROM pg_locks WHERE relation = 'dtx_store.leases'::regclass "
+                "AND mode = 'AccessExclusiveLock' AND granted")[0][0] == "1",
+                what="the lock to be held")
+            t0 = time.time()
+            try:
+                status, body = self.c.request("POST", "/v1/transactions",
+                                              {"ops": transfer_ops(self.acct)}, timeout=30)
+            except OSError as e:
+                status, body = None, str(e)
+            self.assertNotEqual(status, 200, body)
+            self.assertTrue(self.c.coordinator.wait(LEASE_MS / 1000 * 3), "it stepped down")
+            self.assertEqual(self.c.coordinator.exit_status(), 3)
+            print("stepped down %.1f s after its store hung (lease %d ms)" %
+                  (time.time() - t0, LEASE_MS))
+        finally:
+            locker.kill()  # its server process sleeps on, holding the lock: end it too
+            locker.wait()
+            self.c.store_psql("SELECT pg_terminate_backend(pid) FROM pg_locks WHERE relation = "
+                              "'dtx_store.leases'::regclass AND mode = 'AccessExclusiveLock'")
+        self.c.start_coordinator(wait=False)
+        self.c.wait_active("c1", timeout=TAKEOVER_S + 5)
+
+    def test_a_store_of_a_newer_schema_version_is_refused_and_one_as_new_is_left_alone(self):
+        [[v]] = self.c.store_psql("SELECT version FROM dtx_store.schema_version")
+        self.assertGreaterEqual(int(v), 1)
+        # the same version: the functions are not made again at every connect
+        self.c.store_psql("COMMENT ON FUNCTION dtx_store.renew(text, bigint, text, integer) IS "
+                          "'left alone'")
+        self.c.stop_coordinator()
+        self.c.store_psql("UPDATE dtx_store.schema_version SET version = version + 1")
+        try:
+            self.c.start_coordinator(wait=False)
+
+            def claim_error():
+                status, h = self.c.health()
+                return h.get("lease", {}).get("error", "") if status == 503 else ""
+            self.wait_for(lambda: "newer than this coordinator" in claim_error(), timeout=20,
+                          what="the claim to refuse the newer schema")
+        finally:
+            self.c.store_psql("UPDATE dtx_store.schema_version SET version = %s" % v)
+            self.c.stop_coordinator()
+        self.c.start_coordinator()
+        self.assertEqual(self.c.store_psql(
+            "SELECT obj_description('dtx_store.renew(text, bigint, text, integer)'::regprocedure)"),
+            [["left alone"]])
+
+    def test_synchronous_commit_off_in_the_stores_database_is_put_back_on(self):
+        self.c.store_psql("ALTER DATABASE dtx SET synchronous_commit = off")
+        try:
+            self.c.stop_coordinator()
+            self.c.start_coordinator()
+            self.assertIn("synchronous_commit = off", open(self.c.coordinator.log).read())
+            status, body = self.c.request("POST", "/v1/transactions",
+                                          {"ops": transfer_ops(self.acct)})
+            self.assertEqual(status, 200, body)
+        finally:
+            self.c.store_psql("ALTER DATABASE dtx RESET synchronous_commit")
+
 
 class TakeoverTest(ClusterTest):
     """An active and a standby of node c1 on one postgres store."""
@@ -111,6 +249,11 @@ class TakeoverTest(ClusterTest):
         return took
 
     def test_the_standby_says_so_and_refuses_clients(self):
+        # a standby just started answers before its first look at the lease: then it names none
+        def lease():
+            h = self.c.health(self.standby)[1]
+            return h.get("lease", {}) if isinstance(h, dict) else {}
+        self.wait_for(lambda: "term" in lease(), what="the standby to have looked at the lease")
         status, h = self.c.health(self.standby)
         self.assertEqual((status, h["role"], h["node_id"]), (503, "standby", "c1"), h)
         self.assertGreaterEqual(h["lease"]["term"], 1)
@@ -119,6 +262,46 @@ class TakeoverTest(ClusterTest):
         self.assertIn("standby", body["error"]["message"])
         status, h = self.c.health(self.active)
         self.assertEqual((status, h["role"]), (200, "active"))
+        for i, want in ((self.standby, 0.0), (self.active, 1.0)):  # exactly one active per node
+            status, text = self.c.request("GET", "/metrics", coord=i)
+            self.assertEqual(status, 200, text)
+            fam = promtext.parse(text)["dtx_coordinator_active"]
+            self.assertEqual((fam.type, fam.series()), ("gauge", [({"node": "c1"}, want)]))
+
+    def test_a_standby_tells_its_service_manager_it_is_ready_and_which_role_it_has(self):
+        # Under a Type=notify unit a standby that never said READY=1 would be killed as a
+        # failed start after TimeoutStartSec, and restarted, over and over.
+        n = NotifyListener(abstract=True)
+        self.addCleanup(n.close)
+        self.c.stop_coordinator(self.standby)
+        self.c.start_coordinator(i=self.standby, wait=False, env={"NOTIFY_SOCKET": n.env})
+        msg, pid = n.recv(30)
+        self.assertIsNotNone(msg, "the standby never said it was ready")
+        self.assertIn("READY=1", msg.split("\n"))
+        self.assertIn("STATUS=standby", msg)
+        self.assertEqual(pid, self.c.coords[self.standby].proc.pid)
+        self.assertEqual(self.c.health(self.standby)[1]["role"], "standby")
+        self.c.kill_coordinator(self.active)
+        self.take_over()
+        msg, _ = n.recv(30)
+        self.assertIsNotNone(msg, "taking over is told too")
+        self.assertIn("STATUS=active", msg)
+
+    def test_a_graceful_stop_hands_the_lease_over_at_once(self):
+        # A planned switchover (a stop, an upgrade) need not wait for the lease to run out:
+        # the stopping process gives it up after its last write.
+        status, _ = self.post({"ops": transfer_ops(self.acct)})
+        self.assertEqual(status, 200)
+        self.assertEqual(self.c.stop_coordinator(self.active), 0)
+        t0 = time.time()
+        self.assertEqual(self.c.wait_active("c1", timeout=TAKEOVER_S), self.standby)
+        took = time.time() - t0
+        print("takeover after a graceful stop: %.2f s (lease %d ms)" % (took, LEASE_MS))
+        # without the release it is at least the two thirds of a lease left since the last
+        # renewal; with it, the standby's next try (a quarter of a lease) and its start
+        self.assertLess(took, LEASE_MS / 1000 * 0.6)
+        status, body = self.post({"ops": transfer_ops(self.acct)}, coord=self.standby)
+        self.assertEqual(status, 200, body)
 
     def test_acknowledged_commits_survive_the_active_dying(self):
         keys = ["ack-%d-%d" % (self.acct, n) for n in range(5)]

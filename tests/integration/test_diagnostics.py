@@ -198,8 +198,13 @@ class TracingTest(ClusterTest):
         status, hdrs, body = self.post({"ops": ops}, {"X-Request-Id": "order-7:retry.1",
                                                       "traceparent": self.TRACE})
         self.assertEqual(status, 200, body)
-        self.assertEqual((hdrs["X-Request-Id"], hdrs["traceparent"]),
-                         ("order-7:retry.1", self.TRACE))
+        # the coordinator's span in the client's trace: same trace id and flags, its own
+        # parent id (W3C Trace Context), answered and passed on
+        mine_tp = hdrs["traceparent"]
+        self.assertEqual(hdrs["X-Request-Id"], "order-7:retry.1")
+        self.assertEqual((mine_tp[:35], mine_tp[52:]), (self.TRACE[:35], self.TRACE[52:]))
+        self.assertRegex(mine_tp[36:52], r"^[0-9a-f]{16}$")
+        self.assertNotEqual(mine_tp[36:52], self.TRACE[36:52])
         gtid = body["gtid"]
         for sh in self.c.shards:  # the participants log it, as JSON lines
             lines = [json.loads(x) for x in read(sh.agent.log).splitlines()
@@ -207,7 +212,7 @@ class TracingTest(ClusterTest):
             mine = [x for x in lines if x.get("gtid") == gtid]
             self.assertTrue(mine, "%s logged nothing about %s" % (sh.name, gtid))
             self.assertEqual({(x.get("request_id"), x.get("traceparent")) for x in mine},
-                             {("order-7:retry.1", self.TRACE)}, mine)
+                             {("order-7:retry.1", mine_tp)}, mine)
         coord = [x for x in read(self.c.coordinator.log).splitlines() if x.startswith("ts=")]
         self.assertTrue(coord and all(" level=" in x and " msg=" in x for x in coord))
 
@@ -221,3 +226,9 @@ class TracingTest(ClusterTest):
         self.assertNotIn("0" * 32, hdrs["traceparent"])
         status, hdrs2, _ = self.post({"ops": ops}, {})
         self.assertNotEqual(hdrs2["X-Request-Id"], hdrs["X-Request-Id"])
+        # a later version is read as far as version 00 goes; ff is no version
+        later = "01" + self.TRACE[2:] + "-whatever-comes-next"
+        status, hdrs3, _ = self.post({"ops": ops}, {"traceparent": later})
+        self.assertEqual(hdrs3["traceparent"][:35], "00" + self.TRACE[2:35])
+        status, hdrs4, _ = self.post({"ops": ops}, {"traceparent": "ff" + self.TRACE[2:]})
+        self.assertNotEqual(hdrs4["traceparent"][3:35], self.TRACE[3:35])

@@ -93,6 +93,8 @@ class MetricsTest(InteractiveMixin, ClusterTest):
             self.assertEqual([l for l, _ in fam.series()], [{"shard": shard}])
             for name in ("dtx_branch_prepare_seconds", "dtx_branch_commit_prepared_seconds"):
                 self.assertEqual(agent[name].type, "histogram", name)
+        # the active process of its node says so, with the node: one per node, to alert on
+        self.assertEqual(coord["dtx_coordinator_active"].series(), [({"node": "c1"}, 1.0)])
         # "started" is no outcome any more
         self.assertEqual({l["outcome"] for l, _ in coord["dtx_transactions_total"].series()},
                          set(OUTCOMES))

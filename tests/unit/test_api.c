@@ -144,6 +144,67 @@ static void nul_characters_are_refused_wherever_they_are(void)
                     0);
 }
 
+/* JSON text is UTF-8 (RFC 8259 8.1): a body that is not is refused before any field is read. */
+static void invalid_utf8_is_refused_wherever_it_is(void)
+{
+    static const char *const bad[] = {
+        "\xff", "\xc3(", "\xed\xa0\x80", "\xc0\xaf", "\xf4\x90\x80\x80", "\xe2\x82"};
+    static const char *const forms[] = {
+        "{\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT 1 -- %s\"}]}",
+        "{\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT $1\",\"params\":[\"%s\"]}]}",
+        "{\"idempotency_key\":\"k%s\",\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT 1\"}]}",
+        "{\"ops\":[{\"key\":\"acct:%s\",\"sql\":\"SELECT 1\"}]}",
+        "{\"ops%s\":[{\"shard\":\"s1\",\"sql\":\"SELECT 1\"}]}",
+    };
+    char body[200];
+
+    for (size_t f = 0; f < sizeof(forms) / sizeof(forms[0]); f++) {
+        for (size_t b = 0; b < sizeof(bad) / sizeof(bad[0]); b++) {
+            const char *at = strstr(forms[f], "%s");
+
+            snprintf(body, sizeof(body), "%.*s%s%s", (int)(at - forms[f]), forms[f], bad[b],
+                     at + 2);
+            refused(body, DTX_EINVAL, "not valid UTF-8");
+        }
+    }
+    refused("\xef\xbb\xbf{\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT 1\"}]}", DTX_EINVAL,
+            "byte order mark");
+}
+
+static void valid_utf8_is_accepted(void)
+{
+    struct dtx_err err;
+
+    CU_ASSERT_EQUAL(parse("{\"idempotency_key\":\"\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\","
+                          "\"ops\":[{\"key\":\"\xe6\x97\xa5\",\"sql\":\"SELECT '\xc3\xa9'\"}]}",
+                          &err),
+                    0);
+}
+
+/* A key twice in one object is refused: readers differ on which one counts. */
+static void duplicate_keys_are_refused(void)
+{
+    struct dtx_err err;
+
+    refused("{\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT 1\"}],\"ops\":[]}", DTX_EINVAL,
+            "'ops' appears twice");
+    refused(
+        "{\"protocol\":\"2pc\",\"protocol\":\"3pc\",\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT "
+        "1\"}]}",
+        DTX_EINVAL, "'protocol' appears twice");
+    refused("{\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT 1\",\"sql\":\"SELECT 2\"}]}", DTX_EINVAL,
+            "'sql' appears twice");
+    refused("{\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT "
+            "$1\",\"params\":[{\"a\":1,\"b\":2,\"a\":3}]}]}",
+            DTX_EINVAL, "'a' appears twice");
+    /* the same key in different objects, and keys that differ in case, are fine */
+    CU_ASSERT_EQUAL(
+        parse("{\"ops\":[{\"shard\":\"s1\",\"sql\":\"SELECT 1\"},"
+              "{\"shard\":\"s2\",\"sql\":\"SELECT $1\",\"params\":[{\"a\":1,\"A\":2}]}]}",
+              &err),
+        0);
+}
+
 static void missing_or_empty_ops_are_refused(void)
 {
     refused("{}", DTX_EINVAL, "'ops' is missing");
@@ -366,6 +427,9 @@ int main(void)
         UNIT_TEST(malformed_json_is_refused_with_its_position),
         UNIT_TEST(data_after_the_document_is_refused),
         UNIT_TEST(nul_characters_are_refused_wherever_they_are),
+        UNIT_TEST(invalid_utf8_is_refused_wherever_it_is),
+        UNIT_TEST(valid_utf8_is_accepted),
+        UNIT_TEST(duplicate_keys_are_refused),
         UNIT_TEST(missing_or_empty_ops_are_refused),
         UNIT_TEST(too_many_ops_are_refused),
         UNIT_TEST(unknown_shard_is_refused),

@@ -7,6 +7,7 @@
 #include "dtx/msg.h"
 #include "unit.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static int parse(const char *text, struct msg *m, struct dtx_err *err)
@@ -27,6 +28,33 @@ static void yes_vote_carries_its_xid(void)
     CU_ASSERT_EQUAL(m.vote, VOTE_YES);
     CU_ASSERT_EQUAL(m.xid, 742);
     CU_ASSERT_STRING_EQUAL(m.gtid, "c1-1-1");
+    msg_release(&m);
+}
+
+/* request_id and traceparent are only for the logs: a bad one is dropped, never the message. */
+static void a_bad_request_id_or_traceparent_is_dropped_not_the_message(void)
+{
+    static const char *const bad[] = {"1", "{}", "null", "\"a b\"", "\"\""};
+    struct dtx_err err;
+    struct msg m;
+    char text[256];
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(text, sizeof(text),
+                 "{\"t\":\"vote\",\"gtid\":\"c1-1-1\",\"vote\":\"yes\",\"xid\":\"7\","
+                 "\"request_id\":%s,\"traceparent\":%s}",
+                 bad[i], bad[i]);
+        CU_ASSERT_EQUAL_FATAL(parse(text, &m, &err), 0);
+        CU_ASSERT_EQUAL(m.type, MSG_VOTE);
+        CU_ASSERT_PTR_NULL(m.request_id);
+        CU_ASSERT_PTR_NULL(m.traceparent);
+        msg_release(&m);
+    }
+    CU_ASSERT_EQUAL_FATAL(parse("{\"t\":\"vote\",\"gtid\":\"c1-1-1\",\"vote\":\"yes\",\"xid\":"
+                                "\"7\",\"request_id\":\"req-1\"}",
+                                &m, &err),
+                          0);
+    CU_ASSERT_STRING_EQUAL(m.request_id, "req-1");
     msg_release(&m);
 }
 
@@ -147,6 +175,7 @@ int main(void)
 {
     static const struct unit_test tests[] = {
         UNIT_TEST(yes_vote_carries_its_xid),
+        UNIT_TEST(a_bad_request_id_or_traceparent_is_dropped_not_the_message),
         UNIT_TEST(yes_vote_without_an_xid_is_malformed),
         UNIT_TEST(unknown_vote_or_type_is_malformed),
         UNIT_TEST(a_no_vote_carries_postgresqls_error_fields),
