@@ -24,7 +24,14 @@
  * the connection's socket, as GnuTLS's default), which looks at the first
  * byte: a TLS handshake record begins with 22; anything else is a client
  * speaking plain HTTP, answered 400 in plain text before the connection
- * is dropped.
+ * is dropped. It counts the bytes it moves (tls_server_conn.moved), which
+ * tells httpd.c whether re-running libmicrohttpd at once does anything.
+ *
+ * Nothing here ever waits: every session is non-blocking and runs on an
+ * event loop, so the transports pass MSG_DONTWAIT and the pull-timeout
+ * callbacks only look (poll with 0); GnuTLS's own handshake timeouts are
+ * off (the HTTP client's request timer and the server's deadline bound a
+ * handshake).
  *
  * Thread model: loading runs on the thread that reads the config (before
  * the loop, and on the loop for SIGHUP); sessions and reference counts on
