@@ -85,6 +85,9 @@ struct pgx_conn {
     bool doomed; /* a cancel request was sent for it: closed, never reused */
     char set_timeout[64];
     struct pgx_stmt pre[1];
+    struct pgx_job init; /* internal: opts.init_sql, once after connecting */
+    struct pgx_stmt init_stmt;
+    char value[64]; /* what init_sql gave */
 };
 
 struct pgx_pool {
@@ -356,6 +359,10 @@ static void kick(struct pgx_pool *pool)
 static void job_complete(struct pgx_conn *c, struct pgx_job *job)
 {
     list_remove(&job->link);
+    if (job == &c->init) {
+        conn_after_job(c);
+        return;
+    }
     if (job == &c->cleanup) {
         c->cleaning = false;
         if (job->stmts + job->nstmts == cleanup_stmts + 2) { /* it ended with DISCARD ALL */
@@ -512,6 +519,13 @@ static void conn_ready(struct pgx_conn *c)
     watch(c, false);
     if (pool->opts.on_connect)
         pool->opts.on_connect(pool->opts.arg, c->pg);
+    c->value[0] = '\0';
+    if (pool->opts.init_sql) { /* its value before any job: it runs first, then the queue */
+        c->state = C_BUSY;
+        if (conn_send(c, &c->init) < 0 || flush(c) < 0)
+            conn_down(c, PQerrorMessage(c->pg));
+        return;
+    }
     kick(pool);
 }
 
@@ -593,6 +607,21 @@ static void cleanup_result(struct pgx_job *job, int idx, PGresult *res)
     PQclear(res);
 }
 
+static void init_result(struct pgx_job *job, int idx, PGresult *res)
+{
+    struct pgx_conn *c = job->data;
+
+    (void)idx;
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && PQnfields(res) >= 1)
+        snprintf(c->value, sizeof(c->value), "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+}
+
+const char *pgx_conn_value(const struct pgx_conn *conn)
+{
+    return conn ? conn->value : "";
+}
+
 static void cleanup_done(struct pgx_job *job, int rc, int n, const char *why)
 {
     (void)job;
@@ -628,6 +657,14 @@ struct pgx_pool *pgx_pool_new(struct ev_loop *loop, const struct pgx_opts *opts)
                                       .on_result = cleanup_result,
                                       .on_done = cleanup_done};
         list_init(&c->cleanup.link);
+        c->init_stmt = (struct pgx_stmt){opts->init_sql, 0, NULL, true};
+        c->init = (struct pgx_job){.stmts = &c->init_stmt,
+                                   .nstmts = 1,
+                                   .phase2 = true,
+                                   .on_result = init_result,
+                                   .on_done = cleanup_done,
+                                   .data = c};
+        list_init(&c->init.link);
         conn_connect(c);
     }
     return pool;

@@ -34,9 +34,10 @@ struct pg_rm {
  * The database's identity (rm.h, RM_DB_ID_MAX) as one text column: its
  * system identifier and the timeline it writes WAL on (a primary only).
  */
-#define RM_PG_IDENTITY_SQL                                                                         \
-    "(SELECT system_identifier FROM pg_control_system())::text || ':' || ('x' || "                 \
-    "substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint"
+#define RM_PG_SYSID_SQL "(SELECT system_identifier FROM pg_control_system())::text"
+#define RM_PG_TIMELINE_SQL                                                                         \
+    "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint"
+#define RM_PG_IDENTITY_SQL RM_PG_SYSID_SQL " || ':' || " RM_PG_TIMELINE_SQL
 
 /*
  * pg_prepared_xacts.transaction (a 32-bit xid) of p as an xid8: its epoch

@@ -3,7 +3,7 @@
  * connection (one round trip):
  *
  *   BEGIN; <ops with bind parameters>;
- *   SELECT pg_current_xact_id_if_assigned(), <the database's identity>;
+ *   SELECT pg_current_xact_id_if_assigned(), <the timeline>;
  *   PREPARE TRANSACTION '<gid>'                          (or COMMIT for one phase)
  *
  * What PostgreSQL really did is read from each result, never assumed:
@@ -31,7 +31,8 @@
  * identity (system identifier, timeline) go into the yes vote and the
  * coordinator's COMMIT record. With them, pg_xact_status() tells what
  * became of a branch that is no longer prepared, in that database only
- * (rm_pg_finish.c).
+ * (rm_pg_finish.c). The system identifier is fixed for a server's life:
+ * it is read once per connection (pgx init_sql), the timeline per vote.
  *
  * State: rm->runs (every run not yet delivered). Thread model: the
  * participant's event-loop thread.
@@ -291,7 +292,10 @@ static void run_result(struct pgx_job *job, int idx, PGresult *res)
             r->have_xid = true;
             r->xid_null = PQgetisnull(res, 0, 0);
             r->xid = r->xid_null ? 0 : strtoull(PQgetvalue(res, 0, 0), NULL, 10);
-            snprintf(r->db, sizeof(r->db), "%s", PQgetvalue(res, 0, 1));
+            /* the identity: the connection's system identifier, this vote's timeline */
+            if (pgx_conn_value(job->conn)[0]) /* else not known: never compared */
+                snprintf(r->db, sizeof(r->db), "%s:%s", pgx_conn_value(job->conn),
+                         PQgetvalue(res, 0, 1));
         }
     } else {
         end_result(r, res);
@@ -526,7 +530,7 @@ static int run_build(struct pg_run *r)
     if (r->one_phase || all_reads || r->interactive)
         r->split = true;
     r->stmts[r->first_op + r->nops] = (struct pgx_stmt){
-        "SELECT pg_current_xact_id_if_assigned(), " RM_PG_IDENTITY_SQL, 0, NULL, r->split};
+        "SELECT pg_current_xact_id_if_assigned(), " RM_PG_TIMELINE_SQL, 0, NULL, r->split};
     r->nstmts = r->first_op + r->nops + 1;
     if (!r->split) {
         if (r->one_phase)

@@ -98,7 +98,17 @@ struct pgx_opts {
     /* Called with each new connection once connected, before it takes jobs. */
     void (*on_connect)(void *arg, PGconn *pg);
     void *arg;
+    /*
+     * Run once on each new connection before it takes jobs (NULL: nothing): the
+     * first value of its one row is kept, for pgx_conn_value, while the
+     * connection lives. Something fixed for a server's life, read once
+     * instead of in every job (the system identifier).
+     */
+    const char *init_sql;
 };
+
+/* The connection's init_sql value ("" without one, or when it gave none). */
+const char *pgx_conn_value(const struct pgx_conn *conn);
 
 /* Creates the pool and starts connecting. Aborts on allocation failure. */
 struct pgx_pool *pgx_pool_new(struct ev_loop *loop, const struct pgx_opts *opts);
