@@ -38,6 +38,11 @@ class StoreTest(ClusterTest):
         if not self.c.coordinator.alive():
             self.c.start_coordinator()
 
+    def claim_error(self):
+        """What a standby's /healthz says its claim of the lease last failed on ("" none)."""
+        status, h = self.c.health()
+        return h.get("lease", {}).get("error", "") if status == 503 else ""
+
     def test_a_decision_is_a_row_of_the_store_before_the_client_hears_of_it(self):
         status, body = self.c.request("POST", "/v1/transactions",
                                       {"ops": transfer_ops(self.acct), "idempotency_key":
@@ -103,11 +108,7 @@ class StoreTest(ClusterTest):
         self.c.store_allow_fsync_off = False  # the test store runs with fsync = off
         try:
             self.c.start_coordinator(wait=False)
-
-            def claim_error():
-                status, h = self.c.health()
-                return h.get("lease", {}).get("error", "") if status == 503 else ""
-            self.wait_for(lambda: "fsync" in claim_error(), timeout=20,
+            self.wait_for(lambda: "fsync" in self.claim_error(), timeout=20,
                           what="the claim to name fsync")
             status, h = self.c.health()
             self.assertEqual((status, h["role"]), (503, "standby"), h)
@@ -187,12 +188,8 @@ class StoreTest(ClusterTest):
         self.c.store_psql("UPDATE dtx_store.schema_version SET version = version + 1")
         try:
             self.c.start_coordinator(wait=False)
-
-            def claim_error():
-                status, h = self.c.health()
-                return h.get("lease", {}).get("error", "") if status == 503 else ""
-            self.wait_for(lambda: "newer than this coordinator" in claim_error(), timeout=20,
-                          what="the claim to refuse the newer schema")
+            self.wait_for(lambda: "newer than this coordinator" in self.claim_error(),
+                          timeout=20, what="the claim to refuse the newer schema")
         finally:
             self.c.store_psql("UPDATE dtx_store.schema_version SET version = %s" % v)
             self.c.stop_coordinator()
