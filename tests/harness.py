@@ -5,6 +5,7 @@ PostgreSQL, pg_prepared_xacts, the HTTP answer, PostgreSQL's own log)."""
 import os
 import re
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -111,6 +112,21 @@ class ClusterTest(unittest.TestCase):
         """Statements PostgreSQL logged on a shard that name this transaction's gid."""
         gid = "dtx:%s:%s" % (gtid, self.c.shard(shard).name)
         return [line for line in self.pg_log(shard).splitlines() if gid in line]
+
+    def hup(self, proc):
+        """SIGHUP to proc; waits for its log to say how the reload went; returns that line."""
+        def said():
+            return [ln for ln in proc.log_text().splitlines()
+                    if "tokens reloaded" in ln or "could not reload the tokens" in ln]
+        before = len(said())
+        proc.signal(signal.SIGHUP)
+        end = time.time() + 10
+        while time.time() < end:
+            lines = said()
+            if len(lines) > before:
+                return lines[-1]
+            time.sleep(0.05)
+        self.fail("%s did not say it reloaded" % proc.name)
 
     def wait_for(self, pred, timeout=10, what="condition"):
         end = time.time() + timeout

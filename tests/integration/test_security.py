@@ -353,21 +353,6 @@ class TokenReloadTest(TokenFiles, InteractiveCalls, ClusterTest):
         cls.AGENT = {"auth": {"peer_token_file": files["peer"]}}
         super().setUpClass()
 
-    def hup(self, proc):
-        """SIGHUP to proc; waits for its log to say how the reload went; returns that line."""
-        def said():
-            return [ln for ln in proc.log_text().splitlines()
-                    if "tokens reloaded" in ln or "could not reload the tokens" in ln]
-        before = len(said())
-        proc.signal(signal.SIGHUP)
-        end = time.time() + 10
-        while time.time() < end:
-            lines = said()
-            if len(lines) > before:
-                return lines[-1]
-            time.sleep(0.05)
-        self.fail("%s did not say it reloaded" % proc.name)
-
     def test_sighup_reloads_the_tokens_and_keeps_transactions_and_links(self):
         coord, agent = self.c.coordinator, self.c.shards[0].agent
         pid = coord.pid

@@ -59,21 +59,6 @@ class TlsTest(ClusterTest):
     def plain_request(self, port):
         return dtx_cluster.http_request("127.0.0.1", port, "GET", "/healthz", timeout=5)
 
-    def hup(self, proc):
-        """SIGHUP to proc; waits for its log to say how the reload went; returns that line."""
-        def said():
-            return [ln for ln in proc.log_text().splitlines()
-                    if "tokens reloaded" in ln or "could not reload the tokens" in ln]
-        before = len(said())
-        proc.signal(signal.SIGHUP)
-        end = time.time() + 10
-        while time.time() < end:
-            lines = said()
-            if len(lines) > before:
-                return lines[-1]
-            time.sleep(0.05)
-        self.fail("%s did not say it reloaded" % proc.name)
-
     def link_state(self, shard):
         status, body = self.c.health()
         return body.get("shards", {}).get(shard) if status == 200 else None
