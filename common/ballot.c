@@ -74,6 +74,25 @@ void ballot_add_state(cJSON *o, const struct ballot *promised, const struct ball
         jsonx_add_str(o, "decided", ballot_value_name(decided));
 }
 
+int ballot_read_request(const cJSON *root, bool want_ballot, bool want_value, char *gtid,
+                        struct ballot *b, enum ballot_value *v, struct dtx_err *err)
+{
+    const char *g = NULL, *s = NULL;
+    int rc = jsonx_str(root, "", "gtid", true, &g, err);
+
+    if (rc == 0 && !gid_parse_gtid(g, NULL, NULL, NULL))
+        rc = dtx_err_set(err, DTX_EINVAL, "'%s' is not a gtid", g);
+    if (rc == 0 && want_ballot)
+        rc = ballot_from_json(root, "ballot", b, err);
+    if (rc == 0 && want_value)
+        rc = jsonx_str(root, "", "value", true, &s, err);
+    if (rc == 0 && want_value && (*v = ballot_value_parse(s)) == BV_NONE)
+        rc = dtx_err_set(err, DTX_EINVAL, "'value' must be \"commit\" or \"abort\"");
+    if (rc == 0)
+        snprintf(gtid, DTX_GTID_MAX + 1, "%s", g);
+    return rc;
+}
+
 enum ballot_value ballot_value_parse(const char *name)
 {
     if (name && strcmp(name, "commit") == 0)

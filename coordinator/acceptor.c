@@ -288,7 +288,7 @@ void coord_acc_learned(struct coord *co, const char *gtid, enum ballot_value v)
 static int read_body(struct httpd_req *req, bool ballot, bool value, char *gtid, struct ballot *b,
                      enum ballot_value *v, struct dtx_err *err)
 {
-    const char *body, *g = NULL, *s = NULL;
+    const char *body;
     cJSON *root = NULL;
     size_t len;
     int rc = httpd_req_json_body(req, &body, &len, err);
@@ -296,17 +296,7 @@ static int read_body(struct httpd_req *req, bool ballot, bool value, char *gtid,
     if (rc == 0)
         rc = jsonx_parse(body, len, &root, err);
     if (rc == 0)
-        rc = jsonx_str(root, "", "gtid", true, &g, err);
-    if (rc == 0 && !gid_parse_gtid(g, NULL, NULL, NULL))
-        rc = dtx_err_set(err, DTX_EINVAL, "'%s' is not a gtid", g);
-    if (rc == 0 && ballot)
-        rc = ballot_from_json(root, "ballot", b, err);
-    if (rc == 0 && value)
-        rc = jsonx_str(root, "", "value", true, &s, err);
-    if (rc == 0 && value && (*v = ballot_value_parse(s)) == BV_NONE)
-        rc = dtx_err_set(err, DTX_EINVAL, "'value' must be \"commit\" or \"abort\"");
-    if (rc == 0)
-        snprintf(gtid, DTX_GTID_MAX + 1, "%s", g);
+        rc = ballot_read_request(root, ballot, value, gtid, b, v, err);
     cJSON_Delete(root);
     return rc;
 }

@@ -860,7 +860,7 @@ static void on_state_answer(void *arg, int rc, const struct rm_acceptor *st,
 static int read_request(struct httpd_req *req, bool ballot, bool value, struct answer *out,
                         char *gtid, struct dtx_err *err)
 {
-    const char *body, *g = NULL, *v = NULL;
+    const char *body;
     const cJSON *peers;
     cJSON *root = NULL;
     size_t len;
@@ -869,17 +869,8 @@ static int read_request(struct httpd_req *req, bool ballot, bool value, struct a
     if (rc == 0)
         rc = jsonx_parse(body, len, &root, err);
     if (rc == 0)
-        rc = jsonx_str(root, "", "gtid", true, &g, err);
-    if (rc == 0 && !gid_parse_gtid(g, NULL, NULL, NULL))
-        rc = dtx_err_set(err, DTX_EINVAL, "'%s' is not a gtid", g);
-    if (rc == 0 && ballot)
-        rc = ballot_from_json(root, "ballot", &out->b, err);
-    if (rc == 0 && value)
-        rc = jsonx_str(root, "", "value", true, &v, err);
-    if (rc == 0 && value && (out->v = ballot_value_parse(v)) == BV_NONE)
-        rc = dtx_err_set(err, DTX_EINVAL, "'value' must be \"commit\" or \"abort\"");
+        rc = ballot_read_request(root, ballot, value, gtid, &out->b, &out->v, err);
     if (rc == 0) {
-        snprintf(gtid, DTX_GTID_MAX + 1, "%s", g);
         peers = cJSON_GetObjectItemCaseSensitive(root, "peers");
         out->peers = cJSON_IsObject(peers) ? jsonx_print(peers) : NULL;
     }

@@ -49,6 +49,13 @@ const char *ballot_value_name(enum ballot_value v);
  */
 void ballot_add_state(cJSON *o, const struct ballot *promised, const struct ballot *accepted,
                       enum ballot_value value, enum ballot_value decided);
+/*
+ * Reads the body of a request to an acceptor endpoint, on either side: "gtid" (required,
+ * copied to gtid, DTX_GTID_MAX + 1 bytes), "ballot" into *b when want_ballot, "value" into
+ * *v when want_value. 0, or DTX_EINVAL with err naming what is wrong.
+ */
+int ballot_read_request(const cJSON *root, bool want_ballot, bool want_value, char *gtid,
+                        struct ballot *b, enum ballot_value *v, struct dtx_err *err);
 /* The value called name ("commit", "abort"), or BV_NONE. */
 enum ballot_value ballot_value_parse(const char *name);
 
