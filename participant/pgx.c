@@ -6,6 +6,7 @@
  *
  * Connection states:
  *   DOWN --retry timer--> CONNECTING --PQconnectPoll OK--> INIT --init job done--> IDLE
+ *   INIT --init_sql gave NULL (the server cannot take work)--> DOWN
  *   IDLE --jobs sent--> BUSY --all results in, nothing held--> IDLE
  *   BUSY --job done with hold--> HELD --submit_on--> BUSY, --release--> IDLE
  *   any --connection broken--> DOWN (every job in flight: on_done(DTX_EUNAVAIL))
@@ -31,6 +32,8 @@
  * can undo it; the connection remembers the value to skip the SET next
  * time (TIMEOUT_UNKNOWN after a failed SET). The session's default, which
  * DISCARD ALL sets it back to, is read once after connecting (the init job).
+ * (A branch sets its own with SET LOCAL inside its transaction and asks
+ * pgx for none: rm_pg_run.c.)
  *
  * Notices: every connection's go to the log through on_notice (never to
  * libpq's default printer on stderr), at most PGX_NOTICES_PER_S a second
@@ -94,6 +97,7 @@ struct pgx_conn {
     struct pgx_stmt init_stmts[2];
     uint32_t default_timeout_ms; /* statement_timeout after DISCARD ALL, or TIMEOUT_UNKNOWN */
     char value[64];              /* what init_sql gave */
+    bool init_null;              /* init_sql gave NULL: the server cannot take work */
 };
 
 struct pgx_pool {
@@ -388,6 +392,16 @@ static void job_complete(struct pgx_conn *c, struct pgx_job *job)
 {
     list_remove(&job->link);
     if (job == &c->init) {
+        if (c->init_null) {
+            conn_down(c, c->pool->opts.init_null_why ? c->pool->opts.init_null_why
+                                                     : "the server cannot take work yet");
+            return;
+        }
+        c->backoff_ms = BACKOFF_MIN_MS; /* up: a refused one (above) backs off */
+        if (c->pool->last_error[0]) {
+            log_info("postgresql: connection %d is up", c->id);
+            c->pool->last_error[0] = '\0';
+        }
         c->timeout_ms = c->default_timeout_ms;
         c->state = C_BUSY;
         conn_after_job(c);
@@ -544,17 +558,13 @@ static void conn_ready(struct pgx_conn *c)
         return;
     }
     ev_timer_stop(pool->loop, &c->retry);
-    c->backoff_ms = BACKOFF_MIN_MS;
     c->timeout_ms = TIMEOUT_UNKNOWN;
     c->state = C_IDLE;
-    if (pool->last_error[0]) {
-        log_info("postgresql: connection %d is up", c->id);
-        pool->last_error[0] = '\0';
-    }
     watch(c, false);
     if (pool->opts.on_connect)
         pool->opts.on_connect(pool->opts.arg, c->pg);
     c->value[0] = '\0';
+    c->init_null = false;
     c->default_timeout_ms = TIMEOUT_UNKNOWN;
     c->state = C_INIT; /* the init job first, then the queue */
     if (conn_send(c, &c->init) < 0 || flush(c) < 0)
@@ -668,6 +678,8 @@ static void init_result(struct pgx_job *job, int idx, PGresult *res)
 
     if (one && idx == 0) /* what DISCARD ALL will set it back to: no SET needed for that */
         c->default_timeout_ms = parse_timeout(PQgetvalue(res, 0, 0));
+    else if (one && PQgetisnull(res, 0, 0))
+        c->init_null = true;
     else if (one)
         snprintf(c->value, sizeof(c->value), "%s", PQgetvalue(res, 0, 0));
     PQclear(res);

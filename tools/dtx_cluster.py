@@ -860,6 +860,19 @@ class Cluster:
             subprocess.run(as_pg([os.path.join(PGBIN, "pg_ctl"), "-D", sh.data, "-m", mode, "-w",
                                   "-t", "60", "stop"]), capture_output=True)
 
+    def pg_standby(self, i):
+        """Restarts shard i's PostgreSQL as a standby (read-only, in recovery; it has no
+        primary to follow, so it stays one until pg_promote)."""
+        sh = self.shards[i]
+        self.pg_stop(i)
+        run(as_pg(["touch", os.path.join(sh.data, "standby.signal")]))
+        self.pg_start(i)
+
+    def pg_promote(self, i):
+        """Promotes shard i's standby (pg_standby): it goes on writing on a new timeline."""
+        run(as_pg([os.path.join(PGBIN, "pg_ctl"), "-D", self.shards[i].data, "-w", "-t", "60",
+                   "promote"]))
+
     def pg_copy(self, i, to):
         """Copies shard i's stopped data directory to `to` (a cold backup), a path the
         postgres user can create (e.g. under the shard's own directory)."""

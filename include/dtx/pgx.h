@@ -101,10 +101,14 @@ struct pgx_opts {
     /*
      * Run once on each new connection before it takes jobs (NULL: nothing): the
      * first value of its one row is kept, for pgx_conn_value, while the
-     * connection lives. Something fixed for a server's life, read once
-     * instead of in every job (the system identifier).
+     * connection lives. Something fixed while a connection lives, read once
+     * instead of in every job (the database's identity). A NULL value says
+     * the server cannot take work (a standby): the connection is closed,
+     * init_null_why logged, and another tried later (with backoff). An
+     * error leaves the value "".
      */
     const char *init_sql;
+    const char *init_null_why;
 };
 
 /* The connection's init_sql value ("" without one, or when it gave none). */

@@ -147,6 +147,40 @@ class HeuristicTest(HeuristicBase):
         self.settle(gtid)
 
 
+    def identity(self, i):
+        [[sysid, tli]] = self.c.psql(i, "SELECT system_identifier, pg_walfile_name("
+                                        "pg_current_wal_lsn()) FROM pg_control_system()")
+        tli = int(tli[:8], 16)  # a WAL file's name starts with its timeline
+        return sysid, int(tli)
+
+    def test_a_standby_is_refused_until_promoted_and_votes_carry_its_new_timeline(self):
+        # the agent reads the database's identity once per connection: a connection to a
+        # standby would keep the old timeline after a promotion, so it is never used
+        sysid, tli = self.identity(1)
+        self.c.pg_standby(1)
+        agent_log = os.path.join(self.c.shards[1].dir, "participant.log")
+        self.wait_for(lambda: "in recovery (a standby)" in open(agent_log).read(), timeout=20,
+                      what="the agent to refuse the standby's connections")
+        status, body = self.transfer(next(self.ACCT))
+        self.assertNotEqual(status, 200, body)
+
+        self.c.pg_promote(1)
+        self.assertEqual(self.identity(1), (sysid, tli + 1))
+        deadline = time.time() + 20
+        while True:
+            status, body = self.transfer(next(self.ACCT))
+            if status == 200 or time.time() > deadline:
+                break
+            time.sleep(0.3)
+        self.assertEqual(status, 200, body)
+        rc, dump, _ = self.ctl("log", "dump", "--log-dir", self.c.log_dir, json_out=True)
+        self.assertEqual(rc, 0)
+        [rec] = [e for e in dump["entries"] if e["type"] == "COMMIT" and e["gtid"] == body["gtid"]]
+        dbs = {b["shard"]: b["db"] for b in rec["branches"]}
+        self.assertEqual(dbs["s2"], "%s:%d" % (sysid, tli + 1))
+        self.assertEqual(dbs["s1"], "%s:%d" % self.identity(0))
+
+
 class WideXidTest(HeuristicBase):
     """Every shard's xids are past 2^32."""
 
