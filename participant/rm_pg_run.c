@@ -344,6 +344,7 @@ static void run_send_end(struct pg_run *r, const char *sql)
     r->job.nstmts = 1;
     r->job.rows_count = 0;
     r->job.hold = false;
+    r->job.ends_xact = true; /* PREPARE TRANSACTION, COMMIT or ROLLBACK */
     r->job.timeout_ms = 0;
     if (pgx_submit_on(r->job.conn, r->job.conn_gen, &r->job) < 0) {
         run_fail(r, DTX_EUNAVAIL, CONN_LOST_OPEN);
@@ -581,7 +582,8 @@ static void run_job(struct pg_run *r, bool hold)
                               .nstmts = r->nstmts,
                               .phase2 = false,
                               .hold = hold,
-                              .untrusted = true, /* a client's SQL: reset the session after */
+                              .untrusted = true,  /* a client's SQL: reset the session after */
+                              .ends_xact = !hold, /* with its PREPARE TRANSACTION or COMMIT */
                               .rows_first = r->first_op, /* the ops, read row by row */
                               .rows_count = r->nops,
                               .timeout_ms = 0, /* the branch's own SET LOCAL, after BEGIN */

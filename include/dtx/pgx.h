@@ -63,6 +63,12 @@ struct pgx_job {
     bool hold;      /* keep the connection when done (see above) */
     bool untrusted; /* runs a client's SQL: the session is reset before it serves another job */
     /*
+     * Its last statement ends its transaction (PREPARE TRANSACTION, COMMIT,
+     * ROLLBACK) and is followed by a Sync: an untrusted job's DISCARD ALL is
+     * then sent in front of that Sync, in no transaction of the job's.
+     */
+    bool ends_xact;
+    /*
      * Statements [rows_first, rows_first + rows_count) are read row by row
      * (libpq's single-row mode), so a big result never sits whole in
      * memory: on_result gets each row as a PGRES_SINGLE_TUPLE result, then
@@ -85,6 +91,7 @@ struct pgx_job {
     struct pgx_conn *conn;
     uint64_t conn_gen; /* conn's generation when the job was sent (see pgx_submit_on) */
     int internal;      /* statements pgx added in front */
+    int trailing;      /* statements pgx added behind (a DISCARD ALL) */
     int next;          /* statement whose result comes next */
     bool got;          /* its result arrived (its NULL is next) */
     bool row_mode;     /* single-row mode is set for it */

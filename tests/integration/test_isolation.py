@@ -82,6 +82,30 @@ class IsolationTest(ClusterTest):
             self.assertEqual(self.one("SELECT count(*) FROM pg_prepared_statements")["rows"],
                              [[0]])
 
+    def test_what_a_prepared_branch_leaves_in_its_session_is_gone(self):
+        # what a transaction that PREPAREs may leave behind (a temporary table, a WITH HOLD
+        # cursor or a LISTEN make its PREPARE fail), in one branch, then in a failed one
+        self.c.psql(0, "CREATE SEQUENCE IF NOT EXISTS iso_seq")
+        s1 = ["SELECT set_config('search_path', 'nowhere', false)",
+              "SELECT pg_advisory_lock(4343)",
+              "SELECT nextval('public.iso_seq')",
+              "DO $$ BEGIN EXECUTE 'PREPARE secret_p2 AS SELECT 42'; END $$",
+              "UPDATE public.accounts SET balance = balance WHERE id = 7"]
+        for last, status in (("SELECT 1", 200), ("SELECT 1/0", 409)):
+            st, body = self.c.request("POST", "/v1/transactions", {"ops": [
+                {"shard": "s1", "sql": sql} for sql in s1 + [last]] + [
+                {"shard": "s2", "sql": "UPDATE accounts SET balance = balance WHERE id = 7"}]})
+            self.assertEqual(st, status, body)
+            for _ in range(4):  # both pooled connections
+                self.assertEqual(self.one("SHOW search_path")["rows"], [['"$user", public']])
+                self.assertEqual(self.one("SELECT count(*) FROM pg_prepared_statements")["rows"],
+                                 [[0]])
+                body = self.one("SELECT lastval()", status=409)
+                self.assertIn("not yet defined", body["error"]["message"])
+            self.assertEqual(self.c.psql(0, "SELECT count(*) FROM pg_locks WHERE locktype = "
+                                            "'advisory' AND objid = 4343"), [["0"]])
+            self.assertEqual(self.c.prepared(0), [])
+
     def test_a_flood_of_notifications_cannot_grow_the_participant(self):
         pid = self.c.shards[0].agent.pid
         self.one("DO $$ BEGIN EXECUTE 'LISTEN flood'; END $$")
