@@ -521,6 +521,8 @@ def main():
     a = ap.parse_args()
     a.levels = [int(x) for x in a.levels.split(",") if x]
     a.wide = [int(x) for x in a.wide.split(",") if x]
+    if any(not 2 <= n <= 8 for n in a.wide):
+        sys.exit("bench: --wide takes shard counts of 2 to 8 (\"\" for no such runs)")
     if not 2 <= a.shards <= 8:
         sys.exit("bench: --shards must be 2 to 8")
     if a.new_bin and not a.compare_bin:
