@@ -15,10 +15,10 @@
  * ran a client's SQL (an untrusted job) is also sent DISCARD ALL (in the
  * job's own pipeline when the job gives the connection back: in front of its
  * last Sync when it ends its transaction, send_behind, else after it,
- * send_discard), so that nothing of one client's session (a setting, an advisory lock, a temporary
- * table, a WITH HOLD cursor, a LISTEN, a prepared statement) reaches the
- * next. Notifications (a LISTEN before its DISCARD) are read and dropped
- * as they arrive: they never pile up in libpq.
+ * send_discard), so that nothing of one client's session (a setting, an
+ * advisory lock, a temporary table, a WITH HOLD cursor, a LISTEN, a prepared
+ * statement) reaches the next. Notifications (a LISTEN before its DISCARD)
+ * are read and dropped as they arrive: they never pile up in libpq.
  *
  * Cancelling: a cancel request reaches the backend at some later moment,
  * and PostgreSQL cancels whatever that backend runs then. A job may have
