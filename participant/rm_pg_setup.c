@@ -21,6 +21,11 @@
 /* The files in sql/, embedded at build time (build/<variant>/gen/schema_sql.c). */
 extern const char rm_pg_schema_sql[];
 
+/*
+ * Connects for the set-up, whose statements (installing the schema) must not
+ * be cut short by a server's, database's or role's statement_timeout (pgx's
+ * connections start at 0 the same way).
+ */
 static PGconn *setup_connect(const char *conninfo, unsigned wait_s, struct dtx_err *err)
 {
     uint64_t until = ev_clock_us() + (uint64_t)wait_s * 1000000u;
@@ -28,8 +33,14 @@ static PGconn *setup_connect(const char *conninfo, unsigned wait_s, struct dtx_e
 
     for (;;) {
         c = PQconnectdb(conninfo);
-        if (PQstatus(c) == CONNECTION_OK)
-            return c;
+        if (PQstatus(c) == CONNECTION_OK) {
+            PGresult *res = PQexec(c, "SET statement_timeout = 0");
+            bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+
+            PQclear(res);
+            if (ok)
+                return c;
+        }
         if (ev_clock_us() >= until)
             break;
         PQfinish(c);

@@ -4,7 +4,7 @@ conninfo lists. One pooled connection per agent, so every transaction of a
 shard runs on the same PostgreSQL session."""
 
 import dtx_cluster
-from harness import ClusterTest
+from harness import ClusterTest, transfer_ops
 
 SHOW_TIMEOUT = "SELECT current_setting('statement_timeout')"
 
@@ -49,3 +49,40 @@ class PoolTest(ClusterTest):
         self.c.stop_participant(0)
         self.c.start_participant(0)
         self.c.wait_healthy()
+
+    def test_a_shard_whose_database_defaults_to_a_1ms_statement_timeout_still_commits(self):
+        # The agent's own statements (COMMIT PREPARED, DISCARD ALL, recovery's
+        # lists) run under statement_timeout 0 whatever the server, database or
+        # role default to; a branch runs under its own timeout_ms (SET LOCAL).
+        for sh in self.c.shards:
+            self.c.psql(sh.i, "ALTER DATABASE app SET statement_timeout = '1ms'")
+        try:
+            for i in range(len(self.c.shards)):  # new sessions, which start at 1 ms
+                self.c.stop_participant(i)
+                self.c.start_participant(i)
+            self.c.wait_healthy()
+            self.assertEqual(self.c.psql(0, "SELECT current_setting('statement_timeout')"),
+                             [["1ms"]])
+            before = self.total()
+            for n in range(20):
+                status, body = self.c.tx(transfer_ops("s1", 1 + n, "s2", 1 + n, 5),
+                                         timeout_ms=5000)
+                self.assertEqual((status, body.get("status")), (200, "committed"), body)
+            self.assertEqual(self.total(), before)
+            self.assertEqual(self.session_timeout(700), "700ms")
+            status, body = self.c.tx([{"shard": "s1", "sql": SHOW_TIMEOUT},
+                                      {"shard": "s1", "sql": "SELECT pg_sleep(0.05)"}],
+                                     timeout_ms=5000)
+            self.assertEqual(status, 200, body)
+            self.assertEqual(body["results"][0]["rows"], [["5s"]])
+            for sh in self.c.shards:  # (this psql's own session starts at 1 ms too)
+                self.assertEqual(self.c.psql(sh.i, "SET statement_timeout = 0; "
+                                                   "SELECT count(*) FROM pg_prepared_xacts"),
+                                 [["0"]])
+        finally:
+            for sh in self.c.shards:
+                self.c.psql(sh.i, "ALTER DATABASE app RESET statement_timeout")
+            for i in range(len(self.c.shards)):
+                self.c.stop_participant(i)
+                self.c.start_participant(i)
+            self.c.wait_healthy()
