@@ -28,13 +28,13 @@
  * never given new work: once its owner is done with it, it is closed and
  * a new one is opened (conn_recycle).
  *
- * statement_timeout: a job's SET is sent in front of it with its own
- * Sync, so it commits on its own and no rollback of the job's transaction
- * can undo it; the connection remembers the value to skip the SET next
- * time (TIMEOUT_UNKNOWN after a failed SET). The session's default, which
- * DISCARD ALL sets it back to, is read once after connecting (the init job).
- * (A branch sets its own with SET LOCAL inside its transaction and asks
- * pgx for none: rm_pg_run.c.)
+ * statement_timeout: every connection starts with statement_timeout = 0
+ * (PGX_SESSION_OPTIONS, in its startup packet, behind any options of the
+ * operator's conninfo), whatever the server's, database's or role's
+ * default: the agent's own statements (COMMIT PREPARED, recovery's lists)
+ * are never cut short by it, and DISCARD ALL sets it back to that value, not
+ * to the server's. A branch sets its own with SET LOCAL inside its
+ * transaction (rm_pg_run.c).
  *
  * Notices: every connection's go to the log through on_notice (never to
  * libpq's default printer on stderr), at most PGX_NOTICES_PER_S a second
@@ -62,7 +62,8 @@
 #define BACKOFF_MIN_MS     100
 #define BACKOFF_MAX_MS     2000
 #define CONNECT_TIMEOUT_MS 10000
-#define TIMEOUT_UNKNOWN    UINT32_MAX
+/* Session settings every connection starts with (see the top). */
+#define PGX_SESSION_OPTIONS "-c statement_timeout=0"
 /*
  * Phase-2 jobs one connection may take at once. Each COMMIT PREPARED waits
  * for its WAL flush; run one after another on a single backend they cannot
@@ -86,25 +87,23 @@ struct pgx_conn {
     struct ev_timer retry; /* reconnect when DOWN; give up when CONNECTING */
     uint32_t backoff_ms;
     struct list_node inflight; /* jobs sent, in order */
-    uint32_t timeout_ms;       /* the session's statement_timeout, or TIMEOUT_UNKNOWN */
     struct pgx_job cleanup;    /* internal ROLLBACK and/or DISCARD ALL */
     bool cleaning;
     bool dirty;          /* ran a client's SQL since its last DISCARD ALL */
     bool cleanup_failed; /* the DISCARD ALL in flight (cleanup job or behind a job) failed */
     bool doomed;         /* a cancel request was sent for it: closed, never reused */
-    char set_timeout[64];
-    struct pgx_stmt pre[1];
-    struct pgx_job init; /* internal, once after connecting: the default timeout, init_sql */
-    struct pgx_stmt init_stmts[2];
-    uint32_t default_timeout_ms; /* statement_timeout after DISCARD ALL, or TIMEOUT_UNKNOWN */
-    char value[64];              /* what init_sql gave */
-    bool init_null;              /* init_sql gave NULL: the server cannot take work */
+    struct pgx_job init; /* internal, once after connecting: init_sql */
+    struct pgx_stmt init_stmt;
+    char value[64]; /* what init_sql gave */
+    bool init_null; /* init_sql gave NULL: the server cannot take work */
 };
 
 struct pgx_pool {
     struct ev_loop *loop;
     struct pgx_opts opts;
     char *conninfo;
+    /* The conninfo for PQconnectStartParams, options extended (NULL: it does not parse). */
+    char **keys, **vals;
     struct pgx_conn *conns;
     struct list_node queue2; /* phase-2 jobs waiting */
     struct list_node queue1; /* phase-1 jobs waiting */
@@ -197,23 +196,6 @@ static int flush(struct pgx_conn *c)
     return 0;
 }
 
-/*
- * The statement_timeout job needs set first, or 0 to send it as is. Never
- * inside an open transaction block (a held connection), where a SET would
- * roll back with the transaction.
- */
-static uint32_t timeout_to_set(struct pgx_conn *c, const struct pgx_job *job)
-{
-    if (list_empty(&c->inflight) && PQtransactionStatus(c->pg) != PQTRANS_IDLE)
-        return 0;
-    if (job->timeout_ms)
-        return job->timeout_ms != c->timeout_ms ? job->timeout_ms : 0;
-    if (c->timeout_ms == TIMEOUT_UNKNOWN ||
-        (c->timeout_ms != 0 && c->timeout_ms < PGX_RELAXED_TIMEOUT_MS))
-        return TIMEOUT_UNKNOWN; /* stands for "SET statement_timeout = 0" */
-    return 0;
-}
-
 static int send_discard(struct pgx_conn *c);
 
 /*
@@ -248,29 +230,16 @@ static int send_behind(struct pgx_conn *c, const struct pgx_stmt *last, struct p
  */
 static int conn_send(struct pgx_conn *c, struct pgx_job *job)
 {
-    uint32_t set = job == &c->init ? 0 : timeout_to_set(c, job); /* init reads the default */
-
     job->conn = c;
     job->conn_gen = c->gen;
     job->next = 0;
     job->got = false;
     job->row_mode = false;
-    job->internal = 0;
     job->trailing = 0;
     job->syncs = 0;
     job->sent = true;
     c->dirty |= job->untrusted;
     list_insert_tail(&c->inflight, &job->link);
-    if (set) {
-        c->timeout_ms = set == TIMEOUT_UNKNOWN ? 0 : set;
-        snprintf(c->set_timeout, sizeof(c->set_timeout), "SET statement_timeout = %u",
-                 c->timeout_ms);
-        c->pre[0] = (struct pgx_stmt){c->set_timeout, 0, NULL, true};
-        job->internal = 1;
-        job->syncs = 1;
-        if (send_stmt(c, &c->pre[0]) < 0)
-            return -1;
-    }
     for (int i = 0; i < job->nstmts; i++) {
         job->syncs += job->stmts[i].sync;
         if (i == job->nstmts - 1 && discard_behind(job))
@@ -297,7 +266,6 @@ static int send_discard(struct pgx_conn *c)
     c->cleanup_failed = false;
     c->cleanup.stmts = &cleanup_stmts[1];
     c->cleanup.nstmts = 1;
-    c->cleanup.timeout_ms = c->timeout_ms == TIMEOUT_UNKNOWN ? 0 : c->timeout_ms; /* no SET */
     return conn_send(c, &c->cleanup);
 }
 
@@ -316,7 +284,7 @@ static void fail_inflight(struct pgx_conn *c, const char *why)
     }
     while (!list_empty(&failed)) {
         struct pgx_job *job = container_of(failed.next, struct pgx_job, link);
-        int answered = job->next - job->internal;
+        int answered = job->next;
 
         if (answered > job->nstmts)
             answered = job->nstmts; /* and the DISCARD behind it */
@@ -324,7 +292,7 @@ static void fail_inflight(struct pgx_conn *c, const char *why)
         job->conn = NULL;
         if (job == &c->cleanup)
             continue;
-        job->on_done(job, DTX_EUNAVAIL, answered < 0 ? 0 : answered, why);
+        job->on_done(job, DTX_EUNAVAIL, answered, why);
     }
 }
 
@@ -337,7 +305,6 @@ static void conn_close(struct pgx_conn *c)
     c->pg = NULL;
     c->state = C_DOWN;
     c->gen++;
-    c->timeout_ms = TIMEOUT_UNKNOWN;
     c->cleaning = false;
     c->doomed = false;
     c->dirty = false;
@@ -416,6 +383,29 @@ static void kick(struct pgx_pool *pool)
 /* ---- receiving ---------------------------------------------------------------- */
 
 /*
+ * Whether statement idx of job is a DISCARD ALL of pgx's: the cleanup job's,
+ * or the one behind a client's job (idx == nstmts, send_behind).
+ */
+static bool is_discard(const struct pgx_conn *c, const struct pgx_job *job, int idx)
+{
+    if (idx >= job->nstmts)
+        return job->trailing > 0;
+    return job == &c->cleanup && idx >= 0 && job->stmts[idx].sql == cleanup_stmts[1].sql;
+}
+
+/* c's init is done (or it needs none): it takes work. */
+static void conn_up(struct pgx_conn *c)
+{
+    c->backoff_ms = BACKOFF_MIN_MS; /* up: a refused one (job_complete) backs off */
+    if (c->pool->last_error[0]) {
+        log_info("postgresql: connection %d is up", c->id);
+        c->pool->last_error[0] = '\0';
+    }
+    c->state = C_BUSY;
+    conn_after_job(c);
+}
+
+/*
  * A job's last result arrived. A holding job leaves the connection HELD
  * before its callback runs, so the callback can send the next job on it;
  * the callback may also free the job, which is not touched afterwards.
@@ -423,34 +413,21 @@ static void kick(struct pgx_pool *pool)
 static void job_complete(struct pgx_conn *c, struct pgx_job *job)
 {
     list_remove(&job->link);
+    if (is_discard(c, job, job->nstmts + job->trailing - 1) && !c->cleanup_failed)
+        c->dirty = false; /* it ended with a DISCARD ALL, which did its work */
     if (job == &c->init) {
         if (c->init_null) {
             conn_down(c, c->pool->opts.init_null_why ? c->pool->opts.init_null_why
                                                      : "the server cannot take work yet");
             return;
         }
-        c->backoff_ms = BACKOFF_MIN_MS; /* up: a refused one (above) backs off */
-        if (c->pool->last_error[0]) {
-            log_info("postgresql: connection %d is up", c->id);
-            c->pool->last_error[0] = '\0';
-        }
-        c->timeout_ms = c->default_timeout_ms;
-        c->state = C_BUSY;
-        conn_after_job(c);
+        conn_up(c);
         return;
     }
     if (job == &c->cleanup) {
         c->cleaning = false;
-        if (job->stmts + job->nstmts == cleanup_stmts + 2 && !c->cleanup_failed) {
-            c->dirty = false; /* it ended with DISCARD ALL, which did its work */
-            c->timeout_ms = c->default_timeout_ms; /* DISCARD ALL reset it */
-        }
         conn_after_job(c);
         return;
-    }
-    if (job->trailing && !c->cleanup_failed) {
-        c->dirty = false; /* its DISCARD ALL did its work */
-        c->timeout_ms = c->default_timeout_ms;
     }
     if (job->hold && list_empty(&c->inflight))
         c->state = C_HELD;
@@ -474,21 +451,17 @@ static void dispatch_result(struct pgx_conn *c, PGresult *res)
         PQclear(res);
         job->syncs--;
     } else {
-        int idx = job->next - job->internal;
+        int idx = job->next;
 
         job->got = true;
-        if (idx < 0 && PQresultStatus(res) != PGRES_COMMAND_OK)
-            c->timeout_ms = TIMEOUT_UNKNOWN; /* the SET failed */
-        if (((job == &c->cleanup && idx >= 0 && job->stmts[idx].sql == cleanup_stmts[1].sql) ||
-             idx >= job->nstmts) &&
-            PQresultStatus(res) != PGRES_COMMAND_OK)
-            c->cleanup_failed = true; /* a DISCARD ALL: the session is not reset */
-        if (idx < 0 || idx >= job->nstmts || job == &c->cleanup)
+        if (is_discard(c, job, idx) && PQresultStatus(res) != PGRES_COMMAND_OK)
+            c->cleanup_failed = true; /* the session is not reset */
+        if (idx >= job->nstmts || job == &c->cleanup)
             PQclear(res);
         else
             job->on_result(job, idx, res);
     }
-    if (job->syncs == 0 && job->next == job->nstmts + job->internal + job->trailing)
+    if (job->syncs == 0 && job->next == job->nstmts + job->trailing)
         job_complete(c, job);
 }
 
@@ -523,7 +496,7 @@ static void drop_notifies(struct pgx_conn *c)
 static void arm_row_mode(struct pgx_conn *c)
 {
     struct pgx_job *job = container_of(c->inflight.next, struct pgx_job, link);
-    int idx = job->next - job->internal;
+    int idx = job->next;
 
     if (!job->row_mode && !job->got && idx >= job->rows_first &&
         idx < job->rows_first + job->rows_count)
@@ -574,7 +547,6 @@ static void conn_after_job(struct pgx_conn *c)
         c->cleanup_failed = false;
         c->cleanup.stmts = rollback ? cleanup_stmts : &cleanup_stmts[1];
         c->cleanup.nstmts = (rollback ? 1 : 0) + (c->dirty ? 1 : 0);
-        c->cleanup.timeout_ms = 0;
         if (conn_send(c, &c->cleanup) < 0 || flush(c) < 0)
             conn_down(c, PQerrorMessage(c->pg));
         return;
@@ -595,14 +567,16 @@ static void conn_ready(struct pgx_conn *c)
         return;
     }
     ev_timer_stop(pool->loop, &c->retry);
-    c->timeout_ms = TIMEOUT_UNKNOWN;
     c->state = C_IDLE;
     watch(c, false);
     if (pool->opts.on_connect)
         pool->opts.on_connect(pool->opts.arg, c->pg);
     c->value[0] = '\0';
     c->init_null = false;
-    c->default_timeout_ms = TIMEOUT_UNKNOWN;
+    if (!pool->opts.init_sql) {
+        conn_up(c);
+        return;
+    }
     c->state = C_INIT; /* the init job first, then the queue */
     if (conn_send(c, &c->init) < 0 || flush(c) < 0)
         conn_down(c, PQerrorMessage(c->pg));
@@ -654,7 +628,9 @@ static void conn_connect(struct pgx_conn *c)
 {
     struct pgx_pool *pool = c->pool;
 
-    c->pg = PQconnectStart(pool->conninfo);
+    c->pg = pool->keys ? PQconnectStartParams((const char *const *)pool->keys,
+                                              (const char *const *)pool->vals, 0)
+                       : PQconnectStart(pool->conninfo); /* to report why it does not parse */
     if (!c->pg || PQstatus(c->pg) == CONNECTION_BAD) {
         conn_down(c, c->pg ? PQerrorMessage(c->pg) : "out of memory");
         return;
@@ -686,36 +662,13 @@ static void cleanup_result(struct pgx_job *job, int idx, PGresult *res)
     PQclear(res);
 }
 
-/* statement_timeout as PostgreSQL shows it ("0", "250ms", "5s", "2min", "1h", "1d") in ms. */
-static uint32_t parse_timeout(const char *s)
-{
-    static const struct {
-        const char *unit;
-        uint64_t ms;
-    } units[] = {{"", 1}, {"ms", 1}, {"s", 1000}, {"min", 60000}, {"h", 3600000}, {"d", 86400000}};
-    char *end;
-    uint64_t n;
-
-    errno = 0;
-    n = strtoull(s, &end, 10);
-    if (errno || end == s)
-        return TIMEOUT_UNKNOWN;
-    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-        if (strcmp(end, units[i].unit) == 0)
-            return n * units[i].ms < TIMEOUT_UNKNOWN ? (uint32_t)(n * units[i].ms)
-                                                     : TIMEOUT_UNKNOWN;
-    }
-    return TIMEOUT_UNKNOWN;
-}
-
 static void init_result(struct pgx_job *job, int idx, PGresult *res)
 {
     struct pgx_conn *c = job->data;
     bool one = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && PQnfields(res) >= 1;
 
-    if (one && idx == 0) /* what DISCARD ALL will set it back to: no SET needed for that */
-        c->default_timeout_ms = parse_timeout(PQgetvalue(res, 0, 0));
-    else if (one && PQgetisnull(res, 0, 0))
+    (void)idx;
+    if (one && PQgetisnull(res, 0, 0))
         c->init_null = true;
     else if (one)
         snprintf(c->value, sizeof(c->value), "%s", PQgetvalue(res, 0, 0));
@@ -735,6 +688,43 @@ static void cleanup_done(struct pgx_job *job, int rc, int n, const char *why)
     (void)why;
 }
 
+/*
+ * The conninfo as keywords and values for PQconnectStartParams, with
+ * PGX_SESSION_OPTIONS behind the operator's own options (a later -c wins
+ * over an earlier one for the same setting). A conninfo that does not
+ * parse is left to PQconnectStart, which says why at each attempt.
+ */
+static void parse_conninfo(struct pgx_pool *pool)
+{
+    PQconninfoOption *parsed = PQconninfoParse(pool->conninfo, NULL);
+    bool extended = false;
+    size_t n = 0, k = 0;
+
+    if (!parsed)
+        return;
+    for (const PQconninfoOption *o = parsed; o->keyword; o++)
+        n++;
+    pool->keys = xcalloc(n + 2, sizeof(*pool->keys));
+    pool->vals = xcalloc(n + 2, sizeof(*pool->vals));
+    for (const PQconninfoOption *o = parsed; o->keyword; o++) {
+        if (strcmp(o->keyword, "options") == 0) {
+            pool->vals[k] = o->val && o->val[0] ? xasprintf("%s %s", o->val, PGX_SESSION_OPTIONS)
+                                                : xstrdup(PGX_SESSION_OPTIONS);
+            extended = true;
+        } else if (o->val) {
+            pool->vals[k] = xstrdup(o->val);
+        } else {
+            continue;
+        }
+        pool->keys[k++] = xstrdup(o->keyword);
+    }
+    if (!extended) {
+        pool->keys[k] = xstrdup("options");
+        pool->vals[k] = xstrdup(PGX_SESSION_OPTIONS);
+    }
+    PQconninfoFree(parsed);
+}
+
 struct pgx_pool *pgx_pool_new(struct ev_loop *loop, const struct pgx_opts *opts)
 {
     struct pgx_pool *pool = xcalloc(1, sizeof(*pool));
@@ -743,6 +733,7 @@ struct pgx_pool *pgx_pool_new(struct ev_loop *loop, const struct pgx_opts *opts)
     pool->loop = loop;
     pool->opts = *opts;
     pool->opts.conninfo = pool->conninfo;
+    parse_conninfo(pool);
     list_init(&pool->queue1);
     list_init(&pool->queue2);
     ev_defer_init(&pool->kick, on_kick, pool);
@@ -762,11 +753,9 @@ struct pgx_pool *pgx_pool_new(struct ev_loop *loop, const struct pgx_opts *opts)
                                       .on_result = cleanup_result,
                                       .on_done = cleanup_done};
         list_init(&c->cleanup.link);
-        c->init_stmts[0] =
-            (struct pgx_stmt){"SELECT current_setting('statement_timeout')", 0, NULL, true};
-        c->init_stmts[1] = (struct pgx_stmt){opts->init_sql, 0, NULL, true};
-        c->init = (struct pgx_job){.stmts = c->init_stmts,
-                                   .nstmts = opts->init_sql ? 2 : 1,
+        c->init_stmt = (struct pgx_stmt){opts->init_sql, 0, NULL, true};
+        c->init = (struct pgx_job){.stmts = &c->init_stmt,
+                                   .nstmts = 1,
                                    .phase2 = true,
                                    .on_result = init_result,
                                    .on_done = cleanup_done,
@@ -791,6 +780,12 @@ void pgx_pool_free(struct pgx_pool *pool)
     }
     ev_defer_cancel(pool->loop, &pool->kick);
     free(pool->conns);
+    for (int i = 0; pool->keys && pool->keys[i]; i++) {
+        free(pool->keys[i]);
+        free(pool->vals[i]);
+    }
+    free(pool->keys);
+    free(pool->vals);
     free(pool->conninfo);
     free(pool);
 }

@@ -8,10 +8,11 @@
  *   PREPARE TRANSACTION '<gid>'                          (or COMMIT for one phase)
  *
  * The timeout is set inside the transaction, not by a SET in front of it
- * with a Sync of its own (pgx's job timeout): that cost the server a
+ * with a Sync of its own (as pgx once did): that cost the server a
  * transaction of its own per branch (measured, 32 clients on 2 cores: 2,485
  * -> 2,722 tx/s), and it ends with the branch's transaction, so the session
- * is back at its default for whatever the connection runs next.
+ * is back at pgx's statement_timeout = 0 for whatever the connection runs
+ * next (COMMIT PREPARED is never cut short).
  *
  * What PostgreSQL really did is read from each result, never assumed:
  *   - PREPARE TRANSACTION inside a failed transaction answers with the
@@ -345,7 +346,6 @@ static void run_send_end(struct pg_run *r, const char *sql)
     r->job.rows_count = 0;
     r->job.hold = false;
     r->job.ends_xact = true; /* PREPARE TRANSACTION, COMMIT or ROLLBACK */
-    r->job.timeout_ms = 0;
     if (pgx_submit_on(r->job.conn, r->job.conn_gen, &r->job) < 0) {
         run_fail(r, DTX_EUNAVAIL, CONN_LOST_OPEN);
         return;
@@ -586,7 +586,6 @@ static void run_job(struct pg_run *r, bool hold)
                               .ends_xact = !hold, /* with its PREPARE TRANSACTION or COMMIT */
                               .rows_first = r->first_op, /* the ops, read row by row */
                               .rows_count = r->nops,
-                              .timeout_ms = 0, /* the branch's own SET LOCAL, after BEGIN */
                               .on_result = run_result,
                               .on_done = run_done,
                               .data = r};

@@ -52,9 +52,6 @@ typedef void (*pgx_result_fn)(struct pgx_job *job, int idx, PGresult *res);
  */
 typedef void (*pgx_done_fn)(struct pgx_job *job, int rc, int nanswered, const char *why);
 
-/* A job asking for no statement_timeout accepts any of at least this. */
-#define PGX_RELAXED_TIMEOUT_MS 1000
-
 struct pgx_job {
     /* set by the owner */
     const struct pgx_stmt *stmts;
@@ -75,14 +72,6 @@ struct pgx_job {
      * a PGRES_TUPLES_OK with none (or an error), as the statement's last.
      */
     int rows_first, rows_count;
-    /*
-     * statement_timeout for this job. 0: none, or any of at least
-     * PGX_RELAXED_TIMEOUT_MS (for short bookkeeping statements such as
-     * COMMIT PREPARED, which a client's 1 ms timeout must not cancel).
-     * A job sent into a held connection's open transaction runs with the
-     * transaction's setting, whatever it asks for.
-     */
-    uint32_t timeout_ms;
     pgx_result_fn on_result;
     pgx_done_fn on_done;
     void *data;
@@ -90,7 +79,6 @@ struct pgx_job {
     struct list_node link;
     struct pgx_conn *conn;
     uint64_t conn_gen; /* conn's generation when the job was sent (see pgx_submit_on) */
-    int internal;      /* statements pgx added in front */
     int trailing;      /* statements pgx added behind (a DISCARD ALL) */
     int next;          /* statement whose result comes next */
     bool got;          /* its result arrived (its NULL is next) */

@@ -3,7 +3,8 @@
  * jobs are answered in order, phase-2 jobs go first, a held connection
  * keeps its transaction until released and is refused to a stale
  * generation, a connection released inside a transaction is rolled back
- * before the next job, cancellation, per-job statement_timeout, and what
+ * before the next job, cancellation, statement_timeout 0 on every
+ * connection, and what
  * pgx_pool_up / pgx_pool_queued / pgx_pool_error report.
  *
  * The server comes from tools/run-unit (through tools/unit-pg), which puts
@@ -139,15 +140,19 @@ static void run_for(struct rig *r, int ms)
 }
 
 /* A pool of size connections to the server under test, all of them up. */
-static void rig_open(struct rig *r, int size)
+static void rig_open_to(struct rig *r, int size, const char *info)
 {
-    struct pgx_opts opts = {
-        .conninfo = conninfo, .size = size, .on_connect = count_connect, .arg = r};
+    struct pgx_opts opts = {.conninfo = info, .size = size, .on_connect = count_connect, .arg = r};
 
     memset(r, 0, sizeof(*r));
     CU_ASSERT_FATAL(ev_loop_init(&r->loop) == 0);
     r->pool = pgx_pool_new(&r->loop, &opts);
     CU_ASSERT_FATAL(run_until_up(r, size));
+}
+
+static void rig_open(struct rig *r, int size)
+{
+    rig_open_to(r, size, conninfo);
 }
 
 static void rig_close(struct rig *r)
@@ -634,74 +639,44 @@ static void a_job_in_flight_when_its_connection_dies_is_answered_unavailable(voi
     rig_close(&r);
 }
 
-/* A probe reading the session's statement_timeout (in ms) under timeout_ms. */
-static void probe_timeout(struct probe *p, struct rig *r, int id, uint32_t timeout_ms)
-{
-    probe_sql(p, r, id, "SELECT setting FROM pg_settings WHERE name = 'statement_timeout'");
-    p->job.timeout_ms = timeout_ms;
-}
-
 static void run_probe(struct rig *r, struct probe *p)
 {
     pgx_submit(r->pool, &p->job);
     CU_ASSERT_TRUE(run_until(r, &p->done, 1));
 }
 
-static void each_job_runs_under_its_own_statement_timeout(void)
+/*
+ * Every connection runs with statement_timeout = 0, whatever the session
+ * would otherwise start with (here the conninfo's own options, which stand
+ * for a server's or a role's default) and whatever a client's job set: the
+ * agent's own statements (COMMIT PREPARED) must never be cut short. The
+ * conninfo's other options still hold.
+ */
+static void connections_run_without_a_statement_timeout_and_keep_the_conninfos_options(void)
 {
-    struct probe slow, relaxed, show, show_relaxed, rolled_back, show_after;
+    struct probe sleep1, set, sleep2, mem, timeout;
+    char with_options[1024];
     struct rig r;
 
-    rig_open(&r, 1);
-    probe_sql(&slow, &r, 0, "SELECT pg_sleep(2)");
-    slow.job.timeout_ms = 50;
-    run_probe(&r, &slow);
-    CU_ASSERT_STRING_EQUAL(slow.sqlstate[0], "57014");
-    probe_sql(&relaxed, &r, 1, "SELECT pg_sleep(0.2)"); /* not cut short by the 50 ms before */
-    run_probe(&r, &relaxed);
-    CU_ASSERT_EQUAL(relaxed.status[0], PGRES_TUPLES_OK);
-    probe_timeout(&show, &r, 2, 1234);
-    run_probe(&r, &show);
-    CU_ASSERT_STRING_EQUAL(show.value[0], "1234");
-    probe_timeout(&show_relaxed, &r, 3, 0); /* none, or at least PGX_RELAXED_TIMEOUT_MS */
-    run_probe(&r, &show_relaxed);
-    CU_ASSERT(atol(show_relaxed.value[0]) == 0 ||
-              atol(show_relaxed.value[0]) >= PGX_RELAXED_TIMEOUT_MS);
-    probe_init(&rolled_back, &r, 4); /* its rollback must not undo its timeout */
-    probe_add(&rolled_back, "BEGIN", NULL, false);
-    probe_add(&rolled_back, "SELECT 1", NULL, true);
-    rolled_back.job.timeout_ms = 777;
-    run_probe(&r, &rolled_back);
-    probe_timeout(&show_after, &r, 5, 777);
-    run_probe(&r, &show_after);
-    CU_ASSERT_STRING_EQUAL(show_after.value[0], "777");
-    rig_close(&r);
-}
-
-static void a_job_sent_into_a_held_transaction_keeps_the_transactions_timeout(void)
-{
-    struct probe h, inside, release, after;
-    struct rig r;
-
-    rig_open(&r, 1);
-    probe_init(&h, &r, 0);
-    probe_add(&h, "BEGIN", NULL, false);
-    probe_add(&h, "SELECT setting FROM pg_settings WHERE name = 'statement_timeout'", NULL, true);
-    h.job.timeout_ms = 300;
-    h.job.hold = true;
-    run_probe(&r, &h);
-    CU_ASSERT_STRING_EQUAL(h.value[1], "300");
-    probe_timeout(&inside, &r, 1, 5000);
-    inside.job.hold = true;
-    CU_ASSERT_EQUAL(submit_on(&h, &inside), 0);
-    CU_ASSERT_TRUE(run_until(&r, &inside.done, 1));
-    CU_ASSERT_STRING_EQUAL(inside.value[0], "300");
-    probe_sql(&release, &r, 2, "ROLLBACK");
-    CU_ASSERT_EQUAL(submit_on(&inside, &release), 0);
-    CU_ASSERT_TRUE(run_until(&r, &release.done, 1));
-    probe_timeout(&after, &r, 3, 5000);
-    run_probe(&r, &after);
-    CU_ASSERT_STRING_EQUAL(after.value[0], "5000");
+    snprintf(with_options, sizeof(with_options),
+             "%s options='-c statement_timeout=50 -c work_mem=1234kB'", conninfo);
+    rig_open_to(&r, 1, with_options);
+    probe_sql(&sleep1, &r, 0, "SELECT pg_sleep(0.2)");
+    run_probe(&r, &sleep1);
+    CU_ASSERT_EQUAL(sleep1.status[0], PGRES_TUPLES_OK);
+    probe_sql(&set, &r, 1, "SET statement_timeout = 50"); /* a client's, for its session */
+    set.job.untrusted = true;
+    run_probe(&r, &set);
+    CU_ASSERT_EQUAL(set.status[0], PGRES_COMMAND_OK);
+    probe_sql(&sleep2, &r, 2, "SELECT pg_sleep(0.2)"); /* DISCARD ALL set it back to 0 */
+    run_probe(&r, &sleep2);
+    CU_ASSERT_EQUAL(sleep2.status[0], PGRES_TUPLES_OK);
+    probe_sql(&timeout, &r, 3, "SELECT current_setting('statement_timeout')");
+    run_probe(&r, &timeout);
+    CU_ASSERT_STRING_EQUAL(timeout.value[0], "0");
+    probe_sql(&mem, &r, 4, "SELECT current_setting('work_mem')");
+    run_probe(&r, &mem);
+    CU_ASSERT_STRING_EQUAL(mem.value[0], "1234kB");
     rig_close(&r);
 }
 
@@ -794,8 +769,7 @@ int main(void)
         UNIT_TEST(a_queued_job_can_be_cancelled),
         UNIT_TEST(a_running_job_can_be_cancelled),
         UNIT_TEST(a_job_in_flight_when_its_connection_dies_is_answered_unavailable),
-        UNIT_TEST(each_job_runs_under_its_own_statement_timeout),
-        UNIT_TEST(a_job_sent_into_a_held_transaction_keeps_the_transactions_timeout),
+        UNIT_TEST(connections_run_without_a_statement_timeout_and_keep_the_conninfos_options),
         UNIT_TEST(phase1_jobs_run_on_connections_of_their_own),
         UNIT_TEST(statements_asked_for_are_read_row_by_row_also_deep_in_a_pipeline),
         UNIT_TEST(an_untrusted_jobs_session_is_reset_before_the_next_job),
