@@ -153,10 +153,16 @@ class HeuristicTest(HeuristicBase):
         tli = int(tli[:8], 16)  # a WAL file's name starts with its timeline
         return sysid, int(tli)
 
+    def control_timeline(self, i):
+        """The timeline as the control file has it after a checkpoint: not the agent's way."""
+        self.c.psql(i, "CHECKPOINT")
+        return int(self.c.psql(i, "SELECT timeline_id FROM pg_control_checkpoint()")[0][0])
+
     def test_a_standby_is_refused_until_promoted_and_votes_carry_its_new_timeline(self):
         # the agent reads the database's identity once per connection: a connection to a
         # standby would keep the old timeline after a promotion, so it is never used
         sysid, tli = self.identity(1)
+        self.assertEqual(tli, self.control_timeline(1))
         self.c.pg_standby(1)
         agent_log = os.path.join(self.c.shards[1].dir, "participant.log")
         self.wait_for(lambda: "in recovery (a standby)" in open(agent_log).read(), timeout=20,
@@ -166,6 +172,7 @@ class HeuristicTest(HeuristicBase):
 
         self.c.pg_promote(1)
         self.assertEqual(self.identity(1), (sysid, tli + 1))
+        self.assertEqual(self.control_timeline(1), tli + 1)
         deadline = time.time() + 20
         while True:
             status, body = self.transfer(next(self.ACCT))
