@@ -36,6 +36,11 @@
  * to the server's. A branch sets its own with SET LOCAL inside its
  * transaction (rm_pg_run.c).
  *
+ * client_connection_check_interval: a backend running a statement (or
+ * waiting for a lock) checks every second that its client is still there,
+ * so a participant that dies mid-branch frees the branch's backend and
+ * locks within a second, not when the statement ends or times out.
+ *
  * Notices: every connection's go to the log through on_notice (never to
  * libpq's default printer on stderr), at most PGX_NOTICES_PER_S a second
  * for the whole pool (pool->notices), so a client's RAISE NOTICE loop
@@ -63,7 +68,7 @@
 #define BACKOFF_MAX_MS     2000
 #define CONNECT_TIMEOUT_MS 10000
 /* Session settings every connection starts with (see the top). */
-#define PGX_SESSION_OPTIONS "-c statement_timeout=0"
+#define PGX_SESSION_OPTIONS "-c statement_timeout=0 -c client_connection_check_interval=1000"
 /*
  * Phase-2 jobs one connection may take at once. Each COMMIT PREPARED waits
  * for its WAL flush; run one after another on a single backend they cannot

@@ -155,6 +155,36 @@ class FaultTest(InteractiveMixin, ClusterTest):
         self.wait_for(lambda: self.c.request("GET", "/v1/transactions/" + answer[1]["gtid"])[1]
                       ["status"] == "committed", what="the coordinator to hear the ack")
 
+    def test_06b_a_branch_waiting_on_a_lock_ends_within_seconds_of_its_participants_death(self):
+        # A prepared transaction outside dtx holds the row; a branch with a long timeout_ms
+        # waits for it. When its participant is killed, PostgreSQL must notice the dead
+        # client within seconds and end the statement (and its transaction), not wait on
+        # for the lock or for the branch's timeout.
+        self.c.psql(1, "BEGIN; UPDATE accounts SET balance = balance WHERE id = %d; "
+                       "PREPARE TRANSACTION 'lock-holder'" % self.acct)
+        waiting = ("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                   "AND query LIKE 'UPDATE accounts%'")
+        try:
+            ops = [{"shard": "s1", "sql": "SELECT 1"},
+                   {"shard": "s2", "sql": "UPDATE accounts SET balance = balance + 1 "
+                                          "WHERE id = %d" % self.acct}]
+            threading.Thread(target=lambda: self.c.tx(ops, timeout_ms=60000),
+                             daemon=True).start()
+            self.wait_for(lambda: self.c.psql(1, waiting) == [["1"]],
+                          what="the branch to wait for the row lock")
+            self.c.kill_participant(1)
+            killed = time.time()
+            self.wait_for(lambda: self.c.psql(1, waiting) == [["0"]], timeout=10,
+                          what="PostgreSQL to end the dead participant's statement")
+            print("[ended %.2f s after the kill] " % (time.time() - killed), end="", flush=True)
+            self.assertLess(time.time() - killed, 5)
+        finally:
+            self.c.psql(1, "ROLLBACK PREPARED 'lock-holder'")
+        self.c.start_participant(1)
+        self.c.wait_healthy()
+        self.assert_no_prepared(timeout=SETTLE_S)
+        self.assertEqual(self.balance(1, self.acct), self.before[1])
+
     def test_05b_branch_of_a_silent_coordinator_is_cancelled_at_its_deadline(self):
         import signal
 
