@@ -746,8 +746,7 @@ static enum branch_event act_run(struct branch *b, enum branch_event ev,
     arm_deadline(b, a->timeout_ms);
     if (!one_phase)
         start_register(b, a);
-    b->run = rm_start(b->t->env->rm, b->gid, a->ops, one_phase, b->three_pc, a->timeout_ms,
-                      on_run_done, b);
+    b->run = rm_start(b->t->env->rm, b->gid, a->ops, one_phase, b->three_pc, on_run_done, b);
     return NO_EVENT;
 }
 
@@ -760,8 +759,8 @@ static enum branch_event act_exec(struct branch *b, enum branch_event ev,
     b->deadline_ms = a->idle_ms > a->timeout_ms ? a->idle_ms : a->timeout_ms;
     b->three_pc |= a->three_pc;
     arm_deadline(b, a->timeout_ms);
-    b->session = rm_exec(b->t->env->rm, b->session, b->gid, b->three_pc, a->ops, a->timeout_ms,
-                         a->open_wait_ms, on_exec_done, b);
+    b->session = rm_exec(b->t->env->rm, b->session, b->gid, b->three_pc, a->ops, a->open_wait_ms,
+                         on_exec_done, b);
     b->run = b->session;
     return NO_EVENT;
 }

@@ -60,10 +60,9 @@ int rm_pg_setup(const struct rm_pg_opts *o, struct dtx_err *err);
 
 /* rm_pg_run.c: running branches (rm ops run, exec, end, cancel). */
 struct rm_run *rm_pg_run(struct rm *base, const char *gid, cJSON *ops, bool one_phase,
-                         bool three_pc, uint32_t timeout_ms, rm_run_fn done, void *arg);
+                         bool three_pc, rm_run_fn done, void *arg);
 struct rm_run *rm_pg_exec(struct rm *base, struct rm_run *session, const char *gid, bool three_pc,
-                          cJSON *ops, uint32_t timeout_ms, uint32_t wait_ms, rm_run_fn done,
-                          void *arg);
+                          cJSON *ops, uint32_t wait_ms, rm_run_fn done, void *arg);
 void rm_pg_end(struct rm *base, struct rm_run *session, enum rm_end how, rm_run_fn done, void *arg);
 void rm_pg_cancel(struct rm *base, struct rm_run *run, bool deadline);
 void rm_pg_runs_free(struct pg_rm *rm);

@@ -2,17 +2,19 @@
  * rm_pg_run.c - running a branch in PostgreSQL: one pipeline on one pooled
  * connection (one round trip):
  *
- *   BEGIN; SET LOCAL statement_timeout = <the branch's timeout_ms>;
+ *   BEGIN;
  *   <ops with bind parameters>;
  *   SELECT pg_current_xact_id_if_assigned();
  *   PREPARE TRANSACTION '<gid>'                          (or COMMIT for one phase)
  *
- * The timeout is set inside the transaction, not by a SET in front of it
- * with a Sync of its own (as pgx once did): that cost the server a
- * transaction of its own per branch (measured, 32 clients on 2 cores: 2,485
- * -> 2,722 tx/s), and it ends with the branch's transaction, so the session
- * is back at pgx's statement_timeout = 0 for whatever the connection runs
- * next (COMMIT PREPARED is never cut short).
+ * The branch's deadline (its transaction's timeout_ms) is kept by the
+ * participant, which cancels a branch still running then (branch.c), not by
+ * a statement_timeout: a client's SET LOCAL could turn that off, it would
+ * cost the server a statement per branch (A/B at 32 clients on 2 cores:
+ * 1.026 without it), and it could not free the branch's locks anyway (they
+ * stay until the transaction ends, which takes the participant). A
+ * participant that dies mid-branch is noticed by PostgreSQL within a second
+ * (pgx's client_connection_check_interval).
  *
  * What PostgreSQL really did is read from each result, never assumed:
  *   - PREPARE TRANSACTION inside a failed transaction answers with the
@@ -72,13 +74,11 @@ struct pg_run {
     const char *gtid_value[1];
     cJSON *ops;
     bool one_phase;
-    bool three_pc;       /* BEGIN is followed by dtx.branch_begin(gtid) (sql/003_acceptors.sql) */
-    uint32_t timeout_ms; /* statement_timeout: SET LOCAL right after the BEGIN */
-    char set_sql[48];
-    bool split; /* ops first, then the ending in a second round trip */
+    bool three_pc; /* BEGIN is followed by dtx.branch_begin(gtid) (sql/003_acceptors.sql) */
+    bool split;    /* ops first, then the ending in a second round trip */
     /*
      * Interactive: a session whose transaction stays open between calls
-     * (rm exec/end). Its ops start at statement first_op: 2 (3 for three_pc)
+     * (rm exec/end). Its ops start at statement first_op: 1 (2 for three_pc)
      * when this call sends the BEGIN, 0 for later calls into the open
      * transaction.
      */
@@ -295,7 +295,7 @@ static void run_result(struct pgx_job *job, int idx, PGresult *res)
     if (r->stage == RS_END) {
         if (strcmp(r->end_stmt.sql, "ROLLBACK") != 0)
             end_result(r, res);
-    } else if (idx < r->first_op) { /* BEGIN, its SET LOCAL, a 3PC branch's dtx.branch_begin */
+    } else if (idx < r->first_op) { /* BEGIN, a 3PC branch's dtx.branch_begin */
         if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
             note_pg_error(r, res, -1);
     } else if (idx < r->first_op + r->nops) {
@@ -499,22 +499,20 @@ static int run_build(struct pg_run *r)
         total += cJSON_GetArraySize(cJSON_GetObjectItemCaseSensitive(op, "params"));
     }
     r->nops = cJSON_GetArraySize(r->ops);
-    r->first_op = r->began ? 0 : r->three_pc ? 3 : 2;
+    r->first_op = r->began ? 0 : r->three_pc ? 2 : 1;
     r->nrows = 0; /* the limits hold for each call's results */
     r->rows = (struct pgval_rows){0, 0, false};
-    r->stmts = xcalloc((size_t)r->nops + 5, sizeof(*r->stmts));
+    r->stmts = xcalloc((size_t)r->nops + 4, sizeof(*r->stmts)); /* BEGIN, 3PC row, xid, end */
     r->values = xcalloc((size_t)r->nops + 1, sizeof(*r->values));
     r->params = xcalloc((size_t)total + 1, sizeof(*r->params));
     r->expect = xcalloc((size_t)r->nops + 1, sizeof(*r->expect));
     r->op_index = xcalloc((size_t)r->nops + 1, sizeof(*r->op_index));
-    /* BEGIN, its timeout, and a 3PC branch's row: overwritten by the ops when began */
+    /* BEGIN and a 3PC branch's row: overwritten by the ops when began */
     r->stmts[0] = (struct pgx_stmt){"BEGIN", 0, NULL, false};
-    snprintf(r->set_sql, sizeof(r->set_sql), "SET LOCAL statement_timeout = %u", r->timeout_ms);
-    r->stmts[1] = (struct pgx_stmt){r->set_sql, 0, NULL, false};
-    if (r->first_op == 3) {
+    if (r->first_op == 2) {
         gid_parse(r->gid, r->gtid, shard);
         r->gtid_value[0] = r->gtid;
-        r->stmts[2] = (struct pgx_stmt){"SELECT dtx.branch_begin($1)", 1, r->gtid_value, false};
+        r->stmts[1] = (struct pgx_stmt){"SELECT dtx.branch_begin($1)", 1, r->gtid_value, false};
     }
     cJSON_ArrayForEach(op, r->ops)
     {
@@ -592,7 +590,7 @@ static void run_job(struct pg_run *r, bool hold)
 }
 
 struct rm_run *rm_pg_run(struct rm *base, const char *gid, cJSON *ops, bool one_phase,
-                         bool three_pc, uint32_t timeout_ms, rm_run_fn done, void *arg)
+                         bool three_pc, rm_run_fn done, void *arg)
 {
     struct pg_rm *rm = (struct pg_rm *)base;
     struct pg_run *r = run_new(rm, gid);
@@ -600,7 +598,6 @@ struct rm_run *rm_pg_run(struct rm *base, const char *gid, cJSON *ops, bool one_
     r->ops = ops;
     r->one_phase = one_phase;
     r->three_pc = three_pc;
-    r->timeout_ms = timeout_ms;
     r->done = done;
     r->arg = arg;
     if (!cJSON_IsArray(ops) || run_build(r) < 0) {
@@ -630,8 +627,7 @@ static void on_wait_timeout(struct ev_loop *loop, struct ev_timer *t)
 }
 
 struct rm_run *rm_pg_exec(struct rm *base, struct rm_run *session, const char *gid, bool three_pc,
-                          cJSON *ops, uint32_t timeout_ms, uint32_t wait_ms, rm_run_fn done,
-                          void *arg)
+                          cJSON *ops, uint32_t wait_ms, rm_run_fn done, void *arg)
 {
     struct pg_rm *rm = (struct pg_rm *)base;
     struct pg_run *r = (struct pg_run *)session;
@@ -643,7 +639,6 @@ struct rm_run *rm_pg_exec(struct rm *base, struct rm_run *session, const char *g
         r->interactive = true;
         r->three_pc = three_pc;
     }
-    r->timeout_ms = timeout_ms; /* only the call that sends the BEGIN sets it */
     run_free_ops(r);
     r->ops = ops;
     r->done = done;

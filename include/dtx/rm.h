@@ -163,7 +163,7 @@ struct rm_ops {
      * started or cancelled the operation.
      */
     struct rm_run *(*run)(struct rm *rm, const char *gid, cJSON *ops, bool one_phase, bool three_pc,
-                          uint32_t timeout_ms, rm_run_fn done, void *arg);
+                          rm_run_fn done, void *arg);
     /*
      * Asks a running branch to stop; its done callback still comes. With
      * deadline, it fails as a timeout (DTX_ETIMEDOUT), else as an abort.
@@ -179,8 +179,7 @@ struct rm_ops {
      * the session is gone. One call at a time per session.
      */
     struct rm_run *(*exec)(struct rm *rm, struct rm_run *session, const char *gid, bool three_pc,
-                           cJSON *ops, uint32_t timeout_ms, uint32_t wait_ms, rm_run_fn done,
-                           void *arg);
+                           cJSON *ops, uint32_t wait_ms, rm_run_fn done, void *arg);
     /*
      * Ends an open session (no exec running): PREPARE (RM_PREPARED, or
      * RM_READONLY when it wrote nothing), COMMIT (RM_COMMITTED, RM_UNKNOWN)
@@ -245,9 +244,9 @@ struct rm {
 };
 
 static inline struct rm_run *rm_start(struct rm *rm, const char *gid, cJSON *ops, bool one_phase,
-                                      bool three_pc, uint32_t timeout_ms, rm_run_fn done, void *arg)
+                                      bool three_pc, rm_run_fn done, void *arg)
 {
-    return rm->ops->run(rm, gid, ops, one_phase, three_pc, timeout_ms, done, arg);
+    return rm->ops->run(rm, gid, ops, one_phase, three_pc, done, arg);
 }
 
 static inline void rm_cancel(struct rm *rm, struct rm_run *run, bool deadline)
@@ -256,10 +255,10 @@ static inline void rm_cancel(struct rm *rm, struct rm_run *run, bool deadline)
 }
 
 static inline struct rm_run *rm_exec(struct rm *rm, struct rm_run *session, const char *gid,
-                                     bool three_pc, cJSON *ops, uint32_t timeout_ms,
-                                     uint32_t wait_ms, rm_run_fn done, void *arg)
+                                     bool three_pc, cJSON *ops, uint32_t wait_ms, rm_run_fn done,
+                                     void *arg)
 {
-    return rm->ops->exec(rm, session, gid, three_pc, ops, timeout_ms, wait_ms, done, arg);
+    return rm->ops->exec(rm, session, gid, three_pc, ops, wait_ms, done, arg);
 }
 
 static inline void rm_end(struct rm *rm, struct rm_run *session, enum rm_end how, rm_run_fn done,

@@ -33,12 +33,11 @@ struct fake_rm {
 static struct fake_rm RM;
 
 static struct rm_run *fake_run(struct rm *rm, const char *gid, cJSON *ops, bool one_phase,
-                               bool three_pc, uint32_t timeout_ms, rm_run_fn done, void *arg)
+                               bool three_pc, rm_run_fn done, void *arg)
 {
     (void)rm;
     (void)gid;
     (void)three_pc;
-    (void)timeout_ms;
     cJSON_Delete(ops);
     RM.runs++;
     RM.last_one_phase = one_phase;
@@ -56,14 +55,13 @@ static void fake_cancel(struct rm *rm, struct rm_run *run, bool deadline)
 }
 
 static struct rm_run *fake_exec(struct rm *rm, struct rm_run *session, const char *gid,
-                                bool three_pc, cJSON *ops, uint32_t timeout_ms, uint32_t wait_ms,
-                                rm_run_fn done, void *arg)
+                                bool three_pc, cJSON *ops, uint32_t wait_ms, rm_run_fn done,
+                                void *arg)
 {
     (void)rm;
     (void)session;
     (void)gid;
     (void)three_pc;
-    (void)timeout_ms;
     (void)wait_ms;
     cJSON_Delete(ops);
     RM.execs++;
