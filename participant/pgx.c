@@ -31,10 +31,10 @@
  * statement_timeout: every connection starts with statement_timeout = 0
  * (PGX_SESSION_OPTIONS, in its startup packet, behind any options of the
  * operator's conninfo), whatever the server's, database's or role's
- * default: the agent's own statements (COMMIT PREPARED, recovery's lists)
- * are never cut short by it, and DISCARD ALL sets it back to that value, not
- * to the server's. A branch sets its own with SET LOCAL inside its
- * transaction (rm_pg_run.c).
+ * default: the agent's statements (COMMIT PREPARED, recovery's lists) are
+ * never cut short by it, and DISCARD ALL sets it back to that value, not to
+ * the server's. A branch's deadline is kept by the participant, which
+ * cancels it (rm_pg_run.c).
  *
  * client_connection_check_interval: a backend running a statement (or
  * waiting for a lock) checks every second that its client is still there,
