@@ -36,10 +36,11 @@
  * the server's. A branch's deadline is kept by the participant, which
  * cancels it (rm_pg_run.c).
  *
- * client_connection_check_interval: a backend running a statement (or
- * waiting for a lock) checks every second that its client is still there,
- * so a participant that dies mid-branch frees the branch's backend and
- * locks within a second, not when the statement ends or times out.
+ * client_connection_check_interval (opts.check_client_ms, in the same
+ * options): a backend running a statement (or waiting for a lock) checks
+ * that often that its client is still there, so a participant that dies
+ * mid-branch frees the branch's backend and locks within that time, not
+ * when the statement ends.
  *
  * Notices: every connection's go to the log through on_notice (never to
  * libpq's default printer on stderr), at most PGX_NOTICES_PER_S a second
@@ -68,7 +69,7 @@
 #define BACKOFF_MAX_MS     2000
 #define CONNECT_TIMEOUT_MS 10000
 /* Session settings every connection starts with (see the top). */
-#define PGX_SESSION_OPTIONS "-c statement_timeout=0 -c client_connection_check_interval=1000"
+#define PGX_SESSION_OPTIONS "-c statement_timeout=0"
 /*
  * Phase-2 jobs one connection may take at once. Each COMMIT PREPARED waits
  * for its WAL flush; run one after another on a single backend they cannot
@@ -695,26 +696,32 @@ static void cleanup_done(struct pgx_job *job, int rc, int n, const char *why)
 
 /*
  * The conninfo as keywords and values for PQconnectStartParams, with
- * PGX_SESSION_OPTIONS behind the operator's own options (a later -c wins
- * over an earlier one for the same setting). A conninfo that does not
- * parse is left to PQconnectStart, which says why at each attempt.
+ * PGX_SESSION_OPTIONS (and the check interval) behind the operator's own
+ * options (a later -c wins over an earlier one for the same setting). A
+ * conninfo that does not parse is left to PQconnectStart, which says why at
+ * each attempt.
  */
 static void parse_conninfo(struct pgx_pool *pool)
 {
     PQconninfoOption *parsed = PQconninfoParse(pool->conninfo, NULL);
     bool extended = false;
     size_t n = 0, k = 0;
+    char ours[128];
 
     if (!parsed)
         return;
+    if (pool->opts.check_client_ms)
+        snprintf(ours, sizeof(ours), "%s -c client_connection_check_interval=%u",
+                 PGX_SESSION_OPTIONS, pool->opts.check_client_ms);
+    else
+        snprintf(ours, sizeof(ours), "%s", PGX_SESSION_OPTIONS);
     for (const PQconninfoOption *o = parsed; o->keyword; o++)
         n++;
     pool->keys = xcalloc(n + 2, sizeof(*pool->keys));
     pool->vals = xcalloc(n + 2, sizeof(*pool->vals));
     for (const PQconninfoOption *o = parsed; o->keyword; o++) {
         if (strcmp(o->keyword, "options") == 0) {
-            pool->vals[k] = o->val && o->val[0] ? xasprintf("%s %s", o->val, PGX_SESSION_OPTIONS)
-                                                : xstrdup(PGX_SESSION_OPTIONS);
+            pool->vals[k] = o->val && o->val[0] ? xasprintf("%s %s", o->val, ours) : xstrdup(ours);
             extended = true;
         } else if (o->val) {
             pool->vals[k] = xstrdup(o->val);
@@ -725,7 +732,7 @@ static void parse_conninfo(struct pgx_pool *pool)
     }
     if (!extended) {
         pool->keys[k] = xstrdup("options");
-        pool->vals[k] = xstrdup(PGX_SESSION_OPTIONS);
+        pool->vals[k] = xstrdup(ours);
     }
     PQconninfoFree(parsed);
 }

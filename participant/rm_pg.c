@@ -90,10 +90,13 @@ int rm_pg_new(struct rm **out, struct ev_loop *loop, const struct rm_pg_opts *o,
             "SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE " RM_PG_IDENTITY_SQL " END",
         .init_null_why = "the server is in recovery (a standby): branches need a primary"};
     struct pg_rm *rm;
-    int rc = rm_pg_setup(o, err);
+    int version = 0;
+    int rc = rm_pg_setup(o, &version, err);
 
     if (rc < 0)
         return rc;
+    /* a participant that dies mid-branch frees its backends within a second (14 and later) */
+    po.check_client_ms = version >= 140000 ? 1000 : 0;
     rm = xcalloc(1, sizeof(*rm));
     rm->base.ops = &pg_ops;
     rm->loop = loop;

@@ -56,7 +56,7 @@ struct pg_rm {
 void rm_pg_gid_sql(char *out, size_t n, const char *command, const char *gid);
 
 /* rm_pg_setup.c: prepares the database (blocking, before the event loop). */
-int rm_pg_setup(const struct rm_pg_opts *o, struct dtx_err *err);
+int rm_pg_setup(const struct rm_pg_opts *o, int *server_version, struct dtx_err *err);
 
 /* rm_pg_run.c: running branches (rm ops run, exec, end, cancel). */
 struct rm_run *rm_pg_run(struct rm *base, const char *gid, cJSON *ops, bool one_phase,

@@ -154,7 +154,7 @@ static int setup_check(PGconn *c, const struct rm_pg_opts *o, struct dtx_err *er
     return rc;
 }
 
-int rm_pg_setup(const struct rm_pg_opts *o, struct dtx_err *err)
+int rm_pg_setup(const struct rm_pg_opts *o, int *server_version, struct dtx_err *err)
 {
     PGconn *c = setup_connect(o->conninfo, o->wait_s, err);
     struct pgx_notices notices = {0};
@@ -163,6 +163,7 @@ int rm_pg_setup(const struct rm_pg_opts *o, struct dtx_err *err)
     if (!c)
         return DTX_EUNAVAIL;
     pgx_log_notices(c, &notices);
+    *server_version = PQserverVersion(c);
     rc = setup_check(c, o, err);
     PQfinish(c);
     return rc;

@@ -104,6 +104,12 @@ struct pgx_opts {
      */
     const char *init_sql;
     const char *init_null_why;
+    /*
+     * client_connection_check_interval for every connection (PostgreSQL 14
+     * and later; 0: not set): a backend running a statement checks this
+     * often that its client is still there.
+     */
+    uint32_t check_client_ms;
 };
 
 /* The connection's init_sql value ("" without one, or when it gave none). */

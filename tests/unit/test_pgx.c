@@ -140,9 +140,13 @@ static void run_for(struct rig *r, int ms)
 }
 
 /* A pool of size connections to the server under test, all of them up. */
-static void rig_open_to(struct rig *r, int size, const char *info)
+static void rig_open_to(struct rig *r, int size, const char *info, uint32_t check_client_ms)
 {
-    struct pgx_opts opts = {.conninfo = info, .size = size, .on_connect = count_connect, .arg = r};
+    struct pgx_opts opts = {.conninfo = info,
+                            .size = size,
+                            .on_connect = count_connect,
+                            .arg = r,
+                            .check_client_ms = check_client_ms};
 
     memset(r, 0, sizeof(*r));
     CU_ASSERT_FATAL(ev_loop_init(&r->loop) == 0);
@@ -152,7 +156,7 @@ static void rig_open_to(struct rig *r, int size, const char *info)
 
 static void rig_open(struct rig *r, int size)
 {
-    rig_open_to(r, size, conninfo);
+    rig_open_to(r, size, conninfo, 0);
 }
 
 static void rig_close(struct rig *r)
@@ -650,17 +654,17 @@ static void run_probe(struct rig *r, struct probe *p)
  * would otherwise start with (here the conninfo's own options, which stand
  * for a server's or a role's default) and whatever a client's job set: the
  * agent's own statements (COMMIT PREPARED) must never be cut short. The
- * conninfo's other options still hold.
+ * conninfo's other options still hold, and check_client_ms is set.
  */
 static void connections_run_without_a_statement_timeout_and_keep_the_conninfos_options(void)
 {
-    struct probe sleep1, set, sleep2, mem, timeout;
+    struct probe sleep1, set, sleep2, mem, timeout, check;
     char with_options[1024];
     struct rig r;
 
     snprintf(with_options, sizeof(with_options),
              "%s options='-c statement_timeout=50 -c work_mem=1234kB'", conninfo);
-    rig_open_to(&r, 1, with_options);
+    rig_open_to(&r, 1, with_options, 1500);
     probe_sql(&sleep1, &r, 0, "SELECT pg_sleep(0.2)");
     run_probe(&r, &sleep1);
     CU_ASSERT_EQUAL(sleep1.status[0], PGRES_TUPLES_OK);
@@ -677,6 +681,9 @@ static void connections_run_without_a_statement_timeout_and_keep_the_conninfos_o
     probe_sql(&mem, &r, 4, "SELECT current_setting('work_mem')");
     run_probe(&r, &mem);
     CU_ASSERT_STRING_EQUAL(mem.value[0], "1234kB");
+    probe_sql(&check, &r, 5, "SELECT current_setting('client_connection_check_interval')");
+    run_probe(&r, &check);
+    CU_ASSERT_STRING_EQUAL(check.value[0], "1500ms");
     rig_close(&r);
 }
 
