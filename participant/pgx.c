@@ -704,7 +704,6 @@ static void cleanup_done(struct pgx_job *job, int rc, int n, const char *why)
 static void parse_conninfo(struct pgx_pool *pool)
 {
     PQconninfoOption *parsed = PQconninfoParse(pool->conninfo, NULL);
-    bool extended = false;
     size_t n = 0, k = 0;
     char ours[128];
 
@@ -717,12 +716,11 @@ static void parse_conninfo(struct pgx_pool *pool)
         snprintf(ours, sizeof(ours), "%s", PGX_SESSION_OPTIONS);
     for (const PQconninfoOption *o = parsed; o->keyword; o++)
         n++;
-    pool->keys = xcalloc(n + 2, sizeof(*pool->keys));
-    pool->vals = xcalloc(n + 2, sizeof(*pool->vals));
+    pool->keys = xcalloc(n + 1, sizeof(*pool->keys));
+    pool->vals = xcalloc(n + 1, sizeof(*pool->vals));
     for (const PQconninfoOption *o = parsed; o->keyword; o++) {
         if (strcmp(o->keyword, "options") == 0) {
             pool->vals[k] = o->val && o->val[0] ? xasprintf("%s %s", o->val, ours) : xstrdup(ours);
-            extended = true;
         } else if (o->val) {
             pool->vals[k] = xstrdup(o->val);
         } else {
@@ -730,11 +728,7 @@ static void parse_conninfo(struct pgx_pool *pool)
         }
         pool->keys[k++] = xstrdup(o->keyword);
     }
-    if (!extended) {
-        pool->keys[k] = xstrdup("options");
-        pool->vals[k] = xstrdup(ours);
-    }
-    PQconninfoFree(parsed);
+    PQconninfoFree(parsed); /* it lists every keyword libpq knows, "options" too */
 }
 
 struct pgx_pool *pgx_pool_new(struct ev_loop *loop, const struct pgx_opts *opts)

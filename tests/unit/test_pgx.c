@@ -4,8 +4,8 @@
  * keeps its transaction until released and is refused to a stale
  * generation, a connection released inside a transaction is rolled back
  * before the next job, cancellation, statement_timeout 0 on every
- * connection, and what
- * pgx_pool_up / pgx_pool_queued / pgx_pool_error report.
+ * connection, and what pgx_pool_up / pgx_pool_queued / pgx_pool_error
+ * report.
  *
  * The server comes from tools/run-unit (through tools/unit-pg), which puts
  * its conninfo in DTX_UNIT_PG; without it the suite fails. What the tests
