@@ -2,10 +2,12 @@
 test class, and helpers that look at what a user would check (rows in
 PostgreSQL, pg_prepared_xacts, the HTTP answer, PostgreSQL's own log)."""
 
+import json
 import os
 import re
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -128,6 +130,24 @@ class ClusterTest(unittest.TestCase):
             time.sleep(0.05)
         self.fail("%s did not say it reloaded" % proc.name)
 
+    def ctl(self, *args, json_out=False):
+        """dtxctl against the coordinator: (exit status, stdout (parsed when json_out and
+        not empty), stderr)."""
+        cmd = [os.path.join(self.c.bindir, "dtxctl"), "--coordinator", self.c.url()]
+        r = subprocess.run(cmd + list(args) + (["--json"] if json_out else []),
+                           capture_output=True, text=True, timeout=120)
+        out = json.loads(r.stdout) if json_out and r.stdout.strip() else r.stdout
+        return r.returncode, out, r.stderr
+
+    def pair_transfer(self, acct, amount=5):
+        """Moves amount from account acct on s1 to account acct on s2: (status, body), or
+        (None, the error) when no answer came."""
+        try:
+            return self.c.request("POST", "/v1/transactions",
+                                  {"ops": transfer_ops("s1", acct, "s2", acct, amount)}, timeout=20)
+        except OSError as e:
+            return None, e
+
     def wait_for(self, pred, timeout=10, what="condition"):
         end = time.time() + timeout
         while time.time() < end:
@@ -163,6 +183,31 @@ def transfer_ops(src_shard, src, dst_shard, dst, amount):
         {"shard": dst_shard, "sql": "UPDATE accounts SET balance = balance + $1 WHERE id = $2",
          "params": [amount, dst], "expect_rows": 1},
     ]
+
+
+# The ledger the chaos tests and the soak keep: a row for each leg of a transfer, so that
+# afterwards each committed transfer shows as both of its legs, and an aborted one as neither.
+LEDGER_DDL = ("CREATE TABLE ledger (transfer_id text, leg int, account int NOT NULL, "
+              "amount bigint NOT NULL, PRIMARY KEY (transfer_id, leg))")
+
+
+def ledger_transfer_ops(tid, src_shard, src, dst_shard, dst, amount):
+    """transfer_ops, each leg followed by its ledger row (LEDGER_DDL)."""
+    debit, credit = transfer_ops(src_shard, src, dst_shard, dst, amount)
+    return [debit,
+            {"shard": src_shard, "sql": "INSERT INTO ledger VALUES ($1, 0, $2, $3)",
+             "params": [tid, src, -amount]},
+            credit,
+            {"shard": dst_shard, "sql": "INSERT INTO ledger VALUES ($1, 1, $2, $3)",
+             "params": [tid, dst, amount]}]
+
+
+def random_ledger_transfer(rng, tid, shards, accounts, base=0):
+    """ledger_transfer_ops of 1 to 50 between two of shards, from and to accounts base + 1
+    to base + accounts, drawn from rng (a seed gives the same transfers)."""
+    src_shard, dst_shard = rng.sample(shards, 2)
+    src, dst = base + rng.randint(1, accounts), base + rng.randint(1, accounts)
+    return ledger_transfer_ops(tid, src_shard, src, dst_shard, dst, rng.randint(1, 50))
 
 
 def parallel(n, fn):

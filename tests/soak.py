@@ -44,7 +44,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tools"))
 sys.path.insert(0, HERE)
 import dtx_cluster  # noqa: E402
-from harness import sanitizer_reports  # noqa: E402
+from harness import LEDGER_DDL, random_ledger_transfer, sanitizer_reports  # noqa: E402
 
 SHARDS = ["s1", "s2", "s3"]
 ACCOUNTS = 30
@@ -71,18 +71,8 @@ class Soak:
     # ---- the workload -----------------------------------------------------
 
     def transfer_body(self, rng, tid):
-        a, b = rng.sample(SHARDS, 2)
-        x, y = rng.randint(1, ACCOUNTS), rng.randint(1, ACCOUNTS)
-        amt = rng.randint(1, 50)
-        return {"idempotency_key": tid, "timeout_ms": 3000, "protocol": self.protocol, "ops": [
-            {"shard": a, "sql": "UPDATE accounts SET balance = balance - $1 WHERE id = $2 AND "
-                                "balance >= $1", "params": [amt, x], "expect_rows": 1},
-            {"shard": a, "sql": "INSERT INTO ledger VALUES ($1, 0, $2, $3)",
-             "params": [tid, x, -amt]},
-            {"shard": b, "sql": "UPDATE accounts SET balance = balance + $1 WHERE id = $2",
-             "params": [amt, y], "expect_rows": 1},
-            {"shard": b, "sql": "INSERT INTO ledger VALUES ($1, 1, $2, $3)",
-             "params": [tid, y, amt]}]}
+        return {"idempotency_key": tid, "timeout_ms": 3000, "protocol": self.protocol,
+                "ops": random_ledger_transfer(rng, tid, SHARDS, ACCOUNTS)}
 
     def processes(self, n):
         """Worker n's coordinator processes: every process of its node."""
@@ -292,10 +282,9 @@ def main():
     try:
         for s in SHARDS:
             c.psql(s, "CREATE TABLE accounts (id int PRIMARY KEY, balance bigint NOT NULL "
-                      "CHECK (balance >= 0)); CREATE TABLE ledger (transfer_id text, leg int, "
-                      "account int NOT NULL, amount bigint NOT NULL, PRIMARY KEY (transfer_id, leg));"
+                      "CHECK (balance >= 0)); %s; "
                       "INSERT INTO accounts SELECT g, %d FROM generate_series(1, %d) g"
-                      % (START, ACCOUNTS))
+                      % (LEDGER_DDL, START, ACCOUNTS))
         soak = Soak(c, a.seconds, a.workers, a.seed, a.protocol)
         problems = soak.run()
     finally:

@@ -6,7 +6,6 @@ everywhere, also where pg_prepared_xacts gives a 32-bit one)."""
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import time
@@ -21,29 +20,12 @@ class HeuristicBase(ClusterTest):
     SHARDS = 2
     ACCT = iter(range(1, 100))
 
-    def ctl(self, *args, json_out=False):
-        cmd = [os.path.join(self.c.bindir, "dtxctl"), "--coordinator", self.c.url()]
-        r = subprocess.run(cmd + list(args) + (["--json"] if json_out else []),
-                           capture_output=True, text=True, timeout=120)
-        out = json.loads(r.stdout) if json_out and r.stdout.strip() else r.stdout
-        return r.returncode, out, r.stderr
-
-    def transfer(self, acct, amount=5):
-        ops = [{"shard": "s1", "sql": "UPDATE accounts SET balance = balance - $1 WHERE id = $2",
-                "params": [amount, acct], "expect_rows": 1},
-               {"shard": "s2", "sql": "UPDATE accounts SET balance = balance + $1 WHERE id = $2",
-                "params": [amount, acct], "expect_rows": 1}]
-        try:
-            return self.c.request("POST", "/v1/transactions", {"ops": ops}, timeout=20)
-        except OSError as e:
-            return None, e
-
     def commit_reaching_s1_only(self, acct):
         """A committed transfer whose COMMIT reached s1 only: s2 stays prepared, and the
         coordinator is down. Returns (gtid, s2's gid)."""
         self.c.stop_coordinator()
         self.c.start_coordinator(env=CRASH_IN_PHASE2)
-        status, _ = self.transfer(acct)
+        status, _ = self.pair_transfer(acct)
         self.assertIsNone(status)
         self.assertTrue(self.c.coordinator.wait(10))
         [gid] = self.c.prepared(1)
@@ -167,7 +149,7 @@ class HeuristicTest(HeuristicBase):
         agent_log = os.path.join(self.c.shards[1].dir, "participant.log")
         self.wait_for(lambda: "in recovery (a standby)" in open(agent_log).read(), timeout=20,
                       what="the agent to refuse the standby's connections")
-        status, body = self.transfer(next(self.ACCT))
+        status, body = self.pair_transfer(next(self.ACCT))
         self.assertNotEqual(status, 200, body)
 
         self.c.pg_promote(1)
@@ -175,7 +157,7 @@ class HeuristicTest(HeuristicBase):
         self.assertEqual(self.control_timeline(1), tli + 1)
         deadline = time.time() + 20
         while True:
-            status, body = self.transfer(next(self.ACCT))
+            status, body = self.pair_transfer(next(self.ACCT))
             if status == 200 or time.time() > deadline:
                 break
             time.sleep(0.3)

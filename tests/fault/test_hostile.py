@@ -64,7 +64,6 @@ Meanwhile, and checked at the end:
 The test prints the attack's counts and the good clients' rates."""
 
 import collections
-import errno
 import http.client
 import json
 import os
@@ -83,7 +82,8 @@ if __name__ == "__main__":  # the attacker: a program of its own
     sys.path.insert(0, os.path.join(os.path.dirname(TESTS), "tools"))
     sys.path.insert(0, TESTS)
 
-from harness import ClusterTest, sanitizer_reports  # noqa: E402
+from harness import (LEDGER_DDL, ClusterTest, random_ledger_transfer,  # noqa: E402
+                     sanitizer_reports)
 from integration.test_connections import Flood, raise_fd_limit  # noqa: E402
 
 CLIENT, ADMIN, PEER = "cli-token", "adm-token", "peer-token"
@@ -746,19 +746,7 @@ class Bank:
         two transfers that lock the same rows on two shards in opposite orders wait for each
         other until timeout_ms, a deadlock no shard can see, which would abort good transfers
         for reasons that have nothing to do with the attack."""
-        a, b = rng.sample(SHARDS, 2)
-        base = n * PER_WORKER
-        x, y = base + rng.randint(1, PER_WORKER), base + rng.randint(1, PER_WORKER)
-        amt = rng.randint(1, 50)
-        return [
-            {"shard": a, "sql": "UPDATE accounts SET balance = balance - $1 WHERE id = $2 AND "
-                                "balance >= $1", "params": [amt, x], "expect_rows": 1},
-            {"shard": a, "sql": "INSERT INTO ledger VALUES ($1, 0, $2, $3)",
-             "params": [tid, x, -amt]},
-            {"shard": b, "sql": "UPDATE accounts SET balance = balance + $1 WHERE id = $2",
-             "params": [amt, y], "expect_rows": 1},
-            {"shard": b, "sql": "INSERT INTO ledger VALUES ($1, 1, $2, $3)",
-             "params": [tid, y, amt]}]
+        return random_ledger_transfer(rng, tid, SHARDS, PER_WORKER, base=n * PER_WORKER)
 
     def one_shot(self, n, tid, o):
         """Sends until a definite answer, with the same key; 'committed', 'aborted' or None."""
@@ -900,8 +888,7 @@ class HostileInputTest(ClusterTest):
         raise_fd_limit(8192)
         super().setUpClass()
         for s in SHARDS:
-            cls.c.psql(s, "CREATE TABLE ledger (transfer_id text, leg int, account int NOT NULL, "
-                          "amount bigint NOT NULL, PRIMARY KEY (transfer_id, leg))")
+            cls.c.psql(s, LEDGER_DDL)
 
     def logs(self):
         return {"coordinator": self.c.coordinator.log,

@@ -13,14 +13,12 @@ test prints its seed; DTX_PARTITION_SEED=N replays one."""
 import json
 import os
 import random
-import re
-import shutil
 import threading
 import time
 import unittest
 import uuid
 
-from harness import ClusterTest
+from harness import LEDGER_DDL, ClusterTest, random_ledger_transfer
 
 TERMINATION_MS = 1000
 AGENT = {"termination_timeout_ms": TERMINATION_MS, "recovery_interval_ms": 300,
@@ -252,8 +250,7 @@ class PartitionChaosTest(PartitionMixin, ClusterTest):
     def setUpClass(cls):
         super().setUpClass()
         for sh in cls.c.shards:
-            cls.c.psql(sh.i, "CREATE TABLE ledger (transfer_id text, leg int, account int NOT "
-                             "NULL, amount bigint NOT NULL, PRIMARY KEY (transfer_id, leg))")
+            cls.c.psql(sh.i, LEDGER_DDL)
 
     def setUp(self):
         self.seed = int(os.environ.get("DTX_PARTITION_SEED") or time.time())
@@ -269,18 +266,8 @@ class PartitionChaosTest(PartitionMixin, ClusterTest):
     # ---- the workload --------------------------------------------------------------------
 
     def transfer_body(self, rng, tid):
-        a, b = rng.sample([sh.name for sh in self.c.shards], 2)
-        x, y = rng.randint(1, self.ACCOUNTS), rng.randint(1, self.ACCOUNTS)
-        amt = rng.randint(1, 50)
-        return {"idempotency_key": tid, "timeout_ms": 3000, "protocol": "3pc", "ops": [
-            {"shard": a, "sql": "UPDATE accounts SET balance = balance - $1 WHERE id = $2 AND "
-                                "balance >= $1", "params": [amt, x], "expect_rows": 1},
-            {"shard": a, "sql": "INSERT INTO ledger VALUES ($1, 0, $2, $3)",
-             "params": [tid, x, -amt]},
-            {"shard": b, "sql": "UPDATE accounts SET balance = balance + $1 WHERE id = $2",
-             "params": [amt, y], "expect_rows": 1},
-            {"shard": b, "sql": "INSERT INTO ledger VALUES ($1, 1, $2, $3)",
-             "params": [tid, y, amt]}]}
+        ops = random_ledger_transfer(rng, tid, [sh.name for sh in self.c.shards], self.ACCOUNTS)
+        return {"idempotency_key": tid, "timeout_ms": 3000, "protocol": "3pc", "ops": ops}
 
     def run_transfer(self, body, deadline):
         """Sends (again with the same idempotency key) until a definite answer: 'committed',

@@ -19,24 +19,6 @@ FAST_RECOVERY = {"recovery_interval_ms": 300, "recovery_min_age_ms": 100}
 class Restored:
     """What both tests below use."""
 
-    def ctl(self, *args, json_out=False):
-        cmd = [os.path.join(self.c.bindir, "dtxctl"), "--coordinator", self.c.url()]
-        if json_out:
-            cmd.append("--json")
-        r = subprocess.run(cmd + list(args), capture_output=True, text=True, timeout=120)
-        out = json.loads(r.stdout) if json_out and r.stdout.strip() else r.stdout
-        return r.returncode, out, r.stderr
-
-    def transfer(self, acct, amount=5):
-        ops = [{"shard": "s1", "sql": "UPDATE accounts SET balance = balance - $1 WHERE id = $2",
-                "params": [amount, acct], "expect_rows": 1},
-               {"shard": "s2", "sql": "UPDATE accounts SET balance = balance + $1 WHERE id = $2",
-                "params": [amount, acct], "expect_rows": 1}]
-        try:
-            return self.c.request("POST", "/v1/transactions", {"ops": ops}, timeout=20)
-        except OSError as e:
-            return None, e
-
     def epoch(self):
         return self.c.request("GET", "/healthz")[1]["epoch"]
 
@@ -57,7 +39,7 @@ class RestoredLogTest(Restored, ClusterTest):
         # Phase 2 reaches s1 only: s1 commits, s2 stays prepared, the coordinator dies.
         self.c.start_coordinator(env={"DTX_FAILPOINTS": "coord.phase2_send=crash@2"})
         lost_epoch = self.epoch()
-        status, _ = self.transfer(acct)
+        status, _ = self.pair_transfer(acct)
         self.assertIsNone(status)
         self.assertTrue(self.c.coordinator.wait(10))
         self.wait_for(lambda: self.balance(0, acct) == before[0] - 5, what="s1 to commit")
@@ -71,7 +53,7 @@ class RestoredLogTest(Restored, ClusterTest):
         self.wait_for(lambda: self.epoch() > lost_epoch, timeout=15,
                       what="the coordinator to move past the epoch its log lost")
 
-        status, body = self.transfer(later)
+        status, body = self.pair_transfer(later)
         self.assertEqual(status, 200, body)
         self.assertNotEqual(body["gtid"], old_gtid)
         self.assertGreater(int(body["gtid"].split("-")[1]), lost_epoch)
@@ -119,7 +101,7 @@ class RestoredLogTest(Restored, ClusterTest):
         shutil.copytree(self.c.log_dir, backup)
         self.c.start_coordinator(env={"DTX_FAILPOINTS": "coord.phase2_send=crash@2"})
         lost_epoch = self.epoch()
-        self.assertIsNone(self.transfer(acct)[0])
+        self.assertIsNone(self.pair_transfer(acct)[0])
         self.assertTrue(self.c.coordinator.wait(10))
         [gid] = self.c.prepared(1)
         old_gtid = gid.split(":")[1]
@@ -131,7 +113,7 @@ class RestoredLogTest(Restored, ClusterTest):
             self.c.start_coordinator(wait=False)
             self.c.wait_healthy(shards_up=False)
             self.assertEqual(self.epoch(), lost_epoch, "no shard could tell it yet")
-            status, body = self.transfer(acct)  # issues the lost run's gtid again, and fails
+            status, body = self.pair_transfer(acct)  # issues the lost run's gtid again, and fails
             self.assertEqual(status, 409, body)
             status, body = self.c.request("POST", "/v1/peer/outcomes",
                                           {"shard": "s2", "gtids": [old_gtid]})
@@ -152,7 +134,8 @@ class RestoredLogTest(Restored, ClusterTest):
         if self.epoch() < 2:
             self.c.stop_coordinator()
             self.c.start_coordinator()
-        self.assertEqual(self.transfer(next(self.ACCT))[0], 200)  # the shard has seen this epoch
+        # the shard has seen this epoch
+        self.assertEqual(self.pair_transfer(next(self.ACCT))[0], 200)
         epoch = self.epoch()
         port = self.c.shards[0].agent_port
         headers = ["-H", "Connection: Upgrade", "-H", "Upgrade: dtx-peer/1",
@@ -191,7 +174,7 @@ class RestoredStoreTest(Restored, ClusterTest):
         # Phase 2 reaches s1 only: s1 commits, s2 stays prepared, the coordinator dies.
         self.c.start_coordinator(env={"DTX_FAILPOINTS": "coord.phase2_send=crash@2"})
         lost_epoch = self.epoch()
-        self.assertIsNone(self.transfer(acct)[0])
+        self.assertIsNone(self.pair_transfer(acct)[0])
         self.assertTrue(self.c.coordinator.wait(10))
         self.wait_for(lambda: self.balance(0, acct) == before[0] - 5, what="s1 to commit")
         [gid] = self.c.prepared(1)
@@ -208,7 +191,7 @@ class RestoredStoreTest(Restored, ClusterTest):
         self.assertTrue(self.c.coordinator.alive(), "it stays active: its term holds the lease")
         self.c.wait_active("c1", timeout=20)  # every shard linked again, at the new epoch
 
-        status, body = self.transfer(later)
+        status, body = self.pair_transfer(later)
         self.assertEqual(status, 200, body)
         self.assertGreater(int(body["gtid"].split("-")[1]), lost_epoch)
         time.sleep(2)  # several recovery rounds: nobody may presume the old one aborted
