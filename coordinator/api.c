@@ -577,14 +577,30 @@ static bool traceparent_ok(const char *s)
     return hex_ok(s + 3, 32) && hex_ok(s + 36, 16) && hex2_ok(s + 53);
 }
 
+/*
+ * n (at most 256) random bytes for ids, taken from the kernel 256 at a time
+ * rather than in a call of their own for each id (the loop's thread only).
+ */
+static void random_bytes(unsigned char *out, size_t n)
+{
+    static unsigned char pool[256];
+    static size_t left;
+
+    if (n > left) {
+        if (getrandom(pool, sizeof(pool), 0) != (ssize_t)sizeof(pool))
+            for (size_t i = 0; i < sizeof(pool); i++)
+                pool[i] = (unsigned char)(ev_clock_us() >> (i % 8));
+        left = sizeof(pool);
+    }
+    memcpy(out, pool + sizeof(pool) - left, n);
+    left -= n;
+}
+
 static void random_hex(char *out, size_t ndigits)
 {
     unsigned char r[32];
-    size_t n = (ndigits + 1) / 2;
 
-    if (getrandom(r, n, 0) != (ssize_t)n)
-        for (size_t i = 0; i < n; i++)
-            r[i] = (unsigned char)(ev_clock_us() >> (i % 8));
+    random_bytes(r, (ndigits + 1) / 2);
     for (size_t i = 0; i < ndigits; i++)
         out[i] = "0123456789abcdef"[(r[i / 2] >> (i % 2 ? 0 : 4)) & 0xf];
     out[ndigits] = '\0';

@@ -101,27 +101,30 @@ void dsq_release(struct dsq *q)
 
 /* ---- the loop's side --------------------------------------------------------------- */
 
+/*
+ * Only a forced record wakes the writer, and after the mutex is released,
+ * so that it does not wake only to wait for it. A lazy one is found by the
+ * idle writer's next look (writer_wait), in time for DSQ_LAZY_MS.
+ */
 uint64_t dsq_append(struct dsq *q, const struct drec *rec, bool force)
 {
     uint64_t lsn;
+    bool wake = false;
 
     pthread_mutex_lock(&q->mu);
     if (q->failed || q->stopping) {
         pthread_mutex_unlock(&q->mu);
         return 0;
     }
-    if (q->pending.len == 0) {
+    if (q->pending.len == 0)
         q->pending_since = ev_clock_us();
-        if (!force) /* an idle writer waits with no deadline: give it one */
-            pthread_cond_signal(&q->work_cv);
-    }
     drec_encode(&q->pending, rec);
     lsn = ++q->last_lsn;
-    if (force && !q->pending_forced) {
-        q->pending_forced = true;
-        pthread_cond_signal(&q->work_cv);
-    }
+    if (force && !q->pending_forced)
+        wake = q->pending_forced = true;
     pthread_mutex_unlock(&q->mu);
+    if (wake)
+        pthread_cond_signal(&q->work_cv);
     return lsn;
 }
 
@@ -249,14 +252,14 @@ static bool writer_wait(struct dsq *q, uint64_t deadline_us)
         if (q->ckpt_queued)
             return true;
         if (q->pending.len == 0) {
+            /* idle: look again within DSQ_LAZY_MS, for a lazy record appended meanwhile */
+            uint64_t look = now + DSQ_LAZY_MS * 1000u;
+
             if (q->stopping)
                 return false;
             if (deadline_us && now >= deadline_us)
                 return true;
-            if (deadline_us)
-                wait_until(q, deadline_us);
-            else
-                pthread_cond_wait(&q->work_cv, &q->mu);
+            wait_until(q, deadline_us && deadline_us < look ? deadline_us : look);
             continue;
         }
         if (q->stopping)

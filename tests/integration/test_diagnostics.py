@@ -232,3 +232,16 @@ class TracingTest(ClusterTest):
         self.assertEqual(hdrs3["traceparent"][:35], "00" + self.TRACE[2:35])
         status, hdrs4, _ = self.post({"ops": ops}, {"traceparent": "ff" + self.TRACE[2:]})
         self.assertNotEqual(hdrs4["traceparent"][3:35], self.TRACE[3:35])
+
+    def test_new_request_and_trace_ids_never_repeat(self):
+        """The coordinator draws its ids' random bytes from the kernel in batches; forty
+        requests use several batches, and no id comes back."""
+        ids, traces, spans = set(), set(), set()
+        for _ in range(40):
+            status, hdrs, _ = self.post({"ops": [{"shard": "s1", "sql": "SELECT 1"}]}, {})
+            self.assertEqual(status, 200)
+            _, trace, span, _ = hdrs["traceparent"].split("-")
+            ids.add(hdrs["X-Request-Id"])
+            traces.add(trace)
+            spans.add(span)
+        self.assertEqual((len(ids), len(traces), len(spans)), (40, 40, 40))
