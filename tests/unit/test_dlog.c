@@ -883,7 +883,7 @@ static void unforced_record_is_written_on_its_own_after_the_lazy_delay(void)
     CU_ASSERT_EQUAL_FATAL(ev_loop_init(&loop), 0);
     log = open_log(&loop, dir, &scan, NULL);
     CU_ASSERT_PTR_NOT_NULL_FATAL(log);
-    usleep(50000); /* the writer is idle, waiting with no deadline */
+    usleep(50000); /* the writer is idle: nothing wakes it, it looks every DLOG_LAZY_MS */
     start = ev_clock_us();
     CU_ASSERT_EQUAL(dstore_append(log, &end, false), 1);
     while (dlog_durable_lsn(log) < 1 && waited_ms < 2000) {
