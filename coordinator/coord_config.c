@@ -101,7 +101,7 @@ static int load_shard(const cJSON *s, size_t i, struct coord_config *c, bool *ex
 {
     struct shard_config *sh = &c->shards[i];
     const char *name = NULL, *url = NULL;
-    char where[32];
+    char where[32], url_where[40];
     int rc;
 
     snprintf(where, sizeof(where), "shards[%zu]", i);
@@ -125,8 +125,8 @@ static int load_shard(const cJSON *s, size_t i, struct coord_config *c, bool *ex
         rc = addr_parse_url(url, &sh->addr, err);
     if (rc < 0)
         return dtx_err_prefix(err, "'%s.url'", where);
-    snprintf(where, sizeof(where), "shards[%zu].url", i);
-    rc = tls_check_url(&c->tls, &sh->addr, where, err);
+    snprintf(url_where, sizeof(url_where), "%s.url", where);
+    rc = tls_check_url(&c->tls, &sh->addr, url_where, err);
     if (rc < 0)
         return rc;
     *explicit_slots = cJSON_GetObjectItemCaseSensitive(s, "slots") != NULL;

@@ -58,6 +58,15 @@ class StartupTest(ClusterTest):
         self.assertEqual(r.returncode, 2)
         self.assertIn("could not open config '/nonexistent.json'", r.stderr)
 
+    def test_a_bad_slots_entry_is_named_by_its_own_key(self):
+        path = self.write_json("bad-slots.json", {
+            "node_id": "c1", "listen": "127.0.0.1:1", "log_dir": "/tmp/x",
+            "shards": [{"name": "s1", "url": "http://127.0.0.1:2", "slots": [5]},
+                       {"name": "s2", "url": "http://127.0.0.1:3", "slots": [0, 16383]}]})
+        r = self.run_bin("dtx-coordinator", "--config", path)
+        self.assertEqual(r.returncode, 2, r.stderr)
+        self.assertIn("'shards[0].slots' must be [first, last]", r.stderr)
+
     def test_participant_refuses_another_shards_database(self):
         r = self.run_bin("dtx-participant", "--config", self.agent_config("s1", 1))
         self.assertEqual(r.returncode, 1, r.stderr)
