@@ -188,6 +188,17 @@ static bool is_coordinator(const struct opts *o, const char *base)
     return base == o->url;
 }
 
+/* The length of base without the slashes it may end with (after its "scheme://"). */
+static int base_len(const char *base)
+{
+    const char *host = strstr(base, "://");
+    size_t n = strlen(base), min = host ? (size_t)(host - base) + 3 : 0;
+
+    while (n > min && base[n - 1] == '/')
+        n--;
+    return (int)n;
+}
+
 /* One request to base (a coordinator's or participant's URL); body NULL for GET. */
 static int call_at(const struct opts *o, const char *base, const char *token, const char *method,
                    const char *path, const char *body, long timeout_s, struct reply *r)
@@ -202,7 +213,8 @@ static int call_at(const struct opts *o, const char *base, const char *token, co
         snprintf(r->error, sizeof(r->error), "could not start libcurl");
         return -1;
     }
-    snprintf(url, sizeof(url), "%s%s", base, path);
+    /* "http://h:7000/" names the server "http://h:7000" does: no "//v1/..." (a 404) */
+    snprintf(url, sizeof(url), "%.*s%s", base_len(base), base, path);
     h = curl_slist_append(h, "Content-Type: application/json");
     if (token && *token) {
         snprintf(auth, sizeof(auth), "Authorization: Bearer %s", token);

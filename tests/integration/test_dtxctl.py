@@ -203,6 +203,8 @@ class DtxctlTest(ClusterTest):
         self.assertEqual(rc, 1)
         self.assertIn("is not a gtid", err)
         rc, dump, _ = self.ctl("log", "dump", "--log-dir", self.c.log_dir, json_out=True)
+        self.assertEqual(rc, 0, dump)
+        self.assertIn("entries", dump)
         self.assertNotIn("bad_gtid", json.dumps(dump))
 
     def test_options_stand_before_or_after_the_command(self):
@@ -216,6 +218,21 @@ class DtxctlTest(ClusterTest):
         rc, _, err = self.ctl("status", "--shard", "s1")
         self.assertEqual(rc, 2)
         self.assertIn("status does not take --shard", err)
+
+    def test_a_url_ending_in_a_slash_names_the_same_server(self):
+        # "http://host:port/" joined with "/v1/..." asked for "//v1/...": 404, exit 1
+        bare = [os.path.join(self.c.bindir, "dtxctl")]
+        r = subprocess.run(bare + ["--coordinator", self.c.url() + "/", "--token", "adm",
+                                   "status", "--json"], capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout)["coordinator"]["node_id"], "c1")
+        sh = self.c.shards[0]
+        r = subprocess.run(bare + ["in-doubt", "--json", "--participant",
+                                   "http://127.0.0.1:%d//" % sh.agent_port],
+                           capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, DTX_PEER_TOKEN="peer"))
+        self.assertEqual(r.returncode, 0, (r.stdout, r.stderr))
+        self.assertEqual([s["reachable"] for s in json.loads(r.stdout)["shards"]], [True])
 
     def test_every_program_prints_its_version(self):
         for prog in ("dtxctl", "dtx-coordinator", "dtx-participant"):
@@ -342,6 +359,8 @@ class DtxctlTest(ClusterTest):
             self.assertEqual(rc, 1, err)
             self.assertIn("never issued", err)
         rc, dump, _ = self.ctl("log", "dump", "--log-dir", self.c.log_dir, json_out=True)
+        self.assertEqual(rc, 0, dump)
+        self.assertIn("entries", dump)
         self.assertNotIn("-999999", json.dumps(dump))
         self.assertNotIn("%s-%d-1\"" % (node, epoch + 5), json.dumps(dump))
         # the gtid is issued later and commits, with no operator record against it
