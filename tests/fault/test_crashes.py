@@ -93,8 +93,8 @@ class FaultTest(InteractiveMixin, ClusterTest):
         answer = self.transfer()
         self.assertIsNone(answer[0])
         time.sleep(0.5)
-        self.assertTrue(self.c.prepared(0) or self.c.prepared(1),
-                        "both branches voted yes, so they are prepared")
+        self.assertEqual((len(self.c.prepared(0)), len(self.c.prepared(1))), (1, 1),
+                         "both branches voted yes, so they are prepared")
         self.restart_coordinator()
         self.assertEqual(self.settled(), "aborted")
 

@@ -373,7 +373,7 @@ class TakeoverTest(ClusterTest):
                         codes[code] = codes.get(code, 0) + 1
                     if status in (200, 409):
                         with lock:
-                            answers[key] = (accts[n], status)
+                            answers[key] = (accts[n], status, body.get("gtid"))
                         break
                 time.sleep(0.02)
 
@@ -399,17 +399,20 @@ class TakeoverTest(ClusterTest):
         active = self.c.wait_active("c1", timeout=TAKEOVER_S + 10)
         self.assert_no_prepared(timeout=20)
         print("store killed under load: answers %s; stepped down: %s" % (codes, stepped))
-        committed = [k for k, (_, s) in answers.items() if s == 200]
+        committed = [k for k, (_, s, _) in answers.items() if s == 200]
         self.assertGreater(len(committed), 5, codes)
         after = balances()
         for (b0, b1), (a0, a1), a in zip(before, after, accts):
             self.assertEqual(b0 + b1, a0 + a1, "account %d: both legs or neither" % a)
-        # every transfer answered 200 is committed: a retry with its key says so
+        # every transfer answered 200 is committed: a retry with its key says so, with the
+        # first answer's gtid (a store that lost the COMMIT lost the key too, and the retry
+        # would run as a new transaction, also answered 200)
         for k in committed:
             status, body = self.post({"ops": transfer_ops(answers[k][0]), "idempotency_key": k},
                                      coord=active)
-            self.assertEqual((status, body.get("status")), (200, "committed"), (k, body))
+            self.assertEqual((status, body.get("status"), body.get("gtid")),
+                             (200, "committed", answers[k][2]), (k, body))
         for (b0, _), (a0, _), a in zip(before, after, accts):
-            n = sum(1 for acct, s in answers.values() if acct == a and s == 200)
+            n = sum(1 for acct, s, _ in answers.values() if acct == a and s == 200)
             self.assertGreaterEqual(b0 - a0, n, "account %d: every answered commit moved money"
                                     % a)

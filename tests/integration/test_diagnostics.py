@@ -178,7 +178,7 @@ class TracingTest(ClusterTest):
     the coordinator and on every participant the transaction reaches."""
 
     SHARDS = 2
-    COORD = {"log_format": "logfmt"}
+    COORD = {"log_format": "logfmt", "log_level": "debug"}
     AGENT = {"log_format": "json", "log_level": "debug"}
     TRACE = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -215,6 +215,11 @@ class TracingTest(ClusterTest):
                              {("order-7:retry.1", mine_tp)}, mine)
         coord = [x for x in read(self.c.coordinator.log).splitlines() if x.startswith("ts=")]
         self.assertTrue(coord and all(" level=" in x and " msg=" in x for x in coord))
+        mine = [x for x in coord if " gtid=%s " % gtid in x + " "]
+        self.assertTrue(mine, "the coordinator logged nothing about %s" % gtid)
+        for x in mine:  # the coordinator, as logfmt lines
+            self.assertIn(" request_id=order-7:retry.1", x)
+            self.assertIn(" traceparent=%s" % mine_tp, x)
 
     def test_a_bad_request_id_or_trace_is_replaced_by_a_new_one(self):
         ops = [{"shard": "s1", "sql": "SELECT 1"}]

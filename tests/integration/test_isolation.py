@@ -229,6 +229,10 @@ class ResultLimitTest(ClusterTest):
         st, body = self.c.request("POST", "/v1/transactions/%s/ops" % gtid, {"ops": [
             {"shard": "s1", "sql": "SELECT repeat('x', 2000000)"}]})
         self.assertEqual((st, body["error"]["code"]), (409, "result_too_large"), body)
+        # the transaction is over: its commit is told so, with the same reason
+        st, body = self.c.request("POST", "/v1/transactions/%s/commit" % gtid)
+        self.assertEqual((st, body.get("status"), body.get("error", {}).get("code")),
+                         (409, "aborted", "result_too_large"), body)
 
 
 class DefaultLimitTest(ClusterTest):

@@ -3,6 +3,7 @@
  * message or an operator's reason cannot split it or forge another line.
  * stderr is redirected into a pipe to read what log_msg wrote.
  */
+#include "dtx/jsonx.h"
 #include "dtx/log.h"
 #include "unit.h"
 
@@ -100,6 +101,8 @@ static void logfmt_lines_carry_the_transaction_and_request_as_fields(void)
 static void json_lines_are_json_whatever_the_message_holds(void)
 {
     char out[4096];
+    cJSON *doc = NULL;
+    const cJSON *msg;
 
     logged_as(LOG_JSON, "c1-3-17", "a \"quoted\" id", "tab\there \xff\xfe bad utf8, ok \xc3\xa9",
               out, sizeof(out));
@@ -110,6 +113,13 @@ static void json_lines_are_json_whatever_the_message_holds(void)
     CU_ASSERT_PTR_NOT_NULL(
         strstr(out, "\"msg\":\"reason: tab\\there \\ufffd\\ufffd bad utf8, ok \xc3\xa9\"}\n"));
     CU_ASSERT_EQUAL(count(out, '\n'), 1);
+    /* and the line is one JSON document, read by the daemons' own strict reader */
+    CU_ASSERT_EQUAL_FATAL(jsonx_parse(out, strlen(out), &doc, NULL), 0);
+    msg = cJSON_GetObjectItemCaseSensitive(doc, "msg");
+    CU_ASSERT(cJSON_IsString(msg) &&
+              strcmp(msg->valuestring,
+                     "reason: tab\there \xef\xbf\xbd\xef\xbf\xbd bad utf8, ok \xc3\xa9") == 0);
+    cJSON_Delete(doc);
 }
 
 static void a_rated_kind_writes_one_line_a_second_and_counts_the_rest(void)

@@ -164,8 +164,10 @@ static void results_trailer_follows_the_json(void)
     CU_ASSERT_EQUAL(n, strlen("{\"rows\":[[1]]}"));
     CU_ASSERT_EQUAL(strncmp(p, "{\"rows\":[[1]]}", n), 0);
     CU_ASSERT(msg_result(m.trailer, m.trailer_len, 1, &p, &n));
+    CU_ASSERT_EQUAL(n, strlen("null"));
     CU_ASSERT_EQUAL(strncmp(p, "null", n), 0);
     CU_ASSERT(msg_result(m.trailer, m.trailer_len, 2, &p, &n));
+    CU_ASSERT_EQUAL(n, strlen("{\"rows\":[]}"));
     CU_ASSERT_EQUAL(strncmp(p, "{\"rows\":[]}", n), 0);
     CU_ASSERT_FALSE(msg_result(m.trailer, m.trailer_len, 3, &p, &n));
     msg_release(&m);
