@@ -95,6 +95,21 @@ class ClusterTest(unittest.TestCase):
         return sum(int(self.c.psql(sh.i, "SELECT sum(balance) FROM accounts")[0][0])
                    for sh in self.c.shards)
 
+    def prepare_by_hand(self, shard, gid, acct=None, delta=1):
+        """A transaction prepared without dtx (what a lost coordinator or phase 2 leaves
+        behind), adding delta to acct's balance when acct is given (and holding its row);
+        rolled back after the test if it is still prepared. Returns gid."""
+        write = ("UPDATE accounts SET balance = balance + %d WHERE id = %d; " % (delta, acct)
+                 if acct is not None else "")
+        self.c.psql(shard, "BEGIN; %sPREPARE TRANSACTION '%s'" % (write, gid))
+        self.addCleanup(self.rollback_by_hand, shard, gid)
+        return gid
+
+    def rollback_by_hand(self, shard, gid):
+        """Rolls gid (dtx's or not) back if it is still prepared on shard."""
+        if [gid] in self.c.psql(shard, "SELECT gid FROM pg_prepared_xacts"):
+            self.c.psql(shard, "ROLLBACK PREPARED '%s'" % gid)
+
     def assert_no_prepared(self, timeout=0):
         """No dtx: prepared transaction on any shard (within timeout seconds)."""
         end = time.time() + timeout

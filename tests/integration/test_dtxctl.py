@@ -45,16 +45,6 @@ class DtxctlTest(ClusterTest):
             out = json.loads(out)
         return r.returncode, out, r.stderr
 
-    def prepare_by_hand(self, shard, gid, acct, delta=1):
-        """A prepared transaction made without dtx (what a lost coordinator leaves behind)."""
-        self.c.psql(shard, "BEGIN; UPDATE accounts SET balance = balance + %d WHERE id = %d; "
-                           "PREPARE TRANSACTION '%s'" % (delta, acct, gid))
-
-    def rollback_by_hand(self, shard, gid):
-        """Rolls back gid if a failed test left it prepared (so the next tests start clean)."""
-        if gid in self.c.prepared(shard):
-            self.c.psql(shard, "ROLLBACK PREPARED '%s'" % gid)
-
     def transfer(self, amount=5, timeout=30):
         ops = [
             {"shard": "s1", "sql": "UPDATE accounts SET balance = balance - $1 WHERE id = $2",
@@ -306,50 +296,46 @@ class DtxctlTest(ClusterTest):
     def test_another_coordinators_branch_is_left_alone_until_an_operator_names_it(self):
         before = self.balances()
         self.prepare_by_hand(0, "dtx:zz9-1-1:s1", self.acct)
-        self.addCleanup(self.rollback_by_hand, 0, "dtx:zz9-1-1:s1")
         self.prepare_by_hand(1, "not-dtx-%d" % self.acct, self.acct)
-        try:
-            rc, doubt, _ = self.ctl("in-doubt", json_out=True)
-            self.assertEqual(rc, 1, "a branch in doubt is reported")
-            [b] = [b for b in doubt["branches"] if b["gid"] == "dtx:zz9-1-1:s1"]
-            self.assertEqual((b["decision"], b["shard"], b["owner"], b["foreign"]),
-                             ("none", "s1", "zz9", True))
-            self.assertIn({"locktype": "relation", "relation": "accounts",
-                           "mode": "RowExclusiveLock"}, b["locks"])
-            self.assertGreaterEqual(b["age_ms"], 0)
-            self.assertNotIn("not-dtx-%d" % self.acct, [x["gid"] for x in doubt["branches"]])
-            rc, text, _ = self.ctl("in-doubt")
-            self.assertIn("FOREIGN", text)
-            self.assertIn("accounts RowExclusiveLock", text)
+        rc, doubt, _ = self.ctl("in-doubt", json_out=True)
+        self.assertEqual(rc, 1, "a branch in doubt is reported")
+        [b] = [b for b in doubt["branches"] if b["gid"] == "dtx:zz9-1-1:s1"]
+        self.assertEqual((b["decision"], b["shard"], b["owner"], b["foreign"]),
+                         ("none", "s1", "zz9", True))
+        self.assertIn({"locktype": "relation", "relation": "accounts",
+                       "mode": "RowExclusiveLock"}, b["locks"])
+        self.assertGreaterEqual(b["age_ms"], 0)
+        self.assertNotIn("not-dtx-%d" % self.acct, [x["gid"] for x in doubt["branches"]])
+        rc, text, _ = self.ctl("in-doubt")
+        self.assertIn("FOREIGN", text)
+        self.assertIn("accounts RowExclusiveLock", text)
 
-            # recover never presumes another coordinator's transaction aborted
-            rc, text, _ = self.ctl("recover")
-            self.assertEqual(rc, 1, "a branch that needs an operator is a problem reported")
-            self.assertRegex(text, r"\[\d+/\d+\] dtx:zz9-1-1:s1 +s1 +left alone: it belongs to "
-                                   r"coordinator 'zz9'")
-            self.assertIn("1 need an operator", text)
-            self.assertEqual(self.c.prepared(0), ["dtx:zz9-1-1:s1"])
-            status, body = self.c.request("POST", "/v1/admin/recover",
-                                          {"gtid": "zz9-1-1", "shard": "s1"},
-                                          headers={"Authorization": "Bearer adm"})
-            self.assertEqual(status, 409, body)
-            self.assertIn("coordinator 'zz9'", body["error"]["message"])
-            self.assertEqual(self.c.prepared(0), ["dtx:zz9-1-1:s1"])
+        # recover never presumes another coordinator's transaction aborted
+        rc, text, _ = self.ctl("recover")
+        self.assertEqual(rc, 1, "a branch that needs an operator is a problem reported")
+        self.assertRegex(text, r"\[\d+/\d+\] dtx:zz9-1-1:s1 +s1 +left alone: it belongs to "
+                               r"coordinator 'zz9'")
+        self.assertIn("1 need an operator", text)
+        self.assertEqual(self.c.prepared(0), ["dtx:zz9-1-1:s1"])
+        status, body = self.c.request("POST", "/v1/admin/recover",
+                                      {"gtid": "zz9-1-1", "shard": "s1"},
+                                      headers={"Authorization": "Bearer adm"})
+        self.assertEqual(status, 409, body)
+        self.assertIn("coordinator 'zz9'", body["error"]["message"])
+        self.assertEqual(self.c.prepared(0), ["dtx:zz9-1-1:s1"])
 
-            # named explicitly by an operator, it is rolled back, and recorded
-            rc, text, err = self.ctl("resolve", "zz9-1-1", "--abort", "--shard", "s1",
-                                     "--reason", "zz9 was decommissioned in 2025")
-            self.assertEqual(rc, 0, err)
-            self.assertEqual(self.c.prepared(0), [])
-            self.assertEqual(self.balances(), before)
-            rc, _, err = self.ctl("resolve", "zz9-1-1", "--commit", "--shard", "s2",
-                                  "--reason", "x")
-            self.assertEqual(rc, 1)
-            self.assertIn("recorded as aborted by an operator", err)
-            rows = self.c.psql(1, "SELECT gid FROM pg_prepared_xacts")
-            self.assertEqual(rows, [["not-dtx-%d" % self.acct]], "dtx never touches other gids")
-        finally:
-            self.c.psql(1, "ROLLBACK PREPARED 'not-dtx-%d'" % self.acct)
+        # named explicitly by an operator, it is rolled back, and recorded
+        rc, text, err = self.ctl("resolve", "zz9-1-1", "--abort", "--shard", "s1",
+                                 "--reason", "zz9 was decommissioned in 2025")
+        self.assertEqual(rc, 0, err)
+        self.assertEqual(self.c.prepared(0), [])
+        self.assertEqual(self.balances(), before)
+        rc, _, err = self.ctl("resolve", "zz9-1-1", "--commit", "--shard", "s2",
+                              "--reason", "x")
+        self.assertEqual(rc, 1)
+        self.assertIn("recorded as aborted by an operator", err)
+        rows = self.c.psql(1, "SELECT gid FROM pg_prepared_xacts")
+        self.assertEqual(rows, [["not-dtx-%d" % self.acct]], "dtx never touches other gids")
 
     def test_decisions_about_gtids_not_issued_yet_are_refused(self):
         rc, st, _ = self.ctl("status", json_out=True)
@@ -370,7 +356,6 @@ class DtxctlTest(ClusterTest):
     def test_a_malformed_dtx_branch_is_listed_and_rolled_back_only_on_request(self):
         before = self.balances()
         self.prepare_by_hand(0, "dtx:orphan-test:s1", self.acct)
-        self.addCleanup(self.rollback_by_hand, 0, "dtx:orphan-test:s1")
         rc, doubt, _ = self.ctl("in-doubt", json_out=True)
         [b] = [b for b in doubt["branches"] if b["gid"] == "dtx:orphan-test:s1"]
         self.assertEqual((b["decision"], b["malformed"]), ("none", True))

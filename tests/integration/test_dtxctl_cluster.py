@@ -70,15 +70,8 @@ class DtxctlClusterTest(ClusterTest):
 
     def prepare_by_hand(self, shard, gtid):
         """A prepared branch of gtid made without dtx (what a lost phase 2 leaves behind)."""
-        gid = "dtx:%s:%s" % (gtid, self.c.shards[shard].name)
-        self.c.psql(shard, "BEGIN; UPDATE accounts SET balance = balance + 1 WHERE id = %d; "
-                           "PREPARE TRANSACTION '%s'" % (self.acct, gid))
-        self.addCleanup(self.rollback_by_hand, shard, gid)
-        return gid
-
-    def rollback_by_hand(self, shard, gid):
-        if gid in self.c.prepared(shard):
-            self.c.psql(shard, "ROLLBACK PREPARED '%s'" % gid)
+        return super().prepare_by_hand(shard, "dtx:%s:%s" % (gtid, self.c.shards[shard].name),
+                                       self.acct)
 
     def transfer(self, i):
         ops = [{"shard": "s1", "sql": "UPDATE accounts SET balance = balance - 1 WHERE id = $1",

@@ -113,10 +113,7 @@ class InputTest(InteractiveMixin, ClusterTest):
 
     def test_nul_in_an_operator_request_is_400_and_nothing_is_recorded(self):
         gid = "dtx:c9-1-1:s1"
-        # a branch the refused request was about, left by another coordinator (it holds no row)
-        self.c.psql(0, "BEGIN; PREPARE TRANSACTION '%s'" % gid)
-        self.addCleanup(lambda: gid in self.c.prepared(0) and
-                        self.c.psql(0, "ROLLBACK PREPARED '%s'" % gid))
+        self.prepare_by_hand(0, gid)  # the branch the refused request was about (no row held)
         body = {"decision": "abort", "shard": "s1", "reason": "ok\x00 and a forged tail"}
         answer = self.c.request("POST", "/v1/admin/transactions/c9-1-1/resolve", body,
                                 headers=self.ADMIN)

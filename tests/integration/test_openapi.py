@@ -383,16 +383,6 @@ class OpenApiTest(ClusterTest):
             type(self).committed = self.transfer(90)
         return type(self).committed["gtid"]
 
-    def prepare_by_hand(self, shard, gid, acct):
-        """A prepared transaction made without dtx, holding a lock on one row."""
-        self.c.psql(shard, "BEGIN; UPDATE accounts SET balance = balance WHERE id = %d; "
-                           "PREPARE TRANSACTION '%s'" % (acct, gid))
-        self.addCleanup(self.rollback_by_hand, shard, gid)
-
-    def rollback_by_hand(self, shard, gid):
-        if gid in [r[0] for r in self.c.psql(shard, "SELECT gid FROM pg_prepared_xacts")]:
-            self.c.psql(shard, "ROLLBACK PREPARED '%s'" % gid)
-
     def restart_coordinator(self, env=None):
         if self.c.coordinator.alive():
             self.c.stop_coordinator()
@@ -654,8 +644,8 @@ class OpenApiTest(ClusterTest):
 
     def test_06_operator_endpoints_answer_as_described(self):
         foreign = "zz-1-%d" % int(time.time())
-        self.prepare_by_hand(0, "dtx:%s:s1" % foreign, 70)
-        self.prepare_by_hand(0, "dtx:openapi-malformed:s1", 71)
+        self.prepare_by_hand(0, "dtx:%s:s1" % foreign, 70, delta=0)
+        self.prepare_by_hand(0, "dtx:openapi-malformed:s1", 71, delta=0)
         status = self.call("GET", "/v1/admin/status", token="adm")
         self.assertGreaterEqual(status["in_doubt"], 2)
         doubt = self.call("GET", "/v1/admin/in-doubt", token="adm")
@@ -809,7 +799,7 @@ class OpenApiTest(ClusterTest):
         ops = [{"shard": s, "sql": "UPDATE accounts SET balance = balance WHERE id = 96"}
                for s in ("s1", "s2")]
         for i in range(5):
-            self.prepare_by_hand(0, "openapi-other-%d" % i, 80 + i)
+            self.prepare_by_hand(0, "openapi-other-%d" % i, 80 + i, delta=0)
         try:
             body = self.until(429, ops)
             self.assertEqual((body["status"], self.code(body)), ("aborted", "overloaded"))
