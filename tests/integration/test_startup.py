@@ -98,6 +98,9 @@ class StartupTest(ClusterTest):
         self.assertIn("could not connect to PostgreSQL", r.stderr)
 
     def test_second_coordinator_on_the_same_log_is_refused_and_the_first_keeps_its_log(self):
+        both = [{"shard": "s1", "sql": "SELECT 1"}, {"shard": "s2", "sql": "SELECT 1"}]
+        status, first = self.c.tx(both, idempotency_key="before-the-twin")  # kept in the log
+        self.assertEqual(status, 200, first)
         before = sorted(os.listdir(self.c.log_dir))
         path = self.write_json("coord-twin.json", {
             "node_id": "c1", "listen": "127.0.0.1:1", "log_dir": self.c.log_dir,
@@ -107,9 +110,20 @@ class StartupTest(ClusterTest):
         self.assertIn("is in use by another coordinator (pid %d)" % self.c.coordinator.pid,
                       r.stderr)
         self.assertEqual(sorted(os.listdir(self.c.log_dir)), before, "the twin touched the log")
-        status, body = self.c.tx([{"shard": "s1", "sql": "SELECT 1"},
-                                  {"shard": "s2", "sql": "SELECT 1"}])
+        status, body = self.c.tx(both)
         self.assertEqual(status, 200, body)
+        # The log's contents, not only its files, are intact: what the first coordinator
+        # decided before the twin tried is replayed after a kill -9, and its epochs go on.
+        self.c.kill_coordinator()
+        self.c.start_coordinator()
+        status, state = self.c.request("GET", "/v1/transactions/" + first["gtid"])
+        self.assertEqual(status, 200, state)
+        self.assertEqual(state["status"], "committed")
+        status, again = self.c.tx(both, idempotency_key="before-the-twin")
+        self.assertEqual((status, again["gtid"]), (200, first["gtid"]), again)
+        status, after = self.c.tx(both)
+        self.assertEqual(status, 200, after)
+        self.assertGreater(int(after["gtid"].split("-")[1]), int(first["gtid"].split("-")[1]))
 
     def test_coordinator_refuses_a_corrupt_decision_log(self):
         # Commit a few transactions so the log has frames, then damage a copy's middle.
