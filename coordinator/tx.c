@@ -18,6 +18,9 @@
  *   PREPARING --VOTE_READONLY [act_vote]--> PREPARING
  *   PREPARING --ALL_VOTED [act_log_commit*]--> LOGGING
  *   PREPARING --ALL_READONLY [act_finish]--> COMMITTED      (nothing to commit)
+ *   PREPARING --KEEP_ANSWER [act_keep_answer*]--> LOGGING   (nothing to commit, but an
+ *                                                           idempotency key's answer
+ *                                                           must outlive a restart)
  *   PREPARING --VOTE_NO [act_abort_all]--> ABORTING
  *   PREPARING --UNAVAILABLE [act_abort_all]--> ABORTING
  *   PREPARING --TIMEOUT [act_abort_all]--> ABORTING
@@ -114,6 +117,7 @@ static enum tx_event act_send_prepares(struct tx *, enum tx_event, const struct 
 static enum tx_event act_send_one_phase(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_vote(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_log_commit(struct tx *, enum tx_event, const struct tx_evarg *);
+static enum tx_event act_keep_answer(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_abort_all(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_send_commits(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_in_doubt(struct tx *, enum tx_event, const struct tx_evarg *);
@@ -152,6 +156,7 @@ static const struct tx_transition transitions[] = {
     T(PREPARING, VOTE_READONLY, PREPARING, false, act_vote),
     T(PREPARING, ALL_VOTED, LOGGING, true, act_log_commit),
     T(PREPARING, ALL_READONLY, COMMITTED, false, act_finish),
+    T(PREPARING, KEEP_ANSWER, LOGGING, true, act_keep_answer),
     T(PREPARING, VOTE_NO, ABORTING, false, act_abort_all),
     T(PREPARING, UNAVAILABLE, ABORTING, false, act_abort_all),
     T(PREPARING, TIMEOUT, ABORTING, false, act_abort_all),
@@ -222,6 +227,7 @@ static const char *const event_names[TX_NEVENTS] = {
     [TXE_TIMEOUT] = "TIMEOUT",
     [TXE_ALL_VOTED] = "ALL_VOTED",
     [TXE_ALL_READONLY] = "ALL_READONLY",
+    [TXE_KEEP_ANSWER] = "KEEP_ANSWER",
     [TXE_LOG_REFUSED] = "LOG_REFUSED",
     [TXE_DURABLE] = "DURABLE",
     [TXE_LOG_FAILED] = "LOG_FAILED",
@@ -391,9 +397,15 @@ static void leave_state(struct tx *tx, enum tx_state from)
     tx->state_since_us = now;
 }
 
+/* The rows tx follows: three-phase commit's only while its acceptors have something to decide. */
+static int rows_of(const struct tx *tx)
+{
+    return tx->keep_answer ? 2 : tx->protocol;
+}
+
 int tx_step_one(struct tx *tx, enum tx_event ev, const struct tx_evarg *a, enum tx_event *next)
 {
-    const struct tx_transition *t = find(tx->protocol, tx->state, ev);
+    const struct tx_transition *t = find(rows_of(tx), tx->state, ev);
     enum tx_state from = tx->state;
 
     if (!t) {
@@ -635,7 +647,9 @@ static enum tx_event act_vote(struct tx *tx, enum tx_event ev, const struct tx_e
     b->state = ev == TXE_VOTE_YES ? BR_PREPARED : BR_READONLY;
     if (--tx->pending > 0)
         return TXE_NONE;
-    return count_branches(tx, BR_PREPARED, BR_PREPARED) ? TXE_ALL_VOTED : TXE_ALL_READONLY;
+    if (count_branches(tx, BR_PREPARED, BR_PREPARED))
+        return TXE_ALL_VOTED;
+    return tx->idem_key ? TXE_KEEP_ANSWER : TXE_ALL_READONLY;
 }
 
 /* The bytes of results the COMMIT record would carry (an idempotency key's answer). */
@@ -681,6 +695,20 @@ static enum tx_event act_log_commit(struct tx *tx, enum tx_event ev, const struc
         return TXE_LOG_REFUSED;
     }
     return TXE_NONE;
+}
+
+/*
+ * Every branch was read-only, but the client gave an idempotency key: a
+ * COMMIT record without branches keeps its answer (gtid, results), so
+ * that a retry after a restart gets it instead of running again. From here
+ * the transaction follows two-phase commit's rows under 3PC too: with no
+ * branch prepared there is nothing for the acceptors to decide, and a
+ * record that cannot be written aborts it (nothing was changed).
+ */
+static enum tx_event act_keep_answer(struct tx *tx, enum tx_event ev, const struct tx_evarg *a)
+{
+    tx->keep_answer = true;
+    return act_log_commit(tx, ev, a);
 }
 
 static void note_abort_cause(struct tx *tx, enum tx_event ev, const struct tx_evarg *a)
@@ -1291,7 +1319,7 @@ bool tx_answered(const struct tx *tx)
 
 bool tx_accepts(const struct tx *tx, enum tx_event ev)
 {
-    return find(tx->protocol, tx->state, ev) != NULL;
+    return find(rows_of(tx), tx->state, ev) != NULL;
 }
 
 bool tx_is_final(const struct tx *tx)
@@ -1365,6 +1393,9 @@ bool tx_decided_commit(const struct tx *tx)
 
 enum tx_path tx_path(const struct tx *tx)
 {
+    if (tx->keep_answer)
+        return TXP_READONLY; /* every branch voted read-only; a COMMIT record kept the key's answer
+                              */
     if (tx->lsn == 0 && tx->nbranches == 1)
         return TXP_ONE_PHASE;
     if (tx->lsn == 0 && tx->nbranches > 1)

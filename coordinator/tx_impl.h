@@ -91,6 +91,8 @@ struct tx {
     uint64_t state_since_us; /* monotonic clock when the current state was entered */
     uint64_t lsn;            /* of the COMMIT record, 0 if none */
     bool durable;            /* the COMMIT record is known durable (TXE_DURABLE, or replayed) */
+    bool keep_answer;        /* all read-only, keyed: a COMMIT record without branches keeps
+                                its answer; two-phase commit's rows, under 3PC too */
     uint64_t forcing;        /* the position of the record being forced (COMMIT or PRECOMMIT) */
     /* three-phase commit (tx3pc.c): this coordinator as an acceptor */
     struct ballot promised; /* the highest ballot promised (initially its own, (0, c:node)) */

@@ -49,6 +49,7 @@ enum tx_event {
     TXE_TIMEOUT,       /* the tx's timer fired */
     TXE_ALL_VOTED,     /* (internal) every vote is in, at least one yes */
     TXE_ALL_READONLY,  /* (internal) every vote is in, all read-only */
+    TXE_KEEP_ANSWER,   /* (internal) ... all read-only, with an idempotency key to keep */
     TXE_LOG_REFUSED,   /* (internal) the COMMIT record could not even be queued */
     TXE_DURABLE,       /* the COMMIT record is durable */
     TXE_LOG_FAILED,    /* the write or sync of the COMMIT record failed */

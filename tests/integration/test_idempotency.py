@@ -48,6 +48,32 @@ class IdempotencyTest(ClusterTest):
         self.assertEqual((status, again["gtid"]), (200, first["gtid"]))
         self.assertEqual(self.balance(1, 22), 1005)
 
+    def test_a_read_only_retry_after_a_restart_gets_the_first_answer_too(self):
+        """Every branch read-only (no COMMIT record needed for the data) must still keep its
+        key's answer across a kill -9: the retry gets the first gtid and the first reads,
+        not a second execution that reads the balance a later transaction changed."""
+        read = {"sql": "SELECT balance FROM accounts WHERE id = $1", "params": [26]}
+        bump = "UPDATE accounts SET balance = balance + 1 WHERE id = 26"
+        cases = [("ro-two", [dict(read, shard="s1"), dict(read, shard="s2")], {}),
+                 ("ro-one", [dict(read, shard="s2")], {}),
+                 ("ro-3pc", [dict(read, shard="s1"), dict(read, shard="s2")],
+                  {"protocol": "3pc"})]
+        firsts = {}
+        for key, ops, extra in cases:
+            status, firsts[key] = self.c.tx(ops, idempotency_key=key, **extra)
+            self.assertEqual(status, 200, firsts[key])
+        status, body = self.c.tx([{"shard": "s1", "sql": bump}, {"shard": "s2", "sql": bump}])
+        self.assertEqual(status, 200, body)
+        self.c.kill_coordinator()
+        self.c.start_coordinator()
+        for key, ops, extra in cases:
+            first = firsts[key]
+            status, again = self.c.tx(ops, idempotency_key=key, **extra)
+            self.assertEqual((status, again["gtid"]), (200, first["gtid"]), (key, again))
+            self.assertEqual(again["results"], first["results"], key)
+            status, state = self.c.request("GET", "/v1/transactions/" + first["gtid"])
+            self.assertEqual((status, state.get("status")), (200, "committed"), (key, state))
+
     def test_aborted_outcome_is_returned_to_a_retry(self):
         ops = [{"shard": "s1", "sql": "UPDATE accounts SET balance = balance - 1 WHERE id = 23"},
                {"shard": "s2", "sql": "UPDATE accounts SET balance = balance + 1 WHERE id = 23",

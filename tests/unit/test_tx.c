@@ -237,7 +237,8 @@ static void only_the_commit_decision_is_forced_to_disk(void)
         for (int e = 0; e < TX_NEVENTS; e++) {
             bool durable = tx_is_durable(2, (enum tx_state)s, (enum tx_event)e);
 
-            CU_ASSERT_EQUAL(durable, s == TX_PREPARING && e == TXE_ALL_VOTED);
+            CU_ASSERT_EQUAL(durable,
+                            s == TX_PREPARING && (e == TXE_ALL_VOTED || e == TXE_KEEP_ANSWER));
         }
     }
 }
@@ -333,6 +334,52 @@ static void all_readonly_votes_commit_without_log_or_phase_two(void)
     CU_ASSERT_EQUAL(find_call("commit:0"), -1);
     CU_ASSERT_EQUAL(W.answers, 1);
     tx_free(tx);
+}
+
+/*
+ * With an idempotency key, an all-read-only transaction still gets a COMMIT
+ * record (without branches): the key's answer must outlive a restart. It
+ * answers once the record is durable and sends no phase two; under 3PC the
+ * same (no acceptor has anything to decide), and a record the log refuses
+ * aborts it there too, instead of asking the participants to settle it.
+ */
+static struct tx *new_tx3(size_t n);
+
+static void a_keyed_read_only_transaction_is_recorded_before_its_answer(void)
+{
+    for (int protocol = 2; protocol <= 3; protocol++) {
+        for (int refuse = 0; refuse <= 1; refuse++) {
+            struct tx *tx = protocol == 3 ? new_tx3(2) : new_tx(2);
+            struct tx_evarg a = {};
+
+            tx->idem_key = strdup("k");
+            W.log_failed = refuse;
+            CU_ASSERT_EQUAL(tx_step(tx, TXE_START_2PC, NULL), 0);
+            for (int i = 0; i < 2; i++) {
+                a.b = &tx->branches[i];
+                CU_ASSERT_EQUAL(tx_step(tx, TXE_VOTE_READONLY, &a), 0);
+            }
+            CU_ASSERT(find_call("log_commit") >= 0);
+            CU_ASSERT_EQUAL(find_call("log_precommit"), -1);
+            if (refuse) {
+                CU_ASSERT_EQUAL(tx->state, TX_ABORTED);
+                CU_ASSERT_EQUAL(tx_error_code(tx), DTX_ELOGFAIL);
+                CU_ASSERT_EQUAL(find_call("poll"), -1);
+            } else {
+                CU_ASSERT_EQUAL(tx->state, TX_LOGGING);
+                CU_ASSERT_EQUAL(W.answers, 0); /* not before the record is durable */
+                CU_ASSERT_EQUAL(tx_step(tx, TXE_DURABLE, NULL), 0);
+                CU_ASSERT_EQUAL(tx->state, TX_COMMITTED);
+                CU_ASSERT_EQUAL(tx_path(tx), TXP_READONLY);
+                CU_ASSERT(find_call("log_end") >= 0);
+            }
+            CU_ASSERT_EQUAL(W.answers, 1);
+            CU_ASSERT_EQUAL(find_call("commit:0"), -1);
+            CU_ASSERT_EQUAL(find_call("commit:1"), -1);
+            CU_ASSERT_EQUAL(find_call("accept:0"), -1);
+            tx_free(tx);
+        }
+    }
 }
 
 static void readonly_branch_takes_no_part_in_phase_two(void)
@@ -950,6 +997,7 @@ int main(void)
         UNIT_TEST(vote_no_aborts_every_other_shard_without_a_log_record),
         UNIT_TEST(unreachable_participant_aborts_the_transaction),
         UNIT_TEST(all_readonly_votes_commit_without_log_or_phase_two),
+        UNIT_TEST(a_keyed_read_only_transaction_is_recorded_before_its_answer),
         UNIT_TEST(readonly_branch_takes_no_part_in_phase_two),
         UNIT_TEST(failed_log_write_leaves_the_transaction_in_doubt),
         UNIT_TEST(log_that_refuses_the_record_aborts_the_transaction),
