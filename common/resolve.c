@@ -279,3 +279,13 @@ void resolve_cancel(struct resolve_req *q)
     }
     pthread_mutex_unlock(&r->mu);
 }
+
+unsigned resolver_threads(struct resolver *r)
+{
+    unsigned n;
+
+    pthread_mutex_lock(&r->mu);
+    n = r->threads;
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}

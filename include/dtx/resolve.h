@@ -50,5 +50,7 @@ struct resolve_req *resolve_start(struct resolver *r, const char *host, uint16_t
                                   resolve_cb cb, void *arg);
 /* The caller no longer wants the answer: cb will not be called. */
 void resolve_cancel(struct resolve_req *q);
+/* How many helper threads are looking names up now (for tests and diagnostics). */
+unsigned resolver_threads(struct resolver *r);
 
 #endif

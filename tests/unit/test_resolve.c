@@ -8,6 +8,7 @@
 #include "unit.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <netinet/in.h>
 #include <string.h>
 
@@ -42,11 +43,31 @@ static void on_answer(void *arg, const struct sockaddr *sa, socklen_t salen,
     }
 }
 
-/* Runs loop until a has been answered, at most 10 s. */
+/* Runs loop until a has been answered n times, at most 10 s. */
+static void wait_answer_n(struct ev_loop *loop, const struct answer *a, int n)
+{
+    for (int i = 0; i < 1000 && a->calls < n; i++)
+        ev_loop_once(loop, 10);
+}
+
 static void wait_answer(struct ev_loop *loop, const struct answer *a)
 {
-    for (int i = 0; i < 1000 && a->calls == 0; i++)
-        ev_loop_once(loop, 10);
+    wait_answer_n(loop, a, 1);
+}
+
+/* Threads of this process now (/proc/self/task). */
+static int threads_now(void)
+{
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    int n = 0;
+
+    if (!d)
+        return -1;
+    while ((e = readdir(d)))
+        n += e->d_name[0] != '.';
+    closedir(d);
+    return n;
 }
 
 static void an_ip_address_is_answered_on_the_loop_without_a_lookup(void)
@@ -59,11 +80,17 @@ static void an_ip_address_is_answered_on_the_loop_without_a_lookup(void)
     CU_ASSERT_FATAL(ev_loop_init(&loop) == 0);
     CU_ASSERT_FATAL(resolver_new(&r, &loop, NULL) == 0);
     CU_ASSERT_PTR_NOT_NULL(resolve_start(r, "127.0.0.1", 7101, on_answer, &a));
-    CU_ASSERT_EQUAL(a.calls, 0); /* never from inside resolve_start */
+    CU_ASSERT_EQUAL(a.calls, 0);              /* never from inside resolve_start */
+    CU_ASSERT_EQUAL(resolver_threads(r), 0u); /* no lookup: no helper thread */
     wait_answer(&loop, &a);
     CU_ASSERT_EQUAL(a.calls, 1);
     CU_ASSERT_STRING_EQUAL(a.addr, "127.0.0.1");
     CU_ASSERT_EQUAL(a.port, 7101);
+    resolve_start(r, "::1", 7102, on_answer, &a);
+    CU_ASSERT_EQUAL(resolver_threads(r), 0u);
+    wait_answer_n(&loop, &a, 2);
+    CU_ASSERT_STRING_EQUAL(a.addr, "::1");
+    CU_ASSERT_EQUAL(a.port, 7102);
     resolver_free(r);
     ev_loop_release(&loop);
 }
@@ -136,14 +163,19 @@ static void a_freed_resolver_calls_nobody_and_its_threads_finish(void)
     struct resolver *r = NULL;
     struct answer a;
 
+    int before = threads_now(), left = -1;
+
     memset(&a, 0, sizeof(a));
+    CU_ASSERT_FATAL(before > 0);
     CU_ASSERT_FATAL(ev_loop_init(&loop) == 0);
     CU_ASSERT_FATAL(resolver_new(&r, &loop, NULL) == 0);
     for (int i = 0; i < 2 * RESOLVE_THREADS; i++)
         resolve_start(r, "localhost", (uint16_t)i, on_answer, &a);
+    CU_ASSERT(resolver_threads(r) <= RESOLVE_THREADS);
     resolver_free(r); /* lookups still running: their thread frees what is left */
-    for (int i = 0; i < 20; i++)
+    for (int i = 0; i < 500 && (left = threads_now()) != before; i++)
         ev_loop_once(&loop, 10);
+    CU_ASSERT_EQUAL(left, before); /* every helper thread ended, within 5 s */
     CU_ASSERT_EQUAL(a.calls, 0);
     ev_loop_release(&loop);
 }
