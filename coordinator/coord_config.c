@@ -50,6 +50,9 @@ static const char *const store_keys[] = {"type", "conninfo", "lease_ms", "allow_
 #k, offsetof(struct coord_config, k), d, lo, hi                                            \
     }
 
+/* The shortest retention_s: below it a retry after a lost answer could miss its key. */
+#define RETENTION_MIN_S 60
+
 static const struct conf_u32 u32_keys[] = {
     U32_KEY(prepare_timeout_ms, 5000, 1, 3600000),
     U32_KEY(max_timeout_ms, 300000, 1, 86400000),
@@ -265,6 +268,12 @@ static int load_all(const cJSON *root, void *out, struct dtx_err *err)
 
     if (rc == 0)
         rc = conf_u32s(root, c, u32_keys, sizeof(u32_keys) / sizeof(u32_keys[0]), err);
+    if (rc == 0 && c->retention_s < RETENTION_MIN_S)
+        rc = dtx_err_set(err, DTX_EINVAL,
+                         "'retention_s' must be at least %d: finished transactions and their "
+                         "idempotency keys are kept this long, and a client's retry after a lost "
+                         "answer must still find its key (with less it would run again)",
+                         RETENTION_MIN_S);
     if (rc == 0)
         rc = tls_config_load(root, c->path, &c->tls, err);
     if (rc == 0)

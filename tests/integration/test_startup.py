@@ -58,6 +58,17 @@ class StartupTest(ClusterTest):
         self.assertEqual(r.returncode, 2)
         self.assertIn("could not open config '/nonexistent.json'", r.stderr)
 
+    def test_a_retention_too_short_for_a_retry_is_refused(self):
+        """retention_s 0 forgot every idempotency key at once, so a client's retry after a
+        lost answer ran its transaction again: a promise the config silently broke."""
+        for seconds in (0, 59):
+            path = self.write_json("short-retention.json", {
+                "node_id": "c1", "listen": "127.0.0.1:1", "log_dir": "/tmp/x",
+                "shards": [{"name": "s1", "url": "http://127.0.0.1:2"}], "retention_s": seconds})
+            r = self.run_bin("dtx-coordinator", "--config", path)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn("'retention_s' must be at least 60", r.stderr)
+
     def test_a_bad_slots_entry_is_named_by_its_own_key(self):
         path = self.write_json("bad-slots.json", {
             "node_id": "c1", "listen": "127.0.0.1:1", "log_dir": "/tmp/x",
