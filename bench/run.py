@@ -215,13 +215,17 @@ def main_runs(a, tmp, results):
             entry = {"concurrency": level}
             rounds = {"handrolled": [], "local": [], "dtx": [], "dtx_1pc": [], "dtx_3pc": [],
                       "dtx_pgstore": []}
-            for _ in range(a.rounds):  # alternating, so drift on a noisy machine hits all alike
-                rounds["handrolled"].append(run_handrolled(c, "2pc", level, a, tmp))
-                rounds["dtx"].append(run_dtx(c, level, a, tmp))
-                rounds["local"].append(run_handrolled(c, "local", level, a, tmp))
-                rounds["dtx_3pc"].append(run_dtx(c, level, a, tmp, protocol="3pc"))
-                rounds["dtx_pgstore"].append(run_dtx(cp, level, a, tmp))
-                rounds["dtx_1pc"].append(run_dtx(c, level, a, tmp, per_tx=1))
+            runs = [("handrolled", lambda: run_handrolled(c, "2pc", level, a, tmp)),
+                    ("dtx", lambda: run_dtx(c, level, a, tmp)),
+                    ("local", lambda: run_handrolled(c, "local", level, a, tmp)),
+                    ("dtx_3pc", lambda: run_dtx(c, level, a, tmp, protocol="3pc")),
+                    ("dtx_pgstore", lambda: run_dtx(cp, level, a, tmp)),
+                    ("dtx_1pc", lambda: run_dtx(c, level, a, tmp, per_tx=1))]
+            for r in range(a.rounds):
+                # alternating, so drift on a noisy machine hits all alike; every other round
+                # in reverse, so that no contender always runs right after the same other one
+                for name, run in (runs if r % 2 == 0 else runs[::-1]):
+                    rounds[name].append(run())
             for name, rs in rounds.items():
                 entry[name] = mean_of(rs)
             entry["ratio_dtx_handrolled"] = round(entry["dtx"]["tps"] / entry["handrolled"]["tps"], 3)
