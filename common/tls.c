@@ -68,6 +68,8 @@ struct tls_creds {
     bool require_client_cert;
     char subject[256]; /* of our certificate, for the log */
     time_t expires;
+    unsigned revoked; /* certificates listed by crl_file's CRLs */
+    time_t crl_next;  /* the earliest next update of those CRLs, or -1 */
 };
 
 struct tls_session {
@@ -221,6 +223,60 @@ static int load_trust(const struct tls_config *cfg, struct tls_creds *c, struct 
     return 0;
 }
 
+/*
+ * crl_file: revocation lists of the CAs in ca_file, checked whenever a peer's
+ * certificate is (both ways). GnuTLS verifies each CRL's signature as it is
+ * added (GNUTLS_CERTIFICATE_VERIFY_CRLS) and refuses one that is not signed
+ * by a trusted CA or that is past its next update; the next update is
+ * checked here first so that the error can say which of the two it was.
+ */
+static int load_crl(const struct tls_config *cfg, struct tls_creds *c, struct dtx_err *err)
+{
+    gnutls_datum_t pem = {NULL, 0};
+    gnutls_x509_crl_t *list = NULL;
+    unsigned n = 0;
+    time_t now = time(NULL);
+    char when[64];
+    int rc = read_file(cfg->crl_file, "crl_file", &pem, err);
+
+    if (rc < 0)
+        return rc;
+    rc = gnutls_x509_crl_list_import2(&list, &n, &pem, GNUTLS_X509_FMT_PEM, 0);
+    if (rc < 0 || n == 0) {
+        gnutls_free(pem.data);
+        return dtx_err_set(err, DTX_EINVAL, "'tls.crl_file': '%s' holds no PEM CRL: %s",
+                           cfg->crl_file, rc < 0 ? gnutls_strerror(rc) : "none found");
+    }
+    c->crl_next = (time_t)-1;
+    for (unsigned i = 0; i < n; i++) {
+        time_t next = gnutls_x509_crl_get_next_update(list[i]);
+        int count = gnutls_x509_crl_get_crt_count(list[i]);
+
+        c->revoked += count > 0 ? (unsigned)count : 0;
+        if (next != (time_t)-1 && (c->crl_next == (time_t)-1 || next < c->crl_next))
+            c->crl_next = next;
+        gnutls_x509_crl_deinit(list[i]);
+    }
+    gnutls_free(list);
+    if (c->crl_next != (time_t)-1 && c->crl_next < now) {
+        gnutls_free(pem.data);
+        format_time(c->crl_next, when, sizeof(when));
+        return dtx_err_set(err, DTX_EINVAL,
+                           "'tls.crl_file': a CRL in '%s' is out of date (its next update was "
+                           "%s): put its CA's current CRL in place",
+                           cfg->crl_file, when);
+    }
+    gnutls_certificate_set_flags(c->cred, GNUTLS_CERTIFICATE_VERIFY_CRLS);
+    rc = gnutls_certificate_set_x509_crl_mem(c->cred, &pem, GNUTLS_X509_FMT_PEM);
+    gnutls_free(pem.data);
+    if (rc < 0)
+        return dtx_err_set(err, DTX_EINVAL,
+                           "'tls.crl_file': a CRL in '%s' is not signed by a CA in 'tls.ca_file' "
+                           "'%s': %s",
+                           cfg->crl_file, cfg->ca_file, gnutls_strerror(rc));
+    return 0;
+}
+
 static int load_key_pair(const struct tls_config *cfg, struct tls_creds *c, struct dtx_err *err)
 {
     gnutls_datum_t cert = {NULL, 0}, key = {NULL, 0};
@@ -265,6 +321,8 @@ static int creds_load(const struct tls_config *cfg, struct tls_creds **out, stru
     rc = cfg->cert_file[0] ? load_key_pair(cfg, c, err) : 0;
     if (rc == 0)
         rc = load_trust(cfg, c, err);
+    if (rc == 0 && cfg->crl_file[0])
+        rc = load_crl(cfg, c, err);
     if (rc < 0) {
         creds_unref(c);
         return rc;
@@ -275,8 +333,8 @@ static int creds_load(const struct tls_config *cfg, struct tls_creds **out, stru
 
 /* ---- the config key -------------------------------------------------------------------- */
 
-static const char *const tls_keys[] = {"cert_file", "key_file", "ca_file", "require_client_cert",
-                                       NULL};
+static const char *const tls_keys[] = {"cert_file",           "key_file", "ca_file", "crl_file",
+                                       "require_client_cert", NULL};
 
 static int tls_path(const cJSON *tls, const char *key, bool required, const char *config_dir,
                     char *dst, struct dtx_err *err)
@@ -331,11 +389,17 @@ int tls_config_load(const cJSON *root, const char *config_path, struct tls_confi
     if (rc == 0)
         rc = tls_path(tls, "ca_file", false, config_dir, c.ca_file, err);
     if (rc == 0)
+        rc = tls_path(tls, "crl_file", false, config_dir, c.crl_file, err);
+    if (rc == 0)
         rc = jsonx_bool(tls, "tls", "require_client_cert", false, &c.require_client_cert, err);
     if (rc == 0 && c.require_client_cert && !c.ca_file[0])
         rc = dtx_err_set(err, DTX_EINVAL,
                          "'tls.require_client_cert' needs 'tls.ca_file': the CA whose "
                          "certificates clients must show");
+    if (rc == 0 && c.crl_file[0] && !c.ca_file[0])
+        rc = dtx_err_set(err, DTX_EINVAL,
+                         "'tls.crl_file' needs 'tls.ca_file': the CAs whose revocation lists "
+                         "it holds");
     if (rc == 0)
         rc = creds_load(&c, &c.creds, err);
     if (rc == 0)
@@ -410,6 +474,13 @@ void tls_config_describe(const struct tls_config *c, char *dst, size_t n)
     snprintf(dst, n, "certificate '%s' (%s, expires %s), peers verified against %s%s%s",
              c->creds->subject, c->cert_file, when, c->ca_file[0] ? "'" : "",
              c->ca_file[0] ? c->ca_file : "the system's trusted CAs", c->ca_file[0] ? "'" : "");
+    if (c->crl_file[0] && n > strlen(dst)) {
+        if (c->creds->crl_next != (time_t)-1)
+            format_time(c->creds->crl_next, when, sizeof(when));
+        snprintf(dst + strlen(dst), n - strlen(dst),
+                 ", %u revoked certificates listed in '%s' (next update %s)", c->creds->revoked,
+                 c->crl_file, c->creds->crl_next != (time_t)-1 ? when : "none given");
+    }
     if (c->require_client_cert && n > strlen(dst))
         snprintf(dst + strlen(dst), n - strlen(dst), ", client certificates required");
 }

@@ -1027,6 +1027,34 @@ class Cluster:
         os.replace(tmp_pem, pem)
         return pem, key
 
+    def make_crl(self, revoked=(), name="crl", ca=None, next_update=None, last_update=None):
+        """A certificate revocation list of the test CA (or of ca, a (cert, key) pair)
+        listing the certificates in revoked (their files), written to name.pem in the tls
+        directory (replaced at once); its next update a day away unless next_update (and
+        last_update) say otherwise (openssl's YYYYMMDDHHMMSSZ). Returns its path."""
+        work = self.tls_path(name + ".db")
+        shutil.rmtree(work, ignore_errors=True)
+        os.makedirs(work)
+        cnf = os.path.join(work, "ca.cnf")
+        with open(cnf, "w") as f:
+            f.write("[ca]\ndefault_ca = test\n[test]\ndatabase = %s\ncrlnumber = %s\n"
+                    "default_md = sha256\ndefault_crl_days = 1\n"
+                    % (os.path.join(work, "index.txt"), os.path.join(work, "crlnumber")))
+        open(os.path.join(work, "index.txt"), "w").close()
+        with open(os.path.join(work, "crlnumber"), "w") as f:
+            f.write("01\n")
+        ca_pem, ca_key = ca or (self.tls_path("ca.pem"), self.tls_path("ca.key"))
+        for cert in revoked:
+            self._openssl("ca", "-config", cnf, "-revoke", cert, "-keyfile", ca_key, "-cert",
+                          ca_pem)
+        when = (["-crl_lastupdate", last_update] if last_update else []) + \
+               (["-crl_nextupdate", next_update] if next_update else [])
+        out = self.tls_path(name + ".pem")
+        self._openssl("ca", "-config", cnf, "-gencrl", "-keyfile", ca_key, "-cert", ca_pem,
+                      "-out", out + ".new", *when)
+        os.replace(out + ".new", out)
+        return out
+
     def tls_config(self, who):
         """The "tls" key of daemon who's config."""
         return {"cert_file": self.tls_path(who + ".pem"), "key_file": self.tls_path(who + ".key"),

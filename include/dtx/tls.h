@@ -4,13 +4,18 @@
  * sessions on dtx's own sockets (httpc.c, stream.c), and the server
  * sessions libmicrohttpd makes (httpd.c).
  *
- * Config: "tls": {"cert_file", "key_file", "ca_file", "require_client_cert"}.
+ * Config: "tls": {"cert_file", "key_file", "ca_file", "crl_file",
+ * "require_client_cert"}.
  * cert_file and key_file are this daemon's certificate (chain, PEM) and
  * its key: served on its HTTPS port, and shown as its client certificate
  * whenever it dials a peer. ca_file (PEM, one or more CA certificates) is
  * what peers' certificates are verified against; without it, against the
- * system's trust store. require_client_cert (needs ca_file): a client
- * without a certificate issued by ca_file is refused during the handshake.
+ * system's trust store. crl_file (needs ca_file): certificate revocation
+ * lists (PEM) of those CAs; a peer, server or client, whose certificate one
+ * lists is refused. Each must be signed by a CA in ca_file and not past its
+ * next update when loaded (at start and at every SIGHUP). require_client_cert
+ * (needs ca_file): a client without a certificate issued by ca_file is
+ * refused during the handshake.
  *
  * Verification is never skipped: a client checks the server's chain
  * against the trust anchors and the URL's host (its name, or its IP
@@ -47,7 +52,8 @@ struct tls_config {
     bool on; /* the key is present: listen serves HTTPS, https:// URLs may be dialled */
     char cert_file[TLS_PATH_MAX];
     char key_file[TLS_PATH_MAX];
-    char ca_file[TLS_PATH_MAX]; /* "": peers are verified against the system's trust store */
+    char ca_file[TLS_PATH_MAX];  /* "": peers are verified against the system's trust store */
+    char crl_file[TLS_PATH_MAX]; /* "": no revocation list */
     bool require_client_cert;
     struct tls_creds *creds; /* NULL when off */
 };
@@ -60,7 +66,8 @@ struct tls_config {
  * unknown key, a missing cert_file or key_file, a file that cannot be read
  * or parsed, a key that is not the certificate's, a key file readable by
  * every user, a certificate that has expired or is not valid yet,
- * require_client_cert without ca_file. On error *out holds nothing to
+ * require_client_cert or crl_file without ca_file, a CRL not signed by a CA
+ * in ca_file or past its next update. On error *out holds nothing to
  * release.
  */
 int tls_config_load(const cJSON *root, const char *config_path, struct tls_config *out,

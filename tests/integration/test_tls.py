@@ -192,6 +192,83 @@ class TlsTest(ClusterTest):
             self.c.restart("s1")
             self.c.wait_healthy(timeout=30)
 
+    # ---- revocation ----------------------------------------------------------------
+
+    def edit_config(self, path, change):
+        """Applies change (a function of the config dict) to the JSON file at path; returns
+        the config as it was, to write back."""
+        with open(path) as f:
+            cfg = json.load(f)
+        with open(path, "w") as f:
+            json.dump(change(json.loads(json.dumps(cfg))), f)
+        return cfg
+
+    def put_back(self, path, cfg):
+        with open(path, "w") as f:
+            json.dump(cfg, f)
+
+    def test_a_revoked_client_certificate_is_refused_from_the_reload_that_lists_it(self):
+        s1 = self.c.shards[0]
+        path = self.c._agent_cmd(s1)[-1]
+        crl = self.c.make_crl([], name="crl-s1")  # nothing revoked yet
+        cfg = self.edit_config(path, lambda c: dict(c, tls=dict(
+            c["tls"], require_client_cert=True, crl_file=crl)))
+        op, op_key = self.c.issue_cert("operator")
+        ca = ["--ca-file", self.c.tls_path("ca.pem"), "--participant", self.c.agent_url(0)]
+        try:
+            self.c.restart("s1")
+            self.c.wait_healthy(timeout=30)
+            self.assertIn("0 revoked certificates listed in '%s'" % crl, s1.agent.log_text())
+            r = self.dtxctl("in-doubt", "--json", *ca, "--cert-file", op, "--key-file", op_key)
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            # the operator's certificate is revoked: from the reload on, refused in the
+            # handshake; the coordinator's and the tool's own certificates still serve
+            self.c.make_crl([op], name="crl-s1")
+            line = self.hup(s1.agent)
+            self.assertIn("tokens reloaded", line)
+            self.assertIn("1 revoked certificates listed in '%s'" % crl, s1.agent.log_text())
+            r = self.dtxctl("in-doubt", "--json", *ca, "--cert-file", op, "--key-file", op_key)
+            self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+            self.assertEqual([sh["reachable"] for sh in json.loads(r.stdout)["shards"]], [False])
+            self.wait_log(s1.agent, "its client certificate was refused")
+            self.assertRegex(s1.agent.log_text(), r"(?i)revoked")
+            r = self.dtxctl("in-doubt", "--json", *ca, "--cert-file",
+                            self.c.tls_path("client.pem"), "--key-file",
+                            self.c.tls_path("client.key"))
+            self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+            self.c.restart("coordinator")  # a new stream, its certificate checked again
+            status, body = self.c.tx(transfer(9, 10))
+            self.assertEqual(status, 200, body)
+        finally:
+            self.put_back(path, cfg)
+            self.c.restart("s1")
+            self.c.wait_healthy(timeout=30)
+
+    def test_a_revoked_server_certificate_is_refused_by_the_coordinator(self):
+        s2 = self.c.shards[1]
+        path = self.c._coord_cmd()[-1]
+        crl = self.c.make_crl([self.c.tls_path("s2.pem")], name="crl-coordinator")
+        cfg = self.edit_config(path, lambda c: dict(c, tls=dict(c["tls"], crl_file=crl)))
+        try:
+            self.assertIn("1 revoked certificates", self.hup(self.c.coordinator) +
+                          self.c.coordinator.log_text())
+            self.assertEqual(self.link_state("s2"), "up", "the open stream keeps its session")
+            self.c.restart("coordinator", wait=False)
+            self.wait_link("s1", "up")
+            self.wait_log(self.c.coordinator, "revoked")
+            self.assertEqual(self.link_state("s2"), "down")
+            status, body = self.c.tx(transfer(11, 12))
+            self.assertNotEqual(status, 200, body)
+            # s2 gets a new certificate (another serial, not listed): the link comes back
+            self.c.issue_cert("s2")
+            self.assertIn("tokens reloaded", self.hup(s2.agent))
+            self.wait_link("s2", "up", timeout=30)
+            status, body = self.c.tx(transfer(11, 12))
+            self.assertEqual(status, 200, body)
+        finally:
+            self.put_back(path, cfg)
+            self.c.restart("coordinator")
+
     # ---- config errors ------------------------------------------------------------
 
     def start_refused(self, prog, cfg, *wanted):
@@ -234,6 +311,23 @@ class TlsTest(ClusterTest):
                            "'tls.require_client_cert' needs 'tls.ca_file'")
         self.start_refused("dtx-participant", dict(base, tls=dict(good, verify=False)),
                            "verify")
+        # revocation lists: of the CA in ca_file, up to date, and only with a ca_file
+        rogue = self.c.make_ca("rogue-crl")
+        foreign = self.c.make_crl([], name="crl-foreign", ca=rogue)
+        self.start_refused("dtx-participant", dict(base, tls=dict(good, crl_file=foreign)),
+                           "'tls.crl_file'", foreign, "is not signed by a CA in 'tls.ca_file'")
+        old = self.c.make_crl([], name="crl-old", last_update="20200101000000Z",
+                              next_update="20200102000000Z")
+        self.start_refused("dtx-participant", dict(base, tls=dict(good, crl_file=old)),
+                           "'tls.crl_file'", old, "is out of date", "2020-01-02 00:00:00 UTC")
+        self.start_refused("dtx-participant", dict(base, tls=dict(good, crl_file=not_pem)),
+                           "'tls.crl_file'", not_pem, "holds no PEM CRL")
+        self.start_refused("dtx-participant", dict(base, tls=dict(good, crl_file=not_pem + "x")),
+                           "'tls.crl_file': could not open", "No such file")
+        self.start_refused("dtx-participant", dict(base, tls={
+            "cert_file": good["cert_file"], "key_file": good["key_file"],
+            "crl_file": self.c.make_crl([], name="crl-any")}),
+            "'tls.crl_file' needs 'tls.ca_file'")
         self.start_refused("dtx-participant", base,
                            "'coordinator_url' is an https:// URL, but the config has no 'tls' key")
         coord = {"node_id": "c9", "listen": "127.0.0.1:1", "log_dir": os.path.join(self.c.dir, "x"),
