@@ -1393,9 +1393,9 @@ bool tx_decided_commit(const struct tx *tx)
 
 enum tx_path tx_path(const struct tx *tx)
 {
+    /* every branch voted read-only (a COMMIT record may have kept a key's answer) */
     if (tx->keep_answer)
-        return TXP_READONLY; /* every branch voted read-only; a COMMIT record kept the key's answer
-                              */
+        return TXP_READONLY;
     if (tx->lsn == 0 && tx->nbranches == 1)
         return TXP_ONE_PHASE;
     if (tx->lsn == 0 && tx->nbranches > 1)
