@@ -184,12 +184,37 @@ static int parse_header(const cJSON *root, const struct coord_config *cfg, struc
     return 0;
 }
 
+/*
+ * What an idempotency key is compared on: the protocol and the ops, each op's
+ * members in op_keys' order whatever order the client wrote them in (a map
+ * of Go, say, has none), so that the same request hashes the same. Values
+ * are printed as they came: a parameter that is an object is passed as JSON
+ * text, and its members' order is part of that text. The ops of a client
+ * that wrote them in this order print as they always did.
+ */
 static uint64_t request_hash(const struct txreq *r, const cJSON *ops)
 {
-    char *s = jsonx_print(ops);
-    char proto[8];
+    cJSON *canon = cJSON_CreateArray();
+    const cJSON *op;
+    char proto[8], *s;
     uint64_t h;
 
+    xnonnull(canon);
+    cJSON_ArrayForEach(op, ops)
+    {
+        cJSON *o = cJSON_CreateObject();
+
+        xnonnull(o);
+        for (size_t k = 0; op_keys[k]; k++) {
+            const cJSON *v = cJSON_GetObjectItemCaseSensitive(op, op_keys[k]);
+
+            if (v)
+                jsonx_add(o, op_keys[k], cJSON_Duplicate(v, true));
+        }
+        cJSON_AddItemToArray(canon, o);
+    }
+    s = jsonx_print(canon);
+    cJSON_Delete(canon);
     snprintf(proto, sizeof(proto), "%u:", r->protocol);
     h = hmap_hash(proto) ^ hmap_hash(s);
     free(s);

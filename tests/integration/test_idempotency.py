@@ -74,6 +74,30 @@ class IdempotencyTest(ClusterTest):
             status, state = self.c.request("GET", "/v1/transactions/" + first["gtid"])
             self.assertEqual((status, state.get("status")), (200, "committed"), (key, state))
 
+    def test_a_retry_may_order_each_ops_members_differently(self):
+        """A client whose maps have no fixed order (Go's, for one) sends the same ops with
+        their members in another order: the same request, answered with the first outcome,
+        not 422. A parameter that is an object is passed as JSON text, so its members'
+        order stays part of the request."""
+        def op(shard, order):
+            members = [("shard", shard),
+                       ("sql", "UPDATE accounts SET balance = balance + 1 WHERE id = $1"),
+                       ("params", [27]), ("expect_rows", 1)]
+            return dict(members if order == "as documented" else reversed(members))
+        status, first = self.c.tx([op("s1", "as documented"), op("s2", "as documented")],
+                                  idempotency_key="member-order")
+        self.assertEqual(status, 200, first)
+        status, again = self.c.tx([op("s1", "reversed"), op("s2", "reversed")],
+                                  idempotency_key="member-order")
+        self.assertEqual((status, again.get("gtid")), (200, first["gtid"]), again)
+        self.assertEqual((self.balance(0, 27), self.balance(1, 27)), (1001, 1001))
+        text = [{"shard": "s1", "sql": "SELECT $1::text", "params": [{"a": 1, "b": 2}]}]
+        status, body = self.c.tx(text, idempotency_key="param-order")
+        self.assertEqual(status, 200, body)
+        text[0]["params"] = [{"b": 2, "a": 1}]
+        status, body = self.c.tx(text, idempotency_key="param-order")
+        self.assertEqual((status, body["error"]["code"]), (422, "idempotency_key_mismatch"))
+
     def test_aborted_outcome_is_returned_to_a_retry(self):
         ops = [{"shard": "s1", "sql": "UPDATE accounts SET balance = balance - 1 WHERE id = 23"},
                {"shard": "s2", "sql": "UPDATE accounts SET balance = balance + 1 WHERE id = 23",
