@@ -102,7 +102,7 @@ static int env_send(struct tx *tx, struct tx_branch *b, enum tx_send what)
     if (what == TX_SEND_ACCEPT)
         fp_hit("coord.precommit_send"); /* @2: the pre-commit reached only the first shard */
     m = tx_message(tx, b, what);
-    if (tx_protocol(tx) == 3 && what != TX_SEND_ACCEPT)
+    if (tx_three_pc(tx) && what != TX_SEND_ACCEPT)
         add_3pc(co, tx, what, m);
     add_trace(m);
     s = jsonx_print(m);
@@ -240,6 +240,10 @@ static void env_finished(struct tx *tx)
     coord_count_final(co, e);
     list_remove(&e->wait_link);
     ev_timer_stop(co->loop, &e->timer);
+    /* A shard had no room (429): nothing ran, and the answer says to send it again shortly.
+     * Its key goes, or that retry would get this 429 back for the whole retention time. */
+    if (tx_outcome(tx) == TXO_ABORTED && tx_error_code(tx) == DTX_EBUSY)
+        txtab_release_key(&co->tab, e);
     txtab_retain(&co->tab, e, ev_now_us(co->loop));
 }
 

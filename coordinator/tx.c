@@ -397,10 +397,10 @@ static void leave_state(struct tx *tx, enum tx_state from)
     tx->state_since_us = now;
 }
 
-/* The rows tx follows: three-phase commit's only while its acceptors have something to decide. */
+/* The rows tx follows: three-phase commit's only while its acceptors can decide something. */
 static int rows_of(const struct tx *tx)
 {
-    return tx->keep_answer ? 2 : tx->protocol;
+    return tx->two_pc_rows ? 2 : tx->protocol;
 }
 
 int tx_step_one(struct tx *tx, enum tx_event ev, const struct tx_evarg *a, enum tx_event *next)
@@ -573,7 +573,10 @@ static enum tx_event act_begin(struct tx *tx, enum tx_event ev, const struct tx_
 /*
  * The commit's path: nothing to do without a branch; one phase for a
  * single branch, unless an idempotency key needs a COMMIT record to keep
- * its answer across a restart; two phases otherwise.
+ * its answer across a restart; two phases otherwise. A single branch takes
+ * them as two-phase commit under "3pc" too: its acceptors would be the
+ * coordinator and that one shard, and a shard alone never leads a round
+ * (a majority of two is both), so 3PC would only block the same way.
  */
 static enum tx_event act_commit(struct tx *tx, enum tx_event ev, const struct tx_evarg *a)
 {
@@ -581,7 +584,12 @@ static enum tx_event act_commit(struct tx *tx, enum tx_event ev, const struct tx
     (void)a;
     if (tx->nbranches == 0)
         return TXE_ALL_READONLY;
-    return tx->nbranches == 1 && !tx->idem_key ? TXE_START_1PC : TXE_START_2PC;
+    if (tx->nbranches > 1)
+        return TXE_START_2PC;
+    if (!tx->idem_key)
+        return TXE_START_1PC;
+    tx->two_pc_rows = true;
+    return TXE_START_2PC;
 }
 
 static enum tx_event act_send_prepares(struct tx *tx, enum tx_event ev, const struct tx_evarg *a)
@@ -708,6 +716,7 @@ static enum tx_event act_log_commit(struct tx *tx, enum tx_event ev, const struc
 static enum tx_event act_keep_answer(struct tx *tx, enum tx_event ev, const struct tx_evarg *a)
 {
     tx->keep_answer = true;
+    tx->two_pc_rows = true;
     return act_log_commit(tx, ev, a);
 }
 
@@ -1226,6 +1235,12 @@ const char *tx_idem_key(const struct tx *tx)
     return tx->idem_key;
 }
 
+void tx_drop_idem_key(struct tx *tx)
+{
+    free(tx->idem_key);
+    tx->idem_key = NULL;
+}
+
 uint64_t tx_req_hash(const struct tx *tx)
 {
     return tx->req_hash;
@@ -1249,6 +1264,11 @@ uint64_t tx_lsn(const struct tx *tx)
 uint64_t tx_forcing(const struct tx *tx)
 {
     return tx->forcing;
+}
+
+bool tx_three_pc(const struct tx *tx)
+{
+    return tx->protocol == 3 && !tx->two_pc_rows;
 }
 
 uint8_t tx_protocol(const struct tx *tx)
@@ -1506,7 +1526,8 @@ enum tx_admit tx_admit_call(const struct tx *tx, enum tx_call call, struct dtx_e
     bool aborted = tx->state == TX_ABORTING || tx->state == TX_ABORTED;
     const char *status = dtx_status_name(tx_status(tx));
 
-    if (!tx->interactive)
+    /* rebuilt from its COMMIT record, which does not say: decided, it answers as one */
+    if (!tx->interactive && !tx->replayed)
         return refuse(why, "transaction %s was not begun as interactive; it takes no more calls",
                       tx->gtid);
     if (call == TX_CALL_ABORT) {

@@ -92,7 +92,10 @@ struct tx {
     uint64_t lsn;            /* of the COMMIT record, 0 if none */
     bool durable;            /* the COMMIT record is known durable (TXE_DURABLE, or replayed) */
     bool keep_answer;        /* all read-only, keyed: a COMMIT record without branches keeps
-                                its answer; two-phase commit's rows, under 3PC too */
+                                its answer */
+    bool two_pc_rows;        /* under protocol 3, runs two-phase commit's rows and messages:
+                                nothing prepared (keep_answer), or one shard with a key (with
+                                two acceptors, the shard could never decide without it) */
     uint64_t forcing;        /* the position of the record being forced (COMMIT or PRECOMMIT) */
     /* three-phase commit (tx3pc.c): this coordinator as an acceptor */
     struct ballot promised; /* the highest ballot promised (initially its own, (0, c:node)) */

@@ -121,6 +121,14 @@ void txtab_retain(struct txtab *tab, struct txent *e, uint64_t now_us)
     account(tab, e, true);
 }
 
+void txtab_release_key(struct txtab *tab, struct txent *e)
+{
+    if (e->retained || !tx_idem_key(e->tx))
+        return;
+    hmap_remove(&tab->by_idem, &e->by_idem);
+    tx_drop_idem_key(e->tx);
+}
+
 void txtab_backdate(struct txtab *tab, struct txent *e, uint64_t now_us, uint64_t age_us)
 {
     uint64_t keep = (uint64_t)tab->lim.retention_s * 1000000u;

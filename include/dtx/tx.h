@@ -231,6 +231,8 @@ int tx_step(struct tx *tx, enum tx_event ev, const struct tx_evarg *arg);
 
 const char *tx_gtid(const struct tx *tx);
 const char *tx_idem_key(const struct tx *tx); /* NULL when none */
+/* Forgets tx's idempotency key (txtab_release_key): as if it had none. */
+void tx_drop_idem_key(struct tx *tx);
 uint64_t tx_req_hash(const struct tx *tx);
 void *tx_owner(const struct tx *tx);
 /* The environment's ctx (struct tx_env). */
@@ -252,6 +254,9 @@ const struct ballot *tx3pc_promised(const struct tx *tx);
 /* True when the participants decided tx without the coordinator ("decided_by"). */
 bool tx_is_learned(const struct tx *tx);
 uint8_t tx_protocol(const struct tx *tx);
+/* Runs three-phase commit: protocol 3, unless it takes two-phase commit's path (one shard with
+ * an idempotency key, or nothing prepared): its messages carry no 3PC part then. */
+bool tx_three_pc(const struct tx *tx);
 /* The transaction's branches, in the order they were added. */
 size_t tx_branch_count(const struct tx *tx);
 const struct tx_branch *tx_branch_at(const struct tx *tx, size_t i);

@@ -99,6 +99,12 @@ struct txent *txtab_find_idem(const struct txtab *tab, const char *key);
  * for retries. Calling it again is a no-op.
  */
 void txtab_retain(struct txtab *tab, struct txent *e, uint64_t now_us);
+/*
+ * e's idempotency key is no longer bound to it (before txtab_retain): a
+ * retry with that key runs afresh. For an outcome that tells its client to
+ * send the request again.
+ */
+void txtab_release_key(struct txtab *tab, struct txent *e);
 /* A retained transaction decided age_us ago (found by replay) keeps only what is left. */
 void txtab_backdate(struct txtab *tab, struct txent *e, uint64_t now_us, uint64_t age_us);
 /*

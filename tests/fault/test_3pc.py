@@ -122,6 +122,34 @@ class ThreePhaseTest(ClusterTest):
         self.assert_no_prepared(timeout=SETTLE_S)
         self.assertEqual(self.balances(), self.before)  # presumed abort
 
+    def test_a_keyed_one_shard_transaction_is_settled_after_its_coordinator_crashed(self):
+        """With a key, one shard's transaction takes two phases (the answer needs a COMMIT
+        record). Under "3pc" it ran 3PC's pre-commit with two acceptors, the coordinator and
+        the shard: a shard alone never leads a round, and a restarted coordinator only waited
+        to learn from it, so after a crash before the COMMIT record its branch stayed
+        prepared, holding its row, and every retry got 504 outcome_unknown."""
+        body = {"ops": [{"shard": "s1", "sql": "UPDATE accounts SET balance = balance + 1 "
+                                               "WHERE id = $1", "params": [self.acct]}],
+                "protocol": "3pc", "idempotency_key": "one-shard-3pc-%d" % self.acct}
+        self.c.stop_coordinator()
+        self.c.start_coordinator(env={"DTX_FAILPOINTS": "coord.before_log=crash"})
+        try:
+            status, _ = self.c.request("POST", "/v1/transactions", body, timeout=20)
+        except OSError:
+            status = None
+        self.assertIsNone(status)
+        self.assertTrue(self.c.coordinator.wait(10))
+        self.c.start_coordinator()
+        answers = []
+
+        def settled():
+            answers.append(self.c.request("POST", "/v1/transactions", body))
+            return answers[-1][0] == 200
+        self.wait_for(settled, timeout=SETTLE_S, what="a retry to be answered 200")
+        self.assertEqual(answers[-1][1]["status"], "committed", answers[-1])
+        self.assert_no_prepared(timeout=SETTLE_S)
+        self.assertEqual(self.balance(0, self.acct), self.before[0] + 1, "run once")
+
     def test_a_repeated_promise_request_gets_the_same_answer(self):
         # a leader whose answer was lost asks again with the same ballot: granted again, as the
         # model requires (model/README.md); a lower ballot is not

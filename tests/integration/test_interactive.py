@@ -52,6 +52,24 @@ class InteractiveTest(InteractiveMixin, ClusterTest):
         for s in ("s1", "s2"):
             self.assertTrue(any("PREPARE TRANSACTION" in l for l in self.statements_for(s, gtid)))
 
+    def test_commit_after_a_coordinator_restart_answers_the_outcome_again(self):
+        """api.md: commit of a committed transaction answers its outcome again. After a
+        kill -9 the transaction is rebuilt from its COMMIT record, which did not say it was
+        interactive, and a repeated commit (its client never heard the first answer) got 409
+        "not begun as interactive"."""
+        a = self.acct
+        gtid = self.begin()
+        status, ans = self.ops(gtid,
+                               sql("s1", "UPDATE accounts SET balance = balance - 1 WHERE id = $1", a),
+                               sql("s2", "UPDATE accounts SET balance = balance + 1 WHERE id = $1", a))
+        self.assertEqual(status, 200, ans)
+        self.assertEqual(self.commit(gtid)[0], 200)
+        self.c.kill_coordinator()
+        self.c.start_coordinator()
+        status, ans = self.commit(gtid)
+        self.assertEqual((status, ans.get("status"), ans.get("gtid")), (200, "committed", gtid), ans)
+        self.assertEqual((self.balance(0, a), self.balance(1, a)), (999, 1001))
+
     def test_later_ops_see_earlier_writes_on_the_same_shard(self):
         a = self.acct
         gtid = self.begin()
@@ -339,6 +357,31 @@ class AdmissionTest(InteractiveMixin, ClusterTest):
         g = self.begin()
         self.assertEqual(self.ops(g, sql("s1", "SELECT 4"))[0], 200, "free again")
         self.assertEqual(self.commit(g)[0], 200)
+
+    def test_a_key_refused_for_want_of_room_runs_when_sent_again(self):
+        """A 429 for a shard with no room says that nothing was committed and to send it
+        again shortly; with an idempotency key the retry got the same 429 back for the whole
+        retention time (an hour), however much room there was by then."""
+        ops = [sql("s1", "UPDATE accounts SET balance = balance + 1 WHERE id = $1", 60),
+               sql("s2", "UPDATE accounts SET balance = balance + 1 WHERE id = $1", 60)]
+        others = ["room-%d" % i for i in range(6)]
+        for i, gid in enumerate(others):
+            self.c.psql(0, "BEGIN; UPDATE accounts SET balance = balance WHERE id = %d; "
+                           "PREPARE TRANSACTION '%s'" % (70 + i, gid))
+        try:
+            time.sleep(2.5)  # the participant counts the slots in use every 2 s
+            status, ans = self.c.tx(ops, idempotency_key="no-room")
+            self.assertEqual((status, ans["error"]["code"]), (429, "overloaded"), ans)
+        finally:
+            for gid in others:
+                self.c.psql(0, "ROLLBACK PREPARED '%s'" % gid)
+        time.sleep(2.5)
+        status, first = self.c.tx(ops, idempotency_key="no-room")
+        self.assertEqual((status, first.get("status")), (200, "committed"), first)
+        status, again = self.c.tx(ops, idempotency_key="no-room")
+        self.assertEqual((status, again["gtid"]), (200, first["gtid"]), again)
+        self.assertEqual((self.balance(0, 60), self.balance(1, 60)), (1001, 1001))
+        self.assert_no_prepared(timeout=5)
 
     def test_a_burst_never_fills_the_prepared_transaction_slots(self):
         def transfer(i):

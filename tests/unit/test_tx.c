@@ -727,6 +727,46 @@ static void interactive_calls_are_admitted_by_state(void)
     CU_ASSERT_EQUAL(tx_admit_call(tx, TX_CALL_OPS, &why), TXA_REFUSE);
     CU_ASSERT_PTR_NOT_NULL(strstr(why.msg, "not begun as interactive"));
     tx_free(tx);
+
+    /* rebuilt from a COMMIT record, which does not say whether it was interactive: a repeated
+     * commit gets its outcome, ops and aborts are refused as too late */
+    tx = new_tx(0);
+    tx_add_prepared_branch(tx, 0, 5, NULL);
+    tx_set_replayed(tx, 1, NULL);
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_RECOVER_DONE, NULL), 0);
+    CU_ASSERT_EQUAL(tx_admit_call(tx, TX_CALL_COMMIT, &why), TXA_OUTCOME);
+    CU_ASSERT_EQUAL(tx_admit_call(tx, TX_CALL_OPS, &why), TXA_REFUSE);
+    CU_ASSERT_EQUAL(tx_admit_call(tx, TX_CALL_ABORT, &why), TXA_REFUSE);
+    CU_ASSERT_PTR_NOT_NULL(strstr(why.msg, "too late to abort"));
+    tx_free(tx);
+}
+
+/* One shard with a key under "3pc": two-phase commit (a COMMIT record, no pre-commit). */
+static void a_keyed_single_shard_three_pc_transaction_takes_two_phase_commit(void)
+{
+    struct tx *tx = new_tx3(1);
+    struct tx_evarg a = {.xid = 3};
+
+    tx->idem_key = strdup("k");
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_COMMIT, NULL), 0);
+    CU_ASSERT_EQUAL(tx->state, TX_PREPARING);
+    CU_ASSERT_FALSE(tx_three_pc(tx)); /* its prepare carries no 3PC part */
+    CU_ASSERT_EQUAL(tx_protocol(tx), 3);
+    a.b = &tx->branches[0];
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_VOTE_YES, &a), 0);
+    CU_ASSERT_EQUAL(tx->state, TX_LOGGING);
+    CU_ASSERT_EQUAL(find_call("log_precommit"), -1);
+    CU_ASSERT(find_call("log_commit") >= 0);
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_DURABLE, NULL), 0);
+    CU_ASSERT(find_call("commit:0") >= 0);
+    CU_ASSERT_EQUAL(find_call("accept:0"), -1);
+    tx_free(tx);
+
+    tx = new_tx3(2); /* two shards: 3PC as asked */
+    tx->idem_key = strdup("k");
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_COMMIT, NULL), 0);
+    CU_ASSERT_TRUE(tx_three_pc(tx));
+    tx_free(tx);
 }
 
 static void the_store_hears_how_many_transactions_await_votes(void)
@@ -1014,6 +1054,7 @@ int main(void)
         UNIT_TEST(the_decision_follows_the_state),
         UNIT_TEST(a_checkpoint_keeps_decided_commits_and_retained_idempotent_ones),
         UNIT_TEST(interactive_calls_are_admitted_by_state),
+        UNIT_TEST(a_keyed_single_shard_three_pc_transaction_takes_two_phase_commit),
         UNIT_TEST(the_store_hears_how_many_transactions_await_votes),
         UNIT_TEST(the_diagram_in_tx3pc_c_is_its_table),
         UNIT_TEST(three_pc_commits_once_a_majority_accepted_the_precommit),
