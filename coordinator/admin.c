@@ -265,8 +265,9 @@ void admin_get_transaction(struct admin *ad, struct httpd_req *req, const char *
          */
         httpd_reply_errorf(req, DTX_ENOTFOUND,
                            "no record of transaction '%s': it never existed here, it aborted or "
-                           "finished before the retention period or the last restart (only those "
-                           "with an idempotency key are kept across restarts)",
+                           "finished before the retention period or the last restart (only "
+                           "committed ones with an idempotency key are sure to be kept across a "
+                           "restart)",
                            gtid);
         return;
     }
