@@ -609,6 +609,12 @@ static bool who_and_why(struct httpd_req *req, const cJSON *body, struct coord_o
         httpd_reply_errorf(req, DTX_EINVAL, "'reason' must say why (it is kept in the log)");
         return false;
     }
+    if (!*who) {
+        httpd_reply_errorf(req, DTX_EINVAL,
+                           "'operator' must name who decides (it is kept in the log); leave "
+                           "it out to be recorded as an unnamed operator");
+        return false;
+    }
     n->reason = (char *)reason;
     n->who = (char *)who;
     return true;

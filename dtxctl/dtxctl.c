@@ -97,6 +97,8 @@ struct targets {
 };
 
 /* Every option, wherever it stands on the command line (before or after the command). */
+#define MAX_ARGS 16 /* a command and its arguments: "resolve GTID" is the longest */
+
 struct opts {
     const char *url;         /* the (first) coordinator */
     struct targets *targets; /* every coordinator given */
@@ -121,6 +123,8 @@ struct opts {
     bool malformed;        /* recover */
     const char *parts[32]; /* in-doubt: --participant URLs, asked directly */
     size_t nparts;
+    char *args[MAX_ARGS]; /* the command and its arguments, wherever they stood among options */
+    int nargs;
 };
 
 /* The options each command takes, beyond the global ones. */
@@ -431,6 +435,7 @@ static int cmd_status(const struct opts *o)
     co = cJSON_GetObjectItemCaseSensitive(root, "coordinator");
     rc = strcmp(str(co, "status"), "ok") != 0 || num(root, "heuristic") > 0 ? EXIT_PROBLEM : 0;
     cJSON_ArrayForEach(s, arr(root, "shards")) rc |= flag(s, "reachable") ? 0 : EXIT_PROBLEM;
+    rc |= num(root, "orphans") > 0 ? EXIT_PROBLEM : 0; /* branches with no decision */
     if (o->json) {
         print_json(root);
         reply_free(&r);
@@ -496,6 +501,8 @@ static void print_heuristics(const cJSON *list, const char *indent)
 }
 
 /* "90s", "15m", "2h", "1d", "500ms", "30" (seconds) -> milliseconds; -1 when malformed. */
+#define OLDER_MAX_MS (100LL * 365 * 86400000) /* --older-than: a century is plenty */
+
 static long long parse_duration(const char *s)
 {
     char *end = NULL;
@@ -514,6 +521,15 @@ static long long parse_duration(const char *s)
     if (strcmp(end, "d") == 0)
         return (long long)(v * 86400000);
     return -1;
+}
+
+/* "/v1/...PREFIX" + arg percent-encoded (one path segment, whatever it holds) + suffix. */
+static void path_with(char *path, size_t n, const char *prefix, const char *arg, const char *suffix)
+{
+    char *e = curl_easy_escape(NULL, arg, 0);
+
+    snprintf(path, n, "%s%s%s", prefix, e ? e : "", suffix);
+    curl_free(e);
 }
 
 /* The path list asks a coordinator for (n bytes at path); EXIT_USAGE after saying why not. */
@@ -568,7 +584,7 @@ static int cmd_show(const struct opts *o, int argc, char **argv)
 
     if (argc != 2)
         return usage("show needs one GTID");
-    snprintf(path, sizeof(path), "/v1/transactions/%s", argv[1]);
+    path_with(path, sizeof(path), "/v1/transactions/", argv[1], "");
     if (!(t = must(o, "GET", path, NULL, &r)))
         return EXIT_PROBLEM;
     rc = bad_heuristic(t) ? EXIT_PROBLEM : 0;
@@ -625,10 +641,10 @@ static int cmd_show(const struct opts *o, int argc, char **argv)
 static const char *branch_mark(const cJSON *b)
 {
     return flag(b, "malformed")                 ? "MALFORMED"
+           : cJSON_HasObjectItem(b, "operator") ? "HEURISTIC"
            : flag(b, "foreign")                 ? "FOREIGN"
            : flag(b, "epoch_gap")               ? "LOG-GAP"
            : flag(b, "orphan")                  ? "ORPHAN"
-           : cJSON_HasObjectItem(b, "operator") ? "HEURISTIC"
                                                 : "";
 }
 
@@ -752,6 +768,10 @@ static const char *why_undecided(const struct opts *o, const cJSON *b, char *buf
         return "left alone: its gid holds no gtid, nothing can decide it (dtxctl recover "
                "--malformed rolls such branches back)";
     if (flag(b, "malformed"))
+        return "";
+    /* decided, by this coordinator or by an operator (another node's gtid, one from a gap in
+     * the log: an operator's resolve): carried out */
+    if (strcmp(str(b, "decision"), "commit") == 0 || strcmp(str(b, "decision"), "abort") == 0)
         return "";
     if (flag(b, "foreign"))
         snprintf(buf, n,
@@ -920,11 +940,13 @@ static void default_operator(char *out, size_t n)
 
 static int post_operator(const struct opts *o, const char *gtid, const char *action, cJSON *req)
 {
-    char path[512], *body = jsonx_print(req);
+    char path[768], *body = jsonx_print(req), suffix[16];
     struct reply r;
     const cJSON *root, *s;
+    int rc = 0;
 
-    snprintf(path, sizeof(path), "/v1/admin/transactions/%s/%s", gtid, action);
+    snprintf(suffix, sizeof(suffix), "/%s", action);
+    path_with(path, sizeof(path), "/v1/admin/transactions/", gtid, suffix);
     root = must(o, "POST", path, body, &r);
     free(body);
     cJSON_Delete(req);
@@ -944,8 +966,14 @@ static int post_operator(const struct opts *o, const char *gtid, const char *act
         printf("%s: shard forgotten (recorded in the decision log); the transaction is %s\n", gtid,
                *str(root, "status") ? str(root, "status") : "finished");
     }
+    /* recorded, but a shard did not (or could not) carry it out: dtxctl recover finishes it */
+    cJSON_ArrayForEach(s, arr(root, "shards"))
+    {
+        if (strcmp(str(s, "result"), "failed") == 0 || strcmp(str(s, "result"), "mismatch") == 0)
+            rc = EXIT_PROBLEM;
+    }
     reply_free(&r);
-    return 0;
+    return rc;
 }
 
 /* The usage errors of resolve and forget, found before anything is sent: EXIT_USAGE, or 0. */
@@ -1144,6 +1172,9 @@ static int cmd_log(const struct opts *o, int argc, char **argv)
     memset(&scan, 0, sizeof(scan));
     dtx_err_clear(&err);
     rc = dlog_read(dir, on_record, &d, &scan, &err);
+    if (rc == 0 && scan.segments == 0)
+        rc = dtx_err_set(&err, DTX_ENOTFOUND,
+                         "'%s' holds no decision log (no segment file): is --log-dir right?", dir);
     if (o->json) {
         root = jsonx_new_object();
         jsonx_add_bool(root, "ok", rc == 0);
@@ -1165,7 +1196,7 @@ static int cmd_log(const struct opts *o, int argc, char **argv)
     } else {
         cJSON_Delete(d.records);
         if (rc < 0)
-            printf("CORRUPT: %s\n", err.msg);
+            printf("%s: %s\n", err.code == DTX_ENOTFOUND ? "NO LOG" : "CORRUPT", err.msg);
         else
             printf("%s: %" PRIu64 " records in %" PRIu64 " segment(s), %" PRIu64 " bytes: ok%s\n",
                    dir, scan.records, scan.segments, scan.bytes,
@@ -1856,6 +1887,16 @@ static const char *keep(struct targets *t, const char *s, size_t n)
     return c;
 }
 
+/* http://HOST[:PORT][/] or https://...: a scheme dtxctl speaks, a host, no blanks. */
+static bool url_ok(const char *url)
+{
+    const char *rest = strncmp(url, "http://", 7) == 0    ? url + 7
+                       : strncmp(url, "https://", 8) == 0 ? url + 8
+                                                          : NULL;
+
+    return rest && *rest && *rest != '/' && *rest != ':' && !strpbrk(url, " \t?#");
+}
+
 /*
  * Adds the coordinators of list ("URL", "NODE=URL", comma-separated, blanks
  * around each ignored) to t, each once; what names the option or variable
@@ -1886,6 +1927,8 @@ static int add_targets(struct targets *t, const char *list, const char *what)
         }
         if (!n || !(url = keep(t, p, n)))
             return usage("%s: a coordinator's URL is missing or too long", what);
+        if (!url_ok(url))
+            return usage("%s: '%s' is not an http:// or https:// URL of a coordinator", what, url);
         for (i = 0; i < t->n && strcmp(t->url[i], url) != 0; i++)
             ;
         if (i < t->n)
@@ -1942,8 +1985,14 @@ static int parse_opts(struct opts *o, int argc, char **argv)
     int c;
 
     opterr = 0;
-    while ((c = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
+    /* "-": every argument in order, options or not, whatever POSIXLY_CORRECT says */
+    while ((c = getopt_long(argc, argv, "-:h", lo, NULL)) != -1) {
         switch (c) {
+        case 1:
+            if (o->nargs == MAX_ARGS)
+                return usage("too many arguments");
+            o->args[o->nargs++] = optarg;
+            break;
         case 'c':
             if (!optarg[strspn(optarg, " \t,")])
                 return usage("--coordinator needs a URL");
@@ -1985,8 +2034,10 @@ static int parse_opts(struct opts *o, int argc, char **argv)
             o->given |= OPT_STATUS;
             break;
         case 'o':
-            if ((o->older_ms = parse_duration(optarg)) < 0)
-                return usage("--older-than: '%s' is not a duration (90s, 15m, 2h, 1d)", optarg);
+            if ((o->older_ms = parse_duration(optarg)) < 0 || o->older_ms > OLDER_MAX_MS)
+                return usage("--older-than: '%s' is not a duration (90s, 15m, 2h, 1d; at most "
+                             "100 years)",
+                             optarg);
             o->given |= OPT_OLDER;
             break;
         case 'C':
@@ -2005,6 +2056,8 @@ static int parse_opts(struct opts *o, int argc, char **argv)
             o->given |= OPT_REASON;
             break;
         case 'O':
+            if (!*optarg)
+                return usage("--operator needs a name (without it, the OS user at this host)");
             snprintf(o->who, sizeof(o->who), "%s", optarg);
             o->given |= OPT_OPERATOR;
             break;
@@ -2019,6 +2072,8 @@ static int parse_opts(struct opts *o, int argc, char **argv)
         case 'P':
             if (o->nparts == sizeof(o->parts) / sizeof(o->parts[0]))
                 return usage("at most %zu --participant URLs", o->nparts);
+            if (!url_ok(optarg))
+                return usage("--participant: '%s' is not an http:// or https:// URL", optarg);
             o->parts[o->nparts++] = optarg;
             o->given |= OPT_PARTICIPANT;
             break;
@@ -2027,6 +2082,11 @@ static int parse_opts(struct opts *o, int argc, char **argv)
         default:
             return usage("unknown option '%s'", argv[optind - 1]);
         }
+    }
+    while (optind < argc) { /* after "--" */
+        if (o->nargs == MAX_ARGS)
+            return usage("too many arguments");
+        o->args[o->nargs++] = argv[optind++];
     }
     return 0;
 }
@@ -2099,20 +2159,20 @@ int main(int argc, char **argv)
                    "DTX_PEER_TOKEN", NULL) != 0 ||
         check_tls_files(&o) != 0)
         return EXIT_USAGE;
-    if (optind >= argc)
+    if (o.nargs == 0)
         return usage("no command given");
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
-        if (strcmp(argv[optind], commands[i].name) == 0)
+        if (strcmp(o.args[0], commands[i].name) == 0)
             cmd = &commands[i];
     }
     if (!cmd)
-        return usage("unknown command '%s'", argv[optind]);
+        return usage("unknown command '%s'", o.args[0]);
     if ((extra = o.given & ~cmd->opts))
         return usage("%s does not take %s", cmd->name, opt_name(extra & -extra));
     if (!(o.given & OPT_OPERATOR))
         default_operator(o.who, sizeof(o.who));
-    argc -= optind;
-    argv += optind;
+    argc = o.nargs;
+    argv = o.args;
     if (!cmd->http)
         return cmd_log(&o, argc, argv);
     if (argc > 1 && strcmp(cmd->name, "show") != 0 && strcmp(cmd->name, "resolve") != 0 &&

@@ -208,6 +208,10 @@ class DtxctlTest(ClusterTest):
         rc, _, err = self.ctl("status", "--shard", "s1")
         self.assertEqual(rc, 2)
         self.assertIn("status does not take --shard", err)
+        # also where getopt would stop at the first non-option (POSIXLY_CORRECT)
+        r = self.bare_ctl("status", "--json", "--token", "adm", env={"POSIXLY_CORRECT": "1"})
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout)["coordinator"]["node_id"], "c1")
 
     def test_a_url_ending_in_a_slash_names_the_same_server(self):
         # "http://host:port/" joined with "/v1/..." asked for "//v1/...": 404, exit 1
@@ -290,6 +294,31 @@ class DtxctlTest(ClusterTest):
             rc, _, err = self.ctl(*args)
             self.assertEqual(rc, 2, (args, err))
             self.assertIn("dtxctl", err)
+        # a value no server could take is the command line's fault, not the server's
+        rc, _, err = self.ctl("list", "--older-than", "5e15")
+        self.assertEqual(rc, 2, err)
+        rc, _, err = self.ctl("resolve", "c1-1-1", "--commit", "--reason", "x", "--operator", "")
+        self.assertEqual(rc, 2, err)
+        self.assertIn("--operator", err)
+        for url in ("ftp://x", "not a url"):
+            r = subprocess.run([os.path.join(self.c.bindir, "dtxctl"), "--coordinator", url,
+                                "status"], capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 2, (url, r.stderr))
+            self.assertIn("--coordinator", r.stderr)
+        # nor does the coordinator record a decision by nobody
+        status, body = self.c.request("POST", "/v1/admin/transactions/c1-1-1/resolve",
+                                      {"decision": "abort", "operator": "", "reason": "x"},
+                                      headers={"Authorization": "Bearer adm"})
+        self.assertEqual(status, 400, body)
+        self.assertIn("operator", body["error"]["message"])
+
+    def test_show_sends_a_gtid_as_one_path_segment(self):
+        """show pasted its argument into the URL: '../admin/status' asked for the admin status
+        and printed it as an empty transaction, exit 0; '?' and '#' cut the gtid short."""
+        for gtid in ("../admin/status", "c1-1-1?x=1", "c1-1-1#frag"):
+            rc, out, err = self.ctl("show", gtid)
+            self.assertEqual(rc, 1, (gtid, out, err))
+            self.assertNotIn("transaction :", out)
 
     # ---- orphans and in-doubt ----------------------------------------------------
 
@@ -336,6 +365,38 @@ class DtxctlTest(ClusterTest):
         self.assertIn("recorded as aborted by an operator", err)
         rows = self.c.psql(1, "SELECT gid FROM pg_prepared_xacts")
         self.assertEqual(rows, [["not-dtx-%d" % self.acct]], "dtx never touches other gids")
+
+    def test_status_reports_an_orphan_as_a_problem(self):
+        rc, out, _ = self.ctl("status", json_out=True)
+        self.assertEqual((rc, out["orphans"]), (0, 0), out)
+        self.prepare_by_hand(0, "dtx:zz7-1-%d:s1" % self.acct)
+        rc, text, _ = self.ctl("status")
+        self.assertEqual(rc, 1, text)
+        self.assertIn("1 orphan(s)", text)
+
+    def test_a_foreign_branch_resolved_while_its_shard_was_down_is_finished_by_recover(self):
+        """resolve records the operator's decision and says the shard failed (exit 1, a
+        problem it reports, where it said 0); once the shard is back, recover carries that
+        decision out, where it left the branch alone as another coordinator's."""
+        gtid = "zz8-1-%d" % self.acct
+        self.prepare_by_hand(1, "dtx:%s:s2" % gtid, self.acct)
+        before = self.balances()
+        self.c.kill_participant(1)
+        try:
+            rc, text, err = self.ctl("resolve", gtid, "--abort", "--shard", "s2",
+                                     "--reason", "zz8 was decommissioned")
+            self.assertEqual(rc, 1, text + err)
+            self.assertRegex(text + err, r"shard s2 +failed")
+        finally:
+            self.c.start_participant(1)
+            self.c.wait_healthy()
+        rc, doubt, _ = self.ctl("in-doubt", json_out=True)
+        [b] = [b for b in doubt["branches"] if b["gid"] == "dtx:%s:s2" % gtid]
+        self.assertEqual(b["decision"], "abort")
+        rc, text, err = self.ctl("recover")
+        self.assertEqual(rc, 0, text + err)
+        self.assertEqual(self.c.prepared(1), [])
+        self.assertEqual(self.balances(), before)
 
     def test_decisions_about_gtids_not_issued_yet_are_refused(self):
         rc, st, _ = self.ctl("status", json_out=True)
@@ -616,5 +677,10 @@ class DtxctlTest(ClusterTest):
         rc, _, err = self.ctl("log", "verify", "--log-dir", os.path.join(copy, "nope"))
         self.assertEqual(rc, 1)
         self.assertIn("cannot read", err)
+        empty = os.path.join(self.c.dir, "empty-%d" % self.acct)  # a mistyped directory
+        os.makedirs(empty, exist_ok=True)
+        rc, text, err = self.ctl("log", "verify", "--log-dir", empty)
+        self.assertEqual(rc, 1, text + err)
+        self.assertIn("no decision log", text + err)
         rc, text, _ = self.ctl("log", "verify", "--log-dir", self.c.log_dir)
         self.assertEqual(rc, 0, "the live log is still fine: " + text)
