@@ -1005,6 +1005,43 @@ static void httpd_release_limits(struct httpd *srv)
     free(srv->peers);
 }
 
+static int hex_value(char c)
+{
+    return c >= '0' && c <= '9'   ? c - '0'
+           : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                                  : -1;
+}
+
+/*
+ * MHD's unescaping of the path and query values (MHD_OPTION_UNESCAPE_CALLBACK),
+ * in place: %HH is decoded, except %00 and %2F, which stay as they came. MHD
+ * hands on a C string, so a decoded NUL would cut the path short and the
+ * request would run on what is left ('.../commit%00junk' as a commit), and a
+ * decoded slash would make two path segments of one. Left as text, they name
+ * a path that does not exist (404), or a gtid that is not one.
+ */
+static size_t unescape(void *cls, struct MHD_Connection *c, char *s)
+{
+    char *w = s;
+
+    (void)cls;
+    (void)c;
+    for (const char *r = s; *r; r++) {
+        int hi = r[0] == '%' ? hex_value(r[1]) : -1, lo = hi >= 0 ? hex_value(r[2]) : -1;
+        int v = hi * 16 + lo;
+
+        if (hi < 0 || lo < 0 || v == 0 || v == '/') {
+            *w++ = *r;
+            continue;
+        }
+        *w++ = (char)v;
+        r += 2;
+    }
+    *w = '\0';
+    return (size_t)(w - s);
+}
+
 int httpd_start(struct httpd **out, struct ev_loop *loop, const struct httpd_opts *opts,
                 httpd_handler handler, void *ctx, struct dtx_err *err)
 {
@@ -1034,16 +1071,16 @@ int httpd_start(struct httpd **out, struct ev_loop *loop, const struct httpd_opt
         tls_opts[0] =
             (struct MHD_OptionItem){MHD_OPTION_HTTPS_CERT_CALLBACK, 0, (void *)no_certificate};
     /* The logger first: MHD warns at every start otherwise, and logs earlier options itself. */
-    srv->d = MHD_start_daemon(MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE |
-                                  MHD_USE_ERROR_LOG | MHD_USE_TURBO | (srv->tls ? MHD_USE_TLS : 0),
-                              0, NULL, NULL, on_access, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
-                              srv, MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_LISTEN_SOCKET, fd,
-                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, srv,
-                              MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
-                              MHD_OPTION_CONNECTION_LIMIT,
-                              (unsigned)(opts->conn_limit + srv->npeers * HTTPD_PEER_RESERVE +
-                                         HTTPD_BACKLOG + HTTPD_SPARE),
-                              MHD_OPTION_CONNECTION_TIMEOUT, opts->idle_timeout_s, MHD_OPTION_END);
+    srv->d = MHD_start_daemon(
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG |
+            MHD_USE_TURBO | (srv->tls ? MHD_USE_TLS : 0),
+        0, NULL, NULL, on_access, srv, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, srv,
+        MHD_OPTION_ARRAY, tls_opts, MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_NOTIFY_COMPLETED,
+        on_completed, srv, MHD_OPTION_NOTIFY_CONNECTION, on_connection, srv,
+        MHD_OPTION_UNESCAPE_CALLBACK, unescape, NULL, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned)(opts->conn_limit + srv->npeers * HTTPD_PEER_RESERVE + HTTPD_BACKLOG +
+                   HTTPD_SPARE),
+        MHD_OPTION_CONNECTION_TIMEOUT, opts->idle_timeout_s, MHD_OPTION_END);
     if (!srv->d) {
         rc = dtx_err_set(err, DTX_EIO, "could not start the HTTP server on %s", opts->listen);
         goto out_close_fd;

@@ -124,6 +124,29 @@ class InputTest(InteractiveMixin, ClusterTest):
 
     # ---- bytes after the document ------------------------------------------------------
 
+    def test_an_escaped_nul_or_slash_in_a_path_is_not_decoded_into_another_path(self):
+        """'%00' cut the decoded path short, so .../commit%00junk committed and
+        GET gtid%00junk showed that transaction; '%2F' made a slash of a path segment."""
+        g = self.begin()
+        self.assertEqual(self.ops(g, bump())[0], 200)
+        for method, path in (("POST", "/v1/transactions/%s/commit%%00junk" % g),
+                             ("GET", "/v1/transactions/%s%%00junk" % g),
+                             ("POST", "/v1/transactions%00x"),
+                             ("POST", "/v1/transactions/%s%%2Fcommit" % g),
+                             ("GET", "/v1%2Ftransactions")):
+            status, body = self.raw(method, path, body="{}" if method == "POST" else None,
+                                    headers=dict(self.CLIENT, **{"Content-Type":
+                                                                 "application/json"}))
+            self.assertIn(status, (400, 404, 405), (method, path, body))  # never run
+            self.assertEqual(set(body), {"error"}, body)
+        status, state = self.c.request("GET", "/v1/transactions/" + g)
+        self.assertEqual(state["status"], "active", "nothing committed it")
+        self.assertEqual(self.abort(g)[0], 200)
+        self.assert_untouched()
+        self.refused(self.raw("POST", "/v1/transactions/", body="{}",
+                              headers=dict(self.CLIENT, **{"Content-Type": "application/json"})),
+                     404, "not_found")
+
     def test_trailing_bytes_after_the_json_document_are_400(self):
         doc = json.dumps({"ops": [bump()]})
         for tail in [" x", "}", ",", doc, "\x00"]:
