@@ -221,6 +221,8 @@ static cJSON *tx_json(const struct coord *co, const struct tx *tx)
     add_heuristic(co, tx_gtid(tx), true, o);
     if (tx_is_learned(tx))
         cJSON_ReplaceItemInObjectCaseSensitive(o, "decided_by", cJSON_CreateString("participants"));
+    else if (!tx_is_decided(tx))
+        cJSON_DeleteItemFromObjectCaseSensitive(o, "decided_by"); /* nobody has, yet */
     return o;
 }
 

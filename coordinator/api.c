@@ -500,6 +500,11 @@ static void route_transactions(struct api_ctx *ctx, struct httpd_req *req, const
     }
     if (!authorized(cfg, req, ROLE_CLIENT))
         return;
+    if (rest[1] == '\0') {
+        httpd_reply_errorf(req, DTX_ENOTFOUND, "no such endpoint: %s %s (no gtid)", method,
+                           httpd_req_path(req));
+        return;
+    }
     slash = strchr(rest + 1, '/');
     if (!slash && strcmp(method, "GET") == 0) {
         admin_get_transaction(ctx->admin, req, rest + 1);

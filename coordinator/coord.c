@@ -278,6 +278,10 @@ void coord_reply_outcome(struct httpd_req *client, const struct txent *e)
     unsigned status;
     char *body = tx_render_answer(e->tx, &status);
 
+    /* The call that found no room was told 429: nothing ran, send it again (as a new
+     * transaction). Told again, to a later call, the outcome is what it is: aborted. */
+    if (status == 429)
+        status = 409;
     httpd_reply_json(client, status, body);
 }
 

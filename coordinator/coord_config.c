@@ -268,6 +268,16 @@ static int load_all(const cJSON *root, void *out, struct dtx_err *err)
 
     if (rc == 0)
         rc = conf_u32s(root, c, u32_keys, sizeof(u32_keys) / sizeof(u32_keys[0]), err);
+    if (rc == 0 && c->prepare_timeout_ms > c->max_timeout_ms)
+        rc = dtx_err_set(err, DTX_EINVAL,
+                         "'prepare_timeout_ms' (%u) is above 'max_timeout_ms' (%u): the default "
+                         "would exceed the most a request may ask for",
+                         c->prepare_timeout_ms, c->max_timeout_ms);
+    if (rc == 0 && c->interactive_timeout_ms > c->max_timeout_ms)
+        rc = dtx_err_set(err, DTX_EINVAL,
+                         "'interactive_timeout_ms' (%u) is above 'max_timeout_ms' (%u): the "
+                         "default would exceed the most a request may ask for",
+                         c->interactive_timeout_ms, c->max_timeout_ms);
     if (rc == 0 && c->retention_s < RETENTION_MIN_S)
         rc = dtx_err_set(err, DTX_EINVAL,
                          "'retention_s' must be at least %d: finished transactions and their "

@@ -1381,6 +1381,12 @@ enum dtx_status tx_status(const struct tx *tx)
     return DTX_ST_UNKNOWN;
 }
 
+bool tx_is_decided(const struct tx *tx)
+{
+    return tx->state == TX_COMMITTING || tx->state == TX_COMMITTED || tx->state == TX_ABORTING ||
+           tx->state == TX_ABORTED;
+}
+
 enum tx_outcome tx_outcome(const struct tx *tx)
 {
     switch (tx->state) {

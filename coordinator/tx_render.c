@@ -207,8 +207,9 @@ cJSON *tx_state_json(const struct tx *tx)
     jsonx_add_str(root, "gtid", tx->gtid);
     jsonx_add_str(root, "status", dtx_status_name(tx_status(tx)));
     jsonx_add_str(root, "protocol", tx->protocol == 3 ? "3pc" : "2pc");
-    if (tx->nbranches == 1 && tx->lsn == 0 && !tx->replayed)
-        jsonx_add_bool(root, "one_phase", true);
+    if (tx->state == TX_ONE_PHASE || tx->state == TX_UNKNOWN ||
+        (tx->state == TX_COMMITTED && !tx->replayed && tx_path(tx) == TXP_ONE_PHASE))
+        jsonx_add_bool(root, "one_phase", true); /* the one-phase path, or committed on it */
     if (tx->state == TX_IN_DOUBT)
         jsonx_add_bool(root, "in_doubt", true);
     if (tx->idem_key)

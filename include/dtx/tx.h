@@ -295,6 +295,8 @@ bool tx_is_in_doubt(const struct tx *tx);
 /* How a final transaction ended, for the metrics. */
 enum tx_outcome { TXO_NONE, TXO_COMMITTED, TXO_ABORTED, TXO_UNKNOWN, TXO_IN_DOUBT };
 enum tx_outcome tx_outcome(const struct tx *tx);
+/* Committed or aborted, or on its way to either (phase 2 running): there is a decision. */
+bool tx_is_decided(const struct tx *tx);
 /* The identity of the database tx's branch on shard prepared in, or NULL when not known. */
 const char *tx_branch_db(const struct tx *tx, int shard);
 /* True when the transaction is decided commit (its COMMIT record exists, or is being forced). */

@@ -70,6 +70,25 @@ class InteractiveTest(InteractiveMixin, ClusterTest):
         self.assertEqual((status, ans.get("status"), ans.get("gtid")), (200, "committed", gtid), ans)
         self.assertEqual((self.balance(0, a), self.balance(1, a)), (999, 1001))
 
+    def test_an_open_or_aborted_transaction_claims_no_decision_it_did_not_make(self):
+        """GET showed "decided_by": "coordinator" on an open transaction, and "one_phase":
+        true on an open or aborted one with one shard (api.md: committed in one phase)."""
+        g = self.begin()
+        self.assertEqual(self.ops(g, sql("s1", "SELECT 1"))[0], 200)
+        _, state = self.c.request("GET", "/v1/transactions/" + g)
+        self.assertEqual(state["status"], "active")
+        self.assertNotIn("decided_by", state)
+        self.assertNotIn("one_phase", state)
+        self.assertEqual(self.abort(g)[0], 200)
+        _, state = self.c.request("GET", "/v1/transactions/" + g)
+        self.assertEqual((state["status"], state.get("decided_by")), ("aborted", "coordinator"))
+        self.assertNotIn("one_phase", state)
+        g = self.begin()
+        self.assertEqual(self.ops(g, sql("s1", "SELECT 1"))[0], 200)
+        self.assertEqual(self.commit(g)[0], 200)
+        _, state = self.c.request("GET", "/v1/transactions/" + g)
+        self.assertEqual((state["status"], state.get("one_phase")), ("committed", True), state)
+
     def test_later_ops_see_earlier_writes_on_the_same_shard(self):
         a = self.acct
         gtid = self.begin()
@@ -357,6 +376,25 @@ class AdmissionTest(InteractiveMixin, ClusterTest):
         g = self.begin()
         self.assertEqual(self.ops(g, sql("s1", "SELECT 4"))[0], 200, "free again")
         self.assertEqual(self.commit(g)[0], 200)
+
+    def test_later_calls_on_a_transaction_aborted_for_want_of_room_answer_409(self):
+        """The call that found no room answers 429 (send it again shortly: a new
+        transaction). Every later call on that aborted transaction answered 429 with
+        Retry-After too, so a client obeying it retried a dead transaction's commit."""
+        held = [self.begin(), self.begin()]  # max_open_branches 2 on s1
+        try:
+            for i, g in enumerate(held):
+                self.assertEqual(self.ops(g, sql("s1", "SELECT $1::int", i))[0], 200)
+            third = self.begin()
+            status, ans = self.ops(third, sql("s1", "SELECT 3"))
+            self.assertEqual((status, ans["error"]["code"]), (429, "overloaded"), ans)
+            for call in (lambda: self.commit(third), lambda: self.ops(third, sql("s2", "SELECT 1"))):
+                status, ans = call()
+                self.assertEqual((status, ans.get("status"), ans["error"]["code"]),
+                                 (409, "aborted", "overloaded"), ans)
+        finally:
+            for g in held:
+                self.abort(g)
 
     def test_a_key_refused_for_want_of_room_runs_when_sent_again(self):
         """A 429 for a shard with no room says that nothing was committed and to send it

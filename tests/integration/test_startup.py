@@ -58,6 +58,18 @@ class StartupTest(ClusterTest):
         self.assertEqual(r.returncode, 2)
         self.assertIn("could not open config '/nonexistent.json'", r.stderr)
 
+    def test_a_default_timeout_above_max_timeout_ms_is_refused(self):
+        """A request's timeout_ms may not exceed max_timeout_ms, but a default above it went
+        unchecked: every request without timeout_ms got more than the maximum."""
+        for key in ("prepare_timeout_ms", "interactive_timeout_ms"):
+            path = self.write_json("long-default.json", {
+                "node_id": "c1", "listen": "127.0.0.1:1", "log_dir": "/tmp/x",
+                "shards": [{"name": "s1", "url": "http://127.0.0.1:2"}],
+                "max_timeout_ms": 10000, key: 20000})
+            r = self.run_bin("dtx-coordinator", "--config", path)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn("'%s' (20000) is above 'max_timeout_ms' (10000)" % key, r.stderr)
+
     def test_a_retention_too_short_for_a_retry_is_refused(self):
         """retention_s 0 forgot every idempotency key at once, so a client's retry after a
         lost answer ran its transaction again: a promise the config silently broke."""
