@@ -96,9 +96,9 @@ struct targets {
     size_t used;
 };
 
-/* Every option, wherever it stands on the command line (before or after the command). */
 #define MAX_ARGS 16 /* a command and its arguments: "resolve GTID" is the longest */
 
+/* Every option, wherever it stands on the command line (before or after the command). */
 struct opts {
     const char *url;         /* the (first) coordinator */
     struct targets *targets; /* every coordinator given */
@@ -500,9 +500,9 @@ static void print_heuristics(const cJSON *list, const char *indent)
     }
 }
 
-/* "90s", "15m", "2h", "1d", "500ms", "30" (seconds) -> milliseconds; -1 when malformed. */
 #define OLDER_MAX_MS (100LL * 365 * 86400000) /* --older-than: a century is plenty */
 
+/* "90s", "15m", "2h", "1d", "500ms", "30" (seconds) -> milliseconds; -1 when malformed. */
 static long long parse_duration(const char *s)
 {
     char *end = NULL;
@@ -600,7 +600,10 @@ static int cmd_show(const struct opts *o, int argc, char **argv)
         printf(" (HEURISTIC HAZARD: a shard cannot prove what became of its branch)");
     else if (*str(t, "heuristic"))
         printf(" (HEURISTIC: an operator decided %s)", str(t, "heuristic"));
-    printf(", decided by %s\n", *str(t, "decided_by") ? str(t, "decided_by") : "coordinator");
+    if (*str(t, "decided_by"))
+        printf(", decided by %s\n", str(t, "decided_by"));
+    else
+        printf(", not decided yet\n");
     if (*str(t, "protocol"))
         printf("  protocol %s%s\n", str(t, "protocol"), flag(t, "one_phase") ? ", one phase" : "");
     if (*str(t, "created_at"))
