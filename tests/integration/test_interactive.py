@@ -402,17 +402,12 @@ class AdmissionTest(InteractiveMixin, ClusterTest):
         retention time (an hour), however much room there was by then."""
         ops = [sql("s1", "UPDATE accounts SET balance = balance + 1 WHERE id = $1", 60),
                sql("s2", "UPDATE accounts SET balance = balance + 1 WHERE id = $1", 60)]
-        others = ["room-%d" % i for i in range(6)]
-        for i, gid in enumerate(others):
-            self.c.psql(0, "BEGIN; UPDATE accounts SET balance = balance WHERE id = %d; "
-                           "PREPARE TRANSACTION '%s'" % (70 + i, gid))
-        try:
-            time.sleep(2.5)  # the participant counts the slots in use every 2 s
-            status, ans = self.c.tx(ops, idempotency_key="no-room")
-            self.assertEqual((status, ans["error"]["code"]), (429, "overloaded"), ans)
-        finally:
-            for gid in others:
-                self.c.psql(0, "ROLLBACK PREPARED '%s'" % gid)
+        others = [self.prepare_by_hand(0, "room-%d" % i, 70 + i, delta=0) for i in range(6)]
+        time.sleep(2.5)  # the participant counts the slots in use every 2 s
+        status, ans = self.c.tx(ops, idempotency_key="no-room")
+        self.assertEqual((status, ans["error"]["code"]), (429, "overloaded"), ans)
+        for gid in others:
+            self.rollback_by_hand(0, gid)
         time.sleep(2.5)
         status, first = self.c.tx(ops, idempotency_key="no-room")
         self.assertEqual((status, first.get("status")), (200, "committed"), first)
