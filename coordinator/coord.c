@@ -344,11 +344,11 @@ static bool idem_replay(struct coord *co, const struct txreq *req, struct httpd_
     switch (txtab_idem_lookup(&co->tab, req->idem_key, req->hash, &e)) {
     case TXI_NEW:
         return false;
-    case TXI_MISMATCH:
+    case TXI_MISMATCH: /* refused, not answered from the earlier transaction */
         httpd_reply_errorf(client, DTX_EIDEMPOTENCY,
                            "idempotency key '%s' was used for a different request (transaction %s)",
                            req->idem_key, tx_gtid(e->tx));
-        break;
+        return true;
     case TXI_ANSWER:
         if (e->answer_body)
             httpd_reply_json(client, e->answer_status, xstrdup(e->answer_body));

@@ -8,6 +8,7 @@ import random
 import threading
 import time
 
+import promtext
 from harness import LOG_STATEMENTS, ClusterTest, InteractiveMixin, parallel, sql
 
 
@@ -404,8 +405,21 @@ class AdmissionTest(InteractiveMixin, ClusterTest):
                sql("s2", "UPDATE accounts SET balance = balance + 1 WHERE id = $1", 60)]
         others = [self.prepare_by_hand(0, "room-%d" % i, 70 + i, delta=0) for i in range(6)]
         time.sleep(2.5)  # the participant counts the slots in use every 2 s
+        before = promtext.parse(self.c.request("GET", "/metrics")[1])
         status, ans = self.c.tx(ops, idempotency_key="no-room")
         self.assertEqual((status, ans["error"]["code"]), (429, "overloaded"), ans)
+        after = promtext.parse(self.c.request("GET", "/metrics")[1])
+        # begun, then aborted for want of room (operations.md): not a refusal at the door
+        def moved(name, **labels):
+            def value(m):
+                try:
+                    return m[name].value(**labels)
+                except KeyError:  # a labelled series appears with its first sample
+                    return 0
+            return value(after) - value(before)
+        self.assertEqual([moved("dtx_transactions_started_total"),
+                          moved("dtx_transactions_refused_total"),
+                          moved("dtx_aborts_total", code="overloaded")], [1, 0, 1])
         for gid in others:
             self.rollback_by_hand(0, gid)
         time.sleep(2.5)

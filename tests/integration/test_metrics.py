@@ -132,6 +132,22 @@ class MetricsTest(InteractiveMixin, ClusterTest):
         self.assertEqual(after["dtx_transactions_started_total"].value() -
                          before["dtx_transactions_started_total"].value(), len(ran))
 
+    def test_replays_count_answers_from_an_earlier_transaction_not_mismatches(self):
+        """A key reused for another request is refused (422), not answered from the earlier
+        transaction: it was counted as a replay."""
+        ops = [sql("s1", UPDATE, 1, 7), sql("s2", UPDATE, -1, 7)]
+        before = self.settled()
+        for _ in range(3):
+            self.assertEqual(self.c.tx(ops, idempotency_key="replays")[0], 200)
+        status, body = self.c.tx([sql("s1", UPDATE, 1, 8)], idempotency_key="replays")
+        self.assertEqual(status, 422, body)
+        after = self.settled()
+
+        def delta(name):
+            return after[name].value() - before[name].value()
+        self.assertEqual(delta("dtx_idempotent_replays_total"), 2)
+        self.assertEqual(delta("dtx_transactions_started_total"), 1)
+
     def test_the_duration_histogram_counts_each_transaction_by_protocol_and_outcome(self):
         before = self.settled()
         t0 = time.time()
