@@ -430,6 +430,13 @@ static char *render_health(const struct agent *ag, unsigned *status)
     return s;
 }
 
+/* The paths a participant serves for GET (beyond the admin and 3PC calls). */
+static bool get_path(const char *path)
+{
+    return strcmp(path, "/v1/peer/stream") == 0 || strncmp(path, "/v1/branches/", 13) == 0 ||
+           strcmp(path, "/healthz") == 0 || strcmp(path, "/metrics") == 0;
+}
+
 void agent_handle_http(void *ctx, struct httpd_req *req)
 {
     struct agent *ag = ctx;
@@ -444,6 +451,8 @@ void agent_handle_http(void *ctx, struct httpd_req *req)
         admin_branches(ag, req, method, path + 18);
     } else if (strncmp(path, "/v1/peer/3pc", 12) == 0 && (path[12] == '/' || !path[12])) {
         terminate_http(ag->term, req, method, path + 12);
+    } else if (!get_path(path)) {
+        httpd_reply_errorf(req, DTX_ENOTFOUND, "no such endpoint: %s %s", method, path);
     } else if (strcmp(method, "GET") != 0) {
         httpd_reply_errorf(req, DTX_EMETHOD, "method %s is not allowed on %s", method, path);
     } else if (strcmp(path, "/v1/peer/stream") == 0) {
@@ -456,8 +465,6 @@ void agent_handle_http(void *ctx, struct httpd_req *req)
     } else if (strcmp(path, "/metrics") == 0) {
         body = agent_render_metrics(ag);
         httpd_reply(req, 200, "text/plain; version=0.0.4", body, strlen(body));
-    } else {
-        httpd_reply_errorf(req, DTX_ENOTFOUND, "no such endpoint: %s %s", method, path);
     }
 }
 

@@ -56,6 +56,15 @@ class BranchStatusTest(ClusterTest):
         status, st = self.branch("s1", gid)
         self.assertEqual((status, st["state"]), (200, "unknown"))  # no xid, no longer prepared
 
+    def test_a_path_the_participant_does_not_serve_is_404_whatever_the_method(self):
+        """POST /nope answered 405 'not allowed', as if /nope existed for GET."""
+        port = self.c.shard("s1").agent_port
+        for method, path in (("POST", "/nope"), ("DELETE", "/v1/nope"), ("GET", "/nope")):
+            status, body = self.c.request(method, path, port=port)
+            self.assertEqual((status, body["error"]["code"]), (404, "not_found"), (method, path))
+        status, body = self.c.request("POST", "/healthz", port=port)  # there, for GET only
+        self.assertEqual((status, body["error"]["code"]), (405, "method_not_allowed"))
+
     def test_other_shards_and_foreign_gids_are_not_found(self):
         status, body = self.branch("s1", "dtx:c1-1-1:s2")
         self.assertEqual((status, body["error"]["code"]), (404, "not_found"))
