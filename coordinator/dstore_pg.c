@@ -27,7 +27,10 @@
  * committed, and only a new run's replay can tell. Every call is bounded
  * by libpq's tcp_user_timeout and keepalives, set from the lease (the
  * conninfo may override them), so a partition fails calls, never hangs
- * them.
+ * them. The lease's calls and the writes are also bounded on this side
+ * (exec_bounded: three quarters of the lease), for a server that keeps its
+ * connection but answers nothing (stopped, or its disk hung), where neither
+ * the server's statement_timeout nor the kernel's timeouts ever fire.
  *
  * Thread model: the claim has a thread of its own until it is granted; the
  * store, a writer thread that owns its connection after open; both report
@@ -42,8 +45,10 @@
 #include "dtx/log.h"
 #include "dtx/xalloc.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -267,6 +272,76 @@ static void statement_error(struct dtx_err *err, int code, const char *what, PGc
                 state ? state : "", state ? ")" : "");
 }
 
+/* Waits until c's socket is ready for events; false when deadline_us passed first (*late). */
+static bool wait_socket(PGconn *c, short events, uint64_t deadline_us, bool *late)
+{
+    for (;;) {
+        uint64_t now = ev_clock_us();
+        struct pollfd p = {.fd = PQsocket(c), .events = events};
+        int r;
+
+        if (now >= deadline_us) {
+            *late = true;
+            return false;
+        }
+        r = poll(&p, 1, (int)((deadline_us - now + 999) / 1000));
+        if (r > 0)
+            return true;
+        if (r < 0 && errno != EINTR)
+            return false;
+    }
+}
+
+/*
+ * PQexecParams that gives up after within_ms on this side's clock: NULL,
+ * with *late, when the store has not answered by then (the connection is
+ * then in the middle of a call: drop it). NULL without *late for a
+ * connection that failed (PQerrorMessage says why); else the last result.
+ */
+static PGresult *exec_bounded(PGconn *c, uint32_t within_ms, const char *sql, int n,
+                              const Oid *types, const char *const *vals, const int *lens,
+                              const int *fmts, bool *late)
+{
+    uint64_t deadline = ev_clock_us() + (uint64_t)within_ms * 1000u;
+    PGresult *res, *last = NULL;
+    int flushing;
+
+    *late = false;
+    if (PQsetnonblocking(c, 1) != 0 || !PQsendQueryParams(c, sql, n, types, vals, lens, fmts, 0))
+        return NULL;
+    while ((flushing = PQflush(c)) == 1) { /* a big batch: the rest as the socket takes it */
+        if (!wait_socket(c, POLLOUT | POLLIN, deadline, late) || !PQconsumeInput(c))
+            return NULL;
+    }
+    if (flushing < 0)
+        return NULL;
+    for (;;) {
+        while (PQisBusy(c)) {
+            if (!wait_socket(c, POLLIN, deadline, late) || !PQconsumeInput(c)) {
+                PQclear(last);
+                return NULL;
+            }
+        }
+        if (!(res = PQgetResult(c)))
+            break;
+        PQclear(last);
+        last = res;
+    }
+    PQsetnonblocking(c, 0);
+    return last;
+}
+
+/* The error of a bounded call: it timed out (late), or statement_error's. */
+static void bounded_error(struct dtx_err *err, int code, const char *what, PGconn *c,
+                          const PGresult *res, bool late, uint32_t within_ms)
+{
+    if (late)
+        dtx_err_set(err, code, "%s: the decision store did not answer within %u ms", what,
+                    within_ms);
+    else
+        statement_error(err, code, what, c, res);
+}
+
 static bool is_fenced(const PGresult *res)
 {
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
@@ -329,14 +404,16 @@ static bool claim_try(struct dstore_pg_claim *c, PGconn *conn, uint32_t *wait_ms
     const char *vals[] = {c->node, c->holder, lease};
     PGresult *res;
     struct dtx_err err;
-    bool got;
+    bool got, late;
 
     snprintf(lease, sizeof(lease), "%u", c->lease_ms);
-    res = PQexecParams(conn, "SELECT * FROM dtx_store.acquire($1, $2, $3::integer)", 3, NULL, vals,
-                       NULL, NULL, 0);
+    res = exec_bounded(conn, c->lease_ms * 3 / 4,
+                       "SELECT * FROM dtx_store.acquire($1, $2, $3::integer)", 3, NULL, vals, NULL,
+                       NULL, &late);
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
         dtx_err_clear(&err);
-        statement_error(&err, DTX_EIO, "could not ask for the lease", conn, res);
+        bounded_error(&err, DTX_EIO, "could not ask for the lease", conn, res, late,
+                      c->lease_ms * 3 / 4);
         claim_error(c, &err);
         PQclear(res);
         *wait_ms = 0; /* reconnect */
@@ -552,14 +629,21 @@ static int renew(struct pgs *s, struct dtx_err *err)
     const char *vals[] = {s->node, term, s->holder, lease};
     PGresult *res;
     int rc = 0;
+    bool late;
 
     snprintf(term, sizeof(term), "%" PRIu64, s->term);
     snprintf(lease, sizeof(lease), "%u", s->lease_ms);
-    res = PQexecParams(s->conn, "SELECT dtx_store.renew($1, $2::bigint, $3, $4::integer)", 4, NULL,
-                       vals, NULL, NULL, 0);
+    res = exec_bounded(s->conn, s->lease_ms * 3 / 4,
+                       "SELECT dtx_store.renew($1, $2::bigint, $3, $4::integer)", 4, NULL, vals,
+                       NULL, NULL, &late);
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
-        rc = (statement_error(err, DTX_EIO, "could not renew the lease", s->conn, res), DTX_EIO);
-    else if (PQgetvalue(res, 0, 0)[0] != 't')
+        rc = (bounded_error(err, DTX_EIO, "could not renew the lease", s->conn, res, late,
+                            s->lease_ms * 3 / 4),
+              DTX_EIO);
+    if (late) { /* in the middle of a call: of no more use */
+        PQfinish(s->conn);
+        s->conn = NULL;
+    } else if (PQgetvalue(res, 0, 0)[0] != 't')
         rc = dtx_err_set(err, DTX_ELOGFAIL,
                          "coordinator node '%s' lost its lease (term %" PRIu64
                          "): another process of it took over; this one decides nothing more",
@@ -614,6 +698,7 @@ static int write_batch(struct pgs *s, const struct dsq_batch *b, struct dtx_err 
     const Oid types[6] = {0, 0, 0, BYTEAOID, BYTEAOID, BYTEAOID};
     PGresult *res;
     int rc = 0;
+    bool late;
 
     if (!s->conn)
         return dtx_err_set(err, DTX_ELOGFAIL, "the decision store's connection is gone");
@@ -623,8 +708,9 @@ static int write_batch(struct pgs *s, const struct dsq_batch *b, struct dtx_err 
     set_part(&b->snap, b->ckpt, &vals[4], &lens[4]);
     set_part(&b->work, b->work.len > 0, &vals[5], &lens[5]);
     s->warning[0] = '\0';
-    res = PQexecParams(s->conn, "SELECT dtx_store.append($1, $2::bigint, $3::bigint, $4, $5, $6)",
-                       6, types, vals, lens, fmts, 0);
+    res = exec_bounded(s->conn, s->lease_ms * 3 / 4,
+                       "SELECT dtx_store.append($1, $2::bigint, $3::bigint, $4, $5, $6)", 6, types,
+                       vals, lens, fmts, &late);
     if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && s->warning[0])
         rc = dtx_err_set(err, DTX_ELOGFAIL,
                          "the decision store warned while a write committed (\"%s\"): it may be "
@@ -637,12 +723,16 @@ static int write_batch(struct pgs *s, const struct dsq_batch *b, struct dtx_err 
             (statement_error(err, DTX_ELOGFAIL, "the decision store refused a write", s->conn, res),
              DTX_ELOGFAIL);
     else
-        rc = (statement_error(err, DTX_ELOGFAIL,
-                              "a write to the decision store failed, and whether it committed is "
-                              "unknown until the next run reads the store",
-                              s->conn, res),
+        rc = (bounded_error(err, DTX_ELOGFAIL,
+                            "a write to the decision store failed, and whether it committed is "
+                            "unknown until the next run reads the store",
+                            s->conn, res, late, s->lease_ms * 3 / 4),
               DTX_ELOGFAIL);
     PQclear(res);
+    if (late) { /* in the middle of a call: of no more use (nor for giving the lease up) */
+        PQfinish(s->conn);
+        s->conn = NULL;
+    }
     return rc;
 }
 
@@ -762,12 +852,13 @@ static void release_lease(struct pgs *s)
     char term[24];
     const char *vals[3] = {s->node, term, s->holder};
     PGresult *res;
+    bool late;
 
     if (!s->conn)
-        return;
+        return; /* lost, or dropped in the middle of a call: the lease runs out by itself */
     snprintf(term, sizeof(term), "%" PRIu64, s->term);
-    res = PQexecParams(s->conn, "SELECT dtx_store.release($1, $2::bigint, $3)", 3, NULL, vals, NULL,
-                       NULL, 0);
+    res = exec_bounded(s->conn, s->lease_ms * 3 / 4, "SELECT dtx_store.release($1, $2::bigint, $3)",
+                       3, NULL, vals, NULL, NULL, &late);
     if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
         strcmp(PQgetvalue(res, 0, 0), "t") == 0)
         log_info("gave up the lease of coordinator node '%s' (term %" PRIu64 ")", s->node, s->term);

@@ -4,6 +4,7 @@ and holds its lease; a standby takes over when the active dies, and finishes wha
 decided; an active that is only frozen or cut off is fenced by the store itself and steps
 down without writing anything."""
 
+import os
 import signal
 import subprocess
 import threading
@@ -16,6 +17,15 @@ from integration.test_install import NotifyListener
 
 LEASE_MS = 2000
 TAKEOVER_S = 10  # the issue's target; the lease (2 s here) plus replay and reconnecting
+
+
+def _parent(pid):
+    """pid's parent process id, or None once it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def transfer_ops(acct, amount=1):
@@ -177,6 +187,42 @@ class StoreTest(ClusterTest):
                               "'dtx_store.leases'::regclass AND mode = 'AccessExclusiveLock'")
         self.c.start_coordinator(wait=False)
         self.c.wait_active("c1", timeout=TAKEOVER_S + 5)
+
+    def test_an_active_whose_store_server_stops_answering_steps_down(self):
+        """The store's server stopped (SIGSTOP: a hung machine or disk): the connection
+        stays open and the kernel acknowledges, so statement_timeout and tcp_user_timeout
+        never fire. The active kept answering /healthz 'active' with transactions prepared
+        and their clients waiting, for as long as the store stayed stopped; no statement may
+        wait past three quarters of the lease, on the coordinator's own clock."""
+        master = self.c.pg_pid("store")
+        stopped = [master] + [int(p) for p in os.listdir("/proc") if p.isdigit() and
+                              _parent(int(p)) == master]
+        answers = []
+        client = threading.Thread(target=lambda: answers.append(self._post_quietly()))
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            t0 = time.time()
+            client.start()
+            self.assertTrue(self.c.coordinator.wait(LEASE_MS / 1000 * 4), "it stepped down")
+            took = time.time() - t0
+            self.assertEqual(self.c.coordinator.exit_status(), 3)
+            print("stepped down %.1f s after its store's server stopped (lease %d ms)" %
+                  (took, LEASE_MS))
+            client.join(30)
+            self.assertNotEqual(answers[0][0], 200, answers)
+        finally:
+            for pid in stopped:
+                os.kill(pid, signal.SIGCONT)
+        self.c.start_coordinator(wait=False)
+        self.c.wait_active("c1", timeout=TAKEOVER_S + 5)
+
+    def _post_quietly(self):
+        try:
+            return self.c.request("POST", "/v1/transactions", {"ops": transfer_ops(self.acct)},
+                                  timeout=30)
+        except OSError as e:
+            return None, str(e)
 
     def test_a_store_of_a_newer_schema_version_is_refused_and_one_as_new_is_left_alone(self):
         [[v]] = self.c.store_psql("SELECT version FROM dtx_store.schema_version")
