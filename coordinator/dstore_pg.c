@@ -640,10 +640,7 @@ static int renew(struct pgs *s, struct dtx_err *err)
         rc = (bounded_error(err, DTX_EIO, "could not renew the lease", s->conn, res, late,
                             s->lease_ms * 3 / 4),
               DTX_EIO);
-    if (late) { /* in the middle of a call: of no more use */
-        PQfinish(s->conn);
-        s->conn = NULL;
-    } else if (PQgetvalue(res, 0, 0)[0] != 't')
+    else if (PQgetvalue(res, 0, 0)[0] != 't')
         rc = dtx_err_set(err, DTX_ELOGFAIL,
                          "coordinator node '%s' lost its lease (term %" PRIu64
                          "): another process of it took over; this one decides nothing more",
@@ -651,6 +648,10 @@ static int renew(struct pgs *s, struct dtx_err *err)
     else
         s->renewed_us = ev_clock_us();
     PQclear(res);
+    if (late) { /* in the middle of a call: of no more use */
+        PQfinish(s->conn);
+        s->conn = NULL;
+    }
     return rc;
 }
 
