@@ -242,7 +242,7 @@ static void env_finished(struct tx *tx)
     ev_timer_stop(co->loop, &e->timer);
     /* A shard had no room (429): nothing ran, and the answer says to send it again shortly.
      * Its key goes, or that retry would get this 429 back for the whole retention time. */
-    if (tx_outcome(tx) == TXO_ABORTED && tx_error_code(tx) == DTX_EBUSY)
+    if (tx_refused_for_room(tx))
         txtab_release_key(&co->tab, e);
     txtab_retain(&co->tab, e, ev_now_us(co->loop));
 }

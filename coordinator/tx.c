@@ -715,7 +715,6 @@ static enum tx_event act_log_commit(struct tx *tx, enum tx_event ev, const struc
  */
 static enum tx_event act_keep_answer(struct tx *tx, enum tx_event ev, const struct tx_evarg *a)
 {
-    tx->keep_answer = true;
     tx->two_pc_rows = true;
     return act_log_commit(tx, ev, a);
 }
@@ -1381,6 +1380,11 @@ enum dtx_status tx_status(const struct tx *tx)
     return DTX_ST_UNKNOWN;
 }
 
+bool tx_refused_for_room(const struct tx *tx)
+{
+    return (tx->state == TX_ABORTING || tx->state == TX_ABORTED) && tx_error_code(tx) == DTX_EBUSY;
+}
+
 bool tx_is_decided(const struct tx *tx)
 {
     return tx->state == TX_COMMITTING || tx->state == TX_COMMITTED || tx->state == TX_ABORTING ||
@@ -1420,7 +1424,7 @@ bool tx_decided_commit(const struct tx *tx)
 enum tx_path tx_path(const struct tx *tx)
 {
     /* every branch voted read-only (a COMMIT record may have kept a key's answer) */
-    if (tx->keep_answer)
+    if (tx->nbranches && count_branches(tx, BR_READONLY, BR_READONLY) == tx->nbranches)
         return TXP_READONLY;
     if (tx->lsn == 0 && tx->nbranches == 1)
         return TXP_ONE_PHASE;

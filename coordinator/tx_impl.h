@@ -91,10 +91,8 @@ struct tx {
     uint64_t state_since_us; /* monotonic clock when the current state was entered */
     uint64_t lsn;            /* of the COMMIT record, 0 if none */
     bool durable;            /* the COMMIT record is known durable (TXE_DURABLE, or replayed) */
-    bool keep_answer;        /* all read-only, keyed: a COMMIT record without branches keeps
-                                its answer */
     bool two_pc_rows;        /* under protocol 3, runs two-phase commit's rows and messages:
-                                nothing prepared (keep_answer), or one shard with a key (with
+                                nothing prepared (KEEP_ANSWER), or one shard with a key (with
                                 two acceptors, the shard could never decide without it) */
     uint64_t forcing;        /* the position of the record being forced (COMMIT or PRECOMMIT) */
     /* three-phase commit (tx3pc.c): this coordinator as an acceptor */

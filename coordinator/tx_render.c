@@ -174,7 +174,7 @@ char *tx_render_answer(const struct tx *tx, unsigned *status)
         break;
     case TX_ABORTED:
     case TX_ABORTING:
-        *status = tx_error_code(tx) == DTX_EBUSY ? 429 : 409; /* a shard had no room: retry */
+        *status = tx_refused_for_room(tx) ? 429 : 409; /* a shard had no room: retry */
         jsonx_add_str(root, "status", "aborted");
         add_error(root, tx);
         break;

@@ -295,6 +295,8 @@ bool tx_is_in_doubt(const struct tx *tx);
 /* How a final transaction ended, for the metrics. */
 enum tx_outcome { TXO_NONE, TXO_COMMITTED, TXO_ABORTED, TXO_UNKNOWN, TXO_IN_DOUBT };
 enum tx_outcome tx_outcome(const struct tx *tx);
+/* Aborted because a shard had no room (DTX_EBUSY): nothing ran; its first answer is 429. */
+bool tx_refused_for_room(const struct tx *tx);
 /* Committed or aborted, or on its way to either (phase 2 running): there is a decision. */
 bool tx_is_decided(const struct tx *tx);
 /* The identity of the database tx's branch on shard prepared in, or NULL when not known. */
