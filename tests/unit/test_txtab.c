@@ -275,6 +275,53 @@ static void waiters_are_taken_all_at_once(void)
     txtab_release(&tab);
 }
 
+struct visited {
+    int n;
+    char gtids[8][32];
+};
+
+static void visit(void *arg, struct txent *e)
+{
+    struct visited *v = arg;
+
+    if (v->n < 8)
+        snprintf(v->gtids[v->n++], sizeof(v->gtids[0]), "%s", tx_gtid(e->tx));
+}
+
+/* Keyed or not, the retained are visited (and expire) oldest first, after the live. */
+static void every_entry_is_visited_live_first_then_the_retained_oldest_first(void)
+{
+    static const char *const want[] = {"c1-1-6", "c1-1-1", "c1-1-2", "c1-1-3", "c1-1-4",
+                                       "c1-1-5"};
+    struct visited v = {0};
+
+    start(600, 100, 1 << 20);
+    commit(add("c1-1-1", "k1", 1, 2), "\n{}\n{}");
+    now_us += 1000;
+    abort_it(add("c1-1-2", NULL, 0, 2));
+    now_us += 1000;
+    abort_it(add("c1-1-3", NULL, 0, 2));
+    now_us += 1000;
+    commit(add("c1-1-4", "k4", 1, 2), "\n{}\n{}");
+    now_us += 1000;
+    commit(add("c1-1-5", NULL, 0, 2), "\n{}\n{}");
+    add("c1-1-6", NULL, 0, 2); /* live */
+    txtab_each(&tab, visit, &v);
+    CU_ASSERT_EQUAL_FATAL(v.n, 6);
+    for (int i = 0; i < 6; i++)
+        CU_ASSERT_STRING_EQUAL(v.gtids[i], want[i]);
+    /* the oldest go first whichever list they are on */
+    txtab_expire(&tab, 1000000 + 600 * 1000000u);
+    CU_ASSERT_PTR_NULL(txtab_find(&tab, "c1-1-1"));
+    CU_ASSERT_PTR_NOT_NULL(txtab_find(&tab, "c1-1-2"));
+    txtab_expire(&tab, 1000000 + 1000 * 3 + 600 * 1000000u);
+    CU_ASSERT_PTR_NULL(txtab_find_idem(&tab, "k4"));
+    CU_ASSERT_PTR_NOT_NULL(txtab_find(&tab, "c1-1-5"));
+    CU_ASSERT_EQUAL(tab.nretained, 1);
+    CU_ASSERT_EQUAL(tab.nkeyed, 0);
+    txtab_release(&tab);
+}
+
 struct counted {
     int commits, ends;
     char gtids[8][32];
@@ -338,6 +385,7 @@ int main(void)
         UNIT_TEST(beyond_the_count_limit_the_oldest_are_evicted_first),
         UNIT_TEST(keys_are_never_evicted_before_their_time_new_ones_wait_instead),
         UNIT_TEST(kept_answers_count_against_the_byte_limit),
+        UNIT_TEST(every_entry_is_visited_live_first_then_the_retained_oldest_first),
         UNIT_TEST(a_reused_key_gets_the_first_outcome_or_waits_for_it),
         UNIT_TEST(waiters_are_taken_all_at_once),
         UNIT_TEST(a_checkpoint_keeps_what_recovery_and_retries_need),
