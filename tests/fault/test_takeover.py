@@ -282,6 +282,12 @@ class TakeoverTest(ClusterTest):
         except OSError as e:
             return None, str(e)
 
+    def serving(self, i):
+        """Whether coordinator i is active and sees every shard up (wait_active's test)."""
+        status, h = self.c.health(i)
+        return status == 200 and h.get("role") == "active" and \
+            all(v == "up" for v in h.get("shards", {}).values())
+
     def take_over(self):
         """Waits for the standby to become active; returns the seconds it took."""
         t0 = time.time()
@@ -403,6 +409,54 @@ class TakeoverTest(ClusterTest):
         self.assertEqual(status, 200, body)
         self.assertEqual((self.balance(0, self.acct), self.balance(1, self.acct)), (998, 1002))
         self.assert_no_prepared(timeout=15)
+
+    def test_an_active_whose_own_store_session_hangs_answers_until_it_steps_down(self):
+        """Only the active's own session with the store hangs (its server process stopped;
+        the store's server and the standby's session go on): the active's next write gives
+        up within three quarters of the lease and it steps down, the standby takes over and
+        its participants see its newer epoch, and all the while the old active's loop never
+        waits on the store: it answers /healthz until it exits."""
+        old = self.c.coords[self.active].proc
+        status, body = self.post({"ops": transfer_ops(self.acct)})  # its session wrote: found
+        self.assertEqual(status, 200, body)
+        rows = self.c.store_psql(
+            "SELECT pid FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND "
+            "(query LIKE '%dtx_store.append%' OR query LIKE '%dtx_store.renew%')")
+        self.assertEqual(len(rows), 1, rows)
+        backend = int(rows[0][0])
+        gaps, done = [], threading.Event()
+
+        def watch():  # how long the old active goes without answering /healthz
+            last = time.time()
+            while not done.is_set() and old.alive():
+                status, _ = self.c.health(self.active, timeout=30)
+                now = time.time()
+                if status is not None:
+                    gaps.append(now - last)
+                    last = now
+                time.sleep(0.05)
+            gaps.append(time.time() - last)
+
+        watcher = threading.Thread(target=watch)
+        os.kill(backend, signal.SIGSTOP)
+        try:
+            watcher.start()
+            t0 = time.time()
+            self.wait_for(lambda: self.serving(self.standby), timeout=TAKEOVER_S,
+                          what="the standby to take over")
+            print("the standby took over in %.1f s" % (time.time() - t0))
+            status, body = self.post({"ops": transfer_ops(self.acct)}, coord=self.standby)
+            self.assertEqual(status, 200, body)
+            self.assertTrue(old.wait(15), "the old active stepped down")
+            self.assertEqual(old.exit_status(), 3, "exit status 3: stepped down")
+        finally:
+            done.set()
+            os.kill(backend, signal.SIGCONT)
+            watcher.join(40)
+            self.c.store_psql("SELECT pg_terminate_backend(%d)" % backend)
+        print("longest time the old active did not answer: %.1f s" % max(gaps))
+        self.assertLess(max(gaps), LEASE_MS / 1000, "its loop never waited on the store")
+        self.assertEqual((self.balance(0, self.acct), self.balance(1, self.acct)), (998, 1002))
 
     def test_the_store_killed_under_load_loses_no_answered_decision(self):
         answers, codes, lock, stop = {}, {}, threading.Lock(), threading.Event()
