@@ -291,8 +291,7 @@ static void visit(void *arg, struct txent *e)
 /* Keyed or not, the retained are visited (and expire) oldest first, after the live. */
 static void every_entry_is_visited_live_first_then_the_retained_oldest_first(void)
 {
-    static const char *const want[] = {"c1-1-6", "c1-1-1", "c1-1-2", "c1-1-3", "c1-1-4",
-                                       "c1-1-5"};
+    static const char *const want[] = {"c1-1-6", "c1-1-1", "c1-1-2", "c1-1-3", "c1-1-4", "c1-1-5"};
     struct visited v = {0};
 
     start(600, 100, 1 << 20);
