@@ -8,29 +8,37 @@
  * and one commit (made durable, and replicated, as the store's database is
  * configured to do):
  *
- *   SELECT dtx_store.append(node, term, pos, before, snapshot, records)
+ *   SELECT dtx_store.append(node, term, pos, before, snapshot, records, lease_ms)
  *
  * Each non-NULL part becomes one row of dtx_store.records at the next
  * position; a snapshot's row deletes every older row of the node (the
- * checkpoint). The function first takes a share lock on the node's lease
- * row and refuses (DX002) unless the row still names this term: a
- * takeover updates that row, so it waits for any write in flight, and
- * every write after it is refused. A process cut off from the store can
- * therefore never write a decision once another process has taken over
- * and read the records.
+ * checkpoint). The function first locks the node's lease row and refuses
+ * (DX002) unless the row still names this term: a takeover updates that
+ * row, so it waits for any write in flight, and every write after it is
+ * refused. A process cut off from the store can therefore never write a
+ * decision once another process has taken over and read the records.
  *
- * The lease: renewed every lease_ms / 3 by the writer, between batches.
- * A renewal that finds another term fails the store at once; one that
- * cannot reach the store is retried (reconnecting) until a quarter of the
- * lease is left, then fails the store. A write whose answer is lost (the
- * connection broke) fails the store too: it may or may not have
- * committed, and only a new run's replay can tell. Every call is bounded
- * by libpq's tcp_user_timeout and keepalives, set from the lease (the
- * conninfo may override them), so a partition fails calls, never hangs
- * them. The lease's calls and the writes are also bounded on this side
- * (exec_bounded: three quarters of the lease), for a server that keeps its
- * connection but answers nothing (stopped, or its disk hung), where neither
- * the server's statement_timeout nor the kernel's timeouts ever fire.
+ * The lease: each write renews it as it ends, and the writer renews it
+ * when lease_ms / 3 has passed without a write. A renewal that finds
+ * another term fails the store at once; one that cannot reach the store is
+ * retried (reconnecting) until a quarter of the lease is left, then fails
+ * the store. A write whose answer is lost (the connection broke) fails the
+ * store too: it may or may not have committed, and only a new run's replay
+ * can tell. Every call is bounded by libpq's tcp_user_timeout and
+ * keepalives, set from the lease (the conninfo may override them), so a
+ * partition fails calls, never hangs them. The lease's calls and the
+ * writes are also bounded on this side (exec_bounded: three quarters of
+ * the lease), for a server that keeps its connection but answers nothing
+ * (stopped, or its disk hung), where neither the server's
+ * statement_timeout nor the kernel's timeouts ever fire.
+ *
+ * A large write's bound grows with its size (write_bound), on both sides:
+ * a checkpoint of tens of MB of answers kept for idempotency keys may take
+ * the store longer than the lease lasts. Cut at three quarters of the
+ * lease, it made every process of the node step down in turn while writing
+ * its first checkpoint, so that none ever decided again. Such a write
+ * holds the lease row from its start to its commit (write_batch), so the
+ * lease cannot run out under it.
  *
  * Thread model: the claim has a thread of its own until it is granted; the
  * store, a writer thread that owns its connection after open; both report
@@ -58,8 +66,18 @@
 #define BYTEAOID           17
 #define CKPT_BYTES         (16u * 1024 * 1024) /* a checkpoint after this much was written */
 #define RECONNECT_PAUSE_MS 200
+/*
+ * A write of LARGE_WRITE_BYTES or more (a checkpoint with answers kept for
+ * idempotency keys) gets a bound that grows by its size over the slowest a
+ * store may take it and still be thought alive: 128 MiB (the most
+ * retention_max_bytes keeps) within 64 s more than a small write. Smaller
+ * writes, every group commit, keep three quarters of the lease and cost no
+ * more round trips.
+ */
+#define LARGE_WRITE_BYTES         (1024u * 1024)
+#define SLOWEST_STORE_BYTES_PER_S (2u * 1024 * 1024)
 /* sql/store/'s version: raise it with every change there (dtx_store.schema_version). */
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 
 extern const char dstore_pg_schema_sql[]; /* sql/store/, embedded by the Makefile */
 
@@ -690,13 +708,64 @@ static void set_part(const struct buf *b, bool present, const char **val, int *l
     *len = present ? (int)buf_avail(b) : 0;
 }
 
-/* Writes one batch as one statement; 0, or the failure that ends the store. */
+/* How long a write of bytes may take: three quarters of the lease, and a large one's time. */
+static uint32_t write_bound(const struct pgs *s, uint64_t bytes)
+{
+    uint64_t ms = s->lease_ms * 3 / 4;
+
+    if (bytes >= LARGE_WRITE_BYTES)
+        ms += bytes * 1000u / SLOWEST_STORE_BYTES_PER_S;
+    return ms < UINT32_MAX / 2 ? (uint32_t)ms : UINT32_MAX / 2;
+}
+
+/* One step of a large write (write_batch); false (err set, the connection dropped) if it failed. */
+static bool large_step(struct pgs *s, const char *sql, int n, const Oid *types,
+                       const char *const *vals, const int *lens, const int *fmts,
+                       uint32_t within_ms, ExecStatusType want, struct dtx_err *err)
+{
+    bool late, ok;
+    PGresult *res = exec_bounded(s->conn, within_ms, sql, n, types, vals, lens, fmts, &late);
+
+    ok = PQresultStatus(res) == want;
+    if (!ok && is_fenced(res))
+        statement_error(err, DTX_ELOGFAIL, "the decision store refused a write", s->conn, res);
+    else if (!ok)
+        bounded_error(err, DTX_ELOGFAIL,
+                      "a large write to the decision store failed, and whether it committed is "
+                      "unknown until the next run reads the store",
+                      s->conn, res, late, within_ms);
+    PQclear(res);
+    if (!ok) { /* in the middle of a transaction, or of a call: of no more use */
+        PQfinish(s->conn);
+        s->conn = NULL;
+    }
+    return ok;
+}
+
+/*
+ * Writes one batch as one statement, which renews the lease as it ends;
+ * 0, or the failure that ends the store.
+ *
+ * A large batch (a checkpoint with kept answers) runs in a transaction of
+ * its own: its first statement takes the lease row (an append of nothing:
+ * the term checked, the lease renewed) and the server's statement_timeout
+ * is raised to the batch's bound (write_bound) for the rest of it; then the
+ * batch, then COMMIT, each within that bound on this side too. Sent as one
+ * statement, the batch took the lease row only once the server had it
+ * all: the lease ran out while it travelled, and a standby took over.
+ */
 static int write_batch(struct pgs *s, const struct dsq_batch *b, struct dtx_err *err)
 {
-    char term[24], pos[24];
-    const char *vals[6] = {s->node, term, pos};
-    int lens[6] = {0}, fmts[6] = {0, 0, 0, 1, 1, 1};
-    const Oid types[6] = {0, 0, 0, BYTEAOID, BYTEAOID, BYTEAOID};
+    char term[24], pos[24], lease[16], timeout[64];
+    const char *vals[7] = {s->node, term, pos, NULL, NULL, NULL, lease};
+    int lens[7] = {0}, fmts[7] = {0, 0, 0, 1, 1, 1, 0};
+    const Oid types[7] = {0, 0, 0, BYTEAOID, BYTEAOID, BYTEAOID, 0};
+    const char *append = "SELECT dtx_store.append($1, $2::bigint, $3::bigint, $4, $5, $6, "
+                         "$7::integer)";
+    uint64_t sent_us = ev_clock_us(), next = 0;
+    uint32_t small = s->lease_ms * 3 / 4;
+    uint32_t bound = write_bound(s, b->before.len + b->snap.len + b->work.len);
+    bool large = bound > small;
     PGresult *res;
     int rc = 0;
     bool late;
@@ -705,34 +774,46 @@ static int write_batch(struct pgs *s, const struct dsq_batch *b, struct dtx_err 
         return dtx_err_set(err, DTX_ELOGFAIL, "the decision store's connection is gone");
     snprintf(term, sizeof(term), "%" PRIu64, s->term);
     snprintf(pos, sizeof(pos), "%" PRIu64, s->next_pos);
+    snprintf(lease, sizeof(lease), "%u", s->lease_ms);
+    snprintf(timeout, sizeof(timeout), "SET LOCAL statement_timeout = %u", bound);
+    s->warning[0] = '\0';
+    if (large &&
+        (!large_step(s, "BEGIN", 0, NULL, NULL, NULL, NULL, small, PGRES_COMMAND_OK, err) ||
+         !large_step(s, timeout, 0, NULL, NULL, NULL, NULL, small, PGRES_COMMAND_OK, err) ||
+         !large_step(s, append, 7, types, vals, lens, fmts, small, PGRES_TUPLES_OK, err)))
+        return DTX_ELOGFAIL;
     set_part(&b->before, b->before.len > 0, &vals[3], &lens[3]);
     set_part(&b->snap, b->ckpt, &vals[4], &lens[4]);
     set_part(&b->work, b->work.len > 0, &vals[5], &lens[5]);
-    s->warning[0] = '\0';
-    res = exec_bounded(s->conn, s->lease_ms * 3 / 4,
-                       "SELECT dtx_store.append($1, $2::bigint, $3::bigint, $4, $5, $6)", 6, types,
-                       vals, lens, fmts, &late);
-    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 && s->warning[0])
+    res = exec_bounded(s->conn, bound, append, 7, types, vals, lens, fmts, &late);
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+        next = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+    } else if (is_fenced(res)) {
+        statement_error(err, DTX_ELOGFAIL, "the decision store refused a write", s->conn, res);
+        rc = DTX_ELOGFAIL;
+    } else {
+        bounded_error(err, DTX_ELOGFAIL,
+                      "a write to the decision store failed, and whether it committed is "
+                      "unknown until the next run reads the store",
+                      s->conn, res, late, bound);
+        rc = DTX_ELOGFAIL;
+    }
+    PQclear(res);
+    if (late || (large && rc)) { /* in the middle of a call or transaction: of no more use */
+        PQfinish(s->conn);
+        s->conn = NULL;
+    }
+    if (!rc && large &&
+        !large_step(s, "COMMIT", 0, NULL, NULL, NULL, NULL, bound, PGRES_COMMAND_OK, err))
+        rc = DTX_ELOGFAIL;
+    if (!rc && s->warning[0])
         rc = dtx_err_set(err, DTX_ELOGFAIL,
                          "the decision store warned while a write committed (\"%s\"): it may be "
                          "missing on the synchronous standby, so it is not answered",
                          s->warning);
-    else if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
-        s->next_pos = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
-    else if (is_fenced(res))
-        rc =
-            (statement_error(err, DTX_ELOGFAIL, "the decision store refused a write", s->conn, res),
-             DTX_ELOGFAIL);
-    else
-        rc = (bounded_error(err, DTX_ELOGFAIL,
-                            "a write to the decision store failed, and whether it committed is "
-                            "unknown until the next run reads the store",
-                            s->conn, res, late, s->lease_ms * 3 / 4),
-              DTX_ELOGFAIL);
-    PQclear(res);
-    if (late) { /* in the middle of a call: of no more use (nor for giving the lease up) */
-        PQfinish(s->conn);
-        s->conn = NULL;
+    if (!rc) {
+        s->next_pos = next;
+        s->renewed_us = sent_us; /* the lease was renewed after this, as the write ended */
     }
     return rc;
 }
@@ -758,6 +839,7 @@ static void *writer_main(void *arg)
             s->since_ckpt = b.ckpt ? b.work.len : s->since_ckpt + bytes;
             if (s->since_ckpt >= CKPT_BYTES)
                 dsq_want_checkpoint(&s->qs.q);
+            renew_at = s->renewed_us + every; /* the write renewed the lease */
         }
         if (ev_clock_us() >= renew_at) {
             if (keep_lease(s, &err) < 0) {

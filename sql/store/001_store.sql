@@ -13,9 +13,12 @@
 -- each row one group commit. A row marked checkpoint replaces every older
 -- row of the node. Every write names the term it was made under and is
 -- refused unless that term still holds the lease (dtx_store.append, under
--- a share lock on the lease row, which a takeover's update waits for): an
--- old active cut off from the rest can never write after a new one took
--- over and read the records.
+-- a lock on the lease row, which a takeover waits for): an old active cut
+-- off from the rest can never write after a new one took over and read the
+-- records. A write also renews the lease as it ends. (A checkpoint that
+-- takes longer to write than the lease lasts, tens of MB of answers kept
+-- for idempotency keys, is written in a transaction that first appends
+-- nothing, to hold the lease row while the rest travels.)
 CREATE SCHEMA IF NOT EXISTS dtx_store;
 
 CREATE TABLE IF NOT EXISTS dtx_store.leases (
@@ -84,12 +87,14 @@ $$;
 -- One group commit of term t, written from position p on: the records
 -- queued before a checkpoint, the checkpoint (which drops every older row),
 -- the records queued after it; each may be NULL. Refused (DX002) unless t
--- holds the lease. Returns the next position.
+-- holds the lease, which it then renews for lease_ms. Returns the next
+-- position. (Schema version 1's append, without lease_ms, is left in a
+-- store made by it, for a coordinator of that version still running.)
 CREATE OR REPLACE FUNCTION dtx_store.append(n text, t bigint, p bigint, before bytea,
-                                            snap bytea, work bytea)
+                                            snap bytea, work bytea, lease_ms integer)
 RETURNS bigint LANGUAGE plpgsql AS $$
 BEGIN
-    PERFORM 1 FROM dtx_store.leases x WHERE x.node = n AND x.term = t FOR SHARE;
+    PERFORM 1 FROM dtx_store.leases x WHERE x.node = n AND x.term = t FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'coordinator node % lost its lease (term %): another process of it took over', n, t
             USING ERRCODE = 'DX002';
@@ -110,6 +115,9 @@ BEGIN
             VALUES (n, p, false, t, work);
         p := p + 1;
     END IF;
+    UPDATE dtx_store.leases x
+        SET expires_at = clock_timestamp() + make_interval(secs => lease_ms / 1000.0)
+        WHERE x.node = n AND x.term = t;
     RETURN p;
 END $$;
 

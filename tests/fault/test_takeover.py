@@ -85,7 +85,8 @@ class StoreTest(ClusterTest):
         r = subprocess.run(
             ["runuser", "-u", "postgres", "--", "psql", "-X", "-q", "-At", "-h",
              self.c.store.sock, "-p", str(self.c.store.pg_port), "-d", "dtx", "-c",
-             "SELECT dtx_store.append('c1', %d, 999999, NULL, NULL, '\\x00'::bytea)" % (term - 1)],
+             "SELECT dtx_store.append('c1', %d, 999999, NULL, NULL, '\\x00'::bytea, %d)" %
+             (term - 1, LEASE_MS)],
             capture_output=True, text=True, timeout=30)
         self.assertNotEqual(r.returncode, 0)
         self.assertIn("lost its lease", r.stderr)
@@ -243,6 +244,22 @@ class StoreTest(ClusterTest):
         self.assertEqual(self.c.store_psql(
             "SELECT obj_description('dtx_store.renew(text, bigint, text, integer)'::regprocedure)"),
             [["left alone"]])
+
+    def test_a_store_made_by_schema_version_1_is_brought_up_to_date(self):
+        """Version 2's append renews the lease and takes lease_ms; a store made by version 1
+        (whose append did neither) gets it at the next connect."""
+        self.c.stop_coordinator()
+        self.c.store_psql("DROP FUNCTION dtx_store.append(text, bigint, bigint, bytea, bytea, "
+                          "bytea, integer); UPDATE dtx_store.schema_version SET version = 1")
+        self.c.start_coordinator()
+        self.assertEqual(self.c.store_psql("SELECT version FROM dtx_store.schema_version"),
+                         [["2"]])
+        status, body = self.c.request("POST", "/v1/transactions",
+                                      {"ops": transfer_ops(self.acct)})
+        self.assertEqual(status, 200, body)
+        self.assertEqual(self.c.store_psql(
+            "SELECT count(*) FROM pg_proc WHERE proname = 'append' AND pronargs = 7 AND "
+            "pronamespace = 'dtx_store'::regnamespace"), [["1"]])
 
     def test_synchronous_commit_off_in_the_stores_database_is_put_back_on(self):
         self.c.store_psql("ALTER DATABASE dtx SET synchronous_commit = off")
@@ -516,3 +533,75 @@ class TakeoverTest(ClusterTest):
             n = sum(1 for acct, s, _ in answers.values() if acct == a and s == 200)
             self.assertGreaterEqual(b0 - a0, n, "account %d: every answered commit moved money"
                                     % a)
+
+
+class BigCheckpointTest(ClusterTest):
+    """An active and a standby of node c1 on a postgres store with a short lease, the active
+    keeping many large answers."""
+
+    SHARDS = 2
+    COORDINATORS = ["c1", "c1"]
+    STORE = "postgres"
+    STORE_LEASE_MS = 1000
+    KEPT = 48          # answers kept for idempotency keys ...
+    RESULT_KB = 900    # ... of about this many kB each: every checkpoint carries them all
+
+    def post_big(self, i, coord):
+        body = {"idempotency_key": "big-%d" % i, "ops": [
+            {"shard": "s1", "sql": "SELECT string_agg(md5(i::text || $1), '') FROM "
+                                   "generate_series(1, $2::int) i",
+             "params": [str(i), self.RESULT_KB * 1024 // 32]},
+            {"shard": "s2", "sql": "SELECT 1"}]}
+        return self.c.request("POST", "/v1/transactions", body, timeout=60, coord=coord)
+
+    def term(self):
+        return int(self.c.store_psql("SELECT term FROM dtx_store.leases WHERE node = 'c1'")[0][0])
+
+    def test_a_checkpoint_longer_to_write_than_a_lease_is_written_and_read_back(self):
+        """Kept answers (idempotency keys with big results) go into every checkpoint. One of
+        tens of MB took the store longer to write than three quarters of the lease, so the
+        active stepped down; and each process of the node after it stepped down again while
+        writing its first checkpoint, for good: the node never decided anything again. Nor
+        may the lease run out under such a write: the standby would take over the moment it
+        commits."""
+        active = self.c.wait_active("c1")
+        standby = 1 - active
+        pid, term = self.c.coords[active].proc.pid, self.term()
+        answers = []
+        for i in range(self.KEPT):
+            status, body = self.post_big(i, active)
+            self.assertEqual(status, 200, str(body)[:500])
+            answers.append(body)
+            self.assertTrue(self.c.coords[active].proc.alive(),
+                            "still active after %d answers" % i)
+        status, st = self.c.request("GET", "/v1/admin/status", coord=active)
+        self.assertEqual(status, 200, st)
+        [[ckpt]] = self.c.store_psql(
+            "SELECT max(length(data)) FROM dtx_store.records WHERE checkpoint")
+        print("%d answers of %d kB kept; %d checkpoints, the last of %.1f MB" % (
+            self.KEPT, self.RESULT_KB, st["coordinator"]["log"]["checkpoints_since_start"],
+            int(ckpt) / 1e6))
+        self.assertGreaterEqual(st["coordinator"]["log"]["checkpoints_since_start"], 2)
+        self.assertGreater(int(ckpt), 20e6, "a checkpoint bigger than a lease could carry")
+        self.assertEqual((self.c.coords[active].proc.pid, self.term()), (pid, term),
+                         "the same process held the lease all along")
+        self.assertEqual(self.c.health(standby)[1].get("role"), "standby")
+        # the standby takes over: reads them back and writes its own first checkpoint
+        self.c.stop_coordinator(i=active)
+        self.assertEqual(self.c.wait_active("c1", timeout=TAKEOVER_S + 20), standby)
+        for i in (0, self.KEPT - 1):
+            status, body = self.post_big(i, standby)
+            self.assertEqual(status, 200, str(body)[:500])
+            self.assertEqual(body["gtid"], answers[i]["gtid"], "a replay, not a new run")
+            # the oldest lose their results beyond retention_max_bytes; never the newest
+            if i == self.KEPT - 1 or body["results"] is not None:
+                self.assertEqual(body["results"], answers[i]["results"])
+            else:
+                self.assertIn("results_dropped", body)
+        term = self.term()
+        time.sleep(2 * self.STORE_LEASE_MS / 1000)
+        self.assertTrue(self.c.coords[standby].proc.alive(), "the new active stays active")
+        self.assertEqual(self.term(), term)
+        self.c.start_coordinator(i=active, wait=False)  # back as the standby
+        self.wait_for(lambda: (lambda h: isinstance(h, dict) and h.get("role") == "standby")(
+            self.c.health(active)[1]), what="the old active to be back as the standby")
