@@ -718,10 +718,14 @@ static uint32_t write_bound(const struct pgs *s, uint64_t bytes)
     return ms < UINT32_MAX / 2 ? (uint32_t)ms : UINT32_MAX / 2;
 }
 
-/* One step of a large write (write_batch); false (err set, the connection dropped) if it failed. */
+/*
+ * One step of a large write (write_batch), which fails it as `what` says;
+ * false (err set, the connection dropped) if it failed.
+ */
 static bool large_step(struct pgs *s, const char *sql, int n, const Oid *types,
                        const char *const *vals, const int *lens, const int *fmts,
-                       uint32_t within_ms, ExecStatusType want, struct dtx_err *err)
+                       uint32_t within_ms, ExecStatusType want, const char *what,
+                       struct dtx_err *err)
 {
     bool late, ok;
     PGresult *res = exec_bounded(s->conn, within_ms, sql, n, types, vals, lens, fmts, &late);
@@ -730,10 +734,7 @@ static bool large_step(struct pgs *s, const char *sql, int n, const Oid *types,
     if (!ok && is_fenced(res))
         statement_error(err, DTX_ELOGFAIL, "the decision store refused a write", s->conn, res);
     else if (!ok)
-        bounded_error(err, DTX_ELOGFAIL,
-                      "a large write to the decision store failed, and whether it committed is "
-                      "unknown until the next run reads the store",
-                      s->conn, res, late, within_ms);
+        bounded_error(err, DTX_ELOGFAIL, what, s->conn, res, late, within_ms);
     PQclear(res);
     if (!ok) { /* in the middle of a transaction, or of a call: of no more use */
         PQfinish(s->conn);
@@ -766,6 +767,10 @@ static int write_batch(struct pgs *s, const struct dsq_batch *b, struct dtx_err 
     uint32_t small = s->lease_ms * 3 / 4;
     uint32_t bound = write_bound(s, b->before.len + b->snap.len + b->work.len);
     bool large = bound > small;
+    const char *not_begun = "a large write to the decision store could not begin (nothing of "
+                            "it was written)";
+    const char *unknown = "a write to the decision store failed, and whether it committed is "
+                          "unknown until the next run reads the store";
     PGresult *res;
     int rc = 0;
     bool late;
@@ -777,10 +782,12 @@ static int write_batch(struct pgs *s, const struct dsq_batch *b, struct dtx_err 
     snprintf(lease, sizeof(lease), "%u", s->lease_ms);
     snprintf(timeout, sizeof(timeout), "SET LOCAL statement_timeout = %u", bound);
     s->warning[0] = '\0';
-    if (large &&
-        (!large_step(s, "BEGIN", 0, NULL, NULL, NULL, NULL, small, PGRES_COMMAND_OK, err) ||
-         !large_step(s, timeout, 0, NULL, NULL, NULL, NULL, small, PGRES_COMMAND_OK, err) ||
-         !large_step(s, append, 7, types, vals, lens, fmts, small, PGRES_TUPLES_OK, err)))
+    if (large && (!large_step(s, "BEGIN", 0, NULL, NULL, NULL, NULL, small, PGRES_COMMAND_OK,
+                              not_begun, err) ||
+                  !large_step(s, timeout, 0, NULL, NULL, NULL, NULL, small, PGRES_COMMAND_OK,
+                              not_begun, err) ||
+                  !large_step(s, append, 7, types, vals, lens, fmts, small, PGRES_TUPLES_OK,
+                              not_begun, err)))
         return DTX_ELOGFAIL;
     set_part(&b->before, b->before.len > 0, &vals[3], &lens[3]);
     set_part(&b->snap, b->ckpt, &vals[4], &lens[4]);
@@ -792,10 +799,7 @@ static int write_batch(struct pgs *s, const struct dsq_batch *b, struct dtx_err 
         statement_error(err, DTX_ELOGFAIL, "the decision store refused a write", s->conn, res);
         rc = DTX_ELOGFAIL;
     } else {
-        bounded_error(err, DTX_ELOGFAIL,
-                      "a write to the decision store failed, and whether it committed is "
-                      "unknown until the next run reads the store",
-                      s->conn, res, late, bound);
+        bounded_error(err, DTX_ELOGFAIL, unknown, s->conn, res, late, bound);
         rc = DTX_ELOGFAIL;
     }
     PQclear(res);
@@ -804,7 +808,7 @@ static int write_batch(struct pgs *s, const struct dsq_batch *b, struct dtx_err 
         s->conn = NULL;
     }
     if (!rc && large &&
-        !large_step(s, "COMMIT", 0, NULL, NULL, NULL, NULL, bound, PGRES_COMMAND_OK, err))
+        !large_step(s, "COMMIT", 0, NULL, NULL, NULL, NULL, bound, PGRES_COMMAND_OK, unknown, err))
         rc = DTX_ELOGFAIL;
     if (!rc && s->warning[0])
         rc = dtx_err_set(err, DTX_ELOGFAIL,
