@@ -309,7 +309,7 @@ static void every_entry_is_visited_live_first_then_the_retained_oldest_first(voi
     CU_ASSERT_EQUAL_FATAL(v.n, 6);
     for (int i = 0; i < 6; i++)
         CU_ASSERT_STRING_EQUAL(v.gtids[i], want[i]);
-    /* the oldest go first whichever list they are on */
+    /* the oldest go first, with a key or without */
     txtab_expire(&tab, 1000000 + 600 * 1000000u);
     CU_ASSERT_PTR_NULL(txtab_find(&tab, "c1-1-1"));
     CU_ASSERT_PTR_NOT_NULL(txtab_find(&tab, "c1-1-2"));
