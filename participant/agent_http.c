@@ -430,11 +430,50 @@ static char *render_health(const struct agent *ag, unsigned *status)
     return s;
 }
 
-/* The paths a participant serves for GET (beyond the admin and 3PC calls). */
-static bool get_path(const char *path)
+static void get_stream(struct agent *ag, struct httpd_req *req, const char *rest)
 {
-    return strcmp(path, "/v1/peer/stream") == 0 || strncmp(path, "/v1/branches/", 13) == 0 ||
-           strcmp(path, "/healthz") == 0 || strcmp(path, "/metrics") == 0;
+    (void)rest;
+    accept_stream(ag, req);
+}
+
+static void get_health(struct agent *ag, struct httpd_req *req, const char *rest)
+{
+    unsigned status;
+    char *body = render_health(ag, &status);
+
+    (void)rest;
+    httpd_reply_json(req, status, body);
+}
+
+static void get_metrics(struct agent *ag, struct httpd_req *req, const char *rest)
+{
+    char *body = agent_render_metrics(ag);
+
+    (void)rest;
+    httpd_reply(req, 200, "text/plain; version=0.0.4", body, strlen(body));
+}
+
+/* What a participant serves for GET, beyond the admin and 3PC calls (prefix: rest follows). */
+static const struct get_route {
+    const char *path;
+    bool prefix;
+    void (*serve)(struct agent *ag, struct httpd_req *req, const char *rest);
+} get_routes[] = {
+    {"/v1/peer/stream", false, get_stream},
+    {"/v1/branches/", true, branch_status},
+    {"/healthz", false, get_health},
+    {"/metrics", false, get_metrics},
+};
+
+static const struct get_route *get_route(const char *path)
+{
+    for (size_t i = 0; i < sizeof(get_routes) / sizeof(get_routes[0]); i++) {
+        const struct get_route *r = &get_routes[i];
+
+        if (r->prefix ? strncmp(path, r->path, strlen(r->path)) == 0 : strcmp(path, r->path) == 0)
+            return r;
+    }
+    return NULL;
 }
 
 void agent_handle_http(void *ctx, struct httpd_req *req)
@@ -442,29 +481,20 @@ void agent_handle_http(void *ctx, struct httpd_req *req)
     struct agent *ag = ctx;
     const char *path = httpd_req_path(req);
     const char *method = httpd_req_method(req);
-    unsigned status;
-    char *body;
+    const struct get_route *r;
 
-    if (strncmp(path, "/v1/", 4) == 0 && !peer_authorized(ag, req)) {
+    if (strncmp(path, "/v1/", 4) == 0 && !peer_authorized(ag, req))
         return;
-    } else if (strncmp(path, "/v1/admin/branches", 18) == 0) {
+    if (strncmp(path, "/v1/admin/branches", 18) == 0) {
         admin_branches(ag, req, method, path + 18);
     } else if (strncmp(path, "/v1/peer/3pc", 12) == 0 && (path[12] == '/' || !path[12])) {
         terminate_http(ag->term, req, method, path + 12);
-    } else if (!get_path(path)) {
+    } else if (!(r = get_route(path))) { /* 404 whatever the method */
         httpd_reply_errorf(req, DTX_ENOTFOUND, "no such endpoint: %s %s", method, path);
     } else if (strcmp(method, "GET") != 0) {
         httpd_reply_errorf(req, DTX_EMETHOD, "method %s is not allowed on %s", method, path);
-    } else if (strcmp(path, "/v1/peer/stream") == 0) {
-        accept_stream(ag, req);
-    } else if (strncmp(path, "/v1/branches/", 13) == 0) {
-        branch_status(ag, req, path + 13);
-    } else if (strcmp(path, "/healthz") == 0) {
-        body = render_health(ag, &status);
-        httpd_reply_json(req, status, body);
-    } else if (strcmp(path, "/metrics") == 0) {
-        body = agent_render_metrics(ag);
-        httpd_reply(req, 200, "text/plain; version=0.0.4", body, strlen(body));
+    } else {
+        r->serve(ag, req, path + strlen(r->path));
     }
 }
 
