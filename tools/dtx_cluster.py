@@ -1398,6 +1398,13 @@ class Cluster:
             time.sleep(0.05)
         raise RuntimeError("%s did not answer /healthz within %d s" % (co.name, timeout))
 
+    @staticmethod
+    def serving(status, body, shards_up=True):
+        """Whether a /healthz answer is an active coordinator's (with shards_up, seeing every
+        shard up)."""
+        return status == 200 and isinstance(body, dict) and body.get("role") == "active" and (
+            not shards_up or all(v == "up" for v in body.get("shards", {}).values()))
+
     def wait_active(self, node="c1", timeout=30, shards_up=True):
         """Waits until a coordinator process of node is active (with shards_up, seeing every
         shard up); returns its index."""
@@ -1409,8 +1416,7 @@ class Cluster:
                     continue
                 status, body = self.health(co.i)
                 seen[co.name] = body
-                if status == 200 and body.get("role") == "active" and (
-                        not shards_up or all(v == "up" for v in body["shards"].values())):
+                if self.serving(status, body, shards_up):
                     return co.i
             time.sleep(0.05)
         raise RuntimeError("no coordinator of node %s became active within %d s: %s" %

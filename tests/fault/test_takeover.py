@@ -245,9 +245,10 @@ class StoreTest(ClusterTest):
             "SELECT obj_description('dtx_store.renew(text, bigint, text, integer)'::regprocedure)"),
             [["left alone"]])
 
-    def test_a_store_made_by_schema_version_1_is_brought_up_to_date(self):
-        """Version 2's append renews the lease and takes lease_ms; a store made by version 1
-        (whose append did neither) gets it at the next connect."""
+    def test_a_store_of_an_older_schema_version_gets_this_versions_functions(self):
+        """Version 2's append renews the lease and takes lease_ms; a store whose version says
+        1 (its append did neither: here it is missing altogether) gets it at the next
+        connect, and its version raised."""
         self.c.stop_coordinator()
         self.c.store_psql("DROP FUNCTION dtx_store.append(text, bigint, bigint, bytea, bytea, "
                           "bytea, integer); UPDATE dtx_store.schema_version SET version = 1")
@@ -298,12 +299,6 @@ class TakeoverTest(ClusterTest):
                                   coord=self.active if coord is None else coord)
         except OSError as e:
             return None, str(e)
-
-    def serving(self, i):
-        """Whether coordinator i is active and sees every shard up (wait_active's test)."""
-        status, h = self.c.health(i)
-        return status == 200 and h.get("role") == "active" and \
-            all(v == "up" for v in h.get("shards", {}).values())
 
     def take_over(self):
         """Waits for the standby to become active; returns the seconds it took."""
@@ -459,8 +454,8 @@ class TakeoverTest(ClusterTest):
         try:
             watcher.start()
             t0 = time.time()
-            self.wait_for(lambda: self.serving(self.standby), timeout=TAKEOVER_S,
-                          what="the standby to take over")
+            self.wait_for(lambda: self.c.serving(*self.c.health(self.standby)),
+                          timeout=TAKEOVER_S, what="the standby to take over")
             print("the standby took over in %.1f s" % (time.time() - t0))
             status, body = self.post({"ops": transfer_ops(self.acct)}, coord=self.standby)
             self.assertEqual(status, 200, body)
