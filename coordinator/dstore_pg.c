@@ -780,8 +780,9 @@ static int write_batch(struct pgs *s, const struct dsq_batch *b, struct dtx_err 
     snprintf(term, sizeof(term), "%" PRIu64, s->term);
     snprintf(pos, sizeof(pos), "%" PRIu64, s->next_pos);
     snprintf(lease, sizeof(lease), "%u", s->lease_ms);
-    snprintf(timeout, sizeof(timeout), "SET LOCAL statement_timeout = %u", bound);
     s->warning[0] = '\0';
+    if (large)
+        snprintf(timeout, sizeof(timeout), "SET LOCAL statement_timeout = %u", bound);
     if (large && (!large_step(s, "BEGIN", 0, NULL, NULL, NULL, NULL, small, PGRES_COMMAND_OK,
                               not_begun, err) ||
                   !large_step(s, timeout, 0, NULL, NULL, NULL, NULL, small, PGRES_COMMAND_OK,
