@@ -330,6 +330,21 @@ static void on_malformed_status(void *arg, int rc, enum rm_branch_state state, u
 }
 
 /*
+ * Whether the shard's database can take an operator's call now; if not, req
+ * is answered 503. Asked only once the call is known to be one this
+ * participant serves (a path or gid it never serves is 404, database or not).
+ */
+static bool shard_ready(struct agent *ag, struct httpd_req *req)
+{
+    char why[300];
+
+    if (rm_healthy(ag->rm, why, sizeof(why)))
+        return true;
+    httpd_reply_errorf(req, DTX_ESHUTDOWN, "shard '%s': %s", ag->cfg->name, why);
+    return false;
+}
+
+/*
  * POST /v1/admin/branches/{gid}/rollback?malformed=1: a prepared branch
  * whose gid starts with "dtx:" but holds no gtid (nothing can ever decide
  * it) is rolled back when an operator names it. True when req was such a
@@ -354,6 +369,11 @@ static bool malformed_rollback(struct agent *ag, struct httpd_req *req, const ch
                            "?malformed=1 is for rolling back a dtx: gid that holds no gtid");
         return true;
     }
+    if (!shard_ready(ag, req)) {
+        list_remove(&c->link);
+        free(c);
+        return true;
+    }
     rm_status(ag->rm, c->gid, 0, on_malformed_status, c);
     return true;
 }
@@ -369,15 +389,13 @@ static void admin_branches(struct agent *ag, struct httpd_req *req, const char *
                            const char *rest)
 {
     struct admin_call *c;
-    char gid[DTX_GID_MAX + 1], shard[DTX_NAME_MAX + 1], why[300];
+    char gid[DTX_GID_MAX + 1], shard[DTX_NAME_MAX + 1];
     const char *slash = strrchr(rest, '/');
     size_t n = slash ? (size_t)(slash - rest) : 0;
 
-    if (!rm_healthy(ag->rm, why, sizeof(why))) {
-        httpd_reply_errorf(req, DTX_ESHUTDOWN, "shard '%s': %s", ag->cfg->name, why);
-        return;
-    }
     if (*rest == '\0' && strcmp(method, "GET") == 0) {
+        if (!shard_ready(ag, req))
+            return;
         c = call_new(ag, req);
         rm_inspect(ag->rm, true, on_inspected, c);
         return;
@@ -398,6 +416,10 @@ static void admin_branches(struct agent *ag, struct httpd_req *req, const char *
         free(c);
         httpd_reply_errorf(req, DTX_ENOTFOUND, "'%.*s' is not a dtx branch of shard '%s'",
                            (int)(n - 1), rest + 1, ag->cfg->name);
+        return;
+    }
+    if (!shard_ready(ag, req)) {
+        free(c);
         return;
     }
     c->ag = ag;

@@ -72,3 +72,30 @@ class BranchStatusTest(ClusterTest):
         self.assertEqual((status, body["error"]["code"]), (404, "not_found"))
         status, body = self.branch("s1", "dtx:c1-1-1:s1", "12x")
         self.assertEqual((status, body["error"]["code"]), (400, "bad_request"))
+
+    def test_with_its_database_down_a_participant_still_says_which_paths_it_never_serves(self):
+        """With s2's PostgreSQL stopped, a path or gid that can never be served answered
+        503 'shard down' as if it could, later; only what needs the database is 503."""
+        port = self.c.shard("s2").agent_port
+        self.c.pg_stop(1)
+        self.addCleanup(self.c.wait_healthy)
+        self.addCleanup(self.c.pg_start, 1)
+        self.wait_for(lambda: self.c.request("GET", "/v1/admin/branches", port=port)[0] == 503,
+                      what="s2's participant to see its database down")
+        for method, path in (("GET", "/v1/admin/branchesX"),
+                             ("DELETE", "/v1/admin/branches"),
+                             ("POST", "/v1/admin/branches/dtx:c1-1-1:s2/delete"),
+                             ("POST", "/v1/admin/branches/dtx:c1-1-1:s1/commit"),
+                             ("POST", "/v1/admin/branches/app-prepared-xact/rollback")):
+            status, body = self.c.request(method, path, {} if method == "POST" else None,
+                                          port=port)
+            self.assertEqual((status, body["error"]["code"]), (404, "not_found"),
+                             (method, path, body))
+        status, body = self.c.request("POST", "/v1/admin/branches/dtx:c1-1-1:s2/rollback?malformed=1",
+                                      {}, port=port)
+        self.assertEqual((status, body["error"]["code"]), (400, "bad_request"), body)
+        for method, path in (("POST", "/v1/admin/branches/dtx:c1-1-1:s2/commit"),
+                             ("POST", "/v1/admin/branches/dtx:orphan:s2/rollback?malformed=1")):
+            status, body = self.c.request(method, path, {}, port=port)
+            self.assertEqual((status, body["error"]["code"]), (503, "unavailable"),
+                             (method, path, body))
