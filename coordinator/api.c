@@ -480,11 +480,47 @@ static void post_call(struct coord *co, struct httpd_req *req, const char *gtid_
     }
 }
 
+/*
+ * A standby: its node's active process holds the lease. Clients and
+ * participants are told to go there (503), once their token and the path
+ * are checked as the active would check them; /healthz says "standby".
+ */
+static void standby_health(struct api_ctx *ctx, struct httpd_req *req)
+{
+    cJSON *root = jsonx_new_object(), *lease = jsonx_new_object();
+
+    jsonx_add_str(root, "status", "standby");
+    jsonx_add_str(root, "role", "standby");
+    jsonx_add_str(root, "node_id", ctx->cfg->node_id);
+    if (ctx->claim)
+        dstore_pg_claim_describe(ctx->claim, lease);
+    jsonx_add(root, "lease", lease);
+    httpd_reply_json(req, 503, jsonx_print(root));
+    cJSON_Delete(root);
+}
+
+/* Whether this process is its node's active one; a standby answers req 503. */
+static bool active(struct api_ctx *ctx, struct httpd_req *req)
+{
+    if (ctx->co)
+        return true;
+    httpd_reply_errorf(req, DTX_ESHUTDOWN,
+                       "this coordinator is a standby of node '%s': another process of it "
+                       "is active (its lease is in the decision store); ask that one",
+                       ctx->cfg->node_id);
+    return false;
+}
+
+/* True when req may go on to its handler: authorized for need, and this process active. */
+static bool may_serve(struct api_ctx *ctx, struct httpd_req *req, enum role need)
+{
+    return authorized(ctx->cfg, req, need) && active(ctx, req);
+}
+
 static void route_transactions(struct api_ctx *ctx, struct httpd_req *req, const char *method,
                                const char *rest)
 {
     struct coord *co = ctx->co;
-    const struct coord_config *cfg = coord_config(co);
     const char *slash;
 
     if (*rest == '\0') {
@@ -492,13 +528,13 @@ static void route_transactions(struct api_ctx *ctx, struct httpd_req *req, const
 
         if (!post && !get)
             httpd_reply_errorf(req, DTX_EMETHOD, "use POST or GET on /v1/transactions");
-        else if (post && authorized(cfg, req, ROLE_CLIENT))
+        else if (post && may_serve(ctx, req, ROLE_CLIENT))
             post_transaction(co, req);
-        else if (get && authorized(cfg, req, ROLE_ADMIN))
+        else if (get && may_serve(ctx, req, ROLE_ADMIN))
             admin_list_transactions(ctx->admin, req);
         return;
     }
-    if (!authorized(cfg, req, ROLE_CLIENT))
+    if (!authorized(ctx->cfg, req, ROLE_CLIENT))
         return;
     if (rest[1] == '\0') {
         httpd_reply_errorf(req, DTX_ENOTFOUND, "no such endpoint: %s %s (no gtid)", method,
@@ -507,45 +543,14 @@ static void route_transactions(struct api_ctx *ctx, struct httpd_req *req, const
     }
     slash = strchr(rest + 1, '/');
     if (!slash && strcmp(method, "GET") == 0) {
-        admin_get_transaction(ctx->admin, req, rest + 1);
+        if (active(ctx, req))
+            admin_get_transaction(ctx->admin, req, rest + 1);
     } else if (slash && strcmp(method, "POST") == 0) {
-        post_call(co, req, rest + 1, slash);
+        if (active(ctx, req))
+            post_call(co, req, rest + 1, slash);
     } else {
         httpd_reply_errorf(req, DTX_EMETHOD, "method %s is not allowed on %s", method,
                            httpd_req_path(req));
-    }
-}
-
-/*
- * A standby: its node's active process holds the lease. Clients and
- * participants are told to go there (503); /healthz says "standby".
- */
-static void standby_handle(struct api_ctx *ctx, struct httpd_req *req, const char *method,
-                           const char *path)
-{
-    const struct coord_config *cfg = ctx->cfg;
-    cJSON *root, *lease;
-    char *body;
-
-    if (strcmp(path, "/healthz") == 0 && strcmp(method, "GET") == 0) {
-        root = jsonx_new_object();
-        jsonx_add_str(root, "status", "standby");
-        jsonx_add_str(root, "role", "standby");
-        jsonx_add_str(root, "node_id", cfg->node_id);
-        lease = jsonx_new_object();
-        if (ctx->claim)
-            dstore_pg_claim_describe(ctx->claim, lease);
-        jsonx_add(root, "lease", lease);
-        httpd_reply_json(req, 503, jsonx_print(root));
-        cJSON_Delete(root);
-    } else if (strcmp(path, "/metrics") == 0 && strcmp(method, "GET") == 0) {
-        body = coord_render_standby_metrics(cfg->node_id);
-        httpd_reply(req, 200, "text/plain; version=0.0.4", body, strlen(body)); /* owns body */
-    } else {
-        httpd_reply_errorf(req, DTX_ESHUTDOWN,
-                           "this coordinator is a standby of node '%s': another process of it "
-                           "is active (its lease is in the decision store); ask that one",
-                           cfg->node_id);
     }
 }
 
@@ -689,30 +694,30 @@ static void route(struct api_ctx *ctx, struct httpd_req *req)
     unsigned status;
     char *body;
 
-    if (!co) {
-        standby_handle(ctx, req, method, path);
-        return;
-    }
     if (strcmp(path, "/v1/transactions") == 0 || strncmp(path, "/v1/transactions/", 17) == 0) {
         route_transactions(ctx, req, method, path + 16);
     } else if (strncmp(path, "/v1/admin/", 10) == 0) {
-        if (authorized(coord_config(co), req, ROLE_ADMIN))
+        if (may_serve(ctx, req, ROLE_ADMIN))
             admin_handle(ctx->admin, req, method, path + 9);
     } else if (strcmp(path, "/v1/peer/outcomes") == 0 && strcmp(method, "POST") == 0) {
-        if (authorized(coord_config(co), req, ROLE_PEER))
+        if (may_serve(ctx, req, ROLE_PEER))
             post_outcomes(co, req);
     } else if (strncmp(path, "/v1/peer/3pc", 12) == 0 && (path[12] == '/' || !path[12])) {
-        if (authorized(coord_config(co), req, ROLE_PEER))
+        if (may_serve(ctx, req, ROLE_PEER))
             coord_acc_http(co, req, method, path + 12);
     } else if (strcmp(path, "/v1/route") == 0 && strcmp(method, "GET") == 0) {
-        if (authorized(coord_config(co), req, ROLE_CLIENT))
+        if (may_serve(ctx, req, ROLE_CLIENT))
             get_route(co, req);
     } else if (strcmp(path, "/healthz") == 0 && strcmp(method, "GET") == 0) {
+        if (!co) {
+            standby_health(ctx, req);
+            return;
+        }
         body = coord_render_health(co, &status);
         httpd_reply_json(req, status, body);
     } else if (strcmp(path, "/metrics") == 0 && strcmp(method, "GET") == 0) {
-        body = coord_render_metrics(co);
-        httpd_reply(req, 200, "text/plain; version=0.0.4", body, strlen(body));
+        body = co ? coord_render_metrics(co) : coord_render_standby_metrics(ctx->cfg->node_id);
+        httpd_reply(req, 200, "text/plain; version=0.0.4", body, strlen(body)); /* owns body */
     } else {
         httpd_reply_errorf(req, DTX_ENOTFOUND, "no such endpoint: %s %s", method, path);
     }

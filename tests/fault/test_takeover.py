@@ -530,6 +530,52 @@ class TakeoverTest(ClusterTest):
                                     % a)
 
 
+class StandbyAuthTest(ClusterTest):
+    """A standby with tokens: who may not call an endpoint is told so (401/403), a path
+    nobody serves is 404, and only who may call it hears "go to the active" (503). A
+    standby answered 503 to everything, before any token was looked at."""
+
+    SHARDS = 1
+    COORDINATORS = ["c1", "c1"]
+    STORE = "postgres"
+    STORE_LEASE_MS = LEASE_MS
+    COORD = {"auth": {"client_token": "cli", "admin_token": "adm", "peer_token": "peer"}}
+
+    def call(self, i, method, path, token):
+        body = {"ops": transfer_ops(1)} if method == "POST" else None
+        hdrs = {"Authorization": "Bearer " + token if token else None}
+        status, ans = self.c.request(method, path, body, headers=hdrs, coord=i)
+        return status, ans["error"]["code"] if isinstance(ans, dict) and "error" in ans else ans
+
+    def test_a_standby_checks_the_token_and_the_path_before_it_says_standby(self):
+        active = self.c.wait_active("c1")
+        standby = 1 - active
+        calls = [("POST", "/v1/transactions", {None: 401, "cli": 503, "adm": 503}),
+                 ("GET", "/v1/transactions", {None: 401, "cli": 403, "adm": 503}),
+                 ("GET", "/v1/transactions/c1-1-1", {None: 401, "cli": 503}),
+                 ("POST", "/v1/transactions/c1-1-1/commit", {None: 401, "cli": 503}),
+                 ("GET", "/v1/admin/in-doubt", {None: 401, "cli": 403, "adm": 503}),
+                 ("GET", "/v1/route", {None: 401, "cli": 503}),
+                 ("POST", "/v1/peer/outcomes", {None: 401, "cli": 401, "peer": 503}),
+                 ("GET", "/v1/peer/3pc/c1-1-1", {None: 401, "adm": 401, "peer": 503}),
+                 ("GET", "/v1/nope", {None: 404, "adm": 404}),
+                 ("DELETE", "/v1/transactions", {"adm": 405})]
+        codes = {401: "unauthorized", 403: "forbidden", 404: "not_found",
+                 405: "method_not_allowed", 503: "unavailable"}
+        for method, path, want in calls:
+            for token, status in want.items():
+                got = self.call(standby, method, path, token)
+                self.assertEqual(got, (status, codes[status]), (method, path, token))
+        status, h = self.c.health(standby)
+        self.assertEqual((status, h["role"]), (503, "standby"), h)
+        # the active, asked the same, answers only the token and path checks alike
+        for method, path, want in calls:
+            for token, status in want.items():
+                if status != 503:
+                    got = self.call(active, method, path, token)
+                    self.assertEqual(got, (status, codes[status]), (method, path, token))
+
+
 class BigCheckpointTest(ClusterTest):
     """An active and a standby of node c1 on a postgres store with a short lease, the active
     keeping many large answers."""
