@@ -16,6 +16,7 @@ static const char *const type_names[] = {
     [MSG_COMMIT] = "commit",     [MSG_ABORT] = "abort",     [MSG_VOTE] = "vote",
     [MSG_OUTCOME] = "outcome",   [MSG_ACK] = "ack",         [MSG_EXEC] = "exec",
     [MSG_EXECUTED] = "executed", [MSG_ACCEPT] = "accept",   [MSG_ACCEPTED] = "accepted",
+    [MSG_FORGET] = "forget",
 };
 static const char *const vote_names[] = {"", "yes", "no", "readonly"};
 static const char *const outcome_names[] = {"", "committed", "aborted", "unknown"};

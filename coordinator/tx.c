@@ -41,7 +41,7 @@
  *
  *   ABORTING --ACK [act_ack]--> ABORTING
  *   ABORTING --FORGET [act_forget]--> ABORTING
- *   ABORTING --ALL_ACKED [act_finish]--> ABORTED
+ *   ABORTING --ALL_ACKED [act_aborted]--> ABORTED
  *   ABORTING --TIMEOUT [act_phase2_retry]--> ABORTING
  *   ABORTING --RESEND [act_phase2_retry]--> ABORTING
  *   ABORTING --KICK [act_phase2_retry]--> ABORTING
@@ -97,6 +97,7 @@
 #include "tx_impl.h"
 
 #include "dtx/ev.h"
+#include "dtx/failpoint.h"
 #include "dtx/jsonx.h"
 #include "dtx/log.h"
 #include "dtx/xalloc.h"
@@ -124,6 +125,7 @@ static enum tx_event act_in_doubt(struct tx *, enum tx_event, const struct tx_ev
 static enum tx_event act_ack(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_forget(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_committed(struct tx *, enum tx_event, const struct tx_evarg *);
+static enum tx_event act_aborted(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_finish(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_phase2_retry(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_lost(struct tx *, enum tx_event, const struct tx_evarg *);
@@ -176,7 +178,7 @@ static const struct tx_transition transitions[] = {
 
     T(ABORTING, ACK, ABORTING, false, act_ack),
     T(ABORTING, FORGET, ABORTING, false, act_forget),
-    T(ABORTING, ALL_ACKED, ABORTED, false, act_finish),
+    T(ABORTING, ALL_ACKED, ABORTED, false, act_aborted),
     T(ABORTING, TIMEOUT, ABORTING, false, act_phase2_retry),
     T(ABORTING, RESEND, ABORTING, false, act_phase2_retry),
     T(ABORTING, KICK, ABORTING, false, act_phase2_retry),
@@ -897,9 +899,36 @@ static enum tx_event act_finish(struct tx *tx, enum tx_event ev, const struct tx
     return TXE_NONE;
 }
 
+/*
+ * Three-phase commit: with every participant's acknowledgement in, none is
+ * in doubt and no recovery round will ask an acceptor about tx again, so
+ * the shards may delete their acceptor state of it (docs/protocol.md,
+ * "Three-phase commit"). Not when an operator gave up on a branch: its
+ * participant may still be in doubt and need the others' state. A shard
+ * not connected now keeps its row (best effort; no retry).
+ */
+static void forget_acceptors(struct tx *tx)
+{
+    if (!tx_three_pc(tx) || fp_hit("coord.acceptors_forget")) /* tests: the rows stay */
+        return;
+    for (size_t i = 0; i < tx->nbranches; i++) {
+        if (tx->branches[i].forgotten)
+            return;
+    }
+    for (size_t i = 0; i < tx->nbranches; i++)
+        (void)send(tx, &tx->branches[i], TX_SEND_FORGET);
+}
+
 static enum tx_event act_committed(struct tx *tx, enum tx_event ev, const struct tx_evarg *a)
 {
     tx->env->log_end(tx);
+    forget_acceptors(tx);
+    return act_finish(tx, ev, a);
+}
+
+static enum tx_event act_aborted(struct tx *tx, enum tx_event ev, const struct tx_evarg *a)
+{
+    forget_acceptors(tx);
     return act_finish(tx, ev, a);
 }
 

@@ -72,6 +72,8 @@ cJSON *tx_message(struct tx *tx, struct tx_branch *b, enum tx_send what)
         jsonx_add_str(m, "value", "commit");
         return m;
     }
+    case TX_SEND_FORGET:
+        return msg_new(MSG_FORGET, tx->gtid);
     case TX_SEND_ABORT:
         break;
     }

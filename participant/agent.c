@@ -219,6 +219,24 @@ static void finish(struct agent *ag, struct peer *peer, const char *gtid, uint64
     branch_step(b ? b : branch_new(&ag->branches, gtid, peer), commit ? BE_COMMIT : BE_ABORT, &a);
 }
 
+/*
+ * Three-phase commit: every participant acknowledged gtid's decision, so
+ * this shard's acceptor state of it may go (msg.h, forget). Only the
+ * coordinator that issued gtid may say so.
+ */
+static void forget_acceptors(struct agent *ag, const struct peer *peer, const char *gtid)
+{
+    char node[DTX_NAME_MAX + 1];
+
+    if (!gid_parse_gtid(gtid, node, NULL, NULL) || strcmp(node, peer->node) != 0) {
+        log_warn("coordinator '%s' asked to forget the acceptor state of '%s', which it did "
+                 "not issue; ignored",
+                 peer->node, gtid);
+        return;
+    }
+    rm_forget_acceptors(ag->rm, gtid);
+}
+
 void agent_on_message(struct agent *ag, struct peer *peer, struct msg *m)
 {
     /* what this message's lines are about, and what a branch it begins remembers */
@@ -241,6 +259,9 @@ void agent_on_message(struct agent *ag, struct peer *peer, struct msg *m)
         break;
     case MSG_EXEC:
         on_exec(ag, peer, m);
+        break;
+    case MSG_FORGET:
+        forget_acceptors(ag, peer, m->gtid);
         break;
     default:
         log_warn("coordinator sent an unexpected message");

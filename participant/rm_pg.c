@@ -54,6 +54,7 @@ static void pg_free(struct rm *base)
     rm_pg_lists_free(rm);
     rm_pg_states_free(rm);
     rm_pg_accepts_free(rm);
+    rm_pg_forget_free(rm);
     free(rm);
 }
 
@@ -70,6 +71,7 @@ static const struct rm_ops pg_ops = {
     .healthy = pg_healthy,
     .see_coordinator = rm_pg_see_coordinator,
     .acceptor = rm_pg_acceptor,
+    .forget_acceptors = rm_pg_forget_acceptors,
     .free = pg_free,
 };
 
@@ -106,6 +108,7 @@ int rm_pg_new(struct rm **out, struct ev_loop *loop, const struct rm_pg_opts *o,
     list_init(&rm->lists);
     list_init(&rm->states);
     list_init(&rm->accepts);
+    rm_pg_forget_init(rm);
     snprintf(rm->shard, sizeof(rm->shard), "%s", o->shard);
     rm->max_result_bytes = o->max_result_bytes;
     rm->max_result_rows = o->max_result_rows;

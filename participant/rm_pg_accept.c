@@ -239,6 +239,11 @@ void rm_pg_acceptor(struct rm *base, enum rm_acc_op op, const char *gtid, const 
     acc_send(a);
 }
 
+const char *rm_pg_acceptor_gtid(const struct list_node *p)
+{
+    return container_of(p, struct pg_acc, link)->gtid;
+}
+
 void rm_pg_accepts_free(struct pg_rm *rm)
 {
     while (!list_empty(&rm->accepts))

@@ -1,7 +1,7 @@
 /*
  * rm_pg_impl.h - what the files of the PostgreSQL resource manager share
- * (rm_pg.c, rm_pg_setup.c, rm_pg_run.c, rm_pg_finish.c, rm_pg_list.c);
- * private to them.
+ * (rm_pg.c, rm_pg_setup.c, rm_pg_run.c, rm_pg_finish.c, rm_pg_list.c,
+ * rm_pg_state.c, rm_pg_accept.c, rm_pg_forget.c); private to them.
  *
  * Thread model: the participant's event-loop thread. Callbacks to the
  * agent are delivered from a deferred callback, never from inside the call
@@ -14,6 +14,23 @@
 #include "dtx/list.h"
 #include "dtx/pgx.h"
 #include "dtx/rm.h"
+
+/* rm_pg_forget.c: the gtids whose acceptor rows are to be deleted, oldest first. */
+struct pg_forget {
+    char (*gtids)[DTX_GTID_MAX + 1]; /* waiting */
+    size_t n, cap;
+    char (*batch)[DTX_GTID_MAX + 1]; /* in the statement in flight (nbatch > 0) */
+    size_t nbatch, batch_cap;
+    uint64_t dropped;
+    bool failing; /* the last statement failed (logged once until one works) */
+    char error[256];
+    char *json; /* the statement's gtids */
+    const char *values[2];
+    struct pgx_stmt stmt;
+    struct pgx_job job;
+    struct ev_defer kick;
+    struct ev_timer retry;
+};
 
 struct pg_rm {
     struct rm base;
@@ -28,6 +45,7 @@ struct pg_rm {
     struct list_node lists;    /* every pg_list not yet delivered */
     struct list_node states;   /* every pg_state (the agent's own state) not yet delivered */
     struct list_node accepts;  /* every pg_acc (three-phase commit state) not yet delivered */
+    struct pg_forget forget;
 };
 
 /*
@@ -98,5 +116,12 @@ void rm_pg_acceptor(struct rm *base, enum rm_acc_op op, const char *gtid, const 
                     const char *peers, const struct ballot *b, enum ballot_value v,
                     rm_acceptor_fn done, void *arg);
 void rm_pg_accepts_free(struct pg_rm *rm);
+/* The gtid of the operation on rm->accepts whose link is p. */
+const char *rm_pg_acceptor_gtid(const struct list_node *p);
+
+/* rm_pg_forget.c: deleting the acceptor state of finished transactions. */
+void rm_pg_forget_init(struct pg_rm *rm);
+void rm_pg_forget_acceptors(struct rm *base, const char *gtid);
+void rm_pg_forget_free(struct pg_rm *rm);
 
 #endif

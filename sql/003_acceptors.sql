@@ -134,3 +134,24 @@ LANGUAGE sql AS $$
     INSERT INTO dtx.acceptors AS a (gtid, decided) VALUES (g, v)
     ON CONFLICT (gtid) DO UPDATE SET decided = v, updated_at = now()
 $$;
+
+-- Forgets this shard's acceptor state of the transactions in g (a JSON
+-- array of gtids): every participant has finished its branch (their
+-- coordinator had all their acknowledgements), so no recovery round will
+-- ask for it again. A row whose branch is still prepared here is kept. The
+-- commit is not waited for: a deletion lost in a crash leaves a row behind,
+-- nothing else. Returns how many rows went.
+CREATE OR REPLACE FUNCTION dtx.acceptors_forget(g jsonb, shard text) RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    n bigint;
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    DELETE FROM dtx.acceptors a
+        WHERE a.gtid IN (SELECT jsonb_array_elements_text(g))
+          AND NOT EXISTS (SELECT 1 FROM pg_prepared_xacts x
+                          WHERE x.gid = 'dtx:' || a.gtid || ':' || shard
+                            AND x.database = current_database());
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END $$;

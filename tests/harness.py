@@ -163,6 +163,16 @@ class ClusterTest(unittest.TestCase):
         except OSError as e:
             return None, e
 
+    def keep_acceptor_rows(self, wait=True):
+        """Restarts the coordinator so that it never tells the shards to forget a finished
+        3PC transaction's acceptor state: its rows stay, to be looked at after the answer.
+        Restarted as usual when the test ends (wait=False: without waiting for it, for a
+        test that leaves a shard cut off until a later clean-up heals it)."""
+        self.c.stop_coordinator()
+        self.c.start_coordinator(env={"DTX_FAILPOINTS": "coord.acceptors_forget=error"})
+        self.addCleanup(self.c.start_coordinator, wait=wait)
+        self.addCleanup(self.c.stop_coordinator)
+
     def wait_for(self, pred, timeout=10, what="condition"):
         end = time.time() + timeout
         while time.time() < end:

@@ -17,6 +17,10 @@
  *     "peers":PEERS, the transaction's acceptors):
  *     accept     {"t":"accept","gtid":G,"ballot":B,"value":"commit"}
  *                (PRE-COMMIT: the coordinator's proposal at its initial ballot)
+ *     forget     {"t":"forget","gtid":G,"protocol":3}
+ *                (every participant acknowledged G's decision: the shard's
+ *                acceptor state of G is no longer needed; no answer. A
+ *                participant that does not know the type logs and ignores it)
  *   participant -> coordinator
  *     hello      {"t":"hello","shard":S}
  *     vote       {"t":"vote","gtid":G,"vote":"yes|no|readonly","xid":"X","db":D,"error":E}
@@ -75,6 +79,7 @@ enum msg_type {
     MSG_EXECUTED,
     MSG_ACCEPT,
     MSG_ACCEPTED,
+    MSG_FORGET,
 };
 
 enum msg_vote { VOTE_NONE = 0, VOTE_YES, VOTE_NO, VOTE_READONLY };

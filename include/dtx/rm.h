@@ -236,6 +236,15 @@ struct rm_ops {
     void (*acceptor)(struct rm *rm, enum rm_acc_op op, const char *gtid, const char *gid,
                      const char *peers, const struct ballot *b, enum ballot_value v,
                      rm_acceptor_fn done, void *arg);
+    /*
+     * Three-phase commit: every participant of gtid has finished its
+     * branch (its coordinator had all their acknowledgements), so no
+     * recovery round will ask for this shard's acceptor state of gtid
+     * again: it goes, in the background (no callback). State whose branch
+     * is still prepared here is kept. Best effort: what cannot be deleted
+     * (the agent stops first, the database keeps failing) stays, unused.
+     */
+    void (*forget_acceptors)(struct rm *rm, const char *gtid);
     void (*free)(struct rm *rm);
 };
 
@@ -305,6 +314,11 @@ static inline void rm_acceptor(struct rm *rm, enum rm_acc_op op, const char *gti
                                rm_acceptor_fn done, void *arg)
 {
     rm->ops->acceptor(rm, op, gtid, gid, peers, b, v, done, arg);
+}
+
+static inline void rm_forget_acceptors(struct rm *rm, const char *gtid)
+{
+    rm->ops->forget_acceptors(rm, gtid);
 }
 
 static inline void rm_free(struct rm *rm)

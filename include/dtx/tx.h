@@ -85,7 +85,8 @@ enum tx_send {
     TX_SEND_COMMIT,
     TX_SEND_ABORT,
     TX_SEND_EXEC,
-    TX_SEND_ACCEPT /* three-phase commit: the pre-commit, ACCEPT at the initial ballot */
+    TX_SEND_ACCEPT, /* three-phase commit: the pre-commit, ACCEPT at the initial ballot */
+    TX_SEND_FORGET  /* three-phase commit: every participant acknowledged; no answer */
 };
 
 /* The client request an interactive transaction is serving. */

@@ -62,6 +62,7 @@ class ThreePhaseTest(ClusterTest):
         return gids[0].split(":")[1] if gids else None
 
     def test_a_three_pc_transfer_commits_on_both_shards(self):
+        self.keep_acceptor_rows()
         status, body = self.transfer()
         self.assertEqual((status, body["status"]), (200, "committed"), body)
         self.assertEqual(self.balances(), (self.before[0] - 5, self.before[1] + 5))
@@ -70,6 +71,37 @@ class ThreePhaseTest(ClusterTest):
         for shard in (0, 1):
             row = self.acceptor(shard, body["gtid"])
             self.assertEqual((row[0], row[1], row[2]), ("0", "c:c1", "commit"), row)
+        self.assert_no_prepared()
+
+    def test_the_shards_forget_the_acceptor_state_once_every_participant_acknowledged(self):
+        """Every 3PC transaction left its row in each shard's dtx.acceptors for good (about
+        430 bytes a transaction and shard). Once every participant acknowledged the decision,
+        none is in doubt and no round will ask again: the rows go, committed or aborted."""
+        gtids = []
+        for amount in (1, 2, 3):
+            status, body = self.transfer(amount=amount)
+            self.assertEqual((status, body["status"]), (200, "committed"), body)
+            gtids.append(body["gtid"])
+        # aborted: the last shard votes no (a row fewer than expected) half a second after s1
+        # prepared and registered its acceptors
+        last = "s%d" % self.SHARDS
+        ops = [{"shard": "s1", "sql": "UPDATE accounts SET balance = balance - 1 WHERE id = $1",
+                "params": [self.acct], "expect_rows": 1},
+               {"shard": last, "sql": "UPDATE accounts SET balance = balance + 1 WHERE id = $1 "
+                                      "AND pg_sleep(0.5) IS NOT NULL",
+                "params": [self.acct], "expect_rows": 2}]
+        status, body = self.c.request("POST", "/v1/transactions", {"ops": ops, "protocol": "3pc"})
+        self.assertEqual((status, body["status"]), (409, "aborted"), body)
+        gtids.append(body["gtid"])
+        self.assertEqual(self.balances(), (self.before[0] - 6, self.before[1] + 6))
+        shards = range(self.SHARDS)
+
+        def rows():
+            return sum(int(self.c.psql(i, "SELECT count(*) FROM dtx.acceptors WHERE gtid IN "
+                                          "(%s)" % ",".join("'%s'" % g for g in gtids))[0][0])
+                       for i in shards)
+        self.wait_for(lambda: rows() == 0, timeout=10,
+                      what="the acceptor rows of finished transactions to go")
         self.assert_no_prepared()
 
     def test_coordinator_dead_before_precommit_the_participants_abort(self):

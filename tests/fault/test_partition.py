@@ -161,6 +161,7 @@ class PartitionTest(PartitionMixin, ClusterTest):
         # s1 and s2 freeze right after they durably accepted the pre-commit, before they
         # answer; s1 is cut off while both sleep, so that nothing the coordinator sends it
         # once it decides (on s2's answer) can already be in s1's socket buffer
+        self.keep_acceptor_rows(wait=False)  # back_to_normal heals s1 and waits, later
         for shard, ms in (("s1", 4000), ("s2", 1500)):
             self.failpoints[shard] = True
             self.c.restart(shard, env={"DTX_FAILPOINTS": "agent.3pc_accepted=sleep(%d)" % ms})

@@ -30,7 +30,7 @@ static inline void msgcheck_trailer(const struct msg *m)
 
 static inline void msgcheck_accepted(const struct msg *m, const char *data, size_t len)
 {
-    FUZZ_CHECK(m->type >= MSG_HELLO && m->type <= MSG_ACCEPTED);
+    FUZZ_CHECK(m->type >= MSG_HELLO && m->type <= MSG_FORGET);
     FUZZ_CHECK(m->type == MSG_HELLO || (m->gtid && strlen(m->gtid) < len));
     FUZZ_CHECK(m->type != MSG_HELLO || (m->name && strlen(m->name) < len));
     FUZZ_CHECK(!m->db || strlen(m->db) < len);

@@ -247,6 +247,7 @@ class InteractiveTest(InteractiveMixin, ClusterTest):
         self.assertEqual(self.commit(gtid)[0], 200)
 
     def test_an_interactive_transaction_commits_by_three_phase_commit(self):
+        self.keep_acceptor_rows()
         a = self.acct
         gtid = self.begin(protocol="3pc")
         status, ans = self.ops(gtid, sql("s1", "UPDATE accounts SET balance = balance - 9 "

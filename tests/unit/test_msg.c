@@ -31,6 +31,21 @@ static void yes_vote_carries_its_xid(void)
     msg_release(&m);
 }
 
+static void forget_names_its_transaction_and_needs_one(void)
+{
+    struct dtx_err err;
+    struct msg m;
+
+    CU_ASSERT_EQUAL_FATAL(parse("{\"t\":\"forget\",\"gtid\":\"c1-1-9\",\"protocol\":3}", &m, &err),
+                          0);
+    CU_ASSERT_EQUAL(m.type, MSG_FORGET);
+    CU_ASSERT_STRING_EQUAL(m.gtid, "c1-1-9");
+    CU_ASSERT(m.three_pc);
+    msg_release(&m);
+    CU_ASSERT_EQUAL(parse("{\"t\":\"forget\"}", &m, &err), DTX_EPROTO);
+    CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "forget message without a gtid"));
+}
+
 /* request_id and traceparent are only for the logs: a bad one is dropped, never the message. */
 static void a_bad_request_id_or_traceparent_is_dropped_not_the_message(void)
 {
@@ -177,6 +192,7 @@ int main(void)
 {
     static const struct unit_test tests[] = {
         UNIT_TEST(yes_vote_carries_its_xid),
+        UNIT_TEST(forget_names_its_transaction_and_needs_one),
         UNIT_TEST(a_bad_request_id_or_traceparent_is_dropped_not_the_message),
         UNIT_TEST(yes_vote_without_an_xid_is_malformed),
         UNIT_TEST(unknown_vote_or_type_is_malformed),

@@ -35,8 +35,8 @@ static void record(const char *what)
 
 static int stub_send(struct tx *tx, struct tx_branch *b, enum tx_send what)
 {
-    static const char *const names[] = {"prepare", "one_phase", "commit",
-                                        "abort",   "exec",      "accept"};
+    static const char *const names[] = {"prepare", "one_phase", "commit", "abort",
+                                        "exec",    "accept",    "forget"};
     char s[24];
 
     (void)tx;
@@ -873,6 +873,73 @@ static void three_pc_commits_once_a_majority_accepted_the_precommit(void)
     tx_free(tx);
 }
 
+/* A 3PC transaction on two shards, committed: both voted, s1 accepted, COMMIT durable. */
+static struct tx *tx3_committing(void)
+{
+    struct tx *tx = new_tx3(2);
+    struct tx_evarg a = {.b = &tx->branches[0]};
+
+    all_vote_yes(tx);
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_DURABLE, NULL), 0);
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_ACCEPTED, &a), 0); /* 2 of 3 */
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_DURABLE, NULL), 0);
+    CU_ASSERT_EQUAL(tx->state, TX_COMMITTING);
+    return tx;
+}
+
+static void three_pc_tells_the_shards_to_forget_once_every_participant_acknowledged(void)
+{
+    struct tx *tx = tx3_committing();
+    struct tx_evarg a = {.b = &tx->branches[0], .ack = TX_ACK_COMMITTED};
+
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_ACK, &a), 0);
+    CU_ASSERT_EQUAL(find_call("forget:0"), -1); /* s2 may still be in doubt */
+    a.b = &tx->branches[1];
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_ACK, &a), 0);
+    CU_ASSERT_EQUAL(tx->state, TX_COMMITTED);
+    CU_ASSERT(find_call("forget:0") > find_call("log_end"));
+    CU_ASSERT(find_call("forget:1") > find_call("log_end"));
+    tx_free(tx);
+
+    tx = new_tx3(2); /* aborted: s2 votes no, s1 acknowledges the abort */
+    a = (struct tx_evarg){.b = &tx->branches[0], .xid = 7};
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_COMMIT, NULL), 0);
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_VOTE_YES, &a), 0);
+    a.b = &tx->branches[1];
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_VOTE_NO, &a), 0);
+    CU_ASSERT_EQUAL(tx->state, TX_ABORTING);
+    CU_ASSERT_EQUAL(find_call("forget:0"), -1);
+    a = (struct tx_evarg){.b = &tx->branches[0], .ack = TX_ACK_ABORTED};
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_ACK, &a), 0);
+    CU_ASSERT_EQUAL(tx->state, TX_ABORTED);
+    CU_ASSERT(find_call("forget:0") >= 0);
+    CU_ASSERT(find_call("forget:1") >= 0);
+    tx_free(tx);
+}
+
+static void no_shard_forgets_while_a_participant_may_still_be_in_doubt(void)
+{
+    struct tx *tx = tx3_committing();
+    struct tx_evarg a = {.b = &tx->branches[1]};
+
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_FORGET, &a), 0); /* an operator gave up on s2 */
+    a = (struct tx_evarg){.b = &tx->branches[0], .ack = TX_ACK_COMMITTED};
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_ACK, &a), 0);
+    CU_ASSERT_EQUAL(tx->state, TX_COMMITTED);
+    CU_ASSERT_EQUAL(find_call("forget:0"), -1);
+    CU_ASSERT_EQUAL(find_call("forget:1"), -1);
+    tx_free(tx);
+
+    tx = tx_in(TX_COMMITTING); /* two-phase commit keeps no acceptor state */
+    for (size_t i = 0; i < 2; i++) {
+        a = (struct tx_evarg){.b = &tx->branches[i]};
+        CU_ASSERT_EQUAL(tx_step(tx, TXE_ACK, &a), 0);
+    }
+    CU_ASSERT_EQUAL(tx->state, TX_COMMITTED);
+    CU_ASSERT_EQUAL(find_call("forget:0"), -1);
+    tx_free(tx);
+}
+
 static void three_pc_that_cannot_reach_a_majority_learns_the_participants_decision(void)
 {
     struct tx *tx = new_tx3(2); /* 3 acceptors: a majority is 2 */
@@ -1059,6 +1126,8 @@ int main(void)
         UNIT_TEST(the_diagram_in_tx3pc_c_is_its_table),
         UNIT_TEST(three_pc_commits_once_a_majority_accepted_the_precommit),
         UNIT_TEST(three_pc_that_cannot_reach_a_majority_learns_the_participants_decision),
+        UNIT_TEST(three_pc_tells_the_shards_to_forget_once_every_participant_acknowledged),
+        UNIT_TEST(no_shard_forgets_while_a_participant_may_still_be_in_doubt),
         UNIT_TEST(three_pc_never_precommits_after_promising_a_recovery_leader),
         UNIT_TEST(only_the_precommit_and_the_commit_decision_are_forced_in_three_pc),
         UNIT_TEST(each_phase_is_reported_once_when_it_ends),

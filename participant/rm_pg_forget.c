@@ -1,0 +1,191 @@
+/*
+ * rm_pg_forget.c - three-phase commit: deleting the acceptor state
+ * (dtx.acceptors rows) of transactions that every participant has
+ * finished, in the background and in batches (rm.h, forget_acceptors).
+ *
+ * The coordinator asks once it has every participant's acknowledgement of
+ * the decision (docs/protocol.md, "Three-phase commit"): no participant is
+ * in doubt then, so no recovery round will ask for the state again. The
+ * gtids wait in rm->forget, at most FORGET_MAX of them (more are counted,
+ * logged and left behind); one statement at a time deletes up to
+ * FORGET_BATCH, none with an acceptor operation still under way here
+ * (rm->accepts: recording the decision, say, which would write the row
+ * again after it was deleted) (dtx.acceptors_forget, which keeps a row whose branch is
+ * still prepared here, and does not wait for its commit to be flushed: a
+ * deletion lost in a crash leaves a row behind, nothing else). A statement
+ * that fails is tried again FORGET_RETRY_MS later. Gtids still waiting when
+ * the agent stops leave their rows behind, as does a coordinator that dies
+ * before it asked; docs/operations.md says how to find such rows.
+ *
+ * State: rm->forget. Thread model: the participant's event-loop thread.
+ */
+#include "rm_pg_impl.h"
+
+#include "dtx/jsonx.h"
+#include "dtx/log.h"
+#include "dtx/xalloc.h"
+
+#include <inttypes.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define FORGET_MAX      100000
+#define FORGET_BATCH    1000
+#define FORGET_RETRY_MS 1000
+
+static const char forget_sql[] = "SELECT dtx.acceptors_forget($1::jsonb, $2)";
+
+static void forget_send(struct pg_rm *rm);
+
+static void on_forget_kick(struct ev_loop *loop, struct ev_defer *d)
+{
+    (void)loop;
+    forget_send(d->data);
+}
+
+static void on_forget_retry(struct ev_loop *loop, struct ev_timer *t)
+{
+    (void)loop;
+    forget_send(t->data);
+}
+
+void rm_pg_forget_init(struct pg_rm *rm)
+{
+    memset(&rm->forget, 0, sizeof(rm->forget));
+    ev_defer_init(&rm->forget.kick, on_forget_kick, rm);
+    ev_timer_init(&rm->forget.retry, on_forget_retry, rm);
+}
+
+/* Appends gtid to list (an array of *n, room for *cap). */
+static void push(char (**list)[DTX_GTID_MAX + 1], size_t *n, size_t *cap, const char *gtid)
+{
+    if (*n == *cap) {
+        *cap = *cap ? *cap * 2 : 64;
+        *list = xrealloc(*list, *cap * sizeof(**list));
+    }
+    snprintf((*list)[(*n)++], sizeof(**list), "%s", gtid);
+}
+
+void rm_pg_forget_acceptors(struct rm *base, const char *gtid)
+{
+    struct pg_rm *rm = (struct pg_rm *)base;
+    struct pg_forget *f = &rm->forget;
+
+    if (f->n + f->nbatch >= FORGET_MAX) {
+        if (f->dropped++ == 0)
+            log_warn("%d finished three-phase commit transactions wait to have their acceptor "
+                     "rows deleted; the rows of more are left in dtx.acceptors",
+                     FORGET_MAX);
+        return;
+    }
+    push(&f->gtids, &f->n, &f->cap, gtid);
+    if (!f->nbatch && !ev_timer_is_active(&f->retry))
+        ev_defer(rm->loop, &f->kick); /* the gtids of this loop iteration go together */
+}
+
+static void forget_result(struct pgx_job *job, int idx, PGresult *res)
+{
+    struct pg_rm *rm = job->data;
+
+    (void)idx;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK && !rm->forget.error[0])
+        snprintf(rm->forget.error, sizeof(rm->forget.error), "%s", PQresultErrorMessage(res));
+    PQclear(res);
+}
+
+static void forget_done(struct pgx_job *job, int rc, int answered, const char *why)
+{
+    struct pg_rm *rm = job->data;
+    struct pg_forget *f = &rm->forget;
+
+    (void)answered;
+    free(f->json);
+    f->json = NULL;
+    if (rc < 0 || f->error[0]) {
+        if (!f->failing)
+            log_warn("could not delete the acceptor rows of %zu finished three-phase commit "
+                     "transactions (trying again every %d ms): %s",
+                     f->nbatch, FORGET_RETRY_MS,
+                     f->error[0] ? f->error
+                     : why       ? why
+                                 : "");
+        f->failing = true;
+        for (size_t i = 0; i < f->nbatch; i++)
+            push(&f->gtids, &f->n, &f->cap, f->batch[i]);
+        f->nbatch = 0;
+        ev_timer_start(rm->loop, &f->retry, FORGET_RETRY_MS);
+        return;
+    }
+    if (f->failing)
+        log_info("the acceptor rows of finished three-phase commit transactions are deleted "
+                 "again");
+    f->failing = false;
+    f->nbatch = 0;
+    if (f->dropped) {
+        log_warn("the acceptor rows of %" PRIu64 " finished three-phase commit transactions "
+                 "were left in dtx.acceptors (too many waited)",
+                 f->dropped);
+        f->dropped = 0;
+    }
+    if (f->n)
+        ev_defer(rm->loop, &f->kick);
+}
+
+/*
+ * Whether an operation on gtid's acceptor state is still under way here
+ * (a decision being recorded, say): its row is deleted after it, or that
+ * operation would write the row again.
+ */
+static bool busy(const struct pg_rm *rm, const char *gtid)
+{
+    for (const struct list_node *p = rm->accepts.next; p != &rm->accepts; p = p->next) {
+        if (strcmp(rm_pg_acceptor_gtid(p), gtid) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void forget_send(struct pg_rm *rm)
+{
+    struct pg_forget *f = &rm->forget;
+    size_t kept = 0;
+    cJSON *arr;
+
+    if (f->nbatch || f->n == 0)
+        return;
+    for (size_t i = 0; i < f->n; i++) {
+        if (f->nbatch < FORGET_BATCH && !busy(rm, f->gtids[i]))
+            push(&f->batch, &f->nbatch, &f->batch_cap, f->gtids[i]);
+        else if (kept++ != i)
+            memcpy(f->gtids[kept - 1], f->gtids[i], sizeof(f->gtids[i]));
+    }
+    f->n = kept;
+    if (f->nbatch == 0) { /* every one is busy: look again shortly */
+        ev_timer_start(rm->loop, &f->retry, FORGET_RETRY_MS / 10);
+        return;
+    }
+    arr = jsonx_new_array();
+    for (size_t i = 0; i < f->nbatch; i++)
+        jsonx_append(arr, cJSON_CreateString(f->batch[i]));
+    f->json = jsonx_print(arr);
+    cJSON_Delete(arr);
+    f->error[0] = '\0';
+    f->values[0] = f->json;
+    f->values[1] = rm->shard;
+    f->stmt = (struct pgx_stmt){forget_sql, 2, f->values, true};
+    f->job = (struct pgx_job){.stmts = &f->stmt,
+                              .nstmts = 1,
+                              .on_result = forget_result,
+                              .on_done = forget_done,
+                              .data = rm};
+    pgx_submit(rm->pool, &f->job);
+}
+
+void rm_pg_forget_free(struct pg_rm *rm)
+{
+    ev_defer_cancel(rm->loop, &rm->forget.kick);
+    ev_timer_stop(rm->loop, &rm->forget.retry);
+    free(rm->forget.gtids);
+    free(rm->forget.batch);
+    free(rm->forget.json);
+}
