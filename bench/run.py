@@ -22,14 +22,15 @@ pg_stat_wal), the ratios and the targets; writes results.json and chart.png;
 and checks that balances are conserved and nothing is left prepared.
 
   bench/run.py --compare-bin DIR [--levels 1,32] [--rounds N] [--seconds S]
-               [--new-bin DIR2]
+               [--new-bin DIR2] [--protocol 2pc|3pc]
 
 A/B mode: two builds of dtx on this machine in one run. DIR holds the other
 build's binaries (dtx-coordinator, dtx-participant, dtx-loadgen), directly or
 in DIR/bin. Two clusters with the same settings and data are started, "base"
 on DIR's binaries and "new" on this checkout's bin/ (or DIR2's); at each
 level, in each round, dtx runs on one then the other, the order swapped
-every other round. It reports tx/s, p50 and p99 of each, new/base ratios
+every other round (--protocol 3pc: the transactions ask for three-phase
+commit). It reports tx/s, p50 and p99 of each, new/base ratios
 and the p50 difference, checks both clusters' balances, and writes
 compare.json (no hand-rolled, memory or wide runs).
 """
@@ -357,7 +358,8 @@ def compare_runs(a, tmp, results, base_bin, new_bin):
                 order = ("base", "new") if rnd % 2 == 0 else ("new", "base")
                 for name in order:
                     runs[name].append(run_dtx(clusters[name], level, a, tmp,
-                                              bindir=clusters[name].bindir))
+                                              bindir=clusters[name].bindir,
+                                              protocol=a.protocol))
             entry = {"concurrency": level, "base": mean_of(runs["base"]),
                      "new": mean_of(runs["new"])}
             b, n = entry["base"], entry["new"]
@@ -522,6 +524,8 @@ def main():
                     help="A/B mode: compare the build in DIR (base) with bin/ (new)")
     ap.add_argument("--new-bin", metavar="DIR",
                     help="with --compare-bin: the new build's binaries instead of bin/")
+    ap.add_argument("--protocol", choices=("2pc", "3pc"),
+                    help="with --compare-bin: the protocol the transactions ask for (default 2pc)")
     a = ap.parse_args()
     a.levels = [int(x) for x in a.levels.split(",") if x]
     a.wide = [int(x) for x in a.wide.split(",") if x]
@@ -529,8 +533,8 @@ def main():
         sys.exit("bench: --wide takes shard counts of 2 to 8 (\"\" for no such runs)")
     if not 2 <= a.shards <= 8:
         sys.exit("bench: --shards must be 2 to 8")
-    if a.new_bin and not a.compare_bin:
-        sys.exit("bench: --new-bin goes with --compare-bin")
+    if (a.new_bin or a.protocol) and not a.compare_bin:
+        sys.exit("bench: --new-bin and --protocol go with --compare-bin")
     if a.compare_bin:
         if a.rounds < 1:
             sys.exit("bench: --rounds must be at least 1")

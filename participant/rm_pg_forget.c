@@ -6,7 +6,7 @@
  * The coordinator asks once it has every participant's acknowledgement of
  * the decision (docs/protocol.md, "Three-phase commit"): no participant is
  * in doubt then, so no recovery round will ask for the state again. The
- * gtids wait in rm->forget, at most FORGET_MAX of them (more are counted,
+ * gtids gather for FORGET_GATHER_MS in rm->forget, at most FORGET_MAX of them (more are counted,
  * logged and left behind); one statement at a time deletes up to
  * FORGET_BATCH, none with an acceptor operation still under way here
  * (rm->accepts: recording the decision, say, which would write the row
@@ -32,18 +32,18 @@
 #define FORGET_MAX      100000
 #define FORGET_BATCH    1000
 #define FORGET_RETRY_MS 1000
+/*
+ * How long gtids gather before a statement deletes them: one statement per
+ * gtid (or per loop iteration) cost PostgreSQL ~10% of 3PC's throughput at
+ * 32 clients; one every 100 ms, a few per cent (docs/benchmarks.md).
+ */
+#define FORGET_GATHER_MS 100
 
 static const char forget_sql[] = "SELECT dtx.acceptors_forget($1::jsonb, $2)";
 
 static void forget_send(struct pg_rm *rm);
 
-static void on_forget_kick(struct ev_loop *loop, struct ev_defer *d)
-{
-    (void)loop;
-    forget_send(d->data);
-}
-
-static void on_forget_retry(struct ev_loop *loop, struct ev_timer *t)
+static void on_forget_timer(struct ev_loop *loop, struct ev_timer *t)
 {
     (void)loop;
     forget_send(t->data);
@@ -52,8 +52,7 @@ static void on_forget_retry(struct ev_loop *loop, struct ev_timer *t)
 void rm_pg_forget_init(struct pg_rm *rm)
 {
     memset(&rm->forget, 0, sizeof(rm->forget));
-    ev_defer_init(&rm->forget.kick, on_forget_kick, rm);
-    ev_timer_init(&rm->forget.retry, on_forget_retry, rm);
+    ev_timer_init(&rm->forget.timer, on_forget_timer, rm);
 }
 
 /* Appends gtid to list (an array of *n, room for *cap). */
@@ -79,8 +78,8 @@ void rm_pg_forget_acceptors(struct rm *base, const char *gtid)
         return;
     }
     push(&f->gtids, &f->n, &f->cap, gtid);
-    if (!f->nbatch && !ev_timer_is_active(&f->retry))
-        ev_defer(rm->loop, &f->kick); /* the gtids of this loop iteration go together */
+    if (!f->nbatch && !ev_timer_is_active(&f->timer))
+        ev_timer_start(rm->loop, &f->timer, FORGET_GATHER_MS);
 }
 
 static void forget_result(struct pgx_job *job, int idx, PGresult *res)
@@ -113,7 +112,7 @@ static void forget_done(struct pgx_job *job, int rc, int answered, const char *w
         for (size_t i = 0; i < f->nbatch; i++)
             push(&f->gtids, &f->n, &f->cap, f->batch[i]);
         f->nbatch = 0;
-        ev_timer_start(rm->loop, &f->retry, FORGET_RETRY_MS);
+        ev_timer_start(rm->loop, &f->timer, FORGET_RETRY_MS);
         return;
     }
     if (f->failing)
@@ -128,7 +127,7 @@ static void forget_done(struct pgx_job *job, int rc, int answered, const char *w
         f->dropped = 0;
     }
     if (f->n)
-        ev_defer(rm->loop, &f->kick);
+        ev_timer_start(rm->loop, &f->timer, f->n >= FORGET_BATCH ? 0 : FORGET_GATHER_MS);
 }
 
 /*
@@ -161,7 +160,7 @@ static void forget_send(struct pg_rm *rm)
     }
     f->n = kept;
     if (f->nbatch == 0) { /* every one is busy: look again shortly */
-        ev_timer_start(rm->loop, &f->retry, FORGET_RETRY_MS / 10);
+        ev_timer_start(rm->loop, &f->timer, FORGET_RETRY_MS / 10);
         return;
     }
     arr = jsonx_new_array();
@@ -183,8 +182,7 @@ static void forget_send(struct pg_rm *rm)
 
 void rm_pg_forget_free(struct pg_rm *rm)
 {
-    ev_defer_cancel(rm->loop, &rm->forget.kick);
-    ev_timer_stop(rm->loop, &rm->forget.retry);
+    ev_timer_stop(rm->loop, &rm->forget.timer);
     free(rm->forget.gtids);
     free(rm->forget.batch);
     free(rm->forget.json);

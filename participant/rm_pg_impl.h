@@ -28,8 +28,7 @@ struct pg_forget {
     const char *values[2];
     struct pgx_stmt stmt;
     struct pgx_job job;
-    struct ev_defer kick;
-    struct ev_timer retry;
+    struct ev_timer timer; /* gathering, or waiting to try again */
 };
 
 struct pg_rm {

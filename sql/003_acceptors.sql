@@ -149,9 +149,8 @@ BEGIN
     PERFORM set_config('synchronous_commit', 'off', true);
     DELETE FROM dtx.acceptors a
         WHERE a.gtid IN (SELECT jsonb_array_elements_text(g))
-          AND NOT EXISTS (SELECT 1 FROM pg_prepared_xacts x
-                          WHERE x.gid = 'dtx:' || a.gtid || ':' || shard
-                            AND x.database = current_database());
+          AND 'dtx:' || a.gtid || ':' || shard NOT IN
+              (SELECT x.gid FROM pg_prepared_xacts x WHERE x.database = current_database());
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END $$;
