@@ -5,17 +5,20 @@
  *
  * The coordinator asks once it has every participant's acknowledgement of
  * the decision (docs/protocol.md, "Three-phase commit"): no participant is
- * in doubt then, so no recovery round will ask for the state again. The
- * gtids gather for FORGET_GATHER_MS in rm->forget, at most FORGET_MAX of them (more are counted,
- * logged and left behind); one statement at a time deletes up to
- * FORGET_BATCH, none with an acceptor operation still under way here
- * (rm->accepts: recording the decision, say, which would write the row
- * again after it was deleted) (dtx.acceptors_forget, which keeps a row whose branch is
- * still prepared here, and does not wait for its commit to be flushed: a
- * deletion lost in a crash leaves a row behind, nothing else). A statement
- * that fails is tried again FORGET_RETRY_MS later. Gtids still waiting when
- * the agent stops leave their rows behind, as does a coordinator that dies
- * before it asked; docs/operations.md says how to find such rows.
+ * in doubt then, so no recovery round will ask for the state again.
+ *
+ * The gtids gather in rm->forget for FORGET_GATHER_MS; at most FORGET_MAX
+ * wait (more are counted, logged and left behind). Then one statement
+ * (dtx.acceptors_forget) deletes up to FORGET_BATCH of them, one
+ * statement at a time. A gtid with an acceptor operation still under way
+ * here (rm->accepts: its decision being recorded, say, which would write
+ * the row again) waits for the next statement. The function keeps a row
+ * whose branch is still prepared here, and does not wait for its commit to
+ * be flushed: a deletion lost in a crash leaves a row behind, nothing
+ * else. A statement that fails is tried again FORGET_RETRY_MS later.
+ * Gtids still waiting when the agent stops leave their rows behind, as
+ * does a coordinator that dies before it asks; docs/operations.md says how
+ * to find such rows.
  *
  * State: rm->forget. Thread model: the participant's event-loop thread.
  */

@@ -223,7 +223,24 @@ class Soak:
                                  "coalesce(sum(l.amount), 0)" % (START, START))
             if bad:
                 problems.append("%s: balances differ from their ledger replay: %s" % (s, bad[:5]))
+        if self.protocol == "3pc":
+            problems += self.check_acceptor_rows()
         return problems + self.failures
+
+    def check_acceptor_rows(self):
+        """Rows are deleted once every participant acknowledged; some stay (a kill before the
+        coordinator heard every acknowledgement, a transaction the participants ended without
+        it): reported, and a failure only if (nearly) none went."""
+        time.sleep(1)  # the agents gather deletions for 100 ms
+        gtids = set()
+        for s in SHARDS:
+            gtids.update(r[0] for r in self.c.psql(s, "SELECT gtid FROM dtx.acceptors"))
+        answered = len(self.answers)
+        print("soak: transactions with acceptor rows left: %d (of %d answered)" %
+              (len(gtids), answered))
+        if answered >= 100 and len(gtids) > answered // 2:
+            return ["%d of %d transactions kept their acceptor rows" % (len(gtids), answered)]
+        return []
 
     def run(self):
         # every thread's seed is drawn here, before any runs, so that --seed replays a run's choices
