@@ -492,8 +492,10 @@ static void standby_health(struct api_ctx *ctx, struct httpd_req *req)
     jsonx_add_str(root, "status", "standby");
     jsonx_add_str(root, "role", "standby");
     jsonx_add_str(root, "node_id", ctx->cfg->node_id);
-    if (ctx->claim)
+    if (ctx->claim) {
+        jsonx_add_str(root, "boot_id", dstore_pg_claim_holder(ctx->claim));
         dstore_pg_claim_describe(ctx->claim, lease);
+    }
     jsonx_add(root, "lease", lease);
     httpd_reply_json(req, 503, jsonx_print(root));
     cJSON_Delete(root);

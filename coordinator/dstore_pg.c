@@ -535,6 +535,11 @@ int dstore_pg_claim_start(struct dstore_pg_claim **out, const struct dstore_pg_o
     return 0;
 }
 
+const char *dstore_pg_claim_holder(const struct dstore_pg_claim *c)
+{
+    return c->holder; /* set at creation, never changed */
+}
+
 void dstore_pg_claim_describe(struct dstore_pg_claim *c, cJSON *obj)
 {
     pthread_mutex_lock(&c->mu);

@@ -105,6 +105,7 @@ cJSON *coord_health_json(const struct coord *co, unsigned *status)
         jsonx_add(root, "error", jsonx_error_obj(&why));
     jsonx_add_str(root, "role", "active");
     jsonx_add_str(root, "node_id", co->cfg->node_id);
+    jsonx_add_str(root, "boot_id", co->boot); /* what a standby's lease.holder names */
     jsonx_add_num(root, "epoch", (double)co->epoch);
     jsonx_add_num(root, "live_transactions", (double)co->tab.nlive);
     coord_gaps_json(co, root);

@@ -57,6 +57,8 @@ int dstore_pg_claim_start(struct dstore_pg_claim **out, const struct dstore_pg_o
                           dstore_pg_granted_fn granted, void *arg, struct dtx_err *err);
 /* What the claim last saw, into obj: "holder", "term", "expires_in_ms", "error". */
 void dstore_pg_claim_describe(struct dstore_pg_claim *c, cJSON *obj);
+/* This process's boot id, under which it claims the lease (and shows in /healthz). */
+const char *dstore_pg_claim_holder(const struct dstore_pg_claim *c);
 /* Stops the thread and frees the claim; NULL is a no-op. */
 void dstore_pg_claim_free(struct dstore_pg_claim *c);
 

@@ -321,8 +321,11 @@ class TakeoverTest(ClusterTest):
         status, body = self.post({"ops": transfer_ops(self.acct)}, coord=self.standby)
         self.assertEqual((status, body["error"]["code"]), (503, "unavailable"), body)
         self.assertIn("standby", body["error"]["message"])
-        status, h = self.c.health(self.active)
-        self.assertEqual((status, h["role"]), (200, "active"))
+        status, ah = self.c.health(self.active)
+        self.assertEqual((status, ah["role"]), (200, "active"))
+        # the holder the standby names is the process answering as active, and not itself
+        self.assertEqual(h["lease"]["holder"], ah["boot_id"], (h, ah))
+        self.assertNotEqual(h["boot_id"], ah["boot_id"])
         for i, want in ((self.standby, 0.0), (self.active, 1.0)):  # exactly one active per node
             status, text = self.c.request("GET", "/metrics", coord=i)
             self.assertEqual(status, 200, text)
