@@ -156,7 +156,8 @@ static int parse_fields(struct msg *m, struct dtx_err *err)
     if (jsonx_int(root, "", "idle_ms", false, 0, UINT32_MAX, &n, err) < 0)
         return DTX_EPROTO;
     m->idle_ms = (uint32_t)n;
-    if (jsonx_bool(root, "", "interactive", false, &m->interactive, err) < 0)
+    if (jsonx_bool(root, "", "interactive", false, &m->interactive, err) < 0 ||
+        jsonx_bool(root, "", "takes_forget", false, &m->takes_forget, err) < 0)
         return DTX_EPROTO;
     if (jsonx_str(root, "", "shard", false, &m->name, err) < 0 ||
         (!m->name && jsonx_str(root, "", "node", false, &m->name, err) < 0))

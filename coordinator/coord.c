@@ -97,6 +97,8 @@ static int env_send(struct tx *tx, struct tx_branch *b, enum tx_send what)
 
     if (!coord_link_up(co, shard))
         return DTX_EUNAVAIL;
+    if (what == TX_SEND_FORGET && !coord_link_takes_forget(co, shard))
+        return 0; /* an older participant: it keeps its rows, as it always did */
     if (what == TX_SEND_COMMIT)
         fp_hit("coord.phase2_send"); /* @2: phase 2 reached only the first shard */
     if (what == TX_SEND_ACCEPT)

@@ -115,6 +115,7 @@ void coord_links_set_epoch(struct coord *co);
 void coord_links_free(struct coord *co);
 bool coord_links_tried(const struct coord *co);
 bool coord_link_up(const struct coord *co, int shard);
+bool coord_link_takes_forget(const struct coord *co, int shard);
 /* Sends one encoded message to shard's participant: 0, or DTX_EUNAVAIL. */
 int coord_link_send(struct coord *co, int shard, const char *data, size_t len);
 

@@ -214,6 +214,11 @@ bool coord_link_up(const struct coord *co, int shard)
     return co->links && pc_is_up(co->links[shard]);
 }
 
+bool coord_link_takes_forget(const struct coord *co, int shard)
+{
+    return co->links && pc_takes_forget(co->links[shard]);
+}
+
 int coord_link_send(struct coord *co, int shard, const char *data, size_t len)
 {
     return co->links ? pc_send(co->links[shard], data, len) : DTX_EUNAVAIL;

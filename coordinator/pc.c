@@ -42,6 +42,7 @@ struct pc {
     struct pc_cbs cbs;
     enum pc_state state;
     bool tried;
+    bool takes_forget; /* its hello said so (msg.h) */
     struct httpc *http;
     struct stream *st;
     struct ev_timer retry;
@@ -91,6 +92,7 @@ static void pc_check_hello(struct pc *pc, const char *data, size_t len)
         pc_down(pc, why);
         return;
     }
+    pc->takes_forget = m.takes_forget;
     msg_release(&m);
     pc->state = PC_UP;
     pc->tried = true;
@@ -282,6 +284,11 @@ void pc_flush_sync(struct pc *pc)
 bool pc_is_up(const struct pc *pc)
 {
     return pc->state == PC_UP;
+}
+
+bool pc_takes_forget(const struct pc *pc)
+{
+    return pc->state == PC_UP && pc->takes_forget;
 }
 
 bool pc_tried(const struct pc *pc)

@@ -16,6 +16,7 @@
  */
 #include "agent_impl.h"
 
+#include "dtx/failpoint.h"
 #include "dtx/gid.h"
 #include "dtx/jsonx.h"
 #include "dtx/log.h"
@@ -174,5 +175,7 @@ void peer_accept(struct agent *ag, int fd, const char *extra, size_t extra_len,
     }
     hello = msg_new(MSG_HELLO, NULL);
     jsonx_add_str(hello, "shard", ag->cfg->name);
+    if (!fp_hit("agent.hello_as_before_forget")) /* tests: a participant of an older version */
+        jsonx_add_bool(hello, "takes_forget", true);
     peer_send(ag, p, hello, NULL);
 }

@@ -22,7 +22,10 @@
  *                acceptor state of G is no longer needed; no answer. A
  *                participant that does not know the type logs and ignores it)
  *   participant -> coordinator
- *     hello      {"t":"hello","shard":S}
+ *     hello      {"t":"hello","shard":S,"takes_forget":true}
+ *                (takes_forget: it handles "forget"; one that does not say so
+ *                is never sent it, so an older participant is not flooded
+ *                with messages it would log as unknown)
  *     vote       {"t":"vote","gtid":G,"vote":"yes|no|readonly","xid":"X","db":D,"error":E}
  *                RESULTS
  *     outcome    {"t":"outcome","gtid":G,"outcome":"committed|aborted|unknown","error":E}
@@ -103,6 +106,7 @@ struct msg {
     struct ballot ballot;    /* accept: the ballot; accepted: the promise it holds */
     const char *value;       /* accept: "commit" */
     bool ok;                 /* accepted */
+    bool takes_forget;       /* hello from a participant: it handles "forget" */
     const char *request_id;  /* prepare, one_phase, exec, commit, abort: the client request it
                                 serves (NULL: none), for the logs */
     const char *traceparent; /* ... and its W3C trace context */

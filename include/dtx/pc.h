@@ -59,6 +59,8 @@ void pc_free(struct pc *pc);
 /* Queues one frame; returns 0, or DTX_EUNAVAIL if the link is not up. */
 int pc_send(struct pc *pc, const char *data, size_t len);
 bool pc_is_up(const struct pc *pc);
+/* True when the participant is up and its hello said it handles "forget" (msg.h). */
+bool pc_takes_forget(const struct pc *pc);
 /* Pushes queued frames to the socket now (before a simulated crash). */
 void pc_flush_sync(struct pc *pc);
 /* True once the first dial finished, one way or the other. */

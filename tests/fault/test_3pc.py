@@ -104,6 +104,21 @@ class ThreePhaseTest(ClusterTest):
                       what="the acceptor rows of finished transactions to go")
         self.assert_no_prepared()
 
+    def test_a_participant_that_does_not_say_it_takes_forget_is_not_sent_one(self):
+        """An older participant does not know "forget": it would log every one as an unknown
+        message. Its hello does not announce it, so it keeps its rows, and the others forget."""
+        self.c.restart("s1", env={"DTX_FAILPOINTS": "agent.hello_as_before_forget=error"})
+        self.addCleanup(self.c.restart, "s1")
+        self.c.wait_healthy()
+        since = len(self.c.shards[0].agent.log_text())
+        status, body = self.transfer()
+        self.assertEqual((status, body["status"]), (200, "committed"), body)
+        gtid = body["gtid"]
+        self.wait_for(lambda: self.acceptor(1, gtid) is None, timeout=10,
+                      what="s2 to forget its acceptor row")
+        self.assertIsNotNone(self.acceptor(0, gtid), "s1 was sent no forget")
+        self.assertNotIn("forget", self.c.shards[0].agent.log_text()[since:])
+
     def test_coordinator_dead_before_precommit_the_participants_abort(self):
         self.crash_and_wait("coord.before_precommit=crash")
         gtid = self.gid_gtid()

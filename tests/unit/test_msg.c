@@ -44,6 +44,14 @@ static void forget_names_its_transaction_and_needs_one(void)
     msg_release(&m);
     CU_ASSERT_EQUAL(parse("{\"t\":\"forget\"}", &m, &err), DTX_EPROTO);
     CU_ASSERT_PTR_NOT_NULL(strstr(err.msg, "forget message without a gtid"));
+    /* a participant's hello says whether it takes them; an older one says nothing */
+    CU_ASSERT_EQUAL_FATAL(
+        parse("{\"t\":\"hello\",\"shard\":\"s1\",\"takes_forget\":true}", &m, &err), 0);
+    CU_ASSERT(m.takes_forget);
+    msg_release(&m);
+    CU_ASSERT_EQUAL_FATAL(parse("{\"t\":\"hello\",\"shard\":\"s1\"}", &m, &err), 0);
+    CU_ASSERT_FALSE(m.takes_forget);
+    msg_release(&m);
 }
 
 /* request_id and traceparent are only for the logs: a bad one is dropped, never the message. */
