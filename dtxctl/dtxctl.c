@@ -2,6 +2,7 @@
  * dtxctl - the operator's tool: see what is in doubt and resolve it.
  *
  *   dtxctl [--coordinator [NODE=]URL[,...]]... [--token T | --token-file F] [--ca-file F]
+ *          [--crl-file F]
  *          [--json] COMMAND ...
  *
  * Every command but `log` talks to the coordinator's admin API (admin.c),
@@ -77,9 +78,10 @@ static const char usage_text[] =
     "  --token T or --token-file FILE (the admin token; default $DTX_TOKEN, then\n"
     "  $DTX_ADMIN_TOKEN; a file keeps it out of ps), --json, --help, --version.\n"
     "https:// URLs: the server's certificate is verified against --ca-file FILE (default\n"
-    "  $DTX_CA_FILE, else the system's CAs) and must name the URL's host; --cert-file and\n"
-    "  --key-file (default $DTX_CERT_FILE, $DTX_KEY_FILE) show a client certificate to a\n"
-    "  participant that requires one.\n"
+    "  $DTX_CA_FILE, else the system's CAs) and must name the URL's host, and is refused\n"
+    "  when a CRL in --crl-file FILE (default $DTX_CRL_FILE; PEM, of those CAs) revokes it;\n"
+    "  --cert-file and --key-file (default $DTX_CERT_FILE, $DTX_KEY_FILE) show a client\n"
+    "  certificate to a participant that requires one.\n"
     "--operator defaults to the OS user at this host. DURATION: 90s, 15m, 2h, 1d (a bare\n"
     "number is seconds). Exit status: 0 ok, 1 a problem was found and reported, 2 usage error.\n";
 
@@ -107,6 +109,7 @@ struct opts {
     const char *token_file;      /* --token-file */
     const char *peer_token_file; /* --peer-token-file */
     const char *ca_file;         /* --ca-file: https:// servers are verified against it */
+    const char *crl_file;        /* --crl-file: ... and refused when its CRLs revoke them */
     const char *cert_file;       /* --cert-file, --key-file: a client certificate */
     const char *key_file;
     struct auth_token from_file; /* what the files held */
@@ -237,6 +240,8 @@ static int call_at(const struct opts *o, const char *base, const char *token, co
     /* verification stays on (libcurl's default): the chain and the URL's host */
     if (o->ca_file)
         curl_easy_setopt(c, CURLOPT_CAINFO, o->ca_file);
+    if (o->crl_file)
+        curl_easy_setopt(c, CURLOPT_CRLFILE, o->crl_file);
     if (o->cert_file)
         curl_easy_setopt(c, CURLOPT_SSLCERT, o->cert_file);
     if (o->key_file)
@@ -1969,6 +1974,7 @@ static int parse_opts(struct opts *o, int argc, char **argv)
                                        {"token-file", required_argument, NULL, 'T'},
                                        {"peer-token-file", required_argument, NULL, 'F'},
                                        {"ca-file", required_argument, NULL, 'a'},
+                                       {"crl-file", required_argument, NULL, 'R'},
                                        {"cert-file", required_argument, NULL, 'e'},
                                        {"key-file", required_argument, NULL, 'k'},
                                        {"json", no_argument, NULL, 'j'},
@@ -2016,6 +2022,9 @@ static int parse_opts(struct opts *o, int argc, char **argv)
             break;
         case 'a':
             o->ca_file = optarg;
+            break;
+        case 'R':
+            o->crl_file = optarg;
             break;
         case 'e':
             o->cert_file = optarg;
@@ -2127,13 +2136,16 @@ static int pick_token(const char **token, const char *file, struct auth_token *h
     return 0;
 }
 
-/* --ca-file, --cert-file, --key-file: a file that cannot be read is a usage error, said now. */
+/*
+ * --ca-file, --crl-file, --cert-file, --key-file: a file that cannot be
+ * read is a usage error, said now.
+ */
 static int check_tls_files(const struct opts *o)
 {
-    const char *files[] = {o->ca_file, o->cert_file, o->key_file};
-    const char *names[] = {"ca-file", "cert-file", "key-file"};
+    const char *files[] = {o->ca_file, o->crl_file, o->cert_file, o->key_file};
+    const char *names[] = {"ca-file", "crl-file", "cert-file", "key-file"};
 
-    for (size_t i = 0; i < 3; i++) {
+    for (size_t i = 0; i < 4; i++) {
         if (files[i] && access(files[i], R_OK) != 0)
             return usage("--%s: could not read '%s': %s", names[i], files[i], strerror(errno));
     }
@@ -2147,6 +2159,7 @@ int main(int argc, char **argv)
     struct targets targets = {.n = 0};
     struct opts o = {.targets = &targets,
                      .ca_file = getenv("DTX_CA_FILE"),
+                     .crl_file = getenv("DTX_CRL_FILE"),
                      .cert_file = getenv("DTX_CERT_FILE"),
                      .key_file = getenv("DTX_KEY_FILE"),
                      .older_ms = -1};

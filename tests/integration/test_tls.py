@@ -73,7 +73,7 @@ class TlsTest(ClusterTest):
 
     def dtxctl(self, *args, env=None):
         e = dict(os.environ)
-        for k in ("DTX_CA_FILE", "DTX_CERT_FILE", "DTX_KEY_FILE"):
+        for k in ("DTX_CA_FILE", "DTX_CRL_FILE", "DTX_CERT_FILE", "DTX_KEY_FILE"):
             e.pop(k, None)
         e.update(env or {})
         return subprocess.run([os.path.join(self.c.bindir, "dtxctl"), "--coordinator",
@@ -245,6 +245,22 @@ class TlsTest(ClusterTest):
             self.put_back(path, cfg)
             self.c.restart("s1")
             self.c.wait_healthy(timeout=30)
+
+    def test_dtxctl_refuses_a_coordinator_whose_certificate_its_crl_file_revokes(self):
+        """dtxctl read no revocation list: an operator had no way to refuse a coordinator
+        certificate that was revoked (a stolen key would be shown the admin token)."""
+        ca = ("--ca-file", self.c.tls_path("ca.pem"))
+        none = self.c.make_crl([], name="crl-dtxctl-none")
+        r = self.dtxctl("status", "--json", *ca, "--crl-file", none)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        revoked = self.c.make_crl([self.c.tls_path("coordinator.pem")], name="crl-dtxctl")
+        for args, env in ((("--crl-file", revoked), None), ((), {"DTX_CRL_FILE": revoked})):
+            r = self.dtxctl("status", *ca, *args, env=env)
+            self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+            self.assertIn("SSL certificate problem: certificate revoked", r.stdout + r.stderr)
+        r = self.dtxctl("status", *ca, "--crl-file", "/nonexistent/crl.pem")
+        self.assertEqual(r.returncode, 2, r.stdout + r.stderr)
+        self.assertIn("--crl-file: could not read '/nonexistent/crl.pem'", r.stderr)
 
     def test_a_revoked_server_certificate_is_refused_by_the_coordinator(self):
         s2 = self.c.shards[1]
