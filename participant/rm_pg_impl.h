@@ -15,7 +15,7 @@
 #include "dtx/pgx.h"
 #include "dtx/rm.h"
 
-/* rm_pg_forget.c: the gtids whose acceptor rows are to be deleted, oldest first. */
+/* rm_pg_forget.c: the gtids whose acceptor rows are to be deleted (a failed batch waits again). */
 struct pg_forget {
     char (*gtids)[DTX_GTID_MAX + 1]; /* waiting */
     size_t n, cap;
