@@ -45,8 +45,14 @@
  *   BUG_FORGET         a participant drops its acceptor state on finishing
  *   BUG_BALLOT_REUSE   a leader keeps its highest counter in memory only
  *   BUG_DUEL           (with PROGRESS) no single leader after GST
- * Variant expected to stay SAFE:
+ *   BUG_FORGET_EARLY   (with FORGET_AT_END) the shards forget before every
+ *                      participant finished
+ * Variants expected to stay SAFE:
  *   NO_FENCE           a promise does not fence the branch
+ *   FORGET_AT_END      dtx's forget (docs/protocol.md, step 4): once C
+ *                      decided itself and every participant finished, C
+ *                      writes END and every participant drops its acceptor
+ *                      state (C keeps its own); C's COMMIT record is durable
  */
 
 #ifndef N
@@ -127,6 +133,11 @@ byte ab[A];       /* accepted ballot (meaningful when av != NONE) */
 byte av[A];       /* accepted value */
 byte br[A];       /* branch state of Pi (index 0 unused); REFUSED = fenced */
 bit cprecommit;   /* C's durable PRECOMMIT record */
+#ifdef FORGET_AT_END
+bit ccommit;      /* C's durable COMMIT record: after a restart C knows the outcome */
+bit cown;         /* C decided the outcome itself (not learned from a leader) */
+bit cend;         /* C's END: every participant finished; the shards forgot */
+#endif
 
 /* C's volatile state */
 byte cphase;
@@ -184,7 +195,15 @@ byte t_i, t_e, t_b, t_v; /* scratch inside d_steps, always 0 between steps */
 /* Paxos invariant: at most one value is ever chosen (accepted by a
  * majority at one ballot); also, once v is chosen at ballot b, every
  * ballot above b proposes v, and no ballot carries two values. */
+#ifdef FORGET_AT_END
+/* After END the acceptors' state is gone and every branch is final: a late
+ * PROMISE-REQ or ACCEPT re-delivered from the soup only writes state that no
+ * leader reads (every round has stopped), so "chosen" is no longer tracked;
+ * what may never change is checked by the other invariants. */
+#define ONE_CHOSEN (cend || (g_chosen != (COMMIT | ABORT) && !g_p2bad))
+#else
 #define ONE_CHOSEN (g_chosen != (COMMIT | ABORT) && !g_p2bad)
+#endif
 /* Never both DECIDE(commit) and DECIDE(abort) sent (this includes C's
  * direct abort, which is not a Paxos choice). */
 #define ONE_DECISION (m_decide != (COMMIT | ABORT))
@@ -503,6 +522,36 @@ inline pick(b, Q)
 #define NOFAIL 1
 #endif
 
+#ifdef FORGET_AT_END
+#define OWN_DECISION cown = 1
+#define COMMIT_RECORD ccommit = 1
+/* a restarted C that holds its COMMIT record knows the outcome: phase 2 only */
+#define RESTART_FROM_COMMIT cown = ccommit; if :: ccommit -> cphase = CP_DONE :: else -> skip fi
+#ifdef BUG_FORGET_EARLY
+#define ALL_FINISHED 1
+#else
+#define ALL_FINISHED ALLPP(ISFIN)
+#endif
+/* every participant finished (in dtx: acknowledged C's decision), so C
+ * writes END and each shard deletes its acceptor row.  A participant's
+ * recovery round stops when its branch finishes (terminate.c); the model
+ * lets it run until here, which only allows more. */
+#define FORGET_ONE(x) pb[x] = 0; ab[x] = 0; av[x] = NONE; lph[x] = 0; lb[x] = 0
+#if N == 2
+#define FORGET_ALL FORGET_ONE(1); FORGET_ONE(2)
+#else
+#define FORGET_ALL FORGET_ONE(1); FORGET_ONE(2); FORGET_ONE(3)
+#endif
+#define FORGET_STEP \
+	:: d_step { !cdead && !cend && cphase == CP_DONE && cown && lph[0] == 0 && ALL_FINISHED -> \
+		cend = 1; FORGET_ALL; printf("C: END: every shard forgets its acceptor state\n") }
+#else
+#define OWN_DECISION skip
+#define COMMIT_RECORD skip
+#define RESTART_FROM_COMMIT skip
+#define FORGET_STEP
+#endif
+
 active proctype Coord()
 {
 end:
@@ -521,12 +570,12 @@ end:
 	/* 2. a vote no or a timeout while collecting: abort directly.
 	 *    (A restarted C without PRECOMMIT record may too: presumed abort.) */
 	:: d_step { !cdead && (cphase == CP_COLLECT || (C_RESTART_ABORT && cphase == CP_RESTARTED && !cprecommit)) ->
-		cphase = CP_DONE; m_decide = m_decide | ABORT; creport = creport | ABORT;
+		cphase = CP_DONE; m_decide = m_decide | ABORT; creport = creport | ABORT; OWN_DECISION;
 		printf("C: vote no / timeout: DECIDE(abort), client told aborted\n") }
 
 	/* 5. ACCEPTED(b0) from a majority (C counts itself): commit is chosen */
 	:: d_step { !cdead && cphase == CP_PRECOMMIT && C_LEARN_QUORUM ->
-		cphase = CP_DONE; m_decide = m_decide | COMMIT; creport = creport | COMMIT;
+		cphase = CP_DONE; m_decide = m_decide | COMMIT; creport = creport | COMMIT; OWN_DECISION; COMMIT_RECORD;
 		printf("C: majority accepted b0: DECIDE(commit), client told committed\n") }
 
 	/* C learns a decision made by a recovery leader */
@@ -538,11 +587,13 @@ end:
 	ACCEPTOR(0)
 	LEADER(0)
 
+	FORGET_STEP
+
 	/* crash and restart: only durable state survives */
 	:: d_step { NOFAIL && !cdead && ncrash < MAXCRASH ->
 		ncrash++;
 		cphase = (cprecommit -> CP_PRECOMMIT : C_RESTART_PHASE);
-		lph[0] = 0; lb[0] = 0;
+		lph[0] = 0; lb[0] = 0; RESTART_FROM_COMMIT;
 		printf("C: crash and restart (precommit record %d)\n", cprecommit) }
 
 	/* crash for good */
