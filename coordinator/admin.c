@@ -646,6 +646,12 @@ static cJSON *finish_results(const struct ask *a, const struct fanout_part *part
             jsonx_add_str(o, "result", "not_prepared");
         } else if (p->status == 409 && is_conflict(p->body)) {
             jsonx_add_str(o, "result", "in_progress"); /* the participant is finishing it itself */
+        } else if (p->status == 409 && cJSON_IsString(out) &&
+                   strcmp(out->valuestring, "unknown") == 0) {
+            /* gone, and its database cannot prove which way (a heuristic hazard) */
+            jsonx_add_str(o, "result", "unknown");
+            jsonx_add_str(o, "error", p->error);
+            *all_ok = false;
         } else if (p->status == 409 && cJSON_IsString(out)) {
             /* it ended the other way (a heuristic outcome at the database): say so loudly */
             jsonx_add_str(o, "result", "mismatch");

@@ -849,6 +849,12 @@ static void recover_one(const struct opts *o, const cJSON *b, char *result, size
         snprintf(result, n, "MISMATCH: the database says the branch was %s, against the decision",
                  str(sh, "outcome"));
         t->failed++;
+    } else if (strcmp(res, "unknown") == 0) {
+        snprintf(result, n,
+                 "UNKNOWN: shard %s's database cannot tell what became of the branch (a "
+                 "heuristic hazard): %s",
+                 str(sh, "shard"), str(sh, "error"));
+        t->failed++;
     } else {
         snprintf(result, n, "failed: %s", reply_error(&one));
         t->failed++;
@@ -977,7 +983,8 @@ static int post_operator(const struct opts *o, const char *gtid, const char *act
     /* recorded, but a shard did not (or could not) carry it out: dtxctl recover finishes it */
     cJSON_ArrayForEach(s, arr(root, "shards"))
     {
-        if (strcmp(str(s, "result"), "failed") == 0 || strcmp(str(s, "result"), "mismatch") == 0)
+        if (strcmp(str(s, "result"), "failed") == 0 || strcmp(str(s, "result"), "mismatch") == 0 ||
+            strcmp(str(s, "result"), "unknown") == 0)
             rc = EXIT_PROBLEM;
     }
     reply_free(&r);

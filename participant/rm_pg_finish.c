@@ -216,6 +216,12 @@ static void finish_send(struct pg_finish *f)
     int n = 1;
 
     f->attempts++;
+    if (f->stage == FS_MAIN && f->commit && fp_hit("pg.finish_unproven")) {
+        /* tests: the branch vanished from a database that changed (a race with a restore) */
+        finish_unproven(f, "failpoint pg.finish_unproven");
+        ev_defer(f->rm->loop, &f->deliver);
+        return;
+    }
     if (f->stage == FS_MAIN) {
         rm_pg_gid_sql(f->sql, sizeof(f->sql), f->commit ? "COMMIT PREPARED" : "ROLLBACK PREPARED",
                       f->gid);
