@@ -82,16 +82,29 @@ class ThreePhaseTest(ClusterTest):
             status, body = self.transfer(amount=amount)
             self.assertEqual((status, body["status"]), (200, "committed"), body)
             gtids.append(body["gtid"])
-        # aborted: the last shard votes no (a row fewer than expected) half a second after s1
-        # prepared and registered its acceptors
+        # aborted: the last shard votes no (a row fewer than expected) a second after s1
+        # prepared and registered its acceptor row, which is seen meanwhile
         last = "s%d" % self.SHARDS
         ops = [{"shard": "s1", "sql": "UPDATE accounts SET balance = balance - 1 WHERE id = $1",
                 "params": [self.acct], "expect_rows": 1},
                {"shard": last, "sql": "UPDATE accounts SET balance = balance + 1 WHERE id = $1 "
-                                      "AND pg_sleep(0.5) IS NOT NULL",
+                                      "AND pg_sleep(1) IS NOT NULL",
                 "params": [self.acct], "expect_rows": 2}]
-        status, body = self.c.request("POST", "/v1/transactions", {"ops": ops, "protocol": "3pc"})
+        answer = []
+        t = threading.Thread(target=lambda: answer.append(self.c.request(
+            "POST", "/v1/transactions", {"ops": ops, "protocol": "3pc"})))
+        t.start()
+        others = ",".join("'%s'" % g for g in gtids)
+        seen = []
+        try:
+            self.wait_for(lambda: seen.extend(self.c.psql(
+                0, "SELECT gtid FROM dtx.acceptors WHERE gtid NOT IN (%s)" % others)) or seen,
+                timeout=10, what="s1's acceptor row of the transaction to abort")
+        finally:
+            t.join()
+        status, body = answer[0]
         self.assertEqual((status, body["status"]), (409, "aborted"), body)
+        self.assertEqual(seen, [[body["gtid"]]])
         gtids.append(body["gtid"])
         self.assertEqual(self.balances(), (self.before[0] - 6, self.before[1] + 6))
         shards = range(self.SHARDS)
