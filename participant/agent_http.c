@@ -137,6 +137,22 @@ static void accept_stream(struct agent *ag, struct httpd_req *req)
     rm_see_coordinator(ag->rm, node, e, boot, on_coordinator_seen, c);
 }
 
+/*
+ * Whether the shard's database can take a call now (an operator's, or a
+ * question about a branch); if not, req is answered 503 at once, rather than
+ * wait for the database. Asked only once the call is known to be one this
+ * participant serves (a path or gid it never serves is 404, database or not).
+ */
+static bool shard_ready(struct agent *ag, struct httpd_req *req)
+{
+    char why[300];
+
+    if (rm_healthy(ag->rm, why, sizeof(why)))
+        return true;
+    httpd_reply_errorf(req, DTX_ESHUTDOWN, "shard '%s': %s", ag->cfg->name, why);
+    return false;
+}
+
 static const char *const branch_state_names[] = {"prepared", "committed", "rolled_back", "unknown"};
 
 static void on_branch_status(void *arg, int rc, enum rm_branch_state state, uint64_t xid,
@@ -173,7 +189,7 @@ static void branch_status(struct agent *ag, struct httpd_req *req, const char *g
     } else if (!gid_parse(gid, gtid, shard) || strcmp(shard, ag->cfg->name) != 0) {
         httpd_reply_errorf(req, DTX_ENOTFOUND, "'%s' is not a dtx branch of shard '%s'", gid,
                            ag->cfg->name);
-    } else {
+    } else if (shard_ready(ag, req)) {
         rm_status(ag->rm, gid, xid, on_branch_status, req);
     }
 }
@@ -327,21 +343,6 @@ static void on_malformed_status(void *arg, int rc, enum rm_branch_state state, u
     }
     log_warn("operator request: rolling back the malformed dtx branch '%s'", c->gid);
     rm_finish(c->ag->rm, c->gid, 0, NULL, false, on_malformed_finished, c);
-}
-
-/*
- * Whether the shard's database can take an operator's call now; if not, req
- * is answered 503. Asked only once the call is known to be one this
- * participant serves (a path or gid it never serves is 404, database or not).
- */
-static bool shard_ready(struct agent *ag, struct httpd_req *req)
-{
-    char why[300];
-
-    if (rm_healthy(ag->rm, why, sizeof(why)))
-        return true;
-    httpd_reply_errorf(req, DTX_ESHUTDOWN, "shard '%s': %s", ag->cfg->name, why);
-    return false;
 }
 
 /*

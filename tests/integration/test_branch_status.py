@@ -94,8 +94,18 @@ class BranchStatusTest(ClusterTest):
         status, body = self.c.request("POST", "/v1/admin/branches/dtx:c1-1-1:s2/rollback?malformed=1",
                                       {}, port=port)
         self.assertEqual((status, body["error"]["code"]), (400, "bad_request"), body)
+        status, body = self.c.request("GET", "/v1/branches/dtx:c1-1-1:s1?xid=5", port=port)
+        self.assertEqual((status, body["error"]["code"]), (404, "not_found"), body)
+        # what needs the database is 503 at once: it waited for the database to come back
         for method, path in (("POST", "/v1/admin/branches/dtx:c1-1-1:s2/commit"),
-                             ("POST", "/v1/admin/branches/dtx:orphan:s2/rollback?malformed=1")):
-            status, body = self.c.request(method, path, {}, port=port)
+                             ("POST", "/v1/admin/branches/dtx:orphan:s2/rollback?malformed=1"),
+                             ("GET", "/v1/branches/dtx:c1-1-1:s2?xid=5"),
+                             ("GET", "/v1/branches/dtx:c1-1-1:s2")):
+            try:
+                status, body = self.c.request(method, path, {} if method == "POST" else None,
+                                              port=port, timeout=5)
+            except OSError as e:
+                self.fail("%s %s: no answer within 5 s with the database down (%s)" %
+                          (method, path, e))
             self.assertEqual((status, body["error"]["code"]), (503, "unavailable"),
                              (method, path, body))
