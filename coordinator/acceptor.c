@@ -301,6 +301,15 @@ static int read_body(struct httpd_req *req, bool ballot, bool value, char *gtid,
     return rc;
 }
 
+bool coord_acc_serves(const char *method, const char *rest)
+{
+    if (strcmp(method, "GET") == 0)
+        return rest[0] == '/' && gid_parse_gtid(rest + 1, NULL, NULL, NULL);
+    return strcmp(method, "POST") == 0 &&
+           (strcmp(rest, "/promise") == 0 || strcmp(rest, "/accept") == 0 ||
+            strcmp(rest, "/decide") == 0);
+}
+
 void coord_acc_http(struct coord *co, struct httpd_req *req, const char *method, const char *rest)
 {
     char gtid[DTX_GTID_MAX + 1];
@@ -311,18 +320,15 @@ void coord_acc_http(struct coord *co, struct httpd_req *req, const char *method,
     cJSON *o;
 
     dtx_err_clear(&err);
-    if (strcmp(method, "GET") == 0 && rest[0] == '/' &&
-        gid_parse_gtid(rest + 1, NULL, NULL, NULL)) {
+    if (!coord_acc_serves(method, rest)) {
+        httpd_reply_errorf(req, DTX_ENOTFOUND,
+                           "use POST /v1/peer/3pc/promise|accept|decide or GET "
+                           "/v1/peer/3pc/{gtid}");
+    } else if (strcmp(method, "GET") == 0) {
         state_of(co, rest + 1, &st);
         o = state_json(&st);
         httpd_reply_json(req, 200, jsonx_print(o));
         cJSON_Delete(o);
-    } else if (strcmp(method, "POST") != 0 ||
-               (strcmp(rest, "/promise") != 0 && strcmp(rest, "/accept") != 0 &&
-                strcmp(rest, "/decide") != 0)) {
-        httpd_reply_errorf(req, DTX_ENOTFOUND,
-                           "use POST /v1/peer/3pc/promise|accept|decide or GET "
-                           "/v1/peer/3pc/{gtid}");
     } else if (strcmp(rest, "/promise") == 0) {
         if (read_body(req, true, false, gtid, &b, &v, &err) < 0)
             httpd_reply_error(req, &err);

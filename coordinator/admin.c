@@ -1011,31 +1011,53 @@ out:
     cJSON_Delete(body);
 }
 
-void admin_handle(struct admin *ad, struct httpd_req *req, const char *method, const char *rest)
+enum admin_ep admin_endpoint(const char *method, const char *rest, char *gtid)
 {
     bool get = strcmp(method, "GET") == 0, post = strcmp(method, "POST") == 0;
     const char *action;
-    char gtid[DTX_GTID_MAX + 1];
     size_t n;
 
-    if (strcmp(rest, "/status") == 0 && get) {
+    if (strcmp(rest, "/status") == 0 && get)
+        return ADMIN_STATUS;
+    if (strcmp(rest, "/in-doubt") == 0 && get)
+        return ADMIN_IN_DOUBT;
+    if (strcmp(rest, "/recover") == 0 && post)
+        return ADMIN_RECOVER;
+    if (strncmp(rest, "/transactions/", 14) != 0 || !post || !(action = strrchr(rest + 14, '/')) ||
+        (n = (size_t)(action - rest - 14)) == 0 || n > DTX_GTID_MAX ||
+        (strcmp(action, "/resolve") != 0 && strcmp(action, "/forget") != 0))
+        return ADMIN_NONE;
+    if (gtid)
+        snprintf(gtid, DTX_GTID_MAX + 1, "%.*s", (int)n, rest + 14);
+    return strcmp(action, "/resolve") == 0 ? ADMIN_RESOLVE : ADMIN_FORGET;
+}
+
+void admin_handle(struct admin *ad, struct httpd_req *req, const char *method, const char *rest)
+{
+    char gtid[DTX_GTID_MAX + 1];
+    enum admin_ep ep = admin_endpoint(method, rest, gtid);
+
+    switch (ep) {
+    case ADMIN_STATUS:
         ask_branches(ask_new(ad, req, NULL, -1), status_done);
-    } else if (strcmp(rest, "/in-doubt") == 0 && get) {
+        break;
+    case ADMIN_IN_DOUBT:
         ask_branches(ask_new(ad, req, NULL, -1), in_doubt_done);
-    } else if (strcmp(rest, "/recover") == 0 && post) {
+        break;
+    case ADMIN_RECOVER:
         post_recover(ad, req);
-    } else if (strncmp(rest, "/transactions/", 14) == 0 && post &&
-               (action = strrchr(rest + 14, '/')) && (n = (size_t)(action - rest - 14)) > 0 &&
-               n < sizeof(gtid) &&
-               (strcmp(action, "/resolve") == 0 || strcmp(action, "/forget") == 0)) {
-        snprintf(gtid, sizeof(gtid), "%.*s", (int)n, rest + 14);
+        break;
+    case ADMIN_RESOLVE:
+    case ADMIN_FORGET:
         if (!is_gtid(gtid))
             httpd_reply_errorf(req, DTX_EINVAL, "'%s' is not a gtid (node-epoch-sequence)", gtid);
-        else if (strcmp(action, "/resolve") == 0)
+        else if (ep == ADMIN_RESOLVE)
             post_resolve(ad, req, gtid);
         else
             post_forget(ad, req, gtid);
-    } else {
+        break;
+    case ADMIN_NONE:
         httpd_reply_errorf(req, DTX_ENOTFOUND, "no such endpoint: %s /v1/admin%s", method, rest);
+        break;
     }
 }

@@ -10,8 +10,9 @@
  * Authorisation: tokens are set for every role or for none (auth.h, checked
  * at start). When set, client routes need the client token (or the admin
  * token), admin routes the admin token, peer routes the peer token. No
- * Authorization header, or a token that matches nothing, is 401; a valid
- * token of the wrong kind is 403.
+ * Authorization header, or a token that matches nothing there, is 401; the
+ * client token on an admin route is 403. A peer route takes only the peer
+ * token (any other is 401), and the peer token is no token elsewhere (401).
  *
  * Validation happens entirely before anything runs: a request that is
  * refused has touched no shard. Runs on the coordinator's loop thread.
@@ -513,10 +514,35 @@ static bool active(struct api_ctx *ctx, struct httpd_req *req)
     return false;
 }
 
-/* True when req may go on to its handler: authorized for need, and this process active. */
-static bool may_serve(struct api_ctx *ctx, struct httpd_req *req, enum role need)
+/*
+ * True when this process is active. A standby answers 404 where the
+ * active's handler would (served: whether that handler serves the path),
+ * and 503 only after that.
+ */
+static bool active_for(struct api_ctx *ctx, struct httpd_req *req, bool served)
 {
-    return authorized(ctx->cfg, req, need) && active(ctx, req);
+    if (!ctx->co && !served) {
+        httpd_reply_errorf(req, DTX_ENOTFOUND, "no such endpoint: %s %s", httpd_req_method(req),
+                           httpd_req_path(req));
+        return false;
+    }
+    return active(ctx, req);
+}
+
+/* True when req may go on to its handler: authorized for need, and active_for(served). */
+static bool may_serve(struct api_ctx *ctx, struct httpd_req *req, enum role need, bool served)
+{
+    return authorized(ctx->cfg, req, need) && active_for(ctx, req, served);
+}
+
+/* Whether post_call serves POST /v1/transactions/{gtid}<slash> (gtid_start: its first byte). */
+static bool call_served(const char *gtid_start, const char *slash)
+{
+    size_t n = (size_t)(slash - gtid_start);
+
+    return n > 0 && n <= DTX_GTID_MAX &&
+           (strcmp(slash, "/ops") == 0 || strcmp(slash, "/commit") == 0 ||
+            strcmp(slash, "/abort") == 0);
 }
 
 static void route_transactions(struct api_ctx *ctx, struct httpd_req *req, const char *method,
@@ -530,9 +556,9 @@ static void route_transactions(struct api_ctx *ctx, struct httpd_req *req, const
 
         if (!post && !get)
             httpd_reply_errorf(req, DTX_EMETHOD, "use POST or GET on /v1/transactions");
-        else if (post && may_serve(ctx, req, ROLE_CLIENT))
+        else if (post && may_serve(ctx, req, ROLE_CLIENT, true))
             post_transaction(co, req);
-        else if (get && may_serve(ctx, req, ROLE_ADMIN))
+        else if (get && may_serve(ctx, req, ROLE_ADMIN, true))
             admin_list_transactions(ctx->admin, req);
         return;
     }
@@ -548,7 +574,7 @@ static void route_transactions(struct api_ctx *ctx, struct httpd_req *req, const
         if (active(ctx, req))
             admin_get_transaction(ctx->admin, req, rest + 1);
     } else if (slash && strcmp(method, "POST") == 0) {
-        if (active(ctx, req))
+        if (active_for(ctx, req, call_served(rest + 1, slash)))
             post_call(co, req, rest + 1, slash);
     } else {
         httpd_reply_errorf(req, DTX_EMETHOD, "method %s is not allowed on %s", method,
@@ -699,16 +725,16 @@ static void route(struct api_ctx *ctx, struct httpd_req *req)
     if (strcmp(path, "/v1/transactions") == 0 || strncmp(path, "/v1/transactions/", 17) == 0) {
         route_transactions(ctx, req, method, path + 16);
     } else if (strncmp(path, "/v1/admin/", 10) == 0) {
-        if (may_serve(ctx, req, ROLE_ADMIN))
+        if (may_serve(ctx, req, ROLE_ADMIN, admin_endpoint(method, path + 9, NULL) != ADMIN_NONE))
             admin_handle(ctx->admin, req, method, path + 9);
     } else if (strcmp(path, "/v1/peer/outcomes") == 0 && strcmp(method, "POST") == 0) {
-        if (may_serve(ctx, req, ROLE_PEER))
+        if (may_serve(ctx, req, ROLE_PEER, true))
             post_outcomes(co, req);
     } else if (strncmp(path, "/v1/peer/3pc", 12) == 0 && (path[12] == '/' || !path[12])) {
-        if (may_serve(ctx, req, ROLE_PEER))
+        if (may_serve(ctx, req, ROLE_PEER, coord_acc_serves(method, path + 12)))
             coord_acc_http(co, req, method, path + 12);
     } else if (strcmp(path, "/v1/route") == 0 && strcmp(method, "GET") == 0) {
-        if (may_serve(ctx, req, ROLE_CLIENT))
+        if (may_serve(ctx, req, ROLE_CLIENT, true))
             get_route(co, req);
     } else if (strcmp(path, "/healthz") == 0 && strcmp(method, "GET") == 0) {
         if (!co) {

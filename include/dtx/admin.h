@@ -26,6 +26,20 @@ struct admin *admin_new(struct coord *co);
 /* Drops the questions to participants still waiting (their requests are gone). NULL: no-op. */
 void admin_free(struct admin *ad);
 
+/*
+ * The endpoint that method and /v1/admin<rest> name (ADMIN_NONE: none, 404),
+ * with the gtid in the path copied to gtid (DTX_GTID_MAX + 1 bytes) when not
+ * NULL. A standby asks too, so that it answers 404 where the active would.
+ */
+enum admin_ep {
+    ADMIN_NONE,
+    ADMIN_STATUS,
+    ADMIN_IN_DOUBT,
+    ADMIN_RECOVER,
+    ADMIN_RESOLVE,
+    ADMIN_FORGET
+};
+enum admin_ep admin_endpoint(const char *method, const char *rest, char *gtid);
 /* Serves /v1/admin<rest>, once the admin token was checked. */
 void admin_handle(struct admin *ad, struct httpd_req *req, const char *method, const char *rest);
 /* GET /v1/transactions/{gtid} and GET /v1/transactions[?status=S&older_than_ms=N]. */

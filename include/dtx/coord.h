@@ -124,6 +124,8 @@ void coord_gaps_json(const struct coord *co, cJSON *obj);
  * "/v1/peer/3pc" in the path. The peer token was checked.
  */
 void coord_acc_http(struct coord *co, struct httpd_req *req, const char *method, const char *rest);
+/* Whether coord_acc_http serves method on rest (else it answers 404); a standby asks too. */
+bool coord_acc_serves(const char *method, const char *rest);
 
 /* The transaction with this gtid, live or retained, or NULL. */
 const struct tx *coord_find(const struct coord *co, const char *gtid);

@@ -562,6 +562,15 @@ class StandbyAuthTest(ClusterTest):
                  ("POST", "/v1/peer/outcomes", {None: 401, "cli": 401, "peer": 503}),
                  ("GET", "/v1/peer/3pc/c1-1-1", {None: 401, "adm": 401, "peer": 503}),
                  ("GET", "/v1/nope", {None: 404, "adm": 404}),
+                 # under a prefix that is served, a path that is not
+                 ("GET", "/v1/admin/nope", {None: 401, "cli": 403, "adm": 404}),
+                 ("GET", "/v1/admin/", {"adm": 404}),
+                 ("DELETE", "/v1/admin/status", {"adm": 404}),
+                 ("POST", "/v1/admin/transactions/c1-1-1/nope", {"adm": 404}),
+                 ("POST", "/v1/peer/3pc/nope", {"peer": 404}),
+                 ("GET", "/v1/peer/3pc/notagtid", {"peer": 404}),
+                 ("POST", "/v1/transactions/c1-1-1/nope", {"cli": 404}),
+                 ("POST", "/v1/transactions//commit", {"cli": 404}),
                  ("DELETE", "/v1/transactions", {"adm": 405})]
         codes = {401: "unauthorized", 403: "forbidden", 404: "not_found",
                  405: "method_not_allowed", 503: "unavailable"}
