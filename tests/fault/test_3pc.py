@@ -91,10 +91,11 @@ class ThreePhaseTest(ClusterTest):
                                       "AND pg_sleep(1) IS NOT NULL",
                 "params": [self.acct], "expect_rows": 2}]
         answer = []
+        others = ",".join("'%s'" % g for g in gtids + [
+            row[0] for row in self.c.psql(0, "SELECT gtid FROM dtx.acceptors")])  # earlier tests'
         t = threading.Thread(target=lambda: answer.append(self.c.request(
             "POST", "/v1/transactions", {"ops": ops, "protocol": "3pc"})))
         t.start()
-        others = ",".join("'%s'" % g for g in gtids)
         seen = []
         try:
             self.wait_for(lambda: seen.extend(self.c.psql(
