@@ -17,7 +17,7 @@
  *   PREPARING --VOTE_YES [act_vote]--> PREPARING
  *   PREPARING --VOTE_READONLY [act_vote]--> PREPARING
  *   PREPARING --ALL_VOTED [act_log_commit*]--> LOGGING
- *   PREPARING --ALL_READONLY [act_finish]--> COMMITTED      (nothing to commit)
+ *   PREPARING --ALL_READONLY [act_all_readonly]--> COMMITTED (nothing to commit)
  *   PREPARING --KEEP_ANSWER [act_keep_answer*]--> LOGGING   (nothing to commit, but an
  *                                                           idempotency key's answer
  *                                                           must outlive a restart)
@@ -127,6 +127,7 @@ static enum tx_event act_forget(struct tx *, enum tx_event, const struct tx_evar
 static enum tx_event act_committed(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_aborted(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_finish(struct tx *, enum tx_event, const struct tx_evarg *);
+static enum tx_event act_all_readonly(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_phase2_retry(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_lost(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_1pc_done(struct tx *, enum tx_event, const struct tx_evarg *);
@@ -157,7 +158,7 @@ static const struct tx_transition transitions[] = {
     T(PREPARING, VOTE_YES, PREPARING, false, act_vote),
     T(PREPARING, VOTE_READONLY, PREPARING, false, act_vote),
     T(PREPARING, ALL_VOTED, LOGGING, true, act_log_commit),
-    T(PREPARING, ALL_READONLY, COMMITTED, false, act_finish),
+    T(PREPARING, ALL_READONLY, COMMITTED, false, act_all_readonly),
     T(PREPARING, KEEP_ANSWER, LOGGING, true, act_keep_answer),
     T(PREPARING, VOTE_NO, ABORTING, false, act_abort_all),
     T(PREPARING, UNAVAILABLE, ABORTING, false, act_abort_all),
@@ -601,6 +602,7 @@ static enum tx_event act_send_prepares(struct tx *tx, enum tx_event ev, const st
     (void)ev;
     (void)a;
     tx->pending = 0;
+    tx->acceptor_rows = tx_three_pc(tx);
     for (size_t i = 0; i < tx->nbranches; i++) {
         struct tx_branch *b = &tx->branches[i];
 
@@ -903,13 +905,15 @@ static enum tx_event act_finish(struct tx *tx, enum tx_event ev, const struct tx
  * Three-phase commit: with every participant's acknowledgement in, none is
  * in doubt and no recovery round will ask an acceptor about tx again, so
  * the shards may delete their acceptor state of it (docs/protocol.md,
- * "Three-phase commit"). Not when an operator gave up on a branch: its
- * participant may still be in doubt and need the others' state. A shard
+ * "Three-phase commit"); so may they when every branch was read-only
+ * (nothing prepared), key or not. Not when an operator gave up on a branch:
+ * its participant may still be in doubt and need the others' state. A shard
  * not connected now keeps its row (best effort; no retry).
  */
 static void forget_acceptors(struct tx *tx)
 {
-    if (!tx_three_pc(tx) || fp_hit("coord.acceptors_forget")) /* tests: the rows stay */
+    if (!(tx_three_pc(tx) || tx->acceptor_rows) ||
+        fp_hit("coord.acceptors_forget")) /* tests: the rows stay */
         return;
     for (size_t i = 0; i < tx->nbranches; i++) {
         if (tx->branches[i].forgotten)
@@ -927,6 +931,13 @@ static enum tx_event act_committed(struct tx *tx, enum tx_event ev, const struct
 }
 
 static enum tx_event act_aborted(struct tx *tx, enum tx_event ev, const struct tx_evarg *a)
+{
+    forget_acceptors(tx);
+    return act_finish(tx, ev, a);
+}
+
+/* Every branch voted read-only: nothing to commit, and nothing for the acceptors to decide. */
+static enum tx_event act_all_readonly(struct tx *tx, enum tx_event ev, const struct tx_evarg *a)
 {
     forget_acceptors(tx);
     return act_finish(tx, ev, a);

@@ -94,6 +94,8 @@ struct tx {
     bool two_pc_rows;        /* under protocol 3, runs two-phase commit's rows and messages:
                                 nothing prepared (KEEP_ANSWER), or one shard with a key (with
                                 two acceptors, the shard could never decide without it) */
+    bool acceptor_rows;      /* three-phase commit's prepares were sent: each shard registered
+                                its acceptor row, read-only branches too */
     uint64_t forcing;        /* the position of the record being forced (COMMIT or PRECOMMIT) */
     /* three-phase commit (tx3pc.c): this coordinator as an acceptor */
     struct ballot promised; /* the highest ballot promised (initially its own, (0, c:node)) */

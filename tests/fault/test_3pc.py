@@ -118,6 +118,26 @@ class ThreePhaseTest(ClusterTest):
                       what="the acceptor rows of finished transactions to go")
         self.assert_no_prepared()
 
+    def test_the_shards_forget_the_acceptor_state_of_a_read_only_transaction_too(self):
+        """A branch registers its acceptor row before it knows it writes nothing. With every
+        branch read-only nothing is prepared and nobody is in doubt: the rows go too, with or
+        without an idempotency key (whose answer a COMMIT record keeps)."""
+        ops = [{"shard": s, "sql": "SELECT balance FROM accounts WHERE id = $1",
+                "params": [self.acct]} for s in ("s1", "s2")]
+        gtids = []
+        for key in (None, "read-only-%d" % self.acct):
+            req = {"ops": ops, "protocol": "3pc"}
+            if key:
+                req["idempotency_key"] = key
+            status, body = self.c.request("POST", "/v1/transactions", req)
+            self.assertEqual((status, body["status"]), (200, "committed"), body)
+            gtids.append(body["gtid"])
+
+        def rows():
+            return [(i, g) for i in (0, 1) for g in gtids if self.acceptor(i, g) is not None]
+        self.wait_for(lambda: rows() == [], timeout=10,
+                      what="the acceptor rows of read-only transactions to go")
+
     def test_a_participant_that_does_not_say_it_takes_forget_is_not_sent_one(self):
         """An older participant does not know "forget": it would log every one as an unknown
         message. Its hello does not announce it, so it keeps its rows, and the others forget."""

@@ -373,6 +373,9 @@ static void a_keyed_read_only_transaction_is_recorded_before_its_answer(void)
                 CU_ASSERT_EQUAL(tx_path(tx), TXP_READONLY);
                 CU_ASSERT(find_call("log_end") >= 0);
             }
+            /* under 3PC each branch registered its acceptor row: nobody is in doubt */
+            CU_ASSERT_EQUAL(find_call("forget:0") >= 0, protocol == 3);
+            CU_ASSERT_EQUAL(find_call("forget:1") >= 0, protocol == 3);
             CU_ASSERT_EQUAL(W.answers, 1);
             CU_ASSERT_EQUAL(find_call("commit:0"), -1);
             CU_ASSERT_EQUAL(find_call("commit:1"), -1);
@@ -912,6 +915,18 @@ static void three_pc_tells_the_shards_to_forget_once_every_participant_acknowled
     a = (struct tx_evarg){.b = &tx->branches[0], .ack = TX_ACK_ABORTED};
     CU_ASSERT_EQUAL(tx_step(tx, TXE_ACK, &a), 0);
     CU_ASSERT_EQUAL(tx->state, TX_ABORTED);
+    CU_ASSERT(find_call("forget:0") >= 0);
+    CU_ASSERT(find_call("forget:1") >= 0);
+    tx_free(tx);
+
+    tx = new_tx3(2); /* read-only everywhere: nothing prepared, the rows go at once */
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_COMMIT, NULL), 0);
+    for (size_t i = 0; i < 2; i++) {
+        a = (struct tx_evarg){.b = &tx->branches[i]};
+        CU_ASSERT_EQUAL(find_call("forget:0"), -1);
+        CU_ASSERT_EQUAL(tx_step(tx, TXE_VOTE_READONLY, &a), 0);
+    }
+    CU_ASSERT_EQUAL(tx->state, TX_COMMITTED);
     CU_ASSERT(find_call("forget:0") >= 0);
     CU_ASSERT(find_call("forget:1") >= 0);
     tx_free(tx);
