@@ -486,11 +486,24 @@ static void post_call(struct coord *co, struct httpd_req *req, const char *gtid_
  * participants are told to go there (503), once their token and the path
  * are checked as the active would check them; /healthz says "standby".
  */
+/* Why a standby does not serve: it names the node whose active process does. */
+static void standby_err(const struct api_ctx *ctx, struct dtx_err *err)
+{
+    dtx_err_set(err, DTX_ESHUTDOWN,
+                "this coordinator is a standby of node '%s': another process of it is active "
+                "(its lease is in the decision store); ask that one",
+                ctx->cfg->node_id);
+}
+
 static void standby_health(struct api_ctx *ctx, struct httpd_req *req)
 {
     cJSON *root = jsonx_new_object(), *lease = jsonx_new_object();
+    struct dtx_err err;
 
+    dtx_err_clear(&err);
+    standby_err(ctx, &err);
     jsonx_add_str(root, "status", "standby");
+    jsonx_add(root, "error", jsonx_error_obj(&err));
     jsonx_add_str(root, "role", "standby");
     jsonx_add_str(root, "node_id", ctx->cfg->node_id);
     if (ctx->claim) {
@@ -505,12 +518,13 @@ static void standby_health(struct api_ctx *ctx, struct httpd_req *req)
 /* Whether this process is its node's active one; a standby answers req 503. */
 static bool active(struct api_ctx *ctx, struct httpd_req *req)
 {
+    struct dtx_err err;
+
     if (ctx->co)
         return true;
-    httpd_reply_errorf(req, DTX_ESHUTDOWN,
-                       "this coordinator is a standby of node '%s': another process of it "
-                       "is active (its lease is in the decision store); ask that one",
-                       ctx->cfg->node_id);
+    dtx_err_clear(&err);
+    standby_err(ctx, &err);
+    httpd_reply_error(req, &err);
     return false;
 }
 

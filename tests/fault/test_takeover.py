@@ -580,6 +580,9 @@ class StandbyAuthTest(ClusterTest):
                 self.assertEqual(got, (status, codes[status]), (method, path, token))
         status, h = self.c.health(standby)
         self.assertEqual((status, h["role"]), (503, "standby"), h)
+        # a 503 like any other: the contract's error shape, saying why
+        self.assertEqual(h["error"]["code"], "unavailable", h)
+        self.assertIn("standby of node 'c1'", h["error"]["message"])
         # the active, asked the same, answers only the token and path checks alike
         for method, path, want in calls:
             for token, status in want.items():
