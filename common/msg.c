@@ -242,28 +242,41 @@ void msg_release(struct msg *m)
     m->root = NULL;
 }
 
+void msg_results_init(struct msg_results *r, const char *trailer, size_t len)
+{
+    r->s = trailer;
+    r->end = trailer + len;
+    r->k = 0;
+}
+
+bool msg_results_next(struct msg_results *r, const char **p, size_t *n)
+{
+    const char *start = r->s ? memchr(r->s, '\n', (size_t)(r->end - r->s)) : NULL;
+    const char *stop;
+
+    if (!start)
+        return false;
+    start++;
+    stop = memchr(start, '\n', (size_t)(r->end - start));
+    if (!stop)
+        stop = r->end;
+    *p = start;
+    *n = (size_t)(stop - start);
+    r->s = stop;
+    r->k++;
+    return true;
+}
+
 bool msg_result(const char *trailer, size_t len, size_t k, const char **p, size_t *n)
 {
-    const char *end = trailer + len;
-    const char *s = trailer;
+    struct msg_results r;
 
-    for (size_t i = 0;; i++) {
-        const char *start = memchr(s, '\n', (size_t)(end - s));
-        const char *stop;
-
-        if (!start)
-            return false;
-        start++;
-        stop = memchr(start, '\n', (size_t)(end - start));
-        if (!stop)
-            stop = end;
-        if (i == k) {
-            *p = start;
-            *n = (size_t)(stop - start);
+    msg_results_init(&r, trailer, len);
+    while (msg_results_next(&r, p, n)) {
+        if (r.k == k + 1)
             return true;
-        }
-        s = stop;
     }
+    return false;
 }
 
 cJSON *msg_new(enum msg_type type, const char *gtid)

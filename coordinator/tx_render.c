@@ -91,18 +91,29 @@ static cJSON *results_array(const struct tx *tx)
 {
     cJSON *arr;
 
+    struct msg_results *next; /* each branch's: its ops come in op order */
+
     if (tx->stored_results)
         return cJSON_CreateRaw(tx->stored_results);
     arr = jsonx_new_array();
+    next = xcalloc(tx->nbranches ? tx->nbranches : 1, sizeof(*next));
+    for (size_t j = 0; j < tx->nbranches; j++)
+        msg_results_init(&next[j], tx->branches[j].results, tx->branches[j].results_len);
     for (size_t i = 0; i < tx->nops; i++) {
         const struct tx_branch *b = &tx->branches[tx->ops[i].branch];
+        struct msg_results *r = &next[tx->ops[i].branch];
         const char *p = NULL;
         size_t n = 0;
+        bool found = false;
         struct buf item = BUF_INIT;
 
         buf_printf(&item, "{\"shard\":\"%s\"", shard_name(tx, b));
-        if (b->results && msg_result(b->results, b->results_len, tx->ops[i].index, &p, &n) &&
-            n > 2 && p[0] == '{') {
+        if (b->results && r->k == tx->ops[i].index)
+            found = msg_results_next(r, &p, &n); /* linear: a scan from the start for each op
+                                                    was quadratic in the results */
+        else if (b->results)
+            found = msg_result(b->results, b->results_len, tx->ops[i].index, &p, &n);
+        if (found && n > 2 && p[0] == '{') {
             buf_putc(&item, ',');
             buf_append(&item, p + 1, n - 1);
         } else {
@@ -111,6 +122,7 @@ static cJSON *results_array(const struct tx *tx)
         jsonx_append(arr, cJSON_CreateRaw(item.data));
         buf_release(&item);
     }
+    free(next);
     return arr;
 }
 

@@ -60,11 +60,20 @@ cJSON *pgval_json(const PGresult *res, int row, int col)
          * double (2^53 + 1 rounded, 1e400 printed as null). Parsed only to be sure it is
          * JSON that readers take (cJSON's nesting limit too); otherwise a string. */
         cJSON *j = cJSON_Parse(v);
+        cJSON *raw;
 
         if (!j)
             return cJSON_CreateString(v);
         cJSON_Delete(j);
-        return cJSON_CreateRaw(v);
+        raw = cJSON_CreateRaw(v);
+        /* json keeps its input's line breaks (json_agg makes some); a branch's results go
+         * one op per line (msg_result). In JSON text PostgreSQL accepted a raw CR or LF can
+         * only be whitespace between tokens (inside a string it must be escaped). */
+        for (char *c = raw->valuestring; *c; c++) {
+            if (*c == '\n' || *c == '\r')
+                *c = ' ';
+        }
+        return raw;
     }
     }
     return cJSON_CreateString(v);

@@ -226,6 +226,16 @@ static bool over_limits(const struct pg_run *r)
     return r->results.len > r->rm->max_result_bytes || r->nrows > r->rm->max_result_rows;
 }
 
+/* A lower bound of the JSON text of res's first row: each value's text, never shorter encoded. */
+static size_t row_text_bytes(const PGresult *res)
+{
+    size_t n = 0;
+
+    for (int c = 0; c < PQnfields(res); c++)
+        n += (size_t)PQgetlength(res, 0, c);
+    return n;
+}
+
 static void op_result(struct pg_run *r, int k, const PGresult *res)
 {
     ExecStatusType st = PQresultStatus(res);
@@ -235,6 +245,10 @@ static void op_result(struct pg_run *r, int k, const PGresult *res)
     if (st == PGRES_SINGLE_TUPLE) { /* one row of many: the statement goes on */
         if (r->err.code)
             return; /* the branch has failed already: its results are not sent */
+        if (r->results.len + row_text_bytes(res) > r->rm->max_result_bytes) {
+            result_too_large(r, k); /* before it is encoded: 6 times its size as \u0001s */
+            return;
+        }
         pgval_rows_add(&r->rows, res, &r->results);
         r->nrows++;
         if (over_limits(r))

@@ -129,6 +129,14 @@ void msg_release(struct msg *m);
  * *p and *n delimit its JSON text.
  */
 bool msg_result(const char *trailer, size_t len, size_t k, const char **p, size_t *n);
+/* Reads a RESULTS trailer's results in order, each once: linear in the trailer. */
+struct msg_results {
+    const char *s, *end;
+    size_t k; /* the index of the next result */
+};
+void msg_results_init(struct msg_results *r, const char *trailer, size_t len);
+/* Result r->k (then r->k + 1 is next); false when there is none. */
+bool msg_results_next(struct msg_results *r, const char **p, size_t *n);
 
 /* Starts a message {"t":type,"gtid":gtid} (gtid may be NULL). */
 cJSON *msg_new(enum msg_type type, const char *gtid);

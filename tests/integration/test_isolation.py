@@ -249,3 +249,20 @@ class DefaultLimitTest(ClusterTest):
         st, body = self.c.request("POST", "/v1/transactions", {"ops": [
             {"shard": "s1", "sql": "SELECT 1"}]})
         self.assertEqual(st, 200, body)
+
+    def peak_rss_kb(self):
+        with open("/proc/%d/status" % self.c.shards[0].agent.pid) as f:
+            return int([ln for ln in f if ln.startswith("VmHWM:")][0].split()[1])
+
+    def test_one_value_over_the_cap_is_refused_before_it_is_encoded(self):
+        """A value of control characters grows six times as JSON text (\\u0001): 20 MB of
+        them took the participant 160 MB beyond libpq's copy before the cap was checked.
+        The value's own size already says it cannot fit."""
+        with open("/proc/%d/clear_refs" % self.c.shards[0].agent.pid, "w") as f:
+            f.write("5")  # the peak RSS starts again from now
+        before = self.peak_rss_kb()
+        st, body = self.c.request("POST", "/v1/transactions", {"ops": [
+            {"shard": "s1", "sql": "SELECT repeat(chr(1), 20000000)"}]}, timeout=60)
+        self.assertEqual((st, body["error"]["code"]), (409, "result_too_large"), body)
+        grew = self.peak_rss_kb() - before
+        self.assertLess(grew, 60000, "the participant's peak RSS grew by %d kB" % grew)

@@ -167,6 +167,23 @@ class TransactionsTest(ClusterTest):
         self.assertEqual(j["huge"], float("inf"))  # Python reads 1e400 so; a double printed null
         self.assertEqual(b, [12345678901234567890123])
 
+    def test_a_json_value_with_newlines_in_its_text_keeps_every_result_in_place(self):
+        # json keeps its input's whitespace and json_agg puts a newline between elements;
+        # a branch's results travel to the coordinator one op per line
+        status, body = self.c.tx([
+            {"shard": "s1", "sql": "SELECT json_agg(t) AS a FROM (VALUES (1, 'x'), (2, 'y')) "
+                                   "t(n, s)"},
+            {"shard": "s1", "sql": "SELECT E'{\\n\"k\":\\r\\n [1,\\n2], \"s\": \"a\\\\nb\"}'"
+                                   "::json AS j, 'after' AS t"},
+            {"shard": "s2", "sql": "SELECT 2 AS two"}])
+        self.assertEqual(status, 200, body)
+        self.assertIsInstance(body, dict, "the answer is not JSON")
+        r0, r1, r2 = body["results"]
+        self.assertEqual(r0["rows"], [[[{"n": 1, "s": "x"}, {"n": 2, "s": "y"}]]])
+        self.assertEqual(r1["columns"], ["j", "t"])
+        self.assertEqual(r1["rows"], [[{"k": [1, 2], "s": "a\nb"}, "after"]])
+        self.assertEqual(r2["rows"], [[2]])
+
     def test_concurrent_transfers_keep_the_total(self):
         before = self.total()
         rng = random.Random(7)
