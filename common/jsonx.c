@@ -271,10 +271,17 @@ char *jsonx_to_param(const cJSON *item)
     if (cJSON_IsBool(item))
         return strdup(cJSON_IsTrue(item) ? "true" : "false");
     if (cJSON_IsNumber(item)) {
-        if (jsonx_is_safe_int(item))
+        if (jsonx_is_safe_int(item)) {
             snprintf(num, sizeof(num), "%" PRId64, (int64_t)item->valuedouble);
-        else
-            snprintf(num, sizeof(num), "%.17g", item->valuedouble);
+        } else {
+            /* the shortest text that reads back as the same double: 19.99 stays 19.99 (%.17g
+             * gives 19.989999999999998, which a numeric column would take as it is) */
+            for (int prec = 1; prec <= 17; prec++) {
+                snprintf(num, sizeof(num), "%.*g", prec, item->valuedouble);
+                if (strtod(num, NULL) == item->valuedouble)
+                    break;
+            }
+        }
         return strdup(num);
     }
     return jsonx_print(item);

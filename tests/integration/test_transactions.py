@@ -167,6 +167,16 @@ class TransactionsTest(ClusterTest):
         self.assertEqual(j["huge"], float("inf"))  # Python reads 1e400 so; a double printed null
         self.assertEqual(b, [12345678901234567890123])
 
+    def test_a_fractional_number_parameter_is_bound_as_the_client_wrote_it(self):
+        # a double's 17 digits (19.989999999999998) reached a numeric column as they were
+        status, body = self.c.tx([
+            {"shard": "s1", "sql": "SELECT $1::numeric::text, $2::numeric::text, "
+                                   "$3::numeric::text, $4::numeric::text, $5::float8",
+             "params": [19.99, 0.1, 123456.789, -0.0025, 1.25e-300]}])
+        self.assertEqual(status, 200, body)
+        self.assertEqual(body["results"][0]["rows"],
+                         [["19.99", "0.1", "123456.789", "-0.0025", 1.25e-300]])
+
     def test_a_json_value_with_newlines_in_its_text_keeps_every_result_in_place(self):
         # json keeps its input's whitespace and json_agg puts a newline between elements;
         # a branch's results travel to the coordinator one op per line
