@@ -149,28 +149,18 @@ static void evict(struct txtab *tab, struct txent *e)
     entry_free(e);
 }
 
-static bool over_limits(const struct txtab *tab)
-{
-    return tab->nretained > tab->lim.retention_max ||
-           tab->retained_bytes > tab->lim.retention_max_bytes;
-}
-
-/* The oldest retained entry without a key (keyed: with one whose answer has results), or NULL. */
-static struct txent *oldest(struct txtab *tab, bool keyed)
-{
-    for (struct list_node *p = tab->retained.next; p != &tab->retained; p = p->next) {
-        struct txent *e = container_of(p, struct txent, link);
-
-        if (!keyed && !tx_idem_key(e->tx))
-            return e;
-        if (keyed && tx_idem_key(e->tx) && e->retained_bytes > 0 && !tx_results_dropped(e->tx))
-            return e;
-    }
-    return NULL;
-}
-
+/*
+ * Over the limits, oldest first, one pass each (it runs once a second):
+ * beyond retention_max,
+ * entries without a key go (a key stays for all its retention time;
+ * txtab_keys_full refuses new keys instead); beyond retention_max_bytes,
+ * keyed answers lose their results, never their key. An entry without a
+ * key keeps no answer: evicting it would free none of those bytes, only
+ * cost its client the record.
+ */
 void txtab_expire(struct txtab *tab, uint64_t now_us)
 {
+    struct list_node *p, *next;
     struct txent *e;
 
     while (!list_empty(&tab->retained)) {
@@ -179,9 +169,18 @@ void txtab_expire(struct txtab *tab, uint64_t now_us)
             break;
         evict(tab, e);
     }
-    while (over_limits(tab) && (e = oldest(tab, false)) != NULL)
-        evict(tab, e);
-    while (tab->retained_bytes > tab->lim.retention_max_bytes && (e = oldest(tab, true)) != NULL) {
+    for (p = tab->retained.next; p != &tab->retained && tab->nretained > tab->lim.retention_max;
+         p = next) {
+        next = p->next;
+        e = container_of(p, struct txent, link);
+        if (!tx_idem_key(e->tx))
+            evict(tab, e);
+    }
+    for (p = tab->retained.next;
+         p != &tab->retained && tab->retained_bytes > tab->lim.retention_max_bytes; p = p->next) {
+        e = container_of(p, struct txent, link);
+        if (!tx_idem_key(e->tx) || e->retained_bytes == 0 || tx_results_dropped(e->tx))
+            continue;
         tx_drop_results(e->tx);
         free(e->answer_body);
         e->answer_body = tx_render_answer(e->tx, &e->answer_status);

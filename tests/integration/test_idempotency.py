@@ -180,6 +180,29 @@ class IdempotencyBudgetTest(ClusterTest):
     SHARDS = 2
     COORD = {"retention_max_bytes": 3000}
 
+    def test_big_keyed_answers_do_not_cost_other_clients_their_transactions(self):
+        """A transaction without a key keeps no answer (0 bytes): evicting it frees none of
+        retention_max_bytes. One client's big keyed answers evicted every such record, so
+        other clients' recent gtids answered 404."""
+        status, plain = self.c.tx([{"shard": "s1", "sql": "SELECT 1"},
+                                   {"shard": "s2", "sql": "SELECT 2"}])
+        self.assertEqual(status, 200, plain)
+        for i in range(6):
+            status, body = self.c.tx([{"shard": "s1", "sql": "SELECT repeat('y', 1000), %d" % i},
+                                      {"shard": "s2", "sql": "SELECT 1"}],
+                                     idempotency_key="bytes-%d" % i)
+            self.assertEqual(status, 200, body)
+
+        def dropped():  # a retry: the budget is enforced once a second
+            status, again = self.c.tx([{"shard": "s1", "sql": "SELECT repeat('y', 1000), 0"},
+                                       {"shard": "s2", "sql": "SELECT 1"}],
+                                      idempotency_key="bytes-0")
+            self.assertEqual(status, 200, again)
+            return "retention_max_bytes" in again.get("results_dropped", "")
+        self.wait_for(dropped, timeout=10, what="the oldest keyed answer to lose its results")
+        status, t = self.c.request("GET", "/v1/transactions/" + plain["gtid"])
+        self.assertEqual((status, t.get("status")), (200, "committed"), t)
+
     def test_no_key_runs_twice_however_big_the_other_answers_are(self):
         """The issue's scenario: many answers of ~1 KB exceed retention_max_bytes many times
         over; a retry of the first key still gets its outcome, never a second run."""
