@@ -156,15 +156,17 @@ static bool torn_write(const unsigned char *d, size_t size, size_t off, uint32_t
     end = off + DLOG_FRAME_HDR + len;
     if (z > end)
         return false; /* something was written after it */
+    /* also when the file seems to end inside it: a clean stop trims the zeros kept ahead
+     * of the log, so its last frame ends the file, and a flipped length points past it */
+    for (size_t e = z; e <= z + NATURAL_ZEROS && e <= size; e++) {
+        if (e != end && e >= off + DLOG_FRAME_HDR &&
+            complete_with_length(d, off, salt, e - off - DLOG_FRAME_HDR))
+            return false; /* complete, with a flipped length */
+    }
     if (end > size)
         return true; /* the file ends inside it */
     if (z % SECTOR != 0 && end - z <= NATURAL_ZEROS)
         return false; /* all of it landed: damaged since */
-    for (size_t e = z; e <= z + NATURAL_ZEROS && e < end; e++) {
-        if (e >= off + DLOG_FRAME_HDR &&
-            complete_with_length(d, off, salt, e - off - DLOG_FRAME_HDR))
-            return false; /* complete, with a flipped length */
-    }
     return true;
 }
 

@@ -207,6 +207,39 @@ class StartupTest(ClusterTest):
         self.c.start_coordinator()
         self.assertEqual(self.c.request("GET", "/healthz")[1]["epoch"], epoch + 1)
 
+    def test_a_flipped_length_in_the_last_frame_after_a_clean_stop_is_corruption(self):
+        """A clean stop trims the zeros kept ahead of the log, so its last frame ends the
+        file: a bit flip that makes its length larger reads as "the file ends inside it".
+        That frame was acknowledged (its COMMIT records answered) and is complete, so it
+        is corruption, never a torn write to cut off."""
+        status, body = self.c.tx([{"shard": "s1", "sql": "UPDATE accounts SET balance = balance "
+                                                         "+ 1 WHERE id = 41"},
+                                  {"shard": "s2", "sql": "UPDATE accounts SET balance = balance "
+                                                         "+ 1 WHERE id = 41"}])
+        self.assertEqual(status, 200, body)
+        self.assertEqual(self.c.stop_coordinator(), 0)
+        self.addCleanup(self.c.start_coordinator)
+        copy = os.path.join(self.c.dir, "flipped-length-log")
+        shutil.copytree(self.c.log_dir, copy)
+        seg = sorted(glob.glob(os.path.join(copy, "dlog-*.log")))[-1]
+        with open(seg, "rb") as f:
+            data = f.read()
+        off, last = 32, None  # the segment's header, then frames: crc, length, type, body
+        while off + 9 <= len(data):
+            n = int.from_bytes(data[off + 4:off + 8], "little")
+            if n == 0:
+                break
+            last, off = off, off + 9 + n
+        self.assertEqual(off, len(data), "the clean stop left no zeros after the last frame")
+        self.assertGreater(last, 32, "a frame after the start's checkpoint")
+        with open(seg, "r+b") as f:
+            f.seek(last + 5)  # the length's second byte: 4096 more
+            f.write(bytes([data[last + 5] ^ 0x10]))
+        r = self.run_bin("dtxctl", "log", "verify", "--log-dir", copy)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("CORRUPT", r.stdout)
+        self.assertIn("offset %d" % last, r.stdout)
+
     def test_second_coordinator_on_a_taken_port_exits_1(self):
         path = self.write_json("dup-coord.json", {
             "node_id": "c2", "listen": "127.0.0.1:%d" % self.c.coord_port,
