@@ -301,6 +301,29 @@ static int read_body(struct httpd_req *req, bool ballot, bool value, char *gtid,
     return rc;
 }
 
+/*
+ * Whether gtid is this node's: a coordinator is the acceptor "c:<node>" of
+ * its own transactions only. Another node answering as that acceptor (a
+ * participant that reaches it through the one URL it was given) would be an
+ * empty acceptor that lets a round reach a majority without the real one's
+ * acceptance. Otherwise req is answered 409.
+ */
+static bool own_gtid(struct coord *co, struct httpd_req *req, const char *gtid)
+{
+    const char *self = coord_config(co)->node_id;
+    char node[DTX_NAME_MAX + 1] = "";
+
+    gid_parse_gtid(gtid, node, NULL, NULL);
+    if (strcmp(node, self) == 0)
+        return true;
+    httpd_reply_errorf(req, DTX_ECONFLICT,
+                       "transaction %s belongs to coordinator node '%s', not to this one "
+                       "('%s'): a coordinator is an acceptor of its own node's transactions "
+                       "only",
+                       gtid, node, self);
+    return false;
+}
+
 bool coord_acc_serves(const char *method, const char *rest)
 {
     if (strcmp(method, "GET") == 0)
@@ -324,23 +347,26 @@ void coord_acc_http(struct coord *co, struct httpd_req *req, const char *method,
         httpd_reply_errorf(req, DTX_ENOTFOUND,
                            "use POST /v1/peer/3pc/promise|accept|decide or GET "
                            "/v1/peer/3pc/{gtid}");
-    } else if (strcmp(method, "GET") == 0) {
-        state_of(co, rest + 1, &st);
+        return;
+    }
+    if (strcmp(method, "GET") == 0)
+        snprintf(gtid, sizeof(gtid), "%s", rest + 1);
+    else if (read_body(req, strcmp(rest, "/decide") != 0, strcmp(rest, "/promise") != 0, gtid, &b,
+                       &v, &err) < 0) {
+        httpd_reply_error(req, &err);
+        return;
+    }
+    if (!own_gtid(co, req, gtid))
+        return;
+    if (strcmp(method, "GET") == 0) {
+        state_of(co, gtid, &st);
         o = state_json(&st);
         httpd_reply_json(req, 200, jsonx_print(o));
         cJSON_Delete(o);
     } else if (strcmp(rest, "/promise") == 0) {
-        if (read_body(req, true, false, gtid, &b, &v, &err) < 0)
-            httpd_reply_error(req, &err);
-        else
-            promise_ballot(co, req, gtid, &b);
+        promise_ballot(co, req, gtid, &b);
     } else if (strcmp(rest, "/accept") == 0) {
-        if (read_body(req, true, true, gtid, &b, &v, &err) < 0)
-            httpd_reply_error(req, &err);
-        else
-            accept_ballot(co, req, gtid, &b, v);
-    } else if (read_body(req, false, true, gtid, &b, &v, &err) < 0) {
-        httpd_reply_error(req, &err);
+        accept_ballot(co, req, gtid, &b, v);
     } else {
         log_info("transaction %s: the participants decided %s", gtid, ballot_value_name(v));
         coord_acc_learned(co, gtid, v);

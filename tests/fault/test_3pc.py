@@ -248,6 +248,26 @@ class ThreePhaseTest(ClusterTest):
         self.assertEqual(promise(4), (True, 4))
         self.assertEqual(promise(3), (False, 4))
 
+    def test_a_coordinator_is_an_acceptor_for_its_own_node_only(self):
+        """A participant configured with one coordinator URL asks it about every node's
+        transactions. Another node behind that URL granted, accepted and recorded as if it
+        were the transaction's coordinator "c:c9", an empty acceptor that lets a round
+        reach a majority without the real one's acceptance."""
+        gtid = "c9-1-%d" % self.acct
+        calls = [("POST", "/v1/peer/3pc/promise", {"gtid": gtid,
+                                                   "ballot": {"counter": 5, "node": "p:s1"}}),
+                 ("POST", "/v1/peer/3pc/accept", {"gtid": gtid, "value": "abort",
+                                                  "ballot": {"counter": 5, "node": "p:s1"}}),
+                 ("POST", "/v1/peer/3pc/decide", {"gtid": gtid, "value": "abort"}),
+                 ("GET", "/v1/peer/3pc/" + gtid, None)]
+        for method, path, body in calls:
+            status, ans = self.c.request(method, path, body)
+            self.assertEqual((status, ans["error"]["code"]), (409, "conflict"), (path, ans))
+            self.assertIn("node 'c9'", ans["error"]["message"])
+        rc, dump, _ = self.ctl("log", "dump", "--log-dir", self.c.log_dir, json_out=True)
+        self.assertEqual(rc, 0)
+        self.assertEqual([e for e in dump["entries"] if e.get("gtid") == gtid], [])
+
     def test_a_decision_arriving_while_this_shard_leads_a_round(self):
         # s1 leads a round; its own promise waits for its database (a row lock held here) when
         # another acceptor's DECIDE arrives: the round is dropped, and the promise's answer,
