@@ -4,7 +4,8 @@
 -- The decision of a 3PC transaction is single-decree Paxos on the value
 -- commit or abort among the coordinator and the transaction's participants.
 -- A participant keeps its part here, each change committed in a local
--- transaction of its own before the agent answers: the highest ballot it
+-- transaction of its own, and flushed (synchronous_commit on for it, whatever
+-- the database's setting), before the agent answers: the highest ballot it
 -- promised, the ballot and value it accepted, whether its branch was
 -- fenced (a recovery leader asked before the branch prepared: it must
 -- never prepare now), and the decision once known. PostgreSQL has no place
@@ -53,6 +54,7 @@ END $$;
 -- acceptors, so that this shard can finish it without the coordinator.
 CREATE OR REPLACE FUNCTION dtx.acceptor_register(g text, p jsonb) RETURNS void
 LANGUAGE sql AS $$
+    SELECT set_config('synchronous_commit', 'on', true);
     INSERT INTO dtx.acceptors AS a (gtid, peers) VALUES (g, p)
     ON CONFLICT (gtid) DO UPDATE SET peers = EXCLUDED.peers, updated_at = now()
         WHERE a.peers = '{}'::jsonb
@@ -71,6 +73,7 @@ DECLARE
     r dtx.acceptors;
     prepared boolean;
 BEGIN
+    PERFORM set_config('synchronous_commit', 'on', true); -- answered once durable
     INSERT INTO dtx.acceptors (gtid, peers) VALUES (g, coalesce(p, '{}'::jsonb))
         ON CONFLICT (gtid) DO NOTHING;
     SELECT * INTO r FROM dtx.acceptors a WHERE a.gtid = g FOR UPDATE;
@@ -112,6 +115,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
     r dtx.acceptors;
 BEGIN
+    PERFORM set_config('synchronous_commit', 'on', true); -- answered once durable
     INSERT INTO dtx.acceptors (gtid, peers) VALUES (g, coalesce(p, '{}'::jsonb))
         ON CONFLICT (gtid) DO NOTHING;
     SELECT * INTO r FROM dtx.acceptors a WHERE a.gtid = g FOR UPDATE;
@@ -131,6 +135,7 @@ END $$;
 -- The decision, once known here (from the coordinator or a recovery leader).
 CREATE OR REPLACE FUNCTION dtx.acceptor_decided(g text, v text) RETURNS void
 LANGUAGE sql AS $$
+    SELECT set_config('synchronous_commit', 'on', true);
     INSERT INTO dtx.acceptors AS a (gtid, decided) VALUES (g, v)
     ON CONFLICT (gtid) DO UPDATE SET decided = v, updated_at = now()
 $$;

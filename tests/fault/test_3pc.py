@@ -248,6 +248,36 @@ class ThreePhaseTest(ClusterTest):
         self.assertEqual(promise(4), (True, 4))
         self.assertEqual(promise(3), (False, 4))
 
+    def test_an_acceptance_survives_a_crash_of_a_shard_that_commits_asynchronously(self):
+        """A shard whose database runs with synchronous_commit = off committed its promise
+        or acceptance without flushing it, and answered: a crash of its PostgreSQL then lost
+        what a majority had been told, and a later round could choose the other value."""
+        for i in (0, 1):
+            self.c.psql(i, "ALTER SYSTEM SET synchronous_commit = off")
+            self.c.psql(i, "ALTER SYSTEM SET wal_writer_delay = '10s'")  # WAL written late
+            self.c.psql(i, "SELECT pg_reload_conf()")
+        try:
+            self.crash_and_wait("coord.before_log=crash")  # after a majority accepted commit
+            for i in (0, 1):  # before any recovery round writes (and flushes) anything
+                self.c.kill_participant(i)
+            gtid = self.gid_gtid()
+            self.assertIsNotNone(gtid)
+            for i in (0, 1):
+                self.c.pg_stop(i, mode="immediate")  # a crash: unwritten WAL is gone
+                self.c.pg_start(i)
+            accepted = [(self.acceptor(i, gtid) or [None] * 3)[2] for i in (0, 1)]
+            self.assertIn("commit", accepted,
+                          "the shard that accepted commit (one did: with the coordinator a "
+                          "majority) forgot it in the crash")
+        finally:
+            for i in (0, 1):
+                self.c.psql(i, "ALTER SYSTEM RESET synchronous_commit")
+                self.c.psql(i, "ALTER SYSTEM RESET wal_writer_delay")
+                self.c.psql(i, "SELECT pg_reload_conf()")
+                if not self.c.shards[i].agent.alive():
+                    self.c.start_participant(i)
+        self.assert_no_prepared(timeout=SETTLE_S)
+
     def test_a_coordinator_is_an_acceptor_for_its_own_node_only(self):
         """A participant configured with one coordinator URL asks it about every node's
         transactions. Another node behind that URL granted, accepted and recorded as if it
