@@ -86,7 +86,7 @@ extern const char dstore_pg_schema_sql[]; /* sql/store/, embedded by the Makefil
 /* What a connection's server is set to, for the warnings of the process that becomes active. */
 struct store_settings {
     bool fsync_off;       /* allowed (allow_fsync_off), or the connection was refused */
-    bool sync_commit_off; /* the database said synchronous_commit = off: set on for dtx */
+    char sync_commit[16]; /* the database's synchronous_commit when weaker than on ("": not) */
     bool no_sync_standby; /* synchronous_standby_names is empty */
 };
 
@@ -109,8 +109,10 @@ static void on_notice(void *arg, const PGresult *res)
 /*
  * Refuses a server that runs with fsync = off unless allowed: a crash of it can lose
  * decisions clients were told of, and presumed abort would then split them. A database
- * set to synchronous_commit = off gets it on for this session: a decision is acknowledged
- * only once it is durable (and on the synchronous standby, when the server has one).
+ * set to a synchronous_commit weaker than on (off; local and remote_write, which do not
+ * wait for the synchronous standby's flush) gets it on for this session: a decision is
+ * acknowledged only once it is durable, on the synchronous standby too when the server
+ * has one (remote_apply, stronger, is kept).
  */
 static int check_settings(PGconn *c, bool allow_fsync_off, struct store_settings *st,
                           struct dtx_err *err)
@@ -127,7 +129,9 @@ static int check_settings(PGconn *c, bool allow_fsync_off, struct store_settings
         return rc;
     }
     st->fsync_off = strcmp(PQgetvalue(res, 0, 0), "off") == 0;
-    st->sync_commit_off = strcmp(PQgetvalue(res, 0, 1), "off") == 0;
+    st->sync_commit[0] = '\0';
+    if (strcmp(PQgetvalue(res, 0, 1), "on") != 0 && strcmp(PQgetvalue(res, 0, 1), "remote_apply") != 0)
+        snprintf(st->sync_commit, sizeof(st->sync_commit), "%s", PQgetvalue(res, 0, 1));
     st->no_sync_standby = PQgetvalue(res, 0, 2)[0] == '\0';
     PQclear(res);
     if (st->fsync_off && !allow_fsync_off)
@@ -135,7 +139,7 @@ static int check_settings(PGconn *c, bool allow_fsync_off, struct store_settings
                            "the decision store's PostgreSQL runs with fsync = off: a crash of it "
                            "could lose decisions already answered; set fsync = on (or, for a "
                            "throwaway test store only, 'decision_store.allow_fsync_off')");
-    if (st->sync_commit_off) {
+    if (st->sync_commit[0]) {
         res = PQexec(c, "SET synchronous_commit = on");
         if (PQresultStatus(res) != PGRES_COMMAND_OK)
             rc = dtx_err_set(err, DTX_EIO, "could not set synchronous_commit = on: %s",
@@ -895,10 +899,11 @@ int dstore_pg_open(struct dstore **out, const struct dstore_pg_opts *opts, uint6
         log_warn("the decision store's PostgreSQL runs with fsync = off, allowed by "
                  "'decision_store.allow_fsync_off': a crash of it can lose decisions; for "
                  "throwaway test stores only");
-    if (set.sync_commit_off)
-        log_warn("the decision store's database is set to synchronous_commit = off: this "
-                 "coordinator's sessions set it on, so that a decision is durable before it is "
-                 "answered");
+    if (set.sync_commit[0])
+        log_warn("the decision store's database is set to synchronous_commit = %s: this "
+                 "coordinator's sessions set it on, so that a decision is durable (on the "
+                 "synchronous standby too, when there is one) before it is answered",
+                 set.sync_commit);
     if (set.no_sync_standby)
         log_warn("the decision store's PostgreSQL has no synchronous standby "
                  "(synchronous_standby_names is empty): decisions survive its crash, not the "

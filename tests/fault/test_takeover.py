@@ -263,16 +263,27 @@ class StoreTest(ClusterTest):
             "pronamespace = 'dtx_store'::regnamespace"), [["1"]])
 
     def test_synchronous_commit_off_in_the_stores_database_is_put_back_on(self):
-        self.c.store_psql("ALTER DATABASE dtx SET synchronous_commit = off")
-        try:
-            self.c.stop_coordinator()
-            self.c.start_coordinator()
-            self.assertIn("synchronous_commit = off", open(self.c.coordinator.log).read())
-            status, body = self.c.request("POST", "/v1/transactions",
-                                          {"ops": transfer_ops(self.acct)})
-            self.assertEqual(status, 200, body)
-        finally:
-            self.c.store_psql("ALTER DATABASE dtx RESET synchronous_commit")
+        # local and remote_write do not wait for the synchronous standby's flush: a decision
+        # answered could be missing from the standby promoted after the primary's loss
+        log = os.path.join(self.c.store.dir, "postgres.log")
+        for setting in ("off", "local", "remote_write"):
+            self.c.store_psql("ALTER DATABASE dtx SET synchronous_commit = %s" % setting)
+            self.c.store_psql("ALTER DATABASE dtx SET log_statement = 'all'")
+            try:
+                self.c.stop_coordinator()
+                since = os.path.getsize(log)
+                self.c.start_coordinator()
+                self.assertIn("synchronous_commit = %s" % setting,
+                              open(self.c.coordinator.log).read())
+                status, body = self.c.request("POST", "/v1/transactions",
+                                              {"ops": transfer_ops(self.acct)})
+                self.assertEqual(status, 200, body)
+                with open(log) as f:
+                    f.seek(since)
+                    self.assertIn("SET synchronous_commit = on", f.read(), setting)
+            finally:
+                self.c.store_psql("ALTER DATABASE dtx RESET synchronous_commit")
+                self.c.store_psql("ALTER DATABASE dtx RESET log_statement")
 
 
 class TakeoverTest(ClusterTest):
