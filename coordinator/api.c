@@ -222,6 +222,19 @@ static uint64_t request_hash(const struct txreq *r, const cJSON *ops)
     return h;
 }
 
+int api_check_3pc_shards(const struct tx *tx, const struct txreq *r, struct dtx_err *err)
+{
+    size_t n = tx_shards_with(tx, r);
+
+    if (n <= BALLOT_MAX_SHARDS)
+        return 0;
+    return dtx_err_set(err, DTX_EINVAL,
+                       "a three-phase commit transaction takes at most %d shards (its "
+                       "participants' recovery rounds ask every one); this one would have %zu: "
+                       "use \"protocol\": \"2pc\", or fewer shards",
+                       BALLOT_MAX_SHARDS, n);
+}
+
 static int parse_tx(const char *body, size_t len, const struct coord_config *cfg, bool ops_only,
                     struct txreq *out, struct dtx_err *err)
 {
@@ -255,6 +268,8 @@ static int parse_tx(const char *body, size_t len, const struct coord_config *cfg
     r.ops = xcalloc(r.nops, sizeof(*r.ops));
     for (int i = 0; i < n && rc == 0; i++)
         rc = check_op(cJSON_GetArrayItem(ops, i), i, cfg, &r.ops[i], err);
+    if (rc == 0 && r.protocol == 3)
+        rc = api_check_3pc_shards(NULL, &r, err);
     if (rc < 0)
         goto out_free;
     if (r.idem_key)

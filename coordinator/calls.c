@@ -12,6 +12,7 @@
  */
 #include "coord_impl.h"
 
+#include "dtx/api.h"
 #include "dtx/xalloc.h"
 
 #include <stdlib.h>
@@ -57,11 +58,17 @@ static struct txent *admitted(struct coord *co, const char *gtid, enum tx_call c
 
 void coord_ops(struct coord *co, const char *gtid, struct txreq *req, struct httpd_req *client)
 {
+    struct dtx_err err;
     enum tx_admit admit;
     struct txent *e = admitted(co, gtid, TX_CALL_OPS, client, &admit);
 
     if (!e)
         return;
+    dtx_err_clear(&err);
+    if (tx_protocol(e->tx) == 3 && api_check_3pc_shards(e->tx, req, &err) < 0) {
+        httpd_reply_error(client, &err); /* refused before it runs: the transaction goes on */
+        return;
+    }
     tx_reset_ops(e->tx);
     for (size_t i = 0; i < req->nops; i++)
         tx_add_op(e->tx, req->ops[i].shard, req->ops[i].op, i);

@@ -100,6 +100,7 @@
 #include "dtx/failpoint.h"
 #include "dtx/jsonx.h"
 #include "dtx/log.h"
+#include "dtx/txreq.h"
 #include "dtx/xalloc.h"
 
 #include <inttypes.h>
@@ -1480,6 +1481,29 @@ struct tx_branch *tx_branch_on(struct tx *tx, int shard)
             return &tx->branches[i];
     }
     return NULL;
+}
+
+/* Adds shard to the n distinct ones in seen, unless it is there. */
+static void add_distinct(int *seen, size_t *n, int shard)
+{
+    for (size_t j = 0; j < *n; j++) {
+        if (seen[j] == shard)
+            return;
+    }
+    seen[(*n)++] = shard;
+}
+
+size_t tx_shards_with(const struct tx *tx, const struct txreq *req)
+{
+    size_t nb = tx ? tx->nbranches : 0, n = 0;
+    int *seen = xcalloc(nb + req->nops + 1, sizeof(*seen));
+
+    for (size_t i = 0; i < nb; i++)
+        add_distinct(seen, &n, tx->branches[i].shard);
+    for (size_t i = 0; i < req->nops; i++)
+        add_distinct(seen, &n, req->ops[i].shard);
+    free(seen);
+    return n;
 }
 
 int tx_branch_shard(const struct tx_branch *b)

@@ -55,7 +55,7 @@
 #define ROUND_BACKOFF_MAX_MS 8000
 #define FENCE_RETRY_MS       50
 #define FENCE_TRIES          100
-#define MAX_ACCEPTORS        65
+#define MAX_ACCEPTORS        (BALLOT_MAX_SHARDS + 1)
 
 /* One acceptor of a transaction, as a leader reaches it. */
 struct acceptor {
@@ -234,7 +234,9 @@ static bool watched_answered(struct watched *w)
  * "shards":[{"name","url"}..]}); the coordinator is reached at the URL
  * that serves its node now (recovery_coordinator_url; "" while none is
  * known: it then counts as an acceptor that does not answer). Returns
- * false when peers says nothing usable.
+ * false when peers says nothing usable: also for one malformed shard, or
+ * more shards than a round takes (MAX_ACCEPTORS), since a majority counted
+ * over fewer acceptors than the transaction has is no majority.
  */
 static bool read_peers(struct watched *w)
 {
@@ -259,20 +261,27 @@ static bool read_peers(struct watched *w)
         snprintf(w->acc[0].url, sizeof(w->acc[0].url), "%s", url ? url : "");
         w->nacc = 1;
     }
+    /* every acceptor or none: a majority counted over fewer than all of them is no majority */
+    ok = node && w->nacc == 1 && cJSON_GetArraySize(shards) < MAX_ACCEPTORS;
     cJSON_ArrayForEach(s, shards)
     {
         const char *name = NULL, *url = NULL;
         struct acceptor *a = &w->acc[w->nacc];
 
-        if (w->nacc >= MAX_ACCEPTORS || jsonx_str(s, "", "name", false, &name, NULL) < 0 ||
-            jsonx_str(s, "", "url", false, &url, NULL) < 0 || !name || !gid_name_ok(name) || !url)
-            continue;
+        if (!ok)
+            break;
+        if (jsonx_str(s, "", "name", false, &name, NULL) < 0 ||
+            jsonx_str(s, "", "url", false, &url, NULL) < 0 || !name || !gid_name_ok(name) ||
+            !url) {
+            ok = false;
+            break;
+        }
         ballot_node(a->node, sizeof(a->node), false, name);
         snprintf(a->url, sizeof(a->url), "%s", url);
         a->self = strcmp(name, cfg->name) == 0;
         w->nacc++;
     }
-    ok = w->nacc >= 3 && node; /* a coordinator and two shards at least */
+    ok = ok && w->nacc >= 3; /* a coordinator and two shards at least */
     cJSON_Delete(root);
     return ok;
 }

@@ -27,6 +27,10 @@ int api_parse_tx(const char *body, size_t len, const struct coord_config *cfg, s
 int api_parse_ops(const char *body, size_t len, const struct coord_config *cfg, struct txreq *out,
                   struct dtx_err *err);
 void api_txreq_release(struct txreq *r);
+struct tx;
+/* DTX_EINVAL when tx (NULL: a new one) with r's ops would be three-phase commit over more
+ * shards than BALLOT_MAX_SHARDS; 0 otherwise. */
+int api_check_3pc_shards(const struct tx *tx, const struct txreq *r, struct dtx_err *err);
 
 struct coord;
 struct admin;

@@ -21,6 +21,12 @@
 #include "dtx/gid.h"
 
 #define BALLOT_NODE_MAX (DTX_NAME_MAX + 3) /* "c:" or "p:", the name, NUL */
+/*
+ * The shards of one three-phase commit transaction at most: a recovery round
+ * asks every acceptor (these and the coordinator), and counts its majority
+ * over all of them. The coordinator refuses a transaction over more.
+ */
+#define BALLOT_MAX_SHARDS 64
 
 struct ballot {
     uint64_t counter;

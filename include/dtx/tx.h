@@ -33,6 +33,8 @@
 #include "dtx/err.h"
 #include "dtx/status.h"
 
+struct txreq;
+
 struct tx;
 struct tx_branch;
 
@@ -310,6 +312,8 @@ enum tx_path tx_path(const struct tx *tx);
 
 /* The branch of tx on shard, or NULL. */
 struct tx_branch *tx_branch_on(struct tx *tx, int shard);
+/* How many shards tx would have with req's ops added (tx NULL: a new transaction). */
+size_t tx_shards_with(const struct tx *tx, const struct txreq *req);
 int tx_branch_shard(const struct tx_branch *b);
 /* True when losing b's participant changes what tx must do (TXE_UNAVAILABLE). */
 bool tx_branch_in_flight(const struct tx *tx, const struct tx_branch *b);

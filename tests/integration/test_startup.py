@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 
+import dtx_cluster
 from harness import ClusterTest
 
 
@@ -239,6 +240,44 @@ class StartupTest(ClusterTest):
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
         self.assertIn("CORRUPT", r.stdout)
         self.assertIn("offset %d" % last, r.stdout)
+
+    def test_three_phase_commit_over_more_shards_than_a_round_takes_is_refused(self):
+        """A participant's recovery round asks every acceptor; it took at most 65, so over
+        64 shards a majority was counted over fewer acceptors than the transaction had.
+        The coordinator refuses such a transaction before anything runs."""
+        port, dead = dtx_cluster.free_ports(2)
+        log_dir = os.path.join(self.c.dir, "wide-log")
+        os.makedirs(log_dir, exist_ok=True)
+        path = self.write_json("wide-coord.json", {
+            "node_id": "c9", "listen": "127.0.0.1:%d" % port, "log_dir": log_dir,
+            "shards": [{"name": "s%d" % i, "url": "http://127.0.0.1:%d" % dead}
+                       for i in range(1, 66)]})
+        p = subprocess.Popen([os.path.join(self.c.bindir, "dtx-coordinator"), "--config", path],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(p.wait)
+        self.addCleanup(p.terminate)
+
+        def call(body, path="/v1/transactions"):
+            try:
+                return self.c.request("POST", path, body, port=port, timeout=10)
+            except OSError:
+                return None, None
+        ops = [{"shard": "s%d" % i, "sql": "SELECT 1"} for i in range(1, 66)]
+        self.wait_for(lambda: call({"ops": ops[:1]})[0] is not None, timeout=20,
+                      what="the coordinator to answer")
+        for n, protocol, want in ((65, "3pc", 400), (64, "3pc", None), (65, "2pc", None)):
+            status, body = call({"ops": ops[:n], "protocol": protocol})
+            if want:
+                self.assertEqual((status, body["error"]["code"]), (want, "bad_request"), body)
+                self.assertIn("at most 64 shards", body["error"]["message"])
+            else:  # runs, and fails only for its shards being down
+                self.assertNotEqual(status, 400, (n, protocol, body))
+        status, begun = call({"interactive": True, "protocol": "3pc"})
+        self.assertEqual(status, 201, begun)
+        calls = "/v1/transactions/%s/ops" % begun["gtid"]
+        status, body = call({"ops": ops}, calls)
+        self.assertEqual((status, body["error"]["code"]), (400, "bad_request"), body)
+        self.assertIn("at most 64 shards", body["error"]["message"])
 
     def test_second_coordinator_on_a_taken_port_exits_1(self):
         path = self.write_json("dup-coord.json", {
