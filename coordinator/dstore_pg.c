@@ -130,7 +130,8 @@ static int check_settings(PGconn *c, bool allow_fsync_off, struct store_settings
     }
     st->fsync_off = strcmp(PQgetvalue(res, 0, 0), "off") == 0;
     st->sync_commit[0] = '\0';
-    if (strcmp(PQgetvalue(res, 0, 1), "on") != 0 && strcmp(PQgetvalue(res, 0, 1), "remote_apply") != 0)
+    if (strcmp(PQgetvalue(res, 0, 1), "on") != 0 &&
+        strcmp(PQgetvalue(res, 0, 1), "remote_apply") != 0)
         snprintf(st->sync_commit, sizeof(st->sync_commit), "%s", PQgetvalue(res, 0, 1));
     st->no_sync_standby = PQgetvalue(res, 0, 2)[0] == '\0';
     PQclear(res);

@@ -271,8 +271,7 @@ static bool read_peers(struct watched *w)
         if (!ok)
             break;
         if (jsonx_str(s, "", "name", false, &name, NULL) < 0 ||
-            jsonx_str(s, "", "url", false, &url, NULL) < 0 || !name || !gid_name_ok(name) ||
-            !url) {
+            jsonx_str(s, "", "url", false, &url, NULL) < 0 || !name || !gid_name_ok(name) || !url) {
             ok = false;
             break;
         }
