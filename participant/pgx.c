@@ -98,6 +98,7 @@ struct pgx_conn {
     bool dirty;          /* ran a client's SQL since its last DISCARD ALL */
     bool cleanup_failed; /* the DISCARD ALL in flight (cleanup job or behind a job) failed */
     bool doomed;         /* a cancel request was sent for it: closed, never reused */
+    bool phase1;         /* runs or holds a phase-1 job (a branch) since it was last idle */
     struct pgx_job init; /* internal, once after connecting: init_sql */
     struct pgx_stmt init_stmt;
     char value[64]; /* what init_sql gave */
@@ -314,6 +315,7 @@ static void conn_close(struct pgx_conn *c)
     c->cleaning = false;
     c->doomed = false;
     c->dirty = false;
+    c->phase1 = false;
 }
 
 static void conn_down(struct pgx_conn *c, const char *why)
@@ -343,6 +345,30 @@ static struct pgx_job *dequeue(struct pgx_pool *pool, struct list_node *q)
     return job;
 }
 
+/*
+ * Whether a phase-1 job may take one more connection: one of those that can
+ * work stays for phase 2, so that branches running long (a client's
+ * pg_sleep, a lock wait) never hold back another transaction's COMMIT
+ * PREPARED, and with it that transaction's locks. Phase-2 jobs come first
+ * from the queue anyway; this keeps a connection for them to come to. (The
+ * participant opens pool_size + 1 connections, so pool_size branches still
+ * run at once.)
+ */
+static bool phase1_room(const struct pgx_pool *pool)
+{
+    int usable = 0, phase1 = 0;
+
+    for (int i = 0; i < pool->opts.size; i++) {
+        const struct pgx_conn *c = &pool->conns[i];
+
+        if (c->state == C_IDLE || c->state == C_BUSY || c->state == C_HELD) {
+            usable++;
+            phase1 += c->phase1;
+        }
+    }
+    return usable <= 1 || phase1 < usable - 1;
+}
+
 /* Gives an idle connection work: a batch of phase-2 jobs, or one phase-1 job. */
 static void conn_take_work(struct pgx_conn *c)
 {
@@ -355,7 +381,8 @@ static void conn_take_work(struct pgx_conn *c)
             goto broken;
         n++;
     }
-    if (n == 0 && (job = dequeue(pool, &pool->queue1)) != NULL) {
+    if (n == 0 && phase1_room(pool) && (job = dequeue(pool, &pool->queue1)) != NULL) {
+        c->phase1 = true;
         if (conn_send(c, job) < 0)
             goto broken;
         n++;
@@ -558,6 +585,7 @@ static void conn_after_job(struct pgx_conn *c)
         return;
     }
     c->state = C_IDLE;
+    c->phase1 = false;
     if (c->pool->nqueued > 0)
         conn_take_work(c);
 }

@@ -87,7 +87,8 @@ int rm_pg_new(struct rm **out, struct ev_loop *loop, const struct rm_pg_opts *o,
      */
     struct pgx_opts po = {
         .conninfo = o->conninfo,
-        .size = o->pool_size,
+        /* pool_size branches at once, and a connection more that pgx keeps for phase 2 */
+        .size = o->pool_size > 1 ? o->pool_size + 1 : o->pool_size,
         .init_sql =
             "SELECT CASE WHEN pg_is_in_recovery() THEN NULL ELSE " RM_PG_IDENTITY_SQL " END",
         .init_null_why = "the server is in recovery (a standby): branches need a primary"};

@@ -9,6 +9,7 @@ sequential, so the next client's branch runs on the connection the first
 one used."""
 
 import os
+import threading
 import time
 import re
 import subprocess
@@ -266,3 +267,39 @@ class DefaultLimitTest(ClusterTest):
         self.assertEqual((st, body["error"]["code"]), (409, "result_too_large"), body)
         grew = self.peak_rss_kb() - before
         self.assertLess(grew, 60000, "the participant's peak RSS grew by %d kB" % grew)
+
+
+class PhaseTwoRoomTest(ClusterTest):
+    """Long branches that fill a shard's pool never hold back another transaction's COMMIT
+    PREPARED (and its locks): one connection stays for phase 2."""
+
+    SHARDS = 2
+    AGENT = {"pool_size": 4}
+
+    def test_long_branches_filling_a_shards_pool_never_hold_back_a_commit_prepared(self):
+        ops = [{"shard": "s1", "sql": "UPDATE accounts SET balance = balance - 1 WHERE id = 5",
+                "expect_rows": 1},
+               {"shard": "s2", "sql": "UPDATE accounts SET balance = balance + 1 WHERE id = 5 "
+                                      "AND pg_sleep(1) IS NOT NULL", "expect_rows": 1}]
+        answer = []
+        t0 = time.time()
+        t = threading.Thread(target=lambda: answer.append(self.c.tx(ops)))
+        t.start()
+        self.wait_for(lambda: len(self.c.prepared(0)) == 1, timeout=5,
+                      what="s1's branch to be prepared (s2's votes a second later)")
+        hogs = [threading.Thread(target=lambda: self.c.tx(
+            [{"shard": "s1", "sql": "SELECT pg_sleep(6)"}])) for _ in range(4)]
+        for h in hogs:
+            h.start()
+        try:
+            t.join()
+            took = time.time() - t0
+            status, body = answer[0]
+            self.assertEqual(status, 200, body)
+            # acknowledged by both shards, not answered after commit_wait_ms (5 s) with s1
+            # pending until a long branch (6 s) gave its connection back
+            self.assertEqual(body.get("pending_shards", []), [], body)
+            self.assertLess(took, 4, "answered in %.1f s" % took)
+        finally:
+            for h in hogs:
+                h.join()

@@ -687,22 +687,34 @@ static void connections_run_without_a_statement_timeout_and_keep_the_conninfos_o
     rig_close(&r);
 }
 
+/*
+ * Phase-1 jobs (branches) run on connections of their own, but one of the
+ * pool's stays for phase 2: with every other one running a long branch, a
+ * COMMIT PREPARED still runs at once (before, it waited for a branch).
+ */
 static void phase1_jobs_run_on_connections_of_their_own(void)
 {
-    struct probe p[3];
+    struct probe p[3], commit;
     struct rig r;
 
     rig_open(&r, 3);
     for (int i = 0; i < 3; i++) {
         probe_init(&p[i], &r, i);
-        probe_add(&p[i], "SELECT pg_sleep(0.2)", NULL, false);
+        probe_add(&p[i], "SELECT pg_sleep(0.3)", NULL, false);
         probe_add(&p[i], "SELECT pg_backend_pid()", NULL, true);
         pgx_submit(r.pool, &p[i].job);
     }
-    CU_ASSERT_TRUE(run_until(&r, &r.nfinished, 3));
+    run_for(&r, 50); /* the branches take their connections */
+    probe_init(&commit, &r, 3);
+    probe_add(&commit, "SELECT pg_backend_pid()", NULL, true);
+    commit.job.phase2 = true;
+    pgx_submit(r.pool, &commit.job);
+    CU_ASSERT_TRUE(run_until(&r, &r.nfinished, 4));
+    CU_ASSERT_EQUAL(r.finished[0], 3); /* the phase-2 job, on the connection kept for it */
+    CU_ASSERT_EQUAL(r.finished[3], 2); /* the third branch, once one of the first two ended */
     CU_ASSERT_STRING_NOT_EQUAL(p[0].value[1], p[1].value[1]);
-    CU_ASSERT_STRING_NOT_EQUAL(p[0].value[1], p[2].value[1]);
-    CU_ASSERT_STRING_NOT_EQUAL(p[1].value[1], p[2].value[1]);
+    CU_ASSERT_STRING_NOT_EQUAL(p[0].value[1], commit.value[0]);
+    CU_ASSERT_STRING_NOT_EQUAL(p[1].value[1], commit.value[0]);
     rig_close(&r);
 }
 
