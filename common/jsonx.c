@@ -42,6 +42,28 @@ static size_t nul_offset(const char *text, size_t len)
     return end;
 }
 
+/*
+ * The offset of the first raw control character JSON does not allow, or len:
+ * none in a string, and only tab, LF and CR between tokens (RFC 8259 2, 7).
+ * cJSON takes any of them as whitespace, or into the string.
+ */
+static size_t control_offset(const char *text, size_t len)
+{
+    bool in_string = false;
+
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)text[i];
+
+        if (c < 0x20 && (in_string || (c != '\t' && c != '\n' && c != '\r')))
+            return i;
+        if (c == '"')
+            in_string = !in_string;
+        else if (in_string && c == '\\')
+            i++; /* the escaped character */
+    }
+    return len;
+}
+
 /* The first byte from p on that is not JSON whitespace, or end. */
 static const char *skip_space(const char *p, const char *end)
 {
@@ -113,7 +135,7 @@ int jsonx_parse(const char *text, size_t len, cJSON **out, struct dtx_err *err)
     const char *end = NULL;
     const char *dup;
     cJSON *root;
-    size_t nul;
+    size_t nul, ctl;
 
     if (len == 0)
         return dtx_err_set(err, DTX_EINVAL, "request body is empty; expected a JSON object");
@@ -138,6 +160,15 @@ int jsonx_parse(const char *text, size_t len, cJSON **out, struct dtx_err *err)
                            "a NUL character (\\u0000) at byte %zu is not accepted: it would cut "
                            "its string short",
                            nul);
+    }
+    ctl = control_offset(text, len);
+    if (ctl < len) {
+        cJSON_Delete(root);
+        return dtx_err_set(err, DTX_EINVAL,
+                           "malformed JSON: a raw control character (0x%02x) at byte %zu; in a "
+                           "string it must be escaped (\\u%04x), between tokens it may not "
+                           "stand (RFC 8259)",
+                           (unsigned char)text[ctl], ctl, (unsigned char)text[ctl]);
     }
     dup = duplicate_key(root);
     if (dup) {

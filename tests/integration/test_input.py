@@ -80,6 +80,20 @@ class InputTest(InteractiveMixin, ClusterTest):
         self.refused(self.post_tx(text.encode()), 400, "bad_request", "NUL")
         self.assert_untouched()
 
+    def test_raw_control_characters_are_400_not_whitespace(self):
+        # JSON allows no raw control character in a string, and only tab, LF and CR between
+        # tokens; the parser took them as whitespace or as part of the string (an SQL
+        # statement with a raw \x01 in it, six times its size once printed again as \u0001)
+        good = json.dumps({"ops": [bump()]})
+        for text in (good.replace(" + 1", " + 1\x01"),     # in a string
+                     good.replace(" + 1", " + 1\n"),       # a raw line break in a string
+                     good.replace('{"ops"', '{\x0b"ops"')):  # between tokens
+            self.refused(self.post_tx(text.encode()), 400, "bad_request", "control character")
+        self.assert_untouched()
+        text = json.dumps({"ops": [sql("s2", "SELECT 1")]}).replace('{"ops"', '{\t\r\n"ops"')
+        status, body = self.post_tx(text.encode())  # JSON's own whitespace
+        self.assertEqual(status, 200, body)
+
     def test_idempotency_keys_differing_after_a_nul_are_not_one_key(self):
         first = self.c.tx([bump()], idempotency_key="nul-key\x00first")
         second = self.c.tx([bump(by=2)], idempotency_key="nul-key\x00second")
