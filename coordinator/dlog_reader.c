@@ -376,8 +376,30 @@ static bool opens_with_checkpoint(const char *path, uint64_t segno)
 }
 
 /* Removes segments made obsolete by a checkpoint (a crash came before their deletion). */
+/*
+ * Deletes segs[0..n), older than segs[n], which opens with a checkpoint.
+ * That checkpoint is flushed first: it may still be only in the page cache
+ * (a crash between its write and its fdatasync), and the older segments
+ * must not go before what replaces them is on disk.
+ */
 static int remove_obsolete(const char *dir, const uint64_t *segs, size_t n, struct dtx_err *err)
 {
+    char ckpt[PATH_MAX + 32];
+    int fd;
+
+    dlog_seg_path(ckpt, sizeof(ckpt), dir, segs[n]);
+    fd = open(ckpt, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || fdatasync(fd) < 0) {
+        int e = errno;
+
+        if (fd >= 0)
+            close(fd);
+        return dtx_err_set(err, DTX_EIO,
+                           "could not flush decision log '%s' before removing the segments its "
+                           "checkpoint replaces: %s",
+                           ckpt, strerror(e));
+    }
+    close(fd);
     for (size_t i = 0; i < n; i++) {
         char path[PATH_MAX + 32];
 

@@ -5,6 +5,7 @@ import glob
 import json
 import os
 import shutil
+import signal
 import subprocess
 
 import dtx_cluster
@@ -278,6 +279,44 @@ class StartupTest(ClusterTest):
         status, body = call({"ops": ops}, calls)
         self.assertEqual((status, body["error"]["code"]), (400, "bad_request"), body)
         self.assertIn("at most 64 shards", body["error"]["message"])
+
+    def test_older_segments_go_only_once_the_checkpoint_they_go_for_is_on_disk(self):
+        """At start, the segments older than the newest one that opens with a checkpoint are
+        deleted. That checkpoint may still be only in the page cache (a kill -9 between its
+        write and its fdatasync): deleted first, a power loss then lost the COMMIT records
+        only the older segments held. The reader now flushes it before it deletes them."""
+        self.assertEqual(self.c.stop_coordinator(), 0)
+        self.addCleanup(self.c.start_coordinator)
+        [old] = sorted(glob.glob(os.path.join(self.c.log_dir, "dlog-*.log")))
+        with open(old, "rb") as f:
+            kept = f.read()
+        self.c.start_coordinator()  # a new segment opening with a checkpoint; the old one goes
+        self.assertEqual(self.c.stop_coordinator(), 0)
+        [ckpt] = sorted(glob.glob(os.path.join(self.c.log_dir, "dlog-*.log")))
+        self.assertNotEqual(ckpt, old)
+        with open(old, "wb") as f:  # as if the process died before it deleted the old one
+            f.write(kept)
+        trace = os.path.join(self.c.dir, "start.strace")
+        p = subprocess.Popen(["strace", "-f", "-y", "-o", trace, "-e",
+                              "trace=fdatasync,fsync,unlink,unlinkat"] + self.c._coord_cmd(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            self.wait_for(lambda: not os.path.exists(old), timeout=20,
+                          what="the start to delete the older segment")
+        finally:  # strace passes no signal on: the coordinator, its child, is stopped itself
+            with open("/proc/%d/task/%d/children" % (p.pid, p.pid)) as f:
+                for pid in f.read().split():
+                    os.kill(int(pid), signal.SIGTERM)
+            p.wait(30)
+        with open(trace) as f:
+            calls = f.read().splitlines()
+        deleted = [i for i, c in enumerate(calls) if "unlink" in c and old in c]
+        flushed = [i for i, c in enumerate(calls)
+                   if ("fdatasync(" in c or "fsync(" in c) and "<%s>" % ckpt in c]
+        self.assertTrue(deleted, calls)
+        self.assertTrue(flushed and flushed[0] < deleted[0],
+                        "the checkpoint segment was not flushed before the older one went: %s"
+                        % [calls[i] for i in sorted(deleted + flushed)])
 
     def test_second_coordinator_on_a_taken_port_exits_1(self):
         path = self.write_json("dup-coord.json", {
