@@ -458,21 +458,34 @@ static void get_route(struct coord *co, struct httpd_req *req)
     cJSON_Delete(root);
 }
 
+/* Whether post_call serves POST /v1/transactions/{gtid}<slash> (gtid_start: its first byte). */
+static bool call_served(const char *gtid_start, const char *slash)
+{
+    size_t n = (size_t)(slash - gtid_start);
+
+    return n > 0 && n <= DTX_GTID_MAX &&
+           (strcmp(slash, "/ops") == 0 || strcmp(slash, "/commit") == 0 ||
+            strcmp(slash, "/abort") == 0);
+}
+
 /* POST /v1/transactions/{gtid}/ops|commit|abort: a call on an interactive transaction. */
 static void post_call(struct coord *co, struct httpd_req *req, const char *gtid_start,
                       const char *slash)
 {
     char gtid[DTX_GTID_MAX + 1];
-    size_t n = (size_t)(slash - gtid_start), len = 0;
+    size_t len = 0;
     const char *body = NULL;
     struct dtx_err err;
     struct txreq r;
 
-    if (n == 0 || n >= sizeof(gtid)) {
-        httpd_reply_errorf(req, DTX_ENOTFOUND, "no such transaction: '%.*s'", (int)n, gtid_start);
+    if (!call_served(gtid_start, slash)) {
+        httpd_reply_errorf(req, DTX_ENOTFOUND,
+                           "no such endpoint: POST %s (a transaction's calls are POST "
+                           "/v1/transactions/{gtid}/ops, /commit and /abort)",
+                           httpd_req_path(req));
         return;
     }
-    snprintf(gtid, sizeof(gtid), "%.*s", (int)n, gtid_start);
+    snprintf(gtid, sizeof(gtid), "%.*s", (int)(slash - gtid_start), gtid_start);
     dtx_err_clear(&err);
     /* commit and abort take no body, but one labelled as something else is refused too */
     if (httpd_req_json_body(req, &body, &len, &err) < 0) {
@@ -486,21 +499,11 @@ static void post_call(struct coord *co, struct httpd_req *req, const char *gtid_
         }
     } else if (strcmp(slash, "/commit") == 0) {
         coord_commit(co, gtid, req);
-    } else if (strcmp(slash, "/abort") == 0) {
-        coord_abort(co, gtid, req);
     } else {
-        httpd_reply_errorf(req, DTX_ENOTFOUND,
-                           "no such endpoint: POST /v1/transactions/%s%s (use /ops, /commit or "
-                           "/abort)",
-                           gtid, slash);
+        coord_abort(co, gtid, req);
     }
 }
 
-/*
- * A standby: its node's active process holds the lease. Clients and
- * participants are told to go there (503), once their token and the path
- * are checked as the active would check them; /healthz says "standby".
- */
 /* Why a standby does not serve: it names the node whose active process does. */
 static void standby_err(const struct api_ctx *ctx, struct dtx_err *err)
 {
@@ -510,6 +513,11 @@ static void standby_err(const struct api_ctx *ctx, struct dtx_err *err)
                 ctx->cfg->node_id);
 }
 
+/*
+ * A standby: its node's active process holds the lease. Clients and
+ * participants are told to go there (503), once their token and the path
+ * are checked as the active would check them; /healthz says "standby".
+ */
 static void standby_health(struct api_ctx *ctx, struct httpd_req *req)
 {
     cJSON *root = jsonx_new_object(), *lease = jsonx_new_object();
@@ -562,16 +570,6 @@ static bool active_for(struct api_ctx *ctx, struct httpd_req *req, bool served)
 static bool may_serve(struct api_ctx *ctx, struct httpd_req *req, enum role need, bool served)
 {
     return authorized(ctx->cfg, req, need) && active_for(ctx, req, served);
-}
-
-/* Whether post_call serves POST /v1/transactions/{gtid}<slash> (gtid_start: its first byte). */
-static bool call_served(const char *gtid_start, const char *slash)
-{
-    size_t n = (size_t)(slash - gtid_start);
-
-    return n > 0 && n <= DTX_GTID_MAX &&
-           (strcmp(slash, "/ops") == 0 || strcmp(slash, "/commit") == 0 ||
-            strcmp(slash, "/abort") == 0);
 }
 
 static void route_transactions(struct api_ctx *ctx, struct httpd_req *req, const char *method,
