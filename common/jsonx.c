@@ -18,48 +18,34 @@
 #define SAFE_INT_MAX 9007199254740992.0 /* 2^53: 2^53 + 1 rounds to it, so it is not exact */
 
 /*
- * The offset of the first NUL character the text holds or would decode to:
- * a raw 0 byte, or a \u0000 escape inside a string (an escaped backslash
- * followed by "u0000" is text, not an escape). len when there is none.
- * cJSON turns either into a C string that ends early, which would silently
- * cut a statement, a parameter or a key.
+ * The offset of the first character the text may not carry, or len; *nul
+ * says which kind:
+ * - a NUL, raw or as a \u0000 escape inside a string (an escaped backslash
+ *   followed by "u0000" is text, not an escape): cJSON turns either into a
+ *   C string that ends early, which would silently cut a statement, a
+ *   parameter or a key;
+ * - another raw control character: JSON allows none in a string, and only
+ *   tab, LF and CR between tokens (RFC 8259 2, 7); cJSON takes any of them
+ *   as whitespace, or into the string.
  */
-static size_t nul_offset(const char *text, size_t len)
-{
-    const char *raw = memchr(text, '\0', len);
-    size_t end = raw ? (size_t)(raw - text) : len;
-    bool in_string = false;
-
-    for (size_t i = 0; i < end; i++) {
-        if (text[i] == '"') {
-            in_string = !in_string;
-        } else if (in_string && text[i] == '\\') {
-            if (end - i > 5 && memcmp(text + i + 1, "u0000", 5) == 0)
-                return i;
-            i++; /* the escaped character */
-        }
-    }
-    return end;
-}
-
-/*
- * The offset of the first raw control character JSON does not allow, or len:
- * none in a string, and only tab, LF and CR between tokens (RFC 8259 2, 7).
- * cJSON takes any of them as whitespace, or into the string.
- */
-static size_t control_offset(const char *text, size_t len)
+static size_t forbidden_offset(const char *text, size_t len, bool *nul)
 {
     bool in_string = false;
 
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)text[i];
 
-        if (c < 0x20 && (in_string || (c != '\t' && c != '\n' && c != '\r')))
+        *nul = c == 0;
+        if (c < 0x20 && (c == 0 || in_string || (c != '\t' && c != '\n' && c != '\r')))
             return i;
-        if (c == '"')
+        if (c == '"') {
             in_string = !in_string;
-        else if (in_string && c == '\\')
+        } else if (in_string && c == '\\') {
+            *nul = len - i > 5 && memcmp(text + i + 1, "u0000", 5) == 0;
+            if (*nul)
+                return i;
             i++; /* the escaped character */
+        }
     }
     return len;
 }
@@ -135,40 +121,38 @@ int jsonx_parse(const char *text, size_t len, cJSON **out, struct dtx_err *err)
     const char *end = NULL;
     const char *dup;
     cJSON *root;
-    size_t nul, ctl;
+    size_t at;
+    bool nul;
 
     if (len == 0)
         return dtx_err_set(err, DTX_EINVAL, "request body is empty; expected a JSON object");
     if (check_utf8(text, len, err) < 0)
         return DTX_EINVAL;
     root = cJSON_ParseWithLengthOpts(text, len, &end, 0);
-    if (!root) {
-        size_t at = end && end >= text ? (size_t)(end - text) : 0;
-
-        return dtx_err_set(err, DTX_EINVAL, "malformed JSON at byte %zu", at);
-    }
+    if (!root)
+        return dtx_err_set(err, DTX_EINVAL, "malformed JSON at byte %zu",
+                           end && end >= text ? (size_t)(end - text) : (size_t)0);
     end = end ? skip_space(end, text + len) : text;
     if (end != text + len) {
         cJSON_Delete(root);
         return dtx_err_set(err, DTX_EINVAL, "malformed JSON: data after the document at byte %zu",
                            (size_t)(end - text));
     }
-    nul = nul_offset(text, len);
-    if (nul < len) {
+    at = forbidden_offset(text, len, &nul);
+    if (at < len && nul) {
         cJSON_Delete(root);
         return dtx_err_set(err, DTX_EINVAL,
                            "a NUL character (\\u0000) at byte %zu is not accepted: it would cut "
                            "its string short",
-                           nul);
+                           at);
     }
-    ctl = control_offset(text, len);
-    if (ctl < len) {
+    if (at < len) {
         cJSON_Delete(root);
         return dtx_err_set(err, DTX_EINVAL,
                            "malformed JSON: a raw control character (0x%02x) at byte %zu; in a "
                            "string it must be escaped (\\u%04x), between tokens it may not "
                            "stand (RFC 8259)",
-                           (unsigned char)text[ctl], ctl, (unsigned char)text[ctl]);
+                           (unsigned char)text[at], at, (unsigned char)text[at]);
     }
     dup = duplicate_key(root);
     if (dup) {
