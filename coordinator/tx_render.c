@@ -108,11 +108,10 @@ static cJSON *results_array(const struct tx *tx)
         struct buf item = BUF_INIT;
 
         buf_printf(&item, "{\"shard\":\"%s\"", shard_name(tx, b));
-        if (b->results && r->k == tx->ops[i].index)
-            found = msg_results_next(r, &p, &n); /* linear: a scan from the start for each op
-                                                    was quadratic in the results */
-        else if (b->results)
-            found = msg_result(b->results, b->results_len, tx->ops[i].index, &p, &n);
+        /* forward only, one pass over each branch's results (a scan from the start for
+         * each op was quadratic in them) */
+        while (!found && r->k <= tx->ops[i].index && msg_results_next(r, &p, &n))
+            found = r->k == (size_t)tx->ops[i].index + 1;
         if (found && n > 2 && p[0] == '{') {
             buf_putc(&item, ',');
             buf_append(&item, p + 1, n - 1);
