@@ -375,9 +375,9 @@ static bool opens_with_checkpoint(const char *path, uint64_t segno)
     return yes;
 }
 
-/* Removes segments made obsolete by a checkpoint (a crash came before their deletion). */
 /*
- * Deletes segs[0..n), older than segs[n], which opens with a checkpoint.
+ * Deletes segs[0..n), made obsolete by segs[n], which opens with a
+ * checkpoint (a crash came before their deletion).
  * That checkpoint is flushed first: it may still be only in the page cache
  * (a crash between its write and its fdatasync), and the older segments
  * must not go before what replaces them is on disk.
