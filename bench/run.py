@@ -341,16 +341,17 @@ def build_id(bindir):
 
 def compare_runs(a, tmp, results, base_bin, new_bin):
     """Two clusters, one per build, the same settings and data; dtx on each, alternating."""
-    builds = (("base", base_bin), ("new", new_bin))
+    builds = (("base", base_bin, a.base_pool or a.pool), ("new", new_bin, a.pool))
     clusters = {}
     try:
-        for name, bindir in builds:
+        for name, bindir, pool in builds:
             c = dtx_cluster.Cluster(os.path.join(tmp, "c-" + name), shards=a.shards, fsync=True,
-                                    pg=DURABLE_PG, bindir=bindir, agent={"pool_size": a.pool})
+                                    pg=DURABLE_PG, bindir=bindir, agent={"pool_size": pool})
             c.start()  # stops what it started if it fails
             clusters[name] = c
             setup_accounts(c)
-            print("%s: %s, coordinator pid %d" % (name, bindir, c.coordinator.pid), flush=True)
+            print("%s: %s, pool %d, coordinator pid %d" % (name, bindir, pool, c.coordinator.pid),
+                  flush=True)
         for level in a.levels:
             runs = {"base": [], "new": []}
             for rnd in range(a.rounds):
@@ -391,8 +392,10 @@ def compare_report(results):
     m = results["machine"]
     print("\nmachine: %s cores, %s GiB, %s (kernel %s)" %
           (m.get("cores"), m.get("mem_gib"), m.get("cpu", "?"), m.get("kernel")))
-    print("base: %s\nnew:  %s" % (results["builds"]["base"]["bindir"],
-                                  results["builds"]["new"]["bindir"]))
+    st = results["settings"]
+    print("base: %s (pool %d)\nnew:  %s (pool %d)" %
+          (results["builds"]["base"]["bindir"], st["participant_pool_base"],
+           results["builds"]["new"]["bindir"], st["participant_pool"]))
     print("%d shards, %g s per run after %g s warm-up, %d alternating rounds, mean shown\n" %
           (results["settings"]["shards"], results["settings"]["seconds"],
            results["settings"]["warmup"], results["settings"]["rounds"]))
@@ -422,7 +425,7 @@ def compare_main(a):
     for b in COMPARE_BINS:
         if not os.access(os.path.join(new_bin, b), os.X_OK):
             sys.exit("bench: %s missing; build first (make all)" % os.path.join(new_bin, b))
-    if os.path.realpath(base_bin) == os.path.realpath(new_bin):
+    if os.path.realpath(base_bin) == os.path.realpath(new_bin) and not a.base_pool:
         print("bench: base and new are the same binaries: an A/A run, a measure of the noise")
     os.makedirs(a.out, exist_ok=True)
     results = {"mode": "compare", "machine": machine(),
@@ -430,7 +433,9 @@ def compare_main(a):
                "builds": {"base": build_id(base_bin), "new": build_id(new_bin)},
                "settings": {"shards": a.shards, "seconds": a.seconds, "warmup": a.warmup,
                             "rounds": a.rounds, "accounts_per_shard": ACCOUNTS,
-                            "participant_pool": a.pool, "postgresql": DURABLE_PG},
+                            "participant_pool": a.pool,
+                            "participant_pool_base": a.base_pool or a.pool,
+                            "postgresql": DURABLE_PG},
                "levels": []}
     print("bench compare: %s" % json.dumps(results["machine"]), flush=True)
     tmp = dtx_cluster.make_temp_dir("dtx-bench-cmp-")
@@ -524,6 +529,8 @@ def main():
                     help="A/B mode: compare the build in DIR (base) with bin/ (new)")
     ap.add_argument("--new-bin", metavar="DIR",
                     help="with --compare-bin: the new build's binaries instead of bin/")
+    ap.add_argument("--base-pool", type=int, metavar="N",
+                    help="with --compare-bin: the base cluster's agents' pool_size (default --pool)")
     ap.add_argument("--protocol", choices=("2pc", "3pc"),
                     help="with --compare-bin: the protocol the transactions ask for (default 2pc)")
     a = ap.parse_args()
@@ -533,8 +540,10 @@ def main():
         sys.exit("bench: --wide takes shard counts of 2 to 8 (\"\" for no such runs)")
     if not 2 <= a.shards <= 8:
         sys.exit("bench: --shards must be 2 to 8")
-    if (a.new_bin or a.protocol) and not a.compare_bin:
-        sys.exit("bench: --new-bin and --protocol go with --compare-bin")
+    if (a.new_bin or a.protocol or a.base_pool) and not a.compare_bin:
+        sys.exit("bench: --new-bin, --protocol and --base-pool go with --compare-bin")
+    if a.pool < 1 or (a.base_pool is not None and a.base_pool < 1):
+        sys.exit("bench: --pool and --base-pool must be at least 1")
     if a.compare_bin:
         if a.rounds < 1:
             sys.exit("bench: --rounds must be at least 1")
