@@ -30,7 +30,8 @@ struct pg_acc {
     enum rm_acc_op op;
     char gtid[DTX_GTID_MAX + 1];
     char gid[RM_GID_MAX];
-    char *peers; /* NULL: none given */
+    char *peers;       /* NULL: none given */
+    char *state_peers; /* st.peers of an RM_ACC_STATE answer (owned here) */
     struct ballot b;
     enum ballot_value v;
     char counter[24];
@@ -64,6 +65,7 @@ static void acc_free(struct pg_acc *a)
     ev_timer_stop(a->rm->loop, &a->retry);
     ev_defer_cancel(a->rm->loop, &a->deliver);
     free(a->peers);
+    free(a->state_peers);
     free(a);
 }
 
@@ -125,7 +127,9 @@ static void read_answer(struct pg_acc *a, const PGresult *res)
         st->accepted_value = get_value(res, 4);
         st->fenced = is_true(res, 5);
         st->decided = get_value(res, 6);
-        snprintf(st->peers, sizeof(st->peers), "%s", PQgetvalue(res, 0, 7));
+        free(a->state_peers);
+        a->state_peers = xstrdup(PQgetvalue(res, 0, 7));
+        st->peers = a->state_peers;
         st->prepared = is_true(res, 8);
         break;
     case RM_ACC_REGISTER:

@@ -623,9 +623,8 @@ static void on_state(void *arg, int rc, const struct rm_acceptor *st, const stru
         watched_free(w);
         return;
     }
-    if (!w->peers && st->peers[0]) {
+    if (!w->peers && st->peers && st->peers[0])
         w->peers = xstrdup(st->peers);
-    }
     if (!read_peers(w)) {
         round_failed(w, "its acceptors are not known here");
         return;

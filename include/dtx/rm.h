@@ -108,7 +108,7 @@ struct rm_acceptor {
     struct ballot accepted_ballot; /* valid when accepted_value is not BV_NONE */
     enum ballot_value accepted_value;
     enum ballot_value decided;
-    char peers[4096]; /* the acceptors, as registered (JSON), "" if unknown */
+    const char *peers; /* the acceptors, as registered (JSON), whole; NULL or "" if unknown */
 };
 
 /* What an operator needs to see about the database's prepared dtx branches. */

@@ -162,6 +162,50 @@ class ThreePhaseTest(ClusterTest):
         for shard in (0, 1):
             self.assertEqual(self.acceptor(shard, gtid)[4], "abort")
 
+    def test_a_long_acceptor_list_is_read_whole_by_a_restarted_participant(self):
+        """A participant restarted while its 3PC branch is prepared reads the transaction's
+        acceptors from the branch's dtx.acceptors row. It kept at most 4,095 bytes of them:
+        the list of a transaction over many shards with long URLs (64 shards at 80 bytes
+        each make 5 kB) was cut short, could not be read, and the branch stayed prepared,
+        its rows locked, for good. Here the row is made that long by a key the participant
+        does not read."""
+        quick = dict(self.c.agent_extra)
+        slow_up = False
+        try:
+            # the participants must not finish the transaction before they are killed
+            self.c.agent_extra = dict(quick, termination_timeout_ms=600000)
+            slow_up = True
+            for i in (0, 1):
+                self.c.stop_participant(i)
+                self.c.start_participant(i)
+            self.crash_and_wait("coord.before_precommit=crash")
+            gtid = self.gid_gtid()
+            self.assertIsNotNone(gtid, "both branches were prepared")
+            for i in (0, 1):
+                self.c.kill_participant(i)
+            slow_up = False
+            for i in (0, 1):
+                self.assertEqual(self.acceptor(i, gtid)[4], "", "nothing decided yet")
+                self.c.psql(i, "UPDATE dtx.acceptors SET peers = peers || jsonb_build_object("
+                               "'note', repeat('x', 6000)) WHERE gtid = '%s'" % gtid)
+                size = self.c.psql(i, "SELECT length(peers::text) FROM dtx.acceptors "
+                                      "WHERE gtid = '%s'" % gtid)[0][0]
+                self.assertGreater(int(size), 6000)
+            self.c.agent_extra = quick
+            for i in (0, 1):
+                self.c.start_participant(i)
+            self.assert_no_prepared(timeout=SETTLE_S)
+            self.assertEqual(self.balances(), self.before)
+            for i in (0, 1):
+                self.assertEqual(self.acceptor(i, gtid)[4], "abort")
+        finally:  # the next test gets participants with the class's settings
+            self.c.agent_extra = quick
+            for i in (0, 1):
+                if slow_up and self.c.shards[i].agent.alive():
+                    self.c.stop_participant(i)
+                if not self.c.shards[i].agent.alive():
+                    self.c.start_participant(i)
+
     def test_coordinator_dead_after_a_majority_accepted_the_participants_commit(self):
         self.crash_and_wait("coord.before_log=crash")  # the COMMIT record, after the majority
         gtid = self.gid_gtid()
