@@ -62,6 +62,19 @@ static struct admin_call *call_new(struct agent *ag, struct httpd_req *req)
     return c;
 }
 
+/*
+ * Answers req with err, the failure of a call to the shard's database: a
+ * database lost while it was asked (DTX_EUNAVAIL) is 503, as shard_ready
+ * answers one already down, not 409.
+ */
+static void reply_db_error(struct httpd_req *req, const struct dtx_err *err)
+{
+    if (err && err->code == DTX_EUNAVAIL)
+        httpd_reply_errorf(req, DTX_ESHUTDOWN, "%s", err->msg);
+    else
+        httpd_reply_error(req, err);
+}
+
 static void on_upgraded(void *arg, int fd, const char *extra, size_t extra_len,
                         struct httpd_upgraded *up)
 {
@@ -78,7 +91,7 @@ static void on_coordinator_seen(void *arg, int rc, const struct rm_coord_seen *s
 
     list_remove(&c->link);
     if (rc < 0) {
-        httpd_reply_error(c->req, err);
+        reply_db_error(c->req, err);
     } else if (seen->accepted) {
         httpd_upgrade(c->req, STREAM_PROTO, on_upgraded, c->ag);
     } else {
@@ -163,7 +176,7 @@ static void on_branch_status(void *arg, int rc, enum rm_branch_state state, uint
     char s[24];
 
     if (rc < 0) {
-        httpd_reply_error(req, err);
+        reply_db_error(req, err);
         return;
     }
     root = jsonx_new_object();
@@ -212,7 +225,7 @@ static void on_inspected(void *arg, int rc, const struct rm_inspection *ins,
 
     list_remove(&c->link);
     if (rc < 0) {
-        httpd_reply_error(c->req, err);
+        reply_db_error(c->req, err);
         free(c);
         return;
     }
@@ -287,7 +300,7 @@ static void on_admin_status(void *arg, int rc, enum rm_branch_state state, uint6
 
     list_remove(&c->link);
     if (rc < 0) {
-        httpd_reply_error(c->req, err);
+        reply_db_error(c->req, err);
     } else if (state != RM_BRANCH_PREPARED) {
         httpd_reply_errorf(c->req, DTX_ENOTFOUND,
                            "transaction %s has no prepared branch on shard '%s' (it is %s)",
@@ -334,7 +347,7 @@ static void on_malformed_status(void *arg, int rc, enum rm_branch_state state, u
     if (rc < 0 || state != RM_BRANCH_PREPARED) {
         list_remove(&c->link);
         if (rc < 0)
-            httpd_reply_error(c->req, err);
+            reply_db_error(c->req, err);
         else
             httpd_reply_errorf(c->req, DTX_ENOTFOUND, "'%s' is not prepared on shard '%s'", c->gid,
                                c->ag->cfg->name);

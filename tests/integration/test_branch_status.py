@@ -3,6 +3,11 @@ prepared, committed or rolled back, also after it was killed and restarted
 (from pg_prepared_xacts and pg_xact_status of the xid the coordinator
 recorded; nothing extra is written inside the branch)."""
 
+import os
+import signal
+import threading
+import time
+
 from harness import ClusterTest, transfer_ops
 
 
@@ -109,3 +114,32 @@ class BranchStatusTest(ClusterTest):
                           (method, path, e))
             self.assertEqual((status, body["error"]["code"]), (503, "unavailable"),
                              (method, path, body))
+
+    def test_a_database_lost_while_it_is_asked_about_a_branch_is_503(self):
+        """The database went away while the participant's question about a branch was in
+        flight (here: its backends are stopped, the question sent, then the backends
+        killed). The answer was 409 participant_unavailable, the code of a transaction a
+        participant could not serve; a shard whose database is down answers 503, as it does
+        when the database is already down when asked."""
+        port = self.c.shard("s2").agent_port
+        pids = [int(r[0]) for r in self.c.psql(1, "SELECT pid FROM pg_stat_activity WHERE "
+                                                  "datname = 'app' AND pid <> pg_backend_pid() "
+                                                  "AND backend_type = 'client backend'")]
+        self.assertTrue(pids, "the participant's connections")
+        self.addCleanup(self.c.wait_healthy)
+        for pid in pids:
+            os.kill(pid, signal.SIGSTOP)
+        answer = []
+        asking = threading.Thread(target=lambda: answer.append(
+            self.c.request("GET", "/v1/branches/dtx:c1-1-1:s2?xid=5", port=port, timeout=20)))
+        asking.start()
+        try:
+            time.sleep(1)  # the question reaches a stopped backend
+            self.assertEqual(answer, [], "no answer while the database cannot answer")
+        finally:
+            for pid in pids:
+                os.kill(pid, signal.SIGKILL)  # PostgreSQL restarts after a backend crash
+            asking.join(20)
+        self.assertEqual(len(answer), 1, "an answer once the database was lost")
+        status, body = answer[0]
+        self.assertEqual((status, body["error"]["code"]), (503, "unavailable"), body)
