@@ -17,7 +17,7 @@
  *   PREPARING --VOTE_YES [act_vote]--> PREPARING
  *   PREPARING --VOTE_READONLY [act_vote]--> PREPARING
  *   PREPARING --ALL_VOTED [act_log_commit*]--> LOGGING
- *   PREPARING --ALL_READONLY [act_all_readonly]--> COMMITTED (nothing to commit)
+ *   PREPARING --ALL_READONLY [act_forget_finish]--> COMMITTED (nothing to commit)
  *   PREPARING --KEEP_ANSWER [act_keep_answer*]--> LOGGING   (nothing to commit, but an
  *                                                           idempotency key's answer
  *                                                           must outlive a restart)
@@ -41,7 +41,7 @@
  *
  *   ABORTING --ACK [act_ack]--> ABORTING
  *   ABORTING --FORGET [act_forget]--> ABORTING
- *   ABORTING --ALL_ACKED [act_aborted]--> ABORTED
+ *   ABORTING --ALL_ACKED [act_forget_finish]--> ABORTED
  *   ABORTING --TIMEOUT [act_phase2_retry]--> ABORTING
  *   ABORTING --RESEND [act_phase2_retry]--> ABORTING
  *   ABORTING --KICK [act_phase2_retry]--> ABORTING
@@ -126,9 +126,8 @@ static enum tx_event act_in_doubt(struct tx *, enum tx_event, const struct tx_ev
 static enum tx_event act_ack(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_forget(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_committed(struct tx *, enum tx_event, const struct tx_evarg *);
-static enum tx_event act_aborted(struct tx *, enum tx_event, const struct tx_evarg *);
+static enum tx_event act_forget_finish(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_finish(struct tx *, enum tx_event, const struct tx_evarg *);
-static enum tx_event act_all_readonly(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_phase2_retry(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_lost(struct tx *, enum tx_event, const struct tx_evarg *);
 static enum tx_event act_1pc_done(struct tx *, enum tx_event, const struct tx_evarg *);
@@ -159,7 +158,7 @@ static const struct tx_transition transitions[] = {
     T(PREPARING, VOTE_YES, PREPARING, false, act_vote),
     T(PREPARING, VOTE_READONLY, PREPARING, false, act_vote),
     T(PREPARING, ALL_VOTED, LOGGING, true, act_log_commit),
-    T(PREPARING, ALL_READONLY, COMMITTED, false, act_all_readonly),
+    T(PREPARING, ALL_READONLY, COMMITTED, false, act_forget_finish),
     T(PREPARING, KEEP_ANSWER, LOGGING, true, act_keep_answer),
     T(PREPARING, VOTE_NO, ABORTING, false, act_abort_all),
     T(PREPARING, UNAVAILABLE, ABORTING, false, act_abort_all),
@@ -180,7 +179,7 @@ static const struct tx_transition transitions[] = {
 
     T(ABORTING, ACK, ABORTING, false, act_ack),
     T(ABORTING, FORGET, ABORTING, false, act_forget),
-    T(ABORTING, ALL_ACKED, ABORTED, false, act_aborted),
+    T(ABORTING, ALL_ACKED, ABORTED, false, act_forget_finish),
     T(ABORTING, TIMEOUT, ABORTING, false, act_phase2_retry),
     T(ABORTING, RESEND, ABORTING, false, act_phase2_retry),
     T(ABORTING, KICK, ABORTING, false, act_phase2_retry),
@@ -931,14 +930,11 @@ static enum tx_event act_committed(struct tx *tx, enum tx_event ev, const struct
     return act_finish(tx, ev, a);
 }
 
-static enum tx_event act_aborted(struct tx *tx, enum tx_event ev, const struct tx_evarg *a)
-{
-    forget_acceptors(tx);
-    return act_finish(tx, ev, a);
-}
-
-/* Every branch voted read-only: nothing to commit, and nothing for the acceptors to decide. */
-static enum tx_event act_all_readonly(struct tx *tx, enum tx_event ev, const struct tx_evarg *a)
+/*
+ * Aborted, or every branch voted read-only (nothing to commit, and nothing
+ * for the acceptors to decide): no record to end, the acceptors forgotten.
+ */
+static enum tx_event act_forget_finish(struct tx *tx, enum tx_event ev, const struct tx_evarg *a)
 {
     forget_acceptors(tx);
     return act_finish(tx, ev, a);
