@@ -650,6 +650,16 @@ static int replay_all(struct pgs *s, drec_replay_fn replay, void *arg, uint64_t 
     return rc;
 }
 
+/*
+ * Drops the store's connection, left in the middle of a call or a
+ * transaction (a late answer, a failed large step): of no more use.
+ */
+static void drop_conn(struct pgs *s)
+{
+    PQfinish(s->conn);
+    s->conn = NULL;
+}
+
 /* Renews the lease: 0; DTX_ELOGFAIL when another term holds it; DTX_EIO when unreachable. */
 static int renew(struct pgs *s, struct dtx_err *err)
 {
@@ -676,10 +686,8 @@ static int renew(struct pgs *s, struct dtx_err *err)
     else
         s->renewed_us = ev_clock_us();
     PQclear(res);
-    if (late) { /* in the middle of a call: of no more use */
-        PQfinish(s->conn);
-        s->conn = NULL;
-    }
+    if (late)
+        drop_conn(s);
     return rc;
 }
 
@@ -746,10 +754,8 @@ static bool large_step(struct pgs *s, const char *sql, int n, const Oid *types,
     else if (!ok)
         bounded_error(err, DTX_ELOGFAIL, what, s->conn, res, late, within_ms);
     PQclear(res);
-    if (!ok) { /* in the middle of a transaction, or of a call: of no more use */
-        PQfinish(s->conn);
-        s->conn = NULL;
-    }
+    if (!ok)
+        drop_conn(s);
     return ok;
 }
 
@@ -814,10 +820,8 @@ static int write_batch(struct pgs *s, const struct dsq_batch *b, struct dtx_err 
         rc = DTX_ELOGFAIL;
     }
     PQclear(res);
-    if (late || (large && rc)) { /* in the middle of a call or transaction: of no more use */
-        PQfinish(s->conn);
-        s->conn = NULL;
-    }
+    if (late || (large && rc))
+        drop_conn(s);
     if (!rc && large &&
         !large_step(s, "COMMIT", 0, NULL, NULL, NULL, NULL, bound, PGRES_COMMAND_OK, unknown, err))
         rc = DTX_ELOGFAIL;
