@@ -318,12 +318,37 @@ static void conn_close(struct pgx_conn *c)
     c->phase1 = false;
 }
 
+/*
+ * Copies libpq's message why into dst as one line: its line breaks and the
+ * tabs that indent its continuation lines ("...unexpectedly\n\tThis
+ * probably means...") become one space each run; none at the end.
+ */
+static void one_line(char *dst, size_t n, const char *why)
+{
+    size_t k = 0;
+    bool space = false;
+
+    for (; *why && k + 1 < n; why++) {
+        bool blank = *why == '\n' || *why == '\r' || *why == '\t' || *why == ' ';
+
+        if (blank) {
+            space = k > 0;
+            continue;
+        }
+        if (space && k + 2 < n)
+            dst[k++] = ' ';
+        space = false;
+        dst[k++] = *why;
+    }
+    dst[k] = '\0';
+}
+
 static void conn_down(struct pgx_conn *c, const char *why)
 {
     struct pgx_pool *pool = c->pool;
     char reason[256];
 
-    snprintf(reason, sizeof(reason), "%s", why);
+    one_line(reason, sizeof(reason), why);
     set_error(pool, "connection lost", reason);
     conn_close(c);
     fail_inflight(c, reason);

@@ -143,3 +143,8 @@ class BranchStatusTest(ClusterTest):
         self.assertEqual(len(answer), 1, "an answer once the database was lost")
         status, body = answer[0]
         self.assertEqual((status, body["error"]["code"]), (503, "unavailable"), body)
+        # libpq's message, "server closed the connection unexpectedly\n\tThis probably
+        # means ...", arrives as one line
+        message = body["error"]["message"]
+        self.assertIn("server closed the connection unexpectedly This probably means", message)
+        self.assertFalse(set(message) & set("\r\n\t"), message)
