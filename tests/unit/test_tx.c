@@ -453,13 +453,13 @@ static double now_s(void)
 }
 
 /*
- * The answer's results are found in one pass over each branch's: a search
- * from the start for each op took 1,000 scans of a 16 MB result (half a
- * second or more on the coordinator's loop, every other client waiting).
+ * Renders the results of NOPS ops, one of them (the first or the last) a
+ * 16 MB value, checks them, and returns the seconds the rendering took.
  */
-static void rendering_the_results_is_linear_in_their_size(void)
+static double render_with_a_big_result(bool big_first)
 {
     enum { NOPS = 1000, BIG = 16 << 20 };
+    const int big_at = big_first ? 0 : NOPS - 1;
     struct tx *tx = new_tx(0);
     struct buf results = BUF_INIT;
     struct tx_evarg a = {.xid = 1};
@@ -475,7 +475,7 @@ static void rendering_the_results_is_linear_in_their_size(void)
         cJSON_AddStringToObject(op, "sql", "SELECT 1");
         tx_add_op(tx, 0, op, (size_t)i);
         cJSON_Delete(op);
-        if (i == 0)
+        if (i == big_at)
             buf_printf(&results, "\n{\"rows\":[[\"%s\"]]}", big);
         else
             buf_printf(&results, "\n{\"rows\":[[%d]]}", i);
@@ -490,18 +490,41 @@ static void rendering_the_results_is_linear_in_their_size(void)
     took = now_s() - t0;
     arr = cJSON_Parse(out);
     CU_ASSERT_EQUAL(cJSON_GetArraySize(arr), NOPS);
-    row = cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetArrayItem(arr, 0), "rows"), 0);
+    row = cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetArrayItem(arr, big_at), "rows"), 0);
     CU_ASSERT_EQUAL(strlen(cJSON_GetArrayItem(row, 0)->valuestring), (size_t)BIG);
-    row = cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetArrayItem(arr, NOPS - 1), "rows"), 0);
-    CU_ASSERT_EQUAL(cJSON_GetArrayItem(row, 0)->valueint, NOPS - 1);
-    CU_ASSERT(took < 0.25); /* 0.07 s linear, 0.4 s quadratic, here (sanitized build) */
-    if (took >= 0.25)
-        fprintf(stderr, "rendering took %.3f s\n", took);
+    row = cJSON_GetArrayItem(cJSON_GetObjectItem(cJSON_GetArrayItem(arr, NOPS / 2), "rows"), 0);
+    CU_ASSERT_EQUAL(cJSON_GetArrayItem(row, 0)->valueint, NOPS / 2);
     cJSON_Delete(arr);
     free(out);
     free(big);
     buf_release(&results);
     tx_free(tx);
+    return took;
+}
+
+/*
+ * The answer's results are found in one pass over each branch's: a search
+ * from the start for each op took 1,000 scans of a 16 MB result in front
+ * of them (half a second or more on the coordinator's loop, every other
+ * client waiting). Timed against the same results with the big one last,
+ * which such a search scans only once, so that a slow machine slows both:
+ * 0.054 s against 0.053 in one pass, 0.385 against 0.062 with the search
+ * (sanitized build). The best of three each.
+ */
+static void rendering_the_results_is_linear_in_their_size(void)
+{
+    double first = 1e9, last = 1e9;
+
+    for (int i = 0; i < 3; i++) {
+        double f = render_with_a_big_result(true), l = render_with_a_big_result(false);
+
+        first = f < first ? f : first;
+        last = l < last ? l : last;
+    }
+    CU_ASSERT(first < 2.5 * last + 0.01);
+    if (!(first < 2.5 * last + 0.01))
+        fprintf(stderr, "rendering took %.3f s with the big result first, %.3f s last\n", first,
+                last);
 }
 
 static void results_too_big_for_the_log_abort_an_idempotent_transaction(void)
