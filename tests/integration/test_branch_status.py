@@ -127,24 +127,40 @@ class BranchStatusTest(ClusterTest):
                                                   "AND backend_type = 'client backend'")]
         self.assertTrue(pids, "the participant's connections")
         self.addCleanup(self.c.wait_healthy)
-        for pid in pids:
-            os.kill(pid, signal.SIGSTOP)
+        self.addCleanup(self.c.wait_agent, 1)  # its database up again, as it sees it
+        self.addCleanup(self.wait_for, lambda: self.database_up(1), 30,
+                        "s2's PostgreSQL to be back after the crash of its backends")
         answer = []
         asking = threading.Thread(target=lambda: answer.append(
             self.c.request("GET", "/v1/branches/dtx:c1-1-1:s2?xid=5", port=port, timeout=20)))
-        asking.start()
         try:
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+            asking.start()
             time.sleep(1)  # the question reaches a stopped backend
             self.assertEqual(answer, [], "no answer while the database cannot answer")
         finally:
-            for pid in pids:
-                os.kill(pid, signal.SIGKILL)  # PostgreSQL restarts after a backend crash
-            asking.join(20)
+            for pid in pids:  # PostgreSQL restarts after a backend crash
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            if asking.is_alive():
+                asking.join(20)
         self.assertEqual(len(answer), 1, "an answer once the database was lost")
         status, body = answer[0]
         self.assertEqual((status, body["error"]["code"]), (503, "unavailable"), body)
+        # the question was in flight when the database went: answered from the failed
+        # call, not by the check in front of it (shard_ready: "shard 's2': ...")
+        message = body["error"]["message"]
+        self.assertTrue(message.startswith("could not ask PostgreSQL: "), message)
         # libpq's message, "server closed the connection unexpectedly\n\tThis probably
         # means ...", arrives as one line
-        message = body["error"]["message"]
         self.assertIn("server closed the connection unexpectedly This probably means", message)
         self.assertFalse(set(message) & set("\r\n\t"), message)
+
+    def database_up(self, shard):
+        try:
+            return self.c.psql(shard, "SELECT 1") == [["1"]]
+        except RuntimeError:  # psql failed: not accepting connections yet
+            return False
