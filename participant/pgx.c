@@ -335,7 +335,9 @@ static void one_line(char *dst, size_t n, const char *why)
             space = k > 0;
             continue;
         }
-        if (space && k + 2 < n)
+        if (space && k + 2 >= n)
+            break; /* no room for the space and what follows it */
+        if (space)
             dst[k++] = ' ';
         space = false;
         dst[k++] = *why;
