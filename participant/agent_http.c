@@ -64,10 +64,10 @@ static struct admin_call *call_new(struct agent *ag, struct httpd_req *req)
 
 /*
  * Answers req with err, the failure of a call to the shard's database: a
- * database lost while it was asked (DTX_EUNAVAIL) is 503, as shard_ready
- * answers one already down, not 409.
+ * database lost while it was asked (DTX_EUNAVAIL) is 503, as
+ * agent_shard_ready answers one already down, not 409.
  */
-static void reply_db_error(struct httpd_req *req, const struct dtx_err *err)
+void agent_reply_db_error(struct httpd_req *req, const struct dtx_err *err)
 {
     if (err && err->code == DTX_EUNAVAIL)
         httpd_reply_errorf(req, DTX_ESHUTDOWN, "%s", err->msg);
@@ -91,7 +91,7 @@ static void on_coordinator_seen(void *arg, int rc, const struct rm_coord_seen *s
 
     list_remove(&c->link);
     if (rc < 0) {
-        reply_db_error(c->req, err);
+        agent_reply_db_error(c->req, err);
     } else if (seen->accepted) {
         httpd_upgrade(c->req, STREAM_PROTO, on_upgraded, c->ag);
     } else {
@@ -150,13 +150,8 @@ static void accept_stream(struct agent *ag, struct httpd_req *req)
     rm_see_coordinator(ag->rm, node, e, boot, on_coordinator_seen, c);
 }
 
-/*
- * Whether the shard's database can take a call now (an operator's, or a
- * question about a branch); if not, req is answered 503 at once, rather than
- * wait for the database. Asked only once the call is known to be one this
- * participant serves (a path or gid it never serves is 404, database or not).
- */
-static bool shard_ready(struct agent *ag, struct httpd_req *req)
+/* An operator's call, a question about a branch, an acceptor's: 503 rather than wait. */
+bool agent_shard_ready(struct agent *ag, struct httpd_req *req)
 {
     char why[300];
 
@@ -176,7 +171,7 @@ static void on_branch_status(void *arg, int rc, enum rm_branch_state state, uint
     char s[24];
 
     if (rc < 0) {
-        reply_db_error(req, err);
+        agent_reply_db_error(req, err);
         return;
     }
     root = jsonx_new_object();
@@ -202,7 +197,7 @@ static void branch_status(struct agent *ag, struct httpd_req *req, const char *g
     } else if (!gid_parse(gid, gtid, shard) || strcmp(shard, ag->cfg->name) != 0) {
         httpd_reply_errorf(req, DTX_ENOTFOUND, "'%s' is not a dtx branch of shard '%s'", gid,
                            ag->cfg->name);
-    } else if (shard_ready(ag, req)) {
+    } else if (agent_shard_ready(ag, req)) {
         rm_status(ag->rm, gid, xid, on_branch_status, req);
     }
 }
@@ -225,7 +220,7 @@ static void on_inspected(void *arg, int rc, const struct rm_inspection *ins,
 
     list_remove(&c->link);
     if (rc < 0) {
-        reply_db_error(c->req, err);
+        agent_reply_db_error(c->req, err);
         free(c);
         return;
     }
@@ -300,7 +295,7 @@ static void on_admin_status(void *arg, int rc, enum rm_branch_state state, uint6
 
     list_remove(&c->link);
     if (rc < 0) {
-        reply_db_error(c->req, err);
+        agent_reply_db_error(c->req, err);
     } else if (state != RM_BRANCH_PREPARED) {
         httpd_reply_errorf(c->req, DTX_ENOTFOUND,
                            "transaction %s has no prepared branch on shard '%s' (it is %s)",
@@ -347,7 +342,7 @@ static void on_malformed_status(void *arg, int rc, enum rm_branch_state state, u
     if (rc < 0 || state != RM_BRANCH_PREPARED) {
         list_remove(&c->link);
         if (rc < 0)
-            reply_db_error(c->req, err);
+            agent_reply_db_error(c->req, err);
         else
             httpd_reply_errorf(c->req, DTX_ENOTFOUND, "'%s' is not prepared on shard '%s'", c->gid,
                                c->ag->cfg->name);
@@ -383,7 +378,7 @@ static bool malformed_rollback(struct agent *ag, struct httpd_req *req, const ch
                            "?malformed=1 is for rolling back a dtx: gid that holds no gtid");
         return true;
     }
-    if (!shard_ready(ag, req)) {
+    if (!agent_shard_ready(ag, req)) {
         list_remove(&c->link);
         free(c);
         return true;
@@ -408,7 +403,7 @@ static void admin_branches(struct agent *ag, struct httpd_req *req, const char *
     size_t n = slash ? (size_t)(slash - rest) : 0;
 
     if (*rest == '\0' && strcmp(method, "GET") == 0) {
-        if (!shard_ready(ag, req))
+        if (!agent_shard_ready(ag, req))
             return;
         c = call_new(ag, req);
         rm_inspect(ag->rm, true, on_inspected, c);
@@ -432,7 +427,7 @@ static void admin_branches(struct agent *ag, struct httpd_req *req, const char *
                            (int)(n - 1), rest + 1, ag->cfg->name);
         return;
     }
-    if (!shard_ready(ag, req)) {
+    if (!agent_shard_ready(ag, req)) {
         free(c);
         return;
     }

@@ -97,6 +97,14 @@ void agent_http_finished(void *ctx, struct httpd_req *req, const char *gtid, boo
                          enum rm_outcome outcome, const struct dtx_err *err);
 /* Drops the operators' requests still waiting for the database. */
 void agent_http_release(struct agent *ag);
+/*
+ * Whether the shard's database can take a call now; if not, req is
+ * answered 503 at once. Asked only once the call is known to be one this
+ * participant serves (a path or gid it never serves is 404, database or not).
+ */
+bool agent_shard_ready(struct agent *ag, struct httpd_req *req);
+/* Answers req with err from a call to the database: one lost while asked is 503, not 409. */
+void agent_reply_db_error(struct httpd_req *req, const struct dtx_err *err);
 
 /* ---- agent_metrics.c ---- */
 /* The body of GET /metrics (malloc'd Prometheus text). */

@@ -764,7 +764,7 @@ static void on_promised(void *arg, int rc, const struct rm_acceptor *st, const s
     cJSON *o;
 
     if (rc < 0) {
-        httpd_reply_error(a->req, err);
+        agent_reply_db_error(a->req, err);
         answer_free(a);
         return;
     }
@@ -818,7 +818,7 @@ static void on_accept_done(void *arg, int rc, const struct rm_acceptor *st,
         return;
     }
     if (rc < 0) {
-        httpd_reply_error(a->req, err);
+        agent_reply_db_error(a->req, err);
         answer_free(a);
         return;
     }
@@ -851,7 +851,7 @@ static void on_state_answer(void *arg, int rc, const struct rm_acceptor *st,
     cJSON *o;
 
     if (rc < 0) {
-        httpd_reply_error(a->req, err);
+        agent_reply_db_error(a->req, err);
         answer_free(a);
         return;
     }
@@ -896,6 +896,8 @@ void terminate_http(struct terminate *t, struct httpd_req *req, const char *meth
     dtx_err_clear(&err);
     if (strcmp(method, "GET") == 0 && rest[0] == '/' &&
         gid_parse_gtid(rest + 1, NULL, NULL, NULL)) {
+        if (!agent_shard_ready(t->ag, req))
+            return;
         a = answer_new(t, req, rest + 1);
         rm_acceptor(t->ag->rm, RM_ACC_STATE, a->gtid, a->gid, NULL, NULL, BV_NONE, on_state_answer,
                     a);
@@ -926,6 +928,10 @@ void terminate_http(struct terminate *t, struct httpd_req *req, const char *meth
             watched_free(w);
         apply_decision(t, gtid, tmp.v);
         httpd_reply_json(req, 200, xstrdup("{\"ok\":true}"));
+        return;
+    }
+    if (!agent_shard_ready(t->ag, req)) { /* a promise or acceptance waited for the database */
+        free(tmp.peers);
         return;
     }
     a = answer_new(t, req, gtid);

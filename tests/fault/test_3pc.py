@@ -292,6 +292,37 @@ class ThreePhaseTest(ClusterTest):
         self.assertEqual(promise(4), (True, 4))
         self.assertEqual(promise(3), (False, 4))
 
+    def test_with_its_database_down_a_participant_s_acceptor_answers_503_at_once(self):
+        """A participant's acceptor endpoints waited for its database to come back: a round
+        leader's promise or accept to a shard whose PostgreSQL was down got no answer (8 s
+        and more) instead of 503 at once, as the participant's other calls that need the
+        database answer; what can never be served is still 404 or 400."""
+        port = self.c.shards[1].agent_port
+        gtid = "c1-98-%d" % self.acct
+        ballot = {"counter": 4, "node": "p:s1"}
+        self.c.pg_stop(1)
+        self.addCleanup(self.c.wait_healthy)
+        self.addCleanup(self.c.pg_start, 1)
+        self.wait_for(lambda: self.c.request("GET", "/healthz", port=port)[0] == 503,
+                      what="s2's participant to see its database down")
+        for method, path, body in (
+                ("POST", "/v1/peer/3pc/promise", {"gtid": gtid, "ballot": ballot}),
+                ("POST", "/v1/peer/3pc/accept", {"gtid": gtid, "ballot": ballot,
+                                                 "value": "commit"}),
+                ("GET", "/v1/peer/3pc/" + gtid, None)):
+            try:
+                status, ans = self.c.request(method, path, body, port=port, timeout=5)
+            except OSError as e:
+                self.fail("%s %s: no answer within 5 s with the database down (%s)" %
+                          (method, path, e))
+            self.assertEqual((status, ans["error"]["code"]), (503, "unavailable"),
+                             (method, path, ans))
+        status, ans = self.c.request("POST", "/v1/peer/3pc/nope", {}, port=port, timeout=5)
+        self.assertEqual(status, 404, ans)
+        status, ans = self.c.request("POST", "/v1/peer/3pc/promise", {"gtid": gtid},
+                                     port=port, timeout=5)
+        self.assertEqual(status, 400, ans)
+
     def test_an_acceptance_survives_a_crash_of_a_shard_that_commits_asynchronously(self):
         """A shard whose database runs with synchronous_commit = off committed its promise
         or acceptance without flushing it, and answered: a crash of its PostgreSQL then lost
