@@ -383,17 +383,18 @@ static struct pgx_job *dequeue(struct pgx_pool *pool, struct list_node *q)
  */
 static bool phase1_room(const struct pgx_pool *pool)
 {
-    int usable = 0, phase1 = 0;
+    int usable = 0, spare = 0;
 
     for (int i = 0; i < pool->opts.size; i++) {
         const struct pgx_conn *c = &pool->conns[i];
 
-        if (c->state == C_IDLE || c->state == C_BUSY || c->state == C_HELD) {
-            usable++;
-            phase1 += c->phase1;
-        }
+        if (c->state != C_IDLE && c->state != C_BUSY && c->state != C_HELD)
+            continue;
+        usable++;
+        if (!c->phase1 && ++spare == 2)
+            return true; /* one for this job, one kept: no need to look further */
     }
-    return usable <= 1 || phase1 < usable - 1;
+    return usable <= 1;
 }
 
 /* Gives an idle connection work: a batch of phase-2 jobs, or one phase-1 job. */
