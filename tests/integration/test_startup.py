@@ -263,9 +263,15 @@ class StartupTest(ClusterTest):
                 return self.c.request("POST", path, body, port=port, timeout=10)
             except OSError:
                 return None, None
+        def health():
+            try:
+                return self.c.request("GET", "/healthz", port=port, timeout=10)[0]
+            except OSError:
+                return None
         ops = [{"shard": "s%d" % i, "sql": "SELECT 1"} for i in range(1, 66)]
-        self.wait_for(lambda: call({"ops": ops[:1]})[0] is not None, timeout=20,
-                      what="the coordinator to answer")
+        # Taking transactions once every link was tried: before that every call is 503.
+        self.wait_for(lambda: health() == 200, timeout=20,
+                      what="the coordinator to take transactions")
         for n, protocol, want in ((65, "3pc", 400), (64, "3pc", None), (65, "2pc", None)):
             status, body = call({"ops": ops[:n], "protocol": protocol})
             if want:
