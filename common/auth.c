@@ -9,6 +9,7 @@
 #include "dtx/auth.h"
 #include "dtx/addr.h"
 #include "dtx/jsonx.h"
+#include "dtx/xalloc.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -144,27 +145,31 @@ void auth_config_dir(const char *config_path, char *dst, size_t n)
         snprintf(dst, n, "%.*s", (int)(slash - config_path), config_path);
 }
 
-/* The token of one role from the config: "<role>_token" or "<role>_token_file". */
-static int load_from_config(const cJSON *auth, const char *role, const char *config_dir,
-                            struct auth_token *out, struct dtx_err *err)
+/*
+ * A token from obj (the config's object at where, "auth" or
+ * "auth.clients[2]"): its key "<prefix>token" or "<prefix>token_file"; whose
+ * says whose it is ("client", "the client 'orders'"). Unset when neither.
+ */
+static int load_token(const cJSON *obj, const char *where, const char *prefix, const char *whose,
+                      const char *config_dir, struct auth_token *out, struct dtx_err *err)
 {
-    char key[64], fkey[64], what[96], path[4096];
+    char key[64], fkey[64], what[160], path[4096];
     const char *value = NULL, *file = NULL;
     int rc;
 
-    snprintf(key, sizeof(key), "%s_token", role);
-    snprintf(fkey, sizeof(fkey), "%s_token_file", role);
-    rc = jsonx_str(auth, "auth", key, false, &value, err);
+    snprintf(key, sizeof(key), "%stoken", prefix);
+    snprintf(fkey, sizeof(fkey), "%stoken_file", prefix);
+    rc = jsonx_str(obj, where, key, false, &value, err);
     if (rc == 0)
-        rc = jsonx_str(auth, "auth", fkey, false, &file, err);
+        rc = jsonx_str(obj, where, fkey, false, &file, err);
     if (rc < 0)
         return rc;
     if (value && file)
         return dtx_err_set(err, DTX_EINVAL,
-                           "'auth.%s' and 'auth.%s' both give the %s token: give one of them", key,
-                           fkey, role);
+                           "'%s.%s' and '%s.%s' both give the %s token: give one of them", where,
+                           key, where, fkey, whose);
     if (value) {
-        snprintf(what, sizeof(what), "'auth.%s'", key);
+        snprintf(what, sizeof(what), "'%s.%s'", where, key);
         rc = auth_token_check(value, strlen(value), what, err);
         if (rc == 0)
             auth_token_set(out, value, what);
@@ -173,13 +178,120 @@ static int load_from_config(const cJSON *auth, const char *role, const char *con
     if (!file)
         return 0;
     if (!*file)
-        return dtx_err_set(err, DTX_EINVAL, "'auth.%s' is empty", fkey);
-    snprintf(what, sizeof(what), "'auth.%s'", fkey);
+        return dtx_err_set(err, DTX_EINVAL, "'%s.%s' is empty", where, fkey);
+    snprintf(what, sizeof(what), "'%s.%s'", where, fkey);
     if (file[0] == '/')
         snprintf(path, sizeof(path), "%s", file);
     else
         snprintf(path, sizeof(path), "%s/%s", config_dir, file);
     return auth_token_read_file(path, what, out, err);
+}
+
+/* The token of one role from the config: "<role>_token" or "<role>_token_file". */
+static int load_from_config(const cJSON *auth, const char *role, const char *config_dir,
+                            struct auth_token *out, struct dtx_err *err)
+{
+    char prefix[64];
+
+    snprintf(prefix, sizeof(prefix), "%s_", role);
+    return load_token(auth, "auth", prefix, role, config_dir, out, err);
+}
+
+void auth_clients_release(struct auth_clients *c)
+{
+    free(c->v);
+    c->v = NULL;
+    c->n = 0;
+}
+
+const struct auth_client *auth_clients_match(const struct auth_clients *c, const char *presented,
+                                             size_t len)
+{
+    const struct auth_client *found = NULL;
+
+    for (size_t i = 0; i < c->n; i++) {
+        if (auth_token_matches(&c->v[i].token, presented, len))
+            found = &c->v[i];
+    }
+    return found;
+}
+
+static bool client_name_ok(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n == 0 || n > AUTH_CLIENT_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (!isalnum((unsigned char)s[i]) && s[i] != '.' && s[i] != '_' && s[i] != '-')
+            return false;
+    }
+    return true;
+}
+
+/* One element of "auth.clients" (at where) into *out, its name distinct from out[-i]. */
+static int load_client(const cJSON *o, const char *where, const char *config_dir,
+                       const struct auth_client *earlier, size_t nearlier, struct auth_client *out,
+                       struct dtx_err *err)
+{
+    static const char *const keys[] = {"name", "token", "token_file", NULL};
+    const char *name = NULL;
+    char whose[AUTH_CLIENT_NAME_MAX + 32];
+    int rc;
+
+    if (!cJSON_IsObject(o))
+        return dtx_err_set(err, DTX_EINVAL,
+                           "'%s' must be an object: {\"name\": ..., \"token\" or "
+                           "\"token_file\": ...}",
+                           where);
+    rc = jsonx_only_keys(o, where, keys, err);
+    if (rc == 0)
+        rc = jsonx_str(o, where, "name", true, &name, err);
+    if (rc < 0)
+        return rc;
+    if (!client_name_ok(name))
+        return dtx_err_set(err, DTX_EINVAL,
+                           "'%s.name' must be 1 to %d letters, digits, '.', '_' or '-'", where,
+                           AUTH_CLIENT_NAME_MAX);
+    for (size_t i = 0; i < nearlier; i++) {
+        if (strcmp(earlier[i].name, name) == 0)
+            return dtx_err_set(err, DTX_EINVAL, "'%s.name': a client '%s' comes earlier", where,
+                               name);
+    }
+    snprintf(out->name, sizeof(out->name), "%s", name);
+    snprintf(whose, sizeof(whose), "client '%s'", name);
+    auth_token_set(&out->token, "", "");
+    rc = load_token(o, where, "", whose, config_dir, &out->token, err);
+    if (rc == 0 && !auth_token_is_set(&out->token))
+        rc =
+            dtx_err_set(err, DTX_EINVAL, "'%s' gives no token: set 'token' or 'token_file'", where);
+    return rc;
+}
+
+/* "auth.clients": every named client, or none. */
+static int load_clients(const cJSON *auth, const char *config_dir, struct auth_clients *out,
+                        struct dtx_err *err)
+{
+    const cJSON *arr = NULL, *o;
+    char where[64];
+    size_t i = 0;
+    int rc = auth ? jsonx_array(auth, "auth", "clients", false, &arr, err) : 0;
+
+    if (rc < 0 || !arr)
+        return rc;
+    if (cJSON_GetArraySize(arr) == 0)
+        return dtx_err_set(err, DTX_EINVAL,
+                           "'auth.clients' is empty: name at least one client, or leave it out");
+    out->v = xcalloc((size_t)cJSON_GetArraySize(arr), sizeof(*out->v));
+    cJSON_ArrayForEach(o, arr)
+    {
+        snprintf(where, sizeof(where), "auth.clients[%zu]", i);
+        rc = load_client(o, where, config_dir, out->v, i, &out->v[i], err);
+        if (rc < 0)
+            return rc;
+        out->n = ++i;
+    }
+    return 0;
 }
 
 /* The environment's DTX_<ROLE>_TOKEN: taken when the config gives none, else it must agree. */
@@ -224,7 +336,7 @@ static bool is_role_key(const char *k, const struct auth_role *roles, size_t n)
 }
 
 static int check_keys(const cJSON *auth, const struct auth_role *roles, size_t n,
-                      struct dtx_err *err)
+                      bool takes_clients, struct dtx_err *err)
 {
     const cJSON *item;
     char names[256] = "";
@@ -237,30 +349,43 @@ static int check_keys(const cJSON *auth, const struct auth_role *roles, size_t n
     cJSON_ArrayForEach(item, auth)
     {
         if (strcmp(item->string, "allow_unauthenticated") == 0 ||
+            (takes_clients && strcmp(item->string, "clients") == 0) ||
             is_role_key(item->string, roles, n))
             continue;
         for (size_t i = 0; i < n && len < sizeof(names); i++)
             len += (size_t)snprintf(names + len, sizeof(names) - len, "%s%s_token[_file]",
                                     i ? ", " : "", roles[i].name);
         return dtx_err_set(err, DTX_EINVAL,
-                           "'auth.%.100s' is not a known key (known: %s, allow_unauthenticated)",
-                           item->string, names);
+                           "'auth.%.100s' is not a known key (known: %s, %sallow_unauthenticated)",
+                           item->string, names, takes_clients ? "clients, " : "");
     }
     return 0;
 }
 
+/* Whether role has a token: its own, or for "client" named clients. */
+static bool role_set(const struct auth_role *role, const struct auth_clients *clients)
+{
+    return auth_token_is_set(role->token) ||
+           (clients && clients->n > 0 && strcmp(role->name, "client") == 0);
+}
+
 /* "'auth.client_token' and 'auth.peer_token'": the roles whose token is (not) set. */
-static size_t list_roles(const struct auth_role *roles, size_t n, bool set, char *dst, size_t cap)
+static size_t list_roles(const struct auth_role *roles, size_t n,
+                         const struct auth_clients *clients, bool set, char *dst, size_t cap)
 {
     size_t count = 0, len = 0;
 
     dst[0] = '\0';
     for (size_t i = 0; i < n; i++) {
-        if (auth_token_is_set(roles[i].token) != set)
+        if (role_set(&roles[i], clients) != set)
             continue;
         count++;
-        len += (size_t)snprintf(dst + len, cap > len ? cap - len : 0, "%s'auth.%s_token'",
-                                len == 0 ? "" : ", ", roles[i].name);
+        if (!auth_token_is_set(roles[i].token) && set) /* named clients stand in for it */
+            len += (size_t)snprintf(dst + len, cap > len ? cap - len : 0, "%s'auth.clients'",
+                                    len == 0 ? "" : ", ");
+        else
+            len += (size_t)snprintf(dst + len, cap > len ? cap - len : 0, "%s'auth.%s_token'",
+                                    len == 0 ? "" : ", ", roles[i].name);
     }
     return count;
 }
@@ -273,21 +398,14 @@ static bool is_loopback(const char *listen)
 }
 
 /* The rules once every token is loaded (auth.h). */
-static int check_rules(const struct auth_role *roles, size_t n, const char *listen,
-                       const struct auth_policy *policy, struct dtx_err *err)
+/* No two tokens the same: the roles' (when set) and the named clients'. */
+static int check_distinct(const struct auth_role *roles, size_t n,
+                          const struct auth_clients *clients, struct dtx_err *err)
 {
-    char missing[256], set[256];
-    size_t nmissing = list_roles(roles, n, false, missing, sizeof(missing));
-    size_t nset = list_roles(roles, n, true, set, sizeof(set));
+    size_t nc = clients ? clients->n : 0;
 
-    if (nset > 0 && nmissing > 0)
-        return dtx_err_set(err, DTX_EINVAL,
-                           "%s %s not set: once any token is set (here %s), every role needs its "
-                           "own, or a role would be open to anyone (each may also come from "
-                           "'auth.<role>_token_file' or DTX_<ROLE>_TOKEN)",
-                           missing, nmissing == 1 ? "is" : "are", set);
-    for (size_t i = 0; i < n && nset > 0; i++) {
-        for (size_t j = i + 1; j < n; j++) {
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = i + 1; j < n && auth_token_is_set(roles[i].token); j++) {
             if (strcmp(roles[i].token->value, roles[j].token->value) == 0)
                 return dtx_err_set(err, DTX_EINVAL,
                                    "the %s token (%s) and the %s token (%s) are the same: "
@@ -296,7 +414,45 @@ static int check_rules(const struct auth_role *roles, size_t n, const char *list
                                    roles[i].name, roles[i].token->source, roles[j].name,
                                    roles[j].token->source);
         }
+        for (size_t j = 0; j < nc; j++) {
+            if (strcmp(roles[i].token->value, clients->v[j].token.value) == 0)
+                return dtx_err_set(err, DTX_EINVAL,
+                                   "the %s token (%s) and the token of client '%s' (%s) are "
+                                   "the same: give each its own",
+                                   roles[i].name, roles[i].token->source, clients->v[j].name,
+                                   clients->v[j].token.source);
+        }
     }
+    for (size_t i = 0; i < nc; i++) {
+        for (size_t j = i + 1; j < nc; j++) {
+            if (strcmp(clients->v[i].token.value, clients->v[j].token.value) == 0)
+                return dtx_err_set(err, DTX_EINVAL,
+                                   "the clients '%s' (%s) and '%s' (%s) have the same token: "
+                                   "each would see the other's transactions; give each its own",
+                                   clients->v[i].name, clients->v[i].token.source,
+                                   clients->v[j].name, clients->v[j].token.source);
+        }
+    }
+    return 0;
+}
+
+static int check_rules(const struct auth_role *roles, size_t n, const struct auth_clients *clients,
+                       const char *listen, const struct auth_policy *policy, struct dtx_err *err)
+{
+    char missing[256], set[256];
+    size_t nmissing = list_roles(roles, n, clients, false, missing, sizeof(missing));
+    size_t nset = list_roles(roles, n, clients, true, set, sizeof(set));
+    int rc;
+
+    if (nset > 0 && nmissing > 0)
+        return dtx_err_set(err, DTX_EINVAL,
+                           "%s %s not set: once any token is set (here %s), every role needs its "
+                           "own, or a role would be open to anyone (each may also come from "
+                           "'auth.<role>_token_file' or DTX_<ROLE>_TOKEN)",
+                           missing, nmissing == 1 ? "is" : "are", set);
+    rc = check_distinct(roles, n, clients, err);
+    if (rc < 0)
+        return rc;
     if (nset > 0 && policy->allow_unauthenticated)
         return dtx_err_set(err, DTX_EINVAL,
                            "'auth.allow_unauthenticated' is true but tokens are set: remove one "
@@ -312,14 +468,19 @@ static int check_rules(const struct auth_role *roles, size_t n, const char *list
 }
 
 int auth_load(const cJSON *auth, const struct auth_role *roles, size_t nroles,
-              const char *config_dir, const char *listen, struct auth_policy *policy,
-              struct dtx_err *err)
+              struct auth_clients *clients, const char *config_dir, const char *listen,
+              struct auth_policy *policy, struct dtx_err *err)
 {
-    int rc = check_keys(auth, roles, nroles, err);
+    int rc = check_keys(auth, roles, nroles, clients != NULL, err);
 
     policy->allow_unauthenticated = false;
     for (size_t i = 0; i < nroles; i++)
         auth_token_set(roles[i].token, "", "");
+    if (clients) {
+        auth_clients_release(clients);
+        if (rc == 0)
+            rc = load_clients(auth, config_dir, clients, err);
+    }
     if (rc == 0 && auth)
         rc = jsonx_bool(auth, "auth", "allow_unauthenticated", false,
                         &policy->allow_unauthenticated, err);
@@ -329,6 +490,6 @@ int auth_load(const cJSON *auth, const struct auth_role *roles, size_t nroles,
             rc = load_from_env(roles[i].name, roles[i].token, err);
     }
     if (rc == 0)
-        rc = check_rules(roles, nroles, listen, policy, err);
+        rc = check_rules(roles, nroles, clients, listen, policy, err);
     return rc;
 }

@@ -1256,12 +1256,18 @@ int httpd_req_json_body(const struct httpd_req *req, const char **body, size_t *
     return 0;
 }
 
-bool httpd_req_has_token(const struct httpd_req *req, const struct auth_token *t)
+const char *httpd_req_bearer(const struct httpd_req *req)
 {
     const char *h = httpd_req_header(req, MHD_HTTP_HEADER_AUTHORIZATION);
 
     if (!h || strncasecmp(h, "Bearer ", 7) != 0)
-        return false;
-    h = skip_ows(h + 7);
-    return auth_token_matches(t, h, strlen(h));
+        return NULL;
+    return skip_ows(h + 7);
+}
+
+bool httpd_req_has_token(const struct httpd_req *req, const struct auth_token *t)
+{
+    const char *h = httpd_req_bearer(req);
+
+    return h && auth_token_matches(t, h, strlen(h));
 }

@@ -254,12 +254,14 @@ static cJSON *noted_json(const struct coord *co, const char *gtid)
     return o;
 }
 
-void admin_get_transaction(struct admin *ad, struct httpd_req *req, const char *gtid)
+void admin_get_transaction(struct admin *ad, struct httpd_req *req, const char *gtid,
+                           const char *who)
 {
     const struct tx *tx = coord_find(ad->co, gtid);
+    bool others = tx && !tx_owned_by(tx, who); /* answered as if there were none */
     cJSON *o;
 
-    if (!tx && !coord_notes(ad->co, gtid) && !coord_heurs(ad->co, gtid)) {
+    if (others || (!tx && !coord_notes(ad->co, gtid) && !coord_heurs(ad->co, gtid))) {
         /*
          * No presumed "aborted" here: checkpoints keep only what recovery
          * and idempotent retries need, so a transaction without a record

@@ -180,6 +180,13 @@ static int parse_header(const cJSON *root, const struct coord_config *cfg, struc
     if (key && (!*key || strlen(key) > IDEM_KEY_MAX))
         return dtx_err_set(err, DTX_EINVAL, "'idempotency_key' must be 1 to %d characters",
                            IDEM_KEY_MAX);
+    for (const char *c = key; c && *c; c++) {
+        if ((unsigned char)*c < 0x20 || *c == 0x7f) /* idemkey.h: a client's namespace */
+            return dtx_err_set(err, DTX_EINVAL,
+                               "'idempotency_key' holds a control character at byte %d: a key is "
+                               "printable text",
+                               (int)(c - key) + 1);
+    }
     r->timeout_ms = (uint32_t)timeout;
     r->idem_key = key;
     return 0;
@@ -305,27 +312,46 @@ void api_txreq_release(struct txreq *r)
 
 enum role { ROLE_OPEN, ROLE_CLIENT, ROLE_ADMIN, ROLE_PEER };
 
-/* True when the request may go on; otherwise it has been answered 401/403. */
-static bool authorized(const struct coord_config *cfg, struct httpd_req *req, enum role need)
+/*
+ * True when the request may go on; otherwise it has been answered 401/403.
+ * *who (when who is not NULL) says whose transactions it may see and act
+ * on: NULL for the admin token (every one), a named client's name, or ""
+ * for client_token and for a coordinator without tokens (auth.h).
+ */
+static bool authorized(const struct coord_config *cfg, struct httpd_req *req, enum role need,
+                       const char **who)
 {
-    const struct auth_token *want = need == ROLE_CLIENT ? &cfg->client_token
-                                    : need == ROLE_PEER ? &cfg->peer_token
-                                                        : &cfg->admin_token;
+    const struct auth_client *named = NULL;
+    const char *bearer;
     bool admin_ok, client_ok;
 
-    if (need == ROLE_OPEN || !auth_token_is_set(want))
+    if (who)
+        *who = "";
+    /* every role's token or none (auth.h): without the admin token, none is set */
+    if (need == ROLE_OPEN || !auth_token_is_set(&cfg->admin_token))
         return true;
-    admin_ok = httpd_req_has_token(req, &cfg->admin_token);
-    client_ok = httpd_req_has_token(req, &cfg->client_token);
     if (need == ROLE_PEER) {
-        if (httpd_req_has_token(req, want))
+        if (httpd_req_has_token(req, &cfg->peer_token))
             return true;
         httpd_reply_errorf(req, DTX_EAUTH, "this endpoint needs the peer token");
         return false;
     }
-    if (admin_ok || (need == ROLE_CLIENT && client_ok))
+    admin_ok = httpd_req_has_token(req, &cfg->admin_token);
+    client_ok = httpd_req_has_token(req, &cfg->client_token);
+    bearer = httpd_req_bearer(req);
+    if (bearer)
+        named = auth_clients_match(&cfg->clients, bearer, strlen(bearer));
+    if (admin_ok) {
+        if (who)
+            *who = NULL;
         return true;
-    if (client_ok)
+    }
+    if (need == ROLE_CLIENT && (client_ok || named)) {
+        if (who && named)
+            *who = named->name;
+        return true;
+    }
+    if (client_ok || named)
         httpd_reply_errorf(req, DTX_EFORBIDDEN, "this endpoint needs the admin token");
     else if (httpd_req_header(req, "Authorization"))
         httpd_reply_errorf(req, DTX_EAUTH, "the bearer token is not valid");
@@ -417,7 +443,8 @@ static void post_outcomes(struct coord *co, struct httpd_req *req)
 
 /* ---- routes ------------------------------------------------------------------- */
 
-static void post_transaction(struct coord *co, struct httpd_req *req)
+/* POST /v1/transactions; who: whose the transaction is (authorized). */
+static void post_transaction(struct coord *co, struct httpd_req *req, const char *who)
 {
     struct txreq r;
     struct dtx_err err;
@@ -430,6 +457,7 @@ static void post_transaction(struct coord *co, struct httpd_req *req)
         httpd_reply_error(req, &err);
         return;
     }
+    r.client = who;
     coord_submit(co, &r, req);
     api_txreq_release(&r);
 }
@@ -470,7 +498,7 @@ static bool call_served(const char *gtid_start, const char *slash)
 
 /* POST /v1/transactions/{gtid}/ops|commit|abort: a call on an interactive transaction. */
 static void post_call(struct coord *co, struct httpd_req *req, const char *gtid_start,
-                      const char *slash)
+                      const char *slash, const char *who)
 {
     char gtid[DTX_GTID_MAX + 1];
     size_t len = 0;
@@ -494,13 +522,14 @@ static void post_call(struct coord *co, struct httpd_req *req, const char *gtid_
         if (api_parse_ops(body, len, coord_config(co), &r, &err) < 0) {
             httpd_reply_error(req, &err);
         } else {
+            r.client = who;
             coord_ops(co, gtid, &r, req);
             api_txreq_release(&r);
         }
     } else if (strcmp(slash, "/commit") == 0) {
-        coord_commit(co, gtid, req);
+        coord_commit(co, gtid, who, req);
     } else {
-        coord_abort(co, gtid, req);
+        coord_abort(co, gtid, who, req);
     }
 }
 
@@ -567,29 +596,30 @@ static bool active_for(struct api_ctx *ctx, struct httpd_req *req, bool served)
 }
 
 /* True when req may go on to its handler: authorized for need, and active_for(served). */
-static bool may_serve(struct api_ctx *ctx, struct httpd_req *req, enum role need, bool served)
+static bool may_serve(struct api_ctx *ctx, struct httpd_req *req, enum role need, bool served,
+                      const char **who)
 {
-    return authorized(ctx->cfg, req, need) && active_for(ctx, req, served);
+    return authorized(ctx->cfg, req, need, who) && active_for(ctx, req, served);
 }
 
 static void route_transactions(struct api_ctx *ctx, struct httpd_req *req, const char *method,
                                const char *rest)
 {
     struct coord *co = ctx->co;
-    const char *slash;
+    const char *slash, *who;
 
     if (*rest == '\0') {
         bool post = strcmp(method, "POST") == 0, get = strcmp(method, "GET") == 0;
 
         if (!post && !get)
             httpd_reply_errorf(req, DTX_EMETHOD, "use POST or GET on /v1/transactions");
-        else if (post && may_serve(ctx, req, ROLE_CLIENT, true))
-            post_transaction(co, req);
-        else if (get && may_serve(ctx, req, ROLE_ADMIN, true))
+        else if (post && may_serve(ctx, req, ROLE_CLIENT, true, &who))
+            post_transaction(co, req, who);
+        else if (get && may_serve(ctx, req, ROLE_ADMIN, true, NULL))
             admin_list_transactions(ctx->admin, req);
         return;
     }
-    if (!authorized(ctx->cfg, req, ROLE_CLIENT))
+    if (!authorized(ctx->cfg, req, ROLE_CLIENT, &who))
         return;
     if (rest[1] == '\0') {
         httpd_reply_errorf(req, DTX_ENOTFOUND, "no such endpoint: %s %s (no gtid)", method,
@@ -599,10 +629,10 @@ static void route_transactions(struct api_ctx *ctx, struct httpd_req *req, const
     slash = strchr(rest + 1, '/');
     if (!slash && strcmp(method, "GET") == 0) {
         if (active(ctx, req))
-            admin_get_transaction(ctx->admin, req, rest + 1);
+            admin_get_transaction(ctx->admin, req, rest + 1, who);
     } else if (slash && strcmp(method, "POST") == 0) {
         if (active_for(ctx, req, call_served(rest + 1, slash)))
-            post_call(co, req, rest + 1, slash);
+            post_call(co, req, rest + 1, slash, who);
     } else {
         httpd_reply_errorf(req, DTX_EMETHOD, "method %s is not allowed on %s", method,
                            httpd_req_path(req));
@@ -752,16 +782,17 @@ static void route(struct api_ctx *ctx, struct httpd_req *req)
     if (strcmp(path, "/v1/transactions") == 0 || strncmp(path, "/v1/transactions/", 17) == 0) {
         route_transactions(ctx, req, method, path + 16);
     } else if (strncmp(path, "/v1/admin/", 10) == 0) {
-        if (may_serve(ctx, req, ROLE_ADMIN, admin_endpoint(method, path + 9, NULL) != ADMIN_NONE))
+        if (may_serve(ctx, req, ROLE_ADMIN, admin_endpoint(method, path + 9, NULL) != ADMIN_NONE,
+                      NULL))
             admin_handle(ctx->admin, req, method, path + 9);
     } else if (strcmp(path, "/v1/peer/outcomes") == 0 && strcmp(method, "POST") == 0) {
-        if (may_serve(ctx, req, ROLE_PEER, true))
+        if (may_serve(ctx, req, ROLE_PEER, true, NULL))
             post_outcomes(co, req);
     } else if (strncmp(path, "/v1/peer/3pc", 12) == 0 && (path[12] == '/' || !path[12])) {
-        if (may_serve(ctx, req, ROLE_PEER, coord_acc_serves(method, path + 12)))
+        if (may_serve(ctx, req, ROLE_PEER, coord_acc_serves(method, path + 12), NULL))
             coord_acc_http(co, req, method, path + 12);
     } else if (strcmp(path, "/v1/route") == 0 && strcmp(method, "GET") == 0) {
-        if (may_serve(ctx, req, ROLE_CLIENT, true))
+        if (may_serve(ctx, req, ROLE_CLIENT, true, NULL))
             get_route(co, req);
     } else if (strcmp(path, "/healthz") == 0 && strcmp(method, "GET") == 0) {
         if (!co) {

@@ -18,18 +18,18 @@
 #include <stdlib.h>
 
 /*
- * The interactive transaction gtid when call may run now; otherwise the
- * client has been answered (404 unknown, 409 why, or the outcome) and NULL
- * returned. *admit says which.
+ * The interactive transaction gtid when call (from who) may run now;
+ * otherwise the client has been answered (404 unknown or not who's, 409
+ * why, or the outcome) and NULL returned. *admit says which.
  */
-static struct txent *admitted(struct coord *co, const char *gtid, enum tx_call call,
-                              struct httpd_req *client, enum tx_admit *admit)
+static struct txent *admitted(struct coord *co, const char *gtid, const char *who,
+                              enum tx_call call, struct httpd_req *client, enum tx_admit *admit)
 {
     struct txent *e = txtab_find(&co->tab, gtid);
     struct dtx_err why;
     char *body;
 
-    if (!e) {
+    if (!e || !tx_owned_by(e->tx, who)) { /* another client's is as good as none */
         httpd_reply_errorf(client, DTX_ENOTFOUND,
                            "no transaction '%s' here (never begun, or finished and forgotten)",
                            gtid);
@@ -60,7 +60,7 @@ void coord_ops(struct coord *co, const char *gtid, struct txreq *req, struct htt
 {
     struct dtx_err err;
     enum tx_admit admit;
-    struct txent *e = admitted(co, gtid, TX_CALL_OPS, client, &admit);
+    struct txent *e = admitted(co, gtid, req->client, TX_CALL_OPS, client, &admit);
 
     if (!e)
         return;
@@ -77,10 +77,10 @@ void coord_ops(struct coord *co, const char *gtid, struct txreq *req, struct htt
     tx_step(e->tx, TXE_EXEC, NULL);
 }
 
-void coord_commit(struct coord *co, const char *gtid, struct httpd_req *client)
+void coord_commit(struct coord *co, const char *gtid, const char *who, struct httpd_req *client)
 {
     enum tx_admit admit;
-    struct txent *e = admitted(co, gtid, TX_CALL_COMMIT, client, &admit);
+    struct txent *e = admitted(co, gtid, who, TX_CALL_COMMIT, client, &admit);
 
     if (!e)
         return;
@@ -89,10 +89,10 @@ void coord_commit(struct coord *co, const char *gtid, struct httpd_req *client)
     tx_step(e->tx, TXE_COMMIT, NULL);
 }
 
-void coord_abort(struct coord *co, const char *gtid, struct httpd_req *client)
+void coord_abort(struct coord *co, const char *gtid, const char *who, struct httpd_req *client)
 {
     enum tx_admit admit;
-    struct txent *e = admitted(co, gtid, TX_CALL_ABORT, client, &admit);
+    struct txent *e = admitted(co, gtid, who, TX_CALL_ABORT, client, &admit);
     struct dtx_err err;
     struct tx_evarg a = {.err = &err};
     struct txwaiter *running;

@@ -172,7 +172,7 @@ static int load_shards(const cJSON *root, struct coord_config *c, struct dtx_err
     return 0;
 }
 
-/* auth{...}: the three roles' tokens and the rules of auth.h. */
+/* auth{...}: the three roles' tokens, the named clients and the rules of auth.h. */
 static int load_auth(const cJSON *root, struct coord_config *c, struct dtx_err *err)
 {
     const struct auth_role roles[] = {
@@ -184,7 +184,8 @@ static int load_auth(const cJSON *root, struct coord_config *c, struct dtx_err *
     if (rc < 0)
         return rc;
     auth_config_dir(c->path, dir, sizeof(dir));
-    return auth_load(auth, roles, sizeof(roles) / sizeof(roles[0]), dir, c->listen, &c->auth, err);
+    return auth_load(auth, roles, sizeof(roles) / sizeof(roles[0]), &c->clients, dir, c->listen,
+                     &c->auth, err);
 }
 
 static int load_names(const cJSON *root, struct coord_config *c, struct dtx_err *err)
@@ -308,6 +309,7 @@ int coord_config_load(const char *path, struct coord_config *out, struct dtx_err
 void coord_config_release(struct coord_config *c)
 {
     tls_config_release(&c->tls);
+    auth_clients_release(&c->clients);
     free(c->shards);
     c->shards = NULL;
     c->nshards = 0;
@@ -325,6 +327,9 @@ int coord_config_reload_auth(struct coord_config *c, struct dtx_err *err)
         c->client_token = fresh->client_token;
         c->admin_token = fresh->admin_token;
         c->peer_token = fresh->peer_token;
+        auth_clients_release(&c->clients);
+        c->clients = fresh->clients;
+        fresh->clients = (struct auth_clients){0};
         c->auth = fresh->auth;
     }
     coord_config_release(fresh);

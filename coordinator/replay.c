@@ -38,6 +38,7 @@
 
 #include "dtx/dlog.h"
 #include "dtx/dstore_pg.h"
+#include "dtx/idemkey.h"
 #include "dtx/log.h"
 #include "dtx/xalloc.h"
 
@@ -51,10 +52,10 @@ static int replay_commit(struct coord *co, const struct drec *rec, struct dtx_er
     struct tx_params p = {
         .gtid = rec->gtid,
         .protocol = rec->protocol,
-        .idem_key = rec->idem_key && *rec->idem_key ? rec->idem_key : NULL,
         .req_hash = rec->req_hash,
     };
     struct txent *e = txtab_find(&co->tab, rec->gtid);
+    char *client;
 
     if (e && rec->type == DREC_COMMIT && tx_lsn(e->tx) == 0) {
         tx_set_replayed(e->tx, rec->wall_us, rec->results); /* 3PC: pre-committed, then decided */
@@ -69,7 +70,10 @@ static int replay_commit(struct coord *co, const struct drec *rec, struct dtx_er
                                "'%s', which is not in the config",
                                rec->gtid, rec->branches[i].shard);
     }
+    idemkey_split(rec->idem_key, &client, &p.idem_key); /* the record names its client */
+    p.client = client;
     e = coord_new_tx(co, &p);
+    free(client);
     for (size_t i = 0; i < rec->nbranches; i++)
         tx_add_prepared_branch(e->tx, coord_config_shard(co->cfg, rec->branches[i].shard),
                                rec->branches[i].xid, rec->branches[i].db);

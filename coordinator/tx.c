@@ -98,6 +98,7 @@
 
 #include "dtx/ev.h"
 #include "dtx/failpoint.h"
+#include "dtx/idemkey.h"
 #include "dtx/jsonx.h"
 #include "dtx/log.h"
 #include "dtx/txreq.h"
@@ -1127,7 +1128,9 @@ struct tx *tx_new(const struct tx_params *p, const struct tx_env *env, void *own
     tx->idle_ms = p->idle_ms;
     tx->commit_wait_ms = p->commit_wait_ms;
     tx->results_limit = p->results_limit;
-    tx->idem_key = p->idem_key ? xstrdup(p->idem_key) : NULL;
+    tx->client = p->client ? xstrdup(p->client) : NULL;
+    tx->client_tag = idemkey_compose(p->client, NULL);
+    tx->idem_key = p->idem_key ? idemkey_compose(p->client, p->idem_key) : NULL;
     tx->request_id = p->request_id ? xstrdup(p->request_id) : NULL;
     tx->traceparent = p->traceparent ? xstrdup(p->traceparent) : NULL;
     tx->req_hash = p->req_hash;
@@ -1147,6 +1150,8 @@ void tx_free(struct tx *tx)
     }
     free(tx->branches);
     free(tx->ops);
+    free(tx->client);
+    free(tx->client_tag);
     free(tx->idem_key);
     free(tx->request_id);
     free(tx->traceparent);
@@ -1269,6 +1274,11 @@ const char *tx_gtid(const struct tx *tx)
 const char *tx_idem_key(const struct tx *tx)
 {
     return tx->idem_key;
+}
+
+bool tx_owned_by(const struct tx *tx, const char *who)
+{
+    return !who || !tx->client || strcmp(tx->client, who) == 0;
 }
 
 void tx_drop_idem_key(struct tx *tx)
@@ -1670,7 +1680,7 @@ void tx_commit_record(const struct tx *tx, struct drec *rec, struct drec_branch 
     rec->wall_us = tx->decided_wall_us;
     rec->gtid = tx->gtid;
     rec->protocol = tx->protocol;
-    rec->idem_key = tx->idem_key;
+    rec->idem_key = tx->idem_key ? tx->idem_key : tx->client_tag; /* names its client */
     rec->req_hash = tx->req_hash;
     rec->results = *results;
     rec->nbranches = n;

@@ -14,6 +14,7 @@
 #include "tx_impl.h"
 
 #include "dtx/buf.h"
+#include "dtx/idemkey.h"
 #include "dtx/jsonx.h"
 #include "dtx/msg.h"
 #include "dtx/xalloc.h"
@@ -225,8 +226,10 @@ cJSON *tx_state_json(const struct tx *tx)
         jsonx_add_bool(root, "one_phase", true); /* the one-phase path, or committed on it */
     if (tx->state == TX_IN_DOUBT)
         jsonx_add_bool(root, "in_doubt", true);
+    if (tx->client && *tx->client)
+        jsonx_add_str(root, "client", tx->client);
     if (tx->idem_key)
-        jsonx_add_str(root, "idempotency_key", tx->idem_key);
+        jsonx_add_str(root, "idempotency_key", idemkey_shown(tx->idem_key));
     jsonx_add_time(root, "created_at", tx->created_wall_us);
     jsonx_add_time(root, "decided_at", tx->decided_wall_us);
     for (size_t i = 0; i < tx->nbranches; i++) {

@@ -140,7 +140,7 @@ static int load_auth(const cJSON *root, struct agent_config *c, struct dtx_err *
                                other[i], i < 2 ? "client" : "admin");
     }
     auth_config_dir(c->path, dir, sizeof(dir));
-    return auth_load(auth, roles, 1, dir, c->listen, &c->auth, err);
+    return auth_load(auth, roles, 1, NULL, dir, c->listen, &c->auth, err);
 }
 
 static int load_keys(const cJSON *root, void *out, struct dtx_err *err)

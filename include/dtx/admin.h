@@ -42,8 +42,12 @@ enum admin_ep {
 enum admin_ep admin_endpoint(const char *method, const char *rest, char *gtid);
 /* Serves /v1/admin<rest>, once the admin token was checked. */
 void admin_handle(struct admin *ad, struct httpd_req *req, const char *method, const char *rest);
-/* GET /v1/transactions/{gtid} and GET /v1/transactions[?status=S&older_than_ms=N]. */
-void admin_get_transaction(struct admin *ad, struct httpd_req *req, const char *gtid);
+/*
+ * GET /v1/transactions/{gtid} (for who: tx.h's tx_owned_by; 404 when it is
+ * another client's) and GET /v1/transactions[?status=S&older_than_ms=N].
+ */
+void admin_get_transaction(struct admin *ad, struct httpd_req *req, const char *gtid,
+                           const char *who);
 void admin_list_transactions(struct admin *ad, struct httpd_req *req);
 
 #endif

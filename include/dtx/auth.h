@@ -43,6 +43,34 @@ struct auth_role {
     struct auth_token *token;
 };
 
+/*
+ * Named clients ("auth.clients", the coordinator's): each its own token,
+ * so that the coordinator knows which client a request comes from, and one
+ * client cannot see or act on another's transactions nor meet its
+ * idempotency keys. A name is 1 to AUTH_CLIENT_NAME_MAX letters, digits,
+ * '.', '_' or '-'.
+ */
+#define AUTH_CLIENT_NAME_MAX 64
+
+struct auth_client {
+    char name[AUTH_CLIENT_NAME_MAX + 1];
+    struct auth_token token;
+};
+
+struct auth_clients {
+    struct auth_client *v; /* malloc'd; NULL when n is 0 */
+    size_t n;
+};
+
+void auth_clients_release(struct auth_clients *c);
+
+/*
+ * The client whose token the len bytes at presented are, or NULL. Compares
+ * against every client, in constant time each, whichever matches.
+ */
+const struct auth_client *auth_clients_match(const struct auth_clients *c, const char *presented,
+                                             size_t len);
+
 /* What a daemon's "auth" object says besides its tokens. */
 struct auth_policy {
     bool allow_unauthenticated; /* serve on a non-loopback address without tokens */
@@ -84,8 +112,12 @@ int auth_token_read_file(const char *path, const char *what, struct auth_token *
  * Loads a daemon's tokens and checks its auth rules:
  *  - each role's token from "<role>_token", "<role>_token_file" (a
  *    relative path is relative to config_dir) or DTX_<ROLE>_TOKEN;
+ *  - with clients (a daemon that takes named clients; NULL otherwise),
+ *    "clients": [{"name", "token" or "token_file"}, ...], names distinct;
+ *    they stand in for the "client" role's token, which may then be unset;
  *  - "auth" holds no other key than those and "allow_unauthenticated";
- *  - once any token is set, every role's is, and no two are equal;
+ *  - once any token is set, every role's is, and no two are equal (named
+ *    clients' included);
  *  - with no token at all, listen must be a loopback address unless
  *    "allow_unauthenticated" is true; that key with tokens set is refused.
  * auth is the config's "auth" object or NULL. listen is the daemon's
@@ -93,8 +125,8 @@ int auth_token_read_file(const char *path, const char *what, struct auth_token *
  * with a message naming the keys; on error the tokens may be half set.
  */
 int auth_load(const cJSON *auth, const struct auth_role *roles, size_t nroles,
-              const char *config_dir, const char *listen, struct auth_policy *policy,
-              struct dtx_err *err);
+              struct auth_clients *clients, const char *config_dir, const char *listen,
+              struct auth_policy *policy, struct dtx_err *err);
 
 /* The directory of a config file's path, for auth_load (dst of size n). */
 void auth_config_dir(const char *config_path, char *dst, size_t n);

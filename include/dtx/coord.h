@@ -76,11 +76,13 @@ void coord_submit(struct coord *co, struct txreq *req, struct httpd_req *client)
 /*
  * Interactive transactions (begun by coord_submit with req->interactive):
  * a call's ops (taken from req as above), the commit, the abort. Each
- * answers client now or later; one call at a time per transaction.
+ * answers client now or later; one call at a time per transaction. Only
+ * its client (req->client, who: tx.h's tx_owned_by) finds the transaction;
+ * anyone else is answered 404 as for a gtid that never existed.
  */
 void coord_ops(struct coord *co, const char *gtid, struct txreq *req, struct httpd_req *client);
-void coord_commit(struct coord *co, const char *gtid, struct httpd_req *client);
-void coord_abort(struct coord *co, const char *gtid, struct httpd_req *client);
+void coord_commit(struct coord *co, const char *gtid, const char *who, struct httpd_req *client);
+void coord_abort(struct coord *co, const char *gtid, const char *who, struct httpd_req *client);
 
 /*
  * What a participant holding a prepared branch of gtid on shard must do:

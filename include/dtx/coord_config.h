@@ -9,8 +9,9 @@
  *   log_group_delay_us, log_group_siblings, http_conn_limit,
  *   http_conn_limit_per_ip, http_request_timeout_ms, log_level, log_format,
  *   auth{client_token[_file], admin_token[_file], peer_token[_file],
- *        allow_unauthenticated} (auth.h: also DTX_*_TOKEN; every role's
- *   token or none, and none only on loopback unless allowed),
+ *        clients[{name, token[_file]}], allow_unauthenticated} (auth.h: also
+ *   DTX_*_TOKEN; every role's token or none, named clients standing in for
+ *   client_token, and none only on loopback unless allowed),
  *   decision_store{type: "file" | "postgres", conninfo, lease_ms}
  * Unknown keys are refused, so a misspelt key never silently falls back to
  * a default.
@@ -82,6 +83,7 @@ struct coord_config {
     struct auth_token client_token;
     struct auth_token admin_token;
     struct auth_token peer_token;
+    struct auth_clients clients; /* each with its own token: its transactions are its own */
     struct auth_policy auth;
     /* "tls"; its credentials are replaced on SIGHUP (coord_config_reload_auth), loop thread. */
     struct tls_config tls;

@@ -113,6 +113,8 @@ int httpd_req_json_body(const struct httpd_req *req, const char **body, size_t *
  * time). False when t is unset.
  */
 bool httpd_req_has_token(const struct httpd_req *req, const struct auth_token *t);
+/* The token of "Authorization: Bearer <token>" (the scheme in any case), or NULL. */
+const char *httpd_req_bearer(const struct httpd_req *req);
 
 #define HTTPD_REPLY_HEADERS_MAX 4
 

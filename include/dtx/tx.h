@@ -168,7 +168,8 @@ struct tx_params {
     uint32_t idle_ms;         /* interactive: aborted when idle this long */
     uint32_t commit_wait_ms;  /* the client waits this long for phase-2 acks */
     uint32_t results_limit;   /* with idem_key: most results bytes the COMMIT record may carry */
-    const char *idem_key;     /* copied; NULL for none */
+    const char *client;       /* copied: whose it is (idemkey.h); NULL: not known */
+    const char *idem_key;     /* copied, as the client gave it; NULL for none */
     uint64_t req_hash;        /* of the request, to refuse a reused idempotency key */
     uint64_t created_wall_us; /* 0 for a transaction rebuilt from the decision store */
     const char *request_id;   /* copied: the client request that began it (NULL: none) */
@@ -233,7 +234,13 @@ int tx_step(struct tx *tx, enum tx_event ev, const struct tx_evarg *arg);
 /* ---- asking the protocol --------------------------------------------------------- */
 
 const char *tx_gtid(const struct tx *tx);
-const char *tx_idem_key(const struct tx *tx); /* NULL when none */
+/* Its idempotency key in its client's namespace (idemkey.h's slot); NULL when none. */
+const char *tx_idem_key(const struct tx *tx);
+/*
+ * Whether who may see and act on tx: who NULL (the admin) always, and a
+ * client ("" or a name) when tx is its own or its client is not known.
+ */
+bool tx_owned_by(const struct tx *tx, const char *who);
 /* Forgets tx's idempotency key (txtab_release_key): as if it had none. */
 void tx_drop_idem_key(struct tx *tx);
 uint64_t tx_req_hash(const struct tx *tx);

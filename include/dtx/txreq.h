@@ -23,6 +23,7 @@ struct txreq {
     bool interactive;
     uint8_t protocol; /* 2 */
     uint32_t timeout_ms;
+    const char *client;   /* whose it is (tx.h: tx_params.client); NULL: the admin's call */
     const char *idem_key; /* points into root, or NULL */
     uint64_t hash;        /* of protocol and ops, to detect a reused idempotency key */
     size_t nops;

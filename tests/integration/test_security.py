@@ -160,6 +160,49 @@ class AuthRulesTest(DaemonRuns, ClusterTest):
         self.refused("dtx-coordinator", self.coord_config(auth={"client_tokens": "x"}),
                      "'auth.client_tokens' is not a known key")
 
+    def test_named_clients_are_checked_at_start(self):
+        cases = [
+            ([{"name": "a", "token": "t1"}, {"name": "a", "token": "t2"}],
+             ["'auth.clients[1].name': a client 'a' comes earlier"]),
+            ([{"name": "a", "token": "t1"}, {"name": "b", "token": "t1"}],
+             ["the clients 'a' ('auth.clients[0].token') and 'b'", "have the same token"]),
+            ([{"name": "a", "token": "adm"}],
+             ["the admin token ('auth.admin_token') and the token of client 'a'"]),
+            ([{"name": "a b", "token": "t1"}], ["'auth.clients[0].name' must be 1 to 64"]),
+            ([{"name": "a"}], ["'auth.clients[0]' gives no token"]),
+            ([{"name": "a", "token": "t1", "role": "admin"}],
+             ["'auth.clients[0].role'", "not a known key"]),
+            ([{"name": "a", "token": "t1", "token_file": "f"}],
+             ["'auth.clients[0].token' and 'auth.clients[0].token_file' both give the "
+              "client 'a' token"]),
+            ([{"name": "a", "token": "bad token"}], ["'auth.clients[0].token' holds a space"]),
+            ([], ["'auth.clients' is empty"]),
+            (["a"], ["'auth.clients[0]' must be an object"]),
+        ]
+        for clients, wanted in cases:
+            self.refused("dtx-coordinator",
+                         self.coord_config(auth=dict(TOKENS, clients=clients)), *wanted)
+        # named clients stand in for client_token, not for the other roles
+        self.refused("dtx-coordinator",
+                     self.coord_config(auth={"clients": [{"name": "a", "token": "t1"}]}),
+                     "'auth.admin_token', 'auth.peer_token' are not set",
+                     "(here 'auth.clients')")
+        self.refused("dtx-participant",
+                     self.agent_config(auth={"peer_token": "p",
+                                             "clients": [{"name": "a", "token": "t1"}]}),
+                     "'auth.clients'")
+
+    def test_named_clients_without_a_client_token_serve_only_themselves(self):
+        port = dtx_cluster.free_ports(1)[0]
+        auth = {"admin_token": "adm", "peer_token": "peer",
+                "clients": [{"name": "a", "token": "tok-a"}]}
+        p, log = self.start_bin("dtx-coordinator", self.coord_config(port, auth=auth))
+        self.wait_http(port, p, log)
+        for token, want in (("tok-a", 200), ("adm", 200), ("peer", 401), ("cli", 401)):
+            status, body = dtx_cluster.http_request("127.0.0.1", port, "GET",
+                                                    "/v1/route?key=x", headers=client(token))
+            self.assertEqual(status, want, (token, body))
+
     def test_allow_unauthenticated_serves_a_non_loopback_address_and_warns(self):
         port = dtx_cluster.free_ports(1)[0]
         cfg = self.coord_config(port, listen="0.0.0.0:%d" % port,
@@ -394,3 +437,120 @@ class TokenReloadTest(TokenFiles, InteractiveCalls, ClusterTest):
         self.c.wait_healthy(timeout=15)
         self.assertEqual(self.c.request("POST", "/v1/transactions", {"ops": [ACCT_OP]},
                                         headers=client("cli-2"))[0], 200)
+
+
+class NamedClientsTest(TokenFiles, InteractiveCalls, ClusterTest):
+    """Named clients (auth.clients), each with its own token: one client cannot see or act
+    on another's transactions, nor meet its idempotency keys, before or after a restart."""
+
+    SHARDS = 2
+
+    @classmethod
+    def setUpClass(cls):
+        files = cls.make_token_dir(billing="tok-billing")
+        cls.COORD = {"auth": {"client_token": "cli", "admin_token": "adm", "peer_token": "peer",
+                              "clients": [{"name": "orders", "token": "tok-orders"},
+                                          {"name": "billing",
+                                           "token_file": files["billing"]}]}}
+        cls.AGENT = {"auth": {"peer_token": "peer"}}
+        super().setUpClass()
+
+    ORDERS, BILLING, SHARED, ADMIN = (client("tok-orders"), client("tok-billing"),
+                                      client("cli"), client("adm"))
+
+    def get(self, gtid, headers):
+        return self.c.request("GET", "/v1/transactions/" + gtid, headers=headers)
+
+    def assert_unknown(self, answer, gtid):
+        """answer is what a gtid that never existed gets, word for word but the gtid."""
+        status, body = answer
+        self.assertEqual(status, 404, body)
+        self.assertEqual(body["error"]["code"], "not_found", body)
+        self.assertIn("'%s'" % gtid, body["error"]["message"])
+        return body["error"]["message"].replace(gtid, "GTID")
+
+    def test_a_client_finds_only_its_own_interactive_transaction(self):
+        gtid = self.begin(self.ORDERS)
+        self.assertEqual(self.ops(gtid, self.ORDERS, ACCT_OP)[0], 200)
+        seq = gtid.rsplit("-", 1)
+        never = "%s-%d" % (seq[0], int(seq[1]) + 1000)
+        unknown_call = self.assert_unknown(self.commit(never, self.ORDERS), never)
+        unknown_get = self.assert_unknown(self.get(never, self.ORDERS), never)
+        for other in (self.BILLING, self.SHARED):
+            # every call another client makes on it is answered as for a gtid never issued
+            self.assertEqual(self.assert_unknown(self.ops(gtid, other, ACCT_OP), gtid),
+                             unknown_call)
+            self.assertEqual(self.assert_unknown(self.commit(gtid, other), gtid), unknown_call)
+            self.assertEqual(self.assert_unknown(
+                self.c.request("POST", "/v1/transactions/%s/abort" % gtid, {}, headers=other),
+                gtid), unknown_call)
+            self.assertEqual(self.assert_unknown(self.get(gtid, other), gtid), unknown_get)
+        status, body = self.get(gtid, self.ADMIN)  # the operator sees every client's
+        self.assertEqual((status, body["status"], body["client"]), (200, "active", "orders"))
+        status, body = self.commit(gtid, self.ORDERS)  # untouched by the others' calls
+        self.assertEqual((status, body["status"]), (200, "committed"), body)
+        status, body = self.get(gtid, self.ORDERS)
+        self.assertEqual((status, body["status"], body["client"]), (200, "committed", "orders"))
+
+    def keyed(self, headers, key, amount):
+        ops = [{"shard": s, "sql": "UPDATE accounts SET balance = balance + %d WHERE id = 1"
+                % amount} for s in ("s1", "s2")]
+        status, body = self.c.request("POST", "/v1/transactions",
+                                      {"ops": ops, "idempotency_key": key}, headers=headers)
+        self.assertEqual((status, body.get("status")), (200, "committed"), body)
+        return body["gtid"]
+
+    def test_each_client_has_its_own_idempotency_keys_across_a_restart(self):
+        # the same key, three clients, three different requests: three transactions (before,
+        # the second and third were refused 422 as a reuse of the first's key)
+        before = {s: int(self.c.psql(s, "SELECT balance FROM accounts WHERE id = 1")[0][0])
+                  for s in ("s1", "s2")}
+        gtids = {"orders": self.keyed(self.ORDERS, "k-same", 1),
+                 "billing": self.keyed(self.BILLING, "k-same", 2),
+                 "shared": self.keyed(self.SHARED, "k-same", 3)}
+        self.assertEqual(len(set(gtids.values())), 3, gtids)
+        heads = {"orders": self.ORDERS, "billing": self.BILLING, "shared": self.SHARED}
+        amounts = {"orders": 1, "billing": 2, "shared": 3}
+        for restarted in (False, True):
+            if restarted:
+                self.assertEqual(self.c.stop_coordinator(), 0)
+                self.c.start_coordinator()
+            for who, gtid in gtids.items():
+                # a retry gets its own client's answer, not another's
+                self.assertEqual(self.keyed(heads[who], "k-same", amounts[who]), gtid,
+                                 (who, restarted))
+            status, body = self.get(gtids["orders"], self.ORDERS)
+            self.assertEqual((status, body.get("client"), body.get("idempotency_key")),
+                             (200, "orders", "k-same"), (restarted, body))
+            # the log's record names its client: still not billing's after the restart
+            self.assert_unknown(self.get(gtids["orders"], self.BILLING), gtids["orders"])
+            self.assertEqual(self.get(gtids["orders"], self.ADMIN)[0], 200)
+        for s in ("s1", "s2"):  # each of the three ran once
+            self.assertEqual(self.c.psql(s, "SELECT balance FROM accounts WHERE id = 1"),
+                             [[str(before[s] + 6)]], s)
+
+    def test_a_key_with_a_control_character_is_refused(self):
+        # \x1f would reach into a named client's namespace (idemkey.h)
+        for key in ("\x1forders\x1fk", "a\nb", "tab\there"):
+            status, body = self.c.request("POST", "/v1/transactions",
+                                          {"ops": [ACCT_OP], "idempotency_key": key},
+                                          headers=self.SHARED)
+            self.assertEqual((status, body["error"]["code"]), (400, "bad_request"), body)
+            self.assertIn("control character", body["error"]["message"])
+
+    def test_a_named_client_is_no_admin(self):
+        status, body = self.c.request("GET", "/v1/admin/status", headers=self.ORDERS)
+        self.assertEqual(status, 403, body)
+        status, body = self.c.request("GET", "/v1/transactions", headers=self.BILLING)
+        self.assertEqual(status, 403, body)
+
+    def test_sighup_takes_a_client_s_new_token(self):
+        gtid = self.begin(self.BILLING)
+        self.assertEqual(self.ops(gtid, self.BILLING, ACCT_OP)[0], 200)
+        self.put_token("billing", "tok-billing-2")
+        self.addCleanup(self.hup, self.c.coordinator)
+        self.addCleanup(self.put_token, "billing", "tok-billing")
+        self.assertIn("tokens reloaded", self.hup(self.c.coordinator))
+        self.assertEqual(self.ops(gtid, self.BILLING, ACCT_OP)[0], 401)
+        status, body = self.commit(gtid, client("tok-billing-2"))  # still billing's
+        self.assertEqual((status, body["status"]), (200, "committed"), body)

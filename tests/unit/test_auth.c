@@ -132,7 +132,7 @@ static int load(const char *json, const char *listen, struct auth_token *client,
     const struct auth_role roles[] = {{"client", client}, {"peer", peer}};
     struct auth_policy policy;
     cJSON *auth = cJSON_Parse(json);
-    int rc = auth_load(auth, roles, 2, dir, listen ? listen : "127.0.0.1:1", &policy, err);
+    int rc = auth_load(auth, roles, 2, NULL, dir, listen ? listen : "127.0.0.1:1", &policy, err);
 
     cJSON_Delete(auth);
     return rc;
