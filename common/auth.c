@@ -216,6 +216,15 @@ const struct auth_client *auth_clients_match(const struct auth_clients *c, const
     return found;
 }
 
+const struct auth_client *auth_clients_find(const struct auth_clients *c, const char *name)
+{
+    for (size_t i = 0; name && i < c->n; i++) {
+        if (strcmp(c->v[i].name, name) == 0)
+            return &c->v[i];
+    }
+    return NULL;
+}
+
 static bool client_name_ok(const char *s)
 {
     size_t n = strlen(s);
@@ -234,8 +243,10 @@ static int load_client(const cJSON *o, const char *where, const char *config_dir
                        const struct auth_client *earlier, size_t nearlier, struct auth_client *out,
                        struct dtx_err *err)
 {
-    static const char *const keys[] = {"name", "token", "token_file", NULL};
+    static const char *const keys[] = {
+        "name", "token", "token_file", "max_active_transactions", "max_retained_keys", NULL};
     const char *name = NULL;
+    int64_t max_active = 0, max_keys = 0;
     char whose[AUTH_CLIENT_NAME_MAX + 32];
     int rc;
 
@@ -247,8 +258,14 @@ static int load_client(const cJSON *o, const char *where, const char *config_dir
     rc = jsonx_only_keys(o, where, keys, err);
     if (rc == 0)
         rc = jsonx_str(o, where, "name", true, &name, err);
+    if (rc == 0)
+        rc = jsonx_int(o, where, "max_active_transactions", false, 1, 100000000, &max_active, err);
+    if (rc == 0)
+        rc = jsonx_int(o, where, "max_retained_keys", false, 1, 100000000, &max_keys, err);
     if (rc < 0)
         return rc;
+    out->max_active = (uint32_t)max_active;
+    out->max_keys = (uint32_t)max_keys;
     if (!client_name_ok(name))
         return dtx_err_set(err, DTX_EINVAL,
                            "'%s.name' must be 1 to %d letters, digits, '.', '_' or '-'", where,

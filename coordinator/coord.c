@@ -322,9 +322,41 @@ static struct txent *build_tx(struct coord *co, struct txreq *req)
     return e;
 }
 
+/*
+ * True when req's named client is within its own limits (auth.h); otherwise
+ * client has been answered 429: the others' room is not its to take.
+ */
+static bool admit_client(struct coord *co, const struct txreq *req, struct httpd_req *client)
+{
+    const struct auth_client *lim = auth_clients_find(&co->cfg->clients, req->client);
+    struct txtab_client *c = lim ? txtab_client(&co->tab, lim->name) : NULL;
+
+    if (!c)
+        return true;
+    if (lim->max_active && c->nlive >= lim->max_active) {
+        httpd_reply_errorf(client, DTX_EBUSY,
+                           "client '%s' has %zu transactions in flight, the most it may have at "
+                           "once (its max_active_transactions); try again shortly",
+                           lim->name, c->nlive);
+    } else if (req->idem_key && lim->max_keys && c->nkeyed >= lim->max_keys) {
+        httpd_reply_errorf(client, DTX_EBUSY,
+                           "client '%s' holds %zu finished transactions with an idempotency key, "
+                           "the most it may (its max_retained_keys), each until retention_s has "
+                           "passed; try again shortly",
+                           lim->name, c->nkeyed);
+    } else {
+        return true;
+    }
+    c->refused++;
+    co->m.refused++;
+    return false;
+}
+
 /* True when one more transaction may start; otherwise client has been answered (429). */
 static bool admit(struct coord *co, const struct txreq *req, struct httpd_req *client)
 {
+    if (!admit_client(co, req, client))
+        return false;
     if (req->idem_key && txtab_keys_full(&co->tab)) {
         /* a key is never forgotten before retention_s: a retry would run it twice */
         httpd_reply_errorf(client, DTX_EBUSY,

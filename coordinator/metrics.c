@@ -191,6 +191,44 @@ static void live(struct prom *p, const struct coord *co)
                     (double)c.in_doubt[pr]);
 }
 
+/* One family of the per-client metrics: which value of each named client. */
+struct client_family {
+    struct prom *p;
+    const char *name;
+    int which; /* 0: live, 1: keys held, 2: refused */
+};
+
+static void client_sample(void *arg, const struct txtab_client *c)
+{
+    const struct client_family *f = arg;
+    double v = f->which == 0   ? (double)c->nlive
+               : f->which == 1 ? (double)c->nkeyed
+                               : (double)c->refused;
+
+    prom_sample(f->p, f->name, "client", c->name, v);
+}
+
+/* Each named client's share (auth.clients), once it has sent a transaction. */
+static void client_metrics(const struct coord *co, struct prom *p)
+{
+    static const char *const fams[3][3] = {
+        {"dtx_client_transactions_live", "gauge", "A named client's transactions in flight."},
+        {"dtx_client_retained_keys", "gauge",
+         "A named client's finished transactions with an idempotency key, held."},
+        {"dtx_client_refused_total", "counter",
+         "A named client's transactions refused with 429 over its own limits."},
+    };
+
+    if (co->tab.by_client.count == 0)
+        return;
+    for (int i = 0; i < 3; i++) {
+        struct client_family f = {.p = p, .name = fams[i][0], .which = i};
+
+        prom_family(p, fams[i][0], fams[i][1], fams[i][2]);
+        txtab_each_client(&co->tab, client_sample, &f);
+    }
+}
+
 static void transactions(struct prom *p, const struct coord *co)
 {
     static const char name[] = "dtx_transactions_total";
@@ -231,7 +269,10 @@ static void transactions(struct prom *p, const struct coord *co)
                "Transactions with a heuristic outcome no operator has settled yet.",
                (double)coord_heur_unsettled(co));
     prom_counter(p, "dtx_transactions_refused_total",
-                 "Transactions refused with 429 (max_active_transactions).", (double)co->m.refused);
+                 "Transactions refused with 429 (max_active_transactions, retention_max, or a "
+                 "named client's own limits).",
+                 (double)co->m.refused);
+    client_metrics(co, p);
     prom_gauge(p, "dtx_transactions_retained", "Finished transactions kept in memory.",
                (double)co->tab.nretained);
     prom_gauge(p, "dtx_retained_bytes", "Bytes of answers kept for idempotent retries.",

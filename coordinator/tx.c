@@ -1281,6 +1281,11 @@ bool tx_owned_by(const struct tx *tx, const char *who)
     return !who || !tx->client || strcmp(tx->client, who) == 0;
 }
 
+const char *tx_client(const struct tx *tx)
+{
+    return tx->client;
+}
+
 void tx_drop_idem_key(struct tx *tx)
 {
     free(tx->idem_key);

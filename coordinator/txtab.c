@@ -21,6 +21,7 @@ void txtab_init(struct txtab *tab, const struct txtab_limits *lim)
     tab->lim = *lim;
     hmap_init(&tab->by_gtid);
     hmap_init(&tab->by_idem);
+    hmap_init(&tab->by_client);
     list_init(&tab->live);
     list_init(&tab->retained);
 }
@@ -50,8 +51,11 @@ void txtab_release(struct txtab *tab)
 
     for (n = hmap_first(&tab->by_gtid, &it); n; n = hmap_next(&tab->by_gtid, &it))
         entry_free(container_of(n, struct txent, by_gtid));
+    for (n = hmap_first(&tab->by_client, &it); n; n = hmap_next(&tab->by_client, &it))
+        free(container_of(n, struct txtab_client, node));
     hmap_release(&tab->by_gtid);
     hmap_release(&tab->by_idem);
+    hmap_release(&tab->by_client);
     list_init(&tab->live);
     list_init(&tab->retained);
 }
@@ -66,14 +70,44 @@ struct txent *txtab_entry_new(ev_timer_cb timer_cb)
     return e;
 }
 
+struct txtab_client *txtab_client(struct txtab *tab, const char *client)
+{
+    struct hmap_node *n;
+    struct txtab_client *c;
+
+    if (!client || !*client)
+        return NULL;
+    n = hmap_get(&tab->by_client, client);
+    if (n)
+        return container_of(n, struct txtab_client, node);
+    c = xcalloc(1, sizeof(*c) + strlen(client) + 1);
+    strcpy(c->name, client);
+    hmap_put(&tab->by_client, &c->node, c->name);
+    return c;
+}
+
+void txtab_each_client(const struct txtab *tab, void (*fn)(void *arg, const struct txtab_client *c),
+                       void *arg)
+{
+    struct hmap_iter it;
+
+    for (struct hmap_node *n = hmap_first(&tab->by_client, &it); n;
+         n = hmap_next(&tab->by_client, &it))
+        fn(arg, container_of(n, struct txtab_client, node));
+}
+
 void txtab_insert(struct txtab *tab, struct txent *e, struct tx *tx)
 {
+    struct txtab_client *c = txtab_client(tab, tx_client(tx));
+
     e->tx = tx;
     hmap_put(&tab->by_gtid, &e->by_gtid, tx_gtid(tx));
     if (tx_idem_key(tx))
         hmap_put(&tab->by_idem, &e->by_idem, tx_idem_key(tx));
     list_insert_tail(&tab->live, &e->link);
     tab->nlive++;
+    if (c)
+        c->nlive++;
 }
 
 struct txent *txtab_find(const struct txtab *tab, const char *gtid)
@@ -105,6 +139,8 @@ static void account(struct txtab *tab, struct txent *e, bool keep)
 
 void txtab_retain(struct txtab *tab, struct txent *e, uint64_t now_us)
 {
+    struct txtab_client *c;
+
     if (e->retained)
         return;
     if (tx_idem_key(e->tx)) {
@@ -118,6 +154,10 @@ void txtab_retain(struct txtab *tab, struct txent *e, uint64_t now_us)
     list_insert_tail(&tab->retained, &e->link);
     tab->nretained++;
     tab->nkeyed += tx_idem_key(e->tx) != NULL;
+    if ((c = txtab_client(tab, tx_client(e->tx)))) {
+        c->nlive--;
+        c->nkeyed += tx_idem_key(e->tx) != NULL;
+    }
     account(tab, e, true);
 }
 
@@ -138,9 +178,13 @@ void txtab_backdate(struct txtab *tab, struct txent *e, uint64_t now_us, uint64_
 
 static void evict(struct txtab *tab, struct txent *e)
 {
+    struct txtab_client *c = txtab_client(tab, tx_client(e->tx));
+
     list_remove(&e->link);
     tab->nretained--;
     tab->nkeyed -= tx_idem_key(e->tx) != NULL;
+    if (c)
+        c->nkeyed -= tx_idem_key(e->tx) != NULL;
     tab->evicted++;
     account(tab, e, false);
     hmap_remove(&tab->by_gtid, &e->by_gtid);

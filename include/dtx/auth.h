@@ -23,6 +23,7 @@
 #include <cjson/cJSON.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "dtx/err.h"
 
@@ -55,6 +56,8 @@ struct auth_role {
 struct auth_client {
     char name[AUTH_CLIENT_NAME_MAX + 1];
     struct auth_token token;
+    uint32_t max_active; /* "max_active_transactions": its own in flight at once (0: no own) */
+    uint32_t max_keys;   /* "max_retained_keys": its idempotency keys held (0: no own limit) */
 };
 
 struct auth_clients {
@@ -70,6 +73,8 @@ void auth_clients_release(struct auth_clients *c);
  */
 const struct auth_client *auth_clients_match(const struct auth_clients *c, const char *presented,
                                              size_t len);
+/* The client called name, or NULL. */
+const struct auth_client *auth_clients_find(const struct auth_clients *c, const char *name);
 
 /* What a daemon's "auth" object says besides its tokens. */
 struct auth_policy {

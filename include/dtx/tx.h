@@ -241,6 +241,8 @@ const char *tx_idem_key(const struct tx *tx);
  * client ("" or a name) when tx is its own or its client is not known.
  */
 bool tx_owned_by(const struct tx *tx, const char *who);
+/* Whose it is: "" (the shared client token), a named client, or NULL (not known). */
+const char *tx_client(const struct tx *tx);
 /* Forgets tx's idempotency key (txtab_release_key): as if it had none. */
 void tx_drop_idem_key(struct tx *tx);
 uint64_t tx_req_hash(const struct tx *tx);

@@ -59,6 +59,20 @@ struct txent {
     uint64_t expire_us;    /* retained: evicted after this (loop clock) */
 };
 
+/*
+ * What one named client (tx_client: neither NULL nor "") holds in the
+ * table, for its own limits (auth.h's auth_client). Made at its first
+ * transaction and kept until the table is released: the clients are the
+ * configured ones, a bounded set.
+ */
+struct txtab_client {
+    struct hmap_node node;
+    size_t nlive;     /* its live transactions */
+    size_t nkeyed;    /* its retained ones with an idempotency key */
+    uint64_t refused; /* its requests refused over its own limits (the coordinator counts) */
+    char name[];
+};
+
 struct txtab_limits {
     uint32_t retention_s;
     uint32_t retention_max;
@@ -69,6 +83,7 @@ struct txtab {
     struct txtab_limits lim;
     struct hmap by_gtid;
     struct hmap by_idem;
+    struct hmap by_client; /* struct txtab_client */
     struct list_node live;
     struct list_node retained;
     size_t nlive;
@@ -115,6 +130,11 @@ void txtab_backdate(struct txtab *tab, struct txent *e, uint64_t now_us, uint64_
 void txtab_expire(struct txtab *tab, uint64_t now_us);
 /* True when retention_max transactions with a key are held: a new one must wait. */
 bool txtab_keys_full(const struct txtab *tab);
+/* What the named client holds (made empty at the first question), or NULL for "" and NULL. */
+struct txtab_client *txtab_client(struct txtab *tab, const char *client);
+/* Calls fn for every named client the table has seen. */
+void txtab_each_client(const struct txtab *tab, void (*fn)(void *arg, const struct txtab_client *c),
+                       void *arg);
 
 /* Calls fn for every entry, live first (oldest first), then retained; fn may retain its entry. */
 void txtab_each(const struct txtab *tab, void (*fn)(void *arg, struct txent *e), void *arg);

@@ -176,6 +176,10 @@ class AuthRulesTest(DaemonRuns, ClusterTest):
              ["'auth.clients[0].token' and 'auth.clients[0].token_file' both give the "
               "client 'a' token"]),
             ([{"name": "a", "token": "bad token"}], ["'auth.clients[0].token' holds a space"]),
+            ([{"name": "a", "token": "t1", "max_active_transactions": 0}],
+             ["'auth.clients[0].max_active_transactions'"]),
+            ([{"name": "a", "token": "t1", "max_retained_keys": "many"}],
+             ["'auth.clients[0].max_retained_keys'"]),
             ([], ["'auth.clients' is empty"]),
             (["a"], ["'auth.clients[0]' must be an object"]),
         ]
@@ -451,12 +455,15 @@ class NamedClientsTest(TokenFiles, InteractiveCalls, ClusterTest):
         cls.COORD = {"auth": {"client_token": "cli", "admin_token": "adm", "peer_token": "peer",
                               "clients": [{"name": "orders", "token": "tok-orders"},
                                           {"name": "billing",
-                                           "token_file": files["billing"]}]}}
+                                           "token_file": files["billing"]},
+                                          {"name": "batch", "token": "tok-batch",
+                                           "max_active_transactions": 2,
+                                           "max_retained_keys": 2}]}}
         cls.AGENT = {"auth": {"peer_token": "peer"}}
         super().setUpClass()
 
-    ORDERS, BILLING, SHARED, ADMIN = (client("tok-orders"), client("tok-billing"),
-                                      client("cli"), client("adm"))
+    ORDERS, BILLING, SHARED, ADMIN, BATCH = (client("tok-orders"), client("tok-billing"),
+                                             client("cli"), client("adm"), client("tok-batch"))
 
     def get(self, gtid, headers):
         return self.c.request("GET", "/v1/transactions/" + gtid, headers=headers)
@@ -554,3 +561,38 @@ class NamedClientsTest(TokenFiles, InteractiveCalls, ClusterTest):
         self.assertEqual(self.ops(gtid, self.BILLING, ACCT_OP)[0], 401)
         status, body = self.commit(gtid, client("tok-billing-2"))  # still billing's
         self.assertEqual((status, body["status"]), (200, "committed"), body)
+
+    def assert_client_full(self, answer, limit):
+        status, body = answer
+        self.assertEqual((status, body["error"]["code"]), (429, "overloaded"), body)
+        self.assertIn("client 'batch'", body["error"]["message"])
+        self.assertIn(limit, body["error"]["message"])
+
+    def test_a_client_s_own_limits_leave_room_for_the_others(self):
+        begun = [self.begin(self.BATCH) for _ in range(2)]
+        full = self.c.request("POST", "/v1/transactions", {"interactive": True},
+                              headers=self.BATCH)
+        self.assert_client_full(full, "max_active_transactions")
+        self.assert_client_full(self.c.request("POST", "/v1/transactions", {"ops": [ACCT_OP]},
+                                               headers=self.BATCH), "max_active_transactions")
+        other = self.begin(self.ORDERS)  # the others are not held back by batch's two
+        self.assertEqual(self.c.request("POST", "/v1/transactions/%s/abort" % other, {},
+                                        headers=self.ORDERS)[0], 200)
+        self.assertEqual(self.c.request("POST", "/v1/transactions/%s/abort" % begun[0], {},
+                                        headers=self.BATCH)[0], 200)
+        begun[0] = self.begin(self.BATCH)  # room again once one finished
+        for gtid in begun:
+            self.assertEqual(self.commit(gtid, self.BATCH)[0], 200)
+
+        # idempotency keys held: two, then the third waits; a retry of a held one is answered
+        first = self.keyed(self.BATCH, "b-1", 0)
+        self.keyed(self.BATCH, "b-2", 0)
+        ops = [{"shard": s, "sql": "UPDATE accounts SET balance = balance + 0 WHERE id = 1"}
+               for s in ("s1", "s2")]
+        self.assert_client_full(self.c.request("POST", "/v1/transactions",
+                                               {"ops": ops, "idempotency_key": "b-3"},
+                                               headers=self.BATCH), "max_retained_keys")
+        self.assertEqual(self.keyed(self.BATCH, "b-1", 0), first)
+        self.keyed(self.ORDERS, "o-after-batch", 0)
+        status, body = self.c.request("GET", "/metrics")
+        self.assertIn('dtx_client_refused_total{client="batch"} 3', body)

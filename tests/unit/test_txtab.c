@@ -74,10 +74,12 @@ static void start(uint32_t retention_s, uint32_t max, size_t max_bytes)
     now_us = 1000000;
 }
 
-/* A live transaction with one SELECT on each of nshards shards. */
-static struct txent *add(const char *gtid, const char *key, uint64_t hash, int nshards)
+/* A live transaction of client (NULL: not known) with one SELECT on each of nshards shards. */
+static struct txent *add_as(const char *client, const char *gtid, const char *key, uint64_t hash,
+                            int nshards)
 {
-    struct tx_params p = {.gtid = gtid, .idem_key = key, .req_hash = hash, .timeout_ms = 1000};
+    struct tx_params p = {
+        .gtid = gtid, .client = client, .idem_key = key, .req_hash = hash, .timeout_ms = 1000};
     struct txent *e = txtab_entry_new(no_timer);
 
     txtab_insert(&tab, e, tx_new(&p, &env, e));
@@ -89,6 +91,16 @@ static struct txent *add(const char *gtid, const char *key, uint64_t hash, int n
         cJSON_Delete(op);
     }
     return e;
+}
+
+static struct txent *add(const char *gtid, const char *key, uint64_t hash, int nshards)
+{
+    return add_as(NULL, gtid, key, hash, nshards);
+}
+
+static struct txent *add_for(const char *client, const char *gtid, const char *key)
+{
+    return add_as(client, gtid, key, 0, 2);
 }
 
 /* Drives e's two-phase commit to the end: every vote yes (with results), durable, every ack. */
@@ -376,6 +388,35 @@ static void a_checkpoint_keeps_what_recovery_and_retries_need(void)
     txtab_release(&tab);
 }
 
+static void each_named_client_s_share_is_counted(void)
+{
+    struct txent *a1, *a2, *b1;
+    struct txtab_client *a, *b;
+
+    start(60, 100, 1 << 20);
+    a1 = add_for("a", "c1-1-1", "k");
+    a2 = add_for("a", "c1-1-2", NULL);
+    b1 = add_for("b", "c1-1-3", "k"); /* the same key in b's namespace: another slot */
+    add_for("", "c1-1-4", "k");       /* the shared token's: no share of its own */
+    CU_ASSERT_PTR_EQUAL(txtab_find_idem(&tab, tx_idem_key(b1->tx)), b1);
+    CU_ASSERT_PTR_NOT_EQUAL(txtab_find_idem(&tab, tx_idem_key(a1->tx)), b1);
+    a = txtab_client(&tab, "a");
+    b = txtab_client(&tab, "b");
+    CU_ASSERT_PTR_NULL(txtab_client(&tab, ""));
+    CU_ASSERT_EQUAL(a->nlive, 2);
+    CU_ASSERT_EQUAL(b->nlive, 1);
+    commit(a1, "\n{}\n{}");
+    abort_it(a2);
+    CU_ASSERT_EQUAL(a->nlive, 0);
+    CU_ASSERT_EQUAL(a->nkeyed, 1); /* a1 keeps its key; a2 had none */
+    CU_ASSERT_EQUAL(b->nkeyed, 0);
+    CU_ASSERT_EQUAL(tab.nlive, 2);
+    txtab_expire(&tab, now_us + 60 * 1000000u);
+    CU_ASSERT_EQUAL(a->nkeyed, 0);
+    CU_ASSERT_PTR_EQUAL(txtab_client(&tab, "a"), a); /* kept: the configured clients are few */
+    txtab_release(&tab);
+}
+
 int main(void)
 {
     static const struct unit_test tests[] = {
@@ -388,6 +429,7 @@ int main(void)
         UNIT_TEST(a_reused_key_gets_the_first_outcome_or_waits_for_it),
         UNIT_TEST(waiters_are_taken_all_at_once),
         UNIT_TEST(a_checkpoint_keeps_what_recovery_and_retries_need),
+        UNIT_TEST(each_named_client_s_share_is_counted),
     };
 
     return unit_run("txtab", tests, sizeof(tests) / sizeof(tests[0]));
