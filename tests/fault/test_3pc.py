@@ -323,6 +323,47 @@ class ThreePhaseTest(ClusterTest):
                                      port=port, timeout=5)
         self.assertEqual(status, 400, ans)
 
+    def test_a_decision_told_while_the_database_is_down_is_not_lost(self):
+        """Another acceptor's DECIDE is taken at once, database or not: the participant
+        answers 200 and forgets the round it was watching. With its database down neither the
+        record of the decision nor the finish can run then; they wait for the database, and
+        the branch ends with the chosen outcome once it is back, although no other acceptor
+        will lead a round or tell it again (the path was untested)."""
+        self.crash_and_wait("coord.before_log=crash")  # commit chosen: a majority accepted
+        gtid = self.gid_gtid()
+        self.assertIsNotNone(gtid)
+        self.assertTrue(self.c.prepared(1), "s2's branch is prepared before its database stops")
+        sh = self.c.shards[1]
+        self.c.pg_stop(1, mode="immediate")
+        self.addCleanup(self.wait_for, lambda: self.c.request(
+            "GET", "/healthz", port=sh.agent_port)[0] == 200, what="s2's participant back")
+        restarted = []
+        self.addCleanup(lambda: restarted or self.c.pg_start(1))
+        self.wait_for(lambda: self.c.request("GET", "/healthz", port=sh.agent_port)[0] == 503,
+                      what="s2's participant to see its database down")
+        start = time.time()
+        status, ans = self.c.request("POST", "/v1/peer/3pc/decide",
+                                     {"gtid": gtid, "value": "commit"}, port=sh.agent_port,
+                                     timeout=5)
+        self.assertEqual((status, ans), (200, {"ok": True}))
+        self.assertLess(time.time() - start, 2, "taken at once, not after the database")
+        self.assertIn("%s: decided commit (told by another acceptor)" % gtid,
+                      open(sh.agent.log).read())
+        # s1 is told too, and finishes: no round of its own will reach s2 any more, so only
+        # s2 itself can end its branch once its database is back
+        status, ans = self.c.request("POST", "/v1/peer/3pc/decide",
+                                     {"gtid": gtid, "value": "commit"},
+                                     port=self.c.shards[0].agent_port, timeout=5)
+        self.assertEqual((status, ans), (200, {"ok": True}))
+        self.wait_for(lambda: not self.c.prepared(0), what="s1's branch to commit")
+        time.sleep(1)  # the decision could not be recorded on s2, nor its branch finished
+        self.c.pg_start(1)
+        restarted.append(True)
+        self.assert_no_prepared(timeout=SETTLE_S)
+        self.assertEqual(self.balances(), (self.before[0] - 5, self.before[1] + 5))
+        for shard in (0, 1):
+            self.assertEqual(self.acceptor(shard, gtid)[4], "commit")
+
     def test_an_acceptance_survives_a_crash_of_a_shard_that_commits_asynchronously(self):
         """A shard whose database runs with synchronous_commit = off committed its promise
         or acceptance without flushing it, and answered: a crash of its PostgreSQL then lost
