@@ -91,8 +91,9 @@ class ClusterTest(unittest.TestCase):
         rows = self.c.psql(shard, "SELECT balance FROM accounts WHERE id = %d" % acct)
         return int(rows[0][0]) if rows else None
 
-    def total(self):
-        return sum(int(self.c.psql(sh.i, "SELECT sum(balance) FROM accounts")[0][0])
+    def total(self, options=None):
+        return sum(int(self.c.psql(sh.i, "SELECT sum(balance) FROM accounts",
+                                   options=options)[0][0])
                    for sh in self.c.shards)
 
     def prepare_by_hand(self, shard, gid, acct=None, delta=1):

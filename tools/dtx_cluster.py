@@ -1538,13 +1538,15 @@ class Cluster:
         body["ops"] = ops
         return self.request("POST", "/v1/transactions", body)
 
-    def psql(self, shard, sql, db="app"):
+    def psql(self, shard, sql, db="app", options=None):
         """Runs sql on a shard (index or name; "store": the decision store's server);
-        returns rows as lists of strings."""
+        returns rows as lists of strings. options: the session's settings, as libpq's
+        'options' takes them ("-c statement_timeout=0")."""
         sh = self.store if shard == "store" else self.shard(shard)
+        dbarg = "dbname=%s options='%s'" % (db, options) if options else db
         out = run([os.path.join(PGBIN, "psql"), "-X", "-q", "-At", "-F", "\t", "-v",
                    "ON_ERROR_STOP=1", "-h", sh.sock, "-p", str(sh.pg_port), "-U", "postgres",
-                   "-d", db, "-c", sql])
+                   "-d", dbarg, "-c", sql])
         return [line.split("\t") for line in out.splitlines() if line != ""]
 
     def prepared(self, shard):
