@@ -148,7 +148,7 @@ void auth_config_dir(const char *config_path, char *dst, size_t n)
 /*
  * A token from obj (the config's object at where, "auth" or
  * "auth.clients[2]"): its key "<prefix>token" or "<prefix>token_file"; whose
- * says whose it is ("client", "the client 'orders'"). Unset when neither.
+ * says whose it is ("client", "client 'orders'"). Unset when neither.
  */
 static int load_token(const cJSON *obj, const char *where, const char *prefix, const char *whose,
                       const char *config_dir, struct auth_token *out, struct dtx_err *err)
@@ -238,7 +238,7 @@ static bool client_name_ok(const char *s)
     return true;
 }
 
-/* One element of "auth.clients" (at where) into *out, its name distinct from out[-i]. */
+/* One element of "auth.clients" (at where) into *out, its name distinct from the earlier. */
 static int load_client(const cJSON *o, const char *where, const char *config_dir,
                        const struct auth_client *earlier, size_t nearlier, struct auth_client *out,
                        struct dtx_err *err)
@@ -414,7 +414,6 @@ static bool is_loopback(const char *listen)
     return addr_parse(listen, &a, NULL) == 0 && addr_is_loopback(&a);
 }
 
-/* The rules once every token is loaded (auth.h). */
 /* No two tokens the same: the roles' (when set) and the named clients'. */
 static int check_distinct(const struct auth_role *roles, size_t n,
                           const struct auth_clients *clients, struct dtx_err *err)
@@ -453,6 +452,7 @@ static int check_distinct(const struct auth_role *roles, size_t n,
     return 0;
 }
 
+/* The rules once every token is loaded (auth.h). */
 static int check_rules(const struct auth_role *roles, size_t n, const struct auth_clients *clients,
                        const char *listen, const struct auth_policy *policy, struct dtx_err *err)
 {

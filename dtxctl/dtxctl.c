@@ -23,6 +23,7 @@
 #include "dtx/ballot.h"
 #include "dtx/dlog.h"
 #include "dtx/gid.h"
+#include "dtx/idemkey.h"
 #include "dtx/jsonx.h"
 #include "dtx/status.h"
 #include "dtx/version.h"
@@ -615,6 +616,8 @@ static int cmd_show(const struct opts *o, int argc, char **argv)
         printf("  created %s\n", str(t, "created_at"));
     if (*str(t, "decided_at"))
         printf("  decided %s\n", str(t, "decided_at"));
+    if (*str(t, "client"))
+        printf("  client %s\n", str(t, "client"));
     if (*str(t, "idempotency_key"))
         printf("  idempotency key %s\n", str(t, "idempotency_key"));
     if ((e = cJSON_GetObjectItemCaseSensitive(t, "error"))) {
@@ -1032,6 +1035,34 @@ struct dump {
     cJSON *records;
 };
 
+/* A COMMIT record's client and key (idemkey.h: the field carries both), as " client C key K". */
+static void print_client_key(const char *field)
+{
+    char *client;
+    const char *key;
+
+    idemkey_split(field, &client, &key);
+    if (client)
+        printf(" client %s", client);
+    if (key)
+        printf(" key %s", key);
+    free(client);
+}
+
+/* The same into a record's JSON: "client", "idempotency_key". */
+static void add_client_key(cJSON *o, const char *field)
+{
+    char *client;
+    const char *key;
+
+    idemkey_split(field, &client, &key);
+    if (client)
+        jsonx_add_str(o, "client", client);
+    if (key)
+        jsonx_add_str(o, "idempotency_key", key);
+    free(client);
+}
+
 static void print_record(const struct drec *rec)
 {
     char at[40] = "-";
@@ -1049,8 +1080,7 @@ static void print_record(const struct drec *rec)
         for (size_t i = 0; i < rec->nbranches; i++)
             printf(" %s:%" PRIu64 "%s%s", rec->branches[i].shard, rec->branches[i].xid,
                    rec->branches[i].db ? "@" : "", rec->branches[i].db ? rec->branches[i].db : "");
-        if (rec->idem_key && *rec->idem_key)
-            printf(" key %s", rec->idem_key);
+        print_client_key(rec->idem_key);
         printf("\n");
         break;
     case DREC_END:
@@ -1138,8 +1168,7 @@ static cJSON *record_json(const struct drec *rec)
     } else if (rec->type == DREC_COMMIT || rec->type == DREC_PRECOMMIT) {
         jsonx_add_str(o, "protocol", rec->protocol == 3 ? "3pc" : "2pc");
         jsonx_add(o, "branches", branches_json(rec));
-        if (rec->idem_key && *rec->idem_key)
-            jsonx_add_str(o, "idempotency_key", rec->idem_key);
+        add_client_key(o, rec->idem_key);
     } else if (rec->type == DREC_OPERATOR) {
         jsonx_add_str(o, "action", rec->op_kind == DREC_OP_FORGET ? "forget" : "resolve");
         jsonx_add_str(o, "decision", rec->op_commit ? "commit" : "abort");

@@ -535,6 +535,19 @@ class NamedClientsTest(TokenFiles, InteractiveCalls, ClusterTest):
         for s in ("s1", "s2"):  # each of the three ran once
             self.assertEqual(self.c.psql(s, "SELECT balance FROM accounts WHERE id = 1"),
                              [[str(before[s] + 6)]], s)
+        # the offline reader shows each record's client and key apart
+        rc, dump, err = self.ctl("log", "dump", "--log-dir", self.c.log_dir, json_out=True)
+        self.assertEqual(rc, 0, err)
+        commits = {e["gtid"]: e for e in dump["entries"] if e["type"] == "COMMIT"}
+        self.assertEqual((commits[gtids["orders"]]["client"],
+                          commits[gtids["orders"]]["idempotency_key"]), ("orders", "k-same"))
+        self.assertNotIn("client", commits[gtids["shared"]])
+        self.assertEqual(commits[gtids["shared"]]["idempotency_key"], "k-same")
+        rc, text, err = self.ctl("log", "dump", "--log-dir", self.c.log_dir)
+        self.assertIn("client billing key k-same", text)
+        rc, text, err = self.ctl("--token", "adm", "show", gtids["billing"])
+        self.assertEqual(rc, 0, err)
+        self.assertIn("client billing", text)
 
     def test_a_key_with_a_control_character_is_refused(self):
         # \x1f would reach into a named client's namespace (idemkey.h)
