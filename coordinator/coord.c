@@ -288,12 +288,6 @@ void coord_reply_outcome(struct httpd_req *client, const struct txent *e)
     httpd_reply_json(client, status, body);
 }
 
-/* Whose a request's transaction is: the admin token's go with client_token's (""). */
-static const char *client_of(const struct txreq *req)
-{
-    return req->client ? req->client : "";
-}
-
 /* The transaction for a validated request, with its ops (taken from req). */
 static struct txent *build_tx(struct coord *co, struct txreq *req)
 {
@@ -306,7 +300,7 @@ static struct txent *build_tx(struct coord *co, struct txreq *req)
         .idle_ms = req->interactive ? req->timeout_ms : 0,
         .commit_wait_ms = co->cfg->commit_wait_ms,
         .results_limit = co->cfg->max_logged_results_bytes,
-        .client = client_of(req),
+        .client = req->client, /* the admin token's (NULL) go with the shared token's */
         .idem_key = req->idem_key,
         .req_hash = req->hash,
         .created_wall_us = ev_wall_us(),
@@ -381,7 +375,7 @@ static bool admit(struct coord *co, const struct txreq *req, struct httpd_req *c
 /* Answers a request that reuses an idempotency key; false when the key is new. */
 static bool idem_replay(struct coord *co, const struct txreq *req, struct httpd_req *client)
 {
-    char *slot = idemkey_compose(client_of(req), req->idem_key); /* the client's own keys */
+    char *slot = idemkey_compose(req->client, req->idem_key); /* the client's own keys */
     struct txent *e;
     enum txtab_idem found = txtab_idem_lookup(&co->tab, slot, req->hash, &e);
 

@@ -1128,7 +1128,7 @@ struct tx *tx_new(const struct tx_params *p, const struct tx_env *env, void *own
     tx->idle_ms = p->idle_ms;
     tx->commit_wait_ms = p->commit_wait_ms;
     tx->results_limit = p->results_limit;
-    tx->client = p->client ? xstrdup(p->client) : NULL;
+    tx->client = p->client && *p->client ? xstrdup(p->client) : NULL; /* NULL: the shared */
     tx->client_tag = idemkey_compose(p->client, NULL);
     tx->idem_key = p->idem_key ? idemkey_compose(p->client, p->idem_key) : NULL;
     tx->request_id = p->request_id ? xstrdup(p->request_id) : NULL;
@@ -1278,7 +1278,7 @@ const char *tx_idem_key(const struct tx *tx)
 
 bool tx_owned_by(const struct tx *tx, const char *who)
 {
-    return !who || !tx->client || strcmp(tx->client, who) == 0;
+    return !who || strcmp(tx->client ? tx->client : "", who) == 0;
 }
 
 const char *tx_client(const struct tx *tx)

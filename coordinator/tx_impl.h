@@ -81,7 +81,7 @@ struct tx {
     bool interactive;  /* begun with "interactive": true; ops arrive call by call */
     enum tx_call call; /* interactive: the request being served */
     uint32_t idle_ms;  /* interactive: aborted when idle this long */
-    char *client;      /* whose it is (idemkey.h); NULL: not known */
+    char *client;      /* the named client whose it is (idemkey.h); NULL: the shared token's */
     char *client_tag;  /* idemkey_compose(client, NULL): a named client's record field */
     char *idem_key;    /* the key's slot (idemkey.h), or NULL */
     char *request_id;  /* the request that began it, for the logs and participants (or NULL) */

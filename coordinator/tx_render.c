@@ -226,7 +226,7 @@ cJSON *tx_state_json(const struct tx *tx)
         jsonx_add_bool(root, "one_phase", true); /* the one-phase path, or committed on it */
     if (tx->state == TX_IN_DOUBT)
         jsonx_add_bool(root, "in_doubt", true);
-    if (tx->client && *tx->client)
+    if (tx->client)
         jsonx_add_str(root, "client", tx->client);
     if (tx->idem_key)
         jsonx_add_str(root, "idempotency_key", idemkey_shown(tx->idem_key));

@@ -12,10 +12,9 @@
  *
  * A COMMIT (or PRECOMMIT) record's idem_key field (drec.h) is that slot,
  * or for a named client's transaction without a key "\x1forders\x1f": the
- * record names its client either way. A field without the leading \x1f is
- * a key of the shared token, or (older records, and the shared token's
- * transactions without a key) names no client: those are known to no one
- * in particular after a restart.
+ * record names its client either way. A field without the leading \x1f
+ * (a key, or nothing) is the shared token's, in older records too: they
+ * were written before named clients existed.
  *
  * Stateless.
  */

@@ -168,7 +168,7 @@ struct tx_params {
     uint32_t idle_ms;         /* interactive: aborted when idle this long */
     uint32_t commit_wait_ms;  /* the client waits this long for phase-2 acks */
     uint32_t results_limit;   /* with idem_key: most results bytes the COMMIT record may carry */
-    const char *client;       /* copied: whose it is (idemkey.h); NULL: not known */
+    const char *client;       /* copied: the named client whose it is; NULL or "": shared */
     const char *idem_key;     /* copied, as the client gave it; NULL for none */
     uint64_t req_hash;        /* of the request, to refuse a reused idempotency key */
     uint64_t created_wall_us; /* 0 for a transaction rebuilt from the decision store */
@@ -238,10 +238,10 @@ const char *tx_gtid(const struct tx *tx);
 const char *tx_idem_key(const struct tx *tx);
 /*
  * Whether who may see and act on tx: who NULL (the admin) always, and a
- * client ("" or a name) when tx is its own or its client is not known.
+ * client ("" for the shared token, or a name) when tx is its own.
  */
 bool tx_owned_by(const struct tx *tx, const char *who);
-/* Whose it is: "" (the shared client token), a named client, or NULL (not known). */
+/* The named client whose it is, or NULL for the shared token's (idemkey.h). */
 const char *tx_client(const struct tx *tx);
 /* Forgets tx's idempotency key (txtab_release_key): as if it had none. */
 void tx_drop_idem_key(struct tx *tx);

@@ -60,7 +60,7 @@ struct txent {
 };
 
 /*
- * What one named client (tx_client: neither NULL nor "") holds in the
+ * What one named client (tx_client, not NULL) holds in the
  * table, for its own limits (auth.h's auth_client). Made at its first
  * transaction and kept until the table is released: the clients are the
  * configured ones, a bounded set.

@@ -529,8 +529,11 @@ class NamedClientsTest(TokenFiles, InteractiveCalls, ClusterTest):
             status, body = self.get(gtids["orders"], self.ORDERS)
             self.assertEqual((status, body.get("client"), body.get("idempotency_key")),
                              (200, "orders", "k-same"), (restarted, body))
-            # the log's record names its client: still not billing's after the restart
+            # the log's record names its client: still not billing's after the restart, and
+            # one of the shared token's (whose record names none) is still the shared token's
             self.assert_unknown(self.get(gtids["orders"], self.BILLING), gtids["orders"])
+            self.assert_unknown(self.get(gtids["shared"], self.BILLING), gtids["shared"])
+            self.assertEqual(self.get(gtids["shared"], self.SHARED)[0], 200)
             self.assertEqual(self.get(gtids["orders"], self.ADMIN)[0], 200)
         for s in ("s1", "s2"):  # each of the three ran once
             self.assertEqual(self.c.psql(s, "SELECT balance FROM accounts WHERE id = 1"),
