@@ -57,6 +57,25 @@ class ThreePhaseTest(ClusterTest):
         self.assertIsNone(status)
         self.assertTrue(self.c.coordinator.wait(10))
 
+    def without_rounds(self):
+        """Restarts both participants so that neither leads a recovery round during this
+        test (termination_timeout_ms of 10 minutes); they get the class's settings back
+        after it, once its other clean-ups ran."""
+        quick = dict(self.c.agent_extra)
+
+        def restore():
+            self.c.agent_extra = quick
+            for i in (0, 1):
+                if self.c.shards[i].agent.alive():
+                    self.c.stop_participant(i)
+                self.c.start_participant(i)
+
+        self.c.agent_extra = dict(quick, termination_timeout_ms=600000)
+        self.addCleanup(restore)
+        for i in (0, 1):
+            self.c.stop_participant(i)
+            self.c.start_participant(i)
+
     def gid_gtid(self):
         gids = self.c.prepared(0) + self.c.prepared(1)
         return gids[0].split(":")[1] if gids else None
@@ -328,11 +347,15 @@ class ThreePhaseTest(ClusterTest):
         answers 200 and forgets the round it was watching. With its database down neither the
         record of the decision nor the finish can run then; they wait for the database, and
         the branch ends with the chosen outcome once it is back, although no other acceptor
-        will lead a round or tell it again (the path was untested)."""
+        will lead a round or tell it again (the path was untested). No participant leads a
+        round here: one that ran before s2's database stopped could have finished s2's branch,
+        and the test would have passed without the decision ever waiting for the database."""
+        self.without_rounds()
         self.crash_and_wait("coord.before_log=crash")  # commit chosen: a majority accepted
         gtid = self.gid_gtid()
         self.assertIsNotNone(gtid)
         self.assertTrue(self.c.prepared(1), "s2's branch is prepared before its database stops")
+        self.assertEqual(self.acceptor(1, gtid)[4], "", "nothing decided on s2 yet")
         sh = self.c.shards[1]
         self.c.pg_stop(1, mode="immediate")
         self.addCleanup(self.wait_for, lambda: self.c.request(
