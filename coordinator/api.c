@@ -364,9 +364,12 @@ static bool authorized(const struct coord_config *cfg, struct httpd_req *req, en
 
 #define OUTCOMES_MAX 10000
 
-/* Parses {"shard": S, "gtids": [...]}; returns 0 with *root, *shard and *gtids, or an error. */
+/*
+ * Parses {"shard": S, "gtids": [...], "acceptor_rows": [...]?}; returns 0
+ * with *root, *shard, *gtids and *rows (NULL when absent), or an error.
+ */
 static int parse_outcomes_req(struct coord *co, struct httpd_req *req, cJSON **root, int *shard,
-                              const cJSON **gtids, struct dtx_err *err)
+                              const cJSON **gtids, const cJSON **rows, struct dtx_err *err)
 {
     const char *name = NULL, *body = NULL;
     size_t len = 0;
@@ -385,25 +388,46 @@ static int parse_outcomes_req(struct coord *co, struct httpd_req *req, cJSON **r
         return dtx_err_set(err, DTX_EINVAL, "unknown shard '%s'", name);
     if (cJSON_GetArraySize(*gtids) > OUTCOMES_MAX)
         return dtx_err_set(err, DTX_EINVAL, "at most %d gtids per request", OUTCOMES_MAX);
-    return 0;
+    rc = jsonx_array(*root, "", "acceptor_rows", false, rows, err);
+    if (rc == 0 && *rows && cJSON_GetArraySize(*rows) > OUTCOMES_MAX)
+        return dtx_err_set(err, DTX_EINVAL, "at most %d acceptor_rows per request", OUTCOMES_MAX);
+    return rc;
+}
+
+/* The gtids among rows (a shard's acceptor rows left behind) that the shard may now delete. */
+static cJSON *acceptors_done(const struct coord *co, const cJSON *rows, int shard)
+{
+    cJSON *done = jsonx_new_array();
+    const cJSON *g;
+
+    cJSON_ArrayForEach(g, rows)
+    {
+        if (cJSON_IsString(g) && coord_acceptors_done(co, g->valuestring, shard))
+            jsonx_append(done, cJSON_CreateString(g->valuestring));
+    }
+    return done;
 }
 
 /*
- * POST /v1/peer/outcomes {"shard": S, "gtids": [...]}: a participant's
- * recovery asks what became of the transactions of its prepared branches.
- * Answers {"node", "epoch", "outcomes": [{"gtid", "outcome", "xid"?, "db"?}]}:
- * the node and run answering, since a participant may serve several
- * coordinators and takes each gtid's outcome from its own node only.
+ * POST /v1/peer/outcomes {"shard": S, "gtids": [...], "acceptor_rows":
+ * [...]?}: a participant's recovery asks what became of the transactions of
+ * its prepared branches, and of those whose 3PC acceptor rows it still
+ * holds although its branch is not prepared (its sweep). Answers {"node",
+ * "epoch", "outcomes": [{"gtid", "outcome", "xid"?, "db"?}], "finished":
+ * [...]?}: the node and run answering, since a participant may serve
+ * several coordinators and takes each gtid's answer from its own node
+ * only; "finished" (with acceptor_rows) lists the rows the shard may
+ * delete (coord_acceptors_done).
  */
 static void post_outcomes(struct coord *co, struct httpd_req *req)
 {
-    const cJSON *gtids = NULL, *g;
+    const cJSON *gtids = NULL, *rows = NULL, *g;
     struct dtx_err err;
     cJSON *root = NULL, *answer, *list;
     int shard = -1;
 
     dtx_err_clear(&err);
-    if (parse_outcomes_req(co, req, &root, &shard, &gtids, &err) < 0) {
+    if (parse_outcomes_req(co, req, &root, &shard, &gtids, &rows, &err) < 0) {
         httpd_reply_error(req, &err);
         cJSON_Delete(root);
         return;
@@ -436,6 +460,8 @@ static void post_outcomes(struct coord *co, struct httpd_req *req)
         jsonx_append(list, o);
     }
     jsonx_add(answer, "outcomes", list);
+    if (rows)
+        jsonx_add(answer, "finished", acceptors_done(co, rows, shard));
     httpd_reply_json(req, 200, jsonx_print(answer));
     cJSON_Delete(answer);
     cJSON_Delete(root);

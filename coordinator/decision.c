@@ -184,6 +184,13 @@ enum dtx_decision coord_decision(const struct coord *co, const char *gtid, int s
     return tx_presumed(gtid, co->cfg->node_id, co->epoch, co->seq);
 }
 
+bool coord_acceptors_done(const struct coord *co, const char *gtid, int shard)
+{
+    const struct txent *e = txtab_find(&co->tab, gtid);
+
+    return e && epoch_accepted(co, gtid, shard) && tx_acceptors_done(e->tx);
+}
+
 void coord_gap_add(struct coord *co, const struct coord_gap *g)
 {
     co->gaps = xrealloc(co->gaps, (co->ngaps + 1) * sizeof(*co->gaps));

@@ -909,17 +909,23 @@ static enum tx_event act_finish(struct tx *tx, enum tx_event ev, const struct tx
  * "Three-phase commit"); so may they when every branch was read-only
  * (nothing prepared), key or not. Not when an operator gave up on a branch:
  * its participant may still be in doubt and need the others' state. A shard
- * not connected now keeps its row (best effort; no retry).
+ * not connected now keeps its row until its sweep asks (tx_acceptors_done).
  */
-static void forget_acceptors(struct tx *tx)
+static bool acceptors_forgettable(const struct tx *tx)
 {
-    if (!(tx_three_pc(tx) || tx->acceptor_rows) ||
-        fp_hit("coord.acceptors_forget")) /* tests: the rows stay */
-        return;
+    if (!(tx_three_pc(tx) || tx->acceptor_rows))
+        return false;
     for (size_t i = 0; i < tx->nbranches; i++) {
         if (tx->branches[i].forgotten)
-            return;
+            return false;
     }
+    return true;
+}
+
+static void forget_acceptors(struct tx *tx)
+{
+    if (!acceptors_forgettable(tx) || fp_hit("coord.acceptors_forget")) /* tests: rows stay */
+        return;
     for (size_t i = 0; i < tx->nbranches; i++)
         (void)send(tx, &tx->branches[i], TX_SEND_FORGET);
 }
@@ -1396,6 +1402,11 @@ bool tx_accepts(const struct tx *tx, enum tx_event ev)
 bool tx_is_final(const struct tx *tx)
 {
     return tx->state == TX_COMMITTED || tx->state == TX_ABORTED;
+}
+
+bool tx_acceptors_done(const struct tx *tx)
+{
+    return tx_is_final(tx) && acceptors_forgettable(tx);
 }
 
 bool tx_is_running(const struct tx *tx)

@@ -98,6 +98,16 @@ void coord_abort(struct coord *co, const char *gtid, const char *who, struct htt
 enum dtx_decision coord_decision(const struct coord *co, const char *gtid, int shard,
                                  uint64_t *xid);
 
+/*
+ * Three-phase commit: true when shard may delete its acceptor state of
+ * gtid, which was left behind (the forget was lost): this coordinator
+ * holds the transaction, finished with every participant's
+ * acknowledgement and no branch given up on (tx_acceptors_done). False
+ * for anything it does not hold (forgotten after its retention, an earlier
+ * run's, another node's): not knowing is never a yes.
+ */
+bool coord_acceptors_done(const struct coord *co, const char *gtid, int shard);
+
 /* Whose a gtid is, as this coordinator sees it. */
 enum coord_gtid {
     CG_ISSUED,     /* this node's, issued (by this run or one its store knows) */

@@ -289,6 +289,13 @@ bool tx_accepts(const struct tx *tx, enum tx_event ev);
 /* True for committed and aborted. */
 bool tx_is_final(const struct tx *tx);
 /*
+ * Three-phase commit: true once the shards may delete their acceptor state
+ * of tx (the point where it sent them forget): it is final with every
+ * participant's acknowledgement, and no operator gave up on a branch,
+ * whose participant may still be in doubt and need the others' state.
+ */
+bool tx_acceptors_done(const struct tx *tx);
+/*
  * True while the transaction still acts on its own: false once final, when
  * in doubt (it waits for a restart) and for one rebuilt from the store
  * (it only waits for participants to come back).

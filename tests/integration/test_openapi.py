@@ -601,6 +601,14 @@ class OpenApiTest(ClusterTest):
         body = self.call("POST", "/v1/peer/outcomes",
                          {"shard": "s1", "gtids": [gtid, "zz-1-1", 5]}, token="peer")
         self.assertEqual([o["outcome"] for o in body["outcomes"]], ["commit", "unknown"])
+        self.assertNotIn("finished", body)
+        # a shard's sweep: a two-phase commit and gtids never issued have no rows to vouch for
+        body = self.call("POST", "/v1/peer/outcomes", {"shard": "s1", "gtids": [],
+                                                       "acceptor_rows": [gtid, "zz-1-1", 5]},
+                         token="peer")
+        self.assertEqual((body["outcomes"], body["finished"]), ([], []))
+        self.call("POST", "/v1/peer/outcomes", {"shard": "s1", "gtids": [], "acceptor_rows": {}},
+                  400, token="peer")
         self.call("POST", "/v1/peer/outcomes", {"shard": "s9", "gtids": []}, 400, token="peer")
         self.call("POST", "/v1/peer/outcomes", {"shard": "s1", "gtids": []}, 401, token="adm")
         self.refusals("POST", "/v1/peer/outcomes", {"shard": "s1", "gtids": []}, peer=True)
@@ -615,6 +623,10 @@ class OpenApiTest(ClusterTest):
             timeout=10, what="both shards' pre-commit answers")
         acc = self.call("GET", "/v1/peer/3pc/" + t["gtid"], token="peer")
         self.assertEqual((acc["accepted"]["value"], acc["decided"]), ("commit", "commit"))
+        # finished with both acknowledgements: a shard may delete a row of it left behind
+        self.wait_for(lambda: self.call("POST", "/v1/peer/outcomes", {
+            "shard": "s2", "gtids": [], "acceptor_rows": [t["gtid"], gtid]},
+            token="peer")["finished"] == [t["gtid"]], what="the 3PC transfer to be finished")
         blank = "c1-1-%d" % (int(time.time()) * 1000)  # a gtid this coordinator never issued
         low = {"counter": 3, "node": "p:s2"}
         high = {"counter": 5, "node": "p:s1"}

@@ -997,9 +997,11 @@ static void three_pc_tells_the_shards_to_forget_once_every_participant_acknowled
 
     CU_ASSERT_EQUAL(tx_step(tx, TXE_ACK, &a), 0);
     CU_ASSERT_EQUAL(find_call("forget:0"), -1); /* s2 may still be in doubt */
+    CU_ASSERT(!tx_acceptors_done(tx));          /* nor may a shard's sweep delete its row */
     a.b = &tx->branches[1];
     CU_ASSERT_EQUAL(tx_step(tx, TXE_ACK, &a), 0);
     CU_ASSERT_EQUAL(tx->state, TX_COMMITTED);
+    CU_ASSERT(tx_acceptors_done(tx));
     CU_ASSERT(find_call("forget:0") > find_call("log_end"));
     CU_ASSERT(find_call("forget:1") > find_call("log_end"));
     tx_free(tx);
@@ -1012,9 +1014,11 @@ static void three_pc_tells_the_shards_to_forget_once_every_participant_acknowled
     CU_ASSERT_EQUAL(tx_step(tx, TXE_VOTE_NO, &a), 0);
     CU_ASSERT_EQUAL(tx->state, TX_ABORTING);
     CU_ASSERT_EQUAL(find_call("forget:0"), -1);
+    CU_ASSERT(!tx_acceptors_done(tx));
     a = (struct tx_evarg){.b = &tx->branches[0], .ack = TX_ACK_ABORTED};
     CU_ASSERT_EQUAL(tx_step(tx, TXE_ACK, &a), 0);
     CU_ASSERT_EQUAL(tx->state, TX_ABORTED);
+    CU_ASSERT(tx_acceptors_done(tx));
     CU_ASSERT(find_call("forget:0") >= 0);
     CU_ASSERT(find_call("forget:1") >= 0);
     tx_free(tx);
@@ -1043,6 +1047,7 @@ static void no_shard_forgets_while_a_participant_may_still_be_in_doubt(void)
     CU_ASSERT_EQUAL(tx->state, TX_COMMITTED);
     CU_ASSERT_EQUAL(find_call("forget:0"), -1);
     CU_ASSERT_EQUAL(find_call("forget:1"), -1);
+    CU_ASSERT(!tx_acceptors_done(tx)); /* nor does it vouch for a row a sweep asks about */
     tx_free(tx);
 
     tx = tx_in(TX_COMMITTING); /* two-phase commit keeps no acceptor state */
@@ -1052,6 +1057,7 @@ static void no_shard_forgets_while_a_participant_may_still_be_in_doubt(void)
     }
     CU_ASSERT_EQUAL(tx->state, TX_COMMITTED);
     CU_ASSERT_EQUAL(find_call("forget:0"), -1);
+    CU_ASSERT(!tx_acceptors_done(tx));
     tx_free(tx);
 }
 
