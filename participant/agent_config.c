@@ -35,6 +35,7 @@ static const char *const top_keys[] = {"name",
                                        "max_result_bytes",
                                        "max_result_rows",
                                        "termination_timeout_ms",
+                                       "acceptor_sweep_age_ms",
                                        NULL};
 
 #define U32_KEY(k, d, lo, hi)                                                                      \
@@ -55,6 +56,7 @@ static const struct conf_u32 u32_keys[] = {
     U32_KEY(open_wait_ms, 500, 0, 60000),
     U32_KEY(prepared_headroom, 2, 0, 100000),
     U32_KEY(termination_timeout_ms, 5000, 100, 3600000),
+    U32_KEY(acceptor_sweep_age_ms, 60000, 0, 86400000),
     /* under the peer stream's frame limit (64 MiB), with room for the rest of the message */
     U32_KEY(max_result_bytes, 16777216, 1024, 60u * 1024 * 1024),
     U32_KEY(max_result_rows, 100000, 1, 100000000),

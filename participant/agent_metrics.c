@@ -95,6 +95,10 @@ static void gauges(struct prom *p, const struct agent *ag)
                  (double)recovery_rounds(ag->recovery));
     prom_counter(p, "dtx_agent_recovery_resolved_total", "Branches recovery finished.",
                  (double)recovery_resolved(ag->recovery));
+    prom_counter(p, "dtx_agent_acceptor_rows_swept_total",
+                 "Three-phase commit acceptor rows left behind that were deleted once their "
+                 "coordinator said the transaction was finished.",
+                 (double)recovery_swept(ag->recovery));
 }
 
 char *agent_render_metrics(const struct agent *ag)

@@ -18,6 +18,22 @@
  * serves which node now (recovery_coordinator_url): a round runs even when
  * nothing is prepared, so that this stays known.
  *
+ * The sweep (three-phase commit). A shard deletes its acceptor row of a
+ * transaction when the coordinator says forget (rm.h, forget_acceptors).
+ * A forget that never came or was lost (the shard was not connected, the
+ * agent stopped before its batch ran, PostgreSQL crashed before the
+ * deletion was flushed) left the row for good. So every
+ * acceptor_sweep_age_ms / 2, a round also lists up to SWEEP_MAX rows not
+ * changed for acceptor_sweep_age_ms whose branch is not prepared here, and
+ * sends them along as "acceptor_rows". The owner of each (as for outcomes)
+ * answers which of them it has finished with every participant's
+ * acknowledgement, and those go as a forget would have sent them. Its word
+ * is what makes this safe: a participant's own view (its branch is done)
+ * is not enough, as another may still be in doubt and need this row's
+ * promise or acceptance (docs/protocol.md, "Three-phase commit"). Rows no
+ * coordinator vouches for stay. Listings page through the rows in gtid
+ * order, so that rows nobody vouches for never hide the others.
+ *
  * Thread model: the participant's event-loop thread.
  */
 #include "dtx/recovery.h"
@@ -39,7 +55,8 @@
 #define BACKOFF_MAX_MS   30000
 #define QUERY_TIMEOUT_MS 5000
 #define REPORT_EVERY_US  (30u * 1000000u)
-#define REPORT_NAMES_MAX 10 /* unknown branches named one per line with each report */
+#define REPORT_NAMES_MAX 10   /* unknown branches named one per line with each report */
+#define SWEEP_MAX        1000 /* acceptor rows asked about in one round */
 
 struct asked {
     char gtid[DTX_GTID_MAX + 1];
@@ -76,8 +93,14 @@ struct recovery {
     size_t nasked;
     size_t in_doubt;
     uint64_t rounds, resolved;
-    uint64_t listed_us; /* when the last listing came (0: none succeeded yet) */
-    int64_t oldest_ms;  /* the oldest prepared branch's age then (-1: none) */
+    /* the sweep of acceptor rows left behind */
+    char (*rows)[DTX_GTID_MAX + 1]; /* this round's, in gtid order */
+    size_t nrows;
+    char sweep_after[DTX_GTID_MAX + 1]; /* where the next listing goes on ("": the start) */
+    uint64_t swept_us;                  /* when the last listing was asked for (0: never) */
+    uint64_t swept;                     /* rows handed back to be deleted */
+    uint64_t listed_us;                 /* when the last listing came (0: none succeeded yet) */
+    int64_t oldest_ms;                  /* the oldest prepared branch's age then (-1: none) */
     /* what the last "in doubt" line was about: which branches, and why */
     uint64_t last_digest;
     char last_why[300];
@@ -238,6 +261,49 @@ static const cJSON *outcome_from(const struct rcoord *c, const char *gtid)
     return NULL;
 }
 
+static int gtid_cmp(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+/*
+ * The sweep's rows that their owner (the newest run of the node that
+ * issued them) says it finished: they go, as its forget would have made
+ * them go. A gtid in an answer that this round did not ask about, or that
+ * another node's coordinator names, counts for nothing.
+ */
+static void sweep_finished(struct recovery *r)
+{
+    size_t n = 0;
+
+    for (uint32_t i = 0; i < r->cfg->ncoords && r->nrows; i++) {
+        const struct rcoord *c = &r->coords[i];
+        const cJSON *finished, *g;
+
+        if (!c->answer)
+            continue;
+        finished = cJSON_GetObjectItemCaseSensitive(c->answer, "finished");
+        cJSON_ArrayForEach(g, finished)
+        {
+            char node[DTX_NAME_MAX + 1] = "";
+
+            if (!cJSON_IsString(g) || !gid_parse_gtid(g->valuestring, node, NULL, NULL) ||
+                owner_of(r, node) != c ||
+                !bsearch(g->valuestring, r->rows, r->nrows, sizeof(*r->rows), gtid_cmp))
+                continue;
+            rm_forget_acceptors(r->rm, g->valuestring);
+            n++;
+        }
+    }
+    if (n)
+        log_info("recovery: %zu acceptor row(s) of finished three-phase commit transactions "
+                 "were left behind here (their coordinator's forget never came or was lost); "
+                 "deleting them",
+                 n);
+    r->swept += n;
+    r->nrows = 0;
+}
+
 /* Every coordinator answered or failed: act on the owners' outcomes. */
 static void merge(struct recovery *r)
 {
@@ -267,6 +333,7 @@ static void merge(struct recovery *r)
         a->unknown = false;
         r->in_doubt += o ? apply(r, a, o) : 1;
     }
+    sweep_finished(r);
     for (uint32_t i = 0; i < r->cfg->ncoords; i++) {
         cJSON_Delete(r->coords[i].answer);
         r->coords[i].answer = NULL;
@@ -341,6 +408,13 @@ static void ask(struct recovery *r)
     for (size_t i = 0; i < r->nasked; i++)
         jsonx_append(gtids, cJSON_CreateString(r->asked[i].gtid));
     jsonx_add(body, "gtids", gtids);
+    if (r->nrows) {
+        cJSON *rows = jsonx_new_array();
+
+        for (size_t i = 0; i < r->nrows; i++)
+            jsonx_append(rows, cJSON_CreateString(r->rows[i]));
+        jsonx_add(body, "acceptor_rows", rows);
+    }
     s = jsonx_print(body);
     buf_puts(&headers, "Content-Type: application/json\r\n");
     if (auth_token_is_set(&r->cfg->peer_token))
@@ -368,12 +442,52 @@ static void note_oldest(struct recovery *r, const struct rm_prepared *items, siz
     }
 }
 
+static void on_rows(void *arg, int rc, const char (*gtids)[DTX_GTID_MAX + 1], size_t n,
+                    const struct dtx_err *err)
+{
+    struct recovery *r = arg;
+
+    r->nrows = 0;
+    if (rc < 0) {
+        log_warn("recovery: %s", err ? err->msg : "could not list acceptor rows");
+    } else {
+        free(r->rows);
+        r->rows = xcalloc(n ? n : 1, sizeof(*r->rows));
+        memcpy(r->rows, gtids, n * sizeof(*r->rows));
+        r->nrows = n;
+        /* a full page: the next listing goes on after it; else from the start again */
+        snprintf(r->sweep_after, sizeof(r->sweep_after), "%s", n == SWEEP_MAX ? gtids[n - 1] : "");
+    }
+    ask(r);
+}
+
+/*
+ * Lists acceptor rows left behind when a sweep is due (then on_rows asks);
+ * false when none is.
+ */
+static bool sweep(struct recovery *r)
+{
+    uint64_t now = ev_clock_us(), every = (uint64_t)r->cfg->acceptor_sweep_age_ms * 500;
+
+    if (!r->cfg->acceptor_sweep_age_ms)
+        return false;
+    if (!r->sweep_after[0]) { /* a new pass (one that pages on goes on at once) */
+        if (r->swept_us && now - r->swept_us < every)
+            return false;
+        r->swept_us = now;
+    }
+    rm_list_acceptor_rows(r->rm, r->cfg->acceptor_sweep_age_ms, r->sweep_after, SWEEP_MAX, on_rows,
+                          r);
+    return true;
+}
+
 static void on_listed(void *arg, int rc, const struct rm_prepared *items, size_t n,
                       const struct dtx_err *err)
 {
     struct recovery *r = arg;
 
     r->nasked = 0;
+    r->nrows = 0;
     if (rc < 0) {
         log_warn("recovery: %s", err ? err->msg : "could not list prepared transactions");
         schedule(r, r->backoff_ms);
@@ -400,7 +514,8 @@ static void on_listed(void *arg, int rc, const struct rm_prepared *items, size_t
     }
     if (r->nasked == 0)
         report_clear(r);
-    ask(r); /* with nothing to ask too: who serves which node stays known */
+    if (!sweep(r))
+        ask(r); /* with nothing to ask too: who serves which node stays known */
 }
 
 static void round_start(struct recovery *r)
@@ -446,6 +561,7 @@ void recovery_free(struct recovery *r)
     }
     free(r->coords);
     free(r->asked);
+    free(r->rows);
     free(r);
 }
 
@@ -493,4 +609,9 @@ uint64_t recovery_rounds(const struct recovery *r)
 uint64_t recovery_resolved(const struct recovery *r)
 {
     return r->resolved;
+}
+
+uint64_t recovery_swept(const struct recovery *r)
+{
+    return r->swept;
 }

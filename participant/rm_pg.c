@@ -72,6 +72,7 @@ static const struct rm_ops pg_ops = {
     .see_coordinator = rm_pg_see_coordinator,
     .acceptor = rm_pg_acceptor,
     .forget_acceptors = rm_pg_forget_acceptors,
+    .list_acceptor_rows = rm_pg_list_acceptor_rows,
     .free = pg_free,
 };
 

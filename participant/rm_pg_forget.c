@@ -17,10 +17,15 @@
  * be flushed: a deletion lost in a crash leaves a row behind, nothing
  * else. A statement that fails is tried again FORGET_RETRY_MS later.
  * Gtids still waiting when the agent stops leave their rows behind, as
- * does a coordinator that dies before it asks; docs/operations.md says how
- * to find such rows.
+ * does a coordinator that dies before it asks.
  *
- * State: rm->forget. Thread model: the participant's event-loop thread.
+ * Rows left behind (list_acceptor_rows): recovery's sweep
+ * lists the rows not changed for a while whose branch is not prepared here,
+ * asks their coordinator, and hands those it has finished back to
+ * forget_acceptors (recovery.c).
+ *
+ * State: rm->forget, rm->sweeps (listings not yet delivered). Thread model:
+ * the participant's event-loop thread.
  */
 #include "rm_pg_impl.h"
 
@@ -55,6 +60,7 @@ static void on_forget_timer(struct ev_loop *loop, struct ev_timer *t)
 void rm_pg_forget_init(struct pg_rm *rm)
 {
     memset(&rm->forget, 0, sizeof(rm->forget));
+    list_init(&rm->sweeps);
     ev_timer_init(&rm->forget.timer, on_forget_timer, rm);
 }
 
@@ -183,10 +189,119 @@ static void forget_send(struct pg_rm *rm)
     pgx_submit(rm->pool, &f->job);
 }
 
+/* ---- rows left behind (list_acceptor_rows) ------------------------------------ */
+
+/*
+ * Rows of gtids after $1, not changed for $2 ms, whose branch is not
+ * prepared here ($3: this shard), in gtid order, at most $4: the primary
+ * key's order, so that a sweep pages through every row however many its
+ * coordinator does not know.
+ */
+static const char leftovers_sql[] =
+    "SELECT a.gtid FROM dtx.acceptors a WHERE a.gtid > $1 COLLATE \"C\" "
+    "AND a.updated_at <= now() - make_interval(secs => $2::bigint / 1000.0) "
+    "AND NOT EXISTS (SELECT 1 FROM pg_prepared_xacts x WHERE x.database = current_database() "
+    "AND x.gid = 'dtx:' || a.gtid || ':' || $3) ORDER BY a.gtid LIMIT $4::bigint";
+
+struct pg_leftovers {
+    struct list_node link; /* on rm->sweeps */
+    struct pg_rm *rm;
+    char after[DTX_GTID_MAX + 1], age[16], max[24];
+    const char *values[4];
+    struct pgx_stmt stmt;
+    struct pgx_job job;
+    char (*gtids)[DTX_GTID_MAX + 1];
+    size_t n;
+    struct dtx_err err;
+    struct ev_defer deliver;
+    rm_gtids_fn done;
+    void *arg;
+};
+
+static void leftovers_free(struct pg_leftovers *l)
+{
+    list_remove(&l->link);
+    ev_defer_cancel(l->rm->loop, &l->deliver);
+    free(l->gtids);
+    free(l);
+}
+
+static void on_leftovers_deliver(struct ev_loop *loop, struct ev_defer *d)
+{
+    struct pg_leftovers *l = d->data;
+
+    (void)loop;
+    l->done(l->arg, l->err.code, l->gtids, l->n, l->err.code ? &l->err : NULL);
+    leftovers_free(l);
+}
+
+static void leftovers_result(struct pgx_job *job, int idx, PGresult *res)
+{
+    struct pg_leftovers *l = job->data;
+    int rows = PQntuples(res);
+
+    (void)idx;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        if (!l->err.code)
+            dtx_err_set(&l->err, DTX_ESQL, "could not read dtx.acceptors: %s",
+                        PQresultErrorMessage(res));
+        PQclear(res);
+        return;
+    }
+    l->gtids = xcalloc((size_t)rows + 1, sizeof(*l->gtids));
+    for (int i = 0; i < rows; i++) {
+        const char *g = PQgetvalue(res, i, 0);
+
+        if (strlen(g) < sizeof(*l->gtids)) /* longer: not a gtid dtx issued */
+            snprintf(l->gtids[l->n++], sizeof(*l->gtids), "%s", g);
+    }
+    PQclear(res);
+}
+
+static void leftovers_done(struct pgx_job *job, int rc, int answered, const char *why)
+{
+    struct pg_leftovers *l = job->data;
+
+    (void)answered;
+    if (rc < 0 && !l->err.code)
+        dtx_err_set(&l->err, DTX_EUNAVAIL, "could not ask PostgreSQL: %s", why ? why : "");
+    ev_defer(l->rm->loop, &l->deliver);
+}
+
+void rm_pg_list_acceptor_rows(struct rm *base, uint32_t min_age_ms, const char *after, size_t max,
+                              rm_gtids_fn done, void *arg)
+{
+    struct pg_rm *rm = (struct pg_rm *)base;
+    struct pg_leftovers *l = xcalloc(1, sizeof(*l));
+
+    l->rm = rm;
+    l->done = done;
+    l->arg = arg;
+    dtx_err_clear(&l->err);
+    snprintf(l->after, sizeof(l->after), "%s", after);
+    snprintf(l->age, sizeof(l->age), "%" PRIu32, min_age_ms);
+    snprintf(l->max, sizeof(l->max), "%zu", max);
+    l->values[0] = l->after;
+    l->values[1] = l->age;
+    l->values[2] = rm->shard;
+    l->values[3] = l->max;
+    l->stmt = (struct pgx_stmt){leftovers_sql, 4, l->values, true};
+    l->job = (struct pgx_job){.stmts = &l->stmt,
+                              .nstmts = 1,
+                              .on_result = leftovers_result,
+                              .on_done = leftovers_done,
+                              .data = l};
+    ev_defer_init(&l->deliver, on_leftovers_deliver, l);
+    list_insert_tail(&rm->sweeps, &l->link);
+    pgx_submit(rm->pool, &l->job);
+}
+
 void rm_pg_forget_free(struct pg_rm *rm)
 {
     ev_timer_stop(rm->loop, &rm->forget.timer);
     free(rm->forget.gtids);
     free(rm->forget.batch);
     free(rm->forget.json);
+    while (!list_empty(&rm->sweeps))
+        leftovers_free(container_of(rm->sweeps.next, struct pg_leftovers, link));
 }

@@ -45,6 +45,7 @@ struct pg_rm {
     struct list_node states;   /* every pg_state (the agent's own state) not yet delivered */
     struct list_node accepts;  /* every pg_acc (three-phase commit state) not yet delivered */
     struct pg_forget forget;
+    struct list_node sweeps; /* every listing of acceptor rows left behind not yet delivered */
 };
 
 /*
@@ -121,6 +122,8 @@ const char *rm_pg_acceptor_gtid(const struct list_node *p);
 /* rm_pg_forget.c: deleting the acceptor state of finished transactions. */
 void rm_pg_forget_init(struct pg_rm *rm);
 void rm_pg_forget_acceptors(struct rm *base, const char *gtid);
+void rm_pg_list_acceptor_rows(struct rm *base, uint32_t min_age_ms, const char *after, size_t max,
+                              rm_gtids_fn done, void *arg);
 void rm_pg_forget_free(struct pg_rm *rm);
 
 #endif

@@ -6,7 +6,7 @@
  * pool_size, startup_wait_s, max_body_bytes, http_conn_limit, http_conn_limit_per_ip,
  * http_request_timeout_ms, recovery_interval_ms,
  * recovery_min_age_ms, max_open_branches, open_wait_ms, prepared_headroom, allow_fsync_off,
- * max_result_bytes, max_result_rows, termination_timeout_ms, log_level.
+ * max_result_bytes, max_result_rows, termination_timeout_ms, acceptor_sweep_age_ms, log_level.
  * Unknown keys are refused.
  */
 #ifndef DTX_AGENT_CONFIG_H
@@ -57,6 +57,7 @@ struct agent_config {
     uint32_t max_result_bytes;  /* a branch's results (JSON) at most; more aborts it */
     uint32_t max_result_rows;   /* rows a branch's ops return at most */
     uint32_t termination_timeout_ms; /* 3PC: no decision this long after the vote: lead a round */
+    uint32_t acceptor_sweep_age_ms;  /* 3PC: rows left behind this long are asked about; 0: never */
     char log_level[16];
     char log_format[8];
     /* "tls"; its credentials are replaced on SIGHUP (agent_config_reload_auth), loop thread. */

@@ -66,5 +66,7 @@ bool recovery_oldest_prepared(const struct recovery *r, double *age_s);
 /* Rounds run and branches resolved since start. */
 uint64_t recovery_rounds(const struct recovery *r);
 uint64_t recovery_resolved(const struct recovery *r);
+/* Three-phase commit acceptor rows left behind that the sweep handed back to be deleted. */
+uint64_t recovery_swept(const struct recovery *r);
 
 #endif

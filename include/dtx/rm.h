@@ -147,6 +147,9 @@ typedef void (*rm_list_fn)(void *arg, int rc, const struct rm_prepared *items, s
 typedef void (*rm_inspect_fn)(void *arg, int rc, const struct rm_inspection *ins,
                               const struct dtx_err *err);
 typedef void (*rm_finish_fn)(void *arg, enum rm_outcome outcome, const struct dtx_err *err);
+/* rc 0 with n gtids (valid during the call), or an error with err. */
+typedef void (*rm_gtids_fn)(void *arg, int rc, const char (*gtids)[DTX_GTID_MAX + 1], size_t n,
+                            const struct dtx_err *err);
 /* rc 0 with state (and the prepared branch's xid when prepared), or an error with err. */
 typedef void (*rm_status_fn)(void *arg, int rc, enum rm_branch_state state, uint64_t xid,
                              const struct dtx_err *err);
@@ -245,6 +248,15 @@ struct rm_ops {
      * (the agent stops first, the database keeps failing) stays, unused.
      */
     void (*forget_acceptors)(struct rm *rm, const char *gtid);
+    /*
+     * Three-phase commit: acceptor state that forget_acceptors should have
+     * removed and may not have (the forget never came, or was lost): at
+     * most max gtids, in gtid order after after ("" from the start), whose
+     * state was last changed min_age_ms ago or before and whose branch is
+     * not prepared here. Recovery asks their coordinator about them.
+     */
+    void (*list_acceptor_rows)(struct rm *rm, uint32_t min_age_ms, const char *after, size_t max,
+                               rm_gtids_fn done, void *arg);
     void (*free)(struct rm *rm);
 };
 
@@ -319,6 +331,12 @@ static inline void rm_acceptor(struct rm *rm, enum rm_acc_op op, const char *gti
 static inline void rm_forget_acceptors(struct rm *rm, const char *gtid)
 {
     rm->ops->forget_acceptors(rm, gtid);
+}
+
+static inline void rm_list_acceptor_rows(struct rm *rm, uint32_t min_age_ms, const char *after,
+                                         size_t max, rm_gtids_fn done, void *arg)
+{
+    rm->ops->list_acceptor_rows(rm, min_age_ms, after, max, done, arg);
 }
 
 static inline void rm_free(struct rm *rm)

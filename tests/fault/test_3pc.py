@@ -7,6 +7,7 @@ coordinator returns."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -59,8 +60,12 @@ class ThreePhaseTest(ClusterTest):
 
     def without_rounds(self):
         """Restarts both participants so that neither leads a recovery round during this
-        test (termination_timeout_ms of 10 minutes); they get the class's settings back
-        after it, once its other clean-ups ran."""
+        test (termination_timeout_ms of 10 minutes)."""
+        self.participants_with(termination_timeout_ms=600000)
+
+    def participants_with(self, **settings):
+        """Restarts both participants with settings added to the class's; they get the
+        class's settings back after the test, once its other clean-ups ran."""
         quick = dict(self.c.agent_extra)
 
         def restore():
@@ -70,7 +75,7 @@ class ThreePhaseTest(ClusterTest):
                     self.c.stop_participant(i)
                 self.c.start_participant(i)
 
-        self.c.agent_extra = dict(quick, termination_timeout_ms=600000)
+        self.c.agent_extra = dict(quick, **settings)
         self.addCleanup(restore)
         for i in (0, 1):
             self.c.stop_participant(i)
@@ -156,6 +161,52 @@ class ThreePhaseTest(ClusterTest):
             return [(i, g) for i in (0, 1) for g in gtids if self.acceptor(i, g) is not None]
         self.wait_for(lambda: rows() == [], timeout=10,
                       what="the acceptor rows of read-only transactions to go")
+
+    def test_acceptor_rows_left_behind_go_once_their_coordinator_says_it_finished(self):
+        """A finished transaction's acceptor rows stayed for good when the coordinator's
+        forget never came or was lost (the shard was not connected then, the agent stopped
+        before its batch ran, PostgreSQL crashed before the deletion was flushed): 34 and 139
+        transactions' rows in two soaks. Now a participant's recovery rounds ask the
+        coordinator about rows not changed for acceptor_sweep_age_ms, and delete those of
+        transactions it finished with every acknowledgement. Its word is needed: rows it
+        does not hold (another node's, or one it has forgotten) stay."""
+        self.participants_with(acceptor_sweep_age_ms=1000)
+        self.keep_acceptor_rows()  # its forget never comes
+        status, body = self.transfer()
+        self.assertEqual((status, body["status"]), (200, "committed"), body)
+        committed = body["gtid"]
+        ops = [{"shard": "s1", "sql": "UPDATE accounts SET balance = balance - 1 WHERE id = $1",
+                "params": [self.acct], "expect_rows": 1},
+               {"shard": "s2", "sql": "UPDATE accounts SET balance = balance + 1 WHERE id = $1 "
+                                      "AND pg_sleep(0.5) IS NOT NULL",
+                "params": [self.acct], "expect_rows": 2}]  # s2 votes no once s1 registered
+        status, body = self.c.request("POST", "/v1/transactions", {"ops": ops, "protocol": "3pc"})
+        self.assertEqual((status, body["status"]), (409, "aborted"), body)
+        aborted = body["gtid"]
+        self.assertIsNotNone(self.acceptor(0, committed))
+        self.assertIsNotNone(self.acceptor(1, committed))
+        self.assertIsNotNone(self.acceptor(0, aborted))
+        # rows no coordinator here can vouch for: another node's, and one of an earlier run
+        # of c1 that this run does not hold; both long unchanged
+        strangers = ("c9-1-%d" % self.acct, "c1-1-%d" % (900000 + self.acct))
+        for i in (0, 1):
+            for g in strangers:
+                self.c.psql(i, "INSERT INTO dtx.acceptors (gtid, decided, updated_at) "
+                               "VALUES ('%s', 'commit', now() - interval '1 hour')" % g)
+                self.addCleanup(self.c.psql, i, "DELETE FROM dtx.acceptors WHERE gtid = '%s'" % g)
+        self.wait_for(lambda: all(self.acceptor(i, g) is None
+                                  for i in (0, 1) for g in (committed, aborted)),
+                      timeout=15, what="the rows of the finished transactions to go")
+        swept = [float(re.search(r"^dtx_agent_acceptor_rows_swept_total (\S+)$", self.c.request(
+            "GET", "/metrics", port=sh.agent_port)[1], re.M).group(1)) for sh in self.c.shards]
+        self.assertGreaterEqual(swept[0], 2, "s1 held the rows of both")
+        self.assertGreaterEqual(swept[1], 1)
+        self.assertIn("left behind", self.c.shards[0].agent.log_text())
+        time.sleep(1.5)  # a sweep or two more
+        for i in (0, 1):
+            for g in strangers:
+                self.assertIsNotNone(self.acceptor(i, g), (i, g))
+        self.assertEqual(self.balances(), (self.before[0] - 5, self.before[1] + 5))
 
     def test_a_participant_that_does_not_say_it_takes_forget_is_not_sent_one(self):
         """An older participant does not know "forget": it would log every one as an unknown
