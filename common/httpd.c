@@ -31,15 +31,16 @@
  * srv->waiting and on their address's list, oldest first, each with a
  * deadline (opts.request_timeout_ms later): one timer closes those past
  * it. MHD's own timeout only counts silence, which a byte a second
- * defeats. Limits are counted here, per client address (struct
- * httpd_client), not by MHD: over a limit, the waiting connection that is
- * oldest goes (of that address, or of the address that holds the most,
- * srv->by_open), so that a flood of idle connections cannot keep anyone
- * out, nor push out a client that has one connection; MHD's own limit sits above ours
- * (HTTPD_SPARE, the reserves) and is only reached while closes are in
- * flight. Closing is a shutdown(2) of the socket: MHD reads the end of
- * the stream and closes the connection itself (it has no call to close
- * one). The configured peers' addresses have HTTPD_PEER_RESERVE
+ * defeats. An answer has the same deadline to be taken: from its queueing
+ * until MHD says it went, its connection is on srv->waiting too
+ * ("answering", not on its address's list, so never pushed out), and a
+ * client that reads it a few bytes at a time is closed with it. Limits are counted here, per client
+ * address (struct httpd_client), not by MHD: over a limit, the waiting connection that is oldest
+ * goes (of that address, or of the address that holds the most, srv->by_open), so that a flood of
+ * idle connections cannot keep anyone out, nor push out a client that has one connection; MHD's own
+ * limit sits above ours (HTTPD_SPARE, the reserves) and is only reached while closes are in flight.
+ * Closing is a shutdown(2) of the socket: MHD reads the end of the stream and closes the connection
+ * itself (it has no call to close one). The configured peers' addresses have HTTPD_PEER_RESERVE
  * connections more than the limits allow, and theirs are never pushed
  * out for others', so a coordinator can always reach its participant.
  * A peer configured by host name is looked up every HTTPD_PEER_LOOKUP_MS
@@ -102,6 +103,7 @@
 /* The kinds of log line a client can cause, each at most once a second. */
 enum httpd_note {
     NOTE_DEADLINE,     /* closed: no complete request in time */
+    NOTE_ANSWER,       /* closed: an answer not taken in time */
     NOTE_PER_IP,       /* closed: an address over its limit */
     NOTE_FULL,         /* closed: all connections in use */
     NOTE_REFUSED,      /* a request answered 400, 405, 413 or 415 */
@@ -167,11 +169,12 @@ struct httpd_conn {
     struct httpd *srv;
     struct httpd_client *client;
     int fd;
-    uint64_t deadline_us;       /* while waiting */
-    struct list_node wait_link; /* on srv->waiting while waiting */
+    uint64_t deadline_us;       /* while waiting, or answering */
+    struct list_node wait_link; /* on srv->waiting while waiting or answering */
     struct list_node addr_link; /* on client->waiting while waiting */
     bool closing;               /* shut down by us; MHD has not closed it yet */
     bool upgraded;              /* handed to another protocol: never waits again */
+    bool answering;             /* on srv->waiting for its answer to be taken, not a request */
     struct tls_server_conn tls; /* HTTPS: the credentials its session holds */
 };
 
@@ -343,12 +346,24 @@ static void client_count(struct httpd *srv, struct httpd_client *cl, int delta)
         srv->max_open = cl->open;
 }
 
+/* c's request is complete (or answered): it waits no more. The timer may fire early; harmless. */
+static void conn_served(struct httpd_conn *c)
+{
+    if (!c)
+        return;
+    list_remove(&c->wait_link);
+    list_remove(&c->addr_link);
+    c->answering = false;
+}
+
 /* c waits for its next complete request, from now on. */
 static void conn_wait(struct httpd_conn *c)
 {
     struct httpd *srv;
     bool first;
 
+    if (c && c->answering) /* its answer is taken: now it waits for the next request */
+        conn_served(c);
     if (!c || c->closing || c->upgraded || list_linked(&c->wait_link))
         return;
     srv = c->srv;
@@ -360,13 +375,26 @@ static void conn_wait(struct httpd_conn *c)
         deadline_arm(srv);
 }
 
-/* c's request is complete (or answered): it waits no more. The timer may fire early; harmless. */
-static void conn_served(struct httpd_conn *c)
+/*
+ * An answer was queued on c: its client must take it within the deadline
+ * too, or c is closed, and the answer with it. Not on its address's list:
+ * a connection being answered is never pushed out for a newcomer.
+ */
+static void conn_answering(struct httpd_conn *c)
 {
-    if (!c)
+    struct httpd *srv;
+    bool first;
+
+    if (!c || c->closing || c->upgraded)
         return;
-    list_remove(&c->wait_link);
-    list_remove(&c->addr_link);
+    srv = c->srv;
+    conn_served(c);
+    first = list_empty(&srv->waiting);
+    c->deadline_us = ev_clock_us() + srv->request_timeout_us;
+    c->answering = true;
+    list_insert_tail(&srv->waiting, &c->wait_link);
+    if (first)
+        deadline_arm(srv);
 }
 
 /* Closes c: MHD reads the end of the stream and closes the connection (notifying on_connection). */
@@ -392,10 +420,16 @@ static void on_deadline(struct ev_loop *loop, struct ev_timer *t)
 
         if (c->deadline_us > now)
             break;
-        note(srv, NOTE_DEADLINE,
-             "closed a connection from %s: no complete request within %llu ms of its opening "
-             "or its last answer (http_request_timeout_ms)",
-             c->client->key, (unsigned long long)(srv->request_timeout_us / 1000));
+        if (c->answering)
+            note(srv, NOTE_ANSWER,
+                 "closed a connection from %s: its answer was not taken within %llu ms "
+                 "(http_request_timeout_ms)",
+                 c->client->key, (unsigned long long)(srv->request_timeout_us / 1000));
+        else
+            note(srv, NOTE_DEADLINE,
+                 "closed a connection from %s: no complete request within %llu ms of its "
+                 "opening or its last answer (http_request_timeout_ms)",
+                 c->client->key, (unsigned long long)(srv->request_timeout_us / 1000));
         conn_close(c);
     }
     deadline_arm(srv);
@@ -662,7 +696,7 @@ static void req_queue(struct httpd_req *req, unsigned status, struct MHD_Respons
     for (int i = 0; i < req->nextra; i++)
         MHD_add_response_header(resp, req->extra[i].name, req->extra[i].value);
     req->answered = true;
-    conn_served(req->conn);
+    conn_answering(req->conn);
     if (MHD_queue_response(req->con, status, resp) != MHD_YES)
         log_warn("could not queue HTTP %u response for %s %s", status, req->method, req->path);
     MHD_destroy_response(resp);

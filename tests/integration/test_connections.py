@@ -243,6 +243,50 @@ class ConnectionLimitTest(ClusterTest):
         self.assertLessEqual(len(lines), 3 * DEADLINE_MS / 1000 + 4)
         self.assertTrue(any("more like it" in ln for ln in lines), lines)
 
+    def test_a_client_that_does_not_take_its_answer_is_closed_at_the_deadline(self):
+        """A client could ask for a large answer and then read it a few bytes at a time: its
+        connection, and the answer held for it, stayed for as long as it went on reading
+        (libmicrohttpd closes only after 120 s without any progress), so a few such clients
+        could hold many connections and the memory of as many large answers. An answer must
+        now be taken within http_request_timeout_ms of being ready, as a request must be
+        delivered within it."""
+        size = 12 * 1024 * 1024  # more than the kernel's buffers on both ends take
+        body = json.dumps({"ops": [{"shard": "s1", "sql": "SELECT repeat('x', %d)" % size}]})
+        s = socket.socket()
+        self.addCleanup(s.close)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.bind((GOOD_CLIENT, 0))
+        s.connect(("127.0.0.1", self.c.coord_port))
+        s.sendall(("POST /v1/transactions HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                   "application/json\r\nContent-Length: %d\r\n\r\n%s" %
+                   (len(body), body)).encode())
+        s.settimeout(10)
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += s.recv(1024)
+        head, got = head.split(b"\r\n\r\n", 1)
+        self.assertIn(b" 200 ", head.split(b"\r\n")[0])
+        length = int([ln.split(b":")[1] for ln in head.split(b"\r\n")
+                      if ln.lower().startswith(b"content-length:")][0])
+        got = len(got)
+        start = time.time()
+        while time.time() - start < 3 * DEADLINE_MS / 1000:  # a KiB every 100 ms
+            got += len(s.recv(1024))
+            time.sleep(0.1)
+        slow = got
+        while got < length:  # now as fast as it comes, until the answer or the end
+            n = len(s.recv(1 << 20))
+            if n == 0:
+                break
+            got += n
+        print("\n  a %d-byte answer read a KiB every 100 ms for %.0f s (%d bytes), then at "
+              "once: %d bytes came before the coordinator closed the connection" %
+              (length, 3 * DEADLINE_MS / 1000, slow, got))
+        self.assertGreater(length, size)
+        self.assertLess(got, length, "the connection was closed before the whole answer went")
+        self.assertTrue(any("was not taken within" in ln
+                            for ln in self.c.coordinator.log_text().splitlines()))
+
     def test_a_flooded_participant_still_takes_its_coordinators_link(self):
         port = self.c.shards[0].agent_port
         f = self.flood(port, 1100, sources("127.0.4", 200))
