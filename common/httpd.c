@@ -93,7 +93,17 @@
 #define HTTPD_GRACE_US 100000u
 /* The kernel's queue of connections not yet accepted (MHD accepts what is queued in one go). */
 #define HTTPD_BACKLOG 1024
-#define ADDR_KEY      INET6_ADDRSTRLEN
+/*
+ * Looking for a connection to push out costs a system call per connection
+ * looked at (conn_peek), on the loop that serves every client: at most
+ * HTTPD_PEEK_MAX of one address's, and HTTPD_PEEK_BUDGET in all, for one
+ * new connection. Without a bound, an address holding 1,000 waiting
+ * connections (a flood behind a proxy, with no per-address limit) made
+ * every new connection cost 1,000 of them.
+ */
+#define HTTPD_PEEK_MAX    16
+#define HTTPD_PEEK_BUDGET 64
+#define ADDR_KEY          INET6_ADDRSTRLEN
 /* At most this many immediate re-runs of MHD in a row, then a pause (httpd_schedule). */
 #define HTTPD_RERUN_MAX      16
 #define HTTPD_RERUN_PAUSE_MS 5
@@ -462,20 +472,25 @@ static enum conn_peek conn_peek(const struct httpd_conn *c)
  * that closes its connection after each answer and connects again at once
  * has the old one still counted here for a moment, and that one is gone,
  * not the new one. cl->waiting is in the order the connections began to
- * wait.
+ * wait. Only its first HTTPD_PEEK_MAX are looked at, and no more than
+ * *budget (which is spent): of a client with few connections, all.
  */
 static struct httpd_conn *idle_of(struct httpd_client *cl, const struct httpd_conn *spare,
-                                  uint64_t started_by)
+                                  uint64_t started_by, unsigned *budget)
 {
     struct httpd_conn *first = NULL;
     struct list_node *p;
+    unsigned looked = 0;
 
-    for (p = cl->waiting.next; p != &cl->waiting; p = p->next) {
+    for (p = cl->waiting.next; p != &cl->waiting && looked<HTTPD_PEEK_MAX && * budget> 0;
+         p = p->next) {
         struct httpd_conn *c = container_of(p, struct httpd_conn, addr_link);
         enum conn_peek st;
 
         if (c == spare)
             continue;
+        looked++;
+        (*budget)--;
         st = conn_peek(c);
         if (st == CONN_GONE)
             return c;
@@ -497,7 +512,9 @@ static struct httpd_conn *idle_of(struct httpd_client *cl, const struct httpd_co
 static struct httpd_conn *oldest_of_most(struct httpd *srv, const struct httpd_conn *spare,
                                          uint64_t started_by)
 {
-    for (size_t n = srv->max_open; n > 0; n--) {
+    unsigned budget = HTTPD_PEEK_BUDGET;
+
+    for (size_t n = srv->max_open; n > 0 && budget > 0; n--) {
         struct list_node *head = srv->by_open[n], *p;
         struct httpd_conn *oldest = NULL;
 
@@ -505,9 +522,9 @@ static struct httpd_conn *oldest_of_most(struct httpd *srv, const struct httpd_c
             srv->max_open--; /* nobody has that many any more */
             continue;
         }
-        for (p = head->next; p != head; p = p->next) {
+        for (p = head->next; p != head && budget > 0; p = p->next) {
             struct httpd_conn *c =
-                idle_of(container_of(p, struct httpd_client, by_open), spare, started_by);
+                idle_of(container_of(p, struct httpd_client, by_open), spare, started_by, &budget);
 
             if (c && (!oldest || c->deadline_us < oldest->deadline_us))
                 oldest = c;
@@ -551,7 +568,9 @@ static void conn_enforce(struct httpd *srv, struct httpd_conn *c)
     struct httpd_conn *victim;
 
     if (limit && cl->open > limit) {
-        victim = idle_of(cl, c, UINT64_MAX);
+        unsigned budget = HTTPD_PEEK_BUDGET;
+
+        victim = idle_of(cl, c, UINT64_MAX, &budget);
         if (!victim)
             victim = c;
         note(srv, NOTE_PER_IP,
