@@ -924,7 +924,8 @@ static bool acceptors_forgettable(const struct tx *tx)
 
 static void forget_acceptors(struct tx *tx)
 {
-    if (!acceptors_forgettable(tx) || fp_hit("coord.acceptors_forget")) /* tests: rows stay */
+    tx->acceptors_done = acceptors_forgettable(tx);
+    if (!tx->acceptors_done || fp_hit("coord.acceptors_forget")) /* tests: the forget is lost */
         return;
     for (size_t i = 0; i < tx->nbranches; i++)
         (void)send(tx, &tx->branches[i], TX_SEND_FORGET);
@@ -1406,7 +1407,7 @@ bool tx_is_final(const struct tx *tx)
 
 bool tx_acceptors_done(const struct tx *tx)
 {
-    return tx_is_final(tx) && acceptors_forgettable(tx);
+    return tx_is_final(tx) && tx->acceptors_done;
 }
 
 bool tx_is_running(const struct tx *tx)

@@ -98,6 +98,8 @@ struct tx {
                                 two acceptors, the shard could never decide without it) */
     bool acceptor_rows;      /* three-phase commit's prepares were sent: each shard registered
                                 its acceptor row, read-only branches too */
+    bool acceptors_done;     /* this run finished it with every participant's acknowledgement
+                                and told the shards to forget their acceptor rows (forget_acceptors) */
     uint64_t forcing;        /* the position of the record being forced (COMMIT or PRECOMMIT) */
     /* three-phase commit (tx3pc.c): this coordinator as an acceptor */
     struct ballot promised; /* the highest ballot promised (initially its own, (0, c:node)) */

@@ -100,11 +100,11 @@ enum dtx_decision coord_decision(const struct coord *co, const char *gtid, int s
 
 /*
  * Three-phase commit: true when shard may delete its acceptor state of
- * gtid, which was left behind (the forget was lost): this coordinator
- * holds the transaction, finished with every participant's
- * acknowledgement and no branch given up on (tx_acceptors_done). False
- * for anything it does not hold (forgotten after its retention, an earlier
- * run's, another node's): not knowing is never a yes.
+ * gtid, which was left behind (the forget was lost): this run holds the
+ * transaction and finished it with every participant's acknowledgement
+ * and no branch given up on (tx_acceptors_done). False for anything else:
+ * forgotten after its retention, rebuilt after a restart, decided by the
+ * participants, another node's. Not knowing is never a yes.
  */
 bool coord_acceptors_done(const struct coord *co, const char *gtid, int shard);
 

@@ -290,9 +290,12 @@ bool tx_accepts(const struct tx *tx, enum tx_event ev);
 bool tx_is_final(const struct tx *tx);
 /*
  * Three-phase commit: true once the shards may delete their acceptor state
- * of tx (the point where it sent them forget): it is final with every
- * participant's acknowledgement, and no operator gave up on a branch,
- * whose participant may still be in doubt and need the others' state.
+ * of tx: this run finished it with every participant's acknowledgement, no
+ * operator having given up on a branch (whose participant may still be in
+ * doubt and need the others' state), and sent them forget. Never for one
+ * the participants decided (learned: it does not know that every one of
+ * them has finished), nor for one rebuilt from the store already
+ * finished (what it knew of given-up branches is not all there).
  */
 bool tx_acceptors_done(const struct tx *tx);
 /*

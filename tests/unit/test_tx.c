@@ -1050,6 +1050,24 @@ static void no_shard_forgets_while_a_participant_may_still_be_in_doubt(void)
     CU_ASSERT(!tx_acceptors_done(tx)); /* nor does it vouch for a row a sweep asks about */
     tx_free(tx);
 
+    /*
+     * Rebuilt from the store already finished (COMMIT and END): an operator's giving up on a
+     * branch counted as its acknowledgement and is not all there, so it never vouches either.
+     */
+    {
+        struct tx_params p = {
+            .gtid = "c1-1-2", .protocol = 3, .timeout_ms = 1000, .commit_wait_ms = 1000};
+
+        tx = tx_new(&p, &env, NULL);
+        tx_add_prepared_branch(tx, 0, 5, NULL);
+        tx_add_prepared_branch(tx, 1, 6, NULL);
+        tx_set_replayed(tx, 1, NULL);
+        CU_ASSERT_EQUAL(tx_step(tx, TXE_RECOVER_DONE, NULL), 0);
+        CU_ASSERT_EQUAL(tx->state, TX_COMMITTED);
+        CU_ASSERT(!tx_acceptors_done(tx));
+        tx_free(tx);
+    }
+
     tx = tx_in(TX_COMMITTING); /* two-phase commit keeps no acceptor state */
     for (size_t i = 0; i < 2; i++) {
         a = (struct tx_evarg){.b = &tx->branches[i]};
@@ -1082,6 +1100,22 @@ static void three_pc_that_cannot_reach_a_majority_learns_the_participants_decisi
     CU_ASSERT(tx_is_learned(tx));
     CU_ASSERT(find_call("log_learned") >= 0);
     CU_ASSERT_EQUAL(tx_step(tx, TXE_LEARNED_COMMIT, NULL), DTX_ESTATE); /* one outcome */
+    CU_ASSERT(!tx_acceptors_done(tx)); /* a participant may still be in doubt */
+    tx_free(tx);
+
+    /*
+     * Learned commit: final, but nobody acknowledged anything here. A participant cut off
+     * from the round is still in doubt and needs the others' acceptances: a shard's sweep
+     * must not be told that it may delete its row.
+     */
+    tx = new_tx3(2);
+    all_vote_yes(tx);
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_LOG_FAILED, NULL), 0);
+    CU_ASSERT_EQUAL(tx->state, TX_LEARNING);
+    CU_ASSERT_EQUAL(tx_step(tx, TXE_LEARNED_COMMIT, NULL), 0);
+    CU_ASSERT_EQUAL(tx->state, TX_COMMITTED);
+    CU_ASSERT(!tx_acceptors_done(tx));
+    CU_ASSERT_EQUAL(find_call("forget:0"), -1);
     tx_free(tx);
 }
 
