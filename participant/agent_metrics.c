@@ -96,8 +96,8 @@ static void gauges(struct prom *p, const struct agent *ag)
     prom_counter(p, "dtx_agent_recovery_resolved_total", "Branches recovery finished.",
                  (double)recovery_resolved(ag->recovery));
     prom_counter(p, "dtx_agent_acceptor_rows_swept_total",
-                 "Three-phase commit acceptor rows left behind that were deleted once their "
-                 "coordinator said the transaction was finished.",
+                 "Three-phase commit acceptor rows left behind that were handed to the "
+                 "deletion once their coordinator said the transaction was finished.",
                  (double)recovery_swept(ag->recovery));
 }
 

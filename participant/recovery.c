@@ -97,6 +97,8 @@ struct recovery {
     char (*rows)[DTX_GTID_MAX + 1]; /* this round's, in gtid order */
     size_t nrows;
     char sweep_after[DTX_GTID_MAX + 1]; /* where the next listing goes on ("": the start) */
+    char sweep_next[DTX_GTID_MAX + 1];  /* ... once this round's listing was answered */
+    bool listed;                        /* this round listed rows (perhaps none) */
     uint64_t swept_us;                  /* when the last listing was asked for (0: never) */
     uint64_t swept;                     /* rows handed back to be deleted */
     uint64_t listed_us;                 /* when the last listing came (0: none succeeded yet) */
@@ -295,6 +297,9 @@ static void sweep_finished(struct recovery *r)
             n++;
         }
     }
+    if (r->listed) /* answered (by some): the next listing goes on after these */
+        snprintf(r->sweep_after, sizeof(r->sweep_after), "%s", r->sweep_next);
+    r->listed = false;
     if (n)
         log_info("recovery: %zu acceptor row(s) of finished three-phase commit transactions "
                  "were left behind here (their coordinator's forget never came or was lost); "
@@ -455,8 +460,9 @@ static void on_rows(void *arg, int rc, const char (*gtids)[DTX_GTID_MAX + 1], si
         r->rows = xcalloc(n ? n : 1, sizeof(*r->rows));
         memcpy(r->rows, gtids, n * sizeof(*r->rows));
         r->nrows = n;
+        r->listed = true;
         /* a full page: the next listing goes on after it; else from the start again */
-        snprintf(r->sweep_after, sizeof(r->sweep_after), "%s", n == SWEEP_MAX ? gtids[n - 1] : "");
+        snprintf(r->sweep_next, sizeof(r->sweep_next), "%s", n == SWEEP_MAX ? gtids[n - 1] : "");
     }
     ask(r);
 }
@@ -488,6 +494,7 @@ static void on_listed(void *arg, int rc, const struct rm_prepared *items, size_t
 
     r->nasked = 0;
     r->nrows = 0;
+    r->listed = false;
     if (rc < 0) {
         log_warn("recovery: %s", err ? err->msg : "could not list prepared transactions");
         schedule(r, r->backoff_ms);

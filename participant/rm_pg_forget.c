@@ -195,10 +195,12 @@ static void forget_send(struct pg_rm *rm)
  * Rows of gtids after $1, not changed for $2 ms, whose branch is not
  * prepared here ($3: this shard), in gtid order, at most $4: the primary
  * key's order, so that a sweep pages through every row however many its
- * coordinator does not know.
+ * coordinator does not know. A gtid longer than $5 bytes is none dtx
+ * issued: left out here, so that a page is short only at the end.
  */
 static const char leftovers_sql[] =
     "SELECT a.gtid FROM dtx.acceptors a WHERE a.gtid > $1 COLLATE \"C\" "
+    "AND octet_length(a.gtid) <= $5::int "
     "AND a.updated_at <= now() - make_interval(secs => $2::bigint / 1000.0) "
     "AND NOT EXISTS (SELECT 1 FROM pg_prepared_xacts x WHERE x.database = current_database() "
     "AND x.gid = 'dtx:' || a.gtid || ':' || $3) ORDER BY a.gtid LIMIT $4::bigint";
@@ -206,8 +208,8 @@ static const char leftovers_sql[] =
 struct pg_leftovers {
     struct list_node link; /* on rm->sweeps */
     struct pg_rm *rm;
-    char after[DTX_GTID_MAX + 1], age[16], max[24];
-    const char *values[4];
+    char after[DTX_GTID_MAX + 1], age[16], max[24], longest[16];
+    const char *values[5];
     struct pgx_stmt stmt;
     struct pgx_job job;
     char (*gtids)[DTX_GTID_MAX + 1];
@@ -249,12 +251,8 @@ static void leftovers_result(struct pgx_job *job, int idx, PGresult *res)
         return;
     }
     l->gtids = xcalloc((size_t)rows + 1, sizeof(*l->gtids));
-    for (int i = 0; i < rows; i++) {
-        const char *g = PQgetvalue(res, i, 0);
-
-        if (strlen(g) < sizeof(*l->gtids)) /* longer: not a gtid dtx issued */
-            snprintf(l->gtids[l->n++], sizeof(*l->gtids), "%s", g);
-    }
+    for (int i = 0; i < rows; i++)
+        snprintf(l->gtids[l->n++], sizeof(*l->gtids), "%s", PQgetvalue(res, i, 0));
     PQclear(res);
 }
 
@@ -281,11 +279,13 @@ void rm_pg_list_acceptor_rows(struct rm *base, uint32_t min_age_ms, const char *
     snprintf(l->after, sizeof(l->after), "%s", after);
     snprintf(l->age, sizeof(l->age), "%" PRIu32, min_age_ms);
     snprintf(l->max, sizeof(l->max), "%zu", max);
+    snprintf(l->longest, sizeof(l->longest), "%d", DTX_GTID_MAX);
     l->values[0] = l->after;
     l->values[1] = l->age;
     l->values[2] = rm->shard;
     l->values[3] = l->max;
-    l->stmt = (struct pgx_stmt){leftovers_sql, 4, l->values, true};
+    l->values[4] = l->longest;
+    l->stmt = (struct pgx_stmt){leftovers_sql, 5, l->values, true};
     l->job = (struct pgx_job){.stmts = &l->stmt,
                               .nstmts = 1,
                               .on_result = leftovers_result,
