@@ -96,8 +96,8 @@
 /*
  * Looking for a connection to push out costs a system call per connection
  * looked at (conn_peek), on the loop that serves every client: at most
- * HTTPD_PEEK_MAX of one address's, and HTTPD_PEEK_BUDGET in all, for one
- * new connection. Without a bound, an address holding 1,000 waiting
+ * HTTPD_PEEK_MAX of one address's, and HTTPD_PEEK_BUDGET for each of the
+ * two limits, for one new connection. Without a bound, an address holding 1,000 waiting
  * connections (a flood behind a proxy, with no per-address limit) made
  * every new connection cost 1,000 of them.
  */
@@ -482,13 +482,14 @@ static struct httpd_conn *idle_of(struct httpd_client *cl, const struct httpd_co
     struct list_node *p;
     unsigned looked = 0;
 
-    for (p = cl->waiting.next; p != &cl->waiting && looked<HTTPD_PEEK_MAX && * budget> 0;
-         p = p->next) {
+    for (p = cl->waiting.next; p != &cl->waiting; p = p->next) {
         struct httpd_conn *c = container_of(p, struct httpd_conn, addr_link);
         enum conn_peek st;
 
         if (c == spare)
             continue;
+        if (looked == HTTPD_PEEK_MAX || *budget == 0)
+            break;
         looked++;
         (*budget)--;
         st = conn_peek(c);
@@ -510,11 +511,9 @@ static struct httpd_conn *idle_of(struct httpd_client *cl, const struct httpd_co
  * bytes read yet, must not be the one pushed out for that.
  */
 static struct httpd_conn *oldest_of_most(struct httpd *srv, const struct httpd_conn *spare,
-                                         uint64_t started_by)
+                                         uint64_t started_by, unsigned *budget)
 {
-    unsigned budget = HTTPD_PEEK_BUDGET;
-
-    for (size_t n = srv->max_open; n > 0 && budget > 0; n--) {
+    for (size_t n = srv->max_open; n > 0 && *budget > 0; n--) {
         struct list_node *head = srv->by_open[n], *p;
         struct httpd_conn *oldest = NULL;
 
@@ -522,9 +521,9 @@ static struct httpd_conn *oldest_of_most(struct httpd *srv, const struct httpd_c
             srv->max_open--; /* nobody has that many any more */
             continue;
         }
-        for (p = head->next; p != head && budget > 0; p = p->next) {
+        for (p = head->next; p != head && *budget > 0; p = p->next) {
             struct httpd_conn *c =
-                idle_of(container_of(p, struct httpd_client, by_open), spare, started_by, &budget);
+                idle_of(container_of(p, struct httpd_client, by_open), spare, started_by, budget);
 
             if (c && (!oldest || c->deadline_us < oldest->deadline_us))
                 oldest = c;
@@ -546,10 +545,11 @@ static struct httpd_conn *victim_of_most(struct httpd *srv, const struct httpd_c
 {
     uint64_t now = ev_clock_us();
     struct httpd_conn *c = NULL;
+    unsigned budget = HTTPD_PEEK_BUDGET; /* for both passes */
 
     if (now > HTTPD_GRACE_US)
-        c = oldest_of_most(srv, spare, now - HTTPD_GRACE_US);
-    return c ? c : oldest_of_most(srv, spare, UINT64_MAX);
+        c = oldest_of_most(srv, spare, now - HTTPD_GRACE_US, &budget);
+    return c ? c : oldest_of_most(srv, spare, UINT64_MAX, &budget);
 }
 
 /*

@@ -264,7 +264,9 @@ class ConnectionLimitTest(ClusterTest):
         s.settimeout(10)
         head = b""
         while b"\r\n\r\n" not in head:
-            head += s.recv(1024)
+            chunk = s.recv(1024)
+            self.assertTrue(chunk, "the connection ended before the answer's head: %r" % head)
+            head += chunk
         head, got = head.split(b"\r\n\r\n", 1)
         self.assertIn(b" 200 ", head.split(b"\r\n")[0])
         length = int([ln.split(b":")[1] for ln in head.split(b"\r\n")
