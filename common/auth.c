@@ -295,15 +295,47 @@ static int load_client(const cJSON *o, const char *where, const char *config_dir
     return rc;
 }
 
-/* "auth.clients": every named client, or none. */
+/*
+ * "auth.client_defaults": the limits of every named client that sets none
+ * of its own (0: none), so that no client can take all the room unless the
+ * operator says so. Only beside "auth.clients": it would limit nobody.
+ */
+static int load_client_defaults(const cJSON *auth, bool have_clients, int64_t *max_active,
+                                int64_t *max_keys, struct dtx_err *err)
+{
+    static const char *const keys[] = {"max_active_transactions", "max_retained_keys", NULL};
+    const cJSON *d = NULL;
+    int rc = jsonx_object(auth, "auth", "client_defaults", false, &d, err);
+
+    *max_active = *max_keys = 0;
+    if (rc < 0 || !d)
+        return rc;
+    if (!have_clients)
+        return dtx_err_set(err, DTX_EINVAL,
+                           "'auth.client_defaults' without 'auth.clients' would limit nobody: "
+                           "name the clients, or leave it out");
+    rc = jsonx_only_keys(d, "auth.client_defaults", keys, err);
+    if (rc == 0)
+        rc = jsonx_int(d, "auth.client_defaults", "max_active_transactions", false, 1, 100000000,
+                       max_active, err);
+    if (rc == 0)
+        rc = jsonx_int(d, "auth.client_defaults", "max_retained_keys", false, 1, 100000000,
+                       max_keys, err);
+    return rc;
+}
+
+/* "auth.clients": every named client, or none; and their defaults. */
 static int load_clients(const cJSON *auth, const char *config_dir, struct auth_clients *out,
                         struct dtx_err *err)
 {
     const cJSON *arr = NULL, *o;
+    int64_t max_active, max_keys;
     char where[64];
     size_t i = 0;
     int rc = auth ? jsonx_array(auth, "auth", "clients", false, &arr, err) : 0;
 
+    if (rc == 0 && auth)
+        rc = load_client_defaults(auth, arr != NULL, &max_active, &max_keys, err);
     if (rc < 0 || !arr)
         return rc;
     if (cJSON_GetArraySize(arr) == 0)
@@ -316,6 +348,10 @@ static int load_clients(const cJSON *auth, const char *config_dir, struct auth_c
         rc = load_client(o, where, config_dir, out->v, i, &out->v[i], err);
         if (rc < 0)
             return rc;
+        if (!out->v[i].max_active)
+            out->v[i].max_active = (uint32_t)max_active;
+        if (!out->v[i].max_keys)
+            out->v[i].max_keys = (uint32_t)max_keys;
         out->n = ++i;
     }
     return 0;
@@ -376,7 +412,8 @@ static int check_keys(const cJSON *auth, const struct auth_role *roles, size_t n
     cJSON_ArrayForEach(item, auth)
     {
         if (strcmp(item->string, "allow_unauthenticated") == 0 ||
-            (takes_clients && strcmp(item->string, "clients") == 0) ||
+            (takes_clients && (strcmp(item->string, "clients") == 0 ||
+                               strcmp(item->string, "client_defaults") == 0)) ||
             is_role_key(item->string, roles, n))
             continue;
         for (size_t i = 0; i < n && len < sizeof(names); i++)
@@ -384,7 +421,7 @@ static int check_keys(const cJSON *auth, const struct auth_role *roles, size_t n
                                     i ? ", " : "", roles[i].name);
         return dtx_err_set(err, DTX_EINVAL,
                            "'auth.%.100s' is not a known key (known: %s, %sallow_unauthenticated)",
-                           item->string, names, takes_clients ? "clients, " : "");
+                           item->string, names, takes_clients ? "clients, client_defaults, " : "");
     }
     return 0;
 }

@@ -56,8 +56,9 @@ struct auth_role {
 struct auth_client {
     char name[AUTH_CLIENT_NAME_MAX + 1];
     struct auth_token token;
-    uint32_t max_active; /* "max_active_transactions": its own in flight at once (0: no own) */
-    uint32_t max_keys;   /* "max_retained_keys": its idempotency keys held (0: no own limit) */
+    /* its own limits, else "auth.client_defaults"'s (0: none but the coordinator's) */
+    uint32_t max_active; /* "max_active_transactions": in flight at once */
+    uint32_t max_keys;   /* "max_retained_keys": idempotency keys held */
 };
 
 struct auth_clients {

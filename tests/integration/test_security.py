@@ -186,6 +186,18 @@ class AuthRulesTest(DaemonRuns, ClusterTest):
         for clients, wanted in cases:
             self.refused("dtx-coordinator",
                          self.coord_config(auth=dict(TOKENS, clients=clients)), *wanted)
+        one = [{"name": "a", "token": "t1"}]
+        for extra, wanted in (
+                ({"client_defaults": {"max_active_transactions": 5}},
+                 ["'auth.client_defaults' without 'auth.clients' would limit nobody"]),
+                ({"clients": one, "client_defaults": {"max_active_transactions": 0}},
+                 ["'auth.client_defaults.max_active_transactions'"]),
+                ({"clients": one, "client_defaults": {"max_open": 3}},
+                 ["'auth.client_defaults.max_open'", "not a known key"]),
+                ({"clients": one, "client_defaults": 7},
+                 ["'auth.client_defaults'"])):
+            self.refused("dtx-coordinator", self.coord_config(auth=dict(TOKENS, **extra)),
+                         *wanted)
         # named clients stand in for client_token, not for the other roles
         self.refused("dtx-coordinator",
                      self.coord_config(auth={"clients": [{"name": "a", "token": "t1"}]}),
@@ -458,7 +470,8 @@ class NamedClientsTest(TokenFiles, InteractiveCalls, ClusterTest):
                                            "token_file": files["billing"]},
                                           {"name": "batch", "token": "tok-batch",
                                            "max_active_transactions": 2,
-                                           "max_retained_keys": 2}]}}
+                                           "max_retained_keys": 2}],
+                              "client_defaults": {"max_active_transactions": 4}}}
         cls.AGENT = {"auth": {"peer_token": "peer"}}
         super().setUpClass()
 
@@ -578,11 +591,24 @@ class NamedClientsTest(TokenFiles, InteractiveCalls, ClusterTest):
         status, body = self.commit(gtid, client("tok-billing-2"))  # still billing's
         self.assertEqual((status, body["status"]), (200, "committed"), body)
 
-    def assert_client_full(self, answer, limit):
+    def assert_client_full(self, answer, limit, who="batch"):
         status, body = answer
         self.assertEqual((status, body["error"]["code"]), (429, "overloaded"), body)
-        self.assertIn("client 'batch'", body["error"]["message"])
+        self.assertIn("client '%s'" % who, body["error"]["message"])
         self.assertIn(limit, body["error"]["message"])
+
+    def test_a_client_without_limits_of_its_own_has_the_defaults(self):
+        """Without limits of its own a named client could take every one of
+        max_active_transactions, and every other client got 429 until it finished. With
+        auth.client_defaults, each client that sets none has those (batch keeps its own)."""
+        begun = [self.begin(self.BILLING) for _ in range(4)]
+        self.assert_client_full(self.c.request("POST", "/v1/transactions", {"interactive": True},
+                                               headers=self.BILLING),
+                                "max_active_transactions", "billing")
+        other = self.begin(self.ORDERS)  # orders has a share of its own
+        for gtid, who in [(g, self.BILLING) for g in begun] + [(other, self.ORDERS)]:
+            self.assertEqual(self.c.request("POST", "/v1/transactions/%s/abort" % gtid, {},
+                                            headers=who)[0], 200)
 
     def test_a_client_s_own_limits_leave_room_for_the_others(self):
         begun = [self.begin(self.BATCH) for _ in range(2)]
