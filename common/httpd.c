@@ -34,13 +34,16 @@
  * defeats. An answer has the same deadline to be taken: from its queueing
  * until MHD says it went, its connection is on srv->waiting too
  * ("answering", not on its address's list, so never pushed out), and a
- * client that reads it a few bytes at a time is closed with it. Limits are counted here, per client
- * address (struct httpd_client), not by MHD: over a limit, the waiting connection that is oldest
- * goes (of that address, or of the address that holds the most, srv->by_open), so that a flood of
- * idle connections cannot keep anyone out, nor push out a client that has one connection; MHD's own
- * limit sits above ours (HTTPD_SPARE, the reserves) and is only reached while closes are in flight.
- * Closing is a shutdown(2) of the socket: MHD reads the end of the stream and closes the connection
- * itself (it has no call to close one). The configured peers' addresses have HTTPD_PEER_RESERVE
+ * client that reads it a few bytes at a time is closed with it. Limits
+ * are counted here, per client address (struct httpd_client), not by MHD:
+ * over a limit, the waiting connection that is oldest goes (of that
+ * address, or of the address that holds the most, srv->by_open), so that
+ * a flood of idle connections cannot keep anyone out, nor push out a
+ * client that has one connection; MHD's own limit sits above ours
+ * (HTTPD_SPARE, the reserves) and is only reached while closes are in
+ * flight. Closing is a shutdown(2) of the socket: MHD reads the end of
+ * the stream and closes the connection itself (it has no call to close
+ * one). The configured peers' addresses have HTTPD_PEER_RESERVE
  * connections more than the limits allow, and theirs are never pushed
  * out for others', so a coordinator can always reach its participant.
  * A peer configured by host name is looked up every HTTPD_PEER_LOOKUP_MS
@@ -96,10 +99,12 @@
 /*
  * Looking for a connection to push out costs a system call per connection
  * looked at (conn_peek), on the loop that serves every client: at most
- * HTTPD_PEEK_MAX of one address's, and HTTPD_PEEK_BUDGET for each of the
- * two limits, for one new connection. Without a bound, an address holding 1,000 waiting
- * connections (a flood behind a proxy, with no per-address limit) made
- * every new connection cost 1,000 of them.
+ * HTTPD_PEEK_MAX of one address's (over the per-address limit), and
+ * HTTPD_PEEK_BUDGET in each of the two passes over the addresses holding
+ * the most (over the whole limit; the second only when the first found
+ * none): at most 16 + 2 x 64 for one new connection. Without a bound, an address holding 1,000
+ * waiting connections (a flood behind a proxy, with no per-address limit) made every new connection
+ * cost 1,000 of them.
  */
 #define HTTPD_PEEK_MAX    16
 #define HTTPD_PEEK_BUDGET 64
@@ -545,11 +550,11 @@ static struct httpd_conn *victim_of_most(struct httpd *srv, const struct httpd_c
 {
     uint64_t now = ev_clock_us();
     struct httpd_conn *c = NULL;
-    unsigned budget = HTTPD_PEEK_BUDGET; /* for both passes */
+    unsigned budget = HTTPD_PEEK_BUDGET, rest = HTTPD_PEEK_BUDGET; /* one for each pass */
 
     if (now > HTTPD_GRACE_US)
         c = oldest_of_most(srv, spare, now - HTTPD_GRACE_US, &budget);
-    return c ? c : oldest_of_most(srv, spare, UINT64_MAX, &budget);
+    return c ? c : oldest_of_most(srv, spare, UINT64_MAX, &rest);
 }
 
 /*
