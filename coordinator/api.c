@@ -395,14 +395,14 @@ static int parse_outcomes_req(struct coord *co, struct httpd_req *req, cJSON **r
 }
 
 /* The gtids among rows (a shard's acceptor rows left behind) that the shard may now delete. */
-static cJSON *acceptors_done(const struct coord *co, const cJSON *rows, int shard)
+static cJSON *acceptors_done(const struct coord *co, const cJSON *rows)
 {
     cJSON *done = jsonx_new_array();
     const cJSON *g;
 
     cJSON_ArrayForEach(g, rows)
     {
-        if (cJSON_IsString(g) && coord_acceptors_done(co, g->valuestring, shard))
+        if (cJSON_IsString(g) && coord_acceptors_done(co, g->valuestring))
             jsonx_append(done, cJSON_CreateString(g->valuestring));
     }
     return done;
@@ -461,7 +461,7 @@ static void post_outcomes(struct coord *co, struct httpd_req *req)
     }
     jsonx_add(answer, "outcomes", list);
     if (rows)
-        jsonx_add(answer, "finished", acceptors_done(co, rows, shard));
+        jsonx_add(answer, "finished", acceptors_done(co, rows));
     httpd_reply_json(req, 200, jsonx_print(answer));
     cJSON_Delete(answer);
     cJSON_Delete(root);

@@ -184,11 +184,11 @@ enum dtx_decision coord_decision(const struct coord *co, const char *gtid, int s
     return tx_presumed(gtid, co->cfg->node_id, co->epoch, co->seq);
 }
 
-bool coord_acceptors_done(const struct coord *co, const char *gtid, int shard)
+bool coord_acceptors_done(const struct coord *co, const char *gtid)
 {
     const struct txent *e = txtab_find(&co->tab, gtid);
 
-    return e && epoch_accepted(co, gtid, shard) && tx_acceptors_done(e->tx);
+    return e && tx_acceptors_done(e->tx);
 }
 
 void coord_gap_add(struct coord *co, const struct coord_gap *g)

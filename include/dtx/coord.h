@@ -99,14 +99,14 @@ enum dtx_decision coord_decision(const struct coord *co, const char *gtid, int s
                                  uint64_t *xid);
 
 /*
- * Three-phase commit: true when shard may delete its acceptor state of
- * gtid, which was left behind (the forget was lost): this run holds the
+ * Three-phase commit: true when the shards may delete their acceptor state
+ * of gtid, which was left behind (the forget was lost): this run holds the
  * transaction and finished it with every participant's acknowledgement
  * and no branch given up on (tx_acceptors_done). False for anything else:
  * forgotten after its retention, rebuilt after a restart, decided by the
  * participants, another node's. Not knowing is never a yes.
  */
-bool coord_acceptors_done(const struct coord *co, const char *gtid, int shard);
+bool coord_acceptors_done(const struct coord *co, const char *gtid);
 
 /* Whose a gtid is, as this coordinator sees it. */
 enum coord_gtid {
